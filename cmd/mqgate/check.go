@@ -1,0 +1,40 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/mqgate/mqgate/config"
+)
+
+// checkCmd validates configuration files like `nginx -t`: a one-line summary
+// and exit 0, or every error as file:line: field: problem and exit 1.
+func checkCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("check", stderr)
+	var files fileList
+	fs.Var(&files, "c", "configuration `file` (repeatable; later files add to earlier ones)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "mqgate check: at least one -c FILE is required")
+		return errUsage
+	}
+	cfg, err := config.Load(files...)
+	if err != nil {
+		var list config.ErrorList
+		if errors.As(err, &list) {
+			for _, e := range list {
+				fmt.Fprintln(stderr, e)
+			}
+			return fmt.Errorf("configuration has %d error(s)", len(list))
+		}
+		return err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	fmt.Fprintln(stdout, "configuration OK:", cfg.Summary())
+	return nil
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mqgate/mqgate/demo"
+)
+
+func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo", stderr)
+	listen := fs.String("listen", "127.0.0.1:1883", "`address` mqgate listens on")
+	every := fs.Duration("every", 5*time.Second, "how often to print the connections per broker")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	access := slog.New(slog.NewJSONHandler(stdout, nil))
+	d, err := demo.Start(*listen, log, access)
+	if err != nil {
+		return err
+	}
+	h, p, _ := net.SplitHostPort(d.Addr)
+	fmt.Fprintf(stdout, `mqgate demo: mqgate on %s in front of three in-process brokers:
+  broker1 %s
+  broker2 %s
+  broker3 %s
+
+The configuration it runs (save it as mqgate.yaml and "mqgate run -c mqgate.yaml" does the same):
+%s
+Try it (mosquitto-clients):
+  mosquitto_sub -h %s -p %s -i watcher -t 'demo/#' -v &
+  mosquitto_pub -h %s -p %s -i meter-1 -t demo/meter-1 -m 42
+  for i in $(seq 1 20); do mosquitto_pub -h %s -p %s -i "sensor-$i" -t demo/x -m hi; done
+The same client id always lands on the same broker (watch the "node" field of the access log below).
+Every %s this prints the clients connected to each broker. Ctrl-C stops it all.
+
+`, d.Addr, d.BrokerAddrs[0], d.BrokerAddrs[1], d.BrokerAddrs[2], d.Config,
+		h, p, h, p, h, p, *every)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	tick := time.NewTicker(*every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			c := d.Counts()
+			fmt.Fprintf(stdout, "%s clients per broker: broker1=%d broker2=%d broker3=%d\n",
+				time.Now().Format(time.TimeOnly), c[0], c[1], c[2])
+		case <-sigs:
+			fmt.Fprintln(stdout, "stopping")
+			return closeDemo(d)
+		case <-ctx.Done():
+			return closeDemo(d)
+		}
+	}
+}
+
+func closeDemo(d *demo.Demo) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = d.Close(ctx)
+	return nil
+}

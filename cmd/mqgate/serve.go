@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/proxy"
+)
+
+// runCmd serves until SIGINT or SIGTERM, then drains; SIGHUP reloads the
+// files, keeping the running configuration when the new one is invalid.
+func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", stderr)
+	var files fileList
+	fs.Var(&files, "c", "configuration `file` (repeatable; later files add to earlier ones)")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long live connections may take to end before they are closed")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "mqgate run: at least one -c FILE is required")
+		return errUsage
+	}
+	cfg, err := config.Load(files...)
+	if err != nil {
+		return err
+	}
+
+	var level slog.LevelVar
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
+	setLevel(&level, cfg.Log.Level)
+	access, closeAccess, err := openAccessLog(cfg.Log.AccessLog, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeAccess()
+	logConfig(log, cfg)
+	raiseFileLimit(log)
+
+	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access})
+	if err != nil {
+		return err
+	}
+	// Catch signals before listening: whoever waits for the listener may
+	// signal at once.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return shutdown(srv, log, *drain)
+		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				log.Info("stopping", "signal", sig.String(), "drain_timeout", *drain)
+				return shutdown(srv, log, *drain)
+			}
+			reload(srv, log, &level, files)
+		}
+	}
+}
+
+func shutdown(srv *proxy.Server, log *slog.Logger, drain time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// reload re-reads the files; an invalid configuration is logged and the
+// running one kept.
+func reload(srv *proxy.Server, log *slog.Logger, level *slog.LevelVar, files []string) {
+	cfg, err := config.Load(files...)
+	if err != nil {
+		log.Error("reload refused, keeping the running configuration", "err", err.Error())
+		return
+	}
+	if err := srv.Apply(cfg); err != nil {
+		log.Error("reload failed, keeping the running configuration", "err", err)
+		return
+	}
+	setLevel(level, cfg.Log.Level)
+	log.Info("reloaded", "config", cfg.Summary())
+}
+
+func setLevel(v *slog.LevelVar, name string) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(name)); err == nil {
+		v.Set(l)
+	}
+}
+
+func logConfig(log *slog.Logger, cfg *config.Config) {
+	log.Info("configuration loaded", "files", cfg.Files, "summary", cfg.Summary())
+	for _, ig := range cfg.Ignored {
+		log.Debug("ignored APISIX key mqgate does not use", "key", ig)
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning", "warning", w.Error())
+	}
+}
+
+// openAccessLog returns the access logger for the access_log setting: JSON
+// lines on stdout, stderr or a file, or nil for "off".
+func openAccessLog(where string, stdout io.Writer) (*slog.Logger, func(), error) {
+	var w io.Writer
+	closeFn := func() {}
+	switch where {
+	case "off":
+		return nil, closeFn, nil
+	case "", "stdout":
+		w = stdout
+	case "stderr":
+		w = os.Stderr
+	default:
+		f, err := os.OpenFile(where, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("access log: %w", err)
+		}
+		w, closeFn = f, func() { f.Close() }
+	}
+	return slog.New(slog.NewJSONHandler(w, nil)), closeFn, nil
+}
+
+// raiseFileLimit raises the open-file soft limit to the hard one and
+// reports it, since it bounds how many connections mqgate can proxy.
+func raiseFileLimit(log *slog.Logger) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("cannot read the open-file limit", "err", err)
+		return
+	}
+	if lim.Cur < lim.Max {
+		raised := syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
+			log.Warn("cannot raise the open-file soft limit", "soft", lim.Cur, "hard", lim.Max, "err", err)
+		} else {
+			lim = raised
+		}
+	}
+	// Each proxied connection holds two descriptors; keep some for
+	// listeners, logs and the connections being set up.
+	const reserve = 64
+	conns := (int64(lim.Cur) - reserve) / 2
+	log.Info("open-file limit", "soft", lim.Cur, "hard", lim.Max, "max_proxied_connections", conns)
+}

@@ -1,0 +1,354 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLoadAPISIXSeed loads the config.yaml + apisix.yaml pair from the
+// APISIX MQTT proxy guide unchanged.
+func TestLoadAPISIXSeed(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("testdata/apisix-config.yaml", "testdata/apisix.yaml")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := &Config{
+		Files: []string{"testdata/apisix-config.yaml", "testdata/apisix.yaml"},
+		StreamProxy: StreamProxy{
+			TCP:            []Listener{{Addr: ":9000", File: "testdata/apisix-config.yaml", Line: 6}},
+			ConnectTimeout: 10 * time.Second,
+			MaxConnectSize: 65536,
+		},
+		Log: Log{Level: "info", AccessLog: "stdout"},
+		StreamRoutes: []StreamRoute{{
+			ID:         "1",
+			UpstreamID: "1",
+			Plugins:    Plugins{MQTTProxy: &MQTTProxy{ProtocolName: "MQTT", ProtocolLevel: 5}},
+			File:       "testdata/apisix.yaml", Line: 2,
+		}},
+		Upstreams: []Upstream{{
+			ID:   "1",
+			Type: "chash",
+			Key:  "mqtt_client_id",
+			Nodes: []Node{
+				{Host: "host.docker.internal", Port: 1883, Weight: 1},
+				{Host: "host.docker.internal", Port: 1884, Weight: 1},
+			},
+			Retries: 1,
+			Timeout: Timeout{Connect: 5 * time.Second},
+			Scheme:  "tcp",
+			File:    "testdata/apisix.yaml", Line: 10,
+		}},
+		Ignored: []string{
+			"testdata/apisix-config.yaml:2: apisix.enable_admin",
+			"testdata/apisix-config.yaml:4: apisix.stream_proxy.only",
+			"testdata/apisix-config.yaml:8: deployment",
+			"testdata/apisix-config.yaml:12: stream_plugins",
+		},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("Load =\n%+v\nwant\n%+v", cfg, want)
+	}
+	if got, want := cfg.Summary(), "2 files, 1 listener (:9000), 1 stream route, 1 upstream with 2 nodes"; got != want {
+		t.Errorf("Summary() = %q, want %q", got, want)
+	}
+}
+
+// TestLoadAPISIXSeedTLS checks that the guide's TLS variant is refused with
+// one clear error per TLS setting, rather than silently proxying plain TCP.
+func TestLoadAPISIXSeedTLS(t *testing.T) {
+	t.Parallel()
+	_, err := Load("testdata/apisix-config-tls.yaml", "testdata/apisix-tls.yaml")
+	want := strings.Join([]string{
+		"testdata/apisix-config-tls.yaml:7: apisix.stream_proxy.tcp[0].tls: TLS listeners are not supported yet (needs ssls); remove tls or set false",
+		"testdata/apisix-tls.yaml:4: stream_routes[0].sni: sni needs TLS listeners, not supported yet",
+		"testdata/apisix-tls.yaml:14: upstreams[0].scheme: tls is not supported yet; use tcp",
+	}, "\n")
+	if err == nil || err.Error() != want {
+		t.Errorf("Load error =\n%v\nwant\n%s", err, want)
+	}
+}
+
+// TestLoadNative loads a single mqgate-native file that uses every key.
+func TestLoadNative(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load("testdata/mqgate.yaml")
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	const file = "testdata/mqgate.yaml"
+	for i, r := range cfg.StreamRoutes {
+		if r.MQTTClientID != nil && r.MQTTClientID.Regex != "" && r.MQTTClientID.re == nil {
+			t.Errorf("route %d: regex not compiled at load", i)
+		}
+		if r.MQTTClientID != nil {
+			cfg.StreamRoutes[i].MQTTClientID.re = nil // compared by source below
+		}
+	}
+	want := &Config{
+		Files: []string{file},
+		StreamProxy: StreamProxy{
+			TCP: []Listener{
+				{Addr: ":9000", File: file, Line: 4},
+				{Addr: "127.0.0.1:9001", File: file, Line: 5},
+				{Addr: "[::1]:9002", File: file, Line: 6},
+			},
+			ConnectTimeout: 5 * time.Second,
+			MaxConnectSize: 4096,
+		},
+		Log: Log{Level: "debug", AccessLog: "/var/log/mqgate/access.log"},
+		StreamRoutes: []StreamRoute{
+			{
+				ID: "sensors", Name: "sensors", Desc: "flow meters and light sensors",
+				ServerPort:   9000,
+				ServerAddr:   netip.MustParseAddr("127.0.0.1"),
+				RemoteAddr:   netip.MustParsePrefix("10.0.0.0/8"),
+				MQTTClientID: &StringMatch{Prefix: "sensor-"},
+				MQTTUsername: &StringMatch{Exact: "ingest"},
+				UpstreamID:   "1",
+				Plugins:      Plugins{MQTTProxy: &MQTTProxy{ProtocolName: "MQTT", ProtocolLevel: 5}},
+				File:         file, Line: 14,
+			},
+			{
+				ID:           "legacy",
+				ServerPort:   9001,
+				RemoteAddr:   netip.MustParsePrefix("2001:db8::1/128"),
+				MQTTClientID: &StringMatch{Regex: "^legacy-[0-9]+$"},
+				MQTTUsername: &StringMatch{Exact: "old"},
+				Plugins:      Plugins{MQTTProxy: &MQTTProxy{ProtocolName: "MQIsdp", ProtocolLevel: 3}},
+				Upstream: &Upstream{
+					ID: "route:legacy", Name: "legacy brokers", Type: "least_conn",
+					Nodes: []Node{
+						{Host: "::1", Port: 1883, Weight: 1},
+						{Host: "broker-2.internal", Port: 1884, Weight: 0, Priority: -1},
+					},
+					Retries: 1,
+					Timeout: Timeout{Connect: 5 * time.Second},
+					Scheme:  "tcp",
+					File:    file, Line: 41,
+				},
+				File: file, Line: 29,
+			},
+		},
+		Upstreams: []Upstream{{
+			ID: "1", Name: "cloud", Desc: "brokers in the cloud",
+			Type: "chash", Key: "remote_addr",
+			Nodes: []Node{
+				{Host: "10.0.0.1", Port: 1883, Weight: 2},
+				{Host: "2001:db8::2", Port: 1883, Weight: 1},
+			},
+			Retries: 3,
+			Timeout: Timeout{Connect: 500 * time.Millisecond, Send: 6 * time.Second, Read: 90 * time.Second},
+			Scheme:  "tcp",
+			File:    file, Line: 51,
+		}},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("Load =\n%+v\nwant\n%+v", cfg, want)
+		for i := range min(len(cfg.StreamRoutes), len(want.StreamRoutes)) {
+			if g, w := cfg.StreamRoutes[i], want.StreamRoutes[i]; !reflect.DeepEqual(g, w) {
+				t.Errorf("route %d =\n%+v\nwant\n%+v", i, g, w)
+			}
+		}
+	}
+	wantSummary := "1 file, 3 listeners (:9000, 127.0.0.1:9001, [::1]:9002), 2 stream routes, 2 upstreams with 4 nodes"
+	if got := cfg.Summary(); got != wantSummary {
+		t.Errorf("Summary() = %q, want %q", got, wantSummary)
+	}
+	if got := cfg.RouteUpstream(&cfg.StreamRoutes[0]); got != &cfg.Upstreams[0] {
+		t.Errorf("RouteUpstream(route 0) = %p, want upstreams[0] %p", got, &cfg.Upstreams[0])
+	}
+	if got := cfg.RouteUpstream(&cfg.StreamRoutes[1]); got != cfg.StreamRoutes[1].Upstream {
+		t.Errorf("RouteUpstream(route 1) = %p, want its inline upstream", got)
+	}
+}
+
+// TestMerge loads an APISIX config.yaml, an mqgate-native file and an
+// apisix.yaml together: lists concatenate in file order.
+func TestMerge(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse(
+		Document{Name: "config.yaml", Data: []byte(`
+apisix:
+  stream_proxy:
+    tcp: [9000]
+    connect_timeout: 3
+`)},
+		Document{Name: "mqgate.yaml", Data: []byte(`
+stream_proxy:
+  tcp: ["9001"]
+log:
+  level: warn
+stream_routes:
+  - upstream_id: a
+`)},
+		Document{Name: "apisix.yaml", Data: []byte(`
+stream_routes:
+  - upstream_id: a
+    server_port: 9001
+upstreams:
+  - id: a
+    nodes: {"b1:1883": 1}
+#END
+`)},
+	)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	var addrs, routes []string
+	for _, l := range cfg.StreamProxy.TCP {
+		addrs = append(addrs, l.File+" "+l.Addr)
+	}
+	for _, r := range cfg.StreamRoutes {
+		routes = append(routes, r.File+" "+r.ID)
+	}
+	if want := []string{"config.yaml :9000", "mqgate.yaml :9001"}; !slices.Equal(addrs, want) {
+		t.Errorf("listeners = %q, want %q", addrs, want)
+	}
+	if want := []string{"mqgate.yaml route-0", "apisix.yaml route-1"}; !slices.Equal(routes, want) {
+		t.Errorf("routes = %q, want %q", routes, want)
+	}
+	if cfg.StreamProxy.ConnectTimeout != 3*time.Second || cfg.Log.Level != "warn" {
+		t.Errorf("connect_timeout = %v, log.level = %q; want 3s from config.yaml and warn from mqgate.yaml",
+			cfg.StreamProxy.ConnectTimeout, cfg.Log.Level)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse(Document{Name: "w.yaml", Data: []byte(`stream_proxy:
+  tcp: [9000]
+stream_routes:
+  - server_port: 9100
+    upstream_id: used
+upstreams:
+  - id: used
+    nodes: {"b:1883": 1}
+  - id: spare
+    nodes: {"b:1884": 1}
+ssls:
+  - cert: x
+`)})
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	var got []string
+	for _, w := range cfg.Warnings {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		"w.yaml:4: stream_routes[0].server_port: no listener on port 9100, so this route never matches",
+		`w.yaml:9: upstreams[1]: upstream "spare" is not used by any stream route`,
+		"w.yaml:11: ssls: 1 certificate(s) not used: TLS is not supported yet",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Warnings =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	cfg, err = Parse(Document{Name: "empty.yaml", Data: []byte("stream_proxy: {tcp: [9000]}\n")})
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if len(cfg.Warnings) != 1 || cfg.Warnings[0].Error() != "no stream routes: every client connection will be refused" {
+		t.Errorf("Warnings without routes = %v", cfg.Warnings)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	t.Parallel()
+	_, err := Load("testdata/apisix-config.yaml", "testdata/missing.yaml")
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load error = %v, want one wrapping fs.ErrNotExist", err)
+	}
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) != 1 || list[0].Error() != "testdata/missing.yaml: cannot read: no such file or directory" {
+		t.Errorf("Load error = %#v, want an ErrorList with the read error only", err)
+	}
+}
+
+func TestStringMatch(t *testing.T) {
+	t.Parallel()
+	loaded, err := Parse(Document{Name: "m.yaml", Data: []byte(`stream_proxy: {tcp: [9000]}
+stream_routes:
+  - mqtt_client_id: {regex: "^dev-[0-9]+$"}
+    upstream: {nodes: {"b:1883": 1}}
+`)})
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	tests := []struct {
+		name string
+		m    *StringMatch
+		in   string
+		want bool
+	}{
+		{"nil matches anything", nil, "x", true},
+		{"exact", &StringMatch{Exact: "dev-1"}, "dev-1", true},
+		{"exact differs", &StringMatch{Exact: "dev-1"}, "dev-10", false},
+		{"zero matches empty", &StringMatch{}, "", true},
+		{"zero rejects non-empty", &StringMatch{}, "a", false},
+		{"prefix", &StringMatch{Prefix: "dev-"}, "dev-7", true},
+		{"prefix differs", &StringMatch{Prefix: "dev-"}, "de", false},
+		{"loaded regex", loaded.StreamRoutes[0].MQTTClientID, "dev-42", true},
+		{"loaded regex differs", loaded.StreamRoutes[0].MQTTClientID, "dev-4x", false},
+		{"hand-built regex", &StringMatch{Regex: "^a+$"}, "aaa", true},
+		{"hand-built regex differs", &StringMatch{Regex: "^a+$"}, "ab", false},
+		{"hand-built bad regex", &StringMatch{Regex: "[a-"}, "[a-", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := tt.m.Match(tt.in); got != tt.want {
+				t.Errorf("%v.Match(%q) = %v, want %v", tt.m, tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		err  *Error
+		want string
+	}{
+		{&Error{File: "a.yaml", Line: 3, Path: "log.level", Msg: "bad"}, "a.yaml:3: log.level: bad"},
+		{&Error{File: "a.yaml", Line: 3, Msg: "bad"}, "a.yaml:3: bad"},
+		{&Error{File: "a.yaml", Msg: "bad"}, "a.yaml: bad"},
+		{&Error{Msg: "bad"}, "bad"},
+	}
+	for _, tt := range tests {
+		if got := tt.err.Error(); got != tt.want {
+			t.Errorf("Error() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		key  string
+		want string
+	}{
+		{"upstrem_id", "upstream_id"},
+		{"Upstream_ID", "upstream_id"},
+		{"protocol", "protocol_name"}, // shared prefix, distance 5
+		{"remote_ip", "remote_addr"},  // shared prefix "remote_"
+		{"plugin", "plugins"},
+		{"xyz", ""},
+		{"ab", ""}, // distance 2 to "id" would replace the whole key
+		{"completely_different", ""},
+	}
+	candidates := append(slices.Clone(streamRouteKeys), mqttProxyKeys...)
+	for _, tt := range tests {
+		if got := suggest(tt.key, candidates); got != tt.want {
+			t.Errorf("suggest(%q) = %q, want %q", tt.key, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,324 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults for settings a file leaves out.
+const (
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultMaxConnectSize  = 65536
+	DefaultUpstreamConnect = 5 * time.Second
+	DefaultLogLevel        = "info"
+	DefaultAccessLog       = "stdout"
+
+	// MaxConnectSizeLimit is the largest MQTT packet the protocol can encode.
+	MaxConnectSizeLimit = 268435455
+	minConnectSize      = 64
+)
+
+var (
+	// topLevelKeys are the sections mqgate reads, in any file.
+	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls"}
+	// ignoredTopLevelKeys are APISIX sections of config.yaml and apisix.yaml
+	// that mqgate accepts so users can bring their files, but does not use.
+	ignoredTopLevelKeys = []string{
+		"deployment", "nginx_config", "plugins", "stream_plugins", "plugin_attr", "discovery",
+		"graphql", "ext-plugin", "wasm", "etcd",
+		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
+		"plugin_metadata", "consumer_groups", "secrets",
+	}
+	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size"}
+	ignoredStreamProxyKeys = []string{"only", "udp"}
+	listenerKeys           = []string{"addr", "tls"}
+	logKeys                = []string{"level", "access_log"}
+	logLevels              = []string{"debug", "info", "warn", "error"}
+)
+
+// Load reads, merges and validates the files in order. Lists (stream_routes,
+// upstreams, ssls, stream_proxy.tcp) are concatenated across files; a scalar
+// section (log, stream_proxy settings other than tcp) set in two files is an
+// error naming both places. It returns every problem found as an ErrorList.
+func Load(paths ...string) (*Config, error) {
+	var (
+		docs    []Document
+		readErr []*Error
+	)
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			msg := err.Error()
+			if pe, ok := errors.AsType[*fs.PathError](err); ok {
+				msg = pe.Err.Error()
+			}
+			readErr = append(readErr, &Error{File: path, Msg: "cannot read: " + msg, Err: err})
+			continue
+		}
+		docs = append(docs, Document{Name: path, Data: data})
+	}
+	return parse(paths, docs, readErr)
+}
+
+// Parse is Load for in-memory documents; Document.Name is used in messages.
+func Parse(docs ...Document) (*Config, error) {
+	names := make([]string, len(docs))
+	for i, doc := range docs {
+		names[i] = doc.Name
+	}
+	return parse(names, docs, nil)
+}
+
+func parse(names []string, docs []Document, readErr []*Error) (*Config, error) {
+	p := newProblems(names)
+	p.errs = append(p.errs, readErr...)
+	b := newBuilder(p)
+	for _, doc := range docs {
+		b.addDocument(doc)
+	}
+	cfg := b.finish()
+	cfg.Files = names
+	if len(p.errs) > 0 {
+		return nil, ErrorList(p.sorted(p.errs))
+	}
+	cfg.Warnings = p.sorted(p.warnings)
+	cfg.Ignored = p.ignored
+	return cfg, nil
+}
+
+// builder accumulates the declarations of all documents; finish merges and
+// cross-checks them.
+type builder struct {
+	p           *problems
+	setAt       map[string]location // where each once-only setting was first set
+	streamProxy StreamProxy
+	log         Log
+	listeners   []listenerDecl
+	tcpSet      bool // stream_proxy.tcp had items, even if all were invalid
+	routes      []routeDecl
+	upstreams   []upstreamDecl
+}
+
+type location struct {
+	file string
+	line int
+}
+
+func newBuilder(p *problems) *builder {
+	return &builder{
+		p:     p,
+		setAt: make(map[string]location),
+		streamProxy: StreamProxy{
+			ConnectTimeout: DefaultConnectTimeout,
+			MaxConnectSize: DefaultMaxConnectSize,
+		},
+		log: Log{Level: DefaultLogLevel, AccessLog: DefaultAccessLog},
+	}
+}
+
+// yamlLineError matches yaml.v3 syntax errors, which carry the line in text.
+var yamlLineError = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
+
+func (b *builder) addDocument(doc Document) {
+	d := &decoder{file: doc.Name, p: b.p, b: b}
+	dec := yaml.NewDecoder(bytes.NewReader(doc.Data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if err != io.EOF {
+			d.yamlError(err)
+		}
+		return // an empty document configures nothing
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		d.errorf(&extra, "", "only one YAML document per file is supported; split it into files")
+	case err != io.EOF:
+		d.yamlError(err)
+	}
+	if len(root.Content) == 1 {
+		d.document(root.Content[0])
+	}
+}
+
+func (d *decoder) yamlError(err error) {
+	if m := yamlLineError.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		d.p.errorf(d.file, line, "", "invalid YAML: %s", m[2])
+		return
+	}
+	d.p.errorf(d.file, 0, "", "invalid YAML: %v", err)
+}
+
+// document decodes the top level of one file.
+func (d *decoder) document(n *yaml.Node) {
+	for _, kv := range d.fields(n, "") {
+		switch kv.key {
+		case "apisix":
+			d.apisix(kv.val)
+		case "stream_proxy":
+			d.streamProxy(kv.val, "stream_proxy")
+		case "log":
+			d.log(kv)
+		case "stream_routes":
+			for i, item := range d.items(kv.val, kv.key) {
+				d.b.routes = append(d.b.routes, d.route(item, index(kv.key, i)))
+			}
+		case "upstreams":
+			for i, item := range d.items(kv.val, kv.key) {
+				d.b.upstreams = append(d.b.upstreams, d.upstream(item, index(kv.key, i), false))
+			}
+		case "ssls":
+			if ssls := d.items(kv.val, kv.key); len(ssls) > 0 {
+				d.p.warnf(d.file, kv.keyNode.Line, kv.key, "%d certificate(s) not used: TLS is not supported yet", len(ssls))
+			}
+		default:
+			if slices.Contains(ignoredTopLevelKeys, kv.key) {
+				d.ignore(kv.keyNode, kv.key)
+				continue
+			}
+			d.unknownKey(kv, "", "key", topLevelKeys, ignoredTopLevelKeys)
+		}
+	}
+}
+
+// apisix decodes APISIX's config.yaml section: only stream_proxy matters to
+// mqgate; everything else there is APISIX's own business.
+func (d *decoder) apisix(n *yaml.Node) {
+	for _, kv := range d.fields(n, "apisix") {
+		if kv.key == "stream_proxy" {
+			d.streamProxy(kv.val, "apisix.stream_proxy")
+			continue
+		}
+		d.ignore(kv.keyNode, join("apisix", kv.key))
+	}
+}
+
+func (d *decoder) streamProxy(n *yaml.Node, path string) {
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "tcp":
+			items := d.items(kv.val, p)
+			d.b.tcpSet = d.b.tcpSet || len(items) > 0
+			for i, item := range items {
+				if l, ok := d.listener(item, index(p, i)); ok {
+					d.b.listeners = append(d.b.listeners, l)
+				}
+			}
+		case "connect_timeout":
+			if !d.setOnce("stream_proxy.connect_timeout", kv, p) {
+				continue
+			}
+			if v, ok := d.duration(kv.val, p); ok {
+				if v == 0 {
+					d.errorf(kv.val, p, "must be greater than 0")
+					continue
+				}
+				d.b.streamProxy.ConnectTimeout = v
+			}
+		case "max_connect_size":
+			if !d.setOnce("stream_proxy.max_connect_size", kv, p) {
+				continue
+			}
+			if v, ok := d.intIn(kv.val, p, minConnectSize, MaxConnectSizeLimit); ok {
+				d.b.streamProxy.MaxConnectSize = v
+			}
+		default:
+			if slices.Contains(ignoredStreamProxyKeys, kv.key) {
+				d.ignore(kv.keyNode, p)
+				continue
+			}
+			d.unknownKey(kv, path, "key", streamProxyKeys, ignoredStreamProxyKeys)
+		}
+	}
+}
+
+// setOnce records that the setting name is set by kv and reports false with
+// an error naming both places when an earlier file (or key) already set it.
+// Null values set nothing.
+func (d *decoder) setOnce(name string, kv keyValue, path string) bool {
+	if isNull(kv.val) {
+		return false
+	}
+	if first, ok := d.b.setAt[name]; ok {
+		d.errorf(kv.keyNode, path, "already set at %s:%d; set it in one place only", first.file, first.line)
+		return false
+	}
+	d.b.setAt[name] = location{file: d.file, line: kv.keyNode.Line}
+	return true
+}
+
+func (d *decoder) log(kv keyValue) {
+	if !d.setOnce("log", kv, kv.key) {
+		return
+	}
+	for _, f := range d.fields(kv.val, "log") {
+		p := join("log", f.key)
+		switch f.key {
+		case "level":
+			if v, ok := d.oneOf(f.val, p, logLevels...); ok {
+				d.b.log.Level = v
+			}
+		case "access_log":
+			d.accessLog(f.val, p)
+		default:
+			d.unknownKey(f, "log", "key", logKeys)
+		}
+	}
+}
+
+// accessLog reads stdout, stderr, off or a path; a YAML false means off.
+func (d *decoder) accessLog(n *yaml.Node, path string) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!bool" {
+		if on, ok := d.bool(n, path); ok && !on {
+			d.b.log.AccessLog = "off"
+			return
+		}
+		d.errorf(n, path, `must be "stdout", "stderr", "off" or a file path, got %s`, describe(n))
+		return
+	}
+	if v, ok := d.str(n, path); ok {
+		if v == "" {
+			d.errorf(n, path, `must not be empty; use "off" to disable the access log`)
+			return
+		}
+		d.b.log.AccessLog = v
+	}
+}
+
+// finish merges what all documents declared, checks references across
+// files and returns the configuration (meaningful only without errors).
+func (b *builder) finish() *Config {
+	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log}
+	b.checkListeners()
+	for _, l := range b.listeners {
+		cfg.StreamProxy.TCP = append(cfg.StreamProxy.TCP, l.Listener)
+	}
+	b.checkRoutes()
+	for _, r := range b.routes {
+		cfg.StreamRoutes = append(cfg.StreamRoutes, r.StreamRoute)
+	}
+	for _, u := range b.upstreams {
+		cfg.Upstreams = append(cfg.Upstreams, u.Upstream)
+	}
+	if len(cfg.StreamRoutes) == 0 {
+		b.p.warnf("", 0, "", "no stream routes: every client connection will be refused")
+	}
+	return cfg
+}
+
+// at formats a place for messages that point at a second one.
+func at(file string, line int) string {
+	return fmt.Sprintf("%s:%d", file, line)
+}

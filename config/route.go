@@ -1,0 +1,226 @@
+package config
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+var (
+	streamRouteKeys = []string{
+		"id", "name", "desc", "server_port", "server_addr", "remote_addr", "sni",
+		"mqtt_client_id", "mqtt_username", "upstream_id", "upstream", "plugins",
+	}
+	knownPlugins      = []string{"mqtt-proxy"}
+	mqttProxyKeys     = []string{"protocol_name", "protocol_level"}
+	mqttProtocolNames = []string{"MQTT", "MQIsdp"}
+)
+
+// routeDecl is a StreamRoute with the source positions the cross-file
+// checks report at.
+type routeDecl struct {
+	StreamRoute
+	path           string
+	idLine         int // 0 when the id is generated
+	serverPortLine int
+	upstreamIDLine int
+}
+
+func (d *decoder) route(n *yaml.Node, path string) routeDecl {
+	r := routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path}
+	var hasUpstreamID, hasUpstream bool
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "id":
+			if id, ok := d.id(kv.val, p); ok {
+				r.ID, r.idLine = id, kv.val.Line
+			}
+		case "name":
+			r.Name, _ = d.str(kv.val, p)
+		case "desc":
+			r.Desc, _ = d.str(kv.val, p)
+		case "server_port":
+			r.ServerPort, _ = d.intIn(kv.val, p, 0, 65535)
+			r.serverPortLine = kv.val.Line
+		case "server_addr":
+			if s, ok := d.str(kv.val, p); ok {
+				a, err := netip.ParseAddr(s)
+				if err != nil || a.Zone() != "" {
+					d.errorf(kv.val, p, "must be an IP address, got %q", s)
+					continue
+				}
+				r.ServerAddr = a.Unmap()
+			}
+		case "remote_addr":
+			if s, ok := d.str(kv.val, p); ok {
+				prefix, msg := parsePrefix(s)
+				if msg != "" {
+					d.errorf(kv.val, p, "%s", msg)
+					continue
+				}
+				r.RemoteAddr = prefix
+			}
+		case "sni":
+			if s, ok := d.str(kv.val, p); ok && s != "" {
+				d.errorf(kv.val, p, "sni needs TLS listeners, not supported yet")
+			}
+		case "mqtt_client_id":
+			r.MQTTClientID = d.stringMatch(kv.val, p)
+		case "mqtt_username":
+			r.MQTTUsername = d.stringMatch(kv.val, p)
+		case "upstream_id":
+			hasUpstreamID = !isNull(kv.val)
+			r.UpstreamID, _ = d.id(kv.val, p)
+			r.upstreamIDLine = kv.val.Line
+		case "upstream":
+			hasUpstream = !isNull(kv.val)
+			if hasUpstream {
+				u := d.upstream(kv.val, p, true)
+				r.Upstream = &u.Upstream
+			}
+		case "plugins":
+			r.Plugins = d.plugins(kv.val, p)
+		default:
+			d.unknownKey(kv, path, "key", streamRouteKeys)
+		}
+	}
+	switch {
+	case hasUpstreamID && hasUpstream:
+		d.errorf(n, path, "set exactly one of upstream_id or upstream, not both")
+	case !hasUpstreamID && !hasUpstream:
+		d.errorf(n, path, "needs upstream_id or upstream")
+	}
+	return r
+}
+
+// parsePrefix reads an IP (a one-address prefix) or a CIDR. Host bits in
+// a CIDR are cleared: "10.1.2.3/8" means 10.0.0.0/8.
+func parsePrefix(s string) (netip.Prefix, string) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Sprintf(`must be an IP address or a CIDR like "10.0.0.0/8", got %q`, s)
+		}
+		return p.Masked(), ""
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Sprintf(`must be an IP address or a CIDR like "10.0.0.0/8", got %q`, s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), ""
+}
+
+func (d *decoder) plugins(n *yaml.Node, path string) Plugins {
+	var pl Plugins
+	for _, kv := range d.fields(n, path) {
+		switch kv.key {
+		case "mqtt-proxy":
+			pl.MQTTProxy = d.mqttProxy(kv.val, join(path, kv.key))
+		default:
+			d.unknownKey(kv, path, "plugin", knownPlugins)
+		}
+	}
+	return pl
+}
+
+// mqttProxy decodes the mqtt-proxy plugin. Unlike APISIX, both fields are
+// optional: an empty plugin matches any MQTT CONNECT.
+func (d *decoder) mqttProxy(n *yaml.Node, path string) *MQTTProxy {
+	m := &MQTTProxy{}
+	var levelNode *yaml.Node
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "protocol_name":
+			m.ProtocolName, _ = d.oneOf(kv.val, p, mqttProtocolNames...)
+		case "protocol_level":
+			level, ok := d.int(kv.val, p)
+			if !ok {
+				continue
+			}
+			if !slices.Contains([]int{3, 4, 5}, level) {
+				d.errorf(kv.val, p, "must be 3, 4 or 5, got %d", level)
+				continue
+			}
+			m.ProtocolLevel, levelNode = level, kv.val
+		case "upstream":
+			d.errorf(kv.keyNode, p, "deprecated in APISIX and not supported; give the route an upstream_id or upstream instead")
+		default:
+			d.unknownKey(kv, path, "key", mqttProxyKeys)
+		}
+	}
+	// MQTT 3.1 names its protocol "MQIsdp" at level 3; 3.1.1 and 5.0 say "MQTT".
+	switch p := join(path, "protocol_level"); {
+	case m.ProtocolName == "MQIsdp" && m.ProtocolLevel > 3:
+		d.errorf(levelNode, p, `protocol_name "MQIsdp" (MQTT 3.1) is level 3, got %d`, m.ProtocolLevel)
+	case m.ProtocolName == "MQTT" && m.ProtocolLevel == 3:
+		d.errorf(levelNode, p, `protocol_name "MQTT" is level 4 or 5, got 3 (level 3 is "MQIsdp")`)
+	}
+	return m
+}
+
+// checkRoutes names routes without an id, then checks ids for duplicates and
+// upstream references across all files.
+func (b *builder) checkRoutes() {
+	routeAt := make(map[string]*routeDecl, len(b.routes))
+	for i := range b.routes {
+		r := &b.routes[i]
+		if r.ID == "" {
+			r.ID = fmt.Sprintf("route-%d", i)
+		}
+		if r.Upstream != nil {
+			r.Upstream.ID = "route:" + r.ID
+		}
+		if first, dup := routeAt[r.ID]; dup {
+			b.p.errorf(r.File, cmp.Or(r.idLine, r.Line), join(r.path, "id"), "duplicate id %q, first at %s",
+				r.ID, at(first.File, cmp.Or(first.idLine, first.Line)))
+			continue
+		}
+		routeAt[r.ID] = r
+	}
+
+	upstreamAt := make(map[string]*upstreamDecl, len(b.upstreams))
+	var ids []string
+	for i := range b.upstreams {
+		u := &b.upstreams[i]
+		if u.ID == "" {
+			continue // reported as required
+		}
+		if first, dup := upstreamAt[u.ID]; dup {
+			b.p.errorf(u.File, u.idLine, join(u.path, "id"), "duplicate id %q, first at %s", u.ID, at(first.File, first.idLine))
+			continue
+		}
+		upstreamAt[u.ID] = u
+		ids = append(ids, u.ID)
+	}
+
+	ports := make(map[int]bool, len(b.listeners))
+	for _, l := range b.listeners {
+		ports[l.port] = true
+	}
+	used := make(map[string]bool, len(b.upstreams))
+	for _, r := range b.routes {
+		if r.UpstreamID != "" {
+			if _, ok := upstreamAt[r.UpstreamID]; ok {
+				used[r.UpstreamID] = true
+			} else if len(ids) == 0 {
+				b.p.errorf(r.File, r.upstreamIDLine, join(r.path, "upstream_id"), "no upstream with id %q: no upstreams are defined", r.UpstreamID)
+			} else {
+				b.p.errorf(r.File, r.upstreamIDLine, join(r.path, "upstream_id"), "no upstream with id %q (known: %s)", r.UpstreamID, strings.Join(ids, ", "))
+			}
+		}
+		if r.ServerPort != 0 && len(ports) > 0 && !ports[r.ServerPort] {
+			b.p.warnf(r.File, r.serverPortLine, join(r.path, "server_port"), "no listener on port %d, so this route never matches", r.ServerPort)
+		}
+	}
+	for _, u := range b.upstreams {
+		if u.ID != "" && !used[u.ID] {
+			b.p.warnf(u.File, u.Line, u.path, "upstream %q is not used by any stream route", u.ID)
+		}
+	}
+}

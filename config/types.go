@@ -1,0 +1,115 @@
+package config
+
+import (
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// Document is one named YAML document for Parse. Name appears in error
+// messages in place of a file path.
+type Document struct {
+	Name string
+	Data []byte
+}
+
+// Config is the merged, validated configuration of all loaded files.
+type Config struct {
+	Files        []string // in load order
+	StreamProxy  StreamProxy
+	Log          Log
+	StreamRoutes []StreamRoute
+	Upstreams    []Upstream // top-level upstreams only; inline ones live in StreamRoute.Upstream
+	Ignored      []string   // APISIX keys mqgate accepts but does not use, as "file:line: path"
+	Warnings     []*Error   // valid but suspicious settings
+}
+
+// StreamProxy holds the listeners and the settings for reading CONNECT.
+type StreamProxy struct {
+	TCP            []Listener
+	ConnectTimeout time.Duration // deadline to read the client's CONNECT; default 10s
+	MaxConnectSize int           // largest accepted CONNECT packet in bytes; default 65536
+}
+
+// Listener is one TCP address mqgate accepts clients on.
+type Listener struct {
+	Addr string // normalized "host:port"; ":9000" listens on all addresses
+	TLS  bool
+	Line int
+	File string
+}
+
+// Log configures the process log and the access log.
+type Log struct {
+	Level     string // debug, info (default), warn or error
+	AccessLog string // "stdout" (default), "stderr", "off" or a file path
+}
+
+// StreamRoute selects an upstream for a client connection.
+type StreamRoute struct {
+	ID           string // generated as "route-<index>" when the file has none
+	Name, Desc   string
+	ServerPort   int          // 0 = any
+	ServerAddr   netip.Addr   // zero = any
+	RemoteAddr   netip.Prefix // zero = any
+	SNI          string
+	MQTTClientID *StringMatch // nil = any
+	MQTTUsername *StringMatch // nil = any
+	UpstreamID   string       // reference to Config.Upstreams; empty when Upstream is set
+	Upstream     *Upstream    // inline upstream with ID "route:<route ID>", or nil
+	Plugins      Plugins
+	Line         int
+	File         string
+}
+
+// StringMatch is how a route matches a CONNECT field: exactly one of Exact,
+// Prefix or Regex is set.
+type StringMatch struct {
+	Exact, Prefix, Regex string
+	re                   *regexp.Regexp
+}
+
+// Plugins is the set of stream plugins on a route.
+type Plugins struct {
+	MQTTProxy *MQTTProxy // `mqtt-proxy`
+}
+
+// MQTTProxy restricts a route to an MQTT protocol name and/or level.
+type MQTTProxy struct {
+	ProtocolName  string // "MQTT" or "MQIsdp"; empty = any
+	ProtocolLevel int    // 3, 4 or 5; 0 = any
+}
+
+// Upstream is a group of backend nodes and how to balance across them.
+type Upstream struct {
+	ID         string
+	Name, Desc string
+	Type       string // "roundrobin" (default), "chash" or "least_conn"
+	Key        string // chash only: "mqtt_client_id" (default), "remote_addr" or "mqtt_username"
+	Nodes      []Node
+	Retries    int // resolved: defaults to len(Nodes)-1
+	Timeout    Timeout
+	Scheme     string // "tcp"
+	Line       int
+	File       string
+}
+
+// Node is one backend broker.
+type Node struct {
+	Host     string // hostname or IP; hostnames are resolved at dial time
+	Port     int
+	Weight   int // 0 = never picked
+	Priority int // higher is preferred
+}
+
+// Addr returns the node's dial address, "host:port".
+func (n Node) Addr() string { return net.JoinHostPort(n.Host, strconv.Itoa(n.Port)) }
+
+// Timeout holds the upstream timeouts; zero Send and Read mean unset.
+type Timeout struct {
+	Connect time.Duration // default 5s
+	Send    time.Duration
+	Read    time.Duration
+}

@@ -1,0 +1,256 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+var (
+	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme"}
+	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
+	chashKeys     = []string{"mqtt_client_id", "remote_addr", "mqtt_username"}
+	nodeKeys      = []string{"host", "port", "weight", "priority"}
+	timeoutKeys   = []string{"connect", "send", "read"}
+)
+
+// upstreamDecl is an Upstream with the source positions the cross-file
+// checks report at.
+type upstreamDecl struct {
+	Upstream
+	path   string
+	idLine int
+}
+
+// upstream decodes a top-level upstream, or a route's inline one, which
+// takes its id from the route.
+func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl {
+	u := upstreamDecl{
+		Upstream: Upstream{Type: "roundrobin", Scheme: "tcp", Timeout: Timeout{Connect: DefaultUpstreamConnect}, File: d.file, Line: n.Line},
+		path:     path,
+	}
+	var keyNode *yaml.Node
+	retries := -1
+	nodesOK := true
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "id":
+			if inline {
+				d.errorf(kv.keyNode, p, "an inline upstream takes no id; declare it under upstreams and use upstream_id")
+				continue
+			}
+			u.ID, _ = d.id(kv.val, p)
+			u.idLine = kv.val.Line
+		case "name":
+			u.Name, _ = d.str(kv.val, p)
+		case "desc":
+			u.Desc, _ = d.str(kv.val, p)
+		case "type":
+			if t, ok := d.oneOf(kv.val, p, upstreamTypes...); ok {
+				u.Type = t
+			}
+		case "key":
+			keyNode = kv.val
+		case "nodes":
+			u.Nodes, nodesOK = d.nodes(kv.val, p)
+		case "retries":
+			retries, _ = d.intMin(kv.val, p, 0)
+		case "timeout":
+			u.Timeout = d.timeout(kv.val, p)
+		case "scheme":
+			s, ok := d.str(kv.val, p)
+			switch {
+			case !ok || s == "tcp":
+			case s == "tls":
+				d.errorf(kv.val, p, "tls is not supported yet; use tcp")
+			default:
+				d.errorf(kv.val, p, "must be tcp, got %q", s)
+			}
+		default:
+			d.unknownKey(kv, path, "key", upstreamKeys)
+		}
+	}
+	if !inline && u.ID == "" && u.idLine == 0 {
+		d.errorf(n, join(path, "id"), "required")
+	}
+	if u.Type == "chash" {
+		u.Key = "mqtt_client_id"
+	}
+	if !isNull(keyNode) {
+		p := join(path, "key")
+		if u.Type != "chash" {
+			d.errorf(keyNode, p, "only used with type chash, not %s", u.Type)
+		} else if k, ok := d.oneOf(keyNode, p, chashKeys...); ok {
+			u.Key = k
+		}
+	}
+	if len(u.Nodes) == 0 && nodesOK {
+		d.errorf(n, join(path, "nodes"), "at least one node is required")
+	}
+	if retries < 0 {
+		retries = max(len(u.Nodes)-1, 0) // try every node once
+	}
+	u.Retries = retries
+	return u
+}
+
+// nodes decodes APISIX's two shapes: {"host:port": weight} or a list of
+// {host, port, weight, priority}. ok is false when a problem was reported.
+func (d *decoder) nodes(n *yaml.Node, path string) (nodes []Node, ok bool) {
+	errs := len(d.p.errs)
+	firstLine := make(map[string]int)
+	add := func(node Node, at *yaml.Node, p string) {
+		if line, dup := firstLine[node.Addr()]; dup {
+			d.errorf(at, p, "duplicate node %q, first at line %d", node.Addr(), line)
+			return
+		}
+		firstLine[node.Addr()] = at.Line
+		nodes = append(nodes, node)
+	}
+	switch n.Kind {
+	case yaml.MappingNode:
+		for _, kv := range d.fields(n, path) {
+			p := fmt.Sprintf("%s[%q]", path, kv.key)
+			host, port, msg := parseHostPort(kv.key)
+			if msg != "" {
+				d.errorf(kv.keyNode, p, "%s", msg)
+				continue
+			}
+			weight, ok := d.intMin(kv.val, p, 0)
+			if !ok && isNull(kv.val) {
+				d.errorf(kv.keyNode, p, "weight required")
+			}
+			if ok {
+				add(Node{Host: host, Port: port, Weight: weight}, kv.keyNode, p)
+			}
+		}
+	case yaml.SequenceNode:
+		for i, item := range d.items(n, path) {
+			p := index(path, i)
+			if node, ok := d.listNode(item, p); ok {
+				add(node, item, p)
+			}
+		}
+	default:
+		if !isNull(n) {
+			d.errorf(n, path, `must be a mapping {"host:port": weight} or a list of {host, port, weight}, got %s`, describe(n))
+		}
+	}
+	if len(d.p.errs) > errs {
+		return nodes, false
+	}
+	for _, node := range nodes {
+		if node.Weight > 0 {
+			return nodes, true
+		}
+	}
+	if len(nodes) > 0 {
+		d.errorf(n, path, "every node has weight 0; at least one needs weight > 0")
+		return nodes, false
+	}
+	return nodes, true
+}
+
+func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
+	node := Node{Weight: 1}
+	errs := len(d.p.errs)
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "host":
+			if h, ok := d.str(kv.val, p); ok {
+				h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+				if !validHost(h) {
+					d.errorf(kv.val, p, "must be a hostname or an IP address, got %q", h)
+					continue
+				}
+				node.Host = h
+			}
+		case "port":
+			node.Port, _ = d.intIn(kv.val, p, 1, 65535)
+		case "weight":
+			node.Weight, _ = d.intMin(kv.val, p, 0)
+		case "priority":
+			node.Priority, _ = d.int(kv.val, p)
+		default:
+			d.unknownKey(kv, path, "key", nodeKeys)
+		}
+	}
+	if len(d.p.errs) > errs {
+		return node, false
+	}
+	if node.Host == "" {
+		d.errorf(n, join(path, "host"), "required")
+	}
+	if node.Port == 0 {
+		d.errorf(n, join(path, "port"), "required (the broker's MQTT port, e.g. 1883)")
+	}
+	return node, len(d.p.errs) == errs
+}
+
+func (d *decoder) timeout(n *yaml.Node, path string) Timeout {
+	t := Timeout{Connect: DefaultUpstreamConnect}
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "connect":
+			v, ok := d.duration(kv.val, p)
+			if ok && v == 0 {
+				d.errorf(kv.val, p, "must be greater than 0")
+			} else if ok {
+				t.Connect = v
+			}
+		case "send":
+			t.Send, _ = d.duration(kv.val, p)
+		case "read":
+			t.Read, _ = d.duration(kv.val, p)
+		default:
+			d.unknownKey(kv, path, "key", timeoutKeys)
+		}
+	}
+	return t
+}
+
+// parseHostPort reads a node key of the map form: "host:port", with IPv6
+// in brackets. msg is empty on success.
+func parseHostPort(s string) (host string, port int, msg string) {
+	host, ps, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Sprintf(`must be "host:port" (IPv6 as "[::1]:1883"), got %q`, s)
+	}
+	port, err = strconv.Atoi(ps)
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Sprintf("port must be 1..65535, got %q", ps)
+	}
+	if !validHost(host) {
+		return "", 0, fmt.Sprintf("host must be a hostname or an IP address, got %q", host)
+	}
+	return host, port, ""
+}
+
+// validHost accepts IP addresses and DNS names; names are resolved when
+// dialing, not here.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

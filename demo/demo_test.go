@@ -1,0 +1,59 @@
+package demo_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mqgate/mqgate/demo"
+	"github.com/mqgate/mqgate/internal/mqtttest"
+)
+
+// TestDemo: the quick start serves real clients, spreads them over its three
+// brokers, and puts each client id on one broker.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	quiet := slog.New(slog.DiscardHandler)
+	d, err := demo.Start("127.0.0.1:0", quiet, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.Close(ctx)
+	})
+
+	const n = 30
+	for i := range n {
+		opts := pahov3.NewClientOptions().AddBroker("tcp://" + d.Addr).SetClientID(fmt.Sprintf("sensor-%d", i)).
+			SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+		c := pahov3.NewClient(opts)
+		if tok := c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect through the demo: %v", tok.Error())
+		}
+		t.Cleanup(func() { c.Disconnect(100) })
+	}
+	mqtttest.WaitFor(t, "all clients on the brokers", func() bool {
+		c := d.Counts()
+		return c[0]+c[1]+c[2] == n
+	})
+	for i, c := range d.Counts() {
+		if c == 0 {
+			t.Errorf("broker %d has no client: %v", i+1, d.Counts())
+		}
+	}
+	seen := map[string]bool{}
+	for _, ids := range d.ClientIDs() {
+		for _, id := range ids {
+			if seen[id] {
+				t.Errorf("%s is on two brokers", id)
+			}
+			seen[id] = true
+		}
+	}
+}

@@ -1,0 +1,219 @@
+// Package mqtttest starts real MQTT brokers for tests: mochi-mqtt in
+// process, and Mosquitto (the Debian package) as a child process, each on a
+// loopback port, each stopped when the test ends. Both report which client
+// ids connected to them, so a test can see routing from the broker's side.
+//
+//	b := mqtttest.StartMochi(t)
+//	m := mqtttest.StartMosquitto(t, "")
+//	... connect through the proxy ...
+//	mqtttest.WaitFor(t, func() bool { return slices.Contains(b.Seen(), "meter-1") })
+package mqtttest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Broker is what tests need of any broker.
+type Broker interface {
+	Addr() string   // "127.0.0.1:port"
+	Seen() []string // client ids that have connected, in order, repeats kept
+}
+
+// Mochi is an in-process mochi-mqtt broker.
+type Mochi struct {
+	Server *mochi.Server
+	addr   string
+	seen   *seenHook
+	close  sync.Once
+}
+
+// StartMochi starts a mochi-mqtt broker that allows every client.
+func StartMochi(t testing.TB) *Mochi {
+	t.Helper()
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
+	seen := &seenHook{}
+	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
+		if err := srv.AddHook(h, nil); err != nil {
+			t.Fatalf("mochi hook: %v", err)
+		}
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(tcp); err != nil {
+		t.Fatalf("mochi listener: %v", err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatalf("mochi serve: %v", err)
+	}
+	m := &Mochi{Server: srv, addr: tcp.Address(), seen: seen}
+	t.Cleanup(m.Close)
+	return m
+}
+
+func (m *Mochi) Addr() string   { return m.addr }
+func (m *Mochi) Seen() []string { return m.seen.ids() }
+
+// Close stops the broker, dropping its clients (to test failover).
+func (m *Mochi) Close() { m.close.Do(func() { m.Server.Close() }) }
+
+type seenHook struct {
+	mochi.HookBase
+	mu  sync.Mutex
+	all []string
+}
+
+func (h *seenHook) ID() string { return "brokertest-seen" }
+func (h *seenHook) Provides(b byte) bool {
+	return b == mochi.OnConnect
+}
+func (h *seenHook) OnConnect(cl *mochi.Client, _ packets.Packet) error {
+	h.mu.Lock()
+	h.all = append(h.all, cl.ID)
+	h.mu.Unlock()
+	return nil
+}
+func (h *seenHook) ids() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.all)
+}
+
+// Mosquitto is a mosquitto broker process.
+type Mosquitto struct {
+	addr    string
+	logPath string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// StartMosquitto starts mosquitto on a free loopback port with anonymous
+// access and extra appended to its configuration. The test fails when
+// mosquitto is not installed: the test command installs it.
+func StartMosquitto(t testing.TB, extra string) *Mosquitto {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+		if _, serr := os.Stat(bin); serr != nil {
+			t.Fatalf("mosquitto is not installed (apt-get install mosquitto): %v", err)
+		}
+	}
+	dir := t.TempDir()
+	var lastErr error
+	// The port is picked by binding :0 and closing; another process may
+	// take it before mosquitto binds, so try a few times.
+	for range 5 {
+		port := FreePort(t)
+		m := &Mosquitto{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), logPath: filepath.Join(dir, "mosquitto.log"), exited: make(chan struct{})}
+		conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\nlog_dest file %s\nlog_type all\nconnection_messages true\nmax_keepalive 65535\n%s\n",
+			port, m.logPath, extra)
+		confPath := filepath.Join(dir, "mosquitto.conf")
+		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.Remove(m.logPath)
+		m.cmd = exec.Command(bin, "-c", confPath)
+		var stderr bytes.Buffer
+		m.cmd.Stderr = &stderr
+		if err := m.cmd.Start(); err != nil {
+			t.Fatalf("start mosquitto: %v", err)
+		}
+		go func() { _ = m.cmd.Wait(); close(m.exited) }()
+		if err := m.waitReady(5 * time.Second); err != nil {
+			m.stop()
+			log, _ := os.ReadFile(m.logPath)
+			lastErr = fmt.Errorf("%v; stderr: %s; log: %s", err, stderr.String(), log)
+			continue
+		}
+		t.Cleanup(m.stop)
+		return m
+	}
+	t.Fatalf("mosquitto did not start: %v", lastErr)
+	return nil
+}
+
+func (m *Mosquitto) waitReady(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		select {
+		case <-m.exited:
+			return errors.New("mosquitto exited")
+		default:
+		}
+		c, err := net.DialTimeout("tcp", m.addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond) // polling for readiness, bounded by deadline
+	}
+	return fmt.Errorf("mosquitto not listening on %s after %v", m.addr, limit)
+}
+
+func (m *Mosquitto) Addr() string { return m.addr }
+
+// Stop kills mosquitto (to test failover); the test's cleanup does it too.
+func (m *Mosquitto) Stop() { m.stop() }
+
+func (m *Mosquitto) stop() {
+	select {
+	case <-m.exited:
+		return
+	default:
+	}
+	_ = m.cmd.Process.Kill()
+	<-m.exited
+}
+
+var newClientLine = regexp.MustCompile(`New client connected from \S+ as (\S+) \(`)
+
+// Seen parses mosquitto's log for the client ids that connected.
+func (m *Mosquitto) Seen() []string {
+	b, _ := os.ReadFile(m.logPath)
+	var ids []string
+	for _, sm := range newClientLine.FindAllSubmatch(b, -1) {
+		ids = append(ids, string(sm[1]))
+	}
+	return ids
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago, for
+// programs that cannot be told to listen on port 0.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// WaitFor polls cond until it holds or 10 s pass, then fails the test.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

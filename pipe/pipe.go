@@ -1,0 +1,249 @@
+// Package pipe moves bytes both ways between a client and its broker once the
+// proxy has forwarded the CONNECT, until either side ends.
+//
+// Most MQTT connections sit idle for minutes between small messages, so an idle
+// pipe must cost almost nothing: for two *net.TCPConn it parks one goroutine per
+// direction on the poller without holding a buffer, and takes a pooled buffer
+// only for the moment bytes are there. Other net.Conn kinds (TLS, WebSocket)
+// fall back to a pooled-buffer copy.
+//
+//	res := pipe.Run(client, broker, pipe.Options{Idle: 90 * time.Second})
+//	log.Printf("up %d down %d, ended: %s", res.Up, res.Down, res.End)
+//
+// Run closes neither connection: the caller owns them. To end a pipe from
+// outside (shutdown, an operator's request), close either connection; Run
+// then returns with the side whose read failed.
+package pipe
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// End says why a pipe ended.
+type End string
+
+const (
+	ClientClosed End = "client_closed" // the client closed its side (FIN) and the broker side then ended
+	BrokerClosed End = "broker_closed" // the broker closed its side and the client side then ended
+	IdleTimeout  End = "idle_timeout"  // no byte passed either way for Options.Idle
+	ClientError  End = "client_error"  // reading from or writing to the client failed
+	BrokerError  End = "broker_error"  // reading from or writing to the broker failed
+)
+
+// Options bound a pipe in time.
+type Options struct {
+	// Idle closes the pipe when no byte has passed in either direction for
+	// this long. Zero means no idle limit.
+	Idle time.Duration
+	// WriteTimeout bounds one blocked write to either side (a peer that
+	// stopped reading). Zero means no bound.
+	WriteTimeout time.Duration
+	// HalfCloseTimeout bounds how long the other direction may go on after
+	// one side has sent FIN. Zero means no bound beyond Idle.
+	HalfCloseTimeout time.Duration
+}
+
+// Result reports what a pipe carried and why it ended.
+type Result struct {
+	Up   int64 // bytes from client to broker
+	Down int64 // bytes from broker to client
+	End  End
+	Err  error // the error behind ClientError or BrokerError
+}
+
+// bufSize is one read's worth: large enough for a typical MQTT burst, small
+// enough that a burst across many connections does not pin much memory.
+const bufSize = 16 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// shared is what the two directions of one pipe both see.
+type shared struct {
+	opts       Options
+	lastActive atomic.Int64 // unix nanoseconds of the last byte either way
+	aborted    atomic.Bool  // set before abort's deadlines fire
+	halfClosed atomic.Bool  // one side has sent FIN; the idle limit no longer re-arms
+	first      atomic.Pointer[direction]
+}
+
+// direction is one half of the pipe: it reads src and writes dst.
+type direction struct {
+	src, dst net.Conn
+	srcEnd   End // what EOF on src means
+	srcErr   End // what a failing read of src means
+	dstErr   End // what a failing write to dst means
+	bytes    int64
+	end      End
+	err      error
+	*shared
+}
+
+// Run copies client→broker and broker→client until both directions have
+// ended, or one of them fails or idles out, which aborts the other. The
+// direction that ends first says why the pipe ended.
+func Run(client, broker net.Conn, opts Options) Result {
+	sh := &shared{opts: opts}
+	sh.lastActive.Store(time.Now().UnixNano())
+	up := &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, shared: sh}
+	down := &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
+
+	done := make(chan struct{})
+	go func() { down.run(); close(done) }()
+	up.run()
+	<-done
+	first := sh.first.Load()
+	return Result{Up: up.bytes, Down: down.bytes, End: first.end, Err: first.err}
+}
+
+// abort ends both directions at once by making every pending read and write
+// on both connections fail now.
+func (d *direction) abort() {
+	d.aborted.Store(true)
+	past := time.Unix(0, 1)
+	_ = d.src.SetDeadline(past)
+	_ = d.dst.SetDeadline(past)
+}
+
+func (d *direction) run() {
+	if d.opts.Idle > 0 {
+		_ = d.src.SetReadDeadline(time.Now().Add(d.opts.Idle))
+	}
+	var err error
+	if tc, ok := d.src.(*net.TCPConn); ok {
+		err = d.copyRaw(tc)
+	} else {
+		err = d.copyBuffered()
+	}
+	d.first.CompareAndSwap(nil, d)
+	if err != nil {
+		d.abort()
+		return
+	}
+	// EOF: pass the half-close on, and let the other direction finish.
+	d.end = d.srcEnd
+	if cw, ok := d.dst.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	d.halfClosed.Store(true)
+	if d.opts.HalfCloseTimeout > 0 && !d.aborted.Load() {
+		_ = d.dst.SetReadDeadline(time.Now().Add(d.opts.HalfCloseTimeout))
+	}
+}
+
+// readFailed classifies a read error on src, handling the idle deadline: a
+// deadline that fired while the other direction was busy is re-armed.
+// It reports whether the copy should go on.
+func (d *direction) readFailed(err error) (retry bool) {
+	if errors.Is(err, os.ErrDeadlineExceeded) && !d.aborted.Load() && !d.halfClosed.Load() && d.opts.Idle > 0 {
+		last := time.Unix(0, d.lastActive.Load())
+		if deadline := last.Add(d.opts.Idle); time.Now().Before(deadline) {
+			_ = d.src.SetReadDeadline(deadline)
+			return true
+		}
+		d.end, d.err = IdleTimeout, err
+		return false
+	}
+	d.end, d.err = d.srcErr, err
+	return false
+}
+
+func (d *direction) write(b []byte) error {
+	if d.opts.WriteTimeout > 0 {
+		_ = d.dst.SetWriteDeadline(time.Now().Add(d.opts.WriteTimeout))
+	}
+	n, err := d.dst.Write(b)
+	d.bytes += int64(n)
+	if err != nil {
+		d.end, d.err = d.dstErr, err
+		return err
+	}
+	if d.opts.Idle > 0 {
+		d.lastActive.Store(time.Now().UnixNano())
+	}
+	return nil
+}
+
+// copyRaw waits for src to become readable without holding a buffer, so an
+// idle connection pins no user-space memory beyond two parked goroutines.
+// It returns nil at EOF.
+func (d *direction) copyRaw(src *net.TCPConn) error {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		d.end, d.err = d.srcErr, err
+		return err
+	}
+	for {
+		var (
+			buf   *[]byte
+			n     int
+			rdErr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			b := bufPool.Get().(*[]byte)
+			for {
+				n, rdErr = syscall.Read(int(fd), *b)
+				if rdErr != syscall.EINTR {
+					break
+				}
+			}
+			if rdErr == syscall.EAGAIN {
+				bufPool.Put(b)
+				return false
+			}
+			buf = b
+			return true
+		})
+		if err == nil && rdErr != nil {
+			err = os.NewSyscallError("read", rdErr)
+		}
+		if err != nil {
+			if buf != nil {
+				bufPool.Put(buf)
+			}
+			if d.readFailed(err) {
+				continue
+			}
+			return err
+		}
+		if n <= 0 {
+			bufPool.Put(buf)
+			return nil
+		}
+		werr := d.write((*buf)[:n])
+		bufPool.Put(buf)
+		if werr != nil {
+			return werr
+		}
+	}
+}
+
+// copyBuffered is the path for connections that are not plain TCP: the read
+// buffer is pooled but held while the read waits.
+func (d *direction) copyBuffered() error {
+	buf := bufPool.Get().(*[]byte)
+	defer bufPool.Put(buf)
+	for {
+		n, err := d.src.Read(*buf)
+		if n > 0 {
+			if werr := d.write((*buf)[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			if d.readFailed(err) {
+				continue
+			}
+			return err
+		}
+	}
+}

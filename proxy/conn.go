@@ -1,0 +1,372 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/route"
+)
+
+// Why a connection ended, beyond the pipe's own reasons (pipe.End).
+const (
+	EndRefused        pipe.End = "refused"         // a well-formed CONNECT answered with a refusing CONNACK
+	EndBadConnect     pipe.End = "bad_connect"     // not MQTT, malformed or oversized: closed without reply
+	EndConnectTimeout pipe.End = "connect_timeout" // no complete CONNECT within connect_timeout
+	EndShutdown       pipe.End = "shutdown"        // closed by a drain that ran out of time
+)
+
+// halfCloseTimeout bounds how long one direction may go on after the other
+// side sent FIN: MQTT has no use for half-open connections, but a peer that
+// closes cleanly should see its last bytes delivered.
+const halfCloseTimeout = 30 * time.Second
+
+// refuseLinger bounds how long a refused client gets to read its CONNACK
+// before the socket is closed.
+const refuseLinger = 2 * time.Second
+
+// prereadBufSize fits nearly every CONNECT in one pooled buffer; larger ones
+// get a buffer of their own, up to max_connect_size.
+const prereadBufSize = 2048
+
+var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize); return &b }}
+
+// liveConn is one connection as Shutdown and operators see it.
+type liveConn struct {
+	client net.Conn
+
+	mu     sync.Mutex
+	broker net.Conn
+	reason pipe.End // set by close, overrides the pipe's own End
+}
+
+// close ends the connection from outside, recording why.
+func (lc *liveConn) close(reason pipe.End) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.reason == "" {
+		lc.reason = reason
+	}
+	lc.client.Close()
+	if lc.broker != nil {
+		lc.broker.Close()
+	}
+}
+
+func (lc *liveConn) setBroker(c net.Conn) bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.reason != "" {
+		return false
+	}
+	lc.broker = c
+	return true
+}
+
+func (lc *liveConn) closedBy() pipe.End {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.reason
+}
+
+// record is the access-log record of one connection, filled in stage by stage.
+type record struct {
+	start     time.Time
+	listener  string
+	remote    netip.AddrPort
+	route     string
+	clientID  string
+	username  string
+	level     byte
+	node      string
+	up, down  int64
+	end       pipe.End
+	detail    string // refusal reason, parse error, dial error
+	errorKind string
+}
+
+// serveConn is the path of one connection, stage by stage.
+func (s *Server) serveConn(l *listener, c *net.TCPConn) {
+	defer s.handlers.Done()
+	snap := s.snap.Load()
+	rec := record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}
+	lc := &liveConn{client: c}
+	if !s.track(lc) {
+		c.Close()
+		return
+	}
+	s.stats.Active.Add(1)
+	defer func() {
+		s.untrack(lc)
+		c.Close()
+		s.stats.Active.Add(-1)
+		if r := lc.closedBy(); r != "" {
+			rec.end = r
+		}
+		s.logRecord(&rec)
+	}()
+
+	// Read the CONNECT, bounded in size and time.
+	buf, n, size, err := s.preread(c, snap)
+	defer func() { putPrereadBuf(buf) }()
+	if err != nil {
+		s.failPreread(c, &rec, err)
+		return
+	}
+	connect, err := mqtt.ParseConnect((*buf)[:size])
+	if err != nil {
+		s.failPreread(c, &rec, err)
+		return
+	}
+	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
+
+	// Route on the connection and the CONNECT.
+	ri, ok := snap.routes.Match(route.Input{
+		Local:    addrPort(c.LocalAddr()),
+		Remote:   rec.remote.Addr(),
+		ClientID: connect.ClientID,
+		Username: connect.Username,
+	})
+	if !ok {
+		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
+		return
+	}
+	rt := &snap.cfg.StreamRoutes[ri]
+	rec.route = rt.ID
+	if p := rt.Plugins.MQTTProxy; p != nil {
+		if (p.ProtocolLevel != 0 && int(connect.Level) != p.ProtocolLevel) ||
+			(p.ProtocolName != "" && p.ProtocolName != connect.ProtocolName) {
+			s.refuse(c, &rec, mqtt.UnsupportedProtocolVersion, refuseProtocolLevel,
+				fmt.Sprintf("this endpoint accepts %s level %d only", p.ProtocolName, p.ProtocolLevel))
+			return
+		}
+	}
+
+	// Balance and dial, moving to the next node on failure.
+	up := snap.upstreams[ri]
+	broker, node := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), &rec)
+	if broker == nil {
+		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
+		return
+	}
+	defer broker.Close()
+	if !lc.setBroker(broker) {
+		return
+	}
+	node.active.Add(1)
+	node.total.Add(1)
+	defer node.active.Add(-1)
+	rec.node = node.addr
+
+	// Forward the CONNECT as read, and whatever the client sent after it.
+	_ = broker.SetWriteDeadline(time.Now().Add(up.cfg.Timeout.Connect))
+	if _, err := broker.Write((*buf)[:n]); err != nil {
+		rec.end, rec.detail = pipe.BrokerError, err.Error()
+		return
+	}
+	_ = broker.SetWriteDeadline(time.Time{})
+	_ = c.SetReadDeadline(time.Time{})
+	rec.up = int64(n)
+	putPrereadBuf(buf) // connect's strings are copies; nothing else points into buf
+	buf = nil
+
+	// Pipe both ways until either side ends.
+	s.stats.Proxied.Add(1)
+	res := pipe.Run(c, broker, pipe.Options{
+		Idle:             idleLimit(up, connect.KeepAlive),
+		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
+		HalfCloseTimeout: halfCloseTimeout,
+	})
+	rec.up += res.Up
+	rec.down = res.Down
+	rec.end = res.End
+	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
+		rec.detail = res.Err.Error()
+	}
+}
+
+// preread reads until buf holds one whole packet. It returns the buffer, how
+// many bytes it holds, and the CONNECT's size.
+func (s *Server) preread(c *net.TCPConn, snap *snapshot) (buf *[]byte, n, size int, err error) {
+	limit := snap.cfg.StreamProxy.MaxConnectSize
+	if err := c.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout)); err != nil {
+		return nil, 0, 0, err
+	}
+	buf = prereadPool.Get().(*[]byte)
+	for {
+		m, rerr := c.Read((*buf)[n:])
+		n += m
+		if n > 0 && (*buf)[0] != 0x10 {
+			// [MQTT-3.1.0-1] the first packet from a client must be a
+			// CONNECT: no need to read on.
+			return buf, n, 0, &mqtt.ProtocolError{Kind: mqtt.KindNotMQTT, Rule: "MQTT-3.1.0-1", Reason: "first packet is not a CONNECT"}
+		}
+		if n > 0 {
+			total, ferr := mqtt.FrameLen((*buf)[:n])
+			switch {
+			case ferr == nil && total > limit:
+				return buf, n, 0, errTooLarge{size: total, limit: limit}
+			case ferr == nil && n >= total:
+				return buf, n, total, nil
+			case ferr == nil && total > len(*buf):
+				bigger := make([]byte, total)
+				copy(bigger, (*buf)[:n])
+				putPrereadBuf(buf)
+				buf = &bigger
+			case ferr != nil && !errors.Is(ferr, mqtt.ErrIncomplete):
+				return buf, n, 0, ferr
+			}
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) && n > 0 {
+				rerr = &mqtt.ProtocolError{Kind: mqtt.KindMalformed, Reason: "connection closed inside the CONNECT"}
+			}
+			return buf, n, 0, rerr
+		}
+	}
+}
+
+func putPrereadBuf(b *[]byte) {
+	if b != nil && cap(*b) == prereadBufSize {
+		prereadPool.Put(b)
+	}
+}
+
+type errTooLarge struct{ size, limit int }
+
+func (e errTooLarge) Error() string {
+	return fmt.Sprintf("CONNECT of %d bytes exceeds max_connect_size %d", e.size, e.limit)
+}
+
+// failPreread ends a connection whose CONNECT could not be read or parsed:
+// silently for anything that is not a well-formed CONNECT, with a CONNACK
+// where the spec asks the server to answer.
+func (s *Server) failPreread(c *net.TCPConn, rec *record, err error) {
+	var perr *mqtt.ProtocolError
+	var tooLarge errTooLarge
+	switch {
+	case errors.As(err, &perr):
+		rec.errorKind = string(perr.Kind)
+		rec.level = perr.Level
+		rec.detail = err.Error()
+		s.stats.parseError(perr.Kind)
+		if perr.Code != 0 {
+			s.refuse(c, rec, perr.Code, refuseBadConnect, perr.Reason)
+			return
+		}
+		rec.end = EndBadConnect
+	case errors.As(err, &tooLarge):
+		rec.errorKind, rec.detail, rec.end = "too_large", err.Error(), EndBadConnect
+		s.stats.parseError("too_large")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		rec.errorKind, rec.end = "timeout", EndConnectTimeout
+		s.stats.parseError("timeout")
+	case errors.Is(err, io.EOF):
+		rec.end = pipe.ClientClosed
+	default:
+		rec.end, rec.detail = pipe.ClientError, err.Error()
+	}
+	s.log.Debug("connection closed before CONNECT was read", "client", rec.remote, "end", rec.end, "err", err)
+}
+
+// refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
+// client and its logs say why instead of "connection reset", then closes.
+func (s *Server) refuse(c *net.TCPConn, rec *record, code mqtt.ReasonCode, reason refuseReason, text string) {
+	rec.end, rec.detail = EndRefused, text
+	s.stats.refused(reason)
+	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].
+	level := rec.level
+	if level != mqtt.Level5 {
+		level = mqtt.Level311
+	}
+	var pkt [256]byte
+	_ = c.SetDeadline(time.Now().Add(refuseLinger))
+	if _, err := c.Write(mqtt.AppendConnack(pkt[:0], level, code, text)); err != nil {
+		return
+	}
+	// Closing with unread input would reset the connection and could
+	// destroy the CONNACK in flight; send FIN and let the client close.
+	_ = c.CloseWrite()
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+// dial tries the nodes the balancer offers, up to 1 + retries of them, and
+// returns the first connection made.
+func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeState) {
+	d := net.Dialer{Timeout: up.cfg.Timeout.Connect}
+	tries := 0
+	for i := range up.bal.Order(key) {
+		if tries > up.cfg.Retries {
+			break
+		}
+		tries++
+		start := time.Now()
+		c, err := d.DialContext(s.ctx, "tcp", up.addrs[i])
+		if err == nil {
+			s.stats.observeDial(time.Since(start))
+			return c, up.nodes[i]
+		}
+		up.nodes[i].dialFails.Add(1)
+		rec.detail = err.Error()
+		s.log.Warn("dial failed", "upstream", up.cfg.ID, "node", up.addrs[i], "client_id", rec.clientID, "err", err)
+	}
+	return nil, nil
+}
+
+// idleLimit is the upstream's read timeout or, unset, 1.5 × the client's
+// keepalive as brokers apply it [MQTT-3.1.2-24]; keepalive 0 means none.
+func idleLimit(up *upstream, keepAlive uint16) time.Duration {
+	if up.cfg.Timeout.Read > 0 {
+		return up.cfg.Timeout.Read
+	}
+	return time.Duration(keepAlive) * 1500 * time.Millisecond
+}
+
+func writeTimeout(up *upstream, keepAlive uint16) time.Duration {
+	if up.cfg.Timeout.Send > 0 {
+		return up.cfg.Timeout.Send
+	}
+	return idleLimit(up, keepAlive)
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+func (s *Server) logRecord(r *record) {
+	if s.access == nil {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("listener", r.listener),
+		slog.String("client", r.remote.String()),
+		slog.String("route", r.route),
+		slog.String("client_id", r.clientID),
+		slog.String("username", r.username),
+		slog.Int("protocol_level", int(r.level)),
+		slog.String("node", r.node),
+		slog.Int64("bytes_up", r.up),
+		slog.Int64("bytes_down", r.down),
+		slog.Float64("duration_s", time.Since(r.start).Seconds()),
+		slog.String("end", string(r.end)),
+	}
+	if r.detail != "" {
+		attrs = append(attrs, slog.String("detail", r.detail))
+	}
+	if r.errorKind != "" {
+		attrs = append(attrs, slog.String("error_kind", r.errorKind))
+	}
+	s.access.LogAttrs(context.Background(), slog.LevelInfo, "connection", attrs...)
+}

@@ -1,0 +1,93 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/internal/mqtttest"
+	"github.com/mqgate/mqgate/proxy"
+)
+
+// gateway is an mqgate server under test.
+type gateway struct {
+	srv    *proxy.Server
+	addr   string
+	access *syncBuffer
+}
+
+// startGateway runs mqgate with the YAML yml, in which LISTEN stands for the
+// test's listener.
+func startGateway(t testing.TB, yml string) *gateway {
+	t.Helper()
+	yml = strings.ReplaceAll(yml, "LISTEN", `"127.0.0.1:0"`)
+	cfg, err := config.Parse(config.Document{Name: "test.yaml", Data: []byte(yml)})
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yml)
+	}
+	access := &syncBuffer{}
+	srv, err := proxy.New(cfg, proxy.Options{
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		AccessLog: slog.New(slog.NewJSONHandler(access, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	g := &gateway{srv: srv, access: access}
+	for _, a := range srv.ListenerAddrs() {
+		g.addr = a.String()
+	}
+	return g
+}
+
+// chashConfig is one listener and one chash upstream over brokers.
+func chashConfig(brokers ...mqtttest.Broker) string {
+	var b strings.Builder
+	b.WriteString("stream_proxy:\n  tcp:\n    - LISTEN\n  connect_timeout: 2s\nupstreams:\n  - id: 1\n    type: chash\n    key: mqtt_client_id\n    nodes:\n")
+	for _, br := range brokers {
+		fmt.Fprintf(&b, "      %q: 1\n", br.Addr())
+	}
+	b.WriteString("stream_routes:\n  - id: 1\n    upstream_id: 1\n")
+	return b.String()
+}
+
+// syncBuffer is an io.Writer for logs written from many goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Lines returns the complete lines written so far.
+func (b *syncBuffer) Lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(b.buf.String()))
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}

@@ -1,0 +1,277 @@
+// Package proxy is mqgate's data plane: it accepts MQTT client connections,
+// reads each one's CONNECT, routes it, picks a broker and pipes bytes both
+// ways, logging one access record per connection.
+//
+//	cfg, err := config.Load("mqgate.yaml")
+//	if err != nil { ... }
+//	srv, err := proxy.New(cfg, proxy.Options{Log: slog.Default()})
+//	if err != nil { ... }
+//	if err := srv.Listen(); err != nil { ... }
+//	<-ctx.Done()
+//	srv.Shutdown(drainCtx) // stop accepting, let live connections finish
+//
+// The path of one connection is in conn.go, one function per stage.
+// Configuration is an immutable snapshot swapped atomically by Apply; live
+// connections keep the snapshot they started with.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mqgate/mqgate/config"
+)
+
+// Options are the parts of a Server that do not come from the configuration.
+type Options struct {
+	Log       *slog.Logger // process log; slog.Default() when nil
+	AccessLog *slog.Logger // one record per connection; nil disables it
+}
+
+// Server is a running set of listeners and the connections they accepted.
+type Server struct {
+	log    *slog.Logger
+	access *slog.Logger
+
+	snap  atomic.Pointer[snapshot]
+	nodes nodeRegistry
+	stats Stats
+
+	ctx    context.Context // cancelled when Shutdown gives up on draining
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[string]*listener // by configured address
+	conns     map[*liveConn]struct{}
+	closing   bool
+	handlers  sync.WaitGroup
+}
+
+type listener struct {
+	cfg config.Listener
+	ln  *net.TCPListener
+}
+
+// New prepares a server for cfg without opening any socket.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	s := &Server{
+		log:       opts.Log,
+		access:    opts.AccessLog,
+		listeners: make(map[string]*listener),
+		conns:     make(map[*liveConn]struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	snap, err := newSnapshot(cfg, &s.nodes)
+	if err != nil {
+		return nil, err
+	}
+	s.snap.Store(snap)
+	return s, nil
+}
+
+// Listen opens every configured listener and starts accepting. When one
+// cannot be opened, none stays open.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	opened, err := s.openListeners(s.snap.Load().cfg)
+	if err != nil {
+		return err
+	}
+	for _, l := range opened {
+		s.startListener(l)
+	}
+	return nil
+}
+
+// openListeners opens the listeners of cfg that are not open yet. s.mu is held.
+func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
+	var opened []*listener
+	for _, lc := range cfg.StreamProxy.TCP {
+		if _, ok := s.listeners[lc.Addr]; ok {
+			continue
+		}
+		ln, err := listenTCP(lc.Addr)
+		if err != nil {
+			for _, l := range opened {
+				l.ln.Close()
+			}
+			return nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
+		}
+		opened = append(opened, &listener{cfg: lc, ln: ln})
+	}
+	return opened, nil
+}
+
+func (s *Server) startListener(l *listener) {
+	s.listeners[l.cfg.Addr] = l
+	s.log.Info("listening", "addr", l.ln.Addr().String(), "configured", l.cfg.Addr)
+	s.handlers.Add(1)
+	go s.acceptLoop(l)
+}
+
+// listenTCP opens a listener with two socket options:
+//   - SO_REUSEPORT, so that several mqgate processes can serve one address
+//     (scaling out on one host, and a new binary taking over while the old
+//     one drains);
+//   - TCP_DEFER_ACCEPT, so that a connection is handed over only once the
+//     client has sent data: MQTT clients speak first, and a connection that
+//     never sends its CONNECT costs the proxy no wake-up.
+func listenTCP(addr string) (*net.TCPListener, error) {
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			if serr == nil {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+// ListenerAddrs returns the bound address of each open listener by its
+// configured address (useful when the configuration says port 0).
+func (s *Server) ListenerAddrs() map[string]net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]net.Addr, len(s.listeners))
+	for k, l := range s.listeners {
+		out[k] = l.ln.Addr()
+	}
+	return out
+}
+
+func (s *Server) acceptLoop(l *listener) {
+	defer s.handlers.Done()
+	var backoff time.Duration
+	for {
+		c, err := l.ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors or a similar passing trouble: back
+			// off so the loop does not spin, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "addr", l.cfg.Addr, "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.stats.Accepted.Add(1)
+		s.handlers.Add(1)
+		go s.serveConn(l, c)
+	}
+}
+
+// Apply validates nothing (config.Load has) but builds a snapshot from cfg,
+// opens listeners cfg adds and closes those it drops, then makes it current
+// for new connections. Established connections are untouched, including
+// those accepted on a listener that is closed now. On error the running
+// configuration stays.
+func (s *Server) Apply(cfg *config.Config) error {
+	snap, err := newSnapshot(cfg, &s.nodes)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return errors.New("server is shutting down")
+	}
+	opened, err := s.openListeners(cfg)
+	if err != nil {
+		return err
+	}
+	s.snap.Store(snap)
+	for _, l := range opened {
+		s.startListener(l)
+	}
+	keep := make(map[string]bool)
+	for _, lc := range cfg.StreamProxy.TCP {
+		keep[lc.Addr] = true
+	}
+	for addr, l := range s.listeners {
+		if !keep[addr] {
+			l.ln.Close()
+			delete(s.listeners, addr)
+			s.log.Info("listener closed", "addr", addr)
+		}
+	}
+	s.nodes.prune(snap)
+	return nil
+}
+
+// Shutdown stops accepting, waits for live connections to end until ctx is
+// done, then closes those left and waits for their handlers to return.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for addr, l := range s.listeners {
+		l.ln.Close()
+		delete(s.listeners, addr)
+	}
+	n := len(s.conns)
+	s.mu.Unlock()
+	if n > 0 {
+		s.log.Info("draining connections", "count", n)
+	}
+
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	s.cancel()
+	s.mu.Lock()
+	left := len(s.conns)
+	for lc := range s.conns {
+		lc.close(EndShutdown)
+	}
+	s.mu.Unlock()
+	s.log.Warn("drain timeout: closed remaining connections", "count", left)
+	<-done
+	return ctx.Err()
+}
+
+// track registers a live connection so Shutdown and operators can close it.
+// It reports false when the server is shutting down.
+func (s *Server) track(lc *liveConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[lc] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(lc *liveConn) {
+	s.mu.Lock()
+	delete(s.conns, lc)
+	s.mu.Unlock()
+}

@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mqgate/mqgate/balance"
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/route"
+)
+
+// snapshot is one immutable configuration made ready to serve. A connection
+// takes the current snapshot when it is accepted and keeps it to its end, so
+// a reload never changes what a live connection sees.
+type snapshot struct {
+	cfg       *config.Config
+	routes    *route.Table
+	upstreams []*upstream // index-aligned with cfg.StreamRoutes
+}
+
+// upstream is a configured upstream with its balancer and live node state.
+type upstream struct {
+	cfg   *config.Upstream
+	addrs []string     // dial address per node
+	nodes []*nodeState // index-aligned with cfg.Nodes
+	bal   balance.Balancer
+}
+
+// nodeState is what mqgate knows about one node of one upstream. It outlives
+// snapshots: a reload that keeps the node keeps its counters.
+type nodeState struct {
+	upstreamID string
+	addr       string
+	active     atomic.Int64  // proxied connections now
+	total      atomic.Uint64 // proxied connections ever
+	dialFails  atomic.Uint64
+}
+
+// nodeRegistry hands out the nodeState for (upstream id, address) so that
+// state survives reloads.
+type nodeRegistry struct {
+	mu    sync.Mutex
+	nodes map[nodeKey]*nodeState
+}
+
+type nodeKey struct{ upstream, addr string }
+
+func (r *nodeRegistry) get(upstreamID, addr string) *nodeState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := nodeKey{upstreamID, addr}
+	n, ok := r.nodes[k]
+	if !ok {
+		if r.nodes == nil {
+			r.nodes = make(map[nodeKey]*nodeState)
+		}
+		n = &nodeState{upstreamID: upstreamID, addr: addr}
+		r.nodes[k] = n
+	}
+	return n
+}
+
+// prune forgets nodes that the current snapshot does not use and that carry
+// no connection.
+func (r *nodeRegistry) prune(keep *snapshot) {
+	used := make(map[*nodeState]bool)
+	for _, u := range keep.upstreams {
+		for _, n := range u.nodes {
+			used[n] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, n := range r.nodes {
+		if !used[n] && n.active.Load() == 0 {
+			delete(r.nodes, k)
+		}
+	}
+}
+
+// all lists every node state, for status reporting.
+func (r *nodeRegistry) all() []*nodeState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*nodeState, 0, len(r.nodes))
+	for _, n := range r.nodes {
+		out = append(out, n)
+	}
+	return out
+}
+
+func newSnapshot(cfg *config.Config, reg *nodeRegistry) (*snapshot, error) {
+	byID := make(map[string]*upstream)
+	build := func(u *config.Upstream) (*upstream, error) {
+		if up, ok := byID[u.ID]; ok {
+			return up, nil
+		}
+		up := &upstream{cfg: u}
+		bnodes := make([]balance.Node, len(u.Nodes))
+		for i, n := range u.Nodes {
+			addr := n.Addr()
+			up.addrs = append(up.addrs, addr)
+			up.nodes = append(up.nodes, reg.get(u.ID, addr))
+			bnodes[i] = balance.Node{Addr: addr, Weight: n.Weight, Priority: n.Priority}
+		}
+		bal, err := balance.New(bnodes, balance.Options{
+			Type:  u.Type,
+			State: balance.State{Active: func(i int) int64 { return up.nodes[i].active.Load() }},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %w", u.ID, err)
+		}
+		up.bal = bal
+		byID[u.ID] = up
+		return up, nil
+	}
+	for i := range cfg.Upstreams {
+		if _, err := build(&cfg.Upstreams[i]); err != nil {
+			return nil, err
+		}
+	}
+	snap := &snapshot{cfg: cfg, routes: route.NewTable(cfg.StreamRoutes)}
+	for i := range cfg.StreamRoutes {
+		r := &cfg.StreamRoutes[i]
+		var up *upstream
+		if r.Upstream != nil {
+			u, err := build(r.Upstream)
+			if err != nil {
+				return nil, err
+			}
+			up = u
+		} else {
+			up = byID[r.UpstreamID]
+		}
+		if up == nil {
+			// config.Load has checked references; this is a programming error.
+			return nil, fmt.Errorf("stream route %q: upstream %q not found", r.ID, r.UpstreamID)
+		}
+		snap.upstreams = append(snap.upstreams, up)
+	}
+	return snap, nil
+}
+
+// hashKey is the balancer key for a connection: what the upstream's `key`
+// names, falling back to the client address when that is empty, as APISIX
+// documents for mqtt_client_id.
+func (u *upstream) hashKey(clientID, username string, remote netip.Addr) string {
+	if u.cfg.Type != "chash" {
+		return ""
+	}
+	switch u.cfg.Key {
+	case "remote_addr":
+		return remote.String()
+	case "mqtt_username":
+		if username != "" {
+			return username
+		}
+	default:
+		if clientID != "" {
+			return clientID
+		}
+	}
+	return remote.String()
+}

@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/mqgate/mqgate/mqtt"
+)
+
+// refuseReason is why a well-formed CONNECT was refused, a bounded set for
+// counting.
+type refuseReason int
+
+const (
+	refuseNoRoute       refuseReason = iota // no stream route matched
+	refuseProtocolLevel                     // the route's mqtt-proxy protocol does not match
+	refuseNoBroker                          // every node tried failed to dial
+	refuseBadConnect                        // the CONNECT broke a rule that calls for a CONNACK
+	numRefuseReasons
+)
+
+var refuseReasonNames = [numRefuseReasons]string{"no_route", "protocol_level", "no_broker", "bad_connect"}
+
+func (r refuseReason) String() string { return refuseReasonNames[r] }
+
+// parseErrorKinds are the CONNECT failures counted, in a fixed order.
+var parseErrorKinds = [...]string{
+	string(mqtt.KindNotMQTT), string(mqtt.KindMalformed), string(mqtt.KindProtocol),
+	string(mqtt.KindUnsupportedVersion), string(mqtt.KindClientIDRejected), "too_large", "timeout",
+}
+
+// Stats are the server's counters since it started.
+type Stats struct {
+	Accepted atomic.Uint64 // connections accepted
+	Proxied  atomic.Uint64 // connections piped to a broker
+	Active   atomic.Int64  // connections open now, in any stage
+
+	refusedBy     [numRefuseReasons]atomic.Uint64
+	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
+	dialCount     atomic.Uint64
+	dialNanos     atomic.Uint64
+}
+
+func (st *Stats) refused(r refuseReason) { st.refusedBy[r].Add(1) }
+
+func (st *Stats) parseError(kind mqtt.ErrorKind) {
+	for i, k := range parseErrorKinds {
+		if k == string(kind) {
+			st.parseErrorsBy[i].Add(1)
+			return
+		}
+	}
+}
+
+func (st *Stats) observeDial(d time.Duration) {
+	st.dialCount.Add(1)
+	st.dialNanos.Add(uint64(d))
+}
+
+// StatsSnapshot is a copy of the counters at one moment.
+type StatsSnapshot struct {
+	Accepted, Proxied uint64
+	Active            int64
+	Refused           map[string]uint64 // by reason
+	ParseErrors       map[string]uint64 // by kind
+	Nodes             []NodeStats
+}
+
+// NodeStats is one upstream node's counters.
+type NodeStats struct {
+	Upstream, Addr string
+	Active         int64
+	Total          uint64
+	DialFailures   uint64
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() StatsSnapshot {
+	out := StatsSnapshot{
+		Accepted:    s.stats.Accepted.Load(),
+		Proxied:     s.stats.Proxied.Load(),
+		Active:      s.stats.Active.Load(),
+		Refused:     make(map[string]uint64),
+		ParseErrors: make(map[string]uint64),
+	}
+	for i := range s.stats.refusedBy {
+		out.Refused[refuseReasonNames[i]] = s.stats.refusedBy[i].Load()
+	}
+	for i := range s.stats.parseErrorsBy {
+		out.ParseErrors[parseErrorKinds[i]] = s.stats.parseErrorsBy[i].Load()
+	}
+	for _, n := range s.nodes.all() {
+		out.Nodes = append(out.Nodes, NodeStats{
+			Upstream: n.upstreamID, Addr: n.addr,
+			Active: n.active.Load(), Total: n.total.Load(), DialFailures: n.dialFails.Load(),
+		})
+	}
+	return out
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of mqgate, installing first what the tests need:
+# Debian packages (with apt-get, when missing) and the Go modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have mosquitto     || need+=(mosquitto)
+have mosquitto_pub || need+=(mosquitto-clients)
+if ((${#need[@]})); then
+  echo "installing ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+go mod download
+go vet ./...
+go test -race -count=1 -timeout 12m "$@" ./...
