@@ -31,7 +31,7 @@ upstreams:
 				`mqgate.yaml:3: stream_routes[0].upstrem_id: unknown key (did you mean "upstream_id"?)`,
 				`mqgate.yaml:3: stream_routes[0]: needs upstream_id or upstream`,
 				`mqgate.yaml:7: upstreams[0].retry: unknown key (did you mean "retries"?)`,
-				`mqgate.yaml:8: upstreams[0].hash_on: unknown key (known: id, name, desc, type, key, nodes, retries, timeout, scheme)`,
+				`mqgate.yaml:8: upstreams[0].hash_on: unknown key (known: id, name, desc, type, key, nodes, retries, timeout, scheme, tls, proxy_protocol)`,
 			},
 		},
 		{
@@ -212,7 +212,7 @@ stream_routes:
 				`p.yaml:12: stream_routes[2].plugins.mqtt-proxy.protocol_level: must be 3, 4 or 5, got 6`,
 				`p.yaml:12: stream_routes[2].plugins.mqtt-proxy.upstream: deprecated in APISIX and not supported; give the route an upstream_id or upstream instead`,
 				`p.yaml:15: stream_routes[3].plugins.mqtt_proxy: unknown plugin (did you mean "mqtt-proxy"?)`,
-				`p.yaml:16: stream_routes[3].plugins.limit-conn: unknown plugin (known: mqtt-proxy)`,
+				`p.yaml:16: stream_routes[3].plugins.limit-conn: unknown plugin (known: mqtt-proxy, mqtt-rewrite)`,
 			},
 		},
 		{
@@ -242,9 +242,9 @@ upstreams:
 				`u.yaml:6: stream_routes[1].upstream.id: an inline upstream takes no id; declare it under upstreams and use upstream_id`,
 				`u.yaml:7: stream_routes[1].upstream.type: must be roundrobin, chash or least_conn, got "ewma"`,
 				`u.yaml:11: upstreams[0].key: only used with type chash, not roundrobin`,
-				`u.yaml:13: upstreams[0].scheme: must be tcp, got "udp"`,
+				`u.yaml:13: upstreams[0].scheme: must be tcp or tls, got "udp"`,
 				`u.yaml:14: upstreams[0].retries: must be >= 0, got -1`,
-				`u.yaml:17: upstreams[1].key: must be mqtt_client_id, remote_addr or mqtt_username, got "uri"`,
+				`u.yaml:17: upstreams[1].key: must be mqtt_client_id, remote_addr, mqtt_username, ssl_server_name, ssl_client_serial, ssl_client_s_dn, ssl_client_s_dn_cn or ssl_client_fingerprint, got "uri"`,
 				`u.yaml:19: upstreams[1].timeout.connect: must be greater than 0`,
 				`u.yaml:19: upstreams[1].timeout.send: must not be negative, got -1s`,
 				`u.yaml:19: upstreams[1].timeout.read: must be seconds as a number (6, 0.5) or a duration like "10s", got "soon"`,
@@ -276,7 +276,7 @@ apisix:
 				`config.yaml:10: apisix.stream_proxy.tcp[6].addr: port must be 1..65535, got 0`,
 				`config.yaml:11: apisix.stream_proxy.tcp[7].addr: required`,
 				`config.yaml:12: apisix.stream_proxy.tcp[8].tls: must be true or false, got "yes"`,
-				`config.yaml:13: apisix.stream_proxy.tcp[9]: must be a port, "ip:port" or {addr, tls}, got a list`,
+				`config.yaml:13: apisix.stream_proxy.tcp[9]: must be a port, "ip:port" or {addr, tls, proxy_protocol, real_ip_from}, got a list`,
 			},
 		},
 		{

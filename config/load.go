@@ -41,7 +41,7 @@ var (
 	}
 	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
-	listenerKeys           = []string{"addr", "tls"}
+	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
 	logKeys                = []string{"level", "access_log"}
 	logLevels              = []string{"debug", "info", "warn", "error"}
 )
@@ -107,6 +107,7 @@ type builder struct {
 	tcpSet      bool // stream_proxy.tcp had items, even if all were invalid
 	routes      []routeDecl
 	upstreams   []upstreamDecl
+	ssls        []sslDecl
 }
 
 type location struct {
@@ -179,8 +180,8 @@ func (d *decoder) document(n *yaml.Node) {
 				d.b.upstreams = append(d.b.upstreams, d.upstream(item, index(kv.key, i), false))
 			}
 		case "ssls":
-			if ssls := d.items(kv.val, kv.key); len(ssls) > 0 {
-				d.p.warnf(d.file, kv.keyNode.Line, kv.key, "%d certificate(s) not used: TLS is not supported yet", len(ssls))
+			for i, item := range d.items(kv.val, kv.key) {
+				d.b.ssls = append(d.b.ssls, d.ssl(item, index(kv.key, i)))
 			}
 		default:
 			if slices.Contains(ignoredTopLevelKeys, kv.key) {
@@ -311,6 +312,12 @@ func (b *builder) finish() *Config {
 	}
 	for _, u := range b.upstreams {
 		cfg.Upstreams = append(cfg.Upstreams, u.Upstream)
+	}
+	b.checkSSLs()
+	for _, s := range b.ssls {
+		if !s.disabled {
+			cfg.SSLs = append(cfg.SSLs, s.SSL)
+		}
 	}
 	if len(cfg.StreamRoutes) == 0 {
 		b.p.warnf("", 0, "", "no stream routes: every client connection will be refused")

@@ -15,7 +15,7 @@ var (
 		"id", "name", "desc", "server_port", "server_addr", "remote_addr", "sni",
 		"mqtt_client_id", "mqtt_username", "upstream_id", "upstream", "plugins",
 	}
-	knownPlugins      = []string{"mqtt-proxy"}
+	knownPlugins      = []string{"mqtt-proxy", "mqtt-rewrite"}
 	mqttProxyKeys     = []string{"protocol_name", "protocol_level"}
 	mqttProtocolNames = []string{"MQTT", "MQIsdp"}
 )
@@ -28,6 +28,7 @@ type routeDecl struct {
 	idLine         int // 0 when the id is generated
 	serverPortLine int
 	upstreamIDLine int
+	sniLine        int
 }
 
 func (d *decoder) route(n *yaml.Node, path string) routeDecl {
@@ -66,8 +67,11 @@ func (d *decoder) route(n *yaml.Node, path string) routeDecl {
 				r.RemoteAddr = prefix
 			}
 		case "sni":
-			if s, ok := d.str(kv.val, p); ok && s != "" {
-				d.errorf(kv.val, p, "sni needs TLS listeners, not supported yet")
+			if s, _ := d.str(kv.val, p); s == "" {
+				continue // APISIX writes "" for no SNI condition
+			}
+			if name, ok := d.sniName(kv.val, p); ok {
+				r.SNI, r.sniLine = name, kv.val.Line
 			}
 		case "mqtt_client_id":
 			r.MQTTClientID = d.stringMatch(kv.val, p)
@@ -121,6 +125,8 @@ func (d *decoder) plugins(n *yaml.Node, path string) Plugins {
 		switch kv.key {
 		case "mqtt-proxy":
 			pl.MQTTProxy = d.mqttProxy(kv.val, join(path, kv.key))
+		case "mqtt-rewrite":
+			pl.MQTTRewrite = d.mqttRewrite(kv.val, join(path, kv.key))
 		default:
 			d.unknownKey(kv, path, "plugin", knownPlugins)
 		}

@@ -22,6 +22,7 @@ type Config struct {
 	Log          Log
 	StreamRoutes []StreamRoute
 	Upstreams    []Upstream // top-level upstreams only; inline ones live in StreamRoute.Upstream
+	SSLs         []SSL      // server certificates for TLS listeners, in load order (ssl.go)
 	Ignored      []string   // APISIX keys mqgate accepts but does not use, as "file:line: path"
 	Warnings     []*Error   // valid but suspicious settings
 }
@@ -39,6 +40,11 @@ type Listener struct {
 	TLS  bool
 	Line int
 	File string
+
+	// ProxyProtocol makes every connection start with a PROXY protocol
+	// header (v1 or v2) sent from an address in RealIPFrom (proxy_protocol.go).
+	ProxyProtocol bool
+	RealIPFrom    []netip.Prefix
 }
 
 // Log configures the process log and the access log.
@@ -74,6 +80,8 @@ type StringMatch struct {
 // Plugins is the set of stream plugins on a route.
 type Plugins struct {
 	MQTTProxy *MQTTProxy // `mqtt-proxy`
+
+	MQTTRewrite *MQTTRewrite // `mqtt-rewrite` (rewrite.go)
 }
 
 // MQTTProxy restricts a route to an MQTT protocol name and/or level.
@@ -87,13 +95,18 @@ type Upstream struct {
 	ID         string
 	Name, Desc string
 	Type       string // "roundrobin" (default), "chash" or "least_conn"
-	Key        string // chash only: "mqtt_client_id" (default), "remote_addr" or "mqtt_username"
+	Key        string // chash only: a variable of package vars; "mqtt_client_id" by default
 	Nodes      []Node
 	Retries    int // resolved: defaults to len(Nodes)-1
 	Timeout    Timeout
-	Scheme     string // "tcp"
+	Scheme     string // "tcp" or "tls"
 	Line       int
 	File       string
+
+	TLS *UpstreamTLS // scheme tls: how to talk TLS to the nodes (ssl.go); nil for tcp
+	// ProxyProtocol is "v1" or "v2" to send a PROXY protocol header to the
+	// node before anything else, "" for none.
+	ProxyProtocol string
 }
 
 // Node is one backend broker.

@@ -8,12 +8,13 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mqgate/mqgate/vars"
 )
 
 var (
-	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme"}
+	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "tls", "proxy_protocol"}
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
-	chashKeys     = []string{"mqtt_client_id", "remote_addr", "mqtt_username"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
 	timeoutKeys   = []string{"connect", "send", "read"}
 )
@@ -33,7 +34,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		Upstream: Upstream{Type: "roundrobin", Scheme: "tcp", Timeout: Timeout{Connect: DefaultUpstreamConnect}, File: d.file, Line: n.Line},
 		path:     path,
 	}
-	var keyNode *yaml.Node
+	var keyNode, tlsNode *yaml.Node
 	retries := -1
 	nodesOK := true
 	for _, kv := range d.fields(n, path) {
@@ -67,9 +68,18 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			switch {
 			case !ok || s == "tcp":
 			case s == "tls":
-				d.errorf(kv.val, p, "tls is not supported yet; use tcp")
+				u.Scheme = "tls"
 			default:
-				d.errorf(kv.val, p, "must be tcp, got %q", s)
+				d.errorf(kv.val, p, "must be tcp or tls, got %q", s)
+			}
+		case "tls":
+			if !isNull(kv.val) {
+				tlsNode = kv.val
+				u.TLS = d.upstreamTLS(kv.val, p)
+			}
+		case "proxy_protocol":
+			if v, ok := d.oneOf(kv.val, p, "v1", "v2"); ok {
+				u.ProxyProtocol = v
 			}
 		default:
 			d.unknownKey(kv, path, "key", upstreamKeys)
@@ -85,9 +95,16 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		p := join(path, "key")
 		if u.Type != "chash" {
 			d.errorf(keyNode, p, "only used with type chash, not %s", u.Type)
-		} else if k, ok := d.oneOf(keyNode, p, chashKeys...); ok {
+		} else if k, ok := d.oneOf(keyNode, p, vars.Names...); ok {
 			u.Key = k
 		}
+	}
+	switch {
+	case u.Scheme == "tls" && u.TLS == nil:
+		u.TLS = &UpstreamTLS{Verify: true}
+	case u.Scheme != "tls" && tlsNode != nil:
+		d.errorf(tlsNode, join(path, "tls"), "only used with scheme: tls")
+		u.TLS = nil
 	}
 	if len(u.Nodes) == 0 && nodesOK {
 		d.errorf(n, join(path, "nodes"), "at least one node is required")
