@@ -254,7 +254,7 @@ upstreams:
     nodes: {"b:1883": 1}
   - id: spare
     nodes: {"b:1884": 1}
-`+sslYAML(t, "ssls:\n  - id: a\n    snis: [a.example]\n", certtest.NewCA(t, "CA").Server(t, certtest.ECDSA, "a.example")))})
+` + sslYAML(t, "ssls:\n  - id: a\n    snis: [a.example]\n", certtest.NewCA(t, "CA").Server(t, certtest.ECDSA, "a.example")))})
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
