@@ -431,4 +431,3 @@ func VersionName(v uint16) string {
 	}
 	return fmt.Sprintf("0x%04x", v)
 }
-
