@@ -16,7 +16,9 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,13 +31,22 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/tlsconf"
 )
 
 // Options are the parts of a Server that do not come from the configuration.
 type Options struct {
 	Log       *slog.Logger // process log; slog.Default() when nil
 	AccessLog *slog.Logger // one record per connection; nil disables it
+
+	// CertCheckInterval is how often certificate files are checked for
+	// changes; 0 means DefaultCertCheckInterval.
+	CertCheckInterval time.Duration
 }
+
+// DefaultCertCheckInterval is how often certificate files are checked for
+// changes unless Options say otherwise.
+const DefaultCertCheckInterval = 5 * time.Second
 
 // Server is a running set of listeners and the connections they accepted.
 type Server struct {
@@ -45,6 +56,11 @@ type Server struct {
 	snap  atomic.Pointer[snapshot]
 	nodes nodeRegistry
 	stats Stats
+
+	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
+	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
+	certCheck  time.Duration
+	watchCerts sync.Once
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -77,6 +93,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.certs = tlsconf.NewStore(opts.Log)
+	if err := s.certs.Update(cfg); err != nil {
+		return nil, err
+	}
+	s.tlsServer = s.certs.ServerConfig()
+	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
 	s.snap.Store(snap)
 	return s, nil
 }
@@ -93,6 +115,7 @@ func (s *Server) Listen() error {
 	for _, l := range opened {
 		s.startListener(l)
 	}
+	s.watchCerts.Do(func() { go s.certs.Watch(s.ctx, s.certCheck) })
 	return nil
 }
 
@@ -202,6 +225,12 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	opened, err := s.openListeners(cfg)
 	if err != nil {
+		return err
+	}
+	if err := s.certs.Update(cfg); err != nil {
+		for _, l := range opened {
+			l.ln.Close()
+		}
 		return err
 	}
 	s.snap.Store(snap)

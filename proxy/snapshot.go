@@ -9,6 +9,7 @@ import (
 	"github.com/mqgate/mqgate/balance"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/route"
+	"github.com/mqgate/mqgate/vars"
 )
 
 // snapshot is one immutable configuration made ready to serve. A connection
@@ -143,24 +144,16 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry) (*snapshot, error) {
 	return snap, nil
 }
 
-// hashKey is the balancer key for a connection: what the upstream's `key`
-// names, falling back to the client address when that is empty, as APISIX
-// documents for mqtt_client_id.
-func (u *upstream) hashKey(clientID, username string, remote netip.Addr) string {
+// hashKey is the balancer key for a connection: the variable the
+// upstream's `key` names (mqtt_client_id after any rewrite), falling back
+// to the client address when that is empty, as APISIX documents for
+// mqtt_client_id.
+func (u *upstream) hashKey(v *vars.Set, remote netip.Addr) string {
 	if u.cfg.Type != "chash" {
 		return ""
 	}
-	switch u.cfg.Key {
-	case "remote_addr":
-		return remote.String()
-	case "mqtt_username":
-		if username != "" {
-			return username
-		}
-	default:
-		if clientID != "" {
-			return clientID
-		}
+	if k, _ := v.Get(u.cfg.Key); k != "" {
+		return k
 	}
 	return remote.String()
 }

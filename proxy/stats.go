@@ -16,10 +16,11 @@ const (
 	refuseProtocolLevel                     // the route's mqtt-proxy protocol does not match
 	refuseNoBroker                          // every node tried failed to dial
 	refuseBadConnect                        // the CONNECT broke a rule that calls for a CONNACK
+	refuseRewrite                           // mqtt-rewrite yielded an empty or invalid field
 	numRefuseReasons
 )
 
-var refuseReasonNames = [numRefuseReasons]string{"no_route", "protocol_level", "no_broker", "bad_connect"}
+var refuseReasonNames = [numRefuseReasons]string{"no_route", "protocol_level", "no_broker", "bad_connect", "rewrite"}
 
 func (r refuseReason) String() string { return refuseReasonNames[r] }
 
@@ -34,6 +35,9 @@ type Stats struct {
 	Accepted atomic.Uint64 // connections accepted
 	Proxied  atomic.Uint64 // connections piped to a broker
 	Active   atomic.Int64  // connections open now, in any stage
+
+	TLSHandshakeFailures atomic.Uint64 // TLS listeners: handshakes that failed
+	ProxyProtocolRefused atomic.Uint64 // proxy_protocol listeners: senders refused, headers bad
 
 	refusedBy     [numRefuseReasons]atomic.Uint64
 	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
