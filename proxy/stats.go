@@ -68,6 +68,8 @@ type StatsSnapshot struct {
 	Refused           map[string]uint64 // by reason
 	ParseErrors       map[string]uint64 // by kind
 	Nodes             []NodeStats
+
+	TLSHandshakeFailures, ProxyProtocolRefused uint64
 }
 
 // NodeStats is one upstream node's counters.
@@ -86,6 +88,9 @@ func (s *Server) Stats() StatsSnapshot {
 		Active:      s.stats.Active.Load(),
 		Refused:     make(map[string]uint64),
 		ParseErrors: make(map[string]uint64),
+
+		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
+		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
 	}
 	for i := range s.stats.refusedBy {
 		out.Refused[refuseReasonNames[i]] = s.stats.refusedBy[i].Load()

@@ -36,11 +36,38 @@ func newStore(t *testing.T, cfg *config.Config) *Store {
 }
 
 // handshake runs a TLS handshake between the store's server side and a
-// client with cfg, over a pipe, and lets the client read one byte after it
+// client with cfg, over loopback TCP, and lets the client read one byte after it
 // so that a TLS 1.3 session ticket arrives.
 func handshake(t *testing.T, s *Store, cfg *tls.Config) (tls.ConnectionState, error) {
 	t.Helper()
-	sc, cc := net.Pipe()
+	cs, _, err := handshakeBoth(t, s, cfg)
+	return cs, err
+}
+
+// tcpPair returns both ends of a loopback TCP connection: unlike
+// net.Pipe, it buffers, as the TLS handshake's flights need.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return server, client
+}
+
+// handshakeBoth is handshake that also returns the server's view.
+func handshakeBoth(t *testing.T, s *Store, cfg *tls.Config) (client, server tls.ConnectionState, err error) {
+	t.Helper()
+	sc, cc := tcpPair(t)
 	defer sc.Close()
 	defer cc.Close()
 	srvErr := make(chan error, 1)
@@ -48,21 +75,24 @@ func handshake(t *testing.T, s *Store, cfg *tls.Config) (tls.ConnectionState, er
 		srv := tls.Server(sc, s.ServerConfig())
 		err := srv.Handshake()
 		if err == nil {
+			server = srv.ConnectionState()
 			_, err = srv.Write([]byte{1})
 		}
 		srvErr <- err
 		sc.Close()
 	}()
 	cli := tls.Client(cc, cfg)
-	err := cli.Handshake()
+	err = cli.Handshake()
 	if err == nil {
 		var b [1]byte
 		_, err = io.ReadFull(cli, b[:])
 	}
+	client = cli.ConnectionState()
+	cc.Close() // a server blocked writing to a failed client gives up
 	if serr := <-srvErr; err == nil && serr != nil {
 		err = serr
 	}
-	return cli.ConnectionState(), err
+	return client, server, err
 }
 
 const twoSSLs = `
@@ -152,6 +182,20 @@ ssls:
 		{"intermediate beyond depth 1", "mqtt.example", viaInter, "bad certificate"},
 		{"intermediate within depth 2", "deep.example", viaInter, ""},
 	}
+	// A resumed session still knows the client certificate: the
+	// variables and mqtt-rewrite depend on it.
+	t.Run("resumed session keeps the certificate", func(t *testing.T) {
+		cfg := &tls.Config{ServerName: "mqtt.example", RootCAs: ca.Pool(), Certificates: []tls.Certificate{good.TLS}, ClientSessionCache: tls.NewLRUClientSessionCache(2)}
+		for i := range 2 {
+			_, srv, err := handshakeBoth(t, s, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if srv.DidResume != (i == 1) || len(srv.PeerCertificates) == 0 || srv.PeerCertificates[0].Subject.CommonName != "meter-7" || len(srv.VerifiedChains) == 0 {
+				t.Fatalf("handshake %d: resumed %v, peer certificates %d, verified chains %d", i, srv.DidResume, len(srv.PeerCertificates), len(srv.VerifiedChains))
+			}
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := &tls.Config{ServerName: tt.sni, RootCAs: ca.Pool()}
