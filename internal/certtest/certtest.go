@@ -23,9 +23,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 )
+
+// T is the part of testing.TB certtest uses, so that benchmarks and tools
+// outside tests can make certificates too.
+type T interface {
+	Helper()
+	Fatal(args ...any)
+}
 
 // KeyType is the public-key algorithm of a certificate.
 type KeyType int
@@ -52,7 +58,7 @@ type Pair struct {
 }
 
 // NewCA makes a self-signed root CA.
-func NewCA(t testing.TB, cn string) *CA {
+func NewCA(t T, cn string) *CA {
 	t.Helper()
 	key := newKey(t, ECDSA)
 	tmpl := &x509.Certificate{
@@ -73,7 +79,7 @@ func NewCA(t testing.TB, cn string) *CA {
 }
 
 // Intermediate makes a CA signed by ca.
-func (ca *CA) Intermediate(t testing.TB, cn string) *CA {
+func (ca *CA) Intermediate(t T, cn string) *CA {
 	t.Helper()
 	key := newKey(t, ECDSA)
 	tmpl := &x509.Certificate{
@@ -102,7 +108,7 @@ func (ca *CA) Pool() *x509.CertPool {
 
 // Server makes a server certificate for names: DNS names, or IP
 // addresses, which go in the IP SANs.
-func (ca *CA) Server(t testing.TB, kt KeyType, names ...string) *Pair {
+func (ca *CA) Server(t T, kt KeyType, names ...string) *Pair {
 	t.Helper()
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: names[0]},
@@ -119,7 +125,7 @@ func (ca *CA) Server(t testing.TB, kt KeyType, names ...string) *Pair {
 }
 
 // Client makes a client certificate whose subject is CN=cn, O=Devices.
-func (ca *CA) Client(t testing.TB, cn string) *Pair {
+func (ca *CA) Client(t T, cn string) *Pair {
 	t.Helper()
 	return ca.sign(t, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: cn, Organization: []string{"Devices"}},
@@ -127,7 +133,7 @@ func (ca *CA) Client(t testing.TB, cn string) *Pair {
 	}, ECDSA)
 }
 
-func (ca *CA) sign(t testing.TB, tmpl *x509.Certificate, kt KeyType) *Pair {
+func (ca *CA) sign(t T, tmpl *x509.Certificate, kt KeyType) *Pair {
 	t.Helper()
 	key := newKey(t, kt)
 	tmpl.SerialNumber = serial(t)
@@ -156,7 +162,7 @@ func (ca *CA) sign(t testing.TB, tmpl *x509.Certificate, kt KeyType) *Pair {
 // WriteFiles writes name.crt and name.key into dir and returns their paths.
 // It writes each file whole (temporary file, then rename), as a
 // certificate manager should, so a watcher never sees half a file.
-func (p *Pair) WriteFiles(t testing.TB, dir, name string) (certPath, keyPath string) {
+func (p *Pair) WriteFiles(t T, dir, name string) (certPath, keyPath string) {
 	t.Helper()
 	certPath, keyPath = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 	WriteFile(t, certPath, p.CertPEM)
@@ -165,7 +171,7 @@ func (p *Pair) WriteFiles(t testing.TB, dir, name string) (certPath, keyPath str
 }
 
 // WriteFile replaces path with data atomically.
-func WriteFile(t testing.TB, path string, data []byte) {
+func WriteFile(t T, path string, data []byte) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
@@ -176,7 +182,7 @@ func WriteFile(t testing.TB, path string, data []byte) {
 	}
 }
 
-func newKey(t testing.TB, kt KeyType) crypto.Signer {
+func newKey(t T, kt KeyType) crypto.Signer {
 	t.Helper()
 	var (
 		key crypto.Signer
@@ -193,7 +199,7 @@ func newKey(t testing.TB, kt KeyType) crypto.Signer {
 	return key
 }
 
-func serial(t testing.TB) *big.Int {
+func serial(t T) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
