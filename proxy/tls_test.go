@@ -213,6 +213,7 @@ stream_routes:
 	if slices.Contains(devices.Seen(), "dev-bad") || slices.Contains(others.Seen(), "dev-bad") {
 		t.Error("a refused client reached a broker")
 	}
+	mqtttest.WaitFor(t, "two handshake failures counted", func() bool { return g.srv.Stats().TLSHandshakeFailures == 2 })
 
 	// b.example needs no client certificate; its route is the plain one.
 	c, err = connectV3TLS(g.addr, "other-1", p.clientTLS("b.example", nil))
@@ -613,6 +614,9 @@ stream_routes:
 		})
 	})
 	strict.waitRecord(t, "the refused record", func(r map[string]any) bool { return r["end"] == "proxy_protocol" })
+	if n := strict.srv.Stats().ProxyProtocolRefused; n != 1 {
+		t.Errorf("ProxyProtocolRefused = %d, want 1", n)
+	}
 	if slices.Contains(broker.Seen(), "") || len(broker.Seen()) != 1 {
 		t.Errorf("broker saw %v, want only behind-lb", broker.Seen())
 	}
