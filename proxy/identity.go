@@ -90,10 +90,14 @@ func (s *Server) readProxy(tc *net.TCPConn, lcfg config.Listener, rec *record) b
 	// A LOCAL header (the balancer's own health check) or an UNKNOWN one
 	// carries no client address: the connection stands for itself.
 	if src, dst, ok := h.TCPAddrs(); ok {
-		rec.remote = src.AddrPort()
-		rec.id.local = dst.AddrPort()
+		rec.remote = unmap(src.AddrPort())
+		rec.id.local = unmap(dst.AddrPort())
 	}
 	return true
+}
+
+func unmap(a netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
 func allowed(prefixes []netip.Prefix, a netip.Addr) bool {

@@ -10,7 +10,9 @@
 //	<-ctx.Done()
 //	srv.Shutdown(drainCtx) // stop accepting, let live connections finish
 //
-// The path of one connection is in conn.go, one function per stage.
+// The path of one connection is in conn.go, one function per stage; the
+// PROXY header, the TLS handshake and dialing with TLS and PROXY headers to
+// brokers are in identity.go, the CONNECT rewrite in rewrite.go.
 // Configuration is an immutable snapshot swapped atomically by Apply; live
 // connections keep the snapshot they started with.
 package proxy

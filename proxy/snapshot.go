@@ -155,5 +155,5 @@ func (u *upstream) hashKey(v *vars.Set, remote netip.Addr) string {
 	if k, _ := v.Get(u.cfg.Key); k != "" {
 		return k
 	}
-	return remote.String()
+	return remote.Unmap().String() // as remote_addr reads
 }
