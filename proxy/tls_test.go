@@ -493,6 +493,7 @@ stream_proxy:
 ssls:
   - {id: 1, snis: [a.example], cert: %[1]s/a.crt, key: %[1]s/a.key, client: {ca: %[1]s/ca.pem}}
 stream_routes:
+  - {mqtt_client_id: {prefix: v1-}, upstream: {proxy_protocol: v1, nodes: {%[2]q: 1}}}
   - upstream: {proxy_protocol: v2, nodes: {%[2]q: 1}}
 `, p.dir, front.addr))
 	conn, err := tls.Dial("tcp", g.addr, p.clientTLS("a.example", p.client))
@@ -539,6 +540,20 @@ stream_routes:
 	}
 	if authority != "a.example" || cn != "meter-7" || version != "TLSv1.3" {
 		t.Errorf("TLVs: authority %q, CN %q, version %q", authority, cn, version)
+	}
+
+	// v1: the addresses only.
+	v1, err := connectV3TLS(g.addr, "v1-1", p.clientTLS("a.example", p.client))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v1.Disconnect(50)
+	mqtttest.WaitFor(t, "the broker to see v1-1", func() bool { return slices.Contains(broker.Seen(), "v1-1") })
+	if headers := front.seen(); len(headers) != 2 || headers[1].Version != 1 {
+		t.Fatalf("front saw %d headers, the second %+v", len(headers), headers[len(headers)-1])
+	}
+	if src, _, _ := front.seen()[1].TCPAddrs(); !src.IP.IsLoopback() || src.Port == 0 || src.Port == conn.LocalAddr().(*net.TCPAddr).Port {
+		t.Errorf("v1 source %v", src)
 	}
 }
 
