@@ -3,7 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -160,7 +160,7 @@ func (s *Server) dialNode(d *net.Dialer, up *upstream, i int, rec *record) (net.
 		_ = c.SetWriteDeadline(deadline)
 		if err := writeProxyHeader(c, v, rec.remote, rec.id.local, rec.id.tls); err != nil {
 			c.Close()
-			return nil, errors.Join(errors.New("sending PROXY header"), err)
+			return nil, fmt.Errorf("sending PROXY header to %s: %w", up.addrs[i], err)
 		}
 		_ = c.SetWriteDeadline(time.Time{})
 	}
@@ -173,7 +173,7 @@ func (s *Server) dialNode(d *net.Dialer, up *upstream, i int, rec *record) (net.
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
-		return nil, errors.Join(errors.New("TLS handshake with "+up.addrs[i]), err)
+		return nil, fmt.Errorf("TLS handshake with %s: %w", up.addrs[i], err)
 	}
 	return tc, nil
 }
