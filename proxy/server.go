@@ -42,9 +42,10 @@ type Server struct {
 	log    *slog.Logger
 	access *slog.Logger
 
-	snap  atomic.Pointer[snapshot]
-	nodes nodeRegistry
-	stats Stats
+	snap   atomic.Pointer[snapshot]
+	nodes  nodeRegistry
+	routes routeRegistry
+	stats  Stats
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -220,6 +221,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 		}
 	}
 	s.nodes.prune(snap)
+	s.routes.prune(snap)
 	return nil
 }
 
@@ -272,6 +274,7 @@ func (s *Server) track(lc *liveConn) bool {
 
 func (s *Server) untrack(lc *liveConn) {
 	s.mu.Lock()
+	lc.settle()
 	delete(s.conns, lc)
 	s.mu.Unlock()
 }
