@@ -48,6 +48,12 @@ type Mochi struct {
 // StartMochi starts a mochi-mqtt broker that allows every client.
 func StartMochi(t testing.TB) *Mochi {
 	t.Helper()
+	return StartMochiAt(t, "127.0.0.1:0")
+}
+
+// StartMochiAt is StartMochi on the address addr ("127.0.0.2:1883").
+func StartMochiAt(t testing.TB, addr string) *Mochi {
+	t.Helper()
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
 	seen := &seenHook{}
 	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
@@ -55,7 +61,7 @@ func StartMochi(t testing.TB) *Mochi {
 			t.Fatalf("mochi hook: %v", err)
 		}
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: addr})
 	if err := srv.AddListener(tcp); err != nil {
 		t.Fatalf("mochi listener: %v", err)
 	}
