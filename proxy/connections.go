@@ -115,7 +115,7 @@ func (s *Server) matching(f ConnFilter) []*liveConn {
 	var out []*liveConn
 	for lc := range s.conns {
 		lc.mu.Lock()
-		ok := lc.entry.piping && !lc.entry.settled && f.match(&lc.entry)
+		ok := lc.entry.piping && !lc.entry.settled && lc.reason == "" && f.match(&lc.entry)
 		lc.mu.Unlock()
 		if ok {
 			out = append(out, lc)
@@ -188,31 +188,53 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 	for lc := range s.conns {
 		lc.mu.Lock()
 		e := &lc.entry
-		if e.piping && !e.settled && (!routes[e.route.id] || !nodes[e.node]) {
+		if e.piping && !e.settled && lc.reason == "" && (!routes[e.route.id] || !nodes[e.node]) {
 			victims = append(victims, lc)
 		}
 		lc.mu.Unlock()
 	}
 	s.mu.Unlock()
-	if len(victims) == 0 {
-		return 0
+	if len(victims) > 0 {
+		s.log.Info("draining connections of removed routes and nodes", "count", len(victims), "window", window)
+		s.closeSpread(victims, window, EndDrained)
 	}
-	s.log.Info("draining connections of removed routes and nodes", "count", len(victims), "window", window)
+	return len(victims)
+}
+
+// DrainAll closes every live connection, spread evenly over window, for a
+// process that is being replaced: its clients reconnect to the new one a
+// few at a time. It returns how many it will close.
+func (s *Server) DrainAll(window time.Duration) int {
+	s.mu.Lock()
+	victims := make([]*liveConn, 0, len(s.conns))
+	for lc := range s.conns {
+		if lc.closedBy() == "" {
+			victims = append(victims, lc)
+		}
+	}
+	s.mu.Unlock()
+	if len(victims) > 0 {
+		s.log.Info("closing every connection", "count", len(victims), "window", window)
+		s.closeSpread(victims, window, EndShutdown)
+	}
+	return len(victims)
+}
+
+// closeSpread closes the i-th of victims at i/n of window, in the
+// background, until the server shuts down.
+func (s *Server) closeSpread(victims []*liveConn, window time.Duration, reason pipe.End) {
 	go func() {
 		start := time.Now()
 		t := time.NewTimer(0)
 		defer t.Stop()
 		for i, lc := range victims {
-			// The i-th close happens at i/n of the window.
-			at := start.Add(window * time.Duration(i) / time.Duration(len(victims)))
-			t.Reset(time.Until(at))
+			t.Reset(time.Until(start.Add(window * time.Duration(i) / time.Duration(len(victims)))))
 			select {
 			case <-t.C:
 			case <-s.ctx.Done():
 				return
 			}
-			lc.close(EndDrained)
+			lc.close(reason)
 		}
 	}()
-	return len(victims)
 }

@@ -24,6 +24,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var files fileList
 	fs.Var(&files, "c", "configuration `file` (repeatable; later files add to earlier ones)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long live connections may take to end before they are closed")
+	spread := fs.Duration("drain-spread", 0, "on SIGINT/SIGTERM, close live connections evenly over this long (at most drain-timeout) instead of waiting for them")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -72,8 +73,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return shutdown(srv, log, *drain)
 		case sig := <-sigs:
 			if sig != syscall.SIGHUP {
-				log.Info("stopping", "signal", sig.String(), "drain_timeout", *drain)
+				log.Info("stopping", "signal", sig.String(), "drain_timeout", *drain, "drain_spread", *spread)
 				stopOps()
+				if *spread > 0 {
+					srv.DrainAll(min(*spread, *drain))
+				}
 				return shutdown(srv, log, *drain)
 			}
 			_ = mgr.Reload("sighup")
