@@ -588,3 +588,33 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestDrainParam: ?drain=true closes the connections of the node a PUT
+// removed, and only those.
+func TestDrainParam(t *testing.T) {
+	t.Parallel()
+	a, b := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	g := startGate(t, configYAML(0, fmt.Sprintf("stream_routes: [{id: other, mqtt_client_id: keep, upstream: {nodes: {%q: 1}}}]\n", a.Addr())))
+	g.mustDo(t, 201, "PUT", "/apisix/admin/stream_routes/r", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, a.Addr()))
+	moved := []liveConn{connectLive(t, g.mqttAddr, "m1"), connectLive(t, g.mqttAddr, "m2")}
+	kept := connectLive(t, g.mqttAddr, "keep")
+
+	// Without drain, live connections stay on the removed node.
+	g.mustDo(t, 200, "PUT", "/apisix/admin/stream_routes/r?drain=false", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, b.Addr()))
+	moved[0].ping(t)
+	g.mustDo(t, 200, "PUT", "/apisix/admin/stream_routes/r", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, a.Addr()))
+	m3 := connectLive(t, g.mqttAddr, "m3")
+	v := g.mustDo(t, 200, "PUT", "/apisix/admin/stream_routes/r?drain=true&drain_window=10ms", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, b.Addr()))
+	if v["draining"].(float64) != 3 {
+		t.Fatalf("draining: %v, want 3 (m1, m2, m3 on the removed node)", v["draining"])
+	}
+	for _, c := range append(moved, m3) {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a drained connection is still open")
+		}
+	}
+	kept.ping(t)
+	connack(t, g.mqttAddr, "m1", mqtt.Level311)
+	mqtttest.WaitFor(t, "m1 back, on the new node", func() bool { return slices.Contains(b.Seen(), "m1") })
+}
