@@ -358,3 +358,30 @@ stream_routes:
 	late.close()
 	next.stop(t)
 }
+
+// TestDrainSpread: with --drain-spread, SIGTERM closes the live connections
+// (instead of waiting the whole drain timeout for them) and mqgate exits.
+func TestDrainSpread(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	port := mqtttest.FreePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	file := filepath.Join(t.TempDir(), "mqgate.yaml")
+	yml := fmt.Sprintf("stream_proxy: {tcp: [%q]}\nstream_routes: [{upstream: {nodes: {%q: 1}}}]\n", addr, broker.Addr())
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startMQGate(t, "run", "-c", file, "--drain-timeout", "10m", "--drain-spread", "100ms")
+	waitListening(t, addr, p)
+	f := connectFleet(t, addr, "spread-", 5)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	mqtttest.WaitFor(t, "every client closed", func() bool { return f.drops() == 5 })
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("mqgate did not exit; stderr:\n%s", p.stderr.String())
+	}
+	if p.err != nil || strings.Count(p.stdout.String(), `"end":"shutdown"`) != 5 {
+		t.Errorf("exit %v; access log:\n%s", p.err, p.stdout.String())
+	}
+}
