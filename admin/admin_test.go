@@ -347,6 +347,7 @@ func TestValidation(t *testing.T) {
 		{"PUT", "/apisix/admin/upstreams/u", `not json`, "body must be a JSON object"},
 		{"PUT", "/apisix/admin/upstreams/u", `[1]`, "body must be a JSON object"},
 		{"PUT", "/apisix/admin/upstreams/u", ``, "empty body"},
+		{"PUT", "/apisix/admin/upstreams/u", `{"desc": "` + strings.Repeat("x", 1<<20) + `"}`, "body larger than 1048576 bytes"},
 		{"PUT", "/apisix/admin/upstreams/u", `{"id": "v", "nodes": {"b:1": 1}}`, `id: the body says "v", the path "u"`},
 		{"POST", "/apisix/admin/upstreams", `{"id": "v", "nodes": {"b:1": 1}}`, "id: POST makes the id"},
 		{"PUT", "/apisix/admin/upstreams", `{"nodes": {"b:1": 1}}`, "id: required"},

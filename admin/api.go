@@ -240,6 +240,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, kind, id string, 
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	value, id, err := decodeBody(r, id, generated)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -341,12 +342,15 @@ func (s *Server) writeWriteError(w http.ResponseWriter, err error) {
 // (so a GET's value can be PUT back), and sets its id: the path's, which a
 // body id must equal, or the body's when the path has none.
 func decodeBody(r *http.Request, id string, generated bool) (json.RawMessage, string, error) {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody+1))
+	dec := json.NewDecoder(r.Body)
 	dec.UseNumber() // numbers pass through as written: 1 stays an integer
 	var v map[string]any
 	if err := dec.Decode(&v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, "", errors.New("empty body: send the object as JSON")
+		}
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, "", fmt.Errorf("body larger than %d bytes", maxBody)
 		}
 		return nil, "", fmt.Errorf("body must be a JSON object: %v", err)
 	}

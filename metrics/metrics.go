@@ -42,10 +42,12 @@ type Metrics struct {
 // New registers the collectors for src.
 func New(src Sources) *Metrics {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		&collector{src: src},
+	reg.MustRegister(&collector{src: src})
+	// The runtime and process collectors too carry the prefix:
+	// mqgate_go_goroutines, mqgate_process_open_fds.
+	prometheus.WrapRegistererWithPrefix("mqgate_", reg).MustRegister(
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "mqgate"}),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return &Metrics{reg: reg}
 }

@@ -154,6 +154,9 @@ stream_routes:
 			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
 		}
 	}
+	if v := value(t, f, "mqgate_go_goroutines", nil); v <= 0 {
+		t.Errorf("mqgate_go_goroutines = %v", v)
+	}
 	for _, dir := range []string{"up", "down"} {
 		if v := value(t, f, "mqgate_bytes_total", map[string]string{"direction": dir}); v <= 0 {
 			t.Errorf("mqgate_bytes_total{direction=%q} = %v", dir, v)
@@ -163,7 +166,7 @@ stream_routes:
 		}
 	}
 	for name := range f {
-		if !strings.HasPrefix(name, "mqgate_") && !strings.HasPrefix(name, "go_") {
+		if !strings.HasPrefix(name, "mqgate_") {
 			t.Errorf("metric %s lacks the mqgate_ prefix", name)
 		}
 		for _, m := range f[name].Metric {
