@@ -14,7 +14,7 @@ import (
 // that brings a broker back starts a new one where the old one was.
 func StartMochiAt(t testing.TB, addr string) *Mochi {
 	t.Helper()
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler), })
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
 	seen := &seenHook{}
 	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
 		if err := srv.AddHook(h, nil); err != nil {
