@@ -65,18 +65,16 @@ func (c *Counter) Count(key string) int {
 	return c.n[key]
 }
 
-// Slots is one global cap, lock-free.
+// Slots is one global cap whose size may change while slots are held (a
+// reload), lock-free.
 type Slots struct {
-	max int64
-	n   atomic.Int64
+	n atomic.Int64
 }
 
-// NewSlots returns a cap of max holders.
-func NewSlots(max int) *Slots { return &Slots{max: int64(max)} }
-
-// Acquire takes a slot and reports whether one was free.
-func (s *Slots) Acquire() bool {
-	if s.n.Add(1) > s.max {
+// Acquire takes a slot when fewer than max are taken (max 0: no cap) and
+// reports whether it did.
+func (s *Slots) Acquire(max int) bool {
+	if s.n.Add(1) > int64(max) && max > 0 {
 		s.n.Add(-1)
 		return false
 	}

@@ -36,13 +36,13 @@ func TestCounter(t *testing.T) {
 func TestCounterConcurrent(t *testing.T) {
 	t.Parallel()
 	c := NewCounter(10)
-	s := NewSlots(10)
+	var s Slots
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	got, gotSlots := 0, 0
 	for range 100 {
 		wg.Go(func() {
-			ok, okSlot := c.Acquire("k"), s.Acquire()
+			ok, okSlot := c.Acquire("k"), s.Acquire(10)
 			mu.Lock()
 			if ok {
 				got++
