@@ -1,6 +1,7 @@
 package mqtttest
 
 import (
+	"errors"
 	"log/slog"
 	"testing"
 
@@ -32,3 +33,21 @@ func StartMochiAt(t testing.TB, addr string) *Mochi {
 	t.Cleanup(m.Close)
 	return m
 }
+
+// Kill stops the broker as a crash does: the port refuses connections
+// first, then every client connection drops. (Close is mochi's graceful
+// stop, which drops the clients while the port still accepts: a client
+// that reconnects in between is accepted and never answered.)
+func (m *Mochi) Kill() {
+	m.close.Do(func() {
+		if l, ok := m.Server.Listeners.Get("t"); ok {
+			l.Close(func(string) {}) // the clients are dropped below
+		}
+		for _, cl := range m.Server.Clients.GetAll() {
+			cl.Stop(errKilled)
+		}
+		m.Server.Close()
+	})
+}
+
+var errKilled = errors.New("broker killed")
