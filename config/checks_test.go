@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -208,5 +209,31 @@ upstreams:
 	}
 	if got := err.Error(); got != strings.Join(want, "\n") {
 		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+}
+
+// TestREADMEExample: the README's complete example loads, so the reference
+// shows working settings.
+func TestREADMEExample(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "## Example: everything in one file\n\n```yaml\n")
+	if !ok {
+		t.Fatal("README has no complete example")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	cfg, err := Parse(Document{Name: "README.md", Data: []byte(example)})
+	if err != nil {
+		t.Fatalf("README example: %v", err)
+	}
+	u := cfg.Upstreams[0]
+	if u.Checks == nil || u.Checks.Active == nil || u.Checks.Passive == nil || u.HashBalanceFactor != 1.25 {
+		t.Errorf("README example upstream: %+v", u)
+	}
+	if p := cfg.StreamRoutes[0].Plugins; p.LimitConn == nil || p.LimitReq == nil || p.IPRestriction == nil {
+		t.Errorf("README example plugins: %+v", p)
 	}
 }
