@@ -1,14 +1,11 @@
 package health_test
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,27 +25,9 @@ func fast(typ string) *config.ActiveCheck {
 	}
 }
 
-// logBuffer collects a Checker's log.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
-func newChecker(t *testing.T) (*health.Checker, *logBuffer) {
+func newChecker(t *testing.T) (*health.Checker, *mqtttest.LogBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &mqtttest.LogBuffer{}
 	hc := health.NewChecker(slog.New(slog.NewTextHandler(logs, nil)))
 	t.Cleanup(hc.Close)
 	return hc, logs
@@ -84,56 +63,19 @@ func TestBrokerStopsAndReturns(t *testing.T) {
 	if up := n.Status(); !strings.Contains(up.Reason, "mqtt probe: 2 successes in a row") || !up.Since.After(down.Since) {
 		t.Errorf("after recovery: %+v", up)
 	}
-	if got := logs.count(`msg="node unhealthy"`); got != 1 {
+	if got := strings.Count(logs.String(), `msg="node unhealthy"`); got != 1 {
 		t.Errorf("logged unhealthy %d times, want once", got)
 	}
-	if got := logs.count(`msg="node healthy"`); got != 1 {
+	if got := strings.Count(logs.String(), `msg="node healthy"`); got != 1 {
 		t.Errorf("logged healthy %d times, want once", got)
 	}
-}
-
-// silentListener accepts connections and never answers, like a port that
-// is open but whose broker is hung. It counts connections.
-func silentListener(t *testing.T) (addr string, accepted *atomic.Int64) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted = new(atomic.Int64)
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return ln.Addr().String(), accepted
 }
 
 // TestSilentPort: a port that accepts but never speaks MQTT is marked down
 // by the mqtt probe (by timeouts) and not by the tcp probe.
 func TestSilentPort(t *testing.T) {
 	t.Parallel()
-	addr, _ := silentListener(t)
+	addr, _ := mqtttest.SilentPort(t)
 	mqttCheck := fast(config.ProbeMQTT)
 	mqttCheck.Timeout = 50 * time.Millisecond
 	hc, _ := newChecker(t)
@@ -196,8 +138,8 @@ func TestProbeRefused(t *testing.T) {
 func TestUpdate(t *testing.T) {
 	t.Parallel()
 	deadAddr := closedPort(t)
-	liveAddr, liveProbes := silentListener(t)
-	otherAddr, otherProbes := silentListener(t)
+	liveAddr, liveProbes := mqtttest.SilentPort(t)
+	otherAddr, otherProbes := mqtttest.SilentPort(t)
 	tcp := &config.Checks{Active: fast(config.ProbeTCP)}
 	hc, _ := newChecker(t)
 	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{deadAddr, liveAddr}, Checks: tcp}})
@@ -277,7 +219,7 @@ func TestPassive(t *testing.T) {
 	if !n.Healthy() {
 		t.Errorf("down after 1 failure following a success: %+v", n.Status())
 	}
-	if got := logs.count(`msg="node unhealthy"`); got != 2 {
+	if got := strings.Count(logs.String(), `msg="node unhealthy"`); got != 2 {
 		t.Errorf("logged unhealthy %d times, want 2", got)
 	}
 }

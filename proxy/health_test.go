@@ -5,8 +5,6 @@ import (
 	"math"
 	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/mqgate/mqgate/balance"
@@ -25,43 +23,6 @@ const fastChecks = `
         healthy: {interval: 0.02, successes: 2}
         unhealthy: {interval: 0.02, tcp_failures: 2, timeouts: 2}`
 
-// silentPort accepts connections and never answers: a hung broker. It
-// counts what it accepts.
-func silentPort(t *testing.T) (string, *atomic.Int64) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var accepted atomic.Int64
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String(), &accepted
-}
-
 // nodeHealth returns the health of one node as the server reports it.
 func nodeHealth(gw *gateway, upstream, addr string) health.Status {
 	for _, s := range gw.srv.Health() {
@@ -78,7 +39,7 @@ func nodeHealth(gw *gateway, upstream, addr string) health.Status {
 func TestHungBrokerSkipped(t *testing.T) {
 	t.Parallel()
 	live := mqtttest.StartMochi(t)
-	hung, _ := silentPort(t)
+	hung, _ := mqtttest.SilentPort(t)
 	gw := startGateway(t, fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
@@ -169,8 +130,8 @@ func port(addr string) string {
 // probes of an upstream it removes stop with it.
 func TestReloadHealth(t *testing.T) {
 	t.Parallel()
-	hung, hungProbes := silentPort(t)
-	other, otherProbes := silentPort(t)
+	hung, hungProbes := mqtttest.SilentPort(t)
+	other, otherProbes := mqtttest.SilentPort(t)
 	yml := func(nodes string) string {
 		return fmt.Sprintf(`
 stream_proxy: {tcp: ["127.0.0.1:0"]}

@@ -3,6 +3,9 @@ package mqtttest
 import (
 	"errors"
 	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -51,3 +54,41 @@ func (m *Mochi) Kill() {
 }
 
 var errKilled = errors.New("broker killed")
+
+// SilentPort listens on a loopback port, accepts connections and never
+// answers: a hung broker, or a port that is open without a broker behind
+// it. It counts the connections it accepted; all close when the test ends.
+func SilentPort(t testing.TB) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int64)
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String(), accepted
+}
