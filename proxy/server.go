@@ -46,6 +46,7 @@ type Server struct {
 
 	snap     atomic.Pointer[snapshot]
 	nodes    nodeRegistry
+	routes   routeRegistry
 	stats    Stats
 	health   *health.Checker
 	policies policyRegistry
@@ -231,6 +232,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 		}
 	}
 	s.nodes.prune(snap)
+	s.routes.prune(snap)
 	return nil
 }
 
@@ -284,6 +286,7 @@ func (s *Server) track(lc *liveConn) bool {
 
 func (s *Server) untrack(lc *liveConn) {
 	s.mu.Lock()
+	lc.settle()
 	delete(s.conns, lc)
 	s.mu.Unlock()
 }

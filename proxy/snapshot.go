@@ -42,6 +42,8 @@ type nodeState struct {
 	active     atomic.Int64  // proxied connections now
 	total      atomic.Uint64 // proxied connections ever
 	dialFails  atomic.Uint64
+	bytesUp    atomic.Int64 // of finished connections; live ones are in their meters
+	bytesDown  atomic.Int64
 }
 
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
