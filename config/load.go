@@ -36,7 +36,7 @@ var (
 		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
 	}
-	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size"}
+	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
 	listenerKeys           = []string{"addr", "tls"}
 	logKeys                = []string{"level", "access_log"}
@@ -226,6 +226,10 @@ func (d *decoder) streamProxy(n *yaml.Node, path string) {
 			if v, ok := d.intIn(kv.val, p, minConnectSize, MaxConnectSizeLimit); ok {
 				d.b.streamProxy.MaxConnectSize = v
 			}
+		case "max_connections":
+			d.maxConnections(kv, p)
+		case "on_duplicate_client_id":
+			d.onDuplicateClientID(kv, p)
 		default:
 			if slices.Contains(ignoredStreamProxyKeys, kv.key) {
 				d.ignore(kv.keyNode, p)

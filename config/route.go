@@ -15,7 +15,7 @@ var (
 		"id", "name", "desc", "server_port", "server_addr", "remote_addr", "sni",
 		"mqtt_client_id", "mqtt_username", "upstream_id", "upstream", "plugins",
 	}
-	knownPlugins      = []string{"mqtt-proxy"}
+	knownPlugins      = []string{"mqtt-proxy", "limit-conn", "limit-req", "ip-restriction"}
 	mqttProxyKeys     = []string{"protocol_name", "protocol_level"}
 	mqttProtocolNames = []string{"MQTT", "MQIsdp"}
 )
@@ -122,6 +122,12 @@ func (d *decoder) plugins(n *yaml.Node, path string) Plugins {
 		switch kv.key {
 		case "mqtt-proxy":
 			pl.MQTTProxy = d.mqttProxy(kv.val, join(path, kv.key))
+		case "limit-conn":
+			pl.LimitConn = d.limitConn(kv.val, join(path, kv.key))
+		case "limit-req":
+			pl.LimitReq = d.limitReq(kv.val, join(path, kv.key))
+		case "ip-restriction":
+			pl.IPRestriction = d.ipRestriction(kv.val, join(path, kv.key))
 		default:
 			d.unknownKey(kv, path, "plugin", knownPlugins)
 		}

@@ -37,6 +37,13 @@ type StreamProxy struct {
 	TCP            []Listener
 	ConnectTimeout time.Duration // deadline to read the client's CONNECT; default 10s
 	MaxConnectSize int           // largest accepted CONNECT packet in bytes; default 65536
+	// MaxConnections caps connections past their CONNECT (dialling or
+	// proxied) across all listeners; 0 = no cap.
+	MaxConnections int
+	// OnDuplicateClientID is DuplicateAllow (or empty, the default), DuplicateKeepNewest
+	// or DuplicateKeepOldest: what to do when a client id connects again
+	// to the same upstream while its earlier connection is still open.
+	OnDuplicateClientID string
 }
 
 // Listener is one TCP address mqgate accepts clients on.
@@ -79,7 +86,10 @@ type StringMatch struct {
 
 // Plugins is the set of stream plugins on a route.
 type Plugins struct {
-	MQTTProxy *MQTTProxy // `mqtt-proxy`
+	MQTTProxy     *MQTTProxy     // `mqtt-proxy`
+	LimitConn     *LimitConn     // `limit-conn`
+	LimitReq      *LimitReq      // `limit-req`
+	IPRestriction *IPRestriction // `ip-restriction`
 }
 
 // MQTTProxy restricts a route to an MQTT protocol name and/or level.
@@ -97,9 +107,13 @@ type Upstream struct {
 	Nodes      []Node
 	Retries    int // resolved: defaults to len(Nodes)-1
 	Timeout    Timeout
-	Scheme     string // "tcp"
-	Line       int
-	File       string
+	Scheme     string  // "tcp"
+	Checks     *Checks // nil = no health checks: every node is dialled
+	// HashBalanceFactor bounds chash load: no node takes more than
+	// factor × the average connections; 0 = off.
+	HashBalanceFactor float64
+	Line              int
+	File              string
 }
 
 // Node is one backend broker.

@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme"}
+	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "checks", "hash_balance_factor"}
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
 	chashKeys     = []string{"mqtt_client_id", "remote_addr", "mqtt_username"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
@@ -35,7 +35,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		path:     path,
 		overlay:  d.overlay && !inline,
 	}
-	var keyNode *yaml.Node
+	var keyNode, hbf *yaml.Node
 	retries := -1
 	nodesOK := true
 	for _, kv := range d.fields(n, path) {
@@ -73,6 +73,17 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			default:
 				d.errorf(kv.val, p, "must be tcp, got %q", s)
 			}
+		case "checks":
+			u.Checks = d.checks(kv.val, p)
+		case "hash_balance_factor":
+			hbf = kv.val
+		case "hash_on":
+			// APISIX's default, and what mqgate does: hash on a variable.
+			if s, ok := d.str(kv.val, p); ok && s != "vars" {
+				d.errorf(kv.val, p, "mqgate hashes on vars only (set key), got %q", s)
+			} else if ok {
+				d.ignore(kv.keyNode, p)
+			}
 		default:
 			d.unknownKey(kv, path, "key", upstreamKeys)
 		}
@@ -89,6 +100,14 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			d.errorf(keyNode, p, "only used with type chash, not %s", u.Type)
 		} else if k, ok := d.oneOf(keyNode, p, chashKeys...); ok {
 			u.Key = k
+		}
+	}
+	if !isNull(hbf) {
+		p := join(path, "hash_balance_factor")
+		if u.Type != "chash" {
+			d.errorf(hbf, p, "only used with type chash, not %s", u.Type)
+		} else {
+			u.HashBalanceFactor = d.hashBalanceFactor(hbf, p)
 		}
 	}
 	if len(u.Nodes) == 0 && nodesOK {

@@ -152,6 +152,13 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		}
 	}
 
+	// CONNECT policy: allow/deny, limits, duplicate client ids.
+	release, ok := s.admit(c, snap, ri, lc, connect, &rec)
+	if !ok {
+		return
+	}
+	defer release()
+
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
 	broker, node := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), &rec)
@@ -314,6 +321,7 @@ func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeSta
 		tries++
 		start := time.Now()
 		c, err := d.DialContext(s.ctx, "tcp", up.addrs[i])
+		up.health[i].ReportDial(err)
 		if err == nil {
 			s.stats.observeDial(time.Since(start))
 			return c, up.nodes[i]

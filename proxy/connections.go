@@ -188,6 +188,8 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 	for lc := range s.conns {
 		lc.mu.Lock()
 		e := &lc.entry
+		// Connections already being closed (by an earlier drain, an
+		// operator or a duplicate client id) are not drained again.
 		if e.piping && !e.settled && lc.reason == "" && (!routes[e.route.id] || !nodes[e.node]) {
 			victims = append(victims, lc)
 		}

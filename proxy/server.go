@@ -29,6 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/limit"
 )
 
 // Options are the parts of a Server that do not come from the configuration.
@@ -42,10 +44,14 @@ type Server struct {
 	log    *slog.Logger
 	access *slog.Logger
 
-	snap   atomic.Pointer[snapshot]
-	nodes  nodeRegistry
-	routes routeRegistry
-	stats  Stats
+	snap     atomic.Pointer[snapshot]
+	nodes    nodeRegistry
+	routes   routeRegistry
+	stats    Stats
+	health   *health.Checker
+	policies policyRegistry
+	admitted limit.Slots    // connections past the CONNECT policy, for max_connections
+	clients  clientRegistry // for on_duplicate_client_id
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -74,11 +80,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		conns:     make(map[*liveConn]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	snap, err := newSnapshot(cfg, &s.nodes)
+	s.health = health.NewChecker(s.log)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health)
 	if err != nil {
 		return nil, err
 	}
+	snap.policies = s.policies.build(cfg)
 	s.snap.Store(snap)
+	s.health.Update(snap.targets)
 	return s, nil
 }
 
@@ -192,7 +201,7 @@ func (s *Server) acceptLoop(l *listener) {
 // those accepted on a listener that is closed now. On error the running
 // configuration stays.
 func (s *Server) Apply(cfg *config.Config) error {
-	snap, err := newSnapshot(cfg, &s.nodes)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health)
 	if err != nil {
 		return err
 	}
@@ -205,7 +214,9 @@ func (s *Server) Apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	snap.policies = s.policies.build(cfg)
 	s.snap.Store(snap)
+	s.health.Update(snap.targets)
 	for _, l := range opened {
 		s.startListener(l)
 	}
@@ -228,6 +239,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 // Shutdown stops accepting, waits for live connections to end until ctx is
 // done, then closes those left and waits for their handlers to return.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.health.Close()
 	s.mu.Lock()
 	s.closing = true
 	for addr, l := range s.listeners {

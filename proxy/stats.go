@@ -12,14 +12,22 @@ import (
 type refuseReason int
 
 const (
-	refuseNoRoute       refuseReason = iota // no stream route matched
-	refuseProtocolLevel                     // the route's mqtt-proxy protocol does not match
-	refuseNoBroker                          // every node tried failed to dial
-	refuseBadConnect                        // the CONNECT broke a rule that calls for a CONNACK
+	refuseNoRoute           refuseReason = iota // no stream route matched
+	refuseProtocolLevel                         // the route's mqtt-proxy protocol does not match
+	refuseNoBroker                              // every node tried failed to dial
+	refuseBadConnect                            // the CONNECT broke a rule that calls for a CONNACK
+	refuseIPRestriction                         // ip-restriction
+	refuseMaxConnections                        // stream_proxy.max_connections
+	refuseLimitReq                              // limit-req: connection rate
+	refuseLimitConn                             // limit-conn: concurrent connections
+	refuseDuplicateClientID                     // on_duplicate_client_id: keep_oldest
 	numRefuseReasons
 )
 
-var refuseReasonNames = [numRefuseReasons]string{"no_route", "protocol_level", "no_broker", "bad_connect"}
+var refuseReasonNames = [numRefuseReasons]string{
+	"no_route", "protocol_level", "no_broker", "bad_connect",
+	"ip_restriction", "max_connections", "limit_req", "limit_conn", "duplicate_client_id",
+}
 
 func (r refuseReason) String() string { return refuseReasonNames[r] }
 
