@@ -540,7 +540,7 @@ func TestStatusAndConnections(t *testing.T) {
 	st := g.mustDo(t, 200, "GET", "/status.json", "")
 	ups := st["upstreams"].([]any)
 	node := ups[0].(map[string]any)["nodes"].([]any)[0].(map[string]any)
-	if st["active"].(float64) != 3 || st["handled"].(float64) != 3 || node["active"].(float64) != 3 || node["health"] != "unknown" || node["addr"] != broker.Addr() {
+	if st["active"].(float64) != 3 || st["handled"].(float64) != 3 || node["active"].(float64) != 3 || node["health"] != "healthy" || node["addr"] != broker.Addr() {
 		t.Errorf("/status.json: %v", st)
 	}
 	if r := st["routes"].([]any)[0].(map[string]any); r["id"] != "r1" || r["total"].(float64) != 3 {

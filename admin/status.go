@@ -43,13 +43,15 @@ type upstreamStatus struct {
 }
 
 type nodeStatus struct {
-	Addr         string `json:"addr"`
-	Active       int64  `json:"active"`
-	Total        uint64 `json:"total"`
-	DialFailures uint64 `json:"dial_failures"`
-	BytesUp      int64  `json:"bytes_up"`
-	BytesDown    int64  `json:"bytes_down"`
-	Health       string `json:"health"`
+	Addr         string     `json:"addr"`
+	Active       int64      `json:"active"`
+	Total        uint64     `json:"total"`
+	DialFailures uint64     `json:"dial_failures"`
+	BytesUp      int64      `json:"bytes_up"`
+	BytesDown    int64      `json:"bytes_down"`
+	Health       string     `json:"health"` // healthy, unhealthy or unknown
+	HealthReason string     `json:"health_reason,omitempty"`
+	HealthSince  *time.Time `json:"health_since,omitempty"`
 }
 
 type reloadStatus struct {
@@ -75,10 +77,14 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		u.Total += n.Total
 		u.BytesUp += n.BytesUp
 		u.BytesDown += n.BytesDown
-		u.Nodes = append(u.Nodes, nodeStatus{
+		ns := nodeStatus{
 			Addr: n.Addr, Active: n.Active, Total: n.Total, DialFailures: n.DialFailures,
-			BytesUp: n.BytesUp, BytesDown: n.BytesDown, Health: n.Health,
-		})
+			BytesUp: n.BytesUp, BytesDown: n.BytesDown, Health: n.Health, HealthReason: n.HealthReason,
+		}
+		if !n.HealthSince.IsZero() {
+			ns.HealthSince = &n.HealthSince
+		}
+		u.Nodes = append(u.Nodes, ns)
 	}
 	counts, _ := s.m.ReloadStats()
 	last, lastErr := s.m.lastReload()

@@ -79,7 +79,7 @@ var (
 	nodeTotal    = desc("node_connections_total", "Connections proxied, by upstream node.", "upstream", "node")
 	nodeFails    = desc("node_dial_failures_total", "Failed dials, by upstream node.", "upstream", "node")
 	nodeBytes    = desc("node_bytes_total", "Bytes proxied, by upstream node and direction.", "upstream", "node", "direction")
-	nodeHealth   = desc("node_health", "1 for the node's current health state (unknown until health checks run).", "upstream", "node", "state")
+	nodeHealth   = desc("node_health", "1 for the node's current health state: healthy, unhealthy (or unknown).", "upstream", "node", "state")
 	reloads      = desc("config_reloads_total", "Configuration reloads, by source and result.", "source", "result")
 	lastReload   = desc("config_last_reload_success_timestamp_seconds", "When the configuration was last applied, in unix seconds.")
 	authFailures = desc("admin_auth_failures_total", "Admin API requests refused for their key, by reason.", "reason")

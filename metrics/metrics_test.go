@@ -145,7 +145,7 @@ stream_routes:
 		{"mqgate_node_connections_active", map[string]string{"upstream": "up", "node": broker.Addr()}, 1},
 		{"mqgate_node_connections_total", map[string]string{"upstream": "up", "node": broker.Addr()}, 2},
 		{"mqgate_node_dial_failures_total", map[string]string{"upstream": "up", "node": broker.Addr()}, 0},
-		{"mqgate_node_health", map[string]string{"upstream": "up", "node": broker.Addr(), "state": "unknown"}, 1},
+		{"mqgate_node_health", map[string]string{"upstream": "up", "node": broker.Addr(), "state": "healthy"}, 1},
 		{"mqgate_config_reloads_total", map[string]string{"source": "sighup", "result": "refused"}, 2},
 		{"mqgate_config_last_reload_success_timestamp_seconds", nil, 1.7e9},
 		{"mqgate_admin_auth_failures_total", map[string]string{"reason": "wrong_key"}, 3},

@@ -112,7 +112,7 @@ func TestConnectionTableAndClose(t *testing.T) {
 	if len(st.Routes) != 1 || st.Routes[0].ID != "1" || st.Routes[0].Active != 2 || st.Routes[0].Total != 3 {
 		t.Errorf("route stats: %+v", st.Routes)
 	}
-	if st.BytesUp < 3*ci.BytesUp || st.BytesDown < 3*4 || len(st.Nodes) != 1 || st.Nodes[0].Health != proxy.HealthUnknown {
+	if st.BytesUp < 3*ci.BytesUp || st.BytesDown < 3*4 || len(st.Nodes) != 1 || st.Nodes[0].Health != proxy.HealthHealthy {
 		t.Errorf("stats: %+v", st)
 	}
 	if st.Dial.Count != 3 || sum(st.Dial.Counts) != 3 || st.Dial.SumSeconds <= 0 {
@@ -187,5 +187,20 @@ func TestDrainAll(t *testing.T) {
 	}
 	for _, c := range conns {
 		expectClosed(t, c)
+	}
+}
+
+// TestInlineUpstreamHealth: a route's inline upstream is watched by the
+// health checker like a top-level one, and its state shows in Stats.
+func TestInlineUpstreamHealth(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	g := startGateway(t, fmt.Sprintf("stream_proxy: {tcp: [LISTEN]}\nstream_routes: [{id: r1, upstream: {nodes: {%q: 1}}}]\n", broker.Addr()))
+	if h := g.srv.Health(); len(h) != 1 || h[0].Upstream != "route:r1" || !h[0].Healthy {
+		t.Errorf("Health() = %+v", h)
+	}
+	connectRaw(t, g.addr, "x", "")
+	if n := g.srv.Stats().Nodes; len(n) != 1 || n[0].Health != proxy.HealthHealthy {
+		t.Errorf("node stats: %+v", n)
 	}
 }

@@ -155,6 +155,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*sn
 		}
 		snap.upstreams = append(snap.upstreams, up)
 	}
+	snap.targets = targets // with the routes' inline upstreams, built just above
 	return snap, nil
 }
 

@@ -88,5 +88,7 @@ type NodeStats struct {
 	DialFailures   uint64
 	BytesUp        int64
 	BytesDown      int64
-	Health         string // HealthUnknown until health checks land
+	Health         string    // HealthHealthy, HealthUnhealthy or HealthUnknown
+	HealthReason   string    // why, from the health checker
+	HealthSince    time.Time // when the node entered that state
 }

@@ -6,10 +6,16 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqgate/mqgate/health"
 )
 
-// HealthUnknown is a node's health until health checks report on it.
-const HealthUnknown = "unknown"
+// A node's health as status pages and metrics name it.
+const (
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+	HealthUnknown   = "unknown" // a node the health checker does not know
+)
 
 // DialBuckets are the upper bounds, in seconds, of the dial latency
 // histogram: loopback brokers answer in microseconds, remote ones in
@@ -133,6 +139,11 @@ func (s *Server) Stats() StatsSnapshot {
 		}
 		lc.mu.Unlock()
 	}
+	type nodeKey struct{ upstream, addr string }
+	healthOf := make(map[nodeKey]health.Status)
+	for _, hs := range s.health.Statuses() {
+		healthOf[nodeKey{hs.Upstream, hs.Addr}] = hs
+	}
 	for _, n := range s.nodes.all() {
 		live := liveNode[n]
 		ns := NodeStats{
@@ -140,6 +151,12 @@ func (s *Server) Stats() StatsSnapshot {
 			Active: n.active.Load(), Total: n.total.Load(), DialFailures: n.dialFails.Load(),
 			BytesUp: n.bytesUp.Load() + live.up, BytesDown: n.bytesDown.Load() + live.down,
 			Health: HealthUnknown,
+		}
+		if hs, ok := healthOf[nodeKey{n.upstreamID, n.addr}]; ok {
+			ns.Health, ns.HealthReason, ns.HealthSince = HealthUnhealthy, hs.Reason, hs.Since
+			if hs.Healthy {
+				ns.Health = HealthHealthy
+			}
 		}
 		out.BytesUp += ns.BytesUp
 		out.BytesDown += ns.BytesDown
