@@ -25,13 +25,13 @@ upstreams:
   - id: 1
     nodes: {"b:1883": 1}
     retry: 2
-    hash_on: vars
+    hash_by: vars
 `)}},
 			want: []string{
 				`mqgate.yaml:3: stream_routes[0].upstrem_id: unknown key (did you mean "upstream_id"?)`,
 				`mqgate.yaml:3: stream_routes[0]: needs upstream_id or upstream`,
 				`mqgate.yaml:7: upstreams[0].retry: unknown key (did you mean "retries"?)`,
-				`mqgate.yaml:8: upstreams[0].hash_on: unknown key (known: id, name, desc, type, key, nodes, retries, timeout, scheme, tls, proxy_protocol)`,
+				`mqgate.yaml:8: upstreams[0].hash_by: unknown key (did you mean "hash_balance_factor"?)`,
 			},
 		},
 		{
@@ -203,7 +203,7 @@ stream_routes:
   - upstream_id: u
     plugins:
       mqtt_proxy: {}
-      limit-conn: {conn: 1}
+      limit-count: {count: 1}
 `)}},
 			want: []string{
 				`p.yaml:6: stream_routes[0].plugins.mqtt-proxy.protocol_level: protocol_name "MQIsdp" (MQTT 3.1) is level 3, got 5`,
@@ -212,7 +212,7 @@ stream_routes:
 				`p.yaml:12: stream_routes[2].plugins.mqtt-proxy.protocol_level: must be 3, 4 or 5, got 6`,
 				`p.yaml:12: stream_routes[2].plugins.mqtt-proxy.upstream: deprecated in APISIX and not supported; give the route an upstream_id or upstream instead`,
 				`p.yaml:15: stream_routes[3].plugins.mqtt_proxy: unknown plugin (did you mean "mqtt-proxy"?)`,
-				`p.yaml:16: stream_routes[3].plugins.limit-conn: unknown plugin (known: mqtt-proxy, mqtt-rewrite)`,
+				`p.yaml:16: stream_routes[3].plugins.limit-count: unknown plugin (did you mean "limit-conn"?)`,
 			},
 		},
 		{

@@ -145,12 +145,13 @@ type sslDecl struct {
 	idLine   int
 	disabled bool // status: 0
 	sniLines []int
+	overlay  bool // from an Admin API document
 }
 
 // ssl decodes one item of ssls and loads its certificates so that a bad
 // one is reported with its file and line.
 func (d *decoder) ssl(n *yaml.Node, path string) sslDecl {
-	s := sslDecl{SSL: SSL{File: d.file, Line: n.Line, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ClientDepth: DefaultClientDepth}, path: path}
+	s := sslDecl{SSL: SSL{File: d.file, Line: n.Line, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ClientDepth: DefaultClientDepth}, path: path, overlay: d.overlay}
 	var cert, key PEMSource
 	var certNode, keyNode *yaml.Node
 	var certs, keys []PEMSource

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -228,5 +229,36 @@ upstreams:
 				t.Errorf("Parse errors:\n%s\nwant:\n%s", got, strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+}
+
+// TestSSLOverlay: an Admin API ssl replaces the file's ssl with the same id
+// in place (so the first entry, the default certificate, stays first) and
+// new ones come after.
+func TestSSLOverlay(t *testing.T) {
+	t.Parallel()
+	ca := certtest.NewCA(t, "CA")
+	a, b, c := ca.Server(t, certtest.ECDSA, "a.example"), ca.Server(t, certtest.ECDSA, "a.example"), ca.Server(t, certtest.ECDSA, "c.example")
+	file := Document{Name: "mqgate.yaml", Data: []byte(sslYAML(t, `
+stream_proxy: {tcp: [{addr: 8883, tls: true}]}
+ssls:
+  - id: 1
+    snis: [a.example]
+`, a))}
+	jsonPEM := func(p *certtest.Pair) string {
+		return fmt.Sprintf(`"cert": %q, "key": %q`, p.CertPEM, p.KeyPEM)
+	}
+	state := Document{Name: "state.json", Overlay: true, Data: []byte(`{"ssls": [
+{"id": "2", "snis": ["c.example"], ` + jsonPEM(c) + `},
+{"id": 1, "snis": ["a.example"], ` + jsonPEM(b) + `}]}`)}
+	cfg, err := Parse(file, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.SSLs) != 2 || cfg.SSLs[0].ID != "1" || cfg.SSLs[0].File != "state.json" || cfg.SSLs[1].ID != "2" {
+		t.Fatalf("ssls = %+v", cfg.SSLs)
+	}
+	if got, _ := cfg.SSLs[0].Pairs[0].LoadKeyPair(); !got.Leaf.Equal(b.Cert) {
+		t.Error("ssl 1 is not the Admin API's certificate")
 	}
 }

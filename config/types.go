@@ -13,6 +13,10 @@ import (
 type Document struct {
 	Name string
 	Data []byte
+	// Overlay marks a document of Admin API objects: it may hold only
+	// stream_routes, upstreams and ssls, every object needs an id, and an
+	// object replaces the one with the same id from the other documents.
+	Overlay bool
 }
 
 // Config is the merged, validated configuration of all loaded files.
@@ -23,6 +27,8 @@ type Config struct {
 	StreamRoutes []StreamRoute
 	Upstreams    []Upstream // top-level upstreams only; inline ones live in StreamRoute.Upstream
 	SSLs         []SSL      // server certificates for TLS listeners, in load order (ssl.go)
+	Admin        *Admin     // nil: no admin block, the Admin API is off
+	Reload       *Reload    // nil: defaults; see ReloadSettings
 	Ignored      []string   // APISIX keys mqgate accepts but does not use, as "file:line: path"
 	Warnings     []*Error   // valid but suspicious settings
 }
@@ -32,6 +38,13 @@ type StreamProxy struct {
 	TCP            []Listener
 	ConnectTimeout time.Duration // deadline to read the client's CONNECT; default 10s
 	MaxConnectSize int           // largest accepted CONNECT packet in bytes; default 65536
+	// MaxConnections caps connections past their CONNECT (dialling or
+	// proxied) across all listeners; 0 = no cap.
+	MaxConnections int
+	// OnDuplicateClientID is DuplicateAllow (or empty, the default), DuplicateKeepNewest
+	// or DuplicateKeepOldest: what to do when a client id connects again
+	// to the same upstream while its earlier connection is still open.
+	OnDuplicateClientID string
 }
 
 // Listener is one TCP address mqgate accepts clients on.
@@ -79,9 +92,11 @@ type StringMatch struct {
 
 // Plugins is the set of stream plugins on a route.
 type Plugins struct {
-	MQTTProxy *MQTTProxy // `mqtt-proxy`
-
-	MQTTRewrite *MQTTRewrite // `mqtt-rewrite` (rewrite.go)
+	MQTTProxy     *MQTTProxy     // `mqtt-proxy`
+	LimitConn     *LimitConn     // `limit-conn`
+	LimitReq      *LimitReq      // `limit-req`
+	IPRestriction *IPRestriction // `ip-restriction`
+	MQTTRewrite   *MQTTRewrite   // `mqtt-rewrite` (rewrite.go)
 }
 
 // MQTTProxy restricts a route to an MQTT protocol name and/or level.
@@ -99,9 +114,13 @@ type Upstream struct {
 	Nodes      []Node
 	Retries    int // resolved: defaults to len(Nodes)-1
 	Timeout    Timeout
-	Scheme     string // "tcp" or "tls"
-	Line       int
-	File       string
+	Scheme     string  // "tcp" or "tls"
+	Checks     *Checks // nil = no health checks: every node is dialled
+	// HashBalanceFactor bounds chash load: no node takes more than
+	// factor × the average connections; 0 = off.
+	HashBalanceFactor float64
+	Line              int
+	File              string
 
 	TLS *UpstreamTLS // scheme tls: how to talk TLS to the nodes (ssl.go); nil for tcp
 	// ProxyProtocol is "v1" or "v2" to send a PROXY protocol header to the

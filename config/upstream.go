@@ -13,7 +13,7 @@ import (
 )
 
 var (
-	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "tls", "proxy_protocol"}
+	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "checks", "hash_balance_factor", "tls", "proxy_protocol"}
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
 	timeoutKeys   = []string{"connect", "send", "read"}
@@ -23,8 +23,9 @@ var (
 // checks report at.
 type upstreamDecl struct {
 	Upstream
-	path   string
-	idLine int
+	path    string
+	idLine  int
+	overlay bool // from an Admin API document
 }
 
 // upstream decodes a top-level upstream, or a route's inline one, which
@@ -33,8 +34,9 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	u := upstreamDecl{
 		Upstream: Upstream{Type: "roundrobin", Scheme: "tcp", Timeout: Timeout{Connect: DefaultUpstreamConnect}, File: d.file, Line: n.Line},
 		path:     path,
+		overlay:  d.overlay && !inline,
 	}
-	var keyNode, tlsNode *yaml.Node
+	var keyNode, hbf, tlsNode *yaml.Node
 	retries := -1
 	nodesOK := true
 	for _, kv := range d.fields(n, path) {
@@ -81,6 +83,17 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			if v, ok := d.oneOf(kv.val, p, "v1", "v2"); ok {
 				u.ProxyProtocol = v
 			}
+		case "checks":
+			u.Checks = d.checks(kv.val, p)
+		case "hash_balance_factor":
+			hbf = kv.val
+		case "hash_on":
+			// APISIX's default, and what mqgate does: hash on a variable.
+			if s, ok := d.str(kv.val, p); ok && s != "vars" {
+				d.errorf(kv.val, p, "mqgate hashes on vars only (set key), got %q", s)
+			} else if ok {
+				d.ignore(kv.keyNode, p)
+			}
 		default:
 			d.unknownKey(kv, path, "key", upstreamKeys)
 		}
@@ -97,6 +110,14 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			d.errorf(keyNode, p, "only used with type chash, not %s", u.Type)
 		} else if k, ok := d.oneOf(keyNode, p, vars.Names...); ok {
 			u.Key = k
+		}
+	}
+	if !isNull(hbf) {
+		p := join(path, "hash_balance_factor")
+		if u.Type != "chash" {
+			d.errorf(hbf, p, "only used with type chash, not %s", u.Type)
+		} else {
+			u.HashBalanceFactor = d.hashBalanceFactor(hbf, p)
 		}
 	}
 	switch {

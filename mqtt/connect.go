@@ -11,8 +11,13 @@ import (
 type Connect struct {
 	ProtocolName string // "MQTT", or "MQIsdp" for MQTT 3.1
 	Level        byte   // Level31, Level311 or Level5
-	CleanStart   bool   // CleanSession in 3.x
-	KeepAlive    uint16 // seconds
+	// Bridge is set when a 3.x Protocol Level carries the high bit
+	// (0x83, 0x84): Mosquitto's bridges send it (try_private) so that the
+	// remote Mosquitto knows the client is a bridge. Level holds the
+	// level without the bit; AppendConnect sets it again.
+	Bridge     bool
+	CleanStart bool   // CleanSession in 3.x
+	KeepAlive  uint16 // seconds
 	// Properties are the MQTT 5.0 CONNECT properties, raw (and, from
 	// ParseConnect, validated), without their length prefix.
 	Properties  []byte
@@ -49,6 +54,7 @@ const (
 
 const (
 	connectHeader   = byte(TypeConnect) << 4 // flags 0000
+	bridgeBit       = 0x80                   // Mosquitto's bridge marker in the 3.x Protocol Level
 	keepAliveLength = 2
 )
 
@@ -112,6 +118,10 @@ func ParseConnect(pkt []byte) (*Connect, error) {
 	}
 	level := b[off]
 	off++
+	bridge := level&bridgeBit != 0 && (level&^bridgeBit == Level31 || level&^bridgeBit == Level311)
+	if bridge {
+		level &^= bridgeBit
+	}
 	if !(protocolName == protocolNameMQTT && (level == Level311 || level == Level5) ||
 		protocolName == protocolNameMQIsdp && level == Level31) {
 		// 3.1.1: the Server MUST respond with CONNACK return code 0x01 if
@@ -286,6 +296,7 @@ func ParseConnect(pkt []byte) (*Connect, error) {
 	c := &alloc.connect
 	c.ProtocolName = protocolName
 	c.Level = level
+	c.Bridge = bridge
 	c.CleanStart = flags&flagCleanStart != 0
 	c.KeepAlive = keepAlive
 	c.Properties = props
@@ -385,7 +396,11 @@ func AppendConnect(dst []byte, c *Connect) []byte {
 	dst = append(dst, connectHeader)
 	dst = appendVarint(dst, remaining)
 	dst = appendField(dst, name)
-	dst = append(dst, c.Level, flags, byte(c.KeepAlive>>8), byte(c.KeepAlive))
+	level := c.Level
+	if c.Bridge {
+		level |= bridgeBit
+	}
+	dst = append(dst, level, flags, byte(c.KeepAlive>>8), byte(c.KeepAlive))
 	if v5 {
 		dst = appendVarint(dst, len(c.Properties))
 		dst = append(dst, c.Properties...)

@@ -52,6 +52,17 @@ type connectTest struct {
 
 // validConnectTests are packets ParseConnect accepts.
 var validConnectTests = []connectTest{
+	// Mosquitto bridges (try_private true, the default) mark the level.
+	{
+		name: "3.1.1 from a mosquitto bridge (level 0x84)",
+		pkt:  frame(0x10, "0004 4d515454 84 02 003c", str("bridge-1")),
+		want: &Connect{ProtocolName: "MQTT", Level: 4, Bridge: true, CleanStart: true, KeepAlive: 60, ClientID: "bridge-1"},
+	},
+	{
+		name: "3.1 from a mosquitto bridge (level 0x83)",
+		pkt:  frame(0x10, "0006 4d5149736470 83 02 003c", str("bridge-2")),
+		want: &Connect{ProtocolName: "MQIsdp", Level: 3, Bridge: true, CleanStart: true, KeepAlive: 60, ClientID: "bridge-2"},
+	},
 	// MQTT 3.1.1.
 	{
 		name: "3.1.1 minimal",
@@ -328,10 +339,10 @@ var invalidConnectTests = []connectTest{
 		err:  &ProtocolError{Kind: KindUnsupportedVersion, Level: 6, Code: UnsupportedProtocolVersion},
 	},
 	{
-		name: "MQTT with the bridge bit of mosquitto (0x84)",
+		name: "MQTT 5 with the bridge bit (0x85): mosquitto bridges set it only for 3.x",
 		rule: "MQTT-3.1.2-2",
-		pkt:  frame(0x10, "0004 4d515454 84 02 003c", str("a")),
-		err:  &ProtocolError{Kind: KindUnsupportedVersion, Level: 0x84, Code: UnsupportedProtocolVersion},
+		pkt:  frame(0x10, "0004 4d515454 85 02 003c", str("a")),
+		err:  &ProtocolError{Kind: KindUnsupportedVersion, Level: 0x85, Code: UnsupportedProtocolVersion},
 	},
 	{
 		name: "MQIsdp with level 4",

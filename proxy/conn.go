@@ -46,7 +46,8 @@ type liveConn struct {
 
 	mu     sync.Mutex
 	broker net.Conn
-	reason pipe.End // set by close, overrides the pipe's own End
+	reason pipe.End  // set by close, overrides the pipe's own End
+	entry  connEntry // the connection table's row, see connections.go
 }
 
 // close ends the connection from outside, recording why.
@@ -164,6 +165,13 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		return
 	}
 
+	// CONNECT policy: allow/deny, limits, duplicate client ids.
+	release, ok := s.admit(conn, snap, ri, lc, connect, &rec)
+	if !ok {
+		return
+	}
+	defer release()
+
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
 	broker, node := s.dial(up, up.hashKey(&rec.id.vars, rec.remote.Addr()), &rec)
@@ -199,10 +207,12 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Pipe both ways until either side ends.
 	s.stats.Proxied.Add(1)
+	lc.piping(&rec, rec.up, s.routes.get(rt.ID), node)
 	res := pipe.Run(conn, broker, pipe.Options{
 		Idle:             idleLimit(up, connect.KeepAlive),
 		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
+		Meter:            &lc.entry.meter,
 	})
 	rec.up += res.Up
 	rec.down = res.Down
@@ -331,6 +341,7 @@ func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeSta
 		tries++
 		start := time.Now()
 		c, err := s.dialNode(&d, up, i, rec)
+		up.health[i].ReportDial(err)
 		if err == nil {
 			s.stats.observeDial(time.Since(start))
 			return c, up.nodes[i]

@@ -1,13 +1,11 @@
 package proxy_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +18,7 @@ import (
 type gateway struct {
 	srv    *proxy.Server
 	addr   string
-	access *syncBuffer
+	access *mqtttest.LogBuffer
 }
 
 // startGateway runs mqgate with the YAML yml, in which LISTEN stands for the
@@ -32,7 +30,7 @@ func startGateway(t testing.TB, yml string) *gateway {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yml)
 	}
-	access := &syncBuffer{}
+	access := &mqtttest.LogBuffer{}
 	srv, err := proxy.New(cfg, proxy.Options{
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		AccessLog: slog.New(slog.NewJSONHandler(access, nil)),
@@ -66,28 +64,4 @@ func chashConfig(brokers ...mqtttest.Broker) string {
 	}
 	b.WriteString("stream_routes:\n  - id: 1\n    upstream_id: 1\n")
 	return b.String()
-}
-
-// syncBuffer is an io.Writer for logs written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// Lines returns the complete lines written so far.
-func (b *syncBuffer) Lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(b.buf.String()))
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
 }

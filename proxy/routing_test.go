@@ -9,39 +9,6 @@ import (
 	"github.com/mqgate/mqgate/mqtt"
 )
 
-// brokerOf maps each id to the index of the broker that saw it, failing the
-// test when an id was seen by two brokers or seen `times` times in all.
-func brokerOf(t *testing.T, brokers []mqtttest.Broker, ids []string, times int) map[string]int {
-	t.Helper()
-	where := make(map[string]int)
-	count := make(map[string]int)
-	for bi, b := range brokers {
-		for _, id := range b.Seen() {
-			if prev, ok := where[id]; ok && prev != bi {
-				t.Errorf("client id %s reached broker %d and broker %d", id, prev, bi)
-			}
-			where[id] = bi
-			count[id]++
-		}
-	}
-	for _, id := range ids {
-		if count[id] != times {
-			t.Errorf("client id %s: brokers saw %d connects, want %d", id, count[id], times)
-		}
-	}
-	return where
-}
-
-func seenAll(brokers []mqtttest.Broker, n int) func() bool {
-	return func() bool {
-		total := 0
-		for _, b := range brokers {
-			total += len(b.Seen())
-		}
-		return total >= n
-	}
-}
-
 // TestClientIDSticksToBroker: the same client id lands on the same broker on
 // every reconnect, and 100 ids spread over 3 brokers.
 func TestClientIDSticksToBroker(t *testing.T) {
@@ -57,9 +24,9 @@ func TestClientIDSticksToBroker(t *testing.T) {
 		for _, id := range ids {
 			mqtttest.ConnectOK(t, gw.addr, id, mqtt.Level311)
 		}
-		mqtttest.WaitFor(t, "brokers to see every connect", seenAll(brokers, round*len(ids)))
+		mqtttest.WaitFor(t, "brokers to see every connect", mqtttest.SeenTotal(brokers, round*len(ids)))
 	}
-	where := brokerOf(t, brokers, ids, 3)
+	where := mqtttest.Owners(t, brokers, ids, 3)
 
 	// 100 keys over 3 equal nodes: 33.3 expected, binomial sd 4.7; allow
 	// 3 sd either way.
@@ -86,8 +53,8 @@ func TestAllLevelsRouteAlike(t *testing.T) {
 			mqtttest.ConnectOK(t, gw.addr, id, level)
 		}
 	}
-	mqtttest.WaitFor(t, "brokers to see every connect", seenAll(brokers, 9))
-	brokerOf(t, brokers, ids, 3)
+	mqtttest.WaitFor(t, "brokers to see every connect", mqtttest.SeenTotal(brokers, 9))
+	mqtttest.Owners(t, brokers, ids, 3)
 }
 
 // TestDownBrokerSkipped: the clients of a broker that is down go to their
@@ -104,14 +71,14 @@ func TestDownBrokerSkipped(t *testing.T) {
 	for _, id := range ids {
 		mqtttest.ConnectOK(t, gw.addr, id, mqtt.Level311)
 	}
-	mqtttest.WaitFor(t, "brokers to see every connect", seenAll(brokers, len(ids)))
-	before := brokerOf(t, brokers, ids, 1)
+	mqtttest.WaitFor(t, "brokers to see every connect", mqtttest.SeenTotal(brokers, len(ids)))
+	before := mqtttest.Owners(t, brokers, ids, 1)
 
 	m[0].Close()
 	for _, id := range ids {
 		mqtttest.ConnectOK(t, gw.addr, id, mqtt.Level311)
 	}
-	mqtttest.WaitFor(t, "brokers to see every reconnect", seenAll(brokers, 2*len(ids)))
+	mqtttest.WaitFor(t, "brokers to see every reconnect", mqtttest.SeenTotal(brokers, 2*len(ids)))
 	moved := 0
 	for _, id := range ids {
 		var now []int

@@ -33,6 +33,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/limit"
 	"github.com/mqgate/mqgate/tlsconf"
 )
 
@@ -55,14 +57,20 @@ type Server struct {
 	log    *slog.Logger
 	access *slog.Logger
 
-	snap  atomic.Pointer[snapshot]
-	nodes nodeRegistry
-	stats Stats
+	snap     atomic.Pointer[snapshot]
+	nodes    nodeRegistry
+	routes   routeRegistry
+	stats    Stats
+	health   *health.Checker
+	policies policyRegistry
+	admitted limit.Slots    // connections past the CONNECT policy, for max_connections
+	clients  clientRegistry // for on_duplicate_client_id
 
 	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
 	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
 	certCheck  time.Duration
 	watchCerts sync.Once
+	tlsCounts  tlsRegistry // handshakes by listener
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -91,17 +99,21 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		conns:     make(map[*liveConn]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	snap, err := newSnapshot(cfg, &s.nodes)
+	s.health = health.NewChecker(s.log)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health)
 	if err != nil {
 		return nil, err
 	}
+	s.probeDialers(snap)
 	s.certs = tlsconf.NewStore(opts.Log)
 	if err := s.certs.Update(cfg); err != nil {
 		return nil, err
 	}
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
+	snap.policies = s.policies.build(cfg)
 	s.snap.Store(snap)
+	s.health.Update(snap.targets)
 	return s, nil
 }
 
@@ -216,10 +228,11 @@ func (s *Server) acceptLoop(l *listener) {
 // those accepted on a listener that is closed now. On error the running
 // configuration stays.
 func (s *Server) Apply(cfg *config.Config) error {
-	snap, err := newSnapshot(cfg, &s.nodes)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health)
 	if err != nil {
 		return err
 	}
+	s.probeDialers(snap)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -235,7 +248,9 @@ func (s *Server) Apply(cfg *config.Config) error {
 		}
 		return err
 	}
+	snap.policies = s.policies.build(cfg)
 	s.snap.Store(snap)
+	s.health.Update(snap.targets)
 	for _, l := range opened {
 		s.startListener(l)
 	}
@@ -251,12 +266,14 @@ func (s *Server) Apply(cfg *config.Config) error {
 		}
 	}
 	s.nodes.prune(snap)
+	s.routes.prune(snap)
 	return nil
 }
 
 // Shutdown stops accepting, waits for live connections to end until ctx is
 // done, then closes those left and waits for their handlers to return.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.health.Close()
 	s.mu.Lock()
 	s.closing = true
 	for addr, l := range s.listeners {
@@ -303,6 +320,7 @@ func (s *Server) track(lc *liveConn) bool {
 
 func (s *Server) untrack(lc *liveConn) {
 	s.mu.Lock()
+	lc.settle()
 	delete(s.conns, lc)
 	s.mu.Unlock()
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mqgate/mqgate/balance"
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/route"
 	"github.com/mqgate/mqgate/vars"
 )
@@ -19,6 +20,8 @@ type snapshot struct {
 	cfg       *config.Config
 	routes    *route.Table
 	upstreams []*upstream // index-aligned with cfg.StreamRoutes
+	policies  []*policy   // index-aligned with cfg.StreamRoutes; set by the Server
+	targets   []health.Target
 }
 
 // upstream is a configured upstream with its balancer and live node state.
@@ -26,7 +29,10 @@ type upstream struct {
 	cfg   *config.Upstream
 	addrs []string     // dial address per node
 	nodes []*nodeState // index-aligned with cfg.Nodes
-	bal   balance.Balancer
+	// health is each node's health, index-aligned with cfg.Nodes; the
+	// balancer skips unhealthy nodes, dials report to it.
+	health []*health.Node
+	bal    balance.Balancer
 }
 
 // nodeState is what mqgate knows about one node of one upstream. It outlives
@@ -37,6 +43,8 @@ type nodeState struct {
 	active     atomic.Int64  // proxied connections now
 	total      atomic.Uint64 // proxied connections ever
 	dialFails  atomic.Uint64
+	bytesUp    atomic.Int64 // of finished connections; live ones are in their meters
+	bytesDown  atomic.Int64
 }
 
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
@@ -92,8 +100,9 @@ func (r *nodeRegistry) all() []*nodeState {
 	return out
 }
 
-func newSnapshot(cfg *config.Config, reg *nodeRegistry) (*snapshot, error) {
+func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*snapshot, error) {
 	byID := make(map[string]*upstream)
+	var targets []health.Target
 	build := func(u *config.Upstream) (*upstream, error) {
 		if up, ok := byID[u.ID]; ok {
 			return up, nil
@@ -104,17 +113,23 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry) (*snapshot, error) {
 			addr := n.Addr()
 			up.addrs = append(up.addrs, addr)
 			up.nodes = append(up.nodes, reg.get(u.ID, addr))
+			up.health = append(up.health, hc.Node(u.ID, addr))
 			bnodes[i] = balance.Node{Addr: addr, Weight: n.Weight, Priority: n.Priority}
 		}
 		bal, err := balance.New(bnodes, balance.Options{
-			Type:  u.Type,
-			State: balance.State{Active: func(i int) int64 { return up.nodes[i].active.Load() }},
+			Type:              u.Type,
+			HashBalanceFactor: u.HashBalanceFactor,
+			State: balance.State{
+				Active:  func(i int) int64 { return up.nodes[i].active.Load() },
+				Healthy: func(i int) bool { return up.health[i].Healthy() },
+			},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("upstream %q: %w", u.ID, err)
 		}
 		up.bal = bal
 		byID[u.ID] = up
+		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks})
 		return up, nil
 	}
 	for i := range cfg.Upstreams {
@@ -122,7 +137,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry) (*snapshot, error) {
 			return nil, err
 		}
 	}
-	snap := &snapshot{cfg: cfg, routes: route.NewTable(cfg.StreamRoutes)}
+	snap := &snapshot{cfg: cfg, routes: route.NewTable(cfg.StreamRoutes), targets: targets}
 	for i := range cfg.StreamRoutes {
 		r := &cfg.StreamRoutes[i]
 		var up *upstream
@@ -141,6 +156,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry) (*snapshot, error) {
 		}
 		snap.upstreams = append(snap.upstreams, up)
 	}
+	snap.targets = targets // with the routes' inline upstreams, built just above
 	return snap, nil
 }
 

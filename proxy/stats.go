@@ -12,15 +12,24 @@ import (
 type refuseReason int
 
 const (
-	refuseNoRoute       refuseReason = iota // no stream route matched
-	refuseProtocolLevel                     // the route's mqtt-proxy protocol does not match
-	refuseNoBroker                          // every node tried failed to dial
-	refuseBadConnect                        // the CONNECT broke a rule that calls for a CONNACK
-	refuseRewrite                           // mqtt-rewrite yielded an empty or invalid field
+	refuseNoRoute           refuseReason = iota // no stream route matched
+	refuseProtocolLevel                         // the route's mqtt-proxy protocol does not match
+	refuseNoBroker                              // every node tried failed to dial
+	refuseBadConnect                            // the CONNECT broke a rule that calls for a CONNACK
+	refuseIPRestriction                         // ip-restriction
+	refuseMaxConnections                        // stream_proxy.max_connections
+	refuseLimitReq                              // limit-req: connection rate
+	refuseLimitConn                             // limit-conn: concurrent connections
+	refuseDuplicateClientID                     // on_duplicate_client_id: keep_oldest
+	refuseRewrite                               // mqtt-rewrite yielded an empty or invalid field
 	numRefuseReasons
 )
 
-var refuseReasonNames = [numRefuseReasons]string{"no_route", "protocol_level", "no_broker", "bad_connect", "rewrite"}
+var refuseReasonNames = [numRefuseReasons]string{
+	"no_route", "protocol_level", "no_broker", "bad_connect",
+	"ip_restriction", "max_connections", "limit_req", "limit_conn", "duplicate_client_id",
+	"rewrite",
+}
 
 func (r refuseReason) String() string { return refuseReasonNames[r] }
 
@@ -43,6 +52,7 @@ type Stats struct {
 	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
 	dialCount     atomic.Uint64
 	dialNanos     atomic.Uint64
+	dialBuckets   dialHistogram
 }
 
 func (st *Stats) refused(r refuseReason) { st.refusedBy[r].Add(1) }
@@ -59,6 +69,7 @@ func (st *Stats) parseError(kind mqtt.ErrorKind) {
 func (st *Stats) observeDial(d time.Duration) {
 	st.dialCount.Add(1)
 	st.dialNanos.Add(uint64(d))
+	st.dialBuckets.observe(d)
 }
 
 // StatsSnapshot is a copy of the counters at one moment.
@@ -67,9 +78,15 @@ type StatsSnapshot struct {
 	Active            int64
 	Refused           map[string]uint64 // by reason
 	ParseErrors       map[string]uint64 // by kind
-	Nodes             []NodeStats
+	BytesUp           int64             // client to broker, every connection so far
+	BytesDown         int64             // broker to client
+	Dial              DialStats
+	Routes            []RouteStats // by id
+	Nodes             []NodeStats  // by upstream, then address
 
-	TLSHandshakeFailures, ProxyProtocolRefused uint64
+	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
+	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
+	TLSHandshakes        []TLSHandshakeStats // by listener
 }
 
 // NodeStats is one upstream node's counters.
@@ -78,31 +95,9 @@ type NodeStats struct {
 	Active         int64
 	Total          uint64
 	DialFailures   uint64
-}
-
-// Stats returns the current counters.
-func (s *Server) Stats() StatsSnapshot {
-	out := StatsSnapshot{
-		Accepted:    s.stats.Accepted.Load(),
-		Proxied:     s.stats.Proxied.Load(),
-		Active:      s.stats.Active.Load(),
-		Refused:     make(map[string]uint64),
-		ParseErrors: make(map[string]uint64),
-
-		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
-		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
-	}
-	for i := range s.stats.refusedBy {
-		out.Refused[refuseReasonNames[i]] = s.stats.refusedBy[i].Load()
-	}
-	for i := range s.stats.parseErrorsBy {
-		out.ParseErrors[parseErrorKinds[i]] = s.stats.parseErrorsBy[i].Load()
-	}
-	for _, n := range s.nodes.all() {
-		out.Nodes = append(out.Nodes, NodeStats{
-			Upstream: n.upstreamID, Addr: n.addr,
-			Active: n.active.Load(), Total: n.total.Load(), DialFailures: n.dialFails.Load(),
-		})
-	}
-	return out
+	BytesUp        int64
+	BytesDown      int64
+	Health         string    // HealthHealthy, HealthUnhealthy or HealthUnknown
+	HealthReason   string    // why, from the health checker
+	HealthSince    time.Time // when the node entered that state
 }

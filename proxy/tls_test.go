@@ -24,6 +24,7 @@ import (
 	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/internal/certtest"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
@@ -72,7 +73,7 @@ func (p *pki) clientTLS(sni string, cert *certtest.Pair) *tls.Config {
 type tlsGateway struct {
 	srv         *proxy.Server
 	addr        string
-	log, access *syncBuffer
+	log, access *mqtttest.LogBuffer
 }
 
 // startTLSGateway is startGateway with the process log kept and
@@ -84,7 +85,7 @@ func startTLSGateway(t *testing.T, yml string) *tlsGateway {
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yml)
 	}
-	g := &tlsGateway{log: &syncBuffer{}, access: &syncBuffer{}}
+	g := &tlsGateway{log: &mqtttest.LogBuffer{}, access: &mqtttest.LogBuffer{}}
 	g.srv, err = proxy.New(cfg, proxy.Options{
 		Log:               slog.New(slog.NewTextHandler(g.log, nil)),
 		AccessLog:         slog.New(slog.NewJSONHandler(g.access, nil)),
@@ -716,5 +717,65 @@ stream_routes:
 	}
 	if !live.IsConnectionOpen() {
 		t.Error("the live connection was dropped by the reload")
+	}
+}
+
+// TestHealthProbesLikeClients: active MQTT probes go through the same PROXY
+// header and TLS as client connections: a TLS broker verified with the
+// right CA is probed healthy, one with the wrong CA unhealthy with the
+// reason; a PROXY front sees the probes' LOCAL headers.
+func TestHealthProbesLikeClients(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	_, mosqTLS := startMosquittoTLS(t, p)
+	certtest.WriteFile(t, p.path("other.pem"), p.other.CertPEM)
+	broker := mqtttest.StartMochi(t)
+	front := startProxyFront(t, broker.Addr())
+	checks := `{active: {type: mqtt, timeout: 2, healthy: {interval: 0.05, successes: 1}, unhealthy: {interval: 0.05, tcp_failures: 1, timeouts: 1}}}`
+	g := startTLSGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: good
+    scheme: tls
+    nodes: {%[2]q: 1}
+    tls: {ca: %[1]s/ca.pem, client_cert: %[1]s/client.crt, client_key: %[1]s/client.key, server_name: broker.example}
+    checks: %[4]s
+  - id: wrong-ca
+    scheme: tls
+    nodes: {%[2]q: 1}
+    tls: {ca: %[1]s/other.pem, client_cert: %[1]s/client.crt, client_key: %[1]s/client.key, server_name: broker.example}
+    checks: %[4]s
+  - id: proxied
+    proxy_protocol: v2
+    nodes: {%[3]q: 1}
+    checks: %[4]s
+stream_routes:
+  - {upstream_id: good, mqtt_client_id: good}
+  - {upstream_id: wrong-ca, mqtt_client_id: wrong}
+  - {upstream_id: proxied}
+`, p.dir, mosqTLS, front.addr, checks))
+	status := func(upstream string) health.Status {
+		for _, st := range g.srv.Health() {
+			if st.Upstream == upstream {
+				return st
+			}
+		}
+		t.Fatalf("no health status for %s", upstream)
+		return health.Status{}
+	}
+	mqtttest.WaitFor(t, "probes of every upstream", func() bool {
+		return status("good").Probes >= 2 && status("wrong-ca").Probes >= 2 && status("proxied").Probes >= 2
+	})
+	if st := status("good"); !st.Healthy || st.ProbeFailures != 0 {
+		t.Errorf("TLS broker with the right CA: %+v", st)
+	}
+	if st := status("wrong-ca"); st.Healthy || !strings.Contains(st.LastProbeError, "certificate signed by unknown authority") {
+		t.Errorf("TLS broker with the wrong CA: %+v", st)
+	}
+	if st := status("proxied"); !st.Healthy || st.ProbeFailures != 0 {
+		t.Errorf("broker behind a PROXY front: %+v", st)
+	}
+	if h := front.seen(); len(h) == 0 || h[0].Command != proxyproto.LOCAL {
+		t.Errorf("front saw %v, want LOCAL headers", h)
 	}
 }

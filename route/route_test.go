@@ -1,47 +1,75 @@
-package route
+package route_test
 
 import (
 	"net/netip"
 	"testing"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/route"
 )
 
-func TestMatchSNI(t *testing.T) {
+func TestMatchOrderAndConditions(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse(config.Document{Name: "routes.yaml", Data: []byte(`
+stream_proxy:
+  tcp: [1883, 8883]
+upstreams:
+  - id: u
+    nodes: {"127.0.0.1:1884": 1}
+stream_routes:
+  - id: flow
+    mqtt_client_id: {prefix: "flow-"}
+    upstream_id: u
+  - id: light
+    mqtt_client_id: {regex: "^light-[0-9]+$"}
+    server_port: 8883
+    upstream_id: u
+  - id: ingest-user
+    mqtt_username: ingest
+    upstream_id: u
+  - id: lan
+    remote_addr: 10.0.0.0/8
+    server_addr: 127.0.0.1
+    upstream_id: u
+  - id: v6
+    remote_addr: "2001:db8::/32"
+    upstream_id: u
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := route.NewTable(cfg.StreamRoutes)
+	local1883 := netip.MustParseAddrPort("127.0.0.1:1883")
+	local8883 := netip.MustParseAddrPort("127.0.0.1:8883")
+	mapped := netip.AddrPortFrom(netip.MustParseAddr("::ffff:127.0.0.1"), 1883)
+	wan := netip.MustParseAddr("203.0.113.9")
 	tests := []struct {
-		pattern, sni string
-		want         bool
+		name string
+		in   route.Input
+		want string // route id, "" for no match
 	}{
-		{"mqtt.example.com", "mqtt.example.com", true},
-		{"mqtt.example.com", "MQTT.Example.com.", true},
-		{"mqtt.example.com", "other.example.com", false},
-		{"mqtt.example.com", "", false},
-		{"*.example.com", "a.example.com", true},
-		{"*.example.com", "example.com", false},
-		{"*.example.com", "a.b.example.com", false},
-		{"*.example.com", ".example.com", true}, // an empty first label: not a valid name, no harm
-		{"*.example.com", "aexample.com", false},
+		{"prefix", route.Input{Local: local1883, Remote: wan, ClientID: "flow-7"}, "flow"},
+		{"first route wins", route.Input{Local: local8883, Remote: wan, ClientID: "flow-7", Username: "ingest"}, "flow"},
+		{"regex and port", route.Input{Local: local8883, Remote: wan, ClientID: "light-42"}, "light"},
+		{"regex, wrong port", route.Input{Local: local1883, Remote: wan, ClientID: "light-42"}, ""},
+		{"regex is anchored by the pattern", route.Input{Local: local8883, Remote: wan, ClientID: "light-42x"}, ""},
+		{"username exact", route.Input{Local: local1883, Remote: wan, Username: "ingest"}, "ingest-user"},
+		{"username exact, not prefix", route.Input{Local: local1883, Remote: wan, Username: "ingester"}, ""},
+		{"cidr and server addr", route.Input{Local: local1883, Remote: netip.MustParseAddr("10.1.2.3")}, "lan"},
+		{"cidr, v4-mapped local", route.Input{Local: mapped, Remote: netip.MustParseAddr("::ffff:10.1.2.3")}, "lan"},
+		{"cidr v6", route.Input{Local: local1883, Remote: netip.MustParseAddr("2001:db8::1")}, "v6"},
+		{"nothing matches", route.Input{Local: local1883, Remote: wan, ClientID: "other"}, ""},
 	}
 	for _, tt := range tests {
-		if got := MatchSNI(tt.pattern, tt.sni); got != tt.want {
-			t.Errorf("MatchSNI(%q, %q) = %v, want %v", tt.pattern, tt.sni, got, tt.want)
-		}
-	}
-}
-
-// TestSNIRoutesFirst: a route with an sni wins over an earlier route
-// without one; without TLS (no SNI) it never matches.
-func TestSNIRoutesFirst(t *testing.T) {
-	table := NewTable([]config.StreamRoute{
-		{ID: "any"},
-		{ID: "wild", SNI: "*.example.com"},
-		{ID: "exact", SNI: "mqtt.example.com"},
-	})
-	local := netip.MustParseAddrPort("127.0.0.1:8883")
-	for sni, want := range map[string]string{"": "any", "a.example.com": "wild", "mqtt.example.com": "wild", "other.org": "any"} {
-		i, ok := table.Match(Input{Local: local, SNI: sni})
-		if !ok || table.routes[i].ID != want {
-			t.Errorf("SNI %q matched %v %q, want %q", sni, ok, table.routes[i].ID, want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			i, ok := table.Match(tt.in)
+			got := ""
+			if ok {
+				got = cfg.StreamRoutes[i].ID
+			}
+			if got != tt.want {
+				t.Errorf("Match(%+v) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
 	}
 }

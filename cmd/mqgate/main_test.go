@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -86,8 +85,8 @@ func seedFiles(t *testing.T, port int, brokers []string) string {
 // process is an mqgate child process.
 type process struct {
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *mqtttest.LogBuffer
+	stderr *mqtttest.LogBuffer
 	done   chan struct{}
 	err    error
 }
@@ -96,7 +95,7 @@ func startMQGate(t *testing.T, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "MQGATE_TEST_MAIN=1")
-	p := &process{cmd: cmd, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &process{cmd: cmd, stdout: &mqtttest.LogBuffer{}, stderr: &mqtttest.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -141,7 +140,7 @@ func waitListening(t *testing.T, addr string, p *process) {
 // process takes its connection.
 func TestTwoProcessesRouteAlike(t *testing.T) {
 	t.Parallel()
-	brokers := []*mqtttest.Mosquitto{mqtttest.StartMosquitto(t, ""), mqtttest.StartMosquitto(t, ""), mqtttest.StartMosquitto(t, "")}
+	brokers := []mqtttest.Broker{mqtttest.StartMosquitto(t, ""), mqtttest.StartMosquitto(t, ""), mqtttest.StartMosquitto(t, "")}
 	port := mqtttest.FreePort(t)
 	dir := seedFiles(t, port, []string{brokers[0].Addr(), brokers[1].Addr(), brokers[2].Addr()})
 	args := []string{"run", "-c", filepath.Join(dir, "config.yaml"), "-c", filepath.Join(dir, "apisix.yaml")}
@@ -150,29 +149,20 @@ func TestTwoProcessesRouteAlike(t *testing.T) {
 	waitListening(t, addr, a)
 	waitListening(t, addr, b)
 
-	const ids, rounds = 50, 4
-	for round := range rounds {
-		for i := range ids {
-			mqtttest.ConnectOK(t, addr, fmt.Sprintf("sensor-%02d", i), mqtt.Level5)
-		}
-		mqtttest.WaitFor(t, "brokers to log the connects", func() bool {
-			n := 0
-			for _, br := range brokers {
-				n += len(br.Seen())
-			}
-			return n >= (round+1)*ids
-		})
+	const rounds = 4
+	var ids []string
+	for i := range 50 {
+		ids = append(ids, fmt.Sprintf("sensor-%02d", i))
 	}
-	owner := map[string]int{}
-	perBroker := make([]int, len(brokers))
-	for bi, br := range brokers {
-		for _, id := range br.Seen() {
-			if prev, ok := owner[id]; ok && prev != bi {
-				t.Errorf("%s reached brokers %d and %d", id, prev, bi)
-			}
-			owner[id] = bi
-			perBroker[bi]++
+	for round := range rounds {
+		for _, id := range ids {
+			mqtttest.ConnectOK(t, addr, id, mqtt.Level5)
 		}
+		mqtttest.WaitFor(t, "brokers to log the connects", mqtttest.SeenTotal(brokers, (round+1)*len(ids)))
+	}
+	perBroker := make([]int, len(brokers))
+	for _, bi := range mqtttest.Owners(t, brokers, ids, rounds) {
+		perBroker[bi]++
 	}
 	for bi, n := range perBroker {
 		if n == 0 {
@@ -246,22 +236,4 @@ func expectBytes(t *testing.T, r *bufio.Reader, want []byte) {
 	if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("read % x (%v), want % x", got, err, want)
 	}
-}
-
-// lockedBuffer collects a child's output written while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

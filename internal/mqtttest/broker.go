@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -26,8 +25,6 @@ import (
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -48,23 +45,7 @@ type Mochi struct {
 // StartMochi starts a mochi-mqtt broker that allows every client.
 func StartMochi(t testing.TB) *Mochi {
 	t.Helper()
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	seen := &seenHook{}
-	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
-		if err := srv.AddHook(h, nil); err != nil {
-			t.Fatalf("mochi hook: %v", err)
-		}
-	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(tcp); err != nil {
-		t.Fatalf("mochi listener: %v", err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatalf("mochi serve: %v", err)
-	}
-	m := &Mochi{Server: srv, addr: tcp.Address(), seen: seen}
-	t.Cleanup(m.Close)
-	return m
+	return StartMochiAt(t, "127.0.0.1:0")
 }
 
 func (m *Mochi) Addr() string   { return m.addr }

@@ -1,0 +1,296 @@
+package config
+
+import (
+	"math"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Checks is an upstream's health checking, APISIX's `checks`: active probes
+// and passive failure counting, each off unless configured.
+type Checks struct {
+	Active  *ActiveCheck  // nil = no probes
+	Passive *PassiveCheck // nil = no passive counting
+}
+
+// Probe types of checks.active.type.
+const (
+	ProbeMQTT = "mqtt" // CONNECT, a successful CONNACK, DISCONNECT
+	ProbeTCP  = "tcp"  // the port accepts a connection
+)
+
+// ActiveCheck is checks.active: every node is probed on its own schedule.
+// A healthy node turns unhealthy after TCPFailures failed probes or Timeouts
+// timed-out probes in a row; an unhealthy node turns healthy after
+// Successes good probes in a row.
+type ActiveCheck struct {
+	Type              string        // ProbeMQTT (default) or ProbeTCP
+	Timeout           time.Duration // per probe, dial to CONNACK; default 1s
+	Concurrency       int           // probes of this upstream in flight at once; default 10
+	Port              int           // probe this port instead of the node's; 0 = the node's
+	HealthyInterval   time.Duration // between probes of a healthy node; default 1s
+	Successes         int           // default 2
+	UnhealthyInterval time.Duration // between probes of an unhealthy node; default 1s
+	TCPFailures       int           // default 2; any failure that is not a timeout
+	Timeouts          int           // default 3
+	// MQTT probe settings (type mqtt only).
+	ProtocolLevel int    // 3, 4 (default) or 5
+	ClientID      string // prefix of the probe's client id; "" sends an empty id
+	Username      string
+	Password      string
+}
+
+// PassiveCheck is checks.passive: failed dials of real client connections
+// count against the node. TCPFailures refused or reset dials, or Timeouts
+// timed-out dials, each within FailTimeout, take the node out of service
+// for FailTimeout, as nginx's max_fails and fail_timeout do.
+type PassiveCheck struct {
+	TCPFailures int           // default 2
+	Timeouts    int           // default 7
+	FailTimeout time.Duration // default 10s
+}
+
+// Defaults of checks, as APISIX's where APISIX has the key.
+const (
+	DefaultProbeTimeout       = time.Second
+	DefaultProbeConcurrency   = 10
+	DefaultProbeInterval      = time.Second
+	DefaultProbeSuccesses     = 2
+	DefaultProbeTCPFailures   = 2
+	DefaultProbeTimeouts      = 3
+	DefaultPassiveTCPFailures = 2
+	DefaultPassiveTimeouts    = 7
+	DefaultPassiveFailTimeout = 10 * time.Second
+)
+
+var (
+	checksKeys           = []string{"active", "passive"}
+	activeKeys           = []string{"type", "timeout", "concurrency", "port", "healthy", "unhealthy", "protocol_level", "client_id", "username", "password"}
+	ignoredActiveKeys    = []string{"host", "http_path", "https_verify_certificate", "req_headers"}
+	activeHealthyKeys    = []string{"interval", "successes"}
+	activeUnhealthyKeys  = []string{"interval", "tcp_failures", "timeouts"}
+	ignoredHTTPKeys      = []string{"http_statuses", "http_failures"}
+	passiveKeys          = []string{"type", "unhealthy", "fail_timeout"}
+	ignoredPassiveKeys   = []string{"healthy"}
+	passiveUnhealthyKeys = []string{"tcp_failures", "timeouts"}
+	probeTypes           = []string{ProbeMQTT, ProbeTCP}
+	mqttOnlyActiveKeys   = []string{"protocol_level", "client_id", "username", "password"}
+)
+
+// checks decodes an upstream's `checks`.
+func (d *decoder) checks(n *yaml.Node, path string) *Checks {
+	c := &Checks{}
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "active":
+			if !isNull(kv.val) {
+				c.Active = d.activeCheck(kv.val, p)
+			}
+		case "passive":
+			if !isNull(kv.val) {
+				c.Passive = d.passiveCheck(kv.val, p)
+			}
+		default:
+			d.unknownKey(kv, path, "key", checksKeys)
+		}
+	}
+	if c.Active == nil && c.Passive == nil {
+		return nil
+	}
+	return c
+}
+
+func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
+	a := &ActiveCheck{
+		Type:              ProbeMQTT,
+		Timeout:           DefaultProbeTimeout,
+		Concurrency:       DefaultProbeConcurrency,
+		HealthyInterval:   DefaultProbeInterval,
+		Successes:         DefaultProbeSuccesses,
+		UnhealthyInterval: DefaultProbeInterval,
+		TCPFailures:       DefaultProbeTCPFailures,
+		Timeouts:          DefaultProbeTimeouts,
+		ProtocolLevel:     4,
+	}
+	mqttOnly := map[string]*yaml.Node{}
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "type":
+			s, ok := d.str(kv.val, p)
+			switch {
+			case !ok:
+			case s == "http" || s == "https":
+				d.errorf(kv.val, p, "mqgate probes brokers, not HTTP: must be mqtt or tcp, got %q", s)
+			default:
+				if t, ok := d.oneOf(kv.val, p, probeTypes...); ok {
+					a.Type = t
+				}
+			}
+		case "timeout":
+			d.positiveDuration(kv.val, p, &a.Timeout)
+		case "concurrency":
+			if v, ok := d.intMin(kv.val, p, 1); ok {
+				a.Concurrency = v
+			}
+		case "port":
+			a.Port, _ = d.intIn(kv.val, p, 1, 65535)
+		case "healthy":
+			for _, f := range d.fields(kv.val, p) {
+				fp := join(p, f.key)
+				switch f.key {
+				case "interval":
+					d.positiveDuration(f.val, fp, &a.HealthyInterval)
+				case "successes":
+					d.count(f.val, fp, &a.Successes)
+				default:
+					d.ignoreOrUnknown(f, p, activeHealthyKeys, ignoredHTTPKeys)
+				}
+			}
+		case "unhealthy":
+			for _, f := range d.fields(kv.val, p) {
+				fp := join(p, f.key)
+				switch f.key {
+				case "interval":
+					d.positiveDuration(f.val, fp, &a.UnhealthyInterval)
+				case "tcp_failures":
+					d.count(f.val, fp, &a.TCPFailures)
+				case "timeouts":
+					d.count(f.val, fp, &a.Timeouts)
+				default:
+					d.ignoreOrUnknown(f, p, activeUnhealthyKeys, ignoredHTTPKeys)
+				}
+			}
+		case "protocol_level":
+			mqttOnly[kv.key] = kv.keyNode
+			if v, ok := d.int(kv.val, p); ok {
+				if v < 3 || v > 5 {
+					d.errorf(kv.val, p, "must be 3, 4 or 5, got %d", v)
+					continue
+				}
+				a.ProtocolLevel = v
+			}
+		case "client_id":
+			mqttOnly[kv.key] = kv.keyNode
+			if s, ok := d.str(kv.val, p); ok {
+				if len(s) > 15 {
+					// The probe adds 8 characters; 3.1 allows 23 in all.
+					d.errorf(kv.val, p, "must be at most 15 characters (the probe appends 8), got %d", len(s))
+					continue
+				}
+				a.ClientID = s
+			}
+		case "username":
+			mqttOnly[kv.key] = kv.keyNode
+			a.Username, _ = d.str(kv.val, p)
+		case "password":
+			mqttOnly[kv.key] = kv.keyNode
+			a.Password, _ = d.str(kv.val, p)
+		default:
+			d.ignoreOrUnknown(kv, path, activeKeys, ignoredActiveKeys)
+		}
+	}
+	if a.Type == ProbeTCP {
+		for _, k := range mqttOnlyActiveKeys {
+			if at, ok := mqttOnly[k]; ok {
+				d.errorf(at, join(path, k), "only used with type mqtt, not tcp")
+			}
+		}
+	}
+	if a.Type == ProbeMQTT && a.ProtocolLevel == 3 && a.ClientID == "" {
+		d.errorf(n, join(path, "client_id"), "MQTT 3.1 (protocol_level 3) does not allow an empty client id: set a prefix")
+	}
+	return a
+}
+
+func (d *decoder) passiveCheck(n *yaml.Node, path string) *PassiveCheck {
+	pc := &PassiveCheck{
+		TCPFailures: DefaultPassiveTCPFailures,
+		Timeouts:    DefaultPassiveTimeouts,
+		FailTimeout: DefaultPassiveFailTimeout,
+	}
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "type":
+			if s, ok := d.str(kv.val, p); ok && s != "tcp" {
+				d.errorf(kv.val, p, "mqgate counts TCP failures only: must be tcp, got %q", s)
+			}
+		case "unhealthy":
+			for _, f := range d.fields(kv.val, p) {
+				fp := join(p, f.key)
+				switch f.key {
+				case "tcp_failures":
+					d.count(f.val, fp, &pc.TCPFailures)
+				case "timeouts":
+					d.count(f.val, fp, &pc.Timeouts)
+				default:
+					d.ignoreOrUnknown(f, p, passiveUnhealthyKeys, ignoredHTTPKeys)
+				}
+			}
+		case "fail_timeout":
+			d.positiveDuration(kv.val, p, &pc.FailTimeout)
+		default:
+			d.ignoreOrUnknown(kv, path, passiveKeys, ignoredPassiveKeys)
+		}
+	}
+	return pc
+}
+
+// hashBalanceFactor reads hash_balance_factor: 0 (off) or a ratio >= 1
+// such as 1.25 (HAProxy writes 125).
+func (d *decoder) hashBalanceFactor(n *yaml.Node, path string) float64 {
+	v, ok := d.float(n, path)
+	if !ok {
+		return 0
+	}
+	if v != 0 && v < 1 {
+		d.errorf(n, path, "must be 0 (off) or a ratio >= 1 such as 1.25, got %v", v)
+		return 0
+	}
+	return v
+}
+
+// float reads a finite number; ok is false for null and for errors.
+func (d *decoder) float(n *yaml.Node, path string) (v float64, ok bool) {
+	if isNull(n) {
+		return 0, false
+	}
+	if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") || n.Decode(&v) != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		d.errorf(n, path, "must be a number, got %s", describe(n))
+		return 0, false
+	}
+	return v, true
+}
+
+// positiveDuration sets *dst to a duration > 0.
+func (d *decoder) positiveDuration(n *yaml.Node, path string, dst *time.Duration) {
+	v, ok := d.duration(n, path)
+	switch {
+	case ok && v == 0:
+		d.errorf(n, path, "must be greater than 0")
+	case ok:
+		*dst = v
+	}
+}
+
+// count sets *dst to an integer in 1..254 (APISIX's range for counters).
+func (d *decoder) count(n *yaml.Node, path string, dst *int) {
+	if v, ok := d.intIn(n, path, 1, 254); ok {
+		*dst = v
+	}
+}
+
+// ignoreOrUnknown records an APISIX key mqgate accepts without using, or
+// reports an unknown one.
+func (d *decoder) ignoreOrUnknown(kv keyValue, path string, known, ignored []string) {
+	for _, k := range ignored {
+		if kv.key == k {
+			d.ignore(kv.keyNode, join(path, kv.key))
+			return
+		}
+	}
+	d.unknownKey(kv, path, "key", known, ignored)
+}

@@ -1,0 +1,242 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// parseOne parses one document, trimming its leading newline.
+func parseOne(t *testing.T, yml string) (*Config, error) {
+	t.Helper()
+	return Parse(Document{Name: "h.yaml", Data: []byte(strings.TrimPrefix(yml, "\n"))})
+}
+
+func TestChecksAndLimits(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseOne(t, `
+stream_proxy:
+  tcp: [9000]
+  max_connections: 10000
+  on_duplicate_client_id: keep_newest
+stream_routes:
+  - id: r
+    upstream_id: u
+    plugins:
+      limit-conn: {conn: 5, burst: 1, key: mqtt_client_id, key_type: var, default_conn_delay: 0.1, rejected_msg: busy}
+      limit-req: {rate: 2.5, burst: 10, key: route_id, nodelay: true}
+      ip-restriction: {whitelist: [10.0.0.0/8, 192.0.2.1], message: go away}
+  - id: defaults
+    plugins:
+      limit-conn: {conn: 1}
+      limit-req: {rate: 100}
+      ip-restriction: {blacklist: ["2001:db8::/32"]}
+    upstream:
+      type: chash
+      nodes: {"b:1883": 1}
+      checks: {active: {}, passive: {}}
+upstreams:
+  - id: u
+    type: chash
+    hash_balance_factor: 1.25
+    hash_on: vars
+    nodes: {"a:1883": 1, "b:1883": 1}
+    checks:
+      active:
+        type: mqtt
+        timeout: 0.5
+        concurrency: 3
+        port: 1884
+        http_path: /status
+        healthy: {interval: 2, successes: 3, http_statuses: [200]}
+        unhealthy: {interval: 0.25, tcp_failures: 4, timeouts: 5, http_failures: 2}
+        protocol_level: 5
+        client_id: mqgate-probe-
+        username: probe
+        password: secret
+      passive:
+        type: tcp
+        healthy: {successes: 3}
+        unhealthy: {tcp_failures: 3, timeouts: 2}
+        fail_timeout: 30s
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := cfg.StreamProxy
+	if sp.MaxConnections != 10000 || sp.OnDuplicateClientID != DuplicateKeepNewest {
+		t.Errorf("stream_proxy = %+v", sp)
+	}
+	u := cfg.Upstreams[0]
+	if u.HashBalanceFactor != 1.25 {
+		t.Errorf("hash_balance_factor = %v", u.HashBalanceFactor)
+	}
+	wantChecks := &Checks{
+		Active: &ActiveCheck{
+			Type: ProbeMQTT, Timeout: 500 * time.Millisecond, Concurrency: 3, Port: 1884,
+			HealthyInterval: 2 * time.Second, Successes: 3,
+			UnhealthyInterval: 250 * time.Millisecond, TCPFailures: 4, Timeouts: 5,
+			ProtocolLevel: 5, ClientID: "mqgate-probe-", Username: "probe", Password: "secret",
+		},
+		Passive: &PassiveCheck{TCPFailures: 3, Timeouts: 2, FailTimeout: 30 * time.Second},
+	}
+	if !reflect.DeepEqual(u.Checks, wantChecks) {
+		t.Errorf("checks =\n%+v %+v\nwant\n%+v %+v", u.Checks.Active, u.Checks.Passive, wantChecks.Active, wantChecks.Passive)
+	}
+	defaults := &Checks{
+		Active: &ActiveCheck{
+			Type: ProbeMQTT, Timeout: time.Second, Concurrency: 10,
+			HealthyInterval: time.Second, Successes: 2,
+			UnhealthyInterval: time.Second, TCPFailures: 2, Timeouts: 3, ProtocolLevel: 4,
+		},
+		Passive: &PassiveCheck{TCPFailures: 2, Timeouts: 7, FailTimeout: 10 * time.Second},
+	}
+	if got := cfg.StreamRoutes[1].Upstream.Checks; !reflect.DeepEqual(got, defaults) {
+		t.Errorf("default checks =\n%+v %+v\nwant\n%+v %+v", got.Active, got.Passive, defaults.Active, defaults.Passive)
+	}
+
+	p := cfg.StreamRoutes[0].Plugins
+	if want := (&LimitConn{Conn: 5, Burst: 1, Key: LimitKeyClientID, RejectedMsg: "busy"}); !reflect.DeepEqual(p.LimitConn, want) {
+		t.Errorf("limit-conn = %+v, want %+v", p.LimitConn, want)
+	}
+	if want := (&LimitReq{Rate: 2.5, Burst: 10, Key: LimitKeyRoute}); !reflect.DeepEqual(p.LimitReq, want) {
+		t.Errorf("limit-req = %+v, want %+v", p.LimitReq, want)
+	}
+	wantIP := &IPRestriction{Whitelist: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}, Message: "go away"}
+	if !reflect.DeepEqual(p.IPRestriction, wantIP) {
+		t.Errorf("ip-restriction = %+v, want %+v", p.IPRestriction, wantIP)
+	}
+	d := cfg.StreamRoutes[1].Plugins
+	if d.LimitConn.Key != LimitKeyRemoteAddr || d.LimitConn.Burst != 0 || d.LimitReq.Key != LimitKeyRemoteAddr ||
+		len(d.IPRestriction.Blacklist) != 1 {
+		t.Errorf("plugin defaults: %+v %+v %+v", d.LimitConn, d.LimitReq, d.IPRestriction)
+	}
+	for _, want := range []string{
+		"h.yaml:9: stream_routes[0].plugins.limit-conn.default_conn_delay",
+		"h.yaml:10: stream_routes[0].plugins.limit-req.nodelay",
+		"h.yaml:25: upstreams[0].hash_on",
+		"h.yaml:33: upstreams[0].checks.active.http_path",
+		"h.yaml:34: upstreams[0].checks.active.healthy.http_statuses",
+		"h.yaml:42: upstreams[0].checks.passive.healthy",
+	} {
+		found := false
+		for _, ig := range cfg.Ignored {
+			found = found || ig == want
+		}
+		if !found {
+			t.Errorf("Ignored lacks %q: %q", want, cfg.Ignored)
+		}
+	}
+}
+
+func TestChecksAndLimitsErrors(t *testing.T) {
+	t.Parallel()
+	_, err := parseOne(t, `
+stream_proxy: {tcp: [9000], max_connections: -1, on_duplicate_client_id: newest}
+stream_routes:
+  - upstream_id: u
+    plugins:
+      limit-conn: {burst: -1, key: client_id, key_type: var_combination}
+      limit-req: {rate: 0}
+      ip-restriction: {whitelist: [10.0.0.0/33], blacklist: [1.2.3.4]}
+  - upstream_id: u
+    plugins:
+      limit-req: {burst: 1}
+      ip-restriction: {allowlist: [10.0.0.0/8]}
+  - upstream_id: u
+    plugins:
+      ip-restriction: {whitelist: []}
+upstreams:
+  - id: u
+    hash_balance_factor: 1.5
+    hash_on: header
+    nodes: {"a:1883": 1}
+    checks:
+      active:
+        type: http
+        timeout: 0
+        healthy: {interval: 1, successes: 0}
+        unhealthy: {tcp_failures: 255, timout: 1}
+        protocol_level: 6
+        client_id: a-very-long-probe-prefix
+  - id: v
+    type: chash
+    hash_balance_factor: 0.5
+    nodes: {"a:1883": 1}
+    checks:
+      active: {type: tcp, username: x}
+      passive: {type: http, fail_timeout: 0, unhealthy: {timeouts: 0}}
+  - id: w
+    nodes: {"a:1883": 1}
+    checks: {active: {protocol_level: 3}, activ: {}}
+`)
+	want := []string{
+		`h.yaml:1: stream_proxy.max_connections: must be >= 0, got -1`,
+		`h.yaml:1: stream_proxy.on_duplicate_client_id: must be allow, keep_newest or keep_oldest, got "newest"`,
+		`h.yaml:5: stream_routes[0].plugins.limit-conn.burst: must be >= 0, got -1`,
+		`h.yaml:5: stream_routes[0].plugins.limit-conn.key: must be remote_addr, mqtt_client_id, mqtt_username or route_id, got "client_id"`,
+		`h.yaml:5: stream_routes[0].plugins.limit-conn.key_type: must be "var" (combinations are not supported), got "var_combination"`,
+		`h.yaml:5: stream_routes[0].plugins.limit-conn.conn: required: the most connections at once per key`,
+		`h.yaml:6: stream_routes[0].plugins.limit-req.rate: must be greater than 0, got 0`,
+		`h.yaml:7: stream_routes[0].plugins.ip-restriction.whitelist[0]: must be an IP address or a CIDR like "10.0.0.0/8", got "10.0.0.0/33"`,
+		`h.yaml:7: stream_routes[0].plugins.ip-restriction.blacklist: set exactly one of whitelist or blacklist, not both`,
+		`h.yaml:10: stream_routes[1].plugins.limit-req.rate: required: new connections per second per key`,
+		`h.yaml:11: stream_routes[1].plugins.ip-restriction.allowlist: mqgate uses APISIX's names: whitelist or blacklist`,
+		`h.yaml:11: stream_routes[1].plugins.ip-restriction: needs whitelist or blacklist`,
+		`h.yaml:14: stream_routes[2].plugins.ip-restriction.whitelist: must list at least one IP or CIDR`,
+		`h.yaml:17: upstreams[0].hash_balance_factor: only used with type chash, not roundrobin`,
+		`h.yaml:18: upstreams[0].hash_on: mqgate hashes on vars only (set key), got "header"`,
+		`h.yaml:22: upstreams[0].checks.active.type: mqgate probes brokers, not HTTP: must be mqtt or tcp, got "http"`,
+		`h.yaml:23: upstreams[0].checks.active.timeout: must be greater than 0`,
+		`h.yaml:24: upstreams[0].checks.active.healthy.successes: must be 1..254, got 0`,
+		`h.yaml:25: upstreams[0].checks.active.unhealthy.tcp_failures: must be 1..254, got 255`,
+		`h.yaml:25: upstreams[0].checks.active.unhealthy.timout: unknown key (did you mean "timeouts"?)`,
+		`h.yaml:26: upstreams[0].checks.active.protocol_level: must be 3, 4 or 5, got 6`,
+		`h.yaml:27: upstreams[0].checks.active.client_id: must be at most 15 characters (the probe appends 8), got 24`,
+		`h.yaml:30: upstreams[1].hash_balance_factor: must be 0 (off) or a ratio >= 1 such as 1.25, got 0.5`,
+		`h.yaml:33: upstreams[1].checks.active.username: only used with type mqtt, not tcp`,
+		`h.yaml:34: upstreams[1].checks.passive.type: mqgate counts TCP failures only: must be tcp, got "http"`,
+		`h.yaml:34: upstreams[1].checks.passive.fail_timeout: must be greater than 0`,
+		`h.yaml:34: upstreams[1].checks.passive.unhealthy.timeouts: must be 1..254, got 0`,
+		`h.yaml:37: upstreams[2].checks.active.client_id: MQTT 3.1 (protocol_level 3) does not allow an empty client id: set a prefix`,
+		`h.yaml:37: upstreams[2].checks.activ: unknown key (did you mean "active"?)`,
+	}
+	if err == nil {
+		t.Fatal("Parse succeeded")
+	}
+	if got := err.Error(); got != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+}
+
+// TestREADMEExample: the README's complete example loads, so the reference
+// shows working settings.
+func TestREADMEExample(t *testing.T) {
+	t.Setenv("MQGATE_ADMIN_KEY", "0123456789abcdef0123456789abcdef") // the example's admin.keys[0].key_env
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "## Example: everything in one file\n\n```yaml\n")
+	if !ok {
+		t.Fatal("README has no complete example")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	cfg, err := Parse(Document{Name: "README.md", Data: []byte(example)})
+	if err != nil {
+		t.Fatalf("README example: %v", err)
+	}
+	u := cfg.Upstreams[0]
+	if u.Checks == nil || u.Checks.Active == nil || u.Checks.Passive == nil || u.HashBalanceFactor != 1.25 {
+		t.Errorf("README example upstream: %+v", u)
+	}
+	if p := cfg.StreamRoutes[0].Plugins; p.LimitConn == nil || p.LimitReq == nil || p.IPRestriction == nil {
+		t.Errorf("README example plugins: %+v", p)
+	}
+	if cfg.Admin == nil || cfg.Reload == nil {
+		t.Errorf("README example admin %+v, reload %+v", cfg.Admin, cfg.Reload)
+	}
+}

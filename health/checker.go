@@ -1,0 +1,274 @@
+// Package health keeps one view of the health of every broker node: active
+// probes (an MQTT CONNECT that must get a successful CONNACK, or a TCP
+// connect) and passive reports from real client dials feed it, balancers
+// read it, operators see it.
+//
+//	hc := health.NewChecker(log)
+//	defer hc.Close()
+//	hc.Update([]health.Target{{Upstream: "cloud", Addrs: addrs, Checks: up.Checks}})
+//	n := hc.Node("cloud", "10.0.0.1:1883")
+//	b, _ := balance.New(nodes, balance.Options{State: balance.State{Healthy: func(i int) bool { return ns[i].Healthy() }}})
+//	...
+//	conn, err := dial(addr)
+//	n.ReportDial(err) // passive checks
+//
+// Update is called with every new configuration: nodes that stay keep their
+// state, probes of nodes that go stop before Update returns, and probes whose
+// settings did not change run on undisturbed. Each node is probed on its own
+// schedule from a random phase, so the probes of many nodes spread over the
+// interval instead of firing together, and at most checks.active.concurrency
+// probes of one upstream are in flight at once.
+package health
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+)
+
+// Dialer connects to a node for a probe. It is the hook for TLS to brokers:
+// when an upstream's scheme is tls, the proxy passes the dialer its client
+// connections use, so probes see what clients see.
+type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Target is one upstream to watch.
+type Target struct {
+	Upstream string
+	Addrs    []string       // the nodes' dial addresses
+	Checks   *config.Checks // nil = no checks: every node is healthy
+	Dial     Dialer         // nil = plain TCP
+}
+
+// Checker owns the probes and the health of every node.
+type Checker struct {
+	log *slog.Logger
+
+	mu     sync.Mutex
+	nodes  map[nodeKey]*Node
+	groups map[string]*group // probes by upstream id
+	closed bool
+
+	probing atomic.Int64 // probe goroutines running
+}
+
+type nodeKey struct{ upstream, addr string }
+
+// group is the probes of one upstream's nodes under one setting.
+type group struct {
+	cfg    config.ActiveCheck
+	dial   Dialer
+	sem    chan struct{} // bounds probes in flight
+	probes map[string]*probe
+}
+
+// probe is the goroutine that probes one node.
+type probe struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewChecker returns a Checker with no targets.
+func NewChecker(log *slog.Logger) *Checker {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Checker{log: log, nodes: make(map[nodeKey]*Node), groups: make(map[string]*group)}
+}
+
+// Node returns the health of the node addr of upstream, creating it
+// healthy when it is new. It is safe to call before Update lists it.
+func (c *Checker) Node(upstream, addr string) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := nodeKey{upstream, addr}
+	n, ok := c.nodes[k]
+	if !ok {
+		n = newNode(upstream, addr, c.log)
+		c.nodes[k] = n
+	}
+	return n
+}
+
+// Update makes targets the watched set: probes start for new nodes, stop for
+// nodes gone (before Update returns) and restart where the settings
+// changed; nodes that stay keep their state. Nodes not in targets are
+// forgotten (a *Node still held keeps working, unprobed).
+func (c *Checker) Update(targets []Target) {
+	var stopped []*probe
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	keep := make(map[nodeKey]bool)
+	wantGroups := make(map[string]bool)
+	for _, t := range targets {
+		var active *config.ActiveCheck
+		var passive *config.PassiveCheck
+		if t.Checks != nil {
+			active, passive = t.Checks.Active, t.Checks.Passive
+		}
+		for _, addr := range t.Addrs {
+			k := nodeKey{t.Upstream, addr}
+			keep[k] = true
+			n, ok := c.nodes[k]
+			if !ok {
+				n = newNode(t.Upstream, addr, c.log)
+				c.nodes[k] = n
+			}
+			n.configure(active, passive)
+		}
+		if active == nil {
+			continue
+		}
+		wantGroups[t.Upstream] = true
+		g := c.groups[t.Upstream]
+		if g != nil && g.cfg != *active {
+			stopped = append(stopped, g.stopAll()...)
+			g = nil
+		}
+		if g == nil {
+			dial := t.Dial
+			if dial == nil {
+				d := &net.Dialer{}
+				dial = d.DialContext
+			}
+			g = &group{cfg: *active, dial: dial, sem: make(chan struct{}, active.Concurrency), probes: make(map[string]*probe)}
+			c.groups[t.Upstream] = g
+		}
+		want := make(map[string]bool, len(t.Addrs))
+		for _, addr := range t.Addrs {
+			want[addr] = true
+			if _, ok := g.probes[addr]; !ok {
+				g.probes[addr] = c.startProbe(g, c.nodes[nodeKey{t.Upstream, addr}], addr)
+			}
+		}
+		for addr, p := range g.probes {
+			if !want[addr] {
+				p.cancel()
+				stopped = append(stopped, p)
+				delete(g.probes, addr)
+			}
+		}
+	}
+	for id, g := range c.groups {
+		if !wantGroups[id] {
+			stopped = append(stopped, g.stopAll()...)
+			delete(c.groups, id)
+		}
+	}
+	for k := range c.nodes {
+		if !keep[k] {
+			delete(c.nodes, k)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range stopped {
+		<-p.done
+	}
+}
+
+// stopAll cancels every probe of g and returns them to wait for.
+func (g *group) stopAll() []*probe {
+	var out []*probe
+	for addr, p := range g.probes {
+		p.cancel()
+		out = append(out, p)
+		delete(g.probes, addr)
+	}
+	return out
+}
+
+// Close stops every probe and waits for them to end.
+func (c *Checker) Close() {
+	c.Update(nil)
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+}
+
+// Statuses returns the state of every watched node, by upstream and address.
+func (c *Checker) Statuses() []Status {
+	c.mu.Lock()
+	nodes := make([]*Node, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		nodes = append(nodes, n)
+	}
+	c.mu.Unlock()
+	out := make([]Status, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.Status()
+	}
+	slices.SortFunc(out, func(a, b Status) int {
+		return cmp.Or(cmp.Compare(a.Upstream, b.Upstream), cmp.Compare(a.Addr, b.Addr))
+	})
+	return out
+}
+
+// Probing returns how many probe goroutines run now.
+func (c *Checker) Probing() int { return int(c.probing.Load()) }
+
+func (c *Checker) startProbe(g *group, n *Node, addr string) *probe {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &probe{cancel: cancel, done: make(chan struct{})}
+	c.probing.Add(1)
+	go func() {
+		defer close(p.done)
+		defer c.probing.Add(-1)
+		runProbe(ctx, g, n, probeAddr(addr, g.cfg.Port))
+	}()
+	return p
+}
+
+// runProbe probes n until ctx is done: first at a random point of the
+// interval, so that nodes configured together are not probed together,
+// then every interval (the healthy or the unhealthy one, by n's state).
+func runProbe(ctx context.Context, g *group, n *Node, addr string) {
+	timer := time.NewTimer(rand.N(g.cfg.HealthyInterval))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		select {
+		case g.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		start := time.Now()
+		err := probeOnce(ctx, &g.cfg, g.dial, addr)
+		latency := time.Since(start)
+		<-g.sem
+		if ctx.Err() != nil {
+			return // stopped mid-probe: the result says nothing of the node
+		}
+		n.probed(err, latency)
+		next := g.cfg.HealthyInterval
+		if !n.healthy.Load() {
+			next = g.cfg.UnhealthyInterval
+		}
+		timer.Reset(next)
+	}
+}
+
+// probeAddr is addr with its port replaced by port, when port is set.
+func probeAddr(addr string, port int) string {
+	if port == 0 {
+		return addr
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return net.JoinHostPort(host, itoa(port))
+}

@@ -1,0 +1,230 @@
+package health_test
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/internal/mqtttest"
+)
+
+// fast are probe settings for tests: intervals short enough to finish in
+// well under a second, failure counts above 1 so counting is exercised.
+func fast(typ string) *config.ActiveCheck {
+	return &config.ActiveCheck{
+		Type: typ, Timeout: 300 * time.Millisecond, Concurrency: 4,
+		HealthyInterval: 20 * time.Millisecond, Successes: 2,
+		UnhealthyInterval: 20 * time.Millisecond, TCPFailures: 3, Timeouts: 2,
+		ProtocolLevel: 4,
+	}
+}
+
+func newChecker(t *testing.T) (*health.Checker, *mqtttest.LogBuffer) {
+	t.Helper()
+	logs := &mqtttest.LogBuffer{}
+	hc := health.NewChecker(slog.New(slog.NewTextHandler(logs, nil)))
+	t.Cleanup(hc.Close)
+	return hc, logs
+}
+
+// TestBrokerStopsAndReturns: a stopped broker is marked down after
+// unhealthy.tcp_failures failed probes in a row, and healthy again after
+// healthy.successes good ones from the broker started in its place; each
+// change is logged once.
+func TestBrokerStopsAndReturns(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	addr := broker.Addr()
+	hc, logs := newChecker(t)
+	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{addr}, Checks: &config.Checks{Active: fast(config.ProbeMQTT)}}})
+	n := hc.Node("u", addr)
+	mqtttest.WaitFor(t, "a successful probe", func() bool { s := n.Status(); return s.Probes > 0 && s.LastProbeError == "" })
+	if !n.Healthy() {
+		t.Fatalf("node unhealthy while its broker runs: %+v", n.Status())
+	}
+
+	stopped := time.Now()
+	broker.Close()
+	mqtttest.WaitFor(t, "node marked unhealthy", func() bool { return !n.Healthy() })
+	down := n.Status()
+	t.Logf("marked down %v after the broker stopped (interval 20ms x 3 failures): %s", time.Since(stopped).Round(time.Millisecond), down.Reason)
+	if !strings.Contains(down.Reason, "mqtt probe: 3 failures in a row") {
+		t.Errorf("reason %q, want 3 failures in a row", down.Reason)
+	}
+
+	mqtttest.StartMochiAt(t, addr)
+	mqtttest.WaitFor(t, "node healthy again", n.Healthy)
+	if up := n.Status(); !strings.Contains(up.Reason, "mqtt probe: 2 successes in a row") || !up.Since.After(down.Since) {
+		t.Errorf("after recovery: %+v", up)
+	}
+	if got := strings.Count(logs.String(), `msg="node unhealthy"`); got != 1 {
+		t.Errorf("logged unhealthy %d times, want once", got)
+	}
+	if got := strings.Count(logs.String(), `msg="node healthy"`); got != 1 {
+		t.Errorf("logged healthy %d times, want once", got)
+	}
+}
+
+// TestSilentPort: a port that accepts but never speaks MQTT is marked down
+// by the mqtt probe (by timeouts) and not by the tcp probe.
+func TestSilentPort(t *testing.T) {
+	t.Parallel()
+	addr, _ := mqtttest.SilentPort(t)
+	mqttCheck := fast(config.ProbeMQTT)
+	mqttCheck.Timeout = 50 * time.Millisecond
+	hc, _ := newChecker(t)
+	hc.Update([]health.Target{
+		{Upstream: "mqtt", Addrs: []string{addr}, Checks: &config.Checks{Active: mqttCheck}},
+		{Upstream: "tcp", Addrs: []string{addr}, Checks: &config.Checks{Active: fast(config.ProbeTCP)}},
+	})
+	byMQTT, byTCP := hc.Node("mqtt", addr), hc.Node("tcp", addr)
+	mqtttest.WaitFor(t, "mqtt probe marks the silent port down", func() bool { return !byMQTT.Healthy() })
+	if s := byMQTT.Status(); !strings.Contains(s.Reason, "2 timeouts in a row") || !strings.Contains(s.Reason, "no CONNACK") {
+		t.Errorf("mqtt reason %q", s.Reason)
+	}
+	// The tcp probe has run as often by now; give it 5 probes in all.
+	mqtttest.WaitFor(t, "5 tcp probes", func() bool { return byTCP.Status().Probes >= 5 })
+	if s := byTCP.Status(); !s.Healthy || s.ProbeFailures != 0 {
+		t.Errorf("tcp probe: %+v, want healthy without failures", s)
+	}
+}
+
+// TestProbeRefused: a broker that answers the probe's CONNECT with a
+// refusal (mosquitto without anonymous access) is unhealthy, and the
+// reason says so; with credentials it accepts, the probe passes.
+func TestProbeRefused(t *testing.T) {
+	t.Parallel()
+	pwfile := t.TempDir() + "/passwd"
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pwfile, "probe", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	m := mqtttest.StartMosquitto(t, "allow_anonymous false\npassword_file "+pwfile)
+	hc, _ := newChecker(t)
+	anon := fast(config.ProbeMQTT)
+	anon.ProtocolLevel = 5
+	withCreds := fast(config.ProbeMQTT)
+	withCreds.Username, withCreds.Password = "probe", "s3cret"
+	v31 := fast(config.ProbeMQTT)
+	v31.ProtocolLevel, v31.ClientID, v31.Username, v31.Password = 3, "mqgate-", "probe", "s3cret"
+	hc.Update([]health.Target{
+		{Upstream: "anon", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: anon}},
+		{Upstream: "creds", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: withCreds}},
+		{Upstream: "v31", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: v31}},
+	})
+	mqtttest.WaitFor(t, "anonymous probe refused", func() bool { return !hc.Node("anon", m.Addr()).Healthy() })
+	if s := hc.Node("anon", m.Addr()).Status(); !strings.Contains(s.Reason, "CONNACK refused the probe: 0x87 Not authorized") {
+		t.Errorf("reason %q", s.Reason)
+	}
+	for _, up := range []string{"creds", "v31"} {
+		n := hc.Node(up, m.Addr())
+		mqtttest.WaitFor(t, up+": 3 probes", func() bool { return n.Status().Probes >= 3 })
+		if s := n.Status(); !s.Healthy || s.ProbeFailures != 0 {
+			t.Errorf("%s: %+v", up, s)
+		}
+	}
+	if seen := strings.Join(m.Seen(), " "); !strings.Contains(seen, "mqgate-") {
+		t.Errorf("3.1 probe client ids %q lack the prefix", seen)
+	}
+}
+
+// TestUpdate: nodes that stay keep their state across an Update; probes of
+// removed upstreams stop before Update returns (no goroutine left behind).
+func TestUpdate(t *testing.T) {
+	t.Parallel()
+	deadAddr := closedPort(t)
+	liveAddr, liveProbes := mqtttest.SilentPort(t)
+	otherAddr, otherProbes := mqtttest.SilentPort(t)
+	tcp := &config.Checks{Active: fast(config.ProbeTCP)}
+	hc, _ := newChecker(t)
+	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{deadAddr, liveAddr}, Checks: tcp}})
+	dead := hc.Node("u", deadAddr)
+	mqtttest.WaitFor(t, "dead node down", func() bool { return !dead.Healthy() })
+	since := dead.Status().Since
+
+	// A reload that keeps the node (and changes another setting) keeps its state.
+	changed := &config.Checks{Active: fast(config.ProbeTCP)}
+	changed.Active.Successes = 3
+	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{deadAddr, liveAddr}, Checks: changed}})
+	if s := hc.Node("u", deadAddr).Status(); s.Healthy || !s.Since.Equal(since) {
+		t.Errorf("state after reload: %+v, want unhealthy since %v", s, since)
+	}
+	if got := hc.Probing(); got != 2 {
+		t.Errorf("%d probes running, want 2", got)
+	}
+
+	// Removing the upstream stops its probes before Update returns.
+	hc.Update([]health.Target{{Upstream: "other", Addrs: []string{otherAddr}, Checks: tcp}})
+	if got := hc.Probing(); got != 1 {
+		t.Fatalf("%d probes running after the upstream went, want 1", got)
+	}
+	before := liveProbes.Load()
+	mqtttest.WaitFor(t, "other upstream probed 5 times", func() bool { return otherProbes.Load() >= 5 })
+	if after := liveProbes.Load(); after != before {
+		t.Errorf("removed node probed %d more times", after-before)
+	}
+	if len(hc.Statuses()) != 1 {
+		t.Errorf("statuses %+v, want the remaining node only", hc.Statuses())
+	}
+	hc.Close()
+	if got := hc.Probing(); got != 0 {
+		t.Errorf("%d probes running after Close", got)
+	}
+}
+
+// TestPassive: dial failures of real connections take a node out for
+// fail_timeout; then it is back on trial, where one failure takes it out
+// again and one success proves it.
+func TestPassive(t *testing.T) {
+	t.Parallel()
+	addr := closedPort(t)
+	hc, logs := newChecker(t)
+	passive := &config.PassiveCheck{TCPFailures: 2, Timeouts: 5, FailTimeout: 50 * time.Millisecond}
+	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{addr}, Checks: &config.Checks{Passive: passive}}})
+	n := hc.Node("u", addr)
+	dial := func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	n.ReportDial(dial())
+	if !n.Healthy() {
+		t.Fatal("down after 1 failure, want 2")
+	}
+	n.ReportDial(dial())
+	if n.Healthy() {
+		t.Fatal("healthy after 2 failures")
+	}
+	if r := n.Status().Reason; !strings.Contains(r, "passive: 2 dial failures within 50ms") || !strings.Contains(r, "refused") {
+		t.Errorf("reason %q", r)
+	}
+	mqtttest.WaitFor(t, "back on trial", n.Healthy)
+	n.ReportDial(dial())
+	if n.Healthy() {
+		t.Fatal("healthy after failing on trial")
+	}
+	if r := n.Status().Reason; !strings.Contains(r, "failed on trial") {
+		t.Errorf("reason %q", r)
+	}
+	mqtttest.WaitFor(t, "back on trial again", n.Healthy)
+	n.ReportDial(nil)
+	n.ReportDial(dial()) // one failure after a proven success is counted afresh
+	if !n.Healthy() {
+		t.Errorf("down after 1 failure following a success: %+v", n.Status())
+	}
+	if got := strings.Count(logs.String(), `msg="node unhealthy"`); got != 2 {
+		t.Errorf("logged unhealthy %d times, want 2", got)
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	return fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+}

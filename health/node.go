@@ -1,0 +1,244 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+)
+
+// Node is the health of one node of one upstream: the one view that
+// balancers read (Healthy) and operators see (Status). Active probes and
+// passive reports (ReportDial) both change it; every change of state is
+// logged once.
+type Node struct {
+	upstream, addr string
+	log            *slog.Logger
+
+	healthy atomic.Bool
+	// retryAt is when a node taken out by passive checks alone goes back
+	// on trial, in Unix nanoseconds; 0 when it does not.
+	retryAt atomic.Int64
+
+	mu       sync.Mutex
+	reason   string
+	since    time.Time
+	active   *config.ActiveCheck  // nil = no probes
+	passive  *config.PassiveCheck // nil = no passive counting
+	trial    bool                 // back from a passive time out, not yet proven
+	probedBy string               // "mqtt" or "tcp" while probes run
+
+	// Active: consecutive probe results.
+	okRun, failRun, timeoutRun int
+	// Passive: failures counted since passiveStart.
+	passiveFails, passiveTimeouts int
+	passiveStart                  time.Time
+
+	lastProbe        time.Time
+	lastProbeLatency time.Duration
+	lastProbeErr     string
+	probes, failed   uint64
+}
+
+func newNode(upstream, addr string, log *slog.Logger) *Node {
+	n := &Node{upstream: upstream, addr: addr, log: log, reason: "not checked", since: time.Now()}
+	n.healthy.Store(true)
+	return n
+}
+
+// Healthy reports whether the node may be dialled: an atomic load, except
+// for a node whose passive time out just ended, which goes back on trial.
+func (n *Node) Healthy() bool {
+	if n.healthy.Load() {
+		return true
+	}
+	at := n.retryAt.Load()
+	if at == 0 || time.Now().UnixNano() < at {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.healthy.Load() && n.retryAt.Load() == at {
+		n.trial = true
+		n.resetPassive(time.Now())
+		n.set(true, "on trial after fail_timeout "+n.passive.FailTimeout.String())
+	}
+	return true
+}
+
+// Status is what is known about a node at one moment.
+type Status struct {
+	Upstream, Addr string
+	Healthy        bool
+	Reason         string    // why it is in this state
+	Since          time.Time // when it entered it
+	Probe          string    // "mqtt", "tcp" or "" when no probes run
+	Probes         uint64    // probes done
+	ProbeFailures  uint64    // probes failed
+	LastProbe      time.Time // zero before the first probe
+	LastLatency    time.Duration
+	LastProbeError string // "" when the last probe succeeded
+}
+
+// Status returns the node's current state.
+func (n *Node) Status() Status {
+	healthy := n.Healthy()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return Status{
+		Upstream: n.upstream, Addr: n.addr, Healthy: healthy, Reason: n.reason, Since: n.since,
+		Probe: n.probedBy, Probes: n.probes, ProbeFailures: n.failed,
+		LastProbe: n.lastProbe, LastLatency: n.lastProbeLatency, LastProbeError: n.lastProbeErr,
+	}
+}
+
+// set changes the state and logs the change. n.mu is held.
+func (n *Node) set(healthy bool, reason string) {
+	n.reason = reason
+	if n.healthy.Load() == healthy {
+		return
+	}
+	now := time.Now()
+	was := now.Sub(n.since)
+	n.since = now
+	n.healthy.Store(healthy)
+	if healthy {
+		n.retryAt.Store(0)
+		n.log.Info("node healthy", "upstream", n.upstream, "node", n.addr, "reason", reason, "was_unhealthy_for", was.Round(time.Millisecond))
+	} else {
+		n.log.Warn("node unhealthy", "upstream", n.upstream, "node", n.addr, "reason", reason)
+	}
+}
+
+// configure applies an upstream's checks to the node. n.mu is not held.
+func (n *Node) configure(active *config.ActiveCheck, passive *config.PassiveCheck) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.active, n.passive = active, passive
+	n.probedBy = ""
+	if active != nil {
+		n.probedBy = active.Type
+	}
+	switch {
+	case n.healthy.Load():
+	case active == nil && passive == nil:
+		n.set(true, "health checks removed")
+	case active == nil && n.retryAt.Load() == 0:
+		// Down by probes that no longer run: passive checks take over.
+		n.retryAt.Store(time.Now().Add(passive.FailTimeout).UnixNano())
+	case active != nil:
+		n.retryAt.Store(0) // probes decide from now on
+	}
+}
+
+// probed records the result of an active probe.
+func (n *Node) probed(err error, latency time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	a := n.active
+	if a == nil {
+		return
+	}
+	n.probes++
+	n.lastProbe, n.lastProbeLatency = time.Now(), latency
+	if err == nil {
+		n.lastProbeErr = ""
+		n.failRun, n.timeoutRun = 0, 0
+		n.okRun++
+		if !n.healthy.Load() && n.okRun >= a.Successes {
+			n.trial = false
+			n.set(true, fmt.Sprintf("%s probe: %d successes in a row", a.Type, n.okRun))
+		}
+		return
+	}
+	n.failed++
+	n.lastProbeErr = err.Error()
+	n.okRun = 0
+	if isTimeout(err) {
+		n.timeoutRun++
+	} else {
+		n.failRun++
+	}
+	switch {
+	case !n.healthy.Load():
+		n.reason = fmt.Sprintf("%s probe: %v", a.Type, err)
+	case n.timeoutRun >= a.Timeouts:
+		n.set(false, fmt.Sprintf("%s probe: %d timeouts in a row: %v", a.Type, n.timeoutRun, err))
+	case n.failRun >= a.TCPFailures:
+		n.set(false, fmt.Sprintf("%s probe: %d failures in a row: %v", a.Type, n.failRun, err))
+	}
+}
+
+// ReportDial records the outcome of dialling the node for a client
+// connection: nil for success. With passive checks configured, failures
+// within fail_timeout take the node out of service.
+func (n *Node) ReportDial(err error) {
+	if err == nil && n.healthy.Load() {
+		// The common case: nothing to reset unless failures were counted.
+		n.mu.Lock()
+		if n.passiveFails+n.passiveTimeouts > 0 || n.trial {
+			n.trial = false
+			n.resetPassive(time.Now())
+		}
+		n.mu.Unlock()
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.passive
+	if p == nil || err == nil {
+		return
+	}
+	now := time.Now()
+	if !n.healthy.Load() {
+		return // already out; the dial raced with the change
+	}
+	if now.Sub(n.passiveStart) > p.FailTimeout {
+		n.resetPassive(now)
+	}
+	timeout := isTimeout(err)
+	if timeout {
+		n.passiveTimeouts++
+	} else {
+		n.passiveFails++
+	}
+	var reason string
+	switch {
+	case n.trial:
+		reason = fmt.Sprintf("passive: failed on trial: %v", err)
+	case n.passiveTimeouts >= p.Timeouts:
+		reason = fmt.Sprintf("passive: %d dial timeouts within %s: %v", n.passiveTimeouts, p.FailTimeout, err)
+	case n.passiveFails >= p.TCPFailures:
+		reason = fmt.Sprintf("passive: %d dial failures within %s: %v", n.passiveFails, p.FailTimeout, err)
+	default:
+		return
+	}
+	n.trial = false
+	n.okRun = 0
+	n.resetPassive(now)
+	if n.active == nil {
+		n.retryAt.Store(now.Add(p.FailTimeout).UnixNano())
+		reason += fmt.Sprintf("; retried after %s", p.FailTimeout)
+	}
+	n.set(false, reason)
+}
+
+func (n *Node) resetPassive(now time.Time) {
+	n.passiveFails, n.passiveTimeouts, n.passiveStart = 0, 0, now
+}
+
+// isTimeout reports whether err is a timeout rather than a refusal.
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,116 @@
+package health
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/mqtt"
+)
+
+// maxConnack bounds what a probe reads: a CONNACK with every property a
+// broker may send is far smaller.
+const maxConnack = 4096
+
+// probeKeepAlive is the keepalive a probe announces; it disconnects long
+// before it matters.
+const probeKeepAlive = 10
+
+// probeOnce runs one probe of addr: for tcp a connect, for mqtt a CONNECT
+// that must get a successful CONNACK, then a DISCONNECT. The whole probe is
+// bounded by cfg.Timeout.
+func probeOnce(ctx context.Context, cfg *config.ActiveCheck, dial Dialer, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	conn, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if cfg.Type == config.ProbeTCP {
+		return nil
+	}
+	deadline, _ := ctx.Deadline()
+	if err := conn.SetDeadline(deadline); err != nil {
+		return err
+	}
+	// A cancelled probe (a reload, a shutdown) must not wait for its
+	// deadline.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	level := byte(cfg.ProtocolLevel)
+	if _, err := conn.Write(mqtt.AppendConnect(nil, probeConnect(cfg))); err != nil {
+		return fmt.Errorf("send CONNECT: %w", err)
+	}
+	var buf [maxConnack]byte
+	n := 0
+	for {
+		m, err := conn.Read(buf[n:])
+		n += m
+		if total, ferr := mqtt.FrameLen(buf[:n]); ferr == nil && n >= total {
+			_, code, perr := mqtt.ParseConnack(buf[:total], level)
+			if perr != nil {
+				return fmt.Errorf("not an MQTT broker: %w", perr)
+			}
+			if code != mqtt.Success {
+				return fmt.Errorf("CONNACK refused the probe: %s", refusal(code, level))
+			}
+			_, _ = conn.Write(mqtt.AppendDisconnect(nil, level, mqtt.NormalDisconnection, ""))
+			return nil
+		} else if ferr != nil && !errors.Is(ferr, mqtt.ErrIncomplete) || ferr == nil && total > len(buf) {
+			return fmt.Errorf("not an MQTT broker: answered % x", buf[:min(n, 8)])
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("no CONNACK within %s: %w", cfg.Timeout, context.DeadlineExceeded)
+			}
+			return fmt.Errorf("no CONNACK: %w", err)
+		}
+	}
+}
+
+// probeConnect is the probe's CONNECT: clean, so it leaves no session
+// behind, and by default with an empty client id, so it can never take
+// over a device's session (the broker assigns one). With a prefix, 8 random
+// hex digits follow it so that probes of several mqgate instances do not
+// take over each other.
+func probeConnect(cfg *config.ActiveCheck) *mqtt.Connect {
+	c := &mqtt.Connect{
+		ProtocolName: "MQTT",
+		Level:        byte(cfg.ProtocolLevel),
+		CleanStart:   true,
+		KeepAlive:    probeKeepAlive,
+		ClientID:     cfg.ClientID,
+	}
+	if c.Level == mqtt.Level31 {
+		c.ProtocolName = "MQIsdp"
+	}
+	if cfg.ClientID != "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.ClientID += hex.EncodeToString(b[:])
+	}
+	if cfg.Username != "" {
+		c.Username, c.HasUsername = cfg.Username, true
+	}
+	if cfg.Password != "" {
+		c.Password, c.HasPassword = []byte(cfg.Password), true
+	}
+	return c
+}
+
+// refusal names a CONNACK code in the probe's version.
+func refusal(code mqtt.ReasonCode, level byte) string {
+	if level == mqtt.Level5 {
+		return fmt.Sprintf("0x%02X %s", byte(code), code)
+	}
+	return fmt.Sprintf("return code %d", byte(code))
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,210 @@
+package pipe_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// tcpPair returns the two ends of one loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	dialed, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := <-accepted
+	if other == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { dialed.Close(); other.Close() })
+	return dialed.(*net.TCPConn), other.(*net.TCPConn)
+}
+
+// opaque hides a connection's type, so pipe takes its buffered path.
+type opaque struct{ net.Conn }
+
+func (o opaque) CloseWrite() error { return o.Conn.(*net.TCPConn).CloseWrite() }
+
+// setup returns the client's end, the broker's end, and a channel with the
+// pipe's result; the pipe runs between the proxy's two ends.
+func setup(t *testing.T, buffered bool, opts pipe.Options) (client, broker *net.TCPConn, proxyClient, proxyBroker net.Conn, result <-chan pipe.Result) {
+	t.Helper()
+	client, pc := tcpPair(t)
+	pb, broker := tcpPair(t)
+	proxyClient, proxyBroker = pc, pb
+	if buffered {
+		proxyClient, proxyBroker = opaque{pc}, opaque{pb}
+	}
+	res := make(chan pipe.Result, 1)
+	go func() { res <- pipe.Run(proxyClient, proxyBroker, opts) }()
+	return client, broker, proxyClient, proxyBroker, res
+}
+
+func waitResult(t *testing.T, res <-chan pipe.Result) pipe.Result {
+	t.Helper()
+	select {
+	case r := <-res:
+		return r
+	case <-time.After(20 * time.Second):
+		t.Fatal("pipe did not end")
+		return pipe.Result{}
+	}
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func forBothPaths(t *testing.T, f func(t *testing.T, buffered bool)) {
+	for _, buffered := range []bool{false, true} {
+		name := "raw"
+		if buffered {
+			name = "buffered"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f(t, buffered)
+		})
+	}
+}
+
+// TestBytesBothWaysThenHalfClose: a megabyte each way arrives intact while
+// both directions run at once; a FIN from the client reaches the broker, the
+// broker's answer still reaches the client, and the pipe ends when both
+// sides have closed.
+func TestBytesBothWaysThenHalfClose(t *testing.T) {
+	t.Parallel()
+	forBothPaths(t, func(t *testing.T, buffered bool) {
+		client, broker, _, _, res := setup(t, buffered, pipe.Options{Idle: time.Minute})
+		up, down := random(1<<20), random(1<<20)
+		errs := make(chan error, 2)
+		go func() { _, err := client.Write(up); errs <- err }()
+		go func() { _, err := broker.Write(down); errs <- err }()
+		gotUp, gotDown := make([]byte, len(up)), make([]byte, len(down))
+		if _, err := io.ReadFull(broker, gotUp); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, gotDown); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(gotUp, up) || !bytes.Equal(gotDown, down) {
+			t.Fatal("bytes changed on the way")
+		}
+
+		client.CloseWrite()
+		if n, err := broker.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("broker read after client FIN: %d, %v; want EOF", n, err)
+		}
+		broker.Write([]byte("last words"))
+		last := make([]byte, 10)
+		if _, err := io.ReadFull(client, last); err != nil || string(last) != "last words" {
+			t.Fatalf("client did not get the broker's answer after its FIN: %q, %v", last, err)
+		}
+		broker.Close()
+		r := waitResult(t, res)
+		if r.End != pipe.ClientClosed || r.Up != int64(len(up)) || r.Down != int64(len(down))+10 {
+			t.Errorf("result %+v, want client_closed with %d up and %d down", r, len(up), len(down)+10)
+		}
+	})
+}
+
+func TestBrokerClosesFirst(t *testing.T) {
+	t.Parallel()
+	forBothPaths(t, func(t *testing.T, buffered bool) {
+		client, broker, _, _, res := setup(t, buffered, pipe.Options{})
+		broker.Close()
+		if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("client read: %d, %v; want EOF", n, err)
+		}
+		client.Close()
+		if r := waitResult(t, res); r.End != pipe.BrokerClosed {
+			t.Errorf("End = %s, want %s", r.End, pipe.BrokerClosed)
+		}
+	})
+}
+
+// TestIdleTimeout: no byte either way for Idle ends the pipe, and both
+// peers see their connection end.
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	forBothPaths(t, func(t *testing.T, buffered bool) {
+		client, broker, proxyClient, proxyBroker, res := setup(t, buffered, pipe.Options{Idle: 200 * time.Millisecond})
+		client.Write([]byte{0xc0, 0x00}) // one PINGREQ, then silence
+		if _, err := io.ReadFull(broker, make([]byte, 2)); err != nil {
+			t.Fatal(err)
+		}
+		r := waitResult(t, res)
+		if r.End != pipe.IdleTimeout {
+			t.Fatalf("End = %s (%v), want %s", r.End, r.Err, pipe.IdleTimeout)
+		}
+		// The caller closes the connections; the peers then see EOF.
+		proxyClient.Close()
+		proxyBroker.Close()
+		for name, c := range map[string]net.Conn{"client": client, "broker": broker} {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+				t.Errorf("%s still connected: %v", name, err)
+			}
+		}
+	})
+}
+
+// TestOutsideClose: closing the proxy's client side from outside (shutdown,
+// an operator) ends the pipe at once.
+func TestOutsideClose(t *testing.T) {
+	t.Parallel()
+	forBothPaths(t, func(t *testing.T, buffered bool) {
+		_, _, proxyClient, _, res := setup(t, buffered, pipe.Options{})
+		proxyClient.Close()
+		r := waitResult(t, res)
+		if r.End != pipe.ClientError || !errors.Is(r.Err, net.ErrClosed) {
+			t.Errorf("result %+v, want client_error with net.ErrClosed", r)
+		}
+	})
+}
+
+// TestWriteTimeout: a broker that stops reading fills the buffers; the
+// blocked write ends the pipe after WriteTimeout.
+func TestWriteTimeout(t *testing.T) {
+	t.Parallel()
+	forBothPaths(t, func(t *testing.T, buffered bool) {
+		client, _, _, _, res := setup(t, buffered, pipe.Options{WriteTimeout: 300 * time.Millisecond})
+		go func() {
+			chunk := random(64 << 10)
+			for range 1024 { // at most 64 MiB, far beyond the socket buffers
+				if _, err := client.Write(chunk); err != nil {
+					return
+				}
+			}
+		}()
+		r := waitResult(t, res)
+		if r.End != pipe.BrokerError || !errors.Is(r.Err, os.ErrDeadlineExceeded) {
+			t.Errorf("result %+v, want broker_error with a deadline", r)
+		}
+	})
+}

@@ -1,0 +1,213 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/internal/mqtttest"
+	"github.com/mqgate/mqgate/mqtt"
+)
+
+// device is an MQTT client that stays connected through mqgate and, like a
+// real device, reconnects whenever its connection ends.
+type device struct {
+	id       string
+	connects atomic.Int32
+
+	mu     sync.Mutex
+	conn   net.Conn
+	lastUp time.Time // when the last CONNACK arrived
+}
+
+// run connects and reconnects until ctx is done.
+func (d *device) run(ctx context.Context, addr string) {
+	for ctx.Err() == nil {
+		conn, err := d.connect(addr)
+		if err != nil {
+			// Back off a little before retrying, as devices do.
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+			continue
+		}
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		d.mu.Lock()
+		d.conn, d.lastUp = conn, time.Now()
+		d.mu.Unlock()
+		d.connects.Add(1)
+		_, _ = io.Copy(io.Discard, conn) // until either side closes
+		stop()
+		conn.Close()
+	}
+}
+
+func (d *device) connect(addr string) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	c := &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, ClientID: d.id}
+	ack := make([]byte, 4)
+	if _, err = conn.Write(mqtt.AppendConnect(nil, c)); err == nil {
+		_, err = io.ReadFull(conn, ack)
+	}
+	if err == nil && (ack[0] != 0x20 || ack[3] != 0) {
+		err = fmt.Errorf("refused: % x", ack)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+func (d *device) state() (connects int32, lastUp time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.connects.Load(), d.lastUp
+}
+
+// drop closes the device's connection from its side; it reconnects.
+func (d *device) drop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.conn.Close()
+}
+
+// on returns the broker the client id is connected to now, or nil.
+func on(id string, brokers []*mqtttest.Mochi) *mqtttest.Mochi {
+	for _, b := range brokers {
+		if cl, ok := b.Server.Clients.Get(id); ok && !cl.Closed() {
+			return b
+		}
+	}
+	return nil
+}
+
+// TestBrokerDies: 300 devices through mqgate to 3 brokers by client id.
+// When one broker dies, its devices reconnect to the other two at once and
+// the others' connections are untouched; when it returns, the devices that
+// moved go back to it on their next connection, because their key hashes
+// there again.
+//
+// It logs the time from the broker's death to the last of its devices
+// being connected elsewhere: run with -v to read it.
+func TestBrokerDies(t *testing.T) {
+	t.Parallel()
+	const devices = 300
+	brokers := []*mqtttest.Mochi{mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)}
+	gw := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    type: chash
+    nodes: {%q: 1, %q: 1, %q: 1}
+    checks:
+      active:
+        type: mqtt
+        timeout: 0.5
+        healthy: {interval: 0.1, successes: 2}
+        unhealthy: {interval: 0.1, tcp_failures: 2, timeouts: 2}
+      passive:
+        unhealthy: {tcp_failures: 3}
+stream_routes: [{id: r, upstream_id: 1}]
+`, brokers[0].Addr(), brokers[1].Addr(), brokers[2].Addr()))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	devs := make([]*device, devices)
+	for i := range devs {
+		devs[i] = &device{id: fmt.Sprintf("dev-%03d", i)}
+		wg.Go(func() { devs[i].run(ctx, gw.addr) })
+	}
+	mqtttest.WaitFor(t, "all devices connected", func() bool {
+		for _, d := range devs {
+			if on(d.id, brokers) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	home := make(map[string]*mqtttest.Mochi, devices)
+	var victims, others []*device
+	for _, d := range devs {
+		home[d.id] = on(d.id, brokers)
+		if home[d.id] == brokers[0] {
+			victims = append(victims, d)
+		} else {
+			others = append(others, d)
+		}
+	}
+	t.Logf("%d devices on the broker that dies, %d on the other two", len(victims), len(others))
+	if len(victims) < devices/6 {
+		t.Fatalf("only %d devices on broker 0: hashing is badly skewed", len(victims))
+	}
+
+	died := time.Now()
+	deadAddr := brokers[0].Addr()
+	brokers[0].Kill()
+	survivors := brokers[1:]
+	mqtttest.WaitFor(t, "the dead broker's devices connected elsewhere", func() bool {
+		for _, d := range victims {
+			if n, _ := d.state(); n < 2 || on(d.id, survivors) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	var last time.Time
+	for _, d := range victims {
+		if _, up := d.state(); up.After(last) {
+			last = up
+		}
+	}
+	t.Logf("broker death to all %d of its devices connected elsewhere: %v", len(victims), last.Sub(died).Round(time.Millisecond))
+	perSurvivor := map[string]int{}
+	for _, d := range victims {
+		perSurvivor[on(d.id, survivors).Addr()]++
+	}
+	if len(perSurvivor) != 2 {
+		t.Errorf("the dead broker's devices went to %v, want both survivors", perSurvivor)
+	}
+	for _, d := range others {
+		if n, _ := d.state(); n != 1 || on(d.id, survivors) != home[d.id] {
+			t.Errorf("%s on a surviving broker: %d connects, now on %v", d.id, n, on(d.id, survivors))
+		}
+	}
+
+	// The broker returns; once it is healthy, the devices that moved land on
+	// it again when they next connect (here: each drops its connection).
+	back := mqtttest.StartMochiAt(t, deadAddr)
+	mqtttest.WaitFor(t, "returned broker healthy", func() bool { return nodeHealth(gw, "1", deadAddr).Healthy })
+	for _, d := range victims {
+		d.drop()
+	}
+	all := []*mqtttest.Mochi{back, brokers[1], brokers[2]}
+	mqtttest.WaitFor(t, "moved devices back on the returned broker", func() bool {
+		for _, d := range victims {
+			if n, _ := d.state(); n < 3 || on(d.id, all) != back {
+				return false
+			}
+		}
+		return true
+	})
+	for _, d := range others {
+		if n, _ := d.state(); n != 1 {
+			t.Errorf("%s reconnected %d times, want never", d.id, n-1)
+		}
+	}
+	if ids := back.Seen(); !slices.ContainsFunc(ids, func(id string) bool { return id == victims[0].id }) {
+		t.Errorf("returned broker never saw %s", victims[0].id)
+	}
+}

@@ -1,0 +1,232 @@
+package proxy_test
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/mqgate/mqgate/balance"
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/internal/mqtttest"
+	"github.com/mqgate/mqgate/mqtt"
+)
+
+// fastChecks probes often so tests finish quickly.
+const fastChecks = `
+    checks:
+      active:
+        type: %s
+        timeout: 0.2
+        healthy: {interval: 0.02, successes: 2}
+        unhealthy: {interval: 0.02, tcp_failures: 2, timeouts: 2}`
+
+// nodeHealth returns the health of one node as the server reports it.
+func nodeHealth(gw *gateway, upstream, addr string) health.Status {
+	for _, s := range gw.srv.Health() {
+		if s.Upstream == upstream && s.Addr == addr {
+			return s
+		}
+	}
+	return health.Status{}
+}
+
+// TestHungBrokerSkipped: a broker whose port accepts but never answers is
+// marked down by the MQTT probe, and then no client is sent to it; with
+// every node down, a client is refused with Server unavailable at once.
+func TestHungBrokerSkipped(t *testing.T) {
+	t.Parallel()
+	live := mqtttest.StartMochi(t)
+	hung, _ := mqtttest.SilentPort(t)
+	gw := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: pair
+    type: chash
+    nodes: {%q: 1, %q: 1}`+fastChecks+`
+  - id: hung
+    nodes: {%q: 1}`+fastChecks+`
+stream_routes:
+  - {id: pair, mqtt_client_id: {prefix: dev-}, upstream_id: pair}
+  - {id: hung, mqtt_client_id: {prefix: hung-}, upstream_id: hung}
+`, live.Addr(), hung, "mqtt", hung, "mqtt"))
+	mqtttest.WaitFor(t, "hung broker marked down", func() bool {
+		return !nodeHealth(gw, "pair", hung).Healthy && !nodeHealth(gw, "hung", hung).Healthy
+	})
+	if s := nodeHealth(gw, "pair", hung); !strings.Contains(s.Reason, "timeouts in a row") || s.Probe != "mqtt" {
+		t.Errorf("health %+v", s)
+	}
+	if s := nodeHealth(gw, "pair", live.Addr()); !s.Healthy || s.Probes == 0 {
+		t.Errorf("live broker: %+v", s)
+	}
+	// Without the probe, about half of these would hang on the dead port.
+	for i := range 20 {
+		mqtttest.ConnectOK(t, gw.addr, fmt.Sprintf("dev-%d", i), mqtt.Level311)
+	}
+	if code := refusedWith(t, gw.addr, "hung-1", "", mqtt.Level5); code != mqtt.ServerUnavailable {
+		t.Errorf("all nodes down: code %#x, want 0x88", byte(code))
+	}
+	if got := gw.srv.Stats().Refused["no_broker"]; got != 1 {
+		t.Errorf("refused[no_broker] = %d, want 1", got)
+	}
+}
+
+// TestPriorityTier: backup nodes (a lower priority) take clients only while
+// every node of the higher tier is down.
+func TestPriorityTier(t *testing.T) {
+	t.Parallel()
+	primary, backup := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	gw := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    nodes:
+      - {host: 127.0.0.1, port: %s, priority: 1}
+      - {host: 127.0.0.1, port: %s, priority: 0}`+fastChecks+`
+stream_routes: [{id: r, upstream_id: 1}]
+`, port(primary.Addr()), port(backup.Addr()), "mqtt"))
+	for i := range 5 {
+		mqtttest.ConnectOK(t, gw.addr, fmt.Sprintf("a-%d", i), mqtt.Level311)
+	}
+	primaryAddr := primary.Addr()
+	primary.Close()
+	mqtttest.WaitFor(t, "primary marked down", func() bool { return !nodeHealth(gw, "1", primaryAddr).Healthy })
+	for i := range 5 {
+		mqtttest.ConnectOK(t, gw.addr, fmt.Sprintf("b-%d", i), mqtt.Level311)
+	}
+	restarted := mqtttest.StartMochiAt(t, primaryAddr)
+	mqtttest.WaitFor(t, "primary back", func() bool { return nodeHealth(gw, "1", primaryAddr).Healthy })
+	for i := range 5 {
+		mqtttest.ConnectOK(t, gw.addr, fmt.Sprintf("c-%d", i), mqtt.Level311)
+	}
+	count := func(seen []string, prefix string) int {
+		n := 0
+		for _, id := range seen {
+			if strings.HasPrefix(id, prefix) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(primary.Seen(), "a-"); n != 5 {
+		t.Errorf("primary saw %d of the first 5", n)
+	}
+	if n := count(backup.Seen(), "b-"); n != 5 || count(backup.Seen(), "a-")+count(backup.Seen(), "c-") != 0 {
+		t.Errorf("backup saw %v, want b-* only", backup.Seen())
+	}
+	if n := count(restarted.Seen(), "c-"); n != 5 {
+		t.Errorf("restarted primary saw %v, want the 5 c-*", restarted.Seen())
+	}
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// TestReloadHealth: a reload keeps the health of nodes that stay, and the
+// probes of an upstream it removes stop with it.
+func TestReloadHealth(t *testing.T) {
+	t.Parallel()
+	hung, hungProbes := mqtttest.SilentPort(t)
+	other, otherProbes := mqtttest.SilentPort(t)
+	yml := func(nodes string) string {
+		return fmt.Sprintf(`
+stream_proxy: {tcp: ["127.0.0.1:0"]}
+upstreams:
+  - id: 1
+    nodes: {%s}`+fastChecks+`
+stream_routes: [{id: r, upstream_id: 1}]
+`, nodes, "mqtt")
+	}
+	gw := startGateway(t, yml(fmt.Sprintf("%q: 1", hung)))
+	mqtttest.WaitFor(t, "hung node down", func() bool { return !nodeHealth(gw, "1", hung).Healthy })
+	since := nodeHealth(gw, "1", hung).Since
+
+	apply := func(yml string) {
+		t.Helper()
+		cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(yml)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := gw.srv.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(yml(fmt.Sprintf("%q: 1, %q: 1", hung, other)))
+	if s := nodeHealth(gw, "1", hung); s.Healthy || !s.Since.Equal(since) {
+		t.Errorf("after a reload that keeps it: %+v, want unhealthy since %v", s, since)
+	}
+	// Drop the hung node: its probes stop before Apply returns.
+	apply(yml(fmt.Sprintf("%q: 1", other)))
+	before := hungProbes.Load()
+	start := otherProbes.Load()
+	mqtttest.WaitFor(t, "5 more probes of the node that stays", func() bool { return otherProbes.Load() >= start+5 })
+	if after := hungProbes.Load(); after != before {
+		t.Errorf("removed node probed %d times after the reload", after-before)
+	}
+	if s := nodeHealth(gw, "1", hung); s.Addr != "" {
+		t.Errorf("removed node still reported: %+v", s)
+	}
+}
+
+// TestBoundedLoad: with hash_balance_factor, keys that all hash to one node
+// fill it to factor × the average, then spill to their next node; without
+// it, the node takes them all.
+func TestBoundedLoad(t *testing.T) {
+	t.Parallel()
+	brokers := []*mqtttest.Mochi{mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)}
+	nodes := make([]balance.Node, len(brokers))
+	yamlNodes := ""
+	for i, b := range brokers {
+		nodes[i] = balance.Node{Addr: b.Addr(), Weight: 1}
+		yamlNodes += fmt.Sprintf("%q: 1, ", b.Addr())
+	}
+	// A skewed key set: 60 client ids whose first choice is broker 0.
+	bal, err := balance.New(nodes, balance.Options{Type: balance.TypeConsistentHash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hot []string
+	for i := 0; len(hot) < 60; i++ {
+		id := fmt.Sprintf("hot-%d", i)
+		for first := range bal.Order(id) {
+			if first == 0 {
+				hot = append(hot, id)
+			}
+			break
+		}
+	}
+	for _, factor := range []float64{0, 1.25} {
+		t.Run(fmt.Sprintf("factor %v", factor), func(t *testing.T) {
+			t.Parallel()
+			hbf := ""
+			if factor > 0 {
+				hbf = fmt.Sprintf("hash_balance_factor: %v, ", factor)
+			}
+			gw := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams: [{id: 1, type: chash, %snodes: {%s}}]
+stream_routes: [{id: r, upstream_id: 1}]
+`, hbf, yamlNodes))
+			for _, id := range hot {
+				holdConn(t, gw.addr, id, "")
+			}
+			active := map[string]int64{}
+			for _, n := range gw.srv.Stats().Nodes {
+				active[n.Addr] = n.Active
+			}
+			t.Logf("connections per node: %v", active)
+			onHot := active[brokers[0].Addr()]
+			want := int64(len(hot))
+			if factor > 0 {
+				want = int64(math.Ceil(factor * float64(len(hot)) / 3))
+			}
+			if onHot != want {
+				t.Errorf("hot node holds %d of %d, want %d", onHot, len(hot), want)
+			}
+		})
+	}
+}
