@@ -559,7 +559,8 @@ stream_routes:
 }
 
 // TestProxyProtocolIn: behind a load balancer, the address in the PROXY
-// header is what routes and logs see, also in front of TLS; a sender not in
+// header is what routes, ip-restriction and logs see (the balancer's own
+// loopback address is blacklisted), also in front of TLS; a sender not in
 // real_ip_from and a malformed header are refused with a log line.
 func TestProxyProtocolIn(t *testing.T) {
 	t.Parallel()
@@ -571,7 +572,9 @@ stream_proxy:
 ssls:
   - {id: 1, snis: [a.example], cert: %[1]s/a.crt, key: %[1]s/a.key}
 stream_routes:
-  - {remote_addr: 203.0.113.0/24, upstream: {nodes: {%[2]q: 1}}}
+  - remote_addr: 203.0.113.0/24
+    plugins: {ip-restriction: {blacklist: [127.0.0.0/8]}}
+    upstream: {nodes: {%[2]q: 1}}
 `, p.dir, broker.Addr())
 	g := startTLSGateway(t, strings.Replace(yml, "REAL_IP_FROM", "127.0.0.0/8", 1))
 
