@@ -42,6 +42,7 @@ func main() {
 	conc := flag.Int("c", 8, "concurrent clients")
 	dur := flag.Duration("d", 10*time.Second, "duration of each phase")
 	maxConns := flag.Int("n", 1_000_000, "at most this many connections per phase")
+	idle := flag.Int("idle", 0, "then hold this many idle TLS connections open and report mqgate's memory per connection")
 	x25519 := flag.Bool("x25519", false, "offer only X25519 (the classic key exchange) instead of Go's default, which prefers X25519MLKEM768")
 	flag.Parse()
 	log.SetFlags(0)
@@ -79,6 +80,67 @@ stream_routes:
 	for _, resume := range []bool{false, true} {
 		run(addr, ca, resume, *x25519, *conc, *dur, *maxConns, gate.Process.Pid)
 	}
+	if *idle > 0 {
+		idleMemory(addr, ca, *idle, gate.Process.Pid)
+	}
+}
+
+// idleMemory opens n MQTT-over-TLS connections, leaves them idle, and
+// reports how much mqgate's resident memory grew per connection.
+func idleMemory(addr string, ca *certtest.CA, n int, pid int) {
+	cfg := &tls.Config{ServerName: "mqtt.bench", RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13}
+	before := rssKB(pid)
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range n {
+		c, err := holdOpen(addr, cfg, fmt.Sprintf("idle-%d", i))
+		if err != nil {
+			log.Printf("idle connection %d: %v", i, err)
+			break
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(2 * time.Second) // let the handshakes' garbage be collected before reading RSS
+	after := rssKB(pid)
+	fmt.Printf("idle     %d TLS connections held: mqgate RSS %d KB -> %d KB = %.1f KB per connection (both sides: client TLS + broker TCP)\n",
+		len(conns), before, after, float64(after-before)/float64(max(len(conns), 1)))
+}
+
+// holdOpen connects like connect but keeps the connection open.
+func holdOpen(addr string, cfg *tls.Config, id string) (net.Conn, error) {
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, cfg)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 0, ClientID: id})); err != nil {
+		c.Close()
+		return nil, err
+	}
+	var ack [4]byte
+	if _, err := c.Read(ack[:]); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// rssKB is the resident memory of process pid (/proc/pid/status VmRSS).
+func rssKB(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return kb
+		}
+	}
+	return 0
 }
 
 // run is one phase: clients connect, handshake, CONNECT, read the CONNACK
