@@ -14,11 +14,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mqgate/mqgate/admin"
+	"github.com/mqgate/mqgate/internal/certtest"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/metrics"
 	"github.com/mqgate/mqgate/mqtt"
@@ -40,7 +40,7 @@ type gate struct {
 	dir       string
 	file      string
 	statePath string
-	log       *syncBuffer
+	log       *mqtttest.LogBuffer
 }
 
 // configYAML is a configuration with one listener on port, the Admin API on
@@ -71,7 +71,7 @@ func startGate(t *testing.T, yml string) *gate {
 
 func openGate(t *testing.T, dir, file string) *gate {
 	t.Helper()
-	logBuf := &syncBuffer{}
+	logBuf := &mqtttest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	mgr, err := admin.Open([]string{file}, log)
 	if err != nil {
@@ -333,7 +333,7 @@ func TestValidation(t *testing.T) {
 		{"/apisix/admin/stream_routes/1", `{"upstream_id": 9}`, "upstream_id", `no upstream with id "9": no upstreams are defined`},
 		{"/apisix/admin/stream_routes/1", `{"upstrem_id": 9}`, "upstrem_id", `unknown key (did you mean "upstream_id"?)`},
 		{"/apisix/admin/stream_routes/1", `{"plugins": {"mqtt-proxy": {"protocol_level": 7}}, "upstream_id": 1}`, "plugins.mqtt-proxy.protocol_level", "must be 3, 4 or 5, got 7"},
-		{"/apisix/admin/upstreams/u", `{"type": "chash", "key": "uri", "nodes": {"b:1883": 1}}`, "key", `must be mqtt_client_id, remote_addr or mqtt_username, got "uri"`},
+		{"/apisix/admin/upstreams/u", `{"type": "chash", "key": "uri", "nodes": {"b:1883": 1}}`, "key", `must be mqtt_client_id, remote_addr, mqtt_username, ssl_server_name, ssl_client_serial, ssl_client_s_dn, ssl_client_s_dn_cn or ssl_client_fingerprint, got "uri"`},
 		{"/apisix/admin/upstreams/bad%20id", `{"nodes": {"b:1883": 1}}`, "id", `may contain only letters, digits, '-', '_' and '.', got "bad id"`},
 		{"/apisix/admin/upstreams/u", `{"nodes": {"b:1883": 1.5}}`, `nodes["b:1883"]`, "must be an integer, got 1.5"},
 	} {
@@ -431,7 +431,9 @@ func TestStateSurvivesRestart(t *testing.T) {
 	g := startGate(t, configYAML(0, ""))
 	g.mustDo(t, 201, "PUT", "/apisix/admin/upstreams/1", fmt.Sprintf(`{"nodes": {%q: 1}, "type": "chash"}`, broker.Addr()))
 	g.mustDo(t, 201, "PUT", "/apisix/admin/stream_routes/r", `{"upstream_id": 1}`)
-	g.mustDo(t, 201, "PUT", "/apisix/admin/ssls/s1", `{"snis": ["a.example"], "cert": "x", "key": "secret"}`)
+	pair := certtest.NewCA(t, "test CA").Server(t, certtest.ECDSA, "a.example")
+	body, _ := json.Marshal(map[string]any{"snis": []string{"a.example"}, "cert": string(pair.CertPEM), "key": string(pair.KeyPEM)})
+	g.mustDo(t, 201, "PUT", "/apisix/admin/ssls/s1", string(body))
 	fi, err := os.Stat(g.statePath)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file: %v %v", fi, err)
@@ -570,24 +572,6 @@ func TestStatusAndConnections(t *testing.T) {
 		_, total := g.srv.Connections(proxy.ConnFilter{}, 0)
 		return total == 2
 	})
-}
-
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestDrainParam: ?drain=true closes the connections of the node a PUT

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"io/fs"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqgate/mqgate/internal/certtest"
 )
 
 // TestLoadAPISIXSeed loads the config.yaml + apisix.yaml pair from the
@@ -61,18 +64,36 @@ func TestLoadAPISIXSeed(t *testing.T) {
 	}
 }
 
-// TestLoadAPISIXSeedTLS checks that the guide's TLS variant is refused with
-// one clear error per TLS setting, rather than silently proxying plain TCP.
+// TestLoadAPISIXSeedTLS loads the guide's TLS variant (tls: true, a route
+// sni, scheme: tls) unchanged: without certificates the listener is
+// refused with one clear error; with an ssls file beside it, it loads.
 func TestLoadAPISIXSeedTLS(t *testing.T) {
 	t.Parallel()
 	_, err := Load("testdata/apisix-config-tls.yaml", "testdata/apisix-tls.yaml")
-	want := strings.Join([]string{
-		"testdata/apisix-config-tls.yaml:7: apisix.stream_proxy.tcp[0].tls: TLS listeners are not supported yet (needs ssls); remove tls or set false",
-		"testdata/apisix-tls.yaml:4: stream_routes[0].sni: sni needs TLS listeners, not supported yet",
-		"testdata/apisix-tls.yaml:14: upstreams[0].scheme: tls is not supported yet; use tcp",
-	}, "\n")
+	want := "testdata/apisix-config-tls.yaml:6: apisix.stream_proxy.tcp[0]: a TLS listener needs certificates: add an ssls entry"
 	if err == nil || err.Error() != want {
 		t.Errorf("Load error =\n%v\nwant\n%s", err, want)
+	}
+
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, "seed CA")
+	certPath, keyPath := ca.Server(t, certtest.ECDSA, "mqtt.navendu.me").WriteFiles(t, dir, "server")
+	sslsPath := filepath.Join(dir, "ssls.yaml")
+	certtest.WriteFile(t, sslsPath, []byte("ssls:\n  - id: 1\n    cert: server.crt\n    key: "+keyPath+"\n    snis: [mqtt.navendu.me]\n"))
+	cfg, err := Load("testdata/apisix-config-tls.yaml", "testdata/apisix-tls.yaml", sslsPath)
+	if err != nil {
+		t.Fatalf("Load with ssls: %v", err)
+	}
+	if !cfg.StreamProxy.TCP[0].TLS || cfg.StreamRoutes[0].SNI != "mqtt.navendu.me" {
+		t.Errorf("listener %+v, route sni %q", cfg.StreamProxy.TCP[0], cfg.StreamRoutes[0].SNI)
+	}
+	u := cfg.Upstreams[0]
+	if u.Scheme != "tls" || u.TLS == nil || !u.TLS.Verify {
+		t.Errorf("upstream scheme %q tls %+v, want tls verifying", u.Scheme, u.TLS)
+	}
+	// A relative path is relative to the YAML file that names it.
+	if got := cfg.SSLs[0].Pairs[0].Cert.Path; got != certPath {
+		t.Errorf("cert path %q, want %q", got, certPath)
 	}
 }
 
@@ -233,9 +254,7 @@ upstreams:
     nodes: {"b:1883": 1}
   - id: spare
     nodes: {"b:1884": 1}
-ssls:
-  - cert: x
-`)})
+` + sslYAML(t, "ssls:\n  - id: a\n    snis: [a.example]\n", certtest.NewCA(t, "CA").Server(t, certtest.ECDSA, "a.example")))})
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
@@ -246,7 +265,7 @@ ssls:
 	want := []string{
 		"w.yaml:4: stream_routes[0].server_port: no listener on port 9100, so this route never matches",
 		`w.yaml:9: upstreams[1]: upstream "spare" is not used by any stream route`,
-		"w.yaml:11: ssls: 1 certificate(s) not used: TLS is not supported yet",
+		"w.yaml:12: ssls: 1 certificate(s) not used: no listener has tls: true",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("Warnings =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

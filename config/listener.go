@@ -15,6 +15,8 @@ type listenerDecl struct {
 	path string
 	host netip.Addr // zero for all addresses
 	port int
+
+	realIPFromSet bool
 }
 
 // wildcard reports whether l listens on all addresses of its port.
@@ -34,9 +36,9 @@ func (d *decoder) listener(n *yaml.Node, path string) (listenerDecl, bool) {
 			case "addr":
 				addr = kv.val
 			case "tls":
-				if tls, ok := d.bool(kv.val, join(path, kv.key)); ok && tls {
-					d.errorf(kv.val, join(path, kv.key), "TLS listeners are not supported yet (needs ssls); remove tls or set false")
-				}
+				l.TLS, _ = d.bool(kv.val, join(path, kv.key))
+			case "proxy_protocol", "real_ip_from":
+				d.listenerProxyProtocol(kv, path, &l)
 			default:
 				d.unknownKey(kv, path, "key", listenerKeys)
 			}
@@ -45,10 +47,11 @@ func (d *decoder) listener(n *yaml.Node, path string) (listenerDecl, bool) {
 			d.errorf(n, join(path, "addr"), "required")
 			return l, false
 		}
+		d.checkProxyProtocol(n, path, &l)
 		path = join(path, "addr")
 	}
 	if addr.Kind != yaml.ScalarNode || addr.Tag != "!!int" && addr.Tag != "!!str" {
-		d.errorf(addr, path, `must be a port, "ip:port" or {addr, tls}, got %s`, describe(addr))
+		d.errorf(addr, path, `must be a port, "ip:port" or {addr, tls, proxy_protocol, real_ip_from}, got %s`, describe(addr))
 		return l, false
 	}
 	host, port, msg := parseListenAddr(addr.Value)

@@ -38,7 +38,7 @@ var (
 	}
 	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
-	listenerKeys           = []string{"addr", "tls"}
+	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
 	logKeys                = []string{"level", "access_log"}
 	logLevels              = []string{"debug", "info", "warn", "error"}
 )
@@ -91,6 +91,7 @@ type builder struct {
 	upstreams   []upstreamDecl
 	admin       *Admin
 	reload      *Reload
+	ssls        []sslDecl
 }
 
 type location struct {
@@ -171,8 +172,8 @@ func (d *decoder) document(n *yaml.Node) {
 				d.b.upstreams = append(d.b.upstreams, d.upstream(item, index(kv.key, i), false))
 			}
 		case "ssls":
-			if ssls := d.items(kv.val, kv.key); len(ssls) > 0 {
-				d.p.warnf(d.file, kv.keyNode.Line, kv.key, "%d certificate(s) not used: TLS is not supported yet", len(ssls))
+			for i, item := range d.items(kv.val, kv.key) {
+				d.b.ssls = append(d.b.ssls, d.ssl(item, index(kv.key, i)))
 			}
 		default:
 			if slices.Contains(ignoredTopLevelKeys, kv.key) {
@@ -309,6 +310,12 @@ func (b *builder) finish() *Config {
 	}
 	for _, u := range b.upstreams {
 		cfg.Upstreams = append(cfg.Upstreams, u.Upstream)
+	}
+	b.checkSSLs()
+	for _, s := range b.ssls {
+		if !s.disabled {
+			cfg.SSLs = append(cfg.SSLs, s.SSL)
+		}
 	}
 	if len(cfg.StreamRoutes) == 0 {
 		b.p.warnf("", 0, "", "no stream routes: every client connection will be refused")

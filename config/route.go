@@ -15,7 +15,7 @@ var (
 		"id", "name", "desc", "server_port", "server_addr", "remote_addr", "sni",
 		"mqtt_client_id", "mqtt_username", "upstream_id", "upstream", "plugins",
 	}
-	knownPlugins      = []string{"mqtt-proxy", "limit-conn", "limit-req", "ip-restriction"}
+	knownPlugins      = []string{"mqtt-proxy", "mqtt-rewrite", "limit-conn", "limit-req", "ip-restriction"}
 	mqttProxyKeys     = []string{"protocol_name", "protocol_level"}
 	mqttProtocolNames = []string{"MQTT", "MQIsdp"}
 )
@@ -29,6 +29,7 @@ type routeDecl struct {
 	serverPortLine int
 	upstreamIDLine int
 	overlay        bool // from an Admin API document
+	sniLine        int
 }
 
 func (d *decoder) route(n *yaml.Node, path string) routeDecl {
@@ -67,8 +68,11 @@ func (d *decoder) route(n *yaml.Node, path string) routeDecl {
 				r.RemoteAddr = prefix
 			}
 		case "sni":
-			if s, ok := d.str(kv.val, p); ok && s != "" {
-				d.errorf(kv.val, p, "sni needs TLS listeners, not supported yet")
+			if s, _ := d.str(kv.val, p); s == "" {
+				continue // APISIX writes "" for no SNI condition
+			}
+			if name, ok := d.sniName(kv.val, p); ok {
+				r.SNI, r.sniLine = name, kv.val.Line
 			}
 		case "mqtt_client_id":
 			r.MQTTClientID = d.stringMatch(kv.val, p)
@@ -128,6 +132,8 @@ func (d *decoder) plugins(n *yaml.Node, path string) Plugins {
 			pl.LimitReq = d.limitReq(kv.val, join(path, kv.key))
 		case "ip-restriction":
 			pl.IPRestriction = d.ipRestriction(kv.val, join(path, kv.key))
+		case "mqtt-rewrite":
+			pl.MQTTRewrite = d.mqttRewrite(kv.val, join(path, kv.key))
 		default:
 			d.unknownKey(kv, path, "plugin", knownPlugins)
 		}

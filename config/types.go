@@ -28,6 +28,7 @@ type Config struct {
 	Upstreams    []Upstream // top-level upstreams only; inline ones live in StreamRoute.Upstream
 	Admin        *Admin     // nil: no admin block, the Admin API is off
 	Reload       *Reload    // nil: defaults; see ReloadSettings
+	SSLs         []SSL      // server certificates for TLS listeners, in load order (ssl.go)
 	Ignored      []string   // APISIX keys mqgate accepts but does not use, as "file:line: path"
 	Warnings     []*Error   // valid but suspicious settings
 }
@@ -52,6 +53,11 @@ type Listener struct {
 	TLS  bool
 	Line int
 	File string
+
+	// ProxyProtocol makes every connection start with a PROXY protocol
+	// header (v1 or v2) sent from an address in RealIPFrom (proxy_protocol.go).
+	ProxyProtocol bool
+	RealIPFrom    []netip.Prefix
 }
 
 // Log configures the process log and the access log.
@@ -87,6 +93,7 @@ type StringMatch struct {
 // Plugins is the set of stream plugins on a route.
 type Plugins struct {
 	MQTTProxy     *MQTTProxy     // `mqtt-proxy`
+	MQTTRewrite   *MQTTRewrite   // `mqtt-rewrite` (rewrite.go)
 	LimitConn     *LimitConn     // `limit-conn`
 	LimitReq      *LimitReq      // `limit-req`
 	IPRestriction *IPRestriction // `ip-restriction`
@@ -103,17 +110,22 @@ type Upstream struct {
 	ID         string
 	Name, Desc string
 	Type       string // "roundrobin" (default), "chash" or "least_conn"
-	Key        string // chash only: "mqtt_client_id" (default), "remote_addr" or "mqtt_username"
+	Key        string // chash only: a variable of package vars; "mqtt_client_id" by default
 	Nodes      []Node
 	Retries    int // resolved: defaults to len(Nodes)-1
 	Timeout    Timeout
-	Scheme     string  // "tcp"
+	Scheme     string  // "tcp" or "tls"
 	Checks     *Checks // nil = no health checks: every node is dialled
 	// HashBalanceFactor bounds chash load: no node takes more than
 	// factor × the average connections; 0 = off.
 	HashBalanceFactor float64
 	Line              int
 	File              string
+
+	TLS *UpstreamTLS // scheme tls: how to talk TLS to the nodes (ssl.go); nil for tcp
+	// ProxyProtocol is "v1" or "v2" to send a PROXY protocol header to the
+	// node before anything else, "" for none.
+	ProxyProtocol string
 }
 
 // Node is one backend broker.

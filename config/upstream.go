@@ -8,12 +8,13 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mqgate/mqgate/vars"
 )
 
 var (
-	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "checks", "hash_balance_factor"}
+	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "tls", "proxy_protocol", "checks", "hash_balance_factor"}
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
-	chashKeys     = []string{"mqtt_client_id", "remote_addr", "mqtt_username"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
 	timeoutKeys   = []string{"connect", "send", "read"}
 )
@@ -35,7 +36,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		path:     path,
 		overlay:  d.overlay && !inline,
 	}
-	var keyNode, hbf *yaml.Node
+	var keyNode, hbf, tlsNode *yaml.Node
 	retries := -1
 	nodesOK := true
 	for _, kv := range d.fields(n, path) {
@@ -69,9 +70,18 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			switch {
 			case !ok || s == "tcp":
 			case s == "tls":
-				d.errorf(kv.val, p, "tls is not supported yet; use tcp")
+				u.Scheme = "tls"
 			default:
-				d.errorf(kv.val, p, "must be tcp, got %q", s)
+				d.errorf(kv.val, p, "must be tcp or tls, got %q", s)
+			}
+		case "tls":
+			if !isNull(kv.val) {
+				tlsNode = kv.val
+				u.TLS = d.upstreamTLS(kv.val, p)
+			}
+		case "proxy_protocol":
+			if v, ok := d.oneOf(kv.val, p, "v1", "v2"); ok {
+				u.ProxyProtocol = v
 			}
 		case "checks":
 			u.Checks = d.checks(kv.val, p)
@@ -98,7 +108,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		p := join(path, "key")
 		if u.Type != "chash" {
 			d.errorf(keyNode, p, "only used with type chash, not %s", u.Type)
-		} else if k, ok := d.oneOf(keyNode, p, chashKeys...); ok {
+		} else if k, ok := d.oneOf(keyNode, p, vars.Names...); ok {
 			u.Key = k
 		}
 	}
@@ -109,6 +119,13 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		} else {
 			u.HashBalanceFactor = d.hashBalanceFactor(hbf, p)
 		}
+	}
+	switch {
+	case u.Scheme == "tls" && u.TLS == nil:
+		u.TLS = &UpstreamTLS{Verify: true}
+	case u.Scheme != "tls" && tlsNode != nil:
+		d.errorf(tlsNode, join(path, "tls"), "only used with scheme: tls")
+		u.TLS = nil
 	}
 	if len(u.Nodes) == 0 && nodesOK {
 		d.errorf(n, join(path, "nodes"), "at least one node is required")

@@ -93,6 +93,7 @@ type record struct {
 	end       pipe.End
 	detail    string // refusal reason, parse error, dial error
 	errorKind string
+	id        identity // PROXY header, TLS session, variables (identity.go)
 }
 
 // serveConn is the path of one connection, stage by stage.
@@ -116,19 +117,26 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		s.logRecord(&rec)
 	}()
 
+	// PROXY header and TLS handshake, when the listener asks for them.
+	conn, ok := s.open(l, c, snap, &rec)
+	if !ok {
+		return
+	}
+
 	// Read the CONNECT, bounded in size and time.
-	buf, n, size, err := s.preread(c, snap)
+	buf, n, size, err := s.preread(conn, snap)
 	defer func() { putPrereadBuf(buf) }()
 	if err != nil {
-		s.failPreread(c, &rec, err)
+		s.failPreread(conn, &rec, err)
 		return
 	}
 	connect, err := mqtt.ParseConnect((*buf)[:size])
 	if err != nil {
-		s.failPreread(c, &rec, err)
+		s.failPreread(conn, &rec, err)
 		return
 	}
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
+	rec.id.vars.MQTTClientID, rec.id.vars.MQTTUsername = connect.ClientID, connect.Username
 
 	// Route on the connection and the CONNECT.
 	ri, ok := snap.routes.Match(route.Input{
@@ -136,9 +144,10 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		Remote:   rec.remote.Addr(),
 		ClientID: connect.ClientID,
 		Username: connect.Username,
+		SNI:      rec.id.vars.SSLServerName,
 	})
 	if !ok {
-		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
+		s.refuse(conn, &rec, mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
 		return
 	}
 	rt := &snap.cfg.StreamRoutes[ri]
@@ -146,14 +155,18 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	if p := rt.Plugins.MQTTProxy; p != nil {
 		if (p.ProtocolLevel != 0 && int(connect.Level) != p.ProtocolLevel) ||
 			(p.ProtocolName != "" && p.ProtocolName != connect.ProtocolName) {
-			s.refuse(c, &rec, mqtt.UnsupportedProtocolVersion, refuseProtocolLevel,
+			s.refuse(conn, &rec, mqtt.UnsupportedProtocolVersion, refuseProtocolLevel,
 				fmt.Sprintf("this endpoint accepts %s level %d only", p.ProtocolName, p.ProtocolLevel))
 			return
 		}
 	}
+	rewritten, connect, ok := s.rewriteConnect(conn, rt, connect, &rec)
+	if !ok {
+		return
+	}
 
 	// CONNECT policy: allow/deny, limits, duplicate client ids.
-	release, ok := s.admit(c, snap, ri, lc, connect, &rec)
+	release, ok := s.admit(conn, snap, ri, lc, connect, &rec)
 	if !ok {
 		return
 	}
@@ -161,9 +174,9 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
-	broker, node := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), &rec)
+	broker, node := s.dial(up, up.hashKey(&rec.id.vars, rec.remote.Addr()), &rec)
 	if broker == nil {
-		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
+		s.refuse(conn, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		return
 	}
 	defer broker.Close()
@@ -175,14 +188,19 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	defer node.active.Add(-1)
 	rec.node = node.addr
 
-	// Forward the CONNECT as read, and whatever the client sent after it.
+	// Forward the CONNECT as read (or rewritten), and whatever the client
+	// sent after it.
+	first := (*buf)[:n]
+	if rewritten != nil {
+		first = append(rewritten, (*buf)[size:n]...)
+	}
 	_ = broker.SetWriteDeadline(time.Now().Add(up.cfg.Timeout.Connect))
-	if _, err := broker.Write((*buf)[:n]); err != nil {
+	if _, err := broker.Write(first); err != nil {
 		rec.end, rec.detail = pipe.BrokerError, err.Error()
 		return
 	}
 	_ = broker.SetWriteDeadline(time.Time{})
-	_ = c.SetReadDeadline(time.Time{})
+	_ = conn.SetReadDeadline(time.Time{})
 	rec.up = int64(n)
 	putPrereadBuf(buf) // connect's strings are copies; nothing else points into buf
 	buf = nil
@@ -190,7 +208,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	// Pipe both ways until either side ends.
 	s.stats.Proxied.Add(1)
 	lc.piping(&rec, rec.up, s.routes.get(rt.ID), node)
-	res := pipe.Run(c, broker, pipe.Options{
+	res := pipe.Run(conn, broker, pipe.Options{
 		Idle:             idleLimit(up, connect.KeepAlive),
 		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
@@ -206,7 +224,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 // preread reads until buf holds one whole packet. It returns the buffer, how
 // many bytes it holds, and the CONNECT's size.
-func (s *Server) preread(c *net.TCPConn, snap *snapshot) (buf *[]byte, n, size int, err error) {
+func (s *Server) preread(c net.Conn, snap *snapshot) (buf *[]byte, n, size int, err error) {
 	limit := snap.cfg.StreamProxy.MaxConnectSize
 	if err := c.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout)); err != nil {
 		return nil, 0, 0, err
@@ -260,7 +278,7 @@ func (e errTooLarge) Error() string {
 // failPreread ends a connection whose CONNECT could not be read or parsed:
 // silently for anything that is not a well-formed CONNECT, with a CONNACK
 // where the spec asks the server to answer.
-func (s *Server) failPreread(c *net.TCPConn, rec *record, err error) {
+func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 	var perr *mqtt.ProtocolError
 	var tooLarge errTooLarge
 	switch {
@@ -290,7 +308,7 @@ func (s *Server) failPreread(c *net.TCPConn, rec *record, err error) {
 
 // refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
 // client and its logs say why instead of "connection reset", then closes.
-func (s *Server) refuse(c *net.TCPConn, rec *record, code mqtt.ReasonCode, reason refuseReason, text string) {
+func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason refuseReason, text string) {
 	rec.end, rec.detail = EndRefused, text
 	s.stats.refused(reason)
 	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].
@@ -305,7 +323,9 @@ func (s *Server) refuse(c *net.TCPConn, rec *record, code mqtt.ReasonCode, reaso
 	}
 	// Closing with unread input would reset the connection and could
 	// destroy the CONNACK in flight; send FIN and let the client close.
-	_ = c.CloseWrite()
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite() // a TLS connection sends close_notify
+	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }
 
@@ -320,7 +340,7 @@ func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeSta
 		}
 		tries++
 		start := time.Now()
-		c, err := d.DialContext(s.ctx, "tcp", up.addrs[i])
+		c, err := s.dialNode(&d, up, i, rec)
 		up.health[i].ReportDial(err)
 		if err == nil {
 			s.stats.observeDial(time.Since(start))
@@ -379,5 +399,6 @@ func (s *Server) logRecord(r *record) {
 	if r.errorKind != "" {
 		attrs = append(attrs, slog.String("error_kind", r.errorKind))
 	}
+	attrs = append(attrs, r.id.attrs()...)
 	s.access.LogAttrs(context.Background(), slog.LevelInfo, "connection", attrs...)
 }

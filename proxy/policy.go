@@ -114,7 +114,7 @@ func (r *clientRegistry) release(k clientKey, lc *liveConn) {
 // the global max_connections, limit-req, limit-conn, then
 // on_duplicate_client_id. It answers a refused client itself and returns
 // ok false; otherwise release must be called when the connection ends.
-func (s *Server) admit(c *net.TCPConn, snap *snapshot, ri int, lc *liveConn, connect *mqtt.Connect, rec *record) (release func(), ok bool) {
+func (s *Server) admit(c net.Conn, snap *snapshot, ri int, lc *liveConn, connect *mqtt.Connect, rec *record) (release func(), ok bool) {
 	p := snap.policies[ri]
 	rt := &snap.cfg.StreamRoutes[ri]
 	remote := rec.remote.Addr().Unmap()

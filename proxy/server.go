@@ -16,7 +16,9 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,13 +33,22 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/limit"
+	"github.com/mqgate/mqgate/tlsconf"
 )
 
 // Options are the parts of a Server that do not come from the configuration.
 type Options struct {
 	Log       *slog.Logger // process log; slog.Default() when nil
 	AccessLog *slog.Logger // one record per connection; nil disables it
+
+	// CertCheckInterval is how often certificate files are checked for
+	// changes; 0 means DefaultCertCheckInterval.
+	CertCheckInterval time.Duration
 }
+
+// DefaultCertCheckInterval is how often certificate files are checked for
+// changes unless Options say otherwise.
+const DefaultCertCheckInterval = 5 * time.Second
 
 // Server is a running set of listeners and the connections they accepted.
 type Server struct {
@@ -52,6 +63,11 @@ type Server struct {
 	policies policyRegistry
 	admitted limit.Slots    // connections past the CONNECT policy, for max_connections
 	clients  clientRegistry // for on_duplicate_client_id
+
+	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
+	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
+	certCheck  time.Duration
+	watchCerts sync.Once
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -81,11 +97,17 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.health = health.NewChecker(s.log)
-	snap, err := newSnapshot(cfg, &s.nodes, s.health)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
 	if err != nil {
 		return nil, err
 	}
 	snap.policies = s.policies.build(cfg)
+	s.certs = tlsconf.NewStore(opts.Log)
+	if err := s.certs.Update(cfg); err != nil {
+		return nil, err
+	}
+	s.tlsServer = s.certs.ServerConfig()
+	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
 	s.snap.Store(snap)
 	s.health.Update(snap.targets)
 	return s, nil
@@ -103,6 +125,7 @@ func (s *Server) Listen() error {
 	for _, l := range opened {
 		s.startListener(l)
 	}
+	s.watchCerts.Do(func() { go s.certs.Watch(s.ctx, s.certCheck) })
 	return nil
 }
 
@@ -201,7 +224,7 @@ func (s *Server) acceptLoop(l *listener) {
 // those accepted on a listener that is closed now. On error the running
 // configuration stays.
 func (s *Server) Apply(cfg *config.Config) error {
-	snap, err := newSnapshot(cfg, &s.nodes, s.health)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
 	if err != nil {
 		return err
 	}
@@ -212,6 +235,12 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	opened, err := s.openListeners(cfg)
 	if err != nil {
+		return err
+	}
+	if err := s.certs.Update(cfg); err != nil {
+		for _, l := range opened {
+			l.ln.Close()
+		}
 		return err
 	}
 	snap.policies = s.policies.build(cfg)

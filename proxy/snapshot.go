@@ -10,6 +10,7 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/route"
+	"github.com/mqgate/mqgate/vars"
 )
 
 // snapshot is one immutable configuration made ready to serve. A connection
@@ -99,7 +100,7 @@ func (r *nodeRegistry) all() []*nodeState {
 	return out
 }
 
-func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*snapshot, error) {
+func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, probeDial func(*config.Upstream) health.Dialer) (*snapshot, error) {
 	byID := make(map[string]*upstream)
 	var targets []health.Target
 	build := func(u *config.Upstream) (*upstream, error) {
@@ -128,7 +129,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*sn
 		}
 		up.bal = bal
 		byID[u.ID] = up
-		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks})
+		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks, Dial: probeDial(u)})
 		return up, nil
 	}
 	for i := range cfg.Upstreams {
@@ -159,24 +160,16 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*sn
 	return snap, nil
 }
 
-// hashKey is the balancer key for a connection: what the upstream's `key`
-// names, falling back to the client address when that is empty, as APISIX
-// documents for mqtt_client_id.
-func (u *upstream) hashKey(clientID, username string, remote netip.Addr) string {
+// hashKey is the balancer key for a connection: the variable the
+// upstream's `key` names (mqtt_client_id after any rewrite), falling back
+// to the client address when that is empty, as APISIX documents for
+// mqtt_client_id.
+func (u *upstream) hashKey(v *vars.Set, remote netip.Addr) string {
 	if u.cfg.Type != "chash" {
 		return ""
 	}
-	switch u.cfg.Key {
-	case "remote_addr":
-		return remote.String()
-	case "mqtt_username":
-		if username != "" {
-			return username
-		}
-	default:
-		if clientID != "" {
-			return clientID
-		}
+	if k, _ := v.Get(u.cfg.Key); k != "" {
+		return k
 	}
 	return remote.String()
 }

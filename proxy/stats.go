@@ -21,12 +21,13 @@ const (
 	refuseLimitReq                              // limit-req: connection rate
 	refuseLimitConn                             // limit-conn: concurrent connections
 	refuseDuplicateClientID                     // on_duplicate_client_id: keep_oldest
+	refuseRewrite                               // mqtt-rewrite yielded an empty or invalid field
 	numRefuseReasons
 )
 
 var refuseReasonNames = [numRefuseReasons]string{
 	"no_route", "protocol_level", "no_broker", "bad_connect",
-	"ip_restriction", "max_connections", "limit_req", "limit_conn", "duplicate_client_id",
+	"ip_restriction", "max_connections", "limit_req", "limit_conn", "duplicate_client_id", "rewrite",
 }
 
 func (r refuseReason) String() string { return refuseReasonNames[r] }
@@ -42,6 +43,9 @@ type Stats struct {
 	Accepted atomic.Uint64 // connections accepted
 	Proxied  atomic.Uint64 // connections piped to a broker
 	Active   atomic.Int64  // connections open now, in any stage
+
+	TLSHandshakeFailures atomic.Uint64 // TLS listeners: handshakes that failed
+	ProxyProtocolRefused atomic.Uint64 // proxy_protocol listeners: senders refused, headers bad
 
 	refusedBy     [numRefuseReasons]atomic.Uint64
 	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
@@ -78,6 +82,8 @@ type StatsSnapshot struct {
 	Dial              DialStats
 	Routes            []RouteStats // by id
 	Nodes             []NodeStats  // by upstream, then address
+
+	TLSHandshakeFailures, ProxyProtocolRefused uint64
 }
 
 // NodeStats is one upstream node's counters.

@@ -111,6 +111,8 @@ func (s *Server) Stats() StatsSnapshot {
 			Count:      s.stats.dialCount.Load(),
 			SumSeconds: time.Duration(s.stats.dialNanos.Load()).Seconds(),
 		},
+		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
+		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
 	}
 	for i := range s.stats.refusedBy {
 		out.Refused[refuseReasonNames[i]] = s.stats.refusedBy[i].Load()

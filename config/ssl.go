@@ -1,0 +1,465 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// SSL is one server certificate object, APISIX-shaped: the certificates a
+// TLS listener presents for some SNIs and, optionally, the CA that client
+// certificates must chain to.
+type SSL struct {
+	ID    string
+	Pairs []CertPair // cert/key first, then certs[i]/keys[i]
+	SNIs  []string   // lower case; "*.example.com" matches one label
+	// ClientCA, when set, makes client certificates required and verified
+	// (mTLS); ClientDepth bounds the certificates above the client's own.
+	ClientCA    *PEMSource
+	ClientDepth int
+	// MinVersion and MaxVersion are the tls.VersionTLS* range that
+	// ssl_protocols allows (TLS 1.2 to 1.3 by default).
+	MinVersion, MaxVersion uint16
+	Line                   int
+	File                   string
+}
+
+// CertPair is a certificate chain and its private key.
+type CertPair struct {
+	Cert, Key PEMSource
+}
+
+// PEMSource is PEM text given inline in the YAML or the path of a file
+// holding it. A value containing "-----BEGIN" is inline PEM; anything else
+// is a path, relative to the directory of the YAML file that names it.
+type PEMSource struct {
+	Inline string
+	Path   string
+}
+
+// IsZero reports whether nothing was given.
+func (p PEMSource) IsZero() bool { return p.Inline == "" && p.Path == "" }
+
+// String names the source for messages: the path, or "inline PEM".
+func (p PEMSource) String() string {
+	if p.Path != "" {
+		return p.Path
+	}
+	return "inline PEM"
+}
+
+// Read returns the PEM bytes, reading the file when p is a path.
+func (p PEMSource) Read() ([]byte, error) {
+	if p.Path == "" {
+		return []byte(p.Inline), nil
+	}
+	b, err := os.ReadFile(p.Path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p.Path, err)
+	}
+	return b, nil
+}
+
+// LoadKeyPair reads and parses a certificate chain and its key, checking
+// that they match; Leaf is set.
+func (cp CertPair) LoadKeyPair() (tls.Certificate, error) {
+	certPEM, err := cp.Cert.Read()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := cp.Key.Read()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("cert %s, key %s: %w", cp.Cert, cp.Key, err)
+	}
+	return pair, nil
+}
+
+// LoadCertPool reads a PEM bundle of CA certificates. A bundle with no
+// certificate, or with a block that does not parse, is an error.
+func (p PEMSource) LoadCertPool() (*x509.CertPool, error) {
+	b, err := p.Read()
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := b; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("CA %s: certificate %d: %w", p, n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("CA %s: no PEM CERTIFICATE found", p)
+	}
+	return pool, nil
+}
+
+// UpstreamTLS is how mqgate talks TLS to the nodes of an upstream.
+type UpstreamTLS struct {
+	ClientCert, ClientKey PEMSource // zero: no client certificate
+	Verify                bool      // verify the node's certificate; default true
+	CA                    PEMSource // zero: the system roots
+	ServerName            string    // SNI and name to verify; default the node's host
+}
+
+var (
+	sslKeys          = []string{"id", "cert", "key", "certs", "keys", "snis", "sni", "client", "ssl_protocols", "type", "status"}
+	ignoredSSLKeys   = []string{"labels", "desc", "create_time", "update_time", "validity_start", "validity_end"}
+	sslClientKeys    = []string{"ca", "depth"}
+	sslProtocols     = []string{"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
+	upstreamTLSKeys  = []string{"client_cert", "client_key", "verify", "ca", "server_name"}
+	sslProtocolValue = map[string]uint16{"TLSv1": tls.VersionTLS10, "TLSv1.1": tls.VersionTLS11, "TLSv1.2": tls.VersionTLS12, "TLSv1.3": tls.VersionTLS13}
+)
+
+// DefaultClientDepth is APISIX's client.depth default: the client
+// certificate is signed by a CA the configuration names.
+const DefaultClientDepth = 1
+
+// sslDecl is an SSL with what the cross checks report at.
+type sslDecl struct {
+	SSL
+	path     string
+	idLine   int
+	disabled bool // status: 0
+	sniLines []int
+}
+
+// ssl decodes one item of ssls and loads its certificates so that a bad
+// one is reported with its file and line.
+func (d *decoder) ssl(n *yaml.Node, path string) sslDecl {
+	s := sslDecl{SSL: SSL{File: d.file, Line: n.Line, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ClientDepth: DefaultClientDepth}, path: path}
+	var cert, key PEMSource
+	var certNode, keyNode *yaml.Node
+	var certs, keys []PEMSource
+	var certsNode, snisNode *yaml.Node
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "id":
+			s.ID, _ = d.id(kv.val, p)
+			s.idLine = kv.val.Line
+		case "cert":
+			cert, certNode = d.pemSource(kv.val, p), kv.val
+		case "key":
+			key, keyNode = d.pemSource(kv.val, p), kv.val
+		case "certs":
+			certsNode = kv.val
+			for i, item := range d.items(kv.val, p) {
+				certs = append(certs, d.pemSource(item, index(p, i)))
+			}
+		case "keys":
+			for i, item := range d.items(kv.val, p) {
+				keys = append(keys, d.pemSource(item, index(p, i)))
+			}
+		case "snis", "sni":
+			snisNode = kv.val
+			var nodes []*yaml.Node
+			if kv.key == "sni" {
+				nodes = []*yaml.Node{kv.val}
+			} else {
+				nodes = d.items(kv.val, p)
+			}
+			for i, item := range nodes {
+				ip := p
+				if kv.key == "snis" {
+					ip = index(p, i)
+				}
+				if name, ok := d.sniName(item, ip); ok {
+					s.SNIs = append(s.SNIs, name)
+					s.sniLines = append(s.sniLines, item.Line)
+				}
+			}
+		case "client":
+			d.sslClient(kv.val, p, &s.SSL)
+		case "ssl_protocols":
+			d.sslProtocols(kv.val, p, &s.SSL)
+		case "type":
+			if t, ok := d.str(kv.val, p); ok && t != "server" {
+				d.errorf(kv.val, p, `must be "server"; a client certificate for brokers goes in the upstream's tls.client_cert`)
+			}
+		case "status":
+			if v, ok := d.intIn(kv.val, p, 0, 1); ok && v == 0 {
+				s.disabled = true
+			}
+		default:
+			if slices.Contains(ignoredSSLKeys, kv.key) {
+				d.ignore(kv.keyNode, p)
+				continue
+			}
+			d.unknownKey(kv, path, "key", sslKeys, ignoredSSLKeys)
+		}
+	}
+	if s.ID == "" && s.idLine == 0 {
+		d.errorf(n, join(path, "id"), "required")
+	}
+	switch {
+	case cert.IsZero() && certNode == nil:
+		d.errorf(n, join(path, "cert"), "required (PEM text or a file path)")
+	case key.IsZero() && keyNode == nil:
+		d.errorf(n, join(path, "key"), "required (PEM text or a file path)")
+	case !cert.IsZero() && !key.IsZero():
+		s.Pairs = append(s.Pairs, CertPair{Cert: cert, Key: key})
+	}
+	if len(certs) != len(keys) {
+		d.errorf(certsNode, join(path, "keys"), "certs has %d item(s) but keys has %d: they pair up by position", len(certs), len(keys))
+	} else {
+		for i := range certs {
+			if !certs[i].IsZero() && !keys[i].IsZero() {
+				s.Pairs = append(s.Pairs, CertPair{Cert: certs[i], Key: keys[i]})
+			}
+		}
+	}
+	if len(s.SNIs) == 0 && isNull(snisNode) {
+		d.errorf(n, join(path, "snis"), `required: the names this certificate serves, like ["mqtt.example.com", "*.example.com"]`)
+	}
+	for i, pair := range s.Pairs {
+		if _, err := pair.LoadKeyPair(); err != nil {
+			at := certNode
+			p := join(path, "cert")
+			if i > 0 {
+				at, p = certsNode, index(join(path, "certs"), i-1)
+			}
+			if at == nil {
+				at = n
+			}
+			d.errorf(at, p, "%v", err)
+		}
+	}
+	return s
+}
+
+// pemSource reads inline PEM or a file path (made relative to the YAML
+// file's directory); the file must exist now.
+func (d *decoder) pemSource(n *yaml.Node, path string) PEMSource {
+	v, ok := d.str(n, path)
+	if !ok {
+		return PEMSource{}
+	}
+	switch {
+	case strings.Contains(v, "-----BEGIN"):
+		return PEMSource{Inline: v}
+	case strings.TrimSpace(v) == "":
+		d.errorf(n, path, "must be PEM text or a file path, got an empty string")
+		return PEMSource{}
+	case strings.HasPrefix(v, "$secret://") || strings.HasPrefix(v, "$env://"):
+		d.errorf(n, path, "APISIX secret references are not supported; give PEM text or a file path")
+		return PEMSource{}
+	}
+	p := v
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(filepath.Dir(d.file), p)
+	}
+	if _, err := os.Stat(p); err != nil {
+		msg := err.Error()
+		if pe := (*os.PathError)(nil); errors.As(err, &pe) {
+			msg = pe.Err.Error()
+		}
+		d.errorf(n, path, "not PEM text (no -----BEGIN) and not a readable file %q: %s", p, msg)
+		return PEMSource{}
+	}
+	return PEMSource{Path: p}
+}
+
+// sniName reads a server name, "*.example.com" allowed, and lower-cases it.
+func (d *decoder) sniName(n *yaml.Node, path string) (string, bool) {
+	v, ok := d.str(n, path)
+	if !ok {
+		return "", false
+	}
+	name := strings.ToLower(strings.TrimSuffix(v, "."))
+	host := strings.TrimPrefix(name, "*.")
+	if strings.Contains(host, "*") || !validHost(host) {
+		d.errorf(n, path, `must be a host name like "mqtt.example.com" or a wildcard like "*.example.com", got %q`, v)
+		return "", false
+	}
+	return name, true
+}
+
+func (d *decoder) sslClient(n *yaml.Node, path string, s *SSL) {
+	var ca PEMSource
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "ca":
+			ca = d.pemSource(kv.val, p)
+			if !ca.IsZero() {
+				if _, err := ca.LoadCertPool(); err != nil {
+					d.errorf(kv.val, p, "%v", err)
+				}
+			}
+		case "depth":
+			s.ClientDepth, _ = d.intIn(kv.val, p, 1, 16)
+		case "skip_mtls_uri_regex":
+			d.errorf(kv.keyNode, p, "applies to HTTP routes only; mqgate's listeners are MQTT streams")
+		default:
+			d.unknownKey(kv, path, "key", sslClientKeys)
+		}
+	}
+	if ca.IsZero() {
+		if !isNull(n) {
+			d.errorf(n, join(path, "ca"), "required: the CA that client certificates must chain to")
+		}
+		return
+	}
+	s.ClientCA = &ca
+}
+
+// sslProtocols reads a list like ["TLSv1.2", "TLSv1.3"] into a version
+// range; TLS 1.0 and 1.1 are allowed with a warning.
+func (d *decoder) sslProtocols(n *yaml.Node, path string, s *SSL) {
+	var vs []uint16
+	for i, item := range d.items(n, path) {
+		p := index(path, i)
+		name, ok := d.oneOf(item, p, sslProtocols...)
+		if !ok {
+			continue
+		}
+		v := sslProtocolValue[name]
+		if v < tls.VersionTLS12 {
+			d.p.warnf(d.file, item.Line, p, "%s is obsolete and insecure (RFC 8996); allowed because listed", name)
+		}
+		vs = append(vs, v)
+	}
+	if len(vs) == 0 {
+		if !isNull(n) && len(n.Content) == 0 {
+			d.errorf(n, path, "must list at least one of %s", orList(sslProtocols))
+		}
+		return
+	}
+	slices.Sort(vs)
+	vs = slices.Compact(vs)
+	if int(vs[len(vs)-1]-vs[0]) != len(vs)-1 {
+		d.errorf(n, path, "must be a contiguous range of versions (crypto/tls takes a minimum and a maximum)")
+		return
+	}
+	s.MinVersion, s.MaxVersion = vs[0], vs[len(vs)-1]
+}
+
+// upstreamTLS decodes an upstream's tls block.
+func (d *decoder) upstreamTLS(n *yaml.Node, path string) *UpstreamTLS {
+	t := &UpstreamTLS{Verify: true}
+	var certNode, keyNode, verifyNode *yaml.Node
+	for _, kv := range d.fields(n, path) {
+		p := join(path, kv.key)
+		switch kv.key {
+		case "client_cert":
+			t.ClientCert, certNode = d.pemSource(kv.val, p), kv.val
+		case "client_key":
+			t.ClientKey, keyNode = d.pemSource(kv.val, p), kv.val
+		case "verify":
+			if v, ok := d.bool(kv.val, p); ok {
+				t.Verify, verifyNode = v, kv.val
+			}
+		case "ca":
+			t.CA = d.pemSource(kv.val, p)
+			if !t.CA.IsZero() {
+				if _, err := t.CA.LoadCertPool(); err != nil {
+					d.errorf(kv.val, p, "%v", err)
+				}
+			}
+		case "server_name":
+			if s, ok := d.str(kv.val, p); ok && s != "" {
+				if !validHost(s) {
+					d.errorf(kv.val, p, "must be a host name, got %q", s)
+					continue
+				}
+				t.ServerName = s
+			}
+		case "client_cert_id":
+			d.errorf(kv.keyNode, p, "not supported; give client_cert and client_key")
+		default:
+			d.unknownKey(kv, path, "key", upstreamTLSKeys)
+		}
+	}
+	switch {
+	case certNode != nil && keyNode == nil:
+		d.errorf(certNode, join(path, "client_key"), "required with client_cert")
+	case keyNode != nil && certNode == nil:
+		d.errorf(keyNode, join(path, "client_cert"), "required with client_key")
+	case !t.ClientCert.IsZero() && !t.ClientKey.IsZero():
+		if _, err := (CertPair{Cert: t.ClientCert, Key: t.ClientKey}).LoadKeyPair(); err != nil {
+			d.errorf(certNode, join(path, "client_cert"), "%v", err)
+		}
+	}
+	if verifyNode != nil && !t.Verify {
+		d.p.warnf(d.file, verifyNode.Line, join(path, "verify"), "brokers' certificates are not verified: anyone on the path can read and change the traffic")
+	}
+	return t
+}
+
+// checkSSLs checks ids and SNIs across files and that TLS listeners have
+// certificates to present.
+func (b *builder) checkSSLs() {
+	idAt := make(map[string]*sslDecl)
+	sniAt := make(map[string]string)
+	for i := range b.ssls {
+		s := &b.ssls[i]
+		if s.ID != "" {
+			if first, dup := idAt[s.ID]; dup {
+				b.p.errorf(s.File, s.idLine, join(s.path, "id"), "duplicate id %q, first at %s", s.ID, at(first.File, first.idLine))
+			} else {
+				idAt[s.ID] = s
+			}
+		}
+		if s.disabled {
+			continue
+		}
+		for j, name := range s.SNIs {
+			if first, dup := sniAt[name]; dup {
+				b.p.errorf(s.File, s.sniLines[j], index(join(s.path, "snis"), j), "SNI %q is already served by %s", name, first)
+				continue
+			}
+			sniAt[name] = fmt.Sprintf("ssl %q at %s", s.ID, at(s.File, s.Line))
+		}
+	}
+	tlsListeners := 0
+	for _, l := range b.listeners {
+		if l.TLS {
+			tlsListeners++
+		}
+	}
+	enabled := 0
+	for _, s := range b.ssls {
+		if !s.disabled {
+			enabled++
+		}
+	}
+	switch {
+	case tlsListeners > 0 && enabled == 0:
+		for _, l := range b.listeners {
+			if l.TLS {
+				b.p.errorf(l.File, l.Line, l.path, "a TLS listener needs certificates: add an ssls entry")
+			}
+		}
+	case tlsListeners == 0 && enabled > 0:
+		b.p.warnf(b.ssls[0].File, b.ssls[0].Line, "ssls", "%d certificate(s) not used: no listener has tls: true", enabled)
+	}
+	for _, r := range b.routes {
+		if r.SNI != "" && tlsListeners == 0 {
+			b.p.warnf(r.File, r.sniLine, join(r.path, "sni"), "no listener has tls: true, so this route never matches")
+		}
+	}
+}

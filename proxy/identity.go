@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/tlsconf"
+	"github.com/mqgate/mqgate/vars"
+)
+
+// Why a connection ended before its CONNECT was read.
+const (
+	EndProxyProtocol pipe.End = "proxy_protocol" // PROXY header missing, malformed or from a sender not in real_ip_from
+	EndTLSHandshake  pipe.End = "tls_handshake"  // the TLS handshake failed (bad or missing client certificate, ...)
+)
+
+// identity is who the client is beyond its TCP connection: the address a
+// PROXY header gave, the TLS session and the variables derived from both.
+type identity struct {
+	vars     vars.Set
+	tls      *tls.ConnectionState // nil on a plain listener
+	local    netip.AddrPort       // the address the client connected to (from the PROXY header when read)
+	peer     netip.AddrPort       // the load balancer that sent a PROXY header; zero without one
+	upstream string               // the client id sent to the broker when mqtt-rewrite changed it
+}
+
+// open runs the stages between accept and the CONNECT: the PROXY header
+// and the TLS handshake, as the listener's current configuration asks. It
+// returns the connection to read MQTT from, or false when it ended the
+// connection (recorded in rec).
+func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record) (net.Conn, bool) {
+	lcfg := snap.listenerConfig(l.cfg.Addr, l.cfg)
+	rec.id.local = addrPort(tc.LocalAddr())
+	if lcfg.ProxyProtocol {
+		// The header is bounded by connect_timeout; preread sets the
+		// deadline again for the CONNECT.
+		_ = tc.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout))
+		if !s.readProxy(tc, lcfg, rec) {
+			return nil, false
+		}
+	}
+	rec.id.vars.RemoteAddr = rec.remote.Addr().Unmap().String()
+	if !lcfg.TLS {
+		return tc, true
+	}
+	tlsConn := tls.Server(tc, s.tlsServer)
+	ctx, cancel := context.WithTimeout(s.ctx, snap.cfg.StreamProxy.ConnectTimeout)
+	defer cancel()
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		rec.end, rec.detail = EndTLSHandshake, err.Error()
+		s.stats.TLSHandshakeFailures.Add(1)
+		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
+		return nil, false
+	}
+	cs := tlsConn.ConnectionState()
+	rec.id.tls = &cs
+	rec.id.vars.SetTLS(cs)
+	return tlsConn, true
+}
+
+// readProxy reads the PROXY header a listener with proxy_protocol requires
+// and takes the client's address from it. A sender outside real_ip_from, a
+// missing or malformed header close the connection with a warning.
+func (s *Server) readProxy(tc *net.TCPConn, lcfg config.Listener, rec *record) bool {
+	peer := rec.remote
+	fail := func(msg string, err error) bool {
+		rec.end, rec.detail = EndProxyProtocol, msg
+		if err != nil {
+			rec.detail += ": " + err.Error()
+		}
+		s.stats.ProxyProtocolRefused.Add(1)
+		s.log.Warn("PROXY protocol: connection closed", "listener", lcfg.Addr, "peer", peer, "reason", rec.detail)
+		return false
+	}
+	if !allowed(lcfg.RealIPFrom, peer.Addr()) {
+		return fail("sender not in real_ip_from", nil)
+	}
+	h, err := readProxyHeader(tc)
+	if err != nil {
+		return fail("bad PROXY header", err)
+	}
+	rec.id.peer = peer
+	// A LOCAL header (the balancer's own health check) or an UNKNOWN one
+	// carries no client address: the connection stands for itself.
+	if src, dst, ok := h.TCPAddrs(); ok {
+		rec.remote = src.AddrPort()
+		rec.id.local = dst.AddrPort()
+	}
+	return true
+}
+
+func allowed(prefixes []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// listenerConfig returns the current configuration of the listener at
+// addr, so that a reload that turns tls or proxy_protocol on or off applies
+// to the next connection; fallback when the snapshot no longer has it (a
+// listener being closed).
+func (snap *snapshot) listenerConfig(addr string, fallback config.Listener) config.Listener {
+	for _, l := range snap.cfg.StreamProxy.TCP {
+		if l.Addr == addr {
+			return l
+		}
+	}
+	return fallback
+}
+
+// attrs are the access-log fields of the identity, present only when they
+// say something.
+func (id *identity) attrs() []slog.Attr {
+	var out []slog.Attr
+	if id.peer.IsValid() {
+		out = append(out, slog.String("proxy_protocol_peer", id.peer.String()))
+	}
+	if id.tls != nil {
+		out = append(out,
+			slog.String("tls_version", tlsconf.VersionName(id.tls.Version)),
+			slog.Bool("tls_resumed", id.tls.DidResume),
+			slog.String(vars.SSLServerName, id.vars.SSLServerName))
+		if id.vars.SSLClientSerial != "" {
+			out = append(out,
+				slog.String(vars.SSLClientSDN, id.vars.SSLClientSDN),
+				slog.String(vars.SSLClientSerial, id.vars.SSLClientSerial),
+				slog.String(vars.SSLClientFingerprint, id.vars.SSLClientFingerprint))
+		}
+	}
+	if id.upstream != "" {
+		out = append(out, slog.String("upstream_client_id", id.upstream))
+	}
+	return out
+}
+
+// dialNode connects to node i of up: TCP, then the PROXY header, then TLS,
+// as the upstream asks. A failure at any step moves on to the next node.
+func (s *Server) dialNode(d *net.Dialer, up *upstream, i int, rec *record) (net.Conn, error) {
+	c, err := d.DialContext(s.ctx, "tcp", up.addrs[i])
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(up.cfg.Timeout.Connect)
+	if v := up.cfg.ProxyProtocol; v != "" {
+		_ = c.SetWriteDeadline(deadline)
+		if err := writeProxyHeader(c, v, rec.remote, rec.id.local, rec.id.tls); err != nil {
+			c.Close()
+			return nil, errors.Join(errors.New("sending PROXY header"), err)
+		}
+		_ = c.SetWriteDeadline(time.Time{})
+	}
+	cfg := s.certs.ClientConfig(up.cfg.ID, up.cfg.Nodes[i].Host)
+	if cfg == nil {
+		return c, nil
+	}
+	tc := tls.Client(c, cfg)
+	ctx, cancel := context.WithDeadline(s.ctx, deadline)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, errors.Join(errors.New("TLS handshake with "+up.addrs[i]), err)
+	}
+	return tc, nil
+}
