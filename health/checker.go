@@ -187,12 +187,20 @@ func (g *group) stopAll() []*probe {
 	return out
 }
 
-// Close stops every probe and waits for them to end.
+// Close stops every probe and waits for them to end; later Updates do
+// nothing.
 func (c *Checker) Close() {
-	c.Update(nil)
+	var stopped []*probe
 	c.mu.Lock()
 	c.closed = true
+	for id, g := range c.groups {
+		stopped = append(stopped, g.stopAll()...)
+		delete(c.groups, id)
+	}
 	c.mu.Unlock()
+	for _, p := range stopped {
+		<-p.done
+	}
 }
 
 // Statuses returns the state of every watched node, by upstream and address.

@@ -86,7 +86,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	snap.policies = s.policies.build(cfg)
 	s.snap.Store(snap)
-	s.health.Update(snap.targets)
 	return s, nil
 }
 
@@ -102,6 +101,7 @@ func (s *Server) Listen() error {
 	for _, l := range opened {
 		s.startListener(l)
 	}
+	s.health.Update(s.snap.Load().targets) // probes run while the server does
 	return nil
 }
 
