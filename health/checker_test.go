@@ -31,7 +31,7 @@ func fast(typ string) *config.ActiveCheck {
 func newChecker(t *testing.T) (*health.Checker, *mqtttest.LogBuffer) {
 	t.Helper()
 	logs := &mqtttest.LogBuffer{}
-	hc := health.NewChecker(slog.New(slog.NewTextHandler(logs, nil)))
+	hc := health.NewChecker(slog.New(slog.NewTextHandler(logs, nil)), nil)
 	t.Cleanup(hc.Close)
 	return hc, logs
 }
@@ -189,7 +189,10 @@ func TestUpdate(t *testing.T) {
 func TestPassive(t *testing.T) {
 	t.Parallel()
 	addr := closedPort(t)
-	hc, logs := newChecker(t)
+	logs := &mqtttest.LogBuffer{}
+	changes := make(chan health.Status, 10)
+	hc := health.NewChecker(slog.New(slog.NewTextHandler(logs, nil)), func(s health.Status) { changes <- s })
+	t.Cleanup(hc.Close)
 	passive := &config.PassiveCheck{TCPFailures: 2, Timeouts: 5, FailTimeout: 50 * time.Millisecond}
 	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{addr}, Checks: &config.Checks{Passive: passive}}})
 	n := hc.Node("u", addr)
@@ -227,6 +230,23 @@ func TestPassive(t *testing.T) {
 	}
 	if got := strings.Count(logs.String(), `msg="node unhealthy"`); got != 2 {
 		t.Errorf("logged unhealthy %d times, want 2", got)
+	}
+	// Down, on trial, down, on trial: four changes reported.
+	var down, up int
+	for range 4 {
+		select {
+		case s := <-changes:
+			if s.Healthy {
+				up++
+			} else {
+				down++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d changes reported, want 4", down+up)
+		}
+	}
+	if down != 2 || up != 2 || len(changes) != 0 {
+		t.Errorf("changes reported: %d down, %d up, %d more; want 2 and 2", down, up, len(changes))
 	}
 }
 

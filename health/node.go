@@ -21,6 +21,7 @@ import (
 type Node struct {
 	upstream, addr string
 	log            *slog.Logger
+	changed        func(Status) // called after a change of state, in its own goroutine; may be nil
 
 	healthy atomic.Bool
 	// retryAt is when a node taken out by passive checks alone goes back
@@ -47,8 +48,8 @@ type Node struct {
 	probes, failed   uint64
 }
 
-func newNode(upstream, addr string, log *slog.Logger) *Node {
-	n := &Node{upstream: upstream, addr: addr, log: log, reason: "not checked", since: time.Now()}
+func newNode(upstream, addr string, log *slog.Logger, changed func(Status)) *Node {
+	n := &Node{upstream: upstream, addr: addr, log: log, changed: changed, reason: "not checked", since: time.Now()}
 	n.healthy.Store(true)
 	return n
 }
@@ -92,6 +93,11 @@ func (n *Node) Status() Status {
 	healthy := n.Healthy()
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.status(healthy)
+}
+
+// status is Status with n.mu held.
+func (n *Node) status(healthy bool) Status {
 	return Status{
 		Upstream: n.upstream, Addr: n.addr, Healthy: healthy, Reason: n.reason, Since: n.since,
 		Probe: n.probedBy, Probes: n.probes, ProbeFailures: n.failed,
@@ -114,6 +120,9 @@ func (n *Node) set(healthy bool, reason string) {
 		n.log.Info("node healthy", "upstream", n.upstream, "node", n.addr, "reason", reason, "was_unhealthy_for", was.Round(time.Millisecond))
 	} else {
 		n.log.Warn("node unhealthy", "upstream", n.upstream, "node", n.addr, "reason", reason)
+	}
+	if n.changed != nil {
+		go n.changed(n.status(healthy))
 	}
 }
 

@@ -160,7 +160,8 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
-	broker, node := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), &rec)
+	key := up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr())
+	broker, node := s.dial(up, key, &rec)
 	if broker == nil {
 		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		return
@@ -172,6 +173,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	node.active.Add(1)
 	node.total.Add(1)
 	defer node.active.Add(-1)
+	defer s.sessions.add(up.cfg.ID, node.addr, key, lc)()
 	rec.node = node.addr
 
 	// Forward the CONNECT as read, and whatever the client sent after it.

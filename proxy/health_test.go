@@ -121,6 +121,37 @@ stream_routes: [{id: r, upstream_id: 1}]
 	}
 }
 
+// TestPriorityMoveBack: with on_marked_up: move_back, connections held by a
+// backup node while the primary was down are closed when it returns, so
+// that their clients reconnect to it.
+func TestPriorityMoveBack(t *testing.T) {
+	t.Parallel()
+	primary, backup := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	gw := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    nodes:
+      - {host: 127.0.0.1, port: %s, priority: 1}
+      - {host: 127.0.0.1, port: %s, priority: 0}`+fastChecks+`
+      on_marked_up: move_back
+stream_routes: [{id: r, upstream_id: 1}]
+`, port(primary.Addr()), port(backup.Addr()), "mqtt"))
+	primaryAddr := primary.Addr()
+	primary.Kill()
+	mqtttest.WaitFor(t, "primary marked down", func() bool { return !nodeHealth(gw, "1", primaryAddr).Healthy })
+	var held []net.Conn
+	for i := range 3 {
+		held = append(held, holdConn(t, gw.addr, fmt.Sprintf("b-%d", i), ""))
+	}
+	mqtttest.StartMochiAt(t, primaryAddr)
+	for _, c := range held {
+		if pkt := mqtttest.ReadPacket(t, c); pkt != nil {
+			t.Errorf("connection on the backup got % x, want it closed", pkt)
+		}
+	}
+}
+
 func port(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p

@@ -49,8 +49,9 @@ type Server struct {
 	stats    Stats
 	health   *health.Checker
 	policies policyRegistry
-	admitted limit.Slots    // connections past the CONNECT policy, for max_connections
-	clients  clientRegistry // for on_duplicate_client_id
+	admitted limit.Slots     // connections past the CONNECT policy, for max_connections
+	clients  clientRegistry  // for on_duplicate_client_id
+	sessions sessionRegistry // proxied connections by node, for checks.on_marked_*
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -79,7 +80,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		conns:     make(map[*liveConn]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.health = health.NewChecker(s.log)
+	s.health = health.NewChecker(s.log, s.nodeChanged)
 	snap, err := newSnapshot(cfg, &s.nodes, s.health)
 	if err != nil {
 		return nil, err

@@ -92,3 +92,99 @@ func SilentPort(t testing.TB) (addr string, accepted *atomic.Int64) {
 	})
 	return ln.Addr().String(), accepted
 }
+
+// Relay forwards TCP connections to a broker until Freeze, which makes it a
+// hung broker: bytes stop flowing both ways, connections stay open, and new
+// connections are accepted and never answered.
+type Relay struct {
+	addr   string
+	frozen chan struct{} // closed by Freeze
+	freeze sync.Once
+}
+
+// StartRelay listens on a loopback port and relays every connection to
+// target until the test ends.
+func StartRelay(t testing.TB, target string) *Relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Relay{addr: ln.Addr().String(), frozen: make(chan struct{})}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case <-done: // the test is ending
+			c.Close()
+		default:
+			conns = append(conns, c)
+		}
+	}
+	// copy moves bytes from src to dst; once frozen it holds them until the
+	// test ends.
+	copy := func(dst, src net.Conn) {
+		defer dst.Close()
+		buf := make([]byte, 4096)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case <-r.frozen:
+					<-done
+					return
+				default:
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			track(c)
+			select {
+			case <-r.frozen:
+				continue // accepted, never answered
+			default:
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			track(b)
+			wg.Go(func() { copy(b, c) })
+			wg.Go(func() { copy(c, b) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		close(done)
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return r
+}
+
+// Addr is where clients connect to the relayed broker.
+func (r *Relay) Addr() string { return r.addr }
+
+// Freeze makes the relay hang.
+func (r *Relay) Freeze() { r.freeze.Do(func() { close(r.frozen) }) }
