@@ -27,6 +27,10 @@ type Node struct {
 	// retryAt is when a node taken out by passive checks alone goes back
 	// on trial, in Unix nanoseconds; 0 when it does not.
 	retryAt atomic.Int64
+	// suspect is set while passive failures are counted or the node is on
+	// trial: only then has a good dial something to reset, so the common
+	// good dial takes no lock.
+	suspect atomic.Bool
 
 	mu       sync.Mutex
 	reason   string
@@ -68,6 +72,7 @@ func (n *Node) Healthy() bool {
 	defer n.mu.Unlock()
 	if !n.healthy.Load() && n.retryAt.Load() == at {
 		n.trial = true
+		n.suspect.Store(true)
 		n.resetPassive(time.Now())
 		n.set(true, "on trial after fail_timeout "+n.passive.FailTimeout.String())
 	}
@@ -189,20 +194,23 @@ func (n *Node) probed(err error, latency time.Duration) {
 // connection: nil for success. With passive checks configured, failures
 // within fail_timeout take the node out of service.
 func (n *Node) ReportDial(err error) {
-	if err == nil && n.healthy.Load() {
-		// The common case: nothing to reset unless failures were counted.
+	if err == nil {
+		if !n.suspect.Load() {
+			return
+		}
 		n.mu.Lock()
-		if n.passiveFails+n.passiveTimeouts > 0 || n.trial {
+		defer n.mu.Unlock()
+		if n.healthy.Load() {
 			n.trial = false
+			n.suspect.Store(false)
 			n.resetPassive(time.Now())
 		}
-		n.mu.Unlock()
 		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	p := n.passive
-	if p == nil || err == nil {
+	if p == nil {
 		return
 	}
 	now := time.Now()
@@ -212,6 +220,7 @@ func (n *Node) ReportDial(err error) {
 	if now.Sub(n.passiveStart) > p.FailTimeout {
 		n.resetPassive(now)
 	}
+	n.suspect.Store(true)
 	timeout := isTimeout(err)
 	if timeout {
 		n.passiveTimeouts++
