@@ -257,9 +257,7 @@ func runProbe(ctx context.Context, g *group, n *Node, addr string) {
 		case <-ctx.Done():
 			return
 		}
-		start := time.Now()
-		err := probeOnce(ctx, &g.cfg, g.dial, addr)
-		latency := time.Since(start)
+		latency, err := probeOnce(ctx, &g.cfg, g.dial, addr)
 		<-g.sem
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result says nothing of the node

@@ -39,7 +39,7 @@ func (d *device) run(ctx context.Context, addr string) {
 			}
 			continue
 		}
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		stop := context.AfterFunc(ctx, func() { noLinger(conn); conn.Close() })
 		d.mu.Lock()
 		d.conn, d.lastUp = conn, time.Now()
 		d.mu.Unlock()
@@ -129,7 +129,7 @@ stream_routes: [{id: r, upstream_id: 1}]
 	}
 	mqtttest.WaitFor(t, "all devices connected", func() bool {
 		for _, d := range devs {
-			if on(d.id, brokers) == nil {
+			if n, _ := d.state(); n == 0 || on(d.id, brokers) == nil {
 				return false
 			}
 		}
@@ -152,7 +152,7 @@ stream_routes: [{id: r, upstream_id: 1}]
 
 	died := time.Now()
 	deadAddr := brokers[0].Addr()
-	brokers[0].Kill()
+	brokers[0].Close()
 	survivors := brokers[1:]
 	mqtttest.WaitFor(t, "the dead broker's devices connected elsewhere", func() bool {
 		for _, d := range victims {
@@ -185,6 +185,8 @@ stream_routes: [{id: r, upstream_id: 1}]
 	// The broker returns; once it is healthy, mqgate moves the devices that
 	// moved back to it.
 	back := mqtttest.StartMochiAt(t, deadAddr)
+	stopFirst(t, gw)
+	t.Cleanup(func() { cancel(); wg.Wait() }) // before stopFirst's
 	all := []*mqtttest.Mochi{back, brokers[1], brokers[2]}
 	mqtttest.WaitFor(t, "moved devices back on the returned broker", func() bool {
 		for _, d := range victims {
@@ -205,6 +207,19 @@ stream_routes: [{id: r, upstream_id: 1}]
 	mqtttest.WaitFor(t, "a moved_back access record per moved device", func() bool {
 		return countLines(gw.access.Lines(), `"end":"moved_back"`) == len(victims)
 	})
+}
+
+// waitFor is mqtttest.WaitFor that reports more when it times out.
+func waitFor(t *testing.T, what string, cond func() bool, report func()) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			report()
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func countLines(lines []string, sub string) int {
@@ -245,7 +260,7 @@ stream_routes: [{id: r, upstream_id: 1}]
 	brokers := []*mqtttest.Mochi{a, b}
 	mqtttest.WaitFor(t, "all devices connected", func() bool {
 		for _, d := range devs {
-			if on(d.id, brokers) == nil {
+			if n, _ := d.state(); n == 0 || on(d.id, brokers) == nil {
 				return false
 			}
 		}
@@ -264,13 +279,20 @@ stream_routes: [{id: r, upstream_id: 1}]
 	}
 
 	relay.Freeze()
-	mqtttest.WaitFor(t, "the hung broker's devices reconnected to the other", func() bool {
+	waitFor(t, "the hung broker's devices reconnected to the other", func() bool {
 		for _, d := range onB {
 			if n, _ := d.state(); n < 2 || on(d.id, []*mqtttest.Mochi{a}) == nil {
 				return false
 			}
 		}
 		return true
+	}, func() {
+		for _, d := range onB {
+			n, _ := d.state()
+			t.Logf("%s: %d connects, on a: %v", d.id, n, on(d.id, []*mqtttest.Mochi{a}) != nil)
+		}
+		t.Logf("health: %+v", gw.srv.Health())
+		t.Logf("access: %s", strings.Join(gw.access.Lines(), "\n"))
 	})
 	for _, d := range onA {
 		if n, _ := d.state(); n != 1 {

@@ -22,7 +22,17 @@ func holdConn(t *testing.T, addr, id, user string) net.Conn {
 	if _, code, err := mqtt.ParseConnack(ack, mqtt.Level311); err != nil || code != 0 {
 		t.Fatalf("%s: CONNACK % x: code %v, err %v", id, ack, code, err)
 	}
+	// Runs before Connect's cleanup closes it: a reset leaves no TIME_WAIT
+	// behind to hold a local port on a machine that runs many tests.
+	t.Cleanup(func() { noLinger(conn) })
 	return conn
+}
+
+// noLinger makes closing c send a reset instead of a FIN.
+func noLinger(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
 }
 
 // refusedWith connects id at level and returns the CONNACK's code, failing

@@ -150,6 +150,10 @@ func stormConnect(addr, id string) (mqtt.ReasonCode, error) {
 			if err == nil && code == mqtt.Success {
 				_, _ = conn.Write(mqtt.AppendDisconnect(nil, mqtt.Level5, 0, ""))
 			}
+			// Let the other side close first (it does at once, after a
+			// refusal or a DISCONNECT), so that the storm's thousands of
+			// sockets do not hold local ports in TIME_WAIT on this side.
+			_, _ = io.Copy(io.Discard, conn)
 			return code, err
 		}
 		m, err := conn.Read(one)
