@@ -126,6 +126,8 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*sn
 		}
 		up.bal = bal
 		byID[u.ID] = up
+		// Probes dial plain TCP; with upstream TLS, set Target.Dial to the
+		// dialer client connections use, so probes see what clients see.
 		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks})
 		return up, nil
 	}
