@@ -226,7 +226,7 @@ upstreams:
 // TestREADMEExample: the README's complete example loads, so the reference
 // shows working settings.
 func TestREADMEExample(t *testing.T) {
-	t.Parallel()
+	t.Setenv("MQGATE_ADMIN_KEY", "0123456789abcdef0123456789abcdef") // the example's admin.keys[0].key_env
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -246,5 +246,8 @@ func TestREADMEExample(t *testing.T) {
 	}
 	if p := cfg.StreamRoutes[0].Plugins; p.LimitConn == nil || p.LimitReq == nil || p.IPRestriction == nil {
 		t.Errorf("README example plugins: %+v", p)
+	}
+	if cfg.Admin == nil || cfg.Reload == nil {
+		t.Errorf("README example admin %+v, reload %+v", cfg.Admin, cfg.Reload)
 	}
 }

@@ -13,9 +13,10 @@ import (
 // decoder turns the yaml.Node tree of one document into configuration
 // values, reporting every problem with the document's name and the node's line.
 type decoder struct {
-	file string
-	p    *problems
-	b    *builder
+	file    string
+	p       *problems
+	b       *builder
+	overlay bool // Document.Overlay
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {

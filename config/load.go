@@ -2,11 +2,8 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -30,7 +27,7 @@ const (
 
 var (
 	// topLevelKeys are the sections mqgate reads, in any file.
-	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls"}
+	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload"}
 	// ignoredTopLevelKeys are APISIX sections of config.yaml and apisix.yaml
 	// that mqgate accepts so users can bring their files, but does not use.
 	ignoredTopLevelKeys = []string{
@@ -51,22 +48,7 @@ var (
 // section (log, stream_proxy settings other than tcp) set in two files is an
 // error naming both places. It returns every problem found as an ErrorList.
 func Load(paths ...string) (*Config, error) {
-	var (
-		docs    []Document
-		readErr []*Error
-	)
-	for _, path := range paths {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			msg := err.Error()
-			if pe, ok := errors.AsType[*fs.PathError](err); ok {
-				msg = pe.Err.Error()
-			}
-			readErr = append(readErr, &Error{File: path, Msg: "cannot read: " + msg, Err: err})
-			continue
-		}
-		docs = append(docs, Document{Name: path, Data: data})
-	}
+	docs, readErr := readDocuments(paths)
 	return parse(paths, docs, readErr)
 }
 
@@ -107,6 +89,8 @@ type builder struct {
 	tcpSet      bool // stream_proxy.tcp had items, even if all were invalid
 	routes      []routeDecl
 	upstreams   []upstreamDecl
+	admin       *Admin
+	reload      *Reload
 }
 
 type location struct {
@@ -130,7 +114,7 @@ func newBuilder(p *problems) *builder {
 var yamlLineError = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
 
 func (b *builder) addDocument(doc Document) {
-	d := &decoder{file: doc.Name, p: b.p, b: b}
+	d := &decoder{file: doc.Name, p: b.p, b: b, overlay: doc.Overlay}
 	dec := yaml.NewDecoder(bytes.NewReader(doc.Data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
@@ -163,6 +147,10 @@ func (d *decoder) yamlError(err error) {
 // document decodes the top level of one file.
 func (d *decoder) document(n *yaml.Node) {
 	for _, kv := range d.fields(n, "") {
+		if d.overlay && !overlayKeys[kv.key] {
+			d.errorf(kv.keyNode, kv.key, "not allowed in Admin API state (only stream_routes, upstreams and ssls)")
+			continue
+		}
 		switch kv.key {
 		case "apisix":
 			d.apisix(kv.val)
@@ -170,6 +158,10 @@ func (d *decoder) document(n *yaml.Node) {
 			d.streamProxy(kv.val, "stream_proxy")
 		case "log":
 			d.log(kv)
+		case "admin":
+			d.admin(kv)
+		case "reload":
+			d.reload(kv)
 		case "stream_routes":
 			for i, item := range d.items(kv.val, kv.key) {
 				d.b.routes = append(d.b.routes, d.route(item, index(kv.key, i)))
@@ -304,8 +296,10 @@ func (d *decoder) accessLog(n *yaml.Node, path string) {
 // finish merges what all documents declared, checks references across
 // files and returns the configuration (meaningful only without errors).
 func (b *builder) finish() *Config {
-	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log}
+	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload}
 	b.checkListeners()
+	b.nameRoutes()
+	b.applyOverlay()
 	for _, l := range b.listeners {
 		cfg.StreamProxy.TCP = append(cfg.StreamProxy.TCP, l.Listener)
 	}

@@ -28,10 +28,11 @@ type routeDecl struct {
 	idLine         int // 0 when the id is generated
 	serverPortLine int
 	upstreamIDLine int
+	overlay        bool // from an Admin API document
 }
 
 func (d *decoder) route(n *yaml.Node, path string) routeDecl {
-	r := routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path}
+	r := routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path, overlay: d.overlay}
 	var hasUpstreamID, hasUpstream bool
 	for _, kv := range d.fields(n, path) {
 		p := join(path, kv.key)
@@ -170,10 +171,9 @@ func (d *decoder) mqttProxy(n *yaml.Node, path string) *MQTTProxy {
 	return m
 }
 
-// checkRoutes names routes without an id, then checks ids for duplicates and
-// upstream references across all files.
-func (b *builder) checkRoutes() {
-	routeAt := make(map[string]*routeDecl, len(b.routes))
+// nameRoutes names routes without an id after their place among all routes,
+// and gives inline upstreams their route's id.
+func (b *builder) nameRoutes() {
 	for i := range b.routes {
 		r := &b.routes[i]
 		if r.ID == "" {
@@ -182,6 +182,15 @@ func (b *builder) checkRoutes() {
 		if r.Upstream != nil {
 			r.Upstream.ID = "route:" + r.ID
 		}
+	}
+}
+
+// checkRoutes checks route ids for duplicates and upstream references
+// across all files.
+func (b *builder) checkRoutes() {
+	routeAt := make(map[string]*routeDecl, len(b.routes))
+	for i := range b.routes {
+		r := &b.routes[i]
 		if first, dup := routeAt[r.ID]; dup {
 			b.p.errorf(r.File, cmp.Or(r.idLine, r.Line), join(r.path, "id"), "duplicate id %q, first at %s",
 				r.ID, at(first.File, cmp.Or(first.idLine, first.Line)))

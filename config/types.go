@@ -13,6 +13,10 @@ import (
 type Document struct {
 	Name string
 	Data []byte
+	// Overlay marks a document of Admin API objects: it may hold only
+	// stream_routes, upstreams and ssls, every object needs an id, and an
+	// object replaces the one with the same id from the other documents.
+	Overlay bool
 }
 
 // Config is the merged, validated configuration of all loaded files.
@@ -22,6 +26,8 @@ type Config struct {
 	Log          Log
 	StreamRoutes []StreamRoute
 	Upstreams    []Upstream // top-level upstreams only; inline ones live in StreamRoute.Upstream
+	Admin        *Admin     // nil: no admin block, the Admin API is off
+	Reload       *Reload    // nil: defaults; see ReloadSettings
 	Ignored      []string   // APISIX keys mqgate accepts but does not use, as "file:line: path"
 	Warnings     []*Error   // valid but suspicious settings
 }

@@ -22,8 +22,9 @@ var (
 // checks report at.
 type upstreamDecl struct {
 	Upstream
-	path   string
-	idLine int
+	path    string
+	idLine  int
+	overlay bool // from an Admin API document
 }
 
 // upstream decodes a top-level upstream, or a route's inline one, which
@@ -32,6 +33,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	u := upstreamDecl{
 		Upstream: Upstream{Type: "roundrobin", Scheme: "tcp", Timeout: Timeout{Connect: DefaultUpstreamConnect}, File: d.file, Line: n.Line},
 		path:     path,
+		overlay:  d.overlay && !inline,
 	}
 	var keyNode, hbf *yaml.Node
 	retries := -1

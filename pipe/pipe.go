@@ -48,6 +48,15 @@ type Options struct {
 	// HalfCloseTimeout bounds how long the other direction may go on after
 	// one side has sent FIN. Zero means no bound beyond Idle.
 	HalfCloseTimeout time.Duration
+	// Meter, when set, counts the bytes while the pipe runs, for those who
+	// watch live connections; Result has the same totals at the end.
+	Meter *Meter
+}
+
+// Meter counts a running pipe's bytes. It may be read at any time.
+type Meter struct {
+	Up   atomic.Int64 // client to broker
+	Down atomic.Int64 // broker to client
 }
 
 // Result reports what a pipe carried and why it ended.
@@ -80,6 +89,7 @@ type direction struct {
 	srcErr   End // what a failing read of src means
 	dstErr   End // what a failing write to dst means
 	bytes    int64
+	meter    *atomic.Int64 // nil without Options.Meter
 	end      End
 	err      error
 	*shared
@@ -93,6 +103,9 @@ func Run(client, broker net.Conn, opts Options) Result {
 	sh.lastActive.Store(time.Now().UnixNano())
 	up := &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, shared: sh}
 	down := &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
+	if opts.Meter != nil {
+		up.meter, down.meter = &opts.Meter.Up, &opts.Meter.Down
+	}
 
 	done := make(chan struct{})
 	go func() { down.run(); close(done) }()
@@ -160,6 +173,9 @@ func (d *direction) write(b []byte) error {
 	}
 	n, err := d.dst.Write(b)
 	d.bytes += int64(n)
+	if d.meter != nil {
+		d.meter.Add(int64(n))
+	}
 	if err != nil {
 		d.end, d.err = d.dstErr, err
 		return err

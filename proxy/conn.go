@@ -46,7 +46,8 @@ type liveConn struct {
 
 	mu     sync.Mutex
 	broker net.Conn
-	reason pipe.End // set by close, overrides the pipe's own End
+	reason pipe.End  // set by close, overrides the pipe's own End
+	entry  connEntry // the connection table's row, see connections.go
 }
 
 // close ends the connection from outside, recording why.
@@ -190,10 +191,12 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Pipe both ways until either side ends.
 	s.stats.Proxied.Add(1)
+	lc.piping(&rec, rec.up, s.routes.get(rt.ID), node)
 	res := pipe.Run(c, broker, pipe.Options{
 		Idle:             idleLimit(up, connect.KeepAlive),
 		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
+		Meter:            &lc.entry.meter,
 	})
 	rec.up += res.Up
 	rec.down = res.Down

@@ -46,6 +46,7 @@ type Server struct {
 
 	snap     atomic.Pointer[snapshot]
 	nodes    nodeRegistry
+	routes   routeRegistry
 	stats    Stats
 	health   *health.Checker
 	policies policyRegistry
@@ -232,6 +233,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 		}
 	}
 	s.nodes.prune(snap)
+	s.routes.prune(snap)
 	return nil
 }
 
@@ -285,6 +287,7 @@ func (s *Server) track(lc *liveConn) bool {
 
 func (s *Server) untrack(lc *liveConn) {
 	s.mu.Lock()
+	lc.settle()
 	delete(s.conns, lc)
 	s.mu.Unlock()
 }

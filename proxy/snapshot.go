@@ -42,6 +42,8 @@ type nodeState struct {
 	active     atomic.Int64  // proxied connections now
 	total      atomic.Uint64 // proxied connections ever
 	dialFails  atomic.Uint64
+	bytesUp    atomic.Int64 // of finished connections; live ones are in their meters
+	bytesDown  atomic.Int64
 }
 
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
@@ -155,6 +157,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*sn
 		}
 		snap.upstreams = append(snap.upstreams, up)
 	}
+	snap.targets = targets // with the routes' inline upstreams, built just above
 	return snap, nil
 }
 

@@ -47,6 +47,7 @@ type Stats struct {
 	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
 	dialCount     atomic.Uint64
 	dialNanos     atomic.Uint64
+	dialBuckets   dialHistogram
 }
 
 func (st *Stats) refused(r refuseReason) { st.refusedBy[r].Add(1) }
@@ -63,6 +64,7 @@ func (st *Stats) parseError(kind mqtt.ErrorKind) {
 func (st *Stats) observeDial(d time.Duration) {
 	st.dialCount.Add(1)
 	st.dialNanos.Add(uint64(d))
+	st.dialBuckets.observe(d)
 }
 
 // StatsSnapshot is a copy of the counters at one moment.
@@ -71,7 +73,11 @@ type StatsSnapshot struct {
 	Active            int64
 	Refused           map[string]uint64 // by reason
 	ParseErrors       map[string]uint64 // by kind
-	Nodes             []NodeStats
+	BytesUp           int64             // client to broker, every connection so far
+	BytesDown         int64             // broker to client
+	Dial              DialStats
+	Routes            []RouteStats // by id
+	Nodes             []NodeStats  // by upstream, then address
 }
 
 // NodeStats is one upstream node's counters.
@@ -80,28 +86,9 @@ type NodeStats struct {
 	Active         int64
 	Total          uint64
 	DialFailures   uint64
-}
-
-// Stats returns the current counters.
-func (s *Server) Stats() StatsSnapshot {
-	out := StatsSnapshot{
-		Accepted:    s.stats.Accepted.Load(),
-		Proxied:     s.stats.Proxied.Load(),
-		Active:      s.stats.Active.Load(),
-		Refused:     make(map[string]uint64),
-		ParseErrors: make(map[string]uint64),
-	}
-	for i := range s.stats.refusedBy {
-		out.Refused[refuseReasonNames[i]] = s.stats.refusedBy[i].Load()
-	}
-	for i := range s.stats.parseErrorsBy {
-		out.ParseErrors[parseErrorKinds[i]] = s.stats.parseErrorsBy[i].Load()
-	}
-	for _, n := range s.nodes.all() {
-		out.Nodes = append(out.Nodes, NodeStats{
-			Upstream: n.upstreamID, Addr: n.addr,
-			Active: n.active.Load(), Total: n.total.Load(), DialFailures: n.dialFails.Load(),
-		})
-	}
-	return out
+	BytesUp        int64
+	BytesDown      int64
+	Health         string    // HealthHealthy, HealthUnhealthy or HealthUnknown
+	HealthReason   string    // why, from the health checker
+	HealthSince    time.Time // when the node entered that state
 }

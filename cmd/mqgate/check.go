@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 
+	"github.com/mqgate/mqgate/admin"
 	"github.com/mqgate/mqgate/config"
 )
 
@@ -21,7 +23,8 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "mqgate check: at least one -c FILE is required")
 		return errUsage
 	}
-	cfg, err := config.Load(files...)
+	// The files alone, then with the Admin API objects of the state file.
+	mgr, err := admin.Open(files, slog.New(slog.DiscardHandler))
 	if err != nil {
 		var list config.ErrorList
 		if errors.As(err, &list) {
@@ -32,6 +35,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
+	cfg := mgr.Config()
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}

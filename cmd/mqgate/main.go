@@ -24,7 +24,7 @@ var version = "dev"
 const usage = `mqgate: an MQTT-aware proxy and load balancer
 
 Usage:
-  mqgate run -c FILE [-c FILE...] [--drain-timeout 30s]
+  mqgate run -c FILE [-c FILE...] [--drain-timeout 30s] [--drain-spread 10m]
   mqgate check -c FILE [-c FILE...]
   mqgate demo [--listen 127.0.0.1:1883]
   mqgate version

@@ -11,17 +11,20 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqgate/mqgate/admin"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/proxy"
 )
 
-// runCmd serves until SIGINT or SIGTERM, then drains; SIGHUP reloads the
-// files, keeping the running configuration when the new one is invalid.
+// runCmd serves until SIGINT or SIGTERM, then drains; SIGHUP or a change of
+// the files reloads them, keeping the running configuration when the new one
+// is invalid.
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", stderr)
 	var files fileList
 	fs.Var(&files, "c", "configuration `file` (repeatable; later files add to earlier ones)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long live connections may take to end before they are closed")
+	spread := fs.Duration("drain-spread", 0, "on SIGINT/SIGTERM, close live connections evenly over this long (at most drain-timeout) instead of waiting for them")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -29,13 +32,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stderr, "mqgate run: at least one -c FILE is required")
 		return errUsage
 	}
-	cfg, err := config.Load(files...)
+	var level slog.LevelVar
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
+	mgr, err := admin.Open(files, log)
 	if err != nil {
 		return err
 	}
-
-	var level slog.LevelVar
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
+	cfg := mgr.Config()
 	setLevel(&level, cfg.Log.Level)
 	access, closeAccess, err := openAccessLog(cfg.Log.AccessLog, stdout)
 	if err != nil {
@@ -49,6 +52,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	mgr.Attach(srv, func(cfg *config.Config) { setLevel(&level, cfg.Log.Level) })
 	// Catch signals before listening: whoever waits for the listener may
 	// signal at once.
 	sigs := make(chan os.Signal, 1)
@@ -57,16 +61,26 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := srv.Listen(); err != nil {
 		return err
 	}
+	stopOps, err := startOps(ctx, mgr, srv, log)
+	if err != nil {
+		_ = shutdown(srv, log, 0)
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			stopOps()
 			return shutdown(srv, log, *drain)
 		case sig := <-sigs:
 			if sig != syscall.SIGHUP {
-				log.Info("stopping", "signal", sig.String(), "drain_timeout", *drain)
+				log.Info("stopping", "signal", sig.String(), "drain_timeout", *drain, "drain_spread", *spread)
+				stopOps()
+				if *spread > 0 {
+					srv.DrainAll(min(*spread, *drain))
+				}
 				return shutdown(srv, log, *drain)
 			}
-			reload(srv, log, &level, files)
+			_ = mgr.Reload("sighup")
 		}
 	}
 }
@@ -79,22 +93,6 @@ func shutdown(srv *proxy.Server, log *slog.Logger, drain time.Duration) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// reload re-reads the files; an invalid configuration is logged and the
-// running one kept.
-func reload(srv *proxy.Server, log *slog.Logger, level *slog.LevelVar, files []string) {
-	cfg, err := config.Load(files...)
-	if err != nil {
-		log.Error("reload refused, keeping the running configuration", "err", err.Error())
-		return
-	}
-	if err := srv.Apply(cfg); err != nil {
-		log.Error("reload failed, keeping the running configuration", "err", err)
-		return
-	}
-	setLevel(level, cfg.Log.Level)
-	log.Info("reloaded", "config", cfg.Summary())
 }
 
 func setLevel(v *slog.LevelVar, name string) {

@@ -1,0 +1,444 @@
+// Package admin is mqgate's Admin API, compatible with APISIX's for stream
+// routes, upstreams and ssls, with the status page, Prometheus metrics and
+// the live connection table on the same listener. Admin changes are
+// validated by the configuration decoder, kept in a state file next to the
+// configuration and applied to new connections at once.
+//
+//	m, err := admin.Open([]string{"mqgate.yaml"}, log) // files + state file, validated
+//	srv, err := proxy.New(m.Config(), proxy.Options{Log: log})
+//	m.Attach(srv, nil)
+//	api := admin.New(admin.Options{Manager: m, Proxy: srv, Log: log})
+//	err = api.Start(ctx) // listens on admin.listen
+//	...
+//	m.Reload("sighup") // files changed
+//
+//	curl -H "X-API-KEY: $KEY" -X PUT 127.0.0.1:9180/apisix/admin/stream_routes/1 -d '{"upstream_id": 1}'
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/proxy"
+)
+
+// ProxyView is what the status and connection pages read: *proxy.Server.
+type ProxyView interface {
+	Stats() proxy.StatsSnapshot
+	Connections(f proxy.ConnFilter, limit int) ([]proxy.ConnInfo, int)
+	CloseClient(clientID string) []proxy.ConnInfo
+}
+
+// Options configure the Admin API server.
+type Options struct {
+	Manager *Manager
+	Proxy   ProxyView
+	Metrics http.Handler // served at /metrics; nil: 404
+	Log     *slog.Logger
+}
+
+// Server is the Admin API: an http.Handler, and a listener (Start).
+type Server struct {
+	m       *Manager
+	proxy   ProxyView
+	metrics http.Handler
+	log     *slog.Logger
+	mux     *http.ServeMux
+	fails   failures
+	run     listenerState
+}
+
+// maxBody bounds a request body; a certificate chain fits many times.
+const maxBody = 1 << 20
+
+// defaultConnLimit bounds a /connections answer unless ?limit= says otherwise.
+const defaultConnLimit = 1000
+
+// New returns the Admin API for opts.
+func New(opts Options) *Server {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	s := &Server{m: opts.Manager, proxy: opts.Proxy, metrics: opts.Metrics, log: opts.Log, mux: http.NewServeMux()}
+	const read, write, status = 0, 1, 2
+	handle := func(pattern string, access int, h http.HandlerFunc) {
+		s.mux.HandleFunc(pattern, s.guard(access == write, access == status, h))
+	}
+	handle("GET /apisix/admin/{kind}", read, s.list)
+	handle("POST /apisix/admin/{kind}", write, s.create)
+	handle("PUT /apisix/admin/{kind}", write, s.put)
+	handle("GET /apisix/admin/{kind}/{id}", read, s.get)
+	handle("PUT /apisix/admin/{kind}/{id}", write, s.put)
+	handle("DELETE /apisix/admin/{kind}/{id}", write, s.delete)
+	handle("GET /connections", read, s.connections)
+	handle("DELETE /connections/{client_id...}", write, s.closeConnection)
+	handle("GET /status", status, s.status)
+	handle("GET /status.json", status, s.statusJSON)
+	handle("GET /metrics", status, s.serveMetrics)
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// AuthFailures counts refused requests by reason, for metrics.
+func (s *Server) AuthFailures() map[string]uint64 { return s.fails.snapshot() }
+
+// guard checks the client address and the key before h runs.
+func (s *Server) guard(write, status bool, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		cfg := s.m.Config().Admin
+		if cfg == nil {
+			writeError(w, http.StatusServiceUnavailable, "the Admin API is off: the configuration has no admin block")
+			return
+		}
+		refuse := func(code int, reason, msg string) {
+			s.fails.add(reason)
+			// Never log the key, not even a wrong one: it may be a real
+			// key sent to the wrong place.
+			s.log.Warn("admin request refused", "reason", reason, "client", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+			writeError(w, code, msg)
+		}
+		if !allowed(cfg.Allow, r.RemoteAddr) {
+			refuse(http.StatusForbidden, failNotAllowed, "client address not allowed")
+			return
+		}
+		if !(status && cfg.PublicStatus) {
+			key := requestKey(r)
+			if key == "" {
+				refuse(http.StatusUnauthorized, failMissing, "missing X-API-KEY header")
+				return
+			}
+			role := roleOf(cfg.Keys, key)
+			if role == "" {
+				refuse(http.StatusUnauthorized, failWrong, "wrong X-API-KEY")
+				return
+			}
+			if write && role != config.RoleAdmin {
+				refuse(http.StatusForbidden, failForbidden, "this key is a viewer key: it cannot change anything")
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+// kindOf returns the path's kind, or answers 404.
+func kindOf(w http.ResponseWriter, r *http.Request) (string, bool) {
+	kind := r.PathValue("kind")
+	if !slices.Contains(Kinds, kind) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown resource %q (mqgate serves stream_routes, upstreams and ssls)", kind))
+		return "", false
+	}
+	return kind, true
+}
+
+// item is one object in APISIX's response shape.
+type item struct {
+	Key           string         `json:"key"`
+	Value         map[string]any `json:"value"`
+	CreatedIndex  uint64         `json:"createdIndex"`
+	ModifiedIndex uint64         `json:"modifiedIndex"`
+	Source        string         `json:"source,omitempty"` // file:line for objects of the files
+}
+
+func adminItem(kind string, o Object) item {
+	var v map[string]any
+	_ = json.Unmarshal(o.Value, &v) // stored by us from a JSON object
+	v["create_time"], v["update_time"] = o.CreateTime, o.UpdateTime
+	return item{Key: "/apisix/" + kind + "/" + o.ID, Value: redact(kind, v), CreatedIndex: o.CreatedIndex, ModifiedIndex: o.ModifiedIndex}
+}
+
+func fileItem(kind string, fo FileObject) item {
+	v, _ := fo.Value.(map[string]any)
+	if v == nil {
+		v = map[string]any{}
+	}
+	v["id"] = fo.ID
+	return item{Key: "/apisix/" + kind + "/" + fo.ID, Value: redact(kind, v), Source: fo.Source}
+}
+
+// redact hides private keys of ssls objects in answers; the state file
+// keeps them, readable by its owner only.
+func redact(kind string, v map[string]any) map[string]any {
+	if kind != "ssls" {
+		return v
+	}
+	for _, k := range []string{"key", "keys"} {
+		if _, ok := v[k]; ok {
+			v[k] = "(redacted)"
+		}
+	}
+	return v
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	kind, ok := kindOf(w, r)
+	if !ok {
+		return
+	}
+	objs := s.m.List(kind)
+	list := []item{}
+	for _, fo := range s.m.FileObjects(kind) {
+		if !slices.ContainsFunc(objs, func(o Object) bool { return o.ID == fo.ID }) {
+			list = append(list, fileItem(kind, fo))
+		}
+	}
+	for _, o := range objs {
+		list = append(list, adminItem(kind, o))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"total": len(list), "list": list})
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	kind, ok := kindOf(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	if o, ok := s.m.Get(kind, id); ok {
+		writeJSON(w, http.StatusOK, adminItem(kind, o))
+		return
+	}
+	for _, fo := range s.m.FileObjects(kind) {
+		if fo.ID == id {
+			writeJSON(w, http.StatusOK, fileItem(kind, fo))
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, kind+"/"+id+" not found")
+}
+
+func (s *Server) create(w http.ResponseWriter, r *http.Request) {
+	kind, ok := kindOf(w, r)
+	if !ok {
+		return
+	}
+	s.write(w, r, kind, s.m.NextID(), true)
+}
+
+func (s *Server) put(w http.ResponseWriter, r *http.Request) {
+	kind, ok := kindOf(w, r)
+	if !ok {
+		return
+	}
+	s.write(w, r, kind, r.PathValue("id"), false)
+}
+
+// write stores the body as kind/id. For POST the id is generated and the
+// body must not carry one.
+func (s *Server) write(w http.ResponseWriter, r *http.Request, kind, id string, generated bool) {
+	drain, window, err := drainParams(r, s.m.Config())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	value, id, err := decodeBody(r, id, generated)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	obj, created, err := s.m.Put(kind, id, value)
+	if err != nil {
+		s.writeWriteError(w, err)
+		return
+	}
+	s.log.Info("admin change", "op", r.Method, "object", kind+"/"+id, "created", created, "client", r.RemoteAddr)
+	code := http.StatusOK
+	if created {
+		code = http.StatusCreated
+	}
+	resp := map[string]any{}
+	it := adminItem(kind, obj)
+	resp["key"], resp["value"], resp["createdIndex"], resp["modifiedIndex"] = it.Key, it.Value, it.CreatedIndex, it.ModifiedIndex
+	if drain {
+		resp["draining"] = s.m.Drain(window)
+	}
+	writeJSON(w, code, resp)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	kind, ok := kindOf(w, r)
+	if !ok {
+		return
+	}
+	drain, window, err := drainParams(r, s.m.Config())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	force := r.URL.Query().Get("force") == "true"
+	also, err := s.m.Delete(kind, id, force)
+	if err != nil {
+		s.writeWriteError(w, err)
+		return
+	}
+	s.log.Info("admin change", "op", "DELETE", "object", kind+"/"+id, "also_deleted", also, "client", r.RemoteAddr)
+	resp := map[string]any{"deleted": "1", "key": "/apisix/" + kind + "/" + id}
+	if len(also) > 0 {
+		keys := make([]string, len(also))
+		for i, rid := range also {
+			keys[i] = "/apisix/stream_routes/" + rid
+		}
+		resp["also_deleted"] = keys
+	}
+	if drain {
+		resp["draining"] = s.m.Drain(window)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// drainParams reads ?drain=true|false and ?drain_window=30s, defaulting to
+// the reload block.
+func drainParams(r *http.Request, cfg *config.Config) (bool, time.Duration, error) {
+	rs := cfg.ReloadSettings()
+	drain, window := rs.DrainRemoved, rs.DrainWindow
+	q := r.URL.Query()
+	if v := q.Get("drain"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return false, 0, fmt.Errorf("drain: must be true or false, got %q", v)
+		}
+		drain = b
+	}
+	if v := q.Get("drain_window"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return false, 0, fmt.Errorf(`drain_window: must be a duration like "30s", got %q`, v)
+		}
+		window = d
+	}
+	return drain, window, nil
+}
+
+func (s *Server) writeWriteError(w http.ResponseWriter, err error) {
+	var ve *ValidationError
+	switch {
+	case errors.As(err, &ve):
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error_msg": "invalid configuration: " + ve.Error(), "errors": ve.Errors})
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, "not found")
+	case errors.Is(err, ErrInFile):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, ErrInUse):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrNoAdmin):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// decodeBody reads a JSON object, drops the times APISIX adds to values
+// (so a GET's value can be PUT back), and sets its id: the path's, which a
+// body id must equal, or the body's when the path has none.
+func decodeBody(r *http.Request, id string, generated bool) (json.RawMessage, string, error) {
+	dec := json.NewDecoder(r.Body)
+	dec.UseNumber() // numbers pass through as written: 1 stays an integer
+	var v map[string]any
+	if err := dec.Decode(&v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, "", errors.New("empty body: send the object as JSON")
+		}
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, "", fmt.Errorf("body larger than %d bytes", maxBody)
+		}
+		return nil, "", fmt.Errorf("body must be a JSON object: %v", err)
+	}
+	if v == nil {
+		return nil, "", errors.New("body must be a JSON object, got null")
+	}
+	if dec.More() {
+		return nil, "", errors.New("body must be one JSON object")
+	}
+	delete(v, "create_time")
+	delete(v, "update_time")
+	if raw, ok := v["id"]; ok {
+		var bodyID string
+		switch x := raw.(type) {
+		case string:
+			bodyID = x
+		case json.Number:
+			bodyID = x.String()
+		default:
+			return nil, "", errors.New("id: must be a string or an integer")
+		}
+		switch {
+		case generated:
+			return nil, "", errors.New("id: POST makes the id; use PUT to choose it")
+		case id != "" && bodyID != id:
+			return nil, "", fmt.Errorf("id: the body says %q, the path %q", bodyID, id)
+		}
+		id = bodyID
+	}
+	if id == "" {
+		return nil, "", errors.New("id: required, in the path or the body")
+	}
+	v["id"] = id
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, "", err
+	}
+	return raw, id, nil
+}
+
+func (s *Server) connections(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultConnLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: must be a number >= 0 (0: all), got %q", v))
+			return
+		}
+		limit = n
+	}
+	list, total := s.proxy.Connections(proxy.ConnFilter{
+		ClientID: q.Get("client_id"), Username: q.Get("username"),
+		Node: q.Get("node"), Route: q.Get("route"), Upstream: q.Get("upstream"),
+	}, limit)
+	if list == nil {
+		list = []proxy.ConnInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"total": total, "list": list})
+}
+
+func (s *Server) closeConnection(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("client_id")
+	closed := s.proxy.CloseClient(id)
+	if len(closed) == 0 {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no live connection with client id %q", id))
+		return
+	}
+	s.log.Info("admin closed a connection", "client_id", id, "count", len(closed), "client", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]any{"closed": len(closed), "list": closed})
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.metrics == nil {
+		http.NotFound(w, r)
+		return
+	}
+	s.metrics.ServeHTTP(w, r)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error_msg": msg})
+}

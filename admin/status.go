@@ -1,0 +1,115 @@
+package admin
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/mqgate/mqgate/metrics"
+	"github.com/mqgate/mqgate/proxy"
+)
+
+// status answers like NGINX's stub_status, so scripts written for it read
+// the same three numbers:
+//
+//	Active connections: 3
+//	server accepts handled refused
+//	 120 112 5
+//
+// accepts counts accepted TCP connections, handled those piped to a broker,
+// refused the well-formed CONNECTs answered with a refusing CONNACK; the
+// rest were not MQTT, malformed, timed out or are being set up now.
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st := s.proxy.Stats()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "Active connections: %d\nserver accepts handled refused\n %d %d %d\n", st.Active, st.Accepted, st.Proxied, sumOf(st.Refused))
+}
+
+func sumOf(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+type upstreamStatus struct {
+	ID        string       `json:"id"`
+	Active    int64        `json:"active"`
+	Total     uint64       `json:"total"`
+	BytesUp   int64        `json:"bytes_up"`
+	BytesDown int64        `json:"bytes_down"`
+	Nodes     []nodeStatus `json:"nodes"`
+}
+
+type nodeStatus struct {
+	Addr         string     `json:"addr"`
+	Active       int64      `json:"active"`
+	Total        uint64     `json:"total"`
+	DialFailures uint64     `json:"dial_failures"`
+	BytesUp      int64      `json:"bytes_up"`
+	BytesDown    int64      `json:"bytes_down"`
+	Health       string     `json:"health"` // healthy, unhealthy or unknown
+	HealthReason string     `json:"health_reason,omitempty"`
+	HealthSince  *time.Time `json:"health_since,omitempty"`
+}
+
+type reloadStatus struct {
+	Counts      []metrics.Reload `json:"counts"`
+	LastSuccess *time.Time       `json:"last_success,omitempty"`
+	LastError   string           `json:"last_error,omitempty"`
+}
+
+// statusJSON is /status's numbers and more: by reason, by route, by
+// upstream and node, and the reloads.
+func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
+	st := s.proxy.Stats()
+	var ups []*upstreamStatus
+	byID := map[string]*upstreamStatus{}
+	for _, n := range st.Nodes {
+		u := byID[n.Upstream]
+		if u == nil {
+			u = &upstreamStatus{ID: n.Upstream}
+			byID[n.Upstream] = u
+			ups = append(ups, u)
+		}
+		u.Active += n.Active
+		u.Total += n.Total
+		u.BytesUp += n.BytesUp
+		u.BytesDown += n.BytesDown
+		ns := nodeStatus{
+			Addr: n.Addr, Active: n.Active, Total: n.Total, DialFailures: n.DialFailures,
+			BytesUp: n.BytesUp, BytesDown: n.BytesDown, Health: n.Health, HealthReason: n.HealthReason,
+		}
+		if !n.HealthSince.IsZero() {
+			ns.HealthSince = &n.HealthSince
+		}
+		u.Nodes = append(u.Nodes, ns)
+	}
+	counts, _ := s.m.ReloadStats()
+	last, lastErr := s.m.lastReload()
+	rs := reloadStatus{Counts: counts, LastError: lastErr}
+	if !last.IsZero() {
+		rs.LastSuccess = &last
+	}
+	routes := st.Routes
+	if routes == nil {
+		routes = []proxy.RouteStats{}
+	}
+	if ups == nil {
+		ups = []*upstreamStatus{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"active":         st.Active,
+		"accepted":       st.Accepted,
+		"handled":        st.Proxied,
+		"refused":        sumOf(st.Refused),
+		"refused_by":     st.Refused,
+		"connect_errors": st.ParseErrors,
+		"bytes_up":       st.BytesUp,
+		"bytes_down":     st.BytesDown,
+		"routes":         routes,
+		"upstreams":      ups,
+		"reloads":        rs,
+	})
+}

@@ -1,0 +1,124 @@
+package harness
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func sampleSettings(dir string) proxySettings {
+	return proxySettings{
+		Dir:    dir,
+		Listen: "127.0.0.1:21000",
+		Brokers: []brokerAddr{
+			{Name: "broker1", Addr: "127.0.0.1:21001"},
+			{Name: "broker2", Addr: "127.0.0.1:21002"},
+			{Name: "broker3", Addr: "127.0.0.1:21003"},
+		},
+		MaxConn:           9950,
+		NoFile:            20000,
+		WorkerConnections: 19900,
+	}
+}
+
+func TestTemplatesRender(t *testing.T) {
+	dir := t.TempDir()
+	s := sampleSettings(dir)
+	for _, tc := range []struct {
+		name string
+		data any
+		want []string
+	}{
+		{"haproxy.cfg.tmpl", s, []string{"balance hash var(sess.clid)", "hash-type consistent", "server broker3 127.0.0.1:21003", "nbthread 2"}},
+		{"nginx.conf.tmpl", s, []string{"hash $mqtt_client_id consistent;", "server 127.0.0.1:21002;", "worker_processes 2;", "js_preread mqtt.preread;"}},
+		{"mqgate.yaml.tmpl", s, []string{`"127.0.0.1:21000"`, "key: mqtt_client_id", `"127.0.0.1:21001": 1`}},
+		{"mosquitto.conf.tmpl", struct {
+			Index   int
+			Port    int
+			LogFile string
+		}{1, 21001, ""}, []string{"listener 21001 127.0.0.1", "user root", "log_dest none"}},
+	} {
+		path := filepath.Join(dir, tc.name)
+		if err := renderTemplate(tc.name, path, tc.data); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(path)
+		for _, w := range tc.want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s lacks %q:\n%s", tc.name, w, b)
+			}
+		}
+	}
+}
+
+// TestPeersAcceptConfigs asks HAProxy and NGINX themselves to check the
+// rendered configurations, when they are installed.
+func TestPeersAcceptConfigs(t *testing.T) {
+	dir := t.TempDir()
+	s := sampleSettings(dir)
+	if _, err := exec.LookPath("haproxy"); err == nil {
+		if err := renderTemplate("haproxy.cfg.tmpl", filepath.Join(dir, "haproxy.cfg"), s); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("haproxy", "-c", "-q", "-f", filepath.Join(dir, "haproxy.cfg")).CombinedOutput(); err != nil {
+			t.Errorf("haproxy -c: %v\n%s", err, out)
+		}
+	}
+	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_js_module.so"); err == nil {
+		conf := filepath.Join(dir, "nginx.conf")
+		if err := renderTemplate("nginx.conf.tmpl", conf, s); err != nil {
+			t.Fatal(err)
+		}
+		js, _ := os.ReadFile("../../configs/mqtt.js")
+		if err := os.WriteFile(filepath.Join(dir, "mqtt.js"), js, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "err.log"), "-t", "-q").CombinedOutput()
+		if err != nil {
+			t.Errorf("nginx -t: %v\n%s", err, out)
+		}
+	}
+}
+
+func TestReadUsageOfSelf(t *testing.T) {
+	start := readUsage([]int{os.Getpid()})
+	for deadline := time.Now().Add(200 * time.Millisecond); time.Now().Before(deadline); {
+	}
+	u := readUsage([]int{os.Getpid(), 1 << 30}) // the second pid does not exist
+	if u.RSSKB <= 0 {
+		t.Errorf("RSS = %d KB", u.RSSKB)
+	}
+	if u.CPU <= start.CPU {
+		t.Errorf("CPU did not grow over a busy loop: %v then %v", start.CPU, u.CPU)
+	}
+	if m := readMachineCPU(); m.total <= 0 || m.busy > m.total {
+		t.Errorf("machine CPU %+v", m)
+	}
+}
+
+func TestFreePortsBelowEphemeralRange(t *testing.T) {
+	ports, err := freePorts(6, time.Now().UnixNano())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p < 1024 || p >= 32768 || seen[p] {
+			t.Errorf("bad port %d in %v", p, ports)
+		}
+		seen[p] = true
+	}
+}
+
+func TestDefaultPlanFitsFileLimit(t *testing.T) {
+	p := DefaultPlan(false, 20000)
+	if p.IdleClients != 9900 {
+		t.Errorf("IdleClients = %d for 20000 files, want 9900", p.IdleClients)
+	}
+	if q := DefaultPlan(true, 20000); q.Rounds != 1 || q.WindowSeconds >= p.WindowSeconds {
+		t.Errorf("quick plan %+v is not smaller", q)
+	}
+}

@@ -1,0 +1,221 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"text/template"
+	"time"
+
+	"github.com/mqgate/mqgate/bench/configs"
+)
+
+// Target names, in report order.
+const (
+	NoProxy = "no-proxy"
+	HAProxy = "haproxy"
+	NGINX   = "nginx"
+	Mqgate  = "mqgate"
+)
+
+// AllTargets lists every target in report order.
+func AllTargets() []string { return []string{NoProxy, HAProxy, NGINX, Mqgate} }
+
+// target is one way for clients to reach the brokers.
+type target struct {
+	name string
+	// addrs are where clients connect: the three brokers for no-proxy (a
+	// client picks one by a hash of its id), the proxy's listener otherwise.
+	addrs []string
+	proc  *process // nil for no-proxy
+	// skip, when set, says why the target is not measured.
+	skip string
+}
+
+// pids returns the processes whose CPU and memory count as the proxy's.
+func (t *target) pids() []int {
+	if t.proc == nil {
+		return nil
+	}
+	return treePids(t.proc.pid())
+}
+
+func (t *target) stop() {
+	if t.proc != nil {
+		t.proc.stop()
+	}
+}
+
+// brokerAddr is one broker as the templates see it.
+type brokerAddr struct {
+	Name string
+	Addr string
+}
+
+// brokers are the three Mosquitto processes.
+type brokers struct {
+	ports []int
+	procs []*process
+	logs  []string // set when started verbose
+}
+
+func (b *brokers) addrs() []string {
+	var addrs []string
+	for _, p := range b.ports {
+		addrs = append(addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	}
+	return addrs
+}
+
+func (b *brokers) templateAddrs() []brokerAddr {
+	var out []brokerAddr
+	for i, a := range b.addrs() {
+		out = append(out, brokerAddr{Name: fmt.Sprintf("broker%d", i+1), Addr: a})
+	}
+	return out
+}
+
+func (b *brokers) pids() []int {
+	var pids []int
+	for _, p := range b.procs {
+		pids = append(pids, p.pid())
+	}
+	return pids
+}
+
+func (b *brokers) stop() {
+	for _, p := range b.procs {
+		p.stop()
+	}
+	b.procs = nil
+}
+
+// startBrokers starts one Mosquitto per port. Verbose brokers log client
+// connections to a file each, for the hashing check; the measured runs use
+// quiet ones.
+func startBrokers(dir string, ports []int, verbose bool) (*brokers, error) {
+	b := &brokers{ports: ports}
+	mode := "quiet"
+	if verbose {
+		mode = "verbose"
+	}
+	for i, port := range ports {
+		data := struct {
+			Index   int
+			Port    int
+			LogFile string
+		}{Index: i + 1, Port: port}
+		if verbose {
+			data.LogFile = filepath.Join(dir, fmt.Sprintf("broker%d-connections.log", i+1))
+			b.logs = append(b.logs, data.LogFile)
+			_ = os.Remove(data.LogFile)
+		}
+		conf := filepath.Join(dir, fmt.Sprintf("broker%d-%s.conf", i+1, mode))
+		if err := renderTemplate("mosquitto.conf.tmpl", conf, data); err != nil {
+			b.stop()
+			return nil, err
+		}
+		p, err := startProcess(fmt.Sprintf("mosquitto %d", i+1), filepath.Join(dir, fmt.Sprintf("broker%d-%s.out", i+1, mode)), nil,
+			"mosquitto", "-c", conf)
+		if err != nil {
+			b.stop()
+			return nil, err
+		}
+		b.procs = append(b.procs, p)
+	}
+	for i, addr := range b.addrs() {
+		if err := waitListening(addr, 10*time.Second, b.procs[i]); err != nil {
+			b.stop()
+			return nil, fmt.Errorf("broker %d: %w", i+1, err)
+		}
+	}
+	return b, nil
+}
+
+// proxySettings are the values the proxy templates share.
+type proxySettings struct {
+	Dir               string
+	Listen            string
+	Brokers           []brokerAddr
+	MaxConn           int // HAProxy
+	NoFile            int // NGINX worker_rlimit_nofile
+	WorkerConnections int // NGINX
+}
+
+func startHAProxy(dir string, s proxySettings) (*process, error) {
+	conf := filepath.Join(dir, "haproxy.cfg")
+	if err := renderTemplate("haproxy.cfg.tmpl", conf, s); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command("haproxy", "-c", "-q", "-f", conf).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("haproxy rejects %s: %v\n%s", conf, err, out)
+	}
+	return startProcess("haproxy", filepath.Join(dir, "haproxy.out"), nil, "haproxy", "-db", "-f", conf)
+}
+
+func startNGINX(dir string, s proxySettings) (*process, error) {
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := renderTemplate("nginx.conf.tmpl", conf, s); err != nil {
+		return nil, err
+	}
+	js, err := configs.Files.ReadFile("mqtt.js")
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded mqtt.js: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mqtt.js"), js, 0o644); err != nil {
+		return nil, fmt.Errorf("writing mqtt.js: %w", err)
+	}
+	errLog := filepath.Join(dir, "nginx-error.log")
+	args := []string{"nginx", "-p", dir, "-c", conf, "-e", errLog}
+	if out, err := exec.Command(args[0], append(args[1:], "-t", "-q")...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("nginx rejects %s: %v\n%s", conf, err, out)
+	}
+	return startProcess("nginx", filepath.Join(dir, "nginx.out"), nil, args...)
+}
+
+func startMqgate(dir, bin string, s proxySettings) (*process, error) {
+	conf := filepath.Join(dir, "mqgate.yaml")
+	if err := renderTemplate("mqgate.yaml.tmpl", conf, s); err != nil {
+		return nil, err
+	}
+	return startProcess("mqgate", filepath.Join(dir, "mqgate.out"), []string{"GOMAXPROCS=2"}, bin, "run", "-c", conf)
+}
+
+// buildMqgate builds ./cmd/mqgate of the module at repo into dir.
+func buildMqgate(ctx context.Context, repo, dir string) (string, error) {
+	bin := filepath.Join(dir, "mqgate")
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/mqgate")
+	cmd.Dir = repo
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build ./cmd/mqgate: %v\n%s", err, tailLines(string(out), 15))
+	}
+	return bin, nil
+}
+
+func renderTemplate(name, path string, data any) error {
+	text, err := fs.ReadFile(configs.Files, name)
+	if err != nil {
+		return fmt.Errorf("reading template %s: %w", name, err)
+	}
+	tmpl, err := template.New(name).Option("missingkey=error").Parse(string(text))
+	if err != nil {
+		return fmt.Errorf("parsing template %s: %w", name, err)
+	}
+	var buf bytes.Buffer
+	if err := tmpl.Execute(&buf, data); err != nil {
+		return fmt.Errorf("rendering %s: %w", name, err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

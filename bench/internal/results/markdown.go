@@ -1,0 +1,271 @@
+package results
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Ratio columns: each target divided by HAProxy in the same round.
+const baseline = "haproxy"
+
+func ratioTargets() []string { return []string{"nginx", "mqgate"} }
+
+func fmtInt(v float64) string {
+	s := strconv.FormatInt(int64(math.Round(v)), 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func fmt2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+
+// fmt3 prints three significant digits.
+func fmt3(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 100:
+		return fmtInt(v)
+	case a >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	case a >= 1:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	}
+}
+
+func (s summary) cell(format func(float64) string) string {
+	if !s.ok() {
+		return "n/a"
+	}
+	if s.n == 1 {
+		return format(s.median)
+	}
+	return fmt.Sprintf("%s ±%.0f%%", format(s.median), s.spread())
+}
+
+func (s summary) ratioCell() string {
+	if !s.ok() {
+		return "n/a"
+	}
+	if s.n == 1 {
+		return fmt.Sprintf("**%.2f**", s.median)
+	}
+	return fmt.Sprintf("**%.2f** (%.2f–%.2f)", s.median, s.low, s.high)
+}
+
+// Markdown renders the summary: the machine, the versions, the command, the
+// metrics table with ratios, where the CPU went, and the problems.
+func (r *Run) Markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+
+	w("# mqgate benchmark: latest results\n\n")
+	if r.Quick {
+		w("**QUICK mode: a smoke test with phases of a few seconds; do not quote these numbers.**\n\n")
+	}
+	w("- Date: %s; wall time %.0f s\n", r.Date, r.WallSeconds)
+	w("- Command: `%s`\n", r.Command)
+	m := r.Machine
+	w("- Machine: %d × %s, %.0f GiB, kernel %s, %s; open files limit %d; load average %s at the start, %s at the end\n",
+		m.CPUs, m.CPUModel, m.MemGiB, m.Kernel, m.Distribution, m.NoFileLimit, m.LoadAvgStart, m.LoadAvgEnd)
+	var versions []string
+	for _, v := range r.Versions {
+		versions = append(versions, fmt.Sprintf("%s %s", v.Name, v.Version))
+	}
+	w("- Versions: %s\n", strings.Join(versions, "; "))
+	p := r.Plan
+	if mean, worst, ok := r.otherTenants(); ok {
+		w("- Noise: other tenants of the machine used %.2f cores on average during the measured windows, %.2f at worst (see \"other\" below)\n", mean, worst)
+	}
+	w("- Everything on 127.0.0.1: three Mosquitto brokers, the proxy under test, the load generator. HAProxy `nbthread 2`, NGINX `worker_processes 2`, mqgate `GOMAXPROCS=2`.\n")
+	w("- Plan: rounds: %d, targets in rotated order each round; windows of %g s after %g s of warm-up; CONNECT with %d looping workers; throughput with %d clients publishing to themselves in bursts of %d; latency at %d msg/s for %g s; idle: %d clients in %d processes, PINGREQ every %g s, held %g s.\n\n",
+		p.Rounds, p.WindowSeconds, p.WarmupSeconds, p.ConnectWorkers, p.ThroughputClients, p.ThroughputWindow,
+		p.LatencyRate, p.LatencySeconds, p.IdleClients, p.IdleProcs, p.IdlePingSeconds, p.IdleHoldSeconds)
+
+	if len(r.Problems) > 0 {
+		w("## ⚠ Problems\n\n")
+		for _, pr := range r.Problems {
+			w("- **%s**\n", strings.ReplaceAll(pr, "\n", " "))
+		}
+		w("\n")
+	}
+
+	names := make([]string, 0, len(r.Targets))
+	for _, t := range r.Targets {
+		names = append(names, t.Name)
+	}
+	base := r.Target(baseline)
+
+	w("## Results\n\n")
+	w("| metric |")
+	for _, t := range r.Targets {
+		h := t.Name
+		if t.Verify != nil && !t.Verify.OK {
+			h += " ⚠ HASH CHECK FAILED"
+		}
+		if t.Skipped != "" {
+			h += " (skipped)"
+		}
+		w(" %s |", h)
+	}
+	var ratioNames []string
+	for _, n := range ratioTargets() {
+		if r.Target(n) != nil && base != nil {
+			ratioNames = append(ratioNames, n)
+			w(" %s/%s |", n, baseline)
+		}
+	}
+	w("\n|---|%s%s\n", strings.Repeat("--:|", len(names)), strings.Repeat("--:|", len(ratioNames)))
+
+	w("| hashing by client id, from the brokers' logs |")
+	for _, t := range r.Targets {
+		w(" %s |", verifyCell(t))
+	}
+	w("%s\n", strings.Repeat(" |", len(ratioNames)))
+
+	rounds := max(r.Plan.Rounds, 1)
+	for _, m := range metrics() {
+		arrow := "↓"
+		if m.higherBetter {
+			arrow = "↑"
+		}
+		w("| %s: %s %s |", m.section, m.name, arrow)
+		for _, t := range r.Targets {
+			switch {
+			case t.Skipped != "":
+				w(" skipped |")
+			case m.proxyOnly && t.Name == "no-proxy":
+				w(" — |")
+			default:
+				w(" %s |", summarize(m.values(t, rounds)).cell(m.format))
+			}
+		}
+		for _, n := range ratioNames {
+			t := r.Target(n)
+			if t.Skipped != "" || base.Skipped != "" {
+				w(" n/a |")
+				continue
+			}
+			w(" %s |", summarize(ratios(m.values(t, rounds), m.values(base, rounds))).ratioCell())
+		}
+		w("\n")
+	}
+	w("| TLS (handshakes/s, throughput) |%s\n\n", strings.Repeat(" not measured yet |", len(names)+len(ratioNames)))
+	w("Values are medians over rounds, ± half their range in percent of the median. Ratios are medians of the per-round ratios to HAProxy, which ran in the same round, with their range; compare ratios, not absolute numbers, across runs: the machine is shared and noisy. ↑ higher is better, ↓ lower is better. \"no-proxy\" clients connect straight to the broker their client id hashes to: it is the ceiling.\n\n")
+
+	r.writeCPUTable(w, rounds)
+
+	w("## Skipped and notes\n\n")
+	noted := false
+	for _, t := range r.Targets {
+		if t.Skipped != "" {
+			w("- %s skipped: %s\n", t.Name, oneLine(t.Skipped, 400))
+			noted = true
+		}
+		if t.Idle != nil && t.Idle.Connected < t.Idle.Wanted {
+			w("- %s held %d of %d idle clients; errors: %v\n", t.Name, t.Idle.Connected, t.Idle.Wanted, t.Idle.ErrorSamples)
+			noted = true
+		}
+	}
+	if !noted {
+		w("- Nothing skipped.\n")
+	}
+	w("- TLS: not measured yet; the phases will take a TLS listener on each proxy (see bench/README.md, \"TLS\").\n\n")
+	w("![ratios to HAProxy](latest.png)\n")
+	return b.String()
+}
+
+// otherTenants returns the mean and the largest CPU, in cores, that other
+// processes of the machine used during the measured windows.
+func (r *Run) otherTenants() (mean, worst float64, ok bool) {
+	var cpu, secs float64
+	for _, t := range r.Targets {
+		for _, rd := range t.Rounds {
+			for _, p := range rd.Phases {
+				if p.Error != "" || p.WindowSeconds <= 0 {
+					continue
+				}
+				cpu += p.OtherCPU
+				secs += p.WindowSeconds
+				worst = max(worst, p.OtherCPU/p.WindowSeconds)
+			}
+		}
+	}
+	if secs == 0 {
+		return 0, 0, false
+	}
+	return cpu / secs, worst, true
+}
+
+func verifyCell(t *Target) string {
+	switch {
+	case t.Skipped != "":
+		return "skipped"
+	case t.Verify == nil:
+		return "not run"
+	case !t.Verify.OK:
+		return "**FAILED**: " + oneLine(strings.Join(t.Verify.Problems, "; "), 200)
+	}
+	var parts []string
+	for _, n := range t.Verify.PerBroker {
+		parts = append(parts, strconv.Itoa(n))
+	}
+	return fmt.Sprintf("ok: %d ids ×2, per broker %s", t.Verify.IDs, strings.Join(parts, "/"))
+}
+
+// writeCPUTable shows, per phase and target, the cores used by each party in
+// the measured window: proxy, brokers, load generator and everyone else.
+func (r *Run) writeCPUTable(w func(string, ...any), rounds int) {
+	w("## Where the CPU went (cores, median over rounds)\n\n")
+	w("The machine has %d cores for everything. \"other\" is machine-wide busy time not used by this run: other tenants.\n\n", r.Machine.CPUs)
+	w("| phase: who |")
+	for _, t := range r.Targets {
+		w(" %s |", t.Name)
+	}
+	w("\n|---|%s\n", strings.Repeat("--:|", len(r.Targets)))
+	parties := []struct {
+		name string
+		get  func(*Phase) float64
+	}{
+		{"proxy", func(p *Phase) float64 { return p.ProxyCPU }},
+		{"brokers", func(p *Phase) float64 { return p.BrokerCPU }},
+		{"load generator", func(p *Phase) float64 { return p.LoadgenCPU }},
+		{"other", func(p *Phase) float64 { return p.OtherCPU }},
+	}
+	for _, phase := range []string{PhaseConnect, PhaseThroughput64, PhaseThroughput1K, PhaseLatency} {
+		for _, party := range parties {
+			w("| %s: %s |", phase, party.name)
+			for _, t := range r.Targets {
+				vals := make([]float64, 0, rounds)
+				for _, rd := range t.Rounds {
+					if p := rd.Phases[phase]; p != nil && p.Error == "" && p.WindowSeconds > 0 {
+						vals = append(vals, party.get(p)/p.WindowSeconds)
+					}
+				}
+				s := summarize(vals)
+				if !s.ok() || (party.name == "proxy" && t.Name == "no-proxy") {
+					w(" — |")
+					continue
+				}
+				w(" %.2f |", s.median)
+			}
+			w("\n")
+		}
+	}
+	w("\n")
+}
+
+func oneLine(s string, limit int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > limit {
+		s = s[:limit] + "…"
+	}
+	return s
+}

@@ -1,0 +1,80 @@
+package results
+
+import (
+	"bytes"
+	"image/png"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/mqgate/mqgate/bench/internal/loadgen"
+)
+
+func TestSummarize(t *testing.T) {
+	s := summarize([]float64{3, math.NaN(), 1, 2})
+	if s.n != 3 || s.median != 2 || s.low != 1 || s.high != 3 {
+		t.Errorf("summarize = %+v", s)
+	}
+	if got := s.spread(); got != 50 {
+		t.Errorf("spread = %v, want 50", got)
+	}
+	if summarize([]float64{math.NaN()}).ok() {
+		t.Error("all-NaN summary must not be ok")
+	}
+	if s := summarize([]float64{1, 2, 3, 4}); s.median != 2.5 {
+		t.Errorf("even median = %v", s.median)
+	}
+}
+
+// sampleRun has HAProxy at 1000 connects/s and mqgate at 900 and 1100 in two
+// rounds; nginx failed its hashing check.
+func sampleRun() *Run {
+	phase := func(rate float64, cpu float64) *Phase {
+		return &Phase{Load: loadgen.Result{Ops: uint64(rate * 5), PerSec: rate, P50us: 500, P99us: 2000}, ProxyCPU: cpu, WindowSeconds: 5}
+	}
+	round := func(i int, rate, cpu float64) Round {
+		return Round{Index: i, Phases: map[string]*Phase{PhaseConnect: phase(rate, cpu)}}
+	}
+	return &Run{
+		Date:    "2026-01-01 00:00 UTC",
+		Command: "bash bench/run.sh",
+		Machine: Machine{CPUs: 2, CPUModel: "test"},
+		Plan:    Plan{Rounds: 2},
+		Targets: []*Target{
+			{Name: "no-proxy", Verify: &Verify{OK: true, IDs: 3, PerBroker: []int{1, 1, 1}}, Rounds: []Round{round(0, 2000, 0), round(1, 2000, 0)}},
+			{Name: "haproxy", Verify: &Verify{OK: true, IDs: 3, PerBroker: []int{1, 1, 1}}, Rounds: []Round{round(0, 1000, 1), round(1, 1000, 1)}},
+			{Name: "nginx", Verify: &Verify{OK: false, Problems: []string{"broker 2 got no client"}}, Rounds: []Round{round(0, 800, 1), round(1, 800, 1)}},
+			{Name: "mqgate", Verify: &Verify{OK: true, IDs: 3, PerBroker: []int{1, 1, 1}}, Rounds: []Round{round(0, 900, 1), round(1, 1100, 1)},
+				Idle: &Idle{Wanted: 10, Connected: 10, RSSPerConnKB: 4}},
+		},
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	md := sampleRun().Markdown()
+	for _, want := range []string{
+		"| CONNECT: connects/s ↑ | 2,000 ±0% | 1,000 ±0% | 800 ±0% | 1,000 ±10% | **0.80** (0.80–0.80) | **1.00** (0.90–1.10) |",
+		"nginx ⚠ HASH CHECK FAILED",
+		"**FAILED**: broker 2 got no client",
+		"| idle: connections held ↑ | n/a | n/a | n/a | 10 | n/a | n/a |",
+		"Command: `bash bench/run.sh`",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestChartIsPNG(t *testing.T) {
+	b, err := sampleRun().Chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("chart is not a PNG: %v", err)
+	}
+	if img.Bounds().Dx() != chartWidth {
+		t.Errorf("chart width %d", img.Bounds().Dx())
+	}
+}

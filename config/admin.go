@@ -1,0 +1,257 @@
+package config
+
+import (
+	"cmp"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults of the admin and reload blocks.
+const (
+	DefaultAdminListen    = "127.0.0.1:9180"
+	DefaultAdminStateFile = "mqgate-admin-state.json" // next to the file that declares admin
+	DefaultWatchInterval  = 2 * time.Second
+	DefaultDrainWindow    = 30 * time.Second
+
+	// APISIXExampleKey is the admin key printed in every APISIX document.
+	// Anyone can read it, so mqgate refuses it.
+	APISIXExampleKey = "edd1c9f034335f136f87ad84b625c8f1"
+	minAdminKeyLen   = 16
+)
+
+// Admin roles: an admin key may read and write, a viewer key may only read.
+const (
+	RoleAdmin  = "admin"
+	RoleViewer = "viewer"
+)
+
+var (
+	adminKeys    = []string{"listen", "keys", "allow", "tls", "state_file", "public_status"}
+	adminKeyKeys = []string{"name", "key", "key_env", "role"}
+	adminTLSKeys = []string{"cert", "key"}
+	adminRoles   = []string{RoleAdmin, RoleViewer}
+	reloadKeys   = []string{"watch", "watch_interval", "drain_removed", "drain_window"}
+)
+
+// Admin configures the Admin API and its state file. Config.Admin is nil
+// when no file has an admin block: the Admin API is then off.
+type Admin struct {
+	Listen       string         // "ip:port"; default 127.0.0.1:9180
+	Keys         []AdminKey     // at least one: there is no default key
+	Allow        []netip.Prefix // client addresses allowed; empty = any
+	TLS          *AdminTLS      // nil = plain HTTP
+	StateFile    string         // where admin changes are kept; see DefaultAdminStateFile
+	PublicStatus bool           // /status, /status.json and /metrics need no key
+	File         string
+	Line         int
+}
+
+// AdminKey is one key of the X-API-KEY header.
+type AdminKey struct {
+	Name string // a label for logs; never the key itself
+	Key  string // from the file, or read from the environment variable Env
+	Env  string
+	Role string // RoleAdmin (default) or RoleViewer
+}
+
+// AdminTLS makes the Admin API listen with TLS.
+type AdminTLS struct {
+	Cert, Key string // PEM file paths
+}
+
+// Reload configures how configuration changes are picked up and what
+// happens to connections of removed routes and nodes.
+type Reload struct {
+	Watch         bool          // re-read the files when they change; default true
+	WatchInterval time.Duration // how often the files are checked; default 2s
+	DrainRemoved  bool          // close connections of removed routes and nodes; default false
+	DrainWindow   time.Duration // spread those closes over this long; default 30s
+}
+
+// ReloadSettings returns the reload block, or its defaults when no file has one.
+func (c *Config) ReloadSettings() Reload {
+	if c.Reload != nil {
+		return *c.Reload
+	}
+	return defaultReload()
+}
+
+func defaultReload() Reload {
+	return Reload{Watch: true, WatchInterval: DefaultWatchInterval, DrainWindow: DefaultDrainWindow}
+}
+
+func (d *decoder) admin(kv keyValue) {
+	if !d.setOnce("admin", kv, kv.key) {
+		return
+	}
+	a := &Admin{Listen: DefaultAdminListen, File: d.file, Line: kv.keyNode.Line}
+	var keysNode *yaml.Node
+	for _, f := range d.fields(kv.val, "admin") {
+		p := join("admin", f.key)
+		switch f.key {
+		case "listen":
+			if s, ok := d.str(f.val, p); ok {
+				if _, _, msg := parseListenAddr(s); msg != "" || !strings.Contains(s, ":") {
+					d.errorf(f.val, p, `must be "ip:port", got %q`, s)
+					continue
+				}
+				a.Listen = s
+			}
+		case "keys":
+			keysNode = f.val
+			for i, item := range d.items(f.val, p) {
+				if k, ok := d.adminKey(item, index(p, i)); ok {
+					a.Keys = append(a.Keys, k)
+				}
+			}
+		case "allow":
+			for i, item := range d.items(f.val, p) {
+				if s, ok := d.str(item, index(p, i)); ok {
+					prefix, msg := parsePrefix(s)
+					if msg != "" {
+						d.errorf(item, index(p, i), "%s", msg)
+						continue
+					}
+					a.Allow = append(a.Allow, prefix)
+				}
+			}
+		case "tls":
+			a.TLS = d.adminTLS(f.val, p)
+		case "state_file":
+			if s, ok := d.str(f.val, p); ok {
+				if s == "" {
+					d.errorf(f.val, p, "must not be empty")
+					continue
+				}
+				a.StateFile = s
+			}
+		case "public_status":
+			a.PublicStatus, _ = d.bool(f.val, p)
+		default:
+			d.unknownKey(f, "admin", "key", adminKeys)
+		}
+	}
+	if len(a.Keys) == 0 && len(d.p.errs) == 0 {
+		at := kv.keyNode
+		if keysNode != nil {
+			at = keysNode
+		}
+		d.errorf(at, "admin.keys", "at least one key is required: the Admin API has no default key (generate one with: openssl rand -hex 16)")
+	}
+	seen := make(map[string]int)
+	for i, k := range a.Keys {
+		if j, dup := seen[k.Key]; dup {
+			d.errorf(kv.keyNode, index("admin.keys", i), "the same key as admin.keys[%d]; every key must be different", j)
+		}
+		seen[k.Key] = i
+	}
+	// A relative state file lives next to the file that declares it.
+	a.StateFile = cmp.Or(a.StateFile, DefaultAdminStateFile)
+	if !filepath.IsAbs(a.StateFile) {
+		a.StateFile = filepath.Join(filepath.Dir(d.file), a.StateFile)
+	}
+	d.b.admin = a
+}
+
+// adminKey reads {name, key | key_env, role}. Messages never show a key.
+func (d *decoder) adminKey(n *yaml.Node, path string) (AdminKey, bool) {
+	k := AdminKey{Role: RoleAdmin}
+	errs := len(d.p.errs)
+	var keyNode *yaml.Node
+	var fromFile bool
+	for _, f := range d.fields(n, path) {
+		p := join(path, f.key)
+		switch f.key {
+		case "name":
+			k.Name, _ = d.str(f.val, p)
+		case "key":
+			k.Key, _ = d.str(f.val, p)
+			keyNode, fromFile = f.val, true
+		case "key_env":
+			if env, ok := d.str(f.val, p); ok {
+				k.Env = env
+				if k.Key = os.Getenv(env); k.Key == "" {
+					d.errorf(f.val, p, "environment variable %s is not set or empty", env)
+				}
+			}
+			keyNode = f.val
+		case "role":
+			if r, ok := d.oneOf(f.val, p, adminRoles...); ok {
+				k.Role = r
+			}
+		default:
+			d.unknownKey(f, path, "key", adminKeyKeys)
+		}
+	}
+	if len(d.p.errs) > errs {
+		return k, false
+	}
+	switch {
+	case keyNode == nil:
+		d.errorf(n, join(path, "key"), "required: set key, or key_env to read it from the environment")
+	case k.Env != "" && fromFile:
+		d.errorf(keyNode, path, "set key or key_env, not both")
+	case k.Key == APISIXExampleKey:
+		d.errorf(keyNode, path, "this is APISIX's documented example key, known to everyone; generate your own (openssl rand -hex 16)")
+	case len(k.Key) < minAdminKeyLen:
+		d.errorf(keyNode, path, "too short (%d characters): use at least %d (openssl rand -hex 16)", len(k.Key), minAdminKeyLen)
+	}
+	return k, len(d.p.errs) == errs
+}
+
+func (d *decoder) adminTLS(n *yaml.Node, path string) *AdminTLS {
+	t := &AdminTLS{}
+	for _, f := range d.fields(n, path) {
+		p := join(path, f.key)
+		switch f.key {
+		case "cert":
+			t.Cert, _ = d.str(f.val, p)
+		case "key":
+			t.Key, _ = d.str(f.val, p)
+		default:
+			d.unknownKey(f, path, "key", adminTLSKeys)
+		}
+	}
+	if t.Cert == "" || t.Key == "" {
+		d.errorf(n, path, "needs both cert and key (PEM file paths)")
+		return nil
+	}
+	return t
+}
+
+func (d *decoder) reload(kv keyValue) {
+	if !d.setOnce("reload", kv, kv.key) {
+		return
+	}
+	r := defaultReload()
+	for _, f := range d.fields(kv.val, "reload") {
+		p := join("reload", f.key)
+		switch f.key {
+		case "watch":
+			if v, ok := d.bool(f.val, p); ok {
+				r.Watch = v
+			}
+		case "watch_interval", "drain_window":
+			v, ok := d.duration(f.val, p)
+			switch {
+			case !ok:
+			case v == 0 && f.key == "watch_interval":
+				d.errorf(f.val, p, "must be greater than 0; set watch: false to stop watching")
+			case f.key == "watch_interval":
+				r.WatchInterval = v
+			default:
+				r.DrainWindow = v
+			}
+		case "drain_removed":
+			r.DrainRemoved, _ = d.bool(f.val, p)
+		default:
+			d.unknownKey(f, "reload", "key", reloadKeys)
+		}
+	}
+	d.b.reload = &r
+}

@@ -1,0 +1,164 @@
+// Package metrics exports mqgate's counters to Prometheus. The collector
+// reads the proxy's own counters when Prometheus scrapes, so the data path
+// counts nothing twice; every name starts with mqgate_ and no label carries
+// a client id, so the number of series is bounded by the configuration.
+//
+//	m := metrics.New(metrics.Sources{Proxy: srv.Stats})
+//	mux.Handle("GET /metrics", m.Handler())
+package metrics
+
+import (
+	"net/http"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mqgate/mqgate/proxy"
+)
+
+// Reload is how many configuration reloads from one source ended one way.
+type Reload struct {
+	Source string // sighup, watch, admin, start
+	Result string // ok, refused (invalid), failed (valid but not applied)
+	Count  uint64
+}
+
+// Sources are the functions the collector reads at scrape time. Only Proxy
+// is required.
+type Sources struct {
+	Proxy        func() proxy.StatsSnapshot
+	Reloads      func() (counts []Reload, lastSuccess float64) // lastSuccess: unix seconds, 0 if none
+	AuthFailures func() map[string]uint64                      // Admin API authentication failures by reason
+}
+
+// Metrics is a Prometheus registry with mqgate's collector and the Go
+// runtime and process collectors.
+type Metrics struct {
+	reg *prometheus.Registry
+}
+
+// New registers the collectors for src.
+func New(src Sources) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&collector{src: src})
+	// The runtime and process collectors too carry the prefix:
+	// mqgate_go_goroutines, mqgate_process_open_fds.
+	prometheus.WrapRegistererWithPrefix("mqgate_", reg).MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return &Metrics{reg: reg}
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry is for adding collectors of other parts (TLS handshakes, health).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("mqgate_"+name, help, labels, nil)
+}
+
+var (
+	connActive   = desc("connections_active", "Client connections open now, in any stage.")
+	connAccepted = desc("connections_accepted_total", "Client connections accepted.")
+	connProxied  = desc("connections_proxied_total", "Client connections piped to a broker.")
+	connRefused  = desc("connections_refused_total", "Well-formed CONNECTs answered with a refusing CONNACK, by reason.", "reason")
+	connErrors   = desc("connect_errors_total", "Client connections closed before a usable CONNECT, by kind.", "kind")
+	bytesTotal   = desc("bytes_total", "Bytes proxied, by direction: up is client to broker, down is broker to client.", "direction")
+	dialSeconds  = desc("dial_duration_seconds", "Time to open a TCP connection to a broker.")
+	routeActive  = desc("route_connections_active", "Proxied connections open now, by stream route.", "route")
+	routeTotal   = desc("route_connections_total", "Connections proxied, by stream route.", "route")
+	routeBytes   = desc("route_bytes_total", "Bytes proxied, by stream route and direction.", "route", "direction")
+	nodeActive   = desc("node_connections_active", "Proxied connections open now, by upstream node.", "upstream", "node")
+	nodeTotal    = desc("node_connections_total", "Connections proxied, by upstream node.", "upstream", "node")
+	nodeFails    = desc("node_dial_failures_total", "Failed dials, by upstream node.", "upstream", "node")
+	nodeBytes    = desc("node_bytes_total", "Bytes proxied, by upstream node and direction.", "upstream", "node", "direction")
+	nodeHealth   = desc("node_health", "1 for the node's current health state: healthy, unhealthy (or unknown).", "upstream", "node", "state")
+	reloads      = desc("config_reloads_total", "Configuration reloads, by source and result.", "source", "result")
+	lastReload   = desc("config_last_reload_success_timestamp_seconds", "When the configuration was last applied, in unix seconds.")
+	authFailures = desc("admin_auth_failures_total", "Admin API requests refused for their key, by reason.", "reason")
+)
+
+type collector struct{ src Sources }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{connActive, connAccepted, connProxied, connRefused, connErrors, bytesTotal,
+		dialSeconds, routeActive, routeTotal, routeBytes, nodeActive, nodeTotal, nodeFails, nodeBytes, nodeHealth,
+		reloads, lastReload, authFailures} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.src.Proxy()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge(connActive, float64(st.Active))
+	counter(connAccepted, float64(st.Accepted))
+	counter(connProxied, float64(st.Proxied))
+	for _, reason := range sortedKeys(st.Refused) {
+		counter(connRefused, float64(st.Refused[reason]), reason)
+	}
+	for _, kind := range sortedKeys(st.ParseErrors) {
+		counter(connErrors, float64(st.ParseErrors[kind]), kind)
+	}
+	counter(bytesTotal, float64(st.BytesUp), "up")
+	counter(bytesTotal, float64(st.BytesDown), "down")
+
+	buckets := make(map[float64]uint64, len(proxy.DialBuckets))
+	var cumulative uint64
+	for i, bound := range proxy.DialBuckets {
+		cumulative += st.Dial.Counts[i]
+		buckets[bound] = cumulative
+	}
+	ch <- prometheus.MustNewConstHistogram(dialSeconds, st.Dial.Count, st.Dial.SumSeconds, buckets)
+
+	for _, r := range st.Routes {
+		gauge(routeActive, float64(r.Active), r.ID)
+		counter(routeTotal, float64(r.Total), r.ID)
+		counter(routeBytes, float64(r.BytesUp), r.ID, "up")
+		counter(routeBytes, float64(r.BytesDown), r.ID, "down")
+	}
+	for _, n := range st.Nodes {
+		gauge(nodeActive, float64(n.Active), n.Upstream, n.Addr)
+		counter(nodeTotal, float64(n.Total), n.Upstream, n.Addr)
+		counter(nodeFails, float64(n.DialFailures), n.Upstream, n.Addr)
+		counter(nodeBytes, float64(n.BytesUp), n.Upstream, n.Addr, "up")
+		counter(nodeBytes, float64(n.BytesDown), n.Upstream, n.Addr, "down")
+		gauge(nodeHealth, 1, n.Upstream, n.Addr, n.Health)
+	}
+	if c.src.Reloads != nil {
+		counts, last := c.src.Reloads()
+		for _, r := range counts {
+			counter(reloads, float64(r.Count), r.Source, r.Result)
+		}
+		if last > 0 {
+			gauge(lastReload, last)
+		}
+	}
+	if c.src.AuthFailures != nil {
+		failures := c.src.AuthFailures()
+		for _, reason := range sortedKeys(failures) {
+			counter(authFailures, float64(failures[reason]), reason)
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

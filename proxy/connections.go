@@ -1,0 +1,242 @@
+package proxy
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// Why an operator ended a connection (see pipe.End for the others).
+const (
+	EndClosedByAdmin pipe.End = "closed_by_admin" // DELETE /connections/{client_id}
+	EndDrained       pipe.End = "drained"         // its route or node was removed and drain was asked for
+)
+
+// connEntry is what the connection table shows of one proxied connection.
+// It is filled in once, when the pipe starts, before the entry is visible.
+type connEntry struct {
+	piping   bool // set with the fields below; false while the CONNECT is read and the broker dialled
+	clientID string
+	username string
+	level    byte
+	remote   netip.AddrPort
+	listener string
+	route    *routeState
+	node     *nodeState
+	since    time.Time
+	meter    pipe.Meter // bytes so far, CONNECT included
+	settled  bool       // its bytes moved to the route and node totals
+}
+
+// ConnInfo is one live proxied connection as operators see it.
+type ConnInfo struct {
+	ClientID      string    `json:"client_id"`
+	Username      string    `json:"username"`
+	ProtocolLevel int       `json:"protocol_level"`
+	Client        string    `json:"client"`   // the client's address
+	Listener      string    `json:"listener"` // the configured listener address
+	Route         string    `json:"route"`
+	Upstream      string    `json:"upstream"`
+	Node          string    `json:"node"`
+	Since         time.Time `json:"since"`
+	BytesUp       int64     `json:"bytes_up"`   // client to broker
+	BytesDown     int64     `json:"bytes_down"` // broker to client
+}
+
+// ConnFilter selects connections; empty fields match any.
+type ConnFilter struct {
+	ClientID, Username, Node, Route, Upstream string
+}
+
+func (f ConnFilter) match(e *connEntry) bool {
+	return (f.ClientID == "" || f.ClientID == e.clientID) &&
+		(f.Username == "" || f.Username == e.username) &&
+		(f.Node == "" || f.Node == e.node.addr) &&
+		(f.Route == "" || f.Route == e.route.id) &&
+		(f.Upstream == "" || f.Upstream == e.node.upstreamID)
+}
+
+// piping records the connection in the table as it starts its pipe.
+// up is how many bytes were forwarded already (the CONNECT and what followed).
+func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeState) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	e := &lc.entry
+	e.clientID, e.username, e.level = rec.clientID, rec.username, rec.level
+	e.remote, e.listener, e.since = rec.remote, rec.listener, rec.start
+	e.route, e.node = rs, node
+	e.meter.Up.Store(up)
+	e.piping = true
+	rs.active.Add(1)
+	rs.total.Add(1)
+}
+
+// settle moves a finished connection's bytes to its route's and node's
+// totals. The server's mu is held, so a status reader sees the bytes either
+// here or there, never twice.
+func (lc *liveConn) settle() {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	e := &lc.entry
+	if !e.piping || e.settled {
+		return
+	}
+	e.settled = true
+	up, down := e.meter.Up.Load(), e.meter.Down.Load()
+	e.route.active.Add(-1)
+	e.route.bytesUp.Add(up)
+	e.route.bytesDown.Add(down)
+	e.node.bytesUp.Add(up)
+	e.node.bytesDown.Add(down)
+}
+
+// info returns the table row, or false for a connection not piping yet.
+func (lc *liveConn) info() (ConnInfo, bool) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	e := &lc.entry
+	if !e.piping || e.settled {
+		return ConnInfo{}, false
+	}
+	return ConnInfo{
+		ClientID: e.clientID, Username: e.username, ProtocolLevel: int(e.level),
+		Client: e.remote.String(), Listener: e.listener,
+		Route: e.route.id, Upstream: e.node.upstreamID, Node: e.node.addr,
+		Since:   e.since,
+		BytesUp: e.meter.Up.Load(), BytesDown: e.meter.Down.Load(),
+	}, true
+}
+
+// matching returns the piping connections f selects. s.mu is held.
+func (s *Server) matching(f ConnFilter) []*liveConn {
+	var out []*liveConn
+	for lc := range s.conns {
+		lc.mu.Lock()
+		ok := lc.entry.piping && !lc.entry.settled && lc.reason == "" && f.match(&lc.entry)
+		lc.mu.Unlock()
+		if ok {
+			out = append(out, lc)
+		}
+	}
+	return out
+}
+
+// Connections lists the live proxied connections f selects, oldest first,
+// at most limit of them (0: all), and how many matched in all.
+func (s *Server) Connections(f ConnFilter, limit int) (list []ConnInfo, total int) {
+	s.mu.Lock()
+	conns := s.matching(f)
+	s.mu.Unlock()
+	for _, lc := range conns {
+		if ci, ok := lc.info(); ok {
+			list = append(list, ci)
+		}
+	}
+	slices.SortFunc(list, func(a, b ConnInfo) int {
+		return cmp.Or(a.Since.Compare(b.Since), cmp.Compare(a.ClientID, b.ClientID))
+	})
+	total = len(list)
+	if limit > 0 && len(list) > limit {
+		list = list[:limit]
+	}
+	return list, total
+}
+
+// CloseClient closes every proxied connection of the client id and returns
+// them as they were. The client sees its connection closed (FIN), without an
+// MQTT DISCONNECT: the pipe does not track packet boundaries, and a
+// DISCONNECT written into the middle of a packet from the broker would
+// corrupt the stream.
+func (s *Server) CloseClient(clientID string) []ConnInfo {
+	s.mu.Lock()
+	conns := s.matching(ConnFilter{ClientID: clientID})
+	s.mu.Unlock()
+	var closed []ConnInfo
+	for _, lc := range conns {
+		if ci, ok := lc.info(); ok {
+			closed = append(closed, ci)
+		}
+		lc.close(EndClosedByAdmin)
+	}
+	if len(closed) > 0 {
+		s.log.Info("connection closed by admin", "client_id", clientID, "count", len(closed))
+	}
+	return closed
+}
+
+// DrainRemoved closes the connections whose route or node the current
+// configuration no longer has, spread evenly over window so that their
+// clients do not all reconnect at once. It returns how many it will close;
+// the closing goes on in the background and stops at Shutdown.
+func (s *Server) DrainRemoved(window time.Duration) int {
+	snap := s.snap.Load()
+	routes := make(map[string]bool, len(snap.cfg.StreamRoutes))
+	for _, r := range snap.cfg.StreamRoutes {
+		routes[r.ID] = true
+	}
+	nodes := make(map[*nodeState]bool)
+	for _, u := range snap.upstreams {
+		for _, n := range u.nodes {
+			nodes[n] = true
+		}
+	}
+	s.mu.Lock()
+	var victims []*liveConn
+	for lc := range s.conns {
+		lc.mu.Lock()
+		e := &lc.entry
+		// Connections already being closed (by an earlier drain, an
+		// operator or a duplicate client id) are not drained again.
+		if e.piping && !e.settled && lc.reason == "" && (!routes[e.route.id] || !nodes[e.node]) {
+			victims = append(victims, lc)
+		}
+		lc.mu.Unlock()
+	}
+	s.mu.Unlock()
+	if len(victims) > 0 {
+		s.log.Info("draining connections of removed routes and nodes", "count", len(victims), "window", window)
+		s.closeSpread(victims, window, EndDrained)
+	}
+	return len(victims)
+}
+
+// DrainAll closes every live connection, spread evenly over window, for a
+// process that is being replaced: its clients reconnect to the new one a
+// few at a time. It returns how many it will close.
+func (s *Server) DrainAll(window time.Duration) int {
+	s.mu.Lock()
+	victims := make([]*liveConn, 0, len(s.conns))
+	for lc := range s.conns {
+		if lc.closedBy() == "" {
+			victims = append(victims, lc)
+		}
+	}
+	s.mu.Unlock()
+	if len(victims) > 0 {
+		s.log.Info("closing every connection", "count", len(victims), "window", window)
+		s.closeSpread(victims, window, EndShutdown)
+	}
+	return len(victims)
+}
+
+// closeSpread closes the i-th of victims at i/n of window, in the
+// background, until the server shuts down.
+func (s *Server) closeSpread(victims []*liveConn, window time.Duration, reason pipe.End) {
+	go func() {
+		start := time.Now()
+		t := time.NewTimer(0)
+		defer t.Stop()
+		for i, lc := range victims {
+			t.Reset(time.Until(start.Add(window * time.Duration(i) / time.Duration(len(victims)))))
+			select {
+			case <-t.C:
+			case <-s.ctx.Done():
+				return
+			}
+			lc.close(reason)
+		}
+	}()
+}

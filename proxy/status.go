@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqgate/mqgate/health"
+)
+
+// A node's health as status pages and metrics name it.
+const (
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+	HealthUnknown   = "unknown" // a node the health checker does not know
+)
+
+// DialBuckets are the upper bounds, in seconds, of the dial latency
+// histogram: loopback brokers answer in microseconds, remote ones in
+// milliseconds, and a dial near connect timeout is trouble.
+var DialBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+// dialHistogram counts dial latencies in DialBuckets; the last count is
+// for dials slower than every bound.
+type dialHistogram struct {
+	counts [14]atomic.Uint64 // len(DialBuckets)+1
+}
+
+func (h *dialHistogram) observe(d time.Duration) {
+	secs := d.Seconds()
+	i, _ := slices.BinarySearch(DialBuckets, secs)
+	h.counts[i].Add(1)
+}
+
+// routeState is what mqgate counts for one stream route. Like nodeState,
+// it outlives snapshots: a reload that keeps the route id keeps its counts.
+type routeState struct {
+	id        string
+	active    atomic.Int64
+	total     atomic.Uint64
+	bytesUp   atomic.Int64 // of finished connections; live ones are in their meters
+	bytesDown atomic.Int64
+}
+
+// routeRegistry hands out the routeState for a route id.
+type routeRegistry struct {
+	mu     sync.Mutex
+	routes map[string]*routeState
+}
+
+func (r *routeRegistry) get(id string) *routeState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rs, ok := r.routes[id]
+	if !ok {
+		if r.routes == nil {
+			r.routes = make(map[string]*routeState)
+		}
+		rs = &routeState{id: id}
+		r.routes[id] = rs
+	}
+	return rs
+}
+
+// prune forgets routes the snapshot does not have and that carry no
+// connection.
+func (r *routeRegistry) prune(keep *snapshot) {
+	ids := make(map[string]bool, len(keep.cfg.StreamRoutes))
+	for _, rt := range keep.cfg.StreamRoutes {
+		ids[rt.ID] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, rs := range r.routes {
+		if !ids[id] && rs.active.Load() == 0 {
+			delete(r.routes, id)
+		}
+	}
+}
+
+// RouteStats is one stream route's counters.
+type RouteStats struct {
+	ID        string `json:"id"`
+	Active    int64  `json:"active"`
+	Total     uint64 `json:"total"`
+	BytesUp   int64  `json:"bytes_up"`
+	BytesDown int64  `json:"bytes_down"`
+}
+
+// DialStats is the dial latency histogram: Counts[i] dials took at most
+// DialBuckets[i] seconds and more than the bound before (not cumulative);
+// the last count is for slower dials.
+type DialStats struct {
+	Counts     []uint64
+	Count      uint64
+	SumSeconds float64
+}
+
+// Stats returns the current counters. Byte counts include the live
+// connections' bytes so far, so they grow while long connections run.
+func (s *Server) Stats() StatsSnapshot {
+	out := StatsSnapshot{
+		Accepted:    s.stats.Accepted.Load(),
+		Proxied:     s.stats.Proxied.Load(),
+		Active:      s.stats.Active.Load(),
+		Refused:     make(map[string]uint64),
+		ParseErrors: make(map[string]uint64),
+		Dial: DialStats{
+			Count:      s.stats.dialCount.Load(),
+			SumSeconds: time.Duration(s.stats.dialNanos.Load()).Seconds(),
+		},
+	}
+	for i := range s.stats.refusedBy {
+		out.Refused[refuseReasonNames[i]] = s.stats.refusedBy[i].Load()
+	}
+	for i := range s.stats.parseErrorsBy {
+		out.ParseErrors[parseErrorKinds[i]] = s.stats.parseErrorsBy[i].Load()
+	}
+	for i := range s.stats.dialBuckets.counts {
+		out.Dial.Counts = append(out.Dial.Counts, s.stats.dialBuckets.counts[i].Load())
+	}
+
+	// Finished connections' bytes and live meters, read under s.mu so that
+	// no connection is counted in both (see liveConn.settle).
+	type bytes struct{ up, down int64 }
+	liveRoute := make(map[*routeState]bytes)
+	liveNode := make(map[*nodeState]bytes)
+	s.mu.Lock()
+	for lc := range s.conns {
+		lc.mu.Lock()
+		if e := &lc.entry; e.piping && !e.settled {
+			up, down := e.meter.Up.Load(), e.meter.Down.Load()
+			b := liveRoute[e.route]
+			liveRoute[e.route] = bytes{b.up + up, b.down + down}
+			b = liveNode[e.node]
+			liveNode[e.node] = bytes{b.up + up, b.down + down}
+		}
+		lc.mu.Unlock()
+	}
+	type nodeKey struct{ upstream, addr string }
+	healthOf := make(map[nodeKey]health.Status)
+	for _, hs := range s.health.Statuses() {
+		healthOf[nodeKey{hs.Upstream, hs.Addr}] = hs
+	}
+	for _, n := range s.nodes.all() {
+		live := liveNode[n]
+		ns := NodeStats{
+			Upstream: n.upstreamID, Addr: n.addr,
+			Active: n.active.Load(), Total: n.total.Load(), DialFailures: n.dialFails.Load(),
+			BytesUp: n.bytesUp.Load() + live.up, BytesDown: n.bytesDown.Load() + live.down,
+			Health: HealthUnknown,
+		}
+		if hs, ok := healthOf[nodeKey{n.upstreamID, n.addr}]; ok {
+			ns.Health, ns.HealthReason, ns.HealthSince = HealthUnhealthy, hs.Reason, hs.Since
+			if hs.Healthy {
+				ns.Health = HealthHealthy
+			}
+		}
+		out.BytesUp += ns.BytesUp
+		out.BytesDown += ns.BytesDown
+		out.Nodes = append(out.Nodes, ns)
+	}
+	for _, rs := range s.routes.all() {
+		live := liveRoute[rs]
+		out.Routes = append(out.Routes, RouteStats{
+			ID: rs.id, Active: rs.active.Load(), Total: rs.total.Load(),
+			BytesUp: rs.bytesUp.Load() + live.up, BytesDown: rs.bytesDown.Load() + live.down,
+		})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out.Nodes, func(a, b NodeStats) int {
+		if c := strings.Compare(a.Upstream, b.Upstream); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Addr, b.Addr)
+	})
+	slices.SortFunc(out.Routes, func(a, b RouteStats) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+func (r *routeRegistry) all() []*routeState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*routeState, 0, len(r.routes))
+	for _, rs := range r.routes {
+		out = append(out, rs)
+	}
+	return out
+}
