@@ -161,8 +161,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
-	key := up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr())
-	broker, node := s.dial(up, key, &rec)
+	broker, node := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), &rec)
 	if broker == nil {
 		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		return
@@ -174,7 +173,6 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	node.active.Add(1)
 	node.total.Add(1)
 	defer node.active.Add(-1)
-	defer s.sessions.add(up.cfg.ID, node.addr, key, lc)()
 	rec.node = node.addr
 
 	// Forward the CONNECT as read, and whatever the client sent after it.

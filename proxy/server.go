@@ -50,9 +50,8 @@ type Server struct {
 	stats    Stats
 	health   *health.Checker
 	policies policyRegistry
-	admitted limit.Slots     // connections past the CONNECT policy, for max_connections
-	clients  clientRegistry  // for on_duplicate_client_id
-	sessions sessionRegistry // proxied connections by node, for checks.on_marked_*
+	admitted limit.Slots    // connections past the CONNECT policy, for max_connections
+	clients  clientRegistry // for on_duplicate_client_id
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"sync"
 	"time"
 
 	"github.com/mqgate/mqgate/config"
@@ -15,65 +14,10 @@ const (
 	EndMovedBack pipe.End = "moved_back" // checks.on_marked_up: move_back
 )
 
-// sessionRegistry holds the proxied connections by upstream and node, so
-// that a change of a node's health can act on them.
-type sessionRegistry struct {
-	mu sync.Mutex
-	m  map[sessionNode]map[*liveConn]string // connection -> its hash key
-}
-
-type sessionNode struct{ upstream, addr string }
-
-// session is one proxied connection as the registry holds it.
-type session struct {
-	lc   *liveConn
-	addr string // its node
-	key  string // its hash key
-}
-
-// add registers lc, proxied to addr of upstream; the returned func
-// forgets it.
-func (r *sessionRegistry) add(upstream, addr, key string, lc *liveConn) (remove func()) {
-	k := sessionNode{upstream, addr}
-	r.mu.Lock()
-	if r.m == nil {
-		r.m = make(map[sessionNode]map[*liveConn]string)
-	}
-	if r.m[k] == nil {
-		r.m[k] = make(map[*liveConn]string)
-	}
-	r.m[k][lc] = key
-	r.mu.Unlock()
-	return func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		delete(r.m[k], lc)
-		if len(r.m[k]) == 0 {
-			delete(r.m, k)
-		}
-	}
-}
-
-// of returns the sessions of upstream, on node addr when on is true, on
-// every other node when it is false.
-func (r *sessionRegistry) of(upstream, addr string, on bool) []session {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []session
-	for k, conns := range r.m {
-		if k.upstream != upstream || (k.addr == addr) != on {
-			continue
-		}
-		for lc, key := range conns {
-			out = append(out, session{lc: lc, addr: k.addr, key: key})
-		}
-	}
-	return out
-}
-
 // nodeChanged acts on a change of a node's health as its upstream's checks
 // ask: on_marked_down closes the node's connections, on_marked_up
-// move_back moves back the connections that belong on it.
+// move_back moves back the connections that belong on it. The health
+// checker calls it in a goroutine of its own.
 func (s *Server) nodeChanged(st health.Status) {
 	up, node := s.snap.Load().node(st.Upstream, st.Addr)
 	if up == nil || up.cfg.Checks == nil || up.health[node].Healthy() != st.Healthy {
@@ -81,54 +25,42 @@ func (s *Server) nodeChanged(st health.Status) {
 	}
 	switch checks := up.cfg.Checks; {
 	case !st.Healthy && checks.OnMarkedDown == config.MarkedDownClose:
-		sessions := s.sessions.of(st.Upstream, st.Addr, true)
-		for _, ss := range sessions {
-			ss.lc.close(EndNodeDown)
+		s.mu.Lock()
+		victims := s.matching(ConnFilter{Upstream: st.Upstream, Node: st.Addr})
+		s.mu.Unlock()
+		for _, lc := range victims {
+			lc.close(EndNodeDown)
 		}
-		if len(sessions) > 0 {
-			s.log.Info("closed the connections of an unhealthy node", "upstream", st.Upstream, "node", st.Addr, "count", len(sessions))
+		if len(victims) > 0 {
+			s.log.Info("closed the connections of an unhealthy node", "upstream", st.Upstream, "node", st.Addr, "count", len(victims))
 		}
 	case st.Healthy && checks.OnMarkedUp == config.MarkedUpMoveBack:
-		s.moveBack(up, node, checks.MoveBackRate)
+		s.mu.Lock()
+		conns := s.matching(ConnFilter{Upstream: st.Upstream})
+		s.mu.Unlock()
+		var victims []*liveConn
+		for _, lc := range conns {
+			if ci, ok := lc.info(); ok && ci.Node != st.Addr && up.belongsOn(lc, node, ci.Node) {
+				victims = append(victims, lc)
+			}
+		}
+		if len(victims) > 0 {
+			window := time.Duration(float64(len(victims)) / checks.MoveBackRate * float64(time.Second))
+			s.log.Info("moving connections back to a node that returned", "upstream", st.Upstream, "node", st.Addr, "count", len(victims), "window", window)
+			s.closeSpread(victims, window, EndMovedBack)
+		}
 	}
 }
 
-// moveBack closes, rate per second, the connections of up on other nodes
-// that the balancer would now send to node, so that their clients
-// reconnect to it. It stops when node goes down again or the server stops.
-func (s *Server) moveBack(up *upstream, node int, rate float64) {
-	var moves []*liveConn
-	for _, ss := range s.sessions.of(up.cfg.ID, up.addrs[node], false) {
-		if up.belongsOn(ss.key, node, ss.addr) {
-			moves = append(moves, ss.lc)
-		}
-	}
-	if len(moves) == 0 {
-		return
-	}
-	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
-	defer tick.Stop()
-	moved := 0
-	for _, lc := range moves {
-		if !up.health[node].Healthy() {
-			break
-		}
-		lc.close(EndMovedBack)
-		moved++
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-	s.log.Info("moved connections back to a node that returned", "upstream", up.cfg.ID, "node", up.addrs[node], "count", moved)
-}
-
-// belongsOn reports whether a connection with hash key, now on node addr
-// now, would be sent to node: for chash, node comes first in the key's
-// order; for the other balancers, node is of a higher priority than now.
-func (u *upstream) belongsOn(key string, node int, now string) bool {
+// belongsOn reports whether lc, now on node addr now, would be sent to node:
+// for chash, node comes first in the order of lc's hash key; for the other
+// balancers, node is of a higher priority than now.
+func (u *upstream) belongsOn(lc *liveConn, node int, now string) bool {
 	if u.cfg.Type == "chash" {
+		lc.mu.Lock()
+		e := &lc.entry
+		key := u.hashKey(e.clientID, e.username, e.remote.Addr())
+		lc.mu.Unlock()
 		for first := range u.bal.Order(key) {
 			return first == node
 		}
