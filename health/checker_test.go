@@ -215,6 +215,9 @@ func TestPassive(t *testing.T) {
 		t.Errorf("reason %q", r)
 	}
 	mqtttest.WaitFor(t, "back on trial", n.Healthy)
+	if !n.Status().OnTrial {
+		t.Errorf("status %+v, want on trial", n.Status())
+	}
 	n.ReportDial(dial())
 	if n.Healthy() {
 		t.Fatal("healthy after failing on trial")

@@ -83,6 +83,7 @@ func (n *Node) Healthy() bool {
 type Status struct {
 	Upstream, Addr string
 	Healthy        bool
+	OnTrial        bool      // healthy again after passive checks' fail_timeout, not yet proven
 	Reason         string    // why it is in this state
 	Since          time.Time // when it entered it
 	Probe          string    // "mqtt", "tcp" or "" when no probes run
@@ -104,7 +105,7 @@ func (n *Node) Status() Status {
 // status is Status with n.mu held.
 func (n *Node) status(healthy bool) Status {
 	return Status{
-		Upstream: n.upstream, Addr: n.addr, Healthy: healthy, Reason: n.reason, Since: n.since,
+		Upstream: n.upstream, Addr: n.addr, Healthy: healthy, OnTrial: healthy && n.trial, Reason: n.reason, Since: n.since,
 		Probe: n.probedBy, Probes: n.probes, ProbeFailures: n.failed,
 		LastProbe: n.lastProbe, LastLatency: n.lastProbeLatency, LastProbeError: n.lastProbeErr,
 	}

@@ -34,7 +34,9 @@ func (s *Server) nodeChanged(st health.Status) {
 		if len(victims) > 0 {
 			s.log.Info("closed the connections of an unhealthy node", "upstream", st.Upstream, "node", st.Addr, "count", len(victims))
 		}
-	case st.Healthy && checks.OnMarkedUp == config.MarkedUpMoveBack:
+	case st.Healthy && !st.OnTrial && checks.OnMarkedUp == config.MarkedUpMoveBack:
+		// A node on trial has not proven itself yet: moving clients
+		// back to it could close working connections for nothing.
 		s.mu.Lock()
 		conns := s.matching(ConnFilter{Upstream: st.Upstream})
 		s.mu.Unlock()
