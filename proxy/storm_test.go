@@ -23,11 +23,14 @@ import (
 func TestReconnectStorm(t *testing.T) {
 	t.Parallel()
 	const (
-		storm   = 3000
 		workers = 64
 		rate    = 200
 		burst   = 100
 	)
+	storm := 3000
+	if raceEnabled {
+		storm = 1000
+	}
 	broker := mqtttest.StartMochi(t)
 	gw := startGateway(t, fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
