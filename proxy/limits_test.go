@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
 )
@@ -174,4 +175,37 @@ stream_routes: [{id: r, upstream_id: 1}]
 		}
 		return false
 	})
+}
+
+// TestLimitAcrossReload: a reload that keeps a route's limit keeps its
+// counts (the limit still holds for connections made before it); one that
+// changes the limit starts it afresh.
+func TestLimitAcrossReload(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	yml := func(conn int) string {
+		return fmt.Sprintf(`
+stream_proxy: {tcp: ["127.0.0.1:0"]}
+upstreams: [{id: 1, nodes: {%q: 1}}]
+stream_routes: [{id: r, upstream_id: 1, plugins: {limit-conn: {conn: %d, key: route_id}}}]
+`, broker.Addr(), conn)
+	}
+	gw := startGateway(t, yml(1))
+	apply := func(yml string) {
+		t.Helper()
+		cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(yml)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := gw.srv.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holdConn(t, gw.addr, "a", "")
+	apply(yml(1))
+	if code := refusedWith(t, gw.addr, "b", "", mqtt.Level5); code != mqtt.QuotaExceeded {
+		t.Errorf("after a reload with the same limit: code %#x, want 0x97", byte(code))
+	}
+	apply(yml(2))
+	holdConn(t, gw.addr, "c", "")
 }
