@@ -1,6 +1,6 @@
 //go:build race
 
-package proxy_test
+package admin_test
 
 // raceEnabled: the race detector slows every connection several times, so
 // load tests scale down to stay within seconds.
