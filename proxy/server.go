@@ -96,7 +96,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		conns:     make(map[*liveConn]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.health = health.NewChecker(s.log)
+	s.health = health.NewChecker(s.log, s.nodeChanged)
 	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
 	if err != nil {
 		return nil, err
@@ -109,7 +109,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
 	s.snap.Store(snap)
-	s.health.Update(snap.targets)
 	return s, nil
 }
 
@@ -126,6 +125,7 @@ func (s *Server) Listen() error {
 		s.startListener(l)
 	}
 	s.watchCerts.Do(func() { go s.certs.Watch(s.ctx, s.certCheck) })
+	s.health.Update(s.snap.Load().targets) // probes run while the server does
 	return nil
 }
 
