@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +40,7 @@ type gate struct {
 	dir       string
 	file      string
 	statePath string
-	log       *syncBuffer
+	log       *mqtttest.LogBuffer
 }
 
 // configYAML is a configuration with one listener on port, the Admin API on
@@ -72,7 +71,7 @@ func startGate(t *testing.T, yml string) *gate {
 
 func openGate(t *testing.T, dir, file string) *gate {
 	t.Helper()
-	logBuf := &syncBuffer{}
+	logBuf := &mqtttest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	mgr, err := admin.Open([]string{file}, log)
 	if err != nil {
@@ -436,8 +435,9 @@ func TestStateSurvivesRestart(t *testing.T) {
 	g := startGate(t, configYAML(0, ""))
 	g.mustDo(t, 201, "PUT", "/apisix/admin/upstreams/1", fmt.Sprintf(`{"nodes": {%q: 1}, "type": "chash"}`, broker.Addr()))
 	g.mustDo(t, 201, "PUT", "/apisix/admin/stream_routes/r", `{"upstream_id": 1}`)
-	pair := certtest.NewCA(t, "CA").Server(t, certtest.ECDSA, "a.example")
-	g.mustDo(t, 201, "PUT", "/apisix/admin/ssls/s1", fmt.Sprintf(`{"snis": ["a.example"], "cert": %q, "key": %q}`, pair.CertPEM, pair.KeyPEM))
+	pair := certtest.NewCA(t, "test CA").Server(t, certtest.ECDSA, "a.example")
+	body, _ := json.Marshal(map[string]any{"snis": []string{"a.example"}, "cert": string(pair.CertPEM), "key": string(pair.KeyPEM)})
+	g.mustDo(t, 201, "PUT", "/apisix/admin/ssls/s1", string(body))
 	fi, err := os.Stat(g.statePath)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file: %v %v", fi, err)
@@ -576,24 +576,6 @@ func TestStatusAndConnections(t *testing.T) {
 		_, total := g.srv.Connections(proxy.ConnFilter{}, 0)
 		return total == 2
 	})
-}
-
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestDrainParam: ?drain=true closes the connections of the node a PUT

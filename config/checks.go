@@ -12,7 +12,29 @@ import (
 type Checks struct {
 	Active  *ActiveCheck  // nil = no probes
 	Passive *PassiveCheck // nil = no passive counting
+	// OnMarkedDown is MarkedDownKeep (default) or MarkedDownClose: close
+	// the node's client connections when it is marked unhealthy, so their
+	// clients reconnect to a healthy node at once instead of waiting for
+	// their keepalive to notice a hung broker.
+	OnMarkedDown string
+	// OnMarkedUp is MarkedUpKeep (default) or MarkedUpMoveBack: when a
+	// node is healthy again, close, MoveBackRate per second, the
+	// connections on other nodes that the balancer would now send to it,
+	// so its clients come back to it (and to their sessions).
+	OnMarkedUp   string
+	MoveBackRate float64 // connections closed per second; default 100
 }
+
+// Values of checks.on_marked_down and checks.on_marked_up.
+const (
+	MarkedDownKeep   = "keep"
+	MarkedDownClose  = "close"
+	MarkedUpKeep     = "keep"
+	MarkedUpMoveBack = "move_back"
+)
+
+// DefaultMoveBackRate is checks.move_back_rate's default.
+const DefaultMoveBackRate = 100
 
 // Probe types of checks.active.type.
 const (
@@ -65,7 +87,7 @@ const (
 )
 
 var (
-	checksKeys           = []string{"active", "passive"}
+	checksKeys           = []string{"active", "passive", "on_marked_down", "on_marked_up", "move_back_rate"}
 	activeKeys           = []string{"type", "timeout", "concurrency", "port", "healthy", "unhealthy", "protocol_level", "client_id", "username", "password"}
 	ignoredActiveKeys    = []string{"host", "http_path", "https_verify_certificate", "req_headers"}
 	activeHealthyKeys    = []string{"interval", "successes"}
@@ -80,10 +102,30 @@ var (
 
 // checks decodes an upstream's `checks`.
 func (d *decoder) checks(n *yaml.Node, path string) *Checks {
-	c := &Checks{}
+	c := &Checks{OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep, MoveBackRate: DefaultMoveBackRate}
+	var actions []keyValue
 	for _, kv := range d.fields(n, path) {
 		p := join(path, kv.key)
 		switch kv.key {
+		case "on_marked_down":
+			actions = append(actions, kv)
+			if v, ok := d.oneOf(kv.val, p, MarkedDownKeep, MarkedDownClose); ok {
+				c.OnMarkedDown = v
+			}
+		case "on_marked_up":
+			actions = append(actions, kv)
+			if v, ok := d.oneOf(kv.val, p, MarkedUpKeep, MarkedUpMoveBack); ok {
+				c.OnMarkedUp = v
+			}
+		case "move_back_rate":
+			actions = append(actions, kv)
+			if v, ok := d.float(kv.val, p); ok {
+				if v <= 0 {
+					d.errorf(kv.val, p, "must be greater than 0, got %v", v)
+					continue
+				}
+				c.MoveBackRate = v
+			}
 		case "active":
 			if !isNull(kv.val) {
 				c.Active = d.activeCheck(kv.val, p)
@@ -97,6 +139,9 @@ func (d *decoder) checks(n *yaml.Node, path string) *Checks {
 		}
 	}
 	if c.Active == nil && c.Passive == nil {
+		for _, kv := range actions {
+			d.errorf(kv.keyNode, join(path, kv.key), "needs checks.active or checks.passive to mark nodes")
+		}
 		return nil
 	}
 	return c

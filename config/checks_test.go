@@ -62,6 +62,9 @@ upstreams:
         healthy: {successes: 3}
         unhealthy: {tcp_failures: 3, timeouts: 2}
         fail_timeout: 30s
+      on_marked_down: close
+      on_marked_up: move_back
+      move_back_rate: 20
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +84,8 @@ upstreams:
 			UnhealthyInterval: 250 * time.Millisecond, TCPFailures: 4, Timeouts: 5,
 			ProtocolLevel: 5, ClientID: "mqgate-probe-", Username: "probe", Password: "secret",
 		},
-		Passive: &PassiveCheck{TCPFailures: 3, Timeouts: 2, FailTimeout: 30 * time.Second},
+		Passive:      &PassiveCheck{TCPFailures: 3, Timeouts: 2, FailTimeout: 30 * time.Second},
+		OnMarkedDown: MarkedDownClose, OnMarkedUp: MarkedUpMoveBack, MoveBackRate: 20,
 	}
 	if !reflect.DeepEqual(u.Checks, wantChecks) {
 		t.Errorf("checks =\n%+v %+v\nwant\n%+v %+v", u.Checks.Active, u.Checks.Passive, wantChecks.Active, wantChecks.Passive)
@@ -92,7 +96,8 @@ upstreams:
 			HealthyInterval: time.Second, Successes: 2,
 			UnhealthyInterval: time.Second, TCPFailures: 2, Timeouts: 3, ProtocolLevel: 4,
 		},
-		Passive: &PassiveCheck{TCPFailures: 2, Timeouts: 7, FailTimeout: 10 * time.Second},
+		Passive:      &PassiveCheck{TCPFailures: 2, Timeouts: 7, FailTimeout: 10 * time.Second},
+		OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep, MoveBackRate: DefaultMoveBackRate,
 	}
 	if got := cfg.StreamRoutes[1].Upstream.Checks; !reflect.DeepEqual(got, defaults) {
 		t.Errorf("default checks =\n%+v %+v\nwant\n%+v %+v", got.Active, got.Passive, defaults.Active, defaults.Passive)
@@ -171,7 +176,10 @@ upstreams:
       passive: {type: http, fail_timeout: 0, unhealthy: {timeouts: 0}}
   - id: w
     nodes: {"a:1883": 1}
-    checks: {active: {protocol_level: 3}, activ: {}}
+    checks: {active: {protocol_level: 3}, activ: {}, on_marked_down: drop, move_back_rate: 0}
+  - id: x
+    nodes: {"a:1883": 1}
+    checks: {on_marked_up: move_back}
 `)
 	want := []string{
 		`h.yaml:1: stream_proxy.max_connections: must be >= 0, got -1`,
@@ -203,6 +211,9 @@ upstreams:
 		`h.yaml:34: upstreams[1].checks.passive.unhealthy.timeouts: must be 1..254, got 0`,
 		`h.yaml:37: upstreams[2].checks.active.client_id: MQTT 3.1 (protocol_level 3) does not allow an empty client id: set a prefix`,
 		`h.yaml:37: upstreams[2].checks.activ: unknown key (did you mean "active"?)`,
+		`h.yaml:37: upstreams[2].checks.on_marked_down: must be keep or close, got "drop"`,
+		`h.yaml:37: upstreams[2].checks.move_back_rate: must be greater than 0, got 0`,
+		`h.yaml:40: upstreams[3].checks.on_marked_up: needs checks.active or checks.passive to mark nodes`,
 	}
 	if err == nil {
 		t.Fatal("Parse succeeded")

@@ -15,7 +15,7 @@ var (
 		"id", "name", "desc", "server_port", "server_addr", "remote_addr", "sni",
 		"mqtt_client_id", "mqtt_username", "upstream_id", "upstream", "plugins",
 	}
-	knownPlugins      = []string{"mqtt-proxy", "limit-conn", "limit-req", "ip-restriction", "mqtt-rewrite"}
+	knownPlugins      = []string{"mqtt-proxy", "mqtt-rewrite", "limit-conn", "limit-req", "ip-restriction"}
 	mqttProxyKeys     = []string{"protocol_name", "protocol_level"}
 	mqttProtocolNames = []string{"MQTT", "MQIsdp"}
 )

@@ -26,9 +26,9 @@ type Config struct {
 	Log          Log
 	StreamRoutes []StreamRoute
 	Upstreams    []Upstream // top-level upstreams only; inline ones live in StreamRoute.Upstream
-	SSLs         []SSL      // server certificates for TLS listeners, in load order (ssl.go)
 	Admin        *Admin     // nil: no admin block, the Admin API is off
 	Reload       *Reload    // nil: defaults; see ReloadSettings
+	SSLs         []SSL      // server certificates for TLS listeners, in load order (ssl.go)
 	Ignored      []string   // APISIX keys mqgate accepts but does not use, as "file:line: path"
 	Warnings     []*Error   // valid but suspicious settings
 }
@@ -93,10 +93,10 @@ type StringMatch struct {
 // Plugins is the set of stream plugins on a route.
 type Plugins struct {
 	MQTTProxy     *MQTTProxy     // `mqtt-proxy`
+	MQTTRewrite   *MQTTRewrite   // `mqtt-rewrite` (rewrite.go)
 	LimitConn     *LimitConn     // `limit-conn`
 	LimitReq      *LimitReq      // `limit-req`
 	IPRestriction *IPRestriction // `ip-restriction`
-	MQTTRewrite   *MQTTRewrite   // `mqtt-rewrite` (rewrite.go)
 }
 
 // MQTTProxy restricts a route to an MQTT protocol name and/or level.

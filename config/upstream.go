@@ -13,7 +13,7 @@ import (
 )
 
 var (
-	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "checks", "hash_balance_factor", "tls", "proxy_protocol"}
+	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "tls", "proxy_protocol", "checks", "hash_balance_factor"}
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
 	timeoutKeys   = []string{"connect", "send", "read"}

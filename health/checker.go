@@ -3,7 +3,7 @@
 // connect) and passive reports from real client dials feed it, balancers
 // read it, operators see it.
 //
-//	hc := health.NewChecker(log)
+//	hc := health.NewChecker(log, nil)
 //	defer hc.Close()
 //	hc.Update([]health.Target{{Upstream: "cloud", Addrs: addrs, Checks: up.Checks}})
 //	n := hc.Node("cloud", "10.0.0.1:1883")
@@ -49,7 +49,8 @@ type Target struct {
 
 // Checker owns the probes and the health of every node.
 type Checker struct {
-	log *slog.Logger
+	log      *slog.Logger
+	onChange func(Status)
 
 	mu     sync.Mutex
 	nodes  map[nodeKey]*Node
@@ -75,12 +76,15 @@ type probe struct {
 	done   chan struct{}
 }
 
-// NewChecker returns a Checker with no targets.
-func NewChecker(log *slog.Logger) *Checker {
+// NewChecker returns a Checker with no targets. onChange, when not nil, is
+// called with the new state after every change of a node's state, in a
+// goroutine of its own (so it may take its time, and calls for one node may
+// arrive out of order: read Status.Since, or the node, for the latest).
+func NewChecker(log *slog.Logger, onChange func(Status)) *Checker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Checker{log: log, nodes: make(map[nodeKey]*Node), groups: make(map[string]*group)}
+	return &Checker{log: log, onChange: onChange, nodes: make(map[nodeKey]*Node), groups: make(map[string]*group)}
 }
 
 // Node returns the health of the node addr of upstream, creating it
@@ -91,7 +95,7 @@ func (c *Checker) Node(upstream, addr string) *Node {
 	k := nodeKey{upstream, addr}
 	n, ok := c.nodes[k]
 	if !ok {
-		n = newNode(upstream, addr, c.log)
+		n = newNode(upstream, addr, c.log, c.onChange)
 		c.nodes[k] = n
 	}
 	return n
@@ -121,7 +125,7 @@ func (c *Checker) Update(targets []Target) {
 			keep[k] = true
 			n, ok := c.nodes[k]
 			if !ok {
-				n = newNode(t.Upstream, addr, c.log)
+				n = newNode(t.Upstream, addr, c.log, c.onChange)
 				c.nodes[k] = n
 			}
 			n.configure(active, passive)
@@ -187,12 +191,20 @@ func (g *group) stopAll() []*probe {
 	return out
 }
 
-// Close stops every probe and waits for them to end.
+// Close stops every probe and waits for them to end; later Updates do
+// nothing.
 func (c *Checker) Close() {
-	c.Update(nil)
+	var stopped []*probe
 	c.mu.Lock()
 	c.closed = true
+	for id, g := range c.groups {
+		stopped = append(stopped, g.stopAll()...)
+		delete(c.groups, id)
+	}
 	c.mu.Unlock()
+	for _, p := range stopped {
+		<-p.done
+	}
 }
 
 // Statuses returns the state of every watched node, by upstream and address.
@@ -245,9 +257,7 @@ func runProbe(ctx context.Context, g *group, n *Node, addr string) {
 		case <-ctx.Done():
 			return
 		}
-		start := time.Now()
-		err := probeOnce(ctx, &g.cfg, g.dial, addr)
-		latency := time.Since(start)
+		latency, err := probeOnce(ctx, &g.cfg, g.dial, addr)
 		<-g.sem
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result says nothing of the node

@@ -1,11 +1,14 @@
 package health_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +31,7 @@ func fast(typ string) *config.ActiveCheck {
 func newChecker(t *testing.T) (*health.Checker, *mqtttest.LogBuffer) {
 	t.Helper()
 	logs := &mqtttest.LogBuffer{}
-	hc := health.NewChecker(slog.New(slog.NewTextHandler(logs, nil)))
+	hc := health.NewChecker(slog.New(slog.NewTextHandler(logs, nil)), nil)
 	t.Cleanup(hc.Close)
 	return hc, logs
 }
@@ -110,18 +113,21 @@ func TestProbeRefused(t *testing.T) {
 	anon.ProtocolLevel = 5
 	withCreds := fast(config.ProbeMQTT)
 	withCreds.Username, withCreds.Password = "probe", "s3cret"
+	v5 := fast(config.ProbeMQTT)
+	v5.ProtocolLevel, v5.Username, v5.Password = 5, "probe", "s3cret"
 	v31 := fast(config.ProbeMQTT)
 	v31.ProtocolLevel, v31.ClientID, v31.Username, v31.Password = 3, "mqgate-", "probe", "s3cret"
 	hc.Update([]health.Target{
 		{Upstream: "anon", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: anon}},
 		{Upstream: "creds", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: withCreds}},
 		{Upstream: "v31", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: v31}},
+		{Upstream: "v5", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: v5}},
 	})
 	mqtttest.WaitFor(t, "anonymous probe refused", func() bool { return !hc.Node("anon", m.Addr()).Healthy() })
 	if s := hc.Node("anon", m.Addr()).Status(); !strings.Contains(s.Reason, "CONNACK refused the probe: 0x87 Not authorized") {
 		t.Errorf("reason %q", s.Reason)
 	}
-	for _, up := range []string{"creds", "v31"} {
+	for _, up := range []string{"creds", "v31", "v5"} {
 		n := hc.Node(up, m.Addr())
 		mqtttest.WaitFor(t, up+": 3 probes", func() bool { return n.Status().Probes >= 3 })
 		if s := n.Status(); !s.Healthy || s.ProbeFailures != 0 {
@@ -183,7 +189,10 @@ func TestUpdate(t *testing.T) {
 func TestPassive(t *testing.T) {
 	t.Parallel()
 	addr := closedPort(t)
-	hc, logs := newChecker(t)
+	logs := &mqtttest.LogBuffer{}
+	changes := make(chan health.Status, 10)
+	hc := health.NewChecker(slog.New(slog.NewTextHandler(logs, nil)), func(s health.Status) { changes <- s })
+	t.Cleanup(hc.Close)
 	passive := &config.PassiveCheck{TCPFailures: 2, Timeouts: 5, FailTimeout: 50 * time.Millisecond}
 	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{addr}, Checks: &config.Checks{Passive: passive}}})
 	n := hc.Node("u", addr)
@@ -206,6 +215,9 @@ func TestPassive(t *testing.T) {
 		t.Errorf("reason %q", r)
 	}
 	mqtttest.WaitFor(t, "back on trial", n.Healthy)
+	if !n.Status().OnTrial {
+		t.Errorf("status %+v, want on trial", n.Status())
+	}
 	n.ReportDial(dial())
 	if n.Healthy() {
 		t.Fatal("healthy after failing on trial")
@@ -222,9 +234,70 @@ func TestPassive(t *testing.T) {
 	if got := strings.Count(logs.String(), `msg="node unhealthy"`); got != 2 {
 		t.Errorf("logged unhealthy %d times, want 2", got)
 	}
+	// Down, on trial, down, on trial: four changes reported.
+	var down, up int
+	for range 4 {
+		select {
+		case s := <-changes:
+			if s.Healthy {
+				up++
+			} else {
+				down++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d changes reported, want 4", down+up)
+		}
+	}
+	if down != 2 || up != 2 || len(changes) != 0 {
+		t.Errorf("changes reported: %d down, %d up, %d more; want 2 and 2", down, up, len(changes))
+	}
 }
 
 // closedPort returns a loopback address nothing listens on.
 func closedPort(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+}
+
+// countingConn reports its Close once.
+type countingConn struct {
+	net.Conn
+	once   sync.Once
+	closed func()
+}
+
+func (c *countingConn) Close() error {
+	c.once.Do(c.closed)
+	return c.Conn.Close()
+}
+
+// TestProbeConcurrency: at most checks.active.concurrency probes of an
+// upstream are in flight at once, however many nodes it has.
+func TestProbeConcurrency(t *testing.T) {
+	t.Parallel()
+	var addrs []string
+	for range 8 {
+		addr, _ := mqtttest.SilentPort(t)
+		addrs = append(addrs, addr)
+	}
+	var inFlight, most, probes atomic.Int64
+	var d net.Dialer
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		probes.Add(1)
+		n := inFlight.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		return &countingConn{Conn: c, closed: func() { inFlight.Add(-1) }}, nil
+	}
+	check := fast(config.ProbeMQTT)
+	check.Concurrency, check.Timeout = 2, 30*time.Millisecond
+	hc, _ := newChecker(t)
+	hc.Update([]health.Target{{Upstream: "u", Addrs: addrs, Checks: &config.Checks{Active: check}, Dial: dial}})
+	mqtttest.WaitFor(t, "24 probes", func() bool { return probes.Load() >= 24 })
+	if m := most.Load(); m != 2 {
+		t.Errorf("at most %d probes in flight, want 2", m)
+	}
 }

@@ -21,11 +21,16 @@ import (
 type Node struct {
 	upstream, addr string
 	log            *slog.Logger
+	changed        func(Status) // called after a change of state, in its own goroutine; may be nil
 
 	healthy atomic.Bool
 	// retryAt is when a node taken out by passive checks alone goes back
 	// on trial, in Unix nanoseconds; 0 when it does not.
 	retryAt atomic.Int64
+	// suspect is set while passive failures are counted or the node is on
+	// trial: only then has a good dial something to reset, so the common
+	// good dial takes no lock.
+	suspect atomic.Bool
 
 	mu       sync.Mutex
 	reason   string
@@ -47,8 +52,8 @@ type Node struct {
 	probes, failed   uint64
 }
 
-func newNode(upstream, addr string, log *slog.Logger) *Node {
-	n := &Node{upstream: upstream, addr: addr, log: log, reason: "not checked", since: time.Now()}
+func newNode(upstream, addr string, log *slog.Logger, changed func(Status)) *Node {
+	n := &Node{upstream: upstream, addr: addr, log: log, changed: changed, reason: "not checked", since: time.Now()}
 	n.healthy.Store(true)
 	return n
 }
@@ -67,6 +72,7 @@ func (n *Node) Healthy() bool {
 	defer n.mu.Unlock()
 	if !n.healthy.Load() && n.retryAt.Load() == at {
 		n.trial = true
+		n.suspect.Store(true)
 		n.resetPassive(time.Now())
 		n.set(true, "on trial after fail_timeout "+n.passive.FailTimeout.String())
 	}
@@ -77,6 +83,7 @@ func (n *Node) Healthy() bool {
 type Status struct {
 	Upstream, Addr string
 	Healthy        bool
+	OnTrial        bool      // healthy again after passive checks' fail_timeout, not yet proven
 	Reason         string    // why it is in this state
 	Since          time.Time // when it entered it
 	Probe          string    // "mqtt", "tcp" or "" when no probes run
@@ -92,8 +99,13 @@ func (n *Node) Status() Status {
 	healthy := n.Healthy()
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return n.status(healthy)
+}
+
+// status is Status with n.mu held.
+func (n *Node) status(healthy bool) Status {
 	return Status{
-		Upstream: n.upstream, Addr: n.addr, Healthy: healthy, Reason: n.reason, Since: n.since,
+		Upstream: n.upstream, Addr: n.addr, Healthy: healthy, OnTrial: healthy && n.trial, Reason: n.reason, Since: n.since,
 		Probe: n.probedBy, Probes: n.probes, ProbeFailures: n.failed,
 		LastProbe: n.lastProbe, LastLatency: n.lastProbeLatency, LastProbeError: n.lastProbeErr,
 	}
@@ -114,6 +126,9 @@ func (n *Node) set(healthy bool, reason string) {
 		n.log.Info("node healthy", "upstream", n.upstream, "node", n.addr, "reason", reason, "was_unhealthy_for", was.Round(time.Millisecond))
 	} else {
 		n.log.Warn("node unhealthy", "upstream", n.upstream, "node", n.addr, "reason", reason)
+	}
+	if n.changed != nil {
+		go n.changed(n.status(healthy))
 	}
 }
 
@@ -180,20 +195,23 @@ func (n *Node) probed(err error, latency time.Duration) {
 // connection: nil for success. With passive checks configured, failures
 // within fail_timeout take the node out of service.
 func (n *Node) ReportDial(err error) {
-	if err == nil && n.healthy.Load() {
-		// The common case: nothing to reset unless failures were counted.
+	if err == nil {
+		if !n.suspect.Load() {
+			return
+		}
 		n.mu.Lock()
-		if n.passiveFails+n.passiveTimeouts > 0 || n.trial {
+		defer n.mu.Unlock()
+		if n.healthy.Load() {
 			n.trial = false
+			n.suspect.Store(false)
 			n.resetPassive(time.Now())
 		}
-		n.mu.Unlock()
 		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	p := n.passive
-	if p == nil || err == nil {
+	if p == nil {
 		return
 	}
 	now := time.Now()
@@ -203,6 +221,7 @@ func (n *Node) ReportDial(err error) {
 	if now.Sub(n.passiveStart) > p.FailTimeout {
 		n.resetPassive(now)
 	}
+	n.suspect.Store(true)
 	timeout := isTimeout(err)
 	if timeout {
 		n.passiveTimeouts++

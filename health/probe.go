@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"time"
 
@@ -23,21 +25,43 @@ const probeKeepAlive = 10
 
 // probeOnce runs one probe of addr: for tcp a connect, for mqtt a CONNECT
 // that must get a successful CONNACK, then a DISCONNECT. The whole probe is
-// bounded by cfg.Timeout.
-func probeOnce(ctx context.Context, cfg *config.ActiveCheck, dial Dialer, addr string) error {
+// bounded by cfg.Timeout. It returns the time to the connection (tcp) or to
+// the CONNACK (mqtt).
+//
+// Probes take care not to leave a socket in TIME_WAIT behind on mqgate's
+// side, which would hold a local port for a minute per probe: the tcp probe
+// closes with a reset (as HAProxy's checks do), the mqtt probe lets the
+// broker close first after the DISCONNECT, as brokers do at once.
+func probeOnce(ctx context.Context, cfg *config.ActiveCheck, dial Dialer, addr string) (time.Duration, error) {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
-		return err
+		return time.Since(start), err
 	}
 	defer conn.Close()
 	if cfg.Type == config.ProbeTCP {
-		return nil
+		latency := time.Since(start)
+		if tc, ok := conn.(interface{ SetLinger(int) error }); ok {
+			_ = tc.SetLinger(0)
+		}
+		return latency, nil
 	}
+	acked, err := probeMQTT(ctx, cfg, conn)
+	if acked.IsZero() {
+		return time.Since(start), err
+	}
+	return acked.Sub(start), err
+}
+
+// probeMQTT speaks MQTT on conn: CONNECT, CONNACK, DISCONNECT, then waits
+// for the broker to close. It returns when the CONNACK arrived (zero when
+// none did).
+func probeMQTT(ctx context.Context, cfg *config.ActiveCheck, conn net.Conn) (acked time.Time, err error) {
 	deadline, _ := ctx.Deadline()
 	if err := conn.SetDeadline(deadline); err != nil {
-		return err
+		return acked, err
 	}
 	// A cancelled probe (a reload, a shutdown) must not wait for its
 	// deadline.
@@ -46,7 +70,7 @@ func probeOnce(ctx context.Context, cfg *config.ActiveCheck, dial Dialer, addr s
 
 	level := byte(cfg.ProtocolLevel)
 	if _, err := conn.Write(mqtt.AppendConnect(nil, probeConnect(cfg))); err != nil {
-		return fmt.Errorf("send CONNECT: %w", err)
+		return acked, fmt.Errorf("send CONNECT: %w", err)
 	}
 	var buf [maxConnack]byte
 	n := 0
@@ -54,23 +78,28 @@ func probeOnce(ctx context.Context, cfg *config.ActiveCheck, dial Dialer, addr s
 		m, err := conn.Read(buf[n:])
 		n += m
 		if total, ferr := mqtt.FrameLen(buf[:n]); ferr == nil && n >= total {
+			acked = time.Now()
 			_, code, perr := mqtt.ParseConnack(buf[:total], level)
 			if perr != nil {
-				return fmt.Errorf("not an MQTT broker: %w", perr)
+				return acked, fmt.Errorf("not an MQTT broker: %w", perr)
 			}
 			if code != mqtt.Success {
-				return fmt.Errorf("CONNACK refused the probe: %s", refusal(code, level))
+				return acked, fmt.Errorf("CONNACK refused the probe: %s", refusal(code, level))
 			}
-			_, _ = conn.Write(mqtt.AppendDisconnect(nil, level, mqtt.NormalDisconnection, ""))
-			return nil
+			if _, err := conn.Write(mqtt.AppendDisconnect(nil, level, mqtt.NormalDisconnection, "")); err == nil {
+				// The broker closes on DISCONNECT [MQTT-3.14.4-2]; a
+				// broker that does not is left to the deadline.
+				_, _ = io.Copy(io.Discard, io.LimitReader(conn, maxConnack))
+			}
+			return acked, nil
 		} else if ferr != nil && !errors.Is(ferr, mqtt.ErrIncomplete) || ferr == nil && total > len(buf) {
-			return fmt.Errorf("not an MQTT broker: answered % x", buf[:min(n, 8)])
+			return acked, fmt.Errorf("not an MQTT broker: answered % x", buf[:min(n, 8)])
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return fmt.Errorf("no CONNACK within %s: %w", cfg.Timeout, context.DeadlineExceeded)
+				return acked, fmt.Errorf("no CONNACK within %s: %w", cfg.Timeout, context.DeadlineExceeded)
 			}
-			return fmt.Errorf("no CONNACK: %w", err)
+			return acked, fmt.Errorf("no CONNACK: %w", err)
 		}
 	}
 }

@@ -89,6 +89,7 @@ type record struct {
 	username  string
 	level     byte
 	node      string
+	hashKey   string // the balancer key, for moving the client back when its node returns
 	up, down  int64
 	end       pipe.End
 	detail    string // refusal reason, parse error, dial error
@@ -174,7 +175,8 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
-	broker, node := s.dial(up, up.hashKey(&rec.id.vars, rec.remote.Addr()), &rec)
+	rec.hashKey = up.hashKey(&rec.id.vars, rec.remote.Addr())
+	broker, node := s.dial(up, rec.hashKey, &rec)
 	if broker == nil {
 		s.refuse(conn, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		return

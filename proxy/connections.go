@@ -23,6 +23,7 @@ type connEntry struct {
 	username string
 	level    byte
 	remote   netip.AddrPort
+	hashKey  string // the balancer key the node was picked with
 	listener string
 	route    *routeState
 	node     *nodeState
@@ -66,6 +67,7 @@ func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeStat
 	defer lc.mu.Unlock()
 	e := &lc.entry
 	e.clientID, e.username, e.level = rec.clientID, rec.username, rec.level
+	e.hashKey = rec.hashKey
 	e.remote, e.listener, e.since = rec.remote, rec.listener, rec.start
 	e.route, e.node = rs, node
 	e.meter.Up.Store(up)

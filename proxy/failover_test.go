@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,7 +39,7 @@ func (d *device) run(ctx context.Context, addr string) {
 			}
 			continue
 		}
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		stop := context.AfterFunc(ctx, func() { noLinger(conn); conn.Close() })
 		d.mu.Lock()
 		d.conn, d.lastUp = conn, time.Now()
 		d.mu.Unlock()
@@ -77,13 +78,6 @@ func (d *device) state() (connects int32, lastUp time.Time) {
 	return d.connects.Load(), d.lastUp
 }
 
-// drop closes the device's connection from its side; it reconnects.
-func (d *device) drop() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.conn.Close()
-}
-
 // on returns the broker the client id is connected to now, or nil.
 func on(id string, brokers []*mqtttest.Mochi) *mqtttest.Mochi {
 	for _, b := range brokers {
@@ -96,9 +90,9 @@ func on(id string, brokers []*mqtttest.Mochi) *mqtttest.Mochi {
 
 // TestBrokerDies: 300 devices through mqgate to 3 brokers by client id.
 // When one broker dies, its devices reconnect to the other two at once and
-// the others' connections are untouched; when it returns, the devices that
-// moved go back to it on their next connection, because their key hashes
-// there again.
+// the others' connections are untouched; when it returns, mqgate closes the
+// connections of the devices that moved (checks.on_marked_up: move_back) and
+// they reconnect to it, because their key hashes there again.
 //
 // It logs the time from the broker's death to the last of its devices
 // being connected elsewhere: run with -v to read it.
@@ -120,6 +114,8 @@ upstreams:
         unhealthy: {interval: 0.1, tcp_failures: 2, timeouts: 2}
       passive:
         unhealthy: {tcp_failures: 3}
+      on_marked_up: move_back
+      move_back_rate: 2000
 stream_routes: [{id: r, upstream_id: 1}]
 `, brokers[0].Addr(), brokers[1].Addr(), brokers[2].Addr()))
 
@@ -133,7 +129,7 @@ stream_routes: [{id: r, upstream_id: 1}]
 	}
 	mqtttest.WaitFor(t, "all devices connected", func() bool {
 		for _, d := range devs {
-			if on(d.id, brokers) == nil {
+			if n, _ := d.state(); n == 0 || on(d.id, brokers) == nil {
 				return false
 			}
 		}
@@ -156,7 +152,7 @@ stream_routes: [{id: r, upstream_id: 1}]
 
 	died := time.Now()
 	deadAddr := brokers[0].Addr()
-	brokers[0].Kill()
+	brokers[0].Close()
 	survivors := brokers[1:]
 	mqtttest.WaitFor(t, "the dead broker's devices connected elsewhere", func() bool {
 		for _, d := range victims {
@@ -186,13 +182,11 @@ stream_routes: [{id: r, upstream_id: 1}]
 		}
 	}
 
-	// The broker returns; once it is healthy, the devices that moved land on
-	// it again when they next connect (here: each drops its connection).
+	// The broker returns; once it is healthy, mqgate moves the devices that
+	// moved back to it.
 	back := mqtttest.StartMochiAt(t, deadAddr)
-	mqtttest.WaitFor(t, "returned broker healthy", func() bool { return nodeHealth(gw, "1", deadAddr).Healthy })
-	for _, d := range victims {
-		d.drop()
-	}
+	stopFirst(t, gw)
+	t.Cleanup(func() { cancel(); wg.Wait() }) // before stopFirst's
 	all := []*mqtttest.Mochi{back, brokers[1], brokers[2]}
 	mqtttest.WaitFor(t, "moved devices back on the returned broker", func() bool {
 		for _, d := range victims {
@@ -210,4 +204,102 @@ stream_routes: [{id: r, upstream_id: 1}]
 	if ids := back.Seen(); !slices.ContainsFunc(ids, func(id string) bool { return id == victims[0].id }) {
 		t.Errorf("returned broker never saw %s", victims[0].id)
 	}
+	mqtttest.WaitFor(t, "a moved_back access record per moved device", func() bool {
+		return countLines(gw.access.Lines(), `"end":"moved_back"`) == len(victims)
+	})
+}
+
+// waitFor is mqtttest.WaitFor that reports more when it times out.
+func waitFor(t *testing.T, what string, cond func() bool, report func()) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			report()
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func countLines(lines []string, sub string) int {
+	n := 0
+	for _, l := range lines {
+		if strings.Contains(l, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestHungBrokerConnectionsClosed: a broker that hangs with its sockets
+// open keeps its clients' connections alive but useless; with
+// checks.on_marked_down: close, mqgate closes them as soon as the probes
+// mark the broker down, and the clients reconnect to a healthy broker.
+func TestHungBrokerConnectionsClosed(t *testing.T) {
+	t.Parallel()
+	a, b := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	relay := mqtttest.StartRelay(t, b.Addr())
+	gw := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    type: chash
+    nodes: {%q: 1, %q: 1}`+fastChecks+`
+      on_marked_down: close
+stream_routes: [{id: r, upstream_id: 1}]
+`, a.Addr(), relay.Addr(), "mqtt"))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	devs := make([]*device, 30)
+	for i := range devs {
+		devs[i] = &device{id: fmt.Sprintf("d-%02d", i)}
+		wg.Go(func() { devs[i].run(ctx, gw.addr) })
+	}
+	brokers := []*mqtttest.Mochi{a, b}
+	mqtttest.WaitFor(t, "all devices connected", func() bool {
+		for _, d := range devs {
+			if n, _ := d.state(); n == 0 || on(d.id, brokers) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	var onB, onA []*device
+	for _, d := range devs {
+		if on(d.id, brokers) == b {
+			onB = append(onB, d)
+		} else {
+			onA = append(onA, d)
+		}
+	}
+	if len(onB) == 0 || len(onA) == 0 {
+		t.Fatalf("%d devices on a, %d on b: want some on each", len(onA), len(onB))
+	}
+
+	relay.Freeze()
+	waitFor(t, "the hung broker's devices reconnected to the other", func() bool {
+		for _, d := range onB {
+			if n, _ := d.state(); n < 2 || on(d.id, []*mqtttest.Mochi{a}) == nil {
+				return false
+			}
+		}
+		return true
+	}, func() {
+		for _, d := range onB {
+			n, _ := d.state()
+			t.Logf("%s: %d connects, on a: %v", d.id, n, on(d.id, []*mqtttest.Mochi{a}) != nil)
+		}
+		t.Logf("health: %+v", gw.srv.Health())
+		t.Logf("access: %s", strings.Join(gw.access.Lines(), "\n"))
+	})
+	for _, d := range onA {
+		if n, _ := d.state(); n != 1 {
+			t.Errorf("%s on the healthy broker reconnected", d.id)
+		}
+	}
+	mqtttest.WaitFor(t, "node_down access records", func() bool {
+		return countLines(gw.access.Lines(), `"end":"node_down"`) == len(onB)
+	})
 }

@@ -1,11 +1,13 @@
 package proxy_test
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mqgate/mqgate/balance"
 	"github.com/mqgate/mqgate/config"
@@ -22,6 +24,20 @@ const fastChecks = `
         timeout: 0.2
         healthy: {interval: 0.02, successes: 2}
         unhealthy: {interval: 0.02, tcp_failures: 2, timeouts: 2}`
+
+// stopFirst shuts gw down before the brokers started so far are stopped
+// (cleanups run last first): a broker started after the gateway would
+// otherwise be stopped while probes still connect to it, which races
+// inside mochi.
+func stopFirst(t *testing.T, gw *gateway) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := gw.srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+}
 
 // nodeHealth returns the health of one node as the server reports it.
 func nodeHealth(gw *gateway, upstream, addr string) health.Status {
@@ -97,6 +113,7 @@ stream_routes: [{id: r, upstream_id: 1}]
 		mqtttest.ConnectOK(t, gw.addr, fmt.Sprintf("b-%d", i), mqtt.Level311)
 	}
 	restarted := mqtttest.StartMochiAt(t, primaryAddr)
+	stopFirst(t, gw)
 	mqtttest.WaitFor(t, "primary back", func() bool { return nodeHealth(gw, "1", primaryAddr).Healthy })
 	for i := range 5 {
 		mqtttest.ConnectOK(t, gw.addr, fmt.Sprintf("c-%d", i), mqtt.Level311)
@@ -118,6 +135,38 @@ stream_routes: [{id: r, upstream_id: 1}]
 	}
 	if n := count(restarted.Seen(), "c-"); n != 5 {
 		t.Errorf("restarted primary saw %v, want the 5 c-*", restarted.Seen())
+	}
+}
+
+// TestPriorityMoveBack: with on_marked_up: move_back, connections held by a
+// backup node while the primary was down are closed when it returns, so
+// that their clients reconnect to it.
+func TestPriorityMoveBack(t *testing.T) {
+	t.Parallel()
+	primary, backup := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	gw := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    nodes:
+      - {host: 127.0.0.1, port: %s, priority: 1}
+      - {host: 127.0.0.1, port: %s, priority: 0}`+fastChecks+`
+      on_marked_up: move_back
+stream_routes: [{id: r, upstream_id: 1}]
+`, port(primary.Addr()), port(backup.Addr()), "mqtt"))
+	primaryAddr := primary.Addr()
+	primary.Close()
+	mqtttest.WaitFor(t, "primary marked down", func() bool { return !nodeHealth(gw, "1", primaryAddr).Healthy })
+	var held []net.Conn
+	for i := range 3 {
+		held = append(held, holdConn(t, gw.addr, fmt.Sprintf("b-%d", i), ""))
+	}
+	mqtttest.StartMochiAt(t, primaryAddr)
+	stopFirst(t, gw)
+	for _, c := range held {
+		if pkt := mqtttest.ReadPacket(t, c); pkt != nil {
+			t.Errorf("connection on the backup got % x, want it closed", pkt)
+		}
 	}
 }
 

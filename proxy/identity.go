@@ -9,10 +9,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/pires/go-proxyproto"
-
 	"github.com/mqgate/mqgate/config"
-	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/tlsconf"
 	"github.com/mqgate/mqgate/vars"
@@ -182,61 +179,4 @@ func (s *Server) dialNode(d *net.Dialer, up *upstream, i int, rec *record) (net.
 		return nil, fmt.Errorf("TLS handshake with %s: %w", up.addrs[i], err)
 	}
 	return tc, nil
-}
-
-// probeDialers gives every health target a dialer that connects to a node
-// as client connections do: a PROXY header (LOCAL, for a probe has no
-// client) and TLS, as the upstream's current configuration asks, so probes
-// see what clients see.
-func (s *Server) probeDialers(snap *snapshot) {
-	for i := range snap.targets {
-		snap.targets[i].Dial = s.probeDial(snap.targets[i].Upstream)
-	}
-}
-
-func (s *Server) probeDial(upstreamID string) health.Dialer {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		u := s.snap.Load().upstreamConfig(upstreamID)
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil || u == nil {
-			return c, err
-		}
-		if u.ProxyProtocol != "" {
-			v := byte(1)
-			if u.ProxyProtocol == "v2" {
-				v = 2
-			}
-			h := &proxyproto.Header{Version: v, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
-			if deadline, ok := ctx.Deadline(); ok {
-				_ = c.SetWriteDeadline(deadline)
-			}
-			if _, err := h.WriteTo(c); err != nil {
-				c.Close()
-				return nil, fmt.Errorf("sending PROXY header to %s: %w", addr, err)
-			}
-			_ = c.SetWriteDeadline(time.Time{})
-		}
-		host, _, _ := net.SplitHostPort(addr)
-		cfg := s.certs.ClientConfig(upstreamID, host)
-		if cfg == nil {
-			return c, nil
-		}
-		tc := tls.Client(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
-		}
-		return tc, nil
-	}
-}
-
-// upstreamConfig finds an upstream, top-level or inline, by id.
-func (snap *snapshot) upstreamConfig(id string) *config.Upstream {
-	for _, up := range snap.upstreams {
-		if up.cfg.ID == id {
-			return up.cfg
-		}
-	}
-	return snap.cfg.UpstreamByID(id)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
 )
@@ -22,7 +23,17 @@ func holdConn(t *testing.T, addr, id, user string) net.Conn {
 	if _, code, err := mqtt.ParseConnack(ack, mqtt.Level311); err != nil || code != 0 {
 		t.Fatalf("%s: CONNACK % x: code %v, err %v", id, ack, code, err)
 	}
+	// Runs before Connect's cleanup closes it: a reset leaves no TIME_WAIT
+	// behind to hold a local port on a machine that runs many tests.
+	t.Cleanup(func() { noLinger(conn) })
 	return conn
+}
+
+// noLinger makes closing c send a reset instead of a FIN.
+func noLinger(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
 }
 
 // refusedWith connects id at level and returns the CONNACK's code, failing
@@ -164,4 +175,37 @@ stream_routes: [{id: r, upstream_id: 1}]
 		}
 		return false
 	})
+}
+
+// TestLimitAcrossReload: a reload that keeps a route's limit keeps its
+// counts (the limit still holds for connections made before it); one that
+// changes the limit starts it afresh.
+func TestLimitAcrossReload(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	yml := func(conn int) string {
+		return fmt.Sprintf(`
+stream_proxy: {tcp: ["127.0.0.1:0"]}
+upstreams: [{id: 1, nodes: {%q: 1}}]
+stream_routes: [{id: r, upstream_id: 1, plugins: {limit-conn: {conn: %d, key: route_id}}}]
+`, broker.Addr(), conn)
+	}
+	gw := startGateway(t, yml(1))
+	apply := func(yml string) {
+		t.Helper()
+		cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(yml)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := gw.srv.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holdConn(t, gw.addr, "a", "")
+	apply(yml(1))
+	if code := refusedWith(t, gw.addr, "b", "", mqtt.Level5); code != mqtt.QuotaExceeded {
+		t.Errorf("after a reload with the same limit: code %#x, want 0x97", byte(code))
+	}
+	apply(yml(2))
+	holdConn(t, gw.addr, "c", "")
 }

@@ -99,21 +99,19 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		conns:     make(map[*liveConn]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.health = health.NewChecker(s.log)
-	snap, err := newSnapshot(cfg, &s.nodes, s.health)
+	s.health = health.NewChecker(s.log, s.nodeChanged)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
 	if err != nil {
 		return nil, err
 	}
-	s.probeDialers(snap)
+	snap.policies = s.policies.build(cfg)
 	s.certs = tlsconf.NewStore(opts.Log)
 	if err := s.certs.Update(cfg); err != nil {
 		return nil, err
 	}
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
-	snap.policies = s.policies.build(cfg)
 	s.snap.Store(snap)
-	s.health.Update(snap.targets)
 	return s, nil
 }
 
@@ -130,6 +128,7 @@ func (s *Server) Listen() error {
 		s.startListener(l)
 	}
 	s.watchCerts.Do(func() { go s.certs.Watch(s.ctx, s.certCheck) })
+	s.health.Update(s.snap.Load().targets) // probes run while the server does
 	return nil
 }
 
@@ -228,11 +227,10 @@ func (s *Server) acceptLoop(l *listener) {
 // those accepted on a listener that is closed now. On error the running
 // configuration stays.
 func (s *Server) Apply(cfg *config.Config) error {
-	snap, err := newSnapshot(cfg, &s.nodes, s.health)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
 	if err != nil {
 		return err
 	}
-	s.probeDialers(snap)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {

@@ -100,7 +100,7 @@ func (r *nodeRegistry) all() []*nodeState {
 	return out
 }
 
-func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*snapshot, error) {
+func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, probeDial func(*config.Upstream) health.Dialer) (*snapshot, error) {
 	byID := make(map[string]*upstream)
 	var targets []health.Target
 	build := func(u *config.Upstream) (*upstream, error) {
@@ -129,7 +129,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker) (*sn
 		}
 		up.bal = bal
 		byID[u.ID] = up
-		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks})
+		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks, Dial: probeDial(u)})
 		return up, nil
 	}
 	for i := range cfg.Upstreams {

@@ -27,8 +27,7 @@ const (
 
 var refuseReasonNames = [numRefuseReasons]string{
 	"no_route", "protocol_level", "no_broker", "bad_connect",
-	"ip_restriction", "max_connections", "limit_req", "limit_conn", "duplicate_client_id",
-	"rewrite",
+	"ip_restriction", "max_connections", "limit_req", "limit_conn", "duplicate_client_id", "rewrite",
 }
 
 func (r refuseReason) String() string { return refuseReasonNames[r] }

@@ -723,10 +723,10 @@ stream_routes:
 	}
 }
 
-// TestHealthProbesLikeClients: active MQTT probes go through the same PROXY
-// header and TLS as client connections: a TLS broker verified with the
+// TestHealthProbesLikeClients: active MQTT probes go through a PROXY
+// header and TLS as client connections do: a TLS broker verified with the
 // right CA is probed healthy, one with the wrong CA unhealthy with the
-// reason; a PROXY front sees the probes' LOCAL headers.
+// reason; a PROXY front reads the probes' headers.
 func TestHealthProbesLikeClients(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
@@ -778,7 +778,13 @@ stream_routes:
 	if st := status("proxied"); !st.Healthy || st.ProbeFailures != 0 {
 		t.Errorf("broker behind a PROXY front: %+v", st)
 	}
-	if h := front.seen(); len(h) == 0 || h[0].Command != proxyproto.LOCAL {
-		t.Errorf("front saw %v, want LOCAL headers", h)
+	// The probes' headers carry the probe's own addresses, as HAProxy's
+	// check-send-proxy does.
+	h := front.seen()
+	if len(h) == 0 || h[0].Command != proxyproto.PROXY {
+		t.Fatalf("front saw %v, want PROXY headers", h)
+	}
+	if src, dst, _ := h[0].TCPAddrs(); !src.IP.IsLoopback() || dst.String() != front.addr {
+		t.Errorf("probe header %v -> %v, want mqgate's address -> %s", src, dst, front.addr)
 	}
 }

@@ -39,6 +39,7 @@ type Mochi struct {
 	Server *mochi.Server
 	addr   string
 	seen   *seenHook
+	conns  *trackingListener
 	close  sync.Once
 }
 
@@ -51,8 +52,10 @@ func StartMochi(t testing.TB) *Mochi {
 func (m *Mochi) Addr() string   { return m.addr }
 func (m *Mochi) Seen() []string { return m.seen.ids() }
 
-// Close stops the broker, dropping its clients (to test failover).
-func (m *Mochi) Close() { m.close.Do(func() { m.Server.Close() }) }
+// Close stops the broker as a crash does, to test failover: the port
+// refuses connections first, then every client connection drops (see
+// stop in faults.go).
+func (m *Mochi) Close() { m.close.Do(m.stop) }
 
 type seenHook struct {
 	mochi.HookBase

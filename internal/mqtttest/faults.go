@@ -1,12 +1,13 @@
 package mqtttest
 
 import (
-	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -25,35 +26,85 @@ func StartMochiAt(t testing.TB, addr string) *Mochi {
 			t.Fatalf("mochi hook: %v", err)
 		}
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: addr})
-	if err := srv.AddListener(tcp); err != nil {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("mochi listener on %s: %v", addr, err)
+	}
+	conns := &trackingListener{Listener: ln}
+	if err := srv.AddListener(listeners.NewNet("t", conns)); err != nil {
 		t.Fatalf("mochi listener on %s: %v", addr, err)
 	}
 	if err := srv.Serve(); err != nil {
 		t.Fatalf("mochi serve: %v", err)
 	}
-	m := &Mochi{Server: srv, addr: tcp.Address(), seen: seen}
+	m := &Mochi{Server: srv, addr: ln.Addr().String(), seen: seen, conns: conns}
 	t.Cleanup(m.Close)
 	return m
 }
 
-// Kill stops the broker as a crash does: the port refuses connections
-// first, then every client connection drops. (Close is mochi's graceful
-// stop, which drops the clients while the port still accepts: a client
-// that reconnects in between is accepted and never answered.)
-func (m *Mochi) Kill() {
-	m.close.Do(func() {
-		if l, ok := m.Server.Listeners.Get("t"); ok {
-			l.Close(func(string) {}) // the clients are dropped below
-		}
-		for _, cl := range m.Server.Clients.GetAll() {
-			cl.Stop(errKilled)
-		}
-		m.Server.Close()
-	})
+// stop closes the port, then drops every connection, waits until mochi's
+// goroutine of each has let go of it, and only then closes the server.
+// (mochi's own Close drops the clients while its port still accepts, so a
+// client reconnecting in between is accepted and never answered; and a
+// Close while client goroutines run is a data race inside mochi, on its
+// WaitGroup of clients.)
+func (m *Mochi) stop() {
+	if l, ok := m.Server.Listeners.Get("t"); ok {
+		l.Close(func(string) {}) // stops accepting; connections go below
+	}
+	m.conns.dropAll()
+	m.Server.Close()
 }
 
-var errKilled = errors.New("broker killed")
+// trackingListener remembers the connections it accepted, so that a
+// broker can be stopped in order.
+type trackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []*trackedConn
+}
+
+// trackedConn records that its owner closed it.
+type trackedConn struct {
+	net.Conn
+	released atomic.Bool
+}
+
+func (c *trackedConn) Close() error {
+	c.released.Store(true)
+	return c.Conn.Close()
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c}
+	l.mu.Lock()
+	l.conns = append(l.conns, tc)
+	l.mu.Unlock()
+	return tc, nil
+}
+
+// dropAll closes every connection under its owner, then waits (at most
+// 5 s) until each owner has closed it too: mochi's goroutine of a client
+// closes its connection as it ends, and the atomic it sets here orders
+// that goroutine's work before the server's Close.
+func (l *trackingListener) dropAll() {
+	l.mu.Lock()
+	conns := slices.Clone(l.conns)
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Conn.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, c := range conns {
+		for !c.released.Load() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond) // polling, bounded by deadline
+		}
+	}
+}
 
 // SilentPort listens on a loopback port, accepts connections and never
 // answers: a hung broker, or a port that is open without a broker behind
@@ -92,3 +143,99 @@ func SilentPort(t testing.TB) (addr string, accepted *atomic.Int64) {
 	})
 	return ln.Addr().String(), accepted
 }
+
+// Relay forwards TCP connections to a broker until Freeze, which makes it a
+// hung broker: bytes stop flowing both ways, connections stay open, and new
+// connections are accepted and never answered.
+type Relay struct {
+	addr   string
+	frozen chan struct{} // closed by Freeze
+	freeze sync.Once
+}
+
+// StartRelay listens on a loopback port and relays every connection to
+// target until the test ends.
+func StartRelay(t testing.TB, target string) *Relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Relay{addr: ln.Addr().String(), frozen: make(chan struct{})}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case <-done: // the test is ending
+			c.Close()
+		default:
+			conns = append(conns, c)
+		}
+	}
+	// copy moves bytes from src to dst; once frozen it holds them until the
+	// test ends.
+	copy := func(dst, src net.Conn) {
+		defer dst.Close()
+		buf := make([]byte, 4096)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case <-r.frozen:
+					<-done
+					return
+				default:
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			track(c)
+			select {
+			case <-r.frozen:
+				continue // accepted, never answered
+			default:
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			track(b)
+			wg.Go(func() { copy(b, c) })
+			wg.Go(func() { copy(c, b) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		close(done)
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return r
+}
+
+// Addr is where clients connect to the relayed broker.
+func (r *Relay) Addr() string { return r.addr }
+
+// Freeze makes the relay hang.
+func (r *Relay) Freeze() { r.freeze.Do(func() { close(r.frozen) }) }

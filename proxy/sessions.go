@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// Why a connection was closed on a change of its node's health.
+const (
+	EndNodeDown  pipe.End = "node_down"  // checks.on_marked_down: close
+	EndMovedBack pipe.End = "moved_back" // checks.on_marked_up: move_back
+)
+
+// nodeChanged acts on a change of a node's health as its upstream's checks
+// ask: on_marked_down closes the node's connections, on_marked_up
+// move_back moves back the connections that belong on it. The health
+// checker calls it in a goroutine of its own.
+func (s *Server) nodeChanged(st health.Status) {
+	up, node := s.snap.Load().node(st.Upstream, st.Addr)
+	if up == nil || up.cfg.Checks == nil || up.health[node].Healthy() != st.Healthy {
+		return // gone, unchecked, or changed again since
+	}
+	switch checks := up.cfg.Checks; {
+	case !st.Healthy && checks.OnMarkedDown == config.MarkedDownClose:
+		s.mu.Lock()
+		victims := s.matching(ConnFilter{Upstream: st.Upstream, Node: st.Addr})
+		s.mu.Unlock()
+		for _, lc := range victims {
+			lc.close(EndNodeDown)
+		}
+		if len(victims) > 0 {
+			s.log.Info("closed the connections of an unhealthy node", "upstream", st.Upstream, "node", st.Addr, "count", len(victims))
+		}
+	case st.Healthy && !st.OnTrial && checks.OnMarkedUp == config.MarkedUpMoveBack:
+		// A node on trial has not proven itself yet: moving clients
+		// back to it could close working connections for nothing.
+		s.mu.Lock()
+		conns := s.matching(ConnFilter{Upstream: st.Upstream})
+		s.mu.Unlock()
+		var victims []*liveConn
+		for _, lc := range conns {
+			if ci, ok := lc.info(); ok && ci.Node != st.Addr && up.belongsOn(lc, node, ci.Node) {
+				victims = append(victims, lc)
+			}
+		}
+		if len(victims) > 0 {
+			window := time.Duration(float64(len(victims)) / checks.MoveBackRate * float64(time.Second))
+			s.log.Info("moving connections back to a node that returned", "upstream", st.Upstream, "node", st.Addr, "count", len(victims), "window", window)
+			s.closeSpread(victims, window, EndMovedBack)
+		}
+	}
+}
+
+// belongsOn reports whether lc, now on node addr now, would be sent to node:
+// for chash, node comes first in the order of lc's hash key; for the other
+// balancers, node is of a higher priority than now.
+func (u *upstream) belongsOn(lc *liveConn, node int, now string) bool {
+	if u.cfg.Type == "chash" {
+		lc.mu.Lock()
+		key := lc.entry.hashKey
+		lc.mu.Unlock()
+		for first := range u.bal.Order(key) {
+			return first == node
+		}
+		return false
+	}
+	for i, addr := range u.addrs {
+		if addr == now {
+			return u.cfg.Nodes[i].Priority < u.cfg.Nodes[node].Priority
+		}
+	}
+	return false
+}
+
+// node finds the upstream with id and the index of its node addr.
+func (snap *snapshot) node(id, addr string) (*upstream, int) {
+	for _, up := range snap.upstreams {
+		if up.cfg.ID != id {
+			continue
+		}
+		for i, a := range up.addrs {
+			if a == addr {
+				return up, i
+			}
+		}
+	}
+	return nil, 0
+}
