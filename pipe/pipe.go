@@ -71,6 +71,10 @@ type Result struct {
 // enough that a burst across many connections does not pin much memory.
 const bufSize = 16 << 10
 
+// smallBufSize is what a buffered-path direction waits in: most MQTT
+// packets of an idle-heavy fleet (PINGREQ, small PUBLISH) fit.
+const smallBufSize = 512
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // shared is what the two directions of one pipe both see.
@@ -240,17 +244,36 @@ func (d *direction) copyRaw(src *net.TCPConn) error {
 	}
 }
 
-// copyBuffered is the path for connections that are not plain TCP: the read
-// buffer is pooled but held while the read waits.
+// copyBuffered is the path for connections that are not plain TCP (TLS,
+// WebSocket), whose Read must be given a buffer to wait in. It waits in a
+// small buffer of its own and takes a pooled one only while reads keep
+// filling the small one, so an idle connection holds smallBufSize bytes per
+// direction, not bufSize.
 func (d *direction) copyBuffered() error {
-	buf := bufPool.Get().(*[]byte)
-	defer bufPool.Put(buf)
+	small := make([]byte, smallBufSize)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			bufPool.Put(big)
+		}
+	}()
 	for {
-		n, err := d.src.Read(*buf)
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, err := d.src.Read(buf)
 		if n > 0 {
-			if werr := d.write((*buf)[:n]); werr != nil {
+			if werr := d.write(buf[:n]); werr != nil {
 				return werr
 			}
+		}
+		switch {
+		case big == nil && n == len(small):
+			big = bufPool.Get().(*[]byte) // a burst: read it in large pieces
+		case big != nil && n < len(*big):
+			bufPool.Put(big) // the burst is over: wait in the small buffer again
+			big = nil
 		}
 		if err == io.EOF {
 			return nil
