@@ -39,7 +39,7 @@ var (
 		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
 	}
-	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size"}
+	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "data_path"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
 	listenerKeys           = []string{"addr", "tls"}
 	logKeys                = []string{"level", "access_log"}
@@ -121,6 +121,7 @@ func newBuilder(p *problems) *builder {
 		streamProxy: StreamProxy{
 			ConnectTimeout: DefaultConnectTimeout,
 			MaxConnectSize: DefaultMaxConnectSize,
+			DataPath:       DataPathEpoll,
 		},
 		log: Log{Level: DefaultLogLevel, AccessLog: DefaultAccessLog},
 	}
@@ -233,6 +234,13 @@ func (d *decoder) streamProxy(n *yaml.Node, path string) {
 			}
 			if v, ok := d.intIn(kv.val, p, minConnectSize, MaxConnectSizeLimit); ok {
 				d.b.streamProxy.MaxConnectSize = v
+			}
+		case "data_path":
+			if !d.setOnce("stream_proxy.data_path", kv, p) {
+				continue
+			}
+			if v, ok := d.oneOf(kv.val, p, DataPathEpoll, DataPathGoroutines); ok {
+				d.b.streamProxy.DataPath = v
 			}
 		default:
 			if slices.Contains(ignoredStreamProxyKeys, kv.key) {

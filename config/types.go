@@ -31,7 +31,14 @@ type StreamProxy struct {
 	TCP            []Listener
 	ConnectTimeout time.Duration // deadline to read the client's CONNECT; default 10s
 	MaxConnectSize int           // largest accepted CONNECT packet in bytes; default 65536
+	DataPath       string        // DataPathEpoll (default) or DataPathGoroutines
 }
+
+// How proxied plain TCP connections move their bytes (stream_proxy.data_path).
+const (
+	DataPathEpoll      = "epoll"      // per-core event loops: an idle connection costs no goroutine
+	DataPathGoroutines = "goroutines" // two goroutines per connection that park without a buffer
+)
 
 // Listener is one TCP address mqgate accepts clients on.
 type Listener struct {
