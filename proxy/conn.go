@@ -14,6 +14,7 @@ import (
 
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/pipe/epoll"
 	"github.com/mqgate/mqgate/route"
 )
 
@@ -42,11 +43,11 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 
 // liveConn is one connection as Shutdown and operators see it.
 type liveConn struct {
-	client net.Conn
-
 	mu     sync.Mutex
-	broker net.Conn
-	reason pipe.End // set by close, overrides the pipe's own End
+	client net.Conn    // nil once in an event loop
+	broker net.Conn    // nil until dialled, and once in an event loop
+	looped *epoll.Conn // the pair in an event loop, or nil
+	reason pipe.End    // set by close, overrides the pipe's own End
 }
 
 // close ends the connection from outside, recording why.
@@ -55,6 +56,10 @@ func (lc *liveConn) close(reason pipe.End) {
 	defer lc.mu.Unlock()
 	if lc.reason == "" {
 		lc.reason = reason
+	}
+	if lc.looped != nil {
+		lc.looped.Close(reason)
+		return
 	}
 	lc.client.Close()
 	if lc.broker != nil {
@@ -96,23 +101,36 @@ type record struct {
 
 // serveConn is the path of one connection, stage by stage.
 func (s *Server) serveConn(l *listener, c *net.TCPConn) {
-	defer s.handlers.Done()
 	snap := s.snap.Load()
 	rec := record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}
 	lc := &liveConn{client: c}
 	if !s.track(lc) {
 		c.Close()
+		s.handlers.Done()
 		return
 	}
 	s.stats.Active.Add(1)
-	defer func() {
+	var node *nodeState
+	// finish ends the connection's life, here or in the event loop that took
+	// it over (so it must not hold c: a looped pair keeps only what it logs).
+	finish := func() {
+		if node != nil {
+			node.active.Add(-1)
+		}
 		s.untrack(lc)
-		c.Close()
 		s.stats.Active.Add(-1)
 		if r := lc.closedBy(); r != "" {
 			rec.end = r
 		}
 		s.logRecord(&rec)
+		s.handlers.Done()
+	}
+	looped := false
+	defer func() {
+		if !looped {
+			c.Close()
+			finish()
+		}
 	}()
 
 	// Read the CONNECT, bounded in size and time.
@@ -153,7 +171,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
-	broker, node := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), &rec)
+	broker, picked := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), &rec)
 	if broker == nil {
 		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		return
@@ -162,9 +180,9 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	if !lc.setBroker(broker) {
 		return
 	}
+	node = picked
 	node.active.Add(1)
 	node.total.Add(1)
-	defer node.active.Add(-1)
 	rec.node = node.addr
 
 	// Forward the CONNECT as read, and whatever the client sent after it.
@@ -181,16 +199,25 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Pipe both ways until either side ends.
 	s.stats.Proxied.Add(1)
-	res := pipe.Run(c, broker, pipe.Options{
+	opts := pipe.Options{
 		Idle:             idleLimit(up, connect.KeepAlive),
 		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
-	})
-	rec.up += res.Up
-	rec.down = res.Down
-	rec.end = res.End
+	}
+	if s.loopPair(snap, lc, c, broker, opts, func(res pipe.Result) { rec.piped(res); finish() }) {
+		looped = true
+		return
+	}
+	rec.piped(pipe.Run(c, broker, opts))
+}
+
+// piped records what the pipe carried and why it ended.
+func (r *record) piped(res pipe.Result) {
+	r.up += res.Up
+	r.down = res.Down
+	r.end = res.End
 	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
-		rec.detail = res.Err.Error()
+		r.detail = res.Err.Error()
 	}
 }
 

@@ -54,6 +54,7 @@ type Server struct {
 	conns     map[*liveConn]struct{}
 	closing   bool
 	handlers  sync.WaitGroup
+	loops     eventLoops
 }
 
 type listener struct {
@@ -226,6 +227,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 // Shutdown stops accepting, waits for live connections to end until ctx is
 // done, then closes those left and waits for their handlers to return.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.loops.close() // runs once every handler, looped or not, is done
 	s.mu.Lock()
 	s.closing = true
 	for addr, l := range s.listeners {
