@@ -79,5 +79,5 @@ func (w *wheel) advance(now int64, fire func(*pair)) {
 // loop at the next tick.
 func (w *wheel) untilNextTick(now int64) int {
 	next := (now/tickNs + 1) * tickNs
-	return int((next-now+int64(time.Millisecond)-1) / int64(time.Millisecond))
+	return int((next - now + int64(time.Millisecond) - 1) / int64(time.Millisecond))
 }
