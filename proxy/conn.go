@@ -41,13 +41,40 @@ const prereadBufSize = 2048
 
 var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize); return &b }}
 
-// liveConn is one connection as Shutdown and operators see it.
+// liveConn is one connection from accept to its access record, as Shutdown
+// and operators see it. It is all a connection in an event loop keeps in
+// the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
+	srv    *Server
 	mu     sync.Mutex
 	client net.Conn    // nil once in an event loop
 	broker net.Conn    // nil until dialled, and once in an event loop
 	looped *epoll.Conn // the pair in an event loop, or nil
 	reason pipe.End    // set by close, overrides the pipe's own End
+	node   *nodeState  // the node it is proxied to, once dialled
+	rec    record
+}
+
+// end closes the books on the connection, wherever it was piped: node and
+// server counters, tracking, the access record.
+func (lc *liveConn) end() {
+	s := lc.srv
+	if lc.node != nil {
+		lc.node.active.Add(-1)
+	}
+	s.untrack(lc)
+	s.stats.Active.Add(-1)
+	if r := lc.closedBy(); r != "" {
+		lc.rec.end = r
+	}
+	s.logRecord(&lc.rec)
+	s.handlers.Done()
+}
+
+// pipeEnded is called by the event loop when the pair has ended.
+func (lc *liveConn) pipeEnded(res pipe.Result) {
+	lc.rec.piped(res)
+	lc.end()
 }
 
 // close ends the connection from outside, recording why.
@@ -102,34 +129,19 @@ type record struct {
 // serveConn is the path of one connection, stage by stage.
 func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	snap := s.snap.Load()
-	rec := record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}
-	lc := &liveConn{client: c}
+	lc := &liveConn{srv: s, client: c, rec: record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}}
+	rec := &lc.rec
 	if !s.track(lc) {
 		c.Close()
 		s.handlers.Done()
 		return
 	}
 	s.stats.Active.Add(1)
-	var node *nodeState
-	// finish ends the connection's life, here or in the event loop that took
-	// it over (so it must not hold c: a looped pair keeps only what it logs).
-	finish := func() {
-		if node != nil {
-			node.active.Add(-1)
-		}
-		s.untrack(lc)
-		s.stats.Active.Add(-1)
-		if r := lc.closedBy(); r != "" {
-			rec.end = r
-		}
-		s.logRecord(&rec)
-		s.handlers.Done()
-	}
-	looped := false
+	looped := false // then the event loop ends the connection
 	defer func() {
 		if !looped {
 			c.Close()
-			finish()
+			lc.end()
 		}
 	}()
 
@@ -137,12 +149,12 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	buf, n, size, err := s.preread(c, snap)
 	defer func() { putPrereadBuf(buf) }()
 	if err != nil {
-		s.failPreread(c, &rec, err)
+		s.failPreread(c, rec, err)
 		return
 	}
 	connect, err := mqtt.ParseConnect((*buf)[:size])
 	if err != nil {
-		s.failPreread(c, &rec, err)
+		s.failPreread(c, rec, err)
 		return
 	}
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
@@ -155,7 +167,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		Username: connect.Username,
 	})
 	if !ok {
-		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
+		s.refuse(c, rec, mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
 		return
 	}
 	rt := &snap.cfg.StreamRoutes[ri]
@@ -163,7 +175,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	if p := rt.Plugins.MQTTProxy; p != nil {
 		if (p.ProtocolLevel != 0 && int(connect.Level) != p.ProtocolLevel) ||
 			(p.ProtocolName != "" && p.ProtocolName != connect.ProtocolName) {
-			s.refuse(c, &rec, mqtt.UnsupportedProtocolVersion, refuseProtocolLevel,
+			s.refuse(c, rec, mqtt.UnsupportedProtocolVersion, refuseProtocolLevel,
 				fmt.Sprintf("this endpoint accepts %s level %d only", p.ProtocolName, p.ProtocolLevel))
 			return
 		}
@@ -171,16 +183,16 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
-	broker, picked := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), &rec)
+	broker, node := s.dial(up, up.hashKey(connect.ClientID, connect.Username, rec.remote.Addr()), rec)
 	if broker == nil {
-		s.refuse(c, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
+		s.refuse(c, rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		return
 	}
 	defer broker.Close()
 	if !lc.setBroker(broker) {
 		return
 	}
-	node = picked
+	lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
 	rec.node = node.addr
@@ -204,7 +216,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
 	}
-	if s.loopPair(snap, lc, c, broker, opts, func(res pipe.Result) { rec.piped(res); finish() }) {
+	if s.loopPair(snap, lc, c, broker, opts) {
 		looped = true
 		return
 	}

@@ -43,12 +43,12 @@ func (e *eventLoops) close() {
 }
 
 // loopPair hands a proxied pair to an event loop when the snapshot asks for
-// one and both sides are plain TCP; done then runs when the pair ends. It
+// one and both sides are plain TCP; lc.pipeEnded then runs when it ends. It
 // reports false when the pair stays with the caller, for pipe.Run: another
 // data path is configured, a side is not plain TCP (TLS, WebSocket), the
 // connection was closed from outside meanwhile, or the loops are out of
 // reach (out of descriptors for the handover, say).
-func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options, done func(pipe.Result)) bool {
+func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options) bool {
 	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
 		return false
 	}
@@ -71,7 +71,7 @@ func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn,
 	if lc.reason != "" {
 		return false
 	}
-	conn, err := g.Add(ct, bt, opts, done)
+	conn, err := g.Add(ct, bt, opts, lc.pipeEnded)
 	if err != nil {
 		s.log.Warn("event loop handover failed; piping with goroutines", "err", err)
 		return false

@@ -76,15 +76,12 @@ func (g *Group) Close(end pipe.End) {
 	g.wg.Wait()
 }
 
-// Conn is a pair living in a loop.
-type Conn struct{ p *pair }
-
 // Close ends the pair from outside (shutdown, an operator's request); its
 // Result reports end and net.ErrClosed. It is safe to call from any
 // goroutine, more than once, and after the pair has ended by itself (then it
 // does nothing).
-func (c *Conn) Close(end pipe.End) {
-	c.p.loop.enqueue(command{op: opClose, p: c.p, end: end})
+func (p *Conn) Close(end pipe.End) {
+	p.loop.enqueue(command{op: opClose, p: p, end: end})
 }
 
 // Add moves the pair client ↔ broker into one of the loops and calls done
@@ -102,7 +99,7 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		return nil, fmt.Errorf("detach broker: %w", err)
 	}
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
-	p := &pair{
+	p := &Conn{
 		loop:      l,
 		fd:        [2]int32{int32(cfd), int32(bfd)},
 		idle:      int64(opts.Idle),
@@ -110,6 +107,7 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		halfClose: int64(opts.HalfCloseTimeout),
 		onDone:    done,
 		slot:      -1,
+		first:     -1,
 	}
 	if !l.enqueue(command{op: opAdd, p: p}) {
 		unix.Close(cfd)
@@ -120,7 +118,7 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 	// them out of the runtime's poller.
 	client.Close()
 	broker.Close()
-	return &Conn{p}, nil
+	return p, nil
 }
 
 var errClosed = errors.New("epoll: group closed")

@@ -30,29 +30,30 @@ var (
 	errorEnd  = [2]pipe.End{pipe.ClientError, pipe.BrokerError}
 )
 
-// pair is one client ↔ broker connection pair. Everything in it but loop is
-// owned by the loop goroutine.
-type pair struct {
-	loop *loop
-	fd   [2]int32  // by side
-	ev   [2]uint32 // registered epoll interest, by side
-	eof  [2]bool   // the side has sent FIN
-	done bool      // ended; fds are closed
-
-	bytes   [2]int64 // bytes[s]: read from side s and written to the other
-	blocked *backlog // non-nil only while a write is blocked
+// Conn is one client ↔ broker pair living in a loop. Everything in it but
+// loop is owned by the loop goroutine. It is what an idle pair costs, so it
+// is kept to 128 bytes.
+type Conn struct {
+	loop    *loop
+	fd      [2]int32  // by side
+	ev      [2]uint32 // registered epoll interest, by side
+	bytes   [2]int64  // bytes[s]: read from side s and written to the other
+	blocked *backlog  // non-nil only while a write is blocked
 
 	lastActive  int64 // loop clock of the last byte written either way
 	halfCloseAt int64 // loop clock when the half-closed pair ends; 0 = not half-closed
 
 	idle, writeTO, halfClose int64 // pipe.Options in nanoseconds
-	end                      pipe.End
 	onDone                   func(pipe.Result)
 
 	// timer wheel links
 	due        int64
-	prev, next *pair
+	prev, next *Conn
 	slot       int32
+
+	eof   [2]bool // the side has sent FIN
+	done  bool    // ended; fds are closed
+	first int8    // the side whose FIN came first, or -1
 }
 
 // backlog is what a pair holds while a write is blocked.
@@ -61,7 +62,7 @@ type backlog struct {
 	since [2]int64  // loop clock when that write started; 0 = none
 }
 
-func (p *pair) pending(s int) []byte {
+func (p *Conn) pending(s int) []byte {
 	if p.blocked == nil {
 		return nil
 	}
@@ -78,7 +79,7 @@ const (
 
 type command struct {
 	op  opcode
-	p   *pair
+	p   *Conn
 	end pipe.End
 }
 
@@ -90,7 +91,7 @@ type loop struct {
 	start  time.Time
 	now    int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
 
-	table  []*pair // by descriptor
+	table  []*Conn // by descriptor
 	wheel  wheel
 	buf    []byte
 	events []unix.EpollEvent
@@ -228,11 +229,11 @@ func (l *loop) stop(end pipe.End) {
 	unix.Close(l.wakefd)
 }
 
-func (l *loop) add(p *pair) {
+func (l *loop) add(p *Conn) {
 	p.lastActive = l.now
 	for s, fd := range p.fd {
 		if int(fd) >= len(l.table) {
-			grown := make([]*pair, max(int(fd)+1, 2*len(l.table), 64))
+			grown := make([]*Conn, max(int(fd)+1, 2*len(l.table), 64))
 			copy(grown, l.table)
 			l.table = grown
 		}
@@ -284,11 +285,11 @@ func (l *loop) handle(fd int32, events uint32) {
 
 // reading reports whether side s is to be read: it has not sent FIN and the
 // other side has no blocked write (backpressure).
-func (l *loop) reading(p *pair, s int) bool {
+func (l *loop) reading(p *Conn, s int) bool {
 	return !p.eof[s] && p.pending(1-s) == nil
 }
 
-func (l *loop) read(p *pair, s int) {
+func (l *loop) read(p *Conn, s int) {
 	n, err := readFD(int(p.fd[s]), l.buf)
 	switch {
 	case err == unix.EAGAIN:
@@ -303,7 +304,7 @@ func (l *loop) read(p *pair, s int) {
 
 // forward writes b, read from side s, to the other side; what does not fit
 // waits in a backlog while side s is not read.
-func (l *loop) forward(p *pair, s int, b []byte) {
+func (l *loop) forward(p *Conn, s int, b []byte) {
 	d := 1 - s
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
@@ -332,7 +333,7 @@ func (l *loop) forward(p *pair, s int, b []byte) {
 
 // flush writes side d's backlog; once it is out, the other side is read
 // again.
-func (l *loop) flush(p *pair, d int) {
+func (l *loop) flush(p *Conn, d int) {
 	b := p.blocked.buf[d]
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
@@ -357,17 +358,17 @@ func (l *loop) flush(p *pair, d int) {
 
 // halfClose handles a FIN from side s: pass it on, and bound how long the
 // other direction may go on.
-func (l *loop) halfClose(p *pair, s int) {
+func (l *loop) halfClose(p *Conn, s int) {
 	p.eof[s] = true
-	if p.end == "" {
-		p.end = closedEnd[s]
+	if p.first < 0 {
+		p.first = int8(s)
 	}
 	d := 1 - s
 	// Reads of s pause while d has a backlog, so nothing is left to write
 	// to d: the FIN goes right after the last byte.
 	unix.Shutdown(int(p.fd[d]), unix.SHUT_WR)
 	if p.eof[d] {
-		l.finish(p, p.end, nil, false)
+		l.finish(p, closedEnd[p.first], nil, false)
 		return
 	}
 	l.interest(p, s)
@@ -378,7 +379,7 @@ func (l *loop) halfClose(p *pair, s int) {
 }
 
 // interest brings side s's epoll registration in line with the pair's state.
-func (l *loop) interest(p *pair, s int) {
+func (l *loop) interest(p *Conn, s int) {
 	var want uint32
 	if l.reading(p, s) {
 		want |= unix.EPOLLIN
@@ -398,7 +399,7 @@ func (l *loop) interest(p *pair, s int) {
 
 // deadline is the earliest moment the pair must be looked at again, 0 for
 // none: a blocked write's WriteTimeout, the half-close bound, the idle limit.
-func (p *pair) deadline() int64 {
+func (p *Conn) deadline() int64 {
 	var d int64
 	earliest := func(t int64) {
 		if d == 0 || t < d {
@@ -423,7 +424,7 @@ func (p *pair) deadline() int64 {
 
 // arm (re)schedules the pair's timer when its deadline is earlier than the
 // one scheduled. Later deadlines (activity) are found when the timer fires.
-func (l *loop) arm(p *pair) {
+func (l *loop) arm(p *Conn) {
 	d := p.deadline()
 	switch {
 	case d == 0:
@@ -437,7 +438,7 @@ func (l *loop) arm(p *pair) {
 
 // check runs when the pair's timer fires: end the pair if a limit passed,
 // otherwise schedule the next look.
-func (l *loop) check(p *pair) {
+func (l *loop) check(p *Conn) {
 	now := l.now
 	if b := p.blocked; b != nil && p.writeTO > 0 {
 		for d, since := range b.since {
@@ -450,7 +451,7 @@ func (l *loop) check(p *pair) {
 	switch {
 	case p.halfCloseAt != 0:
 		if now >= p.halfCloseAt {
-			l.finish(p, p.end, nil, false)
+			l.finish(p, closedEnd[p.first], nil, false)
 			return
 		}
 	case p.idle > 0:
@@ -464,13 +465,13 @@ func (l *loop) check(p *pair) {
 
 // finish ends the pair: closes both descriptors and reports the Result. The
 // first side to have ended says why, unless force (a close from outside).
-func (l *loop) finish(p *pair, end pipe.End, err error, force bool) {
+func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 	if p.done {
 		return
 	}
 	p.done = true
-	if p.end != "" && !force {
-		end, err = p.end, nil
+	if p.first >= 0 && !force {
+		end, err = closedEnd[p.first], nil
 	}
 	l.wheel.remove(p)
 	for _, fd := range p.fd {

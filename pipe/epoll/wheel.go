@@ -15,17 +15,17 @@ const wheelSlots = 2048
 // computes its real deadline and is put back when it is not due (lazy
 // re-arming, as pipe does with its idle deadline).
 type wheel struct {
-	slots []*pair // heads of doubly linked lists through pair.prev/next
+	slots []*Conn // heads of doubly linked lists through pair.prev/next
 	cur   int64   // the last tick fired
 	count int     // pairs in the wheel
 }
 
-func newWheel() wheel { return wheel{slots: make([]*pair, wheelSlots)} }
+func newWheel() wheel { return wheel{slots: make([]*Conn, wheelSlots)} }
 
 const tickNs = int64(Tick)
 
 // add schedules p at loop clock due.
-func (w *wheel) add(p *pair, due int64) {
+func (w *wheel) add(p *Conn, due int64) {
 	t := (due + tickNs - 1) / tickNs
 	t = min(max(t, w.cur+1), w.cur+wheelSlots-1)
 	s := int32(t % wheelSlots)
@@ -38,7 +38,7 @@ func (w *wheel) add(p *pair, due int64) {
 	w.count++
 }
 
-func (w *wheel) remove(p *pair) {
+func (w *wheel) remove(p *Conn) {
 	if p.slot < 0 {
 		return
 	}
@@ -55,7 +55,7 @@ func (w *wheel) remove(p *pair) {
 }
 
 // advance fires every slot up to now; fire may add the pair again.
-func (w *wheel) advance(now int64, fire func(*pair)) {
+func (w *wheel) advance(now int64, fire func(*Conn)) {
 	nt := now / tickNs
 	if nt-w.cur > wheelSlots {
 		w.cur = nt - wheelSlots // every slot fires once
