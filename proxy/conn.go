@@ -341,7 +341,7 @@ func (s *Server) refuse(c *net.TCPConn, rec *record, code mqtt.ReasonCode, reaso
 // dial tries the nodes the balancer offers, up to 1 + retries of them, and
 // returns the first connection made.
 func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeState) {
-	d := net.Dialer{Timeout: up.cfg.Timeout.Connect}
+	d := net.Dialer{Timeout: up.cfg.Timeout.Connect, KeepAlive: noTCPKeepAlive}
 	tries := 0
 	for i := range up.bal.Order(key) {
 		if tries > up.cfg.Retries {

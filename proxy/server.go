@@ -131,7 +131,7 @@ func (s *Server) startListener(l *listener) {
 //     client has sent data: MQTT clients speak first, and a connection that
 //     never sends its CONNECT costs the proxy no wake-up.
 func listenTCP(addr string) (*net.TCPListener, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+	lc := net.ListenConfig{KeepAlive: noTCPKeepAlive, Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)

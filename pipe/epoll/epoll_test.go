@@ -170,7 +170,17 @@ func TestBytesBothWays(t *testing.T) {
 func TestBurstBackpressure(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 1)
-	tp := h.pair(pipe.Options{Idle: time.Minute, WriteTimeout: time.Minute})
+	// Small socket buffers, so that 4 MB cannot hide in the kernel.
+	tp, proxyClient, proxyBroker := h.sockets()
+	for _, c := range []*net.TCPConn{tp.client, tp.broker, proxyClient, proxyBroker} {
+		c.SetReadBuffer(16 << 10)
+		c.SetWriteBuffer(16 << 10)
+	}
+	res := make(chan pipe.Result, 1)
+	if _, err := h.g.Add(proxyClient, proxyBroker, pipe.Options{Idle: time.Minute, WriteTimeout: time.Minute}, func(r pipe.Result) { res <- r }); err != nil {
+		t.Fatal(err)
+	}
+	tp.result = res
 	const size = 4 << 20
 	up, down := make([]byte, size), make([]byte, size)
 	rand.Read(up)
@@ -187,8 +197,7 @@ func TestBurstBackpressure(t *testing.T) {
 	wg.Add(2)
 	go writeAll(tp.client, up)
 	go writeAll(tp.broker, down)
-	// Nobody reads until the loop has a backlog: the kernel buffers on
-	// loopback hold far less than 4 MB.
+	// Nobody reads until the loop has a backlog.
 	waitFor(t, "a blocked write", func() bool { return h.g.loops[0].backlogs.Load() > 0 })
 
 	got := make(chan []byte, 1)

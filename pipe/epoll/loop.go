@@ -1,10 +1,13 @@
 package epoll
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -87,6 +90,8 @@ type command struct {
 // timer wheel and a read buffer.
 type loop struct {
 	epfd   int
+	file   *os.File        // epfd, registered with Go's poller
+	rc     syscall.RawConn // of file
 	wakefd int // eventfd that commands write to
 	start  time.Time
 	now    int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
@@ -120,8 +125,23 @@ func newLoop() (*loop, error) {
 		unix.Close(wakefd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
+	// Non-blocking, so that os.NewFile hands it to the runtime's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	file := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := file.SyscallConn()
+	if err != nil {
+		file.Close()
+		unix.Close(wakefd)
+		return nil, err
+	}
 	return &loop{
 		epfd:   epfd,
+		file:   file,
+		rc:     rc,
 		wakefd: wakefd,
 		start:  time.Now(),
 		wheel:  newWheel(),
@@ -152,20 +172,49 @@ func (l *loop) enqueue(c command) bool {
 
 func (l *loop) clock() int64 { return int64(time.Since(l.start)) }
 
+// run is the loop. It never blocks its thread in epoll_wait: the epoll
+// descriptor itself waits in Go's network poller (an epoll set is readable
+// while it has events), and epoll_wait is called only once it is ready, with
+// a zero timeout. The loop is then an ordinary goroutine to the scheduler,
+// with no thread parked in a system call to hand back and forth, which
+// costs more than the loop's own work when connections come and go.
 func (l *loop) run() {
+	// armed is the loop-clock deadline set on the epoll file: 0 for none,
+	// -1 for one that has passed (and must be cleared or moved).
+	var armed int64
 	for {
-		timeout := -1
-		if l.wheel.count > 0 {
-			timeout = l.wheel.untilNextTick(l.clock())
+		if want := l.wheel.nextTick(); want != armed {
+			var t time.Time
+			if want != 0 {
+				t = l.start.Add(time.Duration(want))
+			}
+			l.file.SetReadDeadline(t)
+			armed = want
 		}
-		n, err := unix.EpollWait(l.epfd, l.events, timeout)
-		if err != nil && err != unix.EINTR {
+		n := 0
+		var werr error
+		err := l.rc.Read(func(fd uintptr) bool {
+			for {
+				n, werr = unix.EpollWait(int(fd), l.events, 0)
+				if werr != unix.EINTR {
+					return n > 0 || werr != nil
+				}
+			}
+		})
+		if werr != nil {
 			// Only a bad epfd or events buffer fails here: a bug.
-			panic(os.NewSyscallError("epoll_wait", err))
+			panic(os.NewSyscallError("epoll_wait", werr))
 		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			panic(fmt.Errorf("epoll: wait: %w", err))
+		}
+		if err != nil {
+			armed = -1 // the deadline fired: a tick is due
+		}
+		n = max(n, 0)
 		l.now = l.clock()
 		woken := false
-		for _, ev := range l.events[:max(n, 0)] {
+		for _, ev := range l.events[:n] {
 			if int(ev.Fd) == l.wakefd {
 				woken = true
 				continue
@@ -225,7 +274,7 @@ func (l *loop) stop(end pipe.End) {
 			l.finish(p, end, net.ErrClosed, true)
 		}
 	}
-	unix.Close(l.epfd)
+	l.file.Close()
 	unix.Close(l.wakefd)
 }
 

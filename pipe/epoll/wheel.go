@@ -75,9 +75,11 @@ func (w *wheel) advance(now int64, fire func(*Conn)) {
 	}
 }
 
-// untilNextTick is the epoll_wait timeout in milliseconds that wakes the
-// loop at the next tick.
-func (w *wheel) untilNextTick(now int64) int {
-	next := (now/tickNs + 1) * tickNs
-	return int((next - now + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+// nextTick is the loop-clock time of the next tick when the wheel holds
+// pairs, 0 when it is empty.
+func (w *wheel) nextTick() int64 {
+	if w.count == 0 {
+		return 0
+	}
+	return (w.cur + 1) * tickNs
 }
