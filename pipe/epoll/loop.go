@@ -92,7 +92,7 @@ type loop struct {
 	epfd   int
 	file   *os.File        // epfd, registered with Go's poller
 	rc     syscall.RawConn // of file
-	wakefd int // eventfd that commands write to
+	wakefd int             // eventfd that commands write to
 	start  time.Time
 	now    int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
 
