@@ -107,6 +107,7 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		halfClose: int64(opts.HalfCloseTimeout),
 		onDone:    done,
 		slot:      -1,
+		idx:       -1,
 		first:     -1,
 	}
 	if !l.enqueue(command{op: opAdd, p: p}) {

@@ -38,10 +38,9 @@ var (
 // is kept to 128 bytes.
 type Conn struct {
 	loop    *loop
-	fd      [2]int32  // by side
-	ev      [2]uint32 // registered epoll interest, by side
-	bytes   [2]int64  // bytes[s]: read from side s and written to the other
-	blocked *backlog  // non-nil only while a write is blocked
+	fd      [2]int32 // by side
+	bytes   [2]int64 // bytes[s]: read from side s and written to the other
+	blocked *backlog // non-nil only while a write is blocked
 
 	lastActive  int64 // loop clock of the last byte written either way
 	halfCloseAt int64 // loop clock when the half-closed pair ends; 0 = not half-closed
@@ -54,9 +53,11 @@ type Conn struct {
 	prev, next *Conn
 	slot       int32
 
-	eof   [2]bool // the side has sent FIN
-	done  bool    // ended; fds are closed
-	first int8    // the side whose FIN came first, or -1
+	idx   int32    // slot in loop.conns, -1 until added
+	ev    [2]uint8 // registered epoll interest (EPOLLIN, EPOLLOUT), by side
+	eof   [2]bool  // the side has sent FIN
+	done  bool     // ended; fds are closed
+	first int8     // the side whose FIN came first, or -1
 }
 
 // backlog is what a pair holds while a write is blocked.
@@ -96,7 +97,8 @@ type loop struct {
 	start  time.Time
 	now    int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
 
-	table  []*Conn // by descriptor
+	conns  []*Conn // by slot (Conn.idx); the epoll data names slot and side
+	free   []int32 // unused slots
 	wheel  wheel
 	buf    []byte
 	events []unix.EpollEvent
@@ -119,7 +121,7 @@ func newLoop() (*loop, error) {
 		unix.Close(epfd)
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeTag}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
 		unix.Close(epfd)
 		unix.Close(wakefd)
@@ -215,7 +217,7 @@ func (l *loop) run() {
 		l.now = l.clock()
 		woken := false
 		for _, ev := range l.events[:n] {
-			if int(ev.Fd) == l.wakefd {
+			if ev.Fd == wakeTag {
 				woken = true
 				continue
 			}
@@ -269,7 +271,7 @@ func (l *loop) stop(end pipe.End) {
 			l.add(c.p) // registered only to be ended with the rest
 		}
 	}
-	for _, p := range l.table {
+	for _, p := range l.conns {
 		if p != nil && !p.done {
 			l.finish(p, end, net.ErrClosed, true)
 		}
@@ -278,17 +280,24 @@ func (l *loop) stop(end pipe.End) {
 	unix.Close(l.wakefd)
 }
 
+// wakeTag is the epoll data of the wake-up eventfd; pairs' are tag(idx, side).
+const wakeTag = -1
+
+func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
+
 func (l *loop) add(p *Conn) {
 	p.lastActive = l.now
+	if n := len(l.free); n > 0 {
+		p.idx = l.free[n-1]
+		l.free = l.free[:n-1]
+		l.conns[p.idx] = p
+	} else {
+		p.idx = int32(len(l.conns))
+		l.conns = append(l.conns, p)
+	}
 	for s, fd := range p.fd {
-		if int(fd) >= len(l.table) {
-			grown := make([]*Conn, max(int(fd)+1, 2*len(l.table), 64))
-			copy(grown, l.table)
-			l.table = grown
-		}
-		l.table[fd] = p
 		p.ev[s] = unix.EPOLLIN
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: fd}
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 			return
@@ -297,19 +306,14 @@ func (l *loop) add(p *Conn) {
 	l.arm(p)
 }
 
-// handle reacts to readiness of one descriptor.
-func (l *loop) handle(fd int32, events uint32) {
-	if int(fd) >= len(l.table) {
-		return
-	}
-	p := l.table[fd]
+// handle reacts to readiness of one side of a pair.
+func (l *loop) handle(tag int32, events uint32) {
+	p := l.conns[tag>>1]
 	if p == nil {
-		return // ended earlier in this batch
+		return // ended earlier in this batch (slots are reused only between batches)
 	}
-	s := broker
-	if p.fd[client] == fd {
-		s = client
-	}
+	s := int(tag & 1)
+	fd := p.fd[s]
 	acted := false
 	if p.pending(s) != nil && events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		l.flush(p, s)
@@ -429,7 +433,7 @@ func (l *loop) halfClose(p *Conn, s int) {
 
 // interest brings side s's epoll registration in line with the pair's state.
 func (l *loop) interest(p *Conn, s int) {
-	var want uint32
+	var want uint8
 	if l.reading(p, s) {
 		want |= unix.EPOLLIN
 	}
@@ -440,7 +444,7 @@ func (l *loop) interest(p *Conn, s int) {
 		return
 	}
 	p.ev[s] = want
-	ev := unix.EpollEvent{Events: want, Fd: p.fd[s]}
+	ev := unix.EpollEvent{Events: uint32(want), Fd: tag(p.idx, s)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(p.fd[s]), &ev); err != nil {
 		l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 	}
@@ -523,10 +527,11 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 		end, err = closedEnd[p.first], nil
 	}
 	l.wheel.remove(p)
+	if p.idx >= 0 {
+		l.conns[p.idx] = nil
+		l.free = append(l.free, p.idx)
+	}
 	for _, fd := range p.fd {
-		if int(fd) < len(l.table) && l.table[fd] == p {
-			l.table[fd] = nil
-		}
 		unix.Close(int(fd)) // also leaves the epoll set: the loop holds the only descriptor
 	}
 	p.blocked = nil
