@@ -90,12 +90,11 @@ type command struct {
 // loop is one event loop: an epoll instance, its pairs by descriptor, a
 // timer wheel and a read buffer.
 type loop struct {
-	epfd   int
-	file   *os.File        // epfd, registered with Go's poller
-	rc     syscall.RawConn // of file
-	wakefd int             // eventfd that commands write to
-	start  time.Time
-	now    int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
+	epfd  int
+	file  *os.File        // epfd, registered with Go's poller
+	rc    syscall.RawConn // of file
+	start time.Time
+	now   int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
 
 	conns  []*Conn // by slot (Conn.idx); the epoll data names slot and side
 	free   []int32 // unused slots
@@ -104,6 +103,7 @@ type loop struct {
 	events []unix.EpollEvent
 
 	mu      sync.Mutex
+	queued  atomic.Bool // the queue is not empty
 	queue   []command
 	stopped bool
 	spare   []command // the queue's other half, reused
@@ -116,35 +116,21 @@ func newLoop() (*loop, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, os.NewSyscallError("eventfd", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeTag}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(wakefd)
-		return nil, os.NewSyscallError("epoll_ctl", err)
-	}
 	// Non-blocking, so that os.NewFile hands it to the runtime's poller.
 	if err := unix.SetNonblock(epfd, true); err != nil {
 		unix.Close(epfd)
-		unix.Close(wakefd)
 		return nil, os.NewSyscallError("fcntl", err)
 	}
 	file := os.NewFile(uintptr(epfd), "epoll")
 	rc, err := file.SyscallConn()
 	if err != nil {
 		file.Close()
-		unix.Close(wakefd)
 		return nil, err
 	}
 	return &loop{
 		epfd:   epfd,
 		file:   file,
 		rc:     rc,
-		wakefd: wakefd,
 		start:  time.Now(),
 		wheel:  newWheel(),
 		buf:    make([]byte, readBufSize),
@@ -161,16 +147,20 @@ func (l *loop) enqueue(c command) bool {
 		return false
 	}
 	l.queue = append(l.queue, c)
+	l.queued.Store(true)
 	first := len(l.queue) == 1
 	l.mu.Unlock()
 	if first {
-		// One wake-up per batch of commands: later ones find the eventfd
-		// already readable.
-		var one = [8]byte{1}
-		unix.Write(l.wakefd, one[:])
+		// A deadline in the past wakes the loop parked in the runtime's
+		// poller, with no system call. The loop checks the queue after
+		// setting its own deadline and before parking, so this one cannot
+		// be overwritten unseen. Later commands ride on this wake-up.
+		l.file.SetReadDeadline(aLongTimeAgo)
 	}
 	return true
 }
+
+var aLongTimeAgo = time.Unix(1, 0)
 
 func (l *loop) clock() int64 { return int64(time.Since(l.start)) }
 
@@ -193,6 +183,12 @@ func (l *loop) run() {
 			l.file.SetReadDeadline(t)
 			armed = want
 		}
+		if l.queued.Load() {
+			if l.runCommands() {
+				return
+			}
+			continue
+		}
 		n := 0
 		var werr error
 		err := l.rc.Read(func(fd uintptr) bool {
@@ -211,24 +207,12 @@ func (l *loop) run() {
 			panic(fmt.Errorf("epoll: wait: %w", err))
 		}
 		if err != nil {
-			armed = -1 // the deadline fired: a tick is due
+			armed = -1 // the deadline fired: a tick is due, or a command
 		}
 		n = max(n, 0)
 		l.now = l.clock()
-		woken := false
 		for _, ev := range l.events[:n] {
-			if ev.Fd == wakeTag {
-				woken = true
-				continue
-			}
 			l.handle(ev.Fd, ev.Events)
-		}
-		if woken {
-			var b [8]byte
-			unix.Read(l.wakefd, b[:])
-			if l.runCommands() {
-				return
-			}
 		}
 		l.wheel.advance(l.now, l.check)
 	}
@@ -239,7 +223,9 @@ func (l *loop) runCommands() (stop bool) {
 	l.mu.Lock()
 	cmds := l.queue
 	l.queue = l.spare[:0]
+	l.queued.Store(false)
 	l.mu.Unlock()
+	l.now = l.clock()
 	for i, c := range cmds {
 		switch c.op {
 		case opAdd:
@@ -277,12 +263,9 @@ func (l *loop) stop(end pipe.End) {
 		}
 	}
 	l.file.Close()
-	unix.Close(l.wakefd)
 }
 
-// wakeTag is the epoll data of the wake-up eventfd; pairs' are tag(idx, side).
-const wakeTag = -1
-
+// tag is the epoll data of side s of the pair in slot idx.
 func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
 
 func (l *loop) add(p *Conn) {
