@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"net"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -176,6 +178,77 @@ func TestShutdownClosesLoopedConns(t *testing.T) {
 			if !strings.Contains(strings.Join(g.access.Lines(), "\n"), `"bytes_down":4`) {
 				t.Error("no record counted the CONNACK")
 			}
+		})
+	}
+}
+
+// TestIdleConnsHoldNoGoroutine checks that the epoll data path really takes
+// proxied connections off goroutines: 50 idle connections through it leave
+// the goroutine count where it was, while goroutines hold two each. It does
+// not run in parallel: it counts the process's goroutines.
+func TestIdleConnsHoldNoGoroutine(t *testing.T) {
+	const n = 50
+	for _, tc := range []struct {
+		dataPath string
+		ok       func(added int) bool
+	}{
+		{config.DataPathEpoll, func(added int) bool { return added < 10 }},
+		{config.DataPathGoroutines, func(added int) bool { return added >= 2*n }},
+	} {
+		t.Run(tc.dataPath, func(t *testing.T) {
+			// A broker stand-in that takes connections and holds them,
+			// with no goroutine per connection.
+			sink, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			held := make(chan net.Conn, n)
+			go func() {
+				for {
+					c, err := sink.Accept()
+					if err != nil {
+						return
+					}
+					held <- c
+				}
+			}()
+			defer func() {
+				for len(held) > 0 {
+					(<-held).Close()
+				}
+			}()
+			g := startGateway(t, fmt.Sprintf(`stream_proxy:
+  tcp: [LISTEN]
+  data_path: %s
+upstreams:
+  - id: 1
+    nodes: {%q: 1}
+stream_routes:
+  - upstream_id: 1
+`, tc.dataPath, sink.Addr().String()))
+			connect := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, KeepAlive: 60, ClientID: "idle"})
+			dial := func() {
+				c, err := net.Dial("tcp", g.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				if _, err := c.Write(connect); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Start the loops (they are started on first use) before counting.
+			dial()
+			mqtttest.WaitFor(t, "the warm-up connection to be proxied", func() bool { return g.srv.Stats().Proxied == 1 })
+			base := runtime.NumGoroutine()
+			for range n {
+				dial()
+			}
+			mqtttest.WaitFor(t, "every connection proxied", func() bool { return g.srv.Stats().Proxied == n+1 })
+			mqtttest.WaitFor(t, fmt.Sprintf("goroutines to settle (base %d, now %d)", base, runtime.NumGoroutine()), func() bool {
+				return tc.ok(runtime.NumGoroutine() - base)
+			})
 		})
 	}
 }
