@@ -18,14 +18,14 @@ import (
 // harness is a group under test with the loopback listeners its pairs are
 // made from.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	g        *Group
 	front    *net.TCPListener // the proxy's listener: clients connect here
 	back     *net.TCPListener // the broker's listener: the proxy dials here
 	closeOne sync.Once
 }
 
-func newHarness(t *testing.T, loops int) *harness {
+func newHarness(t testing.TB, loops int) *harness {
 	t.Helper()
 	g, err := NewGroup(loops)
 	if err != nil {
@@ -38,7 +38,7 @@ func newHarness(t *testing.T, loops int) *harness {
 
 func (h *harness) close() { h.closeOne.Do(func() { h.g.Close("test_end") }) }
 
-func listen(t *testing.T) *net.TCPListener {
+func listen(t testing.TB) *net.TCPListener {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -102,6 +102,10 @@ type loop struct {
 	buf    []byte
 	events []unix.EpollEvent
 
+	poll    func(fd uintptr) bool // l.pollEvents
+	ready   int                   // events[:ready] came from the last poll
+	waitErr error
+
 	mu      sync.Mutex
 	queued  atomic.Bool // the queue is not empty
 	queue   []command
@@ -127,7 +131,7 @@ func newLoop() (*loop, error) {
 		file.Close()
 		return nil, err
 	}
-	return &loop{
+	l := &loop{
 		epfd:   epfd,
 		file:   file,
 		rc:     rc,
@@ -135,7 +139,9 @@ func newLoop() (*loop, error) {
 		wheel:  newWheel(),
 		buf:    make([]byte, readBufSize),
 		events: make([]unix.EpollEvent, maxEvents),
-	}, nil
+	}
+	l.poll = l.pollEvents
+	return l, nil
 }
 
 // enqueue hands a command to the loop and wakes it. It reports false when
@@ -189,19 +195,11 @@ func (l *loop) run() {
 			}
 			continue
 		}
-		n := 0
-		var werr error
-		err := l.rc.Read(func(fd uintptr) bool {
-			for {
-				n, werr = unix.EpollWait(int(fd), l.events, 0)
-				if werr != unix.EINTR {
-					return n > 0 || werr != nil
-				}
-			}
-		})
-		if werr != nil {
+		l.ready, l.waitErr = 0, nil
+		err := l.rc.Read(l.poll)
+		if l.waitErr != nil {
 			// Only a bad epfd or events buffer fails here: a bug.
-			panic(os.NewSyscallError("epoll_wait", werr))
+			panic(os.NewSyscallError("epoll_wait", l.waitErr))
 		}
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			panic(fmt.Errorf("epoll: wait: %w", err))
@@ -209,12 +207,24 @@ func (l *loop) run() {
 		if err != nil {
 			armed = -1 // the deadline fired: a tick is due, or a command
 		}
-		n = max(n, 0)
 		l.now = l.clock()
-		for _, ev := range l.events[:n] {
+		for _, ev := range l.events[:l.ready] {
 			l.handle(ev.Fd, ev.Events)
 		}
 		l.wheel.advance(l.now, l.check)
+	}
+}
+
+// pollEvents is the loop's rc.Read callback: it collects the ready events without
+// blocking, and reports false (wait in the runtime's poller) when there are
+// none. A method value made once, so that waiting allocates nothing.
+func (l *loop) pollEvents(fd uintptr) bool {
+	for {
+		n, err := unix.EpollWait(int(fd), l.events, 0)
+		if err != unix.EINTR {
+			l.ready, l.waitErr = max(n, 0), err
+			return n > 0 || err != nil
+		}
 	}
 }
 
