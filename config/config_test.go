@@ -28,6 +28,7 @@ func TestLoadAPISIXSeed(t *testing.T) {
 			TCP:            []Listener{{Addr: ":9000", File: "testdata/apisix-config.yaml", Line: 6}},
 			ConnectTimeout: 10 * time.Second,
 			MaxConnectSize: 65536,
+			DataPath:       DataPathEpoll,
 		},
 		Log: Log{Level: "info", AccessLog: "stdout"},
 		StreamRoutes: []StreamRoute{{
@@ -123,6 +124,7 @@ func TestLoadNative(t *testing.T) {
 			},
 			ConnectTimeout: 5 * time.Second,
 			MaxConnectSize: 4096,
+			DataPath:       DataPathEpoll,
 		},
 		Log: Log{Level: "debug", AccessLog: "/var/log/mqgate/access.log"},
 		StreamRoutes: []StreamRoute{

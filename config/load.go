@@ -36,7 +36,7 @@ var (
 		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
 	}
-	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id"}
+	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
 	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
 	logKeys                = []string{"level", "access_log"}
@@ -106,6 +106,7 @@ func newBuilder(p *problems) *builder {
 		streamProxy: StreamProxy{
 			ConnectTimeout: DefaultConnectTimeout,
 			MaxConnectSize: DefaultMaxConnectSize,
+			DataPath:       DataPathEpoll,
 		},
 		log: Log{Level: DefaultLogLevel, AccessLog: DefaultAccessLog},
 	}
@@ -231,6 +232,13 @@ func (d *decoder) streamProxy(n *yaml.Node, path string) {
 			d.maxConnections(kv, p)
 		case "on_duplicate_client_id":
 			d.onDuplicateClientID(kv, p)
+		case "data_path":
+			if !d.setOnce("stream_proxy.data_path", kv, p) {
+				continue
+			}
+			if v, ok := d.oneOf(kv.val, p, DataPathEpoll, DataPathGoroutines); ok {
+				d.b.streamProxy.DataPath = v
+			}
 		default:
 			if slices.Contains(ignoredStreamProxyKeys, kv.key) {
 				d.ignore(kv.keyNode, p)

@@ -45,7 +45,14 @@ type StreamProxy struct {
 	// or DuplicateKeepOldest: what to do when a client id connects again
 	// to the same upstream while its earlier connection is still open.
 	OnDuplicateClientID string
+	DataPath            string // DataPathEpoll (default) or DataPathGoroutines
 }
+
+// How proxied plain TCP connections move their bytes (stream_proxy.data_path).
+const (
+	DataPathEpoll      = "epoll"      // per-core event loops: an idle connection costs no goroutine
+	DataPathGoroutines = "goroutines" // two goroutines per connection that park without a buffer
+)
 
 // Listener is one TCP address mqgate accepts clients on.
 type Listener struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/pipe/epoll"
 	"github.com/mqgate/mqgate/route"
 )
 
@@ -40,14 +41,56 @@ const prereadBufSize = 2048
 
 var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize); return &b }}
 
-// liveConn is one connection as Shutdown and operators see it.
+// liveConn is one connection from accept to its access record, as Shutdown
+// and operators see it. It is all a connection in an event loop keeps in
+// the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
-	client net.Conn
+	srv     *Server
+	mu      sync.Mutex
+	client  net.Conn    // nil once in an event loop
+	broker  net.Conn    // nil until dialled, and once in an event loop
+	looped  *epoll.Conn // the pair in an event loop, or nil
+	reason  pipe.End    // set by close, overrides the pipe's own End
+	node    *nodeState  // the node it is proxied to, once dialled
+	release func()      // gives back the places the CONNECT policy took, once admitted
+	entry   connEntry   // the connection table's row, see connections.go
+	rec     record
+}
 
-	mu     sync.Mutex
-	broker net.Conn
-	reason pipe.End  // set by close, overrides the pipe's own End
-	entry  connEntry // the connection table's row, see connections.go
+// end closes the books on the connection, wherever it was piped: limits,
+// node and server counters, tracking, the access record.
+func (lc *liveConn) end() {
+	s := lc.srv
+	if lc.release != nil {
+		lc.release()
+	}
+	if lc.node != nil {
+		lc.node.active.Add(-1)
+	}
+	s.untrack(lc)
+	s.stats.Active.Add(-1)
+	if r := lc.closedBy(); r != "" {
+		lc.rec.end = r
+	}
+	s.logRecord(&lc.rec)
+	s.handlers.Done()
+}
+
+// pipeEnded is called by the event loop when the pair has ended.
+func (lc *liveConn) pipeEnded(res pipe.Result) {
+	lc.rec.piped(res)
+	lc.end()
+}
+
+// bytesSoFar is what the connection has carried, CONNECT included: the
+// meter that pipe.Run keeps, plus what an event loop counted. lc.mu is held.
+func (lc *liveConn) bytesSoFar() (up, down int64) {
+	up, down = lc.entry.meter.Up.Load(), lc.entry.meter.Down.Load()
+	if lc.looped != nil {
+		u, d := lc.looped.Bytes()
+		up, down = up+u, down+d
+	}
+	return up, down
 }
 
 // close ends the connection from outside, recording why.
@@ -56,6 +99,10 @@ func (lc *liveConn) close(reason pipe.End) {
 	defer lc.mu.Unlock()
 	if lc.reason == "" {
 		lc.reason = reason
+	}
+	if lc.looped != nil {
+		lc.looped.Close(reason)
+		return
 	}
 	lc.client.Close()
 	if lc.broker != nil {
@@ -99,27 +146,25 @@ type record struct {
 
 // serveConn is the path of one connection, stage by stage.
 func (s *Server) serveConn(l *listener, c *net.TCPConn) {
-	defer s.handlers.Done()
 	snap := s.snap.Load()
-	rec := record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}
-	lc := &liveConn{client: c}
+	lc := &liveConn{srv: s, client: c, rec: record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}}
+	rec := &lc.rec
 	if !s.track(lc) {
 		c.Close()
+		s.handlers.Done()
 		return
 	}
 	s.stats.Active.Add(1)
+	looped := false // then the event loop ends the connection
 	defer func() {
-		s.untrack(lc)
-		c.Close()
-		s.stats.Active.Add(-1)
-		if r := lc.closedBy(); r != "" {
-			rec.end = r
+		if !looped {
+			c.Close()
+			lc.end()
 		}
-		s.logRecord(&rec)
 	}()
 
 	// PROXY header and TLS handshake, when the listener asks for them.
-	conn, ok := s.open(l, c, snap, &rec)
+	conn, ok := s.open(l, c, snap, rec)
 	if !ok {
 		return
 	}
@@ -128,12 +173,12 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	buf, n, size, err := s.preread(conn, snap)
 	defer func() { putPrereadBuf(buf) }()
 	if err != nil {
-		s.failPreread(conn, &rec, err)
+		s.failPreread(conn, rec, err)
 		return
 	}
 	connect, err := mqtt.ParseConnect((*buf)[:size])
 	if err != nil {
-		s.failPreread(conn, &rec, err)
+		s.failPreread(conn, rec, err)
 		return
 	}
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
@@ -148,7 +193,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		SNI:      rec.id.vars.SSLServerName,
 	})
 	if !ok {
-		s.refuse(conn, &rec, mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
+		s.refuse(conn, rec, mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
 		return
 	}
 	rt := &snap.cfg.StreamRoutes[ri]
@@ -156,38 +201,39 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	if p := rt.Plugins.MQTTProxy; p != nil {
 		if (p.ProtocolLevel != 0 && int(connect.Level) != p.ProtocolLevel) ||
 			(p.ProtocolName != "" && p.ProtocolName != connect.ProtocolName) {
-			s.refuse(conn, &rec, mqtt.UnsupportedProtocolVersion, refuseProtocolLevel,
+			s.refuse(conn, rec, mqtt.UnsupportedProtocolVersion, refuseProtocolLevel,
 				fmt.Sprintf("this endpoint accepts %s level %d only", p.ProtocolName, p.ProtocolLevel))
 			return
 		}
 	}
-	rewritten, connect, ok := s.rewriteConnect(conn, rt, connect, &rec)
+	rewritten, connect, ok := s.rewriteConnect(conn, rt, connect, rec)
 	if !ok {
 		return
 	}
 
-	// CONNECT policy: allow/deny, limits, duplicate client ids.
-	release, ok := s.admit(conn, snap, ri, lc, connect, &rec)
+	// CONNECT policy: allow/deny, limits, duplicate client ids. The places
+	// it takes are given back when the connection ends (lc.end).
+	release, ok := s.admit(conn, snap, ri, lc, connect, rec)
 	if !ok {
 		return
 	}
-	defer release()
+	lc.release = release
 
 	// Balance and dial, moving to the next node on failure.
 	up := snap.upstreams[ri]
 	rec.hashKey = up.hashKey(&rec.id.vars, rec.remote.Addr())
-	broker, node := s.dial(up, rec.hashKey, &rec)
+	broker, node := s.dial(up, rec.hashKey, rec)
 	if broker == nil {
-		s.refuse(conn, &rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
+		s.refuse(conn, rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		return
 	}
 	defer broker.Close()
 	if !lc.setBroker(broker) {
 		return
 	}
+	lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
-	defer node.active.Add(-1)
 	rec.node = node.addr
 
 	// Forward the CONNECT as read (or rewritten), and whatever the client
@@ -207,20 +253,30 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	putPrereadBuf(buf) // connect's strings are copies; nothing else points into buf
 	buf = nil
 
-	// Pipe both ways until either side ends.
+	// Pipe both ways until either side ends: in an event loop for plain
+	// TCP, else on this goroutine and one more.
 	s.stats.Proxied.Add(1)
-	lc.piping(&rec, rec.up, s.routes.get(rt.ID), node)
-	res := pipe.Run(conn, broker, pipe.Options{
+	lc.piping(rec, rec.up, s.routes.get(rt.ID), node)
+	opts := pipe.Options{
 		Idle:             idleLimit(up, connect.KeepAlive),
 		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
-		Meter:            &lc.entry.meter,
-	})
-	rec.up += res.Up
-	rec.down = res.Down
-	rec.end = res.End
+	}
+	if s.loopPair(snap, lc, conn, broker, opts) {
+		looped = true
+		return
+	}
+	opts.Meter = &lc.entry.meter
+	rec.piped(pipe.Run(conn, broker, opts))
+}
+
+// piped records what the pipe carried and why it ended.
+func (r *record) piped(res pipe.Result) {
+	r.up += res.Up
+	r.down = res.Down
+	r.end = res.End
 	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
-		rec.detail = res.Err.Error()
+		r.detail = res.Err.Error()
 	}
 }
 
@@ -334,7 +390,7 @@ func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason re
 // dial tries the nodes the balancer offers, up to 1 + retries of them, and
 // returns the first connection made.
 func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeState) {
-	d := net.Dialer{Timeout: up.cfg.Timeout.Connect}
+	d := net.Dialer{Timeout: up.cfg.Timeout.Connect, KeepAlive: noTCPKeepAlive}
 	tries := 0
 	for i := range up.bal.Order(key) {
 		if tries > up.cfg.Retries {

@@ -87,7 +87,7 @@ func (lc *liveConn) settle() {
 		return
 	}
 	e.settled = true
-	up, down := e.meter.Up.Load(), e.meter.Down.Load()
+	up, down := lc.bytesSoFar()
 	e.route.active.Add(-1)
 	e.route.bytesUp.Add(up)
 	e.route.bytesDown.Add(down)
@@ -103,12 +103,13 @@ func (lc *liveConn) info() (ConnInfo, bool) {
 	if !e.piping || e.settled {
 		return ConnInfo{}, false
 	}
+	up, down := lc.bytesSoFar()
 	return ConnInfo{
 		ClientID: e.clientID, Username: e.username, ProtocolLevel: int(e.level),
 		Client: e.remote.String(), Listener: e.listener,
 		Route: e.route.id, Upstream: e.node.upstreamID, Node: e.node.addr,
 		Since:   e.since,
-		BytesUp: e.meter.Up.Load(), BytesDown: e.meter.Down.Load(),
+		BytesUp: up, BytesDown: down,
 	}, true
 }
 

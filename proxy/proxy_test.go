@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,9 @@ func startGateway(t testing.TB, yml string) *gateway {
 	cfg, err := config.Parse(config.Document{Name: "test.yaml", Data: []byte(yml)})
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yml)
+	}
+	if dp := os.Getenv(dataPathEnv); dp != "" && !strings.Contains(yml, "data_path:") {
+		cfg.StreamProxy.DataPath = dp // the whole suite again on another data path
 	}
 	access := &mqtttest.LogBuffer{}
 	srv, err := proxy.New(cfg, proxy.Options{

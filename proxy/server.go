@@ -80,6 +80,7 @@ type Server struct {
 	conns     map[*liveConn]struct{}
 	closing   bool
 	handlers  sync.WaitGroup
+	loops     eventLoops
 }
 
 type listener struct {
@@ -166,7 +167,7 @@ func (s *Server) startListener(l *listener) {
 //     client has sent data: MQTT clients speak first, and a connection that
 //     never sends its CONNECT costs the proxy no wake-up.
 func listenTCP(addr string) (*net.TCPListener, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+	lc := net.ListenConfig{KeepAlive: noTCPKeepAlive, Control: func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
@@ -272,6 +273,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 // done, then closes those left and waits for their handlers to return.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.health.Close()
+	defer s.loops.close() // runs once every handler, looped or not, is done
 	s.mu.Lock()
 	s.closing = true
 	for addr, l := range s.listeners {

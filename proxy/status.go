@@ -134,7 +134,7 @@ func (s *Server) Stats() StatsSnapshot {
 	for lc := range s.conns {
 		lc.mu.Lock()
 		if e := &lc.entry; e.piping && !e.settled {
-			up, down := e.meter.Up.Load(), e.meter.Down.Load()
+			up, down := lc.bytesSoFar()
 			b := liveRoute[e.route]
 			liveRoute[e.route] = bytes{b.up + up, b.down + down}
 			b = liveNode[e.node]

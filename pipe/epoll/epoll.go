@@ -1,0 +1,147 @@
+// Package epoll pipes plain TCP connection pairs through a few event loops,
+// one per core, instead of two goroutines per pair. It is the form of
+// package pipe for idle-heavy MQTT traffic: an idle pair costs two file
+// descriptors and a 128-byte Conn in its loop, no goroutine, no stack and
+// no buffer.
+//
+//	g, err := epoll.NewGroup(runtime.GOMAXPROCS(0))
+//	if err != nil { ... }
+//	defer g.Close(pipe.End("shutdown"))
+//	conn, err := g.Add(client, broker, pipe.Options{Idle: 90 * time.Second}, func(res pipe.Result) {
+//		log.Printf("up %d down %d, ended: %s", res.Up, res.Down, res.End)
+//	})
+//	if err != nil { ... } // client and broker are untouched: pipe.Run them instead
+//	...
+//	conn.Close(pipe.End("operator")) // end it from outside
+//
+// Add takes the sockets away from Go's network poller: it duplicates their
+// file descriptors, closes the *net.TCPConn values and registers the
+// duplicates with a loop. From then on the loop owns them.
+//
+// The loop follows pipe.Run's rules: bytes are counted when written, a FIN
+// from one side is passed on with shutdown(SHUT_WR) and the other direction
+// may go on for Options.HalfCloseTimeout, Options.Idle ends a pair through
+// which no byte passed either way for that long, Options.WriteTimeout ends
+// a pair whose write has been blocked that long, and the side that ends
+// first says why (the same pipe.End values). Each loop has one read buffer;
+// a pair holds a buffer only while a write is blocked, and then stops
+// reading the other side until the bytes are out (backpressure). Deadlines
+// sit in a timer wheel with a resolution of Tick.
+//
+// A loop is an ordinary goroutine: it parks on its epoll set through the
+// runtime's poller and calls epoll_wait only when events are ready, so no
+// thread is held in a blocking system call. Completion callbacks run on
+// their own goroutine, so a slow callback (an access log on a blocked
+// stdout) never stalls a loop.
+package epoll
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// Group is a set of event loops that pairs are spread over.
+type Group struct {
+	loops []*loop
+	next  atomic.Uint32
+	wg    sync.WaitGroup
+}
+
+// NewGroup starts n event loops (at least one), each on its own goroutine.
+func NewGroup(n int) (*Group, error) {
+	g := &Group{}
+	for range max(n, 1) {
+		l, err := newLoop()
+		if err != nil {
+			g.Close("")
+			return nil, err
+		}
+		g.loops = append(g.loops, l)
+		g.wg.Add(1)
+		go func() { defer g.wg.Done(); l.run() }()
+	}
+	return g, nil
+}
+
+// Close ends every pair still open, reporting end as their End, stops the
+// loops and waits for them to exit. Add fails afterwards.
+func (g *Group) Close(end pipe.End) {
+	for _, l := range g.loops {
+		l.enqueue(command{op: opStop, end: end})
+	}
+	g.wg.Wait()
+}
+
+// Close ends the pair from outside (shutdown, an operator's request); its
+// Result reports end and net.ErrClosed. It is safe to call from any
+// goroutine, more than once, and after the pair has ended by itself (then it
+// does nothing).
+func (p *Conn) Close(end pipe.End) {
+	p.loop.enqueue(command{op: opClose, p: p, end: end})
+}
+
+// Add moves the pair client ↔ broker into one of the loops and calls done
+// once with its Result when it ends. On success client and broker are
+// closed (the loop holds duplicates of their descriptors); on error they are
+// untouched and still usable.
+func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
+	cfd, err := dupFD(client)
+	if err != nil {
+		return nil, fmt.Errorf("detach client: %w", err)
+	}
+	bfd, err := dupFD(broker)
+	if err != nil {
+		unix.Close(cfd)
+		return nil, fmt.Errorf("detach broker: %w", err)
+	}
+	l := g.loops[int(g.next.Add(1))%len(g.loops)]
+	p := &Conn{
+		loop:      l,
+		fd:        [2]int32{int32(cfd), int32(bfd)},
+		idle:      int64(opts.Idle),
+		writeTO:   int64(opts.WriteTimeout),
+		halfClose: int64(opts.HalfCloseTimeout),
+		onDone:    done,
+		slot:      -1,
+		idx:       -1,
+		first:     -1,
+	}
+	if !l.enqueue(command{op: opAdd, p: p}) {
+		unix.Close(cfd)
+		unix.Close(bfd)
+		return nil, errClosed
+	}
+	// The duplicates share the sockets; closing Go's descriptors only takes
+	// them out of the runtime's poller.
+	client.Close()
+	broker.Close()
+	return p, nil
+}
+
+var errClosed = errors.New("epoll: group closed")
+
+// dupFD duplicates c's descriptor, close-on-exec and, as the socket is
+// shared, non-blocking like the original.
+func dupFD(c *net.TCPConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("dup: %w", derr)
+	}
+	return nfd, nil
+}

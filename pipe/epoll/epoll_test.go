@@ -1,0 +1,495 @@
+package epoll
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// harness is a group under test with the loopback listeners its pairs are
+// made from.
+type harness struct {
+	t        testing.TB
+	g        *Group
+	front    *net.TCPListener // the proxy's listener: clients connect here
+	back     *net.TCPListener // the broker's listener: the proxy dials here
+	closeOne sync.Once
+}
+
+func newHarness(t testing.TB, loops int) *harness {
+	t.Helper()
+	g, err := NewGroup(loops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, g: g, front: listen(t), back: listen(t)}
+	t.Cleanup(func() { h.close() })
+	return h
+}
+
+func (h *harness) close() { h.closeOne.Do(func() { h.g.Close("test_end") }) }
+
+func listen(t testing.TB) *net.TCPListener {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// testPair is a pair in a loop as the test sees it: the client's and the
+// broker's own ends of the two connections, and the pair's result.
+type testPair struct {
+	client, broker *net.TCPConn
+	conn           *Conn
+	result         chan pipe.Result
+}
+
+// pair connects a client through a new pair to a broker.
+func (h *harness) pair(opts pipe.Options) *testPair {
+	h.t.Helper()
+	tp, proxyClient, proxyBroker := h.sockets()
+	res := make(chan pipe.Result, 1)
+	c, err := h.g.Add(proxyClient, proxyBroker, opts, func(r pipe.Result) { res <- r })
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	tp.conn, tp.result = c, res
+	return tp
+}
+
+// sockets makes the four sockets of a pair: the test's two ends and the
+// proxy's two ends.
+func (h *harness) sockets() (tp *testPair, proxyClient, proxyBroker *net.TCPConn) {
+	h.t.Helper()
+	t := h.t
+	dial := func(ln *net.TCPListener) (mine, theirs *net.TCPConn) {
+		c, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := ln.AcceptTCP()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); a.Close() })
+		return c, a
+	}
+	clientEnd, proxyClient := dial(h.front)
+	proxyBroker, brokerEnd := dial(h.back)
+	return &testPair{client: clientEnd, broker: brokerEnd}, proxyClient, proxyBroker
+}
+
+// wait returns the pair's result, failing the test after 10 s.
+func (tp *testPair) wait(t *testing.T) pipe.Result {
+	t.Helper()
+	select {
+	case r := <-tp.result:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("pair did not end")
+		return pipe.Result{}
+	}
+}
+
+// ended reports whether the pair has ended, without waiting.
+func (tp *testPair) ended() bool { return len(tp.result) > 0 }
+
+func readN(t *testing.T, c net.Conn, n int) []byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatalf("read %d bytes: %v", n, err)
+	}
+	return b
+}
+
+func expectEOF(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	n, err := c.Read(b[:])
+	if n != 0 || (err != io.EOF && !isReset(err)) {
+		t.Fatalf("read = %d, %v; want EOF", n, err)
+	}
+}
+
+func isReset(err error) bool {
+	var se *os.SyscallError
+	return errors.As(err, &se)
+}
+
+func write(t *testing.T, c net.Conn, b []byte) {
+	t.Helper()
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+func TestBytesBothWays(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	tp := h.pair(pipe.Options{Idle: time.Minute})
+	up := []byte("\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
+	down := []byte{0x20, 0x02, 0x00, 0x00}
+	for range 10 {
+		write(t, tp.client, up)
+		if got := readN(t, tp.broker, len(up)); !bytes.Equal(got, up) {
+			t.Fatalf("broker got %x, want %x", got, up)
+		}
+		write(t, tp.broker, down)
+		if got := readN(t, tp.client, len(down)); !bytes.Equal(got, down) {
+			t.Fatalf("client got %x, want %x", got, down)
+		}
+	}
+	tp.client.Close()
+	expectEOF(t, tp.broker)
+	tp.broker.Close()
+	r := tp.wait(t)
+	if r.Up != int64(10*len(up)) || r.Down != int64(10*len(down)) || r.End != pipe.ClientClosed || r.Err != nil {
+		t.Errorf("result = %+v; want up %d down %d end %s", r, 10*len(up), 10*len(down), pipe.ClientClosed)
+	}
+}
+
+// TestBurstBackpressure sends 4 MB each way at once to a broker and a client
+// that read only once the loop has had to hold bytes back: everything
+// arrives intact and in order.
+func TestBurstBackpressure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	// Small socket buffers, so that 4 MB cannot hide in the kernel.
+	tp, proxyClient, proxyBroker := h.sockets()
+	for _, c := range []*net.TCPConn{tp.client, tp.broker, proxyClient, proxyBroker} {
+		c.SetReadBuffer(16 << 10)
+		c.SetWriteBuffer(16 << 10)
+	}
+	res := make(chan pipe.Result, 1)
+	if _, err := h.g.Add(proxyClient, proxyBroker, pipe.Options{Idle: time.Minute, WriteTimeout: time.Minute}, func(r pipe.Result) { res <- r }); err != nil {
+		t.Fatal(err)
+	}
+	tp.result = res
+	const size = 4 << 20
+	up, down := make([]byte, size), make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+
+	var wg sync.WaitGroup
+	writeAll := func(c *net.TCPConn, b []byte) {
+		defer wg.Done()
+		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Write(b); err != nil {
+			t.Errorf("burst write: %v", err)
+		}
+	}
+	wg.Add(2)
+	go writeAll(tp.client, up)
+	go writeAll(tp.broker, down)
+	// Nobody reads until the loop has a backlog.
+	waitFor(t, "a blocked write", func() bool { return h.g.loops[0].backlogs.Load() > 0 })
+
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, size)
+		tp.client.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(tp.client, b); err != nil {
+			t.Errorf("client read: %v", err)
+		}
+		got <- b
+	}()
+	if b := readN(t, tp.broker, size); !bytes.Equal(b, up) {
+		t.Error("broker received corrupted bytes")
+	}
+	if b := <-got; !bytes.Equal(b, down) {
+		t.Error("client received corrupted bytes")
+	}
+	wg.Wait()
+	tp.broker.Close()
+	expectEOF(t, tp.client)
+	tp.client.Close()
+	r := tp.wait(t)
+	if r.Up != size || r.Down != size || r.End != pipe.BrokerClosed {
+		t.Errorf("result = %+v; want %d both ways, broker_closed", r, size)
+	}
+}
+
+func TestHalfCloseFromClient(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	tp := h.pair(pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute})
+	write(t, tp.client, []byte("last words"))
+	tp.client.CloseWrite()
+	readN(t, tp.broker, len("last words"))
+	expectEOF(t, tp.broker) // the FIN was passed on
+	// The other direction goes on.
+	write(t, tp.broker, []byte("bye"))
+	if got := readN(t, tp.client, 3); string(got) != "bye" {
+		t.Fatalf("client got %q after half-close", got)
+	}
+	if tp.ended() {
+		t.Fatal("pair ended while the broker was still sending")
+	}
+	tp.broker.Close()
+	expectEOF(t, tp.client)
+	r := tp.wait(t)
+	if r.End != pipe.ClientClosed || r.Up != 10 || r.Down != 3 {
+		t.Errorf("result = %+v; want client_closed, up 10, down 3", r)
+	}
+}
+
+func TestHalfCloseFromBroker(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	tp := h.pair(pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute})
+	tp.broker.CloseWrite()
+	expectEOF(t, tp.client)
+	write(t, tp.client, []byte("\xe0\x00")) // DISCONNECT after the broker's FIN
+	if got := readN(t, tp.broker, 2); string(got) != "\xe0\x00" {
+		t.Fatalf("broker got %x after half-close", got)
+	}
+	tp.client.Close()
+	r := tp.wait(t)
+	if r.End != pipe.BrokerClosed || r.Up != 2 {
+		t.Errorf("result = %+v; want broker_closed, up 2", r)
+	}
+}
+
+func TestHalfCloseTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	tp := h.pair(pipe.Options{Idle: time.Minute, HalfCloseTimeout: 200 * time.Millisecond})
+	tp.client.CloseWrite()
+	expectEOF(t, tp.broker)
+	// The broker never closes: the pair ends on the half-close bound.
+	r := tp.wait(t)
+	if r.End != pipe.ClientClosed || r.Err != nil {
+		t.Errorf("result = %+v; want client_closed", r)
+	}
+	expectEOF(t, tp.client)
+}
+
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	const idle = time.Second
+	tp := h.pair(pipe.Options{Idle: idle})
+	// Traffic either way keeps the pair alive past the limit.
+	start := time.Now()
+	for i := 0; time.Since(start) < 3*idle/2; i++ {
+		from, to := tp.client, tp.broker
+		if i%2 == 1 {
+			from, to = to, from
+		}
+		write(t, from, []byte{byte(i)})
+		readN(t, to, 1)
+		if tp.ended() {
+			t.Fatalf("pair ended after %v of steady traffic: %+v", time.Since(start), <-tp.result)
+		}
+		time.Sleep(20 * time.Millisecond) // pacing the traffic, not synchronisation
+	}
+	r := tp.wait(t)
+	if r.End != pipe.IdleTimeout || !errors.Is(r.Err, os.ErrDeadlineExceeded) {
+		t.Errorf("result = %+v; want idle_timeout", r)
+	}
+	expectEOF(t, tp.client)
+	expectEOF(t, tp.broker)
+}
+
+// TestWriteTimeout stops reading on the broker side: once the loop's write
+// to it has been blocked for WriteTimeout, the pair ends as a broker error.
+func TestWriteTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	tp := h.pair(pipe.Options{WriteTimeout: 200 * time.Millisecond})
+	go func() {
+		chunk := make([]byte, 64<<10)
+		tp.client.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, err := tp.client.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	r := tp.wait(t)
+	if r.End != pipe.BrokerError || !errors.Is(r.Err, os.ErrDeadlineExceeded) {
+		t.Errorf("result = %+v; want broker_error by deadline", r)
+	}
+	if h.g.loops[0].backlogs.Load() == 0 {
+		t.Error("no write was ever blocked")
+	}
+}
+
+func TestCloseFromOutside(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	tp := h.pair(pipe.Options{Idle: time.Minute})
+	write(t, tp.client, []byte("x"))
+	readN(t, tp.broker, 1)
+	tp.conn.Close("operator")
+	tp.conn.Close("again") // a second close changes nothing
+	r := tp.wait(t)
+	if r.End != "operator" || !errors.Is(r.Err, net.ErrClosed) || r.Up != 1 {
+		t.Errorf("result = %+v; want operator, net.ErrClosed, up 1", r)
+	}
+	expectEOF(t, tp.client)
+	expectEOF(t, tp.broker)
+	tp.conn.Close("late") // after the end: nothing happens
+}
+
+func TestClientReset(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	tp := h.pair(pipe.Options{})
+	tp.client.SetLinger(0)
+	tp.client.Close() // RST
+	r := tp.wait(t)
+	if r.End != pipe.ClientError || r.Err == nil {
+		t.Errorf("result = %+v; want client_error with the reset", r)
+	}
+	expectEOF(t, tp.broker)
+}
+
+func TestGroupCloseEndsPairs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	pairs := []*testPair{h.pair(pipe.Options{}), h.pair(pipe.Options{}), h.pair(pipe.Options{})}
+	h.close()
+	for _, tp := range pairs {
+		if r := tp.wait(t); r.End != "test_end" {
+			t.Errorf("result = %+v; want test_end", r)
+		}
+		expectEOF(t, tp.client)
+	}
+	_, pc, pb := h.sockets()
+	if _, err := h.g.Add(pc, pb, pipe.Options{}, nil); err == nil {
+		t.Fatal("Add after Close succeeded")
+	}
+	// The connections are still the caller's.
+	if _, err := pc.Write([]byte("x")); err != nil {
+		t.Errorf("client conn unusable after a failed Add: %v", err)
+	}
+}
+
+// TestManyPairs runs pairs concurrently, each moving its own bytes.
+func TestManyPairs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 2)
+	const n = 200
+	var wg sync.WaitGroup
+	for i := range n {
+		tp := h.pair(pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := bytes.Repeat([]byte{byte(i)}, 1000+i)
+			for range 5 {
+				if _, err := tp.client.Write(msg); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := io.ReadFull(tp.broker, make([]byte, len(msg))); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := tp.broker.Write(msg[:10]); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := io.ReadFull(tp.client, make([]byte, 10)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			tp.client.Close()
+			io.Copy(io.Discard, tp.broker)
+			tp.broker.Close()
+			select {
+			case r := <-tp.result:
+				if r.Up != int64(5*len(msg)) || r.Down != 50 || r.End != pipe.ClientClosed {
+					t.Errorf("pair %d: %+v", i, r)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("pair %d did not end", i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestNoLeaks checks that a pair holds exactly two descriptors in the loop
+// and that nothing (descriptor, goroutine) outlives pairs and group. It does
+// not run in parallel: it counts the process's descriptors.
+func TestNoLeaks(t *testing.T) {
+	goroutines := runtime.NumGoroutine()
+	front, back := listen(t), listen(t)
+	fds0 := countFDs(t)
+	g, err := NewGroup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, g: g, front: front, back: back}
+	fdsGroup := countFDs(t) - fds0 // epoll and eventfd per loop
+
+	const n = 50
+	pairs := make([]*testPair, n)
+	for i := range pairs {
+		pairs[i] = h.pair(pipe.Options{Idle: time.Minute})
+	}
+	// Per pair: the test's own two ends, and the loop's two.
+	if got, want := countFDs(t)-fds0-fdsGroup, 4*n; got != want {
+		t.Errorf("descriptors for %d pairs = %d, want %d (2 in the loop per pair)", n, got, want)
+	}
+	for i, tp := range pairs {
+		if i%2 == 0 {
+			tp.client.Close()
+			tp.broker.Close()
+		} else {
+			tp.conn.Close("gone")
+		}
+		tp.wait(t)
+		tp.client.Close()
+		tp.broker.Close()
+	}
+	if got := countFDs(t) - fds0 - fdsGroup; got != 0 {
+		t.Errorf("%d descriptors left after every pair ended", got)
+	}
+	g.Close("")
+	if got := countFDs(t) - fds0; got != 0 {
+		t.Errorf("%d descriptors left after Close", got)
+	}
+	front.Close()
+	back.Close()
+	waitFor(t, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= goroutines })
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"net"
+	"runtime"
+	"sync"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/pipe/epoll"
+)
+
+// eventLoops are the server's epoll loops (stream_proxy.data_path: epoll),
+// one per core, started when the first connection needs them.
+type eventLoops struct {
+	mu     sync.Mutex
+	group  *epoll.Group
+	closed bool
+}
+
+func (e *eventLoops) get() (*epoll.Group, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.group == nil && !e.closed {
+		g, err := epoll.NewGroup(runtime.GOMAXPROCS(0))
+		if err != nil {
+			return nil, err
+		}
+		e.group = g
+	}
+	return e.group, nil
+}
+
+// close stops the loops; the server has no connection left in them.
+func (e *eventLoops) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	if e.group != nil {
+		e.group.Close(EndShutdown)
+		e.group = nil
+	}
+}
+
+// loopPair hands a proxied pair to an event loop when the snapshot asks for
+// one and both sides are plain TCP; lc.pipeEnded then runs when it ends. It
+// reports false when the pair stays with the caller, for pipe.Run: another
+// data path is configured, a side is not plain TCP (TLS, WebSocket), the
+// connection was closed from outside meanwhile, or the loops are out of
+// reach (out of descriptors for the handover, say).
+func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options) bool {
+	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
+		return false
+	}
+	ct, ok := client.(*net.TCPConn)
+	bt, ok2 := broker.(*net.TCPConn)
+	if !ok || !ok2 {
+		return false
+	}
+	g, err := s.loops.get()
+	if g == nil {
+		if err != nil {
+			s.log.Warn("event loops unavailable; piping with goroutines", "err", err)
+		}
+		return false
+	}
+	// Under lc.mu, so that a close from outside reaches the pair either as
+	// Go connections or in its loop.
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.reason != "" {
+		return false
+	}
+	conn, err := g.Add(ct, bt, opts, lc.pipeEnded)
+	if err != nil {
+		s.log.Warn("event loop handover failed; piping with goroutines", "err", err)
+		return false
+	}
+	lc.client, lc.broker, lc.looped = nil, nil, conn
+	return true
+}

@@ -1,0 +1,254 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/internal/mqtttest"
+	"github.com/mqgate/mqgate/mqtt"
+)
+
+// dataPathEnv, when set, makes every gateway of the suite use that
+// stream_proxy.data_path.
+const dataPathEnv = "MQGATE_TEST_DATA_PATH"
+
+var dataPaths = []string{config.DataPathEpoll, config.DataPathGoroutines}
+
+// TestSuiteOnGoroutines runs this package's tests again, in a child process,
+// with the goroutines data path (the default, epoll, runs in this one).
+func TestSuiteOnGoroutines(t *testing.T) {
+	if os.Getenv(dataPathEnv) != "" {
+		t.Skip("already the child run")
+	}
+	t.Parallel()
+	args := []string{"-test.count=1", "-test.skip=^TestSuiteOnGoroutines$"}
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
+		args = append(args, "-test.run="+f.Value.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), dataPathEnv+"="+config.DataPathGoroutines)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("proxy tests with data_path goroutines: %v\n%s", err, out)
+	}
+}
+
+// gatewayOn starts a gateway over broker with the given data path (whatever
+// the suite's) and an upstream read timeout (0 for none).
+func gatewayOn(t *testing.T, dataPath string, broker mqtttest.Broker, read time.Duration) *gateway {
+	t.Helper()
+	yml := fmt.Sprintf(`stream_proxy:
+  tcp: [LISTEN]
+  data_path: %s
+upstreams:
+  - id: 1
+    nodes: {%q: 1}
+    timeout: {read: %g}
+stream_routes:
+  - upstream_id: 1
+`, dataPath, broker.Addr(), read.Seconds())
+	return startGateway(t, yml)
+}
+
+// accessRecord waits for the access-log record of clientID and returns it.
+func (g *gateway) accessRecord(t *testing.T, clientID string) map[string]any {
+	t.Helper()
+	var rec map[string]any
+	mqtttest.WaitFor(t, "the access record of "+clientID, func() bool {
+		for _, l := range g.access.Lines() {
+			var r map[string]any
+			if json.Unmarshal([]byte(l), &r) == nil && r["client_id"] == clientID {
+				rec = r
+				return true
+			}
+		}
+		return false
+	})
+	return rec
+}
+
+// TestAccessRecordOfProxiedConn checks that a connection's record counts its
+// bytes both ways and says which side ended it, on both data paths.
+func TestAccessRecordOfProxiedConn(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	for _, dp := range dataPaths {
+		t.Run(dp, func(t *testing.T) {
+			g := gatewayOn(t, dp, broker, 0)
+			connect := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: "rec-" + dp})
+			conn, ack := mqtttest.Connect(t, g.addr, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: "rec-" + dp})
+			if len(ack) != 4 || ack[0] != 0x20 {
+				t.Fatalf("CONNACK = % x", ack)
+			}
+			for range 3 {
+				if _, err := conn.Write([]byte{0xc0, 0x00}); err != nil { // PINGREQ
+					t.Fatal(err)
+				}
+				if p := mqtttest.ReadPacket(t, conn); len(p) != 2 || p[0] != 0xd0 {
+					t.Fatalf("PINGRESP = % x", p)
+				}
+			}
+			// DISCONNECT: the broker closes, the client then closes too.
+			if _, err := conn.Write([]byte{0xe0, 0x00}); err != nil {
+				t.Fatal(err)
+			}
+			if p := mqtttest.ReadPacket(t, conn); p != nil {
+				t.Fatalf("got % x after DISCONNECT, want EOF", p)
+			}
+			conn.Close()
+			rec := g.accessRecord(t, "rec-"+dp)
+			wantUp, wantDown := float64(len(connect)+3*2+2), float64(4+3*2)
+			if rec["bytes_up"] != wantUp || rec["bytes_down"] != wantDown || rec["end"] != "broker_closed" || rec["detail"] != nil {
+				t.Errorf("record = %v; want bytes_up %v, bytes_down %v, end broker_closed, no detail", rec, wantUp, wantDown)
+			}
+			mqtttest.WaitFor(t, "no active connection", func() bool { return g.srv.Stats().Active == 0 })
+			for _, n := range g.srv.Stats().Nodes {
+				if n.Active != 0 || n.Total != 1 {
+					t.Errorf("node stats = %+v; want 0 active, 1 total", n)
+				}
+			}
+		})
+	}
+}
+
+// TestIdleLimitOnBothPaths ends a silent connection after the upstream's
+// read timeout.
+func TestIdleLimitOnBothPaths(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	for _, dp := range dataPaths {
+		t.Run(dp, func(t *testing.T) {
+			g := gatewayOn(t, dp, broker, 300*time.Millisecond)
+			conn, ack := mqtttest.Connect(t, g.addr, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level5, CleanStart: true, ClientID: "idle-" + dp})
+			if len(ack) < 4 || ack[0] != 0x20 {
+				t.Fatalf("CONNACK = % x", ack)
+			}
+			if p := mqtttest.ReadPacket(t, conn); p != nil {
+				t.Fatalf("got % x, want the idle connection closed", p)
+			}
+			if rec := g.accessRecord(t, "idle-"+dp); rec["end"] != "idle_timeout" {
+				t.Errorf("record = %v; want end idle_timeout", rec)
+			}
+		})
+	}
+}
+
+// TestShutdownClosesLoopedConns lets a drain run out of time: connections
+// still open, in an event loop or on goroutines, are closed and logged as
+// shutdown.
+func TestShutdownClosesLoopedConns(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	for _, dp := range dataPaths {
+		t.Run(dp, func(t *testing.T) {
+			g := gatewayOn(t, dp, broker, 0)
+			var conns []interface{ Close() error }
+			for i := range 3 {
+				conn, ack := mqtttest.Connect(t, g.addr, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, ClientID: fmt.Sprintf("drain-%s-%d", dp, i)})
+				if len(ack) != 4 {
+					t.Fatalf("CONNACK = % x", ack)
+				}
+				conns = append(conns, conn)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := g.srv.Shutdown(ctx); err == nil {
+				t.Fatal("Shutdown drained connections that never end")
+			}
+			for i := range conns {
+				rec := g.accessRecord(t, fmt.Sprintf("drain-%s-%d", dp, i))
+				if rec["end"] != "shutdown" {
+					t.Errorf("record = %v; want end shutdown", rec)
+				}
+			}
+			if a := g.srv.Stats().Active; a != 0 {
+				t.Errorf("%d connections active after Shutdown", a)
+			}
+			if !strings.Contains(strings.Join(g.access.Lines(), "\n"), `"bytes_down":4`) {
+				t.Error("no record counted the CONNACK")
+			}
+		})
+	}
+}
+
+// TestIdleConnsHoldNoGoroutine checks that the epoll data path really takes
+// proxied connections off goroutines: 50 idle connections through it leave
+// the goroutine count where it was, while goroutines hold two each. It does
+// not run in parallel: it counts the process's goroutines.
+func TestIdleConnsHoldNoGoroutine(t *testing.T) {
+	const n = 50
+	for _, tc := range []struct {
+		dataPath string
+		ok       func(added int) bool
+	}{
+		{config.DataPathEpoll, func(added int) bool { return added < 10 }},
+		{config.DataPathGoroutines, func(added int) bool { return added >= 2*n }},
+	} {
+		t.Run(tc.dataPath, func(t *testing.T) {
+			// A broker stand-in that takes connections and holds them,
+			// with no goroutine per connection.
+			sink, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			held := make(chan net.Conn, n)
+			go func() {
+				for {
+					c, err := sink.Accept()
+					if err != nil {
+						return
+					}
+					held <- c
+				}
+			}()
+			defer func() {
+				for len(held) > 0 {
+					(<-held).Close()
+				}
+			}()
+			g := startGateway(t, fmt.Sprintf(`stream_proxy:
+  tcp: [LISTEN]
+  data_path: %s
+upstreams:
+  - id: 1
+    nodes: {%q: 1}
+stream_routes:
+  - upstream_id: 1
+`, tc.dataPath, sink.Addr().String()))
+			connect := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, KeepAlive: 60, ClientID: "idle"})
+			dial := func() {
+				c, err := net.Dial("tcp", g.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				if _, err := c.Write(connect); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Start the loops (they are started on first use) before counting.
+			dial()
+			mqtttest.WaitFor(t, "the warm-up connection to be proxied", func() bool { return g.srv.Stats().Proxied == 1 })
+			base := runtime.NumGoroutine()
+			for range n {
+				dial()
+			}
+			mqtttest.WaitFor(t, "every connection proxied", func() bool { return g.srv.Stats().Proxied == n+1 })
+			mqtttest.WaitFor(t, fmt.Sprintf("goroutines to settle (base %d, now %d)", base, runtime.NumGoroutine()), func() bool {
+				return tc.ok(runtime.NumGoroutine() - base)
+			})
+		})
+	}
+}
