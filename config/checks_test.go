@@ -227,11 +227,11 @@ upstreams:
 // shows working settings.
 func TestREADMEExample(t *testing.T) {
 	t.Setenv("MQGATE_ADMIN_KEY", "0123456789abcdef0123456789abcdef") // the example's admin.keys[0].key_env
-	readme, err := os.ReadFile("README.md")
+	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(readme), "## Example: everything in one file\n\n```yaml\n")
+	_, rest, ok := strings.Cut(string(readme), "### Example: everything in one file\n\n```yaml\n")
 	if !ok {
 		t.Fatal("README has no complete example")
 	}

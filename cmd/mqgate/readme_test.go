@@ -16,7 +16,7 @@ import (
 // mqgate accepts (a block starting "# config.yaml" goes with the next one, as
 // APISIX's pair of files), and every ```yaml fragment block is valid YAML.
 func TestREADMEExamples(t *testing.T) {
-	t.Parallel()
+	t.Setenv("MQGATE_ADMIN_KEY", "0123456789abcdef0123456789abcdef") // the examples' admin.keys[].key_env
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
