@@ -94,6 +94,7 @@ type process struct {
 func startMQGate(t *testing.T, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the test binary
 	cmd.Env = append(os.Environ(), "MQGATE_TEST_MAIN=1")
 	p := &process{cmd: cmd, stdout: &mqtttest.LogBuffer{}, stderr: &mqtttest.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,6 +115,8 @@ func StartMosquitto(t testing.TB, extra string) *Mosquitto {
 		}
 		_ = os.Remove(m.logPath)
 		m.cmd = exec.Command(bin, "-c", confPath)
+		// A test binary that dies (a panic, a timeout) takes its broker along.
+		m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		var stderr bytes.Buffer
 		m.cmd.Stderr = &stderr
 		if err := m.cmd.Start(); err != nil {
