@@ -6,7 +6,7 @@
 //
 //	go build -o /tmp/mqgate ./cmd/mqgate
 //	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -c 8 -d 10s
-//	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -haproxy /usr/sbin/haproxy -c 8 -d 5s -x25519
+//	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -haproxy /usr/sbin/haproxy -c 8 -d 5s -rounds 3 -x25519
 //
 // It makes a CA and certificates in a temporary directory, starts
 // Mosquitto and mqgate as child processes on loopback ports, runs each
@@ -18,7 +18,8 @@
 // With -haproxy it also starts HAProxy (nbthread 2, mode tcp, the same
 // certificate, default tune.ssl settings and session tickets) in front of
 // the same broker, runs the same phases in ABBA order (full: mqgate,
-// HAProxy; resumed: HAProxy, mqgate) and prints the ratios mqgate/HAProxy.
+// HAProxy; resumed: HAProxy, mqgate), -rounds times with the first target
+// alternating, and prints the ratios mqgate/HAProxy from the totals.
 // HAProxy 2.6 with OpenSSL 3.0 has no ML-KEM, so only with -x25519 do both
 // run the same key exchange: that is the ratio that counts.
 package main
@@ -51,6 +52,7 @@ func main() {
 	dur := flag.Duration("d", 10*time.Second, "duration of each phase")
 	maxConns := flag.Int("n", 1_000_000, "at most this many connections per phase")
 	idle := flag.Int("idle", 0, "then hold this many idle TLS connections open and report mqgate's memory per connection")
+	rounds := flag.Int("rounds", 1, "with -haproxy: repeat the phases this many times, alternating which target goes first; ratios are from the totals")
 	x25519 := flag.Bool("x25519", false, "offer only X25519 (the classic key exchange) instead of Go's default, which prefers X25519MLKEM768")
 	flag.Parse()
 	log.SetFlags(0)
@@ -122,30 +124,49 @@ backend broker
 		strings.Join(names, ", "), kx, *conc, *dur, numCPU())
 
 	// Phases in ABBA order (full: mqgate then HAProxy; resumed: HAProxy
-	// then mqgate) so drift in the machine's load hits both alike.
-	res := map[string]map[bool]result{}
-	for i, resume := range []bool{false, true} {
-		order := slices.Clone(targets)
-		if i%2 == 1 {
-			slices.Reverse(order)
-		}
-		for _, t := range order {
-			r := run(t, ca, resume, *x25519, *conc, *dur, *maxConns)
-			if res[t.name] == nil {
-				res[t.name] = map[bool]result{}
+	// then mqgate; the next round starts with HAProxy) so drift in the
+	// machine's load hits both alike.
+	if len(targets) == 1 {
+		*rounds = 1
+	}
+	res := map[string]map[bool]*result{}
+	for round := range *rounds {
+		for i, resume := range []bool{false, true} {
+			order := slices.Clone(targets)
+			if (round+i)%2 == 1 {
+				slices.Reverse(order)
 			}
-			res[t.name][resume] = r
+			for _, t := range order {
+				r := run(t, ca, resume, *x25519, *conc, *dur, *maxConns)
+				if res[t.name] == nil {
+					res[t.name] = map[bool]*result{}
+				}
+				if tot := res[t.name][resume]; tot == nil {
+					res[t.name][resume] = &r
+				} else {
+					tot.n, tot.secs, tot.cpu = tot.n+r.n, tot.secs+r.secs, tot.cpu+r.cpu
+				}
+			}
 		}
 	}
 	if len(targets) > 1 {
 		for _, resume := range []bool{false, true} {
 			g, h := res["mqgate"][resume], res["haproxy"][resume]
+			if *rounds > 1 {
+				for _, t := range []struct {
+					name string
+					r    *result
+				}{{"mqgate", g}, {"haproxy", h}} {
+					fmt.Printf("total    %-7s %-7s %7d connections in %.1fs = %6.0f handshakes/s; CPU %.1fs = %6.0f handshakes per CPU-second\n",
+						kind(resume), t.name, t.r.n, t.r.secs, t.r.rate(), t.r.cpu, t.r.perCPU())
+				}
+			}
 			note := "like-for-like: both " + h.kx
 			if g.kx != h.kx {
 				note = fmt.Sprintf("NOT like-for-like: mqgate %s, HAProxy %s (no ML-KEM in HAProxy 2.6/OpenSSL 3.0); the ratio that counts is with -x25519", g.kx, h.kx)
 			}
 			fmt.Printf("ratio    %-7s mqgate/HAProxy: handshakes/s %.2fx, per CPU-second %.2fx (%s)\n",
-				kind(resume), g.rate/h.rate, g.perCPU/h.perCPU, note)
+				kind(resume), g.rate()/h.rate(), g.perCPU()/h.perCPU(), note)
 		}
 	}
 	if *idle > 0 {
@@ -161,9 +182,13 @@ type target struct {
 }
 
 type result struct {
-	rate, perCPU float64
-	kx           string // key exchanges seen, e.g. "X25519"
+	n         int64   // connections made
+	secs, cpu float64 // wall-clock and the target's CPU seconds
+	kx        string  // key exchanges seen, e.g. "X25519"
 }
+
+func (r *result) rate() float64   { return float64(r.n) / r.secs }
+func (r *result) perCPU() float64 { return float64(r.n) / max(r.cpu, 0.001) }
 
 func kind(resume bool) string {
 	if resume {
@@ -281,9 +306,9 @@ func run(t target, ca *certtest.CA, resume, x25519 bool, conc int, dur time.Dura
 	groups.Range(func(k, _ any) bool { names = append(names, k.(string)); return true })
 	slices.Sort(names)
 	n := done.Load()
-	r := result{rate: float64(n) / elapsed, perCPU: float64(n) / max(cpu, 0.001), kx: strings.Join(names, ",")}
+	r := result{n: n, secs: elapsed, cpu: cpu, kx: strings.Join(names, ",")}
 	fmt.Printf("%-8s %-7s %7d connections in %.1fs = %6.0f handshakes/s; CPU %.1fs = %6.0f handshakes per CPU-second; handshake p50 %v p99 %v; resumed %d, failed %d; key exchange %s\n",
-		kind(resume), t.name, n, elapsed, r.rate, cpu, r.perCPU,
+		kind(resume), t.name, n, elapsed, r.rate(), cpu, r.perCPU(),
 		pct(latencies, 50), pct(latencies, 99), resumed.Load(), failed.Load(), r.kx)
 	return r
 }
