@@ -6,19 +6,27 @@
 //
 //	go build -o /tmp/mqgate ./cmd/mqgate
 //	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -c 8 -d 10s
+//	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -haproxy /usr/sbin/haproxy -c 8 -d 5s -rounds 3 -x25519
 //
 // It makes a CA and certificates in a temporary directory, starts
 // Mosquitto and mqgate as child processes on loopback ports, runs each
 // phase for -d with -c concurrent clients (at most -n connections), prints
 // the rate, the handshake latency and the CPU seconds mqgate used, and
-// stops both children. Client and server share the machine: the figure
-// per mqgate CPU second is the one to compare across machines.
+// stops the children. Client and server share the machine: the figure
+// per proxy CPU second is the one to compare across machines.
+//
+// With -haproxy it also starts HAProxy (nbthread 2, mode tcp, the same
+// certificate, default tune.ssl settings and session tickets) in front of
+// the same broker, runs the same phases in ABBA order (full: mqgate,
+// HAProxy; resumed: HAProxy, mqgate), -rounds times with the first target
+// alternating, and prints the ratios mqgate/HAProxy from the totals.
+// HAProxy 2.6 with OpenSSL 3.0 has no ML-KEM, so only with -x25519 do both
+// run the same key exchange: that is the ratio that counts.
 package main
 
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -39,27 +47,30 @@ import (
 
 func main() {
 	mqgateBin := flag.String("mqgate", "mqgate", "mqgate binary")
+	haproxyBin := flag.String("haproxy", "", "also measure this HAProxy binary (e.g. /usr/sbin/haproxy) in the same run, same certificate and broker, and print mqgate/HAProxy ratios")
 	conc := flag.Int("c", 8, "concurrent clients")
 	dur := flag.Duration("d", 10*time.Second, "duration of each phase")
 	maxConns := flag.Int("n", 1_000_000, "at most this many connections per phase")
 	idle := flag.Int("idle", 0, "then hold this many idle TLS connections open and report mqgate's memory per connection")
+	rounds := flag.Int("rounds", 1, "with -haproxy: repeat the phases this many times, alternating which target goes first; ratios are from the totals")
 	x25519 := flag.Bool("x25519", false, "offer only X25519 (the classic key exchange) instead of Go's default, which prefers X25519MLKEM768")
 	flag.Parse()
 	log.SetFlags(0)
+	defer stopAll()
 
 	dir, err := os.MkdirTemp("", "tlsbench")
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	defer os.RemoveAll(dir)
 	ca := certtest.NewCA(fatal{}, "tlsbench CA")
-	ca.Server(fatal{}, certtest.ECDSA, "mqtt.bench").WriteFiles(fatal{}, dir, "server")
+	pair := ca.Server(fatal{}, certtest.ECDSA, "mqtt.bench")
+	pair.WriteFiles(fatal{}, dir, "server")
 
 	brokerPort, gatePort := freePort(), freePort()
 	conf := filepath.Join(dir, "mosquitto.conf")
 	write(conf, fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser root\npersistence false\nlog_dest none\nmax_keepalive 65535\n", brokerPort))
-	mosq := start(mosquittoPath(), "-c", conf)
-	defer stop(mosq)
+	start(mosquittoPath(), "-c", conf)
 	waitListening(brokerPort)
 
 	cfgPath := filepath.Join(dir, "mqgate.yaml")
@@ -72,17 +83,118 @@ stream_routes:
   - upstream: {nodes: {"127.0.0.1:%d": 1}}
 `, gatePort, brokerPort))
 	gate := start(*mqgateBin, "run", "-c", cfgPath)
-	defer stop(gate)
 	waitListening(gatePort)
+	targets := []target{{"mqgate", fmt.Sprintf("127.0.0.1:%d", gatePort), gate.Process.Pid}}
 
-	addr := fmt.Sprintf("127.0.0.1:%d", gatePort)
-	fmt.Printf("mqgate %s, ECDSA P-256, TLS 1.3, %d clients, %v per phase, %d CPUs\n", addr, *conc, *dur, numCPU())
-	for _, resume := range []bool{false, true} {
-		run(addr, ca, resume, *x25519, *conc, *dur, *maxConns, gate.Process.Pid)
+	if *haproxyBin != "" {
+		// Same certificate and key, in the one file HAProxy's crt takes;
+		// session tickets are on by default; tune.ssl.* left at defaults.
+		pem := filepath.Join(dir, "server.pem")
+		write(pem, string(pair.CertPEM)+string(pair.KeyPEM))
+		haPort := freePort()
+		hacfg := filepath.Join(dir, "haproxy.cfg")
+		write(hacfg, fmt.Sprintf(`global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend mqtt_tls
+  bind 127.0.0.1:%d ssl crt %s ssl-min-ver TLSv1.2
+  default_backend broker
+backend broker
+  server mosquitto 127.0.0.1:%d
+`, haPort, pem, brokerPort))
+		ha := start(*haproxyBin, "-db", "-f", hacfg) // foreground, one process with 2 threads
+		waitListening(haPort)
+		targets = append(targets, target{"haproxy", fmt.Sprintf("127.0.0.1:%d", haPort), ha.Process.Pid})
+	}
+
+	var names []string
+	for _, t := range targets {
+		names = append(names, t.name+" "+t.addr)
+	}
+	kx := "Go's default key exchange (X25519MLKEM768 preferred)"
+	if *x25519 {
+		kx = "client offers X25519 only"
+	}
+	fmt.Printf("%s; ECDSA P-256, TLS 1.3, %s; %d clients, %v per phase, %d CPUs\n",
+		strings.Join(names, ", "), kx, *conc, *dur, numCPU())
+
+	// Phases in ABBA order (full: mqgate then HAProxy; resumed: HAProxy
+	// then mqgate; the next round starts with HAProxy) so drift in the
+	// machine's load hits both alike.
+	if len(targets) == 1 {
+		*rounds = 1
+	}
+	res := map[string]map[bool]*result{}
+	for round := range *rounds {
+		for i, resume := range []bool{false, true} {
+			order := slices.Clone(targets)
+			if (round+i)%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, t := range order {
+				r := run(t, ca, resume, *x25519, *conc, *dur, *maxConns)
+				if res[t.name] == nil {
+					res[t.name] = map[bool]*result{}
+				}
+				if tot := res[t.name][resume]; tot == nil {
+					res[t.name][resume] = &r
+				} else {
+					tot.n, tot.secs, tot.cpu = tot.n+r.n, tot.secs+r.secs, tot.cpu+r.cpu
+				}
+			}
+		}
+	}
+	if len(targets) > 1 {
+		for _, resume := range []bool{false, true} {
+			g, h := res["mqgate"][resume], res["haproxy"][resume]
+			if *rounds > 1 {
+				for _, t := range []struct {
+					name string
+					r    *result
+				}{{"mqgate", g}, {"haproxy", h}} {
+					fmt.Printf("total    %-7s %-7s %7d connections in %.1fs = %6.0f handshakes/s; CPU %.1fs = %6.0f handshakes per CPU-second\n",
+						kind(resume), t.name, t.r.n, t.r.secs, t.r.rate(), t.r.cpu, t.r.perCPU())
+				}
+			}
+			note := "like-for-like: both " + h.kx
+			if g.kx != h.kx {
+				note = fmt.Sprintf("NOT like-for-like: mqgate %s, HAProxy %s (no ML-KEM in HAProxy 2.6/OpenSSL 3.0); the ratio that counts is with -x25519", g.kx, h.kx)
+			}
+			fmt.Printf("ratio    %-7s mqgate/HAProxy: handshakes/s %.2fx, per CPU-second %.2fx (%s)\n",
+				kind(resume), g.rate()/h.rate(), g.perCPU()/h.perCPU(), note)
+		}
 	}
 	if *idle > 0 {
-		idleMemory(addr, ca, *idle, gate.Process.Pid)
+		idleMemory(targets[0].addr, ca, *idle, gate.Process.Pid)
 	}
+}
+
+// target is a TLS-terminating proxy in front of the broker.
+type target struct {
+	name string
+	addr string
+	pid  int // its CPU time is read from /proc/pid/stat (all threads)
+}
+
+type result struct {
+	n         int64   // connections made
+	secs, cpu float64 // wall-clock and the target's CPU seconds
+	kx        string  // key exchanges seen, e.g. "X25519"
+}
+
+func (r *result) rate() float64   { return float64(r.n) / r.secs }
+func (r *result) perCPU() float64 { return float64(r.n) / max(r.cpu, 0.001) }
+
+func kind(resume bool) string {
+	if resume {
+		return "resumed"
+	}
+	return "full"
 }
 
 // idleMemory opens n MQTT-over-TLS connections, leaves them idle, and
@@ -145,7 +257,7 @@ func rssKB(pid int) int {
 
 // run is one phase: clients connect, handshake, CONNECT, read the CONNACK
 // and disconnect, as fast as they can.
-func run(addr string, ca *certtest.CA, resume, x25519 bool, conc int, dur time.Duration, maxConns int, pid int) {
+func run(t target, ca *certtest.CA, resume, x25519 bool, conc int, dur time.Duration, maxConns int) result {
 	var (
 		done, resumed, failed atomic.Int64
 		started               atomic.Int64
@@ -155,7 +267,7 @@ func run(addr string, ca *certtest.CA, resume, x25519 bool, conc int, dur time.D
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
-	cpu0 := cpuSeconds(pid)
+	cpu0 := cpuSeconds(t.pid)
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	for w := range conc {
@@ -169,7 +281,7 @@ func run(addr string, ca *certtest.CA, resume, x25519 bool, conc int, dur time.D
 			}
 			var local []time.Duration
 			for i := 0; ctx.Err() == nil && started.Add(1) <= int64(maxConns); i++ {
-				hs, cs, err := connect(addr, cfg, fmt.Sprintf("bench-%d-%d", w, i))
+				hs, cs, err := connect(t.addr, cfg, fmt.Sprintf("bench-%d-%d", w, i))
 				if err != nil {
 					failed.Add(1)
 					continue
@@ -188,18 +300,17 @@ func run(addr string, ca *certtest.CA, resume, x25519 bool, conc int, dur time.D
 	}
 	wg.Wait()
 	elapsed := time.Since(t0).Seconds()
-	cpu := cpuSeconds(pid) - cpu0
+	cpu := cpuSeconds(t.pid) - cpu0
 	slices.Sort(latencies)
 	var names []string
 	groups.Range(func(k, _ any) bool { names = append(names, k.(string)); return true })
-	kind := "full"
-	if resume {
-		kind = "resumed"
-	}
+	slices.Sort(names)
 	n := done.Load()
-	fmt.Printf("%-8s %7d connections in %.1fs = %6.0f handshakes/s; mqgate CPU %.1fs = %6.0f handshakes per CPU-second; handshake p50 %v p99 %v; resumed %d, failed %d; key exchange %s\n",
-		kind, n, elapsed, float64(n)/elapsed, cpu, float64(n)/max(cpu, 0.001),
-		pct(latencies, 50), pct(latencies, 99), resumed.Load(), failed.Load(), strings.Join(names, ","))
+	r := result{n: n, secs: elapsed, cpu: cpu, kx: strings.Join(names, ",")}
+	fmt.Printf("%-8s %-7s %7d connections in %.1fs = %6.0f handshakes/s; CPU %.1fs = %6.0f handshakes per CPU-second; handshake p50 %v p99 %v; resumed %d, failed %d; key exchange %s\n",
+		kind(resume), t.name, n, elapsed, r.rate(), cpu, r.perCPU(),
+		pct(latencies, 50), pct(latencies, 99), resumed.Load(), failed.Load(), r.kx)
+	return r
 }
 
 // connect makes one MQTT-over-TLS connection and returns how long the TLS
@@ -259,11 +370,28 @@ func numCPU() int {
 type fatal struct{}
 
 func (fatal) Helper()           {}
-func (fatal) Fatal(args ...any) { log.Fatal(args...) }
+func (fatal) Fatal(args ...any) { fatalf("%s", fmt.Sprint(args...)) }
+
+// children are the processes this command started; stopAll stops them by
+// pid, also on a fatal error.
+var children []*exec.Cmd
+
+func stopAll() {
+	for _, c := range slices.Backward(children) {
+		_ = c.Process.Kill()
+		_ = c.Wait()
+	}
+	children = nil
+}
+
+func fatalf(format string, args ...any) {
+	stopAll()
+	log.Fatalf(format, args...)
+}
 
 func write(path, s string) {
 	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 }
 
@@ -273,14 +401,10 @@ func start(bin string, args ...string) *exec.Cmd {
 		cmd.Stderr = os.Stderr
 	}
 	if err := cmd.Start(); err != nil {
-		log.Fatalf("start %s: %v", bin, err)
+		fatalf("start %s: %v", bin, err)
 	}
+	children = append(children, cmd)
 	return cmd
-}
-
-func stop(cmd *exec.Cmd) {
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
 }
 
 func mosquittoPath() string {
@@ -293,7 +417,7 @@ func mosquittoPath() string {
 func freePort() int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
@@ -309,5 +433,5 @@ func waitListening(port int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	log.Fatal(errors.New("nothing listening on port " + strconv.Itoa(port)))
+	fatalf("nothing listening on port %d", port)
 }
