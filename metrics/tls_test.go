@@ -1,14 +1,12 @@
 package metrics_test
 
 import (
-	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/certtest"
@@ -33,18 +31,7 @@ stream_routes: [{upstream: {nodes: {"127.0.0.1:1": 1}}}]
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := proxy.New(cfg, proxy.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
+	srv := mqtttest.StartProxy(t, cfg, proxy.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	addrs := srv.ListenerAddrs()
 	hs := httptest.NewServer(metrics.New(metrics.Sources{Proxy: srv.Stats}).Handler())
 	t.Cleanup(hs.Close)

@@ -1,14 +1,12 @@
 package proxy_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
@@ -35,22 +33,9 @@ func startGateway(t testing.TB, yml string) *gateway {
 		cfg.StreamProxy.DataPath = dp // the whole suite again on another data path
 	}
 	access := &mqtttest.LogBuffer{}
-	srv, err := proxy.New(cfg, proxy.Options{
+	srv := mqtttest.StartProxy(t, cfg, proxy.Options{
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		AccessLog: slog.New(slog.NewJSONHandler(access, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
 	})
 	g := &gateway{srv: srv, access: access}
 	for _, a := range srv.ListenerAddrs() {

@@ -86,23 +86,10 @@ func startTLSGateway(t *testing.T, yml string) *tlsGateway {
 		t.Fatalf("config: %v\n%s", err, yml)
 	}
 	g := &tlsGateway{log: &mqtttest.LogBuffer{}, access: &mqtttest.LogBuffer{}}
-	g.srv, err = proxy.New(cfg, proxy.Options{
+	g.srv = mqtttest.StartProxy(t, cfg, proxy.Options{
 		Log:               slog.New(slog.NewTextHandler(g.log, nil)),
 		AccessLog:         slog.New(slog.NewJSONHandler(g.access, nil)),
 		CertCheckInterval: 20 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := g.srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
 	})
 	for _, a := range g.srv.ListenerAddrs() {
 		g.addr = a.String()
