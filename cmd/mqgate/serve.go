@@ -47,6 +47,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer closeAccess()
 	logConfig(log, cfg)
 	raiseFileLimit(log)
+	defer startCPUProfile(log)()
 	tuneGC(log)
 
 	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access})
