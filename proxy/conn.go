@@ -256,7 +256,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	// Pipe both ways until either side ends: in an event loop for plain
 	// TCP, else on this goroutine and one more.
 	s.stats.Proxied.Add(1)
-	lc.piping(rec, rec.up, s.routes.get(rt.ID), node)
+	lc.piping(rec, rec.up, snap.stats[ri], node)
 	opts := pipe.Options{
 		Idle:             idleLimit(up, connect.KeepAlive),
 		WriteTimeout:     writeTimeout(up, connect.KeepAlive),

@@ -106,6 +106,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	snap.policies = s.policies.build(cfg)
+	snap.stats = s.routes.states(cfg)
 	s.certs = tlsconf.NewStore(opts.Log)
 	if err := s.certs.Update(cfg); err != nil {
 		return nil, err
@@ -248,6 +249,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 		return err
 	}
 	snap.policies = s.policies.build(cfg)
+	snap.stats = s.routes.states(cfg)
 	s.snap.Store(snap)
 	s.health.Update(snap.targets)
 	for _, l := range opened {

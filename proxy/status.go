@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqgate/mqgate/config"
+
 	"github.com/mqgate/mqgate/health"
 )
 
@@ -62,6 +64,16 @@ func (r *routeRegistry) get(id string) *routeState {
 		r.routes[id] = rs
 	}
 	return rs
+}
+
+// states returns the state of each of cfg's routes, in order, so that a
+// connection finds its route's counters in its snapshot, without a lookup.
+func (r *routeRegistry) states(cfg *config.Config) []*routeState {
+	out := make([]*routeState, len(cfg.StreamRoutes))
+	for i, rt := range cfg.StreamRoutes {
+		out[i] = r.get(rt.ID)
+	}
+	return out
 }
 
 // prune forgets routes the snapshot does not have and that carry no
