@@ -61,15 +61,7 @@ type Pair struct {
 func NewCA(t T, cn string) *CA {
 	t.Helper()
 	key := newKey(t, ECDSA)
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial(t),
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"mqgate tests"}},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
+	tmpl := caTemplate(t, cn)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)
@@ -78,11 +70,9 @@ func NewCA(t T, cn string) *CA {
 	return &CA{Cert: cert, Key: key, CertPEM: pemBlock("CERTIFICATE", der)}
 }
 
-// Intermediate makes a CA signed by ca.
-func (ca *CA) Intermediate(t T, cn string) *CA {
-	t.Helper()
-	key := newKey(t, ECDSA)
-	tmpl := &x509.Certificate{
+// caTemplate is the certificate of a test CA named cn, valid for a day.
+func caTemplate(t T, cn string) *x509.Certificate {
+	return &x509.Certificate{
 		SerialNumber:          serial(t),
 		Subject:               pkix.Name{CommonName: cn, Organization: []string{"mqgate tests"}},
 		NotBefore:             time.Now().Add(-time.Hour),
@@ -91,6 +81,13 @@ func (ca *CA) Intermediate(t T, cn string) *CA {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
+}
+
+// Intermediate makes a CA signed by ca.
+func (ca *CA) Intermediate(t T, cn string) *CA {
+	t.Helper()
+	key := newKey(t, ECDSA)
+	tmpl := caTemplate(t, cn)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
 		t.Fatal(err)
