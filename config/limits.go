@@ -214,3 +214,14 @@ func (d *decoder) onDuplicateClientID(kv keyValue, path string) {
 		d.b.streamProxy.OnDuplicateClientID = v
 	}
 }
+
+// admissionCap reads one of the unfinished-connection caps: an integer of
+// at least 1, or 0 for the default derived from the open-file limit.
+func (d *decoder) admissionCap(kv keyValue, path string, dst *int) {
+	if !d.setOnce("stream_proxy."+kv.key, kv, path) {
+		return
+	}
+	if v, ok := d.intMin(kv.val, path, 0); ok {
+		*dst = v
+	}
+}

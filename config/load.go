@@ -36,7 +36,8 @@ var (
 		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
 	}
-	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path"}
+	streamProxyKeys = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path",
+		"max_unfinished_connections", "max_unfinished_per_address", "reserved_descriptors"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
 	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
 	logKeys                = []string{"level", "access_log"}
@@ -230,6 +231,12 @@ func (d *decoder) streamProxy(n *yaml.Node, path string) {
 			}
 		case "max_connections":
 			d.maxConnections(kv, p)
+		case "max_unfinished_connections":
+			d.admissionCap(kv, p, &d.b.streamProxy.MaxUnfinishedConnections)
+		case "max_unfinished_per_address":
+			d.admissionCap(kv, p, &d.b.streamProxy.MaxUnfinishedPerAddress)
+		case "reserved_descriptors":
+			d.admissionCap(kv, p, &d.b.streamProxy.ReservedDescriptors)
 		case "on_duplicate_client_id":
 			d.onDuplicateClientID(kv, p)
 		case "data_path":

@@ -85,6 +85,8 @@ var (
 	authFailures = desc("admin_auth_failures_total", "Admin API requests refused for their key, by reason.", "reason")
 	tlsTotal     = desc("tls_handshakes_total", "TLS handshakes on TLS listeners, by listener and result (ok, failed).", "listener", "result")
 	tlsSeconds   = desc("tls_handshake_duration_seconds", "Time of successful TLS handshakes, by listener.", "listener")
+	connUnfin    = desc("connections_unfinished", "Client connections that have not finished their CONNECT (PROXY header, TLS handshake, CONNECT).")
+	connShed     = desc("connections_shed_total", "Unfinished connections closed by admission to make room, oldest first, by reason (per_address, total, descriptors).", "reason")
 	ppRefused    = desc("proxy_protocol_refused_total", "Connections closed on proxy_protocol listeners: sender not in real_ip_from, header missing or malformed.")
 )
 
@@ -93,7 +95,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connActive, connAccepted, connProxied, connRefused, connErrors, bytesTotal,
 		dialSeconds, routeActive, routeTotal, routeBytes, nodeActive, nodeTotal, nodeFails, nodeBytes, nodeHealth,
-		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused} {
+		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused, connUnfin, connShed} {
 		ch <- d
 	}
 }
@@ -114,6 +116,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, kind := range sortedKeys(st.ParseErrors) {
 		counter(connErrors, float64(st.ParseErrors[kind]), kind)
+	}
+	gauge(connUnfin, float64(st.Unfinished))
+	for _, reason := range sortedKeys(st.Shed) {
+		counter(connShed, float64(st.Shed[reason]), reason)
 	}
 	counter(bytesTotal, float64(st.BytesUp), "up")
 	counter(bytesTotal, float64(st.BytesDown), "down")

@@ -163,9 +163,20 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		}
 	}()
 
+	// Admission: a place among the connections that have not finished
+	// their CONNECT, under caps overall and per source address.
+	ticket, ok := s.admitConn(lc)
+	if !ok {
+		return
+	}
+	defer ticket.Done()
+
 	// PROXY header and TLS handshake, when the listener asks for them.
 	conn, ok := s.open(l, c, snap, rec)
 	if !ok {
+		return
+	}
+	if !ticket.Move(rec.remote.Addr()) { // the PROXY header's client, when there was one
 		return
 	}
 
@@ -181,6 +192,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		s.failPreread(conn, rec, err)
 		return
 	}
+	ticket.Done() // its CONNECT is in: no longer to be shed
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
 	rec.id.vars.MQTTClientID, rec.id.vars.MQTTUsername = connect.ClientID, connect.Username
 

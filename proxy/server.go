@@ -32,6 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mqgate/mqgate/admission"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/limit"
@@ -63,8 +64,9 @@ type Server struct {
 	stats    Stats
 	health   *health.Checker
 	policies policyRegistry
-	admitted limit.Slots    // connections past the CONNECT policy, for max_connections
-	clients  clientRegistry // for on_duplicate_client_id
+	admitted limit.Slots     // connections past the CONNECT policy, for max_connections
+	gate     *admission.Gate // connections before their CONNECT: caps, shedding
+	clients  clientRegistry  // for on_duplicate_client_id
 
 	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
 	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
@@ -113,6 +115,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
+	s.gate = admission.New(admissionLimits(cfg.StreamProxy, admission.OpenFileLimit()))
 	s.snap.Store(snap)
 	return s, nil
 }
@@ -129,7 +132,10 @@ func (s *Server) Listen() error {
 	for _, l := range opened {
 		s.startListener(l)
 	}
-	s.watchCerts.Do(func() { go s.certs.Watch(s.ctx, s.certCheck) })
+	s.watchCerts.Do(func() {
+		go s.certs.Watch(s.ctx, s.certCheck)
+		go s.gate.Run(s.ctx, s.log, shedLogInterval)
+	})
 	s.health.Update(s.snap.Load().targets) // probes run while the server does
 	return nil
 }
@@ -209,8 +215,14 @@ func (s *Server) acceptLoop(l *listener) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors or a similar passing trouble: back
-			// off so the loop does not spin, as net/http does.
+			// Out of descriptors: the oldest unfinished connections
+			// make room, and the accept is tried again at once.
+			if outOfDescriptors(err) && s.gate.ShedOldest(emfileShed) > 0 {
+				time.Sleep(time.Millisecond) // for the shed ones' readers to let go of their fds
+				continue
+			}
+			// A similar passing trouble, or nothing to shed: back off
+			// so the loop does not spin, as net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			s.log.Warn("accept failed", "addr", l.cfg.Addr, "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
@@ -251,6 +263,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	snap.policies = s.policies.build(cfg)
 	snap.stats = s.routes.states(cfg)
 	s.snap.Store(snap)
+	s.gate.SetLimits(admissionLimits(cfg.StreamProxy, admission.OpenFileLimit()))
 	s.health.Update(snap.targets)
 	for _, l := range opened {
 		s.startListener(l)
