@@ -40,8 +40,8 @@ func admissionLimits(sp config.StreamProxy, nofile int) admission.Limits {
 // shed the oldest of them. It reports false when lc itself is shed.
 func (s *Server) admitConn(lc *liveConn) (*admission.Ticket, bool) {
 	// Past their CONNECT, connections hold two descriptors: client and broker.
-	proxied := max(s.stats.Active.Load()-1-int64(s.gate.Unfinished()), 0)
-	return s.gate.Admit(lc.rec.remote.Addr(), int(2*proxied), func() { lc.close(EndShed) })
+	proxied := 2 * int(s.pastConnect.Load())
+	return s.gate.Admit(lc.rec.remote.Addr(), proxied, func() { lc.close(EndShed) })
 }
 
 // outOfDescriptors reports whether an accept error is EMFILE or ENFILE.

@@ -53,6 +53,7 @@ type liveConn struct {
 	reason  pipe.End    // set by close, overrides the pipe's own End
 	node    *nodeState  // the node it is proxied to, once dialled
 	release func()      // gives back the places the CONNECT policy took, once admitted
+	read    bool        // its CONNECT was read: counted in Server.pastConnect
 	entry   connEntry   // the connection table's row, see connections.go
 	rec     record
 }
@@ -69,6 +70,9 @@ func (lc *liveConn) end() {
 	}
 	s.untrack(lc)
 	s.stats.Active.Add(-1)
+	if lc.read {
+		s.pastConnect.Add(-1)
+	}
 	if r := lc.closedBy(); r != "" {
 		lc.rec.end = r
 	}
@@ -193,6 +197,8 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		return
 	}
 	ticket.Done() // its CONNECT is in: no longer to be shed
+	lc.read = true
+	s.pastConnect.Add(1)
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
 	rec.id.vars.MQTTClientID, rec.id.vars.MQTTUsername = connect.ClientID, connect.Username
 

@@ -66,7 +66,10 @@ type Server struct {
 	policies policyRegistry
 	admitted limit.Slots     // connections past the CONNECT policy, for max_connections
 	gate     *admission.Gate // connections before their CONNECT: caps, shedding
-	clients  clientRegistry  // for on_duplicate_client_id
+	// pastConnect counts connections whose CONNECT was read, each holding
+	// (or about to hold) two descriptors, for the gate's reserve.
+	pastConnect atomic.Int64
+	clients     clientRegistry // for on_duplicate_client_id
 
 	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
 	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
