@@ -84,6 +84,11 @@ type Gate struct {
 	byAddr map[netip.Addr]*list
 	shed   [len(Reasons)]atomic.Uint64
 	n      atomic.Int64 // all.len, readable without the lock
+	// closing counts the shed connections whose Done has not come yet:
+	// closing a socket that a goroutine is reading frees its descriptor
+	// only once that goroutine runs, which in a flood may take a while.
+	closing atomic.Int64
+	proxied atomic.Int64 // the last Admit's proxiedFDs
 }
 
 // New returns a gate with the caps lim.
@@ -113,6 +118,7 @@ type Ticket struct {
 	addr       netip.Addr
 	close      func()
 	gone       bool // done or shed; guarded by g.mu
+	shed       bool // shed and counted in g.closing until Done; guarded by g.mu
 	prev, next *Ticket
 	aprev      *Ticket // in the address's list
 	anext      *Ticket
@@ -127,6 +133,7 @@ type Ticket struct {
 func (g *Gate) Admit(addr netip.Addr, proxiedFDs int, close func()) (*Ticket, bool) {
 	addr = addr.Unmap()
 	t := &Ticket{g: g, addr: addr, close: close}
+	g.proxied.Store(int64(proxiedFDs))
 	var shed []*Ticket
 	g.mu.Lock()
 	g.all.pushAll(t)
@@ -152,6 +159,7 @@ func (g *Gate) Admit(addr netip.Addr, proxiedFDs int, close func()) (*Ticket, bo
 		}
 	}
 	ok := !t.gone
+	g.n.Store(int64(g.all.len))
 	g.mu.Unlock()
 	for _, s := range shed {
 		s.close()
@@ -177,6 +185,8 @@ func (g *Gate) ShedOldest(n int) int {
 // drop removes t, counting it shed for reason. g.mu is held.
 func (g *Gate) drop(t *Ticket, reason string) *Ticket {
 	g.remove(t)
+	t.shed = true
+	g.closing.Add(1)
 	for i, r := range Reasons {
 		if r == reason {
 			g.shed[i].Add(1)
@@ -198,7 +208,8 @@ func (g *Gate) remove(t *Ticket) {
 }
 
 // Done gives the place back: the connection finished its CONNECT, or ended.
-// It may be called more than once, and after the connection was shed.
+// It may be called more than once, and after the connection was shed, when
+// it must be called once its descriptor is closed.
 func (t *Ticket) Done() {
 	if t == nil {
 		return
@@ -208,7 +219,29 @@ func (t *Ticket) Done() {
 	if !t.gone {
 		g.remove(t)
 	}
+	if t.shed {
+		t.shed = false
+		g.closing.Add(-1)
+	}
 	g.mu.Unlock()
+}
+
+// Closing is how many shed connections have not called Done yet: their
+// descriptors may still be held.
+func (g *Gate) Closing() int { return int(g.closing.Load()) }
+
+// Crowded reports whether so many shed connections are still closing, or
+// connections hold so many descriptors, that accepting more would only
+// shed more: the accept loop waits a moment for the shed ones' goroutines
+// to let go of their descriptors, and the kernel's backlog holds the
+// newcomers meanwhile.
+func (g *Gate) Crowded() bool {
+	lim := g.Limits()
+	closing := g.closing.Load()
+	if closing > int64(max(lim.Total/4, 64)) {
+		return true
+	}
+	return lim.Descriptors > 0 && g.n.Load()+closing+g.proxied.Load() >= int64(lim.Descriptors)
 }
 
 // Move counts the connection under addr from now on, keeping its age: a

@@ -222,3 +222,28 @@ func TestRunLogsARateNotAConnection(t *testing.T) {
 		t.Fatalf("line lacks the reason:\n%s", out.String())
 	}
 }
+
+func TestCrowdedWhileShedOnesClose(t *testing.T) {
+	g := New(Limits{PerAddress: 1, Total: 100, Descriptors: 200})
+	var shed []*Ticket
+	var tickets []*Ticket
+	for range 70 {
+		tk, _ := g.Admit(a, 0, func() {})
+		tickets = append(tickets, tk)
+	}
+	shed = tickets[:69] // every one but the newest was shed for the per-address cap
+	if g.Closing() != 69 || !g.Crowded() {
+		t.Fatalf("closing %d, crowded %v: want 69, true", g.Closing(), g.Crowded())
+	}
+	for _, tk := range shed {
+		tk.Done()
+		tk.Done() // once only
+	}
+	if g.Closing() != 0 || g.Crowded() {
+		t.Fatalf("closing %d, crowded %v after Done: want 0, false", g.Closing(), g.Crowded())
+	}
+	g.Admit(b, 198, func() {}) // 2 unfinished + 198 proxied: every descriptor
+	if !g.Crowded() {
+		t.Fatal("not crowded with every descriptor taken")
+	}
+}

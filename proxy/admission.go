@@ -24,6 +24,10 @@ const shedLogInterval = 10 * time.Second
 // loop sheds when the process is out of descriptors.
 const emfileShed = 32
 
+// crowdedWaits bounds how many milliseconds the accept loop waits for shed
+// connections to close before it accepts anyway.
+const crowdedWaits = 100
+
 // admissionLimits are the caps stream_proxy sets, each left at 0 derived
 // from the open-file limit nofile.
 func admissionLimits(sp config.StreamProxy, nofile int) admission.Limits {

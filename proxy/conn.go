@@ -170,10 +170,15 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	// Admission: a place among the connections that have not finished
 	// their CONNECT, under caps overall and per source address.
 	ticket, ok := s.admitConn(lc)
+	defer func() {
+		if !looped {
+			c.Close() // before Done: a shed connection's descriptor is free then
+		}
+		ticket.Done()
+	}()
 	if !ok {
 		return
 	}
-	defer ticket.Done()
 
 	// PROXY header and TLS handshake, when the listener asks for them.
 	conn, ok := s.open(l, c, snap, rec)

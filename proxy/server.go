@@ -213,6 +213,11 @@ func (s *Server) acceptLoop(l *listener) {
 	defer s.handlers.Done()
 	var backoff time.Duration
 	for {
+		// Shed connections still closing hold descriptors: give their
+		// goroutines a moment before accepting more to shed.
+		for i := 0; i < crowdedWaits && s.gate.Crowded(); i++ {
+			time.Sleep(time.Millisecond)
+		}
 		c, err := l.ln.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {

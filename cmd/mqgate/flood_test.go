@@ -127,7 +127,7 @@ func startFlood(src, addr string, n int) *flooder {
 				f.mu.Lock()
 				if f.stopped {
 					f.mu.Unlock()
-					c.Close()
+					closeNow(c)
 					return
 				}
 				f.conns[c] = struct{}{}
@@ -140,11 +140,20 @@ func startFlood(src, addr string, n int) *flooder {
 				f.mu.Lock()
 				delete(f.conns, c)
 				f.mu.Unlock()
-				c.Close()
+				closeNow(c)
 			}
 		}()
 	}
 	return f
+}
+
+// closeNow closes with a reset: tens of thousands of closes would otherwise
+// leave as many ports in TIME_WAIT, which other tests' listeners collide with.
+func closeNow(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 func (f *flooder) open() int {
@@ -159,7 +168,7 @@ func (f *flooder) end() {
 		f.mu.Lock()
 		f.stopped = true
 		for c := range f.conns {
-			c.Close()
+			closeNow(c)
 		}
 		f.mu.Unlock()
 		f.wg.Wait()
