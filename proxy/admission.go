@@ -40,12 +40,16 @@ func admissionLimits(sp config.StreamProxy, nofile int) admission.Limits {
 	}
 }
 
-// admitConn takes lc's place among the unfinished connections, which may
-// shed the oldest of them. It reports false when lc itself is shed.
-func (s *Server) admitConn(lc *liveConn) (*admission.Ticket, bool) {
+// admit takes the connection's place among the unfinished connections,
+// which may shed the oldest of them; it ends when the connection itself is
+// shed (nothing older made room).
+func (p *connPath) admit() bool {
+	s, lc := p.s, p.lc
 	// Past their CONNECT, connections hold two descriptors: client and broker.
 	proxied := 2 * int(s.pastConnect.Load())
-	return s.gate.Admit(lc.rec.remote.Addr(), proxied, func() { lc.close(EndShed) })
+	t, ok := s.gate.Admit(p.rec.remote.Addr(), proxied, func() { lc.close(EndShed) })
+	p.ticket = t
+	return ok
 }
 
 // outOfDescriptors reports whether an accept error is EMFILE or ENFILE.
