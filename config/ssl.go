@@ -155,7 +155,7 @@ func (d *decoder) ssl(n *yaml.Node, path string) sslDecl {
 	var cert, key PEMSource
 	var certNode, keyNode *yaml.Node
 	var certs, keys []PEMSource
-	var certsNode, snisNode *yaml.Node
+	var certsNode, keysNode, snisNode *yaml.Node
 	for _, kv := range d.fields(n, path) {
 		p := join(path, kv.key)
 		switch kv.key {
@@ -172,6 +172,7 @@ func (d *decoder) ssl(n *yaml.Node, path string) sslDecl {
 				certs = append(certs, d.pemSource(item, index(p, i)))
 			}
 		case "keys":
+			keysNode = kv.val
 			for i, item := range d.items(kv.val, p) {
 				keys = append(keys, d.pemSource(item, index(p, i)))
 			}
@@ -225,7 +226,11 @@ func (d *decoder) ssl(n *yaml.Node, path string) sslDecl {
 		s.Pairs = append(s.Pairs, CertPair{Cert: cert, Key: key})
 	}
 	if len(certs) != len(keys) {
-		d.errorf(certsNode, join(path, "keys"), "certs has %d item(s) but keys has %d: they pair up by position", len(certs), len(keys))
+		at := certsNode
+		if at == nil { // keys without certs
+			at = keysNode
+		}
+		d.errorf(at, join(path, "keys"), "certs has %d item(s) but keys has %d: they pair up by position", len(certs), len(keys))
 	} else {
 		for i := range certs {
 			if !certs[i].IsZero() && !keys[i].IsZero() {
