@@ -99,7 +99,12 @@ type flooder struct {
 	ended         sync.Once
 }
 
-func startFlood(src, addr string, n int) *flooder {
+func startFlood(src, addr string, n int) *flooder { return startFloodMix(src, addr, n, false) }
+
+// startFloodMix is startFlood where, with garbage, every third slot sends
+// an HTTP request instead (closed at once by mqgate) and pauses 20 ms
+// before it dials again, so the garbage comes at a bounded rate.
+func startFloodMix(src, addr string, n int, garbage bool) *flooder {
 	f := &flooder{stop: make(chan struct{}), conns: make(map[net.Conn]struct{})}
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
 	for i := range n {
@@ -132,7 +137,10 @@ func startFlood(src, addr string, n int) *flooder {
 				}
 				f.conns[c] = struct{}{}
 				f.mu.Unlock()
-				if i%2 == 1 {
+				switch {
+				case garbage && i%3 == 2:
+					_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: mqgate\r\n\r\n"))
+				case i%2 == 1:
 					_, _ = c.Write([]byte{0x10})
 				}
 				_, _ = io.Copy(io.Discard, c) // until mqgate sheds it, or stop closes it
@@ -141,6 +149,13 @@ func startFlood(src, addr string, n int) *flooder {
 				delete(f.conns, c)
 				f.mu.Unlock()
 				closeNow(c)
+				if garbage && i%3 == 2 {
+					select {
+					case <-f.stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+				}
 			}
 		}()
 	}
@@ -272,7 +287,16 @@ stream_routes:
 	floodFor := time.Since(floodStart)
 	a.end()
 	b.end()
+	stopped := time.Now()
 	t.Logf("flood stopped after %v", time.Since(floodStart).Round(time.Millisecond))
+	if d, err := time.ParseDuration(os.Getenv("MQGATE_FLOOD_RSS_WATCH")); err == nil {
+		// For measuring how memory is given back: RSS every 5 s for d.
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Second) {
+			st := readProcStats(t, pid, url)
+			t.Logf("%v after the flood stopped: %v, heap in use %.1f MB, released %.1f MB", time.Since(stopped).Round(time.Second), st,
+				metricValue(t, url, "mqgate_go_memstats_heap_inuse_bytes")/(1<<20), metricValue(t, url, "mqgate_go_memstats_heap_released_bytes")/(1<<20))
+		}
+	}
 	waitUntil(t, "the flood's connections to end", func() bool {
 		return metricValue(t, url, "mqgate_connections_active") == 0
 	})
@@ -286,6 +310,11 @@ stream_routes:
 		perAddr, nofile, floodFor.Round(time.Millisecond), a.dials.Load()+b.dials.Load(), shed)
 	t.Logf("third address CONNACKs: %v", took)
 	t.Logf("before: %v; during: %v; after: %v", before, during, after)
+	for _, l := range strings.Split(p.stderr.String(), "\n") {
+		if strings.Contains(l, "memory given back") {
+			t.Log(l)
+		}
+	}
 
 	// Descriptors were always left for the Admin API and new clients: the
 	// unfinished connections stayed within the reserve.

@@ -68,6 +68,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_ = shutdown(srv, log, 0)
 		return err
 	}
+	gbCtx, stopGiveBack := context.WithCancel(ctx)
+	defer stopGiveBack()
+	go giveBack(gbCtx, log, giveBackInterval)
 	for {
 		select {
 		case <-ctx.Done():
