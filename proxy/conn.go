@@ -48,6 +48,7 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 // the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
 	srv     *Server
+	home    uint8 // its shard of srv.conns
 	mu      sync.Mutex
 	client  net.Conn    // nil once in an event loop
 	broker  net.Conn    // nil until dialled, and once in an event loop
@@ -98,15 +99,12 @@ func (lc *liveConn) pipeEnded(res pipe.Result) {
 	lc.end()
 }
 
-// bytesSoFar is what the connection has carried, CONNECT included: the
-// meter that pipe.Run keeps, plus what an event loop counted. lc.mu is held.
+// bytesSoFar is what the connection has carried, CONNECT included: what
+// was forwarded before the pipe, and the meter its pipe (or event loop)
+// keeps.
 func (lc *liveConn) bytesSoFar() (up, down int64) {
-	up, down = lc.entry.meter.Up.Load(), lc.entry.meter.Down.Load()
-	if lc.looped != nil {
-		u, d := lc.looped.Bytes()
-		up, down = up+u, down+d
-	}
-	return up, down
+	e := &lc.entry
+	return e.forwarded + e.meter.Up.Load(), e.meter.Down.Load()
 }
 
 // close ends the connection from outside, recording why.
@@ -323,7 +321,7 @@ func (p *connPath) uniqueClientID() bool {
 		return true
 	}
 	k := clientKey{p.up.cfg.ID, id}
-	older, ok := s.clients.claim(k, p.lc, mode)
+	older, ok := s.conns.claim(k, p.lc, mode)
 	if !ok {
 		return p.refuse(mqtt.ClientIdentifierNotValid, refuseDuplicateClientID, "client id already connected")
 	}
@@ -333,7 +331,7 @@ func (p *connPath) uniqueClientID() bool {
 		older.close(EndTakenOver)
 	}
 	lc := p.lc
-	lc.took(func() { s.clients.release(k, lc) })
+	lc.took(func() { s.conns.release(k, lc) })
 	return true
 }
 
@@ -391,12 +389,12 @@ func (p *connPath) pipe() bool {
 		Idle:             idleLimit(p.up, p.keepAlive),
 		WriteTimeout:     writeTimeout(p.up, p.keepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
+		Meter:            &lc.entry.meter, // adding to the route's and node's totals
 	}
 	if s.loopPair(p.snap, lc, p.conn, p.broker, opts) {
 		p.looped = true
 		return true
 	}
-	opts.Meter = &lc.entry.meter
 	rec.piped(pipe.Run(p.conn, p.broker, opts))
 	return true
 }

@@ -55,7 +55,7 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 	defer cancel()
 	start := time.Now()
 	err := tlsConn.HandshakeContext(ctx)
-	s.tlsCounts.get(lcfg.Addr).observe(time.Since(start), err)
+	l.tls.observe(time.Since(start), err)
 	if err != nil {
 		rec.end, rec.detail = EndTLSHandshake, err.Error()
 		s.stats.TLSHandshakeFailures.Add(1)
