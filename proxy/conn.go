@@ -525,30 +525,6 @@ func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, t
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }
 
-// dial tries the nodes the balancer offers, up to 1 + retries of them, and
-// returns the first connection made.
-func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeState) {
-	d := net.Dialer{Timeout: up.cfg.Timeout.Connect, KeepAlive: noTCPKeepAlive}
-	tries := 0
-	for i := range up.bal.Order(key) {
-		if tries > up.cfg.Retries {
-			break
-		}
-		tries++
-		start := time.Now()
-		c, err := s.dialNode(&d, up, i, rec)
-		up.health[i].ReportDial(err)
-		if err == nil {
-			s.stats.observeDial(time.Since(start))
-			return c, up.nodes[i]
-		}
-		up.nodes[i].dialFails.Add(1)
-		rec.detail = err.Error()
-		s.log.Warn("dial failed", "upstream", up.cfg.ID, "node", up.addrs[i], "client_id", rec.clientID, "err", err)
-	}
-	return nil, nil
-}
-
 // idleLimit is the upstream's read timeout or, unset, 1.5 × the client's
 // keepalive as brokers apply it [MQTT-3.1.2-24]; keepalive 0 means none.
 func idleLimit(up *upstream, keepAlive uint16) time.Duration {

@@ -132,13 +132,13 @@ func (s *Server) matching(f ConnFilter) []*liveConn {
 	case f.ClientID != "":
 		candidates = s.conns.client(f.ClientID)
 	case f.Node != "" || f.Upstream != "":
-		for _, n := range s.nodes.all() {
+		for _, n := range s.nodes.All() {
 			if (f.Node == "" || f.Node == n.addr) && (f.Upstream == "" || f.Upstream == n.upstreamID) {
 				candidates = append(candidates, n.conns.list()...)
 			}
 		}
 	case f.Route != "":
-		for _, rs := range s.routes.all() {
+		for _, rs := range s.routes.All() {
 			if rs.id == f.Route {
 				candidates = append(candidates, rs.conns.list()...)
 			}
@@ -227,12 +227,12 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 			lc.mu.Unlock()
 		}
 	}
-	for _, rs := range s.routes.all() {
+	for _, rs := range s.routes.All() {
 		if !routes[rs.id] {
 			collect(rs.conns.list())
 		}
 	}
-	for _, n := range s.nodes.all() {
+	for _, n := range s.nodes.All() {
 		if !nodes[n] {
 			collect(n.conns.list())
 		}

@@ -10,9 +10,11 @@
 //	<-ctx.Done()
 //	srv.Shutdown(drainCtx) // stop accepting, let live connections finish
 //
-// The path of one connection is in conn.go, one function per stage; the
-// PROXY header, the TLS handshake and dialing with TLS and PROXY headers to
-// brokers are in identity.go, the CONNECT rewrite in rewrite.go.
+// The path of one connection is serveConn in conn.go: its stages in the
+// order they run, one method each. The PROXY header and the TLS handshake
+// are in identity.go, the upstream's one dialer (client connections and
+// health probes) in dial.go, the stream plugins in plugins.go (their
+// modules are in plugin/), the live-connection index in connindex.go.
 // Configuration is an immutable snapshot swapped atomically by Apply; live
 // connections keep the snapshot they started with.
 package proxy
@@ -34,6 +36,7 @@ import (
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/keyed"
 	"github.com/mqgate/mqgate/limit"
 	"github.com/mqgate/mqgate/tlsconf"
 )
@@ -70,7 +73,7 @@ type Server struct {
 	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
 	certCheck  time.Duration
 	watchCerts sync.Once
-	tlsCounts  registry[string, *tlsCounts] // handshakes by configured listener address
+	tlsCounts  keyed.Map[string, *tlsCounts] // handshakes by configured listener address
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -105,16 +108,16 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.plugins = newPlugins()
 	s.stats.refusedBy = newRefusals(coreRefusals(), s.plugins.reasons())
 	s.health = health.NewChecker(s.log, s.nodeChanged)
-	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
+	s.certs = tlsconf.NewStore(opts.Log)
+	if err := s.certs.Update(cfg); err != nil {
+		return nil, err
+	}
+	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.certs)
 	if err != nil {
 		return nil, err
 	}
 	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
-	s.certs = tlsconf.NewStore(opts.Log)
-	if err := s.certs.Update(cfg); err != nil {
-		return nil, err
-	}
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
 	s.snap.Store(snap)
@@ -152,7 +155,7 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 			}
 			return nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
 		}
-		opened = append(opened, &listener{cfg: lc, ln: ln, tls: s.tlsCounts.get(lc.Addr, newTLSCounts(lc.Addr))})
+		opened = append(opened, &listener{cfg: lc, ln: ln, tls: s.tlsCounts.Get(lc.Addr, newTLSCounts(lc.Addr))})
 	}
 	return opened, nil
 }
@@ -233,7 +236,7 @@ func (s *Server) acceptLoop(l *listener) {
 // those accepted on a listener that is closed now. On error the running
 // configuration stays.
 func (s *Server) Apply(cfg *config.Config) error {
-	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.certs)
 	if err != nil {
 		return err
 	}
@@ -272,7 +275,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	s.nodes.prune(snap)
 	s.routes.prune(snap)
-	s.tlsCounts.prune(func(addr string, _ *tlsCounts) bool { return keep[addr] })
+	s.tlsCounts.Prune(func(addr string, _ *tlsCounts) bool { return keep[addr] })
 	return nil
 }
 

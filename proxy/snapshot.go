@@ -8,8 +8,10 @@ import (
 	"github.com/mqgate/mqgate/balance"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/keyed"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/route"
+	"github.com/mqgate/mqgate/tlsconf"
 	"github.com/mqgate/mqgate/vars"
 )
 
@@ -34,6 +36,7 @@ type upstream struct {
 	// balancer skips unhealthy nodes, dials report to it.
 	health []*health.Node
 	bal    balance.Balancer
+	dialer *dialer // for client connections and health probes alike
 }
 
 // nodeState is what mqgate knows about one node of one upstream. It outlives
@@ -51,13 +54,13 @@ type nodeState struct {
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
 // state survives reloads.
 type nodeRegistry struct {
-	registry[nodeKey, *nodeState]
+	keyed.Map[nodeKey, *nodeState]
 }
 
 type nodeKey struct{ upstream, addr string }
 
 func (r *nodeRegistry) node(upstreamID, addr string) *nodeState {
-	return r.get(nodeKey{upstreamID, addr}, func() *nodeState { return &nodeState{upstreamID: upstreamID, addr: addr} })
+	return r.Get(nodeKey{upstreamID, addr}, func() *nodeState { return &nodeState{upstreamID: upstreamID, addr: addr} })
 }
 
 // prune forgets nodes that the current snapshot does not use and that carry
@@ -69,17 +72,17 @@ func (r *nodeRegistry) prune(keep *snapshot) {
 			used[n] = true
 		}
 	}
-	r.registry.prune(func(_ nodeKey, n *nodeState) bool { return used[n] || n.active.Load() != 0 })
+	r.Map.Prune(func(_ nodeKey, n *nodeState) bool { return used[n] || n.active.Load() != 0 })
 }
 
-func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, probeDial func(*config.Upstream) health.Dialer) (*snapshot, error) {
+func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, certs *tlsconf.Store) (*snapshot, error) {
 	byID := make(map[string]*upstream)
 	var targets []health.Target
 	build := func(u *config.Upstream) (*upstream, error) {
 		if up, ok := byID[u.ID]; ok {
 			return up, nil
 		}
-		up := &upstream{cfg: u}
+		up := &upstream{cfg: u, dialer: newDialer(u, certs)}
 		bnodes := make([]balance.Node, len(u.Nodes))
 		for i, n := range u.Nodes {
 			addr := n.Addr()
@@ -101,7 +104,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, prob
 		}
 		up.bal = bal
 		byID[u.ID] = up
-		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks, Dial: probeDial(u)})
+		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks, Dial: up.dialer.probe})
 		return up, nil
 	}
 	for i := range cfg.Upstreams {

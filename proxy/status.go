@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/mqgate/mqgate/config"
-
 	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/keyed"
 	"github.com/mqgate/mqgate/pipe"
 )
 
@@ -48,7 +48,7 @@ type routeState struct {
 
 // routeRegistry hands out the routeState for a route id.
 type routeRegistry struct {
-	registry[string, *routeState]
+	keyed.Map[string, *routeState]
 }
 
 // states returns the state of each of cfg's routes, in order, so that a
@@ -56,7 +56,7 @@ type routeRegistry struct {
 func (r *routeRegistry) states(cfg *config.Config) []*routeState {
 	out := make([]*routeState, len(cfg.StreamRoutes))
 	for i, rt := range cfg.StreamRoutes {
-		out[i] = r.get(rt.ID, func() *routeState { return &routeState{id: rt.ID} })
+		out[i] = r.Get(rt.ID, func() *routeState { return &routeState{id: rt.ID} })
 	}
 	return out
 }
@@ -68,7 +68,7 @@ func (r *routeRegistry) prune(keep *snapshot) {
 	for _, rt := range keep.cfg.StreamRoutes {
 		ids[rt.ID] = true
 	}
-	r.registry.prune(func(id string, rs *routeState) bool { return ids[id] || rs.active.Load() != 0 })
+	r.Map.Prune(func(id string, rs *routeState) bool { return ids[id] || rs.active.Load() != 0 })
 }
 
 // RouteStats is one stream route's counters.
@@ -104,7 +104,7 @@ func (s *Server) Stats() StatsSnapshot {
 		},
 		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
 		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
-		TLSHandshakes:        tlsSnapshot(s.tlsCounts.all()),
+		TLSHandshakes:        tlsSnapshot(s.tlsCounts.All()),
 	}
 	for reason, n := range s.stats.refusedBy {
 		out.Refused[reason] = n.Load()
@@ -122,7 +122,7 @@ func (s *Server) Stats() StatsSnapshot {
 	for _, hs := range s.health.Statuses() {
 		healthOf[nodeKey{hs.Upstream, hs.Addr}] = hs
 	}
-	for _, n := range s.nodes.all() {
+	for _, n := range s.nodes.All() {
 		ns := NodeStats{
 			Upstream: n.upstreamID, Addr: n.addr,
 			Active: n.active.Load(), Total: n.total.Load(), DialFailures: n.dialFails.Load(),
@@ -139,7 +139,7 @@ func (s *Server) Stats() StatsSnapshot {
 		out.BytesDown += ns.BytesDown
 		out.Nodes = append(out.Nodes, ns)
 	}
-	for _, rs := range s.routes.all() {
+	for _, rs := range s.routes.All() {
 		out.Routes = append(out.Routes, RouteStats{
 			ID: rs.id, Active: rs.active.Load(), Total: rs.total.Load(),
 			BytesUp: rs.bytes.Up.Load(), BytesDown: rs.bytes.Down.Load(),
