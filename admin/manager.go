@@ -42,6 +42,7 @@ type Manager struct {
 	statePath string            // "" without an admin block
 	state     *State
 	cfg       *config.Config
+	started   *config.Config // at Open: what the restart-only keys still run with
 
 	statsMu     sync.Mutex
 	reloads     map[[2]string]uint64 // by source, result
@@ -69,6 +70,7 @@ func Open(files []string, log *slog.Logger) (*Manager, error) {
 		return nil, err
 	}
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
+	m.started = cfg
 	m.count("start", ResultOK)
 	return m, nil
 }
@@ -140,8 +142,8 @@ func (m *Manager) Reload(source string) error {
 		m.log.Error("reload failed, keeping the running configuration", "source", source, "err", err)
 		return err
 	}
-	if m.cfg.Admin != nil && cfg.Admin != nil && m.cfg.Admin.Listen != cfg.Admin.Listen {
-		m.log.Warn("admin.listen changed: the Admin API keeps its address until restart", "listening", m.cfg.Admin.Listen, "configured", cfg.Admin.Listen)
+	if keys := config.RestartOnlyChanges(m.started, cfg); len(keys) > 0 {
+		m.log.Warn("reloaded, but these settings apply only when mqgate restarts: "+strings.Join(keys, ", "), "keys", keys)
 	}
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
 	m.count(source, ResultOK)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -269,10 +268,7 @@ func (d *decoder) pemSource(n *yaml.Node, path string) PEMSource {
 		d.errorf(n, path, "APISIX secret references are not supported; give PEM text or a file path")
 		return PEMSource{}
 	}
-	p := v
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(filepath.Dir(d.file), p)
-	}
+	p := d.relative(v)
 	if _, err := os.Stat(p); err != nil {
 		msg := err.Error()
 		if pe := (*os.PathError)(nil); errors.As(err, &pe) {
