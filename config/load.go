@@ -314,6 +314,9 @@ func (b *builder) finish() *Config {
 	b.nameRoutes()
 	b.applyOverlay()
 	for _, l := range b.listeners {
+		if b.deployment != nil && !b.deployment.ServesTraffic() {
+			break // a control plane opens no listener (checkListeners warned)
+		}
 		cfg.StreamProxy.TCP = append(cfg.StreamProxy.TCP, l.Listener)
 	}
 	b.checkRoutes()

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Etcd is one etcd member process.
@@ -121,7 +122,7 @@ func (e *Etcd) start() error {
 
 // waitReady polls etcd until it answers a read (it has a leader), bounded.
 func (e *Etcd) waitReady(exited chan struct{}, limit time.Duration) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.clientURL}, DialTimeout: time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.clientURL}, Logger: zap.NewNop()})
 	if err != nil {
 		return err
 	}
@@ -171,7 +172,7 @@ func (e *Etcd) Restart() {
 // Client is an etcd client for the test, closed when it ends.
 func (e *Etcd) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.clientURL}, DialTimeout: 2 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.clientURL}, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}

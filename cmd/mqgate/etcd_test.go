@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/internal/etcdtest"
+	"github.com/mqgate/mqgate/internal/mqtttest"
+	"github.com/mqgate/mqgate/mqtt"
+)
+
+// etcdInstance is one `mqgate run` child of a fleet sharing one etcd.
+type etcdInstance struct {
+	name, file, mqtt, admin string
+	p                       *process
+}
+
+func startEtcdInstance(t *testing.T, e *etcdtest.Etcd, name string) *etcdInstance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &etcdInstance{name: name, file: filepath.Join(dir, "config.yaml"),
+		mqtt: net.JoinHostPort("127.0.0.1", strconv.Itoa(mqtttest.FreePort(t)))}
+	yml := fmt.Sprintf(`apisix:
+  stream_proxy:
+    tcp: [%q]
+deployment:
+  role: traditional
+  role_traditional: {config_provider: etcd}
+  instance_name: %s
+  etcd:
+    host: [%q]
+    prefix: /apisix
+    timeout: 2
+admin: {listen: "127.0.0.1:0", keys: [{key: %s}]}
+log: {access_log: "off"}
+`, in.mqtt, name, e.Endpoint(), testAdminKey)
+	if err := os.WriteFile(in.file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in.start(t)
+	return in
+}
+
+func (in *etcdInstance) start(t *testing.T) {
+	t.Helper()
+	in.p = startMQGate(t, "run", "-c", in.file)
+	in.admin = adminURL(t, in.p)
+	waitListening(t, in.mqtt, in.p)
+}
+
+// tryConnect reports whether id gets an accepting CONNACK through addr.
+func tryConnect(addr, id string) bool {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: id})); err != nil {
+		return false
+	}
+	ack := make([]byte, 4)
+	if _, err := conn.Read(ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		return false
+	}
+	_, _ = conn.Write(mqtt.AppendDisconnect(nil, mqtt.Level311, 0, ""))
+	return true
+}
+
+func statusJSON(t *testing.T, url string) map[string]any {
+	t.Helper()
+	code, v := adminDo(t, "GET", url+"/status.json", "")
+	if code != 200 {
+		t.Fatalf("status.json: %d %v", code, v)
+	}
+	return v
+}
+
+// hasRoute reports whether the instance's running configuration has the route.
+func hasRoute(t *testing.T, url, id string) bool {
+	t.Helper()
+	routes, _ := statusJSON(t, url)["routes"].([]any)
+	for _, r := range routes {
+		if r.(map[string]any)["id"] == id {
+			return true
+		}
+	}
+	return false
+}
+
+func etcdConnected(v map[string]any) bool {
+	e, _ := v["etcd"].(map[string]any)
+	c, _ := e["connection"].(map[string]any)
+	return c["connected"] == true
+}
+
+// TestEtcdFleet runs three mqgate instances on one real etcd in front of
+// three Mosquitto brokers: a write through one Admin API serves on all, a
+// client id reaches the same broker through each, an invalid object is
+// refused by each with its key while the others apply, and with etcd
+// stopped they serve, accept clients, answer writes 503 and restart from
+// their cache; with etcd back they catch up.
+func TestEtcdFleet(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	brokers := []mqtttest.Broker{mqtttest.StartMosquitto(t, ""), mqtttest.StartMosquitto(t, ""), mqtttest.StartMosquitto(t, "")}
+	fleet := []*etcdInstance{startEtcdInstance(t, e, "a"), startEtcdInstance(t, e, "b"), startEtcdInstance(t, e, "c")}
+	a := fleet[0]
+
+	// One write through A's Admin API serves on all three.
+	nodes := fmt.Sprintf(`{%q: 1, %q: 1, %q: 1}`, brokers[0].Addr(), brokers[1].Addr(), brokers[2].Addr())
+	if code, v := adminDo(t, "PUT", a.admin+"/apisix/admin/upstreams/1", `{"type": "chash", "key": "mqtt_client_id", "nodes": `+nodes+`}`); code != 201 {
+		t.Fatalf("PUT upstream: %d %v", code, v)
+	}
+	if code, v := adminDo(t, "PUT", a.admin+"/apisix/admin/stream_routes/1", `{"upstream_id": 1, "mqtt_client_id": {"prefix": "dev-"}}`); code != 201 {
+		t.Fatalf("PUT route: %d %v", code, v)
+	}
+	answered := time.Now()
+	for _, in := range fleet {
+		mqtttest.WaitFor(t, "instance "+in.name+" to route", func() bool { return tryConnect(in.mqtt, "dev-probe-"+in.name) })
+		t.Logf("propagation: write answered -> first CONNACK through %s: %v", in.name, time.Since(answered).Round(time.Millisecond))
+	}
+	// What APISIX finds in etcd: its layout, its JSON.
+	got, err := cli.Get(context.Background(), "/apisix/stream_routes/1")
+	if err != nil || len(got.Kvs) != 1 || !strings.Contains(string(got.Kvs[0].Value), `"upstream_id":1`) || !strings.Contains(string(got.Kvs[0].Value), `"create_time"`) {
+		t.Errorf("etcd holds %v (%v)", got, err)
+	}
+
+	// 300 client ids through A, then B, then C: each id reaches one broker.
+	ids := make([]string, 300)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("dev-%03d", i)
+	}
+	for _, in := range fleet {
+		for _, id := range ids {
+			if !tryConnect(in.mqtt, id) {
+				t.Fatalf("%s through %s: not accepted", id, in.name)
+			}
+		}
+	}
+	mqtttest.WaitFor(t, "the brokers to log 900 connects", mqtttest.SeenTotal(brokers, 900+3))
+	owners := mqtttest.Owners(t, brokers, ids, 3)
+	per := make([]int, len(brokers))
+	for _, id := range ids {
+		per[owners[id]]++
+	}
+	t.Logf("300 ids x 3 instances: per broker %v, every id on one broker", per)
+
+	// An invalid object straight into etcd: refused by each instance with
+	// its key; a valid route written beside it applies.
+	if _, err := cli.Put(context.Background(), "/apisix/upstreams/bad", `{"nodes": {"127.0.0.1:70000": 1}}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(context.Background(), "/apisix/stream_routes/2", `{"mqtt_client_id": {"prefix": "two-"}, "upstream": {"nodes": {`+fmt.Sprintf("%q: 1", brokers[1].Addr())+`}}}`); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range fleet {
+		mqtttest.WaitFor(t, in.name+" to refuse the bad upstream", func() bool {
+			return strings.Contains(in.p.stderr.String(), `msg="etcd object refused" key=/apisix/upstreams/bad`)
+		})
+		mqtttest.WaitFor(t, in.name+" to apply route 2", func() bool { return hasRoute(t, in.admin, "2") })
+		if !tryConnect(in.mqtt, "two-"+in.name) {
+			t.Errorf("route 2 does not serve through %s", in.name)
+		}
+		mqtttest.WaitFor(t, "route 2's broker to get two-"+in.name, func() bool { return slices.Contains(brokers[1].Seen(), "two-"+in.name) })
+	}
+	refused := statusJSON(t, a.admin)["etcd"].(map[string]any)["config"].(map[string]any)["refused"].([]any)
+	if len(refused) != 1 || !strings.Contains(refused[0].(map[string]any)["reason"].(string), "nodes") {
+		t.Errorf("refused in /status.json: %v", refused)
+	}
+
+	// The fleet, from any instance.
+	mqtttest.WaitFor(t, "the fleet in sync", func() bool {
+		f, _ := statusJSON(t, fleet[1].admin)["fleet"].(map[string]any)
+		insts, _ := f["instances"].([]any)
+		return len(insts) == 3 && f["in_sync"] == true
+	})
+
+	// etcd stopped: every instance serves and takes new clients; writes 503.
+	e.Stop()
+	for _, in := range fleet {
+		mqtttest.WaitFor(t, in.name+" to see etcd down", func() bool { return !etcdConnected(statusJSON(t, in.admin)) })
+		if !tryConnect(in.mqtt, "dev-while-down-"+in.name) {
+			t.Errorf("%s does not accept clients while etcd is down", in.name)
+		}
+	}
+	start := time.Now()
+	code, v := adminDo(t, "PUT", fleet[1].admin+"/apisix/admin/stream_routes/3", `{"upstream_id": 1}`)
+	if code != 503 || !strings.Contains(fmt.Sprint(v["error_msg"]), "etcd is unreachable") {
+		t.Errorf("write while etcd is down: %d %v", code, v)
+	}
+	t.Logf("write while etcd is down answered %d in %v", code, time.Since(start).Round(time.Millisecond))
+	if resp, err := http.Get(fleet[2].admin + "/status"); err == nil {
+		resp.Body.Close()
+	}
+
+	// An instance restarted while etcd is down starts from its cache.
+	c := fleet[2]
+	c.p.stop(t)
+	c.start(t)
+	if !strings.Contains(c.p.stderr.String(), "etcd unreachable at start: serving the cached configuration") {
+		t.Errorf("restart while etcd is down does not say it serves the cache:\n%s", c.p.stderr.String())
+	}
+	if !hasRoute(t, c.admin, "2") || !tryConnect(c.mqtt, "two-after-restart") {
+		t.Fatalf("the restarted instance does not serve its cached routes")
+	}
+	mqtttest.WaitFor(t, "route 2's broker to get two-after-restart", func() bool { return slices.Contains(brokers[1].Seen(), "two-after-restart") })
+
+	// etcd back, with a change made right away: all catch up.
+	e.Restart()
+	if _, err := cli.Put(context.Background(), "/apisix/stream_routes/4", `{"mqtt_client_id": {"prefix": "four-"}, "upstream_id": 1}`); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range fleet {
+		mqtttest.WaitFor(t, in.name+" to catch up", func() bool { return hasRoute(t, in.admin, "4") })
+		mqtttest.WaitFor(t, in.name+" to see etcd again", func() bool { return etcdConnected(statusJSON(t, in.admin)) })
+	}
+	if code, v := adminDo(t, "DELETE", a.admin+"/apisix/admin/stream_routes/4", ""); code != 200 {
+		t.Errorf("DELETE with etcd back: %d %v", code, v)
+	}
+	for _, in := range fleet {
+		in.p.stop(t)
+	}
+}
