@@ -135,8 +135,8 @@ func (p *Provider) FleetStatus() FleetStatus {
 		fs.Instances = []Instance{}
 	}
 	var latest Instance
-	for _, in := range fs.Instances {
-		if in.Revision > latest.Revision {
+	for i, in := range fs.Instances {
+		if i == 0 || in.Revision > latest.Revision {
 			latest = in
 		}
 	}

@@ -186,6 +186,21 @@ func TestEtcdFleet(t *testing.T) {
 		return len(insts) == 3 && f["in_sync"] == true
 	})
 
+	// A kick sent to A reaches the client connected through C.
+	held, ack := mqtttest.Connect(t, fleet[2].mqtt, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: "dev-kicked"})
+	if ack == nil || ack[3] != 0 {
+		t.Fatalf("dev-kicked: CONNACK % x", ack)
+	}
+	code, v := adminDo(t, "DELETE", a.admin+"/connections/dev-kicked", "")
+	insts, _ := v["instances"].(map[string]any)
+	onC, _ := insts["c"].(map[string]any)
+	if code != 200 || v["closed"] != 1.0 || onC["closed"] != 1.0 {
+		t.Errorf("kick through A: %d %v", code, v)
+	}
+	if mqtttest.ReadPacket(t, held) != nil {
+		t.Errorf("the kicked connection got a packet instead of its end")
+	}
+
 	// etcd stopped: every instance serves and takes new clients; writes 503.
 	e.Stop()
 	for _, in := range fleet {
@@ -195,7 +210,7 @@ func TestEtcdFleet(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	code, v := adminDo(t, "PUT", fleet[1].admin+"/apisix/admin/stream_routes/3", `{"upstream_id": 1}`)
+	code, v = adminDo(t, "PUT", fleet[1].admin+"/apisix/admin/stream_routes/3", `{"upstream_id": 1}`)
 	if code != 503 || !strings.Contains(fmt.Sprint(v["error_msg"]), "etcd is unreachable") {
 		t.Errorf("write while etcd is down: %d %v", code, v)
 	}
