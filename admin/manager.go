@@ -460,10 +460,14 @@ func (m *Manager) FileObjects(kind string) []FileObject {
 	return m.fileObjects(kind)
 }
 
-func (m *Manager) fileObjects(kind string) []FileObject {
+func (m *Manager) fileObjects(kind string) []FileObject { return FileObjects(m.fileDocs, kind) }
+
+// FileObjects lists the objects of kind the documents declare, with the ids
+// the decoder gives them (routes without one are "route-<index>").
+func FileObjects(docs []config.Document, kind string) []FileObject {
 	var out []FileObject
 	i := 0 // routes without an id are named by their place among all files' routes
-	for _, doc := range m.fileDocs {
+	for _, doc := range docs {
 		var root yaml.Node
 		if yaml.Unmarshal(doc.Data, &root) != nil || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
 			continue

@@ -247,3 +247,49 @@ func TestEtcdFleet(t *testing.T) {
 		in.p.stop(t)
 	}
 }
+
+// TestEtcdImport: `mqgate etcd-import` puts a file's objects into etcd as
+// APISIX's layout, an instance reading etcd serves them, and `mqgate check`
+// validates the deployment block.
+func TestEtcdImport(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	broker := mqtttest.StartMochi(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "apisix.yaml")
+	yml := fmt.Sprintf(`stream_routes:
+  - id: 1
+    upstream_id: 1
+    mqtt_client_id: {prefix: "imp-"}
+upstreams:
+  - id: 1
+    type: chash
+    key: mqtt_client_id
+    nodes: {%q: 1}
+`, broker.Addr())
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr strings.Builder
+	if code := run(context.Background(), []string{"etcd-import", "-c", file, "--etcd", e.Endpoint()}, &stdout, &stderr); code != 0 {
+		t.Fatalf("etcd-import: exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "imported 1 stream_routes, 1 upstreams, 0 ssls into "+e.Endpoint()+" under /apisix") {
+		t.Errorf("etcd-import said %q", stdout.String())
+	}
+	got, err := e.Client(t).Get(context.Background(), "/apisix/upstreams/1")
+	if err != nil || len(got.Kvs) != 1 || !strings.Contains(string(got.Kvs[0].Value), `"type":"chash"`) {
+		t.Fatalf("etcd holds %v (%v)", got, err)
+	}
+
+	in := startEtcdInstance(t, e, "imported")
+	var out, errOut strings.Builder
+	if code := run(context.Background(), []string{"check", "-c", in.file}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "traditional reading etcd "+e.Endpoint()+" under /apisix") {
+		t.Errorf("check: exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	if !tryConnect(in.mqtt, "imp-1") {
+		t.Fatal("the imported route does not serve")
+	}
+	mqtttest.WaitFor(t, "the broker to get imp-1", func() bool { return slices.Contains(broker.Seen(), "imp-1") })
+	in.p.stop(t)
+}
