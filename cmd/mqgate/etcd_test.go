@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -26,6 +27,11 @@ type etcdInstance struct {
 
 func startEtcdInstance(t *testing.T, e *etcdtest.Etcd, name string) *etcdInstance {
 	t.Helper()
+	return startEtcdRole(t, e, name, "traditional")
+}
+
+func startEtcdRole(t *testing.T, e *etcdtest.Etcd, name, role string) *etcdInstance {
+	t.Helper()
 	dir := t.TempDir()
 	in := &etcdInstance{name: name, file: filepath.Join(dir, "config.yaml"),
 		mqtt: net.JoinHostPort("127.0.0.1", strconv.Itoa(mqtttest.FreePort(t)))}
@@ -33,8 +39,8 @@ func startEtcdInstance(t *testing.T, e *etcdtest.Etcd, name string) *etcdInstanc
   stream_proxy:
     tcp: [%q]
 deployment:
-  role: traditional
-  role_traditional: {config_provider: etcd}
+  role: %s
+  role_%s: {config_provider: etcd}
   instance_name: %s
   etcd:
     host: [%q]
@@ -42,19 +48,21 @@ deployment:
     timeout: 2
 admin: {listen: "127.0.0.1:0", keys: [{key: %s}]}
 log: {access_log: "off"}
-`, in.mqtt, name, e.Endpoint(), testAdminKey)
+`, in.mqtt, role, role, name, e.Endpoint(), testAdminKey)
 	if err := os.WriteFile(in.file, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	in.start(t)
+	in.start(t, role != "control_plane")
 	return in
 }
 
-func (in *etcdInstance) start(t *testing.T) {
+func (in *etcdInstance) start(t *testing.T, listens bool) {
 	t.Helper()
 	in.p = startMQGate(t, "run", "-c", in.file)
 	in.admin = adminURL(t, in.p)
-	waitListening(t, in.mqtt, in.p)
+	if listens {
+		waitListening(t, in.mqtt, in.p)
+	}
 }
 
 // tryConnect reports whether id gets an accepting CONNACK through addr.
@@ -179,12 +187,18 @@ func TestEtcdFleet(t *testing.T) {
 		t.Errorf("refused in /status.json: %v", refused)
 	}
 
-	// The fleet, from any instance.
+	// The fleet, from any instance, and the metrics.
 	mqtttest.WaitFor(t, "the fleet in sync", func() bool {
 		f, _ := statusJSON(t, fleet[1].admin)["fleet"].(map[string]any)
 		insts, _ := f["instances"].([]any)
 		return len(insts) == 3 && f["in_sync"] == true
 	})
+	metricsText := adminText(t, a.admin+"/metrics")
+	for _, want := range []string{"mqgate_etcd_connected 1", "mqgate_etcd_refused_objects 1", "mqgate_etcd_fleet_instances 3", "mqgate_etcd_fleet_in_sync 1"} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 
 	// A kick sent to A reaches the client connected through C.
 	held, ack := mqtttest.Connect(t, fleet[2].mqtt, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: "dev-kicked"})
@@ -222,7 +236,7 @@ func TestEtcdFleet(t *testing.T) {
 	// An instance restarted while etcd is down starts from its cache.
 	c := fleet[2]
 	c.p.stop(t)
-	c.start(t)
+	c.start(t, true)
 	if !strings.Contains(c.p.stderr.String(), "etcd unreachable at start: serving the cached configuration") {
 		t.Errorf("restart while etcd is down does not say it serves the cache:\n%s", c.p.stderr.String())
 	}
@@ -292,4 +306,43 @@ upstreams:
 	}
 	mqtttest.WaitFor(t, "the broker to get imp-1", func() bool { return slices.Contains(broker.Seen(), "imp-1") })
 	in.p.stop(t)
+}
+
+func adminText(t *testing.T, url string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("X-API-KEY", testAdminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestEtcdRoles: a control_plane opens no listener and writes to etcd; a
+// data_plane serves what it wrote and refuses Admin API writes.
+func TestEtcdRoles(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	broker := mqtttest.StartMochi(t)
+	cp := startEtcdRole(t, e, "cp", "control_plane")
+	dp := startEtcdRole(t, e, "dp", "data_plane")
+	if code, v := adminDo(t, "PUT", cp.admin+"/apisix/admin/stream_routes/1", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr())); code != 201 {
+		t.Fatalf("PUT through the control plane: %d %v", code, v)
+	}
+	mqtttest.WaitFor(t, "the data plane to serve the route", func() bool { return tryConnect(dp.mqtt, "dp-1") })
+	if tryConnect(cp.mqtt, "cp-1") {
+		t.Error("the control plane serves traffic")
+	}
+	code, v := adminDo(t, "PUT", dp.admin+"/apisix/admin/stream_routes/2", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr()))
+	if code != 403 || !strings.Contains(fmt.Sprint(v["error_msg"]), "data_plane") {
+		t.Errorf("PUT through the data plane: %d %v", code, v)
+	}
+	if !strings.Contains(cp.p.stderr.String(), "not opened: a control_plane serves no traffic") {
+		t.Errorf("the control plane does not warn about its listener:\n%s", cp.p.stderr.String())
+	}
+	cp.p.stop(t)
+	dp.p.stop(t)
 }
