@@ -114,6 +114,10 @@ func RestartOnlyChanges(started, next *Config) []string {
 	case a != nil:
 		out = append(out, adminSection().changed("admin", &adminDecl{Admin: *a}, &adminDecl{Admin: *b})...)
 	}
+	// Every deployment key is read at start: the role, the provider, etcd.
+	if !reflect.DeepEqual(started.Deployment, next.Deployment) {
+		out = append(out, "deployment")
+	}
 	return out
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/tlsconf"
@@ -61,10 +63,30 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
 		return nil, false
 	}
+	ackNow(tc)
 	cs := tlsConn.ConnectionState()
 	rec.id.tls = &cs
 	rec.id.vars.SetTLS(cs)
 	return tlsConn, true
+}
+
+// ackNow sends the ACK the kernel holds back for the last bytes read, with
+// TCP_QUICKACK. After a TLS 1.3 handshake it is the ACK of the client's
+// Finished: Go's server sent everything it had (session tickets included)
+// before that Finished arrived, so no reply carries the ACK and Linux delays
+// it by up to 40 ms; a client with Nagle's algorithm on (the socket default
+// of C, Python, Java and most embedded TLS stacks) holds its CONNECT until
+// then. OpenSSL's server sends its tickets after the Finished, which
+// acknowledges it. One setsockopt per handshake; a failure only means the
+// ACK comes late, as before.
+func ackNow(tc *net.TCPConn) {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+	})
 }
 
 // readProxy reads the PROXY header a listener with proxy_protocol requires
