@@ -22,6 +22,15 @@ type field[T any] struct {
 	// reload compares to say it changed.
 	restart bool
 	value   func(v *T) any
+	// sub documents a key whose value is a mapping with a table of its
+	// own: the README lists its keys as name.key rows instead of name.
+	sub []RefKey
+	// hidden keys are decoded (to explain why they are wrong) but neither
+	// listed as known nor documented.
+	hidden bool
+	// compat keys are APISIX's, accepted and documented, but never offered
+	// as the "did you mean" of a typo.
+	compat bool
 }
 
 // section is the field table of one mapping of the configuration.
@@ -49,9 +58,11 @@ func (s section[T]) decode(d *decoder, n *yaml.Node, path string, v *T) {
 
 // names lists the section's keys in table order.
 func (s section[T]) names() []string {
-	out := make([]string, len(s.fields))
-	for i, f := range s.fields {
-		out[i] = f.name
+	var out []string
+	for _, f := range s.fields {
+		if !f.hidden && !f.compat {
+			out = append(out, f.name)
+		}
 	}
 	return out
 }
@@ -86,7 +97,15 @@ type RefKey struct {
 func (s section[T]) reference(table int) Reference {
 	r := Reference{Section: s.name, Table: table, Ignored: s.ignored}
 	for _, f := range s.fields {
-		r.Keys = append(r.Keys, RefKey{Name: f.name, Default: f.def, Restart: f.restart})
+		switch {
+		case f.hidden:
+		case f.sub != nil:
+			for _, k := range f.sub {
+				r.Keys = append(r.Keys, RefKey{Name: f.name + "." + k.Name, Default: k.Default, Restart: k.Restart || f.restart})
+			}
+		default:
+			r.Keys = append(r.Keys, RefKey{Name: f.name, Default: f.def, Restart: f.restart})
+		}
 	}
 	return r
 }
@@ -100,6 +119,8 @@ func References() []Reference {
 		adminSection().reference(0),
 		adminKeySection().reference(1),
 		reloadSection().reference(0),
+		routeSection().reference(0),
+		upstreamSection().reference(0),
 	}
 }
 

@@ -129,7 +129,6 @@ var (
 	ignoredSSLKeys   = []string{"labels", "desc", "create_time", "update_time", "validity_start", "validity_end"}
 	sslClientKeys    = []string{"ca", "depth"}
 	sslProtocols     = []string{"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
-	upstreamTLSKeys  = []string{"client_cert", "client_key", "verify", "ca", "server_name"}
 	sslProtocolValue = map[string]uint16{"TLSv1": tls.VersionTLS10, "TLSv1.1": tls.VersionTLS11, "TLSv1.2": tls.VersionTLS12, "TLSv1.3": tls.VersionTLS13}
 )
 
@@ -358,39 +357,9 @@ func (d *decoder) sslProtocols(n *yaml.Node, path string, s *SSL) {
 // upstreamTLS decodes an upstream's tls block.
 func (d *decoder) upstreamTLS(n *yaml.Node, path string) *UpstreamTLS {
 	t := &UpstreamTLS{Verify: true}
-	var certNode, keyNode, verifyNode *yaml.Node
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "client_cert":
-			t.ClientCert, certNode = d.pemSource(kv.val, p), kv.val
-		case "client_key":
-			t.ClientKey, keyNode = d.pemSource(kv.val, p), kv.val
-		case "verify":
-			if v, ok := d.bool(kv.val, p); ok {
-				t.Verify, verifyNode = v, kv.val
-			}
-		case "ca":
-			t.CA = d.pemSource(kv.val, p)
-			if !t.CA.IsZero() {
-				if _, err := t.CA.LoadCertPool(); err != nil {
-					d.errorf(kv.val, p, "%v", err)
-				}
-			}
-		case "server_name":
-			if s, ok := d.str(kv.val, p); ok && s != "" {
-				if !validHost(s) {
-					d.errorf(kv.val, p, "must be a host name, got %q", s)
-					continue
-				}
-				t.ServerName = s
-			}
-		case "client_cert_id":
-			d.errorf(kv.keyNode, p, "not supported; give client_cert and client_key")
-		default:
-			d.unknownKey(kv, path, "key", upstreamTLSKeys)
-		}
-	}
+	tf := upstreamTLSFields{UpstreamTLS: t}
+	upstreamTLSSection().decode(d, n, path, &tf)
+	certNode, keyNode, verifyNode := tf.certNode, tf.keyNode, tf.verifyNode
 	switch {
 	case certNode != nil && keyNode == nil:
 		d.errorf(certNode, join(path, "client_key"), "required with client_cert")
@@ -405,6 +374,52 @@ func (d *decoder) upstreamTLS(n *yaml.Node, path string) *UpstreamTLS {
 		d.p.warnf(d.file, verifyNode.Line, join(path, "verify"), "brokers' certificates are not verified: anyone on the path can read and change the traffic")
 	}
 	return t
+}
+
+// upstreamTLSFields is an upstream's tls while it decodes.
+type upstreamTLSFields struct {
+	*UpstreamTLS
+	certNode, keyNode, verifyNode *yaml.Node
+}
+
+func upstreamTLSSection() section[upstreamTLSFields] {
+	type f = field[upstreamTLSFields]
+	return section[upstreamTLSFields]{
+		name: "upstreams[]",
+		fields: []f{
+			{name: "verify", def: "`true`", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				if v, ok := d.bool(kv.val, p); ok {
+					t.Verify, t.verifyNode = v, kv.val
+				}
+			}},
+			{name: "ca", def: "the system's roots", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				t.CA = d.pemSource(kv.val, p)
+				if !t.CA.IsZero() {
+					if _, err := t.CA.LoadCertPool(); err != nil {
+						d.errorf(kv.val, p, "%v", err)
+					}
+				}
+			}},
+			{name: "server_name", def: "the node's host", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				if s, ok := d.str(kv.val, p); ok && s != "" {
+					if !validHost(s) {
+						d.errorf(kv.val, p, "must be a host name, got %q", s)
+						return
+					}
+					t.ServerName = s
+				}
+			}},
+			{name: "client_cert", def: "none", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				t.ClientCert, t.certNode = d.pemSource(kv.val, p), kv.val
+			}},
+			{name: "client_key", def: "none", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				t.ClientKey, t.keyNode = d.pemSource(kv.val, p), kv.val
+			}},
+			{name: "client_cert_id", hidden: true, decode: func(d *decoder, kv keyValue, p string, _ *upstreamTLSFields) {
+				d.errorf(kv.keyNode, p, "not supported; give client_cert and client_key")
+			}},
+		},
+	}
 }
 
 // checkSSLs checks ids and SNIs across files and that TLS listeners have
