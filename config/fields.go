@@ -121,6 +121,7 @@ func References() []Reference {
 		reloadSection().reference(0),
 		routeSection().reference(0),
 		upstreamSection().reference(0),
+		sslSection().reference(0),
 	}
 }
 
