@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -57,7 +56,7 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 	defer cancel()
 	start := time.Now()
 	err := tlsConn.HandshakeContext(ctx)
-	s.tlsCounts.get(lcfg.Addr).observe(time.Since(start), err)
+	l.tls.observe(time.Since(start), err)
 	if err != nil {
 		rec.end, rec.detail = EndTLSHandshake, err.Error()
 		s.stats.TLSHandshakeFailures.Add(1)
@@ -159,34 +158,4 @@ func (id *identity) fill(r *accesslog.Record) {
 		r.ClientSDN, r.ClientSerial, r.ClientFingerprint = id.vars.SSLClientSDN, id.vars.SSLClientSerial, id.vars.SSLClientFingerprint
 	}
 	r.UpstreamClientID = id.upstream
-}
-
-// dialNode connects to node i of up: TCP, then the PROXY header, then TLS,
-// as the upstream asks. A failure at any step moves on to the next node.
-func (s *Server) dialNode(d *net.Dialer, up *upstream, i int, rec *record) (net.Conn, error) {
-	c, err := d.DialContext(s.ctx, "tcp", up.addrs[i])
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(up.cfg.Timeout.Connect)
-	if v := up.cfg.ProxyProtocol; v != "" {
-		_ = c.SetWriteDeadline(deadline)
-		if err := writeProxyHeader(c, v, rec.remote, rec.id.local, rec.id.tls); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("sending PROXY header to %s: %w", up.addrs[i], err)
-		}
-		_ = c.SetWriteDeadline(time.Time{})
-	}
-	cfg := s.certs.ClientConfig(up.cfg.ID, up.cfg.Nodes[i].Host)
-	if cfg == nil {
-		return c, nil
-	}
-	tc := tls.Client(c, cfg)
-	ctx, cancel := context.WithDeadline(s.ctx, deadline)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("TLS handshake with %s: %w", up.addrs[i], err)
-	}
-	return tc, nil
 }

@@ -136,7 +136,12 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		return nil, fmt.Errorf("detach broker: %w", err)
 	}
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
+	meter := opts.Meter
+	if meter == nil {
+		meter = new(pipe.Meter)
+	}
 	p := &Conn{
+		meter:     meter,
 		loop:      l,
 		fd:        [2]int32{int32(cfd), int32(bfd)},
 		idle:      int64(opts.Idle),

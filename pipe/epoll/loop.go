@@ -37,9 +37,9 @@ var (
 // is kept to 128 bytes.
 type Conn struct {
 	loop    *loop
-	fd      [2]int32        // by side
-	bytes   [2]atomic.Int64 // bytes[s]: read from side s and written to the other; read by Bytes from any goroutine
-	blocked *backlog        // non-nil only while a write is blocked
+	fd      [2]int32    // by side
+	meter   *pipe.Meter // bytes moved, client to broker (Up) and back; read by Bytes from any goroutine
+	blocked *backlog    // non-nil only while a write is blocked
 
 	lastActive  int64 // loop clock of the last byte written either way
 	halfCloseAt int64 // loop clock when the half-closed pair ends; 0 = not half-closed
@@ -63,7 +63,7 @@ type Conn struct {
 // broker to client; after the pair ended, its totals. Safe from any
 // goroutine.
 func (p *Conn) Bytes() (up, down int64) {
-	return p.bytes[client].Load(), p.bytes[broker].Load()
+	return p.meter.Up.Load(), p.meter.Down.Load()
 }
 
 // backlog is what a pair holds while a write is blocked.
@@ -362,7 +362,7 @@ func (l *loop) forward(p *Conn, s int, b []byte) {
 	d := 1 - s
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
-		p.bytes[s].Add(int64(n))
+		p.meter.Add(s == client, int64(n))
 		p.lastActive = l.now
 	}
 	if err != nil && err != unix.EAGAIN {
@@ -391,7 +391,7 @@ func (l *loop) flush(p *Conn, d int) {
 	b := p.blocked.buf[d]
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
-		p.bytes[1-d].Add(int64(n))
+		p.meter.Add(1-d == client, int64(n))
 		p.lastActive = l.now
 	}
 	if err != nil && err != unix.EAGAIN {
@@ -536,7 +536,7 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 		unix.Close(int(fd)) // also leaves the epoll set: the loop holds the only descriptor
 	}
 	p.blocked = nil
-	res := pipe.Result{Up: p.bytes[client].Load(), Down: p.bytes[broker].Load(), End: end, Err: err}
+	res := pipe.Result{Up: p.meter.Up.Load(), Down: p.meter.Down.Load(), End: end, Err: err}
 	if done := p.onDone; done != nil {
 		p.onDone = nil
 		go done(res)
