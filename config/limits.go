@@ -39,28 +39,9 @@ func (d *decoder) prefixes(n *yaml.Node, path string) []netip.Prefix {
 	return out
 }
 
-// maxConnections reads stream_proxy.max_connections.
-func (d *decoder) maxConnections(kv keyValue, path string) {
-	if !d.setOnce("stream_proxy.max_connections", kv, path) {
-		return
-	}
-	if v, ok := d.intMin(kv.val, path, 0); ok {
-		d.b.streamProxy.MaxConnections = v
-	}
-}
-
-// onDuplicateClientID reads stream_proxy.on_duplicate_client_id.
-func (d *decoder) onDuplicateClientID(kv keyValue, path string) {
-	if !d.setOnce("stream_proxy.on_duplicate_client_id", kv, path) {
-		return
-	}
-	if v, ok := d.oneOf(kv.val, path, duplicatePolicies...); ok {
-		d.b.streamProxy.OnDuplicateClientID = v
-	}
-}
-
-// admissionCap reads one of the unfinished-connection caps: an integer of
-// at least 1, or 0 for the default derived from the open-file limit.
+// admissionCap reads one of the unfinished-connection caps of stream_proxy:
+// an integer of at least 1, or 0 for the default derived from the
+// open-file limit (admission.Defaults).
 func (d *decoder) admissionCap(kv keyValue, path string, dst *int) {
 	if !d.setOnce("stream_proxy."+kv.key, kv, path) {
 		return

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/admin"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/proxy"
@@ -38,6 +39,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	var etcdc *cluster
+	if mgr.Config().DeploymentSettings().UsesEtcd() {
+		if etcdc, err = openEtcd(ctx, mgr, mgr.Config(), log); err != nil {
+			return err
+		}
+		defer etcdc.p.Close()
+	}
 	cfg := mgr.Config()
 	setLevel(&level, cfg.Log.Level)
 	access, closeAccess, err := openAccessLog(cfg.Log.AccessLog, stdout)
@@ -55,6 +63,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	mgr.Attach(srv, func(cfg *config.Config) { setLevel(&level, cfg.Log.Level) })
+	if etcdc != nil {
+		etcdc.srv = srv
+	}
 	// Catch signals before listening: whoever waits for the listener may
 	// signal at once.
 	sigs := make(chan os.Signal, 1)
@@ -63,7 +74,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	stopOps, err := startOps(ctx, mgr, srv, log)
+	stopOps, err := startOps(ctx, mgr, srv, etcdc, log)
 	if err != nil {
 		_ = shutdown(srv, log, 0)
 		return err
@@ -117,26 +128,28 @@ func logConfig(log *slog.Logger, cfg *config.Config) {
 	}
 }
 
-// openAccessLog returns the access logger for the access_log setting: JSON
-// lines on stdout, stderr or a file, or nil for "off".
-func openAccessLog(where string, stdout io.Writer) (*slog.Logger, func(), error) {
-	var w io.Writer
-	closeFn := func() {}
+// openAccessLog returns the access log for the access_log setting: JSON
+// lines on stdout, stderr or a file, or nil for "off". The close function
+// writes out what is buffered, then closes the file.
+func openAccessLog(where string, stdout io.Writer) (*accesslog.Writer, func(), error) {
+	var out io.Writer
+	closeFile := func() {}
 	switch where {
 	case "off":
-		return nil, closeFn, nil
+		return nil, closeFile, nil
 	case "", "stdout":
-		w = stdout
+		out = stdout
 	case "stderr":
-		w = os.Stderr
+		out = os.Stderr
 	default:
 		f, err := os.OpenFile(where, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
 			return nil, nil, fmt.Errorf("access log: %w", err)
 		}
-		w, closeFn = f, func() { f.Close() }
+		out, closeFile = f, func() { f.Close() }
 	}
-	return slog.New(slog.NewJSONHandler(w, nil)), closeFn, nil
+	w := accesslog.New(out, accesslog.JSON)
+	return w, func() { _ = w.Close(); closeFile() }, nil
 }
 
 // raiseFileLimit raises the open-file soft limit to the hard one and
