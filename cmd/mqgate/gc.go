@@ -35,9 +35,10 @@ func tuneGC(log *slog.Logger) {
 // heap, which an idle proxy takes minutes to allocate: a minute after a
 // flood of 2 × 9,500 connections RSS was still 53 MB (16.8 MB before), with
 // 22-25 MB of heap in use, most of it garbage. So every giveBackInterval,
-// when the goroutines (one per connection before its CONNECT, and per
-// goroutine-piped connection) have fallen to half their peak since the last
-// time, by at least giveBackBurst, and are not growing, the process
+// when the load (goroutines: one per connection before its CONNECT and per
+// goroutine-piped connection; plus the open connections, which in the
+// event loops have none) has fallen to half its peak since the last time,
+// by at least giveBackBurst, and is not growing, the process
 // collects twice and returns the free memory at once (debug.FreeOSMemory):
 // once per burst, never at steady state.
 const (
@@ -47,13 +48,17 @@ const (
 
 // giveBack runs until ctx ends. MQGATE_GIVE_BACK=off turns it off (for
 // measuring what it does).
-func giveBack(ctx context.Context, log *slog.Logger, every time.Duration) {
+// conns is the number of open client connections.
+func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns func() int64) {
 	if os.Getenv("MQGATE_GIVE_BACK") == "off" {
 		return
 	}
 	samples := []metrics.Sample{{Name: "/sched/goroutines:goroutines"}, {Name: "/memory/classes/heap/objects:bytes"}}
-	metrics.Read(samples)
-	last := samples[0].Value.Uint64()
+	load := func() uint64 {
+		metrics.Read(samples)
+		return samples[0].Value.Uint64() + uint64(max(conns(), 0))
+	}
+	last := load()
 	peak := last
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -63,8 +68,7 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration) {
 			return
 		case <-tick.C:
 		}
-		metrics.Read(samples)
-		now := samples[0].Value.Uint64()
+		now := load()
 		peak = max(peak, now)
 		calm := now <= last
 		last = now
@@ -78,7 +82,7 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration) {
 		runtime.GC()
 		debug.FreeOSMemory()
 		metrics.Read(samples)
-		log.Info("memory given back after a burst", "goroutines_peak", peak, "goroutines", now,
+		log.Info("memory given back after a burst", "load_peak", peak, "load", now,
 			"heap_in_use_before", before, "heap_in_use_after", samples[1].Value.Uint64(), "took", time.Since(start).Round(time.Millisecond))
 		peak = now
 	}

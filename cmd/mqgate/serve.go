@@ -81,7 +81,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	gbCtx, stopGiveBack := context.WithCancel(ctx)
 	defer stopGiveBack()
-	go giveBack(gbCtx, log, giveBackInterval)
+	go giveBack(gbCtx, log, giveBackInterval, func() int64 { return srv.Stats().Active })
 	for {
 		select {
 		case <-ctx.Done():

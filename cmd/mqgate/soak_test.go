@@ -423,11 +423,21 @@ stream_routes:
 		after = readProcStats(t, pid, url)
 		return after.fds <= before.fds+10 && after.goroutines <= before.goroutines+10
 	})
+	// The memory of the clients that left is given back at the next calm look.
+	waitUntilFor(t, "the memory of the clients that left to be given back", time.Minute, func() bool {
+		return strings.Contains(p.stderr.String(), "memory given back after a burst")
+	})
+	released := readProcStats(t, pid, url)
 	t.Logf("soak: %v with %d clients over 3 brokers; %d SIGHUP reloads, %d Admin API changes, %d brokers killed and restarted; flood of %d from 127.0.0.2 (%d dials, %.0f shed, %.0f bad or timed-out CONNECTs)",
 		ran.Round(time.Second), plan.clients, sighups, adminChanges, kills, plan.flood, flood.dials.Load(), shed, badConnect)
 	t.Logf("QoS 1: %d published, %d delivered, %d lost, %d sent again after a reconnect; %d connects (%d reconnects)",
 		published, delivered, published-delivered, republished, connects, connects-int64(plan.clients))
-	t.Logf("mqgate before: %v; with the clients at the end: %v; after they left: %v", before, during, after)
+	t.Logf("mqgate before: %v; with the clients at the end: %v; after they left: %v; after memory was given back: %v", before, during, after, released)
+	for _, l := range strings.Split(p.stderr.String(), "\n") {
+		if strings.Contains(l, "memory given back") {
+			t.Log(l)
+		}
+	}
 	if published != delivered {
 		t.Errorf("%d QoS 1 messages lost", published-delivered)
 	}
