@@ -43,6 +43,7 @@ func main() {
 
 type settings struct {
 	target, dataPath, mqgate string
+	accessLog                string
 	env                      string
 	n, msgs, connects        int
 	workers                  int
@@ -54,6 +55,7 @@ func run() error {
 	flag.StringVar(&s.target, "target", "mqgate", "proxy to measure: mqgate or haproxy")
 	flag.StringVar(&s.dataPath, "data-path", "epoll", "mqgate's stream_proxy.data_path: epoll or goroutines")
 	flag.StringVar(&s.mqgate, "mqgate", "", "mqgate binary (default: build ./cmd/mqgate)")
+	flag.StringVar(&s.accessLog, "access-log", "off", "mqgate's log.access_log: off, or a file to write it to (the default, stdout, goes to the meter's log file)")
 	flag.IntVar(&s.n, "n", 5000, "idle connections to hold")
 	flag.IntVar(&s.msgs, "msgs", 200000, "64-byte message round trips for the CPU figure (0 skips)")
 	flag.IntVar(&s.connects, "connects", 20000, "connect cycles for the CPU figure (0 skips)")
@@ -217,13 +219,13 @@ func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
 		yml := fmt.Sprintf(`stream_proxy:
   tcp: [%q]
   data_path: %s
-log: {level: warn, access_log: "off"}
+log: {level: warn, access_log: %q}
 upstreams:
   - id: 1
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-`, addr, s.dataPath, sinkAddr)
+`, addr, s.dataPath, s.accessLog, sinkAddr)
 		return meter.StartMqgate(dir, s.mqgate, yml, env...)
 	case "haproxy":
 		cfg := filepath.Join(dir, "haproxy.cfg")
