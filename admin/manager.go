@@ -143,6 +143,10 @@ func (m *Manager) Reload(source string) error {
 		m.log.Error("reload refused, keeping the running configuration", "source", source, "err", err.Error())
 		return err
 	}
+	if !reflect.DeepEqual(m.cfg.Deployment, cfg.Deployment) {
+		m.log.Warn("deployment changed: the role, the config provider and the etcd settings stay as they are until restart")
+		cfg.Deployment = m.cfg.Deployment
+	}
 	if err := m.apply(cfg); err != nil {
 		m.count(source, ResultFailed)
 		m.setError(err)
@@ -151,10 +155,6 @@ func (m *Manager) Reload(source string) error {
 	}
 	if m.cfg.Admin != nil && cfg.Admin != nil && m.cfg.Admin.Listen != cfg.Admin.Listen {
 		m.log.Warn("admin.listen changed: the Admin API keeps its address until restart", "listening", m.cfg.Admin.Listen, "configured", cfg.Admin.Listen)
-	}
-	if !reflect.DeepEqual(m.cfg.Deployment, cfg.Deployment) {
-		m.log.Warn("deployment changed: the role, the config provider and the etcd settings stay as they are until restart")
-		cfg.Deployment = m.cfg.Deployment
 	}
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
 	m.count(source, ResultOK)
