@@ -11,15 +11,12 @@
 package etcdtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,6 +24,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/mqgate/mqgate/internal/mqtttest"
 )
 
 // Etcd is one etcd member process.
@@ -40,7 +39,7 @@ type Etcd struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	stderr *bytes.Buffer
+	stderr *mqtttest.LogBuffer
 }
 
 // Bin returns the etcd binary, failing the test when it is not installed:
@@ -64,8 +63,8 @@ func Start(t testing.TB) *Etcd {
 	// The ports are picked by binding :0 and closing; another process may
 	// take one before etcd binds, so try a few times.
 	for range 5 {
-		e.clientURL = "http://" + freeAddr(t)
-		e.peerURL = "http://" + freeAddr(t)
+		e.clientURL = fmt.Sprintf("http://127.0.0.1:%d", mqtttest.FreePort(t))
+		e.peerURL = fmt.Sprintf("http://127.0.0.1:%d", mqtttest.FreePort(t))
 		if lastErr = e.start(); lastErr == nil {
 			t.Cleanup(e.Stop)
 			return e
@@ -104,8 +103,8 @@ func (e *Etcd) start() error {
 	)
 	// A test binary that dies (a panic, a timeout) takes its etcd along.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr := &bytes.Buffer{}
-	cmd.Stderr, cmd.Stdout = &lockedWriter{b: stderr}, nil
+	stderr := &mqtttest.LogBuffer{}
+	cmd.Stderr, cmd.Stdout = stderr, nil
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
@@ -178,25 +177,4 @@ func (e *Etcd) Client(t testing.TB) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }
