@@ -122,6 +122,8 @@ func References() []Reference {
 		routeSection().reference(0),
 		upstreamSection().reference(0),
 		sslSection().reference(0),
+		deploymentSection().reference(0),
+		etcdSection().reference(1),
 	}
 }
 
