@@ -7,9 +7,12 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 
 	"github.com/mqgate/mqgate/config"
 )
@@ -26,6 +29,12 @@ func NewClient(s *config.Etcd) (*clientv3.Client, error) {
 		// The client logs every reconnection attempt at warn level; mqgate
 		// reports the connection state itself (/status, metrics, its log).
 		Logger: zap.NewNop(),
+		// gRPC's default reconnect backoff grows to two minutes: after an
+		// outage an instance would follow etcd's return that late.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: min(s.Timeout, 5*time.Second),
+		})},
 	}
 	secure := false
 	for i, h := range s.Hosts {
