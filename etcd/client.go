@@ -17,10 +17,24 @@ import (
 	"github.com/mqgate/mqgate/config"
 )
 
-// NewClient makes an etcd client for deployment.etcd. It does not wait for
-// etcd: a client made while etcd is down connects when it comes back.
+// NewClient makes an etcd client for deployment.etcd. Without a user it
+// does not wait for etcd: a client made while etcd is down connects when it
+// comes back. With one it authenticates first, waiting at most the timeout.
 func NewClient(s *config.Etcd) (*clientv3.Client, error) {
+	cfg, err := clientConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return cli, nil
+}
+
+func clientConfig(s *config.Etcd) (clientv3.Config, error) {
 	cfg := clientv3.Config{
+		DialTimeout:          s.Timeout,
 		Endpoints:            make([]string, len(s.Hosts)),
 		Username:             s.User,
 		Password:             s.Password,
@@ -40,7 +54,7 @@ func NewClient(s *config.Etcd) (*clientv3.Client, error) {
 	for i, h := range s.Hosts {
 		u, err := url.Parse(h)
 		if err != nil {
-			return nil, fmt.Errorf("deployment.etcd.host %q: %w", h, err)
+			return cfg, fmt.Errorf("deployment.etcd.host %q: %w", h, err)
 		}
 		secure = secure || u.Scheme == "https"
 		cfg.Endpoints[i] = strings.TrimSuffix(h, "/")
@@ -48,15 +62,11 @@ func NewClient(s *config.Etcd) (*clientv3.Client, error) {
 	if secure || s.TLS != nil {
 		tc, err := tlsConfig(s.TLS)
 		if err != nil {
-			return nil, err
+			return cfg, err
 		}
 		cfg.TLS = tc
 	}
-	cli, err := clientv3.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("etcd client: %w", err)
-	}
-	return cli, nil
+	return cfg, nil
 }
 
 func tlsConfig(t *config.EtcdTLS) (*tls.Config, error) {
