@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -36,7 +35,9 @@ const (
 	DefaultEtcdCacheFile = "mqgate-etcd-cache.json" // next to the file that declares deployment
 )
 
-var deploymentRoles = []string{RoleTraditional, RoleDataPlane, RoleControlPlane}
+var (
+	deploymentRoles = []string{RoleTraditional, RoleDataPlane, RoleControlPlane}
+)
 
 // Deployment is APISIX's deployment block: the instance's role and where
 // its configuration comes from. Config.Deployment is never nil after Parse;
@@ -100,220 +101,20 @@ func (c *Config) DeploymentSettings() *Deployment {
 	return &Deployment{Role: RoleTraditional, ConfigProvider: ProviderYAML}
 }
 
-// deploymentDecl is the deployment block while it decodes.
-type deploymentDecl struct {
-	Deployment
-	providers  map[string]*yaml.Node // role -> its config_provider node
-	providerOf map[string]string
-}
-
-// roleDecl is one role_<role> block while it decodes.
-type roleDecl struct {
-	provider string
-	node     *yaml.Node
-}
-
-// Every deployment key is read at start (RestartOnlyChanges compares the
-// block as a whole), so the tables mark them all restart.
-func deploymentSection() section[deploymentDecl] {
-	role := func(name string) field[deploymentDecl] {
-		return field[deploymentDecl]{name: name, restart: true, value: func(v *deploymentDecl) any { return v.providerOf[strings.TrimPrefix(name, "role_")] },
-			sub: roleSection().keys(),
-			decode: func(d *decoder, kv keyValue, p string, v *deploymentDecl) {
-				var r roleDecl
-				roleSection().decode(d, kv.val, p, &r)
-				if r.node != nil {
-					role := strings.TrimPrefix(name, "role_")
-					v.providers[role], v.providerOf[role] = r.node, r.provider
-				}
-			}}
-	}
-	return section[deploymentDecl]{
-		name: "deployment",
-		fields: []field[deploymentDecl]{
-			{name: "role", def: "`" + RoleTraditional + "`", restart: true, value: func(v *deploymentDecl) any { return v.Role },
-				decode: func(d *decoder, kv keyValue, p string, v *deploymentDecl) {
-					if s, ok := d.oneOf(kv.val, p, deploymentRoles...); ok {
-						v.Role = s
-					}
-				}},
-			role("role_traditional"), role("role_data_plane"), role("role_control_plane"),
-			{name: "etcd", def: "none", restart: true, value: func(v *deploymentDecl) any { return v.Etcd },
-				decode: func(d *decoder, kv keyValue, p string, v *deploymentDecl) { v.Etcd = d.etcd(kv, p) }},
-			{name: "instance_name", def: "`<hostname>-<pid>`", restart: true, value: func(v *deploymentDecl) any { return v.InstanceName },
-				decode: func(d *decoder, kv keyValue, p string, v *deploymentDecl) {
-					if s, ok := d.str(kv.val, p); ok {
-						if s == "" || strings.ContainsAny(s, "/ \t\n") {
-							d.errorf(kv.val, p, "must be a non-empty name without '/' or spaces, got %q", s)
-							return
-						}
-						v.InstanceName = s
-					}
-				}},
-		},
-		ignored: []string{"admin", "certs", "config_provider"},
-	}
-}
-
-func roleSection() section[roleDecl] {
-	return section[roleDecl]{
-		name: "deployment",
-		fields: []field[roleDecl]{
-			{name: "config_provider", def: "`etcd` when `etcd` is set, else `yaml`", restart: true, value: func(v *roleDecl) any { return v.provider },
-				decode: func(d *decoder, kv keyValue, p string, v *roleDecl) {
-					if s, ok := d.oneOf(kv.val, p, ProviderEtcd, ProviderYAML); ok {
-						v.provider, v.node = s, kv.val
-					}
-				}},
-		},
-		ignored: []string{"conf_server", "control_plane", "certs"},
-	}
-}
-
-// etcdDecl is deployment.etcd while it decodes.
-type etcdDecl struct {
-	Etcd
-	hostNode, userNode, passNode *yaml.Node
-}
-
-func etcdSection() section[etcdDecl] {
-	return section[etcdDecl]{
-		name: "deployment",
-		fields: []field[etcdDecl]{
-			{name: "host", def: "required", restart: true, value: func(v *etcdDecl) any { return v.Hosts },
-				decode: func(d *decoder, kv keyValue, p string, v *etcdDecl) {
-					v.hostNode = kv.val
-					items := []*yaml.Node{kv.val} // one host may be written as a string
-					if kv.val.Kind != yaml.ScalarNode || isNull(kv.val) {
-						items = d.items(kv.val, p)
-					}
-					for i, item := range items {
-						ip := index(p, i)
-						s, ok := d.str(item, ip)
-						if !ok {
-							continue
-						}
-						if msg := checkEtcdHost(s); msg != "" {
-							d.errorf(item, ip, "%s", msg)
-							continue
-						}
-						if slices.Contains(v.Hosts, s) {
-							d.errorf(item, ip, "duplicate host %q", s)
-							continue
-						}
-						v.Hosts = append(v.Hosts, s)
-					}
-				}},
-			{name: "prefix", def: "`" + DefaultEtcdPrefix + "`", restart: true, value: func(v *etcdDecl) any { return v.Prefix },
-				decode: func(d *decoder, kv keyValue, p string, v *etcdDecl) {
-					if s, ok := d.str(kv.val, p); ok {
-						s = strings.TrimRight(s, "/")
-						if !strings.HasPrefix(s, "/") {
-							d.errorf(kv.val, p, `must start with "/", like "/apisix", got %q`, s)
-							return
-						}
-						v.Prefix = s
-					}
-				}},
-			{name: "timeout", def: "`30` (APISIX's)", restart: true, value: func(v *etcdDecl) any { return v.Timeout },
-				decode: func(d *decoder, kv keyValue, p string, v *etcdDecl) {
-					if t, ok := d.duration(kv.val, p); ok {
-						if t == 0 {
-							d.errorf(kv.val, p, "must be greater than 0")
-							return
-						}
-						v.Timeout = t
-					}
-				}},
-			{name: "user", def: "none", restart: true, value: func(v *etcdDecl) any { return v.User },
-				decode: func(d *decoder, kv keyValue, p string, v *etcdDecl) {
-					v.User, _ = d.str(kv.val, p)
-					v.userNode = kv.val
-				}},
-			{name: "password", def: "none", restart: true, value: func(v *etcdDecl) any { return v.Password },
-				decode: func(d *decoder, kv keyValue, p string, v *etcdDecl) {
-					v.Password, _ = d.str(kv.val, p)
-					v.passNode = kv.val
-				}},
-			{name: "tls", restart: true, value: func(v *etcdDecl) any { return v.TLS }, sub: etcdTLSSection().keys(),
-				decode: func(d *decoder, kv keyValue, p string, v *etcdDecl) { v.TLS = d.etcdTLS(kv.val, p) }},
-			{name: "cache_file", def: "`" + DefaultEtcdCacheFile + "`", restart: true, value: func(v *etcdDecl) any { return v.CacheFile },
-				decode: func(d *decoder, kv keyValue, p string, v *etcdDecl) {
-					if s, ok := d.str(kv.val, p); ok {
-						if s == "" {
-							d.errorf(kv.val, p, "must not be empty")
-							return
-						}
-						v.CacheFile = s
-					}
-				}},
-		},
-		ignored: []string{"resync_delay", "health_check_timeout", "startup_retry", "watch_timeout", "use_grpc"},
-	}
-}
-
-// etcdTLSDecl is deployment.etcd.tls while it decodes.
-type etcdTLSDecl struct {
-	EtcdTLS
-	certNode, keyNode *yaml.Node
-}
-
-func etcdTLSSection() section[etcdTLSDecl] {
-	file := func(name, def string, set func(v *etcdTLSDecl, s string, n *yaml.Node)) field[etcdTLSDecl] {
-		return field[etcdTLSDecl]{name: name, def: def, restart: true,
-			decode: func(d *decoder, kv keyValue, p string, v *etcdTLSDecl) {
-				s, ok := d.str(kv.val, p)
-				if !ok {
-					return
-				}
-				if _, err := os.Stat(s); err != nil {
-					d.errorf(kv.val, p, "cannot read %q: %v", s, unwrapPathError(err))
-					return
-				}
-				set(v, s, kv.val)
-			}}
-	}
-	return section[etcdTLSDecl]{
-		name: "deployment",
-		fields: []field[etcdTLSDecl]{
-			file("cert", "none", func(v *etcdTLSDecl, s string, n *yaml.Node) { v.Cert, v.certNode = s, n }),
-			file("key", "none", func(v *etcdTLSDecl, s string, n *yaml.Node) { v.Key, v.keyNode = s, n }),
-			file("ca", "system roots", func(v *etcdTLSDecl, s string, _ *yaml.Node) { v.CA = s }),
-			{name: "verify", def: "`true`", restart: true, decode: func(d *decoder, kv keyValue, p string, v *etcdTLSDecl) {
-				if b, ok := d.bool(kv.val, p); ok {
-					v.Verify = b
-				}
-			}},
-			{name: "sni", def: "the host's name", restart: true, decode: func(d *decoder, kv keyValue, p string, v *etcdTLSDecl) {
-				v.SNI, _ = d.str(kv.val, p)
-			}},
-		},
-	}
-}
-
-// keys documents a sub-table as the README lists it under its parent key.
-func (s section[T]) keys() []RefKey {
-	var out []RefKey
-	for _, f := range s.fields {
-		out = append(out, RefKey{Name: f.name, Default: f.def, Restart: f.restart})
-	}
-	return out
-}
-
 func (d *decoder) deployment(kv keyValue) {
 	if !d.setOnce("deployment", kv, kv.key) {
 		return
 	}
-	v := &deploymentDecl{Deployment: Deployment{Role: RoleTraditional, File: d.file, Line: kv.keyNode.Line},
-		providers: map[string]*yaml.Node{}, providerOf: map[string]string{}}
-	deploymentSection().decode(d, kv.val, "deployment", v)
-	dep := &v.Deployment
-	for role, n := range v.providers {
+	dep := &Deployment{Role: RoleTraditional, File: d.file, Line: kv.keyNode.Line}
+	df := deploymentFields{Deployment: dep, providers: map[string]*yaml.Node{}, providerOf: map[string]string{}}
+	deploymentSection().decode(d, kv.val, "deployment", &df)
+	providers, providerOf := df.providers, df.providerOf
+	for role, n := range providers {
 		if role != dep.Role {
 			d.p.warnf(d.file, n.Line, "deployment.role_"+role, "not used: deployment.role is %s", dep.Role)
 		}
 	}
-	dep.ConfigProvider = v.providerOf[dep.Role]
+	dep.ConfigProvider = providerOf[dep.Role]
 	if dep.ConfigProvider == "" {
 		dep.ConfigProvider = ProviderYAML
 		if dep.Etcd != nil {
@@ -321,7 +122,7 @@ func (d *decoder) deployment(kv keyValue) {
 		}
 	}
 	at := kv.keyNode
-	if n := v.providers[dep.Role]; n != nil {
+	if n := providers[dep.Role]; n != nil {
 		at = n
 	}
 	switch {
@@ -332,30 +133,29 @@ func (d *decoder) deployment(kv keyValue) {
 	}
 	if dep.Etcd != nil {
 		// A relative cache file lives next to the file that declares it.
-		dep.Etcd.CacheFile = cmp.Or(dep.Etcd.CacheFile, DefaultEtcdCacheFile)
-		if !filepath.IsAbs(dep.Etcd.CacheFile) {
-			dep.Etcd.CacheFile = filepath.Join(filepath.Dir(d.file), dep.Etcd.CacheFile)
-		}
+		dep.Etcd.CacheFile = d.relative(cmp.Or(dep.Etcd.CacheFile, DefaultEtcdCacheFile))
 	}
 	d.b.deployment = dep
 }
 
 func (d *decoder) etcd(kv keyValue, path string) *Etcd {
-	v := &etcdDecl{Etcd: Etcd{Prefix: DefaultEtcdPrefix, Timeout: DefaultEtcdTimeout, Line: kv.keyNode.Line}}
+	n := kv.val
+	e := &Etcd{Prefix: DefaultEtcdPrefix, Timeout: DefaultEtcdTimeout, Line: kv.keyNode.Line}
 	errs := len(d.p.errs)
-	etcdSection().decode(d, kv.val, path, v)
+	ef := etcdFields{Etcd: e}
+	etcdSection().decode(d, n, path, &ef)
+	userNode, passNode, hostNode := ef.userNode, ef.passNode, ef.hostNode
 	// A host list whose every item was invalid is reported already.
-	if len(v.Hosts) == 0 && (v.hostNode == nil || len(d.p.errs) == errs) {
+	if len(e.Hosts) == 0 && (hostNode == nil || len(d.p.errs) == errs) {
 		d.errorf(kv.keyNode, join(path, "host"), `required: a list of etcd client URLs, like ["http://127.0.0.1:2379"]`)
 	}
 	switch {
-	case v.User != "" && v.Password == "":
-		d.errorf(v.userNode, join(path, "password"), "required with user")
-	case v.Password != "" && v.User == "":
-		d.errorf(v.passNode, join(path, "user"), "required with password")
+	case e.User != "" && e.Password == "":
+		d.errorf(userNode, join(path, "password"), "required with user")
+	case e.Password != "" && e.User == "":
+		d.errorf(passNode, join(path, "user"), "required with password")
 	}
-	e := v.Etcd
-	return &e
+	return e
 }
 
 // checkEtcdHost accepts APISIX's "http://host:port" and "https://host:port".
@@ -378,16 +178,17 @@ func checkEtcdHost(s string) string {
 }
 
 func (d *decoder) etcdTLS(n *yaml.Node, path string) *EtcdTLS {
-	v := &etcdTLSDecl{EtcdTLS: EtcdTLS{Verify: true}}
-	etcdTLSSection().decode(d, n, path, v)
+	t := &EtcdTLS{Verify: true}
+	tf := etcdTLSFields{EtcdTLS: t}
+	etcdTLSSection().decode(d, n, path, &tf)
+	certNode, keyNode := tf.certNode, tf.keyNode
 	switch {
-	case v.Cert != "" && v.Key == "":
-		d.errorf(v.certNode, join(path, "key"), "required with cert")
-	case v.Key != "" && v.Cert == "":
-		d.errorf(v.keyNode, join(path, "cert"), "required with key")
+	case t.Cert != "" && t.Key == "":
+		d.errorf(certNode, join(path, "key"), "required with cert")
+	case t.Key != "" && t.Cert == "":
+		d.errorf(keyNode, join(path, "cert"), "required with key")
 	}
-	t := v.EtcdTLS
-	return &t
+	return t
 }
 
 func unwrapPathError(err error) error {
@@ -405,5 +206,194 @@ func (b *builder) checkDeployment() {
 	}
 	if dep.Role == RoleControlPlane && b.admin == nil {
 		b.p.errorf(dep.File, dep.Line, "deployment.role", "a control_plane serves only the Admin API: add an admin block")
+	}
+}
+
+// deploymentFields is the deployment block while it decodes.
+type deploymentFields struct {
+	*Deployment
+	providers  map[string]*yaml.Node // role -> its config_provider node
+	providerOf map[string]string
+}
+
+// Every deployment key is read at start: the role, the provider, etcd.
+func deploymentSection() section[deploymentFields] {
+	type f = field[deploymentFields]
+	roleField := func(role string) f {
+		return f{name: "role_" + role, restart: true, sub: roleSection(role).reference(0).Keys,
+			value: func(v *deploymentFields) any {
+				if v.Role == role {
+					return v.ConfigProvider
+				}
+				return nil
+			},
+			decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) {
+				rf := roleFields{deploymentFields: v, role: role}
+				roleSection(role).decode(d, kv.val, p, &rf)
+			}}
+	}
+	return section[deploymentFields]{
+		name: "deployment",
+		fields: []f{
+			{name: "role", def: "`" + RoleTraditional + "`", restart: true, value: func(v *deploymentFields) any { return v.Role },
+				decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) {
+					if r, ok := d.oneOf(kv.val, p, deploymentRoles...); ok {
+						v.Role = r
+					}
+				}},
+			roleField(RoleTraditional),
+			roleField(RoleDataPlane),
+			roleField(RoleControlPlane),
+			{name: "etcd", def: "none", restart: true, value: func(v *deploymentFields) any { return v.Etcd },
+				decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) { v.Etcd = d.etcd(kv, p) }},
+			{name: "instance_name", def: "`<hostname>-<pid>`", restart: true, value: func(v *deploymentFields) any { return v.InstanceName },
+				decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) {
+					if s, ok := d.str(kv.val, p); ok {
+						if s == "" || strings.ContainsAny(s, "/ \t\n") {
+							d.errorf(kv.val, p, "must be a non-empty name without '/' or spaces, got %q", s)
+							return
+						}
+						v.InstanceName = s
+					}
+				}},
+		},
+		ignored: []string{"admin", "certs", "config_provider"},
+	}
+}
+
+// roleFields is a deployment.role_<role> block while it decodes.
+type roleFields struct {
+	*deploymentFields
+	role string
+}
+
+func roleSection(role string) section[roleFields] {
+	return section[roleFields]{
+		name: "deployment",
+		fields: []field[roleFields]{
+			{name: "config_provider", def: "`etcd` when `etcd` is set, else `yaml`", restart: true, decode: func(d *decoder, kv keyValue, p string, v *roleFields) {
+				if s, ok := d.oneOf(kv.val, p, ProviderEtcd, ProviderYAML); ok {
+					v.providers[v.role], v.providerOf[v.role] = kv.val, s
+				}
+			}},
+		},
+		ignored: []string{"conf_server", "control_plane", "certs"},
+	}
+}
+
+// etcdFields is deployment.etcd while it decodes.
+type etcdFields struct {
+	*Etcd
+	userNode, passNode, hostNode *yaml.Node
+}
+
+func etcdSection() section[etcdFields] {
+	type f = field[etcdFields]
+	return section[etcdFields]{
+		name: "deployment",
+		fields: []f{
+			{name: "host", def: "required", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				e.hostNode = kv.val
+				items := []*yaml.Node{kv.val} // one host may be written as a string
+				if kv.val.Kind != yaml.ScalarNode || isNull(kv.val) {
+					items = d.items(kv.val, p)
+				}
+				for i, item := range items {
+					ip := index(p, i)
+					s, ok := d.str(item, ip)
+					if !ok {
+						continue
+					}
+					if msg := checkEtcdHost(s); msg != "" {
+						d.errorf(item, ip, "%s", msg)
+						continue
+					}
+					if slices.Contains(e.Hosts, s) {
+						d.errorf(item, ip, "duplicate host %q", s)
+						continue
+					}
+					e.Hosts = append(e.Hosts, s)
+				}
+			}},
+			{name: "prefix", def: "`" + DefaultEtcdPrefix + "`", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					s = strings.TrimRight(s, "/")
+					if !strings.HasPrefix(s, "/") {
+						d.errorf(kv.val, p, `must start with "/", like "/apisix", got %q`, s)
+						return
+					}
+					e.Prefix = s
+				}
+			}},
+			{name: "timeout", def: fmt.Sprintf("`%d` (APISIX's)", int(DefaultEtcdTimeout.Seconds())), restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				if v, ok := d.duration(kv.val, p); ok {
+					if v == 0 {
+						d.errorf(kv.val, p, "must be greater than 0")
+						return
+					}
+					e.Timeout = v
+				}
+			}},
+			{name: "user", def: "none", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				e.User, _ = d.str(kv.val, p)
+				e.userNode = kv.val
+			}},
+			{name: "password", def: "none", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				e.Password, _ = d.str(kv.val, p)
+				e.passNode = kv.val
+			}},
+			{name: "tls", restart: true, sub: etcdTLSSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				e.TLS = d.etcdTLS(kv.val, p)
+			}},
+			{name: "cache_file", def: "`" + DefaultEtcdCacheFile + "`", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					if s == "" {
+						d.errorf(kv.val, p, "must not be empty")
+						return
+					}
+					e.CacheFile = s
+				}
+			}},
+		},
+		ignored: []string{"resync_delay", "health_check_timeout", "startup_retry", "watch_timeout", "use_grpc"},
+	}
+}
+
+// etcdTLSFields is deployment.etcd.tls while it decodes.
+type etcdTLSFields struct {
+	*EtcdTLS
+	certNode, keyNode *yaml.Node
+}
+
+func etcdTLSSection() section[etcdTLSFields] {
+	type f = field[etcdTLSFields]
+	file := func(set func(t *etcdTLSFields, path string, n *yaml.Node)) func(d *decoder, kv keyValue, p string, t *etcdTLSFields) {
+		return func(d *decoder, kv keyValue, p string, t *etcdTLSFields) {
+			s, ok := d.str(kv.val, p)
+			if !ok {
+				return
+			}
+			if _, err := os.Stat(s); err != nil {
+				d.errorf(kv.val, p, "cannot read %q: %v", s, unwrapPathError(err))
+				return
+			}
+			set(t, s, kv.val)
+		}
+	}
+	return section[etcdTLSFields]{
+		name: "deployment",
+		fields: []f{
+			{name: "cert", def: "none", restart: true, decode: file(func(t *etcdTLSFields, s string, n *yaml.Node) { t.Cert, t.certNode = s, n })},
+			{name: "key", def: "none", restart: true, decode: file(func(t *etcdTLSFields, s string, n *yaml.Node) { t.Key, t.keyNode = s, n })},
+			{name: "ca", def: "system roots", restart: true, decode: file(func(t *etcdTLSFields, s string, _ *yaml.Node) { t.CA = s })},
+			{name: "verify", def: "`true`", restart: true, decode: func(d *decoder, kv keyValue, p string, t *etcdTLSFields) {
+				if v, ok := d.bool(kv.val, p); ok {
+					t.Verify = v
+				}
+			}},
+			{name: "sni", def: "the host's name", restart: true, decode: func(d *decoder, kv keyValue, p string, t *etcdTLSFields) {
+				t.SNI, _ = d.str(kv.val, p)
+			}},
+		},
 	}
 }
