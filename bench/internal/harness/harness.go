@@ -238,23 +238,28 @@ func (r *runner) startTarget(ctx context.Context, t *target, listen string) erro
 		MaxConn:           (nofile - 100) / 2,
 		NoFile:            nofile,
 		WorkerConnections: nofile - 100,
+		Threads:           2,
+	}
+	if t.name == HAProxy1 || t.name == Mqgate1 {
+		s.Threads = 1
 	}
 	var (
 		p   *process
 		err error
 	)
 	switch t.name {
-	case HAProxy:
+	case HAProxy, HAProxy1:
 		p, err = startHAProxy(r.opts.Work, s)
 	case NGINX:
 		p, err = startNGINX(r.opts.Work, s)
-	case Mqgate:
+	case Mqgate, Mqgate1:
 		bin := r.opts.MqgateBin
 		if bin == "" {
 			r.logf("building mqgate")
 			if bin, err = buildMqgate(ctx, r.opts.Repo, r.opts.Work); err != nil {
 				return fmt.Errorf("mqgate does not build yet: %w", err)
 			}
+			r.opts.MqgateBin = bin // built once for both
 		}
 		p, err = startMqgate(r.opts.Work, bin, s)
 	default:

@@ -21,6 +21,7 @@ func sampleSettings(dir string) proxySettings {
 		MaxConn:           9950,
 		NoFile:            20000,
 		WorkerConnections: 19900,
+		Threads:           2,
 	}
 }
 
