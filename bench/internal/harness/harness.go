@@ -85,7 +85,8 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 
 // AllPhases lists the phases a run can be limited to.
 func AllPhases() []string {
-	return []string{PhaseOrder, results.PhaseConnect, results.PhaseThroughput64, results.PhaseThroughput1K, results.PhaseLatency, PhaseIdle}
+	return []string{PhaseOrder, results.PhaseConnect, results.PhaseThroughput64, results.PhaseThroughput1K, results.PhaseLatency,
+		results.PhaseTLSConnect, results.PhaseTLSResume, results.PhaseTLSThroughput64, PhaseIdle}
 }
 
 // PhaseOrder is the cross-connection ordering probe, run once per target
@@ -107,6 +108,7 @@ type runner struct {
 	plan    results.Plan
 	self    string // this executable, run as "load" for the load generator
 	brokers *brokers
+	certs   tlsFiles
 	targets []*target
 	out     *results.Run
 	started time.Time
@@ -200,8 +202,11 @@ func (r *runner) setup(ctx context.Context) error {
 	if err := os.MkdirAll(r.opts.Work, 0o755); err != nil {
 		return fmt.Errorf("creating work directory: %w", err)
 	}
-	ports, err := freePorts(3+len(r.opts.Targets), time.Now().UnixNano())
+	ports, err := freePorts(3+2*len(r.opts.Targets), time.Now().UnixNano())
 	if err != nil {
+		return err
+	}
+	if r.certs, err = makeCerts(r.opts.Work); err != nil {
 		return err
 	}
 	r.brokers, err = startBrokers(r.opts.Work, ports[:3], true)
@@ -213,8 +218,9 @@ func (r *runner) setup(ctx context.Context) error {
 		t := &target{name: name}
 		r.targets = append(r.targets, t)
 		r.out.Targets = append(r.out.Targets, &results.Target{Name: name})
-		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+i]))
-		if err := r.startTarget(ctx, t, listen); err != nil {
+		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+2*i]))
+		tlsListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+2*i+1]))
+		if err := r.startTarget(ctx, t, listen, tlsListen); err != nil {
 			t.skip = err.Error()
 			r.result(t).Skipped = t.skip
 			r.logf("%s skipped: %s", name, oneLine(t.skip))
@@ -225,7 +231,7 @@ func (r *runner) setup(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) startTarget(ctx context.Context, t *target, listen string) error {
+func (r *runner) startTarget(ctx context.Context, t *target, listen, tlsListen string) error {
 	if t.name == NoProxy {
 		t.addrs = r.brokers.addrs()
 		return nil
@@ -239,6 +245,8 @@ func (r *runner) startTarget(ctx context.Context, t *target, listen string) erro
 		NoFile:            nofile,
 		WorkerConnections: nofile - 100,
 		Threads:           2,
+		TLSListen:         tlsListen,
+		TLS:               r.certs,
 	}
 	if t.name == HAProxy1 || t.name == Mqgate1 {
 		s.Threads = 1
@@ -274,7 +282,13 @@ func (r *runner) startTarget(ctx context.Context, t *target, listen string) erro
 		t.proc = nil
 		return fmt.Errorf("%s did not start: %w", t.name, err)
 	}
+	if err := waitListening(tlsListen, 15*time.Second, p); err != nil {
+		p.stop()
+		t.proc = nil
+		return fmt.Errorf("%s did not start its TLS listener: %w", t.name, err)
+	}
 	t.addrs = []string{listen}
+	t.tlsAddrs = []string{tlsListen}
 	return nil
 }
 
@@ -513,7 +527,20 @@ func (r *runner) phaseConfig(t *target, phase string, round int) loadgen.Config 
 		PingEvery:   time.Second,
 		RampTimeout: time.Second,
 		Timeout:     5 * time.Second,
+		CAFile:      r.certs.CA,
+		ServerName:  tlsServerName,
 	}
+}
+
+// tlsConfig is phaseConfig over TLS, to t's TLS listener.
+func (r *runner) tlsConfig(t *target, phase string, round int, resume bool) loadgen.Config {
+	cfg := r.phaseConfig(t, phase, round)
+	cfg.IDPrefix = "tls-" + cfg.IDPrefix
+	if resume {
+		cfg.IDPrefix += "r"
+	}
+	cfg.Addrs, cfg.TLS, cfg.TLSResume = t.tlsAddrs, true, resume
+	return cfg
 }
 
 // orderAll runs the ordering probe through every target, one after the
@@ -550,12 +577,19 @@ func (r *runner) runRound(ctx context.Context, t *target, round int) {
 	latency := r.phaseConfig(t, "latency", round)
 	latency.Duration = seconds(r.plan.LatencySeconds)
 	latency.MaxOps = int64(float64(latency.Rate) * (r.plan.LatencySeconds + r.plan.WarmupSeconds + 5))
-	for _, s := range []step{
+	steps := []step{
 		{results.PhaseConnect, connect},
 		{results.PhaseThroughput64, tput64},
 		{results.PhaseThroughput1K, tput1k},
 		{results.PhaseLatency, latency},
-	} {
+	}
+	if t.tlsAddrs != nil { // no proxy: the brokers have no TLS listener
+		steps = append(steps,
+			step{results.PhaseTLSConnect, r.tlsConfig(t, "connect", round, false)},
+			step{results.PhaseTLSResume, r.tlsConfig(t, "connect", round, true)},
+			step{results.PhaseTLSThroughput64, r.tlsConfig(t, "throughput", round, false)})
+	}
+	for _, s := range steps {
 		if ctx.Err() != nil {
 			break
 		}

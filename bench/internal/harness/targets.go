@@ -37,7 +37,9 @@ type target struct {
 	// addrs are where clients connect: the three brokers for no-proxy (a
 	// client picks one by a hash of its id), the proxy's listener otherwise.
 	addrs []string
-	proc  *process // nil for no-proxy
+	// tlsAddrs are the proxy's TLS listener; nil for no-proxy.
+	tlsAddrs []string
+	proc     *process // nil for no-proxy
 	// skip, when set, says why the target is not measured.
 	skip string
 }
@@ -151,6 +153,8 @@ type proxySettings struct {
 	NoFile            int // NGINX worker_rlimit_nofile
 	WorkerConnections int // NGINX
 	Threads           int // HAProxy nbthread, mqgate GOMAXPROCS
+	TLSListen         string
+	TLS               tlsFiles
 }
 
 func startHAProxy(dir string, s proxySettings) (*process, error) {

@@ -162,7 +162,7 @@ func (r *Run) Markdown() string {
 		}
 		w("\n")
 	}
-	w("| TLS (handshakes/s, throughput) |%s\n\n", strings.Repeat(" not measured yet |", len(names)+len(ratioNames)))
+	w("\n")
 	w("Values are medians over rounds, ± half their range in percent of the median. Ratios are medians of the per-round ratios to HAProxy, which ran in the same round, with their range; compare ratios, not absolute numbers, across runs: the machine is shared and noisy. ↑ higher is better, ↓ lower is better. \"no-proxy\" clients connect straight to the broker their client id hashes to: it is the ceiling.\n\n")
 
 	r.writeCPUTable(w, rounds)
@@ -182,7 +182,6 @@ func (r *Run) Markdown() string {
 	if !noted {
 		w("- Nothing skipped.\n")
 	}
-	w("- TLS: not measured yet; the phases will take a TLS listener on each proxy (see bench/README.md, \"TLS\").\n\n")
 	w("![ratios to HAProxy](latest.png)\n")
 	return b.String()
 }

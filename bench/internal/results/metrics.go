@@ -60,6 +60,14 @@ func metrics() []metric {
 		{section: "QoS 0, 1 KB", name: "end-to-end p99 (ms)", format: fmt3, phase: PhaseThroughput1K, fromPhase: p99ms},
 		{section: "QoS 0, 1 KB", name: "proxy CPU s per million messages", proxyOnly: true, format: fmt3, phase: PhaseThroughput1K, fromPhase: cpuPerMillion},
 
+		{section: "TLS, full handshake", name: "handshake+CONNECT→CONNACK/s", higherBetter: true, format: fmtInt, phase: PhaseTLSConnect, fromPhase: perSec},
+		{section: "TLS, full handshake", name: "dial→CONNACK p99 (ms)", format: fmt3, phase: PhaseTLSConnect, fromPhase: p99ms},
+		{section: "TLS, full handshake", name: "proxy CPU per 1,000 (ms)", proxyOnly: true, format: fmt3, phase: PhaseTLSConnect, fromPhase: cpuMsPerThousand},
+		{section: "TLS, resumed", name: "handshake+CONNECT→CONNACK/s", higherBetter: true, format: fmtInt, phase: PhaseTLSResume, fromPhase: perSec},
+		{section: "TLS, resumed", name: "proxy CPU per 1,000 (ms)", proxyOnly: true, format: fmt3, phase: PhaseTLSResume, fromPhase: cpuMsPerThousand},
+		{section: "TLS, QoS 0, 64 B", name: "messages/s", higherBetter: true, format: fmtInt, phase: PhaseTLSThroughput64, fromPhase: perSec},
+		{section: "TLS, QoS 0, 64 B", name: "proxy CPU s per million messages", proxyOnly: true, format: fmt3, phase: PhaseTLSThroughput64, fromPhase: cpuPerMillion},
+
 		{section: "latency", name: "round trip p50 (µs)", format: fmtInt, phase: PhaseLatency, fromPhase: p50us},
 		{section: "latency", name: "round trip p99 (µs)", format: fmtInt, phase: PhaseLatency, fromPhase: p99us},
 

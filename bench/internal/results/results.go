@@ -18,6 +18,10 @@ const (
 	PhaseThroughput64 = "throughput-64B"
 	PhaseThroughput1K = "throughput-1KB"
 	PhaseLatency      = "latency"
+	// Over TLS 1.3 (X25519, ECDSA P-256), to each proxy's TLS listener.
+	PhaseTLSConnect      = "tls-connect" // full handshakes
+	PhaseTLSResume       = "tls-resume"  // resumed handshakes (session tickets)
+	PhaseTLSThroughput64 = "tls-throughput-64B"
 )
 
 // Run is one complete benchmark run.
