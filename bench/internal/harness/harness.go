@@ -68,6 +68,7 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		IdlePingSeconds:   5,
 		VerifyIDs:         150,
 		OrderRounds:       60,
+		TLSIdleClients:    min(idle, 3999),
 	}
 	if quick {
 		p.Rounds = 1
@@ -79,6 +80,7 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		p.IdleHoldSeconds = 2
 		p.IdlePingSeconds = 1
 		p.VerifyIDs = 60
+		p.TLSIdleClients = min(idle, 600)
 	}
 	return p
 }
@@ -86,15 +88,19 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 // AllPhases lists the phases a run can be limited to.
 func AllPhases() []string {
 	return []string{PhaseOrder, results.PhaseConnect, results.PhaseThroughput64, results.PhaseThroughput1K, results.PhaseLatency,
-		results.PhaseTLSConnect, results.PhaseTLSResume, results.PhaseTLSThroughput64, PhaseIdle}
+		results.PhaseTLSConnect, results.PhaseTLSResume, results.PhaseTLSThroughput64, PhaseIdle, PhaseTLSIdle}
 }
 
 // PhaseOrder is the cross-connection ordering probe, run once per target
 // before the rounds.
 const PhaseOrder = "order"
 
-// PhaseIdle is the idle-connections phase, run once per target after the rounds.
-const PhaseIdle = "idle"
+// PhaseIdle is the idle-connections phase, run once per target after the
+// rounds; PhaseTLSIdle the same over TLS, with fewer clients.
+const (
+	PhaseIdle    = "idle"
+	PhaseTLSIdle = "tls-idle"
+)
 
 func (r *runner) wants(phase string) bool {
 	return r.opts.Phases == nil || slices.Contains(r.opts.Phases, phase)
@@ -189,7 +195,10 @@ func Run(ctx context.Context, opts Options) (*results.Run, error) {
 			return r.out, ctx.Err()
 		}
 		if r.wants(PhaseIdle) && t.skip == "" {
-			r.result(t).Idle = r.runIdle(ctx, t)
+			r.result(t).Idle = r.runIdle(ctx, t, false)
+		}
+		if r.wants(PhaseTLSIdle) && t.skip == "" && t.tlsAddrs != nil {
+			r.result(t).TLSIdle = r.runIdle(ctx, t, true)
 		}
 	}
 	r.out.Machine.LoadAvgEnd = loadAvg()
@@ -631,8 +640,13 @@ func errorCount(m map[string]uint64) uint64 {
 // runIdle connects as many pinging clients as the file limit allows, spread
 // over several load generator processes, and measures the proxy's memory
 // growth per connection and its CPU while they ping.
-func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
+func (r *runner) runIdle(ctx context.Context, t *target, overTLS bool) *results.Idle {
 	idle := &results.Idle{Wanted: r.plan.IdleClients}
+	label := t.name
+	if overTLS {
+		idle.Wanted = r.plan.TLSIdleClients
+		label += " TLS"
+	}
 	procs := max(r.plan.IdleProcs, 1)
 	before := r.snap(t)
 	settle, hold := seconds(r.plan.IdleSettleSeconds), seconds(r.plan.IdleHoldSeconds)
@@ -652,7 +666,10 @@ func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
 	}()
 	for k := range procs {
 		cfg := r.phaseConfig(t, "idle", 0)
-		cfg.IDPrefix = fmt.Sprintf("i-%s-%d", t.name, k)
+		if overTLS {
+			cfg = r.tlsConfig(t, "idle", 0, false)
+		}
+		cfg.IDPrefix = fmt.Sprintf("i-%s-%d", label, k)
 		cfg.Clients = idle.Wanted / procs
 		cfg.Workers = 32
 		cfg.PingEvery = seconds(r.plan.IdlePingSeconds)
@@ -674,11 +691,11 @@ func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
 		}
 		if err != nil {
 			idle.Error = err.Error()
-			r.problem("%s idle: %s", t.name, err)
+			r.problem("%s idle: %s", label, err)
 			return idle
 		}
 	}
-	r.logf("idle %-8s ramp done in %.1f s", t.name, time.Since(start).Seconds())
+	r.logf("idle %-8s ramp done in %.1f s", label, time.Since(start).Seconds())
 	sleepCtx(ctx, settle)
 	a := r.snap(t, loaders...)
 	sleepCtx(ctx, hold)
@@ -688,7 +705,7 @@ func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
 		res, err := lp.finish(true, 30*time.Second)
 		if err != nil {
 			idle.Error = err.Error()
-			r.problem("%s idle: %s", t.name, err)
+			r.problem("%s idle: %s", label, err)
 			continue
 		}
 		idle.Connected += res.Connected
@@ -709,12 +726,12 @@ func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
 	idle.ProxyCPUCores = (b.proxy.CPU - a.proxy.CPU).Seconds() / window
 	idle.LoadgenCPU = (b.loader.CPU - a.loader.CPU).Seconds()
 	r.logf("idle %-8s %d/%d held, proxy RSS %d → %d KB (%.2f KB/conn), proxy %.3f cores, pings %d ok %d failed",
-		t.name, idle.Connected, idle.Wanted, idle.RSSBeforeKB, idle.RSSAfterKB, idle.RSSPerConnKB, idle.ProxyCPUCores, idle.PingsOK, idle.PingsFailed)
+		label, idle.Connected, idle.Wanted, idle.RSSBeforeKB, idle.RSSAfterKB, idle.RSSPerConnKB, idle.ProxyCPUCores, idle.PingsOK, idle.PingsFailed)
 	if idle.Connected < idle.Wanted {
-		r.logf("  %s idle errors: %v", t.name, idle.ErrorSamples)
+		r.logf("  %s idle errors: %v", label, idle.ErrorSamples)
 	}
 	if idle.PingsFailed > 0 {
-		r.problem("%s idle: %d pings failed (%v)", t.name, idle.PingsFailed, idle.ErrorSamples)
+		r.problem("%s idle: %d pings failed (%v)", label, idle.PingsFailed, idle.ErrorSamples)
 	}
 	// Let the brokers and the proxy see every disconnection before the next target.
 	sleepCtx(ctx, time.Second)

@@ -19,6 +19,7 @@ type metric struct {
 	phase     string
 	fromPhase func(*Phase) (float64, bool)
 	fromIdle  func(*Idle) (float64, bool)
+	tlsIdle   bool // fromIdle reads the TLS idle phase
 	fromOrder func(*Order) (float64, bool)
 }
 
@@ -84,6 +85,12 @@ func metrics() []metric {
 		{section: "idle", name: "proxy CPU while they ping (% of a core)", proxyOnly: true, format: fmt2, fromIdle: func(i *Idle) (float64, bool) {
 			return 100 * i.ProxyCPUCores, i.Connected > 0
 		}},
+		{section: "TLS idle", name: "connections held", higherBetter: true, format: fmtInt, tlsIdle: true, fromIdle: func(i *Idle) (float64, bool) {
+			return float64(i.Connected), i.Error == ""
+		}},
+		{section: "TLS idle", name: "proxy RSS per connection (KB)", proxyOnly: true, format: fmt2, tlsIdle: true, fromIdle: func(i *Idle) (float64, bool) {
+			return i.RSSPerConnKB, i.Connected > 0
+		}},
 	}
 }
 
@@ -101,10 +108,14 @@ func (m metric) values(t *Target, rounds int) []float64 {
 		return []float64{v}
 	}
 	if m.fromIdle != nil {
-		if t.Idle == nil {
+		idle := t.Idle
+		if m.tlsIdle {
+			idle = t.TLSIdle
+		}
+		if idle == nil {
 			return []float64{math.NaN()}
 		}
-		v, ok := m.fromIdle(t.Idle)
+		v, ok := m.fromIdle(idle)
 		if !ok {
 			return []float64{math.NaN()}
 		}

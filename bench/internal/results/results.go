@@ -76,6 +76,7 @@ type Plan struct {
 	IdlePingSeconds   float64 `json:"idle_ping_seconds"`
 	VerifyIDs         int     `json:"verify_ids"`
 	OrderRounds       int     `json:"order_rounds"`
+	TLSIdleClients    int     `json:"tls_idle_clients"`
 }
 
 // Target is everything measured for one target.
@@ -85,6 +86,7 @@ type Target struct {
 	Verify  *Verify `json:"verify,omitempty"`
 	Rounds  []Round `json:"rounds,omitempty"`
 	Idle    *Idle   `json:"idle,omitempty"`
+	TLSIdle *Idle   `json:"tls_idle,omitempty"`
 	Order   *Order  `json:"order,omitempty"`
 }
 
