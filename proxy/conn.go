@@ -47,7 +47,9 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 // the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
 	srv     *Server
-	home    uint8 // its shard of srv.conns
+	home    uint8          // its shard of srv.conns
+	links   [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
+	sameID  *liveConn      // the next piping connection with its client id
 	mu      sync.Mutex
 	client  net.Conn    // nil once in an event loop
 	broker  net.Conn    // nil until dialled, and once in an event loop

@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,7 +157,7 @@ func run() error {
 			return err
 		}
 		start := time.Now()
-		done, err := connectCycles(proxyAddr, s.connects, s.workers, s.limit)
+		done, err := meter.ConnectCycles(proxyAddr, "cycle-", s.connects, s.workers, s.limit, nil)
 		if err != nil {
 			return fmt.Errorf("connect phase: %w", err)
 		}
@@ -208,36 +207,6 @@ func roundTrips(conns []net.Conn, total int, limit time.Duration) (int, error) {
 	wg.Wait()
 	close(errs)
 	return int(done.Load()), <-errs
-}
-
-// connectCycles runs connect → CONNACK → DISCONNECT → close, total times.
-func connectCycles(addr string, total, workers int, limit time.Duration) (int, error) {
-	deadline := time.Now().Add(limit)
-	var next atomic.Int64
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				c, err := meter.Connect(addr, "cycle-"+strconv.Itoa(i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				c.Write([]byte{0xe0, 0x00})
-				c.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return min(int(next.Load()), total), <-errs
 }
 
 func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
