@@ -276,7 +276,7 @@ apisix:
 				`config.yaml:10: apisix.stream_proxy.tcp[6].addr: port must be 1..65535, got 0`,
 				`config.yaml:11: apisix.stream_proxy.tcp[7].addr: required`,
 				`config.yaml:12: apisix.stream_proxy.tcp[8].tls: must be true or false, got "yes"`,
-				`config.yaml:13: apisix.stream_proxy.tcp[9]: must be a port, "ip:port" or {addr, tls, proxy_protocol, real_ip_from}, got a list`,
+				`config.yaml:13: apisix.stream_proxy.tcp[9]: must be a port, "ip:port" or {addr, tls, proxy_protocol, real_ip_from, websocket}, got a list`,
 			},
 		},
 		{

@@ -38,7 +38,7 @@ var (
 	}
 	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
-	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
+	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from", "websocket"}
 	logKeys                = []string{"level", "access_log"}
 	logLevels              = []string{"debug", "info", "warn", "error"}
 )

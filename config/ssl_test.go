@@ -185,7 +185,7 @@ stream_proxy:
     - {addr: 1885, proxy_protocol: true, real_ip_from: [10.0.0.300/8]}
 `, []string{
 			`t.yaml:3: stream_proxy.tcp[0].real_ip_from: required with proxy_protocol: the load balancers' addresses, like ["10.0.0.0/8"] ("0.0.0.0/0" and "::/0" trust everyone)`,
-			"t.yaml:4: stream_proxy.tcp[1].real_ip_from: only used with proxy_protocol: true",
+			"t.yaml:4: stream_proxy.tcp[1].real_ip_from: only used with proxy_protocol: true or websocket",
 			`t.yaml:5: stream_proxy.tcp[2].real_ip_from[0]: must be an IP address or a CIDR like "10.0.0.0/8", got "10.0.0.300/8"`,
 		}},
 		{"upstream tls and routes", `

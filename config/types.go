@@ -65,6 +65,11 @@ type Listener struct {
 	// header (v1 or v2) sent from an address in RealIPFrom (proxy_protocol.go).
 	ProxyProtocol bool
 	RealIPFrom    []netip.Prefix
+
+	// WebSocket, when set, makes the listener also take MQTT over
+	// WebSocket (over TLS too when TLS is set) next to plain MQTT, told
+	// apart by the first bytes (websocket.go).
+	WebSocket *WebSocket
 }
 
 // Log configures the process log and the access log.

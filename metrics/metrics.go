@@ -86,6 +86,7 @@ var (
 	tlsTotal     = desc("tls_handshakes_total", "TLS handshakes on TLS listeners, by listener and result (ok, failed).", "listener", "result")
 	tlsSeconds   = desc("tls_handshake_duration_seconds", "Time of successful TLS handshakes, by listener.", "listener")
 	ppRefused    = desc("proxy_protocol_refused_total", "Connections closed on proxy_protocol listeners: sender not in real_ip_from, header missing or malformed.")
+	wsUpgrades   = desc("websocket_upgrades_total", "MQTT over WebSocket upgrade requests, by result: upgraded, not_websocket, origin, subprotocol, handshake.", "result")
 )
 
 type collector struct{ src Sources }
@@ -93,7 +94,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connActive, connAccepted, connProxied, connRefused, connErrors, bytesTotal,
 		dialSeconds, routeActive, routeTotal, routeBytes, nodeActive, nodeTotal, nodeFails, nodeBytes, nodeHealth,
-		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused} {
+		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused, wsUpgrades} {
 		ch <- d
 	}
 }
@@ -152,6 +153,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(tlsSeconds, l.OK, l.SumSeconds, buckets, l.Listener)
 	}
 	counter(ppRefused, float64(st.ProxyProtocolRefused))
+	for _, result := range sortedKeys(st.WebSocket) {
+		counter(wsUpgrades, float64(st.WebSocket[result]), result)
+	}
 	if c.src.Reloads != nil {
 		counts, last := c.src.Reloads()
 		for _, r := range counts {

@@ -76,6 +76,16 @@ func (lc *liveConn) end() {
 	s.handlers.Done()
 }
 
+// handedOver closes the books on a connection that another part of the
+// server took over (an HTTP connection, now the web server's): no access
+// record, as it is not an MQTT connection; the upgrade to WebSocket makes
+// one of its own.
+func (lc *liveConn) handedOver() {
+	lc.srv.untrack(lc)
+	lc.srv.stats.Active.Add(-1)
+	lc.srv.handlers.Done()
+}
+
 // pipeEnded is called by the event loop when the pair has ended.
 func (lc *liveConn) pipeEnded(res pipe.Result) {
 	lc.rec.piped(res)
@@ -169,8 +179,34 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		return
 	}
 
+	// MQTT or HTTP (a WebSocket upgrade), on a listener that takes both.
+	var have []byte
+	if lcfg := snap.listenerConfig(l.cfg.Addr, l.cfg); lcfg.WebSocket != nil {
+		first, ok := s.sniff(conn, snap, rec)
+		if !ok {
+			return
+		}
+		if isHTTP(first[0]) {
+			wc := &webConn{Conn: conn, first: first, listener: lcfg, remote: rec.remote, id: rec.id}
+			if s.handOver(wc) {
+				looped = true // the connection is the web server's now
+				lc.handedOver()
+			}
+			return
+		}
+		have = first
+	}
+	looped = s.serveMQTT(lc, snap, conn, have)
+}
+
+// serveMQTT runs the stages from reading the CONNECT on, for a client on
+// TCP, TLS or WebSocket; have is what was read of it already. It reports
+// whether the connection went to an event loop, which then ends it.
+func (s *Server) serveMQTT(lc *liveConn, snap *snapshot, conn net.Conn, have []byte) (looped bool) {
+	rec := &lc.rec
+
 	// Read the CONNECT, bounded in size and time.
-	buf, n, size, err := s.preread(conn, snap)
+	buf, n, size, err := s.preread(conn, snap, have)
 	defer func() { putPrereadBuf(buf) }()
 	if err != nil {
 		s.failPreread(conn, rec, err)
@@ -186,7 +222,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 
 	// Route on the connection and the CONNECT.
 	ri, ok := snap.routes.Match(route.Input{
-		Local:    addrPort(c.LocalAddr()),
+		Local:    addrPort(conn.LocalAddr()),
 		Remote:   rec.remote.Addr(),
 		ClientID: connect.ClientID,
 		Username: connect.Username,
@@ -263,11 +299,11 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		HalfCloseTimeout: halfCloseTimeout,
 	}
 	if s.loopPair(snap, lc, conn, broker, opts) {
-		looped = true
-		return
+		return true
 	}
 	opts.Meter = &lc.entry.meter
 	rec.piped(pipe.Run(conn, broker, opts))
+	return false
 }
 
 // piped records what the pipe carried and why it ended.
@@ -275,6 +311,9 @@ func (r *record) piped(res pipe.Result) {
 	r.up += res.Up
 	r.down = res.Down
 	r.end = res.End
+	if e := webEnd(res.Err); e != "" && res.End == pipe.ClientError {
+		r.end = e
+	}
 	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
 		r.detail = res.Err.Error()
 	}
@@ -282,14 +321,19 @@ func (r *record) piped(res pipe.Result) {
 
 // preread reads until buf holds one whole packet. It returns the buffer, how
 // many bytes it holds, and the CONNECT's size.
-func (s *Server) preread(c net.Conn, snap *snapshot) (buf *[]byte, n, size int, err error) {
+func (s *Server) preread(c net.Conn, snap *snapshot, have []byte) (buf *[]byte, n, size int, err error) {
 	limit := snap.cfg.StreamProxy.MaxConnectSize
 	if err := c.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout)); err != nil {
 		return nil, 0, 0, err
 	}
 	buf = prereadPool.Get().(*[]byte)
-	for {
-		m, rerr := c.Read((*buf)[n:])
+	n = copy(*buf, have)
+	for skip := n > 0; ; skip = false {
+		var m int
+		var rerr error
+		if !skip { // first look at what was read already
+			m, rerr = c.Read((*buf)[n:])
+		}
 		n += m
 		if n > 0 && (*buf)[0] != 0x10 {
 			// [MQTT-3.1.0-1] the first packet from a client must be a
@@ -358,6 +402,8 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 		s.stats.parseError("timeout")
 	case errors.Is(err, io.EOF):
 		rec.end = pipe.ClientClosed
+	case webEnd(err) != "":
+		rec.end, rec.detail = webEnd(err), err.Error()
 	default:
 		rec.end, rec.detail = pipe.ClientError, err.Error()
 	}

@@ -29,6 +29,9 @@ type identity struct {
 	local    netip.AddrPort       // the address the client connected to (from the PROXY header when read)
 	peer     netip.AddrPort       // the load balancer that sent a PROXY header; zero without one
 	upstream string               // the client id sent to the broker when mqtt-rewrite changed it
+
+	websocket   string         // "ws" or "wss" for MQTT over WebSocket, else ""
+	forwardedBy netip.AddrPort // the trusted proxy whose X-Real-IP/X-Forwarded-For gave the address
 }
 
 // open runs the stages between accept and the CONNECT: the PROXY header
@@ -147,6 +150,12 @@ func (id *identity) attrs() []slog.Attr {
 	}
 	if id.upstream != "" {
 		out = append(out, slog.String("upstream_client_id", id.upstream))
+	}
+	if id.websocket != "" {
+		out = append(out, slog.String("transport", id.websocket))
+	}
+	if id.forwardedBy.IsValid() {
+		out = append(out, slog.String("forwarded_by", id.forwardedBy.String()))
 	}
 	return out
 }

@@ -81,6 +81,7 @@ type Server struct {
 	closing   bool
 	handlers  sync.WaitGroup
 	loops     eventLoops
+	web       web // HTTP connections of websocket listeners (websocket.go)
 }
 
 type listener struct {
@@ -100,6 +101,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		conns:     make(map[*liveConn]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.initWeb()
 	s.health = health.NewChecker(s.log, s.nodeChanged)
 	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
 	if err != nil {
@@ -287,6 +289,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if n > 0 {
 		s.log.Info("draining connections", "count", n)
 	}
+	webDone := make(chan struct{})
+	go func() { s.shutdownWeb(ctx); close(webDone) }()
+	defer func() { <-webDone }()
 
 	done := make(chan struct{})
 	go func() { s.handlers.Wait(); close(done) }()

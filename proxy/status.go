@@ -126,6 +126,7 @@ func (s *Server) Stats() StatsSnapshot {
 		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
 		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
 		TLSHandshakes:        s.tlsCounts.snapshot(),
+		WebSocket:            s.web.stats.snapshot(),
 	}
 	for i := range s.stats.refusedBy {
 		out.Refused[refuseReasonNames[i]] = s.stats.refusedBy[i].Load()
