@@ -120,6 +120,15 @@ func (lc *liveConn) close(reason pipe.End) {
 	}
 }
 
+// closeClient closes the client's connection once its pipe has ended.
+func (lc *liveConn) closeClient() {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.client != nil {
+		lc.client.Close()
+	}
+}
+
 func (lc *liveConn) setBroker(c net.Conn) bool {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
@@ -263,7 +272,11 @@ func (s *Server) serveMQTT(lc *liveConn, snap *snapshot, conn net.Conn, have []b
 		s.refuse(conn, rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		return
 	}
-	defer broker.Close()
+	defer func() {
+		if !looped {
+			broker.Close()
+		}
+	}()
 	if !lc.setBroker(broker) {
 		return
 	}
@@ -290,7 +303,8 @@ func (s *Server) serveMQTT(lc *liveConn, snap *snapshot, conn net.Conn, have []b
 	buf = nil
 
 	// Pipe both ways until either side ends: in an event loop for plain
-	// TCP, else on this goroutine and one more.
+	// TCP, else on two goroutines of the pipe's own, so that this one and
+	// its stack, grown through the stages above, end now.
 	s.stats.Proxied.Add(1)
 	lc.piping(rec, rec.up, snap.stats[ri], node)
 	opts := pipe.Options{
@@ -299,11 +313,15 @@ func (s *Server) serveMQTT(lc *liveConn, snap *snapshot, conn net.Conn, have []b
 		HalfCloseTimeout: halfCloseTimeout,
 	}
 	if s.loopPair(snap, lc, conn, broker, opts) {
-		return true
+		return true // the loop has its own descriptors, Go's are closed
 	}
 	opts.Meter = &lc.entry.meter
-	rec.piped(pipe.Run(conn, broker, opts))
-	return false
+	pipe.Start(conn, broker, opts, func(res pipe.Result) {
+		broker.Close()
+		lc.closeClient()
+		lc.pipeEnded(res)
+	})
+	return true
 }
 
 // piped records what the pipe carried and why it ended.

@@ -8,6 +8,16 @@
 //	go run ./internal/cmd/dataplane-meter -data-path epoll -n 5000
 //	go run ./internal/cmd/dataplane-meter -data-path goroutines -n 5000
 //	go run ./internal/cmd/dataplane-meter -target haproxy -n 5000
+//	go run ./internal/cmd/dataplane-meter -transport ws -target mqgate,nginx -n 5000
+//	go run ./internal/cmd/dataplane-meter -transport wss -target mqgate,nginx -n 5000
+//
+// With -transport ws or wss the clients speak MQTT over WebSocket (wss:
+// over TLS, with a certificate made for the run) to the path /mqtt. mqgate
+// ends the WebSocket and dials the sink in plain MQTT; NGINX, configured as
+// seed 004 proxies MQTT over WebSocket to EMQX's port 8083, passes the
+// WebSocket through to the sink, which then speaks WebSocket too (as a
+// broker's WebSocket listener does). NGINX's figures are its master and
+// workers together.
 //
 // Figures, per line: RSS and descriptors per idle connection (the delta
 // over n connections, after the process has settled), CPU microseconds
@@ -23,6 +33,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,9 +46,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/gobwas/ws"
+
+	"github.com/mqgate/mqgate/internal/certtest"
+	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/mqttws"
 )
 
 func main() {
@@ -49,6 +66,8 @@ func main() {
 
 type settings struct {
 	target, dataPath, mqgate string
+	transport                string
+	certFile, keyFile        string
 	env                      string
 	n, msgs, connects        int
 	workers                  int
@@ -57,7 +76,8 @@ type settings struct {
 
 func run() error {
 	var s settings
-	flag.StringVar(&s.target, "target", "mqgate", "proxy to measure: mqgate or haproxy")
+	flag.StringVar(&s.target, "target", "mqgate", "proxies to measure, comma-separated, one after the other: mqgate, haproxy (tcp only), nginx (ws, wss)")
+	flag.StringVar(&s.transport, "transport", "tcp", "what clients speak: tcp (MQTT), ws (MQTT over WebSocket) or wss (over TLS)")
 	flag.StringVar(&s.dataPath, "data-path", "epoll", "mqgate's stream_proxy.data_path: epoll or goroutines")
 	flag.StringVar(&s.mqgate, "mqgate", "", "mqgate binary (default: build ./cmd/mqgate)")
 	flag.IntVar(&s.n, "n", 5000, "idle connections to hold")
@@ -74,7 +94,22 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if s.transport == "wss" {
+		if s.certFile, s.keyFile, err = writeCert(dir); err != nil {
+			return err
+		}
+	}
+	for _, target := range strings.Split(s.target, ",") {
+		s.target = target
+		if err := measure(s, dir); err != nil {
+			return fmt.Errorf("%s: %w", target, err)
+		}
+	}
+	return nil
+}
 
+// measure runs every phase against one target.
+func measure(s settings, dir string) error {
 	sink, err := startSink()
 	if err != nil {
 		return err
@@ -93,12 +128,16 @@ func run() error {
 		return err
 	}
 	label := s.target
-	if s.target == "mqgate" {
+	if s.target == "mqgate" && s.transport == "tcp" {
 		label += " (" + s.dataPath + ")"
 	}
+	if s.transport != "tcp" {
+		label += " " + s.transport
+	}
+	dial := dialer(s, proxyAddr)
 
 	// Warm up: start whatever the proxy starts lazily (event loops, pools).
-	warm, err := openIdle(proxyAddr, 200, s.workers)
+	warm, err := openIdle(dial, 200, s.workers)
 	if err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
@@ -113,7 +152,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	conns, err := openIdle(proxyAddr, s.n, s.workers)
+	conns, err := openIdle(dial, s.n, s.workers)
 	if err != nil {
 		return fmt.Errorf("idle phase: %w", err)
 	}
@@ -161,7 +200,7 @@ func run() error {
 			return err
 		}
 		start := time.Now()
-		done, err := connectCycles(proxyAddr, s.connects, s.workers, s.limit)
+		done, err := connectCycles(dial, s.connects, s.workers, s.limit)
 		if err != nil {
 			return fmt.Errorf("connect phase: %w", err)
 		}
@@ -185,7 +224,7 @@ func connectPacket(id string) []byte {
 
 // openIdle opens n connections through the proxy, each with its CONNECT
 // answered.
-func openIdle(addr string, n, workers int) ([]net.Conn, error) {
+func openIdle(dial dialFunc, n, workers int) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var next atomic.Int64
 	errs := make(chan error, workers)
@@ -199,7 +238,7 @@ func openIdle(addr string, n, workers int) ([]net.Conn, error) {
 				if i >= n {
 					return
 				}
-				c, err := connect(addr, fmt.Sprintf("idle-%d", i))
+				c, err := connect(dial, fmt.Sprintf("idle-%d", i))
 				if err != nil {
 					errs <- err
 					return
@@ -217,8 +256,8 @@ func openIdle(addr string, n, workers int) ([]net.Conn, error) {
 	return conns, nil
 }
 
-func connect(addr, id string) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+func connect(dial dialFunc, id string) (net.Conn, error) {
+	c, err := dial()
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +320,7 @@ func roundTrips(conns []net.Conn, total int, limit time.Duration) (int, error) {
 }
 
 // connectCycles runs connect → CONNACK → DISCONNECT → close, total times.
-func connectCycles(addr string, total, workers int, limit time.Duration) (int, error) {
+func connectCycles(dial dialFunc, total, workers int, limit time.Duration) (int, error) {
 	deadline := time.Now().Add(limit)
 	var next atomic.Int64
 	errs := make(chan error, workers)
@@ -295,7 +334,7 @@ func connectCycles(addr string, total, workers int, limit time.Duration) (int, e
 				if i >= total {
 					return
 				}
-				c, err := connect(addr, "cycle-"+strconv.Itoa(i))
+				c, err := connect(dial, "cycle-"+strconv.Itoa(i))
 				if err != nil {
 					errs <- err
 					return
@@ -345,7 +384,25 @@ func (s *sink) close()       { s.ln.Close(); s.wg.Wait() }
 func (s *sink) serve(c net.Conn) {
 	defer s.active.Add(-1)
 	defer c.Close()
-	r := bufio.NewReaderSize(c, 512)
+	br := bufio.NewReaderSize(c, 512)
+	var r interface {
+		io.Reader
+		io.ByteReader
+	} = br
+	var w io.Writer = c
+	if first, err := br.Peek(1); err == nil && first[0] == 'G' {
+		// A WebSocket, as NGINX passes it through: upgrade, then MQTT
+		// bytes in binary frames, as a broker's WebSocket listener.
+		u := ws.Upgrader{Protocol: func(p []byte) bool { return string(p) == mqttws.ProtocolMQTT }}
+		if _, err := u.Upgrade(struct {
+			io.Reader
+			io.Writer
+		}{br, c}); err != nil {
+			return
+		}
+		wc := mqttws.NewConn(bufferedConn{c, br}, mqttws.ProtocolMQTT, nil)
+		r, w = bufio.NewReaderSize(wc, 512), wc
+	}
 	var head []byte
 	for {
 		b, err := r.ReadByte()
@@ -362,14 +419,14 @@ func (s *sink) serve(c net.Conn) {
 			return
 		}
 	}
-	if _, err := c.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
+	if _, err := w.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
 		return
 	}
 	buf := make([]byte, 512)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if _, werr := c.Write(buf[:n]); werr != nil {
+			if _, werr := w.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
@@ -377,6 +434,52 @@ func (s *sink) serve(c net.Conn) {
 			return
 		}
 	}
+}
+
+// bufferedConn reads through the reader that the upgrade read from.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// dialFunc opens one client connection to the proxy, ready for MQTT bytes.
+type dialFunc func() (net.Conn, error)
+
+func dialer(s settings, addr string) dialFunc {
+	switch s.transport {
+	case "ws", "wss":
+		url := s.transport + "://" + addr + "/mqtt"
+		o := mqtttest.WSOptions{}
+		if s.transport == "wss" {
+			o.TLS = &tls.Config{ServerName: "mqtt.example", InsecureSkipVerify: true} // the run's own certificate
+		}
+		return func() (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return mqtttest.DialWS(ctx, url, o)
+		}
+	}
+	return func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 10*time.Second) }
+}
+
+// panicT makes certtest usable outside tests.
+type panicT struct{}
+
+func (panicT) Helper()           {}
+func (panicT) Fatal(args ...any) { panic(fmt.Sprint(args...)) }
+
+// writeCert makes a server certificate for the run's wss listeners.
+func writeCert(dir string) (certFile, keyFile string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("certificate: %v", r)
+		}
+	}()
+	ca := certtest.NewCA(panicT{}, "dataplane-meter CA")
+	certFile, keyFile = ca.Server(panicT{}, certtest.ECDSA, "mqtt.example", "127.0.0.1").WriteFiles(panicT{}, dir, "server")
+	return certFile, keyFile, nil
 }
 
 // waitActive waits until the sink holds n connections.
@@ -396,9 +499,18 @@ type proxyProc struct {
 	pid int
 }
 
+// stop asks the proxy to end (NGINX's master then stops its workers,
+// which a kill would leave behind), and kills it after 5 s.
 func (p *proxyProc) stop() {
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
 }
 
 func startProxy(s settings, dir, addr, sinkAddr string) (*proxyProc, error) {
@@ -415,8 +527,16 @@ func startProxy(s settings, dir, addr, sinkAddr string) (*proxyProc, error) {
 			}
 		}
 		cfg := filepath.Join(dir, "mqgate.yaml")
+		listener, ssls := fmt.Sprintf("%q", addr), ""
+		switch s.transport {
+		case "ws":
+			listener = fmt.Sprintf("{addr: %q, websocket: true}", addr)
+		case "wss":
+			listener = fmt.Sprintf("{addr: %q, websocket: true, tls: true}", addr)
+			ssls = fmt.Sprintf("ssls: [{id: 1, cert: %q, key: %q, snis: [mqtt.example]}]\n", s.certFile, s.keyFile)
+		}
 		yml := fmt.Sprintf(`stream_proxy:
-  tcp: [%q]
+  tcp: [%s]
   data_path: %s
 log: {level: warn, access_log: "off"}
 upstreams:
@@ -424,7 +544,7 @@ upstreams:
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-`, addr, s.dataPath, sinkAddr)
+%s`, listener, s.dataPath, sinkAddr, ssls)
 		if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
 			return nil, err
 		}
@@ -448,6 +568,15 @@ backend brokers
 			return nil, err
 		}
 		cmd = exec.Command("haproxy", "-db", "-f", cfg)
+	case "nginx":
+		if s.transport == "tcp" {
+			return nil, errors.New("nginx: measured for -transport ws and wss (bench/ has its stream figures)")
+		}
+		cfg := filepath.Join(dir, "nginx.conf")
+		if err := os.WriteFile(cfg, []byte(nginxConf(s, dir, addr, sinkAddr)), 0o600); err != nil {
+			return nil, err
+		}
+		cmd = exec.Command("nginx", "-p", dir, "-c", cfg)
 	default:
 		return nil, fmt.Errorf("unknown target %q", s.target)
 	}
@@ -459,6 +588,61 @@ backend brokers
 		return nil, err
 	}
 	return &proxyProc{cmd: cmd, pid: cmd.Process.Pid}, nil
+}
+
+// nginxConf is seed 004's "Reverse Proxy for MQTT WebSocket" block (and its
+// SSL variant for wss), with the run's addresses and two workers as the
+// machine has two cores.
+func nginxConf(s settings, dir, addr, sinkAddr string) string {
+	listen := addr
+	tlsLines := ""
+	if s.transport == "wss" {
+		listen += " ssl"
+		tlsLines = fmt.Sprintf(`        ssl_session_cache shared:SSL:10m;
+        ssl_session_timeout 10m;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers HIGH:!aNULL:!MD5;
+`, s.certFile, s.keyFile)
+	}
+	return fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 2;
+worker_rlimit_nofile 20000;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    upstream mqtt_websocket_servers {
+        server %[3]s;
+    }
+    server {
+        listen %[2]s reuseport;
+        server_name mqtt.example.com;
+%[4]s        location /mqtt {
+            proxy_pass http://mqtt_websocket_servers;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "Upgrade";
+            proxy_buffering off;
+            proxy_connect_timeout 10s;
+            proxy_send_timeout 3600s;
+            proxy_read_timeout 3600s;
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header REMOTE-HOST $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }
+    }
+}
+`, dir, listen, sinkAddr, tlsLines)
 }
 
 func freeAddr() (string, error) {
@@ -501,9 +685,38 @@ func settle(pid int) {
 	}
 }
 
-// usage returns the process's resident set in bytes and its open
-// descriptors.
+// usage returns the resident set in bytes and the open descriptors of the
+// process and its children (NGINX's workers).
 func usage(pid int) (rss int64, fds int, err error) {
+	rss, fds, err = usage1(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, child := range children(pid) {
+		r, f, err := usage(child)
+		if err == nil {
+			rss, fds = rss+r, fds+f
+		}
+	}
+	return rss, fds, nil
+}
+
+// children lists a process's child processes.
+func children(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var out []int
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+func usage1(pid int) (rss int64, fds int, err error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, err
@@ -521,8 +734,21 @@ func usage(pid int) (rss int64, fds int, err error) {
 	return rss, len(ents), err
 }
 
-// cpuTime is the user + system CPU the process has used.
+// cpuTime is the user + system CPU the process and its children have used.
 func cpuTime(pid int) (time.Duration, error) {
+	total, err := cpuTime1(pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, child := range children(pid) {
+		if c, err := cpuTime(child); err == nil {
+			total += c
+		}
+	}
+	return total, nil
+}
+
+func cpuTime1(pid int) (time.Duration, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
