@@ -4,20 +4,9 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
-)
-
-var (
-	streamRouteKeys = []string{
-		"id", "name", "desc", "server_port", "server_addr", "remote_addr", "sni",
-		"mqtt_client_id", "mqtt_username", "upstream_id", "upstream", "plugins",
-	}
-	knownPlugins      = []string{"mqtt-proxy", "mqtt-rewrite", "limit-conn", "limit-req", "ip-restriction"}
-	mqttProxyKeys     = []string{"protocol_name", "protocol_level"}
-	mqttProtocolNames = []string{"MQTT", "MQIsdp"}
 )
 
 // routeDecl is a StreamRoute with the source positions the cross-file
@@ -33,74 +22,88 @@ type routeDecl struct {
 }
 
 func (d *decoder) route(n *yaml.Node, path string) routeDecl {
-	r := routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path, overlay: d.overlay}
-	var hasUpstreamID, hasUpstream bool
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "id":
-			if id, ok := d.id(kv.val, p); ok {
-				r.ID, r.idLine = id, kv.val.Line
-			}
-		case "name":
-			r.Name, _ = d.str(kv.val, p)
-		case "desc":
-			r.Desc, _ = d.str(kv.val, p)
-		case "server_port":
-			r.ServerPort, _ = d.intIn(kv.val, p, 0, 65535)
-			r.serverPortLine = kv.val.Line
-		case "server_addr":
-			if s, ok := d.str(kv.val, p); ok {
-				a, err := netip.ParseAddr(s)
-				if err != nil || a.Zone() != "" {
-					d.errorf(kv.val, p, "must be an IP address, got %q", s)
-					continue
-				}
-				r.ServerAddr = a.Unmap()
-			}
-		case "remote_addr":
-			if s, ok := d.str(kv.val, p); ok {
-				prefix, msg := parsePrefix(s)
-				if msg != "" {
-					d.errorf(kv.val, p, "%s", msg)
-					continue
-				}
-				r.RemoteAddr = prefix
-			}
-		case "sni":
-			if s, _ := d.str(kv.val, p); s == "" {
-				continue // APISIX writes "" for no SNI condition
-			}
-			if name, ok := d.sniName(kv.val, p); ok {
-				r.SNI, r.sniLine = name, kv.val.Line
-			}
-		case "mqtt_client_id":
-			r.MQTTClientID = d.stringMatch(kv.val, p)
-		case "mqtt_username":
-			r.MQTTUsername = d.stringMatch(kv.val, p)
-		case "upstream_id":
-			hasUpstreamID = !isNull(kv.val)
-			r.UpstreamID, _ = d.id(kv.val, p)
-			r.upstreamIDLine = kv.val.Line
-		case "upstream":
-			hasUpstream = !isNull(kv.val)
-			if hasUpstream {
-				u := d.upstream(kv.val, p, true)
-				r.Upstream = &u.Upstream
-			}
-		case "plugins":
-			r.Plugins = d.plugins(kv.val, p)
-		default:
-			d.unknownKey(kv, path, "key", streamRouteKeys)
-		}
-	}
+	r := routeFields{routeDecl: routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path, overlay: d.overlay}}
+	routeSection().decode(d, n, path, &r)
 	switch {
-	case hasUpstreamID && hasUpstream:
+	case r.hasUpstreamID && r.hasUpstream:
 		d.errorf(n, path, "set exactly one of upstream_id or upstream, not both")
-	case !hasUpstreamID && !hasUpstream:
+	case !r.hasUpstreamID && !r.hasUpstream:
 		d.errorf(n, path, "needs upstream_id or upstream")
 	}
-	return r
+	return r.routeDecl
+}
+
+// routeFields is a route while it decodes.
+type routeFields struct {
+	routeDecl
+	hasUpstreamID, hasUpstream bool
+}
+
+func routeSection() section[routeFields] {
+	type f = field[routeFields]
+	return section[routeFields]{
+		name: "stream_routes[]",
+		fields: []f{
+			{name: "id", def: "`route-<index>`", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				if id, ok := d.id(kv.val, p); ok {
+					r.ID, r.idLine = id, kv.val.Line
+				}
+			}},
+			{name: "name", def: "—", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Name, _ = d.str(kv.val, p) }},
+			{name: "desc", def: "—", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Desc, _ = d.str(kv.val, p) }},
+			{name: "server_port", def: "`0` (any)", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.ServerPort, _ = d.intIn(kv.val, p, 0, 65535)
+				r.serverPortLine = kv.val.Line
+			}},
+			{name: "server_addr", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					a, err := netip.ParseAddr(s)
+					if err != nil || a.Zone() != "" {
+						d.errorf(kv.val, p, "must be an IP address, got %q", s)
+						return
+					}
+					r.ServerAddr = a.Unmap()
+				}
+			}},
+			{name: "remote_addr", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					prefix, msg := parsePrefix(s)
+					if msg != "" {
+						d.errorf(kv.val, p, "%s", msg)
+						return
+					}
+					r.RemoteAddr = prefix
+				}
+			}},
+			{name: "sni", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				if s, _ := d.str(kv.val, p); s == "" {
+					return // APISIX writes "" for no SNI condition
+				}
+				if name, ok := d.sniName(kv.val, p); ok {
+					r.SNI, r.sniLine = name, kv.val.Line
+				}
+			}},
+			{name: "mqtt_client_id", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.MQTTClientID = d.stringMatch(kv.val, p)
+			}},
+			{name: "mqtt_username", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.MQTTUsername = d.stringMatch(kv.val, p)
+			}},
+			{name: "upstream_id", def: "—", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.hasUpstreamID = !isNull(kv.val)
+				r.UpstreamID, _ = d.id(kv.val, p)
+				r.upstreamIDLine = kv.val.Line
+			}},
+			{name: "upstream", def: "—", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.hasUpstream = !isNull(kv.val)
+				if r.hasUpstream {
+					u := d.upstream(kv.val, p, true)
+					r.Upstream = &u.Upstream
+				}
+			}},
+			{name: "plugins", def: "none", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Plugins = d.plugins(kv.val, p) }},
+		},
+	}
 }
 
 // parsePrefix reads an IP (a one-address prefix) or a CIDR. Host bits in
@@ -118,63 +121,6 @@ func parsePrefix(s string) (netip.Prefix, string) {
 		return netip.Prefix{}, fmt.Sprintf(`must be an IP address or a CIDR like "10.0.0.0/8", got %q`, s)
 	}
 	return netip.PrefixFrom(a, a.BitLen()), ""
-}
-
-func (d *decoder) plugins(n *yaml.Node, path string) Plugins {
-	var pl Plugins
-	for _, kv := range d.fields(n, path) {
-		switch kv.key {
-		case "mqtt-proxy":
-			pl.MQTTProxy = d.mqttProxy(kv.val, join(path, kv.key))
-		case "limit-conn":
-			pl.LimitConn = d.limitConn(kv.val, join(path, kv.key))
-		case "limit-req":
-			pl.LimitReq = d.limitReq(kv.val, join(path, kv.key))
-		case "ip-restriction":
-			pl.IPRestriction = d.ipRestriction(kv.val, join(path, kv.key))
-		case "mqtt-rewrite":
-			pl.MQTTRewrite = d.mqttRewrite(kv.val, join(path, kv.key))
-		default:
-			d.unknownKey(kv, path, "plugin", knownPlugins)
-		}
-	}
-	return pl
-}
-
-// mqttProxy decodes the mqtt-proxy plugin. Unlike APISIX, both fields are
-// optional: an empty plugin matches any MQTT CONNECT.
-func (d *decoder) mqttProxy(n *yaml.Node, path string) *MQTTProxy {
-	m := &MQTTProxy{}
-	var levelNode *yaml.Node
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "protocol_name":
-			m.ProtocolName, _ = d.oneOf(kv.val, p, mqttProtocolNames...)
-		case "protocol_level":
-			level, ok := d.int(kv.val, p)
-			if !ok {
-				continue
-			}
-			if !slices.Contains([]int{3, 4, 5}, level) {
-				d.errorf(kv.val, p, "must be 3, 4 or 5, got %d", level)
-				continue
-			}
-			m.ProtocolLevel, levelNode = level, kv.val
-		case "upstream":
-			d.errorf(kv.keyNode, p, "deprecated in APISIX and not supported; give the route an upstream_id or upstream instead")
-		default:
-			d.unknownKey(kv, path, "key", mqttProxyKeys)
-		}
-	}
-	// MQTT 3.1 names its protocol "MQIsdp" at level 3; 3.1.1 and 5.0 say "MQTT".
-	switch p := join(path, "protocol_level"); {
-	case m.ProtocolName == "MQIsdp" && m.ProtocolLevel > 3:
-		d.errorf(levelNode, p, `protocol_name "MQIsdp" (MQTT 3.1) is level 3, got %d`, m.ProtocolLevel)
-	case m.ProtocolName == "MQTT" && m.ProtocolLevel == 3:
-		d.errorf(levelNode, p, `protocol_name "MQTT" is level 4 or 5, got 3 (level 3 is "MQIsdp")`)
-	}
-	return m
 }
 
 // nameRoutes names routes without an id after their place among all routes,

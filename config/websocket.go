@@ -26,7 +26,38 @@ type WebSocket struct {
 	Origins []string
 }
 
-var webSocketKeys = []string{"path", "origins"}
+func webSocketSection() section[WebSocket] {
+	return section[WebSocket]{
+		name: "stream_proxy",
+		fields: []field[WebSocket]{
+			{name: "path", def: "`" + DefaultWebSocketPath + "`", decode: func(d *decoder, kv keyValue, p string, v *WebSocket) {
+				s, ok := d.str(kv.val, p)
+				if !ok {
+					return
+				}
+				if !strings.HasPrefix(s, "/") || strings.ContainsAny(s, "?# \t") {
+					d.errorf(kv.val, p, `must be a URL path starting with "/", without query, got %q`, s)
+					return
+				}
+				v.Path = s
+			}},
+			{name: "origins", def: "any", decode: func(d *decoder, kv keyValue, p string, v *WebSocket) {
+				for i, item := range d.items(kv.val, p) {
+					ip := index(p, i)
+					s, ok := d.str(item, ip)
+					if !ok {
+						continue
+					}
+					if msg := checkOrigin(s); msg != "" {
+						d.errorf(item, ip, "%s", msg)
+						continue
+					}
+					v.Origins = append(v.Origins, strings.ToLower(s))
+				}
+			}},
+		},
+	}
+}
 
 // websocket decodes a listener's websocket: true | false | {path, origins}.
 // It returns nil when the listener takes no WebSocket.
@@ -43,36 +74,7 @@ func (d *decoder) websocket(n *yaml.Node, path string) *WebSocket {
 		return nil
 	}
 	ws := &WebSocket{Path: DefaultWebSocketPath}
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "path":
-			s, ok := d.str(kv.val, p)
-			if !ok {
-				continue
-			}
-			if !strings.HasPrefix(s, "/") || strings.ContainsAny(s, "?# \t") {
-				d.errorf(kv.val, p, `must be a URL path starting with "/", without query, got %q`, s)
-				continue
-			}
-			ws.Path = s
-		case "origins":
-			for i, item := range d.items(kv.val, p) {
-				ip := index(p, i)
-				s, ok := d.str(item, ip)
-				if !ok {
-					continue
-				}
-				if msg := checkOrigin(s); msg != "" {
-					d.errorf(item, ip, "%s", msg)
-					continue
-				}
-				ws.Origins = append(ws.Origins, strings.ToLower(s))
-			}
-		default:
-			d.unknownKey(kv, path, "key", webSocketKeys)
-		}
-	}
+	webSocketSection().decode(d, n, path, ws)
 	return ws
 }
 

@@ -60,16 +60,27 @@ func (w *webStats) snapshot() map[string]uint64 {
 // (0x10) or anything else, which the CONNECT reader refuses.
 func isHTTP(first byte) bool { return first >= 'A' && first <= 'Z' }
 
-// sniff reads the first byte of a connection on a listener that takes more
-// than MQTT, within connect_timeout.
-func (s *Server) sniff(conn net.Conn, snap *snapshot, rec *record) ([]byte, bool) {
-	_ = conn.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout))
-	first := make([]byte, 1)
-	if _, err := conn.Read(first); err != nil {
-		s.failPreread(conn, rec, err)
-		return nil, false
+// sniff tells MQTT from HTTP on a listener that takes both, by the first
+// byte (read within connect_timeout): MQTT goes on to the CONNECT with that
+// byte kept, HTTP is handed to the web server.
+func (p *connPath) sniff() bool {
+	lcfg := p.snap.listenerConfig(p.l.cfg.Addr, p.l.cfg)
+	if lcfg.WebSocket == nil {
+		return true
 	}
-	return first, true
+	_ = p.conn.SetReadDeadline(time.Now().Add(p.snap.cfg.StreamProxy.ConnectTimeout))
+	first := make([]byte, 1)
+	if _, err := p.conn.Read(first); err != nil {
+		p.s.failPreread(p.conn, p.rec, err)
+		return false
+	}
+	if !isHTTP(first[0]) {
+		p.have = first
+		return true
+	}
+	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id}
+	p.handed = p.s.handOver(wc)
+	return false
 }
 
 // webConn is an HTTP connection handed to the web server: the client's
@@ -77,6 +88,7 @@ func (s *Server) sniff(conn net.Conn, snap *snapshot, rec *record) ([]byte, bool
 // client is as the stages before found out.
 type webConn struct {
 	net.Conn
+	tcp      *net.TCPConn // under TLS, if any
 	first    []byte
 	listener config.Listener // as configured when it was accepted
 	remote   netip.AddrPort
@@ -205,12 +217,10 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 		return
 	}
 	s.stats.Active.Add(1)
+	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn}
 	go func() {
-		looped := s.serveMQTT(lc, snap, conn, nil)
-		if !looped {
-			conn.Close()
-			lc.end()
-		}
+		defer p.finish()
+		p.mqtt()
 	}()
 }
 
@@ -248,7 +258,10 @@ func (s *Server) trackUpgraded(lc *liveConn) bool {
 		return false
 	}
 	s.handlers.Add(1)
-	s.conns[lc] = struct{}{}
+	if !s.conns.track(lc) {
+		s.handlers.Done()
+		return false
+	}
 	return true
 }
 
