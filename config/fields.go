@@ -121,6 +121,7 @@ func References() []Reference {
 		adminKeySection().reference(1),
 		reloadSection().reference(0),
 		routeSection().reference(0),
+		httpRouteSection().reference(0),
 		upstreamSection().reference(0),
 		sslSection().reference(0),
 	}

@@ -25,6 +25,7 @@ type Config struct {
 	StreamProxy  StreamProxy
 	Log          Log
 	StreamRoutes []StreamRoute
+	Routes       []HTTPRoute // APISIX's HTTP routes (http.go)
 	Upstreams    []Upstream  // top-level upstreams only; inline ones live in StreamRoute.Upstream
 	Admin        *Admin      // nil: no admin block, the Admin API is off
 	Reload       *Reload     // nil: defaults; see ReloadSettings
@@ -71,6 +72,10 @@ type Listener struct {
 	// WebSocket (over TLS too when TLS is set) next to plain MQTT, told
 	// apart by the first bytes (websocket.go).
 	WebSocket *WebSocket
+
+	// HTTP makes the listener serve HTTP routes too (its port is in
+	// node_listen or ssl.listen); HTTPOnly listeners take no MQTT.
+	HTTP, HTTPOnly bool
 }
 
 // Log configures the process log and the access log.

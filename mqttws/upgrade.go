@@ -94,6 +94,9 @@ func (u Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (*Conn, error)
 	return NewConn(conn, hs.Protocol, pending), nil
 }
 
+// IsUpgrade reports whether r asks for a WebSocket (Upgrade: websocket).
+func IsUpgrade(r *http.Request) bool { return headerHasToken(r.Header, "Upgrade", "websocket") }
+
 // headerHasToken reports whether a comma-separated header holds token,
 // case-insensitively, in any of its lines.
 func headerHasToken(h http.Header, name, token string) bool {

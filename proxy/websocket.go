@@ -65,7 +65,7 @@ func isHTTP(first byte) bool { return first >= 'A' && first <= 'Z' }
 // byte kept, HTTP is handed to the web server.
 func (p *connPath) sniff() bool {
 	lcfg := p.snap.listenerConfig(p.l.cfg.Addr, p.l.cfg)
-	if lcfg.WebSocket == nil {
+	if lcfg.WebSocket == nil && !lcfg.HTTP {
 		return true
 	}
 	_ = p.conn.SetReadDeadline(time.Now().Add(p.snap.cfg.StreamProxy.ConnectTimeout))
@@ -74,7 +74,7 @@ func (p *connPath) sniff() bool {
 		p.s.failPreread(p.conn, p.rec, err)
 		return false
 	}
-	if !isHTTP(first[0]) {
+	if !isHTTP(first[0]) && !lcfg.HTTPOnly {
 		p.have = first
 		return true
 	}
@@ -176,6 +176,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	lcfg := snap.listenerConfig(wc.listener.Addr, wc.listener)
 	if ws := lcfg.WebSocket; ws != nil && r.URL.Path == ws.Path {
 		s.upgrade(w, r, wc, lcfg, snap)
+		return
+	}
+	if lcfg.HTTP {
+		client := wc.remote.Addr()
+		if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, client) {
+			client = a
+		}
+		if hr := matchHTTP(snap.http, r, client.Unmap()); hr != nil {
+			s.proxyHTTP(w, r, hr, wc, client.Unmap())
+			return
+		}
+		http.Error(w, "404 no route matches "+r.Method+" "+r.Host+r.URL.Path, http.StatusNotFound)
 		return
 	}
 	if lcfg.WebSocket != nil {
