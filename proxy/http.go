@@ -213,7 +213,8 @@ func (b *balancedTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	return nil, err
 }
 
-// proxyHTTP sends r through hr, and logs one access record for it.
+// proxyHTTP sends r through hr, and logs one line for it in the process
+// log (the access log's records are connections).
 func (s *Server) proxyHTTP(w http.ResponseWriter, r *http.Request, hr *httpRoute, wc *webConn, client netip.Addr) {
 	if !hr.cfg.EnableWebSocket && mqttws.IsUpgrade(r) {
 		http.Error(w, fmt.Sprintf("route %s does not pass WebSocket upgrades (enable_websocket: false)", hr.cfg.ID), http.StatusBadRequest)
@@ -227,8 +228,8 @@ func (s *Server) proxyHTTP(w http.ResponseWriter, r *http.Request, hr *httpRoute
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), httpExchangeKey{}, ex)))
-	if s.access != nil {
-		s.access.LogAttrs(context.Background(), slog.LevelInfo, "http_request",
+	if s.log.Enabled(context.Background(), slog.LevelInfo) {
+		s.log.LogAttrs(context.Background(), slog.LevelInfo, "http_request",
 			slog.String("listener", wc.listener.Addr),
 			slog.String("client", client.String()),
 			slog.String("route", hr.cfg.ID),

@@ -39,7 +39,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +59,7 @@ type settings struct {
 	target, dataPath, mqgate string
 	transport                string
 	certFile, keyFile        string
+	accessLog                string
 	env                      string
 	n, msgs, connects        int
 	workers                  int
@@ -72,6 +72,7 @@ func run() error {
 	flag.StringVar(&s.transport, "transport", "tcp", "what clients speak: tcp (MQTT), ws (MQTT over WebSocket) or wss (over TLS)")
 	flag.StringVar(&s.dataPath, "data-path", "epoll", "mqgate's stream_proxy.data_path: epoll or goroutines")
 	flag.StringVar(&s.mqgate, "mqgate", "", "mqgate binary (default: build ./cmd/mqgate)")
+	flag.StringVar(&s.accessLog, "access-log", "off", "mqgate's log.access_log: off, or a file to write it to (the default, stdout, goes to the meter's log file)")
 	flag.IntVar(&s.n, "n", 5000, "idle connections to hold")
 	flag.IntVar(&s.msgs, "msgs", 200000, "64-byte message round trips for the CPU figure (0 skips)")
 	flag.IntVar(&s.connects, "connects", 20000, "connect cycles for the CPU figure (0 skips)")
@@ -197,7 +198,7 @@ func measure(s settings, dir string) error {
 			return err
 		}
 		start := time.Now()
-		done, err := connectCycles(dial, s.connects, s.workers, s.limit)
+		done, err := meter.ConnectCyclesWith(dial, "cycle-", s.connects, s.workers, s.limit, nil)
 		if err != nil {
 			return fmt.Errorf("connect phase: %w", err)
 		}
@@ -249,36 +250,6 @@ func roundTrips(conns []net.Conn, total int, limit time.Duration) (int, error) {
 	return int(done.Load()), <-errs
 }
 
-// connectCycles runs connect → CONNACK → DISCONNECT → close, total times.
-func connectCycles(dial meter.Dial, total, workers int, limit time.Duration) (int, error) {
-	deadline := time.Now().Add(limit)
-	var next atomic.Int64
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				c, err := meter.ConnectWith(dial, "cycle-"+strconv.Itoa(i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				c.Write([]byte{0xe0, 0x00})
-				c.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return min(int(next.Load()), total), <-errs
-}
-
 func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
 	var env []string
 	if s.env != "" {
@@ -297,13 +268,13 @@ func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
 		yml := fmt.Sprintf(`stream_proxy:
   tcp: [%s]
   data_path: %s
-log: {level: warn, access_log: "off"}
+log: {level: warn, access_log: %q}
 upstreams:
   - id: 1
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-%s`, listener, s.dataPath, sinkAddr, ssls)
+%s`, listener, s.dataPath, s.accessLog, sinkAddr, ssls)
 		return meter.StartMqgate(dir, s.mqgate, yml, env...)
 	case "haproxy":
 		cfg := filepath.Join(dir, "haproxy.cfg")
