@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"time"
@@ -28,7 +29,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		es, rs := s.etcd.Status(), s.remoteStatus()
 		state := "connected"
 		if !es.Connected {
-			state = "unreachable (" + es.LastError + "), serving the last good configuration"
+			state = "unreachable (" + cmp.Or(es.LastError, "not connected yet") + "), serving the last good configuration"
 		}
 		fmt.Fprintf(w, "etcd: %s, revision %d, %d refused objects\n", state, rs.Revision, len(rs.Refused))
 		if rs.FromCache {
@@ -125,7 +126,12 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 	if ups == nil {
 		ups = []*upstreamStatus{}
 	}
+	listeners := st.Listeners
+	if listeners == nil {
+		listeners = []proxy.ListenerStats{}
+	}
 	out := map[string]any{
+		"time":           time.Now().UTC(),
 		"active":         st.Active,
 		"accepted":       st.Accepted,
 		"handled":        st.Proxied,
@@ -134,6 +140,7 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		"connect_errors": st.ParseErrors,
 		"bytes_up":       st.BytesUp,
 		"bytes_down":     st.BytesDown,
+		"listeners":      listeners,
 		"routes":         routes,
 		"upstreams":      ups,
 		"reloads":        rs,

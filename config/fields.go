@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/mqgate/mqgate/accesslog"
 	"reflect"
 	"slices"
 
@@ -115,11 +116,13 @@ func References() []Reference {
 	return []Reference{
 		streamProxySection().reference(0),
 		listenerSection().reference(1),
+		webSocketSection().reference(2),
 		logSection().reference(0),
 		adminSection().reference(0),
 		adminKeySection().reference(1),
 		reloadSection().reference(0),
 		routeSection().reference(0),
+		httpRouteSection().reference(0),
 		upstreamSection().reference(0),
 		sslSection().reference(0),
 		deploymentSection().reference(0),
@@ -236,6 +239,9 @@ func listenerSection() section[listenerMapping] {
 			{name: "real_ip_from", def: "required with `proxy_protocol`", decode: func(d *decoder, kv keyValue, p string, v *listenerMapping) {
 				d.realIPFrom(kv, p, v.l)
 			}},
+			{name: "websocket", def: "`false`", decode: func(d *decoder, kv keyValue, p string, v *listenerMapping) {
+				v.l.WebSocket = d.websocket(kv.val, p)
+			}},
 		},
 	}
 }
@@ -251,6 +257,16 @@ func logSection() section[Log] {
 			}},
 			{name: "access_log", def: "`" + DefaultAccessLog + "`", restart: true, value: func(v *Log) any { return v.AccessLog },
 				decode: func(d *decoder, kv keyValue, p string, v *Log) { d.accessLog(kv.val, p, v) }},
+			{name: "access_log_format", def: "unset: JSON", decode: func(d *decoder, kv keyValue, p string, v *Log) {
+				if s, ok := d.str(kv.val, p); ok {
+					format, err := accesslog.ParseTemplate(s)
+					if err != nil {
+						d.errorf(kv.val, p, "%v", err)
+						return
+					}
+					v.AccessLogFormat = format
+				}
+			}},
 		},
 	}
 }

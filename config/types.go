@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/mqgate/mqgate/accesslog"
 	"net"
 	"net/netip"
 	"regexp"
@@ -25,6 +26,7 @@ type Config struct {
 	StreamProxy  StreamProxy
 	Log          Log
 	StreamRoutes []StreamRoute
+	Routes       []HTTPRoute // APISIX's HTTP routes (http.go)
 	Upstreams    []Upstream  // top-level upstreams only; inline ones live in StreamRoute.Upstream
 	Admin        *Admin      // nil: no admin block, the Admin API is off
 	Reload       *Reload     // nil: defaults; see ReloadSettings
@@ -74,12 +76,24 @@ type Listener struct {
 	// header (v1 or v2) sent from an address in RealIPFrom (proxy_protocol.go).
 	ProxyProtocol bool
 	RealIPFrom    []netip.Prefix
+
+	// WebSocket, when set, makes the listener also take MQTT over
+	// WebSocket (over TLS too when TLS is set) next to plain MQTT, told
+	// apart by the first bytes (websocket.go).
+	WebSocket *WebSocket
+
+	// HTTP makes the listener serve HTTP routes too (its port is in
+	// node_listen or ssl.listen); HTTPOnly listeners take no MQTT.
+	HTTP, HTTPOnly bool
 }
 
 // Log configures the process log and the access log.
 type Log struct {
 	Level     string // debug, info (default), warn or error
 	AccessLog string // "stdout" (default), "stderr", "off" or a file path
+	// AccessLogFormat is log.access_log_format: a line per connection
+	// from this template instead of JSON; nil writes JSON.
+	AccessLogFormat *accesslog.Template
 }
 
 // StreamRoute selects an upstream for a client connection.
@@ -127,6 +141,16 @@ type Upstream struct {
 	// ProxyProtocol is "v1" or "v2" to send a PROXY protocol header to the
 	// node before anything else, "" for none.
 	ProxyProtocol string
+	// SourceAddresses are local addresses to dial the nodes from, so that
+	// more than one address's ports carry connections to one broker; none
+	// lets the kernel choose.
+	SourceAddresses []netip.Addr
+	// SourceHashKey is a variable a connection's source address is hashed
+	// by (a client keeps its source); "" spreads connections evenly.
+	SourceHashKey string
+	// SourcePortRange limits the local ports of connections from the
+	// source addresses (IP_LOCAL_PORT_RANGE); zero for the kernel's range.
+	SourcePortRange [2]uint16
 }
 
 // Node is one backend broker.

@@ -47,20 +47,22 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 // and operators see it. It is all a connection in an event loop keeps in
 // the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
-	srv     *Server
-	home    uint8          // its shard of srv.conns
-	links   [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
-	sameID  *liveConn      // the next piping connection with its client id
-	mu      sync.Mutex
-	client  net.Conn    // nil once in an event loop
-	broker  net.Conn    // nil until dialled, and once in an event loop
-	looped  *epoll.Conn // the pair in an event loop, or nil
-	reason  pipe.End    // set by close, overrides the pipe's own End
-	node    *nodeState  // the node it is proxied to, once dialled
-	release []func()    // gives back the places the stages took (plugins, max_connections, client id)
-	read    bool        // its CONNECT was read: counted in Server.pastConnect
-	entry   connEntry   // the connection table's row, see connections.go
-	rec     record
+	srv      *Server
+	links    [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
+	sameID   *liveConn      // the next piping connection with its client id
+	mu       sync.Mutex
+	home     uint8       // its shard of srv.conns
+	admitted bool        // holds one of stream_proxy.max_connections
+	read     bool        // its CONNECT was read: counted in Server.pastConnect
+	client   net.Conn    // nil once in an event loop
+	broker   net.Conn    // nil until dialled, and once in an event loop
+	looped   *epoll.Conn // the pair in an event loop, or nil
+	reason   pipe.End    // set by close, overrides the pipe's own End
+	node     *nodeState  // the node it is proxied to, once dialled
+	lcounts  *listenerCounts
+	release  func()    // gives back the places the stages took (limit plugins, client id)
+	entry    connEntry // the connection table's row, see connections.go
+	rec      record
 }
 
 // end closes the books on the connection, wherever it was piped: limits,
@@ -71,10 +73,19 @@ func (lc *liveConn) end() {
 	if lc.node != nil {
 		lc.node.active.Add(-1)
 	}
+	if lc.rec.source != nil {
+		lc.rec.source.active.Add(-1)
+	}
 	s.untrack(lc)
 	s.stats.Active.Add(-1)
 	if lc.read {
 		s.pastConnect.Add(-1)
+	}
+	if lc.lcounts != nil {
+		lc.lcounts.active.Add(-1)
+		if lc.rec.end == EndRefused {
+			lc.lcounts.refused.Add(1)
+		}
 	}
 	if r := lc.closedBy(); r != "" {
 		lc.rec.end = r
@@ -84,19 +95,41 @@ func (lc *liveConn) end() {
 }
 
 // took records a release function of a stage; nil is nothing to give back.
+// Several chain into one function, last first: one word in liveConn.
 func (lc *liveConn) took(release func()) {
-	if release != nil {
-		lc.release = append(lc.release, release)
+	switch prev := lc.release; {
+	case release == nil:
+	case prev == nil:
+		lc.release = release
+	default:
+		lc.release = func() { release(); prev() }
 	}
 }
 
 // releaseAll gives back what the stages took, last first, once. Only the
 // connection's own goroutine, or its event loop after the handover, calls it.
 func (lc *liveConn) releaseAll() {
-	for i := len(lc.release) - 1; i >= 0; i-- {
-		lc.release[i]()
+	if lc.release != nil {
+		lc.release()
+		lc.release = nil
 	}
-	lc.release = nil
+	if lc.admitted {
+		lc.admitted = false
+		lc.srv.admitted.Release()
+	}
+}
+
+// handedOver closes the books on a connection that another part of the
+// server took over (an HTTP connection, now the web server's): no access
+// record, as it is not an MQTT connection; an upgrade to WebSocket makes
+// one of its own.
+func (lc *liveConn) handedOver() {
+	lc.srv.untrack(lc)
+	lc.srv.stats.Active.Add(-1)
+	if lc.lcounts != nil {
+		lc.lcounts.active.Add(-1)
+	}
+	lc.srv.handlers.Done()
 }
 
 // pipeEnded is called by the event loop when the pair has ended.
@@ -156,7 +189,10 @@ type record struct {
 	username  string
 	level     byte
 	node      string
-	hashKey   string // the balancer key, for moving the client back when its node returns
+	upstream  string        // the node's upstream id
+	refusedBy string        // the refusal reason, when end is refused
+	source    *sourceCounts // the source address it was dialled from, if the upstream has them
+	hashKey   string        // the balancer key, for moving the client back when its node returns
 	up, down  int64
 	end       pipe.End
 	detail    string // refusal reason, parse error, dial error
@@ -177,7 +213,14 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	defer p.finish()
 	_ = p.admit() && // a place among the unfinished connections (admission.go)
 		p.open() && // PROXY header in, TLS handshake (identity.go)
-		p.readConnect() && // the CONNECT, bounded in size and time
+		p.sniff() && // MQTT, or HTTP for the web server and its WebSocket upgrade (websocket.go)
+		p.mqtt()
+}
+
+// mqtt runs the stages from the CONNECT on, for a client over TCP, TLS or
+// WebSocket alike.
+func (p *connPath) mqtt() bool {
+	return p.readConnect() && // the CONNECT, bounded in size and time
 		p.route() && // server port, SNI, addresses, client id, username
 		p.plugins(plugin.Check) && // mqtt-proxy, mqtt-rewrite, ip-restriction (plugin/registry)
 		p.maxConnections() && // stream_proxy.max_connections
@@ -185,7 +228,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		p.uniqueClientID() && // stream_proxy.on_duplicate_client_id
 		p.dial() && // balance, then the upstream's dialer, the next node on failure
 		p.handOver() && // the CONNECT (as rewritten) and what followed it
-		p.pipe() // both ways until either side ends, in an event loop or here
+		p.pipe() // both ways until either side ends, in an event loop or the pipe's goroutines
 }
 
 // connPath is one connection on its way through serveConn's stages.
@@ -197,25 +240,26 @@ type connPath struct {
 	lc   *liveConn
 	rec  *record
 
-	ticket *admission.Ticket // its place until the CONNECT is read
-
-	conn      net.Conn      // the client: tcp, or TLS over it
-	buf       *[]byte       // what preread read: the CONNECT and what followed it
-	n, size   int           // bytes in buf; the CONNECT's size
-	connect   *mqtt.Connect // as the client sent it
-	ri        int           // the route's index in the snapshot
-	pc        plugin.Conn   // the CONNECT as the plugins (and then the broker) see it
+	ticket    *admission.Ticket // its place until the CONNECT is read
+	conn      net.Conn          // the client: tcp, TLS over it, or a WebSocket over either
+	have      []byte            // what sniff read of the CONNECT
+	buf       *[]byte           // what preread read: the CONNECT and what followed it
+	n, size   int               // bytes in buf; the CONNECT's size
+	connect   *mqtt.Connect     // as the client sent it
+	ri        int               // the route's index in the snapshot
+	pc        plugin.Conn       // the CONNECT as the plugins (and then the broker) see it
 	up        *upstream
 	broker    net.Conn
 	keepAlive uint16 // the client's, for the idle limit
-	looped    bool   // the pair is in an event loop, which ends the connection
+	looped    bool   // the pair is in an event loop or the pipe's goroutines, which end the connection
+	handed    bool   // an HTTP connection, the web server's now
 }
 
 // track registers the connection, or closes it when the server is
 // shutting down.
 func (p *connPath) track() bool {
 	s := p.s
-	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.cfg.Addr, remote: addrPort(p.tcp.RemoteAddr())}}
+	p.lc = &liveConn{srv: s, client: p.tcp, lcounts: p.l.counts, rec: record{start: time.Now(), listener: p.l.cfg.Addr, remote: addrPort(p.tcp.RemoteAddr())}}
 	p.rec = &p.lc.rec
 	if !s.track(p.lc) {
 		p.tcp.Close()
@@ -223,6 +267,7 @@ func (p *connPath) track() bool {
 		return false
 	}
 	s.stats.Active.Add(1)
+	p.l.counts.active.Add(1)
 	return true
 }
 
@@ -230,6 +275,13 @@ func (p *connPath) track() bool {
 // pair now.
 func (p *connPath) finish() {
 	putPrereadBuf(p.buf)
+	if p.handed {
+		// The web server has it now, with its own timeouts: it leaves
+		// admission, which must not shed a live HTTP or WebSocket client.
+		p.ticket.Done()
+		p.lc.handedOver()
+		return
+	}
 	if p.looped {
 		return
 	}
@@ -251,7 +303,7 @@ func (p *connPath) open() bool {
 
 // readConnect reads and parses the CONNECT, bounded in size and time.
 func (p *connPath) readConnect() bool {
-	buf, n, size, err := p.s.preread(p.conn, p.snap)
+	buf, n, size, err := p.s.preread(p.conn, p.snap, p.have)
 	p.buf, p.n, p.size = buf, n, size
 	if err != nil {
 		p.s.failPreread(p.conn, p.rec, err)
@@ -304,13 +356,20 @@ func (p *connPath) plugins(phase plugin.Phase) bool {
 	if phase == plugin.Limit {
 		list = p.snap.plugins[p.ri].limits
 	}
+	if len(list) == 0 {
+		return true
+	}
+	// The plugins get a copy, so that only a route with plugins pays for
+	// the one that escapes to them; connPath stays on the stack.
+	c := p.pc
 	for _, inst := range list {
-		release, refused := inst.Admit(&p.pc)
+		release, refused := inst.Admit(&c)
 		if refused != nil {
 			return p.refuse(refused.Code, refused.Reason, refused.Text)
 		}
 		p.lc.took(release)
 	}
+	p.pc = c
 	if p.pc.Connect.ClientID != p.connect.ClientID {
 		p.rec.id.upstream = p.pc.Connect.ClientID
 	}
@@ -322,7 +381,7 @@ func (p *connPath) maxConnections() bool {
 	if !p.s.admitted.Acquire(p.snap.cfg.StreamProxy.MaxConnections) {
 		return p.refuse(mqtt.QuotaExceeded, refuseMaxConnections, "max_connections reached")
 	}
-	p.lc.took(p.s.admitted.Release)
+	p.lc.admitted = true // a flag rather than a release function: no allocation
 	return true
 }
 
@@ -364,7 +423,7 @@ func (p *connPath) dial() bool {
 	p.lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
-	rec.node = node.addr
+	rec.node, rec.upstream = node.addr, node.upstreamID
 	return true
 }
 
@@ -394,7 +453,8 @@ func (p *connPath) handOver() bool {
 }
 
 // pipe moves bytes both ways until either side ends: in an event loop for
-// plain TCP, else on this goroutine and one more.
+// plain TCP, else on two goroutines of the pipe's own, so that this one and
+// its stack, grown through the stages above, end now.
 func (p *connPath) pipe() bool {
 	s, rec, lc := p.s, p.rec, p.lc
 	s.stats.Proxied.Add(1)
@@ -405,11 +465,16 @@ func (p *connPath) pipe() bool {
 		HalfCloseTimeout: halfCloseTimeout,
 		Meter:            &lc.entry.meter, // adding to the route's and node's totals
 	}
+	p.looped = true
 	if s.loopPair(p.snap, lc, p.conn, p.broker, opts) {
-		p.looped = true
 		return true
 	}
-	rec.piped(pipe.Run(p.conn, p.broker, opts))
+	broker, tcp := p.broker, p.tcp
+	pipe.Start(p.conn, broker, opts, func(res pipe.Result) {
+		broker.Close()
+		tcp.Close()
+		lc.pipeEnded(res)
+	})
 	return true
 }
 
@@ -427,6 +492,9 @@ func (r *record) piped(res pipe.Result) {
 	r.up += res.Up
 	r.down = res.Down
 	r.end = res.End
+	if e := webEnd(res.Err); e != "" && res.End == pipe.ClientError {
+		r.end = e
+	}
 	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
 		r.detail = res.Err.Error()
 	}
@@ -434,14 +502,19 @@ func (r *record) piped(res pipe.Result) {
 
 // preread reads until buf holds one whole packet. It returns the buffer, how
 // many bytes it holds, and the CONNECT's size.
-func (s *Server) preread(c net.Conn, snap *snapshot) (buf *[]byte, n, size int, err error) {
+func (s *Server) preread(c net.Conn, snap *snapshot, have []byte) (buf *[]byte, n, size int, err error) {
 	limit := snap.cfg.StreamProxy.MaxConnectSize
 	if err := c.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout)); err != nil {
 		return nil, 0, 0, err
 	}
 	buf = prereadPool.Get().(*[]byte)
-	for {
-		m, rerr := c.Read((*buf)[n:])
+	n = copy(*buf, have)
+	for skip := n > 0; ; skip = false {
+		var m int
+		var rerr error
+		if !skip { // first look at what was read already
+			m, rerr = c.Read((*buf)[n:])
+		}
 		n += m
 		if n > 0 && (*buf)[0] != 0x10 {
 			// [MQTT-3.1.0-1] the first packet from a client must be a
@@ -510,6 +583,8 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 		s.stats.parseError("timeout")
 	case errors.Is(err, io.EOF):
 		rec.end = pipe.ClientClosed
+	case webEnd(err) != "":
+		rec.end, rec.detail = webEnd(err), err.Error()
 	default:
 		rec.end, rec.detail = pipe.ClientError, err.Error()
 	}
@@ -519,7 +594,7 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 // refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
 // client and its logs say why instead of "connection reset", then closes.
 func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, text string) {
-	rec.end, rec.detail = EndRefused, text
+	rec.end, rec.detail, rec.refusedBy = EndRefused, text, reason
 	s.stats.refused(reason)
 	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].
 	level := rec.level
@@ -581,6 +656,9 @@ func (s *Server) logRecord(r *record) {
 		End:           string(r.end),
 		Detail:        r.detail,
 		ErrorKind:     r.errorKind,
+		Server:        r.id.local,
+		Upstream:      r.upstream,
+		Status:        nginxStatus(r),
 	}
 	r.id.fill(&ar)
 	s.access.Log(&ar)

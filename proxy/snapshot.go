@@ -22,6 +22,7 @@ type snapshot struct {
 	cfg       *config.Config
 	routes    *route.Table
 	upstreams []*upstream    // index-aligned with cfg.StreamRoutes
+	http      []*httpRoute   // cfg.Routes in match order (http.go)
 	plugins   []routePlugins // index-aligned with cfg.StreamRoutes; set by the Server
 	stats     []*routeState  // index-aligned with cfg.StreamRoutes; set by the Server
 	targets   []health.Target
@@ -37,6 +38,10 @@ type upstream struct {
 	health []*health.Node
 	bal    balance.Balancer
 	dialer *dialer // for client connections and health probes alike
+	// sources are each node's source_addresses counts, index-aligned with
+	// cfg.Nodes and then with cfg.SourceAddresses; nil without them.
+	sources    [][]*sourceCounts
+	sourceTurn atomic.Uint64 // where ties between sources start
 }
 
 // nodeState is what mqgate knows about one node of one upstream. It outlives
@@ -49,6 +54,7 @@ type nodeState struct {
 	dialFails  atomic.Uint64
 	bytes      pipe.Meter // every byte its connections carried, live ones' so far
 	conns      connList   // its piping connections
+	sources    keyed.Map[netip.Addr, *sourceCounts]
 }
 
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
@@ -74,6 +80,11 @@ func (r *nodeRegistry) prune(keep *snapshot) {
 			used[n] = true
 		}
 	}
+	for _, hr := range keep.http {
+		for _, n := range hr.up.nodes {
+			used[n] = true
+		}
+	}
 	r.Map.Prune(func(_ nodeKey, n *nodeState) bool { return used[n] || n.active.Load() != 0 })
 }
 
@@ -90,6 +101,9 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, cert
 			addr := n.Addr()
 			up.addrs = append(up.addrs, addr)
 			up.nodes = append(up.nodes, reg.node(u.ID, addr))
+			if len(u.SourceAddresses) > 0 {
+				up.sources = append(up.sources, up.nodes[i].sourcesFor(u.SourceAddresses))
+			}
 			up.health = append(up.health, hc.Node(u.ID, addr))
 			bnodes[i] = balance.Node{Addr: addr, Weight: n.Weight, Priority: n.Priority}
 		}
@@ -132,6 +146,19 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, cert
 			return nil, fmt.Errorf("stream route %q: upstream %q not found", r.ID, r.UpstreamID)
 		}
 		snap.upstreams = append(snap.upstreams, up)
+	}
+	var err error
+	snap.http, err = buildHTTPRoutes(cfg, func(r *config.HTTPRoute) (*upstream, error) {
+		if r.Upstream != nil {
+			return build(r.Upstream)
+		}
+		if up := byID[r.UpstreamID]; up != nil {
+			return up, nil
+		}
+		return nil, fmt.Errorf("route %q: upstream %q not found", r.ID, r.UpstreamID)
+	})
+	if err != nil {
+		return nil, err
 	}
 	snap.targets = targets // with the routes' inline upstreams, built just above
 	return snap, nil

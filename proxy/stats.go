@@ -70,8 +70,10 @@ type StatsSnapshot struct {
 	BytesUp           int64             // client to broker, every connection so far
 	BytesDown         int64             // broker to client
 	Dial              DialStats
-	Routes            []RouteStats // by id
-	Nodes             []NodeStats  // by upstream, then address
+	Routes            []RouteStats    // by id
+	Listeners         []ListenerStats // by configured address
+	Sources           []SourceStats   // source_addresses: by upstream, node, source
+	Nodes             []NodeStats     // by upstream, then address
 
 	Unfinished int64             // connections that have not finished their CONNECT
 	Shed       map[string]uint64 // unfinished connections shed by admission, by reason (admission.Reasons)
@@ -79,6 +81,7 @@ type StatsSnapshot struct {
 	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
+	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
 }
 
 // NodeStats is one upstream node's counters.
