@@ -46,19 +46,20 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 // and operators see it. It is all a connection in an event loop keeps in
 // the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
-	srv     *Server
-	home    uint8          // its shard of srv.conns
-	links   [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
-	sameID  *liveConn      // the next piping connection with its client id
-	mu      sync.Mutex
-	client  net.Conn    // nil once in an event loop
-	broker  net.Conn    // nil until dialled, and once in an event loop
-	looped  *epoll.Conn // the pair in an event loop, or nil
-	reason  pipe.End    // set by close, overrides the pipe's own End
-	node    *nodeState  // the node it is proxied to, once dialled
-	release []func()    // gives back the places the stages took (plugins, max_connections, client id)
-	entry   connEntry   // the connection table's row, see connections.go
-	rec     record
+	srv      *Server
+	links    [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
+	sameID   *liveConn      // the next piping connection with its client id
+	mu       sync.Mutex
+	home     uint8       // its shard of srv.conns
+	admitted bool        // holds one of stream_proxy.max_connections
+	client   net.Conn    // nil once in an event loop
+	broker   net.Conn    // nil until dialled, and once in an event loop
+	looped   *epoll.Conn // the pair in an event loop, or nil
+	reason   pipe.End    // set by close, overrides the pipe's own End
+	node     *nodeState  // the node it is proxied to, once dialled
+	release  func()      // gives back the places the stages took (limit plugins, client id)
+	entry    connEntry   // the connection table's row, see connections.go
+	rec      record
 }
 
 // end closes the books on the connection, wherever it was piped: limits,
@@ -79,19 +80,28 @@ func (lc *liveConn) end() {
 }
 
 // took records a release function of a stage; nil is nothing to give back.
+// Several chain into one function, last first: one word in liveConn.
 func (lc *liveConn) took(release func()) {
-	if release != nil {
-		lc.release = append(lc.release, release)
+	switch prev := lc.release; {
+	case release == nil:
+	case prev == nil:
+		lc.release = release
+	default:
+		lc.release = func() { release(); prev() }
 	}
 }
 
 // releaseAll gives back what the stages took, last first, once. Only the
 // connection's own goroutine, or its event loop after the handover, calls it.
 func (lc *liveConn) releaseAll() {
-	for i := len(lc.release) - 1; i >= 0; i-- {
-		lc.release[i]()
+	if lc.release != nil {
+		lc.release()
+		lc.release = nil
 	}
-	lc.release = nil
+	if lc.admitted {
+		lc.admitted = false
+		lc.srv.admitted.Release()
+	}
 }
 
 // handedOver closes the books on a connection that another part of the
@@ -314,13 +324,20 @@ func (p *connPath) plugins(phase plugin.Phase) bool {
 	if phase == plugin.Limit {
 		list = p.snap.plugins[p.ri].limits
 	}
+	if len(list) == 0 {
+		return true
+	}
+	// The plugins get a copy, so that only a route with plugins pays for
+	// the one that escapes to them; connPath stays on the stack.
+	c := p.pc
 	for _, inst := range list {
-		release, refused := inst.Admit(&p.pc)
+		release, refused := inst.Admit(&c)
 		if refused != nil {
 			return p.refuse(refused.Code, refused.Reason, refused.Text)
 		}
 		p.lc.took(release)
 	}
+	p.pc = c
 	if p.pc.Connect.ClientID != p.connect.ClientID {
 		p.rec.id.upstream = p.pc.Connect.ClientID
 	}
@@ -332,7 +349,7 @@ func (p *connPath) maxConnections() bool {
 	if !p.s.admitted.Acquire(p.snap.cfg.StreamProxy.MaxConnections) {
 		return p.refuse(mqtt.QuotaExceeded, refuseMaxConnections, "max_connections reached")
 	}
-	p.lc.took(p.s.admitted.Release)
+	p.lc.admitted = true // a flag rather than a release function: no allocation
 	return true
 }
 
