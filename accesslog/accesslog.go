@@ -49,6 +49,9 @@ type Record struct {
 	ClientSDN, ClientSerial, ClientFingerprint string
 
 	UpstreamClientID string // the client id sent to the broker when a rewrite changed it; empty: left out
+
+	Transport   string         // "ws" or "wss" for MQTT over WebSocket; empty: left out
+	ForwardedBy netip.AddrPort // the trusted proxy whose X-Real-IP/X-Forwarded-For gave Client; zero: left out
 }
 
 // Format appends one encoded record, its line end included, to dst and

@@ -76,6 +76,7 @@ type StatsSnapshot struct {
 	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
+	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
 }
 
 // NodeStats is one upstream node's counters.
