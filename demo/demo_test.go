@@ -18,7 +18,7 @@ import (
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	quiet := slog.New(slog.DiscardHandler)
-	d, err := demo.Start("127.0.0.1:0", quiet, nil)
+	d, err := demo.Start(demo.Options{Listen: "127.0.0.1:0", Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

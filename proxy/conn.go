@@ -52,8 +52,9 @@ type liveConn struct {
 	looped  *epoll.Conn // the pair in an event loop, or nil
 	reason  pipe.End    // set by close, overrides the pipe's own End
 	node    *nodeState  // the node it is proxied to, once dialled
-	release func()      // gives back the places the CONNECT policy took, once admitted
-	entry   connEntry   // the connection table's row, see connections.go
+	lcounts *listenerCounts
+	release func()    // gives back the places the CONNECT policy took, once admitted
+	entry   connEntry // the connection table's row, see connections.go
 	rec     record
 }
 
@@ -69,6 +70,10 @@ func (lc *liveConn) end() {
 	}
 	s.untrack(lc)
 	s.stats.Active.Add(-1)
+	lc.lcounts.active.Add(-1)
+	if lc.rec.end == EndRefused {
+		lc.lcounts.refused.Add(1)
+	}
 	if r := lc.closedBy(); r != "" {
 		lc.rec.end = r
 	}
@@ -147,7 +152,7 @@ type record struct {
 // serveConn is the path of one connection, stage by stage.
 func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	snap := s.snap.Load()
-	lc := &liveConn{srv: s, client: c, rec: record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}}
+	lc := &liveConn{srv: s, client: c, lcounts: l.counts, rec: record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}}
 	rec := &lc.rec
 	if !s.track(lc) {
 		c.Close()
@@ -155,6 +160,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		return
 	}
 	s.stats.Active.Add(1)
+	l.counts.active.Add(1)
 	looped := false // then the event loop ends the connection
 	defer func() {
 		if !looped {

@@ -71,6 +71,7 @@ type Server struct {
 	certCheck  time.Duration
 	watchCerts sync.Once
 	tlsCounts  tlsRegistry // handshakes by listener
+	lnCounts   listenerRegistry
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -84,8 +85,9 @@ type Server struct {
 }
 
 type listener struct {
-	cfg config.Listener
-	ln  *net.TCPListener
+	cfg    config.Listener
+	ln     *net.TCPListener
+	counts *listenerCounts
 }
 
 // New prepares a server for cfg without opening any socket.
@@ -148,7 +150,7 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 			}
 			return nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
 		}
-		opened = append(opened, &listener{cfg: lc, ln: ln})
+		opened = append(opened, &listener{cfg: lc, ln: ln, counts: s.lnCounts.get(lc.Addr)})
 	}
 	return opened, nil
 }
@@ -218,6 +220,7 @@ func (s *Server) acceptLoop(l *listener) {
 		}
 		backoff = 0
 		s.stats.Accepted.Add(1)
+		l.counts.accepted.Add(1)
 		s.handlers.Add(1)
 		go s.serveConn(l, c)
 	}
@@ -268,6 +271,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	s.nodes.prune(snap)
 	s.routes.prune(snap)
+	s.lnCounts.prune(keep)
 	return nil
 }
 

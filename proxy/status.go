@@ -184,7 +184,12 @@ func (s *Server) Stats() StatsSnapshot {
 			BytesUp: rs.bytesUp.Load() + live.up, BytesDown: rs.bytesDown.Load() + live.down,
 		})
 	}
+	bound := make(map[string]string, len(s.listeners))
+	for addr, l := range s.listeners {
+		bound[addr] = l.ln.Addr().String()
+	}
 	s.mu.Unlock()
+	out.Listeners = s.lnCounts.snapshot(bound)
 	slices.SortFunc(out.Nodes, func(a, b NodeStats) int {
 		if c := strings.Compare(a.Upstream, b.Upstream); c != 0 {
 			return c

@@ -26,7 +26,7 @@ const usage = `mqgate: an MQTT-aware proxy and load balancer
 Usage:
   mqgate run -c FILE [-c FILE...] [--drain-timeout 30s] [--drain-spread 10m]
   mqgate check -c FILE [-c FILE...]
-  mqgate demo [--listen 127.0.0.1:1883]
+  mqgate demo [--listen 127.0.0.1:1883] [--admin 127.0.0.1:9180]
   mqgate version
 `
 
