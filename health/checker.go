@@ -54,7 +54,7 @@ type Checker struct {
 
 	mu     sync.Mutex
 	nodes  map[nodeKey]*Node
-	groups map[string]*group // probes by upstream id
+	groups map[groupKey]*group // probes by upstream id and check
 	closed bool
 
 	probing atomic.Int64 // probe goroutines running
@@ -62,8 +62,16 @@ type Checker struct {
 
 type nodeKey struct{ upstream, addr string }
 
-// group is the probes of one upstream's nodes under one setting.
+// groupKey names one active check of one upstream: its index in
+// checks.active.
+type groupKey struct {
+	upstream string
+	check    int
+}
+
+// group is the probes of one upstream's nodes under one check.
 type group struct {
+	check  int // its index in checks.active
 	cfg    config.ActiveCheck
 	dial   Dialer
 	sem    chan struct{} // bounds probes in flight
@@ -84,7 +92,7 @@ func NewChecker(log *slog.Logger, onChange func(Status)) *Checker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Checker{log: log, onChange: onChange, nodes: make(map[nodeKey]*Node), groups: make(map[string]*group)}
+	return &Checker{log: log, onChange: onChange, nodes: make(map[nodeKey]*Node), groups: make(map[groupKey]*group)}
 }
 
 // Node returns the health of the node addr of upstream, creating it
@@ -113,9 +121,9 @@ func (c *Checker) Update(targets []Target) {
 		return
 	}
 	keep := make(map[nodeKey]bool)
-	wantGroups := make(map[string]bool)
+	wantGroups := make(map[groupKey]bool)
 	for _, t := range targets {
-		var active *config.ActiveCheck
+		var active []*config.ActiveCheck
 		var passive *config.PassiveCheck
 		if t.Checks != nil {
 			active, passive = t.Checks.Active, t.Checks.Passive
@@ -130,36 +138,31 @@ func (c *Checker) Update(targets []Target) {
 			}
 			n.configure(active, passive)
 		}
-		if active == nil {
-			continue
-		}
-		wantGroups[t.Upstream] = true
-		g := c.groups[t.Upstream]
-		if g != nil && g.cfg != *active {
-			stopped = append(stopped, g.stopAll()...)
-			g = nil
-		}
-		if g == nil {
-			dial := t.Dial
-			if dial == nil {
-				d := &net.Dialer{}
-				dial = d.DialContext
+		for i, a := range active {
+			gk := groupKey{t.Upstream, i}
+			wantGroups[gk] = true
+			g := c.groups[gk]
+			if g != nil && !g.cfg.Equal(a) {
+				stopped = append(stopped, g.stopAll()...)
+				g = nil
 			}
-			g = &group{cfg: *active, dial: dial, sem: make(chan struct{}, active.Concurrency), probes: make(map[string]*probe)}
-			c.groups[t.Upstream] = g
-		}
-		want := make(map[string]bool, len(t.Addrs))
-		for _, addr := range t.Addrs {
-			want[addr] = true
-			if _, ok := g.probes[addr]; !ok {
-				g.probes[addr] = c.startProbe(g, c.nodes[nodeKey{t.Upstream, addr}], addr)
+			if g == nil {
+				g = &group{check: i, cfg: *a, dial: probeDialer(a, t.Dial), sem: make(chan struct{}, a.Concurrency), probes: make(map[string]*probe)}
+				c.groups[gk] = g
 			}
-		}
-		for addr, p := range g.probes {
-			if !want[addr] {
-				p.cancel()
-				stopped = append(stopped, p)
-				delete(g.probes, addr)
+			want := make(map[string]bool, len(t.Addrs))
+			for _, addr := range t.Addrs {
+				want[addr] = true
+				if _, ok := g.probes[addr]; !ok {
+					g.probes[addr] = c.startProbe(g, c.nodes[nodeKey{t.Upstream, addr}], addr)
+				}
+			}
+			for addr, p := range g.probes {
+				if !want[addr] {
+					p.cancel()
+					stopped = append(stopped, p)
+					delete(g.probes, addr)
+				}
 			}
 		}
 	}
@@ -262,13 +265,24 @@ func runProbe(ctx context.Context, g *group, n *Node, addr string) {
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result says nothing of the node
 		}
-		n.probed(err, latency)
+		n.probed(g.check, err, latency)
 		next := g.cfg.HealthyInterval
 		if !n.healthy.Load() {
 			next = g.cfg.UnhealthyInterval
 		}
 		timer.Reset(next)
 	}
+}
+
+// probeDialer is the dialer of check a: the upstream's own (PROXY header,
+// TLS) for probes of the MQTT port, plain TCP for HTTP probes, which speak to
+// a status port of their own (https does its own TLS).
+func probeDialer(a *config.ActiveCheck, upstream Dialer) Dialer {
+	if upstream != nil && !a.IsHTTP() {
+		return upstream
+	}
+	d := &net.Dialer{}
+	return d.DialContext
 }
 
 // probeAddr is addr with its port replaced by port, when port is set.
