@@ -375,3 +375,19 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+// TestAccessLogFormat: log.access_log_format is parsed when the file loads,
+// and a misspelt variable is an error with the file and line.
+func TestAccessLogFormat(t *testing.T) {
+	cfg, err := Parse(Document{Name: "f.yaml", Data: []byte("stream_proxy: {tcp: [1883]}\nlog: {access_log_format: '$remote_addr [$time_local] $status'}\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cfg.Log.AccessLogFormat; f == nil || f.String() != "$remote_addr [$time_local] $status" {
+		t.Errorf("format %v", f)
+	}
+	_, err = Parse(Document{Name: "f.yaml", Data: []byte("stream_proxy: {tcp: [1883]}\nlog:\n  access_log_format: '$remote_adr'\n")})
+	if err == nil || !strings.HasPrefix(err.Error(), "f.yaml:3: log.access_log_format: unknown variable $remote_adr (known: remote_addr, ") {
+		t.Errorf("error %v", err)
+	}
+}

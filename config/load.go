@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"github.com/mqgate/mqgate/accesslog"
 	"io"
 	"regexp"
 	"slices"
@@ -39,7 +40,7 @@ var (
 	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
 	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
-	logKeys                = []string{"level", "access_log"}
+	logKeys                = []string{"level", "access_log", "access_log_format"}
 	logLevels              = []string{"debug", "info", "warn", "error"}
 )
 
@@ -277,6 +278,15 @@ func (d *decoder) log(kv keyValue) {
 			}
 		case "access_log":
 			d.accessLog(f.val, p)
+		case "access_log_format":
+			if v, ok := d.str(f.val, p); ok {
+				format, err := accesslog.ParseFormat(v)
+				if err != nil {
+					d.errorf(f.val, p, "%v", err)
+					continue
+				}
+				d.b.log.AccessLogFormat = format
+			}
 		default:
 			d.unknownKey(f, "log", "key", logKeys)
 		}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/mqgate/mqgate/accesslog"
 	"net"
 	"net/netip"
 	"regexp"
@@ -71,6 +72,9 @@ type Listener struct {
 type Log struct {
 	Level     string // debug, info (default), warn or error
 	AccessLog string // "stdout" (default), "stderr", "off" or a file path
+	// AccessLogFormat is log.access_log_format: a line per connection
+	// from this template instead of JSON; nil writes JSON.
+	AccessLogFormat *accesslog.Format
 }
 
 // StreamRoute selects an upstream for a client connection.

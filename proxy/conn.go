@@ -157,6 +157,8 @@ type record struct {
 	username  string
 	level     byte
 	node      string
+	upstream  string // the node's upstream id
+	refusedBy string // the refusal reason, when end is refused
 	hashKey   string // the balancer key, for moving the client back when its node returns
 	up, down  int64
 	end       pipe.End
@@ -358,7 +360,7 @@ func (p *connPath) dial() bool {
 	p.lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
-	rec.node = node.addr
+	rec.node, rec.upstream = node.addr, node.upstreamID
 	return true
 }
 
@@ -513,7 +515,7 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 // refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
 // client and its logs say why instead of "connection reset", then closes.
 func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, text string) {
-	rec.end, rec.detail = EndRefused, text
+	rec.end, rec.detail, rec.refusedBy = EndRefused, text, reason
 	s.stats.refused(reason)
 	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].
 	level := rec.level
@@ -581,6 +583,10 @@ func addrPort(a net.Addr) netip.AddrPort {
 }
 
 func (s *Server) logRecord(r *record) {
+	if f := s.snap.Load().cfg.Log.AccessLogFormat; f != nil && s.lines != nil {
+		s.logLine(f, r)
+		return
+	}
 	if s.access == nil {
 		return
 	}

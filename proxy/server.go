@@ -23,6 +23,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -42,6 +43,10 @@ import (
 type Options struct {
 	Log       *slog.Logger // process log; slog.Default() when nil
 	AccessLog *slog.Logger // one record per connection; nil disables it
+	// AccessLogLines receives the access log's lines when the configuration
+	// sets log.access_log_format (the same file AccessLog writes to); nil
+	// keeps JSON.
+	AccessLogLines io.Writer
 
 	// CertCheckInterval is how often certificate files are checked for
 	// changes; 0 means DefaultCertCheckInterval.
@@ -56,6 +61,7 @@ const DefaultCertCheckInterval = 5 * time.Second
 type Server struct {
 	log    *slog.Logger
 	access *slog.Logger
+	lines  io.Writer // access log lines of log.access_log_format
 
 	snap     atomic.Pointer[snapshot]
 	nodes    nodeRegistry
@@ -98,6 +104,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s := &Server{
 		log:       opts.Log,
 		access:    opts.AccessLog,
+		lines:     opts.AccessLogLines,
 		listeners: make(map[string]*listener),
 		conns:     make(map[*liveConn]struct{}),
 	}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/admin"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/proxy"
@@ -40,17 +41,17 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cfg := mgr.Config()
 	setLevel(&level, cfg.Log.Level)
-	access, closeAccess, err := openAccessLog(cfg.Log.AccessLog, stdout)
+	access, err := openAccessLog(cfg.Log.AccessLog, stdout)
 	if err != nil {
 		return err
 	}
-	defer closeAccess()
+	defer access.close()
 	logConfig(log, cfg)
 	raiseFileLimit(log)
 	defer startCPUProfile(log)()
 	tuneGC(log)
 
-	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access})
+	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access.json, AccessLogLines: access.lines})
 	if err != nil {
 		return err
 	}
@@ -58,7 +59,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// Catch signals before listening: whoever waits for the listener may
 	// signal at once.
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	if err := srv.Listen(); err != nil {
 		return err
@@ -74,6 +75,15 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			stopOps()
 			return shutdown(srv, log, *drain)
 		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 {
+				// As NGINX: logrotate moved the file; write to a new one.
+				if err := access.reopen(); err != nil {
+					log.Error("access log not reopened, still writing to the old file", "path", cfg.Log.AccessLog, "err", err)
+				} else if access.file != nil {
+					log.Info("access log reopened", "path", access.file.Path())
+				}
+				continue
+			}
 			if sig != syscall.SIGHUP {
 				log.Info("stopping", "signal", sig.String(), "drain_timeout", *drain, "drain_spread", *spread)
 				stopOps()
@@ -114,26 +124,47 @@ func logConfig(log *slog.Logger, cfg *config.Config) {
 	}
 }
 
-// openAccessLog returns the access logger for the access_log setting: JSON
-// lines on stdout, stderr or a file, or nil for "off".
-func openAccessLog(where string, stdout io.Writer) (*slog.Logger, func(), error) {
-	var w io.Writer
-	closeFn := func() {}
+// accessLog is where the access log goes: JSON records (slog), and the
+// same writer for the lines of log.access_log_format. A file is reopened
+// by reopen (SIGUSR1); stdout and stderr need no reopening.
+type accessLog struct {
+	json  *slog.Logger // nil for "off"
+	lines io.Writer
+	file  *accesslog.File // nil unless a file
+}
+
+func (a *accessLog) reopen() error {
+	if a.file == nil {
+		return nil
+	}
+	return a.file.Reopen()
+}
+
+func (a *accessLog) close() {
+	if a.file != nil {
+		a.file.Close()
+	}
+}
+
+// openAccessLog opens the access_log setting: stdout, stderr, off or a file.
+func openAccessLog(where string, stdout io.Writer) (*accessLog, error) {
+	a := &accessLog{}
 	switch where {
 	case "off":
-		return nil, closeFn, nil
+		return a, nil
 	case "", "stdout":
-		w = stdout
+		a.lines = stdout
 	case "stderr":
-		w = os.Stderr
+		a.lines = os.Stderr
 	default:
-		f, err := os.OpenFile(where, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		f, err := accesslog.OpenFile(where)
 		if err != nil {
-			return nil, nil, fmt.Errorf("access log: %w", err)
+			return nil, err
 		}
-		w, closeFn = f, func() { f.Close() }
+		a.lines, a.file = f, f
 	}
-	return slog.New(slog.NewJSONHandler(w, nil)), closeFn, nil
+	a.json = slog.New(slog.NewJSONHandler(a.lines, nil))
+	return a, nil
 }
 
 // raiseFileLimit raises the open-file soft limit to the hard one and
