@@ -52,10 +52,10 @@ func TestLoadAPISIXSeed(t *testing.T) {
 			Scheme:  "tcp",
 			File:    "testdata/apisix.yaml", Line: 10,
 		}},
+		Deployment: &Deployment{Role: RoleDataPlane, ConfigProvider: ProviderYAML, File: "testdata/apisix-config.yaml", Line: 8},
 		Ignored: []string{
 			"testdata/apisix-config.yaml:2: apisix.enable_admin",
 			"testdata/apisix-config.yaml:4: apisix.stream_proxy.only",
-			"testdata/apisix-config.yaml:8: deployment",
 			"testdata/apisix-config.yaml:12: stream_plugins",
 		},
 	}

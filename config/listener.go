@@ -100,6 +100,13 @@ func parseListenAddr(s string) (host netip.Addr, port int, msg string) {
 // could not both bind: the same address twice, or a port shared with a
 // listener on all addresses.
 func (b *builder) checkListeners() {
+	if b.deployment != nil && !b.deployment.ServesTraffic() {
+		if len(b.listeners) > 0 {
+			l := b.listeners[0]
+			b.p.warnf(l.File, l.Line, l.path, "not opened: a control_plane serves no traffic")
+		}
+		return
+	}
 	if len(b.listeners) == 0 {
 		if b.tcpSet {
 			return // its items are reported already

@@ -28,11 +28,11 @@ const (
 
 var (
 	// topLevelKeys are the sections mqgate reads, in any file.
-	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload"}
+	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload", "deployment"}
 	// ignoredTopLevelKeys are APISIX sections of config.yaml and apisix.yaml
 	// that mqgate accepts so users can bring their files, but does not use.
 	ignoredTopLevelKeys = []string{
-		"deployment", "nginx_config", "plugins", "stream_plugins", "plugin_attr", "discovery",
+		"nginx_config", "plugins", "stream_plugins", "plugin_attr", "discovery",
 		"graphql", "ext-plugin", "wasm", "etcd",
 		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
@@ -92,6 +92,7 @@ type builder struct {
 	upstreams   []upstreamDecl
 	admin       *Admin
 	reload      *Reload
+	deployment  *Deployment
 	ssls        []sslDecl
 }
 
@@ -165,6 +166,8 @@ func (d *decoder) document(n *yaml.Node) {
 			d.admin(kv)
 		case "reload":
 			d.reload(kv)
+		case "deployment":
+			d.deployment(kv)
 		case "stream_routes":
 			for i, item := range d.items(kv.val, kv.key) {
 				d.b.routes = append(d.b.routes, d.route(item, index(kv.key, i)))
@@ -315,11 +318,15 @@ func (d *decoder) accessLog(n *yaml.Node, path string) {
 // finish merges what all documents declared, checks references across
 // files and returns the configuration (meaningful only without errors).
 func (b *builder) finish() *Config {
-	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload}
+	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload, Deployment: b.deployment}
+	b.checkDeployment()
 	b.checkListeners()
 	b.nameRoutes()
 	b.applyOverlay()
 	for _, l := range b.listeners {
+		if b.deployment != nil && !b.deployment.ServesTraffic() {
+			break // a control plane opens no listener (checkListeners warned)
+		}
 		cfg.StreamProxy.TCP = append(cfg.StreamProxy.TCP, l.Listener)
 	}
 	b.checkRoutes()
@@ -335,7 +342,7 @@ func (b *builder) finish() *Config {
 			cfg.SSLs = append(cfg.SSLs, s.SSL)
 		}
 	}
-	if len(cfg.StreamRoutes) == 0 {
+	if len(cfg.StreamRoutes) == 0 && !cfg.DeploymentSettings().UsesEtcd() {
 		b.p.warnf("", 0, "", "no stream routes: every client connection will be refused")
 	}
 	return cfg

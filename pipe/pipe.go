@@ -60,6 +60,23 @@ type Options struct {
 type Meter struct {
 	Up   atomic.Int64 // client to broker
 	Down atomic.Int64 // broker to client
+	// Totals are meters shared with other pipes (a route's, a node's):
+	// every byte counted here is added to each, so that their readers
+	// read counters instead of summing live pipes.
+	Totals []*Meter
+}
+
+// Add counts n bytes client to broker (up) or broker to client, here and
+// in the totals.
+func (m *Meter) Add(up bool, n int64) {
+	if up {
+		m.Up.Add(n)
+	} else {
+		m.Down.Add(n)
+	}
+	for _, t := range m.Totals {
+		t.Add(up, n)
+	}
 }
 
 // Result reports what a pipe carried and why it ended.
@@ -96,7 +113,8 @@ type direction struct {
 	srcErr   End // what a failing read of src means
 	dstErr   End // what a failing write to dst means
 	bytes    int64
-	meter    *atomic.Int64 // nil without Options.Meter
+	meter    *Meter // nil without Options.Meter
+	isUp     bool   // client to broker
 	end      End
 	err      error
 	*shared
@@ -110,9 +128,7 @@ func Run(client, broker net.Conn, opts Options) Result {
 	sh.lastActive.Store(time.Now().UnixNano())
 	up := &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, shared: sh}
 	down := &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
-	if opts.Meter != nil {
-		up.meter, down.meter = &opts.Meter.Up, &opts.Meter.Down
-	}
+	up.meter, down.meter, up.isUp = opts.Meter, opts.Meter, true
 
 	done := make(chan struct{})
 	go func() { down.run(); close(done) }()
@@ -181,7 +197,7 @@ func (d *direction) write(b []byte) error {
 	n, err := d.dst.Write(b)
 	d.bytes += int64(n)
 	if d.meter != nil {
-		d.meter.Add(int64(n))
+		d.meter.Add(d.isUp, int64(n))
 	}
 	if err != nil {
 		d.end, d.err = d.dstErr, err

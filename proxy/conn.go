@@ -48,6 +48,7 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 // the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
 	srv     *Server
+	home    uint8 // its shard of srv.conns
 	mu      sync.Mutex
 	client  net.Conn    // nil once in an event loop
 	broker  net.Conn    // nil until dialled, and once in an event loop
@@ -103,15 +104,12 @@ func (lc *liveConn) pipeEnded(res pipe.Result) {
 	lc.end()
 }
 
-// bytesSoFar is what the connection has carried, CONNECT included: the
-// meter that pipe.Run keeps, plus what an event loop counted. lc.mu is held.
+// bytesSoFar is what the connection has carried, CONNECT included: what
+// was forwarded before the pipe, and the meter its pipe (or event loop)
+// keeps.
 func (lc *liveConn) bytesSoFar() (up, down int64) {
-	up, down = lc.entry.meter.Up.Load(), lc.entry.meter.Down.Load()
-	if lc.looped != nil {
-		u, d := lc.looped.Bytes()
-		up, down = up+u, down+d
-	}
-	return up, down
+	e := &lc.entry
+	return e.forwarded + e.meter.Up.Load(), e.meter.Down.Load()
 }
 
 // close ends the connection from outside, recording why.
@@ -331,7 +329,7 @@ func (p *connPath) uniqueClientID() bool {
 		return true
 	}
 	k := clientKey{p.up.cfg.ID, id}
-	older, ok := s.clients.claim(k, p.lc, mode)
+	older, ok := s.conns.claim(k, p.lc, mode)
 	if !ok {
 		return p.refuse(mqtt.ClientIdentifierNotValid, refuseDuplicateClientID, "client id already connected")
 	}
@@ -341,7 +339,7 @@ func (p *connPath) uniqueClientID() bool {
 		older.close(EndTakenOver)
 	}
 	lc := p.lc
-	lc.took(func() { s.clients.release(k, lc) })
+	lc.took(func() { s.conns.release(k, lc) })
 	return true
 }
 
@@ -399,12 +397,12 @@ func (p *connPath) pipe() bool {
 		Idle:             idleLimit(p.up, p.keepAlive),
 		WriteTimeout:     writeTimeout(p.up, p.keepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
+		Meter:            &lc.entry.meter, // adding to the route's and node's totals
 	}
 	if s.loopPair(p.snap, lc, p.conn, p.broker, opts) {
 		p.looped = true
 		return true
 	}
-	opts.Meter = &lc.entry.meter
 	rec.piped(pipe.Run(p.conn, p.broker, opts))
 	return true
 }
@@ -533,30 +531,6 @@ func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, t
 		_ = cw.CloseWrite() // a TLS connection sends close_notify
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
-}
-
-// dial tries the nodes the balancer offers, up to 1 + retries of them, and
-// returns the first connection made.
-func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeState) {
-	d := net.Dialer{Timeout: up.cfg.Timeout.Connect, KeepAlive: noTCPKeepAlive}
-	tries := 0
-	for i := range up.bal.Order(key) {
-		if tries > up.cfg.Retries {
-			break
-		}
-		tries++
-		start := time.Now()
-		c, err := s.dialNode(&d, up, i, rec)
-		up.health[i].ReportDial(err)
-		if err == nil {
-			s.stats.observeDial(time.Since(start))
-			return c, up.nodes[i]
-		}
-		up.nodes[i].dialFails.Add(1)
-		rec.detail = err.Error()
-		s.log.Warn("dial failed", "upstream", up.cfg.ID, "node", up.addrs[i], "client_id", rec.clientID, "err", err)
-	}
-	return nil, nil
 }
 
 // idleLimit is the upstream's read timeout or, unset, 1.5 × the client's

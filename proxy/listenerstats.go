@@ -3,13 +3,12 @@ package proxy
 import (
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 )
 
-// listenerCounts are one listener's connections. Like routeState they
-// outlive snapshots, by configured address, so a reload that keeps a
-// listener keeps its counts.
+// listenerCounts are one listener's connections. Like the TLS counts they
+// outlive snapshots, by configured address (Server.lnCounts), so a reload
+// that keeps a listener keeps its counts.
 type listenerCounts struct {
 	addr     string
 	active   atomic.Int64  // open now, in any stage
@@ -17,36 +16,8 @@ type listenerCounts struct {
 	refused  atomic.Uint64 // well-formed CONNECTs answered with a refusing CONNACK
 }
 
-// listenerRegistry hands out the counts of a listener by configured address.
-type listenerRegistry struct {
-	mu    sync.Mutex
-	byAdr map[string]*listenerCounts
-}
-
-func (r *listenerRegistry) get(addr string) *listenerCounts {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, ok := r.byAdr[addr]
-	if !ok {
-		if r.byAdr == nil {
-			r.byAdr = make(map[string]*listenerCounts)
-		}
-		c = &listenerCounts{addr: addr}
-		r.byAdr[addr] = c
-	}
-	return c
-}
-
-// prune forgets listeners that are not configured any more and carry no
-// connection.
-func (r *listenerRegistry) prune(keep map[string]bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for addr, c := range r.byAdr {
-		if !keep[addr] && c.active.Load() == 0 {
-			delete(r.byAdr, addr)
-		}
-	}
+func newListenerCounts(addr string) func() *listenerCounts {
+	return func() *listenerCounts { return &listenerCounts{addr: addr} }
 }
 
 // ListenerStats are one listener's counters.
@@ -58,18 +29,16 @@ type ListenerStats struct {
 	Refused  uint64 `json:"refused"`
 }
 
-// snapshot returns every listener's counters by address; bound maps the
+// listenerSnapshot copies the counts, by address; bound maps the
 // configured addresses of the open listeners to their bound ones.
-func (r *listenerRegistry) snapshot(bound map[string]string) []ListenerStats {
-	r.mu.Lock()
-	out := make([]ListenerStats, 0, len(r.byAdr))
-	for addr, c := range r.byAdr {
+func listenerSnapshot(all []*listenerCounts, bound map[string]string) []ListenerStats {
+	out := make([]ListenerStats, 0, len(all))
+	for _, c := range all {
 		out = append(out, ListenerStats{
-			Addr: addr, Bound: bound[addr],
+			Addr: c.addr, Bound: bound[c.addr],
 			Active: c.active.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
 		})
 	}
-	r.mu.Unlock()
 	slices.SortFunc(out, func(a, b ListenerStats) int { return strings.Compare(a.Addr, b.Addr) })
 	return out
 }
