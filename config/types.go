@@ -123,6 +123,16 @@ type Upstream struct {
 	// ProxyProtocol is "v1" or "v2" to send a PROXY protocol header to the
 	// node before anything else, "" for none.
 	ProxyProtocol string
+	// SourceAddresses are local addresses to dial the nodes from, so that
+	// more than one address's ports carry connections to one broker; none
+	// lets the kernel choose.
+	SourceAddresses []netip.Addr
+	// SourceHashKey is a variable a connection's source address is hashed
+	// by (a client keeps its source); "" spreads connections evenly.
+	SourceHashKey string
+	// SourcePortRange limits the local ports of connections from the
+	// source addresses (IP_LOCAL_PORT_RANGE); zero for the kernel's range.
+	SourcePortRange [2]uint16
 }
 
 // Node is one backend broker.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,7 +15,8 @@ import (
 )
 
 var (
-	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "tls", "proxy_protocol", "checks", "hash_balance_factor"}
+	upstreamKeys = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "tls", "proxy_protocol", "checks", "hash_balance_factor",
+		"source_addresses", "source_hash_key", "source_port_range"}
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
 	timeoutKeys   = []string{"connect", "send", "read"}
@@ -36,7 +39,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		path:     path,
 		overlay:  d.overlay && !inline,
 	}
-	var keyNode, hbf, tlsNode *yaml.Node
+	var keyNode, hbf, tlsNode, srcKey, srcRange *yaml.Node
 	retries := -1
 	nodesOK := true
 	for _, kv := range d.fields(n, path) {
@@ -87,6 +90,12 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			u.Checks = d.checks(kv.val, p)
 		case "hash_balance_factor":
 			hbf = kv.val
+		case "source_addresses":
+			u.SourceAddresses = d.sourceAddresses(kv.val, p)
+		case "source_hash_key":
+			srcKey = kv.val
+		case "source_port_range":
+			srcRange = kv.val
 		case "hash_on":
 			// APISIX's default, and what mqgate does: hash on a variable.
 			if s, ok := d.str(kv.val, p); ok && s != "vars" {
@@ -118,6 +127,22 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			d.errorf(hbf, p, "only used with type chash, not %s", u.Type)
 		} else {
 			u.HashBalanceFactor = d.hashBalanceFactor(hbf, p)
+		}
+	}
+	if !isNull(srcKey) {
+		p := join(path, "source_hash_key")
+		if len(u.SourceAddresses) < 2 {
+			d.errorf(srcKey, p, "only used with two source_addresses or more")
+		} else if k, ok := d.oneOf(srcKey, p, vars.Names...); ok {
+			u.SourceHashKey = k
+		}
+	}
+	if !isNull(srcRange) {
+		p := join(path, "source_port_range")
+		if len(u.SourceAddresses) == 0 {
+			d.errorf(srcRange, p, "only used with source_addresses")
+		} else {
+			u.SourcePortRange = d.portRange(srcRange, p)
 		}
 	}
 	switch {
@@ -291,4 +316,92 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// sourceAddresses reads a list of distinct IP addresses to dial from.
+func (d *decoder) sourceAddresses(n *yaml.Node, path string) []netip.Addr {
+	var out []netip.Addr
+	items := d.items(n, path)
+	if len(items) == 0 && !isNull(n) && n.Kind == yaml.SequenceNode {
+		d.errorf(n, path, "an empty list: list local addresses, or leave source_addresses out")
+	}
+	for i, item := range items {
+		ip := index(path, i)
+		s, ok := d.str(item, ip)
+		if !ok {
+			continue
+		}
+		a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+		switch {
+		case err != nil || a.Zone() != "":
+			d.errorf(item, ip, "must be an IP address of this host, got %q", s)
+			continue
+		case a.IsUnspecified() || a.IsMulticast():
+			d.errorf(item, ip, "must be an address of this host, not %s", a)
+			continue
+		case slices.Contains(out, a.Unmap()):
+			d.errorf(item, ip, "%s is listed twice", a)
+			continue
+		}
+		if !isLocal(a.Unmap()) {
+			d.p.warnf(d.file, item.Line, ip, "%s is not an address of this host: dials from it fail here", a)
+		}
+		out = append(out, a.Unmap())
+	}
+	return out
+}
+
+// isLocal reports whether a is an address of one of this host's
+// interfaces (all of 127.0.0.0/8 is, on lo).
+func isLocal(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // cannot tell: say nothing
+	}
+	for _, ia := range addrs {
+		n, ok := ia.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(n.IP)
+		if ip.Unmap() == a || ip.IsLoopback() && a.IsLoopback() && a.Is4() == ip.Unmap().Is4() {
+			return true
+		}
+	}
+	return false
+}
+
+// portRange reads "low-high", local ports 1..65535 with low <= high.
+func (d *decoder) portRange(n *yaml.Node, path string) [2]uint16 {
+	s, ok := d.str(n, path)
+	if !ok {
+		return [2]uint16{}
+	}
+	lo, hi, found := strings.Cut(s, "-")
+	l, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	h, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if !found || err1 != nil || err2 != nil || l == 0 || l > h {
+		d.errorf(n, path, `must be "low-high", ports 1..65535, low <= high, got %q`, s)
+		return [2]uint16{}
+	}
+	if klo, khi, ok := kernelPortRange(); ok && (int(l) < klo || int(h) > khi) {
+		d.p.warnf(d.file, n.Line, path, "%s reaches outside this host's net.ipv4.ip_local_port_range %d-%d: the kernel uses only the ports inside it", s, klo, khi)
+	}
+	return [2]uint16{uint16(l), uint16(h)}
+}
+
+// kernelPortRange reads the ephemeral port range of this host, which a
+// socket's IP_LOCAL_PORT_RANGE can only narrow.
+func kernelPortRange() (lo, hi int, ok bool) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0, false
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	return lo, hi, err1 == nil && err2 == nil
 }

@@ -69,6 +69,9 @@ func (lc *liveConn) end() {
 	if lc.node != nil {
 		lc.node.active.Add(-1)
 	}
+	if lc.rec.source != nil {
+		lc.rec.source.active.Add(-1)
+	}
 	s.untrack(lc)
 	s.stats.Active.Add(-1)
 	lc.lcounts.active.Add(-1)
@@ -155,9 +158,10 @@ type record struct {
 	username  string
 	level     byte
 	node      string
-	upstream  string // the node's upstream id
-	refusedBy string // the refusal reason, when end is refused
-	hashKey   string // the balancer key, for moving the client back when its node returns
+	upstream  string        // the node's upstream id
+	refusedBy string        // the refusal reason, when end is refused
+	source    *sourceCounts // the source address it was dialled from, if the upstream has them
+	hashKey   string        // the balancer key, for moving the client back when its node returns
 	up, down  int64
 	end       pipe.End
 	detail    string // refusal reason, parse error, dial error

@@ -72,6 +72,7 @@ type StatsSnapshot struct {
 	Dial              DialStats
 	Routes            []RouteStats    // by id
 	Listeners         []ListenerStats // by configured address
+	Sources           []SourceStats   // source_addresses: by upstream, node, source
 	Nodes             []NodeStats     // by upstream, then address
 
 	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
