@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -43,6 +42,7 @@ type Manager struct {
 	statePath string            // "" without an admin block
 	state     *State
 	cfg       *config.Config
+	started   *config.Config // at Open: what the restart-only keys still run with
 
 	etcd remoteState // with deployment.config_provider etcd (remote.go)
 
@@ -72,6 +72,7 @@ func Open(files []string, log *slog.Logger) (*Manager, error) {
 		return nil, err
 	}
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
+	m.started = cfg
 	if cfg.DeploymentSettings().UsesEtcd() {
 		m.openCache(st)
 	}
@@ -149,13 +150,12 @@ func (m *Manager) Reload(source string) error {
 		m.log.Error("reload failed, keeping the running configuration", "source", source, "err", err)
 		return err
 	}
-	if m.cfg.Admin != nil && cfg.Admin != nil && m.cfg.Admin.Listen != cfg.Admin.Listen {
-		m.log.Warn("admin.listen changed: the Admin API keeps its address until restart", "listening", m.cfg.Admin.Listen, "configured", cfg.Admin.Listen)
+	if keys := config.RestartOnlyChanges(m.started, cfg); len(keys) > 0 {
+		m.log.Warn("reloaded, but these settings apply only when mqgate restarts: "+strings.Join(keys, ", "), "keys", keys)
 	}
-	if !reflect.DeepEqual(m.cfg.Deployment, cfg.Deployment) {
-		m.log.Warn("deployment changed: the role, the config provider and the etcd settings stay as they are until restart")
-		cfg.Deployment = m.cfg.Deployment
-	}
+	// The role, the config provider and the etcd settings stay as they
+	// are until restart.
+	cfg.Deployment = m.started.Deployment
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
 	m.count(source, ResultOK)
 	m.log.Info("reloaded", "source", source, "config", cfg.Summary())

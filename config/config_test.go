@@ -369,7 +369,7 @@ func TestSuggest(t *testing.T) {
 		{"ab", ""}, // distance 2 to "id" would replace the whole key
 		{"completely_different", ""},
 	}
-	candidates := append(slices.Clone(streamRouteKeys), "protocol_name", "protocol_level") // and mqtt-proxy's
+	candidates := append(routeSection().names(), "protocol_name", "protocol_level") // and mqtt-proxy's
 	for _, tt := range tests {
 		if got := suggest(tt.key, candidates); got != tt.want {
 			t.Errorf("suggest(%q) = %q, want %q", tt.key, got, tt.want)

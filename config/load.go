@@ -3,7 +3,6 @@ package config
 import (
 	"bytes"
 	"fmt"
-	"github.com/mqgate/mqgate/accesslog"
 	"io"
 	"regexp"
 	"slices"
@@ -37,11 +36,7 @@ var (
 		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
 	}
-	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path"}
-	ignoredStreamProxyKeys = []string{"only", "udp"}
-	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
-	logKeys                = []string{"level", "access_log", "access_log_format"}
-	logLevels              = []string{"debug", "info", "warn", "error"}
+	logLevels = []string{"debug", "info", "warn", "error"}
 )
 
 // Load reads, merges and validates the files in order. Lists (stream_routes,
@@ -203,54 +198,7 @@ func (d *decoder) apisix(n *yaml.Node) {
 }
 
 func (d *decoder) streamProxy(n *yaml.Node, path string) {
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "tcp":
-			items := d.items(kv.val, p)
-			d.b.tcpSet = d.b.tcpSet || len(items) > 0
-			for i, item := range items {
-				if l, ok := d.listener(item, index(p, i)); ok {
-					d.b.listeners = append(d.b.listeners, l)
-				}
-			}
-		case "connect_timeout":
-			if !d.setOnce("stream_proxy.connect_timeout", kv, p) {
-				continue
-			}
-			if v, ok := d.duration(kv.val, p); ok {
-				if v == 0 {
-					d.errorf(kv.val, p, "must be greater than 0")
-					continue
-				}
-				d.b.streamProxy.ConnectTimeout = v
-			}
-		case "max_connect_size":
-			if !d.setOnce("stream_proxy.max_connect_size", kv, p) {
-				continue
-			}
-			if v, ok := d.intIn(kv.val, p, minConnectSize, MaxConnectSizeLimit); ok {
-				d.b.streamProxy.MaxConnectSize = v
-			}
-		case "max_connections":
-			d.maxConnections(kv, p)
-		case "on_duplicate_client_id":
-			d.onDuplicateClientID(kv, p)
-		case "data_path":
-			if !d.setOnce("stream_proxy.data_path", kv, p) {
-				continue
-			}
-			if v, ok := d.oneOf(kv.val, p, DataPathEpoll, DataPathGoroutines); ok {
-				d.b.streamProxy.DataPath = v
-			}
-		default:
-			if slices.Contains(ignoredStreamProxyKeys, kv.key) {
-				d.ignore(kv.keyNode, p)
-				continue
-			}
-			d.unknownKey(kv, path, "key", streamProxyKeys, ignoredStreamProxyKeys)
-		}
-	}
+	streamProxySection().decode(d, n, path, &d.b.streamProxy)
 }
 
 // setOnce records that the setting name is set by kv and reports false with
@@ -272,35 +220,14 @@ func (d *decoder) log(kv keyValue) {
 	if !d.setOnce("log", kv, kv.key) {
 		return
 	}
-	for _, f := range d.fields(kv.val, "log") {
-		p := join("log", f.key)
-		switch f.key {
-		case "level":
-			if v, ok := d.oneOf(f.val, p, logLevels...); ok {
-				d.b.log.Level = v
-			}
-		case "access_log":
-			d.accessLog(f.val, p)
-		case "access_log_format":
-			if v, ok := d.str(f.val, p); ok {
-				format, err := accesslog.ParseFormat(v)
-				if err != nil {
-					d.errorf(f.val, p, "%v", err)
-					continue
-				}
-				d.b.log.AccessLogFormat = format
-			}
-		default:
-			d.unknownKey(f, "log", "key", logKeys)
-		}
-	}
+	logSection().decode(d, kv.val, "log", &d.b.log)
 }
 
 // accessLog reads stdout, stderr, off or a path; a YAML false means off.
-func (d *decoder) accessLog(n *yaml.Node, path string) {
+func (d *decoder) accessLog(n *yaml.Node, path string, l *Log) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!bool" {
 		if on, ok := d.bool(n, path); ok && !on {
-			d.b.log.AccessLog = "off"
+			l.AccessLog = "off"
 			return
 		}
 		d.errorf(n, path, `must be "stdout", "stderr", "off" or a file path, got %s`, describe(n))
@@ -311,7 +238,7 @@ func (d *decoder) accessLog(n *yaml.Node, path string) {
 			d.errorf(n, path, `must not be empty; use "off" to disable the access log`)
 			return
 		}
-		d.b.log.AccessLog = v
+		l.AccessLog = v
 	}
 }
 
