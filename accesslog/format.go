@@ -1,14 +1,3 @@
-// Package accesslog writes mqgate's access log the way log tools want it:
-// a line per connection from a template over the connection's variables,
-// with NGINX's names where NGINX has them (log_format), to a file that is
-// reopened on SIGUSR1 so that logrotate needs no reload.
-//
-//	f, err := accesslog.ParseFormat(`$remote_addr [$time_local] $protocol $status $bytes_received $bytes_sent $upstream_addr`)
-//	if err != nil { ... } // an unknown variable: `mqgate check` says which
-//	out, err := accesslog.OpenFile("/var/log/mqgate/access.log")
-//	line := f.Append(nil, &accesslog.Entry{...})
-//	out.Write(line)
-//	out.Reopen() // on SIGUSR1, after logrotate moved the file
 package accesslog
 
 import (
@@ -18,144 +7,145 @@ import (
 	"github.com/mqgate/mqgate/vars"
 )
 
-// The variables a format may use. NGINX's stream module names where it
-// has the variable; mqgate's own for what only mqgate knows.
-const (
-	RemoteAddr    = "remote_addr"    // the client's IP (from the PROXY header on a proxy_protocol listener)
-	RemotePort    = "remote_port"    // the client's port
-	ServerAddr    = "server_addr"    // the address the client connected to
-	ServerPort    = "server_port"    // its port
-	TimeLocal     = "time_local"     // when the connection ended, "23/Mar/2017:11:41:56 +0000"
-	TimeISO8601   = "time_iso8601"   // the same, "2017-03-23T11:41:56+00:00"
-	Msec          = "msec"           // the same, Unix seconds with milliseconds
-	Protocol      = "protocol"       // TCP
-	Status        = "status"         // NGINX's session status: 200, 400, 403, 502 or 503 (see Entry.Status)
-	BytesReceived = "bytes_received" // bytes from the client, the CONNECT included
-	BytesSent     = "bytes_sent"     // bytes to the client
-	SessionTime   = "session_time"   // seconds from accept to end, with milliseconds
-	UpstreamAddr  = "upstream_addr"  // the node it was proxied to; empty if none
-	ClientID      = "mqtt_client_id" // the CONNECT's client id as the client sent it
-	Username      = "mqtt_username"  // the CONNECT's user name as the client sent it
-	ProtocolLevel = "mqtt_protocol_level"
-	End           = "end"         // why it ended: client_closed, broker_closed, refused, ... as in the JSON log
-	Detail        = "detail"      // the refusal reason or error, if any
-	RouteID       = "route_id"    // the stream route's id
-	Listener      = "listener"    // the listener as configured
-	UpstreamID    = "upstream_id" // the upstream's id
-)
-
-// Names are the variables of a format, the connection's TLS variables
-// (ssl_server_name, ssl_client_s_dn_cn, ...) included.
-var Names = append([]string{RemoteAddr, RemotePort, ServerAddr, ServerPort, TimeLocal, TimeISO8601, Msec,
-	Protocol, Status, BytesReceived, BytesSent, SessionTime, UpstreamAddr, ClientID, Username, ProtocolLevel,
-	End, Detail, RouteID, Listener, UpstreamID},
-	vars.SSLServerName, vars.SSLClientSerial, vars.SSLClientSDN, vars.SSLClientSDNCN, vars.SSLClientFingerprint)
-
-// Entry is what the access log knows of one connection when it ends.
-type Entry struct {
-	Remote, Server string // "ip:port"; empty when unknown
-	RemoteIP       string
-	RemotePort     string
-	ServerIP       string
-	ServerPort     string
-	Start, End     time.Time
-	Status         int
-	BytesReceived  int64
-	BytesSent      int64
-	UpstreamAddr   string
-	UpstreamID     string
-	ClientID       string
-	Username       string
-	ProtocolLevel  int
-	EndReason      string
-	Detail         string
-	RouteID        string
-	Listener       string
-	Vars           *vars.Set // the TLS variables; nil for none
-}
-
-// Format is a parsed log.access_log_format.
-type Format struct {
+// A Template is log.access_log_format: a line per record from a template
+// over the connection's variables, with NGINX's names where NGINX has the
+// variable (its stream module's log_format), so that tools that read NGINX
+// logs read mqgate's:
+//
+//	t, err := accesslog.ParseTemplate(`$remote_addr [$time_local] $protocol $status $bytes_received $bytes_sent $upstream_addr`)
+//	if err != nil { ... } // an unknown variable: `mqgate check` says which
+//	w := accesslog.New(os.Stdout, t.Format)
+//
+// Values are written as they are: a template is for log tools that split
+// on spaces and brackets, JSON (the default) for everything else.
+type Template struct {
 	src   string
 	parts []vars.Part
 }
 
-// ParseFormat parses a format: literal text with "$name" or "${name}"
-// (Names), "$$" for a "$".
-func ParseFormat(s string) (*Format, error) {
+// The variables of a template.
+const (
+	RemoteAddr    = "remote_addr"         // the client's IP (from the PROXY header on a proxy_protocol listener)
+	RemotePort    = "remote_port"         // the client's port
+	ServerAddr    = "server_addr"         // the address the client connected to
+	ServerPort    = "server_port"         // its port
+	TimeLocal     = "time_local"          // when the record was made, "23/Mar/2017:11:41:56 +0000"
+	TimeISO8601   = "time_iso8601"        // the same, "2017-03-23T11:41:56+00:00"
+	Msec          = "msec"                // the same, Unix seconds with milliseconds
+	Protocol      = "protocol"            // TCP
+	Status        = "status"              // NGINX's session status: 200, 400, 403, 502 or 503
+	BytesReceived = "bytes_received"      // bytes from the client, the CONNECT included
+	BytesSent     = "bytes_sent"          // bytes to the client
+	SessionTime   = "session_time"        // seconds from accept to end, with milliseconds
+	UpstreamAddr  = "upstream_addr"       // the node it was proxied to; empty if none
+	UpstreamID    = "upstream_id"         // the node's upstream
+	ClientID      = "mqtt_client_id"      // the CONNECT's client id as the client sent it
+	Username      = "mqtt_username"       // the CONNECT's user name as the client sent it
+	ProtocolLevel = "mqtt_protocol_level" // 3, 4 or 5
+	End           = "end"                 // why it ended, as the JSON record's "end"
+	Detail        = "detail"              // the refusal reason or error, if any
+	RouteID       = "route_id"            // the stream route's id
+	Listener      = "listener"            // the listener as configured
+)
+
+// Names are the variables a template may use, the connection's TLS
+// variables included.
+var Names = []string{RemoteAddr, RemotePort, ServerAddr, ServerPort, TimeLocal, TimeISO8601, Msec,
+	Protocol, Status, BytesReceived, BytesSent, SessionTime, UpstreamAddr, UpstreamID, ClientID, Username, ProtocolLevel,
+	End, Detail, RouteID, Listener,
+	vars.SSLServerName, vars.SSLClientSerial, vars.SSLClientSDN, vars.SSLClientSDNCN, vars.SSLClientFingerprint}
+
+// ParseTemplate parses literal text with "$name" or "${name}" (Names) in
+// it; "$$" is a "$".
+func ParseTemplate(s string) (*Template, error) {
 	parts, err := vars.SplitTemplate(s, Names)
 	if err != nil {
 		return nil, err
 	}
-	return &Format{src: s, parts: parts}, nil
+	return &Template{src: s, parts: parts}, nil
 }
 
-// String returns the format as written.
-func (f *Format) String() string { return f.src }
+// String returns the template as written.
+func (t *Template) String() string { return t.src }
 
-// Append appends e's line, with a newline, to b.
-func (f *Format) Append(b []byte, e *Entry) []byte {
-	for _, p := range f.parts {
+// Format is the template as a Format: it appends r's line, with its line
+// end, to dst, without allocating.
+func (t *Template) Format(dst []byte, r *Record) []byte {
+	for _, p := range t.parts {
 		if p.Name == "" {
-			b = append(b, p.Lit...)
+			dst = append(dst, p.Lit...)
 			continue
 		}
-		b = e.append(b, p.Name)
+		dst = appendVar(dst, p.Name, r)
 	}
-	return append(b, '\n')
+	return append(dst, '\n')
 }
 
 // timeLocal is NGINX's $time_local layout.
 const timeLocal = "02/Jan/2006:15:04:05 -0700"
 
-func (e *Entry) append(b []byte, name string) []byte {
+func appendVar(dst []byte, name string, r *Record) []byte {
 	switch name {
 	case RemoteAddr:
-		return append(b, e.RemoteIP...)
+		if r.Client.IsValid() {
+			return r.Client.Addr().AppendTo(dst)
+		}
 	case RemotePort:
-		return append(b, e.RemotePort...)
+		if r.Client.IsValid() {
+			return strconv.AppendUint(dst, uint64(r.Client.Port()), 10)
+		}
 	case ServerAddr:
-		return append(b, e.ServerIP...)
+		if r.Server.IsValid() {
+			return r.Server.Addr().AppendTo(dst)
+		}
 	case ServerPort:
-		return append(b, e.ServerPort...)
+		if r.Server.IsValid() {
+			return strconv.AppendUint(dst, uint64(r.Server.Port()), 10)
+		}
 	case TimeLocal:
-		return e.End.AppendFormat(b, timeLocal)
+		return r.Time.AppendFormat(dst, timeLocal)
 	case TimeISO8601:
-		return e.End.AppendFormat(b, time.RFC3339)
+		return r.Time.AppendFormat(dst, time.RFC3339)
 	case Msec:
-		return strconv.AppendFloat(b, float64(e.End.UnixMilli())/1000, 'f', 3, 64)
+		return strconv.AppendFloat(dst, float64(r.Time.UnixMilli())/1000, 'f', 3, 64)
 	case Protocol:
-		return append(b, "TCP"...)
+		return append(dst, "TCP"...)
 	case Status:
-		return strconv.AppendInt(b, int64(e.Status), 10)
+		return strconv.AppendInt(dst, int64(r.Status), 10)
 	case BytesReceived:
-		return strconv.AppendInt(b, e.BytesReceived, 10)
+		return strconv.AppendInt(dst, r.BytesUp, 10)
 	case BytesSent:
-		return strconv.AppendInt(b, e.BytesSent, 10)
+		return strconv.AppendInt(dst, r.BytesDown, 10)
 	case SessionTime:
-		return strconv.AppendFloat(b, e.End.Sub(e.Start).Seconds(), 'f', 3, 64)
+		return strconv.AppendFloat(dst, r.Duration.Seconds(), 'f', 3, 64)
 	case UpstreamAddr:
-		return append(b, e.UpstreamAddr...)
+		return append(dst, r.Node...)
 	case UpstreamID:
-		return append(b, e.UpstreamID...)
+		return append(dst, r.Upstream...)
 	case ClientID:
-		return append(b, e.ClientID...)
+		return append(dst, r.ClientID...)
 	case Username:
-		return append(b, e.Username...)
+		return append(dst, r.Username...)
 	case ProtocolLevel:
-		return strconv.AppendInt(b, int64(e.ProtocolLevel), 10)
+		return strconv.AppendInt(dst, int64(r.ProtocolLevel), 10)
 	case End:
-		return append(b, e.EndReason...)
+		return append(dst, r.End...)
 	case Detail:
-		return append(b, e.Detail...)
+		return append(dst, r.Detail...)
 	case RouteID:
-		return append(b, e.RouteID...)
+		return append(dst, r.Route...)
 	case Listener:
-		return append(b, e.Listener...)
+		return append(dst, r.Listener...)
+	case vars.SSLServerName:
+		return append(dst, r.SNI...)
+	case vars.SSLClientSerial:
+		return append(dst, r.ClientSerial...)
+	case vars.SSLClientSDN:
+		return append(dst, r.ClientSDN...)
+	case vars.SSLClientSDNCN:
+		return append(dst, r.ClientSDNCN...)
+	case vars.SSLClientFingerprint:
+		return append(dst, r.ClientFingerprint...)
 	}
-	if e.Vars != nil {
-		v, _ := e.Vars.Get(name)
-		return append(b, v...)
-	}
-	return b
+	return dst
 }

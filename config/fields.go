@@ -73,7 +73,7 @@ func (s section[T]) names() []string {
 func (s section[T]) changed(path string, a, b *T) []string {
 	var out []string
 	for _, f := range s.fields {
-		if f.restart && !reflect.DeepEqual(f.value(a), f.value(b)) {
+		if f.restart && f.value != nil && !reflect.DeepEqual(f.value(a), f.value(b)) {
 			out = append(out, join(path, f.name))
 		}
 	}
@@ -123,6 +123,8 @@ func References() []Reference {
 		routeSection().reference(0),
 		upstreamSection().reference(0),
 		sslSection().reference(0),
+		deploymentSection().reference(0),
+		etcdSection().reference(1),
 	}
 }
 
@@ -138,9 +140,8 @@ func RestartOnlyChanges(started, next *Config) []string {
 		out = append(out, adminSection().changed("admin", &adminDecl{Admin: *a}, &adminDecl{Admin: *b})...)
 	}
 	// Every deployment key is read at start: the role, the provider, etcd.
-	if !reflect.DeepEqual(started.Deployment, next.Deployment) {
-		out = append(out, "deployment")
-	}
+	out = append(out, deploymentSection().changed("deployment",
+		&deploymentFields{Deployment: started.DeploymentSettings()}, &deploymentFields{Deployment: next.DeploymentSettings()})...)
 	return out
 }
 
@@ -244,7 +245,7 @@ func logSection() section[Log] {
 				decode: func(d *decoder, kv keyValue, p string, v *Log) { d.accessLog(kv.val, p, v) }},
 			{name: "access_log_format", def: "unset: JSON", decode: func(d *decoder, kv keyValue, p string, v *Log) {
 				if s, ok := d.str(kv.val, p); ok {
-					format, err := accesslog.ParseFormat(s)
+					format, err := accesslog.ParseTemplate(s)
 					if err != nil {
 						d.errorf(kv.val, p, "%v", err)
 						return

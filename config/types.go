@@ -75,7 +75,7 @@ type Log struct {
 	AccessLog string // "stdout" (default), "stderr", "off" or a file path
 	// AccessLogFormat is log.access_log_format: a line per connection
 	// from this template instead of JSON; nil writes JSON.
-	AccessLogFormat *accesslog.Format
+	AccessLogFormat *accesslog.Template
 }
 
 // StreamRoute selects an upstream for a client connection.

@@ -24,6 +24,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/admin"
 	"github.com/mqgate/mqgate/metrics"
 	"github.com/mqgate/mqgate/proxy"
@@ -31,11 +32,11 @@ import (
 
 // Options say where the demo listens.
 type Options struct {
-	Listen      string       // mqgate's MQTT listener, "127.0.0.1:1883"
-	AdminListen string       // the Admin API and dashboard; "" leaves them off
-	Dir         string       // where the configuration and the Admin API state are written; "" for a new temporary directory
-	Log         *slog.Logger // process log; nil discards it
-	Access      *slog.Logger // access log; nil discards it
+	Listen      string            // mqgate's MQTT listener, "127.0.0.1:1883"
+	AdminListen string            // the Admin API and dashboard; "" leaves them off
+	Dir         string            // where the configuration and the Admin API state are written; "" for a new temporary directory
+	Log         *slog.Logger      // process log; nil discards it
+	Access      *accesslog.Writer // access log; nil discards it
 }
 
 // Demo is a running demo.

@@ -1,44 +1,21 @@
 package proxy
 
 import (
-	"strconv"
-	"sync"
-	"time"
-
 	"github.com/mqgate/mqgate/accesslog"
+	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/pipe"
 	iprestriction "github.com/mqgate/mqgate/plugin/ip-restriction"
 	mqttproxy "github.com/mqgate/mqgate/plugin/mqtt-proxy"
 	mqttrewrite "github.com/mqgate/mqgate/plugin/mqtt-rewrite"
 )
 
-// lineBufs hold access log lines while they are formatted.
-var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
-
-// logLine writes r as a line of log.access_log_format, in one write.
-func (s *Server) logLine(f *accesslog.Format, r *record) {
-	e := accesslog.Entry{
-		Start: r.start, End: time.Now(), Status: nginxStatus(r),
-		BytesReceived: r.up, BytesSent: r.down,
-		UpstreamAddr: r.node, UpstreamID: r.upstream,
-		ClientID: r.clientID, Username: r.username, ProtocolLevel: int(r.level),
-		EndReason: string(r.end), Detail: r.detail, RouteID: r.route, Listener: r.listener,
-		Vars: &r.id.vars,
+// accessFormat is the access log's format for cfg: its
+// log.access_log_format, or JSON.
+func accessFormat(cfg *config.Config) accesslog.Format {
+	if t := cfg.Log.AccessLogFormat; t != nil {
+		return t.Format
 	}
-	if r.remote.IsValid() {
-		e.RemoteIP, e.RemotePort = r.remote.Addr().String(), strconv.Itoa(int(r.remote.Port()))
-	}
-	if r.id.local.IsValid() {
-		e.ServerIP, e.ServerPort = r.id.local.Addr().String(), strconv.Itoa(int(r.id.local.Port()))
-	}
-	buf := lineBufs.Get().(*[]byte)
-	*buf = f.Append((*buf)[:0], &e)
-	if _, err := s.lines.Write(*buf); err != nil {
-		s.log.Warn("access log write failed", "err", err)
-	}
-	if cap(*buf) <= 64<<10 {
-		lineBufs.Put(buf)
-	}
+	return accesslog.JSON
 }
 
 // nginxStatus is the connection's $status as NGINX's stream module logs

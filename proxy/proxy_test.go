@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/proxy"
@@ -41,7 +42,7 @@ func startGatewayLog(t testing.TB, yml string, log io.Writer) *gateway {
 	access := &mqtttest.LogBuffer{}
 	srv := mqtttest.StartProxy(t, cfg, proxy.Options{
 		Log:       slog.New(slog.NewTextHandler(log, nil)),
-		AccessLog: slog.New(slog.NewJSONHandler(access, nil)),
+		AccessLog: accesslog.New(access, nil),
 	})
 	g := &gateway{srv: srv, access: access}
 	for _, a := range srv.ListenerAddrs() {

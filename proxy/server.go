@@ -25,7 +25,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -35,6 +34,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/keyed"
@@ -44,12 +44,8 @@ import (
 
 // Options are the parts of a Server that do not come from the configuration.
 type Options struct {
-	Log       *slog.Logger // process log; slog.Default() when nil
-	AccessLog *slog.Logger // one record per connection; nil disables it
-	// AccessLogLines receives the access log's lines when the configuration
-	// sets log.access_log_format (the same file AccessLog writes to); nil
-	// keeps JSON.
-	AccessLogLines io.Writer
+	Log       *slog.Logger      // process log; slog.Default() when nil
+	AccessLog *accesslog.Writer // one record per connection, in log.access_log_format or JSON; nil disables it
 
 	// CertCheckInterval is how often certificate files are checked for
 	// changes; 0 means DefaultCertCheckInterval.
@@ -63,8 +59,7 @@ const DefaultCertCheckInterval = 5 * time.Second
 // Server is a running set of listeners and the connections they accepted.
 type Server struct {
 	log    *slog.Logger
-	access *slog.Logger
-	lines  io.Writer // access log lines of log.access_log_format
+	access *accesslog.Writer
 
 	snap     atomic.Pointer[snapshot]
 	nodes    nodeRegistry
@@ -109,7 +104,6 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s := &Server{
 		log:       opts.Log,
 		access:    opts.AccessLog,
-		lines:     opts.AccessLogLines,
 		listeners: make(map[string]*listener),
 		conns:     newConnIndex(),
 	}
@@ -130,6 +124,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
 	s.snap.Store(snap)
+	if s.access != nil {
+		s.access.SetFormat(accessFormat(cfg)) // log.access_log_format follows reloads
+	}
 	return s, nil
 }
 
@@ -269,6 +266,9 @@ func (s *Server) Apply(cfg *config.Config) error {
 	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
 	s.snap.Store(snap)
+	if s.access != nil {
+		s.access.SetFormat(accessFormat(cfg)) // log.access_log_format follows reloads
+	}
 	s.health.Update(snap.targets)
 	for _, l := range opened {
 		s.startListener(l)

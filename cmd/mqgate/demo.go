@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/demo"
 )
 
@@ -23,7 +24,8 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	access := slog.New(slog.NewJSONHandler(stdout, nil))
+	access := accesslog.New(stdout, accesslog.JSON)
+	defer access.Close()
 	if *adminListen == "off" {
 		*adminListen = ""
 	}

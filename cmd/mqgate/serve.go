@@ -58,7 +58,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer startCPUProfile(log)()
 	tuneGC(log)
 
-	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access.json, AccessLogLines: access.lines})
+	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access.w})
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				if err := access.reopen(); err != nil {
 					log.Error("access log not reopened, still writing to the old file", "path", cfg.Log.AccessLog, "err", err)
 				} else if access.file != nil {
-					log.Info("access log reopened", "path", access.file.Path())
+					log.Info("access log reopened", "path", access.path)
 				}
 				continue
 			}
@@ -134,47 +134,71 @@ func logConfig(log *slog.Logger, cfg *config.Config) {
 	}
 }
 
-// accessLog is where the access log goes: JSON records (slog), and the
-// same writer for the lines of log.access_log_format. A file is reopened
-// by reopen (SIGUSR1); stdout and stderr need no reopening.
+// accessLog is the access log: a Writer of records (JSON, or the
+// configuration's log.access_log_format, which the proxy sets), to stdout,
+// stderr or a file; nil Writer for "off". A file is reopened at its path by
+// reopen (SIGUSR1, after logrotate moved it).
 type accessLog struct {
-	json  *slog.Logger // nil for "off"
-	lines io.Writer
-	file  *accesslog.File // nil unless a file
+	w    *accesslog.Writer
+	path string // "" unless a file
+	file *os.File
 }
 
-func (a *accessLog) reopen() error {
-	if a.file == nil {
-		return nil
-	}
-	return a.file.Reopen()
-}
-
-func (a *accessLog) close() {
-	if a.file != nil {
-		a.file.Close()
-	}
-}
-
-// openAccessLog opens the access_log setting: stdout, stderr, off or a file.
+// openAccessLog opens the access_log setting.
 func openAccessLog(where string, stdout io.Writer) (*accessLog, error) {
 	a := &accessLog{}
+	var out io.Writer
 	switch where {
 	case "off":
 		return a, nil
 	case "", "stdout":
-		a.lines = stdout
+		out = stdout
 	case "stderr":
-		a.lines = os.Stderr
+		out = os.Stderr
 	default:
-		f, err := accesslog.OpenFile(where)
+		f, err := openAppend(where)
 		if err != nil {
 			return nil, err
 		}
-		a.lines, a.file = f, f
+		out, a.path, a.file = f, where, f
 	}
-	a.json = slog.New(slog.NewJSONHandler(a.lines, nil))
+	a.w = accesslog.New(out, accesslog.JSON)
 	return a, nil
+}
+
+func openAppend(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("access log: %w", err)
+	}
+	return f, nil
+}
+
+// reopen opens the file's path again and writes there from now on, as
+// NGINX does on SIGUSR1; what was buffered goes to the old file first. When
+// the path cannot be opened, the old file stays in use.
+func (a *accessLog) reopen() error {
+	if a.file == nil {
+		return nil
+	}
+	f, err := openAppend(a.path)
+	if err != nil {
+		return err
+	}
+	a.w.Swap(f)
+	old := a.file
+	a.file = f
+	return old.Close()
+}
+
+// close writes out what is buffered, then closes the file.
+func (a *accessLog) close() {
+	if a.w != nil {
+		_ = a.w.Close()
+	}
+	if a.file != nil {
+		a.file.Close()
+	}
 }
 
 // raiseFileLimit raises the open-file soft limit to the hard one and
