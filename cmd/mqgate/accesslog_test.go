@@ -80,5 +80,21 @@ stream_routes: [{upstream_id: hive_mq}]
 	if strings.Contains(p.stderr.String(), "reload") {
 		t.Errorf("SIGUSR1 reloaded the configuration:\n%s", p.stderr)
 	}
+
+	// A reload applies a new format to the lines after it.
+	yml, _ := os.ReadFile(conf)
+	yml = []byte(strings.Replace(string(yml), "access_log_format: '$remote_addr [$time_local]", "access_log_format: 'v2 $mqtt_client_id $status $end [$time_local]", 1))
+	if err := os.WriteFile(conf, yml, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	mqtttest.WaitFor(t, "the reload", func() bool { return strings.Contains(p.stderr.String(), `msg=reloaded source=sighup`) })
+	pub("bar")
+	mqtttest.WaitFor(t, "a line in the new format", func() bool { return len(lines(logPath)) == 2 })
+	if got := lines(logPath)[1]; !strings.HasPrefix(got, "v2 bar 200 client_closed [") {
+		t.Errorf("after the reload: %q", got)
+	}
 	p.stop(t)
 }
