@@ -50,6 +50,9 @@ type Record struct {
 
 	UpstreamClientID string // the client id sent to the broker when a rewrite changed it; empty: left out
 
+	Transport   string         // "ws" or "wss" for MQTT over WebSocket; empty: left out
+	ForwardedBy netip.AddrPort // the trusted proxy whose X-Real-IP/X-Forwarded-For gave Client; zero: left out
+
 	// For log.access_log_format (Template); JSON leaves them out.
 	Server      netip.AddrPort // the address the client connected to
 	Upstream    string         // the node's upstream id

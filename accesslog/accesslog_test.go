@@ -40,6 +40,8 @@ func full() Record {
 		ClientSerial:      "0A1B",
 		ClientFingerprint: "ab12",
 		UpstreamClientID:  "acme/meter-7",
+		Transport:         "wss",
+		ForwardedBy:       netip.MustParseAddrPort("10.0.0.9:41000"),
 	}
 }
 
@@ -78,6 +80,12 @@ func viaSlog(r *Record) []byte {
 	}
 	if r.UpstreamClientID != "" {
 		attrs = append(attrs, slog.String("upstream_client_id", r.UpstreamClientID))
+	}
+	if r.Transport != "" {
+		attrs = append(attrs, slog.String("transport", r.Transport))
+	}
+	if r.ForwardedBy.IsValid() {
+		attrs = append(attrs, slog.String("forwarded_by", r.ForwardedBy.String()))
 	}
 	rec := slog.NewRecord(r.Time, slog.LevelInfo, "connection", 0)
 	rec.AddAttrs(attrs...)

@@ -58,6 +58,14 @@ func JSON(dst []byte, r *Record) []byte {
 	if r.UpstreamClientID != "" {
 		dst = appendString(dst, "upstream_client_id", r.UpstreamClientID)
 	}
+	if r.Transport != "" {
+		dst = appendString(dst, "transport", r.Transport)
+	}
+	if r.ForwardedBy.IsValid() {
+		dst = append(dst, `,"forwarded_by":"`...)
+		dst = appendAddrPort(dst, r.ForwardedBy)
+		dst = append(dst, '"')
+	}
 	return append(dst, "}\n"...)
 }
 

@@ -274,6 +274,9 @@ func TestCompose(t *testing.T) {
 	}
 
 	// Published ports against listeners.
+	if !slices.ContainsFunc(cfg.StreamProxy.TCP, func(l config.Listener) bool { return l.WebSocket != nil }) {
+		t.Error("no WebSocket listener")
+	}
 	listening := map[int]string{}
 	for _, l := range cfg.StreamProxy.TCP {
 		_, p, _ := net.SplitHostPort(l.Addr)
@@ -310,9 +313,9 @@ func TestCompose(t *testing.T) {
 			t.Errorf("%s (port %d) is not published", what, port)
 		}
 	}
-	for _, want := range []int{1883, 8883, 9180} {
+	for _, want := range []int{1883, 8883, 8083, 9180} {
 		if !published[want] {
-			t.Errorf("port %d (MQTT, TLS, dashboard) not published", want)
+			t.Errorf("port %d (MQTT, TLS, WebSocket, dashboard) not published", want)
 		}
 	}
 

@@ -127,17 +127,43 @@ type direction struct {
 // ended, or one of them fails or idles out, which aborts the other. The
 // direction that ends first says why the pipe ended.
 func Run(client, broker net.Conn, opts Options) Result {
-	sh := &shared{opts: opts}
-	sh.lastActive.Store(time.Now().UnixNano())
-	up := &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, shared: sh}
-	down := &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
-	up.meter, down.meter, up.isUp = opts.Meter, opts.Meter, true
-
+	up, down := directions(client, broker, opts)
 	done := make(chan struct{})
 	go func() { down.run(); close(done) }()
 	up.run()
 	<-done
-	first := sh.first.Load()
+	return result(up, down)
+}
+
+// Start is Run without holding the caller's goroutine: each direction
+// runs on a goroutine of its own, and done gets the Result once both have
+// ended. The caller's goroutine, whose stack grew through the stages before
+// the pipe (handshakes, the CONNECT, the dial), can then end, so an idle
+// connection keeps only two shallow goroutines.
+func Start(client, broker net.Conn, opts Options, done func(Result)) {
+	up, down := directions(client, broker, opts)
+	var left atomic.Int32
+	left.Store(2)
+	finish := func() {
+		if left.Add(-1) == 0 {
+			done(result(up, down))
+		}
+	}
+	go func() { down.run(); finish() }()
+	go func() { up.run(); finish() }()
+}
+
+func directions(client, broker net.Conn, opts Options) (up, down *direction) {
+	sh := &shared{opts: opts}
+	sh.lastActive.Store(time.Now().UnixNano())
+	up = &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, shared: sh}
+	down = &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
+	up.meter, down.meter, up.isUp = opts.Meter, opts.Meter, true
+	return up, down
+}
+
+func result(up, down *direction) Result {
+	first := up.first.Load()
 	return Result{Up: up.bytes, Down: down.bytes, End: first.end, Err: first.err}
 }
 

@@ -29,7 +29,7 @@ type dialer struct {
 	certs         *tlsconf.Store // the upstream's TLS client settings when its scheme is tls
 	tcp           net.Dialer
 	fromSource    net.Dialer // tcp with the source_addresses socket options; LocalAddr set per dial
-	probeSource   netip.Addr // where probes dial from: the first source address, if any
+	firstSource   netip.Addr // where probes and HTTP routes dial from: the first source address, if any
 }
 
 func newDialer(u *config.Upstream, certs *tlsconf.Store) *dialer {
@@ -39,7 +39,7 @@ func newDialer(u *config.Upstream, certs *tlsconf.Store) *dialer {
 		certs:         certs,
 		tcp:           net.Dialer{KeepAlive: noTCPKeepAlive},
 		fromSource:    net.Dialer{KeepAlive: noTCPKeepAlive, Control: bindControl(u.SourcePortRange)},
-		probeSource:   firstOr(u.SourceAddresses),
+		firstSource:   firstOr(u.SourceAddresses),
 	}
 }
 
@@ -100,7 +100,7 @@ func (d *dialer) dial(ctx context.Context, addr, host string, from *proxySource,
 // probe is the dialer as health probes use it.
 func (d *dialer) probe(ctx context.Context, _, addr string) (net.Conn, error) {
 	host, _, _ := net.SplitHostPort(addr)
-	return d.dial(ctx, addr, host, nil, d.probeSource)
+	return d.dial(ctx, addr, host, nil, d.firstSource)
 }
 
 // dial tries the nodes the balancer offers, up to 1 + retries of them, and

@@ -57,7 +57,7 @@ func (s *Server) nodeChanged(st health.Status) {
 func (u *upstream) belongsOn(lc *liveConn, node int, now string) bool {
 	if u.cfg.Type == balance.TypeConsistentHash {
 		lc.mu.Lock()
-		key := lc.entry.hashKey
+		key := lc.rec.hashKey
 		lc.mu.Unlock()
 		for first := range u.bal.Order(key) {
 			return first == node

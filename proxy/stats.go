@@ -78,6 +78,7 @@ type StatsSnapshot struct {
 	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
+	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
 }
 
 // NodeStats is one upstream node's counters.
