@@ -296,7 +296,7 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 		}
 		for _, a := range u.Checks.Active {
 			if a.Type == ProbeMQTT {
-				b.p.errorf(u.File, u.Line, "", "upstream %q has scheme %s: its active checks need type http, https or tcp (an MQTT probe of an HTTP server fails)", u.ID, u.Scheme)
+				b.p.errorf(u.File, u.Line, "", "upstream %q has scheme %s: its active checks need type tcp, http or https (an MQTT probe of an HTTP server fails)", u.ID, u.Scheme)
 				return
 			}
 		}
