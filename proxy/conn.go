@@ -176,23 +176,28 @@ func (lc *liveConn) closedBy() pipe.End {
 
 // record is the access-log record of one connection, filled in stage by stage.
 type record struct {
-	start     time.Time
-	listener  string
-	remote    netip.AddrPort
-	route     string
-	clientID  string
-	username  string
-	level     byte
-	node      string
-	upstream  string        // the node's upstream id
-	refusedBy string        // the refusal reason, when end is refused
-	source    *sourceCounts // the source address it was dialled from, if the upstream has them
-	hashKey   string        // the balancer key, for moving the client back when its node returns
-	up, down  int64
-	end       pipe.End
-	detail    string // refusal reason, parse error, dial error
-	errorKind string
-	id        identity // PROXY header, TLS session, variables (identity.go)
+	start    time.Time
+	listener string
+	remote   netip.AddrPort
+	route    string
+	clientID string
+	username string
+	level    byte
+	// websocket: the client came over WebSocket (wss with TLS); forwarded:
+	// a trusted proxy's X-Real-IP/X-Forwarded-For gave remote, and id.peer
+	// is that proxy. Two bools in level's padding: liveConn stays in its
+	// size class.
+	websocket, forwarded bool
+	node                 string
+	upstream             string        // the node's upstream id
+	refusedBy            string        // the refusal reason, when end is refused
+	source               *sourceCounts // the source address it was dialled from, if the upstream has them
+	hashKey              string        // the balancer key, for moving the client back when its node returns
+	up, down             int64
+	end                  pipe.End
+	detail               string // refusal reason, parse error, dial error
+	errorKind            string
+	id                   identity // PROXY header, TLS session, variables (identity.go)
 }
 
 // serveConn is the path of one connection: the stages below, in the order
@@ -646,5 +651,14 @@ func (s *Server) logRecord(r *record) {
 		Status:        nginxStatus(r),
 	}
 	r.id.fill(&ar)
+	if r.websocket {
+		ar.Transport = "ws"
+		if r.id.tls != nil {
+			ar.Transport = "wss"
+		}
+	}
+	if r.forwarded {
+		ar.ForwardedBy, ar.ProxyProtocolPeer = r.id.peer, netip.AddrPort{}
+	}
 	s.access.Log(&ar)
 }
