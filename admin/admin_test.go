@@ -355,7 +355,8 @@ func TestValidation(t *testing.T) {
 		{"PUT", "/apisix/admin/upstreams/u", `{"id": "v", "nodes": {"b:1": 1}}`, `id: the body says "v", the path "u"`},
 		{"POST", "/apisix/admin/upstreams", `{"id": "v", "nodes": {"b:1": 1}}`, "id: POST makes the id"},
 		{"PUT", "/apisix/admin/upstreams", `{"nodes": {"b:1": 1}}`, "id: required"},
-		{"PUT", "/apisix/admin/routes/1", `{}`, `unknown resource "routes"`},
+		{"PUT", "/apisix/admin/consumers/1", `{}`, `unknown resource "consumers"`},
+		{"PUT", "/apisix/admin/routes/1", `{}`, `needs upstream_id or upstream`},
 		{"DELETE", "/apisix/admin/upstreams/u?drain=maybe", ``, "drain: must be true or false"},
 	} {
 		code, v := g.do(t, tt.method, tt.path, adminKey, tt.body)

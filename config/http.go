@@ -52,6 +52,7 @@ type httpRouteDecl struct {
 	upstreamIDLine int
 	hasUpstreamID  bool
 	hasUpstream    bool
+	overlay        bool // from an Admin API or etcd document
 }
 
 var httpMethods = []string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE"}
@@ -157,7 +158,7 @@ func checkHostPattern(h string) string {
 
 // httpRoute decodes one item of routes.
 func (d *decoder) httpRoute(n *yaml.Node, path string) httpRouteDecl {
-	r := httpRouteDecl{HTTPRoute: HTTPRoute{File: d.file, Line: n.Line, PassHost: PassHostPass}, path: path}
+	r := httpRouteDecl{HTTPRoute: HTTPRoute{File: d.file, Line: n.Line, PassHost: PassHostPass}, path: path, overlay: d.overlay}
 	httpRouteSection().decode(d, n, path, &r)
 	switch {
 	case r.hasUpstreamID && r.hasUpstream:

@@ -7,7 +7,7 @@ import (
 )
 
 // overlayKeys are the sections an Overlay document may hold.
-var overlayKeys = map[string]bool{"stream_routes": true, "upstreams": true, "ssls": true}
+var overlayKeys = map[string]bool{"stream_routes": true, "upstreams": true, "ssls": true, "routes": true}
 
 // ReadFiles reads configuration files into documents for Parse, reporting
 // every file that cannot be read. Parse(ReadFiles(paths)...) is Load(paths...).
@@ -78,6 +78,17 @@ func (b *builder) applyOverlay() {
 	}
 	if len(overSSLs) > 0 {
 		b.ssls = overlaid(b.ssls, overSSLs, func(s *sslDecl) (string, bool) { return s.ID, s.overlay })
+	}
+	overHTTP := make(map[string]*httpRouteDecl)
+	for i := range b.httpRoutes {
+		if r := &b.httpRoutes[i]; r.overlay && r.ID != "" {
+			if _, dup := overHTTP[r.ID]; !dup {
+				overHTTP[r.ID] = r
+			}
+		}
+	}
+	if len(overHTTP) > 0 {
+		b.httpRoutes = overlaid(b.httpRoutes, overHTTP, func(r *httpRouteDecl) (string, bool) { return r.ID, r.overlay })
 	}
 }
 
