@@ -52,7 +52,7 @@ type httpRouteDecl struct {
 	upstreamIDLine int
 	hasUpstreamID  bool
 	hasUpstream    bool
-	overlay        bool // from an Admin API or etcd document
+	overlay        bool // from an Admin API document
 }
 
 var httpMethods = []string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE"}
@@ -287,6 +287,21 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 			b.p.errorf(r.File, r.Line, r.path, "upstream %q has scheme %s: an HTTP route needs scheme http or https", up.ID, up.Scheme)
 		}
 		cfg.Routes = append(cfg.Routes, r.HTTPRoute)
+	}
+	// An MQTT probe of an HTTP server always fails: every node would be
+	// marked down.
+	checkProbe := func(u *Upstream) {
+		if u.HTTP() && u.Checks != nil && u.Checks.Active != nil && u.Checks.Active.Type == ProbeMQTT {
+			b.p.errorf(u.File, u.Line, "", "upstream %q has scheme %s: its active checks need type: tcp (an MQTT probe of an HTTP server fails)", u.ID, u.Scheme)
+		}
+	}
+	for i := range cfg.Upstreams {
+		checkProbe(&cfg.Upstreams[i])
+	}
+	for _, r := range cfg.Routes {
+		if r.Upstream != nil {
+			checkProbe(r.Upstream)
+		}
 	}
 	for _, r := range cfg.StreamRoutes {
 		up := r.Upstream

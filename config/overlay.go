@@ -68,6 +68,23 @@ func (b *builder) applyOverlay() {
 	if len(overUpstreams) > 0 {
 		b.upstreams = overlaid(b.upstreams, overUpstreams, func(u *upstreamDecl) (string, bool) { return u.ID, u.overlay })
 	}
+	overHTTP := make(map[string]*httpRouteDecl)
+	for i := range b.httpRoutes {
+		r := &b.httpRoutes[i]
+		if !r.overlay {
+			continue
+		}
+		if r.ID == "" {
+			b.p.errorf(r.File, r.Line, r.path+".id", "required in Admin API state")
+			continue
+		}
+		if _, dup := overHTTP[r.ID]; !dup {
+			overHTTP[r.ID] = r
+		}
+	}
+	if len(overHTTP) > 0 {
+		b.httpRoutes = overlaid(b.httpRoutes, overHTTP, func(r *httpRouteDecl) (string, bool) { return r.ID, r.overlay })
+	}
 	overSSLs := make(map[string]*sslDecl)
 	for i := range b.ssls {
 		if s := &b.ssls[i]; s.overlay && s.ID != "" {
@@ -78,17 +95,6 @@ func (b *builder) applyOverlay() {
 	}
 	if len(overSSLs) > 0 {
 		b.ssls = overlaid(b.ssls, overSSLs, func(s *sslDecl) (string, bool) { return s.ID, s.overlay })
-	}
-	overHTTP := make(map[string]*httpRouteDecl)
-	for i := range b.httpRoutes {
-		if r := &b.httpRoutes[i]; r.overlay && r.ID != "" {
-			if _, dup := overHTTP[r.ID]; !dup {
-				overHTTP[r.ID] = r
-			}
-		}
-	}
-	if len(overHTTP) > 0 {
-		b.httpRoutes = overlaid(b.httpRoutes, overHTTP, func(r *httpRouteDecl) (string, bool) { return r.ID, r.overlay })
 	}
 }
 
