@@ -116,7 +116,7 @@ func (s *Server) guard(write, status bool, h http.HandlerFunc) http.HandlerFunc 
 func kindOf(w http.ResponseWriter, r *http.Request) (string, bool) {
 	kind := r.PathValue("kind")
 	if !slices.Contains(Kinds, kind) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown resource %q (mqgate serves stream_routes, upstreams and ssls)", kind))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown resource %q (mqgate serves stream_routes, upstreams, ssls and routes)", kind))
 		return "", false
 	}
 	return kind, true

@@ -110,10 +110,10 @@ upstreams:
 	}
 
 	p := &cfg.StreamRoutes[0]
-	if want := (&limitconn.Settings{Conn: 5, Burst: 1, Key: plugin.KeyClientID, RejectedMsg: "busy"}); !reflect.DeepEqual(p.Plugin(limitconn.Name), want) {
+	if want := (&limitconn.Settings{Conn: 5, LimitSettings: plugin.LimitSettings{Burst: 1, Key: plugin.KeyClientID, RejectedMsg: "busy"}}); !reflect.DeepEqual(p.Plugin(limitconn.Name), want) {
 		t.Errorf("limit-conn = %+v, want %+v", p.Plugin(limitconn.Name), want)
 	}
-	if want := (&limitreq.Settings{Rate: 2.5, Burst: 10, Key: plugin.KeyRoute, RejectedMsg: limitreq.DefaultRejectedMsg}); !reflect.DeepEqual(p.Plugin(limitreq.Name), want) {
+	if want := (&limitreq.Settings{Rate: 2.5, LimitSettings: plugin.LimitSettings{Burst: 10, Key: plugin.KeyRoute, RejectedMsg: limitreq.DefaultRejectedMsg}}); !reflect.DeepEqual(p.Plugin(limitreq.Name), want) {
 		t.Errorf("limit-req = %+v, want %+v", p.Plugin(limitreq.Name), want)
 	}
 	wantIP := &iprestriction.Settings{Whitelist: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}, Message: "go away"}
