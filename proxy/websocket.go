@@ -212,7 +212,8 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 		return
 	}
 	s.web.stats.count("upgraded")
-	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: lcfg.Addr, remote: wc.remote, id: wc.id}}
+	// Counted on its listener, where it was accepted as the HTTP connection.
+	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
 	rec := &lc.rec
 	rec.websocket = true
 	// The address a trusted proxy in front says the client has. Behind a
@@ -229,8 +230,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 		return
 	}
 	s.stats.Active.Add(1)
-	lc.lcounts = s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)) // accepted there, as the HTTP connection
-	lc.lcounts.active.Add(1)
+	lc.rec.listener.active.Add(1)
 	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn}
 	go func() {
 		defer p.finish()
