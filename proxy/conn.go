@@ -57,8 +57,9 @@ type liveConn struct {
 	looped   *epoll.Conn // the pair in an event loop, or nil
 	reason   pipe.End    // set by close, overrides the pipe's own End
 	node     *nodeState  // the node it is proxied to, once dialled
-	release  func()      // gives back the places the stages took (limit plugins, client id)
-	entry    connEntry   // the connection table's row, see connections.go
+	lcounts  *listenerCounts
+	release  func()    // gives back the places the stages took (limit plugins, client id)
+	entry    connEntry // the connection table's row, see connections.go
 	rec      record
 }
 
@@ -70,8 +71,17 @@ func (lc *liveConn) end() {
 	if lc.node != nil {
 		lc.node.active.Add(-1)
 	}
+	if lc.rec.source != nil {
+		lc.rec.source.active.Add(-1)
+	}
 	s.untrack(lc)
 	s.stats.Active.Add(-1)
+	if lc.lcounts != nil {
+		lc.lcounts.active.Add(-1)
+		if lc.rec.end == EndRefused {
+			lc.lcounts.refused.Add(1)
+		}
+	}
 	if r := lc.closedBy(); r != "" {
 		lc.rec.end = r
 	}
@@ -111,6 +121,9 @@ func (lc *liveConn) releaseAll() {
 func (lc *liveConn) handedOver() {
 	lc.srv.untrack(lc)
 	lc.srv.stats.Active.Add(-1)
+	if lc.lcounts != nil {
+		lc.lcounts.active.Add(-1)
+	}
 	lc.srv.handlers.Done()
 }
 
@@ -171,7 +184,10 @@ type record struct {
 	username  string
 	level     byte
 	node      string
-	hashKey   string // the balancer key, for moving the client back when its node returns
+	upstream  string        // the node's upstream id
+	refusedBy string        // the refusal reason, when end is refused
+	source    *sourceCounts // the source address it was dialled from, if the upstream has them
+	hashKey   string        // the balancer key, for moving the client back when its node returns
 	up, down  int64
 	end       pipe.End
 	detail    string // refusal reason, parse error, dial error
@@ -236,7 +252,7 @@ type connPath struct {
 // shutting down.
 func (p *connPath) track() bool {
 	s := p.s
-	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.cfg.Addr, remote: addrPort(p.tcp.RemoteAddr())}}
+	p.lc = &liveConn{srv: s, client: p.tcp, lcounts: p.l.counts, rec: record{start: time.Now(), listener: p.l.cfg.Addr, remote: addrPort(p.tcp.RemoteAddr())}}
 	p.rec = &p.lc.rec
 	if !s.track(p.lc) {
 		p.tcp.Close()
@@ -244,6 +260,7 @@ func (p *connPath) track() bool {
 		return false
 	}
 	s.stats.Active.Add(1)
+	p.l.counts.active.Add(1)
 	return true
 }
 
@@ -391,7 +408,7 @@ func (p *connPath) dial() bool {
 	p.lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
-	rec.node = node.addr
+	rec.node, rec.upstream = node.addr, node.upstreamID
 	return true
 }
 
@@ -562,7 +579,7 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 // refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
 // client and its logs say why instead of "connection reset", then closes.
 func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, text string) {
-	rec.end, rec.detail = EndRefused, text
+	rec.end, rec.detail, rec.refusedBy = EndRefused, text, reason
 	s.stats.refused(reason)
 	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].
 	level := rec.level
@@ -624,6 +641,9 @@ func (s *Server) logRecord(r *record) {
 		End:           string(r.end),
 		Detail:        r.detail,
 		ErrorKind:     r.errorKind,
+		Server:        r.id.local,
+		Upstream:      r.upstream,
+		Status:        nginxStatus(r),
 	}
 	r.id.fill(&ar)
 	s.access.Log(&ar)

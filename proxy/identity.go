@@ -159,6 +159,7 @@ func (id *identity) fill(r *accesslog.Record) {
 		r.TLSResumed = id.tls.DidResume
 		r.SNI = id.vars.SSLServerName
 		r.ClientSDN, r.ClientSerial, r.ClientFingerprint = id.vars.SSLClientSDN, id.vars.SSLClientSerial, id.vars.SSLClientFingerprint
+		r.ClientSDNCN = id.vars.SSLClientSDNCN
 	}
 	r.UpstreamClientID = id.upstream
 	r.Transport = id.websocket

@@ -229,6 +229,8 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 		return
 	}
 	s.stats.Active.Add(1)
+	lc.lcounts = s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)) // accepted there, as the HTTP connection
+	lc.lcounts.active.Add(1)
 	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn}
 	go func() {
 		defer p.finish()
