@@ -291,7 +291,7 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 	// An MQTT probe of an HTTP server always fails: every node would be
 	// marked down.
 	checkProbe := func(u *Upstream) {
-		if u.HTTP() && u.Checks != nil && u.Checks.Active != nil && u.Checks.Active.Type == ProbeMQTT {
+		if u.HTTP() && u.Checks != nil && slices.ContainsFunc(u.Checks.Active, func(a *ActiveCheck) bool { return a.Type == ProbeMQTT }) {
 			b.p.errorf(u.File, u.Line, "", "upstream %q has scheme %s: its active checks need type: tcp (an MQTT probe of an HTTP server fails)", u.ID, u.Scheme)
 		}
 	}
