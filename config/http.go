@@ -291,8 +291,14 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 	// An MQTT probe of an HTTP server always fails: every node would be
 	// marked down.
 	checkProbe := func(u *Upstream) {
-		if u.HTTP() && u.Checks != nil && slices.ContainsFunc(u.Checks.Active, func(a *ActiveCheck) bool { return a.Type == ProbeMQTT }) {
-			b.p.errorf(u.File, u.Line, "", "upstream %q has scheme %s: its active checks need type: tcp (an MQTT probe of an HTTP server fails)", u.ID, u.Scheme)
+		if !u.HTTP() || u.Checks == nil {
+			return
+		}
+		for _, a := range u.Checks.Active {
+			if a.Type == ProbeMQTT {
+				b.p.errorf(u.File, u.Line, "", "upstream %q has scheme %s: its active checks need type tcp, http or https (an MQTT probe of an HTTP server fails)", u.ID, u.Scheme)
+				return
+			}
 		}
 	}
 	for i := range cfg.Upstreams {
