@@ -15,7 +15,7 @@ type Document struct {
 	Name string
 	Data []byte
 	// Overlay marks a document of Admin API objects: it may hold only
-	// stream_routes, upstreams and ssls, every object needs an id, and an
+	// stream_routes, upstreams, ssls and routes, every object needs an id, and an
 	// object replaces the one with the same id from the other documents.
 	Overlay bool
 }

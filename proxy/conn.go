@@ -81,16 +81,16 @@ func (lc *liveConn) end() {
 	if lc.read {
 		s.pastConnect.Add(-1)
 	}
-	if lc.lcounts != nil {
-		lc.lcounts.active.Add(-1)
+	if l := lc.rec.listener; l != nil {
+		l.active.Add(-1)
 		if lc.rec.end == EndRefused {
-			lc.lcounts.refused.Add(1)
+			l.refused.Add(1)
 		}
 	}
 	if r := lc.closedBy(); r != "" {
 		lc.rec.end = r
 	}
-	s.logRecord(&lc.rec)
+	s.logRecord(&lc.rec, lc.node)
 	s.handlers.Done()
 }
 
@@ -126,8 +126,8 @@ func (lc *liveConn) releaseAll() {
 func (lc *liveConn) handedOver() {
 	lc.srv.untrack(lc)
 	lc.srv.stats.Active.Add(-1)
-	if lc.lcounts != nil {
-		lc.lcounts.active.Add(-1)
+	if l := lc.rec.listener; l != nil {
+		l.active.Add(-1)
 	}
 	lc.srv.handlers.Done()
 }
@@ -181,23 +181,27 @@ func (lc *liveConn) closedBy() pipe.End {
 
 // record is the access-log record of one connection, filled in stage by stage.
 type record struct {
-	start     time.Time
-	listener  string
-	remote    netip.AddrPort
-	route     string
-	clientID  string
-	username  string
-	level     byte
-	node      string
-	upstream  string        // the node's upstream id
-	refusedBy string        // the refusal reason, when end is refused
-	source    *sourceCounts // the source address it was dialled from, if the upstream has them
-	hashKey   string        // the balancer key, for moving the client back when its node returns
-	up, down  int64
-	end       pipe.End
-	detail    string // refusal reason, parse error, dial error
-	errorKind string
-	id        identity // PROXY header, TLS session, variables (identity.go)
+	start    time.Time
+	listener *listenerCounts // its counts, and its configured address
+	remote   netip.AddrPort
+	route    string
+	clientID string
+	username string
+	level    byte
+	// websocket: the client came over WebSocket (wss with TLS); forwarded:
+	// a trusted proxy's X-Real-IP/X-Forwarded-For gave remote, and id.peer
+	// is that proxy. They and status sit in level's padding: liveConn stays
+	// in its size class.
+	websocket, forwarded bool
+	status               uint16 // NGINX's $status of a refusal, set with it (accesslog.go)
+	node                 string
+	source               *sourceCounts // the source address it was dialled from, if the upstream has them
+	hashKey              string        // the balancer key, for moving the client back when its node returns
+	up, down             int64
+	end                  pipe.End
+	detail               string // refusal reason, parse error, dial error
+	errorKind            string
+	id                   identity // PROXY header, TLS session, variables (identity.go)
 }
 
 // serveConn is the path of one connection: the stages below, in the order
@@ -259,7 +263,7 @@ type connPath struct {
 // shutting down.
 func (p *connPath) track() bool {
 	s := p.s
-	p.lc = &liveConn{srv: s, client: p.tcp, lcounts: p.l.counts, rec: record{start: time.Now(), listener: p.l.cfg.Addr, remote: addrPort(p.tcp.RemoteAddr())}}
+	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.counts, remote: addrPort(p.tcp.RemoteAddr())}}
 	p.rec = &p.lc.rec
 	if !s.track(p.lc) {
 		p.tcp.Close()
@@ -423,7 +427,7 @@ func (p *connPath) dial() bool {
 	p.lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
-	rec.node, rec.upstream = node.addr, node.upstreamID
+	rec.node = node.addr
 	return true
 }
 
@@ -594,7 +598,7 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 // refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
 // client and its logs say why instead of "connection reset", then closes.
 func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, text string) {
-	rec.end, rec.detail, rec.refusedBy = EndRefused, text, reason
+	rec.end, rec.detail, rec.status = EndRefused, text, refusalStatus(reason)
 	s.stats.refused(reason)
 	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].
 	level := rec.level
@@ -637,13 +641,15 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-func (s *Server) logRecord(r *record) {
+// logRecord writes r to the access log; node is the one it was proxied
+// to, or nil.
+func (s *Server) logRecord(r *record, node *nodeState) {
 	if s.access == nil {
 		return
 	}
 	// On the stack: Log copies it.
 	ar := accesslog.Record{
-		Listener:      r.listener,
+		Listener:      r.listener.addr,
 		Client:        r.remote,
 		Route:         r.route,
 		ClientID:      r.clientID,
@@ -657,9 +663,18 @@ func (s *Server) logRecord(r *record) {
 		Detail:        r.detail,
 		ErrorKind:     r.errorKind,
 		Server:        r.id.local,
-		Upstream:      r.upstream,
+		Upstream:      node.upstream(),
 		Status:        nginxStatus(r),
 	}
 	r.id.fill(&ar)
+	if r.websocket {
+		ar.Transport = "ws"
+		if r.id.tls != nil {
+			ar.Transport = "wss"
+		}
+	}
+	if r.forwarded {
+		ar.ForwardedBy, ar.ProxyProtocolPeer = r.id.peer, netip.AddrPort{}
+	}
 	s.access.Log(&ar)
 }

@@ -57,6 +57,15 @@ type nodeState struct {
 	sources    keyed.Map[netip.Addr, *sourceCounts]
 }
 
+// upstream is the node's upstream id, "" for nil (a connection that reached
+// no node).
+func (n *nodeState) upstream() string {
+	if n == nil {
+		return ""
+	}
+	return n.upstreamID
+}
+
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
 // state survives reloads.
 type nodeRegistry struct {
