@@ -36,7 +36,7 @@ var (
 		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
 	}
-	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path"}
+	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path", "max_packet_size", "server_reference"}
 	ignoredStreamProxyKeys = []string{"only", "udp"}
 	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
 	logKeys                = []string{"level", "access_log"}
@@ -232,6 +232,20 @@ func (d *decoder) streamProxy(n *yaml.Node, path string) {
 			d.maxConnections(kv, p)
 		case "on_duplicate_client_id":
 			d.onDuplicateClientID(kv, p)
+		case "max_packet_size":
+			if !d.setOnce("stream_proxy.max_packet_size", kv, p) {
+				continue
+			}
+			if v, ok := d.intIn(kv.val, p, 0, MaxConnectSizeLimit+5); ok {
+				d.b.streamProxy.MaxPacketSize = v
+			}
+		case "server_reference":
+			if !d.setOnce("stream_proxy.server_reference", kv, p) {
+				continue
+			}
+			if v, ok := d.str(kv.val, p); ok {
+				d.b.streamProxy.ServerReference = v
+			}
 		case "data_path":
 			if !d.setOnce("stream_proxy.data_path", kv, p) {
 				continue

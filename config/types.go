@@ -46,6 +46,13 @@ type StreamProxy struct {
 	// to the same upstream while its earlier connection is still open.
 	OnDuplicateClientID string
 	DataPath            string // DataPathEpoll (default) or DataPathGoroutines
+	// MaxPacketSize closes a proxied client that sends a packet larger
+	// than this many bytes (a 5.0 client is told 0x95 Packet too large);
+	// 0 = no limit beyond the protocol's.
+	MaxPacketSize int
+	// ServerReference is the Server Reference a 5.0 client is sent with
+	// 0x9C Use another server and 0x9D Server moved; empty = none.
+	ServerReference string
 }
 
 // How proxied plain TCP connections move their bytes (stream_proxy.data_path).

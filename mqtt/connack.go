@@ -86,6 +86,25 @@ func AppendDisconnect(dst []byte, level byte, code ReasonCode, reason string) []
 	return appendField(dst, reason)
 }
 
+// AppendServerDisconnect appends the MQTT 5.0 DISCONNECT a server sends to
+// end a connection, with code and, when serverReference is not empty, a
+// Server Reference property naming where the client is to connect instead
+// (5.0 section 4.11: with 0x9C Use another server or 0x9D Server moved).
+// The reference is cut like a Reason String in [AppendConnack].
+func AppendServerDisconnect(dst []byte, code ReasonCode, serverReference string) []byte {
+	serverReference = cleanReasonString(serverReference)
+	if serverReference == "" {
+		return AppendDisconnect(dst, Level5, code, "")
+	}
+	props := 1 + fieldLen(len(serverReference))
+	dst = append(dst, disconnectHeader)
+	dst = appendVarint(dst, 1+varintLen(props)+props)
+	dst = append(dst, byte(code))
+	dst = appendVarint(dst, props)
+	dst = append(dst, propServerReference)
+	return appendField(dst, serverReference)
+}
+
 // cleanReasonString makes s a valid UTF-8 Encoded String ([MQTT-1.5.4-1],
 // [MQTT-1.5.4-2]) of at most maxReasonString bytes, dropping ill-formed
 // bytes and U+0000 and cutting at a character boundary.

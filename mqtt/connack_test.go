@@ -217,3 +217,15 @@ func TestAppendDisconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendServerDisconnect: a Server Reference (0x1C, 5.0 section
+// 3.14.2.2.5) rides with 0x9C and 0x9D; without one the short form stays.
+func TestAppendServerDisconnect(t *testing.T) {
+	t.Parallel()
+	if got, want := AppendServerDisconnect(nil, UseAnotherServer, ""), unhex("e0 01 9c"); !bytes.Equal(got, want) {
+		t.Errorf("without reference: %x, want %x", got, want)
+	}
+	if got, want := AppendServerDisconnect(nil, ServerMoved, "b:1883"), unhex("e0 0b 9d 09 1c 0006 623a31383833"); !bytes.Equal(got, want) {
+		t.Errorf("with reference: %x, want %x", got, want)
+	}
+}

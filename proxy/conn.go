@@ -47,13 +47,14 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 type liveConn struct {
 	srv     *Server
 	mu      sync.Mutex
-	client  net.Conn    // nil once in an event loop
-	broker  net.Conn    // nil until dialled, and once in an event loop
-	looped  *epoll.Conn // the pair in an event loop, or nil
-	reason  pipe.End    // set by close, overrides the pipe's own End
-	node    *nodeState  // the node it is proxied to, once dialled
-	release func()      // gives back the places the CONNECT policy took, once admitted
-	entry   connEntry   // the connection table's row, see connections.go
+	client  net.Conn      // nil once in an event loop
+	broker  net.Conn      // nil until dialled, and once in an event loop
+	looped  *epoll.Conn   // the pair in an event loop, or nil
+	ctl     *pipe.Control // the pair on goroutines (pipe.Run), or nil
+	reason  pipe.End      // set by close, overrides the pipe's own End
+	node    *nodeState    // the node it is proxied to, once dialled
+	release func()        // gives back the places the CONNECT policy took, once admitted
+	entry   connEntry     // the connection table's row, see connections.go
 	rec     record
 }
 
@@ -93,21 +94,38 @@ func (lc *liveConn) bytesSoFar() (up, down int64) {
 	return up, down
 }
 
-// close ends the connection from outside, recording why.
+// close ends the connection from outside, recording why. A piping
+// connection ends at a packet boundary of the stream to the client, after
+// a 5.0 DISCONNECT saying why (goodbye); one still reading its CONNECT or
+// dialling is closed at once.
 func (lc *liveConn) close(reason pipe.End) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	if lc.reason == "" {
 		lc.reason = reason
 	}
-	if lc.looped != nil {
-		lc.looped.Close(reason)
+	switch {
+	case lc.looped != nil:
+		lc.looped.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.entry.level))
+		return
+	case lc.ctl != nil:
+		lc.ctl.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.entry.level))
 		return
 	}
 	lc.client.Close()
 	if lc.broker != nil {
 		lc.broker.Close()
 	}
+}
+
+// control gives the connection the handle a close from outside uses while
+// pipe.Run pipes it. A close asked for before reaches the connections
+// directly (close), so Run returns at once.
+func (lc *liveConn) control() *pipe.Control {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.ctl = new(pipe.Control)
+	return lc.ctl
 }
 
 func (lc *liveConn) setBroker(c net.Conn) bool {
@@ -261,12 +279,15 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		Idle:             idleLimit(up, connect.KeepAlive),
 		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
+		Level:            connect.Level,
+		MaxPacketSize:    snap.cfg.StreamProxy.MaxPacketSize,
 	}
 	if s.loopPair(snap, lc, conn, broker, opts) {
 		looped = true
 		return
 	}
 	opts.Meter = &lc.entry.meter
+	opts.Control = lc.control()
 	rec.piped(pipe.Run(conn, broker, opts))
 }
 

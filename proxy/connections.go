@@ -12,7 +12,8 @@ import (
 // Why an operator ended a connection (see pipe.End for the others).
 const (
 	EndClosedByAdmin pipe.End = "closed_by_admin" // DELETE /connections/{client_id}
-	EndDrained       pipe.End = "drained"         // its route or node was removed and drain was asked for
+	EndDrained       pipe.End = "drained"         // its node was removed and drain was asked for
+	EndRouteRemoved  pipe.End = "route_removed"   // its route was removed and drain was asked for
 )
 
 // connEntry is what the connection table shows of one proxied connection.
@@ -149,10 +150,8 @@ func (s *Server) Connections(f ConnFilter, limit int) (list []ConnInfo, total in
 }
 
 // CloseClient closes every proxied connection of the client id and returns
-// them as they were. The client sees its connection closed (FIN), without an
-// MQTT DISCONNECT: the pipe does not track packet boundaries, and a
-// DISCONNECT written into the middle of a packet from the broker would
-// corrupt the stream.
+// them as they were. Each ends at a packet boundary of the stream to the
+// client; a 5.0 client is told 0x98 Administrative action first.
 func (s *Server) CloseClient(clientID string) []ConnInfo {
 	s.mu.Lock()
 	conns := s.matching(ConnFilter{ClientID: clientID})
@@ -188,6 +187,7 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 	}
 	s.mu.Lock()
 	var victims []*liveConn
+	var reasons []pipe.End
 	for lc := range s.conns {
 		lc.mu.Lock()
 		e := &lc.entry
@@ -195,13 +195,17 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 		// operator or a duplicate client id) are not drained again.
 		if e.piping && !e.settled && lc.reason == "" && (!routes[e.route.id] || !nodes[e.node]) {
 			victims = append(victims, lc)
+			reasons = append(reasons, EndDrained)
+			if !routes[e.route.id] {
+				reasons[len(reasons)-1] = EndRouteRemoved
+			}
 		}
 		lc.mu.Unlock()
 	}
 	s.mu.Unlock()
 	if len(victims) > 0 {
 		s.log.Info("draining connections of removed routes and nodes", "count", len(victims), "window", window)
-		s.closeSpread(victims, window, EndDrained)
+		s.closeSpreadEach(victims, window, reasons)
 	}
 	return len(victims)
 }
@@ -228,6 +232,15 @@ func (s *Server) DrainAll(window time.Duration) int {
 // closeSpread closes the i-th of victims at i/n of window, in the
 // background, until the server shuts down.
 func (s *Server) closeSpread(victims []*liveConn, window time.Duration, reason pipe.End) {
+	reasons := make([]pipe.End, len(victims))
+	for i := range reasons {
+		reasons[i] = reason
+	}
+	s.closeSpreadEach(victims, window, reasons)
+}
+
+// closeSpreadEach is closeSpread with a reason for each victim.
+func (s *Server) closeSpreadEach(victims []*liveConn, window time.Duration, reasons []pipe.End) {
 	go func() {
 		start := time.Now()
 		t := time.NewTimer(0)
@@ -239,7 +252,7 @@ func (s *Server) closeSpread(victims []*liveConn, window time.Duration, reason p
 			case <-s.ctx.Done():
 				return
 			}
-			lc.close(reason)
+			lc.close(reasons[i])
 		}
 	}()
 }

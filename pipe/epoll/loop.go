@@ -96,6 +96,15 @@ type backlog struct {
 	lingerUntil int64 // 0 until the goodbye is said
 }
 
+// closeDeadline is when a close at a boundary ends the pair, whatever the
+// client and broker do.
+func (b *backlog) closeDeadline() int64 {
+	if b.lingerUntil != 0 {
+		return b.lingerUntil
+	}
+	return b.closeBy
+}
+
 // closing reports whether a close at a boundary was asked for.
 func (p *Conn) closing() bool { return p.blocked != nil && p.blocked.closeEnd != "" }
 
@@ -603,7 +612,7 @@ func (p *Conn) deadline() int64 {
 		}
 	}
 	if p.closing() {
-		earliest(max(p.blocked.closeBy, p.blocked.lingerUntil))
+		earliest(p.blocked.closeDeadline())
 		return d
 	}
 	switch {
@@ -634,7 +643,7 @@ func (l *loop) arm(p *Conn) {
 func (l *loop) check(p *Conn) {
 	now := l.now
 	if b := p.blocked; b != nil && b.closeEnd != "" {
-		if now >= max(b.closeBy, b.lingerUntil) {
+		if now >= b.closeDeadline() {
 			l.finish(p, b.closeEnd, net.ErrClosed, true)
 			return
 		}
