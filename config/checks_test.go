@@ -4,9 +4,15 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqgate/mqgate/plugin"
+	iprestriction "github.com/mqgate/mqgate/plugin/ip-restriction"
+	limitconn "github.com/mqgate/mqgate/plugin/limit-conn"
+	limitreq "github.com/mqgate/mqgate/plugin/limit-req"
 )
 
 // parseOne parses one document, trimming its leading newline.
@@ -103,21 +109,25 @@ upstreams:
 		t.Errorf("default checks =\n%+v %+v\nwant\n%+v %+v", got.Active, got.Passive, defaults.Active, defaults.Passive)
 	}
 
-	p := cfg.StreamRoutes[0].Plugins
-	if want := (&LimitConn{Conn: 5, Burst: 1, Key: LimitKeyClientID, RejectedMsg: "busy"}); !reflect.DeepEqual(p.LimitConn, want) {
-		t.Errorf("limit-conn = %+v, want %+v", p.LimitConn, want)
+	p := &cfg.StreamRoutes[0]
+	if want := (&limitconn.Settings{Conn: 5, Burst: 1, Key: plugin.KeyClientID, RejectedMsg: "busy"}); !reflect.DeepEqual(p.Plugin(limitconn.Name), want) {
+		t.Errorf("limit-conn = %+v, want %+v", p.Plugin(limitconn.Name), want)
 	}
-	if want := (&LimitReq{Rate: 2.5, Burst: 10, Key: LimitKeyRoute}); !reflect.DeepEqual(p.LimitReq, want) {
-		t.Errorf("limit-req = %+v, want %+v", p.LimitReq, want)
+	if want := (&limitreq.Settings{Rate: 2.5, Burst: 10, Key: plugin.KeyRoute, RejectedMsg: limitreq.DefaultRejectedMsg}); !reflect.DeepEqual(p.Plugin(limitreq.Name), want) {
+		t.Errorf("limit-req = %+v, want %+v", p.Plugin(limitreq.Name), want)
 	}
-	wantIP := &IPRestriction{Whitelist: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}, Message: "go away"}
-	if !reflect.DeepEqual(p.IPRestriction, wantIP) {
-		t.Errorf("ip-restriction = %+v, want %+v", p.IPRestriction, wantIP)
+	wantIP := &iprestriction.Settings{Whitelist: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}, Message: "go away"}
+	if !reflect.DeepEqual(p.Plugin(iprestriction.Name), wantIP) {
+		t.Errorf("ip-restriction = %+v, want %+v", p.Plugin(iprestriction.Name), wantIP)
 	}
-	d := cfg.StreamRoutes[1].Plugins
-	if d.LimitConn.Key != LimitKeyRemoteAddr || d.LimitConn.Burst != 0 || d.LimitReq.Key != LimitKeyRemoteAddr ||
-		len(d.IPRestriction.Blacklist) != 1 {
-		t.Errorf("plugin defaults: %+v %+v %+v", d.LimitConn, d.LimitReq, d.IPRestriction)
+	if names := pluginNames(p); !slices.Equal(names, []string{iprestriction.Name, limitreq.Name, limitconn.Name}) {
+		t.Errorf("plugins in the order they run = %v", names)
+	}
+	d := &cfg.StreamRoutes[1]
+	dc, dr, di := d.Plugin(limitconn.Name).(*limitconn.Settings), d.Plugin(limitreq.Name).(*limitreq.Settings), d.Plugin(iprestriction.Name).(*iprestriction.Settings)
+	if dc.Key != plugin.KeyRemoteAddr || dc.Burst != 0 || dc.RejectedMsg != limitconn.DefaultRejectedMsg || dr.Key != plugin.KeyRemoteAddr ||
+		len(di.Blacklist) != 1 || di.Message != iprestriction.DefaultMessage {
+		t.Errorf("plugin defaults: %+v %+v %+v", dc, dr, di)
 	}
 	for _, want := range []string{
 		"h.yaml:9: stream_routes[0].plugins.limit-conn.default_conn_delay",
@@ -244,10 +254,18 @@ func TestREADMEExample(t *testing.T) {
 	if u.Checks == nil || u.Checks.Active == nil || u.Checks.Passive == nil || u.HashBalanceFactor != 1.25 {
 		t.Errorf("README example upstream: %+v", u)
 	}
-	if p := cfg.StreamRoutes[0].Plugins; p.LimitConn == nil || p.LimitReq == nil || p.IPRestriction == nil {
-		t.Errorf("README example plugins: %+v", p)
+	if p := &cfg.StreamRoutes[0]; p.Plugin(limitconn.Name) == nil || p.Plugin(limitreq.Name) == nil || p.Plugin(iprestriction.Name) == nil {
+		t.Errorf("README example plugins: %+v", p.Plugins)
 	}
 	if cfg.Admin == nil || cfg.Reload == nil {
 		t.Errorf("README example admin %+v, reload %+v", cfg.Admin, cfg.Reload)
 	}
+}
+
+func pluginNames(r *StreamRoute) []string {
+	var out []string
+	for _, p := range r.Plugins {
+		out = append(out, p.Name)
+	}
+	return out
 }

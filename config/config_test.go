@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/mqgate/mqgate/internal/certtest"
+
+	mqttproxy "github.com/mqgate/mqgate/plugin/mqtt-proxy"
 )
 
 // TestLoadAPISIXSeed loads the config.yaml + apisix.yaml pair from the
@@ -34,7 +36,7 @@ func TestLoadAPISIXSeed(t *testing.T) {
 		StreamRoutes: []StreamRoute{{
 			ID:         "1",
 			UpstreamID: "1",
-			Plugins:    Plugins{MQTTProxy: &MQTTProxy{ProtocolName: "MQTT", ProtocolLevel: 5}},
+			Plugins:    []RoutePlugin{{Name: mqttproxy.Name, Settings: &mqttproxy.Settings{ProtocolName: "MQTT", ProtocolLevel: 5}, Line: 5}},
 			File:       "testdata/apisix.yaml", Line: 2,
 		}},
 		Upstreams: []Upstream{{
@@ -136,7 +138,7 @@ func TestLoadNative(t *testing.T) {
 				MQTTClientID: &StringMatch{Prefix: "sensor-"},
 				MQTTUsername: &StringMatch{Exact: "ingest"},
 				UpstreamID:   "1",
-				Plugins:      Plugins{MQTTProxy: &MQTTProxy{ProtocolName: "MQTT", ProtocolLevel: 5}},
+				Plugins:      []RoutePlugin{{Name: mqttproxy.Name, Settings: &mqttproxy.Settings{ProtocolName: "MQTT", ProtocolLevel: 5}, Line: 26}},
 				File:         file, Line: 14,
 			},
 			{
@@ -145,7 +147,7 @@ func TestLoadNative(t *testing.T) {
 				RemoteAddr:   netip.MustParsePrefix("2001:db8::1/128"),
 				MQTTClientID: &StringMatch{Regex: "^legacy-[0-9]+$"},
 				MQTTUsername: &StringMatch{Exact: "old"},
-				Plugins:      Plugins{MQTTProxy: &MQTTProxy{ProtocolName: "MQIsdp", ProtocolLevel: 3}},
+				Plugins:      []RoutePlugin{{Name: mqttproxy.Name, Settings: &mqttproxy.Settings{ProtocolName: "MQIsdp", ProtocolLevel: 3}, Line: 37}},
 				Upstream: &Upstream{
 					ID: "route:legacy", Name: "legacy brokers", Type: "least_conn",
 					Nodes: []Node{
@@ -366,7 +368,7 @@ func TestSuggest(t *testing.T) {
 		{"ab", ""}, // distance 2 to "id" would replace the whole key
 		{"completely_different", ""},
 	}
-	candidates := append(slices.Clone(streamRouteKeys), mqttProxyKeys...)
+	candidates := append(slices.Clone(streamRouteKeys), "protocol_name", "protocol_level") // and mqtt-proxy's
 	for _, tt := range tests {
 		if got := suggest(tt.key, candidates); got != tt.want {
 			t.Errorf("suggest(%q) = %q, want %q", tt.key, got, tt.want)

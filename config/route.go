@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -15,9 +14,6 @@ var (
 		"id", "name", "desc", "server_port", "server_addr", "remote_addr", "sni",
 		"mqtt_client_id", "mqtt_username", "upstream_id", "upstream", "plugins",
 	}
-	knownPlugins      = []string{"mqtt-proxy", "mqtt-rewrite", "limit-conn", "limit-req", "ip-restriction"}
-	mqttProxyKeys     = []string{"protocol_name", "protocol_level"}
-	mqttProtocolNames = []string{"MQTT", "MQIsdp"}
 )
 
 // routeDecl is a StreamRoute with the source positions the cross-file
@@ -118,63 +114,6 @@ func parsePrefix(s string) (netip.Prefix, string) {
 		return netip.Prefix{}, fmt.Sprintf(`must be an IP address or a CIDR like "10.0.0.0/8", got %q`, s)
 	}
 	return netip.PrefixFrom(a, a.BitLen()), ""
-}
-
-func (d *decoder) plugins(n *yaml.Node, path string) Plugins {
-	var pl Plugins
-	for _, kv := range d.fields(n, path) {
-		switch kv.key {
-		case "mqtt-proxy":
-			pl.MQTTProxy = d.mqttProxy(kv.val, join(path, kv.key))
-		case "limit-conn":
-			pl.LimitConn = d.limitConn(kv.val, join(path, kv.key))
-		case "limit-req":
-			pl.LimitReq = d.limitReq(kv.val, join(path, kv.key))
-		case "ip-restriction":
-			pl.IPRestriction = d.ipRestriction(kv.val, join(path, kv.key))
-		case "mqtt-rewrite":
-			pl.MQTTRewrite = d.mqttRewrite(kv.val, join(path, kv.key))
-		default:
-			d.unknownKey(kv, path, "plugin", knownPlugins)
-		}
-	}
-	return pl
-}
-
-// mqttProxy decodes the mqtt-proxy plugin. Unlike APISIX, both fields are
-// optional: an empty plugin matches any MQTT CONNECT.
-func (d *decoder) mqttProxy(n *yaml.Node, path string) *MQTTProxy {
-	m := &MQTTProxy{}
-	var levelNode *yaml.Node
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "protocol_name":
-			m.ProtocolName, _ = d.oneOf(kv.val, p, mqttProtocolNames...)
-		case "protocol_level":
-			level, ok := d.int(kv.val, p)
-			if !ok {
-				continue
-			}
-			if !slices.Contains([]int{3, 4, 5}, level) {
-				d.errorf(kv.val, p, "must be 3, 4 or 5, got %d", level)
-				continue
-			}
-			m.ProtocolLevel, levelNode = level, kv.val
-		case "upstream":
-			d.errorf(kv.keyNode, p, "deprecated in APISIX and not supported; give the route an upstream_id or upstream instead")
-		default:
-			d.unknownKey(kv, path, "key", mqttProxyKeys)
-		}
-	}
-	// MQTT 3.1 names its protocol "MQIsdp" at level 3; 3.1.1 and 5.0 say "MQTT".
-	switch p := join(path, "protocol_level"); {
-	case m.ProtocolName == "MQIsdp" && m.ProtocolLevel > 3:
-		d.errorf(levelNode, p, `protocol_name "MQIsdp" (MQTT 3.1) is level 3, got %d`, m.ProtocolLevel)
-	case m.ProtocolName == "MQTT" && m.ProtocolLevel == 3:
-		d.errorf(levelNode, p, `protocol_name "MQTT" is level 4 or 5, got 3 (level 3 is "MQIsdp")`)
-	}
-	return m
 }
 
 // nameRoutes names routes without an id after their place among all routes,

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/mqgate/mqgate/internal/certtest"
+
+	mqttrewrite "github.com/mqgate/mqgate/plugin/mqtt-rewrite"
 )
 
 // sslYAML appends pair's certificate and key, inline, to the YAML of an
@@ -103,7 +105,7 @@ ssls:
 		t.Errorf("versions %x..%x", s.MinVersion, s.MaxVersion)
 	}
 	r := cfg.StreamRoutes[0]
-	if r.SNI != "*.example.com" || r.Plugins.MQTTRewrite == nil || r.Plugins.MQTTRewrite.Rule == nil || r.Plugins.MQTTRewrite.ClientID != "site-$ssl_client_s_dn_cn" {
+	if r.SNI != "*.example.com" || !rewritesClientID(&r, "site-$ssl_client_s_dn_cn") {
 		t.Errorf("route %+v", r)
 	}
 	u := cfg.Upstreams[0]
@@ -261,4 +263,9 @@ ssls:
 	if got, _ := cfg.SSLs[0].Pairs[0].LoadKeyPair(); !got.Leaf.Equal(b.Cert) {
 		t.Error("ssl 1 is not the Admin API's certificate")
 	}
+}
+
+func rewritesClientID(r *StreamRoute, template string) bool {
+	rw, _ := r.Plugin(mqttrewrite.Name).(*mqttrewrite.Settings)
+	return rw != nil && rw.Rule != nil && rw.ClientID == template
 }

@@ -88,11 +88,11 @@ type StreamRoute struct {
 	ServerAddr   netip.Addr   // zero = any
 	RemoteAddr   netip.Prefix // zero = any
 	SNI          string
-	MQTTClientID *StringMatch // nil = any
-	MQTTUsername *StringMatch // nil = any
-	UpstreamID   string       // reference to Config.Upstreams; empty when Upstream is set
-	Upstream     *Upstream    // inline upstream with ID "route:<route ID>", or nil
-	Plugins      Plugins
+	MQTTClientID *StringMatch  // nil = any
+	MQTTUsername *StringMatch  // nil = any
+	UpstreamID   string        // reference to Config.Upstreams; empty when Upstream is set
+	Upstream     *Upstream     // inline upstream with ID "route:<route ID>", or nil
+	Plugins      []RoutePlugin // in the order they run (plugin/registry)
 	Line         int
 	File         string
 }
@@ -102,21 +102,6 @@ type StreamRoute struct {
 type StringMatch struct {
 	Exact, Prefix, Regex string
 	re                   *regexp.Regexp
-}
-
-// Plugins is the set of stream plugins on a route.
-type Plugins struct {
-	MQTTProxy     *MQTTProxy     // `mqtt-proxy`
-	MQTTRewrite   *MQTTRewrite   // `mqtt-rewrite` (rewrite.go)
-	LimitConn     *LimitConn     // `limit-conn`
-	LimitReq      *LimitReq      // `limit-req`
-	IPRestriction *IPRestriction // `ip-restriction`
-}
-
-// MQTTProxy restricts a route to an MQTT protocol name and/or level.
-type MQTTProxy struct {
-	ProtocolName  string // "MQTT" or "MQIsdp"; empty = any
-	ProtocolLevel int    // 3, 4 or 5; 0 = any
 }
 
 // Upstream is a group of backend nodes and how to balance across them.

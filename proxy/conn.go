@@ -12,9 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/pipe/epoll"
+	"github.com/mqgate/mqgate/plugin"
 	"github.com/mqgate/mqgate/route"
 )
 
@@ -53,7 +55,7 @@ type liveConn struct {
 	ctl     *pipe.Control // the pair on goroutines (pipe.Run), or nil
 	reason  pipe.End      // set by close, overrides the pipe's own End
 	node    *nodeState    // the node it is proxied to, once dialled
-	release func()        // gives back the places the CONNECT policy took, once admitted
+	release []func()      // gives back the places the stages took (plugins, max_connections, client id)
 	entry   connEntry     // the connection table's row, see connections.go
 	rec     record
 }
@@ -62,9 +64,7 @@ type liveConn struct {
 // node and server counters, tracking, the access record.
 func (lc *liveConn) end() {
 	s := lc.srv
-	if lc.release != nil {
-		lc.release()
-	}
+	lc.releaseAll()
 	if lc.node != nil {
 		lc.node.active.Add(-1)
 	}
@@ -75,6 +75,22 @@ func (lc *liveConn) end() {
 	}
 	s.logRecord(&lc.rec)
 	s.handlers.Done()
+}
+
+// took records a release function of a stage; nil is nothing to give back.
+func (lc *liveConn) took(release func()) {
+	if release != nil {
+		lc.release = append(lc.release, release)
+	}
+}
+
+// releaseAll gives back what the stages took, last first, once. Only the
+// connection's own goroutine, or its event loop after the handover, calls it.
+func (lc *liveConn) releaseAll() {
+	for i := len(lc.release) - 1; i >= 0; i-- {
+		lc.release[i]()
+	}
+	lc.release = nil
 }
 
 // pipeEnded is called by the event loop when the pair has ended.
@@ -162,133 +178,257 @@ type record struct {
 	id        identity // PROXY header, TLS session, variables (identity.go)
 }
 
-// serveConn is the path of one connection, stage by stage.
+// serveConn is the path of one connection: the stages below, in the order
+// they run, each one method of connPath. A stage that ends the connection
+// (a refusal, a failed dial, a closed socket) records why in the access
+// record and returns false; what the stages took is given back when the
+// connection ends (liveConn.end).
 func (s *Server) serveConn(l *listener, c *net.TCPConn) {
-	snap := s.snap.Load()
-	lc := &liveConn{srv: s, client: c, rec: record{start: time.Now(), listener: l.cfg.Addr, remote: addrPort(c.RemoteAddr())}}
-	rec := &lc.rec
-	if !s.track(lc) {
-		c.Close()
-		s.handlers.Done()
+	p := &connPath{s: s, l: l, tcp: c, snap: s.snap.Load()}
+	if !p.track() {
 		return
+	}
+	defer p.finish()
+	_ = p.open() && // PROXY header in, TLS handshake (identity.go)
+		p.readConnect() && // the CONNECT, bounded in size and time
+		p.route() && // server port, SNI, addresses, client id, username
+		p.plugins(plugin.Check) && // mqtt-proxy, mqtt-rewrite, ip-restriction (plugin/registry)
+		p.maxConnections() && // stream_proxy.max_connections
+		p.plugins(plugin.Limit) && // limit-req, limit-conn
+		p.uniqueClientID() && // stream_proxy.on_duplicate_client_id
+		p.dial() && // balance, then the upstream's dialer, the next node on failure
+		p.handOver() && // the CONNECT (as rewritten) and what followed it
+		p.pipe() // both ways until either side ends, in an event loop or here
+}
+
+// connPath is one connection on its way through serveConn's stages.
+type connPath struct {
+	s    *Server
+	l    *listener
+	tcp  *net.TCPConn
+	snap *snapshot
+	lc   *liveConn
+	rec  *record
+
+	conn      net.Conn      // the client: tcp, or TLS over it
+	buf       *[]byte       // what preread read: the CONNECT and what followed it
+	n, size   int           // bytes in buf; the CONNECT's size
+	connect   *mqtt.Connect // as the client sent it
+	ri        int           // the route's index in the snapshot
+	pc        plugin.Conn   // the CONNECT as the plugins (and then the broker) see it
+	up        *upstream
+	broker    net.Conn
+	keepAlive uint16 // the client's, for the idle limit
+	looped    bool   // the pair is in an event loop, which ends the connection
+}
+
+// track registers the connection, or closes it when the server is
+// shutting down.
+func (p *connPath) track() bool {
+	s := p.s
+	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.cfg.Addr, remote: addrPort(p.tcp.RemoteAddr())}}
+	p.rec = &p.lc.rec
+	if !s.track(p.lc) {
+		p.tcp.Close()
+		s.handlers.Done()
+		return false
 	}
 	s.stats.Active.Add(1)
-	looped := false // then the event loop ends the connection
-	defer func() {
-		if !looped {
-			c.Close()
-			lc.end()
-		}
-	}()
+	return true
+}
 
-	// PROXY header and TLS handshake, when the listener asks for them.
-	conn, ok := s.open(l, c, snap, rec)
-	if !ok {
+// finish closes what the stages left open, unless an event loop has the
+// pair now.
+func (p *connPath) finish() {
+	putPrereadBuf(p.buf)
+	if p.looped {
 		return
 	}
+	if p.broker != nil {
+		p.broker.Close()
+	}
+	p.tcp.Close()
+	p.lc.end()
+}
 
-	// Read the CONNECT, bounded in size and time.
-	buf, n, size, err := s.preread(conn, snap)
-	defer func() { putPrereadBuf(buf) }()
+// open runs the PROXY header and TLS stages (identity.go).
+func (p *connPath) open() bool {
+	conn, ok := p.s.open(p.l, p.tcp, p.snap, p.rec)
+	p.conn = conn
+	return ok
+}
+
+// readConnect reads and parses the CONNECT, bounded in size and time.
+func (p *connPath) readConnect() bool {
+	buf, n, size, err := p.s.preread(p.conn, p.snap)
+	p.buf, p.n, p.size = buf, n, size
 	if err != nil {
-		s.failPreread(conn, rec, err)
-		return
+		p.s.failPreread(p.conn, p.rec, err)
+		return false
 	}
 	connect, err := mqtt.ParseConnect((*buf)[:size])
 	if err != nil {
-		s.failPreread(conn, rec, err)
-		return
+		p.s.failPreread(p.conn, p.rec, err)
+		return false
 	}
+	p.connect, p.keepAlive = connect, connect.KeepAlive
+	rec := p.rec
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
 	rec.id.vars.MQTTClientID, rec.id.vars.MQTTUsername = connect.ClientID, connect.Username
+	return true
+}
 
-	// Route on the connection and the CONNECT.
-	ri, ok := snap.routes.Match(route.Input{
-		Local:    addrPort(c.LocalAddr()),
-		Remote:   rec.remote.Addr(),
-		ClientID: connect.ClientID,
-		Username: connect.Username,
-		SNI:      rec.id.vars.SSLServerName,
+// route picks the stream route, on the connection and the CONNECT.
+func (p *connPath) route() bool {
+	ri, ok := p.snap.routes.Match(route.Input{
+		Local:    addrPort(p.tcp.LocalAddr()),
+		Remote:   p.rec.remote.Addr(),
+		ClientID: p.connect.ClientID,
+		Username: p.connect.Username,
+		SNI:      p.rec.id.vars.SSLServerName,
 	})
 	if !ok {
-		s.refuse(conn, rec, mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
-		return
+		return p.refuse(mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
 	}
-	rt := &snap.cfg.StreamRoutes[ri]
-	rec.route = rt.ID
-	if p := rt.Plugins.MQTTProxy; p != nil {
-		if (p.ProtocolLevel != 0 && int(connect.Level) != p.ProtocolLevel) ||
-			(p.ProtocolName != "" && p.ProtocolName != connect.ProtocolName) {
-			s.refuse(conn, rec, mqtt.UnsupportedProtocolVersion, refuseProtocolLevel,
-				fmt.Sprintf("this endpoint accepts %s level %d only", p.ProtocolName, p.ProtocolLevel))
-			return
+	p.ri, p.up = ri, p.snap.upstreams[ri]
+	p.rec.route = p.snap.cfg.StreamRoutes[ri].ID
+	p.pc = plugin.Conn{
+		Connect: p.connect,
+		Remote:  p.rec.remote.Addr().Unmap(),
+		Route:   p.rec.route,
+		Vars:    &p.rec.id.vars,
+		Log:     p.s.log,
+	}
+	return true
+}
+
+// plugins runs the route's stream plugins of one phase, in order. The
+// places they take are given back when the connection ends, or at once on
+// a refusal.
+func (p *connPath) plugins(phase plugin.Phase) bool {
+	list := p.snap.plugins[p.ri].checks
+	if phase == plugin.Limit {
+		list = p.snap.plugins[p.ri].limits
+	}
+	for _, inst := range list {
+		release, refused := inst.Admit(&p.pc)
+		if refused != nil {
+			return p.refuse(refused.Code, refused.Reason, refused.Text)
 		}
+		p.lc.took(release)
 	}
-	rewritten, connect, ok := s.rewriteConnect(conn, rt, connect, rec)
-	if !ok {
-		return
+	if p.pc.Connect.ClientID != p.connect.ClientID {
+		p.rec.id.upstream = p.pc.Connect.ClientID
 	}
+	return true
+}
 
-	// CONNECT policy: allow/deny, limits, duplicate client ids. The places
-	// it takes are given back when the connection ends (lc.end).
-	release, ok := s.admit(conn, snap, ri, lc, connect, rec)
-	if !ok {
-		return
+// maxConnections takes one of stream_proxy.max_connections.
+func (p *connPath) maxConnections() bool {
+	if !p.s.admitted.Acquire(p.snap.cfg.StreamProxy.MaxConnections) {
+		return p.refuse(mqtt.QuotaExceeded, refuseMaxConnections, "max_connections reached")
 	}
-	lc.release = release
+	p.lc.took(p.s.admitted.Release)
+	return true
+}
 
-	// Balance and dial, moving to the next node on failure.
-	up := snap.upstreams[ri]
-	rec.hashKey = up.hashKey(&rec.id.vars, rec.remote.Addr())
-	broker, node := s.dial(up, rec.hashKey, rec)
+// uniqueClientID applies stream_proxy.on_duplicate_client_id to the client
+// id the broker will see.
+func (p *connPath) uniqueClientID() bool {
+	s, id := p.s, p.pc.Connect.ClientID
+	mode := p.snap.cfg.StreamProxy.OnDuplicateClientID
+	if id == "" || mode == "" || mode == config.DuplicateAllow {
+		return true
+	}
+	k := clientKey{p.up.cfg.ID, id}
+	older, ok := s.clients.claim(k, p.lc, mode)
+	if !ok {
+		return p.refuse(mqtt.ClientIdentifierNotValid, refuseDuplicateClientID, "client id already connected")
+	}
+	if older != nil {
+		s.log.Info("closing older connection of a client id that connected again",
+			"client_id", id, "upstream", k.upstream, "client", p.rec.remote)
+		older.close(EndTakenOver)
+	}
+	lc := p.lc
+	lc.took(func() { s.clients.release(k, lc) })
+	return true
+}
+
+// dial orders the upstream's nodes and dials them until one answers.
+func (p *connPath) dial() bool {
+	rec := p.rec
+	rec.hashKey = p.up.hashKey(&rec.id.vars, rec.remote.Addr())
+	broker, node := p.s.dial(p.up, rec.hashKey, rec)
 	if broker == nil {
-		s.refuse(conn, rec, mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
-		return
+		return p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 	}
-	defer broker.Close()
-	if !lc.setBroker(broker) {
-		return
+	p.broker = broker
+	if !p.lc.setBroker(broker) {
+		return false
 	}
-	lc.node = node
+	p.lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
 	rec.node = node.addr
+	return true
+}
 
-	// Forward the CONNECT as read (or rewritten), and whatever the client
-	// sent after it.
-	first := (*buf)[:n]
-	if rewritten != nil {
-		first = append(rewritten, (*buf)[size:n]...)
+// handOver forwards the CONNECT as read (or rewritten) and whatever the
+// client sent after it.
+func (p *connPath) handOver() bool {
+	buf, rec := *p.buf, p.rec
+	first := buf[:p.n]
+	if p.pc.Packet != nil {
+		first = append(p.pc.Packet, buf[p.size:p.n]...)
 	}
-	_ = broker.SetWriteDeadline(time.Now().Add(up.cfg.Timeout.Connect))
-	if _, err := broker.Write(first); err != nil {
+	_ = p.broker.SetWriteDeadline(time.Now().Add(p.up.cfg.Timeout.Connect))
+	if _, err := p.broker.Write(first); err != nil {
 		rec.end, rec.detail = pipe.BrokerError, err.Error()
-		return
+		return false
 	}
-	_ = broker.SetWriteDeadline(time.Time{})
-	_ = conn.SetReadDeadline(time.Time{})
-	rec.up = int64(n)
-	putPrereadBuf(buf) // connect's strings are copies; nothing else points into buf
-	buf = nil
+	_ = p.broker.SetWriteDeadline(time.Time{})
+	_ = p.conn.SetReadDeadline(time.Time{})
+	rec.up = int64(p.n)
+	// The CONNECT's fields that point into buf (Password, Properties,
+	// Will) are not read past this point: the parsed CONNECT goes no
+	// further than the stages above, so buf goes back to the pool now
+	// rather than for the whole life of the connection.
+	putPrereadBuf(p.buf)
+	p.buf, p.connect, p.pc.Connect = nil, nil, nil
+	return true
+}
 
-	// Pipe both ways until either side ends: in an event loop for plain
-	// TCP, else on this goroutine and one more.
+// pipe moves bytes both ways until either side ends: in an event loop for
+// plain TCP, else on this goroutine and one more.
+func (p *connPath) pipe() bool {
+	s, rec, lc := p.s, p.rec, p.lc
 	s.stats.Proxied.Add(1)
-	lc.piping(rec, rec.up, snap.stats[ri], node)
+	lc.piping(rec, rec.up, p.snap.stats[p.ri], lc.node)
 	opts := pipe.Options{
-		Idle:             idleLimit(up, connect.KeepAlive),
-		WriteTimeout:     writeTimeout(up, connect.KeepAlive),
+		Idle:             idleLimit(p.up, p.keepAlive),
+		WriteTimeout:     writeTimeout(p.up, p.keepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
-		Level:            connect.Level,
-		MaxPacketSize:    snap.cfg.StreamProxy.MaxPacketSize,
+		Level:            rec.level,
+		MaxPacketSize:    p.snap.cfg.StreamProxy.MaxPacketSize,
 	}
-	if s.loopPair(snap, lc, conn, broker, opts) {
-		looped = true
-		return
+	if s.loopPair(p.snap, lc, p.conn, p.broker, opts) {
+		p.looped = true
+		return true
 	}
 	opts.Meter = &lc.entry.meter
 	opts.Control = lc.control()
-	rec.piped(pipe.Run(conn, broker, opts))
+	rec.piped(pipe.Run(p.conn, p.broker, opts))
+	return true
+}
+
+// refuse answers the CONNECT with a CONNACK that says why, after giving
+// back what earlier stages took, so that a client lingering over its
+// CONNACK holds no limit.
+func (p *connPath) refuse(code mqtt.ReasonCode, reason, text string) bool {
+	p.lc.releaseAll()
+	p.s.refuse(p.conn, p.rec, code, reason, text)
+	return false
 }
 
 // piped records what the pipe carried and why it ended.
@@ -387,7 +527,7 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 
 // refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
 // client and its logs say why instead of "connection reset", then closes.
-func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason refuseReason, text string) {
+func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, text string) {
 	rec.end, rec.detail = EndRefused, text
 	s.stats.refused(reason)
 	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].

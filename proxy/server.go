@@ -62,8 +62,8 @@ type Server struct {
 	routes   routeRegistry
 	stats    Stats
 	health   *health.Checker
-	policies policyRegistry
-	admitted limit.Slots    // connections past the CONNECT policy, for max_connections
+	plugins  *plugins       // stream plugin modules and their compiled instances
+	admitted limit.Slots    // connections past the plugins, for max_connections
 	clients  clientRegistry // for on_duplicate_client_id
 
 	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
@@ -100,12 +100,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		conns:     make(map[*liveConn]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.plugins = newPlugins()
+	s.stats.refusedBy = newRefusals(coreRefusals(), s.plugins.reasons())
 	s.health = health.NewChecker(s.log, s.nodeChanged)
 	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
 	if err != nil {
 		return nil, err
 	}
-	snap.policies = s.policies.build(cfg)
+	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
 	s.certs = tlsconf.NewStore(opts.Log)
 	if err := s.certs.Update(cfg); err != nil {
@@ -248,7 +250,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 		}
 		return err
 	}
-	snap.policies = s.policies.build(cfg)
+	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
 	s.snap.Store(snap)
 	s.health.Update(snap.targets)

@@ -19,9 +19,9 @@ import (
 type snapshot struct {
 	cfg       *config.Config
 	routes    *route.Table
-	upstreams []*upstream   // index-aligned with cfg.StreamRoutes
-	policies  []*policy     // index-aligned with cfg.StreamRoutes; set by the Server
-	stats     []*routeState // index-aligned with cfg.StreamRoutes; set by the Server
+	upstreams []*upstream    // index-aligned with cfg.StreamRoutes
+	plugins   []routePlugins // index-aligned with cfg.StreamRoutes; set by the Server
+	stats     []*routeState  // index-aligned with cfg.StreamRoutes; set by the Server
 	targets   []health.Target
 }
 

@@ -7,30 +7,20 @@ import (
 	"github.com/mqgate/mqgate/mqtt"
 )
 
-// refuseReason is why a well-formed CONNECT was refused, a bounded set for
-// counting.
-type refuseReason int
-
+// Why a well-formed CONNECT was refused, besides the reasons of the stream
+// plugins (plugin.Module.Reasons): a bounded set, for counting.
 const (
-	refuseNoRoute           refuseReason = iota // no stream route matched
-	refuseProtocolLevel                         // the route's mqtt-proxy protocol does not match
-	refuseNoBroker                              // every node tried failed to dial
-	refuseBadConnect                            // the CONNECT broke a rule that calls for a CONNACK
-	refuseIPRestriction                         // ip-restriction
-	refuseMaxConnections                        // stream_proxy.max_connections
-	refuseLimitReq                              // limit-req: connection rate
-	refuseLimitConn                             // limit-conn: concurrent connections
-	refuseDuplicateClientID                     // on_duplicate_client_id: keep_oldest
-	refuseRewrite                               // mqtt-rewrite yielded an empty or invalid field
-	numRefuseReasons
+	refuseNoRoute           = "no_route"            // no stream route matched
+	refuseNoBroker          = "no_broker"           // every node tried failed to dial
+	refuseBadConnect        = "bad_connect"         // the CONNECT broke a rule that calls for a CONNACK
+	refuseMaxConnections    = "max_connections"     // stream_proxy.max_connections
+	refuseDuplicateClientID = "duplicate_client_id" // on_duplicate_client_id: keep_oldest
 )
 
-var refuseReasonNames = [numRefuseReasons]string{
-	"no_route", "protocol_level", "no_broker", "bad_connect",
-	"ip_restriction", "max_connections", "limit_req", "limit_conn", "duplicate_client_id", "rewrite",
+// coreRefusals are the reasons above, in the order they can happen.
+func coreRefusals() []string {
+	return []string{refuseNoRoute, refuseNoBroker, refuseBadConnect, refuseMaxConnections, refuseDuplicateClientID}
 }
-
-func (r refuseReason) String() string { return refuseReasonNames[r] }
 
 // parseErrorKinds are the CONNECT failures counted, in a fixed order.
 var parseErrorKinds = [...]string{
@@ -47,14 +37,14 @@ type Stats struct {
 	TLSHandshakeFailures atomic.Uint64 // TLS listeners: handshakes that failed
 	ProxyProtocolRefused atomic.Uint64 // proxy_protocol listeners: senders refused, headers bad
 
-	refusedBy     [numRefuseReasons]atomic.Uint64
+	refusedBy     refusals // by reason, see coreRefusals and the plugins' Reasons
 	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
 	dialCount     atomic.Uint64
 	dialNanos     atomic.Uint64
 	dialBuckets   dialHistogram
 }
 
-func (st *Stats) refused(r refuseReason) { st.refusedBy[r].Add(1) }
+func (st *Stats) refused(reason string) { st.refusedBy.add(reason) }
 
 func (st *Stats) parseError(kind mqtt.ErrorKind) {
 	for i, k := range parseErrorKinds {

@@ -127,8 +127,8 @@ func (s *Server) Stats() StatsSnapshot {
 		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
 		TLSHandshakes:        s.tlsCounts.snapshot(),
 	}
-	for i := range s.stats.refusedBy {
-		out.Refused[refuseReasonNames[i]] = s.stats.refusedBy[i].Load()
+	for reason, n := range s.stats.refusedBy {
+		out.Refused[reason] = n.Load()
 	}
 	for i := range s.stats.parseErrorsBy {
 		out.ParseErrors[parseErrorKinds[i]] = s.stats.parseErrorsBy[i].Load()

@@ -11,12 +11,22 @@ have mosquitto_pub || need+=(mosquitto-clients)
 # The benchmark's peers: the tests check the configurations it renders for them.
 have haproxy       || need+=(haproxy)
 [ -f /usr/lib/nginx/modules/ngx_stream_js_module.so ] || need+=(nginx libnginx-mod-stream libnginx-mod-stream-js)
+# Browser tests: Debian's Chromium, driven from Node.js by playwright-core.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+have node || need+=(nodejs)
+have npm  || need+=(npm)
 if ((${#need[@]})); then
   echo "installing ${need[*]}" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The browser tests' Node packages (internal/browsertest/package.json).
+if [ ! -d internal/browsertest/node_modules/playwright-core ] || [ ! -d internal/browsertest/node_modules/mqtt ]; then
+  echo "installing the browser tests' npm packages" >&2
+  npm ci --prefix internal/browsertest --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 go mod download

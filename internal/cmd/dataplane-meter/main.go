@@ -20,10 +20,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,12 +28,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/internal/meter"
 )
 
 func main() {
@@ -75,21 +70,21 @@ func run() error {
 	}
 	defer os.RemoveAll(dir)
 
-	sink, err := startSink()
+	sink, err := meter.StartSink()
 	if err != nil {
 		return err
 	}
-	defer sink.close()
-	proxyAddr, err := freeAddr()
+	defer sink.Close()
+	proxyAddr, err := meter.FreeAddr()
 	if err != nil {
 		return err
 	}
-	proc, err := startProxy(s, dir, proxyAddr, sink.addr())
+	proc, err := startProxy(s, dir, proxyAddr, sink.Addr())
 	if err != nil {
 		return err
 	}
-	defer proc.stop()
-	if err := waitListening(proxyAddr, 10*time.Second); err != nil {
+	defer proc.Stop()
+	if err := meter.WaitListening(proxyAddr, 10*time.Second); err != nil {
 		return err
 	}
 	label := s.target
@@ -98,31 +93,31 @@ func run() error {
 	}
 
 	// Warm up: start whatever the proxy starts lazily (event loops, pools).
-	warm, err := openIdle(proxyAddr, 200, s.workers)
+	warm, err := meter.OpenIdle(proxyAddr, 200, s.workers)
 	if err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	closeAll(warm)
-	if err := sink.waitActive(0, 10*time.Second); err != nil {
+	meter.CloseAll(warm)
+	if err := sink.WaitActive(0, 10*time.Second); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	settle(proc.pid)
+	meter.Settle(proc.Pid)
 
 	// Idle connections.
-	rss0, fds0, err := usage(proc.pid)
+	rss0, fds0, err := meter.Usage(proc.Pid)
 	if err != nil {
 		return err
 	}
-	conns, err := openIdle(proxyAddr, s.n, s.workers)
+	conns, err := meter.OpenIdle(proxyAddr, s.n, s.workers)
 	if err != nil {
 		return fmt.Errorf("idle phase: %w", err)
 	}
-	defer closeAll(conns)
-	if err := sink.waitActive(s.n, s.limit); err != nil {
+	defer meter.CloseAll(conns)
+	if err := sink.WaitActive(s.n, s.limit); err != nil {
 		return err
 	}
-	settle(proc.pid)
-	rss1, fds1, err := usage(proc.pid)
+	meter.Settle(proc.Pid)
+	rss1, fds1, err := meter.Usage(proc.Pid)
 	if err != nil {
 		return err
 	}
@@ -133,7 +128,7 @@ func run() error {
 
 	// Messages over some of the idle connections.
 	if s.msgs > 0 {
-		cpu0, err := cpuTime(proc.pid)
+		cpu0, err := meter.CPUTime(proc.Pid)
 		if err != nil {
 			return err
 		}
@@ -143,20 +138,20 @@ func run() error {
 			return fmt.Errorf("message phase: %w", err)
 		}
 		wall := time.Since(start)
-		cpu1, _ := cpuTime(proc.pid)
+		cpu1, _ := meter.CPUTime(proc.Pid)
 		fmt.Printf("%-22s messages: %d round trips of 64 B in %v (%.0f/s), proxy CPU %v = %.2f µs per round trip\n",
 			label, done, wall.Round(time.Millisecond), float64(done)/wall.Seconds(), (cpu1 - cpu0).Round(time.Millisecond),
 			float64((cpu1-cpu0).Microseconds())/float64(done))
 	}
-	closeAll(conns)
+	meter.CloseAll(conns)
 	conns = nil
-	if err := sink.waitActive(0, s.limit); err != nil {
+	if err := sink.WaitActive(0, s.limit); err != nil {
 		return err
 	}
 
 	// Connect cycles.
 	if s.connects > 0 {
-		cpu0, err := cpuTime(proc.pid)
+		cpu0, err := meter.CPUTime(proc.Pid)
 		if err != nil {
 			return err
 		}
@@ -165,83 +160,16 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("connect phase: %w", err)
 		}
-		if err := sink.waitActive(0, s.limit); err != nil {
+		if err := sink.WaitActive(0, s.limit); err != nil {
 			return err
 		}
 		wall := time.Since(start)
-		cpu1, _ := cpuTime(proc.pid)
+		cpu1, _ := meter.CPUTime(proc.Pid)
 		fmt.Printf("%-22s connects: %d cycles in %v (%.0f/s), proxy CPU %v = %.1f ms per 1,000 connects\n",
 			label, done, wall.Round(time.Millisecond), float64(done)/wall.Seconds(), (cpu1 - cpu0).Round(time.Millisecond),
 			float64((cpu1-cpu0).Microseconds())/float64(done))
 	}
 	return nil
-}
-
-// connectPacket is the CONNECT every client sends: MQTT 3.1.1, keepalive
-// 300 s, so the proxy's idle limit (450 s) never fires during a run.
-func connectPacket(id string) []byte {
-	return mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 300, ClientID: id})
-}
-
-// openIdle opens n connections through the proxy, each with its CONNECT
-// answered.
-func openIdle(addr string, n, workers int) ([]net.Conn, error) {
-	conns := make([]net.Conn, n)
-	var next atomic.Int64
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				c, err := connect(addr, fmt.Sprintf("idle-%d", i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				conns[i] = c
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		closeAll(conns)
-		return nil, err
-	}
-	return conns, nil
-}
-
-func connect(addr, id string) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(connectPacket(id)); err != nil {
-		c.Close()
-		return nil, err
-	}
-	var ack [4]byte
-	if _, err := io.ReadFull(c, ack[:]); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("CONNACK for %s: %w", id, err)
-	}
-	c.SetDeadline(time.Time{})
-	return c, nil
-}
-
-func closeAll(conns []net.Conn) {
-	for _, c := range conns {
-		if c != nil {
-			c.Close()
-		}
-	}
 }
 
 // roundTrips sends total 64-byte PUBLISH packets, spread over conns, each
@@ -295,7 +223,7 @@ func connectCycles(addr string, total, workers int, limit time.Duration) (int, e
 				if i >= total {
 					return
 				}
-				c, err := connect(addr, "cycle-"+strconv.Itoa(i))
+				c, err := meter.Connect(addr, "cycle-"+strconv.Itoa(i))
 				if err != nil {
 					errs <- err
 					return
@@ -310,111 +238,13 @@ func connectCycles(addr string, total, workers int, limit time.Duration) (int, e
 	return min(int(next.Load()), total), <-errs
 }
 
-// sink stands in for a broker: it answers a CONNECT with CONNACK, then
-// echoes whatever comes.
-type sink struct {
-	ln     net.Listener
-	active atomic.Int64
-	wg     sync.WaitGroup
-}
-
-func startSink() (*sink, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
+	var env []string
+	if s.env != "" {
+		env = append(env, s.env)
 	}
-	s := &sink{ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.active.Add(1)
-			go s.serve(c)
-		}
-	}()
-	return s, nil
-}
-
-func (s *sink) addr() string { return s.ln.Addr().String() }
-func (s *sink) close()       { s.ln.Close(); s.wg.Wait() }
-
-func (s *sink) serve(c net.Conn) {
-	defer s.active.Add(-1)
-	defer c.Close()
-	r := bufio.NewReaderSize(c, 512)
-	var head []byte
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			return
-		}
-		head = append(head, b)
-		if n, err := mqtt.FrameLen(head); err == nil {
-			if _, err := io.CopyN(io.Discard, r, int64(n-len(head))); err != nil {
-				return
-			}
-			break
-		} else if !errors.Is(err, mqtt.ErrIncomplete) {
-			return
-		}
-	}
-	if _, err := c.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
-		return
-	}
-	buf := make([]byte, 512)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if _, werr := c.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// waitActive waits until the sink holds n connections.
-func (s *sink) waitActive(n int, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for s.active.Load() != int64(n) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("sink holds %d connections after %v, want %d", s.active.Load(), limit, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return nil
-}
-
-type proxyProc struct {
-	cmd *exec.Cmd
-	pid int
-}
-
-func (p *proxyProc) stop() {
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
-}
-
-func startProxy(s settings, dir, addr, sinkAddr string) (*proxyProc, error) {
-	var cmd *exec.Cmd
 	switch s.target {
 	case "mqgate":
-		bin := s.mqgate
-		if bin == "" {
-			bin = filepath.Join(dir, "mqgate")
-			build := exec.Command("go", "build", "-o", bin, "github.com/mqgate/mqgate/cmd/mqgate")
-			build.Stdout, build.Stderr = os.Stderr, os.Stderr
-			if err := build.Run(); err != nil {
-				return nil, fmt.Errorf("build mqgate: %w", err)
-			}
-		}
-		cfg := filepath.Join(dir, "mqgate.yaml")
 		yml := fmt.Sprintf(`stream_proxy:
   tcp: [%q]
   data_path: %s
@@ -425,10 +255,7 @@ upstreams:
 stream_routes:
   - upstream_id: 1
 `, addr, s.dataPath, sinkAddr)
-		if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
-			return nil, err
-		}
-		cmd = exec.Command(bin, "run", "-c", cfg)
+		return meter.StartMqgate(dir, s.mqgate, yml, env...)
 	case "haproxy":
 		cfg := filepath.Join(dir, "haproxy.cfg")
 		conf := fmt.Sprintf(`global
@@ -447,93 +274,7 @@ backend brokers
 		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
-		cmd = exec.Command("haproxy", "-db", "-f", cfg)
-	default:
-		return nil, fmt.Errorf("unknown target %q", s.target)
+		return meter.Start(exec.Command("haproxy", "-db", "-f", cfg), env...)
 	}
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if s.env != "" {
-		cmd.Env = append(os.Environ(), s.env)
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return &proxyProc{cmd: cmd, pid: cmd.Process.Pid}, nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func waitListening(addr string, limit time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("proxy not listening on %s: %w", addr, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// settle waits until the process's RSS stops moving (a garbage collection,
-// the scavenger), at most 15 s.
-func settle(pid int) {
-	prev, _, _ := usage(pid)
-	for range 15 {
-		time.Sleep(time.Second)
-		cur, _, _ := usage(pid)
-		if d := cur - prev; d < 64<<10 && d > -64<<10 {
-			return
-		}
-		prev = cur
-	}
-}
-
-// usage returns the process's resident set in bytes and its open
-// descriptors.
-func usage(pid int) (rss int64, fds int, err error) {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for line := range bytes.Lines(status) {
-		if f := strings.Fields(string(line)); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return 0, 0, err
-			}
-			rss = kb << 10
-		}
-	}
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return rss, len(ents), err
-}
-
-// cpuTime is the user + system CPU the process has used.
-func cpuTime(pid int) (time.Duration, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	const clockTicks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+	return nil, fmt.Errorf("unknown target %q", s.target)
 }

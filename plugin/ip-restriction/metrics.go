@@ -1,0 +1,5 @@
+package iprestriction
+
+// ReasonIPRestriction counts clients refused for their address, in
+// mqgate_connections_refused_total{reason}.
+const ReasonIPRestriction = "ip_restriction"

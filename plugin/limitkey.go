@@ -1,0 +1,46 @@
+package plugin
+
+// Keys that limit-conn and limit-req count by.
+const (
+	KeyRemoteAddr = "remote_addr"    // the client's IP address
+	KeyClientID   = "mqtt_client_id" // the CONNECT's client id
+	KeyUsername   = "mqtt_username"  // the CONNECT's user name
+	KeyRoute      = "route_id"       // one count for the whole route
+)
+
+// LimitKeys are the values of a limit plugin's `key`.
+func LimitKeys() []string { return []string{KeyRemoteAddr, KeyClientID, KeyUsername, KeyRoute} }
+
+// DecodeLimitKey reads a limit plugin's `key`, def when it is invalid.
+func DecodeLimitKey(n Node, def string) string {
+	if k, ok := n.OneOf(LimitKeys()...); ok {
+		return k
+	}
+	return def
+}
+
+// DecodeKeyType accepts APISIX's key_type "var", the only kind mqgate has.
+func DecodeKeyType(n Node) {
+	if s, ok := n.String(); ok && s != "var" {
+		n.Errorf(`must be "var" (combinations are not supported), got %q`, s)
+	}
+}
+
+// LimitValue is the value a limit counts by: the CONNECT field, the
+// route, or the client's address.
+func (c *Conn) LimitValue(key string) string {
+	var v string
+	switch key {
+	case KeyClientID:
+		v = c.Connect.ClientID
+	case KeyUsername:
+		v = c.Connect.Username
+	case KeyRoute:
+		v = c.Route
+	}
+	if v == "" {
+		// An empty id or user name counts by address, as APISIX falls back.
+		return c.Remote.String()
+	}
+	return v
+}
