@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 // when it closed the connection.
 type watchedV5 struct {
 	c    *paho.Client
+	read atomic.Int64          // bytes the client read from its connection
 	gone chan *paho.Disconnect // the server's DISCONNECT
 	errs chan error            // the connection failed without one
 }
@@ -39,7 +41,7 @@ func dialWatched(t *testing.T, addr, id string, msgs chan<- message) *watchedV5 
 	w := &watchedV5{gone: make(chan *paho.Disconnect, 1), errs: make(chan error, 4)}
 	cfg := paho.ClientConfig{
 		ClientID:           id,
-		Conn:               conn,
+		Conn:               countingConn{conn, &w.read},
 		OnServerDisconnect: func(d *paho.Disconnect) { w.gone <- d },
 		OnClientError: func(err error) {
 			select {
@@ -202,17 +204,20 @@ stream_routes: [{upstream_id: 1}]
 	c.expectDisconnect(t, "shutdown", mqtt.ServerShuttingDown, "")
 }
 
-// TestKickMidStream: a client receiving large PUBLISH packets, each
-// split over many reads, is kicked while they flow: a 5.0 client gets
-// 0x98 after whole packets (paho reads every packet it gets, and a cut one
-// would fail it), a 3.1.1 client sees whole packets and then the close.
+// TestKickMidStream: clients receiving large PUBLISH packets, each split
+// over many reads (a relay passes the broker's bytes on 4 KiB at a time),
+// are kicked while mqgate is inside a packet (the relay holds the stream
+// there until the kick): a 5.0 client gets the rest of the packet and then
+// 0x98 (paho reads every packet, and a cut one would fail it), a 3.1.1
+// client gets whole packets only, then the close.
 func TestKickMidStream(t *testing.T) {
 	t.Parallel()
 	broker := mqtttest.StartMosquitto(t, "")
+	relay := mqtttest.StartSplitRelay(t, broker.Addr())
 	g := startGateway(t, fmt.Sprintf(`stream_proxy: {tcp: [LISTEN]}
 upstreams: [{id: 1, nodes: {%q: 1}}]
 stream_routes: [{upstream_id: 1}]
-`, broker.Addr()))
+`, relay.Addr()))
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 32<<10) // 512 KiB a message
 
 	// The publisher goes to Mosquitto directly and keeps publishing.
@@ -238,10 +243,18 @@ stream_routes: [{upstream_id: 1}]
 	}()
 	defer func() { close(stop); <-done }()
 
+	// 5.0: held inside a PUBLISH once the client has everything before.
 	msgs := make(chan message, 64)
 	v5 := dialWatched(t, g.addr, "mid-v5", msgs)
 	v5.subscribeAndWait(t, msgs, payload)
+	relay.HoldInPacket()
+	sent := relay.Held(t)
+	mqtttest.WaitFor(t, "the 5.0 client has all the relay passed on", func() bool { return v5.read.Load() == sent })
+	g.srv.CloseClient("mid-v5")
+	relay.Resume()
+	v5.expectDisconnect(t, "kick mid-stream", mqtt.AdministrativeAction, "")
 
+	// 3.1.1: the same, reading the stream itself.
 	raw := connectRaw(t, g.addr, "mid-311", "")
 	sub := []byte{0x82, 0x0f, 0x00, 0x01, 0x00, 0x0a, 'm', 'i', 'd', '/', 's', 't', 'r', 'e', 'a', 'm', 0x00}
 	if _, err := raw.Write(sub); err != nil {
@@ -250,17 +263,15 @@ stream_routes: [{upstream_id: 1}]
 	if p := mqtttest.ReadPacket(t, raw); len(p) == 0 || p[0] != 0x90 {
 		t.Fatalf("SUBACK: got % x", p)
 	}
-	// Read a little of the stream, so that the kick comes mid-packet.
-	head := make([]byte, 4096)
+	relay.HoldInPacket()
+	sent = relay.Held(t) - 4 - 5 // CONNACK and SUBACK are read
+	head := make([]byte, sent)
+	_ = raw.SetReadDeadline(time.Now().Add(15 * time.Second))
 	if _, err := io.ReadFull(raw, head); err != nil {
 		t.Fatal(err)
 	}
-
-	g.srv.CloseClient("mid-v5")
 	g.srv.CloseClient("mid-311")
-	v5.expectDisconnect(t, "kick mid-stream", mqtt.AdministrativeAction, "")
-
-	_ = raw.SetReadDeadline(time.Now().Add(15 * time.Second))
+	relay.Resume()
 	rest, err := io.ReadAll(raw)
 	if err != nil && !isReset(err) {
 		t.Fatalf("3.1.1 client: reading to the close: %v", err)
@@ -275,8 +286,8 @@ stream_routes: [{upstream_id: 1}]
 		n += size
 		whole++
 	}
-	if whole == 0 {
-		t.Fatal("3.1.1 client: no whole packet arrived")
+	if whole == 0 || len(rest) == 0 {
+		t.Fatalf("3.1.1 client: %d whole packets, %d bytes after the kick; want the held packet finished", whole, len(rest))
 	}
 }
 
@@ -292,7 +303,39 @@ func (w *watchedV5) subscribeAndWait(t *testing.T, msgs <-chan message, payload 
 	receive(t, msgs, "mid/stream", payload)
 }
 
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne)
+}
+
+// TestCloseReasonNodeDown: on_marked_down: close tells a 5.0 client on the
+// hung broker 0x9C Use another server.
+func TestCloseReasonNodeDown(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMosquitto(t, "")
+	relay := mqtttest.StartRelay(t, broker.Addr())
+	g := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    nodes: {%q: 1}`+fastChecks+`
+      on_marked_down: close
+stream_routes: [{id: r, upstream_id: 1}]
+`, relay.Addr(), "mqtt"))
+	mqtttest.WaitFor(t, "the node healthy", func() bool { return nodeHealth(g, "1", relay.Addr()).Healthy })
+	c := dialWatched(t, g.addr, "down-1", nil)
+	relay.Freeze()
+	c.expectDisconnect(t, "on_marked_down: close", mqtt.UseAnotherServer, "")
 }
