@@ -17,6 +17,7 @@ const (
 	DefaultConnectTimeout  = 10 * time.Second
 	DefaultMaxConnectSize  = 65536
 	DefaultUpstreamConnect = 5 * time.Second
+	DefaultUpstreamConnack = 5 * time.Second // timeout.connack
 	DefaultLogLevel        = "info"
 	DefaultAccessLog       = "stdout"
 

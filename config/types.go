@@ -143,4 +143,7 @@ type Timeout struct {
 	Connect time.Duration // default 5s
 	Send    time.Duration
 	Read    time.Duration
+	// Connack bounds the wait for the broker's CONNACK once the CONNECT
+	// is sent; without one by then the next node gets the CONNECT.
+	Connack time.Duration // default 5s
 }

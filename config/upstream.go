@@ -16,7 +16,7 @@ var (
 	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "tls", "proxy_protocol", "checks", "hash_balance_factor"}
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
-	timeoutKeys   = []string{"connect", "send", "read"}
+	timeoutKeys   = []string{"connect", "send", "read", "connack"}
 )
 
 // upstreamDecl is an Upstream with the source positions the cross-file
@@ -32,7 +32,7 @@ type upstreamDecl struct {
 // takes its id from the route.
 func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl {
 	u := upstreamDecl{
-		Upstream: Upstream{Type: "roundrobin", Scheme: "tcp", Timeout: Timeout{Connect: DefaultUpstreamConnect}, File: d.file, Line: n.Line},
+		Upstream: Upstream{Type: "roundrobin", Scheme: "tcp", Timeout: Timeout{Connect: DefaultUpstreamConnect, Connack: DefaultUpstreamConnack}, File: d.file, Line: n.Line},
 		path:     path,
 		overlay:  d.overlay && !inline,
 	}
@@ -232,7 +232,7 @@ func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
 }
 
 func (d *decoder) timeout(n *yaml.Node, path string) Timeout {
-	t := Timeout{Connect: DefaultUpstreamConnect}
+	t := Timeout{Connect: DefaultUpstreamConnect, Connack: DefaultUpstreamConnack}
 	for _, kv := range d.fields(n, path) {
 		p := join(path, kv.key)
 		switch kv.key {
@@ -242,6 +242,13 @@ func (d *decoder) timeout(n *yaml.Node, path string) Timeout {
 				d.errorf(kv.val, p, "must be greater than 0")
 			} else if ok {
 				t.Connect = v
+			}
+		case "connack":
+			v, ok := d.duration(kv.val, p)
+			if ok && v == 0 {
+				d.errorf(kv.val, p, "must be greater than 0")
+			} else if ok {
+				t.Connack = v
 			}
 		case "send":
 			t.Send, _ = d.duration(kv.val, p)

@@ -77,7 +77,7 @@ var (
 	routeBytes   = desc("route_bytes_total", "Bytes proxied, by stream route and direction.", "route", "direction")
 	nodeActive   = desc("node_connections_active", "Proxied connections open now, by upstream node.", "upstream", "node")
 	nodeTotal    = desc("node_connections_total", "Connections proxied, by upstream node.", "upstream", "node")
-	nodeFails    = desc("node_dial_failures_total", "Failed dials, by upstream node.", "upstream", "node")
+	nodeFails    = desc("node_dial_failures_total", "Failed tries of a node for a client (dial, or no acceptable CONNACK), by upstream node.", "upstream", "node")
 	nodeBytes    = desc("node_bytes_total", "Bytes proxied, by upstream node and direction.", "upstream", "node", "direction")
 	nodeHealth   = desc("node_health", "1 for the node's current health state: healthy, unhealthy (or unknown).", "upstream", "node", "state")
 	reloads      = desc("config_reloads_total", "Configuration reloads, by source and result.", "source", "result")

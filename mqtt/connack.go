@@ -193,3 +193,34 @@ func ParseConnack(pkt []byte, level byte) (sessionPresent bool, code ReasonCode,
 	}
 	return sessionPresent, ReasonCode(rc), nil
 }
+
+// ConnackServerReference returns the Server Reference property of a 5.0
+// CONNACK that [ParseConnack] accepted, or "" when it has none: a broker
+// that answers 0x9C Use another server or 0x9D Server moved may name where
+// to go (5.0 section 4.11).
+func ConnackServerReference(pkt []byte) string {
+	_, size, err := decodeVarint(pkt[min(1, len(pkt)):])
+	if err != nil || len(pkt) < 1+size+3 {
+		return ""
+	}
+	props, _, err := readProperties(pkt[1+size+2:], connackProperties, "CONNACK")
+	if err != nil {
+		return ""
+	}
+	for off := 0; off < len(props); {
+		id := props[off]
+		off++
+		n, err := checkPropertyValue(props[off:], id, propertyInfos[id], "CONNACK")
+		if err != nil {
+			return ""
+		}
+		if id == propServerReference {
+			if field, _, ok := readField(props[off:]); ok {
+				return string(field)
+			}
+			return ""
+		}
+		off += n
+	}
+	return ""
+}

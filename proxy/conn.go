@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,10 +123,10 @@ func (lc *liveConn) close(reason pipe.End) {
 	}
 	switch {
 	case lc.looped != nil:
-		lc.looped.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.entry.level))
+		lc.looped.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.rec.level))
 		return
 	case lc.ctl != nil:
-		lc.ctl.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.entry.level))
+		lc.ctl.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.rec.level))
 		return
 	}
 	lc.client.Close()
@@ -134,9 +135,9 @@ func (lc *liveConn) close(reason pipe.End) {
 	}
 }
 
-// control gives the connection the handle a close from outside uses while
-// pipe.Run pipes it. A close asked for before reaches the connections
-// directly (close), so Run returns at once.
+// control gives the connection the handle a close from outside uses from
+// the CONNACK on; pipe.Run (or, until it starts, nobody) acts on it. A
+// close asked for before reaches the connections directly.
 func (lc *liveConn) control() *pipe.Control {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
@@ -175,6 +176,7 @@ type record struct {
 	end       pipe.End
 	detail    string // refusal reason, parse error, dial error
 	errorKind string
+	tried     []string // the nodes tried before the one it is on, and why each failed
 	id        identity // PROXY header, TLS session, variables (identity.go)
 }
 
@@ -218,6 +220,8 @@ type connPath struct {
 	pc        plugin.Conn   // the CONNECT as the plugins (and then the broker) see it
 	up        *upstream
 	broker    net.Conn
+	ack       []byte // the broker's CONNACK and what followed it, for the client
+	ctl       *pipe.Control
 	keepAlive uint16 // the client's, for the idle limit
 	looped    bool   // the pair is in an event loop, which ends the connection
 }
@@ -355,18 +359,28 @@ func (p *connPath) uniqueClientID() bool {
 	return true
 }
 
-// dial orders the upstream's nodes and dials them until one answers.
+// dial orders the upstream's nodes and tries them until one accepts the
+// CONNECT (connack.go): each gets the CONNECT as read or rewritten, and the
+// next one the same CONNECT when a broker closes, stays silent for
+// timeout.connack, or answers "server unavailable" or "busy".
 func (p *connPath) dial() bool {
 	rec := p.rec
 	rec.hashKey = p.up.hashKey(&rec.id.vars, rec.remote.Addr())
-	broker, node := p.s.dial(p.up, rec.hashKey, rec)
-	if broker == nil {
+	connect := (*p.buf)[:p.size]
+	if p.pc.Packet != nil {
+		connect = p.pc.Packet
+	}
+	try := p.s.dial(p.up, rec.hashKey, connect, p.lc)
+	switch {
+	case try.closed:
+		return false // closed from outside meanwhile
+	case try.broker == nil && try.answered:
+		return p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker accepted the CONNECT")
+	case try.broker == nil:
 		return p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 	}
-	p.broker = broker
-	if !p.lc.setBroker(broker) {
-		return false
-	}
+	p.broker, p.ack = try.broker, try.ack
+	node := try.node
 	p.lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
@@ -374,22 +388,34 @@ func (p *connPath) dial() bool {
 	return true
 }
 
-// handOver forwards the CONNECT as read (or rewritten) and whatever the
-// client sent after it.
+// handOver gives the client the broker's CONNACK (and what the broker sent
+// after it), and the broker what the client sent after its CONNECT.
 func (p *connPath) handOver() bool {
 	buf, rec := *p.buf, p.rec
-	first := buf[:p.n]
-	if p.pc.Packet != nil {
-		first = append(p.pc.Packet, buf[p.size:p.n]...)
-	}
-	_ = p.broker.SetWriteDeadline(time.Now().Add(p.up.cfg.Timeout.Connect))
-	if _, err := p.broker.Write(first); err != nil {
-		rec.end, rec.detail = pipe.BrokerError, err.Error()
+	// From the CONNACK on the client may act on its connection (connect
+	// again, get kicked): it is in the connection table from now, and a
+	// close from outside ends it at a packet boundary, through the pipe's
+	// control.
+	rec.up, rec.down = int64(p.n), int64(len(p.ack))
+	p.ctl = p.lc.control()
+	p.s.stats.Proxied.Add(1)
+	p.lc.piping(rec, rec.up, p.snap.stats[p.ri], p.lc.node)
+	_ = p.conn.SetWriteDeadline(time.Now().Add(p.up.cfg.Timeout.Connect))
+	if _, err := p.conn.Write(p.ack); err != nil {
+		rec.end, rec.detail = pipe.ClientError, err.Error()
 		return false
 	}
-	_ = p.broker.SetWriteDeadline(time.Time{})
+	_ = p.conn.SetWriteDeadline(time.Time{})
+	if rest := buf[p.size:p.n]; len(rest) > 0 {
+		_ = p.broker.SetWriteDeadline(time.Now().Add(p.up.cfg.Timeout.Connect))
+		if _, err := p.broker.Write(rest); err != nil {
+			rec.end, rec.detail = pipe.BrokerError, err.Error()
+			return false
+		}
+		_ = p.broker.SetWriteDeadline(time.Time{})
+	}
 	_ = p.conn.SetReadDeadline(time.Time{})
-	rec.up = int64(p.n)
+	p.ack = nil
 	// The CONNECT's fields that point into buf (Password, Properties,
 	// Will) are not read past this point: the parsed CONNECT goes no
 	// further than the stages above, so buf goes back to the pool now
@@ -403,8 +429,6 @@ func (p *connPath) handOver() bool {
 // plain TCP, else on this goroutine and one more.
 func (p *connPath) pipe() bool {
 	s, rec, lc := p.s, p.rec, p.lc
-	s.stats.Proxied.Add(1)
-	lc.piping(rec, rec.up, p.snap.stats[p.ri], lc.node)
 	opts := pipe.Options{
 		Idle:             idleLimit(p.up, p.keepAlive),
 		WriteTimeout:     writeTimeout(p.up, p.keepAlive),
@@ -417,7 +441,7 @@ func (p *connPath) pipe() bool {
 		return true
 	}
 	opts.Meter = &lc.entry.meter
-	opts.Control = lc.control()
+	opts.Control = p.ctl
 	rec.piped(pipe.Run(p.conn, p.broker, opts))
 	return true
 }
@@ -434,7 +458,7 @@ func (p *connPath) refuse(code mqtt.ReasonCode, reason, text string) bool {
 // piped records what the pipe carried and why it ended.
 func (r *record) piped(res pipe.Result) {
 	r.up += res.Up
-	r.down = res.Down
+	r.down += res.Down
 	r.end = res.End
 	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
 		r.detail = res.Err.Error()
@@ -548,30 +572,6 @@ func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, t
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }
 
-// dial tries the nodes the balancer offers, up to 1 + retries of them, and
-// returns the first connection made.
-func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeState) {
-	d := net.Dialer{Timeout: up.cfg.Timeout.Connect, KeepAlive: noTCPKeepAlive}
-	tries := 0
-	for i := range up.bal.Order(key) {
-		if tries > up.cfg.Retries {
-			break
-		}
-		tries++
-		start := time.Now()
-		c, err := s.dialNode(&d, up, i, rec)
-		up.health[i].ReportDial(err)
-		if err == nil {
-			s.stats.observeDial(time.Since(start))
-			return c, up.nodes[i]
-		}
-		up.nodes[i].dialFails.Add(1)
-		rec.detail = err.Error()
-		s.log.Warn("dial failed", "upstream", up.cfg.ID, "node", up.addrs[i], "client_id", rec.clientID, "err", err)
-	}
-	return nil, nil
-}
-
 // idleLimit is the upstream's read timeout or, unset, 1.5 × the client's
 // keepalive as brokers apply it [MQTT-3.1.2-24]; keepalive 0 means none.
 func idleLimit(up *upstream, keepAlive uint16) time.Duration {
@@ -617,6 +617,9 @@ func (s *Server) logRecord(r *record) {
 	}
 	if r.errorKind != "" {
 		attrs = append(attrs, slog.String("error_kind", r.errorKind))
+	}
+	if len(r.tried) > 0 {
+		attrs = append(attrs, slog.String("tried", strings.Join(r.tried, "; ")))
 	}
 	attrs = append(attrs, r.id.attrs()...)
 	s.access.LogAttrs(context.Background(), slog.LevelInfo, "connection", attrs...)

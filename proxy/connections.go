@@ -72,6 +72,7 @@ func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeStat
 	e.remote, e.listener, e.since = rec.remote, rec.listener, rec.start
 	e.route, e.node = rs, node
 	e.meter.Up.Store(up)
+	e.meter.Down.Store(rec.down)
 	e.piping = true
 	rs.active.Add(1)
 	rs.total.Add(1)

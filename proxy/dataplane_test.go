@@ -199,8 +199,8 @@ func TestIdleConnsHoldNoGoroutine(t *testing.T) {
 		{config.DataPathGoroutines, func(added int) bool { return added >= 2*n }},
 	} {
 		t.Run(tc.dataPath, func(t *testing.T) {
-			// A broker stand-in that takes connections and holds them,
-			// with no goroutine per connection.
+			// A broker stand-in that takes connections, accepts their
+			// CONNECT and holds them, with no goroutine per connection.
 			sink, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -213,6 +213,7 @@ func TestIdleConnsHoldNoGoroutine(t *testing.T) {
 					if err != nil {
 						return
 					}
+					_, _ = c.Write([]byte{0x20, 2, 0, 0}) // CONNACK, before the CONNECT is read: TCP keeps the order
 					held <- c
 				}
 			}()

@@ -368,3 +368,49 @@ func (r *SplitRelay) down(dst, src net.Conn, done <-chan struct{}) {
 		}
 	}
 }
+
+// AnsweringPort is a faulty broker: it listens on a loopback port, reads
+// each connection's first packet (the CONNECT), writes answer(connect)
+// (a refusing CONNACK, say; nothing when nil) and closes. It counts the
+// CONNECTs it read; the port closes when the test ends.
+func AnsweringPort(t testing.TB, answer func(connect []byte) []byte) (addr string, connects *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	connects = new(atomic.Int64)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				var buf []byte
+				one := make([]byte, 512)
+				for {
+					if n, err := mqtt.FrameLen(buf); err == nil && len(buf) >= n {
+						connects.Add(1)
+						if b := answer(buf[:n]); b != nil {
+							_, _ = c.Write(b)
+						}
+						return
+					} else if err != nil && err != mqtt.ErrIncomplete {
+						return
+					}
+					m, err := c.Read(one)
+					buf = append(buf, one[:m]...)
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String(), connects
+}
