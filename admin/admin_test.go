@@ -607,3 +607,38 @@ func TestDrainParam(t *testing.T) {
 	connack(t, g.mqttAddr, "m1", mqtt.Level311)
 	mqtttest.WaitFor(t, "m1 back, on the new node", func() bool { return slices.Contains(b.Seen(), "m1") })
 }
+
+// TestReloadRestartOnly: a reload that changes keys read only at start
+// applies the rest and says once which keys wait for a restart; a reload
+// that changes nothing of them says nothing.
+func TestReloadRestartOnly(t *testing.T) {
+	t.Parallel()
+	g := startGate(t, configYAML(0, ""))
+	port := portOf(t, g.mqttAddr)
+	write := func(yml string) {
+		t.Helper()
+		if err := os.WriteFile(g.file, []byte(yml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.mgr.Reload("test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const warning = "reloaded, but these settings apply only when mqgate restarts"
+	write(configYAML(port, "reload: {drain_window: 1m}\n"))
+	if strings.Contains(strings.Join(g.log.Lines(), "\n"), warning) {
+		t.Errorf("a reload of live keys only warned:\n%s", strings.Join(g.log.Lines(), "\n"))
+	}
+	yml := strings.Replace(configYAML(port, ""), `log: {access_log: "off"}`, `log: {access_log: stderr}`, 1)
+	yml = strings.Replace(yml, `listen: "127.0.0.1:0"`, `listen: "127.0.0.1:1"`, 1)
+	write(yml)
+	var found []string
+	for _, l := range g.log.Lines() {
+		if strings.Contains(l, warning) {
+			found = append(found, l)
+		}
+	}
+	if len(found) != 1 || !strings.Contains(found[0], warning+": log.access_log, admin.listen") {
+		t.Errorf("warnings %q, want one naming log.access_log and admin.listen", found)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/etcd"
 	"github.com/mqgate/mqgate/proxy"
 )
 
@@ -43,6 +44,9 @@ type Options struct {
 	Proxy   ProxyView
 	Metrics http.Handler // served at /metrics; nil: 404
 	Log     *slog.Logger
+	// Etcd is the etcd provider with deployment.config_provider etcd:
+	// /status shows it and the fleet, and kicks reach every instance.
+	Etcd *etcd.Provider
 }
 
 // Server is the Admin API: an http.Handler, and a listener (Start).
@@ -51,6 +55,7 @@ type Server struct {
 	proxy   ProxyView
 	metrics http.Handler
 	log     *slog.Logger
+	etcd    *etcd.Provider
 	mux     *http.ServeMux
 	fails   failures
 	run     listenerState
@@ -67,7 +72,7 @@ func New(opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	s := &Server{m: opts.Manager, proxy: opts.Proxy, metrics: opts.Metrics, log: opts.Log, mux: http.NewServeMux()}
+	s := &Server{m: opts.Manager, proxy: opts.Proxy, metrics: opts.Metrics, log: opts.Log, etcd: opts.Etcd, mux: http.NewServeMux()}
 	const read, write, status = 0, 1, 2
 	handle := func(pattern string, access int, h http.HandlerFunc) {
 		s.mux.HandleFunc(pattern, s.guard(access == write, access == status, h))
@@ -331,8 +336,10 @@ func (s *Server) writeWriteError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, ErrInUse):
 		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, ErrNoAdmin):
+	case errors.Is(err, ErrNoAdmin), errors.Is(err, ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, ErrReadOnly):
+		writeError(w, http.StatusForbidden, err.Error())
 	default:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	}
@@ -412,15 +419,41 @@ func (s *Server) connections(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"total": total, "list": list})
 }
 
+// closeConnection closes the client's connections here and, with etcd, on
+// every other instance of the fleet (?local=true: here only).
 func (s *Server) closeConnection(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("client_id")
 	closed := s.proxy.CloseClient(id)
-	if len(closed) == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no live connection with client id %q", id))
+	if closed == nil {
+		closed = []proxy.ConnInfo{}
+	}
+	resp := map[string]any{"closed": len(closed), "list": closed}
+	total := len(closed)
+	if s.etcd != nil && r.URL.Query().Get("local") != "true" {
+		answers, err := s.etcd.Kick(r.Context(), id)
+		if err != nil {
+			resp["fleet_error"] = err.Error()
+		}
+		elsewhere := map[string]any{}
+		for name, raw := range answers {
+			var list []proxy.ConnInfo
+			_ = json.Unmarshal(raw, &list)
+			if list == nil {
+				list = []proxy.ConnInfo{}
+			}
+			elsewhere[name] = map[string]any{"closed": len(list), "list": list}
+			total += len(list)
+		}
+		resp["instances"] = elsewhere
+		resp["closed"] = total
+	}
+	if total == 0 {
+		resp["error_msg"] = fmt.Sprintf("no live connection with client id %q", id)
+		writeJSON(w, http.StatusNotFound, resp)
 		return
 	}
-	s.log.Info("admin closed a connection", "client_id", id, "count", len(closed), "client", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, map[string]any{"closed": len(closed), "list": closed})
+	s.log.Info("admin closed a connection", "client_id", id, "count", total, "here", len(closed), "client", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {

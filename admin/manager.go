@@ -42,6 +42,9 @@ type Manager struct {
 	statePath string            // "" without an admin block
 	state     *State
 	cfg       *config.Config
+	started   *config.Config // at Open: what the restart-only keys still run with
+
+	etcd remoteState // with deployment.config_provider etcd (remote.go)
 
 	statsMu     sync.Mutex
 	reloads     map[[2]string]uint64 // by source, result
@@ -69,6 +72,10 @@ func Open(files []string, log *slog.Logger) (*Manager, error) {
 		return nil, err
 	}
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
+	m.started = cfg
+	if cfg.DeploymentSettings().UsesEtcd() {
+		m.openCache(st)
+	}
 	m.count("start", ResultOK)
 	return m, nil
 }
@@ -94,6 +101,9 @@ func build(docs []config.Document) (*config.Config, *State, string, error) {
 	fileCfg, err := config.Parse(docs...)
 	if err != nil {
 		return nil, nil, "", err
+	}
+	if dep := fileCfg.DeploymentSettings(); dep.UsesEtcd() {
+		return buildCached(docs, fileCfg, dep.Etcd.CacheFile)
 	}
 	if fileCfg.Admin == nil {
 		return fileCfg, nil, "", nil
@@ -126,7 +136,7 @@ func (m *Manager) Reload(source string) error {
 		path string
 	)
 	if err == nil {
-		cfg, st, path, err = build(docs)
+		cfg, st, path, err = m.rebuild(docs)
 	}
 	if err != nil {
 		m.count(source, ResultRefused)
@@ -140,9 +150,12 @@ func (m *Manager) Reload(source string) error {
 		m.log.Error("reload failed, keeping the running configuration", "source", source, "err", err)
 		return err
 	}
-	if m.cfg.Admin != nil && cfg.Admin != nil && m.cfg.Admin.Listen != cfg.Admin.Listen {
-		m.log.Warn("admin.listen changed: the Admin API keeps its address until restart", "listening", m.cfg.Admin.Listen, "configured", cfg.Admin.Listen)
+	if keys := config.RestartOnlyChanges(m.started, cfg); len(keys) > 0 {
+		m.log.Warn("reloaded, but these settings apply only when mqgate restarts: "+strings.Join(keys, ", "), "keys", keys)
 	}
+	// The role, the config provider and the etcd settings stay as they
+	// are until restart.
+	cfg.Deployment = m.started.Deployment
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
 	m.count(source, ResultOK)
 	m.log.Info("reloaded", "source", source, "config", cfg.Summary())
@@ -271,6 +284,9 @@ func (m *Manager) Get(kind, id string) (Object, bool) {
 // Put validates kind/id with value laid over the running configuration,
 // stores it and applies it. It reports whether the object is new.
 func (m *Manager) Put(kind, id string, value json.RawMessage) (Object, bool, error) {
+	if r := m.remoteStore(); r != nil {
+		return m.putRemote(r, kind, id, value)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.state == nil {
@@ -291,6 +307,11 @@ func (m *Manager) NextID() string {
 	if m.state == nil {
 		return ""
 	}
+	if m.etcd.remote != nil {
+		// Instances write to etcd at once: a clock-based id does not
+		// collide between them the way a local counter would.
+		return fmt.Sprintf("%020d", time.Now().UnixNano())
+	}
 	return fmt.Sprintf("%020d", m.state.Index+1)
 }
 
@@ -298,18 +319,34 @@ func (m *Manager) NextID() string {
 // use is refused (ErrInUse) unless force is set; force also deletes the
 // admin routes that use it, and returns their ids.
 func (m *Manager) Delete(kind, id string, force bool) (alsoDeleted []string, err error) {
+	if r := m.remoteStore(); r != nil {
+		return m.deleteRemote(r, kind, id, force)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	cand, alsoDeleted, err := m.deletePlan(kind, id, force)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.commit(cand, "", ""); err != nil {
+		return nil, err
+	}
+	return alsoDeleted, nil
+}
+
+// deletePlan is the state without kind/id (and, with force, the routes
+// that use it), or why it cannot be deleted.
+func (m *Manager) deletePlan(kind, id string, force bool) (cand *State, alsoDeleted []string, err error) {
 	if m.state == nil {
-		return nil, ErrNoAdmin
+		return nil, nil, ErrNoAdmin
 	}
 	if m.state.find(kind, id) < 0 {
 		if where := m.fileObjectAt(kind, id); where != "" {
-			return nil, fmt.Errorf("%w at %s: change it there", ErrInFile, where)
+			return nil, nil, fmt.Errorf("%w at %s: change it there", ErrInFile, where)
 		}
-		return nil, ErrNotFound
+		return nil, nil, ErrNotFound
 	}
-	cand := m.state.clone()
+	cand = m.state.clone()
 	cand.remove(kind, id)
 	if kind == "upstreams" && m.fileObjectAt(kind, id) == "" {
 		var users, fileUsers []string
@@ -325,19 +362,16 @@ func (m *Manager) Delete(kind, id string, force bool) (alsoDeleted []string, err
 		}
 		switch {
 		case len(fileUsers) > 0:
-			return nil, fmt.Errorf("%w: can not delete this upstream, stream routes declared in files use it: %s", ErrInUse, strings.Join(fileUsers, ", "))
+			return nil, nil, fmt.Errorf("%w: can not delete this upstream, stream routes declared in files use it: %s", ErrInUse, strings.Join(fileUsers, ", "))
 		case len(users) > 0 && !force:
-			return nil, fmt.Errorf("%w: can not delete this upstream, stream_route [%s] is still using it now (add ?force=true to delete those routes too)", ErrInUse, strings.Join(users, ", "))
+			return nil, nil, fmt.Errorf("%w: can not delete this upstream, stream_route [%s] is still using it now (add ?force=true to delete those routes too)", ErrInUse, strings.Join(users, ", "))
 		}
 		for _, rid := range users {
 			cand.remove("stream_routes", rid)
 		}
 		alsoDeleted = users
 	}
-	if err := m.commit(cand, "", ""); err != nil {
-		return nil, err
-	}
-	return alsoDeleted, nil
+	return cand, alsoDeleted, nil
 }
 
 // commit validates cand over the files, stores it, then applies it. A
@@ -431,10 +465,14 @@ func (m *Manager) FileObjects(kind string) []FileObject {
 	return m.fileObjects(kind)
 }
 
-func (m *Manager) fileObjects(kind string) []FileObject {
+func (m *Manager) fileObjects(kind string) []FileObject { return FileObjects(m.fileDocs, kind) }
+
+// FileObjects lists the objects of kind the documents declare, with the ids
+// the decoder gives them (routes without one are "route-<index>").
+func FileObjects(docs []config.Document, kind string) []FileObject {
 	var out []FileObject
 	i := 0 // routes without an id are named by their place among all files' routes
-	for _, doc := range m.fileDocs {
+	for _, doc := range docs {
 		var root yaml.Node
 		if yaml.Unmarshal(doc.Data, &root) != nil || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
 			continue

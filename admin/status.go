@@ -23,6 +23,32 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	st := s.proxy.Stats()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "Active connections: %d\nserver accepts handled refused\n %d %d %d\n", st.Active, st.Accepted, st.Proxied, sumOf(st.Refused))
+	// After stub_status's lines, which scripts read by position.
+	if s.etcd != nil {
+		es, rs := s.etcd.Status(), s.remoteStatus()
+		state := "connected"
+		if !es.Connected {
+			state = "unreachable (" + es.LastError + "), serving the last good configuration"
+		}
+		fmt.Fprintf(w, "etcd: %s, revision %d, %d refused objects\n", state, rs.Revision, len(rs.Refused))
+		if rs.FromCache {
+			fmt.Fprintf(w, "configuration: from the cache file %s (revision %d): etcd not read since the start\n", rs.CacheFile, rs.Revision)
+		}
+		fs := s.etcd.FleetStatus()
+		sync := "all at the latest revision"
+		if !fs.InSync {
+			sync = "NOT all at the latest revision"
+		}
+		fmt.Fprintf(w, "fleet: %d instances, %s %d\n", len(fs.Instances), sync, fs.Latest)
+		for _, in := range fs.Instances {
+			fmt.Fprintf(w, " %s %s revision %d connections %d\n", in.Name, in.Admin, in.Revision, in.Connections)
+		}
+	}
+}
+
+func (s *Server) remoteStatus() RemoteStatus {
+	rs, _ := s.m.Remote()
+	return rs
 }
 
 func sumOf(m map[string]uint64) uint64 {
@@ -99,7 +125,7 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 	if ups == nil {
 		ups = []*upstreamStatus{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"active":         st.Active,
 		"accepted":       st.Accepted,
 		"handled":        st.Proxied,
@@ -111,5 +137,10 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		"routes":         routes,
 		"upstreams":      ups,
 		"reloads":        rs,
-	})
+	}
+	if s.etcd != nil {
+		out["etcd"] = map[string]any{"connection": s.etcd.Status(), "config": s.remoteStatus()}
+		out["fleet"] = s.etcd.FleetStatus()
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -33,6 +33,9 @@ type State struct {
 	Version int                 `json:"version"`
 	Index   uint64              `json:"index"`
 	Objects map[string][]Object `json:"objects"` // by kind, in creation order
+	// Revision is the etcd revision of the objects when the state is the
+	// cache of an etcd provider (deployment.etcd.cache_file); 0 otherwise.
+	Revision int64 `json:"etcd_revision,omitempty"`
 }
 
 const stateVersion = 1
@@ -112,7 +115,7 @@ func (st *State) Save(path string) error {
 
 // clone copies the state deeply enough to change a copy.
 func (st *State) clone() *State {
-	c := &State{Version: st.Version, Index: st.Index, Objects: make(map[string][]Object, len(st.Objects))}
+	c := &State{Version: st.Version, Index: st.Index, Revision: st.Revision, Objects: make(map[string][]Object, len(st.Objects))}
 	for kind, objs := range st.Objects {
 		c.Objects[kind] = slices.Clone(objs)
 	}

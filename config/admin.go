@@ -2,9 +2,9 @@ package config
 
 import (
 	"cmp"
+	"crypto/tls"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,11 +31,7 @@ const (
 )
 
 var (
-	adminKeys    = []string{"listen", "keys", "allow", "tls", "state_file", "public_status"}
-	adminKeyKeys = []string{"name", "key", "key_env", "role"}
-	adminTLSKeys = []string{"cert", "key"}
-	adminRoles   = []string{RoleAdmin, RoleViewer}
-	reloadKeys   = []string{"watch", "watch_interval", "drain_removed", "drain_window"}
+	adminRoles = []string{RoleAdmin, RoleViewer}
 )
 
 // Admin configures the Admin API and its state file. Config.Admin is nil
@@ -89,53 +85,9 @@ func (d *decoder) admin(kv keyValue) {
 	if !d.setOnce("admin", kv, kv.key) {
 		return
 	}
-	a := &Admin{Listen: DefaultAdminListen, File: d.file, Line: kv.keyNode.Line}
-	var keysNode *yaml.Node
-	for _, f := range d.fields(kv.val, "admin") {
-		p := join("admin", f.key)
-		switch f.key {
-		case "listen":
-			if s, ok := d.str(f.val, p); ok {
-				if _, _, msg := parseListenAddr(s); msg != "" || !strings.Contains(s, ":") {
-					d.errorf(f.val, p, `must be "ip:port", got %q`, s)
-					continue
-				}
-				a.Listen = s
-			}
-		case "keys":
-			keysNode = f.val
-			for i, item := range d.items(f.val, p) {
-				if k, ok := d.adminKey(item, index(p, i)); ok {
-					a.Keys = append(a.Keys, k)
-				}
-			}
-		case "allow":
-			for i, item := range d.items(f.val, p) {
-				if s, ok := d.str(item, index(p, i)); ok {
-					prefix, msg := parsePrefix(s)
-					if msg != "" {
-						d.errorf(item, index(p, i), "%s", msg)
-						continue
-					}
-					a.Allow = append(a.Allow, prefix)
-				}
-			}
-		case "tls":
-			a.TLS = d.adminTLS(f.val, p)
-		case "state_file":
-			if s, ok := d.str(f.val, p); ok {
-				if s == "" {
-					d.errorf(f.val, p, "must not be empty")
-					continue
-				}
-				a.StateFile = s
-			}
-		case "public_status":
-			a.PublicStatus, _ = d.bool(f.val, p)
-		default:
-			d.unknownKey(f, "admin", "key", adminKeys)
-		}
-	}
+	decl := &adminDecl{Admin: Admin{Listen: DefaultAdminListen, File: d.file, Line: kv.keyNode.Line}}
+	adminSection().decode(d, kv.val, "admin", decl)
+	a, keysNode := &decl.Admin, decl.keysNode
 	if len(a.Keys) == 0 && len(d.p.errs) == 0 {
 		at := kv.keyNode
 		if keysNode != nil {
@@ -151,43 +103,16 @@ func (d *decoder) admin(kv keyValue) {
 		seen[k.Key] = i
 	}
 	// A relative state file lives next to the file that declares it.
-	a.StateFile = cmp.Or(a.StateFile, DefaultAdminStateFile)
-	if !filepath.IsAbs(a.StateFile) {
-		a.StateFile = filepath.Join(filepath.Dir(d.file), a.StateFile)
-	}
+	a.StateFile = d.relative(cmp.Or(a.StateFile, DefaultAdminStateFile))
 	d.b.admin = a
 }
 
 // adminKey reads {name, key | key_env, role}. Messages never show a key.
 func (d *decoder) adminKey(n *yaml.Node, path string) (AdminKey, bool) {
-	k := AdminKey{Role: RoleAdmin}
+	decl := adminKeyDecl{AdminKey: AdminKey{Role: RoleAdmin}}
 	errs := len(d.p.errs)
-	var keyNode *yaml.Node
-	var fromFile bool
-	for _, f := range d.fields(n, path) {
-		p := join(path, f.key)
-		switch f.key {
-		case "name":
-			k.Name, _ = d.str(f.val, p)
-		case "key":
-			k.Key, _ = d.str(f.val, p)
-			keyNode, fromFile = f.val, true
-		case "key_env":
-			if env, ok := d.str(f.val, p); ok {
-				k.Env = env
-				if k.Key = os.Getenv(env); k.Key == "" {
-					d.errorf(f.val, p, "environment variable %s is not set or empty", env)
-				}
-			}
-			keyNode = f.val
-		case "role":
-			if r, ok := d.oneOf(f.val, p, adminRoles...); ok {
-				k.Role = r
-			}
-		default:
-			d.unknownKey(f, path, "key", adminKeyKeys)
-		}
-	}
+	adminKeySection().decode(d, n, path, &decl)
+	k, keyNode, fromFile := decl.AdminKey, decl.keyNode, decl.fromFile
 	if len(d.p.errs) > errs {
 		return k, false
 	}
@@ -206,19 +131,17 @@ func (d *decoder) adminKey(n *yaml.Node, path string) (AdminKey, bool) {
 
 func (d *decoder) adminTLS(n *yaml.Node, path string) *AdminTLS {
 	t := &AdminTLS{}
-	for _, f := range d.fields(n, path) {
-		p := join(path, f.key)
-		switch f.key {
-		case "cert":
-			t.Cert, _ = d.str(f.val, p)
-		case "key":
-			t.Key, _ = d.str(f.val, p)
-		default:
-			d.unknownKey(f, path, "key", adminTLSKeys)
-		}
-	}
+	adminTLSSection().decode(d, n, path, t)
 	if t.Cert == "" || t.Key == "" {
 		d.errorf(n, path, "needs both cert and key (PEM file paths)")
+		return nil
+	}
+	// Relative paths are relative to the file that declares them, as
+	// state_file and the ssls' files are; the pair is loaded now, so that
+	// mqgate check and a reload report a bad one at its line.
+	t.Cert, t.Key = d.relative(t.Cert), d.relative(t.Key)
+	if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
+		d.errorf(n, path, "%v", err)
 		return nil
 	}
 	return t
@@ -229,29 +152,17 @@ func (d *decoder) reload(kv keyValue) {
 		return
 	}
 	r := defaultReload()
-	for _, f := range d.fields(kv.val, "reload") {
-		p := join("reload", f.key)
-		switch f.key {
-		case "watch":
-			if v, ok := d.bool(f.val, p); ok {
-				r.Watch = v
-			}
-		case "watch_interval", "drain_window":
-			v, ok := d.duration(f.val, p)
-			switch {
-			case !ok:
-			case v == 0 && f.key == "watch_interval":
-				d.errorf(f.val, p, "must be greater than 0; set watch: false to stop watching")
-			case f.key == "watch_interval":
-				r.WatchInterval = v
-			default:
-				r.DrainWindow = v
-			}
-		case "drain_removed":
-			r.DrainRemoved, _ = d.bool(f.val, p)
-		default:
-			d.unknownKey(f, "reload", "key", reloadKeys)
-		}
-	}
+	reloadSection().decode(d, kv.val, "reload", &r)
 	d.b.reload = &r
 }
+
+// adminKeyDecl is one admin key while it decodes.
+type adminKeyDecl struct {
+	AdminKey
+	keyNode  *yaml.Node
+	fromFile bool
+}
+
+func lookupEnv(name string) string { return os.Getenv(name) }
+
+func containsColon(s string) bool { return strings.Contains(s, ":") }

@@ -7,13 +7,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqgate/mqgate/internal/certtest"
 )
 
 const testKey = "0123456789abcdef0123456789abcdef"
 
 func TestAdminAndReload(t *testing.T) {
 	t.Setenv("MQGATE_TEST_VIEWER_KEY", "fedcba9876543210fedcba9876543210")
-	cfg, err := Parse(Document{Name: "/etc/mqgate/mqgate.yaml", Data: []byte(listen + `
+	// admin.tls paths are relative to the file that names them.
+	dir := t.TempDir()
+	certtest.NewCA(t, "admin CA").Server(t, certtest.ECDSA, "localhost").WriteFiles(t, dir, "admin")
+	file := filepath.Join(dir, "mqgate.yaml")
+	cfg, err := Parse(Document{Name: file, Data: []byte(listen + `
 stream_routes: [{upstream_id: 1}]
 upstreams: [{id: 1, nodes: {"b:1883": 1}}]
 admin:
@@ -36,10 +42,10 @@ reload: {watch: false, drain_removed: true, drain_window: 1m}
 			{Key: "fedcba9876543210fedcba9876543210", Env: "MQGATE_TEST_VIEWER_KEY", Role: RoleViewer},
 		},
 		Allow:        []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")},
-		TLS:          &AdminTLS{Cert: "admin.crt", Key: "admin.key"},
-		StateFile:    filepath.Join("/etc/mqgate", DefaultAdminStateFile),
+		TLS:          &AdminTLS{Cert: filepath.Join(dir, "admin.crt"), Key: filepath.Join(dir, "admin.key")},
+		StateFile:    filepath.Join(dir, DefaultAdminStateFile),
 		PublicStatus: true,
-		File:         "/etc/mqgate/mqgate.yaml", Line: 4,
+		File:         file, Line: 4,
 	}
 	if !reflect.DeepEqual(cfg.Admin, want) {
 		t.Errorf("Admin =\n%+v\nwant\n%+v", cfg.Admin, want)
@@ -92,6 +98,8 @@ func TestAdminErrors(t *testing.T) {
 			`m.yaml:2: admin.allow[0]: must be an IP address or a CIDR like "10.0.0.0/8", got "10.0.0.0/33"`},
 		{"tls without key", `admin: {tls: {cert: a.pem}, keys: [{key: ` + testKey + `}]}`,
 			"m.yaml:2: admin.tls: needs both cert and key (PEM file paths)"},
+		{"tls files missing", `admin: {tls: {cert: nowhere.crt, key: nowhere.key}, keys: [{key: ` + testKey + `}]}`,
+			"m.yaml:2: admin.tls: open nowhere.crt: no such file or directory"},
 		{"unknown admin key", `admin: {admin_key: x, keys: [{key: ` + testKey + `}]}`,
 			"m.yaml:2: admin.admin_key: unknown key (known: listen, keys, allow, tls, state_file, public_status)"},
 		{"zero watch interval", `reload: {watch_interval: 0}`,

@@ -52,10 +52,10 @@ func TestLoadAPISIXSeed(t *testing.T) {
 			Scheme:  "tcp",
 			File:    "testdata/apisix.yaml", Line: 10,
 		}},
+		Deployment: &Deployment{Role: RoleDataPlane, ConfigProvider: ProviderYAML, File: "testdata/apisix-config.yaml", Line: 8},
 		Ignored: []string{
 			"testdata/apisix-config.yaml:2: apisix.enable_admin",
 			"testdata/apisix-config.yaml:4: apisix.stream_proxy.only",
-			"testdata/apisix-config.yaml:8: deployment",
 			"testdata/apisix-config.yaml:12: stream_plugins",
 		},
 	}
@@ -368,7 +368,7 @@ func TestSuggest(t *testing.T) {
 		{"ab", ""}, // distance 2 to "id" would replace the whole key
 		{"completely_different", ""},
 	}
-	candidates := append(slices.Clone(streamRouteKeys), "protocol_name", "protocol_level") // and mqtt-proxy's
+	candidates := append(routeSection().names(), "protocol_name", "protocol_level") // and mqtt-proxy's
 	for _, tt := range tests {
 		if got := suggest(tt.key, candidates); got != tt.want {
 			t.Errorf("suggest(%q) = %q, want %q", tt.key, got, tt.want)

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,15 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 
 func (d *decoder) ignore(n *yaml.Node, path string) {
 	d.p.ignored = append(d.p.ignored, fmt.Sprintf("%s:%d: %s", d.file, n.Line, path))
+}
+
+// relative resolves a path the document names: a relative path is relative
+// to the directory of the document's file.
+func (d *decoder) relative(path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(filepath.Dir(d.file), path)
 }
 
 // keyValue is one entry of a YAML mapping.

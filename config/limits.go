@@ -38,23 +38,3 @@ func (d *decoder) prefixes(n *yaml.Node, path string) []netip.Prefix {
 	}
 	return out
 }
-
-// maxConnections reads stream_proxy.max_connections.
-func (d *decoder) maxConnections(kv keyValue, path string) {
-	if !d.setOnce("stream_proxy.max_connections", kv, path) {
-		return
-	}
-	if v, ok := d.intMin(kv.val, path, 0); ok {
-		d.b.streamProxy.MaxConnections = v
-	}
-}
-
-// onDuplicateClientID reads stream_proxy.on_duplicate_client_id.
-func (d *decoder) onDuplicateClientID(kv keyValue, path string) {
-	if !d.setOnce("stream_proxy.on_duplicate_client_id", kv, path) {
-		return
-	}
-	if v, ok := d.oneOf(kv.val, path, duplicatePolicies...); ok {
-		d.b.streamProxy.OnDuplicateClientID = v
-	}
-}

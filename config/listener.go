@@ -30,19 +30,9 @@ func (d *decoder) listener(n *yaml.Node, path string) (listenerDecl, bool) {
 	l := listenerDecl{Listener: Listener{File: d.file, Line: n.Line}, path: path}
 	addr := n
 	if n.Kind == yaml.MappingNode {
-		addr = nil
-		for _, kv := range d.fields(n, path) {
-			switch kv.key {
-			case "addr":
-				addr = kv.val
-			case "tls":
-				l.TLS, _ = d.bool(kv.val, join(path, kv.key))
-			case "proxy_protocol", "real_ip_from":
-				d.listenerProxyProtocol(kv, path, &l)
-			default:
-				d.unknownKey(kv, path, "key", listenerKeys)
-			}
-		}
+		m := listenerMapping{l: &l}
+		listenerSection().decode(d, n, path, &m)
+		addr = m.addr
 		if isNull(addr) {
 			d.errorf(n, join(path, "addr"), "required")
 			return l, false
@@ -100,6 +90,13 @@ func parseListenAddr(s string) (host netip.Addr, port int, msg string) {
 // could not both bind: the same address twice, or a port shared with a
 // listener on all addresses.
 func (b *builder) checkListeners() {
+	if b.deployment != nil && !b.deployment.ServesTraffic() {
+		if len(b.listeners) > 0 {
+			l := b.listeners[0]
+			b.p.warnf(l.File, l.Line, l.path, "not opened: a control_plane serves no traffic")
+		}
+		return
+	}
 	if len(b.listeners) == 0 {
 		if b.tcpSet {
 			return // its items are reported already

@@ -28,20 +28,16 @@ const (
 
 var (
 	// topLevelKeys are the sections mqgate reads, in any file.
-	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload"}
+	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload", "deployment"}
 	// ignoredTopLevelKeys are APISIX sections of config.yaml and apisix.yaml
 	// that mqgate accepts so users can bring their files, but does not use.
 	ignoredTopLevelKeys = []string{
-		"deployment", "nginx_config", "plugins", "stream_plugins", "plugin_attr", "discovery",
+		"nginx_config", "plugins", "stream_plugins", "plugin_attr", "discovery",
 		"graphql", "ext-plugin", "wasm", "etcd",
 		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
 	}
-	streamProxyKeys        = []string{"tcp", "connect_timeout", "max_connect_size", "max_connections", "on_duplicate_client_id", "data_path", "max_packet_size", "server_reference"}
-	ignoredStreamProxyKeys = []string{"only", "udp"}
-	listenerKeys           = []string{"addr", "tls", "proxy_protocol", "real_ip_from"}
-	logKeys                = []string{"level", "access_log"}
-	logLevels              = []string{"debug", "info", "warn", "error"}
+	logLevels = []string{"debug", "info", "warn", "error"}
 )
 
 // Load reads, merges and validates the files in order. Lists (stream_routes,
@@ -92,6 +88,7 @@ type builder struct {
 	upstreams   []upstreamDecl
 	admin       *Admin
 	reload      *Reload
+	deployment  *Deployment
 	ssls        []sslDecl
 }
 
@@ -165,6 +162,8 @@ func (d *decoder) document(n *yaml.Node) {
 			d.admin(kv)
 		case "reload":
 			d.reload(kv)
+		case "deployment":
+			d.deployment(kv)
 		case "stream_routes":
 			for i, item := range d.items(kv.val, kv.key) {
 				d.b.routes = append(d.b.routes, d.route(item, index(kv.key, i)))
@@ -200,68 +199,7 @@ func (d *decoder) apisix(n *yaml.Node) {
 }
 
 func (d *decoder) streamProxy(n *yaml.Node, path string) {
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "tcp":
-			items := d.items(kv.val, p)
-			d.b.tcpSet = d.b.tcpSet || len(items) > 0
-			for i, item := range items {
-				if l, ok := d.listener(item, index(p, i)); ok {
-					d.b.listeners = append(d.b.listeners, l)
-				}
-			}
-		case "connect_timeout":
-			if !d.setOnce("stream_proxy.connect_timeout", kv, p) {
-				continue
-			}
-			if v, ok := d.duration(kv.val, p); ok {
-				if v == 0 {
-					d.errorf(kv.val, p, "must be greater than 0")
-					continue
-				}
-				d.b.streamProxy.ConnectTimeout = v
-			}
-		case "max_connect_size":
-			if !d.setOnce("stream_proxy.max_connect_size", kv, p) {
-				continue
-			}
-			if v, ok := d.intIn(kv.val, p, minConnectSize, MaxConnectSizeLimit); ok {
-				d.b.streamProxy.MaxConnectSize = v
-			}
-		case "max_connections":
-			d.maxConnections(kv, p)
-		case "on_duplicate_client_id":
-			d.onDuplicateClientID(kv, p)
-		case "max_packet_size":
-			if !d.setOnce("stream_proxy.max_packet_size", kv, p) {
-				continue
-			}
-			if v, ok := d.intIn(kv.val, p, 0, MaxConnectSizeLimit+5); ok {
-				d.b.streamProxy.MaxPacketSize = v
-			}
-		case "server_reference":
-			if !d.setOnce("stream_proxy.server_reference", kv, p) {
-				continue
-			}
-			if v, ok := d.str(kv.val, p); ok {
-				d.b.streamProxy.ServerReference = v
-			}
-		case "data_path":
-			if !d.setOnce("stream_proxy.data_path", kv, p) {
-				continue
-			}
-			if v, ok := d.oneOf(kv.val, p, DataPathEpoll, DataPathGoroutines); ok {
-				d.b.streamProxy.DataPath = v
-			}
-		default:
-			if slices.Contains(ignoredStreamProxyKeys, kv.key) {
-				d.ignore(kv.keyNode, p)
-				continue
-			}
-			d.unknownKey(kv, path, "key", streamProxyKeys, ignoredStreamProxyKeys)
-		}
-	}
+	streamProxySection().decode(d, n, path, &d.b.streamProxy)
 }
 
 // setOnce records that the setting name is set by kv and reports false with
@@ -283,26 +221,14 @@ func (d *decoder) log(kv keyValue) {
 	if !d.setOnce("log", kv, kv.key) {
 		return
 	}
-	for _, f := range d.fields(kv.val, "log") {
-		p := join("log", f.key)
-		switch f.key {
-		case "level":
-			if v, ok := d.oneOf(f.val, p, logLevels...); ok {
-				d.b.log.Level = v
-			}
-		case "access_log":
-			d.accessLog(f.val, p)
-		default:
-			d.unknownKey(f, "log", "key", logKeys)
-		}
-	}
+	logSection().decode(d, kv.val, "log", &d.b.log)
 }
 
 // accessLog reads stdout, stderr, off or a path; a YAML false means off.
-func (d *decoder) accessLog(n *yaml.Node, path string) {
+func (d *decoder) accessLog(n *yaml.Node, path string, l *Log) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!bool" {
 		if on, ok := d.bool(n, path); ok && !on {
-			d.b.log.AccessLog = "off"
+			l.AccessLog = "off"
 			return
 		}
 		d.errorf(n, path, `must be "stdout", "stderr", "off" or a file path, got %s`, describe(n))
@@ -313,18 +239,22 @@ func (d *decoder) accessLog(n *yaml.Node, path string) {
 			d.errorf(n, path, `must not be empty; use "off" to disable the access log`)
 			return
 		}
-		d.b.log.AccessLog = v
+		l.AccessLog = v
 	}
 }
 
 // finish merges what all documents declared, checks references across
 // files and returns the configuration (meaningful only without errors).
 func (b *builder) finish() *Config {
-	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload}
+	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload, Deployment: b.deployment}
+	b.checkDeployment()
 	b.checkListeners()
 	b.nameRoutes()
 	b.applyOverlay()
 	for _, l := range b.listeners {
+		if b.deployment != nil && !b.deployment.ServesTraffic() {
+			break // a control plane opens no listener (checkListeners warned)
+		}
 		cfg.StreamProxy.TCP = append(cfg.StreamProxy.TCP, l.Listener)
 	}
 	b.checkRoutes()
@@ -340,7 +270,7 @@ func (b *builder) finish() *Config {
 			cfg.SSLs = append(cfg.SSLs, s.SSL)
 		}
 	}
-	if len(cfg.StreamRoutes) == 0 {
+	if len(cfg.StreamRoutes) == 0 && !cfg.DeploymentSettings().UsesEtcd() {
 		b.p.warnf("", 0, "", "no stream routes: every client connection will be refused")
 	}
 	return cfg

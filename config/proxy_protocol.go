@@ -6,12 +6,7 @@ import (
 
 // listenerProxyProtocol decodes a listener's proxy_protocol (bool) or
 // real_ip_from (a CIDR or a list of them).
-func (d *decoder) listenerProxyProtocol(kv keyValue, path string, l *listenerDecl) {
-	p := join(path, kv.key)
-	if kv.key == "proxy_protocol" {
-		l.ProxyProtocol, _ = d.bool(kv.val, p)
-		return
-	}
+func (d *decoder) realIPFrom(kv keyValue, p string, l *listenerDecl) {
 	l.realIPFromSet = !isNull(kv.val)
 	items := []*yaml.Node{kv.val}
 	if kv.val.Kind == yaml.SequenceNode {

@@ -9,13 +9,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-var (
-	streamRouteKeys = []string{
-		"id", "name", "desc", "server_port", "server_addr", "remote_addr", "sni",
-		"mqtt_client_id", "mqtt_username", "upstream_id", "upstream", "plugins",
-	}
-)
-
 // routeDecl is a StreamRoute with the source positions the cross-file
 // checks report at.
 type routeDecl struct {
@@ -29,74 +22,88 @@ type routeDecl struct {
 }
 
 func (d *decoder) route(n *yaml.Node, path string) routeDecl {
-	r := routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path, overlay: d.overlay}
-	var hasUpstreamID, hasUpstream bool
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "id":
-			if id, ok := d.id(kv.val, p); ok {
-				r.ID, r.idLine = id, kv.val.Line
-			}
-		case "name":
-			r.Name, _ = d.str(kv.val, p)
-		case "desc":
-			r.Desc, _ = d.str(kv.val, p)
-		case "server_port":
-			r.ServerPort, _ = d.intIn(kv.val, p, 0, 65535)
-			r.serverPortLine = kv.val.Line
-		case "server_addr":
-			if s, ok := d.str(kv.val, p); ok {
-				a, err := netip.ParseAddr(s)
-				if err != nil || a.Zone() != "" {
-					d.errorf(kv.val, p, "must be an IP address, got %q", s)
-					continue
-				}
-				r.ServerAddr = a.Unmap()
-			}
-		case "remote_addr":
-			if s, ok := d.str(kv.val, p); ok {
-				prefix, msg := parsePrefix(s)
-				if msg != "" {
-					d.errorf(kv.val, p, "%s", msg)
-					continue
-				}
-				r.RemoteAddr = prefix
-			}
-		case "sni":
-			if s, _ := d.str(kv.val, p); s == "" {
-				continue // APISIX writes "" for no SNI condition
-			}
-			if name, ok := d.sniName(kv.val, p); ok {
-				r.SNI, r.sniLine = name, kv.val.Line
-			}
-		case "mqtt_client_id":
-			r.MQTTClientID = d.stringMatch(kv.val, p)
-		case "mqtt_username":
-			r.MQTTUsername = d.stringMatch(kv.val, p)
-		case "upstream_id":
-			hasUpstreamID = !isNull(kv.val)
-			r.UpstreamID, _ = d.id(kv.val, p)
-			r.upstreamIDLine = kv.val.Line
-		case "upstream":
-			hasUpstream = !isNull(kv.val)
-			if hasUpstream {
-				u := d.upstream(kv.val, p, true)
-				r.Upstream = &u.Upstream
-			}
-		case "plugins":
-			r.Plugins = d.plugins(kv.val, p)
-		default:
-			d.unknownKey(kv, path, "key", streamRouteKeys)
-		}
-	}
+	r := routeFields{routeDecl: routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path, overlay: d.overlay}}
+	routeSection().decode(d, n, path, &r)
 	switch {
-	case hasUpstreamID && hasUpstream:
+	case r.hasUpstreamID && r.hasUpstream:
 		d.errorf(n, path, "set exactly one of upstream_id or upstream, not both")
-	case !hasUpstreamID && !hasUpstream:
+	case !r.hasUpstreamID && !r.hasUpstream:
 		d.errorf(n, path, "needs upstream_id or upstream")
 	}
-	return r
+	return r.routeDecl
+}
+
+// routeFields is a route while it decodes.
+type routeFields struct {
+	routeDecl
+	hasUpstreamID, hasUpstream bool
+}
+
+func routeSection() section[routeFields] {
+	type f = field[routeFields]
+	return section[routeFields]{
+		name: "stream_routes[]",
+		fields: []f{
+			{name: "id", def: "`route-<index>`", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				if id, ok := d.id(kv.val, p); ok {
+					r.ID, r.idLine = id, kv.val.Line
+				}
+			}},
+			{name: "name", def: "—", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Name, _ = d.str(kv.val, p) }},
+			{name: "desc", def: "—", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Desc, _ = d.str(kv.val, p) }},
+			{name: "server_port", def: "`0` (any)", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.ServerPort, _ = d.intIn(kv.val, p, 0, 65535)
+				r.serverPortLine = kv.val.Line
+			}},
+			{name: "server_addr", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					a, err := netip.ParseAddr(s)
+					if err != nil || a.Zone() != "" {
+						d.errorf(kv.val, p, "must be an IP address, got %q", s)
+						return
+					}
+					r.ServerAddr = a.Unmap()
+				}
+			}},
+			{name: "remote_addr", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					prefix, msg := parsePrefix(s)
+					if msg != "" {
+						d.errorf(kv.val, p, "%s", msg)
+						return
+					}
+					r.RemoteAddr = prefix
+				}
+			}},
+			{name: "sni", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				if s, _ := d.str(kv.val, p); s == "" {
+					return // APISIX writes "" for no SNI condition
+				}
+				if name, ok := d.sniName(kv.val, p); ok {
+					r.SNI, r.sniLine = name, kv.val.Line
+				}
+			}},
+			{name: "mqtt_client_id", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.MQTTClientID = d.stringMatch(kv.val, p)
+			}},
+			{name: "mqtt_username", def: "any", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.MQTTUsername = d.stringMatch(kv.val, p)
+			}},
+			{name: "upstream_id", def: "—", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.hasUpstreamID = !isNull(kv.val)
+				r.UpstreamID, _ = d.id(kv.val, p)
+				r.upstreamIDLine = kv.val.Line
+			}},
+			{name: "upstream", def: "—", decode: func(d *decoder, kv keyValue, p string, r *routeFields) {
+				r.hasUpstream = !isNull(kv.val)
+				if r.hasUpstream {
+					u := d.upstream(kv.val, p, true)
+					r.Upstream = &u.Upstream
+				}
+			}},
+			{name: "plugins", def: "none", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Plugins = d.plugins(kv.val, p) }},
+		},
+	}
 }
 
 // parsePrefix reads an IP (a one-address prefix) or a CIDR. Host bits in

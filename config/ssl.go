@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -126,11 +125,7 @@ type UpstreamTLS struct {
 }
 
 var (
-	sslKeys          = []string{"id", "cert", "key", "certs", "keys", "snis", "sni", "client", "ssl_protocols", "type", "status"}
-	ignoredSSLKeys   = []string{"labels", "desc", "create_time", "update_time", "validity_start", "validity_end"}
-	sslClientKeys    = []string{"ca", "depth"}
 	sslProtocols     = []string{"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
-	upstreamTLSKeys  = []string{"client_cert", "client_key", "verify", "ca", "server_name"}
 	sslProtocolValue = map[string]uint16{"TLSv1": tls.VersionTLS10, "TLSv1.1": tls.VersionTLS11, "TLSv1.2": tls.VersionTLS12, "TLSv1.3": tls.VersionTLS13}
 )
 
@@ -152,67 +147,9 @@ type sslDecl struct {
 // one is reported with its file and line.
 func (d *decoder) ssl(n *yaml.Node, path string) sslDecl {
 	s := sslDecl{SSL: SSL{File: d.file, Line: n.Line, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ClientDepth: DefaultClientDepth}, path: path, overlay: d.overlay}
-	var cert, key PEMSource
-	var certNode, keyNode *yaml.Node
-	var certs, keys []PEMSource
-	var certsNode, snisNode *yaml.Node
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "id":
-			s.ID, _ = d.id(kv.val, p)
-			s.idLine = kv.val.Line
-		case "cert":
-			cert, certNode = d.pemSource(kv.val, p), kv.val
-		case "key":
-			key, keyNode = d.pemSource(kv.val, p), kv.val
-		case "certs":
-			certsNode = kv.val
-			for i, item := range d.items(kv.val, p) {
-				certs = append(certs, d.pemSource(item, index(p, i)))
-			}
-		case "keys":
-			for i, item := range d.items(kv.val, p) {
-				keys = append(keys, d.pemSource(item, index(p, i)))
-			}
-		case "snis", "sni":
-			snisNode = kv.val
-			var nodes []*yaml.Node
-			if kv.key == "sni" {
-				nodes = []*yaml.Node{kv.val}
-			} else {
-				nodes = d.items(kv.val, p)
-			}
-			for i, item := range nodes {
-				ip := p
-				if kv.key == "snis" {
-					ip = index(p, i)
-				}
-				if name, ok := d.sniName(item, ip); ok {
-					s.SNIs = append(s.SNIs, name)
-					s.sniLines = append(s.sniLines, item.Line)
-				}
-			}
-		case "client":
-			d.sslClient(kv.val, p, &s.SSL)
-		case "ssl_protocols":
-			d.sslProtocols(kv.val, p, &s.SSL)
-		case "type":
-			if t, ok := d.str(kv.val, p); ok && t != "server" {
-				d.errorf(kv.val, p, `must be "server"; a client certificate for brokers goes in the upstream's tls.client_cert`)
-			}
-		case "status":
-			if v, ok := d.intIn(kv.val, p, 0, 1); ok && v == 0 {
-				s.disabled = true
-			}
-		default:
-			if slices.Contains(ignoredSSLKeys, kv.key) {
-				d.ignore(kv.keyNode, p)
-				continue
-			}
-			d.unknownKey(kv, path, "key", sslKeys, ignoredSSLKeys)
-		}
-	}
+	f := sslFields{sslDecl: &s}
+	sslSection().decode(d, n, path, &f)
+	cert, key, certNode, keyNode, certs, keys, certsNode, snisNode := f.cert, f.key, f.certNode, f.keyNode, f.certs, f.keys, f.certsNode, f.snisNode
 	if s.ID == "" && s.idLine == 0 {
 		d.errorf(n, join(path, "id"), "required")
 	}
@@ -269,10 +206,7 @@ func (d *decoder) pemSource(n *yaml.Node, path string) PEMSource {
 		d.errorf(n, path, "APISIX secret references are not supported; give PEM text or a file path")
 		return PEMSource{}
 	}
-	p := v
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(filepath.Dir(d.file), p)
-	}
+	p := d.relative(v)
 	if _, err := os.Stat(p); err != nil {
 		msg := err.Error()
 		if pe := (*os.PathError)(nil); errors.As(err, &pe) {
@@ -300,25 +234,9 @@ func (d *decoder) sniName(n *yaml.Node, path string) (string, bool) {
 }
 
 func (d *decoder) sslClient(n *yaml.Node, path string, s *SSL) {
-	var ca PEMSource
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "ca":
-			ca = d.pemSource(kv.val, p)
-			if !ca.IsZero() {
-				if _, err := ca.LoadCertPool(); err != nil {
-					d.errorf(kv.val, p, "%v", err)
-				}
-			}
-		case "depth":
-			s.ClientDepth, _ = d.intIn(kv.val, p, 1, 16)
-		case "skip_mtls_uri_regex":
-			d.errorf(kv.keyNode, p, "applies to HTTP routes only; mqgate's listeners are MQTT streams")
-		default:
-			d.unknownKey(kv, path, "key", sslClientKeys)
-		}
-	}
+	c := sslClientFields{SSL: s}
+	sslClientSection().decode(d, n, path, &c)
+	ca := c.ca
 	if ca.IsZero() {
 		if !isNull(n) {
 			d.errorf(n, join(path, "ca"), "required: the CA that client certificates must chain to")
@@ -362,39 +280,9 @@ func (d *decoder) sslProtocols(n *yaml.Node, path string, s *SSL) {
 // upstreamTLS decodes an upstream's tls block.
 func (d *decoder) upstreamTLS(n *yaml.Node, path string) *UpstreamTLS {
 	t := &UpstreamTLS{Verify: true}
-	var certNode, keyNode, verifyNode *yaml.Node
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "client_cert":
-			t.ClientCert, certNode = d.pemSource(kv.val, p), kv.val
-		case "client_key":
-			t.ClientKey, keyNode = d.pemSource(kv.val, p), kv.val
-		case "verify":
-			if v, ok := d.bool(kv.val, p); ok {
-				t.Verify, verifyNode = v, kv.val
-			}
-		case "ca":
-			t.CA = d.pemSource(kv.val, p)
-			if !t.CA.IsZero() {
-				if _, err := t.CA.LoadCertPool(); err != nil {
-					d.errorf(kv.val, p, "%v", err)
-				}
-			}
-		case "server_name":
-			if s, ok := d.str(kv.val, p); ok && s != "" {
-				if !validHost(s) {
-					d.errorf(kv.val, p, "must be a host name, got %q", s)
-					continue
-				}
-				t.ServerName = s
-			}
-		case "client_cert_id":
-			d.errorf(kv.keyNode, p, "not supported; give client_cert and client_key")
-		default:
-			d.unknownKey(kv, path, "key", upstreamTLSKeys)
-		}
-	}
+	tf := upstreamTLSFields{UpstreamTLS: t}
+	upstreamTLSSection().decode(d, n, path, &tf)
+	certNode, keyNode, verifyNode := tf.certNode, tf.keyNode, tf.verifyNode
 	switch {
 	case certNode != nil && keyNode == nil:
 		d.errorf(certNode, join(path, "client_key"), "required with client_cert")
@@ -409,6 +297,158 @@ func (d *decoder) upstreamTLS(n *yaml.Node, path string) *UpstreamTLS {
 		d.p.warnf(d.file, verifyNode.Line, join(path, "verify"), "brokers' certificates are not verified: anyone on the path can read and change the traffic")
 	}
 	return t
+}
+
+// sslFields is one item of ssls while it decodes.
+type sslFields struct {
+	*sslDecl
+	cert, key                              PEMSource
+	certs, keys                            []PEMSource
+	certNode, keyNode, certsNode, snisNode *yaml.Node
+}
+
+func (d *decoder) snis(kv keyValue, p string, s *sslFields) {
+	s.snisNode = kv.val
+	var nodes []*yaml.Node
+	if kv.key == "sni" {
+		nodes = []*yaml.Node{kv.val}
+	} else {
+		nodes = d.items(kv.val, p)
+	}
+	for i, item := range nodes {
+		ip := p
+		if kv.key == "snis" {
+			ip = index(p, i)
+		}
+		if name, ok := d.sniName(item, ip); ok {
+			s.SNIs = append(s.SNIs, name)
+			s.sniLines = append(s.sniLines, item.Line)
+		}
+	}
+}
+
+func sslSection() section[sslFields] {
+	type f = field[sslFields]
+	return section[sslFields]{
+		name: "ssls[]",
+		fields: []f{
+			{name: "id", def: "required, unique", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				s.ID, _ = d.id(kv.val, p)
+				s.idLine = kv.val.Line
+			}},
+			{name: "cert", def: "required", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				s.cert, s.certNode = d.pemSource(kv.val, p), kv.val
+			}},
+			{name: "key", def: "required", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				s.key, s.keyNode = d.pemSource(kv.val, p), kv.val
+			}},
+			{name: "certs", def: "none", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				s.certsNode = kv.val
+				for i, item := range d.items(kv.val, p) {
+					s.certs = append(s.certs, d.pemSource(item, index(p, i)))
+				}
+			}},
+			{name: "keys", def: "none", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				for i, item := range d.items(kv.val, p) {
+					s.keys = append(s.keys, d.pemSource(item, index(p, i)))
+				}
+			}},
+			{name: "snis", def: "required", decode: func(d *decoder, kv keyValue, p string, s *sslFields) { d.snis(kv, p, s) }},
+			{name: "sni", def: "required", decode: func(d *decoder, kv keyValue, p string, s *sslFields) { d.snis(kv, p, s) }},
+			{name: "client", sub: sslClientSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				d.sslClient(kv.val, p, &s.SSL)
+			}},
+			{name: "ssl_protocols", def: "`[TLSv1.2, TLSv1.3]`", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				d.sslProtocols(kv.val, p, &s.SSL)
+			}},
+			{name: "status", def: "`1`", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				if v, ok := d.intIn(kv.val, p, 0, 1); ok && v == 0 {
+					s.disabled = true
+				}
+			}},
+			{name: "type", def: "`server`", decode: func(d *decoder, kv keyValue, p string, _ *sslFields) {
+				if t, ok := d.str(kv.val, p); ok && t != "server" {
+					d.errorf(kv.val, p, `must be "server"; a client certificate for brokers goes in the upstream's tls.client_cert`)
+				}
+			}},
+		},
+		ignored: []string{"labels", "desc", "create_time", "update_time", "validity_start", "validity_end"},
+	}
+}
+
+// sslClientFields is an ssl's client block while it decodes.
+type sslClientFields struct {
+	*SSL
+	ca PEMSource
+}
+
+func sslClientSection() section[sslClientFields] {
+	type f = field[sslClientFields]
+	return section[sslClientFields]{
+		name: "ssls[]",
+		fields: []f{
+			{name: "ca", def: "no mTLS", decode: func(d *decoder, kv keyValue, p string, c *sslClientFields) {
+				c.ca = d.pemSource(kv.val, p)
+				if !c.ca.IsZero() {
+					if _, err := c.ca.LoadCertPool(); err != nil {
+						d.errorf(kv.val, p, "%v", err)
+					}
+				}
+			}},
+			{name: "depth", def: fmt.Sprintf("`%d`", DefaultClientDepth), decode: func(d *decoder, kv keyValue, p string, c *sslClientFields) {
+				c.ClientDepth, _ = d.intIn(kv.val, p, 1, 16)
+			}},
+			{name: "skip_mtls_uri_regex", hidden: true, decode: func(d *decoder, kv keyValue, p string, _ *sslClientFields) {
+				d.errorf(kv.keyNode, p, "applies to HTTP routes only; mqgate's listeners are MQTT streams")
+			}},
+		},
+	}
+}
+
+// upstreamTLSFields is an upstream's tls while it decodes.
+type upstreamTLSFields struct {
+	*UpstreamTLS
+	certNode, keyNode, verifyNode *yaml.Node
+}
+
+func upstreamTLSSection() section[upstreamTLSFields] {
+	type f = field[upstreamTLSFields]
+	return section[upstreamTLSFields]{
+		name: "upstreams[]",
+		fields: []f{
+			{name: "verify", def: "`true`", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				if v, ok := d.bool(kv.val, p); ok {
+					t.Verify, t.verifyNode = v, kv.val
+				}
+			}},
+			{name: "ca", def: "the system's roots", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				t.CA = d.pemSource(kv.val, p)
+				if !t.CA.IsZero() {
+					if _, err := t.CA.LoadCertPool(); err != nil {
+						d.errorf(kv.val, p, "%v", err)
+					}
+				}
+			}},
+			{name: "server_name", def: "the node's host", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				if s, ok := d.str(kv.val, p); ok && s != "" {
+					if !validHost(s) {
+						d.errorf(kv.val, p, "must be a host name, got %q", s)
+						return
+					}
+					t.ServerName = s
+				}
+			}},
+			{name: "client_cert", def: "none", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				t.ClientCert, t.certNode = d.pemSource(kv.val, p), kv.val
+			}},
+			{name: "client_key", def: "none", decode: func(d *decoder, kv keyValue, p string, t *upstreamTLSFields) {
+				t.ClientKey, t.keyNode = d.pemSource(kv.val, p), kv.val
+			}},
+			{name: "client_cert_id", hidden: true, decode: func(d *decoder, kv keyValue, p string, _ *upstreamTLSFields) {
+				d.errorf(kv.keyNode, p, "not supported; give client_cert and client_key")
+			}},
+		},
+	}
 }
 
 // checkSSLs checks ids and SNIs across files and that TLS listeners have

@@ -25,12 +25,13 @@ type Config struct {
 	StreamProxy  StreamProxy
 	Log          Log
 	StreamRoutes []StreamRoute
-	Upstreams    []Upstream // top-level upstreams only; inline ones live in StreamRoute.Upstream
-	Admin        *Admin     // nil: no admin block, the Admin API is off
-	Reload       *Reload    // nil: defaults; see ReloadSettings
-	SSLs         []SSL      // server certificates for TLS listeners, in load order (ssl.go)
-	Ignored      []string   // APISIX keys mqgate accepts but does not use, as "file:line: path"
-	Warnings     []*Error   // valid but suspicious settings
+	Upstreams    []Upstream  // top-level upstreams only; inline ones live in StreamRoute.Upstream
+	Admin        *Admin      // nil: no admin block, the Admin API is off
+	Reload       *Reload     // nil: defaults; see ReloadSettings
+	SSLs         []SSL       // server certificates for TLS listeners, in load order (ssl.go)
+	Deployment   *Deployment // nil: no deployment block; see DeploymentSettings (deployment.go)
+	Ignored      []string    // APISIX keys mqgate accepts but does not use, as "file:line: path"
+	Warnings     []*Error    // valid but suspicious settings
 }
 
 // StreamProxy holds the listeners and the settings for reading CONNECT.

@@ -13,10 +13,8 @@ import (
 )
 
 var (
-	upstreamKeys  = []string{"id", "name", "desc", "type", "key", "nodes", "retries", "timeout", "scheme", "tls", "proxy_protocol", "checks", "hash_balance_factor"}
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
-	timeoutKeys   = []string{"connect", "send", "read", "connack"}
 )
 
 // upstreamDecl is an Upstream with the source positions the cross-file
@@ -36,68 +34,9 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		path:     path,
 		overlay:  d.overlay && !inline,
 	}
-	var keyNode, hbf, tlsNode *yaml.Node
-	retries := -1
-	nodesOK := true
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "id":
-			if inline {
-				d.errorf(kv.keyNode, p, "an inline upstream takes no id; declare it under upstreams and use upstream_id")
-				continue
-			}
-			u.ID, _ = d.id(kv.val, p)
-			u.idLine = kv.val.Line
-		case "name":
-			u.Name, _ = d.str(kv.val, p)
-		case "desc":
-			u.Desc, _ = d.str(kv.val, p)
-		case "type":
-			if t, ok := d.oneOf(kv.val, p, upstreamTypes...); ok {
-				u.Type = t
-			}
-		case "key":
-			keyNode = kv.val
-		case "nodes":
-			u.Nodes, nodesOK = d.nodes(kv.val, p)
-		case "retries":
-			retries, _ = d.intMin(kv.val, p, 0)
-		case "timeout":
-			u.Timeout = d.timeout(kv.val, p)
-		case "scheme":
-			s, ok := d.str(kv.val, p)
-			switch {
-			case !ok || s == "tcp":
-			case s == "tls":
-				u.Scheme = "tls"
-			default:
-				d.errorf(kv.val, p, "must be tcp or tls, got %q", s)
-			}
-		case "tls":
-			if !isNull(kv.val) {
-				tlsNode = kv.val
-				u.TLS = d.upstreamTLS(kv.val, p)
-			}
-		case "proxy_protocol":
-			if v, ok := d.oneOf(kv.val, p, "v1", "v2"); ok {
-				u.ProxyProtocol = v
-			}
-		case "checks":
-			u.Checks = d.checks(kv.val, p)
-		case "hash_balance_factor":
-			hbf = kv.val
-		case "hash_on":
-			// APISIX's default, and what mqgate does: hash on a variable.
-			if s, ok := d.str(kv.val, p); ok && s != "vars" {
-				d.errorf(kv.val, p, "mqgate hashes on vars only (set key), got %q", s)
-			} else if ok {
-				d.ignore(kv.keyNode, p)
-			}
-		default:
-			d.unknownKey(kv, path, "key", upstreamKeys)
-		}
-	}
+	uf := upstreamFields{upstreamDecl: &u, inline: inline, retries: -1, nodesOK: true}
+	upstreamSection().decode(d, n, path, &uf)
+	keyNode, hbf, tlsNode, retries, nodesOK := uf.keyNode, uf.hbf, uf.tlsNode, uf.retries, uf.nodesOK
 	if !inline && u.ID == "" && u.idLine == 0 {
 		d.errorf(n, join(path, "id"), "required")
 	}
@@ -233,32 +172,111 @@ func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
 
 func (d *decoder) timeout(n *yaml.Node, path string) Timeout {
 	t := Timeout{Connect: DefaultUpstreamConnect, Connack: DefaultUpstreamConnack}
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "connect":
-			v, ok := d.duration(kv.val, p)
-			if ok && v == 0 {
-				d.errorf(kv.val, p, "must be greater than 0")
-			} else if ok {
-				t.Connect = v
-			}
-		case "connack":
-			v, ok := d.duration(kv.val, p)
-			if ok && v == 0 {
-				d.errorf(kv.val, p, "must be greater than 0")
-			} else if ok {
-				t.Connack = v
-			}
-		case "send":
-			t.Send, _ = d.duration(kv.val, p)
-		case "read":
-			t.Read, _ = d.duration(kv.val, p)
-		default:
-			d.unknownKey(kv, path, "key", timeoutKeys)
-		}
-	}
+	timeoutSection().decode(d, n, path, &t)
 	return t
+}
+
+// upstreamFields is an upstream while it decodes: the values whose checks
+// need the other keys wait here.
+type upstreamFields struct {
+	*upstreamDecl
+	inline                bool
+	keyNode, hbf, tlsNode *yaml.Node
+	retries               int
+	nodesOK               bool
+}
+
+func upstreamSection() section[upstreamFields] {
+	type f = field[upstreamFields]
+	return section[upstreamFields]{
+		name: "upstreams[]",
+		fields: []f{
+			{name: "id", def: "required at top level, unique", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				if u.inline {
+					d.errorf(kv.keyNode, p, "an inline upstream takes no id; declare it under upstreams and use upstream_id")
+					return
+				}
+				u.ID, _ = d.id(kv.val, p)
+				u.idLine = kv.val.Line
+			}},
+			{name: "name", def: "—", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.Name, _ = d.str(kv.val, p) }},
+			{name: "desc", def: "—", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.Desc, _ = d.str(kv.val, p) }},
+			{name: "type", def: "`roundrobin`", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				if t, ok := d.oneOf(kv.val, p, upstreamTypes...); ok {
+					u.Type = t
+				}
+			}},
+			{name: "key", def: "`mqtt_client_id`", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.keyNode = kv.val }},
+			{name: "nodes", def: "required, at least one", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				u.Nodes, u.nodesOK = d.nodes(kv.val, p)
+			}},
+			{name: "retries", def: "nodes − 1 (every node once)", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				u.retries, _ = d.intMin(kv.val, p, 0)
+			}},
+			{name: "timeout", sub: timeoutSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				u.Timeout = d.timeout(kv.val, p)
+			}},
+			{name: "hash_balance_factor", def: "`0` (off)", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.hbf = kv.val }},
+			{name: "checks", def: "none (no checks)", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.Checks = d.checks(kv.val, p) }},
+			{name: "hash_on", def: "`vars`", compat: true, decode: func(d *decoder, kv keyValue, p string, _ *upstreamFields) {
+				// APISIX's default, and what mqgate does: hash on a variable.
+				if s, ok := d.str(kv.val, p); ok && s != "vars" {
+					d.errorf(kv.val, p, "mqgate hashes on vars only (set key), got %q", s)
+				} else if ok {
+					d.ignore(kv.keyNode, p)
+				}
+			}},
+			{name: "scheme", def: "`tcp`", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				s, ok := d.str(kv.val, p)
+				switch {
+				case !ok || s == "tcp":
+				case s == "tls":
+					u.Scheme = "tls"
+				default:
+					d.errorf(kv.val, p, "must be tcp or tls, got %q", s)
+				}
+			}},
+			{name: "tls", sub: upstreamTLSSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				if !isNull(kv.val) {
+					u.tlsNode = kv.val
+					u.TLS = d.upstreamTLS(kv.val, p)
+				}
+			}},
+			{name: "proxy_protocol", def: "none", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				if v, ok := d.oneOf(kv.val, p, "v1", "v2"); ok {
+					u.ProxyProtocol = v
+				}
+			}},
+		},
+	}
+}
+
+func timeoutSection() section[Timeout] {
+	return section[Timeout]{
+		name: "upstreams[]",
+		fields: []field[Timeout]{
+			{name: "connect", def: fmt.Sprintf("`%s`", DefaultUpstreamConnect), decode: func(d *decoder, kv keyValue, p string, t *Timeout) {
+				v, ok := d.duration(kv.val, p)
+				if ok && v == 0 {
+					d.errorf(kv.val, p, "must be greater than 0")
+				} else if ok {
+					t.Connect = v
+				}
+			}},
+			{name: "send", def: "unset", decode: func(d *decoder, kv keyValue, p string, t *Timeout) { t.Send, _ = d.duration(kv.val, p) }},
+			{name: "read", def: "unset (the client's keepalive decides)", decode: func(d *decoder, kv keyValue, p string, t *Timeout) {
+				t.Read, _ = d.duration(kv.val, p)
+			}},
+			{name: "connack", def: fmt.Sprintf("`%s`", DefaultUpstreamConnack), decode: func(d *decoder, kv keyValue, p string, t *Timeout) {
+				v, ok := d.duration(kv.val, p)
+				if ok && v == 0 {
+					d.errorf(kv.val, p, "must be greater than 0")
+				} else if ok {
+					t.Connack = v
+				}
+			}},
+		},
+	}
 }
 
 // parseHostPort reads a node key of the map form: "host:port", with IPv6

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/keyed"
 )
 
 // Dialer connects to a node for a probe. It is the hook for TLS to brokers:
@@ -52,8 +53,8 @@ type Checker struct {
 	log      *slog.Logger
 	onChange func(Status)
 
-	mu     sync.Mutex
-	nodes  map[nodeKey]*Node
+	nodes  keyed.Map[nodeKey, *Node]
+	mu     sync.Mutex        // over groups and closed, and the updates of nodes
 	groups map[string]*group // probes by upstream id
 	closed bool
 
@@ -65,8 +66,8 @@ type nodeKey struct{ upstream, addr string }
 // group is the probes of one upstream's nodes under one setting.
 type group struct {
 	cfg    config.ActiveCheck
-	dial   Dialer
-	sem    chan struct{} // bounds probes in flight
+	dial   atomic.Pointer[Dialer] // the upstream's current dialer, set by every Update
+	sem    chan struct{}          // bounds probes in flight
 	probes map[string]*probe
 }
 
@@ -84,21 +85,13 @@ func NewChecker(log *slog.Logger, onChange func(Status)) *Checker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Checker{log: log, onChange: onChange, nodes: make(map[nodeKey]*Node), groups: make(map[string]*group)}
+	return &Checker{log: log, onChange: onChange, groups: make(map[string]*group)}
 }
 
 // Node returns the health of the node addr of upstream, creating it
 // healthy when it is new. It is safe to call before Update lists it.
 func (c *Checker) Node(upstream, addr string) *Node {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k := nodeKey{upstream, addr}
-	n, ok := c.nodes[k]
-	if !ok {
-		n = newNode(upstream, addr, c.log, c.onChange)
-		c.nodes[k] = n
-	}
-	return n
+	return c.nodes.Get(nodeKey{upstream, addr}, func() *Node { return newNode(upstream, addr, c.log, c.onChange) })
 }
 
 // Update makes targets the watched set: probes start for new nodes, stop for
@@ -121,14 +114,8 @@ func (c *Checker) Update(targets []Target) {
 			active, passive = t.Checks.Active, t.Checks.Passive
 		}
 		for _, addr := range t.Addrs {
-			k := nodeKey{t.Upstream, addr}
-			keep[k] = true
-			n, ok := c.nodes[k]
-			if !ok {
-				n = newNode(t.Upstream, addr, c.log, c.onChange)
-				c.nodes[k] = n
-			}
-			n.configure(active, passive)
+			keep[nodeKey{t.Upstream, addr}] = true
+			c.Node(t.Upstream, addr).configure(active, passive)
 		}
 		if active == nil {
 			continue
@@ -140,19 +127,23 @@ func (c *Checker) Update(targets []Target) {
 			g = nil
 		}
 		if g == nil {
-			dial := t.Dial
-			if dial == nil {
-				d := &net.Dialer{}
-				dial = d.DialContext
-			}
-			g = &group{cfg: *active, dial: dial, sem: make(chan struct{}, active.Concurrency), probes: make(map[string]*probe)}
+			g = &group{cfg: *active, sem: make(chan struct{}, active.Concurrency), probes: make(map[string]*probe)}
 			c.groups[t.Upstream] = g
 		}
+		// Every update brings the upstream's current dialer, so that a
+		// reload that changes only how nodes are reached (scheme,
+		// proxy_protocol) reaches the running probes too.
+		dial := t.Dial
+		if dial == nil {
+			d := &net.Dialer{}
+			dial = d.DialContext
+		}
+		g.dial.Store(&dial)
 		want := make(map[string]bool, len(t.Addrs))
 		for _, addr := range t.Addrs {
 			want[addr] = true
 			if _, ok := g.probes[addr]; !ok {
-				g.probes[addr] = c.startProbe(g, c.nodes[nodeKey{t.Upstream, addr}], addr)
+				g.probes[addr] = c.startProbe(g, c.Node(t.Upstream, addr), addr)
 			}
 		}
 		for addr, p := range g.probes {
@@ -169,11 +160,7 @@ func (c *Checker) Update(targets []Target) {
 			delete(c.groups, id)
 		}
 	}
-	for k := range c.nodes {
-		if !keep[k] {
-			delete(c.nodes, k)
-		}
-	}
+	c.nodes.Prune(func(k nodeKey, _ *Node) bool { return keep[k] })
 	c.mu.Unlock()
 	for _, p := range stopped {
 		<-p.done
@@ -209,12 +196,7 @@ func (c *Checker) Close() {
 
 // Statuses returns the state of every watched node, by upstream and address.
 func (c *Checker) Statuses() []Status {
-	c.mu.Lock()
-	nodes := make([]*Node, 0, len(c.nodes))
-	for _, n := range c.nodes {
-		nodes = append(nodes, n)
-	}
-	c.mu.Unlock()
+	nodes := c.nodes.All()
 	out := make([]Status, len(nodes))
 	for i, n := range nodes {
 		out[i] = n.Status()
@@ -257,7 +239,7 @@ func runProbe(ctx context.Context, g *group, n *Node, addr string) {
 		case <-ctx.Done():
 			return
 		}
-		latency, err := probeOnce(ctx, &g.cfg, g.dial, addr)
+		latency, err := probeOnce(ctx, &g.cfg, *g.dial.Load(), addr)
 		<-g.sem
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result says nothing of the node

@@ -31,6 +31,19 @@ type Sources struct {
 	Proxy        func() proxy.StatsSnapshot
 	Reloads      func() (counts []Reload, lastSuccess float64) // lastSuccess: unix seconds, 0 if none
 	AuthFailures func() map[string]uint64                      // Admin API authentication failures by reason
+	Etcd         func() Etcd                                   // nil without an etcd provider
+}
+
+// Etcd is the etcd provider's state.
+type Etcd struct {
+	Connected      bool
+	Revision       int64  // of the configuration applied
+	Errors         uint64 // failed requests to etcd
+	Reads          uint64 // full reads: the first, then one per compaction or lost watch
+	Refused        int    // objects left out for being invalid
+	Instances      int    // instances registered in the fleet
+	InSync         bool   // all of them hold the same objects
+	LastErrorAtSec float64
 }
 
 // Metrics is a Prometheus registry with mqgate's collector and the Go
@@ -85,6 +98,14 @@ var (
 	authFailures = desc("admin_auth_failures_total", "Admin API requests refused for their key, by reason.", "reason")
 	tlsTotal     = desc("tls_handshakes_total", "TLS handshakes on TLS listeners, by listener and result (ok, failed).", "listener", "result")
 	tlsSeconds   = desc("tls_handshake_duration_seconds", "Time of successful TLS handshakes, by listener.", "listener")
+	etcdUp       = desc("etcd_connected", "1 while etcd answers, 0 while it is unreachable and the last good configuration serves.")
+	etcdRev      = desc("etcd_revision", "The etcd revision of the configuration this instance applied.")
+	etcdErrors   = desc("etcd_errors_total", "Failed requests to etcd (reads, watches, probes, writes).")
+	etcdReads    = desc("etcd_reads_total", "Full reads of the prefix: the first, then one per compaction or lost watch.")
+	etcdRefused  = desc("etcd_refused_objects", "Objects in etcd left out of the configuration for being invalid.")
+	etcdFleet    = desc("etcd_fleet_instances", "mqgate instances registered under the prefix.")
+	etcdInSync   = desc("etcd_fleet_in_sync", "1 when every registered instance holds the same objects.")
+	etcdLastErr  = desc("etcd_last_error_timestamp_seconds", "When a request to etcd last failed, in unix seconds.")
 	ppRefused    = desc("proxy_protocol_refused_total", "Connections closed on proxy_protocol listeners: sender not in real_ip_from, header missing or malformed.")
 )
 
@@ -93,7 +114,8 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connActive, connAccepted, connProxied, connRefused, connErrors, bytesTotal,
 		dialSeconds, routeActive, routeTotal, routeBytes, nodeActive, nodeTotal, nodeFails, nodeBytes, nodeHealth,
-		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused} {
+		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused,
+		etcdUp, etcdRev, etcdErrors, etcdReads, etcdRefused, etcdFleet, etcdInSync, etcdLastErr} {
 		ch <- d
 	}
 }
@@ -161,6 +183,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(lastReload, last)
 		}
 	}
+	if c.src.Etcd != nil {
+		e := c.src.Etcd()
+		gauge(etcdUp, b2f(e.Connected))
+		gauge(etcdRev, float64(e.Revision))
+		counter(etcdErrors, float64(e.Errors))
+		counter(etcdReads, float64(e.Reads))
+		gauge(etcdRefused, float64(e.Refused))
+		gauge(etcdFleet, float64(e.Instances))
+		gauge(etcdInSync, b2f(e.InSync))
+		if e.LastErrorAtSec > 0 {
+			gauge(etcdLastErr, e.LastErrorAtSec)
+		}
+	}
 	if c.src.AuthFailures != nil {
 		failures := c.src.AuthFailures()
 		for _, reason := range sortedKeys(failures) {
@@ -176,4 +211,11 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

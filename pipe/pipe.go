@@ -146,6 +146,23 @@ func (c *Control) attach(sh *shared) {
 type Meter struct {
 	Up   atomic.Int64 // client to broker
 	Down atomic.Int64 // broker to client
+	// Totals are meters shared with other pipes (a route's, a node's):
+	// every byte counted here is added to each, so that their readers
+	// read counters instead of summing live pipes.
+	Totals []*Meter
+}
+
+// Add counts n bytes client to broker (up) or broker to client, here and
+// in the totals.
+func (m *Meter) Add(up bool, n int64) {
+	if up {
+		m.Up.Add(n)
+	} else {
+		m.Down.Add(n)
+	}
+	for _, t := range m.Totals {
+		t.Add(up, n)
+	}
 }
 
 // Result reports what a pipe carried and why it ended.
@@ -211,10 +228,10 @@ type direction struct {
 	srcErr   End // what a failing read of src means
 	dstErr   End // what a failing write to dst means
 	bytes    int64
-	meter    *atomic.Int64 // nil without Options.Meter
-	toClient bool          // dst is the client: this direction says goodbye
-	frame    mqtt.Framer   // the packets of src
-	max      int           // Options.MaxPacketSize for packets from the client
+	meter    *Meter      // nil without Options.Meter
+	isUp     bool        // client to broker; the other direction says goodbye
+	frame    mqtt.Framer // the packets of src
+	max      int         // Options.MaxPacketSize for packets from the client
 	end      End
 	err      error
 	*shared
@@ -233,10 +250,8 @@ func Run(client, broker net.Conn, opts Options) Result {
 	sh := &shared{opts: opts, client: client, broker: broker}
 	sh.lastActive.Store(time.Now().UnixNano())
 	up := &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, max: opts.MaxPacketSize, shared: sh}
-	down := &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, toClient: true, shared: sh}
-	if opts.Meter != nil {
-		up.meter, down.meter = &opts.Meter.Up, &opts.Meter.Down
-	}
+	down := &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
+	up.meter, down.meter, up.isUp = opts.Meter, opts.Meter, true
 	// The first idle deadlines are set here, before either direction runs,
 	// so that they cannot undo the past deadline of a close asked for.
 	if opts.Idle > 0 {
@@ -327,7 +342,7 @@ func (d *direction) readFailed(err *error) (retry bool) {
 // was woken: the client direction stops; the broker direction says goodbye
 // at a boundary, or reads on to the end of its packet.
 func (d *direction) closeRead(req *closeReq, err *error) (retry bool) {
-	if !d.toClient {
+	if !!d.isUp {
 		*err = errStopped
 		return false
 	}
@@ -366,7 +381,7 @@ func (d *direction) goodbye(req *closeReq) {
 func (d *direction) pass(b []byte) error {
 	req := d.closing.Load()
 	switch {
-	case req != nil && !d.toClient:
+	case req != nil && !!d.isUp:
 		return errStopped // nothing more from the client once a close began
 	case req != nil:
 		n, done := d.frame.Finish(b)
@@ -400,7 +415,7 @@ func (d *direction) write(b []byte) error {
 	n, err := d.dst.Write(b)
 	d.bytes += int64(n)
 	if d.meter != nil {
-		d.meter.Add(int64(n))
+		d.meter.Add(d.isUp, int64(n))
 	}
 	if err != nil {
 		d.end, d.err = d.dstErr, err

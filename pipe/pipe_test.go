@@ -95,7 +95,9 @@ func forBothPaths(t *testing.T, f func(t *testing.T, buffered bool)) {
 func TestBytesBothWaysThenHalfClose(t *testing.T) {
 	t.Parallel()
 	forBothPaths(t, func(t *testing.T, buffered bool) {
-		client, broker, _, _, res := setup(t, buffered, pipe.Options{Idle: time.Minute})
+		var total pipe.Meter
+		meter := &pipe.Meter{Totals: []*pipe.Meter{&total}}
+		client, broker, _, _, res := setup(t, buffered, pipe.Options{Idle: time.Minute, Meter: meter})
 		up, down := random(1<<20), random(1<<20)
 		errs := make(chan error, 2)
 		go func() { _, err := client.Write(up); errs <- err }()
@@ -129,6 +131,11 @@ func TestBytesBothWaysThenHalfClose(t *testing.T) {
 		r := waitResult(t, res)
 		if r.End != pipe.ClientClosed || r.Up != int64(len(up)) || r.Down != int64(len(down))+10 {
 			t.Errorf("result %+v, want client_closed with %d up and %d down", r, len(up), len(down)+10)
+		}
+		for _, m := range []*pipe.Meter{meter, &total} {
+			if m.Up.Load() != r.Up || m.Down.Load() != r.Down {
+				t.Errorf("meter %d up %d down, want the result's %d and %d", m.Up.Load(), m.Down.Load(), r.Up, r.Down)
+			}
 		}
 	})
 }

@@ -49,6 +49,7 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 // the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
 	srv     *Server
+	home    uint8 // its shard of srv.conns
 	mu      sync.Mutex
 	client  net.Conn      // nil once in an event loop
 	broker  net.Conn      // nil until dialled, and once in an event loop
@@ -100,15 +101,12 @@ func (lc *liveConn) pipeEnded(res pipe.Result) {
 	lc.end()
 }
 
-// bytesSoFar is what the connection has carried, CONNECT included: the
-// meter that pipe.Run keeps, plus what an event loop counted. lc.mu is held.
+// bytesSoFar is what the connection has carried, CONNECT included: what
+// was forwarded before the pipe, and the meter its pipe (or event loop)
+// keeps.
 func (lc *liveConn) bytesSoFar() (up, down int64) {
-	up, down = lc.entry.meter.Up.Load(), lc.entry.meter.Down.Load()
-	if lc.looped != nil {
-		u, d := lc.looped.Bytes()
-		up, down = up+u, down+d
-	}
-	return up, down
+	e := &lc.entry
+	return e.forwarded + e.meter.Up.Load(), e.forwardedDown + e.meter.Down.Load()
 }
 
 // close ends the connection from outside, recording why. A piping
@@ -345,7 +343,7 @@ func (p *connPath) uniqueClientID() bool {
 		return true
 	}
 	k := clientKey{p.up.cfg.ID, id}
-	older, ok := s.clients.claim(k, p.lc, mode)
+	older, ok := s.conns.claim(k, p.lc, mode)
 	if !ok {
 		return p.refuse(mqtt.ClientIdentifierNotValid, refuseDuplicateClientID, "client id already connected")
 	}
@@ -355,7 +353,7 @@ func (p *connPath) uniqueClientID() bool {
 		older.close(EndTakenOver)
 	}
 	lc := p.lc
-	lc.took(func() { s.clients.release(k, lc) })
+	lc.took(func() { s.conns.release(k, lc) })
 	return true
 }
 
@@ -433,6 +431,7 @@ func (p *connPath) pipe() bool {
 		Idle:             idleLimit(p.up, p.keepAlive),
 		WriteTimeout:     writeTimeout(p.up, p.keepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
+		Meter:            &lc.entry.meter, // adding to the route's and node's totals
 		Level:            rec.level,
 		MaxPacketSize:    p.snap.cfg.StreamProxy.MaxPacketSize,
 	}
@@ -440,7 +439,6 @@ func (p *connPath) pipe() bool {
 		p.looped = true
 		return true
 	}
-	opts.Meter = &lc.entry.meter
 	opts.Control = p.ctl
 	rec.piped(pipe.Run(p.conn, p.broker, opts))
 	return true

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -37,14 +38,16 @@ type nodeTry struct {
 // say), goes to the client: the broker decided.
 func (s *Server) dial(up *upstream, key string, connect []byte, lc *liveConn) nodeTry {
 	rec := &lc.rec
-	d := net.Dialer{Timeout: up.cfg.Timeout.Connect, KeepAlive: noTCPKeepAlive}
+	from := &proxySource{remote: rec.remote, local: rec.id.local, tls: rec.id.tls}
 	order := slices.Collect(up.bal.Order(key))
 	var res nodeTry
 	for tries := 0; tries <= up.cfg.Retries && len(order) > 0; tries++ {
 		i := order[0]
 		order = order[1:]
 		start := time.Now()
-		c, err := s.dialNode(&d, up, i, rec)
+		ctx, cancel := context.WithTimeout(s.ctx, up.cfg.Timeout.Connect)
+		c, err := up.dialer.dial(ctx, up.addrs[i], up.cfg.Nodes[i].Host, from)
+		cancel()
 		if err == nil {
 			s.stats.observeDial(time.Since(start))
 			if !lc.setBroker(c) {

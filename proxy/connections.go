@@ -14,23 +14,29 @@ const (
 	EndClosedByAdmin pipe.End = "closed_by_admin" // DELETE /connections/{client_id}
 	EndDrained       pipe.End = "drained"         // its node was removed and drain was asked for
 	EndRouteRemoved  pipe.End = "route_removed"   // its route was removed and drain was asked for
+	EndTakenOver     pipe.End = "taken_over"      // its client id connected again (on_duplicate_client_id: keep_newest)
 )
 
 // connEntry is what the connection table shows of one proxied connection.
 // It is filled in once, when the pipe starts, before the entry is visible.
 type connEntry struct {
-	piping   bool // set with the fields below; false while the CONNECT is read and the broker dialled
-	clientID string
-	username string
-	level    byte
-	remote   netip.AddrPort
-	hashKey  string // the balancer key the node was picked with
-	listener string
-	route    *routeState
-	node     *nodeState
-	since    time.Time
-	meter    pipe.Meter // bytes so far, CONNECT included
-	settled  bool       // its bytes moved to the route and node totals
+	piping    bool // set with the fields below; false while the CONNECT is read and the broker dialled
+	clientID  string
+	username  string
+	level     byte
+	remote    netip.AddrPort
+	hashKey   string // the balancer key the node was picked with
+	listener  string
+	route     *routeState
+	node      *nodeState
+	since     time.Time
+	forwarded int64 // bytes sent before the pipe: the CONNECT and what followed it
+	// forwardedDown: the broker's CONNACK and what followed it, sent
+	// before the pipe
+	forwardedDown int64
+	meter         pipe.Meter     // bytes the pipe moved so far, added to totals too
+	totals        [2]*pipe.Meter // the route's and node's, the meter's Totals without an allocation
+	settled       bool           // ended: out of the indexes, no longer listed
 }
 
 // ConnInfo is one live proxied connection as operators see it.
@@ -61,40 +67,48 @@ func (f ConnFilter) match(e *connEntry) bool {
 		(f.Upstream == "" || f.Upstream == e.node.upstreamID)
 }
 
-// piping records the connection in the table as it starts its pipe.
-// up is how many bytes were forwarded already (the CONNECT and what followed).
+// piping records the connection in the table as it starts its pipe, and
+// indexes it by client id, node and route. up is how many bytes were
+// forwarded already (the CONNECT and what followed), counted in the route's
+// and node's totals here; the pipe counts the rest as it goes.
 func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeState) {
 	lc.mu.Lock()
-	defer lc.mu.Unlock()
 	e := &lc.entry
 	e.clientID, e.username, e.level = rec.clientID, rec.username, rec.level
 	e.hashKey = rec.hashKey
 	e.remote, e.listener, e.since = rec.remote, rec.listener, rec.start
 	e.route, e.node = rs, node
-	e.meter.Up.Store(up)
-	e.meter.Down.Store(rec.down)
+	e.forwarded, e.forwardedDown = up, rec.down
+	e.totals = [2]*pipe.Meter{&rs.bytes, &node.bytes}
+	e.meter.Totals = e.totals[:]
 	e.piping = true
+	lc.mu.Unlock()
 	rs.active.Add(1)
 	rs.total.Add(1)
+	rs.bytes.Up.Add(up)
+	node.bytes.Up.Add(up)
+	rs.bytes.Down.Add(rec.down)
+	node.bytes.Down.Add(rec.down)
+	lc.srv.conns.addClient(e.clientID, lc)
+	node.conns.add(lc)
+	rs.conns.add(lc)
 }
 
-// settle moves a finished connection's bytes to its route's and node's
-// totals. The server's mu is held, so a status reader sees the bytes either
-// here or there, never twice.
+// settle takes a finished connection out of the indexes and its route's
+// active count. Its bytes are in the totals already.
 func (lc *liveConn) settle() {
 	lc.mu.Lock()
-	defer lc.mu.Unlock()
 	e := &lc.entry
 	if !e.piping || e.settled {
+		lc.mu.Unlock()
 		return
 	}
 	e.settled = true
-	up, down := lc.bytesSoFar()
+	lc.mu.Unlock()
 	e.route.active.Add(-1)
-	e.route.bytesUp.Add(up)
-	e.route.bytesDown.Add(down)
-	e.node.bytesUp.Add(up)
-	e.node.bytesDown.Add(down)
+	lc.srv.conns.removeClient(e.clientID, lc)
+	e.node.conns.remove(lc)
+	e.route.conns.remove(lc)
 }
 
 // info returns the table row, or false for a connection not piping yet.
@@ -115,10 +129,31 @@ func (lc *liveConn) info() (ConnInfo, bool) {
 	}, true
 }
 
-// matching returns the piping connections f selects. s.mu is held.
+// matching returns the piping connections f selects, looking only where
+// they can be: the client id's shard, the nodes' or the route's sets; only
+// a filter by user name alone, or none, walks every connection.
 func (s *Server) matching(f ConnFilter) []*liveConn {
-	var out []*liveConn
-	for lc := range s.conns {
+	var candidates []*liveConn
+	switch {
+	case f.ClientID != "":
+		candidates = s.conns.client(f.ClientID)
+	case f.Node != "" || f.Upstream != "":
+		for _, n := range s.nodes.All() {
+			if (f.Node == "" || f.Node == n.addr) && (f.Upstream == "" || f.Upstream == n.upstreamID) {
+				candidates = append(candidates, n.conns.list()...)
+			}
+		}
+	case f.Route != "":
+		for _, rs := range s.routes.All() {
+			if rs.id == f.Route {
+				candidates = append(candidates, rs.conns.list()...)
+			}
+		}
+	default:
+		s.conns.each(func(lc *liveConn) { candidates = append(candidates, lc) })
+	}
+	out := candidates[:0]
+	for _, lc := range candidates {
 		lc.mu.Lock()
 		ok := lc.entry.piping && !lc.entry.settled && lc.reason == "" && f.match(&lc.entry)
 		lc.mu.Unlock()
@@ -132,10 +167,7 @@ func (s *Server) matching(f ConnFilter) []*liveConn {
 // Connections lists the live proxied connections f selects, oldest first,
 // at most limit of them (0: all), and how many matched in all.
 func (s *Server) Connections(f ConnFilter, limit int) (list []ConnInfo, total int) {
-	s.mu.Lock()
-	conns := s.matching(f)
-	s.mu.Unlock()
-	for _, lc := range conns {
+	for _, lc := range s.matching(f) {
 		if ci, ok := lc.info(); ok {
 			list = append(list, ci)
 		}
@@ -154,11 +186,8 @@ func (s *Server) Connections(f ConnFilter, limit int) (list []ConnInfo, total in
 // them as they were. Each ends at a packet boundary of the stream to the
 // client; a 5.0 client is told 0x98 Administrative action first.
 func (s *Server) CloseClient(clientID string) []ConnInfo {
-	s.mu.Lock()
-	conns := s.matching(ConnFilter{ClientID: clientID})
-	s.mu.Unlock()
 	var closed []ConnInfo
-	for _, lc := range conns {
+	for _, lc := range s.matching(ConnFilter{ClientID: clientID}) {
 		if ci, ok := lc.info(); ok {
 			closed = append(closed, ci)
 		}
@@ -186,24 +215,34 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 			nodes[n] = true
 		}
 	}
-	s.mu.Lock()
+	// Only the sets of removed routes and nodes are read.
+	seen := make(map[*liveConn]bool)
 	var victims []*liveConn
 	var reasons []pipe.End
-	for lc := range s.conns {
-		lc.mu.Lock()
-		e := &lc.entry
-		// Connections already being closed (by an earlier drain, an
-		// operator or a duplicate client id) are not drained again.
-		if e.piping && !e.settled && lc.reason == "" && (!routes[e.route.id] || !nodes[e.node]) {
-			victims = append(victims, lc)
-			reasons = append(reasons, EndDrained)
-			if !routes[e.route.id] {
-				reasons[len(reasons)-1] = EndRouteRemoved
+	collect := func(list []*liveConn, reason pipe.End) {
+		for _, lc := range list {
+			lc.mu.Lock()
+			e := &lc.entry
+			// Connections already being closed (by an earlier drain, an
+			// operator or a duplicate client id) are not drained again.
+			if e.piping && !e.settled && lc.reason == "" && !seen[lc] {
+				seen[lc] = true
+				victims = append(victims, lc)
+				reasons = append(reasons, reason)
 			}
+			lc.mu.Unlock()
 		}
-		lc.mu.Unlock()
 	}
-	s.mu.Unlock()
+	for _, rs := range s.routes.All() {
+		if !routes[rs.id] {
+			collect(rs.conns.list(), EndRouteRemoved)
+		}
+	}
+	for _, n := range s.nodes.All() {
+		if !nodes[n] {
+			collect(n.conns.list(), EndDrained)
+		}
+	}
 	if len(victims) > 0 {
 		s.log.Info("draining connections of removed routes and nodes", "count", len(victims), "window", window)
 		s.closeSpreadEach(victims, window, reasons)
@@ -215,14 +254,12 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 // process that is being replaced: its clients reconnect to the new one a
 // few at a time. It returns how many it will close.
 func (s *Server) DrainAll(window time.Duration) int {
-	s.mu.Lock()
-	victims := make([]*liveConn, 0, len(s.conns))
-	for lc := range s.conns {
+	var victims []*liveConn
+	s.conns.each(func(lc *liveConn) {
 		if lc.closedBy() == "" {
 			victims = append(victims, lc)
 		}
-	}
-	s.mu.Unlock()
+	})
 	if len(victims) > 0 {
 		s.log.Info("closing every connection", "count", len(victims), "window", window)
 		s.closeSpread(victims, window, EndShutdown)

@@ -3,9 +3,11 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,4 +280,60 @@ stream_routes: [{id: r, upstream_id: 1}]
 			}
 		})
 	}
+}
+
+// TestReloadProbeDialer: a reload that changes only how the nodes are
+// reached (proxy_protocol here) reaches the running probes: they dial
+// through the upstream's one dialer, the one client connections use.
+func TestReloadProbeDialer(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var withHeader, without atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetReadDeadline(time.Now().Add(time.Second))
+				b := make([]byte, 6)
+				n, _ := io.ReadFull(c, b)
+				if string(b[:n]) == "PROXY " {
+					withHeader.Add(1)
+				} else {
+					without.Add(1)
+				}
+			}()
+		}
+	}()
+	yml := func(pp string) string {
+		return fmt.Sprintf(`
+stream_proxy: {tcp: ["127.0.0.1:0"]}
+upstreams:
+  - id: 1
+    proxy_protocol: %s
+    nodes: {%q: 1}`+fastChecks+`
+stream_routes: [{id: r, upstream_id: 1}]
+`, pp, ln.Addr().String(), "tcp")
+	}
+	gw := startGateway(t, yml("null"))
+	stopFirst(t, gw)
+	mqtttest.WaitFor(t, "a probe without a PROXY header", func() bool { return without.Load() > 0 })
+	if n := withHeader.Load(); n != 0 {
+		t.Fatalf("%d probes sent a PROXY header before it was configured", n)
+	}
+	cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(yml("v1"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.srv.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	mqtttest.WaitFor(t, "a probe with the PROXY header after the reload", func() bool { return withHeader.Load() > 0 })
 }

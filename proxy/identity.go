@@ -3,11 +3,12 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/pipe"
@@ -55,17 +56,37 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 	defer cancel()
 	start := time.Now()
 	err := tlsConn.HandshakeContext(ctx)
-	s.tlsCounts.get(lcfg.Addr).observe(time.Since(start), err)
+	l.tls.observe(time.Since(start), err)
 	if err != nil {
 		rec.end, rec.detail = EndTLSHandshake, err.Error()
 		s.stats.TLSHandshakeFailures.Add(1)
 		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
 		return nil, false
 	}
+	ackNow(tc)
 	cs := tlsConn.ConnectionState()
 	rec.id.tls = &cs
 	rec.id.vars.SetTLS(cs)
 	return tlsConn, true
+}
+
+// ackNow sends the ACK the kernel holds back for the last bytes read, with
+// TCP_QUICKACK. After a TLS 1.3 handshake it is the ACK of the client's
+// Finished: Go's server sent everything it had (session tickets included)
+// before that Finished arrived, so no reply carries the ACK and Linux delays
+// it by up to 40 ms; a client with Nagle's algorithm on (the socket default
+// of C, Python, Java and most embedded TLS stacks) holds its CONNECT until
+// then. OpenSSL's server sends its tickets after the Finished, which
+// acknowledges it. One setsockopt per handshake; a failure only means the
+// ACK comes late, as before.
+func ackNow(tc *net.TCPConn) {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1)
+	})
 }
 
 // readProxy reads the PROXY header a listener with proxy_protocol requires
@@ -149,34 +170,4 @@ func (id *identity) attrs() []slog.Attr {
 		out = append(out, slog.String("upstream_client_id", id.upstream))
 	}
 	return out
-}
-
-// dialNode connects to node i of up: TCP, then the PROXY header, then TLS,
-// as the upstream asks. A failure at any step moves on to the next node.
-func (s *Server) dialNode(d *net.Dialer, up *upstream, i int, rec *record) (net.Conn, error) {
-	c, err := d.DialContext(s.ctx, "tcp", up.addrs[i])
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(up.cfg.Timeout.Connect)
-	if v := up.cfg.ProxyProtocol; v != "" {
-		_ = c.SetWriteDeadline(deadline)
-		if err := writeProxyHeader(c, v, rec.remote, rec.id.local, rec.id.tls); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("sending PROXY header to %s: %w", up.addrs[i], err)
-		}
-		_ = c.SetWriteDeadline(time.Time{})
-	}
-	cfg := s.certs.ClientConfig(up.cfg.ID, up.cfg.Nodes[i].Host)
-	if cfg == nil {
-		return c, nil
-	}
-	tc := tls.Client(c, cfg)
-	ctx, cancel := context.WithDeadline(s.ctx, deadline)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("TLS handshake with %s: %w", up.addrs[i], err)
-	}
-	return tc, nil
 }

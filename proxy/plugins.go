@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/keyed"
 	"github.com/mqgate/mqgate/plugin"
 	pluginregistry "github.com/mqgate/mqgate/plugin/registry"
 )
@@ -29,7 +30,7 @@ type pluginKey struct{ route, plugin string }
 // refusals they make, fixed when the Server is made.
 type plugins struct {
 	modules  map[string]plugin.Module
-	compiled registry[pluginKey, *compiledPlugin]
+	compiled keyed.Map[pluginKey, *compiledPlugin]
 }
 
 func newPlugins() *plugins {
@@ -61,7 +62,7 @@ func (p *plugins) compile(cfg *config.Config) []routePlugins {
 			m := p.modules[rp.Name]
 			k := pluginKey{rt.ID, rp.Name}
 			used[k] = true
-			c := p.compiled.update(k, func(old *compiledPlugin, ok bool) *compiledPlugin {
+			c := p.compiled.Update(k, func(old *compiledPlugin, ok bool) *compiledPlugin {
 				if ok && reflect.DeepEqual(old.settings, rp.Settings) {
 					return old
 				}
@@ -75,7 +76,7 @@ func (p *plugins) compile(cfg *config.Config) []routePlugins {
 			}
 		}
 	}
-	p.compiled.prune(func(k pluginKey, _ *compiledPlugin) bool { return used[k] })
+	p.compiled.Prune(func(k pluginKey, _ *compiledPlugin) bool { return used[k] })
 	return out
 }
 

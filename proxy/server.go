@@ -10,9 +10,11 @@
 //	<-ctx.Done()
 //	srv.Shutdown(drainCtx) // stop accepting, let live connections finish
 //
-// The path of one connection is in conn.go, one function per stage; the
-// PROXY header, the TLS handshake and dialing with TLS and PROXY headers to
-// brokers are in identity.go, the CONNECT rewrite in rewrite.go.
+// The path of one connection is serveConn in conn.go: its stages in the
+// order they run, one method each. The PROXY header and the TLS handshake
+// are in identity.go, the upstream's one dialer (client connections and
+// health probes) in dial.go, the stream plugins in plugins.go (their
+// modules are in plugin/), the live-connection index in connindex.go.
 // Configuration is an immutable snapshot swapped atomically by Apply; live
 // connections keep the snapshot they started with.
 package proxy
@@ -34,6 +36,7 @@ import (
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/keyed"
 	"github.com/mqgate/mqgate/limit"
 	"github.com/mqgate/mqgate/tlsconf"
 )
@@ -62,22 +65,23 @@ type Server struct {
 	routes   routeRegistry
 	stats    Stats
 	health   *health.Checker
-	plugins  *plugins       // stream plugin modules and their compiled instances
-	admitted limit.Slots    // connections past the plugins, for max_connections
-	clients  clientRegistry // for on_duplicate_client_id
+	plugins  *plugins    // stream plugin modules and their compiled instances
+	admitted limit.Slots // connections past the plugins, for max_connections
+	conns    *connIndex  // live connections, by shard, client id; claims of client ids
 
 	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
 	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
 	certCheck  time.Duration
 	watchCerts sync.Once
-	tlsCounts  tlsRegistry // handshakes by listener
+	tlsCounts  keyed.Map[string, *tlsCounts] // handshakes by configured listener address
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
 
+	// mu serializes Listen, Apply and Shutdown over the listeners. No
+	// connection takes it: accept and close take one shard of conns.
 	mu        sync.Mutex
 	listeners map[string]*listener // by configured address
-	conns     map[*liveConn]struct{}
 	closing   bool
 	handlers  sync.WaitGroup
 	loops     eventLoops
@@ -86,6 +90,7 @@ type Server struct {
 type listener struct {
 	cfg config.Listener
 	ln  *net.TCPListener
+	tls *tlsCounts // its handshakes, counted without a lookup
 }
 
 // New prepares a server for cfg without opening any socket.
@@ -97,22 +102,22 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		log:       opts.Log,
 		access:    opts.AccessLog,
 		listeners: make(map[string]*listener),
-		conns:     make(map[*liveConn]struct{}),
+		conns:     newConnIndex(),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.plugins = newPlugins()
 	s.stats.refusedBy = newRefusals(coreRefusals(), s.plugins.reasons())
 	s.health = health.NewChecker(s.log, s.nodeChanged)
-	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
+	s.certs = tlsconf.NewStore(opts.Log)
+	if err := s.certs.Update(cfg); err != nil {
+		return nil, err
+	}
+	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.certs)
 	if err != nil {
 		return nil, err
 	}
 	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
-	s.certs = tlsconf.NewStore(opts.Log)
-	if err := s.certs.Update(cfg); err != nil {
-		return nil, err
-	}
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
 	s.snap.Store(snap)
@@ -150,7 +155,7 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 			}
 			return nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
 		}
-		opened = append(opened, &listener{cfg: lc, ln: ln})
+		opened = append(opened, &listener{cfg: lc, ln: ln, tls: s.tlsCounts.Get(lc.Addr, newTLSCounts(lc.Addr))})
 	}
 	return opened, nil
 }
@@ -231,7 +236,7 @@ func (s *Server) acceptLoop(l *listener) {
 // those accepted on a listener that is closed now. On error the running
 // configuration stays.
 func (s *Server) Apply(cfg *config.Config) error {
-	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.probeDialer)
+	snap, err := newSnapshot(cfg, &s.nodes, s.health, s.certs)
 	if err != nil {
 		return err
 	}
@@ -270,6 +275,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	s.nodes.prune(snap)
 	s.routes.prune(snap)
+	s.tlsCounts.Prune(func(addr string, _ *tlsCounts) bool { return keep[addr] })
 	return nil
 }
 
@@ -280,12 +286,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.loops.close() // runs once every handler, looped or not, is done
 	s.mu.Lock()
 	s.closing = true
+	s.conns.closing.Store(true)
 	for addr, l := range s.listeners {
 		l.ln.Close()
 		delete(s.listeners, addr)
 	}
-	n := len(s.conns)
 	s.mu.Unlock()
+	n := s.conns.count()
 	if n > 0 {
 		s.log.Info("draining connections", "count", n)
 	}
@@ -299,32 +306,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.cancel()
-	s.mu.Lock()
-	left := len(s.conns)
-	for lc := range s.conns {
+	var left []*liveConn
+	s.conns.each(func(lc *liveConn) { left = append(left, lc) })
+	for _, lc := range left {
 		lc.close(EndShutdown)
 	}
-	s.mu.Unlock()
-	s.log.Warn("drain timeout: closed remaining connections", "count", left)
+	s.log.Warn("drain timeout: closed remaining connections", "count", len(left))
 	<-done
 	return ctx.Err()
 }
 
 // track registers a live connection so Shutdown and operators can close it.
 // It reports false when the server is shutting down.
-func (s *Server) track(lc *liveConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[lc] = struct{}{}
-	return true
-}
+func (s *Server) track(lc *liveConn) bool { return s.conns.track(lc) }
 
 func (s *Server) untrack(lc *liveConn) {
-	s.mu.Lock()
 	lc.settle()
-	delete(s.conns, lc)
-	s.mu.Unlock()
+	s.conns.untrack(lc)
 }

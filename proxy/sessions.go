@@ -3,6 +3,7 @@ package proxy
 import (
 	"time"
 
+	"github.com/mqgate/mqgate/balance"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/mqtt"
@@ -59,9 +60,7 @@ func (s *Server) nodeChanged(st health.Status) {
 	}
 	switch checks := up.cfg.Checks; {
 	case !st.Healthy && checks.OnMarkedDown == config.MarkedDownClose:
-		s.mu.Lock()
 		victims := s.matching(ConnFilter{Upstream: st.Upstream, Node: st.Addr})
-		s.mu.Unlock()
 		for _, lc := range victims {
 			lc.close(EndNodeDown)
 		}
@@ -71,9 +70,7 @@ func (s *Server) nodeChanged(st health.Status) {
 	case st.Healthy && !st.OnTrial && checks.OnMarkedUp == config.MarkedUpMoveBack:
 		// A node on trial has not proven itself yet: moving clients
 		// back to it could close working connections for nothing.
-		s.mu.Lock()
 		conns := s.matching(ConnFilter{Upstream: st.Upstream})
-		s.mu.Unlock()
 		var victims []*liveConn
 		for _, lc := range conns {
 			if ci, ok := lc.info(); ok && ci.Node != st.Addr && up.belongsOn(lc, node, ci.Node) {
@@ -92,7 +89,7 @@ func (s *Server) nodeChanged(st health.Status) {
 // for chash, node comes first in the order of lc's hash key; for the other
 // balancers, node is of a higher priority than now.
 func (u *upstream) belongsOn(lc *liveConn, node int, now string) bool {
-	if u.cfg.Type == "chash" {
+	if u.cfg.Type == balance.TypeConsistentHash {
 		lc.mu.Lock()
 		key := lc.entry.hashKey
 		lc.mu.Unlock()

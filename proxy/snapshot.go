@@ -3,13 +3,15 @@ package proxy
 import (
 	"fmt"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 
 	"github.com/mqgate/mqgate/balance"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/keyed"
+	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/route"
+	"github.com/mqgate/mqgate/tlsconf"
 	"github.com/mqgate/mqgate/vars"
 )
 
@@ -34,6 +36,7 @@ type upstream struct {
 	// balancer skips unhealthy nodes, dials report to it.
 	health []*health.Node
 	bal    balance.Balancer
+	dialer *dialer // for client connections and health probes alike
 }
 
 // nodeState is what mqgate knows about one node of one upstream. It outlives
@@ -44,32 +47,20 @@ type nodeState struct {
 	active     atomic.Int64  // proxied connections now
 	total      atomic.Uint64 // proxied connections ever
 	dialFails  atomic.Uint64
-	bytesUp    atomic.Int64 // of finished connections; live ones are in their meters
-	bytesDown  atomic.Int64
+	bytes      pipe.Meter // every byte its connections carried, live ones' so far
+	conns      connSet    // its piping connections
 }
 
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
 // state survives reloads.
 type nodeRegistry struct {
-	mu    sync.Mutex
-	nodes map[nodeKey]*nodeState
+	keyed.Map[nodeKey, *nodeState]
 }
 
 type nodeKey struct{ upstream, addr string }
 
-func (r *nodeRegistry) get(upstreamID, addr string) *nodeState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := nodeKey{upstreamID, addr}
-	n, ok := r.nodes[k]
-	if !ok {
-		if r.nodes == nil {
-			r.nodes = make(map[nodeKey]*nodeState)
-		}
-		n = &nodeState{upstreamID: upstreamID, addr: addr}
-		r.nodes[k] = n
-	}
-	return n
+func (r *nodeRegistry) node(upstreamID, addr string) *nodeState {
+	return r.Get(nodeKey{upstreamID, addr}, func() *nodeState { return &nodeState{upstreamID: upstreamID, addr: addr} })
 }
 
 // prune forgets nodes that the current snapshot does not use and that carry
@@ -81,39 +72,22 @@ func (r *nodeRegistry) prune(keep *snapshot) {
 			used[n] = true
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k, n := range r.nodes {
-		if !used[n] && n.active.Load() == 0 {
-			delete(r.nodes, k)
-		}
-	}
+	r.Map.Prune(func(_ nodeKey, n *nodeState) bool { return used[n] || n.active.Load() != 0 })
 }
 
-// all lists every node state, for status reporting.
-func (r *nodeRegistry) all() []*nodeState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*nodeState, 0, len(r.nodes))
-	for _, n := range r.nodes {
-		out = append(out, n)
-	}
-	return out
-}
-
-func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, probeDial func(*config.Upstream) health.Dialer) (*snapshot, error) {
+func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, certs *tlsconf.Store) (*snapshot, error) {
 	byID := make(map[string]*upstream)
 	var targets []health.Target
 	build := func(u *config.Upstream) (*upstream, error) {
 		if up, ok := byID[u.ID]; ok {
 			return up, nil
 		}
-		up := &upstream{cfg: u}
+		up := &upstream{cfg: u, dialer: newDialer(u, certs)}
 		bnodes := make([]balance.Node, len(u.Nodes))
 		for i, n := range u.Nodes {
 			addr := n.Addr()
 			up.addrs = append(up.addrs, addr)
-			up.nodes = append(up.nodes, reg.get(u.ID, addr))
+			up.nodes = append(up.nodes, reg.node(u.ID, addr))
 			up.health = append(up.health, hc.Node(u.ID, addr))
 			bnodes[i] = balance.Node{Addr: addr, Weight: n.Weight, Priority: n.Priority}
 		}
@@ -130,7 +104,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, prob
 		}
 		up.bal = bal
 		byID[u.ID] = up
-		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks, Dial: probeDial(u)})
+		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks, Dial: up.dialer.probe})
 		return up, nil
 	}
 	for i := range cfg.Upstreams {
@@ -166,7 +140,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, prob
 // to the client address when that is empty, as APISIX documents for
 // mqtt_client_id.
 func (u *upstream) hashKey(v *vars.Set, remote netip.Addr) string {
-	if u.cfg.Type != "chash" {
+	if u.cfg.Type != balance.TypeConsistentHash {
 		return ""
 	}
 	if k, _ := v.Get(u.cfg.Key); k != "" {

@@ -3,13 +3,13 @@ package proxy
 import (
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mqgate/mqgate/config"
-
 	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/keyed"
+	"github.com/mqgate/mqgate/pipe"
 )
 
 // A node's health as status pages and metrics name it.
@@ -39,31 +39,16 @@ func (h *dialHistogram) observe(d time.Duration) {
 // routeState is what mqgate counts for one stream route. Like nodeState,
 // it outlives snapshots: a reload that keeps the route id keeps its counts.
 type routeState struct {
-	id        string
-	active    atomic.Int64
-	total     atomic.Uint64
-	bytesUp   atomic.Int64 // of finished connections; live ones are in their meters
-	bytesDown atomic.Int64
+	id     string
+	active atomic.Int64
+	total  atomic.Uint64
+	bytes  pipe.Meter // every byte its connections carried, live ones' so far
+	conns  connSet    // its piping connections
 }
 
 // routeRegistry hands out the routeState for a route id.
 type routeRegistry struct {
-	mu     sync.Mutex
-	routes map[string]*routeState
-}
-
-func (r *routeRegistry) get(id string) *routeState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	rs, ok := r.routes[id]
-	if !ok {
-		if r.routes == nil {
-			r.routes = make(map[string]*routeState)
-		}
-		rs = &routeState{id: id}
-		r.routes[id] = rs
-	}
-	return rs
+	keyed.Map[string, *routeState]
 }
 
 // states returns the state of each of cfg's routes, in order, so that a
@@ -71,7 +56,7 @@ func (r *routeRegistry) get(id string) *routeState {
 func (r *routeRegistry) states(cfg *config.Config) []*routeState {
 	out := make([]*routeState, len(cfg.StreamRoutes))
 	for i, rt := range cfg.StreamRoutes {
-		out[i] = r.get(rt.ID)
+		out[i] = r.Get(rt.ID, func() *routeState { return &routeState{id: rt.ID} })
 	}
 	return out
 }
@@ -83,13 +68,7 @@ func (r *routeRegistry) prune(keep *snapshot) {
 	for _, rt := range keep.cfg.StreamRoutes {
 		ids[rt.ID] = true
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for id, rs := range r.routes {
-		if !ids[id] && rs.active.Load() == 0 {
-			delete(r.routes, id)
-		}
-	}
+	r.Map.Prune(func(id string, rs *routeState) bool { return ids[id] || rs.active.Load() != 0 })
 }
 
 // RouteStats is one stream route's counters.
@@ -125,7 +104,7 @@ func (s *Server) Stats() StatsSnapshot {
 		},
 		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
 		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
-		TLSHandshakes:        s.tlsCounts.snapshot(),
+		TLSHandshakes:        tlsSnapshot(s.tlsCounts.All()),
 	}
 	for reason, n := range s.stats.refusedBy {
 		out.Refused[reason] = n.Load()
@@ -137,34 +116,17 @@ func (s *Server) Stats() StatsSnapshot {
 		out.Dial.Counts = append(out.Dial.Counts, s.stats.dialBuckets.counts[i].Load())
 	}
 
-	// Finished connections' bytes and live meters, read under s.mu so that
-	// no connection is counted in both (see liveConn.settle).
-	type bytes struct{ up, down int64 }
-	liveRoute := make(map[*routeState]bytes)
-	liveNode := make(map[*nodeState]bytes)
-	s.mu.Lock()
-	for lc := range s.conns {
-		lc.mu.Lock()
-		if e := &lc.entry; e.piping && !e.settled {
-			up, down := lc.bytesSoFar()
-			b := liveRoute[e.route]
-			liveRoute[e.route] = bytes{b.up + up, b.down + down}
-			b = liveNode[e.node]
-			liveNode[e.node] = bytes{b.up + up, b.down + down}
-		}
-		lc.mu.Unlock()
-	}
+	// Counters only: the connections keep them as they go.
 	type nodeKey struct{ upstream, addr string }
 	healthOf := make(map[nodeKey]health.Status)
 	for _, hs := range s.health.Statuses() {
 		healthOf[nodeKey{hs.Upstream, hs.Addr}] = hs
 	}
-	for _, n := range s.nodes.all() {
-		live := liveNode[n]
+	for _, n := range s.nodes.All() {
 		ns := NodeStats{
 			Upstream: n.upstreamID, Addr: n.addr,
 			Active: n.active.Load(), Total: n.total.Load(), DialFailures: n.dialFails.Load(),
-			BytesUp: n.bytesUp.Load() + live.up, BytesDown: n.bytesDown.Load() + live.down,
+			BytesUp: n.bytes.Up.Load(), BytesDown: n.bytes.Down.Load(),
 			Health: HealthUnknown,
 		}
 		if hs, ok := healthOf[nodeKey{n.upstreamID, n.addr}]; ok {
@@ -177,14 +139,12 @@ func (s *Server) Stats() StatsSnapshot {
 		out.BytesDown += ns.BytesDown
 		out.Nodes = append(out.Nodes, ns)
 	}
-	for _, rs := range s.routes.all() {
-		live := liveRoute[rs]
+	for _, rs := range s.routes.All() {
 		out.Routes = append(out.Routes, RouteStats{
 			ID: rs.id, Active: rs.active.Load(), Total: rs.total.Load(),
-			BytesUp: rs.bytesUp.Load() + live.up, BytesDown: rs.bytesDown.Load() + live.down,
+			BytesUp: rs.bytes.Up.Load(), BytesDown: rs.bytes.Down.Load(),
 		})
 	}
-	s.mu.Unlock()
 	slices.SortFunc(out.Nodes, func(a, b NodeStats) int {
 		if c := strings.Compare(a.Upstream, b.Upstream); c != 0 {
 			return c
@@ -192,15 +152,5 @@ func (s *Server) Stats() StatsSnapshot {
 		return strings.Compare(a.Addr, b.Addr)
 	})
 	slices.SortFunc(out.Routes, func(a, b RouteStats) int { return strings.Compare(a.ID, b.ID) })
-	return out
-}
-
-func (r *routeRegistry) all() []*routeState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*routeState, 0, len(r.routes))
-	for _, rs := range r.routes {
-		out = append(out, rs)
-	}
 	return out
 }

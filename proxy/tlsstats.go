@@ -2,13 +2,14 @@ package proxy
 
 import (
 	"slices"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"time"
 )
 
 // tlsCounts are the TLS handshakes of one listener.
 type tlsCounts struct {
+	addr       string // the listener's configured address
 	ok, failed atomic.Uint64
 	nanos      atomic.Uint64 // of successful handshakes
 	buckets    dialHistogram // successful handshakes' durations, in DialBuckets
@@ -24,25 +25,8 @@ func (c *tlsCounts) observe(d time.Duration, err error) {
 	c.buckets.observe(d)
 }
 
-// tlsRegistry hands out the counts of a listener by configured address;
-// they outlive reloads.
-type tlsRegistry struct {
-	mu        sync.Mutex
-	listeners map[string]*tlsCounts
-}
-
-func (r *tlsRegistry) get(addr string) *tlsCounts {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, ok := r.listeners[addr]
-	if !ok {
-		if r.listeners == nil {
-			r.listeners = make(map[string]*tlsCounts)
-		}
-		c = &tlsCounts{}
-		r.listeners[addr] = c
-	}
-	return c
+func newTLSCounts(addr string) func() *tlsCounts {
+	return func() *tlsCounts { return &tlsCounts{addr: addr} }
 }
 
 // TLSHandshakeStats are one TLS listener's handshakes since the start.
@@ -53,25 +37,19 @@ type TLSHandshakeStats struct {
 	Counts     []uint64 // successful ones by DialBuckets, the last beyond them
 }
 
-func (r *tlsRegistry) snapshot() []TLSHandshakeStats {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]TLSHandshakeStats, 0, len(r.listeners))
-	for addr, c := range r.listeners {
-		st := TLSHandshakeStats{Listener: addr, OK: c.ok.Load(), Failed: c.failed.Load(), SumSeconds: time.Duration(c.nanos.Load()).Seconds()}
+// tlsSnapshot copies the counts of listeners that had a handshake.
+func tlsSnapshot(all []*tlsCounts) []TLSHandshakeStats {
+	out := make([]TLSHandshakeStats, 0, len(all))
+	for _, c := range all {
+		st := TLSHandshakeStats{Listener: c.addr, OK: c.ok.Load(), Failed: c.failed.Load(), SumSeconds: time.Duration(c.nanos.Load()).Seconds()}
+		if st.OK == 0 && st.Failed == 0 {
+			continue // a plain listener, or a TLS one not used yet
+		}
 		for i := range c.buckets.counts {
 			st.Counts = append(st.Counts, c.buckets.counts[i].Load())
 		}
 		out = append(out, st)
 	}
-	slices.SortFunc(out, func(a, b TLSHandshakeStats) int {
-		if a.Listener < b.Listener {
-			return -1
-		}
-		if a.Listener > b.Listener {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b TLSHandshakeStats) int { return strings.Compare(a.Listener, b.Listener) })
 	return out
 }

@@ -8,6 +8,8 @@ need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have mosquitto     || need+=(mosquitto)
 have mosquitto_pub || need+=(mosquitto-clients)
+# The real etcd the etcd provider's tests start (internal/etcdtest).
+have etcd          || need+=(etcd-server)
 # The benchmark's peers: the tests check the configurations it renders for them.
 have haproxy       || need+=(haproxy)
 [ -f /usr/lib/nginx/modules/ngx_stream_js_module.so ] || need+=(nginx libnginx-mod-stream libnginx-mod-stream-js)

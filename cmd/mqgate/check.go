@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/mqgate/mqgate/admin"
 	"github.com/mqgate/mqgate/config"
@@ -39,6 +40,11 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	fmt.Fprintln(stdout, "configuration OK:", cfg.Summary())
+	summary := cfg.Summary()
+	if dep := cfg.DeploymentSettings(); dep.UsesEtcd() {
+		// The objects come from etcd at run time: say from where.
+		summary += fmt.Sprintf("; %s reading etcd %s under %s", dep.Role, strings.Join(dep.Etcd.Hosts, ","), dep.Etcd.Prefix)
+	}
+	fmt.Fprintln(stdout, "configuration OK:", summary)
 	return nil
 }

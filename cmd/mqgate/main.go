@@ -3,6 +3,7 @@
 //	mqgate run -c mqgate.yaml           serve until SIGINT/SIGTERM; SIGHUP reloads
 //	mqgate run -c config.yaml -c apisix.yaml
 //	mqgate check -c mqgate.yaml         validate, like nginx -t
+//	mqgate etcd-import -c mqgate.yaml   load the files' objects into etcd
 //	mqgate demo                         three in-process brokers behind mqgate
 //	mqgate version
 package main
@@ -26,6 +27,7 @@ const usage = `mqgate: an MQTT-aware proxy and load balancer
 Usage:
   mqgate run -c FILE [-c FILE...] [--drain-timeout 30s] [--drain-spread 10m]
   mqgate check -c FILE [-c FILE...]
+  mqgate etcd-import -c FILE [-c FILE...] [--etcd URL] [--prefix /apisix] [--dry-run]
   mqgate demo [--listen 127.0.0.1:1883]
   mqgate version
 `
@@ -46,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runCmd(ctx, args[1:], stdout, stderr)
 	case "check":
 		err = checkCmd(args[1:], stdout, stderr)
+	case "etcd-import":
+		err = etcdImportCmd(ctx, args[1:], stdout, stderr)
 	case "demo":
 		err = demoCmd(ctx, args[1:], stdout, stderr)
 	case "version", "-v", "--version":

@@ -38,6 +38,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	var etcdc *cluster
+	if mgr.Config().DeploymentSettings().UsesEtcd() {
+		if etcdc, err = openEtcd(ctx, mgr, mgr.Config(), log); err != nil {
+			return err
+		}
+		defer etcdc.p.Close()
+	}
 	cfg := mgr.Config()
 	setLevel(&level, cfg.Log.Level)
 	access, closeAccess, err := openAccessLog(cfg.Log.AccessLog, stdout)
@@ -55,6 +62,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	mgr.Attach(srv, func(cfg *config.Config) { setLevel(&level, cfg.Log.Level) })
+	if etcdc != nil {
+		etcdc.srv = srv
+	}
 	// Catch signals before listening: whoever waits for the listener may
 	// signal at once.
 	sigs := make(chan os.Signal, 1)
@@ -63,7 +73,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	stopOps, err := startOps(ctx, mgr, srv, log)
+	stopOps, err := startOps(ctx, mgr, srv, etcdc, log)
 	if err != nil {
 		_ = shutdown(srv, log, 0)
 		return err

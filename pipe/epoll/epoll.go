@@ -28,17 +28,23 @@
 // reading the other side until the bytes are out (backpressure). Deadlines
 // sit in a timer wheel with a resolution of Tick.
 //
-// A loop is an ordinary goroutine: it parks on its epoll set through the
-// runtime's poller and calls epoll_wait only when events are ready, so no
-// thread is held in a blocking system call. Completion callbacks run on
-// their own goroutine, so a slow callback (an access log on a blocked
-// stdout) never stalls a loop.
+// A loop is a goroutine locked to its own thread, which waits in
+// epoll_wait as an event-loop proxy's threads do, so that the kernel wakes
+// each loop directly and events on two loops are forwarded in the order
+// they arrived. So that a loop blocked in epoll_wait never holds a P that
+// the rest of the program (accept, TLS, the access log, the garbage
+// collector) waits for, NewGroup raises GOMAXPROCS by the number of loops
+// and Close lowers it again: the loops' threads are extra, as HAProxy's
+// are next to the kernel's. Completion callbacks run on their own
+// goroutine, so a slow callback (an access log on a blocked stdout) never
+// stalls a loop.
 package epoll
 
 import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -52,18 +58,27 @@ type Group struct {
 	loops []*loop
 	next  atomic.Uint32
 	wg    sync.WaitGroup
+	once  sync.Once
+	procs int // added to GOMAXPROCS by NewGroup
 }
 
-// NewGroup starts n event loops (at least one), each on its own goroutine.
+// NewGroup starts n event loops (at least one), each on its own goroutine
+// and thread, and raises GOMAXPROCS by as many (see the package doc).
 func NewGroup(n int) (*Group, error) {
 	g := &Group{}
 	for range max(n, 1) {
 		l, err := newLoop()
 		if err != nil {
-			g.Close("")
+			for _, l := range g.loops {
+				l.closeFDs()
+			}
 			return nil, err
 		}
 		g.loops = append(g.loops, l)
+	}
+	g.procs = len(g.loops)
+	addProcs(g.procs)
+	for _, l := range g.loops {
 		g.wg.Add(1)
 		go func() { defer g.wg.Done(); l.run() }()
 	}
@@ -71,12 +86,31 @@ func NewGroup(n int) (*Group, error) {
 }
 
 // Close ends every pair still open, reporting end as their End, stops the
-// loops and waits for them to exit. Add fails afterwards.
+// loops, waits for them to exit and gives back the Ps NewGroup added. Add
+// fails afterwards.
 func (g *Group) Close(end pipe.End) {
-	for _, l := range g.loops {
-		l.enqueue(command{op: opStop, end: end})
+	g.once.Do(func() {
+		for _, l := range g.loops {
+			l.enqueue(command{op: opStop, end: end})
+		}
+		g.wg.Wait()
+		addProcs(-g.procs)
+	})
+}
+
+// procsMu makes addProcs's read-modify-write of GOMAXPROCS atomic, as
+// groups come and go concurrently (tests, a server's restarts). GOMAXPROCS
+// is process state; this lock is only for changing it.
+var procsMu sync.Mutex
+
+// addProcs changes GOMAXPROCS by n.
+func addProcs(n int) {
+	if n == 0 {
+		return
 	}
-	g.wg.Wait()
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0)+n, 1))
 }
 
 // Close ends the pair from outside (shutdown, an operator's request); its
@@ -110,7 +144,12 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		return nil, fmt.Errorf("detach broker: %w", err)
 	}
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
+	meter := opts.Meter
+	if meter == nil {
+		meter = new(pipe.Meter)
+	}
 	p := &Conn{
+		meter:     meter,
 		loop:      l,
 		fd:        [2]int32{int32(cfd), int32(bfd)},
 		idle:      toMS(opts.Idle),

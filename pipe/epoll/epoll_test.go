@@ -142,7 +142,9 @@ func write(t *testing.T, c net.Conn, b []byte) {
 func TestBytesBothWays(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 2)
-	tp := h.pair(pipe.Options{Idle: time.Minute})
+	var total pipe.Meter
+	meter := &pipe.Meter{Totals: []*pipe.Meter{&total}}
+	tp := h.pair(pipe.Options{Idle: time.Minute, Meter: meter})
 	up := []byte("\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
 	down := []byte{0x20, 0x02, 0x00, 0x00}
 	for range 10 {
@@ -161,6 +163,11 @@ func TestBytesBothWays(t *testing.T) {
 	r := tp.wait(t)
 	if r.Up != int64(10*len(up)) || r.Down != int64(10*len(down)) || r.End != pipe.ClientClosed || r.Err != nil {
 		t.Errorf("result = %+v; want up %d down %d end %s", r, 10*len(up), 10*len(down), pipe.ClientClosed)
+	}
+	for _, m := range []*pipe.Meter{meter, &total} {
+		if m.Up.Load() != r.Up || m.Down.Load() != r.Down {
+			t.Errorf("meter %d up %d down, want the result's %d and %d", m.Up.Load(), m.Down.Load(), r.Up, r.Down)
+		}
 	}
 }
 

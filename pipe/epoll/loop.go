@@ -1,14 +1,13 @@
 package epoll
 
 import (
-	"errors"
-	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -39,9 +38,9 @@ var (
 // is kept to 128 bytes.
 type Conn struct {
 	loop    *loop
-	fd      [2]int32        // by side
-	bytes   [2]atomic.Int64 // bytes[s]: read from side s and written to the other; read by Bytes from any goroutine
-	blocked *backlog        // non-nil only while a write is blocked
+	fd      [2]int32    // by side
+	meter   *pipe.Meter // bytes moved, client to broker (Up) and back; read by Bytes from any goroutine
+	blocked *backlog    // non-nil only while a write is blocked
 
 	lastActive  int64 // loop clock of the last byte written either way
 	halfCloseAt int64 // loop clock when the half-closed pair ends; 0 = not half-closed
@@ -78,7 +77,7 @@ func toMS(d time.Duration) uint32 {
 // broker to client; after the pair ended, its totals. Safe from any
 // goroutine.
 func (p *Conn) Bytes() (up, down int64) {
-	return p.bytes[client].Load(), p.bytes[broker].Load()
+	return p.meter.Up.Load(), p.meter.Down.Load()
 }
 
 // backlog is what a pair holds while a write is blocked, or while it is
@@ -135,8 +134,7 @@ type command struct {
 // timer wheel and a read buffer.
 type loop struct {
 	epfd  int
-	file  *os.File        // epfd, registered with Go's poller
-	rc    syscall.RawConn // of file
+	wake  int // an eventfd in the epoll set, edge-triggered: written to wake the loop
 	start time.Time
 	now   int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
 
@@ -145,10 +143,6 @@ type loop struct {
 	wheel  wheel
 	buf    []byte
 	events []unix.EpollEvent
-
-	poll    func(fd uintptr) bool // l.pollEvents
-	ready   int                   // events[:ready] came from the last poll
-	waitErr error
 
 	mu      sync.Mutex
 	queued  atomic.Bool // the queue is not empty
@@ -164,27 +158,27 @@ func newLoop() (*loop, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
 	}
-	// Non-blocking, so that os.NewFile hands it to the runtime's poller.
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	file := os.NewFile(uintptr(epfd), "epoll")
-	rc, err := file.SyscallConn()
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		file.Close()
-		return nil, err
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	// Edge-triggered: every write is one wake-up, and the counter need
+	// never be read back (it would take 2^64 writes to fill).
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: wakeTag}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(wake)
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
 	l := &loop{
 		epfd:   epfd,
-		file:   file,
-		rc:     rc,
+		wake:   wake,
 		start:  time.Now(),
 		wheel:  newWheel(),
 		buf:    make([]byte, readBufSize),
 		events: make([]unix.EpollEvent, maxEvents),
 	}
-	l.poll = l.pollEvents
 	return l, nil
 }
 
@@ -201,74 +195,76 @@ func (l *loop) enqueue(c command) bool {
 	first := len(l.queue) == 1
 	l.mu.Unlock()
 	if first {
-		// A deadline in the past wakes the loop parked in the runtime's
-		// poller, with no system call. The loop checks the queue after
-		// setting its own deadline and before parking, so this one cannot
-		// be overwritten unseen. Later commands ride on this wake-up.
-		l.file.SetReadDeadline(aLongTimeAgo)
+		// Later commands ride on this wake-up: the loop takes the whole
+		// queue at once.
+		var one = [8]byte{1}
+		_, _ = unix.Write(l.wake, one[:])
 	}
 	return true
 }
 
-var aLongTimeAgo = time.Unix(1, 0)
+// wakeTag is the epoll data of the loop's eventfd; pairs' tags are >= 0.
+const wakeTag = -1
 
 func (l *loop) clock() int64 { return int64(time.Since(l.start)) }
 
-// run is the loop. It never blocks its thread in epoll_wait: the epoll
-// descriptor itself waits in Go's network poller (an epoll set is readable
-// while it has events), and epoll_wait is called only once it is ready, with
-// a zero timeout. The loop is then an ordinary goroutine to the scheduler,
-// with no thread parked in a system call to hand back and forth, which
-// costs more than the loop's own work when connections come and go.
+// run is the loop. It runs on a thread of its own and waits in
+// epoll_wait there, so that the kernel wakes each loop directly, in the
+// order events arrive, as an event-loop proxy's threads are. Waiting in
+// Go's network poller instead (parking the loop on its epoll descriptor)
+// reorders events microseconds apart on two loops: the poller returns the
+// ready goroutines last-ready first and hands the others to idle Ps through
+// a thread wake-up, so of a SUBSCRIBE on one connection and a PUBLISH on
+// another right after it, the PUBLISH is forwarded first in most rounds
+// (BenchmarkCrossLoopOrder).
+//
+// Each wait first asks epoll without blocking and without entering the
+// scheduler's system call state (RawSyscall), so that a busy loop keeps its
+// P; only an idle loop blocks, and may then have to take another P when it
+// wakes.
 func (l *loop) run() {
-	// armed is the loop-clock deadline set on the epoll file: 0 for none,
-	// -1 for one that has passed (and must be cleared or moved).
-	var armed int64
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	for {
-		if want := l.wheel.nextTick(); want != armed {
-			var t time.Time
-			if want != 0 {
-				t = l.start.Add(time.Duration(want))
-			}
-			l.file.SetReadDeadline(t)
-			armed = want
-		}
 		if l.queued.Load() {
 			if l.runCommands() {
 				return
 			}
 			continue
 		}
-		l.ready, l.waitErr = 0, nil
-		err := l.rc.Read(l.poll)
-		if l.waitErr != nil {
-			// Only a bad epfd or events buffer fails here: a bug.
-			panic(os.NewSyscallError("epoll_wait", l.waitErr))
-		}
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			panic(fmt.Errorf("epoll: wait: %w", err))
-		}
-		if err != nil {
-			armed = -1 // the deadline fired: a tick is due, or a command
-		}
+		n := l.wait()
 		l.now = l.clock()
-		for _, ev := range l.events[:l.ready] {
-			l.handle(ev.Fd, ev.Events)
+		for _, ev := range l.events[:n] {
+			if ev.Fd != wakeTag {
+				l.handle(ev.Fd, ev.Events)
+			}
 		}
 		l.wheel.advance(l.now, l.check)
 	}
 }
 
-// pollEvents is the loop's rc.Read callback: it collects the ready events without
-// blocking, and reports false (wait in the runtime's poller) when there are
-// none. A method value made once, so that waiting allocates nothing.
-func (l *loop) pollEvents(fd uintptr) bool {
+// wait returns the number of ready events in l.events, waiting for one at
+// most until the wheel's next tick.
+func (l *loop) wait() int {
+	ev := unsafe.Pointer(&l.events[0])
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), 0, 0, 0)
+	if errno == 0 && r > 0 {
+		return int(r)
+	}
+	timeout := -1 // milliseconds; -1: no timer pending
+	if next := l.wheel.nextTick(); next != 0 {
+		timeout = int(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
+	}
 	for {
-		n, err := unix.EpollWait(int(fd), l.events, 0)
-		if err != unix.EINTR {
-			l.ready, l.waitErr = max(n, 0), err
-			return n > 0 || err != nil
+		n, err := unix.EpollWait(l.epfd, l.events, timeout)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			// Only a bad epfd or events buffer fails here: a bug.
+			panic(os.NewSyscallError("epoll_wait", err))
 		}
+		return n
 	}
 }
 
@@ -320,7 +316,12 @@ func (l *loop) stop(end pipe.End) {
 			l.finish(p, end, net.ErrClosed, true)
 		}
 	}
-	l.file.Close()
+	l.closeFDs()
+}
+
+func (l *loop) closeFDs() {
+	unix.Close(l.wake)
+	unix.Close(l.epfd)
 }
 
 // tag is the epoll data of side s of the pair in slot idx.
@@ -472,7 +473,7 @@ func (l *loop) goodbye(p *Conn) {
 	}
 	if len(b.final) > 0 {
 		if n, _ := writeFD(int(p.fd[client]), b.final); n > 0 {
-			p.bytes[broker].Add(int64(n))
+			p.meter.Add(false, int64(n))
 		}
 	}
 	unix.Shutdown(int(p.fd[client]), unix.SHUT_WR)
@@ -492,7 +493,7 @@ func (l *loop) forward(p *Conn, s int, b []byte) {
 	d := 1 - s
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
-		p.bytes[s].Add(int64(n))
+		p.meter.Add(s == client, int64(n))
 		p.lastActive = l.now
 	}
 	if err != nil && err != unix.EAGAIN {
@@ -521,7 +522,7 @@ func (l *loop) flush(p *Conn, d int) {
 	b := p.blocked.buf[d]
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
-		p.bytes[1-d].Add(int64(n))
+		p.meter.Add(1-d == client, int64(n))
 		p.lastActive = l.now
 	}
 	if err != nil && err != unix.EAGAIN {
@@ -703,7 +704,7 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 		unix.Close(int(fd)) // also leaves the epoll set: the loop holds the only descriptor
 	}
 	p.blocked = nil
-	res := pipe.Result{Up: p.bytes[client].Load(), Down: p.bytes[broker].Load(), End: end, Err: err}
+	res := pipe.Result{Up: p.meter.Up.Load(), Down: p.meter.Down.Load(), End: end, Err: err}
 	if done := p.onDone; done != nil {
 		p.onDone = nil
 		go done(res)

@@ -7,6 +7,7 @@
 //	go build -o /tmp/mqgate ./cmd/mqgate
 //	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -c 8 -d 10s
 //	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -haproxy /usr/sbin/haproxy -c 8 -d 5s -rounds 3 -x25519
+//	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -haproxy /usr/sbin/haproxy -nagle 20
 //
 // It makes a CA and certificates in a temporary directory, starts
 // Mosquitto and mqgate as child processes on loopback ports, runs each
@@ -29,6 +30,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -53,6 +55,7 @@ func main() {
 	maxConns := flag.Int("n", 1_000_000, "at most this many connections per phase")
 	idle := flag.Int("idle", 0, "then hold this many idle TLS connections open and report mqgate's memory per connection")
 	rounds := flag.Int("rounds", 1, "with -haproxy: repeat the phases this many times, alternating which target goes first; ratios are from the totals")
+	nagle := flag.Int("nagle", 0, "only measure CONNECT->CONNACK for this many fresh clients with Nagle's algorithm on (the socket default of C, Python, Java and most embedded TLS stacks), one at a time, and print the median per target")
 	x25519 := flag.Bool("x25519", false, "offer only X25519 (the classic key exchange) instead of Go's default, which prefers X25519MLKEM768")
 	flag.Parse()
 	log.SetFlags(0)
@@ -122,6 +125,16 @@ backend broker
 	}
 	fmt.Printf("%s; ECDSA P-256, TLS 1.3, %s; %d clients, %v per phase, %d CPUs\n",
 		strings.Join(names, ", "), kx, *conc, *dur, numCPU())
+
+	if *nagle > 0 {
+		nagleProbe(targets, ca, *nagle)
+		if pub, err := exec.LookPath("mosquitto_pub"); err == nil {
+			caFile := filepath.Join(dir, "ca.crt")
+			write(caFile, string(ca.CertPEM))
+			mosquittoPubProbe(targets, pub, caFile, *nagle)
+		}
+		return
+	}
 
 	// Phases in ABBA order (full: mqgate then HAProxy; resumed: HAProxy
 	// then mqgate; the next round starts with HAProxy) so drift in the
@@ -311,6 +324,93 @@ func run(t target, ca *certtest.CA, resume, x25519 bool, conc int, dur time.Dura
 		kind(resume), t.name, n, elapsed, r.rate(), cpu, r.perCPU(),
 		pct(latencies, 50), pct(latencies, 99), resumed.Load(), failed.Load(), r.kx)
 	return r
+}
+
+// nagleProbe measures, for n fresh connections per target made one at a
+// time and alternating between targets, the time from the CONNECT written
+// right after the handshake to its CONNACK, with Nagle's algorithm on in
+// the client (Go turns it off by default; C, Python, Java and most embedded
+// TLS stacks leave it on). A proxy whose side of the handshake leaves the
+// client's Finished unacknowledged makes such a client hold its CONNECT
+// until the proxy's delayed ACK fires, about 40 ms on Linux.
+func nagleProbe(targets []target, ca *certtest.CA, n int) {
+	cfg := &tls.Config{ServerName: "mqtt.bench", RootCAs: ca.Pool(), MinVersion: tls.VersionTLS13}
+	lat := make(map[string][]time.Duration)
+	for i := range n {
+		for _, t := range targets {
+			d, err := nagleConnect(t.addr, cfg, fmt.Sprintf("nagle-%d", i))
+			if err != nil {
+				fatalf("%s: %v", t.name, err)
+			}
+			lat[t.name] = append(lat[t.name], d)
+		}
+	}
+	for _, t := range targets {
+		l := lat[t.name]
+		slices.Sort(l)
+		fmt.Printf("nagle    %-7s CONNECT->CONNACK with Nagle on, %d fresh connections: median %v, min %v, max %v\n",
+			t.name, len(l), pct(l, 50), l[0].Round(10*time.Microsecond), l[len(l)-1].Round(10*time.Microsecond))
+	}
+	if g, h := lat["mqgate"], lat["haproxy"]; g != nil && h != nil {
+		fmt.Printf("nagle    mqgate - HAProxy median: %v (target: at most 1ms)\n", (pct(g, 50) - pct(h, 50)).Round(10*time.Microsecond))
+	}
+}
+
+// mosquittoPubProbe times n runs of mosquitto_pub over TLS (libmosquitto
+// with OpenSSL, Nagle on) per target, alternating: connect, publish one
+// QoS 0 message, disconnect.
+func mosquittoPubProbe(targets []target, pub, caFile string, n int) {
+	total := make(map[string]time.Duration)
+	for i := range n {
+		for _, t := range targets {
+			host, port, _ := net.SplitHostPort(t.addr)
+			cmd := exec.Command(pub, "-h", host, "-p", port, "--cafile", caFile, "--insecure",
+				"-i", fmt.Sprintf("pub-%d", i), "-t", "nagle/probe", "-m", "x")
+			cmd.Stderr = os.Stderr
+			t0 := time.Now()
+			if err := cmd.Run(); err != nil {
+				fatalf("mosquitto_pub through %s: %v", t.name, err)
+			}
+			total[t.name] += time.Since(t0)
+		}
+	}
+	for _, t := range targets {
+		fmt.Printf("nagle    %-7s %d runs of mosquitto_pub over TLS: %v in all\n", t.name, n, total[t.name].Round(time.Millisecond))
+	}
+}
+
+// nagleConnect makes one connection with Nagle's algorithm on and returns
+// the time from writing the CONNECT (right after the handshake) to reading
+// the CONNACK.
+func nagleConnect(addr string, cfg *tls.Config, id string) (time.Duration, error) {
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	if err := raw.(*net.TCPConn).SetNoDelay(false); err != nil {
+		raw.Close()
+		return 0, err
+	}
+	c := tls.Client(raw, cfg)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.Handshake(); err != nil {
+		return 0, err
+	}
+	t := time.Now()
+	if _, err := c.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: id})); err != nil {
+		return 0, err
+	}
+	var ack [4]byte
+	if _, err := io.ReadFull(c, ack[:]); err != nil {
+		return 0, err
+	}
+	d := time.Since(t)
+	if ack[0] != 0x20 || ack[3] != 0 {
+		return 0, fmt.Errorf("CONNACK % x", ack)
+	}
+	_, _ = c.Write(mqtt.AppendDisconnect(nil, mqtt.Level311, 0, ""))
+	return d, nil
 }
 
 // connect makes one MQTT-over-TLS connection and returns how long the TLS

@@ -67,6 +67,7 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		IdleHoldSeconds:   8,
 		IdlePingSeconds:   5,
 		VerifyIDs:         150,
+		OrderRounds:       60,
 	}
 	if quick {
 		p.Rounds = 1
@@ -84,8 +85,12 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 
 // AllPhases lists the phases a run can be limited to.
 func AllPhases() []string {
-	return []string{results.PhaseConnect, results.PhaseThroughput64, results.PhaseThroughput1K, results.PhaseLatency, PhaseIdle}
+	return []string{PhaseOrder, results.PhaseConnect, results.PhaseThroughput64, results.PhaseThroughput1K, results.PhaseLatency, PhaseIdle}
 }
+
+// PhaseOrder is the cross-connection ordering probe, run once per target
+// before the rounds.
+const PhaseOrder = "order"
 
 // PhaseIdle is the idle-connections phase, run once per target after the rounds.
 const PhaseIdle = "idle"
@@ -162,6 +167,9 @@ func Run(ctx context.Context, opts Options) (*results.Run, error) {
 		return r.out, err
 	}
 	measured := r.measurable()
+	if r.wants(PhaseOrder) {
+		r.orderAll(measured)
+	}
 	for round := range plan.Rounds {
 		for i := range measured {
 			t := measured[(i+round)%len(measured)]
@@ -500,6 +508,24 @@ func (r *runner) phaseConfig(t *target, phase string, round int) loadgen.Config 
 		PingEvery:   time.Second,
 		RampTimeout: time.Second,
 		Timeout:     5 * time.Second,
+	}
+}
+
+// orderAll runs the ordering probe through every target, one after the
+// other, on the quiet brokers.
+func (r *runner) orderAll(measured []*target) {
+	for _, t := range measured {
+		if t.skip != "" {
+			continue
+		}
+		res, err := loadgen.OrderProbe(t.addrs, "order-"+t.name+"-", r.plan.OrderRounds, 5*time.Second)
+		o := &results.Order{OrderResult: res}
+		if err != nil {
+			o.Error = err.Error()
+			r.problem("%s ordering probe: %v", t.name, err)
+		}
+		r.result(t).Order = o
+		r.logf("%s ordering: B missed A's PUBLISH sent right after B's SUBSCRIBE in %d of %d rounds", t.name, res.Misses, res.Rounds)
 	}
 }
 

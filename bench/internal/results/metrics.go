@@ -19,6 +19,7 @@ type metric struct {
 	phase     string
 	fromPhase func(*Phase) (float64, bool)
 	fromIdle  func(*Idle) (float64, bool)
+	fromOrder func(*Order) (float64, bool)
 }
 
 func perSec(p *Phase) (float64, bool) { return p.Load.PerSec, p.Load.Ops > 0 }
@@ -62,6 +63,10 @@ func metrics() []metric {
 		{section: "latency", name: "round trip p50 (µs)", format: fmtInt, phase: PhaseLatency, fromPhase: p50us},
 		{section: "latency", name: "round trip p99 (µs)", format: fmtInt, phase: PhaseLatency, fromPhase: p99us},
 
+		{section: "ordering", name: "rounds B missed A's PUBLISH sent right after B's SUBSCRIBE", format: fmtInt, fromOrder: func(o *Order) (float64, bool) {
+			return float64(o.Misses), o.Error == "" && o.Rounds > 0
+		}},
+
 		{section: "idle", name: "connections held", higherBetter: true, format: fmtInt, fromIdle: func(i *Idle) (float64, bool) {
 			return float64(i.Connected), i.Error == ""
 		}},
@@ -77,6 +82,16 @@ func metrics() []metric {
 // values returns the metric's value for each round of t, indexed by round;
 // NaN where there is none.
 func (m metric) values(t *Target, rounds int) []float64 {
+	if m.fromOrder != nil {
+		if t.Order == nil {
+			return []float64{math.NaN()}
+		}
+		v, ok := m.fromOrder(t.Order)
+		if !ok {
+			return []float64{math.NaN()}
+		}
+		return []float64{v}
+	}
 	if m.fromIdle != nil {
 		if t.Idle == nil {
 			return []float64{math.NaN()}

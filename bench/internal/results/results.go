@@ -71,6 +71,7 @@ type Plan struct {
 	IdleHoldSeconds   float64 `json:"idle_hold_seconds"`
 	IdlePingSeconds   float64 `json:"idle_ping_seconds"`
 	VerifyIDs         int     `json:"verify_ids"`
+	OrderRounds       int     `json:"order_rounds"`
 }
 
 // Target is everything measured for one target.
@@ -80,6 +81,13 @@ type Target struct {
 	Verify  *Verify `json:"verify,omitempty"`
 	Rounds  []Round `json:"rounds,omitempty"`
 	Idle    *Idle   `json:"idle,omitempty"`
+	Order   *Order  `json:"order,omitempty"`
+}
+
+// Order is the cross-connection ordering probe (loadgen.OrderProbe).
+type Order struct {
+	loadgen.OrderResult
+	Error string `json:"error,omitempty"`
 }
 
 // Verify is the hashing check, from the brokers' own connection logs.

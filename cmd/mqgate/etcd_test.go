@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/internal/etcdtest"
+	"github.com/mqgate/mqgate/internal/mqtttest"
+	"github.com/mqgate/mqgate/mqtt"
+)
+
+// etcdInstance is one `mqgate run` child of a fleet sharing one etcd.
+type etcdInstance struct {
+	name, file, mqtt, admin string
+	p                       *process
+}
+
+func startEtcdInstance(t *testing.T, e *etcdtest.Etcd, name string) *etcdInstance {
+	t.Helper()
+	return startEtcdRole(t, e, name, "traditional")
+}
+
+func startEtcdRole(t *testing.T, e *etcdtest.Etcd, name, role string) *etcdInstance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &etcdInstance{name: name, file: filepath.Join(dir, "config.yaml"),
+		mqtt: net.JoinHostPort("127.0.0.1", strconv.Itoa(mqtttest.FreePort(t)))}
+	yml := fmt.Sprintf(`apisix:
+  stream_proxy:
+    tcp: [%q]
+deployment:
+  role: %s
+  role_%s: {config_provider: etcd}
+  instance_name: %s
+  etcd:
+    host: [%q]
+    prefix: /apisix
+    timeout: 2
+admin: {listen: "127.0.0.1:0", keys: [{key: %s}]}
+log: {access_log: "off"}
+`, in.mqtt, role, role, name, e.Endpoint(), testAdminKey)
+	if err := os.WriteFile(in.file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in.start(t, role != "control_plane")
+	return in
+}
+
+func (in *etcdInstance) start(t *testing.T, listens bool) {
+	t.Helper()
+	in.p = startMQGate(t, "run", "-c", in.file)
+	in.admin = adminURL(t, in.p)
+	if listens {
+		waitListening(t, in.mqtt, in.p)
+	}
+}
+
+// tryConnect reports whether id gets an accepting CONNACK through addr.
+func tryConnect(addr, id string) bool {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: id})); err != nil {
+		return false
+	}
+	ack := make([]byte, 4)
+	if _, err := conn.Read(ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		return false
+	}
+	_, _ = conn.Write(mqtt.AppendDisconnect(nil, mqtt.Level311, 0, ""))
+	return true
+}
+
+func statusJSON(t *testing.T, url string) map[string]any {
+	t.Helper()
+	code, v := adminDo(t, "GET", url+"/status.json", "")
+	if code != 200 {
+		t.Fatalf("status.json: %d %v", code, v)
+	}
+	return v
+}
+
+// hasRoute reports whether the instance's running configuration has the route.
+func hasRoute(t *testing.T, url, id string) bool {
+	t.Helper()
+	routes, _ := statusJSON(t, url)["routes"].([]any)
+	for _, r := range routes {
+		if r.(map[string]any)["id"] == id {
+			return true
+		}
+	}
+	return false
+}
+
+func etcdConnected(v map[string]any) bool {
+	e, _ := v["etcd"].(map[string]any)
+	c, _ := e["connection"].(map[string]any)
+	return c["connected"] == true
+}
+
+// TestEtcdFleet runs three mqgate instances on one real etcd in front of
+// three Mosquitto brokers: a write through one Admin API serves on all, a
+// client id reaches the same broker through each, an invalid object is
+// refused by each with its key while the others apply, and with etcd
+// stopped they serve, accept clients, answer writes 503 and restart from
+// their cache; with etcd back they catch up.
+func TestEtcdFleet(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	brokers := []mqtttest.Broker{mqtttest.StartMosquitto(t, ""), mqtttest.StartMosquitto(t, ""), mqtttest.StartMosquitto(t, "")}
+	fleet := []*etcdInstance{startEtcdInstance(t, e, "a"), startEtcdInstance(t, e, "b"), startEtcdInstance(t, e, "c")}
+	a := fleet[0]
+
+	// One write through A's Admin API serves on all three.
+	nodes := fmt.Sprintf(`{%q: 1, %q: 1, %q: 1}`, brokers[0].Addr(), brokers[1].Addr(), brokers[2].Addr())
+	if code, v := adminDo(t, "PUT", a.admin+"/apisix/admin/upstreams/1", `{"type": "chash", "key": "mqtt_client_id", "nodes": `+nodes+`}`); code != 201 {
+		t.Fatalf("PUT upstream: %d %v", code, v)
+	}
+	if code, v := adminDo(t, "PUT", a.admin+"/apisix/admin/stream_routes/1", `{"upstream_id": 1, "mqtt_client_id": {"prefix": "dev-"}}`); code != 201 {
+		t.Fatalf("PUT route: %d %v", code, v)
+	}
+	answered := time.Now()
+	for _, in := range fleet {
+		mqtttest.WaitFor(t, "instance "+in.name+" to route", func() bool { return tryConnect(in.mqtt, "dev-probe-"+in.name) })
+		t.Logf("propagation: write answered -> first CONNACK through %s: %v", in.name, time.Since(answered).Round(time.Millisecond))
+	}
+	// What APISIX finds in etcd: its layout, its JSON.
+	got, err := cli.Get(context.Background(), "/apisix/stream_routes/1")
+	if err != nil || len(got.Kvs) != 1 || !strings.Contains(string(got.Kvs[0].Value), `"upstream_id":1`) || !strings.Contains(string(got.Kvs[0].Value), `"create_time"`) {
+		t.Errorf("etcd holds %v (%v)", got, err)
+	}
+
+	// 300 client ids through A, then B, then C: each id reaches one broker.
+	ids := make([]string, 300)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("dev-%03d", i)
+	}
+	for _, in := range fleet {
+		for _, id := range ids {
+			if !tryConnect(in.mqtt, id) {
+				t.Fatalf("%s through %s: not accepted", id, in.name)
+			}
+		}
+	}
+	mqtttest.WaitFor(t, "the brokers to log 900 connects", mqtttest.SeenTotal(brokers, 900+3))
+	owners := mqtttest.Owners(t, brokers, ids, 3)
+	per := make([]int, len(brokers))
+	for _, id := range ids {
+		per[owners[id]]++
+	}
+	t.Logf("300 ids x 3 instances: per broker %v, every id on one broker", per)
+
+	// An invalid object straight into etcd: refused by each instance with
+	// its key; a valid route written beside it applies.
+	if _, err := cli.Put(context.Background(), "/apisix/upstreams/bad", `{"nodes": {"127.0.0.1:70000": 1}}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(context.Background(), "/apisix/stream_routes/2", `{"mqtt_client_id": {"prefix": "two-"}, "upstream": {"nodes": {`+fmt.Sprintf("%q: 1", brokers[1].Addr())+`}}}`); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range fleet {
+		mqtttest.WaitFor(t, in.name+" to refuse the bad upstream", func() bool {
+			return strings.Contains(in.p.stderr.String(), `msg="etcd object refused" key=/apisix/upstreams/bad`)
+		})
+		mqtttest.WaitFor(t, in.name+" to apply route 2", func() bool { return hasRoute(t, in.admin, "2") })
+		if !tryConnect(in.mqtt, "two-"+in.name) {
+			t.Errorf("route 2 does not serve through %s", in.name)
+		}
+		mqtttest.WaitFor(t, "route 2's broker to get two-"+in.name, func() bool { return slices.Contains(brokers[1].Seen(), "two-"+in.name) })
+	}
+	refused := statusJSON(t, a.admin)["etcd"].(map[string]any)["config"].(map[string]any)["refused"].([]any)
+	if len(refused) != 1 || !strings.Contains(refused[0].(map[string]any)["reason"].(string), "nodes") {
+		t.Errorf("refused in /status.json: %v", refused)
+	}
+
+	// The fleet, from any instance, and the metrics.
+	mqtttest.WaitFor(t, "the fleet in sync", func() bool {
+		f, _ := statusJSON(t, fleet[1].admin)["fleet"].(map[string]any)
+		insts, _ := f["instances"].([]any)
+		return len(insts) == 3 && f["in_sync"] == true
+	})
+	metricsText := adminText(t, a.admin+"/metrics")
+	for _, want := range []string{"mqgate_etcd_connected 1", "mqgate_etcd_refused_objects 1", "mqgate_etcd_fleet_instances 3", "mqgate_etcd_fleet_in_sync 1"} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	// A kick sent to A reaches the client connected through C.
+	held, ack := mqtttest.Connect(t, fleet[2].mqtt, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: "dev-kicked"})
+	if ack == nil || ack[3] != 0 {
+		t.Fatalf("dev-kicked: CONNACK % x", ack)
+	}
+	code, v := adminDo(t, "DELETE", a.admin+"/connections/dev-kicked", "")
+	insts, _ := v["instances"].(map[string]any)
+	onC, _ := insts["c"].(map[string]any)
+	if code != 200 || v["closed"] != 1.0 || onC["closed"] != 1.0 {
+		t.Errorf("kick through A: %d %v", code, v)
+	}
+	if mqtttest.ReadPacket(t, held) != nil {
+		t.Errorf("the kicked connection got a packet instead of its end")
+	}
+
+	// etcd stopped: every instance serves and takes new clients; writes 503.
+	e.Stop()
+	for _, in := range fleet {
+		mqtttest.WaitFor(t, in.name+" to see etcd down", func() bool { return !etcdConnected(statusJSON(t, in.admin)) })
+		if !tryConnect(in.mqtt, "dev-while-down-"+in.name) {
+			t.Errorf("%s does not accept clients while etcd is down", in.name)
+		}
+	}
+	start := time.Now()
+	code, v = adminDo(t, "PUT", fleet[1].admin+"/apisix/admin/stream_routes/3", `{"upstream_id": 1}`)
+	if code != 503 || !strings.Contains(fmt.Sprint(v["error_msg"]), "etcd is unreachable") {
+		t.Errorf("write while etcd is down: %d %v", code, v)
+	}
+	t.Logf("write while etcd is down answered %d in %v", code, time.Since(start).Round(time.Millisecond))
+	if resp, err := http.Get(fleet[2].admin + "/status"); err == nil {
+		resp.Body.Close()
+	}
+
+	// An instance restarted while etcd is down starts from its cache.
+	c := fleet[2]
+	c.p.stop(t)
+	c.start(t, true)
+	if !strings.Contains(c.p.stderr.String(), "etcd unreachable at start: serving the cached configuration") {
+		t.Errorf("restart while etcd is down does not say it serves the cache:\n%s", c.p.stderr.String())
+	}
+	if !hasRoute(t, c.admin, "2") || !tryConnect(c.mqtt, "two-after-restart") {
+		t.Fatalf("the restarted instance does not serve its cached routes")
+	}
+	mqtttest.WaitFor(t, "route 2's broker to get two-after-restart", func() bool { return slices.Contains(brokers[1].Seen(), "two-after-restart") })
+
+	// etcd back, with a change made right away: all catch up.
+	e.Restart()
+	if _, err := cli.Put(context.Background(), "/apisix/stream_routes/4", `{"mqtt_client_id": {"prefix": "four-"}, "upstream_id": 1}`); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range fleet {
+		mqtttest.WaitFor(t, in.name+" to catch up", func() bool { return hasRoute(t, in.admin, "4") })
+		mqtttest.WaitFor(t, in.name+" to see etcd again", func() bool { return etcdConnected(statusJSON(t, in.admin)) })
+	}
+	if code, v := adminDo(t, "DELETE", a.admin+"/apisix/admin/stream_routes/4", ""); code != 200 {
+		t.Errorf("DELETE with etcd back: %d %v", code, v)
+	}
+	for _, in := range fleet {
+		in.p.stop(t)
+	}
+}
+
+// TestEtcdImport: `mqgate etcd-import` puts a file's objects into etcd as
+// APISIX's layout, an instance reading etcd serves them, and `mqgate check`
+// validates the deployment block.
+func TestEtcdImport(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	broker := mqtttest.StartMochi(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "apisix.yaml")
+	yml := fmt.Sprintf(`stream_routes:
+  - id: 1
+    upstream_id: 1
+    mqtt_client_id: {prefix: "imp-"}
+upstreams:
+  - id: 1
+    type: chash
+    key: mqtt_client_id
+    nodes: {%q: 1}
+`, broker.Addr())
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr strings.Builder
+	if code := run(context.Background(), []string{"etcd-import", "-c", file, "--etcd", e.Endpoint()}, &stdout, &stderr); code != 0 {
+		t.Fatalf("etcd-import: exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "imported 1 stream_routes, 1 upstreams, 0 ssls into "+e.Endpoint()+" under /apisix") {
+		t.Errorf("etcd-import said %q", stdout.String())
+	}
+	got, err := e.Client(t).Get(context.Background(), "/apisix/upstreams/1")
+	if err != nil || len(got.Kvs) != 1 || !strings.Contains(string(got.Kvs[0].Value), `"type":"chash"`) {
+		t.Fatalf("etcd holds %v (%v)", got, err)
+	}
+
+	in := startEtcdInstance(t, e, "imported")
+	var out, errOut strings.Builder
+	if code := run(context.Background(), []string{"check", "-c", in.file}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "traditional reading etcd "+e.Endpoint()+" under /apisix") {
+		t.Errorf("check: exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	if !tryConnect(in.mqtt, "imp-1") {
+		t.Fatal("the imported route does not serve")
+	}
+	mqtttest.WaitFor(t, "the broker to get imp-1", func() bool { return slices.Contains(broker.Seen(), "imp-1") })
+	in.p.stop(t)
+}
+
+func adminText(t *testing.T, url string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("X-API-KEY", testAdminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestEtcdRoles: a control_plane opens no listener and writes to etcd; a
+// data_plane serves what it wrote and refuses Admin API writes.
+func TestEtcdRoles(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	broker := mqtttest.StartMochi(t)
+	cp := startEtcdRole(t, e, "cp", "control_plane")
+	dp := startEtcdRole(t, e, "dp", "data_plane")
+	if code, v := adminDo(t, "PUT", cp.admin+"/apisix/admin/stream_routes/1", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr())); code != 201 {
+		t.Fatalf("PUT through the control plane: %d %v", code, v)
+	}
+	mqtttest.WaitFor(t, "the data plane to serve the route", func() bool { return tryConnect(dp.mqtt, "dp-1") })
+	if tryConnect(cp.mqtt, "cp-1") {
+		t.Error("the control plane serves traffic")
+	}
+	code, v := adminDo(t, "PUT", dp.admin+"/apisix/admin/stream_routes/2", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr()))
+	if code != 403 || !strings.Contains(fmt.Sprint(v["error_msg"]), "data_plane") {
+		t.Errorf("PUT through the data plane: %d %v", code, v)
+	}
+	if !strings.Contains(cp.p.stderr.String(), "not opened: a control_plane serves no traffic") {
+		t.Errorf("the control plane does not warn about its listener:\n%s", cp.p.stderr.String())
+	}
+	cp.p.stop(t)
+	dp.p.stop(t)
+}

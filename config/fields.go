@@ -1,0 +1,388 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+
+	"gopkg.in/yaml.v3"
+)
+
+// field is one key of a configuration section: its name, how it decodes
+// into the section's value, its default as the README's configuration
+// reference writes it, and whether a reload applies it. Each section's
+// table is the one place its keys are spelled: it drives decoding, the
+// "did you mean" of an unknown key, the reload's restart-only warning and
+// the test that the README documents exactly these keys and defaults.
+type field[T any] struct {
+	name   string
+	decode func(d *decoder, kv keyValue, path string, v *T)
+	def    string // the README's Default cell, without the backquotes' meaning: compared as written
+	// restart marks a key read only when mqgate starts; value is what a
+	// reload compares to say it changed.
+	restart bool
+	value   func(v *T) any
+	// sub documents a key whose value is a mapping with a table of its
+	// own: the README lists its keys as name.key rows instead of name.
+	sub []RefKey
+	// hidden keys are decoded (to explain why they are wrong) but neither
+	// listed as known nor documented.
+	hidden bool
+	// compat keys are APISIX's, accepted and documented, but never offered
+	// as the "did you mean" of a typo.
+	compat bool
+}
+
+// section is the field table of one mapping of the configuration.
+type section[T any] struct {
+	name    string // as the README's heading names it
+	fields  []field[T]
+	ignored []string // APISIX keys accepted and not used
+}
+
+// decode reads mapping n at path into v, field by field; an APISIX key in
+// ignored is recorded, any other key is reported with a suggestion.
+func (s section[T]) decode(d *decoder, n *yaml.Node, path string, v *T) {
+	for _, kv := range d.fields(n, path) {
+		if i := slices.IndexFunc(s.fields, func(f field[T]) bool { return f.name == kv.key }); i >= 0 {
+			s.fields[i].decode(d, kv, join(path, kv.key), v)
+			continue
+		}
+		if slices.Contains(s.ignored, kv.key) {
+			d.ignore(kv.keyNode, join(path, kv.key))
+			continue
+		}
+		d.unknownKey(kv, path, "key", s.names(), s.ignored)
+	}
+}
+
+// names lists the section's keys in table order.
+func (s section[T]) names() []string {
+	var out []string
+	for _, f := range s.fields {
+		if !f.hidden && !f.compat {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
+// changed names, as path.key, the restart-only keys whose values differ
+// between a and b.
+func (s section[T]) changed(path string, a, b *T) []string {
+	var out []string
+	for _, f := range s.fields {
+		if f.restart && !reflect.DeepEqual(f.value(a), f.value(b)) {
+			out = append(out, join(path, f.name))
+		}
+	}
+	return out
+}
+
+// Reference is one section's keys as the README's configuration reference
+// must list them.
+type Reference struct {
+	Section string   // the README heading, e.g. "log" for "### `log`"
+	Table   int      // which table under the heading (0: the first)
+	Keys    []RefKey // in table order
+	Ignored []string // APISIX keys listed in one row as accepted and ignored
+}
+
+// RefKey is one key of a Reference.
+type RefKey struct {
+	Name, Default string
+	Restart       bool // applies at restart only; else a reload applies it
+}
+
+func (s section[T]) reference(table int) Reference {
+	r := Reference{Section: s.name, Table: table, Ignored: s.ignored}
+	for _, f := range s.fields {
+		switch {
+		case f.hidden:
+		case f.sub != nil:
+			for _, k := range f.sub {
+				r.Keys = append(r.Keys, RefKey{Name: f.name + "." + k.Name, Default: k.Default, Restart: k.Restart || f.restart})
+			}
+		default:
+			r.Keys = append(r.Keys, RefKey{Name: f.name, Default: f.def, Restart: f.restart})
+		}
+	}
+	return r
+}
+
+// References lists the field tables for the README test.
+func References() []Reference {
+	return []Reference{
+		streamProxySection().reference(0),
+		listenerSection().reference(1),
+		logSection().reference(0),
+		adminSection().reference(0),
+		adminKeySection().reference(1),
+		reloadSection().reference(0),
+		routeSection().reference(0),
+		upstreamSection().reference(0),
+		sslSection().reference(0),
+	}
+}
+
+// RestartOnlyChanges names the keys that apply only at start and differ
+// between the configuration a process started with and next, so that a
+// reload can say once which of its changes wait for a restart.
+func RestartOnlyChanges(started, next *Config) []string {
+	out := logSection().changed("log", &started.Log, &next.Log)
+	switch a, b := started.Admin, next.Admin; {
+	case (a == nil) != (b == nil):
+		out = append(out, "admin")
+	case a != nil:
+		out = append(out, adminSection().changed("admin", &adminDecl{Admin: *a}, &adminDecl{Admin: *b})...)
+	}
+	// Every deployment key is read at start: the role, the provider, etcd.
+	if !reflect.DeepEqual(started.Deployment, next.Deployment) {
+		out = append(out, "deployment")
+	}
+	return out
+}
+
+// The sections' tables. Functions rather than variables, so that no
+// package state can change under a running decoder.
+
+func streamProxySection() section[StreamProxy] {
+	return section[StreamProxy]{
+		name: "stream_proxy",
+		fields: []field[StreamProxy]{
+			{name: "tcp", def: "required, at least one", decode: func(d *decoder, kv keyValue, p string, _ *StreamProxy) {
+				items := d.items(kv.val, p)
+				d.b.tcpSet = d.b.tcpSet || len(items) > 0
+				for i, item := range items {
+					if l, ok := d.listener(item, index(p, i)); ok {
+						d.b.listeners = append(d.b.listeners, l)
+					}
+				}
+			}},
+			{name: "connect_timeout", def: fmt.Sprintf("`%s`", DefaultConnectTimeout), decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.connect_timeout", kv, p) {
+					return
+				}
+				if t, ok := d.duration(kv.val, p); ok {
+					if t == 0 {
+						d.errorf(kv.val, p, "must be greater than 0")
+						return
+					}
+					v.ConnectTimeout = t
+				}
+			}},
+			{name: "max_connect_size", def: fmt.Sprintf("`%d`", DefaultMaxConnectSize), decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.max_connect_size", kv, p) {
+					return
+				}
+				if n, ok := d.intIn(kv.val, p, minConnectSize, MaxConnectSizeLimit); ok {
+					v.MaxConnectSize = n
+				}
+			}},
+			{name: "max_connections", def: "`0` (no cap)", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.max_connections", kv, p) {
+					return
+				}
+				if n, ok := d.intMin(kv.val, p, 0); ok {
+					v.MaxConnections = n
+				}
+			}},
+			{name: "on_duplicate_client_id", def: "`" + DuplicateAllow + "`", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.on_duplicate_client_id", kv, p) {
+					return
+				}
+				if s, ok := d.oneOf(kv.val, p, duplicatePolicies...); ok {
+					v.OnDuplicateClientID = s
+				}
+			}},
+			{name: "data_path", def: "`" + DataPathEpoll + "`", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.data_path", kv, p) {
+					return
+				}
+				if s, ok := d.oneOf(kv.val, p, DataPathEpoll, DataPathGoroutines); ok {
+					v.DataPath = s
+				}
+			}},
+			{name: "max_packet_size", def: "`0` (no limit)", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.max_packet_size", kv, p) {
+					return
+				}
+				if n, ok := d.intIn(kv.val, p, 0, MaxConnectSizeLimit+5); ok {
+					v.MaxPacketSize = n
+				}
+			}},
+			{name: "server_reference", def: "empty", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.server_reference", kv, p) {
+					return
+				}
+				if s, ok := d.str(kv.val, p); ok {
+					v.ServerReference = s
+				}
+			}},
+		},
+		ignored: []string{"only", "udp"},
+	}
+}
+
+// listenerMapping is a listener written as a mapping, while it decodes.
+type listenerMapping struct {
+	l    *listenerDecl
+	addr *yaml.Node
+}
+
+func listenerSection() section[listenerMapping] {
+	return section[listenerMapping]{
+		name: "stream_proxy",
+		fields: []field[listenerMapping]{
+			{name: "addr", def: "required", decode: func(_ *decoder, kv keyValue, _ string, v *listenerMapping) { v.addr = kv.val }},
+			{name: "tls", def: "`false`", decode: func(d *decoder, kv keyValue, p string, v *listenerMapping) { v.l.TLS, _ = d.bool(kv.val, p) }},
+			{name: "proxy_protocol", def: "`false`", decode: func(d *decoder, kv keyValue, p string, v *listenerMapping) {
+				v.l.ProxyProtocol, _ = d.bool(kv.val, p)
+			}},
+			{name: "real_ip_from", def: "required with `proxy_protocol`", decode: func(d *decoder, kv keyValue, p string, v *listenerMapping) {
+				d.realIPFrom(kv, p, v.l)
+			}},
+		},
+	}
+}
+
+func logSection() section[Log] {
+	return section[Log]{
+		name: "log",
+		fields: []field[Log]{
+			{name: "level", def: "`" + DefaultLogLevel + "`", decode: func(d *decoder, kv keyValue, p string, v *Log) {
+				if s, ok := d.oneOf(kv.val, p, logLevels...); ok {
+					v.Level = s
+				}
+			}},
+			{name: "access_log", def: "`" + DefaultAccessLog + "`", restart: true, value: func(v *Log) any { return v.AccessLog },
+				decode: func(d *decoder, kv keyValue, p string, v *Log) { d.accessLog(kv.val, p, v) }},
+		},
+	}
+}
+
+// adminDecl is the admin block while it decodes.
+type adminDecl struct {
+	Admin
+	keysNode *yaml.Node
+}
+
+func adminSection() section[adminDecl] {
+	return section[adminDecl]{
+		name: "admin",
+		fields: []field[adminDecl]{
+			{name: "listen", def: "`" + DefaultAdminListen + "`", restart: true, value: func(v *adminDecl) any { return v.Listen },
+				decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
+					if s, ok := d.str(kv.val, p); ok {
+						if _, _, msg := parseListenAddr(s); msg != "" || !containsColon(s) {
+							d.errorf(kv.val, p, `must be "ip:port", got %q`, s)
+							return
+						}
+						v.Listen = s
+					}
+				}},
+			{name: "keys", def: "required, at least one: there is **no default key**", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
+				v.keysNode = kv.val
+				for i, item := range d.items(kv.val, p) {
+					if k, ok := d.adminKey(item, index(p, i)); ok {
+						v.Keys = append(v.Keys, k)
+					}
+				}
+			}},
+			{name: "allow", def: "any address", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
+				for i, item := range d.items(kv.val, p) {
+					if s, ok := d.str(item, index(p, i)); ok {
+						prefix, msg := parsePrefix(s)
+						if msg != "" {
+							d.errorf(item, index(p, i), "%s", msg)
+							continue
+						}
+						v.Allow = append(v.Allow, prefix)
+					}
+				}
+			}},
+			{name: "tls", def: "plain HTTP", restart: true, value: func(v *adminDecl) any { return v.TLS },
+				decode: func(d *decoder, kv keyValue, p string, v *adminDecl) { v.TLS = d.adminTLS(kv.val, p) }},
+			{name: "state_file", def: "`" + DefaultAdminStateFile + "`", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
+				if s, ok := d.str(kv.val, p); ok {
+					if s == "" {
+						d.errorf(kv.val, p, "must not be empty")
+						return
+					}
+					v.StateFile = s
+				}
+			}},
+			{name: "public_status", def: "`false`", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
+				v.PublicStatus, _ = d.bool(kv.val, p)
+			}},
+		},
+	}
+}
+
+func adminKeySection() section[adminKeyDecl] {
+	return section[adminKeyDecl]{
+		name: "admin",
+		fields: []field[adminKeyDecl]{
+			{name: "key", def: "—", decode: func(d *decoder, kv keyValue, p string, v *adminKeyDecl) {
+				v.Key, _ = d.str(kv.val, p)
+				v.keyNode, v.fromFile = kv.val, true
+			}},
+			{name: "key_env", def: "—", decode: func(d *decoder, kv keyValue, p string, v *adminKeyDecl) {
+				if env, ok := d.str(kv.val, p); ok {
+					v.Env = env
+					if v.Key = lookupEnv(env); v.Key == "" {
+						d.errorf(kv.val, p, "environment variable %s is not set or empty", env)
+					}
+				}
+				v.keyNode = kv.val
+			}},
+			{name: "role", def: "`" + RoleAdmin + "`", decode: func(d *decoder, kv keyValue, p string, v *adminKeyDecl) {
+				if r, ok := d.oneOf(kv.val, p, adminRoles...); ok {
+					v.Role = r
+				}
+			}},
+			{name: "name", def: "—", decode: func(d *decoder, kv keyValue, p string, v *adminKeyDecl) { v.Name, _ = d.str(kv.val, p) }},
+		},
+	}
+}
+
+func adminTLSSection() section[AdminTLS] {
+	return section[AdminTLS]{
+		name: "admin",
+		fields: []field[AdminTLS]{
+			{name: "cert", decode: func(d *decoder, kv keyValue, p string, v *AdminTLS) { v.Cert, _ = d.str(kv.val, p) }},
+			{name: "key", decode: func(d *decoder, kv keyValue, p string, v *AdminTLS) { v.Key, _ = d.str(kv.val, p) }},
+		},
+	}
+}
+
+func reloadSection() section[Reload] {
+	return section[Reload]{
+		name: "reload",
+		fields: []field[Reload]{
+			{name: "watch", def: "`true`", decode: func(d *decoder, kv keyValue, p string, v *Reload) {
+				if b, ok := d.bool(kv.val, p); ok {
+					v.Watch = b
+				}
+			}},
+			{name: "watch_interval", def: fmt.Sprintf("`%s`", DefaultWatchInterval), decode: func(d *decoder, kv keyValue, p string, v *Reload) {
+				t, ok := d.duration(kv.val, p)
+				switch {
+				case !ok:
+				case t == 0:
+					d.errorf(kv.val, p, "must be greater than 0; set watch: false to stop watching")
+				default:
+					v.WatchInterval = t
+				}
+			}},
+			{name: "drain_removed", def: "`false`", decode: func(d *decoder, kv keyValue, p string, v *Reload) {
+				v.DrainRemoved, _ = d.bool(kv.val, p)
+			}},
+			{name: "drain_window", def: fmt.Sprintf("`%s`", DefaultDrainWindow), decode: func(d *decoder, kv keyValue, p string, v *Reload) {
+				if t, ok := d.duration(kv.val, p); ok {
+					v.DrainWindow = t
+				}
+			}},
+		},
+	}
+}
