@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -38,5 +39,27 @@ func TestCloseSettings(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRebalanceSettings: rebalance.rate, default 500.
+func TestRebalanceSettings(t *testing.T) {
+	t.Parallel()
+	const base = "stream_proxy: {tcp: [9000]}\nstream_routes: [{upstream: {nodes: {\"b:1883\": 1}}}]\n"
+	cfg, err := Parse(Document{Name: "t.yaml", Data: []byte(base)})
+	if err != nil || cfg.RebalanceSettings().Rate != 500 {
+		t.Fatalf("default: %v, %v; want rate 500", cfg.RebalanceSettings(), err)
+	}
+	cfg, err = Parse(Document{Name: "t.yaml", Data: []byte(base + "rebalance: {rate: 25.5}\n")})
+	if err != nil || cfg.RebalanceSettings().Rate != 25.5 {
+		t.Fatalf("rate 25.5: %v, %v", cfg.RebalanceSettings(), err)
+	}
+	_, err = Parse(Document{Name: "t.yaml", Data: []byte(base + "rebalance:\n  rate: 0\n")})
+	if err == nil || err.Error() != "t.yaml:4: rebalance.rate: must be greater than 0, got 0" {
+		t.Errorf("rate 0: %v", err)
+	}
+	_, err = Parse(Document{Name: "t.yaml", Data: []byte(base + "rebalance: {rat: 5}\n")})
+	if err == nil || !strings.Contains(err.Error(), "rebalance.rat") {
+		t.Errorf("typo: %v", err)
 	}
 }

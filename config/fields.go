@@ -119,6 +119,7 @@ func References() []Reference {
 		adminSection().reference(0),
 		adminKeySection().reference(1),
 		reloadSection().reference(0),
+		rebalanceSection().reference(0),
 		routeSection().reference(0),
 		upstreamSection().reference(0),
 		sslSection().reference(0),

@@ -28,6 +28,7 @@ type Config struct {
 	Upstreams    []Upstream  // top-level upstreams only; inline ones live in StreamRoute.Upstream
 	Admin        *Admin      // nil: no admin block, the Admin API is off
 	Reload       *Reload     // nil: defaults; see ReloadSettings
+	Rebalance    *Rebalance  // nil: defaults; see RebalanceSettings
 	SSLs         []SSL       // server certificates for TLS listeners, in load order (ssl.go)
 	Deployment   *Deployment // nil: no deployment block; see DeploymentSettings (deployment.go)
 	Ignored      []string    // APISIX keys mqgate accepts but does not use, as "file:line: path"

@@ -85,6 +85,8 @@ type Server struct {
 	closing   bool
 	handlers  sync.WaitGroup
 	loops     eventLoops
+
+	rebalancing rebalancer // the paced rebalance (rebalance.go)
 }
 
 type listener struct {
@@ -257,8 +259,9 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
-	s.snap.Store(snap)
+	old := s.snap.Swap(snap)
 	s.health.Update(snap.targets)
+	s.rebalanceAdded(old, snap) // a node added to a chash upstream takes its clients, paced
 	for _, l := range opened {
 		s.startListener(l)
 	}

@@ -1,9 +1,6 @@
 package proxy
 
 import (
-	"time"
-
-	"github.com/mqgate/mqgate/balance"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/mqtt"
@@ -25,6 +22,7 @@ var closeCodes = map[pipe.End]mqtt.ReasonCode{
 	EndDrained:       mqtt.UseAnotherServer,     // 0x9C: its node is gone; mqgate sends it to another
 	EndNodeDown:      mqtt.UseAnotherServer,     // 0x9C
 	EndMovedBack:     mqtt.UseAnotherServer,     // 0x9C
+	EndRebalanced:    mqtt.UseAnotherServer,     // 0x9C
 	EndRouteRemoved:  mqtt.ServerMoved,          // 0x9D: its route is gone for good
 	EndShutdown:      mqtt.ServerShuttingDown,   // 0x8B
 }
@@ -70,40 +68,10 @@ func (s *Server) nodeChanged(st health.Status) {
 	case st.Healthy && !st.OnTrial && checks.OnMarkedUp == config.MarkedUpMoveBack:
 		// A node on trial has not proven itself yet: moving clients
 		// back to it could close working connections for nothing.
-		conns := s.matching(ConnFilter{Upstream: st.Upstream})
-		var victims []*liveConn
-		for _, lc := range conns {
-			if ci, ok := lc.info(); ok && ci.Node != st.Addr && up.belongsOn(lc, node, ci.Node) {
-				victims = append(victims, lc)
-			}
-		}
-		if len(victims) > 0 {
-			window := time.Duration(float64(len(victims)) / checks.MoveBackRate * float64(time.Second))
-			s.log.Info("moving connections back to a node that returned", "upstream", st.Upstream, "node", st.Addr, "count", len(victims), "window", window)
-			s.closeSpread(victims, window, EndMovedBack)
-		}
+		// A paced rebalance at move_back_rate: the Admin API and
+		// /status.json see it and can pause or cancel it.
+		_, _ = s.rebalance(st.Upstream, "move_back", checks.MoveBackRate, EndMovedBack)
 	}
-}
-
-// belongsOn reports whether lc, now on node addr now, would be sent to node:
-// for chash, node comes first in the order of lc's hash key; for the other
-// balancers, node is of a higher priority than now.
-func (u *upstream) belongsOn(lc *liveConn, node int, now string) bool {
-	if u.cfg.Type == balance.TypeConsistentHash {
-		lc.mu.Lock()
-		key := lc.entry.hashKey
-		lc.mu.Unlock()
-		for first := range u.bal.Order(key) {
-			return first == node
-		}
-		return false
-	}
-	for i, addr := range u.addrs {
-		if addr == now {
-			return u.cfg.Nodes[i].Priority < u.cfg.Nodes[node].Priority
-		}
-	}
-	return false
 }
 
 // node finds the upstream with id and the index of its node addr.

@@ -76,6 +76,9 @@ type StatsSnapshot struct {
 	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
+
+	Rebalance      *RebalanceStatus // the last paced rebalance, nil before the first
+	RebalanceMoved uint64           // connections every rebalance moved
 }
 
 // NodeStats is one upstream node's counters.
