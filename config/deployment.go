@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -37,14 +36,7 @@ const (
 )
 
 var (
-	deploymentKeys        = []string{"role", "role_traditional", "role_data_plane", "role_control_plane", "etcd", "instance_name"}
-	ignoredDeploymentKeys = []string{"admin", "certs", "config_provider"}
-	roleKeys              = []string{"config_provider"}
-	ignoredRoleKeys       = []string{"conf_server", "control_plane", "certs"}
-	etcdKeys              = []string{"host", "prefix", "timeout", "user", "password", "tls", "cache_file"}
-	ignoredEtcdKeys       = []string{"resync_delay", "health_check_timeout", "startup_retry", "watch_timeout", "use_grpc"}
-	etcdTLSKeys           = []string{"cert", "key", "verify", "ca", "sni"}
-	deploymentRoles       = []string{RoleTraditional, RoleDataPlane, RoleControlPlane}
+	deploymentRoles = []string{RoleTraditional, RoleDataPlane, RoleControlPlane}
 )
 
 // Deployment is APISIX's deployment block: the instance's role and where
@@ -114,41 +106,9 @@ func (d *decoder) deployment(kv keyValue) {
 		return
 	}
 	dep := &Deployment{Role: RoleTraditional, File: d.file, Line: kv.keyNode.Line}
-	providers := map[string]*yaml.Node{} // role -> its config_provider node
-	providerOf := map[string]string{}
-	for _, f := range d.fields(kv.val, "deployment") {
-		p := join("deployment", f.key)
-		switch f.key {
-		case "role":
-			if v, ok := d.oneOf(f.val, p, deploymentRoles...); ok {
-				dep.Role = v
-			}
-		case "role_traditional", "role_data_plane", "role_control_plane":
-			for _, rf := range d.fields(f.val, p) {
-				rp := join(p, rf.key)
-				if rf.key != "config_provider" {
-					d.ignoreOrUnknown(rf, p, roleKeys, ignoredRoleKeys)
-					continue
-				}
-				if v, ok := d.oneOf(rf.val, rp, ProviderEtcd, ProviderYAML); ok {
-					role := strings.TrimPrefix(f.key, "role_")
-					providers[role], providerOf[role] = rf.val, v
-				}
-			}
-		case "etcd":
-			dep.Etcd = d.etcd(f, p)
-		case "instance_name":
-			if v, ok := d.str(f.val, p); ok {
-				if v == "" || strings.ContainsAny(v, "/ \t\n") {
-					d.errorf(f.val, p, "must be a non-empty name without '/' or spaces, got %q", v)
-					continue
-				}
-				dep.InstanceName = v
-			}
-		default:
-			d.ignoreOrUnknown(f, "deployment", deploymentKeys, ignoredDeploymentKeys)
-		}
-	}
+	df := deploymentFields{Deployment: dep, providers: map[string]*yaml.Node{}, providerOf: map[string]string{}}
+	deploymentSection().decode(d, kv.val, "deployment", &df)
+	providers, providerOf := df.providers, df.providerOf
 	for role, n := range providers {
 		if role != dep.Role {
 			d.p.warnf(d.file, n.Line, "deployment.role_"+role, "not used: deployment.role is %s", dep.Role)
@@ -173,10 +133,7 @@ func (d *decoder) deployment(kv keyValue) {
 	}
 	if dep.Etcd != nil {
 		// A relative cache file lives next to the file that declares it.
-		dep.Etcd.CacheFile = cmp.Or(dep.Etcd.CacheFile, DefaultEtcdCacheFile)
-		if !filepath.IsAbs(dep.Etcd.CacheFile) {
-			dep.Etcd.CacheFile = filepath.Join(filepath.Dir(d.file), dep.Etcd.CacheFile)
-		}
+		dep.Etcd.CacheFile = d.relative(cmp.Or(dep.Etcd.CacheFile, DefaultEtcdCacheFile))
 	}
 	d.b.deployment = dep
 }
@@ -184,70 +141,10 @@ func (d *decoder) deployment(kv keyValue) {
 func (d *decoder) etcd(kv keyValue, path string) *Etcd {
 	n := kv.val
 	e := &Etcd{Prefix: DefaultEtcdPrefix, Timeout: DefaultEtcdTimeout, Line: kv.keyNode.Line}
-	var userNode, passNode, hostNode *yaml.Node
 	errs := len(d.p.errs)
-	for _, f := range d.fields(n, path) {
-		p := join(path, f.key)
-		switch f.key {
-		case "host":
-			hostNode = f.val
-			items := []*yaml.Node{f.val} // one host may be written as a string
-			if f.val.Kind != yaml.ScalarNode || isNull(f.val) {
-				items = d.items(f.val, p)
-			}
-			for i, item := range items {
-				ip := index(p, i)
-				s, ok := d.str(item, ip)
-				if !ok {
-					continue
-				}
-				if msg := checkEtcdHost(s); msg != "" {
-					d.errorf(item, ip, "%s", msg)
-					continue
-				}
-				if slices.Contains(e.Hosts, s) {
-					d.errorf(item, ip, "duplicate host %q", s)
-					continue
-				}
-				e.Hosts = append(e.Hosts, s)
-			}
-		case "prefix":
-			if s, ok := d.str(f.val, p); ok {
-				s = strings.TrimRight(s, "/")
-				if !strings.HasPrefix(s, "/") {
-					d.errorf(f.val, p, `must start with "/", like "/apisix", got %q`, s)
-					continue
-				}
-				e.Prefix = s
-			}
-		case "timeout":
-			if v, ok := d.duration(f.val, p); ok {
-				if v == 0 {
-					d.errorf(f.val, p, "must be greater than 0")
-					continue
-				}
-				e.Timeout = v
-			}
-		case "user":
-			e.User, _ = d.str(f.val, p)
-			userNode = f.val
-		case "password":
-			e.Password, _ = d.str(f.val, p)
-			passNode = f.val
-		case "tls":
-			e.TLS = d.etcdTLS(f.val, p)
-		case "cache_file":
-			if s, ok := d.str(f.val, p); ok {
-				if s == "" {
-					d.errorf(f.val, p, "must not be empty")
-					continue
-				}
-				e.CacheFile = s
-			}
-		default:
-			d.ignoreOrUnknown(f, path, etcdKeys, ignoredEtcdKeys)
-		}
-	}
+	ef := etcdFields{Etcd: e}
+	etcdSection().decode(d, n, path, &ef)
+	userNode, passNode, hostNode := ef.userNode, ef.passNode, ef.hostNode
 	// A host list whose every item was invalid is reported already.
 	if len(e.Hosts) == 0 && (hostNode == nil || len(d.p.errs) == errs) {
 		d.errorf(kv.keyNode, join(path, "host"), `required: a list of etcd client URLs, like ["http://127.0.0.1:2379"]`)
@@ -282,37 +179,9 @@ func checkEtcdHost(s string) string {
 
 func (d *decoder) etcdTLS(n *yaml.Node, path string) *EtcdTLS {
 	t := &EtcdTLS{Verify: true}
-	var certNode, keyNode *yaml.Node
-	for _, f := range d.fields(n, path) {
-		p := join(path, f.key)
-		switch f.key {
-		case "cert", "key", "ca":
-			s, ok := d.str(f.val, p)
-			if !ok {
-				continue
-			}
-			if _, err := os.Stat(s); err != nil {
-				d.errorf(f.val, p, "cannot read %q: %v", s, unwrapPathError(err))
-				continue
-			}
-			switch f.key {
-			case "cert":
-				t.Cert, certNode = s, f.val
-			case "key":
-				t.Key, keyNode = s, f.val
-			default:
-				t.CA = s
-			}
-		case "verify":
-			if v, ok := d.bool(f.val, p); ok {
-				t.Verify = v
-			}
-		case "sni":
-			t.SNI, _ = d.str(f.val, p)
-		default:
-			d.unknownKey(f, path, "key", etcdTLSKeys)
-		}
-	}
+	tf := etcdTLSFields{EtcdTLS: t}
+	etcdTLSSection().decode(d, n, path, &tf)
+	certNode, keyNode := tf.certNode, tf.keyNode
 	switch {
 	case t.Cert != "" && t.Key == "":
 		d.errorf(certNode, join(path, "key"), "required with cert")
@@ -337,5 +206,194 @@ func (b *builder) checkDeployment() {
 	}
 	if dep.Role == RoleControlPlane && b.admin == nil {
 		b.p.errorf(dep.File, dep.Line, "deployment.role", "a control_plane serves only the Admin API: add an admin block")
+	}
+}
+
+// deploymentFields is the deployment block while it decodes.
+type deploymentFields struct {
+	*Deployment
+	providers  map[string]*yaml.Node // role -> its config_provider node
+	providerOf map[string]string
+}
+
+// Every deployment key is read at start: the role, the provider, etcd.
+func deploymentSection() section[deploymentFields] {
+	type f = field[deploymentFields]
+	roleField := func(role string) f {
+		return f{name: "role_" + role, restart: true, sub: roleSection(role).reference(0).Keys,
+			value: func(v *deploymentFields) any {
+				if v.Role == role {
+					return v.ConfigProvider
+				}
+				return nil
+			},
+			decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) {
+				rf := roleFields{deploymentFields: v, role: role}
+				roleSection(role).decode(d, kv.val, p, &rf)
+			}}
+	}
+	return section[deploymentFields]{
+		name: "deployment",
+		fields: []f{
+			{name: "role", def: "`" + RoleTraditional + "`", restart: true, value: func(v *deploymentFields) any { return v.Role },
+				decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) {
+					if r, ok := d.oneOf(kv.val, p, deploymentRoles...); ok {
+						v.Role = r
+					}
+				}},
+			roleField(RoleTraditional),
+			roleField(RoleDataPlane),
+			roleField(RoleControlPlane),
+			{name: "etcd", def: "none", restart: true, value: func(v *deploymentFields) any { return v.Etcd },
+				decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) { v.Etcd = d.etcd(kv, p) }},
+			{name: "instance_name", def: "`<hostname>-<pid>`", restart: true, value: func(v *deploymentFields) any { return v.InstanceName },
+				decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) {
+					if s, ok := d.str(kv.val, p); ok {
+						if s == "" || strings.ContainsAny(s, "/ \t\n") {
+							d.errorf(kv.val, p, "must be a non-empty name without '/' or spaces, got %q", s)
+							return
+						}
+						v.InstanceName = s
+					}
+				}},
+		},
+		ignored: []string{"admin", "certs", "config_provider"},
+	}
+}
+
+// roleFields is a deployment.role_<role> block while it decodes.
+type roleFields struct {
+	*deploymentFields
+	role string
+}
+
+func roleSection(role string) section[roleFields] {
+	return section[roleFields]{
+		name: "deployment",
+		fields: []field[roleFields]{
+			{name: "config_provider", def: "`etcd` when `etcd` is set, else `yaml`", restart: true, decode: func(d *decoder, kv keyValue, p string, v *roleFields) {
+				if s, ok := d.oneOf(kv.val, p, ProviderEtcd, ProviderYAML); ok {
+					v.providers[v.role], v.providerOf[v.role] = kv.val, s
+				}
+			}},
+		},
+		ignored: []string{"conf_server", "control_plane", "certs"},
+	}
+}
+
+// etcdFields is deployment.etcd while it decodes.
+type etcdFields struct {
+	*Etcd
+	userNode, passNode, hostNode *yaml.Node
+}
+
+func etcdSection() section[etcdFields] {
+	type f = field[etcdFields]
+	return section[etcdFields]{
+		name: "deployment",
+		fields: []f{
+			{name: "host", def: "required", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				e.hostNode = kv.val
+				items := []*yaml.Node{kv.val} // one host may be written as a string
+				if kv.val.Kind != yaml.ScalarNode || isNull(kv.val) {
+					items = d.items(kv.val, p)
+				}
+				for i, item := range items {
+					ip := index(p, i)
+					s, ok := d.str(item, ip)
+					if !ok {
+						continue
+					}
+					if msg := checkEtcdHost(s); msg != "" {
+						d.errorf(item, ip, "%s", msg)
+						continue
+					}
+					if slices.Contains(e.Hosts, s) {
+						d.errorf(item, ip, "duplicate host %q", s)
+						continue
+					}
+					e.Hosts = append(e.Hosts, s)
+				}
+			}},
+			{name: "prefix", def: "`" + DefaultEtcdPrefix + "`", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					s = strings.TrimRight(s, "/")
+					if !strings.HasPrefix(s, "/") {
+						d.errorf(kv.val, p, `must start with "/", like "/apisix", got %q`, s)
+						return
+					}
+					e.Prefix = s
+				}
+			}},
+			{name: "timeout", def: fmt.Sprintf("`%d` (APISIX's)", int(DefaultEtcdTimeout.Seconds())), restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				if v, ok := d.duration(kv.val, p); ok {
+					if v == 0 {
+						d.errorf(kv.val, p, "must be greater than 0")
+						return
+					}
+					e.Timeout = v
+				}
+			}},
+			{name: "user", def: "none", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				e.User, _ = d.str(kv.val, p)
+				e.userNode = kv.val
+			}},
+			{name: "password", def: "none", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				e.Password, _ = d.str(kv.val, p)
+				e.passNode = kv.val
+			}},
+			{name: "tls", restart: true, sub: etcdTLSSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				e.TLS = d.etcdTLS(kv.val, p)
+			}},
+			{name: "cache_file", def: "`" + DefaultEtcdCacheFile + "`", restart: true, decode: func(d *decoder, kv keyValue, p string, e *etcdFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					if s == "" {
+						d.errorf(kv.val, p, "must not be empty")
+						return
+					}
+					e.CacheFile = s
+				}
+			}},
+		},
+		ignored: []string{"resync_delay", "health_check_timeout", "startup_retry", "watch_timeout", "use_grpc"},
+	}
+}
+
+// etcdTLSFields is deployment.etcd.tls while it decodes.
+type etcdTLSFields struct {
+	*EtcdTLS
+	certNode, keyNode *yaml.Node
+}
+
+func etcdTLSSection() section[etcdTLSFields] {
+	type f = field[etcdTLSFields]
+	file := func(set func(t *etcdTLSFields, path string, n *yaml.Node)) func(d *decoder, kv keyValue, p string, t *etcdTLSFields) {
+		return func(d *decoder, kv keyValue, p string, t *etcdTLSFields) {
+			s, ok := d.str(kv.val, p)
+			if !ok {
+				return
+			}
+			if _, err := os.Stat(s); err != nil {
+				d.errorf(kv.val, p, "cannot read %q: %v", s, unwrapPathError(err))
+				return
+			}
+			set(t, s, kv.val)
+		}
+	}
+	return section[etcdTLSFields]{
+		name: "deployment",
+		fields: []f{
+			{name: "cert", def: "none", restart: true, decode: file(func(t *etcdTLSFields, s string, n *yaml.Node) { t.Cert, t.certNode = s, n })},
+			{name: "key", def: "none", restart: true, decode: file(func(t *etcdTLSFields, s string, n *yaml.Node) { t.Key, t.keyNode = s, n })},
+			{name: "ca", def: "system roots", restart: true, decode: file(func(t *etcdTLSFields, s string, _ *yaml.Node) { t.CA = s })},
+			{name: "verify", def: "`true`", restart: true, decode: func(d *decoder, kv keyValue, p string, t *etcdTLSFields) {
+				if v, ok := d.bool(kv.val, p); ok {
+					t.Verify = v
+				}
+			}},
+			{name: "sni", def: "the host's name", restart: true, decode: func(d *decoder, kv keyValue, p string, t *etcdTLSFields) {
+				t.SNI, _ = d.str(kv.val, p)
+			}},
+		},
 	}
 }

@@ -72,7 +72,7 @@ func (s section[T]) names() []string {
 func (s section[T]) changed(path string, a, b *T) []string {
 	var out []string
 	for _, f := range s.fields {
-		if f.restart && !reflect.DeepEqual(f.value(a), f.value(b)) {
+		if f.restart && f.value != nil && !reflect.DeepEqual(f.value(a), f.value(b)) {
 			out = append(out, join(path, f.name))
 		}
 	}
@@ -123,6 +123,8 @@ func References() []Reference {
 		routeSection().reference(0),
 		upstreamSection().reference(0),
 		sslSection().reference(0),
+		deploymentSection().reference(0),
+		etcdSection().reference(1),
 	}
 }
 
@@ -138,9 +140,8 @@ func RestartOnlyChanges(started, next *Config) []string {
 		out = append(out, adminSection().changed("admin", &adminDecl{Admin: *a}, &adminDecl{Admin: *b})...)
 	}
 	// Every deployment key is read at start: the role, the provider, etcd.
-	if !reflect.DeepEqual(started.Deployment, next.Deployment) {
-		out = append(out, "deployment")
-	}
+	out = append(out, deploymentSection().changed("deployment",
+		&deploymentFields{Deployment: started.DeploymentSettings()}, &deploymentFields{Deployment: next.DeploymentSettings()})...)
 	return out
 }
 

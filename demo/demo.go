@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/proxy"
 )
@@ -35,7 +36,7 @@ type Demo struct {
 
 // Start starts three brokers on 127.0.0.1 ports the kernel picks and mqgate
 // on listen. access, when not nil, receives the access log.
-func Start(listen string, log, access *slog.Logger) (*Demo, error) {
+func Start(listen string, log *slog.Logger, access *accesslog.Writer) (*Demo, error) {
 	d := &Demo{}
 	quiet := slog.New(slog.DiscardHandler)
 	for i := range 3 {

@@ -147,9 +147,10 @@ type Meter struct {
 	Up   atomic.Int64 // client to broker
 	Down atomic.Int64 // broker to client
 	// Totals are meters shared with other pipes (a route's, a node's):
-	// every byte counted here is added to each, so that their readers
-	// read counters instead of summing live pipes.
-	Totals []*Meter
+	// every byte counted here is added to each that is set, so that their
+	// readers read counters instead of summing live pipes. Two, in place,
+	// so that a connection's meter costs no allocation.
+	Totals [2]*Meter
 }
 
 // Add counts n bytes client to broker (up) or broker to client, here and
@@ -161,7 +162,9 @@ func (m *Meter) Add(up bool, n int64) {
 		m.Down.Add(n)
 	}
 	for _, t := range m.Totals {
-		t.Add(up, n)
+		if t != nil {
+			t.Add(up, n)
+		}
 	}
 }
 

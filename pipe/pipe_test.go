@@ -96,7 +96,7 @@ func TestBytesBothWaysThenHalfClose(t *testing.T) {
 	t.Parallel()
 	forBothPaths(t, func(t *testing.T, buffered bool) {
 		var total pipe.Meter
-		meter := &pipe.Meter{Totals: []*pipe.Meter{&total}}
+		meter := &pipe.Meter{Totals: [2]*pipe.Meter{&total}}
 		client, broker, _, _, res := setup(t, buffered, pipe.Options{Idle: time.Minute, Meter: meter})
 		up, down := random(1<<20), random(1<<20)
 		errs := make(chan error, 2)

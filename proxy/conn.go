@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
@@ -49,7 +48,9 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 // the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
 	srv     *Server
-	home    uint8 // its shard of srv.conns
+	home    uint8          // its shard of srv.conns
+	links   [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
+	sameID  *liveConn      // the next piping connection with its client id
 	mu      sync.Mutex
 	client  net.Conn      // nil once in an event loop
 	broker  net.Conn      // nil until dialled, and once in an event loop
@@ -597,28 +598,25 @@ func (s *Server) logRecord(r *record) {
 	if s.access == nil {
 		return
 	}
-	attrs := []slog.Attr{
-		slog.String("listener", r.listener),
-		slog.String("client", r.remote.String()),
-		slog.String("route", r.route),
-		slog.String("client_id", r.clientID),
-		slog.String("username", r.username),
-		slog.Int("protocol_level", int(r.level)),
-		slog.String("node", r.node),
-		slog.Int64("bytes_up", r.up),
-		slog.Int64("bytes_down", r.down),
-		slog.Float64("duration_s", time.Since(r.start).Seconds()),
-		slog.String("end", string(r.end)),
-	}
-	if r.detail != "" {
-		attrs = append(attrs, slog.String("detail", r.detail))
-	}
-	if r.errorKind != "" {
-		attrs = append(attrs, slog.String("error_kind", r.errorKind))
+	// On the stack: Log copies it.
+	ar := accesslog.Record{
+		Listener:      r.listener,
+		Client:        r.remote,
+		Route:         r.route,
+		ClientID:      r.clientID,
+		Username:      r.username,
+		ProtocolLevel: int(r.level),
+		Node:          r.node,
+		BytesUp:       r.up,
+		BytesDown:     r.down,
+		Duration:      time.Since(r.start),
+		End:           string(r.end),
+		Detail:        r.detail,
+		ErrorKind:     r.errorKind,
 	}
 	if len(r.tried) > 0 {
-		attrs = append(attrs, slog.String("tried", strings.Join(r.tried, "; ")))
+		ar.Tried = strings.Join(r.tried, "; ")
 	}
-	attrs = append(attrs, r.id.attrs()...)
-	s.access.LogAttrs(context.Background(), slog.LevelInfo, "connection", attrs...)
+	r.id.fill(&ar)
+	s.access.Log(&ar)
 }

@@ -79,8 +79,7 @@ func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeStat
 	e.remote, e.listener, e.since = rec.remote, rec.listener, rec.start
 	e.route, e.node = rs, node
 	e.forwarded, e.forwardedDown = up, rec.down
-	e.totals = [2]*pipe.Meter{&rs.bytes, &node.bytes}
-	e.meter.Totals = e.totals[:]
+	e.meter.Totals = [2]*pipe.Meter{&rs.bytes, &node.bytes}
 	e.piping = true
 	lc.mu.Unlock()
 	rs.active.Add(1)
@@ -90,8 +89,8 @@ func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeStat
 	rs.bytes.Down.Add(rec.down)
 	node.bytes.Down.Add(rec.down)
 	lc.srv.conns.addClient(e.clientID, lc)
-	node.conns.add(lc)
-	rs.conns.add(lc)
+	node.conns.push(lc)
+	rs.conns.push(lc)
 }
 
 // settle takes a finished connection out of the indexes and its route's

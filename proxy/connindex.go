@@ -15,7 +15,7 @@ const connShards = 64
 
 // connIndex is the set of live connections, sharded, and indexed by what
 // operators ask about: by client id here (the shard of its hash), by node
-// and by route in their states (connSet). A kick, a drain or a duplicate
+// and by route in their states (connList). A kick, a drain or a duplicate
 // client id check touches only the connections it concerns; nothing but
 // Shutdown and DrainAll walks them all.
 type connIndex struct {
@@ -26,9 +26,9 @@ type connIndex struct {
 }
 
 type connShard struct {
-	mu       sync.Mutex
-	conns    map[*liveConn]struct{}  // the live connections whose home this is
-	byClient map[string][]*liveConn  // piping connections by the client's own id
+	mu       sync.Mutex              // over byClient and claims; all has its own
+	all      connList                // the live connections whose home this is
+	byClient map[string]*liveConn    // piping connections by the client's own id, chained by sameID
 	claims   map[clientKey]*liveConn // on_duplicate_client_id: who holds (upstream, client id)
 }
 
@@ -36,8 +36,8 @@ func newConnIndex() *connIndex {
 	x := &connIndex{seed: maphash.MakeSeed()}
 	for i := range x.shards {
 		sh := &x.shards[i]
-		sh.conns = make(map[*liveConn]struct{})
-		sh.byClient = make(map[string][]*liveConn)
+		sh.all.slot = linkShard
+		sh.byClient = make(map[string]*liveConn)
 		sh.claims = make(map[clientKey]*liveConn)
 	}
 	return x
@@ -52,32 +52,22 @@ func (x *connIndex) clientShard(id string) *connShard {
 // lock, so a connection is either refused here or seen by the sweep.
 func (x *connIndex) track(lc *liveConn) bool {
 	lc.home = uint8(x.next.Add(1) % connShards)
-	sh := &x.shards[lc.home]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
+	l := &x.shards[lc.home].all
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if x.closing.Load() {
 		return false
 	}
-	sh.conns[lc] = struct{}{}
+	l.pushLocked(lc)
 	return true
 }
 
-func (x *connIndex) untrack(lc *liveConn) {
-	sh := &x.shards[lc.home]
-	sh.mu.Lock()
-	delete(sh.conns, lc)
-	sh.mu.Unlock()
-}
+func (x *connIndex) untrack(lc *liveConn) { x.shards[lc.home].all.remove(lc) }
 
 // each calls f for every live connection, one shard at a time.
 func (x *connIndex) each(f func(*liveConn)) {
 	for i := range x.shards {
-		sh := &x.shards[i]
-		sh.mu.Lock()
-		for lc := range sh.conns {
-			f(lc)
-		}
-		sh.mu.Unlock()
+		x.shards[i].all.each(f)
 	}
 }
 
@@ -85,10 +75,7 @@ func (x *connIndex) each(f func(*liveConn)) {
 func (x *connIndex) count() int {
 	n := 0
 	for i := range x.shards {
-		sh := &x.shards[i]
-		sh.mu.Lock()
-		n += len(sh.conns)
-		sh.mu.Unlock()
+		n += x.shards[i].all.len()
 	}
 	return n
 }
@@ -97,7 +84,8 @@ func (x *connIndex) count() int {
 func (x *connIndex) addClient(id string, lc *liveConn) {
 	sh := x.clientShard(id)
 	sh.mu.Lock()
-	sh.byClient[id] = append(sh.byClient[id], lc)
+	lc.sameID = sh.byClient[id]
+	sh.byClient[id] = lc
 	sh.mu.Unlock()
 }
 
@@ -105,19 +93,21 @@ func (x *connIndex) removeClient(id string, lc *liveConn) {
 	sh := x.clientShard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	list := sh.byClient[id]
-	for i, c := range list {
-		if c == lc {
-			list[i] = list[len(list)-1]
-			list = list[:len(list)-1]
-			break
+	if first := sh.byClient[id]; first == lc {
+		if lc.sameID == nil {
+			delete(sh.byClient, id)
+		} else {
+			sh.byClient[id] = lc.sameID
+		}
+	} else {
+		for c := first; c != nil; c = c.sameID {
+			if c.sameID == lc {
+				c.sameID = lc.sameID
+				break
+			}
 		}
 	}
-	if len(list) == 0 {
-		delete(sh.byClient, id)
-	} else {
-		sh.byClient[id] = list
-	}
+	lc.sameID = nil
 }
 
 // client returns the piping connections of a client id.
@@ -125,7 +115,11 @@ func (x *connIndex) client(id string) []*liveConn {
 	sh := x.clientShard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return append([]*liveConn(nil), sh.byClient[id]...)
+	var out []*liveConn
+	for c := sh.byClient[id]; c != nil; c = c.sameID {
+		out = append(out, c)
+	}
+	return out
 }
 
 // clientKey is a client id as a broker cluster sees it: ids are unique per
@@ -156,33 +150,81 @@ func (x *connIndex) release(k clientKey, lc *liveConn) {
 	}
 }
 
-// connSet is the piping connections of one node or one route.
-type connSet struct {
-	mu sync.Mutex
-	m  map[*liveConn]struct{}
+// The lists a connection is in, each through its own link in liveConn: a
+// list costs its members two pointers each and no allocation, where a set
+// would cost a map entry.
+const (
+	linkShard = iota // its shard's list of every live connection
+	linkNode         // its node's piping connections
+	linkRoute        // its route's piping connections
+	numLinks
+)
+
+type link struct{ prev, next *liveConn }
+
+// connList is a list of connections through one of their links.
+type connList struct {
+	mu   sync.Mutex
+	slot int // which of the members' links chains them
+	head *liveConn
+	n    int
 }
 
-func (cs *connSet) add(lc *liveConn) {
-	cs.mu.Lock()
-	if cs.m == nil {
-		cs.m = make(map[*liveConn]struct{})
+func (l *connList) pushLocked(lc *liveConn) {
+	lk := &lc.links[l.slot]
+	lk.prev, lk.next = nil, l.head
+	if l.head != nil {
+		l.head.links[l.slot].prev = lc
 	}
-	cs.m[lc] = struct{}{}
-	cs.mu.Unlock()
+	l.head = lc
+	l.n++
 }
 
-func (cs *connSet) remove(lc *liveConn) {
-	cs.mu.Lock()
-	delete(cs.m, lc)
-	cs.mu.Unlock()
+func (l *connList) push(lc *liveConn) {
+	l.mu.Lock()
+	l.pushLocked(lc)
+	l.mu.Unlock()
 }
 
-func (cs *connSet) list() []*liveConn {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	out := make([]*liveConn, 0, len(cs.m))
-	for lc := range cs.m {
-		out = append(out, lc)
+func (l *connList) remove(lc *liveConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lk := &lc.links[l.slot]
+	switch {
+	case lk.prev != nil:
+		lk.prev.links[l.slot].next = lk.next
+	case l.head == lc:
+		l.head = lk.next
+	default:
+		return // not in the list
+	}
+	if lk.next != nil {
+		lk.next.links[l.slot].prev = lk.prev
+	}
+	lk.prev, lk.next = nil, nil
+	l.n--
+}
+
+func (l *connList) each(f func(*liveConn)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := l.head; c != nil; c = c.links[l.slot].next {
+		f(c)
+	}
+}
+
+func (l *connList) list() []*liveConn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*liveConn, 0, l.n)
+	for c := l.head; c != nil; c = c.links[l.slot].next {
+		out = append(out, c)
 	}
 	return out
+}
+
+func (l *connList) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
 }

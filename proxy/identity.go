@@ -3,13 +3,13 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"log/slog"
 	"net"
 	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/tlsconf"
@@ -147,27 +147,15 @@ func (snap *snapshot) listenerConfig(addr string, fallback config.Listener) conf
 	return fallback
 }
 
-// attrs are the access-log fields of the identity, present only when they
-// say something.
-func (id *identity) attrs() []slog.Attr {
-	var out []slog.Attr
-	if id.peer.IsValid() {
-		out = append(out, slog.String("proxy_protocol_peer", id.peer.String()))
-	}
+// fill sets the access-log fields of the identity.
+func (id *identity) fill(r *accesslog.Record) {
+	r.ProxyProtocolPeer = id.peer
 	if id.tls != nil {
-		out = append(out,
-			slog.String("tls_version", tlsconf.VersionName(id.tls.Version)),
-			slog.Bool("tls_resumed", id.tls.DidResume),
-			slog.String(vars.SSLServerName, id.vars.SSLServerName))
-		if id.vars.SSLClientSerial != "" {
-			out = append(out,
-				slog.String(vars.SSLClientSDN, id.vars.SSLClientSDN),
-				slog.String(vars.SSLClientSerial, id.vars.SSLClientSerial),
-				slog.String(vars.SSLClientFingerprint, id.vars.SSLClientFingerprint))
-		}
+		r.TLS = true
+		r.TLSVersion = tlsconf.VersionName(id.tls.Version)
+		r.TLSResumed = id.tls.DidResume
+		r.SNI = id.vars.SSLServerName
+		r.ClientSDN, r.ClientSerial, r.ClientFingerprint = id.vars.SSLClientSDN, id.vars.SSLClientSerial, id.vars.SSLClientFingerprint
 	}
-	if id.upstream != "" {
-		out = append(out, slog.String("upstream_client_id", id.upstream))
-	}
-	return out
+	r.UpstreamClientID = id.upstream
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/proxy"
@@ -35,7 +36,7 @@ func startGateway(t testing.TB, yml string) *gateway {
 	access := &mqtttest.LogBuffer{}
 	srv := mqtttest.StartProxy(t, cfg, proxy.Options{
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		AccessLog: slog.New(slog.NewJSONHandler(access, nil)),
+		AccessLog: accesslog.New(access, nil),
 	})
 	g := &gateway{srv: srv, access: access}
 	for _, a := range srv.ListenerAddrs() {

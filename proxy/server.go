@@ -34,6 +34,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/keyed"
@@ -43,8 +44,8 @@ import (
 
 // Options are the parts of a Server that do not come from the configuration.
 type Options struct {
-	Log       *slog.Logger // process log; slog.Default() when nil
-	AccessLog *slog.Logger // one record per connection; nil disables it
+	Log       *slog.Logger      // process log; slog.Default() when nil
+	AccessLog *accesslog.Writer // one record per connection; nil disables it
 
 	// CertCheckInterval is how often certificate files are checked for
 	// changes; 0 means DefaultCertCheckInterval.
@@ -58,7 +59,7 @@ const DefaultCertCheckInterval = 5 * time.Second
 // Server is a running set of listeners and the connections they accepted.
 type Server struct {
 	log    *slog.Logger
-	access *slog.Logger
+	access *accesslog.Writer
 
 	snap     atomic.Pointer[snapshot]
 	nodes    nodeRegistry

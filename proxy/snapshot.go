@@ -48,7 +48,7 @@ type nodeState struct {
 	total      atomic.Uint64 // proxied connections ever
 	dialFails  atomic.Uint64
 	bytes      pipe.Meter // every byte its connections carried, live ones' so far
-	conns      connSet    // its piping connections
+	conns      connList   // its piping connections
 }
 
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
@@ -60,7 +60,9 @@ type nodeRegistry struct {
 type nodeKey struct{ upstream, addr string }
 
 func (r *nodeRegistry) node(upstreamID, addr string) *nodeState {
-	return r.Get(nodeKey{upstreamID, addr}, func() *nodeState { return &nodeState{upstreamID: upstreamID, addr: addr} })
+	return r.Get(nodeKey{upstreamID, addr}, func() *nodeState {
+		return &nodeState{upstreamID: upstreamID, addr: addr, conns: connList{slot: linkNode}}
+	})
 }
 
 // prune forgets nodes that the current snapshot does not use and that carry

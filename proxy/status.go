@@ -43,7 +43,7 @@ type routeState struct {
 	active atomic.Int64
 	total  atomic.Uint64
 	bytes  pipe.Meter // every byte its connections carried, live ones' so far
-	conns  connSet    // its piping connections
+	conns  connList   // its piping connections
 }
 
 // routeRegistry hands out the routeState for a route id.
@@ -56,7 +56,7 @@ type routeRegistry struct {
 func (r *routeRegistry) states(cfg *config.Config) []*routeState {
 	out := make([]*routeState, len(cfg.StreamRoutes))
 	for i, rt := range cfg.StreamRoutes {
-		out[i] = r.Get(rt.ID, func() *routeState { return &routeState{id: rt.ID} })
+		out[i] = r.Get(rt.ID, func() *routeState { return &routeState{id: rt.ID, conns: connList{slot: linkRoute}} })
 	}
 	return out
 }

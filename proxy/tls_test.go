@@ -23,6 +23,7 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/pires/go-proxyproto/tlvparse"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/internal/certtest"
@@ -88,7 +89,7 @@ func startTLSGateway(t *testing.T, yml string) *tlsGateway {
 	g := &tlsGateway{log: &mqtttest.LogBuffer{}, access: &mqtttest.LogBuffer{}}
 	g.srv = mqtttest.StartProxy(t, cfg, proxy.Options{
 		Log:               slog.New(slog.NewTextHandler(g.log, nil)),
-		AccessLog:         slog.New(slog.NewJSONHandler(g.access, nil)),
+		AccessLog:         accesslog.New(g.access, nil),
 		CertCheckInterval: 20 * time.Millisecond,
 	})
 	for _, a := range g.srv.ListenerAddrs() {

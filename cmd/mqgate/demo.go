@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/demo"
 )
 
@@ -22,7 +23,8 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	access := slog.New(slog.NewJSONHandler(stdout, nil))
+	access := accesslog.New(stdout, accesslog.JSON)
+	defer access.Close()
 	d, err := demo.Start(*listen, log, access)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/admin"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/proxy"
@@ -124,26 +125,28 @@ func logConfig(log *slog.Logger, cfg *config.Config) {
 	}
 }
 
-// openAccessLog returns the access logger for the access_log setting: JSON
-// lines on stdout, stderr or a file, or nil for "off".
-func openAccessLog(where string, stdout io.Writer) (*slog.Logger, func(), error) {
-	var w io.Writer
-	closeFn := func() {}
+// openAccessLog returns the access log for the access_log setting: JSON
+// lines on stdout, stderr or a file, or nil for "off". The close function
+// writes out what is buffered, then closes the file.
+func openAccessLog(where string, stdout io.Writer) (*accesslog.Writer, func(), error) {
+	var out io.Writer
+	closeFile := func() {}
 	switch where {
 	case "off":
-		return nil, closeFn, nil
+		return nil, closeFile, nil
 	case "", "stdout":
-		w = stdout
+		out = stdout
 	case "stderr":
-		w = os.Stderr
+		out = os.Stderr
 	default:
 		f, err := os.OpenFile(where, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
 			return nil, nil, fmt.Errorf("access log: %w", err)
 		}
-		w, closeFn = f, func() { f.Close() }
+		out, closeFile = f, func() { f.Close() }
 	}
-	return slog.New(slog.NewJSONHandler(w, nil)), closeFn, nil
+	w := accesslog.New(out, accesslog.JSON)
+	return w, func() { _ = w.Close(); closeFile() }, nil
 }
 
 // raiseFileLimit raises the open-file soft limit to the hard one and

@@ -309,3 +309,40 @@ func CPUTime(pid int) (time.Duration, error) {
 	const clockTicks = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }
+
+// ConnectCycles runs total connect → CONNACK → DISCONNECT → close cycles
+// with client ids prefix0, prefix1, ..., workers at a time, for at most
+// limit. It reports each cycle's time from dial to CONNACK to done (when
+// not nil) and returns how many cycles ran.
+func ConnectCycles(addr, prefix string, total, workers int, limit time.Duration, done func(i int, d time.Duration)) (int, error) {
+	deadline := time.Now().Add(limit)
+	var next atomic.Int64
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1)) - 1
+				if i >= total {
+					return
+				}
+				start := time.Now()
+				c, err := Connect(addr, prefix+strconv.Itoa(i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if done != nil {
+					done(i, time.Since(start))
+				}
+				_, _ = c.Write([]byte{0xe0, 0x00}) // DISCONNECT
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return min(int(next.Load()), total), <-errs
+}

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -181,16 +182,25 @@ func (m *Mosquitto) Seen() []string {
 	return ids
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago, for
-// programs that cannot be told to listen on port 0.
+// FreePort returns a TCP port that was free a moment ago on every address,
+// for programs that cannot be told to listen on port 0. It is drawn below
+// the kernel's ephemeral range (32768-60999 here): a port from there can be
+// taken at any moment by an outgoing connection of a parallel test (a flood
+// test uses thousands), which makes a later bind fail at random.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	const lowest, ceiling = 10000, 32768
+	for range 1000 {
+		port := lowest + rand.IntN(ceiling-lowest)
+		ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
+		if err != nil {
+			continue // in use; draw again
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("FreePort: no free port below the ephemeral range after 1000 draws")
+	return 0
 }
 
 // WaitFor polls cond until it holds or 10 s pass, then fails the test.

@@ -143,7 +143,7 @@ func TestBytesBothWays(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 2)
 	var total pipe.Meter
-	meter := &pipe.Meter{Totals: []*pipe.Meter{&total}}
+	meter := &pipe.Meter{Totals: [2]*pipe.Meter{&total}}
 	tp := h.pair(pipe.Options{Idle: time.Minute, Meter: meter})
 	up := []byte("\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
 	down := []byte{0x20, 0x02, 0x00, 0x00}

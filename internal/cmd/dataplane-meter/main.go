@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +43,7 @@ func main() {
 
 type settings struct {
 	target, dataPath, mqgate string
+	accessLog                string
 	env                      string
 	n, msgs, connects        int
 	workers                  int
@@ -55,6 +55,7 @@ func run() error {
 	flag.StringVar(&s.target, "target", "mqgate", "proxy to measure: mqgate or haproxy")
 	flag.StringVar(&s.dataPath, "data-path", "epoll", "mqgate's stream_proxy.data_path: epoll or goroutines")
 	flag.StringVar(&s.mqgate, "mqgate", "", "mqgate binary (default: build ./cmd/mqgate)")
+	flag.StringVar(&s.accessLog, "access-log", "off", "mqgate's log.access_log: off, or a file to write it to (the default, stdout, goes to the meter's log file)")
 	flag.IntVar(&s.n, "n", 5000, "idle connections to hold")
 	flag.IntVar(&s.msgs, "msgs", 200000, "64-byte message round trips for the CPU figure (0 skips)")
 	flag.IntVar(&s.connects, "connects", 20000, "connect cycles for the CPU figure (0 skips)")
@@ -156,7 +157,7 @@ func run() error {
 			return err
 		}
 		start := time.Now()
-		done, err := connectCycles(proxyAddr, s.connects, s.workers, s.limit)
+		done, err := meter.ConnectCycles(proxyAddr, "cycle-", s.connects, s.workers, s.limit, nil)
 		if err != nil {
 			return fmt.Errorf("connect phase: %w", err)
 		}
@@ -208,36 +209,6 @@ func roundTrips(conns []net.Conn, total int, limit time.Duration) (int, error) {
 	return int(done.Load()), <-errs
 }
 
-// connectCycles runs connect → CONNACK → DISCONNECT → close, total times.
-func connectCycles(addr string, total, workers int, limit time.Duration) (int, error) {
-	deadline := time.Now().Add(limit)
-	var next atomic.Int64
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				c, err := meter.Connect(addr, "cycle-"+strconv.Itoa(i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				c.Write([]byte{0xe0, 0x00})
-				c.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return min(int(next.Load()), total), <-errs
-}
-
 func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
 	var env []string
 	if s.env != "" {
@@ -248,13 +219,13 @@ func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
 		yml := fmt.Sprintf(`stream_proxy:
   tcp: [%q]
   data_path: %s
-log: {level: warn, access_log: "off"}
+log: {level: warn, access_log: %q}
 upstreams:
   - id: 1
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-`, addr, s.dataPath, sinkAddr)
+`, addr, s.dataPath, s.accessLog, sinkAddr)
 		return meter.StartMqgate(dir, s.mqgate, yml, env...)
 	case "haproxy":
 		cfg := filepath.Join(dir, "haproxy.cfg")

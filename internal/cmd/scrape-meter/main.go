@@ -19,11 +19,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,47 +178,12 @@ func scrape(client *http.Client, url string) (time.Duration, int, error) {
 	return time.Since(start), int(n), nil
 }
 
-// connectLatencies runs total connect → CONNACK → DISCONNECT → close
-// cycles, workers at a time, and returns each one's time from dial to
-// CONNACK.
+// connectLatencies runs total connect cycles, workers at a time, and
+// returns each one's time from dial to CONNACK.
 func connectLatencies(addr string, total, workers int, limit time.Duration) ([]time.Duration, error) {
-	deadline := time.Now().Add(limit)
-	var next atomic.Int64
 	lat := make([]time.Duration, total)
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				start := time.Now()
-				c, err := meter.Connect(addr, "latency-"+strconv.Itoa(i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				lat[i] = time.Since(start)
-				disconnect(c)
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return nil, err
-	}
-	done := min(int(next.Load()), total)
-	return lat[:done], nil
-}
-
-func disconnect(c net.Conn) {
-	_, _ = c.Write([]byte{0xe0, 0x00})
-	c.Close()
+	n, err := meter.ConnectCycles(addr, "latency-", total, workers, limit, func(i int, d time.Duration) { lat[i] = d })
+	return lat[:n], err
 }
 
 // quantiles formats p50 / p99 / max of ds.
