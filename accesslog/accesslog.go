@@ -37,7 +37,6 @@ type Record struct {
 	End           string
 	Detail        string // empty: left out
 	ErrorKind     string // empty: left out
-	Tried         string // the nodes tried before Node and why each failed (CONNACK failover); empty: left out
 
 	ProxyProtocolPeer netip.AddrPort // zero: no PROXY header, left out
 
@@ -50,6 +49,9 @@ type Record struct {
 	ClientSDN, ClientSerial, ClientFingerprint string
 
 	UpstreamClientID string // the client id sent to the broker when a rewrite changed it; empty: left out
+
+	Transport   string         // "ws" or "wss" for MQTT over WebSocket; empty: left out
+	ForwardedBy netip.AddrPort // the trusted proxy whose X-Real-IP/X-Forwarded-For gave Client; zero: left out
 }
 
 // Format appends one encoded record, its line end included, to dst and

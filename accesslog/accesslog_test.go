@@ -31,7 +31,6 @@ func full() Record {
 		End:               "client_closed",
 		Detail:            "a \"quoted\" detail\n",
 		ErrorKind:         "malformed",
-		Tried:             "10.0.0.1:1883: no CONNACK within 5s: i/o timeout",
 		ProxyProtocolPeer: netip.MustParseAddrPort("[2001:db8::1]:5000"),
 		TLS:               true,
 		TLSVersion:        "TLSv1.3",
@@ -41,6 +40,8 @@ func full() Record {
 		ClientSerial:      "0A1B",
 		ClientFingerprint: "ab12",
 		UpstreamClientID:  "acme/meter-7",
+		Transport:         "wss",
+		ForwardedBy:       netip.MustParseAddrPort("10.0.0.9:41000"),
 	}
 }
 
@@ -68,9 +69,6 @@ func viaSlog(r *Record) []byte {
 	if r.ErrorKind != "" {
 		attrs = append(attrs, slog.String("error_kind", r.ErrorKind))
 	}
-	if r.Tried != "" {
-		attrs = append(attrs, slog.String("tried", r.Tried))
-	}
 	if r.ProxyProtocolPeer.IsValid() {
 		attrs = append(attrs, slog.String("proxy_protocol_peer", r.ProxyProtocolPeer.String()))
 	}
@@ -82,6 +80,12 @@ func viaSlog(r *Record) []byte {
 	}
 	if r.UpstreamClientID != "" {
 		attrs = append(attrs, slog.String("upstream_client_id", r.UpstreamClientID))
+	}
+	if r.Transport != "" {
+		attrs = append(attrs, slog.String("transport", r.Transport))
+	}
+	if r.ForwardedBy.IsValid() {
+		attrs = append(attrs, slog.String("forwarded_by", r.ForwardedBy.String()))
 	}
 	rec := slog.NewRecord(r.Time, slog.LevelInfo, "connection", 0)
 	rec.AddAttrs(attrs...)

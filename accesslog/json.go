@@ -39,9 +39,6 @@ func JSON(dst []byte, r *Record) []byte {
 	if r.ErrorKind != "" {
 		dst = appendString(dst, "error_kind", r.ErrorKind)
 	}
-	if r.Tried != "" {
-		dst = appendString(dst, "tried", r.Tried)
-	}
 	if r.ProxyProtocolPeer.IsValid() {
 		dst = append(dst, `,"proxy_protocol_peer":"`...)
 		dst = appendAddrPort(dst, r.ProxyProtocolPeer)
@@ -60,6 +57,14 @@ func JSON(dst []byte, r *Record) []byte {
 	}
 	if r.UpstreamClientID != "" {
 		dst = appendString(dst, "upstream_client_id", r.UpstreamClientID)
+	}
+	if r.Transport != "" {
+		dst = appendString(dst, "transport", r.Transport)
+	}
+	if r.ForwardedBy.IsValid() {
+		dst = append(dst, `,"forwarded_by":"`...)
+		dst = appendAddrPort(dst, r.ForwardedBy)
+		dst = append(dst, '"')
 	}
 	return append(dst, "}\n"...)
 }

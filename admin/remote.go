@@ -115,7 +115,11 @@ func (m *Manager) StartedFromCache() (bool, string, int64) {
 // from etcd are validated again over the new files.
 func (m *Manager) rebuild(docs []config.Document) (*config.Config, *State, string, error) {
 	if m.etcd.remote == nil {
-		return build(docs)
+		cfg, st, path, err := build(docs)
+		if err == nil && cfg.DeploymentSettings().UsesEtcd() != m.cfg.DeploymentSettings().UsesEtcd() {
+			return nil, nil, "", errors.New("deployment.config_provider changed: restart mqgate to change where its configuration comes from")
+		}
+		return cfg, st, path, err
 	}
 	fileCfg, err := config.Parse(docs...)
 	if err != nil {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"time"
@@ -28,7 +29,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		es, rs := s.etcd.Status(), s.remoteStatus()
 		state := "connected"
 		if !es.Connected {
-			state = "unreachable (" + es.LastError + "), serving the last good configuration"
+			state = "unreachable (" + cmp.Or(es.LastError, "not connected yet") + "), serving the last good configuration"
 		}
 		fmt.Fprintf(w, "etcd: %s, revision %d, %d refused objects\n", state, rs.Revision, len(rs.Refused))
 		if rs.FromCache {

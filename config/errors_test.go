@@ -242,7 +242,7 @@ upstreams:
 				`u.yaml:6: stream_routes[1].upstream.id: an inline upstream takes no id; declare it under upstreams and use upstream_id`,
 				`u.yaml:7: stream_routes[1].upstream.type: must be roundrobin, chash or least_conn, got "ewma"`,
 				`u.yaml:11: upstreams[0].key: only used with type chash, not roundrobin`,
-				`u.yaml:13: upstreams[0].scheme: must be tcp or tls, got "udp"`,
+				`u.yaml:13: upstreams[0].scheme: must be tcp, tls, http or https, got "udp"`,
 				`u.yaml:14: upstreams[0].retries: must be >= 0, got -1`,
 				`u.yaml:17: upstreams[1].key: must be mqtt_client_id, remote_addr, mqtt_username, ssl_server_name, ssl_client_serial, ssl_client_s_dn, ssl_client_s_dn_cn or ssl_client_fingerprint, got "uri"`,
 				`u.yaml:19: upstreams[1].timeout.connect: must be greater than 0`,
@@ -276,7 +276,7 @@ apisix:
 				`config.yaml:10: apisix.stream_proxy.tcp[6].addr: port must be 1..65535, got 0`,
 				`config.yaml:11: apisix.stream_proxy.tcp[7].addr: required`,
 				`config.yaml:12: apisix.stream_proxy.tcp[8].tls: must be true or false, got "yes"`,
-				`config.yaml:13: apisix.stream_proxy.tcp[9]: must be a port, "ip:port" or {addr, tls, proxy_protocol, real_ip_from}, got a list`,
+				`config.yaml:13: apisix.stream_proxy.tcp[9]: must be a port, "ip:port" or {addr, tls, proxy_protocol, real_ip_from, websocket}, got a list`,
 			},
 		},
 		{

@@ -115,12 +115,14 @@ func References() []Reference {
 	return []Reference{
 		streamProxySection().reference(0),
 		listenerSection().reference(1),
+		webSocketSection().reference(2),
 		logSection().reference(0),
 		adminSection().reference(0),
 		adminKeySection().reference(1),
 		reloadSection().reference(0),
 		rebalanceSection().reference(0),
 		routeSection().reference(0),
+		httpRouteSection().reference(0),
 		upstreamSection().reference(0),
 		sslSection().reference(0),
 		deploymentSection().reference(0),
@@ -243,6 +245,9 @@ func listenerSection() section[listenerMapping] {
 			}},
 			{name: "real_ip_from", def: "required with `proxy_protocol`", decode: func(d *decoder, kv keyValue, p string, v *listenerMapping) {
 				d.realIPFrom(kv, p, v.l)
+			}},
+			{name: "websocket", def: "`false`", decode: func(d *decoder, kv keyValue, p string, v *listenerMapping) {
+				v.l.WebSocket = d.websocket(kv.val, p)
 			}},
 		},
 	}

@@ -41,7 +41,7 @@ func (d *decoder) listener(n *yaml.Node, path string) (listenerDecl, bool) {
 		path = join(path, "addr")
 	}
 	if addr.Kind != yaml.ScalarNode || addr.Tag != "!!int" && addr.Tag != "!!str" {
-		d.errorf(addr, path, `must be a port, "ip:port" or {addr, tls, proxy_protocol, real_ip_from}, got %s`, describe(addr))
+		d.errorf(addr, path, `must be a port, "ip:port" or {addr, tls, proxy_protocol, real_ip_from, websocket}, got %s`, describe(addr))
 		return l, false
 	}
 	host, port, msg := parseListenAddr(addr.Value)

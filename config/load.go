@@ -28,13 +28,13 @@ const (
 
 var (
 	// topLevelKeys are the sections mqgate reads, in any file.
-	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload", "rebalance", "deployment"}
+	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload", "rebalance", "deployment", "routes", "node_listen"}
 	// ignoredTopLevelKeys are APISIX sections of config.yaml and apisix.yaml
 	// that mqgate accepts so users can bring their files, but does not use.
 	ignoredTopLevelKeys = []string{
 		"nginx_config", "plugins", "stream_plugins", "plugin_attr", "discovery",
 		"graphql", "ext-plugin", "wasm", "etcd",
-		"routes", "services", "consumers", "plugin_configs", "global_rules", "protos",
+		"services", "consumers", "plugin_configs", "global_rules", "protos",
 		"plugin_metadata", "consumer_groups", "secrets",
 	}
 	logLevels = []string{"debug", "info", "warn", "error"}
@@ -91,6 +91,9 @@ type builder struct {
 	rebalance   *Rebalance
 	deployment  *Deployment
 	ssls        []sslDecl
+
+	httpListeners []listenerDecl  // node_listen, ssl.listen
+	httpRoutes    []httpRouteDecl // routes
 }
 
 type location struct {
@@ -179,6 +182,12 @@ func (d *decoder) document(n *yaml.Node) {
 			for i, item := range d.items(kv.val, kv.key) {
 				d.b.ssls = append(d.b.ssls, d.ssl(item, index(kv.key, i)))
 			}
+		case "routes":
+			for i, item := range d.items(kv.val, kv.key) {
+				d.b.httpRoutes = append(d.b.httpRoutes, d.httpRoute(item, index(kv.key, i)))
+			}
+		case "node_listen":
+			d.nodeListen(kv.val, kv.key, false)
 		default:
 			if slices.Contains(ignoredTopLevelKeys, kv.key) {
 				d.ignore(kv.keyNode, kv.key)
@@ -193,8 +202,15 @@ func (d *decoder) document(n *yaml.Node) {
 // mqgate; everything else there is APISIX's own business.
 func (d *decoder) apisix(n *yaml.Node) {
 	for _, kv := range d.fields(n, "apisix") {
-		if kv.key == "stream_proxy" {
+		switch kv.key {
+		case "stream_proxy":
 			d.streamProxy(kv.val, "apisix.stream_proxy")
+			continue
+		case "node_listen":
+			d.nodeListen(kv.val, "apisix.node_listen", false)
+			continue
+		case "ssl":
+			d.apisixSSL(kv.val, "apisix.ssl")
 			continue
 		}
 		d.ignore(kv.keyNode, join("apisix", kv.key))
@@ -251,6 +267,7 @@ func (d *decoder) accessLog(n *yaml.Node, path string, l *Log) {
 func (b *builder) finish() *Config {
 	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload, Rebalance: b.rebalance, Deployment: b.deployment}
 	b.checkDeployment()
+	b.mergeHTTPListeners()
 	b.checkListeners()
 	b.nameRoutes()
 	b.applyOverlay()
@@ -267,6 +284,7 @@ func (b *builder) finish() *Config {
 	for _, u := range b.upstreams {
 		cfg.Upstreams = append(cfg.Upstreams, u.Upstream)
 	}
+	b.checkHTTPRoutes(cfg)
 	b.checkSSLs()
 	for _, s := range b.ssls {
 		if !s.disabled {

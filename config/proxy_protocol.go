@@ -32,11 +32,13 @@ func (d *decoder) realIPFrom(kv keyValue, p string, l *listenerDecl) {
 
 // checkProxyProtocol requires real_ip_from with proxy_protocol: trusting a
 // client-supplied address from anyone would let any client pose as any other.
+// On a websocket listener real_ip_from also says whose X-Real-IP and
+// X-Forwarded-For headers are believed.
 func (d *decoder) checkProxyProtocol(n *yaml.Node, path string, l *listenerDecl) {
 	switch {
 	case l.ProxyProtocol && len(l.RealIPFrom) == 0 && !l.realIPFromSet:
 		d.errorf(n, join(path, "real_ip_from"), `required with proxy_protocol: the load balancers' addresses, like ["10.0.0.0/8"] ("0.0.0.0/0" and "::/0" trust everyone)`)
-	case !l.ProxyProtocol && l.realIPFromSet:
-		d.errorf(n, join(path, "real_ip_from"), "only used with proxy_protocol: true")
+	case !l.ProxyProtocol && l.WebSocket == nil && l.realIPFromSet:
+		d.errorf(n, join(path, "real_ip_from"), "only used with proxy_protocol: true or websocket")
 	}
 }

@@ -187,7 +187,7 @@ stream_proxy:
     - {addr: 1885, proxy_protocol: true, real_ip_from: [10.0.0.300/8]}
 `, []string{
 			`t.yaml:3: stream_proxy.tcp[0].real_ip_from: required with proxy_protocol: the load balancers' addresses, like ["10.0.0.0/8"] ("0.0.0.0/0" and "::/0" trust everyone)`,
-			"t.yaml:4: stream_proxy.tcp[1].real_ip_from: only used with proxy_protocol: true",
+			"t.yaml:4: stream_proxy.tcp[1].real_ip_from: only used with proxy_protocol: true or websocket",
 			`t.yaml:5: stream_proxy.tcp[2].real_ip_from[0]: must be an IP address or a CIDR like "10.0.0.0/8", got "10.0.0.300/8"`,
 		}},
 		{"upstream tls and routes", `
@@ -215,7 +215,7 @@ upstreams:
 			"t.yaml:6: stream_routes[0].plugins.mqtt-rewrite.password: must not be empty; leave the key out to keep the client's value",
 			"t.yaml:9: stream_routes[1].plugins.mqtt-rewrite: set at least one of client_id, username or password",
 			`t.yaml:13: upstreams[0].proxy_protocol: must be v1 or v2, got "v3"`,
-			"t.yaml:14: upstreams[0].tls: only used with scheme: tls",
+			"t.yaml:14: upstreams[0].tls: only used with scheme: tls or https",
 			"t.yaml:18: upstreams[1].tls.ca: CA " + bKey + ": no PEM CERTIFICATE found",
 			"t.yaml:18: upstreams[1].tls.client_key: required with client_cert",
 		}},

@@ -25,6 +25,7 @@ type Config struct {
 	StreamProxy  StreamProxy
 	Log          Log
 	StreamRoutes []StreamRoute
+	Routes       []HTTPRoute // APISIX's HTTP routes (http.go)
 	Upstreams    []Upstream  // top-level upstreams only; inline ones live in StreamRoute.Upstream
 	Admin        *Admin      // nil: no admin block, the Admin API is off
 	Reload       *Reload     // nil: defaults; see ReloadSettings
@@ -74,6 +75,15 @@ type Listener struct {
 	// header (v1 or v2) sent from an address in RealIPFrom (proxy_protocol.go).
 	ProxyProtocol bool
 	RealIPFrom    []netip.Prefix
+
+	// WebSocket, when set, makes the listener also take MQTT over
+	// WebSocket (over TLS too when TLS is set) next to plain MQTT, told
+	// apart by the first bytes (websocket.go).
+	WebSocket *WebSocket
+
+	// HTTP makes the listener serve HTTP routes too (its port is in
+	// node_listen or ssl.listen); HTTPOnly listeners take no MQTT.
+	HTTP, HTTPOnly bool
 }
 
 // Log configures the process log and the access log.

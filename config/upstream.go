@@ -60,10 +60,10 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		}
 	}
 	switch {
-	case u.Scheme == "tls" && u.TLS == nil:
+	case (u.Scheme == "tls" || u.Scheme == "https") && u.TLS == nil:
 		u.TLS = &UpstreamTLS{Verify: true}
-	case u.Scheme != "tls" && tlsNode != nil:
-		d.errorf(tlsNode, join(path, "tls"), "only used with scheme: tls")
+	case u.Scheme != "tls" && u.Scheme != "https" && tlsNode != nil:
+		d.errorf(tlsNode, join(path, "tls"), "only used with scheme: tls or https")
 		u.TLS = nil
 	}
 	if len(u.Nodes) == 0 && nodesOK {
@@ -230,10 +230,10 @@ func upstreamSection() section[upstreamFields] {
 				s, ok := d.str(kv.val, p)
 				switch {
 				case !ok || s == "tcp":
-				case s == "tls":
-					u.Scheme = "tls"
+				case s == "tls", s == "http", s == "https":
+					u.Scheme = s
 				default:
-					d.errorf(kv.val, p, "must be tcp or tls, got %q", s)
+					d.errorf(kv.val, p, "must be tcp, tls, http or https, got %q", s)
 				}
 			}},
 			{name: "tls", sub: upstreamTLSSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {

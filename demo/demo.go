@@ -1,6 +1,7 @@
 // Package demo is mqgate's quick start with no external services: three
 // in-process MQTT brokers (mochi-mqtt) on loopback and mqgate in front of
-// them, hashing client ids over the three.
+// them, hashing client ids over the three, taking MQTT and MQTT over
+// WebSocket (ws://…/mqtt) on one port.
 //
 //	d, err := demo.Start("127.0.0.1:1883", slog.Default(), nil)
 //	if err != nil { ... }
@@ -27,6 +28,7 @@ import (
 // Demo is a running demo.
 type Demo struct {
 	Addr        string   // where mqgate listens
+	WebSocket   string   // the ws:// URL of the same listener, for browsers and WebSocket clients
 	BrokerAddrs []string // the brokers behind it
 	Config      string   // the mqgate YAML it runs, as a user would write it
 	Proxy       *proxy.Server
@@ -77,12 +79,13 @@ func Start(listen string, log *slog.Logger, access *accesslog.Writer) (*Demo, er
 	for _, a := range srv.ListenerAddrs() {
 		d.Addr = a.String()
 	}
+	d.WebSocket = "ws://" + d.Addr + config.DefaultWebSocketPath
 	return d, nil
 }
 
 func configFor(listen string, brokers []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "stream_proxy:\n  tcp:\n    - %q\n", listen)
+	fmt.Fprintf(&b, "stream_proxy:\n  tcp:\n    - {addr: %q, websocket: true}\n", listen)
 	b.WriteString("upstreams:\n  - id: brokers\n    type: chash\n    key: mqtt_client_id\n    nodes:\n")
 	for _, a := range brokers {
 		fmt.Fprintf(&b, "      %q: 1\n", a)

@@ -30,7 +30,11 @@ func TestDemo(t *testing.T) {
 
 	const n = 30
 	for i := range n {
-		opts := pahov3.NewClientOptions().AddBroker("tcp://" + d.Addr).SetClientID(fmt.Sprintf("sensor-%d", i)).
+		url := "tcp://" + d.Addr
+		if i%3 == 0 {
+			url = d.WebSocket // every third over MQTT over WebSocket, on the same port
+		}
+		opts := pahov3.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("sensor-%d", i)).
 			SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
 		c := pahov3.NewClient(opts)
 		if tok := c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {

@@ -7,17 +7,34 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 
 	"github.com/mqgate/mqgate/config"
 )
 
-// NewClient makes an etcd client for deployment.etcd. It does not wait for
-// etcd: a client made while etcd is down connects when it comes back.
+// NewClient makes an etcd client for deployment.etcd. Without a user it
+// does not wait for etcd: a client made while etcd is down connects when it
+// comes back. With one it authenticates first, waiting at most the timeout.
 func NewClient(s *config.Etcd) (*clientv3.Client, error) {
+	cfg, err := clientConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return cli, nil
+}
+
+func clientConfig(s *config.Etcd) (clientv3.Config, error) {
 	cfg := clientv3.Config{
+		DialTimeout:          s.Timeout,
 		Endpoints:            make([]string, len(s.Hosts)),
 		Username:             s.User,
 		Password:             s.Password,
@@ -26,12 +43,18 @@ func NewClient(s *config.Etcd) (*clientv3.Client, error) {
 		// The client logs every reconnection attempt at warn level; mqgate
 		// reports the connection state itself (/status, metrics, its log).
 		Logger: zap.NewNop(),
+		// gRPC's default reconnect backoff grows to two minutes: after an
+		// outage an instance would follow etcd's return that late.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			MinConnectTimeout: min(s.Timeout, 5*time.Second),
+		})},
 	}
 	secure := false
 	for i, h := range s.Hosts {
 		u, err := url.Parse(h)
 		if err != nil {
-			return nil, fmt.Errorf("deployment.etcd.host %q: %w", h, err)
+			return cfg, fmt.Errorf("deployment.etcd.host %q: %w", h, err)
 		}
 		secure = secure || u.Scheme == "https"
 		cfg.Endpoints[i] = strings.TrimSuffix(h, "/")
@@ -39,15 +62,11 @@ func NewClient(s *config.Etcd) (*clientv3.Client, error) {
 	if secure || s.TLS != nil {
 		tc, err := tlsConfig(s.TLS)
 		if err != nil {
-			return nil, err
+			return cfg, err
 		}
 		cfg.TLS = tc
 	}
-	cli, err := clientv3.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("etcd client: %w", err)
-	}
-	return cli, nil
+	return cfg, nil
 }
 
 func tlsConfig(t *config.EtcdTLS) (*tls.Config, error) {

@@ -60,12 +60,17 @@ func (p *Provider) register(ctx context.Context) {
 	b := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
 	key := p.prefix + instancesDir + p.opts.Name
 	for ctx.Err() == nil {
-		lease, err := p.cli.Grant(ctx, leaseTTL)
+		cli := p.conn()
+		if cli == nil {
+			b.wait(ctx) // Run dials
+			continue
+		}
+		lease, err := cli.Grant(ctx, leaseTTL)
 		if err != nil {
 			b.wait(ctx)
 			continue
 		}
-		alive, err := p.cli.KeepAlive(ctx, lease.ID)
+		alive, err := cli.KeepAlive(ctx, lease.ID)
 		if err != nil {
 			b.wait(ctx)
 			continue
@@ -74,21 +79,21 @@ func (p *Provider) register(ctx context.Context) {
 		p.mu.Lock()
 		p.lease = lease.ID
 		p.mu.Unlock()
-		p.keepRecord(ctx, key, lease.ID, alive)
+		p.keepRecord(ctx, cli, key, lease.ID, alive)
 	}
 	// Leave the fleet at once on a clean stop rather than after the TTL.
 	p.mu.Lock()
 	id := p.lease
 	p.mu.Unlock()
-	if id != 0 {
+	if cli := p.conn(); id != 0 && cli != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, _ = p.cli.Revoke(rctx, id)
+		_, _ = cli.Revoke(rctx, id)
 		cancel()
 	}
 }
 
 // keepRecord writes the record when it changes, until the lease is lost.
-func (p *Provider) keepRecord(ctx context.Context, key string, lease clientv3.LeaseID, alive <-chan *clientv3.LeaseKeepAliveResponse) {
+func (p *Provider) keepRecord(ctx context.Context, cli *clientv3.Client, key string, lease clientv3.LeaseID, alive <-chan *clientv3.LeaseKeepAliveResponse) {
 	var last []byte
 	t := time.NewTicker(registerEvery)
 	defer t.Stop()
@@ -100,7 +105,7 @@ func (p *Provider) keepRecord(ctx context.Context, key string, lease clientv3.Le
 		data, _ := json.Marshal(in)
 		if string(data) != string(last) {
 			wctx, cancel := context.WithTimeout(ctx, min(p.opts.Settings.Timeout, maxWriteWait))
-			_, err := p.cli.Put(wctx, key, string(data), clientv3.WithLease(lease))
+			_, err := cli.Put(wctx, key, string(data), clientv3.WithLease(lease))
 			cancel()
 			if err == nil {
 				last = data
@@ -208,12 +213,13 @@ func (p *Provider) Kick(ctx context.Context, clientID string) (map[string]json.R
 	if lease != 0 {
 		opts = append(opts, clientv3.WithLease(lease)) // gone with the lease, at the latest
 	}
-	if _, err := p.cli.Put(wctx, p.prefix+kicksDir+id, string(req), opts...); err != nil {
+	cli := p.conn()
+	if _, err := cli.Put(wctx, p.prefix+kicksDir+id, string(req), opts...); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, _ = p.cli.Delete(dctx, p.prefix+kicksDir+id, clientv3.WithPrefix())
+		_, _ = cli.Delete(dctx, p.prefix+kicksDir+id, clientv3.WithPrefix())
 		cancel()
 	}()
 	t := time.NewTimer(kickWait)
@@ -266,7 +272,7 @@ func (p *Provider) kickEvent(kv *mvccpb.KeyValue) {
 		if kv.Lease != 0 {
 			opts = append(opts, clientv3.WithLease(clientv3.LeaseID(kv.Lease)))
 		}
-		if _, err := p.cli.Put(ctx, p.prefix+kicksDir+id+"/"+p.opts.Name, string(answer), opts...); err != nil {
+		if _, err := p.conn().Put(ctx, p.prefix+kicksDir+id+"/"+p.opts.Name, string(answer), opts...); err != nil {
 			p.log.Warn("cannot answer a kick", "kick", id, "client_id", req.ClientID, "err", err)
 		}
 	}()

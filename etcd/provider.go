@@ -76,11 +76,12 @@ type Options struct {
 // Provider reads and watches etcd. Its methods are safe for concurrent use.
 type Provider struct {
 	opts   Options
-	cli    *clientv3.Client
-	prefix string // with a trailing slash
+	dialMu sync.Mutex // one dial at a time
+	prefix string     // with a trailing slash
 	log    *slog.Logger
 
 	mu        sync.Mutex
+	cli       *clientv3.Client  // nil until the first dial succeeds
 	objects   map[string]Object // by key
 	revision  int64             // of the last change applied
 	storeRev  int64             // the etcd revision last seen
@@ -100,27 +101,57 @@ type Provider struct {
 // did not answer in time. Nothing was changed.
 var ErrUnavailable = errors.New("etcd is unreachable")
 
-// New makes a provider; nothing is read until Load or Run.
+// New makes a provider; nothing is read until Load or Run. Its settings
+// are checked here (TLS files), but etcd is dialled by Load and Run: with
+// authentication the client's first call needs etcd, which may be down.
 func New(opts Options) (*Provider, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
 	opts.Coalesce = cmp.Or(opts.Coalesce, 100*time.Millisecond)
-	cli, err := NewClient(opts.Settings)
-	if err != nil {
+	if _, err := clientConfig(opts.Settings); err != nil {
 		return nil, err
 	}
 	return &Provider{
-		opts: opts, cli: cli, prefix: opts.Settings.Prefix + "/", log: opts.Log.With("etcd", strings.Join(opts.Settings.Hosts, ",")),
+		opts: opts, prefix: opts.Settings.Prefix + "/", log: opts.Log.With("etcd", strings.Join(opts.Settings.Hosts, ",")),
 		objects: map[string]Object{}, fleet: map[string]Instance{}, kicks: map[string]chan kickResult{},
 	}, nil
 }
 
 // Close ends the client; Run must have returned.
-func (p *Provider) Close() error { return p.cli.Close() }
+func (p *Provider) Close() error {
+	if cli := p.conn(); cli != nil {
+		return cli.Close()
+	}
+	return nil
+}
 
-// Client is the etcd client, for etcd-import.
-func (p *Provider) Client() *clientv3.Client { return p.cli }
+// conn is the client once dialled, or nil.
+func (p *Provider) conn() *clientv3.Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cli
+}
+
+// client dials etcd the first time; the client then reconnects by itself.
+func (p *Provider) client() (*clientv3.Client, error) {
+	if cli := p.conn(); cli != nil {
+		return cli, nil
+	}
+	p.dialMu.Lock()
+	defer p.dialMu.Unlock()
+	if cli := p.conn(); cli != nil {
+		return cli, nil
+	}
+	cli, err := NewClient(p.opts.Settings)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.cli = cli
+	p.mu.Unlock()
+	return cli, nil
+}
 
 // Load reads every object once and returns the snapshot (Apply is not
 // called). Run then watches from its revision.
@@ -145,9 +176,14 @@ func (p *Provider) publish(s Snapshot) {
 
 // read replaces the objects and the fleet with one range read.
 func (p *Provider) read(ctx context.Context) error {
+	cli, err := p.client()
+	if err != nil {
+		p.setError(fmt.Errorf("connect: %w", err))
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.opts.Settings.Timeout)
 	defer cancel()
-	resp, err := p.cli.Get(ctx, p.prefix, clientv3.WithPrefix())
+	resp, err := cli.Get(ctx, p.prefix, clientv3.WithPrefix())
 	if err != nil {
 		p.setError(fmt.Errorf("read %s: %w", p.prefix, err))
 		return err
@@ -248,7 +284,7 @@ var errWatchClosed = errors.New("watch closed")
 func (p *Provider) watch(ctx context.Context, from int64) error {
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	ch := p.cli.Watch(ctx, p.prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
+	ch := p.conn().Watch(ctx, p.prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
 	var flush <-chan time.Time
 	var timer *time.Timer
 	defer func() {
@@ -325,7 +361,7 @@ func (p *Provider) Put(ctx context.Context, kind, id string, value []byte) (rev 
 		return 0, false, err
 	}
 	defer cancel()
-	resp, err := p.cli.Put(ctx, p.prefix+kind+"/"+id, string(value), clientv3.WithPrevKV())
+	resp, err := p.conn().Put(ctx, p.prefix+kind+"/"+id, string(value), clientv3.WithPrevKV())
 	if err != nil {
 		p.setError(err)
 		return 0, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -344,7 +380,7 @@ func (p *Provider) Delete(ctx context.Context, refs [][2]string) (int64, error) 
 	for i, r := range refs {
 		ops[i] = clientv3.OpDelete(p.prefix + r[0] + "/" + r[1])
 	}
-	resp, err := p.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := p.conn().Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		p.setError(err)
 		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -358,7 +394,7 @@ const maxWriteWait = 5 * time.Second
 
 func (p *Provider) writeContext(ctx context.Context) (context.Context, context.CancelFunc, error) {
 	p.mu.Lock()
-	connected, lastErr := p.connected, p.lastErr
+	connected, lastErr := p.connected && p.cli != nil, p.lastErr
 	p.mu.Unlock()
 	if !connected {
 		return nil, nil, fmt.Errorf("%w (%s): nothing was changed; retry when /status shows etcd connected", ErrUnavailable, cmp.Or(lastErr, "not connected yet"))
@@ -381,8 +417,12 @@ func (p *Provider) probe(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		cli := p.conn()
+		if cli == nil {
+			continue // not dialled yet: Run's reads dial and report
+		}
 		pctx, cancel := context.WithTimeout(ctx, min(p.opts.Settings.Timeout, 2*time.Second))
-		_, err := p.cli.Get(pctx, p.prefix+instancesDir+"\x00probe", clientv3.WithCountOnly())
+		_, err := cli.Get(pctx, p.prefix+instancesDir+"\x00probe", clientv3.WithCountOnly())
 		cancel()
 		if ctx.Err() != nil {
 			return

@@ -2,14 +2,17 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/internal/certtest"
 	"github.com/mqgate/mqgate/internal/etcdtest"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 )
@@ -169,5 +172,76 @@ func TestFleetAndKick(t *testing.T) {
 	}
 	if len(answers) != 1 || string(answers["b"]) != `["closed meter-1"]` {
 		t.Errorf("kick answers: %s", answers)
+	}
+}
+
+// TestTLSAndAuth: the provider reaches an etcd that requires TLS with a
+// client certificate and a user and password, as deployment.etcd.tls and
+// user/password configure it; a wrong password is reported, not hung on.
+func TestTLSAndAuth(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, "etcd CA")
+	srvCert, srvKey := ca.Server(t, certtest.ECDSA, "127.0.0.1").WriteFiles(t, dir, "etcd")
+	cliCert, cliKey := ca.Client(t, "mqgate").WriteFiles(t, dir, "mqgate")
+	caFile := filepath.Join(dir, "ca.pem")
+	certtest.WriteFile(t, caFile, ca.CertPEM)
+	e := etcdtest.StartTLS(t, &etcdtest.TLS{Cert: srvCert, Key: srvKey, CA: caFile, ClientCert: cliCert, ClientKey: cliKey})
+	cli := e.Client(t)
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, "/apisix/upstreams/1", `{"nodes": {"127.0.0.1:1883": 1}}`); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []func() error{
+		func() error { _, err := cli.RoleAdd(ctx, "root"); return err },
+		func() error { _, err := cli.UserAdd(ctx, "root", "s3cret-pw"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settings := func(password string) *config.Etcd {
+		return &config.Etcd{Hosts: []string{e.Endpoint()}, Prefix: "/apisix", Timeout: 2 * time.Second, User: "root", Password: password,
+			TLS: &config.EtcdTLS{Cert: cliCert, Key: cliKey, CA: caFile, Verify: true}}
+	}
+	p, err := New(Options{Settings: settings("s3cret-pw"), Kinds: []string{"upstreams"}, Apply: func(Snapshot) {}, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	snap, err := p.Load(ctx)
+	if err != nil || len(snap.Objects) != 1 {
+		t.Fatalf("Load over TLS with a user: %v %v", snap, err)
+	}
+	bad, err := New(Options{Settings: settings("wrong"), Kinds: []string{"upstreams"}, Apply: func(Snapshot) {}, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Load(ctx); err == nil || bad.Status().LastError == "" {
+		t.Errorf("a wrong password: Load = %v, status %+v", err, bad.Status())
+	}
+}
+
+// TestAuthWithEtcdDown: with a user and password, the client's first call
+// needs etcd; a provider made while etcd is down still starts, and its
+// first read fails (bounded by the timeout) instead of blocking the start.
+func TestAuthWithEtcdDown(t *testing.T) {
+	t.Parallel()
+	p, err := New(Options{
+		Settings: &config.Etcd{Hosts: []string{fmt.Sprintf("http://127.0.0.1:%d", mqtttest.FreePort(t))}, Prefix: "/apisix", Timeout: 500 * time.Millisecond, User: "root", Password: "pw"},
+		Kinds:    []string{"upstreams"}, Apply: func(Snapshot) {}, Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Load(context.Background()); err == nil || p.Status().Connected {
+		t.Errorf("Load with etcd down = %v, status %+v", err, p.Status())
+	}
+	if _, _, err := p.Put(context.Background(), "upstreams", "1", []byte("{}")); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Put with etcd down = %v, want ErrUnavailable", err)
 	}
 }

@@ -109,6 +109,7 @@ var (
 	etcdInSync   = desc("etcd_fleet_in_sync", "1 when every registered instance holds the same objects.")
 	etcdLastErr  = desc("etcd_last_error_timestamp_seconds", "When a request to etcd last failed, in unix seconds.")
 	ppRefused    = desc("proxy_protocol_refused_total", "Connections closed on proxy_protocol listeners: sender not in real_ip_from, header missing or malformed.")
+	wsUpgrades   = desc("websocket_upgrades_total", "MQTT over WebSocket upgrade requests, by result: upgraded, not_websocket, origin, subprotocol, handshake.", "result")
 )
 
 type collector struct{ src Sources }
@@ -116,7 +117,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connActive, connAccepted, connProxied, connRefused, connErrors, bytesTotal,
 		dialSeconds, routeActive, routeTotal, routeBytes, nodeActive, nodeTotal, nodeFails, nodeBytes, nodeHealth,
-		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused,
+		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused, wsUpgrades,
 		etcdUp, etcdRev, etcdErrors, etcdReads, etcdRefused, etcdFleet, etcdInSync, etcdLastErr} {
 		ch <- d
 	}
@@ -182,6 +183,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(tlsSeconds, l.OK, l.SumSeconds, buckets, l.Listener)
 	}
 	counter(ppRefused, float64(st.ProxyProtocolRefused))
+	for _, result := range sortedKeys(st.WebSocket) {
+		counter(wsUpgrades, float64(st.WebSocket[result]), result)
+	}
 	if c.src.Reloads != nil {
 		counts, last := c.src.Reloads()
 		for _, r := range counts {

@@ -250,10 +250,37 @@ var (
 // ended, or one of them fails or idles out, which aborts the other. The
 // direction that ends first says why the pipe ended.
 func Run(client, broker net.Conn, opts Options) Result {
+	up, down := directions(client, broker, opts)
+	done := make(chan struct{})
+	go func() { down.run(); close(done) }()
+	up.run()
+	<-done
+	return result(up, down)
+}
+
+// Start is Run without holding the caller's goroutine: each direction
+// runs on a goroutine of its own, and done gets the Result once both have
+// ended. The caller's goroutine, whose stack grew through the stages before
+// the pipe (handshakes, the CONNECT, the dial), can then end, so an idle
+// connection keeps only two shallow goroutines.
+func Start(client, broker net.Conn, opts Options, done func(Result)) {
+	up, down := directions(client, broker, opts)
+	var left atomic.Int32
+	left.Store(2)
+	finish := func() {
+		if left.Add(-1) == 0 {
+			done(result(up, down))
+		}
+	}
+	go func() { down.run(); finish() }()
+	go func() { up.run(); finish() }()
+}
+
+func directions(client, broker net.Conn, opts Options) (up, down *direction) {
 	sh := &shared{opts: opts, client: client, broker: broker}
 	sh.lastActive.Store(time.Now().UnixNano())
-	up := &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, max: opts.MaxPacketSize, shared: sh}
-	down := &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
+	up = &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, max: opts.MaxPacketSize, shared: sh}
+	down = &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
 	up.meter, down.meter, up.isUp = opts.Meter, opts.Meter, true
 	// The first idle deadlines are set here, before either direction runs,
 	// so that they cannot undo the past deadline of a close asked for.
@@ -265,18 +292,20 @@ func Run(client, broker net.Conn, opts Options) Result {
 	if opts.Control != nil {
 		opts.Control.attach(sh)
 	}
+	return up, down
+}
 
-	done := make(chan struct{})
-	go func() { down.run(); close(done) }()
-	up.run()
-	<-done
+// result is the pipe's Result once both directions have ended: a close at
+// a boundary says why it ended, else the direction that ended first.
+func result(up, down *direction) Result {
+	sh := up.shared
 	sh.graceMu.Lock()
 	if sh.grace != nil {
 		sh.grace.Stop()
 	}
 	sh.graceMu.Unlock()
-	if opts.Control != nil {
-		opts.Control.attach(nil)
+	if sh.opts.Control != nil {
+		sh.opts.Control.attach(nil)
 	}
 	res := Result{Up: up.bytes, Down: down.bytes}
 	if req := sh.closing.Load(); req != nil {
@@ -286,6 +315,15 @@ func Run(client, broker net.Conn, opts Options) Result {
 		res.End, res.Err = first.end, first.err
 	}
 	return res
+}
+
+// abort ends both directions at once by making every pending read and write
+// on both connections fail now.
+func (d *direction) abort() {
+	d.aborted.Store(true)
+	past := time.Unix(0, 1)
+	_ = d.src.SetDeadline(past)
+	_ = d.dst.SetDeadline(past)
 }
 
 func (d *direction) run() {

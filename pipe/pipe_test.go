@@ -215,3 +215,40 @@ func TestWriteTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestStart: the pipe Start runs on goroutines of its own carries bytes
+// both ways and reports its Result once both directions ended.
+func TestStart(t *testing.T) {
+	t.Parallel()
+	forBothPaths(t, func(t *testing.T, buffered bool) {
+		client, pc := tcpPair(t)
+		pb, broker := tcpPair(t)
+		var proxyClient, proxyBroker net.Conn = pc, pb
+		if buffered {
+			proxyClient, proxyBroker = opaque{pc}, opaque{pb}
+		}
+		res := make(chan pipe.Result, 1)
+		pipe.Start(proxyClient, proxyBroker, pipe.Options{}, func(r pipe.Result) { res <- r })
+		buf := make([]byte, 4)
+		if _, err := client.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(broker, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("broker read %q, %v", buf, err)
+		}
+		if _, err := broker.Write([]byte("pong")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "pong" {
+			t.Fatalf("client read %q, %v", buf, err)
+		}
+		broker.Close()
+		if n, err := client.Read(buf); n != 0 || err != io.EOF {
+			t.Fatalf("client read: %d, %v; want EOF", n, err)
+		}
+		client.Close()
+		if r := waitResult(t, res); r.End != pipe.BrokerClosed || r.Up != 4 || r.Down != 4 {
+			t.Errorf("Result %+v, want broker_closed, 4 bytes each way", r)
+		}
+	})
+}

@@ -47,20 +47,25 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 // and operators see it. It is all a connection in an event loop keeps in
 // the Go heap besides the loop's own state, so it is one allocation.
 type liveConn struct {
-	srv     *Server
-	home    uint8          // its shard of srv.conns
-	links   [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
-	sameID  *liveConn      // the next piping connection with its client id
-	mu      sync.Mutex
-	client  net.Conn      // nil once in an event loop
-	broker  net.Conn      // nil until dialled, and once in an event loop
-	looped  *epoll.Conn   // the pair in an event loop, or nil
-	ctl     *pipe.Control // the pair on goroutines (pipe.Run), or nil
-	reason  pipe.End      // set by close, overrides the pipe's own End
-	node    *nodeState    // the node it is proxied to, once dialled
-	release []func()      // gives back the places the stages took (plugins, max_connections, client id)
-	entry   connEntry     // the connection table's row, see connections.go
-	rec     record
+	srv      *Server
+	links    [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
+	sameID   *liveConn      // the next piping connection with its client id
+	mu       sync.Mutex
+	home     uint8 // its shard of srv.conns
+	admitted bool  // holds one of stream_proxy.max_connections
+	// forwardedDown is the broker's CONNACK and what followed it, sent to
+	// the client before the pipe (at most 64 KiB): here, where it fills
+	// padding, as liveConn is the cost of every idle connection.
+	forwardedDown int32
+	client        net.Conn      // nil once in an event loop
+	broker        net.Conn      // nil until dialled, and once in an event loop
+	looped        *epoll.Conn   // the pair in an event loop, or nil
+	ctl           *pipe.Control // the pair on goroutines (pipe.Start), or nil
+	reason        pipe.End      // set by close, overrides the pipe's own End
+	node          *nodeState    // the node it is proxied to, once dialled
+	release       func()        // gives back the places the stages took (limit plugins, client id)
+	entry         connEntry     // the connection table's row, see connections.go
+	rec           record
 }
 
 // end closes the books on the connection, wherever it was piped: limits,
@@ -81,19 +86,38 @@ func (lc *liveConn) end() {
 }
 
 // took records a release function of a stage; nil is nothing to give back.
+// Several chain into one function, last first: one word in liveConn.
 func (lc *liveConn) took(release func()) {
-	if release != nil {
-		lc.release = append(lc.release, release)
+	switch prev := lc.release; {
+	case release == nil:
+	case prev == nil:
+		lc.release = release
+	default:
+		lc.release = func() { release(); prev() }
 	}
 }
 
 // releaseAll gives back what the stages took, last first, once. Only the
 // connection's own goroutine, or its event loop after the handover, calls it.
 func (lc *liveConn) releaseAll() {
-	for i := len(lc.release) - 1; i >= 0; i-- {
-		lc.release[i]()
+	if lc.release != nil {
+		lc.release()
+		lc.release = nil
 	}
-	lc.release = nil
+	if lc.admitted {
+		lc.admitted = false
+		lc.srv.admitted.Release()
+	}
+}
+
+// handedOver closes the books on a connection that another part of the
+// server took over (an HTTP connection, now the web server's): no access
+// record, as it is not an MQTT connection; an upgrade to WebSocket makes
+// one of its own.
+func (lc *liveConn) handedOver() {
+	lc.srv.untrack(lc)
+	lc.srv.stats.Active.Add(-1)
+	lc.srv.handlers.Done()
 }
 
 // pipeEnded is called by the event loop when the pair has ended.
@@ -107,7 +131,7 @@ func (lc *liveConn) pipeEnded(res pipe.Result) {
 // keeps.
 func (lc *liveConn) bytesSoFar() (up, down int64) {
 	e := &lc.entry
-	return e.forwarded + e.meter.Up.Load(), e.forwardedDown + e.meter.Down.Load()
+	return int64(e.forwarded) + e.meter.Up.Load(), int64(lc.forwardedDown) + e.meter.Down.Load()
 }
 
 // close ends the connection from outside, recording why. A piping
@@ -175,7 +199,6 @@ type record struct {
 	end       pipe.End
 	detail    string // refusal reason, parse error, dial error
 	errorKind string
-	tried     []string // the nodes tried before the one it is on, and why each failed
 	id        identity // PROXY header, TLS session, variables (identity.go)
 }
 
@@ -191,7 +214,14 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 	}
 	defer p.finish()
 	_ = p.open() && // PROXY header in, TLS handshake (identity.go)
-		p.readConnect() && // the CONNECT, bounded in size and time
+		p.sniff() && // MQTT, or HTTP for the web server and its WebSocket upgrade (websocket.go)
+		p.mqtt()
+}
+
+// mqtt runs the stages from the CONNECT on, for a client over TCP, TLS or
+// WebSocket alike.
+func (p *connPath) mqtt() bool {
+	return p.readConnect() && // the CONNECT, bounded in size and time
 		p.route() && // server port, SNI, addresses, client id, username
 		p.plugins(plugin.Check) && // mqtt-proxy, mqtt-rewrite, ip-restriction (plugin/registry)
 		p.maxConnections() && // stream_proxy.max_connections
@@ -199,7 +229,7 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		p.uniqueClientID() && // stream_proxy.on_duplicate_client_id
 		p.dial() && // balance, then the upstream's dialer, the next node on failure
 		p.handOver() && // the CONNECT (as rewritten) and what followed it
-		p.pipe() // both ways until either side ends, in an event loop or here
+		p.pipe() // both ways until either side ends, in an event loop or the pipe's goroutines
 }
 
 // connPath is one connection on its way through serveConn's stages.
@@ -211,7 +241,8 @@ type connPath struct {
 	lc   *liveConn
 	rec  *record
 
-	conn      net.Conn      // the client: tcp, or TLS over it
+	conn      net.Conn      // the client: tcp, TLS over it, or a WebSocket over either
+	have      []byte        // what sniff read of the CONNECT
 	buf       *[]byte       // what preread read: the CONNECT and what followed it
 	n, size   int           // bytes in buf; the CONNECT's size
 	connect   *mqtt.Connect // as the client sent it
@@ -222,7 +253,8 @@ type connPath struct {
 	ack       []byte // the broker's CONNACK and what followed it, for the client
 	ctl       *pipe.Control
 	keepAlive uint16 // the client's, for the idle limit
-	looped    bool   // the pair is in an event loop, which ends the connection
+	looped    bool   // the pair is in an event loop or the pipe's goroutines, which end the connection
+	handed    bool   // an HTTP connection, the web server's now
 }
 
 // track registers the connection, or closes it when the server is
@@ -244,6 +276,10 @@ func (p *connPath) track() bool {
 // pair now.
 func (p *connPath) finish() {
 	putPrereadBuf(p.buf)
+	if p.handed {
+		p.lc.handedOver()
+		return
+	}
 	if p.looped {
 		return
 	}
@@ -263,7 +299,7 @@ func (p *connPath) open() bool {
 
 // readConnect reads and parses the CONNECT, bounded in size and time.
 func (p *connPath) readConnect() bool {
-	buf, n, size, err := p.s.preread(p.conn, p.snap)
+	buf, n, size, err := p.s.preread(p.conn, p.snap, p.have)
 	p.buf, p.n, p.size = buf, n, size
 	if err != nil {
 		p.s.failPreread(p.conn, p.rec, err)
@@ -313,13 +349,20 @@ func (p *connPath) plugins(phase plugin.Phase) bool {
 	if phase == plugin.Limit {
 		list = p.snap.plugins[p.ri].limits
 	}
+	if len(list) == 0 {
+		return true
+	}
+	// The plugins get a copy, so that only a route with plugins pays for
+	// the one that escapes to them; connPath stays on the stack.
+	c := p.pc
 	for _, inst := range list {
-		release, refused := inst.Admit(&p.pc)
+		release, refused := inst.Admit(&c)
 		if refused != nil {
 			return p.refuse(refused.Code, refused.Reason, refused.Text)
 		}
 		p.lc.took(release)
 	}
+	p.pc = c
 	if p.pc.Connect.ClientID != p.connect.ClientID {
 		p.rec.id.upstream = p.pc.Connect.ClientID
 	}
@@ -331,7 +374,7 @@ func (p *connPath) maxConnections() bool {
 	if !p.s.admitted.Acquire(p.snap.cfg.StreamProxy.MaxConnections) {
 		return p.refuse(mqtt.QuotaExceeded, refuseMaxConnections, "max_connections reached")
 	}
-	p.lc.took(p.s.admitted.Release)
+	p.lc.admitted = true // a flag rather than a release function: no allocation
 	return true
 }
 
@@ -370,13 +413,22 @@ func (p *connPath) dial() bool {
 		connect = p.pc.Packet
 	}
 	try := p.s.dial(p.up, rec.hashKey, connect, p.lc)
+	// The access record's detail names the nodes that failed, and why.
+	tried := strings.Join(try.tried, "; ")
 	switch {
 	case try.closed:
 		return false // closed from outside meanwhile
 	case try.broker == nil && try.answered:
-		return p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker accepted the CONNECT")
+		p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker accepted the CONNECT")
+		rec.detail += " (tried " + tried + ")"
+		return false
 	case try.broker == nil:
-		return p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
+		p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
+		rec.detail += " (tried " + tried + ")"
+		return false
+	}
+	if tried != "" {
+		rec.detail = "tried " + tried
 	}
 	p.broker, p.ack = try.broker, try.ack
 	node := try.node
@@ -425,7 +477,8 @@ func (p *connPath) handOver() bool {
 }
 
 // pipe moves bytes both ways until either side ends: in an event loop for
-// plain TCP, else on this goroutine and one more.
+// plain TCP, else on two goroutines of the pipe's own, so that this one and
+// its stack, grown through the stages above, end now.
 func (p *connPath) pipe() bool {
 	s, rec, lc := p.s, p.rec, p.lc
 	opts := pipe.Options{
@@ -436,12 +489,17 @@ func (p *connPath) pipe() bool {
 		Level:            rec.level,
 		MaxPacketSize:    p.snap.cfg.StreamProxy.MaxPacketSize,
 	}
+	p.looped = true
 	if s.loopPair(p.snap, lc, p.conn, p.broker, opts) {
-		p.looped = true
 		return true
 	}
 	opts.Control = p.ctl
-	rec.piped(pipe.Run(p.conn, p.broker, opts))
+	broker, tcp := p.broker, p.tcp
+	pipe.Start(p.conn, broker, opts, func(res pipe.Result) {
+		broker.Close()
+		tcp.Close()
+		lc.pipeEnded(res)
+	})
 	return true
 }
 
@@ -459,21 +517,32 @@ func (r *record) piped(res pipe.Result) {
 	r.up += res.Up
 	r.down += res.Down
 	r.end = res.End
+	if e := webEnd(res.Err); e != "" && res.End == pipe.ClientError {
+		r.end = e
+	}
 	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
-		r.detail = res.Err.Error()
+		if r.detail != "" { // the nodes a failover passed over
+			r.detail += "; then "
+		}
+		r.detail += res.Err.Error()
 	}
 }
 
 // preread reads until buf holds one whole packet. It returns the buffer, how
 // many bytes it holds, and the CONNECT's size.
-func (s *Server) preread(c net.Conn, snap *snapshot) (buf *[]byte, n, size int, err error) {
+func (s *Server) preread(c net.Conn, snap *snapshot, have []byte) (buf *[]byte, n, size int, err error) {
 	limit := snap.cfg.StreamProxy.MaxConnectSize
 	if err := c.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout)); err != nil {
 		return nil, 0, 0, err
 	}
 	buf = prereadPool.Get().(*[]byte)
-	for {
-		m, rerr := c.Read((*buf)[n:])
+	n = copy(*buf, have)
+	for skip := n > 0; ; skip = false {
+		var m int
+		var rerr error
+		if !skip { // first look at what was read already
+			m, rerr = c.Read((*buf)[n:])
+		}
 		n += m
 		if n > 0 && (*buf)[0] != 0x10 {
 			// [MQTT-3.1.0-1] the first packet from a client must be a
@@ -542,6 +611,8 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 		s.stats.parseError("timeout")
 	case errors.Is(err, io.EOF):
 		rec.end = pipe.ClientClosed
+	case webEnd(err) != "":
+		rec.end, rec.detail = webEnd(err), err.Error()
 	default:
 		rec.end, rec.detail = pipe.ClientError, err.Error()
 	}
@@ -613,9 +684,6 @@ func (s *Server) logRecord(r *record) {
 		End:           string(r.end),
 		Detail:        r.detail,
 		ErrorKind:     r.errorKind,
-	}
-	if len(r.tried) > 0 {
-		ar.Tried = strings.Join(r.tried, "; ")
 	}
 	r.id.fill(&ar)
 	s.access.Log(&ar)

@@ -22,9 +22,10 @@ const maxConnackSize = 64 << 10
 type nodeTry struct {
 	broker   net.Conn
 	node     *nodeState
-	ack      []byte // its CONNACK and the bytes after it, for the client
-	answered bool   // some broker answered, with a refusal worth the next node
-	closed   bool   // the connection was closed from outside meanwhile
+	ack      []byte   // its CONNACK and the bytes after it, for the client
+	answered bool     // some broker answered, with a refusal worth the next node
+	closed   bool     // the connection was closed from outside meanwhile
+	tried    []string // the nodes that failed before, and why
 }
 
 // dial tries the nodes the balancer offers, up to 1 + retries of them: it
@@ -59,7 +60,8 @@ func (s *Server) dial(up *upstream, key string, connect []byte, lc *liveConn) no
 			ack, ref, err = awaitConnack(c, connect, up, rec.level)
 			if err == nil {
 				up.health[i].ReportDial(nil)
-				return nodeTry{broker: c, node: up.nodes[i], ack: ack}
+				res.broker, res.node, res.ack = c, up.nodes[i], ack
+				return res
 			}
 			c.Close()
 			res.answered = res.answered || ref != "" || isRefusal(err)
@@ -71,8 +73,7 @@ func (s *Server) dial(up *upstream, key string, connect []byte, lc *liveConn) no
 		}
 		up.health[i].ReportDial(err)
 		up.nodes[i].dialFails.Add(1)
-		rec.detail = err.Error()
-		rec.tried = append(rec.tried, up.addrs[i]+": "+err.Error())
+		res.tried = append(res.tried, up.addrs[i]+": "+err.Error())
 		what := "dial failed"
 		if c != nil {
 			what = "broker did not accept the CONNECT; trying the next node"

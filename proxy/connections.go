@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"cmp"
-	"net/netip"
 	"slices"
 	"time"
 
@@ -17,26 +16,20 @@ const (
 	EndTakenOver     pipe.End = "taken_over"      // its client id connected again (on_duplicate_client_id: keep_newest)
 )
 
-// connEntry is what the connection table shows of one proxied connection.
-// It is filled in once, when the pipe starts, before the entry is visible.
+// connEntry is what the connection table adds to the access record (whose
+// fields up to the pipe are written before the entry is visible, and not
+// after) for one proxied connection. It is filled in once, when the pipe
+// starts.
 type connEntry struct {
-	piping    bool // set with the fields below; false while the CONNECT is read and the broker dialled
-	clientID  string
-	username  string
-	level     byte
-	remote    netip.AddrPort
-	hashKey   string // the balancer key the node was picked with
-	listener  string
+	piping  bool // set with the fields below; false while the CONNECT is read and the broker dialled
+	settled bool // ended: out of the indexes, no longer listed
+	// forwarded is the bytes sent before the pipe: the CONNECT and what
+	// followed it, at most max_connect_size and a read; an int32 in the
+	// padding after the flags.
+	forwarded int32
 	route     *routeState
 	node      *nodeState
-	since     time.Time
-	forwarded int64 // bytes sent before the pipe: the CONNECT and what followed it
-	// forwardedDown: the broker's CONNACK and what followed it, sent
-	// before the pipe
-	forwardedDown int64
-	meter         pipe.Meter     // bytes the pipe moved so far, added to totals too
-	totals        [2]*pipe.Meter // the route's and node's, the meter's Totals without an allocation
-	settled       bool           // ended: out of the indexes, no longer listed
+	meter     pipe.Meter // bytes the pipe moved so far, added to the route's and node's too
 }
 
 // ConnInfo is one live proxied connection as operators see it.
@@ -59,9 +52,11 @@ type ConnFilter struct {
 	ClientID, Username, Node, Route, Upstream string
 }
 
-func (f ConnFilter) match(e *connEntry) bool {
-	return (f.ClientID == "" || f.ClientID == e.clientID) &&
-		(f.Username == "" || f.Username == e.username) &&
+// match reports whether f selects lc, which is piping. lc.mu is held.
+func (f ConnFilter) match(lc *liveConn) bool {
+	e := &lc.entry
+	return (f.ClientID == "" || f.ClientID == lc.rec.clientID) &&
+		(f.Username == "" || f.Username == lc.rec.username) &&
 		(f.Node == "" || f.Node == e.node.addr) &&
 		(f.Route == "" || f.Route == e.route.id) &&
 		(f.Upstream == "" || f.Upstream == e.node.upstreamID)
@@ -74,11 +69,8 @@ func (f ConnFilter) match(e *connEntry) bool {
 func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeState) {
 	lc.mu.Lock()
 	e := &lc.entry
-	e.clientID, e.username, e.level = rec.clientID, rec.username, rec.level
-	e.hashKey = rec.hashKey
-	e.remote, e.listener, e.since = rec.remote, rec.listener, rec.start
 	e.route, e.node = rs, node
-	e.forwarded, e.forwardedDown = up, rec.down
+	e.forwarded, lc.forwardedDown = int32(up), int32(rec.down)
 	e.meter.Totals = [2]*pipe.Meter{&rs.bytes, &node.bytes}
 	e.piping = true
 	lc.mu.Unlock()
@@ -88,7 +80,7 @@ func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeStat
 	node.bytes.Up.Add(up)
 	rs.bytes.Down.Add(rec.down)
 	node.bytes.Down.Add(rec.down)
-	lc.srv.conns.addClient(e.clientID, lc)
+	lc.srv.conns.addClient(rec.clientID, lc)
 	node.conns.push(lc)
 	rs.conns.push(lc)
 }
@@ -105,7 +97,7 @@ func (lc *liveConn) settle() {
 	e.settled = true
 	lc.mu.Unlock()
 	e.route.active.Add(-1)
-	lc.srv.conns.removeClient(e.clientID, lc)
+	lc.srv.conns.removeClient(lc.rec.clientID, lc)
 	e.node.conns.remove(lc)
 	e.route.conns.remove(lc)
 }
@@ -119,11 +111,12 @@ func (lc *liveConn) info() (ConnInfo, bool) {
 		return ConnInfo{}, false
 	}
 	up, down := lc.bytesSoFar()
+	r := &lc.rec
 	return ConnInfo{
-		ClientID: e.clientID, Username: e.username, ProtocolLevel: int(e.level),
-		Client: e.remote.String(), Listener: e.listener,
+		ClientID: r.clientID, Username: r.username, ProtocolLevel: int(r.level),
+		Client: r.remote.String(), Listener: r.listener,
 		Route: e.route.id, Upstream: e.node.upstreamID, Node: e.node.addr,
-		Since:   e.since,
+		Since:   r.start,
 		BytesUp: up, BytesDown: down,
 	}, true
 }
@@ -154,7 +147,7 @@ func (s *Server) matching(f ConnFilter) []*liveConn {
 	out := candidates[:0]
 	for _, lc := range candidates {
 		lc.mu.Lock()
-		ok := lc.entry.piping && !lc.entry.settled && lc.reason == "" && f.match(&lc.entry)
+		ok := lc.entry.piping && !lc.entry.settled && lc.reason == "" && f.match(lc)
 		lc.mu.Unlock()
 		if ok {
 			out = append(out, lc)

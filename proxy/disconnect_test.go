@@ -27,7 +27,7 @@ type watchedV5 struct {
 	c    *paho.Client
 	read atomic.Int64          // bytes the client read from its connection
 	gone chan *paho.Disconnect // the server's DISCONNECT
-	errs chan error            // the connection failed without one
+	errs chan error            // the connection's end as paho reports it
 }
 
 // dialWatched connects id through addr; msgs, when not nil, receives its
@@ -84,10 +84,15 @@ func (w *watchedV5) expectDisconnect(t *testing.T, what string, code mqtt.Reason
 		if mqtt.ReasonCode(d.ReasonCode) != code || got != ref {
 			t.Errorf("%s: DISCONNECT %v (0x%02X), Server Reference %q; want %v (0x%02X), %q", what, mqtt.ReasonCode(d.ReasonCode), d.ReasonCode, got, code, byte(code), ref)
 		}
-	case err := <-w.errs:
-		t.Errorf("%s: connection failed without a DISCONNECT: %v", what, err)
 	case <-time.After(15 * time.Second):
-		t.Errorf("%s: no DISCONNECT within 15 s", what)
+		// paho reports the connection's end (EOF) too, often before the
+		// DISCONNECT it read: only the DISCONNECT's absence is a failure.
+		var err error
+		select {
+		case err = <-w.errs:
+		default:
+		}
+		t.Errorf("%s: no DISCONNECT within 15 s (client error: %v)", what, err)
 	}
 }
 
@@ -204,8 +209,9 @@ stream_routes: [{upstream_id: 1}]
 	c.expectDisconnect(t, "shutdown", mqtt.ServerShuttingDown, "")
 }
 
-// TestKickMidStream: clients receiving large PUBLISH packets, each split
-// over many reads (a relay passes the broker's bytes on 4 KiB at a time),
+// TestKickMidStream: clients receiving large PUBLISH packets (128 KiB),
+// each split over many reads (a relay passes the broker's bytes on 4 KiB
+// at a time),
 // are kicked while mqgate is inside a packet (the relay holds the stream
 // there until the kick): a 5.0 client gets the rest of the packet and then
 // 0x98 (paho reads every packet, and a cut one would fail it), a 3.1.1
@@ -218,7 +224,12 @@ func TestKickMidStream(t *testing.T) {
 upstreams: [{id: 1, nodes: {%q: 1}}]
 stream_routes: [{upstream_id: 1}]
 `, relay.Addr()))
-	payload := bytes.Repeat([]byte("0123456789abcdef"), 32<<10) // 512 KiB a message
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB a message: 32 pieces
+
+	// 5.0: subscribed before the stream starts.
+	msgs := make(chan message, 64)
+	v5 := dialWatched(t, g.addr, "mid-v5", msgs)
+	v5.subscribe(t)
 
 	// The publisher goes to Mosquitto directly and keeps publishing.
 	pub := dialV5(t, broker.Addr(), "mid-pub", nil)
@@ -238,15 +249,13 @@ stream_routes: [{upstream_id: 1}]
 			if err != nil {
 				return
 			}
-			time.Sleep(5 * time.Millisecond) // pacing the load, not synchronisation
+			time.Sleep(20 * time.Millisecond) // pacing the load, not synchronisation
 		}
 	}()
 	defer func() { close(stop); <-done }()
 
-	// 5.0: held inside a PUBLISH once the client has everything before.
-	msgs := make(chan message, 64)
-	v5 := dialWatched(t, g.addr, "mid-v5", msgs)
-	v5.subscribeAndWait(t, msgs, payload)
+	// Held inside a PUBLISH once the client has everything before.
+	receive(t, msgs, "mid/stream", payload)
 	relay.HoldInPacket()
 	sent := relay.Held(t)
 	mqtttest.WaitFor(t, "the 5.0 client has all the relay passed on", func() bool { return v5.read.Load() == sent })
@@ -291,16 +300,14 @@ stream_routes: [{upstream_id: 1}]
 	}
 }
 
-// subscribeAndWait subscribes to the stream and waits for its first
-// whole message.
-func (w *watchedV5) subscribeAndWait(t *testing.T, msgs <-chan message, payload []byte) {
+// subscribe subscribes to the stream.
+func (w *watchedV5) subscribe(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := w.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "mid/stream"}}}); err != nil {
 		t.Fatal(err)
 	}
-	receive(t, msgs, "mid/stream", payload)
 }
 
 // countingConn counts the bytes read from a connection.

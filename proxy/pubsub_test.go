@@ -36,7 +36,14 @@ type pahoV3 struct{ c pahov3.Client }
 
 func dialV3(t *testing.T, addr, id string, level uint, msgs chan<- message) *pahoV3 {
 	t.Helper()
-	opts := pahov3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
+	return dialV3URL(t, "tcp://"+addr, id, level, msgs)
+}
+
+// dialV3URL is dialV3 to a broker URL of any scheme Paho knows: tcp://,
+// ws://host:port/path.
+func dialV3URL(t *testing.T, url, id string, level uint, msgs chan<- message) *pahoV3 {
+	t.Helper()
+	opts := pahov3.NewClientOptions().AddBroker(url).SetClientID(id).
 		SetProtocolVersion(level).SetCleanSession(true).SetAutoReconnect(false).
 		SetKeepAlive(30 * time.Second).SetConnectTimeout(10 * time.Second)
 	if msgs != nil {
@@ -82,6 +89,12 @@ func dialV5(t *testing.T, addr, id string, msgs chan<- message) *pahoV5 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dialV5Conn(t, conn, id, msgs)
+}
+
+// dialV5Conn is dialV5 over a connection of any kind (a WebSocket).
+func dialV5Conn(t *testing.T, conn net.Conn, id string, msgs chan<- message) *pahoV5 {
+	t.Helper()
 	cfg := paho.ClientConfig{ClientID: id, Conn: conn}
 	if msgs != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(r paho.PublishReceived) (bool, error) {

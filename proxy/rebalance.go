@@ -216,7 +216,7 @@ func (u *upstream) misplaced(lc *liveConn, now string) bool {
 func (u *upstream) keyOf(lc *liveConn) string {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	return lc.entry.hashKey
+	return lc.rec.hashKey
 }
 
 // rebalanceAdded starts a rebalance of every chash upstream of snap that

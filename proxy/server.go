@@ -86,6 +86,7 @@ type Server struct {
 	closing   bool
 	handlers  sync.WaitGroup
 	loops     eventLoops
+	web       web // HTTP connections of websocket listeners (websocket.go)
 
 	rebalancing rebalancer // the paced rebalance (rebalance.go)
 }
@@ -108,6 +109,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		conns:     newConnIndex(),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.initWeb()
 	s.plugins = newPlugins()
 	s.stats.refusedBy = newRefusals(coreRefusals(), s.plugins.reasons())
 	s.health = health.NewChecker(s.log, s.nodeChanged)
@@ -300,6 +302,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if n > 0 {
 		s.log.Info("draining connections", "count", n)
 	}
+	webDone := make(chan struct{})
+	go func() { s.shutdownWeb(ctx); close(webDone) }()
+	defer func() { <-webDone }()
 
 	done := make(chan struct{})
 	go func() { s.handlers.Wait(); close(done) }()

@@ -22,6 +22,7 @@ type snapshot struct {
 	cfg       *config.Config
 	routes    *route.Table
 	upstreams []*upstream    // index-aligned with cfg.StreamRoutes
+	http      []*httpRoute   // cfg.Routes in match order (http.go)
 	plugins   []routePlugins // index-aligned with cfg.StreamRoutes; set by the Server
 	stats     []*routeState  // index-aligned with cfg.StreamRoutes; set by the Server
 	targets   []health.Target
@@ -71,6 +72,11 @@ func (r *nodeRegistry) prune(keep *snapshot) {
 	used := make(map[*nodeState]bool)
 	for _, u := range keep.upstreams {
 		for _, n := range u.nodes {
+			used[n] = true
+		}
+	}
+	for _, hr := range keep.http {
+		for _, n := range hr.up.nodes {
 			used[n] = true
 		}
 	}
@@ -132,6 +138,19 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, cert
 			return nil, fmt.Errorf("stream route %q: upstream %q not found", r.ID, r.UpstreamID)
 		}
 		snap.upstreams = append(snap.upstreams, up)
+	}
+	var err error
+	snap.http, err = buildHTTPRoutes(cfg, func(r *config.HTTPRoute) (*upstream, error) {
+		if r.Upstream != nil {
+			return build(r.Upstream)
+		}
+		if up := byID[r.UpstreamID]; up != nil {
+			return up, nil
+		}
+		return nil, fmt.Errorf("route %q: upstream %q not found", r.ID, r.UpstreamID)
+	})
+	if err != nil {
+		return nil, err
 	}
 	snap.targets = targets // with the routes' inline upstreams, built just above
 	return snap, nil

@@ -105,6 +105,7 @@ func (s *Server) Stats() StatsSnapshot {
 		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
 		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
 		TLSHandshakes:        tlsSnapshot(s.tlsCounts.All()),
+		WebSocket:            s.web.stats.snapshot(),
 	}
 	for reason, n := range s.stats.refusedBy {
 		out.Refused[reason] = n.Load()

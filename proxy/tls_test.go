@@ -99,10 +99,25 @@ func startTLSGateway(t *testing.T, yml string) *tlsGateway {
 }
 
 // records returns the access-log records so far.
-func (g *tlsGateway) records(t *testing.T) []map[string]any {
+func (g *tlsGateway) records(t *testing.T) []map[string]any { return accessRecords(t, g.access) }
+
+// waitRecord waits for an access-log record for which match holds.
+func (g *tlsGateway) waitRecord(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	return waitAccessRecord(t, g.access, what, match)
+}
+
+// waitRecord waits for an access-log record for which match holds.
+func (g *gateway) waitRecord(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	return waitAccessRecord(t, g.access, what, match)
+}
+
+// accessRecords parses the JSON access-log records in log so far.
+func accessRecords(t *testing.T, log *mqtttest.LogBuffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
-	for _, line := range g.access.Lines() {
+	for _, line := range log.Lines() {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("access log line %q: %v", line, err)
@@ -112,14 +127,15 @@ func (g *tlsGateway) records(t *testing.T) []map[string]any {
 	return out
 }
 
-// waitRecord waits for an access-log record for which match holds.
-func (g *tlsGateway) waitRecord(t *testing.T, what string, match func(map[string]any) bool) map[string]any {
+// waitAccessRecord waits for a record in log for which match holds.
+func waitAccessRecord(t *testing.T, log *mqtttest.LogBuffer, what string, match func(map[string]any) bool) map[string]any {
 	t.Helper()
 	var found map[string]any
 	mqtttest.WaitFor(t, what, func() bool {
-		i := slices.IndexFunc(g.records(t), match)
+		recs := accessRecords(t, log)
+		i := slices.IndexFunc(recs, match)
 		if i >= 0 {
-			found = g.records(t)[i]
+			found = recs[i]
 		}
 		return i >= 0
 	})

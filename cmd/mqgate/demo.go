@@ -30,7 +30,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	h, p, _ := net.SplitHostPort(d.Addr)
-	fmt.Fprintf(stdout, `mqgate demo: mqgate on %s in front of three in-process brokers:
+	fmt.Fprintf(stdout, `mqgate demo: mqgate on %s (MQTT) and %s (MQTT over WebSocket) in front of three in-process brokers:
   broker1 %s
   broker2 %s
   broker3 %s
@@ -41,11 +41,12 @@ Try it (mosquitto-clients):
   mosquitto_sub -h %s -p %s -i watcher -t 'demo/#' -v &
   mosquitto_pub -h %s -p %s -i meter-1 -t demo/meter-1 -m 42
   for i in $(seq 1 20); do mosquitto_pub -h %s -p %s -i "sensor-$i" -t demo/x -m hi; done
+Over WebSocket (MQTT.js, MQTTX, a browser): connect to %s
 The same client id always lands on the same broker (watch the "node" field of the access log below).
 Every %s this prints the clients connected to each broker. Ctrl-C stops it all.
 
-`, d.Addr, d.BrokerAddrs[0], d.BrokerAddrs[1], d.BrokerAddrs[2], d.Config,
-		h, p, h, p, h, p, *every)
+`, d.Addr, d.WebSocket, d.BrokerAddrs[0], d.BrokerAddrs[1], d.BrokerAddrs[2], d.Config,
+		h, p, h, p, h, p, d.WebSocket, *every)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

@@ -11,15 +11,15 @@
 package etcdtest
 
 import (
-	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,6 +27,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/mqgate/mqgate/internal/mqtttest"
 )
 
 // Etcd is one etcd member process.
@@ -36,11 +38,13 @@ type Etcd struct {
 	dir       string
 	clientURL string
 	peerURL   string
+	tls       *TLS
+	tlsConfig *tls.Config // for the test's own clients
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	stderr *bytes.Buffer
+	stderr *mqtttest.LogBuffer
 }
 
 // Bin returns the etcd binary, failing the test when it is not installed:
@@ -56,16 +60,42 @@ func Bin(t testing.TB) string {
 	return ""
 }
 
+// TLS makes etcd serve its clients with TLS and require a client
+// certificate signed by CA (PEM file paths).
+type TLS struct {
+	Cert, Key, CA string
+	// The test's own clients present this certificate.
+	ClientCert, ClientKey string
+}
+
 // Start runs etcd on free loopback ports until the test ends.
-func Start(t testing.TB) *Etcd {
+func Start(t testing.TB) *Etcd { return StartTLS(t, nil) }
+
+// StartTLS is Start with TLS for clients (nil: plain).
+func StartTLS(t testing.TB, tc *TLS) *Etcd {
 	t.Helper()
-	e := &Etcd{t: t, bin: Bin(t), dir: t.TempDir()}
+	e := &Etcd{t: t, bin: Bin(t), dir: t.TempDir(), tls: tc}
+	scheme := "http"
+	if tc != nil {
+		scheme = "https"
+		cert, err := tls.LoadX509KeyPair(tc.ClientCert, tc.ClientKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem, err := os.ReadFile(tc.CA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		e.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	var lastErr error
 	// The ports are picked by binding :0 and closing; another process may
 	// take one before etcd binds, so try a few times.
 	for range 5 {
-		e.clientURL = "http://" + freeAddr(t)
-		e.peerURL = "http://" + freeAddr(t)
+		e.clientURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, mqtttest.FreePort(t))
+		e.peerURL = fmt.Sprintf("http://127.0.0.1:%d", mqtttest.FreePort(t))
 		if lastErr = e.start(); lastErr == nil {
 			t.Cleanup(e.Stop)
 			return e
@@ -80,7 +110,7 @@ func Start(t testing.TB) *Etcd {
 func (e *Etcd) Endpoint() string { return e.clientURL }
 
 // Addr is the client address, like "127.0.0.1:40123".
-func (e *Etcd) Addr() string { return e.clientURL[len("http://"):] }
+func (e *Etcd) Addr() string { return e.clientURL[strings.Index(e.clientURL, "//")+2:] }
 
 func (e *Etcd) start() error {
 	e.mu.Lock()
@@ -92,20 +122,24 @@ func (e *Etcd) start() error {
 			return nil // running
 		}
 	}
-	cmd := exec.Command(e.bin,
+	args := []string{
 		"--name", "test",
 		"--data-dir", filepath.Join(e.dir, "data"),
 		"--listen-client-urls", e.clientURL,
 		"--advertise-client-urls", e.clientURL,
 		"--listen-peer-urls", e.peerURL,
 		"--initial-advertise-peer-urls", e.peerURL,
-		"--initial-cluster", "test="+e.peerURL,
+		"--initial-cluster", "test=" + e.peerURL,
 		"--log-level", "error",
-	)
+	}
+	if e.tls != nil {
+		args = append(args, "--cert-file", e.tls.Cert, "--key-file", e.tls.Key, "--trusted-ca-file", e.tls.CA, "--client-cert-auth")
+	}
+	cmd := exec.Command(e.bin, args...)
 	// A test binary that dies (a panic, a timeout) takes its etcd along.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr := &bytes.Buffer{}
-	cmd.Stderr, cmd.Stdout = &lockedWriter{b: stderr}, nil
+	stderr := &mqtttest.LogBuffer{}
+	cmd.Stderr, cmd.Stdout = stderr, nil
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
@@ -122,7 +156,7 @@ func (e *Etcd) start() error {
 
 // waitReady polls etcd until it answers a read (it has a leader), bounded.
 func (e *Etcd) waitReady(exited chan struct{}, limit time.Duration) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.clientURL}, Logger: zap.NewNop()})
+	cli, err := clientv3.New(e.clientConfig())
 	if err != nil {
 		return err
 	}
@@ -143,6 +177,10 @@ func (e *Etcd) waitReady(exited chan struct{}, limit time.Duration) error {
 		time.Sleep(20 * time.Millisecond) // polling for readiness, bounded by deadline
 	}
 	return fmt.Errorf("etcd not ready on %s after %v: %v", e.clientURL, limit, err)
+}
+
+func (e *Etcd) clientConfig() clientv3.Config {
+	return clientv3.Config{Endpoints: []string{e.clientURL}, TLS: e.tlsConfig, Logger: zap.NewNop()}
 }
 
 // Stop kills etcd, as a crash or a partition would look to clients.
@@ -172,31 +210,10 @@ func (e *Etcd) Restart() {
 // Client is an etcd client for the test, closed when it ends.
 func (e *Etcd) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.clientURL}, Logger: zap.NewNop()})
+	cli, err := clientv3.New(e.clientConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

@@ -18,6 +18,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,9 +30,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/gobwas/ws"
+
+	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/mqttws"
 )
 
 // ConnectPacket is the CONNECT every client sends: MQTT 3.1.1, keepalive
@@ -40,9 +46,32 @@ func ConnectPacket(id string) []byte {
 	return mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 300, ClientID: id})
 }
 
+// Dial opens one client connection to the proxy, ready for MQTT bytes:
+// TCP, or a WebSocket (see WebSocket).
+type Dial func() (net.Conn, error)
+
+// TCP dials addr in plain TCP.
+func TCP(addr string) Dial {
+	return func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 10*time.Second) }
+}
+
+// WebSocket dials MQTT over WebSocket at url (ws:// or wss://, with tlsCfg).
+func WebSocket(url string, tlsCfg *tls.Config) Dial {
+	return func() (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return mqtttest.DialWS(ctx, url, mqtttest.WSOptions{TLS: tlsCfg})
+	}
+}
+
 // OpenIdle opens n connections through the proxy, each with its CONNECT
 // answered, workers at a time.
 func OpenIdle(addr string, n, workers int) ([]net.Conn, error) {
+	return OpenIdleWith(TCP(addr), n, workers)
+}
+
+// OpenIdleWith is OpenIdle with connections that dial opens.
+func OpenIdleWith(dial Dial, n, workers int) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var next atomic.Int64
 	errs := make(chan error, workers)
@@ -56,7 +85,7 @@ func OpenIdle(addr string, n, workers int) ([]net.Conn, error) {
 				if i >= n {
 					return
 				}
-				c, err := Connect(addr, fmt.Sprintf("idle-%d", i))
+				c, err := ConnectWith(dial, fmt.Sprintf("idle-%d", i))
 				if err != nil {
 					errs <- err
 					return
@@ -75,8 +104,11 @@ func OpenIdle(addr string, n, workers int) ([]net.Conn, error) {
 }
 
 // Connect dials addr, sends a CONNECT for id and waits for its CONNACK.
-func Connect(addr, id string) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+func Connect(addr, id string) (net.Conn, error) { return ConnectWith(TCP(addr), id) }
+
+// ConnectWith is Connect over a connection that dial opens.
+func ConnectWith(dial Dial, id string) (net.Conn, error) {
+	c, err := dial()
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +174,25 @@ func (s *Sink) Close() { s.ln.Close(); s.wg.Wait() }
 func (s *Sink) serve(c net.Conn) {
 	defer s.active.Add(-1)
 	defer c.Close()
-	r := bufio.NewReaderSize(c, 512)
+	br := bufio.NewReaderSize(c, 512)
+	var r interface {
+		io.Reader
+		io.ByteReader
+	} = br
+	var w io.Writer = c
+	if first, err := br.Peek(1); err == nil && first[0] == 'G' {
+		// A WebSocket, as NGINX passes it through: upgrade, then MQTT
+		// bytes in binary frames, as a broker's WebSocket listener does.
+		u := ws.Upgrader{Protocol: func(p []byte) bool { return string(p) == mqttws.ProtocolMQTT }}
+		if _, err := u.Upgrade(struct {
+			io.Reader
+			io.Writer
+		}{br, c}); err != nil {
+			return
+		}
+		wc := mqttws.NewConn(bufferedConn{c, br}, mqttws.ProtocolMQTT, nil)
+		r, w = bufio.NewReaderSize(wc, 512), wc
+	}
 	var head []byte
 	for {
 		b, err := r.ReadByte()
@@ -159,14 +209,14 @@ func (s *Sink) serve(c net.Conn) {
 			return
 		}
 	}
-	if _, err := c.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
+	if _, err := w.Write([]byte{0x20, 0x02, 0x00, 0x00}); err != nil {
 		return
 	}
 	buf := make([]byte, 512)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
-			if _, werr := c.Write(buf[:n]); werr != nil {
+			if _, werr := w.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
@@ -175,6 +225,14 @@ func (s *Sink) serve(c net.Conn) {
 		}
 	}
 }
+
+// bufferedConn reads through the reader the upgrade read from.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // WaitActive waits until the sink holds n connections, at most limit.
 func (s *Sink) WaitActive(n int, limit time.Duration) error {
@@ -194,10 +252,18 @@ type Proc struct {
 	Pid int
 }
 
-// Stop kills the child and waits for it.
+// Stop asks the child to end (NGINX's master then stops its workers,
+// which a kill would leave behind) and kills it after 5 s.
 func (p *Proc) Stop() {
-	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
 }
 
 // Start runs the command with its output on this process's stderr and env
@@ -273,9 +339,37 @@ func Settle(pid int) {
 	}
 }
 
-// Usage returns the process's resident set in bytes and its open
-// descriptors.
+// Usage returns the resident set in bytes and the open descriptors of the
+// process and its children (NGINX's workers).
 func Usage(pid int) (rss int64, fds int, err error) {
+	rss, fds, err = usage1(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, child := range children(pid) {
+		if r, f, err := Usage(child); err == nil {
+			rss, fds = rss+r, fds+f
+		}
+	}
+	return rss, fds, nil
+}
+
+// children lists a process's child processes.
+func children(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var out []int
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+func usage1(pid int) (rss int64, fds int, err error) {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, err
@@ -293,8 +387,21 @@ func Usage(pid int) (rss int64, fds int, err error) {
 	return rss, len(ents), err
 }
 
-// CPUTime is the user + system CPU the process has used.
+// CPUTime is the user + system CPU the process and its children have used.
 func CPUTime(pid int) (time.Duration, error) {
+	total, err := cpuTime1(pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, child := range children(pid) {
+		if c, err := CPUTime(child); err == nil {
+			total += c
+		}
+	}
+	return total, nil
+}
+
+func cpuTime1(pid int) (time.Duration, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -315,6 +422,11 @@ func CPUTime(pid int) (time.Duration, error) {
 // limit. It reports each cycle's time from dial to CONNACK to done (when
 // not nil) and returns how many cycles ran.
 func ConnectCycles(addr, prefix string, total, workers int, limit time.Duration, done func(i int, d time.Duration)) (int, error) {
+	return ConnectCyclesWith(TCP(addr), prefix, total, workers, limit, done)
+}
+
+// ConnectCyclesWith is ConnectCycles over connections that dial opens.
+func ConnectCyclesWith(dial Dial, prefix string, total, workers int, limit time.Duration, done func(i int, d time.Duration)) (int, error) {
 	deadline := time.Now().Add(limit)
 	var next atomic.Int64
 	errs := make(chan error, workers)
@@ -329,7 +441,7 @@ func ConnectCycles(addr, prefix string, total, workers int, limit time.Duration,
 					return
 				}
 				start := time.Now()
-				c, err := Connect(addr, prefix+strconv.Itoa(i))
+				c, err := ConnectWith(dial, prefix+strconv.Itoa(i))
 				if err != nil {
 					errs <- err
 					return

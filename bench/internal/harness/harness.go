@@ -68,6 +68,7 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		IdlePingSeconds:   5,
 		VerifyIDs:         150,
 		OrderRounds:       60,
+		TLSIdleClients:    min(idle, 3999),
 	}
 	if quick {
 		p.Rounds = 1
@@ -79,21 +80,27 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		p.IdleHoldSeconds = 2
 		p.IdlePingSeconds = 1
 		p.VerifyIDs = 60
+		p.TLSIdleClients = min(idle, 600)
 	}
 	return p
 }
 
 // AllPhases lists the phases a run can be limited to.
 func AllPhases() []string {
-	return []string{PhaseOrder, results.PhaseConnect, results.PhaseThroughput64, results.PhaseThroughput1K, results.PhaseLatency, PhaseIdle}
+	return []string{PhaseOrder, results.PhaseConnect, results.PhaseThroughput64, results.PhaseThroughput1K, results.PhaseLatency,
+		results.PhaseTLSConnect, results.PhaseTLSResume, results.PhaseTLSThroughput64, PhaseIdle, PhaseTLSIdle}
 }
 
 // PhaseOrder is the cross-connection ordering probe, run once per target
 // before the rounds.
 const PhaseOrder = "order"
 
-// PhaseIdle is the idle-connections phase, run once per target after the rounds.
-const PhaseIdle = "idle"
+// PhaseIdle is the idle-connections phase, run once per target after the
+// rounds; PhaseTLSIdle the same over TLS, with fewer clients.
+const (
+	PhaseIdle    = "idle"
+	PhaseTLSIdle = "tls-idle"
+)
 
 func (r *runner) wants(phase string) bool {
 	return r.opts.Phases == nil || slices.Contains(r.opts.Phases, phase)
@@ -107,6 +114,7 @@ type runner struct {
 	plan    results.Plan
 	self    string // this executable, run as "load" for the load generator
 	brokers *brokers
+	certs   tlsFiles
 	targets []*target
 	out     *results.Run
 	started time.Time
@@ -187,7 +195,10 @@ func Run(ctx context.Context, opts Options) (*results.Run, error) {
 			return r.out, ctx.Err()
 		}
 		if r.wants(PhaseIdle) && t.skip == "" {
-			r.result(t).Idle = r.runIdle(ctx, t)
+			r.result(t).Idle = r.runIdle(ctx, t, false)
+		}
+		if r.wants(PhaseTLSIdle) && t.skip == "" && t.tlsAddrs != nil {
+			r.result(t).TLSIdle = r.runIdle(ctx, t, true)
 		}
 	}
 	r.out.Machine.LoadAvgEnd = loadAvg()
@@ -200,8 +211,11 @@ func (r *runner) setup(ctx context.Context) error {
 	if err := os.MkdirAll(r.opts.Work, 0o755); err != nil {
 		return fmt.Errorf("creating work directory: %w", err)
 	}
-	ports, err := freePorts(3+len(r.opts.Targets), time.Now().UnixNano())
+	ports, err := freePorts(3+2*len(r.opts.Targets), time.Now().UnixNano())
 	if err != nil {
+		return err
+	}
+	if r.certs, err = makeCerts(r.opts.Work); err != nil {
 		return err
 	}
 	r.brokers, err = startBrokers(r.opts.Work, ports[:3], true)
@@ -213,8 +227,9 @@ func (r *runner) setup(ctx context.Context) error {
 		t := &target{name: name}
 		r.targets = append(r.targets, t)
 		r.out.Targets = append(r.out.Targets, &results.Target{Name: name})
-		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+i]))
-		if err := r.startTarget(ctx, t, listen); err != nil {
+		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+2*i]))
+		tlsListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+2*i+1]))
+		if err := r.startTarget(ctx, t, listen, tlsListen); err != nil {
 			t.skip = err.Error()
 			r.result(t).Skipped = t.skip
 			r.logf("%s skipped: %s", name, oneLine(t.skip))
@@ -225,7 +240,7 @@ func (r *runner) setup(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) startTarget(ctx context.Context, t *target, listen string) error {
+func (r *runner) startTarget(ctx context.Context, t *target, listen, tlsListen string) error {
 	if t.name == NoProxy {
 		t.addrs = r.brokers.addrs()
 		return nil
@@ -238,23 +253,30 @@ func (r *runner) startTarget(ctx context.Context, t *target, listen string) erro
 		MaxConn:           (nofile - 100) / 2,
 		NoFile:            nofile,
 		WorkerConnections: nofile - 100,
+		Threads:           2,
+		TLSListen:         tlsListen,
+		TLS:               r.certs,
+	}
+	if t.name == HAProxy1 || t.name == Mqgate1 {
+		s.Threads = 1
 	}
 	var (
 		p   *process
 		err error
 	)
 	switch t.name {
-	case HAProxy:
+	case HAProxy, HAProxy1:
 		p, err = startHAProxy(r.opts.Work, s)
 	case NGINX:
 		p, err = startNGINX(r.opts.Work, s)
-	case Mqgate:
+	case Mqgate, Mqgate1:
 		bin := r.opts.MqgateBin
 		if bin == "" {
 			r.logf("building mqgate")
 			if bin, err = buildMqgate(ctx, r.opts.Repo, r.opts.Work); err != nil {
 				return fmt.Errorf("mqgate does not build yet: %w", err)
 			}
+			r.opts.MqgateBin = bin // built once for both
 		}
 		p, err = startMqgate(r.opts.Work, bin, s)
 	default:
@@ -269,7 +291,13 @@ func (r *runner) startTarget(ctx context.Context, t *target, listen string) erro
 		t.proc = nil
 		return fmt.Errorf("%s did not start: %w", t.name, err)
 	}
+	if err := waitListening(tlsListen, 15*time.Second, p); err != nil {
+		p.stop()
+		t.proc = nil
+		return fmt.Errorf("%s did not start its TLS listener: %w", t.name, err)
+	}
 	t.addrs = []string{listen}
+	t.tlsAddrs = []string{tlsListen}
 	return nil
 }
 
@@ -508,7 +536,20 @@ func (r *runner) phaseConfig(t *target, phase string, round int) loadgen.Config 
 		PingEvery:   time.Second,
 		RampTimeout: time.Second,
 		Timeout:     5 * time.Second,
+		CAFile:      r.certs.CA,
+		ServerName:  tlsServerName,
 	}
+}
+
+// tlsConfig is phaseConfig over TLS, to t's TLS listener.
+func (r *runner) tlsConfig(t *target, phase string, round int, resume bool) loadgen.Config {
+	cfg := r.phaseConfig(t, phase, round)
+	cfg.IDPrefix = "tls-" + cfg.IDPrefix
+	if resume {
+		cfg.IDPrefix += "r"
+	}
+	cfg.Addrs, cfg.TLS, cfg.TLSResume = t.tlsAddrs, true, resume
+	return cfg
 }
 
 // orderAll runs the ordering probe through every target, one after the
@@ -545,12 +586,19 @@ func (r *runner) runRound(ctx context.Context, t *target, round int) {
 	latency := r.phaseConfig(t, "latency", round)
 	latency.Duration = seconds(r.plan.LatencySeconds)
 	latency.MaxOps = int64(float64(latency.Rate) * (r.plan.LatencySeconds + r.plan.WarmupSeconds + 5))
-	for _, s := range []step{
+	steps := []step{
 		{results.PhaseConnect, connect},
 		{results.PhaseThroughput64, tput64},
 		{results.PhaseThroughput1K, tput1k},
 		{results.PhaseLatency, latency},
-	} {
+	}
+	if t.tlsAddrs != nil { // no proxy: the brokers have no TLS listener
+		steps = append(steps,
+			step{results.PhaseTLSConnect, r.tlsConfig(t, "connect", round, false)},
+			step{results.PhaseTLSResume, r.tlsConfig(t, "connect", round, true)},
+			step{results.PhaseTLSThroughput64, r.tlsConfig(t, "throughput", round, false)})
+	}
+	for _, s := range steps {
 		if ctx.Err() != nil {
 			break
 		}
@@ -592,8 +640,13 @@ func errorCount(m map[string]uint64) uint64 {
 // runIdle connects as many pinging clients as the file limit allows, spread
 // over several load generator processes, and measures the proxy's memory
 // growth per connection and its CPU while they ping.
-func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
+func (r *runner) runIdle(ctx context.Context, t *target, overTLS bool) *results.Idle {
 	idle := &results.Idle{Wanted: r.plan.IdleClients}
+	label := t.name
+	if overTLS {
+		idle.Wanted = r.plan.TLSIdleClients
+		label += " TLS"
+	}
 	procs := max(r.plan.IdleProcs, 1)
 	before := r.snap(t)
 	settle, hold := seconds(r.plan.IdleSettleSeconds), seconds(r.plan.IdleHoldSeconds)
@@ -613,7 +666,10 @@ func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
 	}()
 	for k := range procs {
 		cfg := r.phaseConfig(t, "idle", 0)
-		cfg.IDPrefix = fmt.Sprintf("i-%s-%d", t.name, k)
+		if overTLS {
+			cfg = r.tlsConfig(t, "idle", 0, false)
+		}
+		cfg.IDPrefix = fmt.Sprintf("i-%s-%d", label, k)
 		cfg.Clients = idle.Wanted / procs
 		cfg.Workers = 32
 		cfg.PingEvery = seconds(r.plan.IdlePingSeconds)
@@ -635,11 +691,11 @@ func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
 		}
 		if err != nil {
 			idle.Error = err.Error()
-			r.problem("%s idle: %s", t.name, err)
+			r.problem("%s idle: %s", label, err)
 			return idle
 		}
 	}
-	r.logf("idle %-8s ramp done in %.1f s", t.name, time.Since(start).Seconds())
+	r.logf("idle %-8s ramp done in %.1f s", label, time.Since(start).Seconds())
 	sleepCtx(ctx, settle)
 	a := r.snap(t, loaders...)
 	sleepCtx(ctx, hold)
@@ -649,7 +705,7 @@ func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
 		res, err := lp.finish(true, 30*time.Second)
 		if err != nil {
 			idle.Error = err.Error()
-			r.problem("%s idle: %s", t.name, err)
+			r.problem("%s idle: %s", label, err)
 			continue
 		}
 		idle.Connected += res.Connected
@@ -670,12 +726,12 @@ func (r *runner) runIdle(ctx context.Context, t *target) *results.Idle {
 	idle.ProxyCPUCores = (b.proxy.CPU - a.proxy.CPU).Seconds() / window
 	idle.LoadgenCPU = (b.loader.CPU - a.loader.CPU).Seconds()
 	r.logf("idle %-8s %d/%d held, proxy RSS %d → %d KB (%.2f KB/conn), proxy %.3f cores, pings %d ok %d failed",
-		t.name, idle.Connected, idle.Wanted, idle.RSSBeforeKB, idle.RSSAfterKB, idle.RSSPerConnKB, idle.ProxyCPUCores, idle.PingsOK, idle.PingsFailed)
+		label, idle.Connected, idle.Wanted, idle.RSSBeforeKB, idle.RSSAfterKB, idle.RSSPerConnKB, idle.ProxyCPUCores, idle.PingsOK, idle.PingsFailed)
 	if idle.Connected < idle.Wanted {
-		r.logf("  %s idle errors: %v", t.name, idle.ErrorSamples)
+		r.logf("  %s idle errors: %v", label, idle.ErrorSamples)
 	}
 	if idle.PingsFailed > 0 {
-		r.problem("%s idle: %d pings failed (%v)", t.name, idle.PingsFailed, idle.ErrorSamples)
+		r.problem("%s idle: %d pings failed (%v)", label, idle.PingsFailed, idle.ErrorSamples)
 	}
 	// Let the brokers and the proxy see every disconnection before the next target.
 	sleepCtx(ctx, time.Second)

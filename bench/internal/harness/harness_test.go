@@ -21,6 +21,9 @@ func sampleSettings(dir string) proxySettings {
 		MaxConn:           9950,
 		NoFile:            20000,
 		WorkerConnections: 19900,
+		Threads:           2,
+		TLSListen:         "127.0.0.1:21004",
+		TLS:               tlsFiles{CA: dir + "/ca.crt", Cert: dir + "/server.crt", Key: dir + "/server.key", PEM: dir + "/server.pem"},
 	}
 }
 
@@ -60,6 +63,11 @@ func TestTemplatesRender(t *testing.T) {
 func TestPeersAcceptConfigs(t *testing.T) {
 	dir := t.TempDir()
 	s := sampleSettings(dir)
+	certs, err := makeCerts(dir) // the peers open the TLS listener's files
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.TLS = certs
 	t.Run("haproxy", func(t *testing.T) {
 		if _, err := exec.LookPath("haproxy"); err != nil {
 			t.Skip("haproxy is not installed (apt-get install haproxy)")

@@ -22,10 +22,14 @@ const (
 	HAProxy = "haproxy"
 	NGINX   = "nginx"
 	Mqgate  = "mqgate"
+	// One thread: HAProxy nbthread 1 and mqgate GOMAXPROCS=1, to show how
+	// each scales from one core to two.
+	HAProxy1 = "haproxy-1"
+	Mqgate1  = "mqgate-1"
 )
 
 // AllTargets lists every target in report order.
-func AllTargets() []string { return []string{NoProxy, HAProxy, NGINX, Mqgate} }
+func AllTargets() []string { return []string{NoProxy, HAProxy, NGINX, Mqgate, HAProxy1, Mqgate1} }
 
 // target is one way for clients to reach the brokers.
 type target struct {
@@ -33,7 +37,9 @@ type target struct {
 	// addrs are where clients connect: the three brokers for no-proxy (a
 	// client picks one by a hash of its id), the proxy's listener otherwise.
 	addrs []string
-	proc  *process // nil for no-proxy
+	// tlsAddrs are the proxy's TLS listener; nil for no-proxy.
+	tlsAddrs []string
+	proc     *process // nil for no-proxy
 	// skip, when set, says why the target is not measured.
 	skip string
 }
@@ -146,17 +152,29 @@ type proxySettings struct {
 	MaxConn           int // HAProxy
 	NoFile            int // NGINX worker_rlimit_nofile
 	WorkerConnections int // NGINX
+	Threads           int // HAProxy nbthread, mqgate GOMAXPROCS
+	TLSListen         string
+	TLS               tlsFiles
 }
 
 func startHAProxy(dir string, s proxySettings) (*process, error) {
-	conf := filepath.Join(dir, "haproxy.cfg")
+	conf := filepath.Join(dir, configName("haproxy", "cfg", s.Threads))
 	if err := renderTemplate("haproxy.cfg.tmpl", conf, s); err != nil {
 		return nil, err
 	}
 	if out, err := exec.Command("haproxy", "-c", "-q", "-f", conf).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("haproxy rejects %s: %v\n%s", conf, err, out)
 	}
-	return startProcess("haproxy", filepath.Join(dir, "haproxy.out"), nil, "haproxy", "-db", "-f", conf)
+	return startProcess("haproxy", filepath.Join(dir, configName("haproxy", "out", s.Threads)), nil, "haproxy", "-db", "-f", conf)
+}
+
+// configName is the name of a target's configuration or log file in the
+// work directory: name.ext, with the thread count when it is not 2.
+func configName(name, ext string, threads int) string {
+	if threads != 2 {
+		return fmt.Sprintf("%s-%d.%s", name, threads, ext)
+	}
+	return name + "." + ext
 }
 
 func startNGINX(dir string, s proxySettings) (*process, error) {
@@ -180,11 +198,12 @@ func startNGINX(dir string, s proxySettings) (*process, error) {
 }
 
 func startMqgate(dir, bin string, s proxySettings) (*process, error) {
-	conf := filepath.Join(dir, "mqgate.yaml")
+	conf := filepath.Join(dir, configName("mqgate", "yaml", s.Threads))
 	if err := renderTemplate("mqgate.yaml.tmpl", conf, s); err != nil {
 		return nil, err
 	}
-	return startProcess("mqgate", filepath.Join(dir, "mqgate.out"), []string{"GOMAXPROCS=2"}, bin, "run", "-c", conf)
+	env := []string{fmt.Sprintf("GOMAXPROCS=%d", s.Threads)}
+	return startProcess("mqgate", filepath.Join(dir, configName("mqgate", "out", s.Threads)), env, bin, "run", "-c", conf)
 }
 
 // buildMqgate builds ./cmd/mqgate of the module at repo into dir.

@@ -27,6 +27,10 @@ func RegisterFlags(fs *flag.FlagSet, cfg *Config) {
 	fs.DurationVar(&cfg.PingEvery, "ping-every", 5*time.Second, "idle: PINGREQ interval")
 	fs.DurationVar(&cfg.RampTimeout, "ramp-timeout", 30*time.Second, "idle: longest ramp")
 	fs.DurationVar(&cfg.Timeout, "timeout", 5*time.Second, "per network operation")
+	fs.BoolVar(&cfg.TLS, "tls", false, "connect with TLS 1.3 (X25519)")
+	fs.StringVar(&cfg.CAFile, "ca", "", "with -tls: PEM file of the CA to trust")
+	fs.StringVar(&cfg.ServerName, "server-name", "mqtt.bench", "with -tls: the name the certificate is checked for (SNI)")
+	fs.BoolVar(&cfg.TLSResume, "tls-resume", false, "with -tls, connect: resume each worker's session")
 }
 
 // Args returns the command-line flags that RegisterFlags parses back into cfg.
@@ -49,5 +53,9 @@ func (cfg Config) Args() []string {
 		"-ping-every", d(cfg.PingEvery),
 		"-ramp-timeout", d(cfg.RampTimeout),
 		"-timeout", d(cfg.Timeout),
+		"-tls=" + strconv.FormatBool(cfg.TLS),
+		"-ca", cfg.CAFile,
+		"-server-name", cfg.ServerName,
+		"-tls-resume=" + strconv.FormatBool(cfg.TLSResume),
 	}
 }

@@ -1,10 +1,13 @@
 package loadgen
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/mqgate/mqgate/mqtt"
@@ -133,12 +136,22 @@ type session struct {
 	out  []byte
 }
 
-// dialSession connects to addr and completes the CONNECT/CONNACK exchange
-// within timeout. readBuf sizes the receive buffer.
-func dialSession(addr, clientID string, keepAlive uint16, timeout time.Duration, readBuf int) (*session, error) {
+// dialSession connects to addr (with TLS when tlsCfg is not nil: the
+// handshake then counts in the CONNECT's time) and completes the
+// CONNECT/CONNACK exchange within timeout. readBuf sizes the receive buffer.
+func dialSession(addr, clientID string, keepAlive uint16, timeout time.Duration, readBuf int, tlsCfg *tls.Config) (*session, error) {
 	conn, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	if tlsCfg != nil {
+		tc := tls.Client(conn, tlsCfg)
+		_ = tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		conn = tc
 	}
 	s := &session{conn: conn, fr: newFrameReader(conn, readBuf)}
 	if err := s.handshake(clientID, keepAlive, timeout); err != nil {
@@ -206,10 +219,30 @@ func (s *session) disconnect() {
 // ConnectOnce connects to addr as clientID, waits for the CONNACK and
 // disconnects cleanly: one complete MQTT session with nothing in between.
 func ConnectOnce(addr, clientID string, timeout time.Duration) error {
-	s, err := dialSession(addr, clientID, 60, timeout, 64)
+	s, err := dialSession(addr, clientID, 60, timeout, 64, nil)
 	if err != nil {
 		return err
 	}
 	s.disconnect()
 	return nil
+}
+
+// ClientTLS is the clients' TLS configuration: TLS 1.3, X25519 only (HAProxy
+// 2.6 with OpenSSL 3.0 has no post-quantum hybrid, so every target gets the
+// same key exchange), trusting the CA certificates in caFile.
+func ClientTLS(caFile, serverName string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: reading the CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("loadgen: no certificate in %s", caFile)
+	}
+	return &tls.Config{
+		RootCAs:          pool,
+		ServerName:       serverName,
+		MinVersion:       tls.VersionTLS13,
+		CurvePreferences: []tls.CurveID{tls.X25519},
+	}, nil
 }

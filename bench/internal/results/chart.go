@@ -32,13 +32,15 @@ const (
 type series struct {
 	name  string
 	color color.RGBA
+	base  string // divided by this target's values
 }
 
 func chartSeries() []series {
 	return []series{
-		{"no-proxy", color.RGBA{0xb0, 0xb0, 0xb0, 0xff}},
-		{"nginx", color.RGBA{0x3c, 0x9a, 0x5f, 0xff}},
-		{"mqgate", color.RGBA{0x2f, 0x6d, 0xc8, 0xff}},
+		{"no-proxy", color.RGBA{0xb0, 0xb0, 0xb0, 0xff}, baseline},
+		{"nginx", color.RGBA{0x3c, 0x9a, 0x5f, 0xff}, baseline},
+		{"mqgate", color.RGBA{0x2f, 0x6d, 0xc8, 0xff}, baseline},
+		{"mqgate-1", color.RGBA{0x8f, 0xb4, 0xea, 0xff}, "haproxy-1"},
 	}
 }
 
@@ -53,7 +55,7 @@ type group struct {
 }
 
 // Chart draws a PNG bar chart: for every metric, each target's value divided
-// by HAProxy's in the same round (median over rounds); the line at 1 is
+// by HAProxy's in the same round (median over rounds; mqgate-1 by haproxy-1); the line at 1 is
 // HAProxy.
 func (r *Run) Chart() ([]byte, error) {
 	base := r.Target(baseline)
@@ -64,11 +66,11 @@ func (r *Run) Chart() ([]byte, error) {
 		g := group{label: chartLabel(m)}
 		if base != nil && base.Skipped == "" {
 			for _, s := range chartSeries() {
-				t := r.Target(s.name)
-				if t == nil || t.Skipped != "" || (m.proxyOnly && s.name == "no-proxy") {
+				t, b := r.Target(s.name), r.Target(s.base)
+				if t == nil || t.Skipped != "" || b == nil || b.Skipped != "" || (m.proxyOnly && s.name == "no-proxy") {
 					continue
 				}
-				sum := summarize(ratios(m.values(t, rounds), m.values(base, rounds)))
+				sum := summarize(ratios(m.values(t, rounds), m.values(b, rounds)))
 				if !sum.ok() {
 					continue
 				}
@@ -103,8 +105,8 @@ func (r *Run) Chart() ([]byte, error) {
 	lx := 10
 	for _, s := range chartSeries() {
 		fill(img, lx, 48, lx+12, 60, s.color)
-		text(img, lx+16, 58, s.name, black)
-		lx += 24 + 7*len(s.name) + 20
+		text(img, lx+16, 58, s.label(), black)
+		lx += 24 + 7*len(s.label()) + 20
 	}
 	text(img, lx, 58, "| line at 1.0 = haproxy", black)
 
@@ -169,4 +171,12 @@ func text(img *image.RGBA, x, y int, s string, c color.RGBA) {
 		Dot:  fixed.P(x, y),
 	}
 	d.DrawString(s)
+}
+
+// label names the series in the legend, with its base when not HAProxy.
+func (s series) label() string {
+	if s.base != baseline {
+		return s.name + "/" + s.base
+	}
+	return s.name
 }

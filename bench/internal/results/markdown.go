@@ -7,10 +7,16 @@ import (
 	"strings"
 )
 
-// Ratio columns: each target divided by HAProxy in the same round.
+// Ratio columns: each target divided by HAProxy in the same round, the
+// one-thread mqgate by the one-thread HAProxy.
 const baseline = "haproxy"
 
-func ratioTargets() []string { return []string{"nginx", "mqgate"} }
+// ratioPair is one ratio column: target / base.
+type ratioPair struct{ target, base string }
+
+func ratioPairs() []ratioPair {
+	return []ratioPair{{"nginx", baseline}, {"mqgate", baseline}, {"mqgate-1", "haproxy-1"}}
+}
 
 func fmtInt(v float64) string {
 	s := strconv.FormatInt(int64(math.Round(v)), 10)
@@ -84,7 +90,7 @@ func (r *Run) Markdown() string {
 	if mean, worst, ok := r.otherTenants(); ok {
 		w("- Noise: other tenants of the machine used %.2f cores on average during the measured windows, %.2f at worst (see \"other\" below)\n", mean, worst)
 	}
-	w("- Everything on 127.0.0.1: three Mosquitto brokers, the proxy under test, the load generator. HAProxy `nbthread 2`, NGINX `worker_processes 2`, mqgate `GOMAXPROCS=2`.\n")
+	w("- Everything on 127.0.0.1: three Mosquitto brokers, the proxy under test, the load generator. HAProxy `nbthread 2`, NGINX `worker_processes 2`, mqgate `GOMAXPROCS=2`; haproxy-1 and mqgate-1: `nbthread 1` and `GOMAXPROCS=1`.\n")
 	w("- Plan: rounds: %d, targets in rotated order each round; windows of %g s after %g s of warm-up; CONNECT with %d looping workers; throughput with %d clients publishing to themselves in bursts of %d; latency at %d msg/s for %g s; idle: %d clients in %d processes, PINGREQ every %g s, held %g s; ordering probe: %d rounds per target.\n\n",
 		p.Rounds, p.WindowSeconds, p.WarmupSeconds, p.ConnectWorkers, p.ThroughputClients, p.ThroughputWindow,
 		p.LatencyRate, p.LatencySeconds, p.IdleClients, p.IdleProcs, p.IdlePingSeconds, p.IdleHoldSeconds, p.OrderRounds)
@@ -101,7 +107,6 @@ func (r *Run) Markdown() string {
 	for _, t := range r.Targets {
 		names = append(names, t.Name)
 	}
-	base := r.Target(baseline)
 
 	w("## Results\n\n")
 	w("| metric |")
@@ -115,11 +120,11 @@ func (r *Run) Markdown() string {
 		}
 		w(" %s |", h)
 	}
-	var ratioNames []string
-	for _, n := range ratioTargets() {
-		if r.Target(n) != nil && base != nil {
-			ratioNames = append(ratioNames, n)
-			w(" %s/%s |", n, baseline)
+	var ratioNames []ratioPair
+	for _, rp := range ratioPairs() {
+		if r.Target(rp.target) != nil && r.Target(rp.base) != nil {
+			ratioNames = append(ratioNames, rp)
+			w(" %s/%s |", rp.target, rp.base)
 		}
 	}
 	w("\n|---|%s%s\n", strings.Repeat("--:|", len(names)), strings.Repeat("--:|", len(ratioNames)))
@@ -147,17 +152,17 @@ func (r *Run) Markdown() string {
 				w(" %s |", summarize(m.values(t, rounds)).cell(m.format))
 			}
 		}
-		for _, n := range ratioNames {
-			t := r.Target(n)
-			if t.Skipped != "" || base.Skipped != "" {
+		for _, rp := range ratioNames {
+			t, b := r.Target(rp.target), r.Target(rp.base)
+			if t.Skipped != "" || b.Skipped != "" {
 				w(" n/a |")
 				continue
 			}
-			w(" %s |", summarize(ratios(m.values(t, rounds), m.values(base, rounds))).ratioCell())
+			w(" %s |", summarize(ratios(m.values(t, rounds), m.values(b, rounds))).ratioCell())
 		}
 		w("\n")
 	}
-	w("| TLS (handshakes/s, throughput) |%s\n\n", strings.Repeat(" not measured yet |", len(names)+len(ratioNames)))
+	w("\n")
 	w("Values are medians over rounds, ± half their range in percent of the median. Ratios are medians of the per-round ratios to HAProxy, which ran in the same round, with their range; compare ratios, not absolute numbers, across runs: the machine is shared and noisy. ↑ higher is better, ↓ lower is better. \"no-proxy\" clients connect straight to the broker their client id hashes to: it is the ceiling.\n\n")
 
 	r.writeCPUTable(w, rounds)
@@ -177,7 +182,6 @@ func (r *Run) Markdown() string {
 	if !noted {
 		w("- Nothing skipped.\n")
 	}
-	w("- TLS: not measured yet; the phases will take a TLS listener on each proxy (see bench/README.md, \"TLS\").\n\n")
 	w("![ratios to HAProxy](latest.png)\n")
 	return b.String()
 }

@@ -19,6 +19,7 @@ type metric struct {
 	phase     string
 	fromPhase func(*Phase) (float64, bool)
 	fromIdle  func(*Idle) (float64, bool)
+	tlsIdle   bool // fromIdle reads the TLS idle phase
 	fromOrder func(*Order) (float64, bool)
 }
 
@@ -60,6 +61,14 @@ func metrics() []metric {
 		{section: "QoS 0, 1 KB", name: "end-to-end p99 (ms)", format: fmt3, phase: PhaseThroughput1K, fromPhase: p99ms},
 		{section: "QoS 0, 1 KB", name: "proxy CPU s per million messages", proxyOnly: true, format: fmt3, phase: PhaseThroughput1K, fromPhase: cpuPerMillion},
 
+		{section: "TLS, full handshake", name: "handshake+CONNECT→CONNACK/s", higherBetter: true, format: fmtInt, phase: PhaseTLSConnect, fromPhase: perSec},
+		{section: "TLS, full handshake", name: "dial→CONNACK p99 (ms)", format: fmt3, phase: PhaseTLSConnect, fromPhase: p99ms},
+		{section: "TLS, full handshake", name: "proxy CPU per 1,000 (ms)", proxyOnly: true, format: fmt3, phase: PhaseTLSConnect, fromPhase: cpuMsPerThousand},
+		{section: "TLS, resumed", name: "handshake+CONNECT→CONNACK/s", higherBetter: true, format: fmtInt, phase: PhaseTLSResume, fromPhase: perSec},
+		{section: "TLS, resumed", name: "proxy CPU per 1,000 (ms)", proxyOnly: true, format: fmt3, phase: PhaseTLSResume, fromPhase: cpuMsPerThousand},
+		{section: "TLS, QoS 0, 64 B", name: "messages/s", higherBetter: true, format: fmtInt, phase: PhaseTLSThroughput64, fromPhase: perSec},
+		{section: "TLS, QoS 0, 64 B", name: "proxy CPU s per million messages", proxyOnly: true, format: fmt3, phase: PhaseTLSThroughput64, fromPhase: cpuPerMillion},
+
 		{section: "latency", name: "round trip p50 (µs)", format: fmtInt, phase: PhaseLatency, fromPhase: p50us},
 		{section: "latency", name: "round trip p99 (µs)", format: fmtInt, phase: PhaseLatency, fromPhase: p99us},
 
@@ -75,6 +84,12 @@ func metrics() []metric {
 		}},
 		{section: "idle", name: "proxy CPU while they ping (% of a core)", proxyOnly: true, format: fmt2, fromIdle: func(i *Idle) (float64, bool) {
 			return 100 * i.ProxyCPUCores, i.Connected > 0
+		}},
+		{section: "TLS idle", name: "connections held", higherBetter: true, format: fmtInt, tlsIdle: true, fromIdle: func(i *Idle) (float64, bool) {
+			return float64(i.Connected), i.Error == ""
+		}},
+		{section: "TLS idle", name: "proxy RSS per connection (KB)", proxyOnly: true, format: fmt2, tlsIdle: true, fromIdle: func(i *Idle) (float64, bool) {
+			return i.RSSPerConnKB, i.Connected > 0
 		}},
 	}
 }
@@ -93,10 +108,14 @@ func (m metric) values(t *Target, rounds int) []float64 {
 		return []float64{v}
 	}
 	if m.fromIdle != nil {
-		if t.Idle == nil {
+		idle := t.Idle
+		if m.tlsIdle {
+			idle = t.TLSIdle
+		}
+		if idle == nil {
 			return []float64{math.NaN()}
 		}
-		v, ok := m.fromIdle(t.Idle)
+		v, ok := m.fromIdle(idle)
 		if !ok {
 			return []float64{math.NaN()}
 		}

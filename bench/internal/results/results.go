@@ -18,6 +18,10 @@ const (
 	PhaseThroughput64 = "throughput-64B"
 	PhaseThroughput1K = "throughput-1KB"
 	PhaseLatency      = "latency"
+	// Over TLS 1.3 (X25519, ECDSA P-256), to each proxy's TLS listener.
+	PhaseTLSConnect      = "tls-connect" // full handshakes
+	PhaseTLSResume       = "tls-resume"  // resumed handshakes (session tickets)
+	PhaseTLSThroughput64 = "tls-throughput-64B"
 )
 
 // Run is one complete benchmark run.
@@ -72,6 +76,7 @@ type Plan struct {
 	IdlePingSeconds   float64 `json:"idle_ping_seconds"`
 	VerifyIDs         int     `json:"verify_ids"`
 	OrderRounds       int     `json:"order_rounds"`
+	TLSIdleClients    int     `json:"tls_idle_clients"`
 }
 
 // Target is everything measured for one target.
@@ -81,6 +86,7 @@ type Target struct {
 	Verify  *Verify `json:"verify,omitempty"`
 	Rounds  []Round `json:"rounds,omitempty"`
 	Idle    *Idle   `json:"idle,omitempty"`
+	TLSIdle *Idle   `json:"tls_idle,omitempty"`
 	Order   *Order  `json:"order,omitempty"`
 }
 

@@ -8,6 +8,16 @@
 //	go run ./internal/cmd/dataplane-meter -data-path epoll -n 5000
 //	go run ./internal/cmd/dataplane-meter -data-path goroutines -n 5000
 //	go run ./internal/cmd/dataplane-meter -target haproxy -n 5000
+//	go run ./internal/cmd/dataplane-meter -transport ws -target mqgate,nginx -n 5000
+//	go run ./internal/cmd/dataplane-meter -transport wss -target mqgate,nginx -n 5000
+//
+// With -transport ws or wss the clients speak MQTT over WebSocket (wss:
+// over TLS, with a certificate made for the run) to the path /mqtt. mqgate
+// ends the WebSocket and dials the sink in plain MQTT; NGINX, configured as
+// seed 004 proxies MQTT over WebSocket to EMQX's port 8083, passes the
+// WebSocket through to the sink, which then speaks WebSocket too (as a
+// broker's WebSocket listener does). NGINX's figures are its master and
+// workers together. Targets given as a list run one after the other.
 //
 // Figures, per line: RSS and descriptors per idle connection (the delta
 // over n connections, after the process has settled), CPU microseconds
@@ -20,6 +30,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,10 +39,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/mqgate/mqgate/internal/certtest"
 	"github.com/mqgate/mqgate/internal/meter"
 )
 
@@ -43,6 +57,8 @@ func main() {
 
 type settings struct {
 	target, dataPath, mqgate string
+	transport                string
+	certFile, keyFile        string
 	accessLog                string
 	env                      string
 	n, msgs, connects        int
@@ -52,7 +68,8 @@ type settings struct {
 
 func run() error {
 	var s settings
-	flag.StringVar(&s.target, "target", "mqgate", "proxy to measure: mqgate or haproxy")
+	flag.StringVar(&s.target, "target", "mqgate", "proxies to measure, comma-separated, one after the other: mqgate, haproxy (tcp only), nginx (ws, wss)")
+	flag.StringVar(&s.transport, "transport", "tcp", "what clients speak: tcp (MQTT), ws (MQTT over WebSocket) or wss (over TLS)")
 	flag.StringVar(&s.dataPath, "data-path", "epoll", "mqgate's stream_proxy.data_path: epoll or goroutines")
 	flag.StringVar(&s.mqgate, "mqgate", "", "mqgate binary (default: build ./cmd/mqgate)")
 	flag.StringVar(&s.accessLog, "access-log", "off", "mqgate's log.access_log: off, or a file to write it to (the default, stdout, goes to the meter's log file)")
@@ -70,7 +87,22 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if s.transport == "wss" {
+		if s.certFile, s.keyFile, err = writeCert(dir); err != nil {
+			return err
+		}
+	}
+	for _, target := range strings.Split(s.target, ",") {
+		s.target = target
+		if err := measure(s, dir); err != nil {
+			return fmt.Errorf("%s: %w", target, err)
+		}
+	}
+	return nil
+}
 
+// measure runs every phase against one target.
+func measure(s settings, dir string) error {
 	sink, err := meter.StartSink()
 	if err != nil {
 		return err
@@ -89,12 +121,21 @@ func run() error {
 		return err
 	}
 	label := s.target
-	if s.target == "mqgate" {
+	if s.target == "mqgate" && s.transport == "tcp" {
 		label += " (" + s.dataPath + ")"
+	}
+	dial := meter.TCP(proxyAddr)
+	if s.transport != "tcp" {
+		label += " " + s.transport
+		var tlsCfg *tls.Config
+		if s.transport == "wss" {
+			tlsCfg = &tls.Config{ServerName: "mqtt.example", InsecureSkipVerify: true} // the run's own certificate
+		}
+		dial = meter.WebSocket(s.transport+"://"+proxyAddr+"/mqtt", tlsCfg)
 	}
 
 	// Warm up: start whatever the proxy starts lazily (event loops, pools).
-	warm, err := meter.OpenIdle(proxyAddr, 200, s.workers)
+	warm, err := meter.OpenIdleWith(dial, 200, s.workers)
 	if err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
@@ -109,7 +150,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	conns, err := meter.OpenIdle(proxyAddr, s.n, s.workers)
+	conns, err := meter.OpenIdleWith(dial, s.n, s.workers)
 	if err != nil {
 		return fmt.Errorf("idle phase: %w", err)
 	}
@@ -157,7 +198,7 @@ func run() error {
 			return err
 		}
 		start := time.Now()
-		done, err := meter.ConnectCycles(proxyAddr, "cycle-", s.connects, s.workers, s.limit, nil)
+		done, err := meter.ConnectCyclesWith(dial, "cycle-", s.connects, s.workers, s.limit, nil)
 		if err != nil {
 			return fmt.Errorf("connect phase: %w", err)
 		}
@@ -216,8 +257,16 @@ func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
 	}
 	switch s.target {
 	case "mqgate":
+		listener, ssls := fmt.Sprintf("%q", addr), ""
+		switch s.transport {
+		case "ws":
+			listener = fmt.Sprintf("{addr: %q, websocket: true}", addr)
+		case "wss":
+			listener = fmt.Sprintf("{addr: %q, websocket: true, tls: true}", addr)
+			ssls = fmt.Sprintf("ssls: [{id: 1, cert: %q, key: %q, snis: [mqtt.example]}]\n", s.certFile, s.keyFile)
+		}
 		yml := fmt.Sprintf(`stream_proxy:
-  tcp: [%q]
+  tcp: [%s]
   data_path: %s
 log: {level: warn, access_log: %q}
 upstreams:
@@ -225,7 +274,7 @@ upstreams:
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-`, addr, s.dataPath, s.accessLog, sinkAddr)
+%s`, listener, s.dataPath, s.accessLog, sinkAddr, ssls)
 		return meter.StartMqgate(dir, s.mqgate, yml, env...)
 	case "haproxy":
 		cfg := filepath.Join(dir, "haproxy.cfg")
@@ -246,6 +295,88 @@ backend brokers
 			return nil, err
 		}
 		return meter.Start(exec.Command("haproxy", "-db", "-f", cfg), env...)
+	case "nginx":
+		if s.transport == "tcp" {
+			return nil, errors.New("nginx: measured for -transport ws and wss (bench/ has its stream figures)")
+		}
+		cfg := filepath.Join(dir, "nginx.conf")
+		if err := os.WriteFile(cfg, []byte(nginxConf(s, dir, addr, sinkAddr)), 0o600); err != nil {
+			return nil, err
+		}
+		return meter.Start(exec.Command("nginx", "-p", dir, "-c", cfg), env...)
 	}
 	return nil, fmt.Errorf("unknown target %q", s.target)
+}
+
+// nginxConf is seed 004's "Reverse Proxy for MQTT WebSocket" block (and its
+// SSL variant for wss), with the run's addresses and two workers as the
+// machine has two cores.
+func nginxConf(s settings, dir, addr, sinkAddr string) string {
+	listen := addr
+	tlsLines := ""
+	if s.transport == "wss" {
+		listen += " ssl"
+		tlsLines = fmt.Sprintf(`        ssl_session_cache shared:SSL:10m;
+        ssl_session_timeout 10m;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers HIGH:!aNULL:!MD5;
+`, s.certFile, s.keyFile)
+	}
+	return fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 2;
+worker_rlimit_nofile 20000;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    upstream mqtt_websocket_servers {
+        server %[3]s;
+    }
+    server {
+        listen %[2]s reuseport;
+        server_name mqtt.example.com;
+%[4]s        location /mqtt {
+            proxy_pass http://mqtt_websocket_servers;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "Upgrade";
+            proxy_buffering off;
+            proxy_connect_timeout 10s;
+            proxy_send_timeout 3600s;
+            proxy_read_timeout 3600s;
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header REMOTE-HOST $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }
+    }
+}
+`, dir, listen, sinkAddr, tlsLines)
+}
+
+// panicT makes certtest usable outside tests.
+type panicT struct{}
+
+func (panicT) Helper()           {}
+func (panicT) Fatal(args ...any) { panic(fmt.Sprint(args...)) }
+
+// writeCert makes a server certificate for the run's wss listeners.
+func writeCert(dir string) (certFile, keyFile string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("certificate: %v", r)
+		}
+	}()
+	ca := certtest.NewCA(panicT{}, "dataplane-meter CA")
+	certFile, keyFile = ca.Server(panicT{}, certtest.ECDSA, "mqtt.example", "127.0.0.1").WriteFiles(panicT{}, dir, "server")
+	return certFile, keyFile, nil
 }

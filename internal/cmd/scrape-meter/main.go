@@ -7,7 +7,9 @@
 //	go run ./internal/cmd/scrape-meter -n 9000
 //
 // It prints three lines: scrape times with n connections held (serial
-// scrapes, nothing else running), connect latency without scrapes, and
+// scrapes, nothing else running) and the proxy's CPU time per scrape
+// (steadier than wall time on a busy machine), connect latency without
+// scrapes, and
 // connect latency with scrapes back to back (and how many ran meanwhile).
 // Each figure is p50 / p99 / max over the phase. With the file limit at
 // 20,000 per process, n up to about 9,000 fits.
@@ -113,6 +115,10 @@ stream_routes:
 	// Serial scrapes, nothing else running.
 	var scrapeTimes []time.Duration
 	size := 0
+	cpu0, err := meter.CPUTime(proc.Pid)
+	if err != nil {
+		return err
+	}
 	for range s.scrapes {
 		d, n, err := scrape(client, metricsURL)
 		if err != nil {
@@ -121,7 +127,12 @@ stream_routes:
 		scrapeTimes = append(scrapeTimes, d)
 		size = n
 	}
-	fmt.Printf("scrape   %-10s /metrics (%d B): %s over %d scrapes\n", held, size, quantiles(scrapeTimes), len(scrapeTimes))
+	cpu1, err := meter.CPUTime(proc.Pid)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("scrape   %-10s /metrics (%d B): %s over %d scrapes; proxy CPU %.2f ms per scrape\n", held, size, quantiles(scrapeTimes), len(scrapeTimes),
+		float64((cpu1-cpu0).Microseconds())/1000/float64(len(scrapeTimes)))
 
 	// Connect latency, quiet.
 	quiet, err := connectLatencies(proxyAddr, s.connects, s.connectWorkers, s.limit)

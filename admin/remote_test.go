@@ -1,0 +1,106 @@
+package admin
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestReloadKeepsTheProvider: a reload that would move the configuration
+// from the files to etcd is refused; that takes a restart.
+func TestReloadKeepsTheProvider(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "mqgate.yaml")
+	base := "stream_proxy: {tcp: [\"127.0.0.1:0\"]}\nstream_routes: [{upstream: {nodes: {\"127.0.0.1:1883\": 1}}}]\n"
+	if err := os.WriteFile(file, []byte(base), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open([]string{file}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(base+"deployment: {etcd: {host: [\"http://127.0.0.1:2379\"]}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reload("test"); err == nil || !strings.Contains(err.Error(), "restart mqgate") {
+		t.Errorf("Reload = %v, want a refusal asking for a restart", err)
+	}
+	if m.Config().DeploymentSettings().UsesEtcd() {
+		t.Error("the running configuration moved to etcd")
+	}
+}
+
+// TestRemoteValue: APISIX's stored JSON is read as the decoder wants it:
+// its times dropped, the id the key's; a value whose id is not the key's, or
+// that is not a JSON object, is refused.
+func TestRemoteValue(t *testing.T) {
+	t.Parallel()
+	v, err := remoteValue(RemoteObject{ID: "7", Value: []byte(`{"id": 7, "create_time": 1, "update_time": 2, "nodes": {"h:1": 1}}`)})
+	if err != nil || string(v) != `{"id":"7","nodes":{"h:1":1}}` {
+		t.Errorf("remoteValue = %s, %v", v, err)
+	}
+	for _, bad := range []string{`{"id": "8"}`, `[1]`, `init_dir`, `null`} {
+		if _, err := remoteValue(RemoteObject{ID: "7", Value: []byte(bad)}); err == nil {
+			t.Errorf("remoteValue(%s) accepted", bad)
+		}
+	}
+}
+
+// TestApplyRemoteRefusesOneObject: an invalid upstream from etcd is left
+// out with its key and why, a route that uses it follows with its own
+// reason, and the rest applies and is cached for a start with etcd down.
+func TestApplyRemoteRefusesOneObject(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	yml := "stream_proxy: {tcp: [\"127.0.0.1:0\"]}\ndeployment: {etcd: {host: [\"http://127.0.0.1:2379\"]}}\n"
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open([]string{file}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := []RemoteObject{
+		{Kind: "upstreams", ID: "good", Key: "/apisix/upstreams/good", Value: []byte(`{"nodes": {"127.0.0.1:1883": 1}}`), CreateRevision: 2, ModRevision: 2},
+		{Kind: "upstreams", ID: "bad", Key: "/apisix/upstreams/bad", Value: []byte(`{"nodes": {"127.0.0.1:70000": 1}}`), CreateRevision: 3, ModRevision: 3},
+		{Kind: "stream_routes", ID: "1", Key: "/apisix/stream_routes/1", Value: []byte(`{"upstream_id": "bad"}`), CreateRevision: 4, ModRevision: 4},
+		{Kind: "stream_routes", ID: "2", Key: "/apisix/stream_routes/2", Value: []byte(`{"upstream_id": "good", "create_time": 1}`), CreateRevision: 5, ModRevision: 5},
+		{Kind: "stream_routes", ID: "3", Key: "/apisix/stream_routes/3", Value: []byte(`not json`), CreateRevision: 6, ModRevision: 6},
+	}
+	if err := m.ApplyRemote(6, objs); err != nil {
+		t.Fatal(err)
+	}
+	cfg := m.Config()
+	if len(cfg.StreamRoutes) != 1 || cfg.StreamRoutes[0].ID != "2" || len(cfg.Upstreams) != 1 {
+		t.Errorf("applied %d routes, %d upstreams; want route 2 and upstream good", len(cfg.StreamRoutes), len(cfg.Upstreams))
+	}
+	rs, _ := m.Remote()
+	var got []string
+	for _, r := range rs.Refused {
+		got = append(got, r.Key+": "+r.Reason)
+	}
+	want := []string{
+		`/apisix/stream_routes/3: not a JSON object: "not json"`,
+		"/apisix/upstreams/bad: nodes",
+		"/apisix/stream_routes/1: upstream_id",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("refused:\n%s", strings.Join(got, "\n"))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("refused[%d] = %q, want it to start with %q", i, got[i], want[i])
+		}
+	}
+	// The cache holds what applied; a new Manager starts from it.
+	m2, err := Open([]string{file}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cached, _, rev := m2.StartedFromCache(); !cached || rev != 6 || len(m2.Config().StreamRoutes) != 1 {
+		t.Errorf("from the cache: %v revision %d, %d routes", cached, rev, len(m2.Config().StreamRoutes))
+	}
+}

@@ -1,0 +1,306 @@
+package config
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// HTTPRoute is one of APISIX's `routes`: the HTTP requests it matches go
+// to its upstream (scheme http or https) through a reverse proxy.
+type HTTPRoute struct {
+	ID, Name, Desc string
+	// URIs match the request path exactly, or as a prefix when they end
+	// in "/*" ("/api/*" matches "/api/" and below). Empty matches any.
+	URIs []string
+	// Hosts match the Host header (port stripped, any case): exactly, or
+	// "*.example.com" for its subdomains. Empty matches any.
+	Hosts       []string
+	Methods     []string       // upper case; empty matches any
+	RemoteAddrs []netip.Prefix // the client address (after real_ip_from); empty matches any
+	// Priority orders routes; higher first, then the more specific URI
+	// (exact before prefix, longer prefix first), then file order.
+	Priority   int
+	UpstreamID string    // reference to Config.Upstreams; empty when Upstream is set
+	Upstream   *Upstream // inline upstream with ID "http-route:<route ID>", or nil
+	// PassHost is what Host the upstream sees: "pass" (the client's, the
+	// default), "node" (the node's address) or "rewrite" (UpstreamHost).
+	PassHost, UpstreamHost string
+	// EnableWebSocket passes WebSocket upgrades through to the upstream.
+	EnableWebSocket bool
+	Line            int
+	File            string
+}
+
+// The values of pass_host.
+const (
+	PassHostPass    = "pass"
+	PassHostNode    = "node"
+	PassHostRewrite = "rewrite"
+)
+
+// httpRouteDecl is an HTTPRoute with where it was declared.
+type httpRouteDecl struct {
+	HTTPRoute
+	path           string
+	upstreamIDLine int
+	hasUpstreamID  bool
+	hasUpstream    bool
+}
+
+var httpMethods = []string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE"}
+
+func httpRouteSection() section[httpRouteDecl] {
+	type f = field[httpRouteDecl]
+	strs := func(d *decoder, n *yaml.Node, p string) []string {
+		if n.Kind == yaml.ScalarNode {
+			s, ok := d.str(n, p)
+			if !ok {
+				return nil
+			}
+			return []string{s}
+		}
+		var out []string
+		for i, item := range d.items(n, p) {
+			if s, ok := d.str(item, index(p, i)); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	uris := func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+		for _, u := range strs(d, kv.val, p) {
+			if !strings.HasPrefix(u, "/") || strings.Contains(u[:len(u)-1], "*") {
+				d.errorf(kv.val, p, `must be a path starting with "/", a prefix ending in "/*", got %q`, u)
+				continue
+			}
+			r.URIs = append(r.URIs, u)
+		}
+	}
+	hosts := func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+		for _, h := range strs(d, kv.val, p) {
+			if msg := checkHostPattern(h); msg != "" {
+				d.errorf(kv.val, p, "%s", msg)
+				continue
+			}
+			r.Hosts = append(r.Hosts, strings.ToLower(h))
+		}
+	}
+	return section[httpRouteDecl]{
+		name: "routes[]",
+		fields: []f{
+			{name: "id", def: "`http-route-<index>`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) { r.ID, _ = d.id(kv.val, p) }},
+			{name: "name", def: "—", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) { r.Name, _ = d.str(kv.val, p) }},
+			{name: "desc", def: "—", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) { r.Desc, _ = d.str(kv.val, p) }},
+			{name: "uri", def: "any", decode: uris},
+			{name: "uris", def: "any", decode: uris},
+			{name: "host", def: "any", decode: hosts},
+			{name: "hosts", def: "any", decode: hosts},
+			{name: "methods", def: "any", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				for _, m := range strs(d, kv.val, p) {
+					if !slices.Contains(httpMethods, strings.ToUpper(m)) {
+						d.errorf(kv.val, p, "unknown method %q (known: %s)", m, strings.Join(httpMethods, ", "))
+						continue
+					}
+					r.Methods = append(r.Methods, strings.ToUpper(m))
+				}
+			}},
+			{name: "remote_addrs", def: "any", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				for _, s := range strs(d, kv.val, p) {
+					prefix, msg := parsePrefix(s)
+					if msg != "" {
+						d.errorf(kv.val, p, "%s", msg)
+						continue
+					}
+					r.RemoteAddrs = append(r.RemoteAddrs, prefix)
+				}
+			}},
+			{name: "priority", def: "`0`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) { r.Priority, _ = d.int(kv.val, p) }},
+			{name: "upstream_id", def: "—", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				if id, ok := d.id(kv.val, p); ok {
+					r.UpstreamID, r.upstreamIDLine, r.hasUpstreamID = id, kv.val.Line, true
+				}
+			}},
+			{name: "upstream", def: "—", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				if isNull(kv.val) {
+					return
+				}
+				u := d.upstream(kv.val, p, true)
+				r.Upstream, r.hasUpstream = &u.Upstream, true
+			}},
+			{name: "pass_host", def: "`pass`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				r.PassHost, _ = d.oneOf(kv.val, p, PassHostPass, PassHostNode, PassHostRewrite)
+			}},
+			{name: "upstream_host", def: "—", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) { r.UpstreamHost, _ = d.str(kv.val, p) }},
+			{name: "enable_websocket", def: "`false`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				r.EnableWebSocket, _ = d.bool(kv.val, p)
+			}},
+		},
+		ignored: []string{"plugins", "status", "labels", "vars", "filter_func", "service_id", "plugin_config_id", "script", "timeout"},
+	}
+}
+
+// checkHostPattern accepts a host name or "*.example.com".
+func checkHostPattern(h string) string {
+	name := strings.TrimPrefix(h, "*.")
+	if name == "" || strings.ContainsAny(name, "*/: ") {
+		return fmt.Sprintf(`must be a host name like "api.example.com" or "*.example.com", got %q`, h)
+	}
+	return ""
+}
+
+// httpRoute decodes one item of routes.
+func (d *decoder) httpRoute(n *yaml.Node, path string) httpRouteDecl {
+	r := httpRouteDecl{HTTPRoute: HTTPRoute{File: d.file, Line: n.Line, PassHost: PassHostPass}, path: path}
+	httpRouteSection().decode(d, n, path, &r)
+	switch {
+	case r.hasUpstreamID && r.hasUpstream:
+		d.errorf(n, path, "set exactly one of upstream_id or upstream, not both")
+	case !r.hasUpstreamID && !r.hasUpstream:
+		d.errorf(n, path, "needs upstream_id or upstream")
+	}
+	if r.PassHost == PassHostRewrite && r.UpstreamHost == "" {
+		d.errorf(n, join(path, "upstream_host"), "required with pass_host: rewrite")
+	}
+	return r
+}
+
+// nodeListen decodes APISIX's node_listen (HTTP) or ssl.listen (HTTPS): a
+// port, "ip:port", {ip, port} or a list of them.
+func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
+	items := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		items = d.items(n, path)
+	}
+	for i, item := range items {
+		p := path
+		if n.Kind == yaml.SequenceNode {
+			p = index(path, i)
+		}
+		l := listenerDecl{Listener: Listener{File: d.file, Line: item.Line, TLS: tls, HTTP: true, HTTPOnly: true}, path: p}
+		addr := item
+		if item.Kind == yaml.MappingNode {
+			var ip, port *yaml.Node
+			for _, kv := range d.fields(item, p) {
+				switch kv.key {
+				case "ip":
+					ip = kv.val
+				case "port":
+					port = kv.val
+				case "enable_http2", "enable_http3":
+					d.ignore(kv.keyNode, join(p, kv.key))
+				default:
+					d.unknownKey(kv, p, "key", []string{"ip", "port"}, []string{"enable_http2", "enable_http3"})
+				}
+			}
+			if isNull(port) {
+				d.errorf(item, join(p, "port"), "required")
+				continue
+			}
+			addr = port
+			if !isNull(ip) {
+				addr = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: net.JoinHostPort(ip.Value, port.Value), Line: port.Line}
+			}
+		}
+		if addr.Kind != yaml.ScalarNode {
+			d.errorf(addr, p, `must be a port, "ip:port" or {ip, port}, got %s`, describe(addr))
+			continue
+		}
+		host, port, msg := parseListenAddr(addr.Value)
+		if msg != "" {
+			d.errorf(addr, p, "%s", msg)
+			continue
+		}
+		l.host, l.port = host, port
+		l.Addr = ":" + strconv.Itoa(port)
+		if host.IsValid() {
+			l.Addr = net.JoinHostPort(host.String(), strconv.Itoa(port))
+		}
+		d.b.httpListeners = append(d.b.httpListeners, l)
+	}
+}
+
+// apisixSSL decodes apisix.ssl: only listen matters to mqgate.
+func (d *decoder) apisixSSL(n *yaml.Node, path string) {
+	for _, kv := range d.fields(n, path) {
+		if kv.key == "listen" {
+			d.nodeListen(kv.val, join(path, kv.key), true)
+			continue
+		}
+		d.ignore(kv.keyNode, join(path, kv.key))
+	}
+}
+
+// mergeHTTPListeners makes a port listed in node_listen (or ssl.listen)
+// and in stream_proxy.tcp one listener serving MQTT, WebSocket and HTTP;
+// the others become HTTP-only listeners, checked for overlaps like any.
+func (b *builder) mergeHTTPListeners() {
+	for _, h := range b.httpListeners {
+		i := slices.IndexFunc(b.listeners, func(l listenerDecl) bool { return l.Addr == h.Addr })
+		if i < 0 {
+			b.listeners = append(b.listeners, h)
+			continue
+		}
+		l := &b.listeners[i]
+		if l.TLS != h.TLS {
+			b.p.errorf(h.File, h.Line, h.path, "listener %q is tls: %t in %s but HTTP%s here: a port is TLS or not for every protocol on it",
+				h.Addr, l.TLS, at(l.File, l.Line), map[bool]string{true: "S", false: ""}[h.TLS])
+			continue
+		}
+		l.HTTP = true
+	}
+}
+
+// checkHTTPRoutes names routes without an id, resolves their upstreams
+// and requires an HTTP one (scheme http or https) and the other way round
+// for stream routes.
+func (b *builder) checkHTTPRoutes(cfg *Config) {
+	byID := make(map[string]*Upstream)
+	for i := range cfg.Upstreams {
+		byID[cfg.Upstreams[i].ID] = &cfg.Upstreams[i]
+	}
+	seen := make(map[string]string)
+	for i := range b.httpRoutes {
+		r := &b.httpRoutes[i]
+		r.ID = cmp.Or(r.ID, fmt.Sprintf("http-route-%d", i))
+		if first, dup := seen[r.ID]; dup {
+			b.p.errorf(r.File, r.Line, join(r.path, "id"), "duplicate id %q, first at %s", r.ID, first)
+		}
+		seen[r.ID] = at(r.File, r.Line)
+		up := r.Upstream
+		if up != nil {
+			up.ID = "http-route:" + r.ID
+		} else if r.UpstreamID != "" {
+			if up = byID[r.UpstreamID]; up == nil {
+				b.p.errorf(r.File, r.upstreamIDLine, join(r.path, "upstream_id"), "no upstream with id %q", r.UpstreamID)
+				continue
+			}
+		}
+		if up != nil && !up.HTTP() {
+			b.p.errorf(r.File, r.Line, r.path, "upstream %q has scheme %s: an HTTP route needs scheme http or https", up.ID, up.Scheme)
+		}
+		cfg.Routes = append(cfg.Routes, r.HTTPRoute)
+	}
+	for _, r := range cfg.StreamRoutes {
+		up := r.Upstream
+		if up == nil {
+			up = byID[r.UpstreamID]
+		}
+		if up != nil && up.HTTP() {
+			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s: a stream route needs scheme tcp or tls", r.ID, up.ID, up.Scheme)
+		}
+	}
+	if len(cfg.Routes) > 0 && !slices.ContainsFunc(cfg.StreamProxy.TCP, func(l Listener) bool { return l.HTTP }) {
+		b.p.warnf("", 0, "", "routes are set but no listener serves HTTP: add node_listen (or apisix.node_listen)")
+	}
+}
+
+// HTTP reports whether the upstream's nodes speak HTTP (scheme http or
+// https) rather than MQTT.
+func (u *Upstream) HTTP() bool { return u.Scheme == "http" || u.Scheme == "https" }

@@ -1,0 +1,272 @@
+// Package mqttws carries MQTT over WebSocket (MQTT 5.0 chapter 6, the same
+// in 3.1.1): it upgrades an HTTP request and turns the WebSocket into a
+// net.Conn of MQTT bytes, so that the proxy reads the CONNECT and pipes the
+// session exactly as it does for TCP.
+//
+//	u := mqttws.Upgrader{AllowOrigin: func(o string) bool { return o == "https://app.example" }}
+//	http.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
+//		c, err := u.Upgrade(w, r) // refusals are answered with an HTTP status and a reason
+//		if err != nil {
+//			return
+//		}
+//		defer c.Close()
+//		io.Copy(broker, c) // MQTT bytes, whatever the framing
+//	})
+//
+// Framing, masking and the handshake are github.com/gobwas/ws's: it reads
+// frames straight from the socket without a buffer per connection and
+// upgrades without copying headers, so an idle connection costs its socket,
+// its TLS state if any and a few words here. What this package adds are the
+// MQTT rules: binary frames only [MQTT-6.0.0-1], a packet may span frames
+// and a frame may hold several packets [MQTT-6.0.0-2] (so the framing is
+// invisible to readers), and the "mqtt" subprotocol [MQTT-6.0.0-3]
+// [MQTT-6.0.0-4] (or "mqttv3.1", which MQTT 3.1 clients offer).
+package mqttws
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// ErrTextFrame is returned by Read when the client sent a text frame; the
+// connection has been sent a close frame 1003 [MQTT-6.0.0-1].
+var ErrTextFrame = errors.New("MQTT over WebSocket takes binary frames only [MQTT-6.0.0-1], got a text frame")
+
+// FrameError is a WebSocket protocol violation by the client (unmasked
+// frame, reserved opcode, bad close code, ...); the connection has been
+// sent a close frame 1002.
+type FrameError struct{ Err error }
+
+func (e *FrameError) Error() string { return "WebSocket: " + e.Err.Error() }
+func (e *FrameError) Unwrap() error { return e.Err }
+
+// Conn is a server-side WebSocket as a stream of MQTT bytes: Read returns
+// the payloads of binary frames in order, answering pings and a close by
+// itself; Write sends each call as one binary frame. Deadlines, addresses
+// and Close are the underlying connection's.
+type Conn struct {
+	net.Conn
+	// Protocol is the subprotocol agreed on: "mqtt" or "mqttv3.1".
+	Protocol string
+
+	src    source        // the socket, after what the handshake read ahead
+	rd     wsutil.Reader // frame headers and unmasking, no buffer of its own
+	inData bool          // rd is inside a data message
+	broken error         // a read failed inside a frame header: the stream is lost
+
+	wmu       sync.Mutex
+	closeSent bool
+}
+
+// source is the socket as the frame reader sees it: first the bytes the
+// handshake read past the request, then the connection. It counts what it
+// delivers so that a deadline inside a frame header is told from one
+// between frames.
+type source struct {
+	pending []byte
+	conn    net.Conn
+	n       int
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	if len(s.pending) > 0 {
+		n := copy(p, s.pending)
+		s.pending = s.pending[n:]
+		s.n += n
+		return n, nil
+	}
+	n, err := s.conn.Read(p)
+	s.n += n
+	return n, err
+}
+
+// NewConn wraps c, on which a WebSocket handshake has been completed as the
+// server; pending are bytes read past the handshake (may be nil).
+func NewConn(c net.Conn, protocol string, pending []byte) *Conn {
+	wc := &Conn{Conn: c, Protocol: protocol, src: source{pending: pending, conn: c}}
+	wc.rd = wsutil.Reader{
+		Source: &wc.src,
+		State:  ws.StateServerSide,
+		// Control frames between the fragments of a message.
+		OnIntermediate: func(h ws.Header, r io.Reader) error { return wc.control(h, r) },
+	}
+	return wc
+}
+
+// Read reads MQTT bytes, as many as the current frame has up to len(p).
+// It returns io.EOF when the client closed the WebSocket or the socket.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.broken != nil {
+		return 0, c.broken
+	}
+	for {
+		if c.inData {
+			n, err := c.rd.Read(p)
+			if err == io.EOF { // the message ended; the next one may follow
+				c.inData = false
+				if n > 0 {
+					return n, nil
+				}
+				continue
+			}
+			if err == nil && n == 0 {
+				continue // a fragment ended; rd reads the next one's header
+			}
+			return n, c.readErr(err)
+		}
+		c.src.n = 0
+		hdr, err := c.rd.NextFrame()
+		if err != nil {
+			if c.src.n > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+				// Part of a header was consumed: a retry would read garbage.
+				c.broken = fmt.Errorf("WebSocket frame header cut short: %w", err)
+				return 0, c.broken
+			}
+			return 0, c.readErr(err)
+		}
+		switch {
+		case hdr.OpCode.IsControl():
+			if err := c.control(hdr, &c.rd); err != nil {
+				return 0, err
+			}
+			if err := c.rd.Discard(); err != nil {
+				return 0, c.readErr(err)
+			}
+		case hdr.OpCode == ws.OpText:
+			return 0, c.fail(ws.StatusUnsupportedData, "binary frames only [MQTT-6.0.0-1]", ErrTextFrame)
+		default: // binary: its payload, and its continuations', are the stream [MQTT-6.0.0-2]
+			c.inData = true
+		}
+	}
+}
+
+// readErr turns a frame reader's protocol error into a FrameError after
+// telling the client why; I/O errors pass as they are.
+func (c *Conn) readErr(err error) error {
+	var pe ws.ProtocolError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pe), errors.Is(err, wsutil.ErrFrameTooLarge), errors.Is(err, wsutil.ErrMessageTooLarge):
+		return c.fail(ws.StatusProtocolError, err.Error(), &FrameError{Err: err})
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("WebSocket closed inside a frame: %w", err)
+	}
+	return err
+}
+
+// control answers a control frame whose payload r holds (unmasked).
+func (c *Conn) control(h ws.Header, r io.Reader) error {
+	var buf [ws.MaxControlFramePayloadSize]byte
+	p := buf[:h.Length] // CheckHeader bounds it to 125 bytes
+	if _, err := io.ReadFull(r, p); err != nil {
+		return c.readErr(err)
+	}
+	switch h.OpCode {
+	case ws.OpPing:
+		return c.writeFrame(ws.OpPong, p)
+	case ws.OpClose:
+		code, reason := ws.ParseCloseFrameData(p)
+		if len(p) == 1 {
+			code, reason = 0, "" // too short for a code: a protocol error below
+		}
+		if err := ws.CheckCloseFrameData(code, reason); len(p) > 0 && err != nil {
+			return c.fail(ws.StatusProtocolError, err.Error(), &FrameError{Err: err})
+		}
+		if code.Empty() {
+			code = ws.StatusNormalClosure
+		}
+		c.sendClose(code, "")
+		c.broken = io.EOF
+		return io.EOF // the client closed: as a FIN on TCP
+	}
+	return nil // pong: nothing to do
+}
+
+// Write sends p as one binary frame; a frame may hold several MQTT packets
+// or part of one [MQTT-6.0.0-2].
+func (c *Conn) Write(p []byte) (int, error) {
+	if err := c.writeFrame(ws.OpBinary, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// framePool holds frames for writing header and payload in one write (one
+// TLS record, one segment) for the usual MQTT burst.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10+ws.MaxHeaderSize); return &b }}
+
+// writeFrame sends one final, unmasked frame: servers do not mask.
+func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent {
+		return net.ErrClosed
+	}
+	if op == ws.OpClose {
+		c.closeSent = true
+	}
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p))}
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	w := appender{b: (*bp)[:0]}
+	if err := ws.WriteHeader(&w, h); err != nil {
+		return err
+	}
+	if len(w.b)+len(p) > cap(w.b) {
+		_, err := (&net.Buffers{w.b, p}).WriteTo(c.Conn)
+		return err
+	}
+	_, err := c.Conn.Write(append(w.b, p...))
+	return err
+}
+
+type appender struct{ b []byte }
+
+func (a *appender) Write(p []byte) (int, error) { a.b = append(a.b, p...); return len(p), nil }
+
+// failLinger bounds how long a failing connection waits for the client to
+// answer its close frame.
+const failLinger = 2 * time.Second
+
+// fail ends a connection the client broke: a close frame saying why, then
+// the client's remaining input is read (briefly) and dropped, because
+// closing a socket with unread input resets it and could destroy the close
+// frame in flight. Reads return err from then on.
+func (c *Conn) fail(code ws.StatusCode, reason string, err error) error {
+	c.broken = err
+	c.sendClose(code, reason)
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(failLinger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, 64<<10))
+	return err
+}
+
+// sendClose sends a close frame once; errors do not matter, the connection
+// is ending.
+func (c *Conn) sendClose(code ws.StatusCode, reason string) {
+	if len(reason) > ws.MaxControlFramePayloadSize-2 {
+		reason = reason[:ws.MaxControlFramePayloadSize-2]
+	}
+	_ = c.writeFrame(ws.OpClose, ws.NewCloseFrameBody(code, reason))
+}
+
+// CloseWrite ends the stream towards the client: a close frame 1000, then
+// a FIN (or TLS close_notify) when the connection can half-close.
+func (c *Conn) CloseWrite() error {
+	c.sendClose(ws.StatusNormalClosure, "")
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package mqttws
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// memConn is a client's byte stream in memory: reads come from in, writes
+// (the server's frames) collect in out.
+type memConn struct {
+	in  *bytes.Reader
+	out bytes.Buffer
+}
+
+func (m *memConn) Read(p []byte) (int, error)       { return m.in.Read(p) }
+func (m *memConn) Write(p []byte) (int, error)      { return m.out.Write(p) }
+func (m *memConn) Close() error                     { return nil }
+func (m *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (m *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (m *memConn) SetDeadline(time.Time) error      { return nil }
+func (m *memConn) SetReadDeadline(time.Time) error  { return nil }
+func (m *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+// clientFrames compiles frames as a client sends them: masked.
+func clientFrames(t testing.TB, frames ...ws.Frame) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	for _, f := range frames {
+		if err := ws.WriteFrame(&b, ws.MaskFrame(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.Bytes()
+}
+
+// serverFrames parses what the server sent.
+func serverFrames(t testing.TB, b []byte) []ws.Frame {
+	t.Helper()
+	var out []ws.Frame
+	r := bytes.NewReader(b)
+	for r.Len() > 0 {
+		f, err := ws.ReadFrame(r)
+		if err != nil {
+			t.Fatalf("server sent a bad frame: %v", err)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func TestConnRead(t *testing.T) {
+	connect := []byte{0x10, 0x0d, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, 'a'}
+	for _, tc := range []struct {
+		name   string
+		in     []byte
+		want   []byte
+		err    error         // nil: io.EOF at the end of input
+		close  ws.StatusCode // the close frame the server sent; 0: none
+		ponged bool
+	}{
+		{name: "[MQTT-6.0.0-2] a packet over two binary messages",
+			in:   clientFrames(t, ws.NewBinaryFrame(connect[:3]), ws.NewBinaryFrame(connect[3:])),
+			want: connect},
+		{name: "[MQTT-6.0.0-2] two packets in one frame",
+			in:   clientFrames(t, ws.NewBinaryFrame(append(append([]byte{}, connect...), 0xc0, 0))),
+			want: append(append([]byte{}, connect...), 0xc0, 0)},
+		{name: "[MQTT-6.0.0-2] a fragmented message with a ping between fragments",
+			in: clientFrames(t, ws.NewFrame(ws.OpBinary, false, connect[:5]), ws.NewPingFrame([]byte("hi")),
+				ws.NewFrame(ws.OpContinuation, true, connect[5:])),
+			want: connect, ponged: true},
+		{name: "an empty binary frame carries nothing",
+			in:   clientFrames(t, ws.NewBinaryFrame(nil), ws.NewBinaryFrame(connect)),
+			want: connect},
+		{name: "[MQTT-6.0.0-1] a text frame closes with 1003",
+			in:  clientFrames(t, ws.NewTextFrame([]byte("hello"))),
+			err: ErrTextFrame, close: ws.StatusUnsupportedData},
+		{name: "a close frame ends the stream and is answered",
+			in:   clientFrames(t, ws.NewBinaryFrame(connect), ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye"))),
+			want: connect, close: ws.StatusNormalClosure},
+		{name: "an unmasked frame is a protocol error (RFC 6455 5.1)",
+			in:  ws.MustCompileFrame(ws.NewBinaryFrame(connect)),
+			err: &FrameError{}, close: ws.StatusProtocolError},
+		{name: "a continuation without a message is a protocol error",
+			in:  clientFrames(t, ws.NewFrame(ws.OpContinuation, true, connect)),
+			err: &FrameError{}, close: ws.StatusProtocolError},
+		{name: "a close code not in use is a protocol error",
+			in:  clientFrames(t, ws.NewCloseFrame(ws.NewCloseFrameBody(999, ""))),
+			err: &FrameError{}, close: ws.StatusProtocolError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &memConn{in: bytes.NewReader(tc.in)}
+			c := NewConn(m, ProtocolMQTT, nil)
+			got, err := io.ReadAll(c)
+			if !bytes.Equal(got, tc.want) {
+				t.Errorf("read % x, want % x", got, tc.want)
+			}
+			var fe *FrameError
+			switch {
+			case tc.err == nil && err != nil:
+				t.Errorf("err %v, want EOF", err)
+			case tc.err == ErrTextFrame && !errors.Is(err, ErrTextFrame):
+				t.Errorf("err %v, want ErrTextFrame", err)
+			case tc.err != nil && tc.err != ErrTextFrame && !errors.As(err, &fe):
+				t.Errorf("err %v, want a FrameError", err)
+			}
+			var closeCode ws.StatusCode
+			pongs := 0
+			for _, f := range serverFrames(t, m.out.Bytes()) {
+				switch f.Header.OpCode {
+				case ws.OpClose:
+					closeCode, _ = ws.ParseCloseFrameData(f.Payload)
+				case ws.OpPong:
+					pongs++
+					if string(f.Payload) != "hi" {
+						t.Errorf("pong %q, want the ping's payload", f.Payload)
+					}
+				}
+				if f.Header.Masked {
+					t.Error("server frame masked")
+				}
+			}
+			if closeCode != tc.close {
+				t.Errorf("close %d, want %d", closeCode, tc.close)
+			}
+			if (pongs > 0) != tc.ponged {
+				t.Errorf("%d pongs", pongs)
+			}
+		})
+	}
+}
+
+func TestConnWrite(t *testing.T) {
+	m := &memConn{in: bytes.NewReader(nil)}
+	c := NewConn(m, ProtocolMQTT, nil)
+	big := bytes.Repeat([]byte{7}, 70_000) // over the pooled frame: written as header + payload
+	for _, p := range [][]byte{{0x20, 2, 0, 0}, big} {
+		if n, err := c.Write(p); err != nil || n != len(p) {
+			t.Fatalf("Write: %d, %v", n, err)
+		}
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte{1}); err == nil {
+		t.Error("Write after CloseWrite succeeded")
+	}
+	fs := serverFrames(t, m.out.Bytes())
+	if len(fs) != 3 || fs[0].Header.OpCode != ws.OpBinary || !bytes.Equal(fs[0].Payload, []byte{0x20, 2, 0, 0}) ||
+		!bytes.Equal(fs[1].Payload, big) || fs[2].Header.OpCode != ws.OpClose {
+		t.Errorf("frames %v", fs)
+	}
+}
+
+// FuzzConn: any client byte stream ends in MQTT bytes then an error or
+// EOF, never a panic or a hang, and the server's answer is valid frames.
+func FuzzConn(f *testing.F) {
+	f.Add(clientFrames(f, ws.NewBinaryFrame([]byte{0x10, 0})))
+	f.Add(clientFrames(f, ws.NewFrame(ws.OpBinary, false, []byte{1}), ws.NewPingFrame(nil), ws.NewFrame(ws.OpContinuation, true, []byte{2})))
+	f.Add(clientFrames(f, ws.NewTextFrame([]byte("x"))))
+	f.Add([]byte{0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m := &memConn{in: bytes.NewReader(in)}
+		c := NewConn(m, ProtocolMQTT, nil)
+		got, _ := io.ReadAll(c)
+		if len(got) > len(in) {
+			t.Fatalf("read %d bytes from %d", len(got), len(in))
+		}
+		serverFrames(t, m.out.Bytes())
+	})
+}

@@ -1,0 +1,39 @@
+// MQTT.js in headless Chromium: from the page at PAGE, for each broker URL
+// in URLS (ws:// and wss:// through mqgate), connect, subscribe to a topic
+// of its own, publish to it and to browser/seen, and report what came back.
+const bt = require(process.env.BROWSERTEST_LIB);
+
+(async () => {
+  const browser = await bt.launch();
+  try {
+    const page = await bt.newPage(browser);
+    await page.goto(process.env.PAGE);
+    await page.addScriptTag({ path: bt.mqttBundle });
+    const out = {};
+    for (const url of process.env.URLS.split(',')) {
+      const scheme = url.split(':')[0];
+      out[scheme] = await page.evaluate(({ url, scheme }) => new Promise((resolve) => {
+        const c = window.mqtt.connect(url, {
+          clientId: 'browser-' + scheme, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 10000,
+        });
+        const timer = setTimeout(() => { c.end(true); resolve({ error: 'no message within 20 s' }); }, 20000);
+        c.on('error', (e) => { clearTimeout(timer); c.end(true); resolve({ error: String(e) }); });
+        c.on('connect', () => {
+          c.subscribe('browser/' + scheme, { qos: 1 }, (err) => {
+            if (err) { resolve({ error: String(err) }); return; }
+            c.publish('browser/seen', 'seen over ' + scheme, { qos: 1 });
+            c.publish('browser/' + scheme, 'hello over ' + scheme, { qos: 1 });
+          });
+        });
+        c.on('message', (topic, payload) => {
+          clearTimeout(timer);
+          c.end();
+          resolve({ topic, payload: new TextDecoder().decode(payload) });
+        });
+      }), { url, scheme });
+    }
+    bt.result(out);
+  } finally {
+    await browser.close();
+  }
+})().catch((err) => { console.error(err); process.exit(1); });

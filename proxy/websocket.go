@@ -1,0 +1,291 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/mqttws"
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// This file is the entry for MQTT over WebSocket: a listener with
+// websocket set tells an HTTP request from an MQTT CONNECT by the first
+// byte, hands the HTTP connection to one net/http server, and the upgrade
+// handler turns the WebSocket into a net.Conn of MQTT bytes (package
+// mqttws) that goes through the same stages as a TCP client, from reading
+// the CONNECT on (serveMQTT).
+
+// Why a WebSocket connection ended, beyond the pipe's own reasons.
+const (
+	EndWebSocketText  pipe.End = "websocket_text_frame" // a text frame [MQTT-6.0.0-1]
+	EndWebSocketFrame pipe.End = "websocket_frame"      // a WebSocket protocol violation
+)
+
+// webResults are the outcomes of upgrade requests, counted in this order.
+var webResults = [...]string{"upgraded", "not_websocket", "origin", "subprotocol", "handshake"}
+
+// webStats count the WebSocket entry's outcomes.
+type webStats struct {
+	results [len(webResults)]atomic.Uint64
+}
+
+func (w *webStats) count(result string) {
+	for i, r := range webResults {
+		if r == result {
+			w.results[i].Add(1)
+			return
+		}
+	}
+}
+
+func (w *webStats) snapshot() map[string]uint64 {
+	out := make(map[string]uint64, len(webResults))
+	for i, r := range webResults {
+		out[r] = w.results[i].Load()
+	}
+	return out
+}
+
+// isHTTP reports whether a connection's first byte starts an HTTP request
+// line (GET, POST, ..., all upper-case letters) rather than an MQTT CONNECT
+// (0x10) or anything else, which the CONNECT reader refuses.
+func isHTTP(first byte) bool { return first >= 'A' && first <= 'Z' }
+
+// sniff tells MQTT from HTTP on a listener that takes both, by the first
+// byte (read within connect_timeout): MQTT goes on to the CONNECT with that
+// byte kept, HTTP is handed to the web server.
+func (p *connPath) sniff() bool {
+	lcfg := p.snap.listenerConfig(p.l.cfg.Addr, p.l.cfg)
+	if lcfg.WebSocket == nil && !lcfg.HTTP {
+		return true
+	}
+	_ = p.conn.SetReadDeadline(time.Now().Add(p.snap.cfg.StreamProxy.ConnectTimeout))
+	first := make([]byte, 1)
+	if _, err := p.conn.Read(first); err != nil {
+		p.s.failPreread(p.conn, p.rec, err)
+		return false
+	}
+	if !isHTTP(first[0]) && !lcfg.HTTPOnly {
+		p.have = first
+		return true
+	}
+	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id}
+	p.handed = p.s.handOver(wc)
+	return false
+}
+
+// webConn is an HTTP connection handed to the web server: the client's
+// connection (TLS already ended) with the byte sniffing took, and who the
+// client is as the stages before found out.
+type webConn struct {
+	net.Conn
+	tcp      *net.TCPConn // under TLS, if any
+	first    []byte
+	listener config.Listener // as configured when it was accepted
+	remote   netip.AddrPort
+	id       identity
+}
+
+func (c *webConn) Read(p []byte) (int, error) {
+	if len(c.first) > 0 {
+		n := copy(p, c.first)
+		c.first = c.first[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+type webConnKey struct{}
+
+// web is the server's one net/http server for all listeners, fed the
+// connections the listeners tell to be HTTP.
+type web struct {
+	once  sync.Once
+	srv   *http.Server
+	feed  chan net.Conn
+	done  chan struct{}
+	close sync.Once
+	stats webStats
+}
+
+func (w *web) Accept() (net.Conn, error) {
+	select {
+	case c := <-w.feed:
+		return c, nil
+	case <-w.done:
+		return nil, net.ErrClosed
+	}
+}
+func (w *web) Close() error   { w.close.Do(func() { close(w.done) }); return nil }
+func (w *web) Addr() net.Addr { return &net.TCPAddr{} }
+
+func (s *Server) initWeb() {
+	s.web.feed = make(chan net.Conn)
+	s.web.done = make(chan struct{})
+	s.web.srv = &http.Server{
+		Handler:           http.HandlerFunc(s.serveHTTP),
+		ReadHeaderTimeout: config.DefaultConnectTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, webConnKey{}, c)
+		},
+	}
+}
+
+// handOver gives an HTTP connection to the web server. It reports false
+// when the server is shutting down, and the connection is the caller's.
+func (s *Server) handOver(wc *webConn) bool {
+	s.web.once.Do(func() { go func() { _ = s.web.srv.Serve(&s.web) }() })
+	select {
+	case s.web.feed <- wc:
+		return true
+	case <-s.web.done:
+		return false
+	}
+}
+
+// shutdownWeb stops the web server: no more connections, idle keep-alive
+// ones closed, requests in flight given until ctx is done. Upgraded
+// WebSocket connections are the server's own and drain with the others.
+func (s *Server) shutdownWeb(ctx context.Context) {
+	s.web.Close()
+	if err := s.web.srv.Shutdown(ctx); err != nil {
+		_ = s.web.srv.Close()
+	}
+}
+
+// serveHTTP is every HTTP request on a listener: the WebSocket path of a
+// websocket listener upgrades; other requests get 404.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	wc, _ := r.Context().Value(webConnKey{}).(*webConn)
+	if wc == nil {
+		http.Error(w, "no listener", http.StatusInternalServerError)
+		return
+	}
+	snap := s.snap.Load()
+	lcfg := snap.listenerConfig(wc.listener.Addr, wc.listener)
+	if ws := lcfg.WebSocket; ws != nil && r.URL.Path == ws.Path {
+		s.upgrade(w, r, wc, lcfg, snap)
+		return
+	}
+	if lcfg.HTTP {
+		client := wc.remote.Addr()
+		if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, client) {
+			client = a
+		}
+		if hr := matchHTTP(snap.http, r, client.Unmap()); hr != nil {
+			s.proxyHTTP(w, r, hr, wc, client.Unmap())
+			return
+		}
+		http.Error(w, "404 no route matches "+r.Method+" "+r.Host+r.URL.Path, http.StatusNotFound)
+		return
+	}
+	if lcfg.WebSocket != nil {
+		http.Error(w, "not found: MQTT over WebSocket is at "+lcfg.WebSocket.Path, http.StatusNotFound)
+		return
+	}
+	http.NotFound(w, r)
+}
+
+// upgrade answers the WebSocket handshake and sends the connection on
+// through the MQTT stages, on a goroutine of its own so that net/http's
+// one for the request ends with its buffers.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lcfg config.Listener, snap *snapshot) {
+	u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: snap.cfg.StreamProxy.ConnectTimeout}
+	conn, err := u.Upgrade(w, r)
+	if err != nil {
+		var ref *mqttws.Refusal
+		if errors.As(err, &ref) {
+			s.web.stats.count(ref.Kind)
+		}
+		s.log.Debug("WebSocket upgrade refused", "listener", lcfg.Addr, "client", wc.remote, "err", err)
+		return
+	}
+	s.web.stats.count("upgraded")
+	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: lcfg.Addr, remote: wc.remote, id: wc.id}}
+	rec := &lc.rec
+	rec.id.websocket = "ws"
+	if rec.id.tls != nil {
+		rec.id.websocket = "wss"
+	}
+	// The address a trusted proxy in front says the client has.
+	if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, wc.remote.Addr()) {
+		rec.id.forwardedBy = wc.remote
+		rec.remote = netip.AddrPortFrom(a, 0)
+	}
+	rec.id.vars.RemoteAddr = rec.remote.Addr().Unmap().String()
+	if !s.trackUpgraded(lc) {
+		conn.Close()
+		return
+	}
+	s.stats.Active.Add(1)
+	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn}
+	go func() {
+		defer p.finish()
+		p.mqtt()
+	}()
+}
+
+// forwardedFor is the client address a proxy in front of mqgate gives:
+// X-Real-IP, else the last X-Forwarded-For entry (the one that proxy
+// added), as NGINX's realip module reads them.
+func forwardedFor(h http.Header) (netip.Addr, bool) {
+	if v := strings.TrimSpace(h.Get("X-Real-IP")); v != "" {
+		if a, err := netip.ParseAddr(v); err == nil {
+			return a.Unmap(), true
+		}
+	}
+	vals := h.Values("X-Forwarded-For")
+	if len(vals) == 0 {
+		return netip.Addr{}, false
+	}
+	last := vals[len(vals)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(last))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// trackUpgraded is track for a connection that starts in a web handler
+// rather than the accept loop: it also counts the handler, under the lock
+// that Shutdown takes, so Shutdown waits for it.
+func (s *Server) trackUpgraded(lc *liveConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.handlers.Add(1)
+	if !s.conns.track(lc) {
+		s.handlers.Done()
+		return false
+	}
+	return true
+}
+
+// webEnd classifies a WebSocket error of the client's: the end of its
+// record, or "" for errors that are not the WebSocket's.
+func webEnd(err error) pipe.End {
+	var fe *mqttws.FrameError
+	switch {
+	case errors.Is(err, mqttws.ErrTextFrame):
+		return EndWebSocketText
+	case errors.As(err, &fe):
+		return EndWebSocketFrame
+	}
+	return ""
+}
