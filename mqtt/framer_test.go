@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"fmt"
 	"testing"
 	"unsafe"
 )
@@ -189,4 +190,26 @@ func FuzzFramer(f *testing.F) {
 			t.Fatalf("FrameLen finds a malformed length at %d; the Framer did not\n%x", lostAt, stream)
 		}
 	})
+}
+
+// BenchmarkFramerFeed follows a read of 64-byte PUBLISH packets, the
+// message the data path's benchmarks send: what following the boundaries
+// adds to each read.
+//
+//	go test -run '^$' -bench FramerFeed ./mqtt/
+func BenchmarkFramerFeed(b *testing.B) {
+	pkt := append([]byte{0x30, 62}, make([]byte, 62)...)
+	for _, n := range []int{1, 16} {
+		buf := make([]byte, 0, n*len(pkt))
+		for range n {
+			buf = append(buf, pkt...)
+		}
+		b.Run(fmt.Sprintf("%d-packets", n), func(b *testing.B) {
+			var f Framer
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				f.Feed(buf, 0)
+			}
+		})
+	}
 }

@@ -13,6 +13,7 @@
 //	if err != nil { ... } // client and broker are untouched: pipe.Run them instead
 //	...
 //	conn.Close(pipe.End("operator")) // end it from outside
+//	conn.CloseAtBoundary("kick", final) // or between two MQTT packets, final (a DISCONNECT) first
 //
 // Add takes the sockets away from Go's network poller: it duplicates their
 // file descriptors, closes the *net.TCPConn values and registers the
