@@ -99,7 +99,7 @@ type Options struct {
 	// passed on. Zero means no limit.
 	MaxPacketSize int
 	// Control, when set, lets the caller end the pipe at a packet
-	// boundary. pipe.Run only; an epoll.Conn has the same method.
+	// boundary (Run and Start); an epoll.Conn has the same method.
 	Control *Control
 }
 
