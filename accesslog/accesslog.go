@@ -52,6 +52,12 @@ type Record struct {
 
 	Transport   string         // "ws" or "wss" for MQTT over WebSocket; empty: left out
 	ForwardedBy netip.AddrPort // the trusted proxy whose X-Real-IP/X-Forwarded-For gave Client; zero: left out
+
+	// For log.access_log_format (Template); JSON leaves them out.
+	Server      netip.AddrPort // the address the client connected to
+	Upstream    string         // the node's upstream id
+	Status      int            // NGINX's $status of the session
+	ClientSDNCN string         // the client certificate subject's common name
 }
 
 // Format appends one encoded record, its line end included, to dst and
@@ -133,6 +139,17 @@ func (w *Writer) flushLocked() {
 		w.buf = make([]byte, 0, BatchSize) // one huge record is not kept
 	}
 	w.buf = w.buf[:0]
+}
+
+// SetFormat makes f the format of the records logged from now on (JSON
+// when nil): a reload that changes log.access_log_format.
+func (w *Writer) SetFormat(f Format) {
+	if f == nil {
+		f = JSON
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.format = f
 }
 
 // Flush writes out what is buffered.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -355,7 +356,8 @@ func TestValidation(t *testing.T) {
 		{"PUT", "/apisix/admin/upstreams/u", `{"id": "v", "nodes": {"b:1": 1}}`, `id: the body says "v", the path "u"`},
 		{"POST", "/apisix/admin/upstreams", `{"id": "v", "nodes": {"b:1": 1}}`, "id: POST makes the id"},
 		{"PUT", "/apisix/admin/upstreams", `{"nodes": {"b:1": 1}}`, "id: required"},
-		{"PUT", "/apisix/admin/routes/1", `{}`, `unknown resource "routes"`},
+		{"PUT", "/apisix/admin/services/1", `{}`, `unknown resource "services"`},
+		{"PUT", "/apisix/admin/routes/1", `{}`, `needs upstream_id or upstream`},
 		{"DELETE", "/apisix/admin/upstreams/u?drain=maybe", ``, "drain: must be true or false"},
 	} {
 		code, v := g.do(t, tt.method, tt.path, adminKey, tt.body)
@@ -640,5 +642,40 @@ func TestReloadRestartOnly(t *testing.T) {
 	}
 	if len(found) != 1 || !strings.Contains(found[0], warning+": log.access_log, admin.listen") {
 		t.Errorf("warnings %q, want one naming log.access_log and admin.listen", found)
+	}
+}
+
+// TestHTTPRoutesByAdminAPI: /apisix/admin/routes in APISIX's shape: a
+// route PUT through the Admin API serves HTTP on the node_listen port (the
+// MQTT port too) at once; DELETE takes it away.
+func TestHTTPRoutesByAdminAPI(t *testing.T) {
+	t.Parallel()
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "web saw %s", r.URL.Path)
+	}))
+	defer web.Close()
+	port := mqtttest.FreePort(t)
+	g := startGate(t, configYAML(port, fmt.Sprintf("node_listen: [\"127.0.0.1:%d\"]\n", port)))
+	g.mustDo(t, http.StatusCreated, http.MethodPut, "/apisix/admin/routes/web",
+		fmt.Sprintf(`{"uri": "/status/*", "upstream": {"scheme": "http", "type": "roundrobin", "nodes": {%q: 1}}}`, strings.TrimPrefix(web.URL, "http://")))
+	get := func() (int, string) {
+		resp, err := http.Get("http://" + g.mqttAddr + "/status/ok")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != 200 || body != "web saw /status/ok" {
+		t.Errorf("after PUT: %d %q", code, body)
+	}
+	v := g.mustDo(t, http.StatusOK, http.MethodGet, "/apisix/admin/routes/web", "")
+	if fmt.Sprint(v["value"]) == "" {
+		t.Errorf("GET: %v", v)
+	}
+	g.mustDo(t, http.StatusOK, http.MethodDelete, "/apisix/admin/routes/web", "")
+	if code, _ := get(); code != http.StatusNotFound {
+		t.Errorf("after DELETE: %d, want 404", code)
 	}
 }

@@ -96,6 +96,10 @@ func New(opts Options) *Server {
 	handle("GET /status", status, s.status)
 	handle("GET /status.json", status, s.statusJSON)
 	handle("GET /metrics", status, s.serveMetrics)
+	// The dashboard checks keys itself: without one it shows a sign-in form.
+	s.mux.HandleFunc("GET /dashboard", s.dashboard)
+	s.mux.HandleFunc("POST /dashboard/login", s.login)
+	s.mux.HandleFunc("POST /dashboard/logout", s.logout)
 	return s
 }
 
@@ -107,37 +111,10 @@ func (s *Server) AuthFailures() map[string]uint64 { return s.fails.snapshot() }
 // guard checks the client address and the key before h runs.
 func (s *Server) guard(write, status bool, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		cfg := s.m.Config().Admin
-		if cfg == nil {
-			writeError(w, http.StatusServiceUnavailable, "the Admin API is off: the configuration has no admin block")
+		if _, ref := s.authorize(r, write, status); ref != nil {
+			s.refuse(r, ref)
+			writeError(w, ref.code, ref.msg)
 			return
-		}
-		refuse := func(code int, reason, msg string) {
-			s.fails.add(reason)
-			// Never log the key, not even a wrong one: it may be a real
-			// key sent to the wrong place.
-			s.log.Warn("admin request refused", "reason", reason, "client", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
-			writeError(w, code, msg)
-		}
-		if !allowed(cfg.Allow, r.RemoteAddr) {
-			refuse(http.StatusForbidden, failNotAllowed, "client address not allowed")
-			return
-		}
-		if !(status && cfg.PublicStatus) {
-			key := requestKey(r)
-			if key == "" {
-				refuse(http.StatusUnauthorized, failMissing, "missing X-API-KEY header")
-				return
-			}
-			role := roleOf(cfg.Keys, key)
-			if role == "" {
-				refuse(http.StatusUnauthorized, failWrong, "wrong X-API-KEY")
-				return
-			}
-			if write && role != config.RoleAdmin {
-				refuse(http.StatusForbidden, failForbidden, "this key is a viewer key: it cannot change anything")
-				return
-			}
 		}
 		h(w, r)
 	}
@@ -147,7 +124,7 @@ func (s *Server) guard(write, status bool, h http.HandlerFunc) http.HandlerFunc 
 func kindOf(w http.ResponseWriter, r *http.Request) (string, bool) {
 	kind := r.PathValue("kind")
 	if !slices.Contains(Kinds, kind) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown resource %q (mqgate serves stream_routes, upstreams and ssls)", kind))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown resource %q (mqgate serves stream_routes, upstreams, ssls and routes)", kind))
 		return "", false
 	}
 	return kind, true

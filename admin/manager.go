@@ -493,6 +493,8 @@ func FileObjects(docs []config.Document, kind string) []FileObject {
 					id = fmt.Sprint(raw)
 				} else if kind == "stream_routes" {
 					id = fmt.Sprintf("route-%d", i)
+				} else if kind == "routes" {
+					id = fmt.Sprintf("http-route-%d", i)
 				}
 				i++
 				if id != "" {

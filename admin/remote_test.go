@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -102,5 +103,40 @@ func TestApplyRemoteRefusesOneObject(t *testing.T) {
 	}
 	if cached, _, rev := m2.StartedFromCache(); !cached || rev != 6 || len(m2.Config().StreamRoutes) != 1 {
 		t.Errorf("from the cache: %v revision %d, %d routes", cached, rev, len(m2.Config().StreamRoutes))
+	}
+}
+
+// TestApplyRemoteHTTPRoutes: APISIX's <prefix>/routes/<id> objects join
+// the configuration as HTTP routes, replacing a file's route of the same id.
+func TestApplyRemoteHTTPRoutes(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	yml := `stream_proxy: {tcp: ["127.0.0.1:0"]}
+node_listen: ["127.0.0.1:0"]
+deployment: {etcd: {host: ["http://127.0.0.1:2379"]}}
+routes: [{id: web, uri: /old, upstream: {scheme: http, nodes: {"127.0.0.1:8080": 1}}}]
+`
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open([]string{file}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := []RemoteObject{
+		{Kind: "upstreams", ID: "web", Key: "/apisix/upstreams/web", Value: []byte(`{"scheme": "http", "nodes": {"127.0.0.1:8081": 1}}`), CreateRevision: 2, ModRevision: 2},
+		{Kind: "routes", ID: "web", Key: "/apisix/routes/web", Value: []byte(`{"uri": "/new/*", "upstream_id": "web"}`), CreateRevision: 3, ModRevision: 3},
+		{Kind: "routes", ID: "api", Key: "/apisix/routes/api", Value: []byte(`{"uri": "/api/*", "upstream_id": "missing"}`), CreateRevision: 4, ModRevision: 4},
+	}
+	if err := m.ApplyRemote(4, objs); err != nil {
+		t.Fatal(err)
+	}
+	routes := m.Config().Routes
+	if len(routes) != 1 || routes[0].ID != "web" || routes[0].UpstreamID != "web" || !slices.Equal(routes[0].URIs, []string{"/new/*"}) {
+		t.Errorf("HTTP routes: %+v", routes)
+	}
+	rs, _ := m.Remote()
+	if len(rs.Refused) != 1 || rs.Refused[0].Key != "/apisix/routes/api" || !strings.Contains(rs.Refused[0].Reason, "upstream_id") {
+		t.Errorf("refused: %+v", rs.Refused)
 	}
 }

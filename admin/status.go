@@ -126,7 +126,12 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 	if ups == nil {
 		ups = []*upstreamStatus{}
 	}
+	listeners := st.Listeners
+	if listeners == nil {
+		listeners = []proxy.ListenerStats{}
+	}
 	out := map[string]any{
+		"time":           time.Now().UTC(),
 		"active":         st.Active,
 		"accepted":       st.Accepted,
 		"handled":        st.Proxied,
@@ -135,6 +140,7 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		"connect_errors": st.ParseErrors,
 		"bytes_up":       st.BytesUp,
 		"bytes_down":     st.BytesDown,
+		"listeners":      listeners,
 		"routes":         routes,
 		"upstreams":      ups,
 		"reloads":        rs,

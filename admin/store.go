@@ -15,7 +15,7 @@ import (
 
 // Kinds are the object collections of the Admin API, named as APISIX's
 // paths and mqgate's YAML sections name them.
-var Kinds = []string{"stream_routes", "upstreams", "ssls"}
+var Kinds = []string{"stream_routes", "upstreams", "ssls", "routes"}
 
 // Object is one object created through the Admin API.
 type Object struct {

@@ -151,7 +151,7 @@ upstreams:
 	}
 
 	for _, tt := range []struct{ data, want string }{
-		{`{"log": {"level": "debug"}}`, "state.json:1: log: not allowed in Admin API state (only stream_routes, upstreams and ssls)"},
+		{`{"log": {"level": "debug"}}`, "state.json:1: log: not allowed in Admin API state (only stream_routes, upstreams, ssls and routes)"},
 		{`{"stream_routes": [{"upstream_id": 1}]}`, "state.json:1: stream_routes[0].id: required in Admin API state"},
 		{`{"stream_routes": [{"id": 9, "upstream_id": 7}]}`, `state.json:1: stream_routes[0].upstream_id: no upstream with id "7" (known: 1)`},
 	} {

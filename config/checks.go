@@ -2,6 +2,8 @@ package config
 
 import (
 	"math"
+	"reflect"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -10,8 +12,11 @@ import (
 // Checks is an upstream's health checking, APISIX's `checks`: active probes
 // and passive failure counting, each off unless configured.
 type Checks struct {
-	Active  *ActiveCheck  // nil = no probes
-	Passive *PassiveCheck // nil = no passive counting
+	// Active are the probes: APISIX's one `active` mapping, or a list of
+	// them (an MQTT probe of the broker port and an HTTP probe of its status
+	// endpoint, say). A node is healthy only while it passes every one.
+	Active  []*ActiveCheck // empty = no probes
+	Passive *PassiveCheck  // nil = no passive counting
 	// OnMarkedDown is MarkedDownKeep (default) or MarkedDownClose: close
 	// the node's client connections when it is marked unhealthy, so their
 	// clients reconnect to a healthy node at once instead of waiting for
@@ -38,8 +43,10 @@ const DefaultMoveBackRate = 100
 
 // Probe types of checks.active.type.
 const (
-	ProbeMQTT = "mqtt" // CONNECT, a successful CONNACK, DISCONNECT
-	ProbeTCP  = "tcp"  // the port accepts a connection
+	ProbeMQTT  = "mqtt"  // CONNECT, a successful CONNACK, DISCONNECT
+	ProbeTCP   = "tcp"   // the port accepts a connection
+	ProbeHTTP  = "http"  // GET http_path answers a healthy status (a broker's status endpoint)
+	ProbeHTTPS = "https" // the same over TLS
 )
 
 // ActiveCheck is checks.active: every node is probed on its own schedule.
@@ -47,7 +54,7 @@ const (
 // timed-out probes in a row; an unhealthy node turns healthy after
 // Successes good probes in a row.
 type ActiveCheck struct {
-	Type              string        // ProbeMQTT (default) or ProbeTCP
+	Type              string        // ProbeMQTT (default), ProbeTCP, ProbeHTTP or ProbeHTTPS
 	Timeout           time.Duration // per probe, dial to CONNACK; default 1s
 	Concurrency       int           // probes of this upstream in flight at once; default 10
 	Port              int           // probe this port instead of the node's; 0 = the node's
@@ -61,7 +68,21 @@ type ActiveCheck struct {
 	ClientID      string // prefix of the probe's client id; "" sends an empty id
 	Username      string
 	Password      string
+	// HTTP probe settings (types http and https only), APISIX's keys.
+	HTTPPath          string   // default "/"
+	Host              string   // the Host header (and, for https, the name verified); "" = the node's host
+	ReqHeaders        []string // "Name: value" lines sent with the request
+	HTTPSVerify       bool     // verify the certificate (https); default true
+	HealthyStatuses   []int    // statuses that count as a success; default 200, 302
+	UnhealthyStatuses []int    // statuses that count as an HTTP failure; default 429, 404, 500-505
+	HTTPFailures      int      // HTTP failures in a row to become unhealthy; default 5
 }
+
+// Equal reports whether a and b are the same settings.
+func (a *ActiveCheck) Equal(b *ActiveCheck) bool { return reflect.DeepEqual(a, b) }
+
+// IsHTTP reports whether the probe speaks HTTP (types http and https).
+func (a *ActiveCheck) IsHTTP() bool { return a.Type == ProbeHTTP || a.Type == ProbeHTTPS }
 
 // PassiveCheck is checks.passive: failed dials of real client connections
 // count against the node. TCPFailures refused or reset dials, or Timeouts
@@ -84,20 +105,29 @@ const (
 	DefaultPassiveTCPFailures = 2
 	DefaultPassiveTimeouts    = 7
 	DefaultPassiveFailTimeout = 10 * time.Second
+	DefaultProbeHTTPFailures  = 5
+	DefaultProbeHTTPPath      = "/"
+)
+
+// APISIX's default statuses of an HTTP probe.
+var (
+	DefaultHealthyStatuses   = []int{200, 302}
+	DefaultUnhealthyStatuses = []int{429, 404, 500, 501, 502, 503, 504, 505}
 )
 
 var (
-	checksKeys           = []string{"active", "passive", "on_marked_down", "on_marked_up", "move_back_rate"}
-	activeKeys           = []string{"type", "timeout", "concurrency", "port", "healthy", "unhealthy", "protocol_level", "client_id", "username", "password"}
-	ignoredActiveKeys    = []string{"host", "http_path", "https_verify_certificate", "req_headers"}
-	activeHealthyKeys    = []string{"interval", "successes"}
-	activeUnhealthyKeys  = []string{"interval", "tcp_failures", "timeouts"}
+	checksKeys = []string{"active", "passive", "on_marked_down", "on_marked_up", "move_back_rate"}
+	activeKeys = []string{"type", "timeout", "concurrency", "port", "healthy", "unhealthy", "protocol_level", "client_id", "username", "password",
+		"host", "http_path", "https_verify_certificate", "req_headers"}
+	activeHealthyKeys    = []string{"interval", "successes", "http_statuses"}
+	activeUnhealthyKeys  = []string{"interval", "tcp_failures", "timeouts", "http_statuses", "http_failures"}
 	ignoredHTTPKeys      = []string{"http_statuses", "http_failures"}
 	passiveKeys          = []string{"type", "unhealthy", "fail_timeout"}
 	ignoredPassiveKeys   = []string{"healthy"}
 	passiveUnhealthyKeys = []string{"tcp_failures", "timeouts"}
-	probeTypes           = []string{ProbeMQTT, ProbeTCP}
+	probeTypes           = []string{ProbeMQTT, ProbeTCP, ProbeHTTP, ProbeHTTPS}
 	mqttOnlyActiveKeys   = []string{"protocol_level", "client_id", "username", "password"}
+	httpOnlyActiveKeys   = []string{"host", "http_path", "https_verify_certificate", "req_headers", "healthy.http_statuses", "unhealthy.http_statuses", "unhealthy.http_failures"}
 )
 
 // checks decodes an upstream's `checks`.
@@ -127,8 +157,18 @@ func (d *decoder) checks(n *yaml.Node, path string) *Checks {
 				c.MoveBackRate = v
 			}
 		case "active":
-			if !isNull(kv.val) {
-				c.Active = d.activeCheck(kv.val, p)
+			switch {
+			case isNull(kv.val):
+			case kv.val.Kind == yaml.SequenceNode:
+				items := d.items(kv.val, p)
+				if len(items) == 0 {
+					d.errorf(kv.val, p, "an empty list: write one check or more, or leave active out")
+				}
+				for i, item := range items {
+					c.Active = append(c.Active, d.activeCheck(item, index(p, i)))
+				}
+			default:
+				c.Active = []*ActiveCheck{d.activeCheck(kv.val, p)}
 			}
 		case "passive":
 			if !isNull(kv.val) {
@@ -138,7 +178,7 @@ func (d *decoder) checks(n *yaml.Node, path string) *Checks {
 			d.unknownKey(kv, path, "key", checksKeys)
 		}
 	}
-	if c.Active == nil && c.Passive == nil {
+	if len(c.Active) == 0 && c.Passive == nil {
 		for _, kv := range actions {
 			d.errorf(kv.keyNode, join(path, kv.key), "needs checks.active or checks.passive to mark nodes")
 		}
@@ -158,21 +198,21 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 		TCPFailures:       DefaultProbeTCPFailures,
 		Timeouts:          DefaultProbeTimeouts,
 		ProtocolLevel:     4,
+		HTTPPath:          DefaultProbeHTTPPath,
+		HTTPSVerify:       true,
+		HealthyStatuses:   DefaultHealthyStatuses,
+		UnhealthyStatuses: DefaultUnhealthyStatuses,
+		HTTPFailures:      DefaultProbeHTTPFailures,
 	}
+	// Keys of one probe type, by path, checked against the type at the end.
 	mqttOnly := map[string]*yaml.Node{}
+	httpOnly := map[string]*yaml.Node{}
 	for _, kv := range d.fields(n, path) {
 		p := join(path, kv.key)
 		switch kv.key {
 		case "type":
-			s, ok := d.str(kv.val, p)
-			switch {
-			case !ok:
-			case s == "http" || s == "https":
-				d.errorf(kv.val, p, "mqgate probes brokers, not HTTP: must be mqtt or tcp, got %q", s)
-			default:
-				if t, ok := d.oneOf(kv.val, p, probeTypes...); ok {
-					a.Type = t
-				}
+			if t, ok := d.oneOf(kv.val, p, probeTypes...); ok {
+				a.Type = t
 			}
 		case "timeout":
 			d.positiveDuration(kv.val, p, &a.Timeout)
@@ -190,8 +230,11 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 					d.positiveDuration(f.val, fp, &a.HealthyInterval)
 				case "successes":
 					d.count(f.val, fp, &a.Successes)
+				case "http_statuses":
+					httpOnly["healthy.http_statuses"] = f.keyNode
+					a.HealthyStatuses = d.httpStatuses(f.val, fp)
 				default:
-					d.ignoreOrUnknown(f, p, activeHealthyKeys, ignoredHTTPKeys)
+					d.unknownKey(f, p, "key", activeHealthyKeys)
 				}
 			}
 		case "unhealthy":
@@ -204,8 +247,14 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 					d.count(f.val, fp, &a.TCPFailures)
 				case "timeouts":
 					d.count(f.val, fp, &a.Timeouts)
+				case "http_statuses":
+					httpOnly["unhealthy.http_statuses"] = f.keyNode
+					a.UnhealthyStatuses = d.httpStatuses(f.val, fp)
+				case "http_failures":
+					httpOnly["unhealthy.http_failures"] = f.keyNode
+					d.count(f.val, fp, &a.HTTPFailures)
 				default:
-					d.ignoreOrUnknown(f, p, activeUnhealthyKeys, ignoredHTTPKeys)
+					d.unknownKey(f, p, "key", activeUnhealthyKeys)
 				}
 			}
 		case "protocol_level":
@@ -233,21 +282,79 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 		case "password":
 			mqttOnly[kv.key] = kv.keyNode
 			a.Password, _ = d.str(kv.val, p)
+		case "http_path":
+			httpOnly[kv.key] = kv.keyNode
+			if s, ok := d.str(kv.val, p); ok {
+				if !strings.HasPrefix(s, "/") || strings.ContainsAny(s, " \r\n") {
+					d.errorf(kv.val, p, "must be a path starting with / and without spaces, got %q", s)
+					continue
+				}
+				a.HTTPPath = s
+			}
+		case "host":
+			httpOnly[kv.key] = kv.keyNode
+			if s, ok := d.str(kv.val, p); ok {
+				if strings.ContainsAny(s, " /\r\n") {
+					d.errorf(kv.val, p, "must be a host name, got %q", s)
+					continue
+				}
+				a.Host = s
+			}
+		case "https_verify_certificate":
+			httpOnly[kv.key] = kv.keyNode
+			a.HTTPSVerify, _ = d.bool(kv.val, p)
+		case "req_headers":
+			httpOnly[kv.key] = kv.keyNode
+			for i, item := range d.items(kv.val, p) {
+				ip := index(p, i)
+				s, ok := d.str(item, ip)
+				if !ok {
+					continue
+				}
+				name, value, found := strings.Cut(s, ":")
+				if !found || strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t") || strings.ContainsAny(value, "\r\n") {
+					d.errorf(item, ip, `must be "Name: value", got %q`, s)
+					continue
+				}
+				a.ReqHeaders = append(a.ReqHeaders, s)
+			}
 		default:
-			d.ignoreOrUnknown(kv, path, activeKeys, ignoredActiveKeys)
+			d.unknownKey(kv, path, "key", activeKeys)
 		}
 	}
-	if a.Type == ProbeTCP {
+	if a.Type != ProbeMQTT {
 		for _, k := range mqttOnlyActiveKeys {
 			if at, ok := mqttOnly[k]; ok {
-				d.errorf(at, join(path, k), "only used with type mqtt, not tcp")
+				d.errorf(at, join(path, k), "only used with type mqtt, not %s", a.Type)
 			}
 		}
+	}
+	if !a.IsHTTP() {
+		// APISIX files carry the HTTP keys with their defaults whatever
+		// the type: accepted, and unused.
+		for _, k := range httpOnlyActiveKeys {
+			if at, ok := httpOnly[k]; ok {
+				d.ignore(at, join(path, k))
+			}
+		}
+		a.HTTPPath, a.Host, a.ReqHeaders, a.HTTPSVerify = "", "", nil, false
+		a.HealthyStatuses, a.UnhealthyStatuses, a.HTTPFailures = nil, nil, 0
 	}
 	if a.Type == ProbeMQTT && a.ProtocolLevel == 3 && a.ClientID == "" {
 		d.errorf(n, join(path, "client_id"), "MQTT 3.1 (protocol_level 3) does not allow an empty client id: set a prefix")
 	}
 	return a
+}
+
+// httpStatuses reads a list of HTTP status codes, 200..599 as APISIX.
+func (d *decoder) httpStatuses(n *yaml.Node, path string) []int {
+	out := []int{}
+	for i, item := range d.items(n, path) {
+		if v, ok := d.intIn(item, index(path, i), 200, 599); ok {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (d *decoder) passiveCheck(n *yaml.Node, path string) *PassiveCheck {

@@ -84,12 +84,12 @@ upstreams:
 		t.Errorf("hash_balance_factor = %v", u.HashBalanceFactor)
 	}
 	wantChecks := &Checks{
-		Active: &ActiveCheck{
+		Active: []*ActiveCheck{{
 			Type: ProbeMQTT, Timeout: 500 * time.Millisecond, Concurrency: 3, Port: 1884,
 			HealthyInterval: 2 * time.Second, Successes: 3,
 			UnhealthyInterval: 250 * time.Millisecond, TCPFailures: 4, Timeouts: 5,
 			ProtocolLevel: 5, ClientID: "mqgate-probe-", Username: "probe", Password: "secret",
-		},
+		}},
 		Passive:      &PassiveCheck{TCPFailures: 3, Timeouts: 2, FailTimeout: 30 * time.Second},
 		OnMarkedDown: MarkedDownClose, OnMarkedUp: MarkedUpMoveBack, MoveBackRate: 20,
 	}
@@ -97,11 +97,11 @@ upstreams:
 		t.Errorf("checks =\n%+v %+v\nwant\n%+v %+v", u.Checks.Active, u.Checks.Passive, wantChecks.Active, wantChecks.Passive)
 	}
 	defaults := &Checks{
-		Active: &ActiveCheck{
+		Active: []*ActiveCheck{{
 			Type: ProbeMQTT, Timeout: time.Second, Concurrency: 10,
 			HealthyInterval: time.Second, Successes: 2,
 			UnhealthyInterval: time.Second, TCPFailures: 2, Timeouts: 3, ProtocolLevel: 4,
-		},
+		}},
 		Passive:      &PassiveCheck{TCPFailures: 2, Timeouts: 7, FailTimeout: 10 * time.Second},
 		OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep, MoveBackRate: DefaultMoveBackRate,
 	}
@@ -110,10 +110,10 @@ upstreams:
 	}
 
 	p := &cfg.StreamRoutes[0]
-	if want := (&limitconn.Settings{Conn: 5, Burst: 1, Key: plugin.KeyClientID, RejectedMsg: "busy"}); !reflect.DeepEqual(p.Plugin(limitconn.Name), want) {
+	if want := (&limitconn.Settings{Conn: 5, LimitSettings: plugin.LimitSettings{Burst: 1, Key: plugin.KeyClientID, RejectedMsg: "busy"}}); !reflect.DeepEqual(p.Plugin(limitconn.Name), want) {
 		t.Errorf("limit-conn = %+v, want %+v", p.Plugin(limitconn.Name), want)
 	}
-	if want := (&limitreq.Settings{Rate: 2.5, Burst: 10, Key: plugin.KeyRoute, RejectedMsg: limitreq.DefaultRejectedMsg}); !reflect.DeepEqual(p.Plugin(limitreq.Name), want) {
+	if want := (&limitreq.Settings{Rate: 2.5, LimitSettings: plugin.LimitSettings{Burst: 10, Key: plugin.KeyRoute, RejectedMsg: limitreq.DefaultRejectedMsg}}); !reflect.DeepEqual(p.Plugin(limitreq.Name), want) {
 		t.Errorf("limit-req = %+v, want %+v", p.Plugin(limitreq.Name), want)
 	}
 	wantIP := &iprestriction.Settings{Whitelist: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}, Message: "go away"}
@@ -171,7 +171,7 @@ upstreams:
     nodes: {"a:1883": 1}
     checks:
       active:
-        type: http
+        type: gopher
         timeout: 0
         healthy: {interval: 1, successes: 0}
         unhealthy: {tcp_failures: 255, timout: 1}
@@ -207,7 +207,7 @@ upstreams:
 		`h.yaml:14: stream_routes[2].plugins.ip-restriction.whitelist: must list at least one IP or CIDR`,
 		`h.yaml:17: upstreams[0].hash_balance_factor: only used with type chash, not roundrobin`,
 		`h.yaml:18: upstreams[0].hash_on: mqgate hashes on vars only (set key), got "header"`,
-		`h.yaml:22: upstreams[0].checks.active.type: mqgate probes brokers, not HTTP: must be mqtt or tcp, got "http"`,
+		`h.yaml:22: upstreams[0].checks.active.type: must be mqtt, tcp, http or https, got "gopher"`,
 		`h.yaml:23: upstreams[0].checks.active.timeout: must be greater than 0`,
 		`h.yaml:24: upstreams[0].checks.active.healthy.successes: must be 1..254, got 0`,
 		`h.yaml:25: upstreams[0].checks.active.unhealthy.tcp_failures: must be 1..254, got 255`,
@@ -259,6 +259,77 @@ func TestREADMEExample(t *testing.T) {
 	}
 	if cfg.Admin == nil || cfg.Reload == nil {
 		t.Errorf("README example admin %+v, reload %+v", cfg.Admin, cfg.Reload)
+	}
+}
+
+// TestHTTPChecks: checks.active is one mapping or a list; an http check
+// takes APISIX's keys, with APISIX's defaults, and a probe type's keys are
+// refused on another type (the HTTP ones are accepted and unused, as APISIX
+// files carry them whatever the type).
+func TestHTTPChecks(t *testing.T) {
+	cfg, err := parseOne(t, `stream_proxy: {tcp: [1883]}
+stream_routes: [{upstream_id: u}]
+upstreams:
+  - id: u
+    nodes: {"a:1883": 1}
+    checks:
+      active:
+        - {type: mqtt, http_path: /ignored}
+        - type: http
+          port: 18083
+          http_path: /api/v5/status
+          host: emqx.internal
+          req_headers: ["Authorization: Bearer abc"]
+          healthy: {successes: 1, http_statuses: [200]}
+          unhealthy: {http_statuses: [503], http_failures: 2}
+        - {type: https, https_verify_certificate: false}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Upstreams[0].Checks.Active
+	if len(got) != 3 {
+		t.Fatalf("%d checks, want 3", len(got))
+	}
+	if got[0].Type != ProbeMQTT || got[0].HTTPPath != "" {
+		t.Errorf("mqtt check: %+v", got[0])
+	}
+	h := got[1]
+	want := ActiveCheck{Type: ProbeHTTP, Timeout: time.Second, Concurrency: 10, Port: 18083,
+		HealthyInterval: time.Second, Successes: 1, UnhealthyInterval: time.Second, TCPFailures: 2, Timeouts: 3, ProtocolLevel: 4,
+		HTTPPath: "/api/v5/status", Host: "emqx.internal", ReqHeaders: []string{"Authorization: Bearer abc"}, HTTPSVerify: true,
+		HealthyStatuses: []int{200}, UnhealthyStatuses: []int{503}, HTTPFailures: 2}
+	if !reflect.DeepEqual(*h, want) {
+		t.Errorf("http check:\n%+v\nwant\n%+v", *h, want)
+	}
+	if s := got[2]; s.Type != ProbeHTTPS || s.HTTPSVerify || s.HTTPPath != "/" || !reflect.DeepEqual(s.UnhealthyStatuses, DefaultUnhealthyStatuses) || s.HTTPFailures != 5 {
+		t.Errorf("https check with defaults: %+v", s)
+	}
+
+	_, err = parseOne(t, `stream_proxy: {tcp: [1883]}
+stream_routes: [{upstream_id: u}]
+upstreams:
+  - id: u
+    nodes: {"a:1883": 1}
+    checks:
+      active:
+        - {type: http, http_path: status, client_id: x, req_headers: [no-colon], healthy: {http_statuses: [700]}}
+        - {type: https, host: "a b", unhealthy: {http_failures: 0}}
+  - id: v
+    nodes: {"a:1883": 1}
+    checks: {active: []}
+`)
+	wantErrs := []string{
+		`h.yaml:8: upstreams[0].checks.active[0].http_path: must be a path starting with / and without spaces, got "status"`,
+		`h.yaml:8: upstreams[0].checks.active[0].req_headers[0]: must be "Name: value", got "no-colon"`,
+		`h.yaml:8: upstreams[0].checks.active[0].healthy.http_statuses[0]: must be 200..599, got 700`,
+		`h.yaml:8: upstreams[0].checks.active[0].client_id: only used with type mqtt, not http`,
+		`h.yaml:9: upstreams[0].checks.active[1].host: must be a host name, got "a b"`,
+		`h.yaml:9: upstreams[0].checks.active[1].unhealthy.http_failures: must be 1..254, got 0`,
+		`h.yaml:12: upstreams[1].checks.active: an empty list: write one check or more, or leave active out`,
+	}
+	if err == nil || err.Error() != strings.Join(wantErrs, "\n") {
+		t.Errorf("errors:\n%v\nwant:\n%s", err, strings.Join(wantErrs, "\n"))
 	}
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"path/filepath"
@@ -373,5 +374,65 @@ func TestSuggest(t *testing.T) {
 		if got := suggest(tt.key, candidates); got != tt.want {
 			t.Errorf("suggest(%q) = %q, want %q", tt.key, got, tt.want)
 		}
+	}
+}
+
+// TestAccessLogFormat: log.access_log_format is parsed when the file loads,
+// and a misspelt variable is an error with the file and line.
+func TestAccessLogFormat(t *testing.T) {
+	cfg, err := Parse(Document{Name: "f.yaml", Data: []byte("stream_proxy: {tcp: [1883]}\nlog: {access_log_format: '$remote_addr [$time_local] $status'}\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cfg.Log.AccessLogFormat; f == nil || f.String() != "$remote_addr [$time_local] $status" {
+		t.Errorf("format %v", f)
+	}
+	_, err = Parse(Document{Name: "f.yaml", Data: []byte("stream_proxy: {tcp: [1883]}\nlog:\n  access_log_format: '$remote_adr'\n")})
+	if err == nil || !strings.HasPrefix(err.Error(), "f.yaml:3: log.access_log_format: unknown variable $remote_adr (known: remote_addr, ") {
+		t.Errorf("error %v", err)
+	}
+}
+
+// TestSourceAddresses: source_addresses, source_hash_key and
+// source_port_range load, and what is wrong with them is said with the line.
+func TestSourceAddresses(t *testing.T) {
+	cfg, err := Parse(Document{Name: "s.yaml", Data: []byte(`stream_proxy: {tcp: [1883]}
+stream_routes: [{upstream_id: u}]
+upstreams:
+  - id: u
+    nodes: {"b:1883": 1}
+    source_addresses: [127.0.0.2, "::1", 127.0.0.3]
+    source_hash_key: mqtt_client_id
+    source_port_range: 40000-40999
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := cfg.Upstreams[0]
+	if fmt.Sprint(u.SourceAddresses) != "[127.0.0.2 ::1 127.0.0.3]" || u.SourceHashKey != "mqtt_client_id" || u.SourcePortRange != [2]uint16{40000, 40999} {
+		t.Errorf("upstream: %v %q %v", u.SourceAddresses, u.SourceHashKey, u.SourcePortRange)
+	}
+	_, err = Parse(Document{Name: "s.yaml", Data: []byte(`stream_proxy: {tcp: [1883]}
+stream_routes: [{upstream_id: u}, {upstream_id: v}]
+upstreams:
+  - id: u
+    nodes: {"b:1883": 1}
+    source_addresses: [10.0.0.300, 0.0.0.0, 127.0.0.2, 127.0.0.2]
+    source_port_range: 9-8
+  - id: v
+    nodes: {"b:1883": 1}
+    source_hash_key: mqtt_client_id
+    source_port_range: 1-2
+`)})
+	want := []string{
+		`s.yaml:6: upstreams[0].source_addresses[0]: must be an IP address of this host, got "10.0.0.300"`,
+		`s.yaml:6: upstreams[0].source_addresses[1]: must be an address of this host, not 0.0.0.0`,
+		`s.yaml:6: upstreams[0].source_addresses[3]: 127.0.0.2 is listed twice`,
+		`s.yaml:7: upstreams[0].source_port_range: must be "low-high", ports 1..65535, low <= high, got "9-8"`,
+		`s.yaml:10: upstreams[1].source_hash_key: only used with two source_addresses or more`,
+		`s.yaml:11: upstreams[1].source_port_range: only used with source_addresses`,
+	}
+	if err == nil || err.Error() != strings.Join(want, "\n") {
+		t.Errorf("errors:\n%v\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }

@@ -316,7 +316,7 @@ log:
 				`mqgate.yaml:1: stream_proxy.max_connect_size: must be 64..268435455, got 10`,
 				`mqgate.yaml:3: log.level: must be debug, info, warn or error, got "verbose"`,
 				`mqgate.yaml:4: log.access_log: must not be empty; use "off" to disable the access log`,
-				`mqgate.yaml:5: log.format: unknown key (known: level, access_log)`,
+				`mqgate.yaml:5: log.format: unknown key (known: level, access_log, access_log_format)`,
 			},
 		},
 		{

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/mqgate/mqgate/accesslog"
 	"reflect"
 	"slices"
 
@@ -264,6 +265,16 @@ func logSection() section[Log] {
 			}},
 			{name: "access_log", def: "`" + DefaultAccessLog + "`", restart: true, value: func(v *Log) any { return v.AccessLog },
 				decode: func(d *decoder, kv keyValue, p string, v *Log) { d.accessLog(kv.val, p, v) }},
+			{name: "access_log_format", def: "unset: JSON", decode: func(d *decoder, kv keyValue, p string, v *Log) {
+				if s, ok := d.str(kv.val, p); ok {
+					format, err := accesslog.ParseTemplate(s)
+					if err != nil {
+						d.errorf(kv.val, p, "%v", err)
+						return
+					}
+					v.AccessLogFormat = format
+				}
+			}},
 		},
 	}
 }

@@ -52,6 +52,7 @@ type httpRouteDecl struct {
 	upstreamIDLine int
 	hasUpstreamID  bool
 	hasUpstream    bool
+	overlay        bool // from an Admin API document
 }
 
 var httpMethods = []string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE"}
@@ -157,7 +158,7 @@ func checkHostPattern(h string) string {
 
 // httpRoute decodes one item of routes.
 func (d *decoder) httpRoute(n *yaml.Node, path string) httpRouteDecl {
-	r := httpRouteDecl{HTTPRoute: HTTPRoute{File: d.file, Line: n.Line, PassHost: PassHostPass}, path: path}
+	r := httpRouteDecl{HTTPRoute: HTTPRoute{File: d.file, Line: n.Line, PassHost: PassHostPass}, path: path, overlay: d.overlay}
 	httpRouteSection().decode(d, n, path, &r)
 	switch {
 	case r.hasUpstreamID && r.hasUpstream:
@@ -286,6 +287,27 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 			b.p.errorf(r.File, r.Line, r.path, "upstream %q has scheme %s: an HTTP route needs scheme http or https", up.ID, up.Scheme)
 		}
 		cfg.Routes = append(cfg.Routes, r.HTTPRoute)
+	}
+	// An MQTT probe of an HTTP server always fails: every node would be
+	// marked down.
+	checkProbe := func(u *Upstream) {
+		if !u.HTTP() || u.Checks == nil {
+			return
+		}
+		for _, a := range u.Checks.Active {
+			if a.Type == ProbeMQTT {
+				b.p.errorf(u.File, u.Line, "", "upstream %q has scheme %s: its active checks need type tcp, http or https (an MQTT probe of an HTTP server fails)", u.ID, u.Scheme)
+				return
+			}
+		}
+	}
+	for i := range cfg.Upstreams {
+		checkProbe(&cfg.Upstreams[i])
+	}
+	for _, r := range cfg.Routes {
+		if r.Upstream != nil {
+			checkProbe(r.Upstream)
+		}
 	}
 	for _, r := range cfg.StreamRoutes {
 		up := r.Upstream

@@ -53,6 +53,7 @@ apisix: {ssl: {listen: [9000]}}
 upstreams:
   - {id: mqtt, nodes: {"127.0.0.1:1883": 1}}
   - {id: web, scheme: http, nodes: {"127.0.0.1:8080": 1}}
+  - {id: probed, scheme: http, nodes: {"127.0.0.1:8081": 1}, checks: {active: {type: mqtt}}}
 stream_routes: [{upstream_id: web}]
 routes:
   - {uri: api, upstream_id: mqtt}
@@ -61,13 +62,14 @@ routes:
 `)})
 	want := []string{
 		`h.yaml:3: apisix.ssl.listen[0]: listener ":9000" is tls: false in h.yaml:1 but HTTPS here: a port is TLS or not for every protocol on it`,
-		`h.yaml:7: stream route "route-0": upstream "web" has scheme http: a stream route needs scheme tcp or tls`,
-		`h.yaml:9: routes[0]: upstream "mqtt" has scheme tcp: an HTTP route needs scheme http or https`,
-		`h.yaml:9: routes[0].uri: must be a path starting with "/", a prefix ending in "/*", got "api"`,
-		`h.yaml:10: routes[1].upstream_host: required with pass_host: rewrite`,
-		`h.yaml:11: routes[2].host: must be a host name like "api.example.com" or "*.example.com", got "a/b"`,
-		`h.yaml:11: routes[2].methods: unknown method "FETCH"`,
-		`h.yaml:11: routes[2].upstream_id: no upstream with id "nope"`,
+		`h.yaml:7: upstream "probed" has scheme http: its active checks need type tcp, http or https (an MQTT probe of an HTTP server fails)`,
+		`h.yaml:8: stream route "route-0": upstream "web" has scheme http: a stream route needs scheme tcp or tls`,
+		`h.yaml:10: routes[0]: upstream "mqtt" has scheme tcp: an HTTP route needs scheme http or https`,
+		`h.yaml:10: routes[0].uri: must be a path starting with "/", a prefix ending in "/*", got "api"`,
+		`h.yaml:11: routes[1].upstream_host: required with pass_host: rewrite`,
+		`h.yaml:12: routes[2].host: must be a host name like "api.example.com" or "*.example.com", got "a/b"`,
+		`h.yaml:12: routes[2].methods: unknown method "FETCH"`,
+		`h.yaml:12: routes[2].upstream_id: no upstream with id "nope"`,
 	}
 	if err == nil {
 		t.Fatal("no error")

@@ -152,7 +152,7 @@ func (d *decoder) yamlError(err error) {
 func (d *decoder) document(n *yaml.Node) {
 	for _, kv := range d.fields(n, "") {
 		if d.overlay && !overlayKeys[kv.key] {
-			d.errorf(kv.keyNode, kv.key, "not allowed in Admin API state (only stream_routes, upstreams and ssls)")
+			d.errorf(kv.keyNode, kv.key, "not allowed in Admin API state (only stream_routes, upstreams, ssls and routes)")
 			continue
 		}
 		switch kv.key {

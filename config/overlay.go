@@ -7,7 +7,7 @@ import (
 )
 
 // overlayKeys are the sections an Overlay document may hold.
-var overlayKeys = map[string]bool{"stream_routes": true, "upstreams": true, "ssls": true}
+var overlayKeys = map[string]bool{"stream_routes": true, "upstreams": true, "ssls": true, "routes": true}
 
 // ReadFiles reads configuration files into documents for Parse, reporting
 // every file that cannot be read. Parse(ReadFiles(paths)...) is Load(paths...).
@@ -67,6 +67,23 @@ func (b *builder) applyOverlay() {
 	}
 	if len(overUpstreams) > 0 {
 		b.upstreams = overlaid(b.upstreams, overUpstreams, func(u *upstreamDecl) (string, bool) { return u.ID, u.overlay })
+	}
+	overHTTP := make(map[string]*httpRouteDecl)
+	for i := range b.httpRoutes {
+		r := &b.httpRoutes[i]
+		if !r.overlay {
+			continue
+		}
+		if r.ID == "" {
+			b.p.errorf(r.File, r.Line, r.path+".id", "required in Admin API state")
+			continue
+		}
+		if _, dup := overHTTP[r.ID]; !dup {
+			overHTTP[r.ID] = r
+		}
+	}
+	if len(overHTTP) > 0 {
+		b.httpRoutes = overlaid(b.httpRoutes, overHTTP, func(r *httpRouteDecl) (string, bool) { return r.ID, r.overlay })
 	}
 	overSSLs := make(map[string]*sslDecl)
 	for i := range b.ssls {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/mqgate/mqgate/accesslog"
 	"net"
 	"net/netip"
 	"regexp"
@@ -14,7 +15,7 @@ type Document struct {
 	Name string
 	Data []byte
 	// Overlay marks a document of Admin API objects: it may hold only
-	// stream_routes, upstreams and ssls, every object needs an id, and an
+	// stream_routes, upstreams, ssls and routes, every object needs an id, and an
 	// object replaces the one with the same id from the other documents.
 	Overlay bool
 }
@@ -90,6 +91,9 @@ type Listener struct {
 type Log struct {
 	Level     string // debug, info (default), warn or error
 	AccessLog string // "stdout" (default), "stderr", "off" or a file path
+	// AccessLogFormat is log.access_log_format: a line per connection
+	// from this template instead of JSON; nil writes JSON.
+	AccessLogFormat *accesslog.Template
 }
 
 // StreamRoute selects an upstream for a client connection.
@@ -137,6 +141,16 @@ type Upstream struct {
 	// ProxyProtocol is "v1" or "v2" to send a PROXY protocol header to the
 	// node before anything else, "" for none.
 	ProxyProtocol string
+	// SourceAddresses are local addresses to dial the nodes from, so that
+	// more than one address's ports carry connections to one broker; none
+	// lets the kernel choose.
+	SourceAddresses []netip.Addr
+	// SourceHashKey is a variable a connection's source address is hashed
+	// by (a client keeps its source); "" spreads connections evenly.
+	SourceHashKey string
+	// SourcePortRange limits the local ports of connections from the
+	// source addresses (IP_LOCAL_PORT_RANGE); zero for the kernel's range.
+	SourcePortRange [2]uint16
 }
 
 // Node is one backend broker.

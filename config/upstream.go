@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -37,6 +39,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	uf := upstreamFields{upstreamDecl: &u, inline: inline, retries: -1, nodesOK: true}
 	upstreamSection().decode(d, n, path, &uf)
 	keyNode, hbf, tlsNode, retries, nodesOK := uf.keyNode, uf.hbf, uf.tlsNode, uf.retries, uf.nodesOK
+	srcKey, srcRange := uf.srcKey, uf.srcRange
 	if !inline && u.ID == "" && u.idLine == 0 {
 		d.errorf(n, join(path, "id"), "required")
 	}
@@ -57,6 +60,22 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			d.errorf(hbf, p, "only used with type chash, not %s", u.Type)
 		} else {
 			u.HashBalanceFactor = d.hashBalanceFactor(hbf, p)
+		}
+	}
+	if !isNull(srcKey) {
+		p := join(path, "source_hash_key")
+		if len(u.SourceAddresses) < 2 {
+			d.errorf(srcKey, p, "only used with two source_addresses or more")
+		} else if k, ok := d.oneOf(srcKey, p, vars.Names...); ok {
+			u.SourceHashKey = k
+		}
+	}
+	if !isNull(srcRange) {
+		p := join(path, "source_port_range")
+		if len(u.SourceAddresses) == 0 {
+			d.errorf(srcRange, p, "only used with source_addresses")
+		} else {
+			u.SourcePortRange = d.portRange(srcRange, p)
 		}
 	}
 	switch {
@@ -182,6 +201,7 @@ type upstreamFields struct {
 	*upstreamDecl
 	inline                bool
 	keyNode, hbf, tlsNode *yaml.Node
+	srcKey, srcRange      *yaml.Node
 	retries               int
 	nodesOK               bool
 }
@@ -247,6 +267,11 @@ func upstreamSection() section[upstreamFields] {
 					u.ProxyProtocol = v
 				}
 			}},
+			{name: "source_addresses", def: "none: the kernel picks", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				u.SourceAddresses = d.sourceAddresses(kv.val, p)
+			}},
+			{name: "source_hash_key", def: "unset: spread evenly", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.srcKey = kv.val }},
+			{name: "source_port_range", def: "the kernel's `ip_local_port_range`", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.srcRange = kv.val }},
 		},
 	}
 }
@@ -316,4 +341,92 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// sourceAddresses reads a list of distinct IP addresses to dial from.
+func (d *decoder) sourceAddresses(n *yaml.Node, path string) []netip.Addr {
+	var out []netip.Addr
+	items := d.items(n, path)
+	if len(items) == 0 && !isNull(n) && n.Kind == yaml.SequenceNode {
+		d.errorf(n, path, "an empty list: list local addresses, or leave source_addresses out")
+	}
+	for i, item := range items {
+		ip := index(path, i)
+		s, ok := d.str(item, ip)
+		if !ok {
+			continue
+		}
+		a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+		switch {
+		case err != nil || a.Zone() != "":
+			d.errorf(item, ip, "must be an IP address of this host, got %q", s)
+			continue
+		case a.IsUnspecified() || a.IsMulticast():
+			d.errorf(item, ip, "must be an address of this host, not %s", a)
+			continue
+		case slices.Contains(out, a.Unmap()):
+			d.errorf(item, ip, "%s is listed twice", a)
+			continue
+		}
+		if !isLocal(a.Unmap()) {
+			d.p.warnf(d.file, item.Line, ip, "%s is not an address of this host: dials from it fail here", a)
+		}
+		out = append(out, a.Unmap())
+	}
+	return out
+}
+
+// isLocal reports whether a is an address of one of this host's
+// interfaces (all of 127.0.0.0/8 is, on lo).
+func isLocal(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // cannot tell: say nothing
+	}
+	for _, ia := range addrs {
+		n, ok := ia.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, _ := netip.AddrFromSlice(n.IP)
+		if ip.Unmap() == a || ip.IsLoopback() && a.IsLoopback() && a.Is4() == ip.Unmap().Is4() {
+			return true
+		}
+	}
+	return false
+}
+
+// portRange reads "low-high", local ports 1..65535 with low <= high.
+func (d *decoder) portRange(n *yaml.Node, path string) [2]uint16 {
+	s, ok := d.str(n, path)
+	if !ok {
+		return [2]uint16{}
+	}
+	lo, hi, found := strings.Cut(s, "-")
+	l, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	h, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if !found || err1 != nil || err2 != nil || l == 0 || l > h {
+		d.errorf(n, path, `must be "low-high", ports 1..65535, low <= high, got %q`, s)
+		return [2]uint16{}
+	}
+	if klo, khi, ok := kernelPortRange(); ok && (int(l) < klo || int(h) > khi) {
+		d.p.warnf(d.file, n.Line, path, "%s reaches outside this host's net.ipv4.ip_local_port_range %d-%d: the kernel uses only the ports inside it", s, klo, khi)
+	}
+	return [2]uint16{uint16(l), uint16(h)}
+}
+
+// kernelPortRange reads the ephemeral port range of this host, which a
+// socket's IP_LOCAL_PORT_RANGE can only narrow.
+func kernelPortRange() (lo, hi int, ok bool) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0, false
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	return lo, hi, err1 == nil && err2 == nil
 }

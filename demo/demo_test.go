@@ -3,7 +3,11 @@ package demo_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +22,7 @@ import (
 func TestDemo(t *testing.T) {
 	t.Parallel()
 	quiet := slog.New(slog.DiscardHandler)
-	d, err := demo.Start("127.0.0.1:0", quiet, nil)
+	d, err := demo.Start(demo.Options{Listen: "127.0.0.1:0", Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,5 +63,41 @@ func TestDemo(t *testing.T) {
 			}
 			seen[id] = true
 		}
+	}
+}
+
+// TestDemoDashboard: with AdminListen the demo serves the Admin API with a
+// generated key, and its DashboardURL signs in with it.
+func TestDemoDashboard(t *testing.T) {
+	t.Parallel()
+	d, err := demo.Start(demo.Options{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		d.Close(ctx)
+	})
+	if len(d.AdminKey) != 32 || !strings.HasSuffix(d.DashboardURL, "/dashboard?key="+d.AdminKey) {
+		t.Fatalf("key %q, dashboard %q", d.AdminKey, d.DashboardURL)
+	}
+	jar, _ := cookiejar.New(nil)
+	resp, err := (&http.Client{Jar: jar}).Get(d.DashboardURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.RawQuery != "" || !strings.Contains(string(body), `data-role="admin"`) {
+		t.Fatalf("GET %s: %d at %s\n%s", d.DashboardURL, resp.StatusCode, resp.Request.URL, body)
+	}
+	resp, err = http.Get(d.AdminURL + "/dashboard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("without the key: %d, want 401", resp.StatusCode)
 	}
 }

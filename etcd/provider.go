@@ -1,6 +1,7 @@
 // Package etcd is mqgate's etcd configuration provider: APISIX's key layout
-// (<prefix>/stream_routes/<id>, <prefix>/upstreams/<id>, <prefix>/ssls/<id>)
-// read once, then watched from that revision, as APISIX's data planes do.
+// (<prefix>/stream_routes/<id>, <prefix>/upstreams/<id>, <prefix>/ssls/<id>,
+// <prefix>/routes/<id>) read once, then watched from that revision, as
+// APISIX's data planes do.
 // A burst of changes becomes one Snapshot; a compaction or a lost watch is
 // followed by a new read. The same watch carries the fleet: every instance
 // registers itself under <prefix>/mqgate/instances/ with a lease, and a
@@ -8,7 +9,7 @@
 //
 //	p, err := etcd.New(etcd.Options{
 //		Settings: cfg.Deployment.Etcd,
-//		Kinds:    []string{"stream_routes", "upstreams", "ssls"},
+//		Kinds:    []string{"stream_routes", "upstreams", "ssls", "routes"},
 //		Name:     "mqgate-1",
 //		Apply:    func(s etcd.Snapshot) { ... validate s.Objects, swap the snapshot ... },
 //	})

@@ -54,8 +54,8 @@ type Checker struct {
 	onChange func(Status)
 
 	nodes  keyed.Map[nodeKey, *Node]
-	mu     sync.Mutex        // over groups and closed, and the updates of nodes
-	groups map[string]*group // probes by upstream id
+	mu     sync.Mutex          // over groups and closed, and the updates of nodes
+	groups map[groupKey]*group // probes by upstream id and check
 	closed bool
 
 	probing atomic.Int64 // probe goroutines running
@@ -63,8 +63,16 @@ type Checker struct {
 
 type nodeKey struct{ upstream, addr string }
 
-// group is the probes of one upstream's nodes under one setting.
+// groupKey names one active check of one upstream: its index in
+// checks.active.
+type groupKey struct {
+	upstream string
+	check    int
+}
+
+// group is the probes of one upstream's nodes under one check.
 type group struct {
+	check  int // its index in checks.active
 	cfg    config.ActiveCheck
 	dial   atomic.Pointer[Dialer] // the upstream's current dialer, set by every Update
 	sem    chan struct{}          // bounds probes in flight
@@ -85,7 +93,7 @@ func NewChecker(log *slog.Logger, onChange func(Status)) *Checker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Checker{log: log, onChange: onChange, groups: make(map[string]*group)}
+	return &Checker{log: log, onChange: onChange, groups: make(map[groupKey]*group)}
 }
 
 // Node returns the health of the node addr of upstream, creating it
@@ -106,9 +114,9 @@ func (c *Checker) Update(targets []Target) {
 		return
 	}
 	keep := make(map[nodeKey]bool)
-	wantGroups := make(map[string]bool)
+	wantGroups := make(map[groupKey]bool)
 	for _, t := range targets {
-		var active *config.ActiveCheck
+		var active []*config.ActiveCheck
 		var passive *config.PassiveCheck
 		if t.Checks != nil {
 			active, passive = t.Checks.Active, t.Checks.Passive
@@ -117,40 +125,36 @@ func (c *Checker) Update(targets []Target) {
 			keep[nodeKey{t.Upstream, addr}] = true
 			c.Node(t.Upstream, addr).configure(active, passive)
 		}
-		if active == nil {
-			continue
-		}
-		wantGroups[t.Upstream] = true
-		g := c.groups[t.Upstream]
-		if g != nil && g.cfg != *active {
-			stopped = append(stopped, g.stopAll()...)
-			g = nil
-		}
-		if g == nil {
-			g = &group{cfg: *active, sem: make(chan struct{}, active.Concurrency), probes: make(map[string]*probe)}
-			c.groups[t.Upstream] = g
-		}
-		// Every update brings the upstream's current dialer, so that a
-		// reload that changes only how nodes are reached (scheme,
-		// proxy_protocol) reaches the running probes too.
-		dial := t.Dial
-		if dial == nil {
-			d := &net.Dialer{}
-			dial = d.DialContext
-		}
-		g.dial.Store(&dial)
-		want := make(map[string]bool, len(t.Addrs))
-		for _, addr := range t.Addrs {
-			want[addr] = true
-			if _, ok := g.probes[addr]; !ok {
-				g.probes[addr] = c.startProbe(g, c.Node(t.Upstream, addr), addr)
+		for i, a := range active {
+			gk := groupKey{t.Upstream, i}
+			wantGroups[gk] = true
+			g := c.groups[gk]
+			if g != nil && !g.cfg.Equal(a) {
+				stopped = append(stopped, g.stopAll()...)
+				g = nil
 			}
-		}
-		for addr, p := range g.probes {
-			if !want[addr] {
-				p.cancel()
-				stopped = append(stopped, p)
-				delete(g.probes, addr)
+			if g == nil {
+				g = &group{check: i, cfg: *a, sem: make(chan struct{}, a.Concurrency), probes: make(map[string]*probe)}
+				c.groups[gk] = g
+			}
+			// Every update brings the upstream's current dialer, so that a
+			// reload that changes only how nodes are reached (scheme,
+			// proxy_protocol) reaches the running probes too.
+			dial := probeDialer(a, t.Dial)
+			g.dial.Store(&dial)
+			want := make(map[string]bool, len(t.Addrs))
+			for _, addr := range t.Addrs {
+				want[addr] = true
+				if _, ok := g.probes[addr]; !ok {
+					g.probes[addr] = c.startProbe(g, c.Node(t.Upstream, addr), addr)
+				}
+			}
+			for addr, p := range g.probes {
+				if !want[addr] {
+					p.cancel()
+					stopped = append(stopped, p)
+					delete(g.probes, addr)
+				}
 			}
 		}
 	}
@@ -244,13 +248,24 @@ func runProbe(ctx context.Context, g *group, n *Node, addr string) {
 		if ctx.Err() != nil {
 			return // stopped mid-probe: the result says nothing of the node
 		}
-		n.probed(err, latency)
+		n.probed(g.check, err, latency)
 		next := g.cfg.HealthyInterval
 		if !n.healthy.Load() {
 			next = g.cfg.UnhealthyInterval
 		}
 		timer.Reset(next)
 	}
+}
+
+// probeDialer is the dialer of check a: the upstream's own (PROXY header,
+// TLS) for probes of the MQTT port, plain TCP for HTTP probes, which speak to
+// a status port of their own (https does its own TLS).
+func probeDialer(a *config.ActiveCheck, upstream Dialer) Dialer {
+	if upstream != nil && !a.IsHTTP() {
+		return upstream
+	}
+	d := &net.Dialer{}
+	return d.DialContext
 }
 
 // probeAddr is addr with its port replaced by port, when port is set.

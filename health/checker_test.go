@@ -45,7 +45,7 @@ func TestBrokerStopsAndReturns(t *testing.T) {
 	broker := mqtttest.StartMochi(t)
 	addr := broker.Addr()
 	hc, logs := newChecker(t)
-	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{addr}, Checks: &config.Checks{Active: fast(config.ProbeMQTT)}}})
+	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{addr}, Checks: &config.Checks{Active: []*config.ActiveCheck{fast(config.ProbeMQTT)}}}})
 	n := hc.Node("u", addr)
 	mqtttest.WaitFor(t, "a successful probe", func() bool { s := n.Status(); return s.Probes > 0 && s.LastProbeError == "" })
 	if !n.Healthy() {
@@ -83,8 +83,8 @@ func TestSilentPort(t *testing.T) {
 	mqttCheck.Timeout = 50 * time.Millisecond
 	hc, _ := newChecker(t)
 	hc.Update([]health.Target{
-		{Upstream: "mqtt", Addrs: []string{addr}, Checks: &config.Checks{Active: mqttCheck}},
-		{Upstream: "tcp", Addrs: []string{addr}, Checks: &config.Checks{Active: fast(config.ProbeTCP)}},
+		{Upstream: "mqtt", Addrs: []string{addr}, Checks: &config.Checks{Active: []*config.ActiveCheck{mqttCheck}}},
+		{Upstream: "tcp", Addrs: []string{addr}, Checks: &config.Checks{Active: []*config.ActiveCheck{fast(config.ProbeTCP)}}},
 	})
 	byMQTT, byTCP := hc.Node("mqtt", addr), hc.Node("tcp", addr)
 	mqtttest.WaitFor(t, "mqtt probe marks the silent port down", func() bool { return !byMQTT.Healthy() })
@@ -118,10 +118,10 @@ func TestProbeRefused(t *testing.T) {
 	v31 := fast(config.ProbeMQTT)
 	v31.ProtocolLevel, v31.ClientID, v31.Username, v31.Password = 3, "mqgate-", "probe", "s3cret"
 	hc.Update([]health.Target{
-		{Upstream: "anon", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: anon}},
-		{Upstream: "creds", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: withCreds}},
-		{Upstream: "v31", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: v31}},
-		{Upstream: "v5", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: v5}},
+		{Upstream: "anon", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: []*config.ActiveCheck{anon}}},
+		{Upstream: "creds", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: []*config.ActiveCheck{withCreds}}},
+		{Upstream: "v31", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: []*config.ActiveCheck{v31}}},
+		{Upstream: "v5", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: []*config.ActiveCheck{v5}}},
 	})
 	mqtttest.WaitFor(t, "anonymous probe refused", func() bool { return !hc.Node("anon", m.Addr()).Healthy() })
 	if s := hc.Node("anon", m.Addr()).Status(); !strings.Contains(s.Reason, "CONNACK refused the probe: 0x87 Not authorized") {
@@ -146,7 +146,7 @@ func TestUpdate(t *testing.T) {
 	deadAddr := closedPort(t)
 	liveAddr, liveProbes := mqtttest.SilentPort(t)
 	otherAddr, otherProbes := mqtttest.SilentPort(t)
-	tcp := &config.Checks{Active: fast(config.ProbeTCP)}
+	tcp := &config.Checks{Active: []*config.ActiveCheck{fast(config.ProbeTCP)}}
 	hc, _ := newChecker(t)
 	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{deadAddr, liveAddr}, Checks: tcp}})
 	dead := hc.Node("u", deadAddr)
@@ -154,8 +154,8 @@ func TestUpdate(t *testing.T) {
 	since := dead.Status().Since
 
 	// A reload that keeps the node (and changes another setting) keeps its state.
-	changed := &config.Checks{Active: fast(config.ProbeTCP)}
-	changed.Active.Successes = 3
+	changed := &config.Checks{Active: []*config.ActiveCheck{fast(config.ProbeTCP)}}
+	changed.Active[0].Successes = 3
 	hc.Update([]health.Target{{Upstream: "u", Addrs: []string{deadAddr, liveAddr}, Checks: changed}})
 	if s := hc.Node("u", deadAddr).Status(); s.Healthy || !s.Since.Equal(since) {
 		t.Errorf("state after reload: %+v, want unhealthy since %v", s, since)
@@ -299,7 +299,7 @@ func TestProbeConcurrency(t *testing.T) {
 	check := fast(config.ProbeMQTT)
 	check.Concurrency, check.Timeout = 2, 30*time.Millisecond
 	hc, _ := newChecker(t)
-	hc.Update([]health.Target{{Upstream: "u", Addrs: addrs, Checks: &config.Checks{Active: check}, Dial: dial}})
+	hc.Update([]health.Target{{Upstream: "u", Addrs: addrs, Checks: &config.Checks{Active: []*config.ActiveCheck{check}}, Dial: dial}})
 	mqtttest.WaitFor(t, "24 probes", func() bool { return probes.Load() >= 24 })
 	if m := most.Load(); m != 2 {
 		t.Errorf("at most %d probes in flight, want 2", m)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,13 +37,12 @@ type Node struct {
 	mu       sync.Mutex
 	reason   string
 	since    time.Time
-	active   *config.ActiveCheck  // nil = no probes
-	passive  *config.PassiveCheck // nil = no passive counting
-	trial    bool                 // back from a passive time out, not yet proven
-	probedBy string               // "mqtt" or "tcp" while probes run
+	active   []*config.ActiveCheck // empty = no probes
+	checks   []checkState          // one per active check
+	passive  *config.PassiveCheck  // nil = no passive counting
+	trial    bool                  // back from a passive time out, not yet proven
+	probedBy string                // "mqtt", "tcp", "http", "https", or several joined by "+", while probes run
 
-	// Active: consecutive probe results.
-	okRun, failRun, timeoutRun int
 	// Passive: failures counted since passiveStart.
 	passiveFails, passiveTimeouts int
 	passiveStart                  time.Time
@@ -50,6 +51,14 @@ type Node struct {
 	lastProbeLatency time.Duration
 	lastProbeErr     string
 	probes, failed   uint64
+}
+
+// checkState is one active check's view of a node: its consecutive results
+// and whether it holds the node down. A node is healthy by its probes only
+// while no check holds it down.
+type checkState struct {
+	okRun, failRun, timeoutRun, httpFailRun int
+	down                                    bool
 }
 
 func newNode(upstream, addr string, log *slog.Logger, changed func(Status)) *Node {
@@ -133,62 +142,103 @@ func (n *Node) set(healthy bool, reason string) {
 }
 
 // configure applies an upstream's checks to the node. n.mu is not held.
-func (n *Node) configure(active *config.ActiveCheck, passive *config.PassiveCheck) {
+// Checks whose settings stay keep their counts.
+func (n *Node) configure(active []*config.ActiveCheck, passive *config.PassiveCheck) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.active, n.passive = active, passive
-	n.probedBy = ""
-	if active != nil {
-		n.probedBy = active.Type
+	if !slices.EqualFunc(n.active, active, (*config.ActiveCheck).Equal) {
+		n.checks = make([]checkState, len(active))
+		for i := range n.checks {
+			n.checks[i].down = !n.healthy.Load()
+		}
 	}
+	n.active, n.passive = active, passive
+	types := make([]string, len(active))
+	for i, a := range active {
+		types[i] = a.Type
+	}
+	n.probedBy = strings.Join(types, "+")
 	switch {
 	case n.healthy.Load():
-	case active == nil && passive == nil:
+	case len(active) == 0 && passive == nil:
 		n.set(true, "health checks removed")
-	case active == nil && n.retryAt.Load() == 0:
+	case len(active) == 0 && n.retryAt.Load() == 0:
 		// Down by probes that no longer run: passive checks take over.
 		n.retryAt.Store(time.Now().Add(passive.FailTimeout).UnixNano())
-	case active != nil:
+	case len(active) > 0:
 		n.retryAt.Store(0) // probes decide from now on
 	}
 }
 
-// probed records the result of an active probe.
-func (n *Node) probed(err error, latency time.Duration) {
+// probed records the result of a probe of active check i.
+func (n *Node) probed(i int, err error, latency time.Duration) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	a := n.active
-	if a == nil {
+	if i >= len(n.active) {
 		return
 	}
+	a, cs := n.active[i], &n.checks[i]
 	n.probes++
 	n.lastProbe, n.lastProbeLatency = time.Now(), latency
 	if err == nil {
 		n.lastProbeErr = ""
-		n.failRun, n.timeoutRun = 0, 0
-		n.okRun++
-		if !n.healthy.Load() && n.okRun >= a.Successes {
-			n.trial = false
-			n.set(true, fmt.Sprintf("%s probe: %d successes in a row", a.Type, n.okRun))
+		cs.failRun, cs.timeoutRun, cs.httpFailRun = 0, 0, 0
+		cs.okRun++
+		if cs.down && cs.okRun >= a.Successes {
+			cs.down = false
 		}
+		if !n.healthy.Load() && !n.heldDown() {
+			n.trial = false
+			n.set(true, fmt.Sprintf("%s probe: %d successes in a row", a.Type, cs.okRun))
+		}
+		return
+	}
+	var neutral *neutralStatus
+	if errors.As(err, &neutral) {
+		// A status in neither list says nothing, as in APISIX.
+		n.lastProbeErr = err.Error()
 		return
 	}
 	n.failed++
 	n.lastProbeErr = err.Error()
-	n.okRun = 0
-	if isTimeout(err) {
-		n.timeoutRun++
-	} else {
-		n.failRun++
+	cs.okRun = 0
+	var reason string
+	var hs *httpStatusError
+	switch {
+	case errors.As(err, &hs):
+		if cs.httpFailRun++; cs.httpFailRun >= a.HTTPFailures {
+			reason = fmt.Sprintf("%s probe: %d HTTP failures in a row: %v", a.Type, cs.httpFailRun, err)
+		}
+	case isTimeout(err):
+		if cs.timeoutRun++; cs.timeoutRun >= a.Timeouts {
+			reason = fmt.Sprintf("%s probe: %d timeouts in a row: %v", a.Type, cs.timeoutRun, err)
+		}
+	default:
+		if cs.failRun++; cs.failRun >= a.TCPFailures {
+			reason = fmt.Sprintf("%s probe: %d failures in a row: %v", a.Type, cs.failRun, err)
+		}
 	}
 	switch {
-	case !n.healthy.Load():
+	case !cs.down && reason != "":
+		cs.down = true
+		if n.healthy.Load() {
+			n.set(false, reason)
+		} else {
+			n.reason = reason
+		}
+	case !n.healthy.Load() && cs.down:
 		n.reason = fmt.Sprintf("%s probe: %v", a.Type, err)
-	case n.timeoutRun >= a.Timeouts:
-		n.set(false, fmt.Sprintf("%s probe: %d timeouts in a row: %v", a.Type, n.timeoutRun, err))
-	case n.failRun >= a.TCPFailures:
-		n.set(false, fmt.Sprintf("%s probe: %d failures in a row: %v", a.Type, n.failRun, err))
 	}
+}
+
+// heldDown reports whether an active check holds the node down. n.mu is held.
+func (n *Node) heldDown() bool {
+	for _, cs := range n.checks {
+		if cs.down {
+			return true
+		}
+	}
+	return false
 }
 
 // ReportDial records the outcome of dialling the node for a client
@@ -240,9 +290,12 @@ func (n *Node) ReportDial(err error) {
 		return
 	}
 	n.trial = false
-	n.okRun = 0
+	// Every probe must prove the node again before it is back.
+	for i := range n.checks {
+		n.checks[i].okRun, n.checks[i].down = 0, true
+	}
 	n.resetPassive(now)
-	if n.active == nil {
+	if len(n.active) == 0 {
 		n.retryAt.Store(now.Add(p.FailTimeout).UnixNano())
 		reason += fmt.Sprintf("; retried after %s", p.FailTimeout)
 	}

@@ -1,14 +1,19 @@
 package health
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mqgate/mqgate/config"
@@ -24,7 +29,8 @@ const maxConnack = 4096
 const probeKeepAlive = 10
 
 // probeOnce runs one probe of addr: for tcp a connect, for mqtt a CONNECT
-// that must get a successful CONNACK, then a DISCONNECT. The whole probe is
+// that must get a successful CONNACK, then a DISCONNECT, for http and https
+// a GET of the status endpoint. The whole probe is
 // bounded by cfg.Timeout. It returns the time to the connection (tcp) or to
 // the CONNACK (mqtt).
 //
@@ -36,6 +42,10 @@ func probeOnce(ctx context.Context, cfg *config.ActiveCheck, dial Dialer, addr s
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
+	if cfg.IsHTTP() {
+		err := probeHTTP(ctx, cfg, dial, addr)
+		return time.Since(start), err
+	}
 	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return time.Since(start), err
@@ -143,3 +153,78 @@ func refusal(code mqtt.ReasonCode, level byte) string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// maxHTTPBody bounds how much of a status endpoint's answer a probe reads.
+const maxHTTPBody = 64 << 10
+
+// httpStatusError is an answer whose status is one of
+// unhealthy.http_statuses: it counts toward unhealthy.http_failures.
+type httpStatusError struct{ code int }
+
+func (e *httpStatusError) Error() string {
+	return fmt.Sprintf("status %d %s", e.code, http.StatusText(e.code))
+}
+
+// neutralStatus is an answer whose status is in neither list: as in
+// APISIX, it counts neither way.
+type neutralStatus struct{ code int }
+
+func (e *neutralStatus) Error() string {
+	return fmt.Sprintf("status %d (in neither healthy.http_statuses nor unhealthy.http_statuses: not counted)", e.code)
+}
+
+// probeHTTP GETs http_path from addr on a new connection, closed after
+// the answer (the server closes first, so TIME_WAIT stays on its side), and
+// judges the status by the check's lists.
+func probeHTTP(ctx context.Context, cfg *config.ActiveCheck, dial Dialer, addr string) error {
+	host, _, _ := net.SplitHostPort(addr)
+	tr := &http.Transport{
+		DialContext:       dial,
+		DisableKeepAlives: true,
+		Proxy:             nil,
+		TLSClientConfig: &tls.Config{
+			ServerName:         cmp.Or(cfg.Host, host),
+			InsecureSkipVerify: !cfg.HTTPSVerify, // the operator turned verification off
+			MinVersion:         tls.VersionTLS12,
+		},
+		MaxResponseHeaderBytes: maxHTTPBody,
+	}
+	defer tr.CloseIdleConnections()
+	scheme := "http"
+	if cfg.Type == config.ProbeHTTPS {
+		scheme = "https"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+cfg.HTTPPath, nil)
+	if err != nil {
+		return err
+	}
+	if cfg.Host != "" {
+		req.Host = cfg.Host
+	}
+	req.Header.Set("User-Agent", "mqgate-health-check")
+	for _, h := range cfg.ReqHeaders {
+		name, value, _ := strings.Cut(h, ":")
+		if strings.EqualFold(strings.TrimSpace(name), "Host") {
+			req.Host = strings.TrimSpace(value)
+			continue
+		}
+		req.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer within %s: %w", cfg.Timeout, context.DeadlineExceeded)
+		}
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxHTTPBody))
+	resp.Body.Close()
+	switch {
+	case slices.Contains(cfg.HealthyStatuses, resp.StatusCode):
+		return nil
+	case slices.Contains(cfg.UnhealthyStatuses, resp.StatusCode):
+		return &httpStatusError{code: resp.StatusCode}
+	default:
+		return &neutralStatus{code: resp.StatusCode}
+	}
+}

@@ -108,6 +108,12 @@ var (
 	etcdFleet    = desc("etcd_fleet_instances", "mqgate instances registered under the prefix.")
 	etcdInSync   = desc("etcd_fleet_in_sync", "1 when every registered instance holds the same objects.")
 	etcdLastErr  = desc("etcd_last_error_timestamp_seconds", "When a request to etcd last failed, in unix seconds.")
+	srcActive    = desc("source_connections_active", "Proxied connections open now, by upstream node and source address (source_addresses).", "upstream", "node", "source")
+	srcTotal     = desc("source_connections_total", "Connections made, by upstream node and source address (source_addresses).", "upstream", "node", "source")
+	srcExhausted = desc("source_ports_exhausted_total", "Dials that found no free local port from a source address to a node (connect: EADDRNOTAVAIL).", "upstream", "node", "source")
+	lnActive     = desc("listener_connections_active", "Client connections open now, by listener.", "listener")
+	lnAccepted   = desc("listener_connections_accepted_total", "Client connections accepted, by listener.", "listener")
+	lnRefused    = desc("listener_connections_refused_total", "Well-formed CONNECTs answered with a refusing CONNACK, by listener.", "listener")
 	ppRefused    = desc("proxy_protocol_refused_total", "Connections closed on proxy_protocol listeners: sender not in real_ip_from, header missing or malformed.")
 	wsUpgrades   = desc("websocket_upgrades_total", "MQTT over WebSocket upgrade requests, by result: upgraded, not_websocket, origin, subprotocol, handshake.", "result")
 )
@@ -118,6 +124,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connActive, connAccepted, connProxied, connRefused, connErrors, bytesTotal,
 		dialSeconds, routeActive, routeTotal, routeBytes, nodeActive, nodeTotal, nodeFails, nodeBytes, nodeHealth,
 		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused, wsUpgrades,
+		srcActive, srcTotal, srcExhausted, lnActive, lnAccepted, lnRefused,
 		etcdUp, etcdRev, etcdErrors, etcdReads, etcdRefused, etcdFleet, etcdInSync, etcdLastErr} {
 		ch <- d
 	}
@@ -170,6 +177,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(nodeBytes, float64(n.BytesUp), n.Upstream, n.Addr, "up")
 		counter(nodeBytes, float64(n.BytesDown), n.Upstream, n.Addr, "down")
 		gauge(nodeHealth, 1, n.Upstream, n.Addr, n.Health)
+	}
+	for _, sc := range st.Sources {
+		gauge(srcActive, float64(sc.Active), sc.Upstream, sc.Node, sc.Source)
+		counter(srcTotal, float64(sc.Total), sc.Upstream, sc.Node, sc.Source)
+		counter(srcExhausted, float64(sc.Exhausted), sc.Upstream, sc.Node, sc.Source)
+	}
+	for _, l := range st.Listeners {
+		gauge(lnActive, float64(l.Active), l.Addr)
+		counter(lnAccepted, float64(l.Accepted), l.Addr)
+		counter(lnRefused, float64(l.Refused), l.Addr)
 	}
 	for _, l := range st.TLSHandshakes {
 		counter(tlsTotal, float64(l.OK), l.Listener, "ok")

@@ -8,6 +8,42 @@ const (
 	KeyRoute      = "route_id"       // one count for the whole route
 )
 
+// LimitSettings are what limit-conn and limit-req share: the key they count by, the
+// allowance above the limit and the refusal's Reason String.
+type LimitSettings struct {
+	Burst       int    // >= 0, default 0
+	Key         string // Key*; default remote_addr
+	RejectedMsg string // the 5.0 Reason String of the refusal
+}
+
+// LimitKeysShared are the keys DecodeLimit reads.
+func LimitKeysShared() []string { return []string{"burst", "key", "key_type", "rejected_msg"} }
+
+// NewLimit is a LimitSettings with its defaults: key remote_addr, no burst.
+func NewLimit(rejectedMsg string) LimitSettings {
+	return LimitSettings{Key: KeyRemoteAddr, RejectedMsg: rejectedMsg}
+}
+
+// DecodeLimit reads one of the keys LimitKeysShared names into l and
+// reports whether f was one of them.
+func DecodeLimit(f Field, l *LimitSettings) bool {
+	switch f.Name {
+	case "burst":
+		l.Burst, _ = f.Val.IntMin(0)
+	case "key":
+		l.Key = DecodeLimitKey(f.Val, l.Key)
+	case "key_type":
+		DecodeKeyType(f.Val)
+	case "rejected_msg":
+		if s, ok := f.Val.String(); ok && s != "" {
+			l.RejectedMsg = s
+		}
+	default:
+		return false
+	}
+	return true
+}
+
 // LimitKeys are the values of a limit plugin's `key`.
 func LimitKeys() []string { return []string{KeyRemoteAddr, KeyClientID, KeyUsername, KeyRoute} }
 

@@ -76,12 +76,21 @@ func (lc *liveConn) end() {
 	if lc.node != nil {
 		lc.node.active.Add(-1)
 	}
+	if lc.rec.source != nil {
+		lc.rec.source.active.Add(-1)
+	}
 	s.untrack(lc)
 	s.stats.Active.Add(-1)
+	if l := lc.rec.listener; l != nil {
+		l.active.Add(-1)
+		if lc.rec.end == EndRefused {
+			l.refused.Add(1)
+		}
+	}
 	if r := lc.closedBy(); r != "" {
 		lc.rec.end = r
 	}
-	s.logRecord(&lc.rec)
+	s.logRecord(&lc.rec, lc.node)
 	s.handlers.Done()
 }
 
@@ -117,6 +126,9 @@ func (lc *liveConn) releaseAll() {
 func (lc *liveConn) handedOver() {
 	lc.srv.untrack(lc)
 	lc.srv.stats.Active.Add(-1)
+	if l := lc.rec.listener; l != nil {
+		l.active.Add(-1)
+	}
 	lc.srv.handlers.Done()
 }
 
@@ -186,20 +198,27 @@ func (lc *liveConn) closedBy() pipe.End {
 
 // record is the access-log record of one connection, filled in stage by stage.
 type record struct {
-	start     time.Time
-	listener  string
-	remote    netip.AddrPort
-	route     string
-	clientID  string
-	username  string
-	level     byte
-	node      string
-	hashKey   string // the balancer key, for moving the client back when its node returns
-	up, down  int64
-	end       pipe.End
-	detail    string // refusal reason, parse error, dial error
-	errorKind string
-	id        identity // PROXY header, TLS session, variables (identity.go)
+	start    time.Time
+	listener *listenerCounts // its counts, and its configured address
+	remote   netip.AddrPort
+	route    string
+	clientID string
+	username string
+	level    byte
+	// websocket: the client came over WebSocket (wss with TLS); forwarded:
+	// a trusted proxy's X-Real-IP/X-Forwarded-For gave remote, and id.peer
+	// is that proxy. They and status sit in level's padding: liveConn stays
+	// in its size class.
+	websocket, forwarded bool
+	status               uint16 // NGINX's $status of a refusal, set with it (accesslog.go)
+	node                 string
+	source               *sourceCounts // the source address it was dialled from, if the upstream has them
+	hashKey              string        // the balancer key, for moving the client back when its node returns
+	up, down             int64
+	end                  pipe.End
+	detail               string // refusal reason, parse error, dial error
+	errorKind            string
+	id                   identity // PROXY header, TLS session, variables (identity.go)
 }
 
 // serveConn is the path of one connection: the stages below, in the order
@@ -261,7 +280,7 @@ type connPath struct {
 // shutting down.
 func (p *connPath) track() bool {
 	s := p.s
-	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.cfg.Addr, remote: addrPort(p.tcp.RemoteAddr())}}
+	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.counts, remote: addrPort(p.tcp.RemoteAddr())}}
 	p.rec = &p.lc.rec
 	if !s.track(p.lc) {
 		p.tcp.Close()
@@ -269,6 +288,7 @@ func (p *connPath) track() bool {
 		return false
 	}
 	s.stats.Active.Add(1)
+	p.l.counts.active.Add(1)
 	return true
 }
 
@@ -622,7 +642,7 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 // refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
 // client and its logs say why instead of "connection reset", then closes.
 func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, text string) {
-	rec.end, rec.detail = EndRefused, text
+	rec.end, rec.detail, rec.status = EndRefused, text, refusalStatus(reason)
 	s.stats.refused(reason)
 	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].
 	level := rec.level
@@ -665,13 +685,15 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-func (s *Server) logRecord(r *record) {
+// logRecord writes r to the access log; node is the one it was proxied
+// to, or nil.
+func (s *Server) logRecord(r *record, node *nodeState) {
 	if s.access == nil {
 		return
 	}
 	// On the stack: Log copies it.
 	ar := accesslog.Record{
-		Listener:      r.listener,
+		Listener:      r.listener.addr,
 		Client:        r.remote,
 		Route:         r.route,
 		ClientID:      r.clientID,
@@ -684,7 +706,19 @@ func (s *Server) logRecord(r *record) {
 		End:           string(r.end),
 		Detail:        r.detail,
 		ErrorKind:     r.errorKind,
+		Server:        r.id.local,
+		Upstream:      node.upstream(),
+		Status:        nginxStatus(r),
 	}
 	r.id.fill(&ar)
+	if r.websocket {
+		ar.Transport = "ws"
+		if r.id.tls != nil {
+			ar.Transport = "wss"
+		}
+	}
+	if r.forwarded {
+		ar.ForwardedBy, ar.ProxyProtocolPeer = r.id.peer, netip.AddrPort{}
+	}
 	s.access.Log(&ar)
 }

@@ -47,7 +47,7 @@ func (s *Server) dial(up *upstream, key string, connect []byte, lc *liveConn) no
 		order = order[1:]
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(s.ctx, up.cfg.Timeout.Connect)
-		c, err := up.dialer.dial(ctx, up.addrs[i], up.cfg.Nodes[i].Host, from)
+		c, src, err := s.dialFrom(ctx, up, i, &rec.id.vars, from)
 		cancel()
 		if err == nil {
 			s.stats.observeDial(time.Since(start))
@@ -60,6 +60,11 @@ func (s *Server) dial(up *upstream, key string, connect []byte, lc *liveConn) no
 			ack, ref, err = awaitConnack(c, connect, up, rec.level)
 			if err == nil {
 				up.health[i].ReportDial(nil)
+				if src != nil { // source_addresses: the source's live count
+					src.active.Add(1)
+					src.total.Add(1)
+					rec.source = src
+				}
 				res.broker, res.node, res.ack = c, up.nodes[i], ack
 				return res
 			}

@@ -114,7 +114,7 @@ func (lc *liveConn) info() (ConnInfo, bool) {
 	r := &lc.rec
 	return ConnInfo{
 		ClientID: r.clientID, Username: r.username, ProtocolLevel: int(r.level),
-		Client: r.remote.String(), Listener: r.listener,
+		Client: r.remote.String(), Listener: r.listener.addr,
 		Route: e.route.id, Upstream: e.node.upstreamID, Node: e.node.addr,
 		Since:   r.start,
 		BytesUp: up, BytesDown: down,

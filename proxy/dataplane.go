@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net"
-	"runtime"
 	"sync"
 
 	"github.com/mqgate/mqgate/config"
@@ -22,7 +21,7 @@ func (e *eventLoops) get() (*epoll.Group, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.group == nil && !e.closed {
-		g, err := epoll.NewGroup(runtime.GOMAXPROCS(0))
+		g, err := epoll.NewGroup(epoll.Cores())
 		if err != nil {
 			return nil, err
 		}

@@ -28,6 +28,8 @@ type dialer struct {
 	proxyProtocol string         // "v1", "v2" or ""
 	certs         *tlsconf.Store // the upstream's TLS client settings when its scheme is tls
 	tcp           net.Dialer
+	fromSource    net.Dialer // tcp with the source_addresses socket options; LocalAddr set per dial
+	firstSource   netip.Addr // where probes and HTTP routes dial from: the first source address, if any
 }
 
 func newDialer(u *config.Upstream, certs *tlsconf.Store) *dialer {
@@ -36,7 +38,16 @@ func newDialer(u *config.Upstream, certs *tlsconf.Store) *dialer {
 		proxyProtocol: u.ProxyProtocol,
 		certs:         certs,
 		tcp:           net.Dialer{KeepAlive: noTCPKeepAlive},
+		fromSource:    net.Dialer{KeepAlive: noTCPKeepAlive, Control: bindControl(u.SourcePortRange)},
+		firstSource:   firstOr(u.SourceAddresses),
 	}
+}
+
+func firstOr(addrs []netip.Addr) netip.Addr {
+	if len(addrs) == 0 {
+		return netip.Addr{}
+	}
+	return addrs[0]
 }
 
 // proxySource is what a PROXY header sent to a broker says: the client's
@@ -48,9 +59,16 @@ type proxySource struct {
 }
 
 // dial connects to addr (host is its host, the TLS server name unless the
-// upstream names one) before ctx's deadline. from is nil for a probe.
-func (d *dialer) dial(ctx context.Context, addr, host string, from *proxySource) (net.Conn, error) {
-	c, err := d.tcp.DialContext(ctx, "tcp", addr)
+// upstream names one) before ctx's deadline, from source when it is valid.
+// from is nil for a probe.
+func (d *dialer) dial(ctx context.Context, addr, host string, from *proxySource, source netip.Addr) (net.Conn, error) {
+	tcp := &d.tcp
+	if source.IsValid() {
+		fd := d.fromSource
+		fd.LocalAddr = &net.TCPAddr{IP: source.AsSlice()}
+		tcp = &fd
+	}
+	c, err := tcp.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -82,5 +100,5 @@ func (d *dialer) dial(ctx context.Context, addr, host string, from *proxySource)
 // probe is the dialer as health probes use it.
 func (d *dialer) probe(ctx context.Context, _, addr string) (net.Conn, error) {
 	host, _, _ := net.SplitHostPort(addr)
-	return d.dial(ctx, addr, host, nil)
+	return d.dial(ctx, addr, host, nil, d.firstSource)
 }

@@ -71,14 +71,15 @@ func specificity(r *config.HTTPRoute) int {
 
 // httpTransport keeps connections to the upstream's nodes; dials go
 // through the upstream's dialer (TLS for scheme https, a PROXY header when
-// the upstream sends one), bounded by its connect timeout.
+// the upstream sends one, from its first source address if it has some),
+// bounded by its connect timeout.
 func httpTransport(up *upstream) *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeout.Connect)
 			defer cancel()
 			host, _, _ := net.SplitHostPort(addr)
-			return up.dialer.dial(ctx, addr, host, nil)
+			return up.dialer.dial(ctx, addr, host, nil, up.dialer.firstSource)
 		},
 		ResponseHeaderTimeout: up.cfg.Timeout.Read,
 		MaxIdleConnsPerHost:   64,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/proxy"
 )
 
 // echoUpstream is a Go HTTP server that answers with its name and the
@@ -25,9 +26,18 @@ type echoUpstream struct {
 }
 
 func startEcho(t *testing.T, name string) *echoUpstream {
+	return startEchoHealth(t, name, http.StatusOK)
+}
+
+// startEchoHealth is startEcho whose /healthz answers health.
+func startEchoHealth(t *testing.T, name string, health int) *echoUpstream {
 	t.Helper()
 	e := &echoUpstream{}
 	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			w.WriteHeader(health)
+			return
+		}
 		if r.URL.Path == "/echo" {
 			// A WebSocket echo: what the client sends comes back.
 			conn, _, _, err := ws.UpgradeHTTP(r, w)
@@ -88,6 +98,7 @@ func get(t *testing.T, url, host string, header http.Header) (int, string) {
 func TestHTTPRoutesOnTheMQTTPort(t *testing.T) {
 	t.Parallel()
 	api1, api2, web := startEcho(t, "api1"), startEcho(t, "api2"), startEcho(t, "web")
+	sick := startEchoHealth(t, "sick", http.StatusServiceUnavailable)
 	broker := mqtttest.StartMochi(t)
 	host := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 	g := startGateway(t, fmt.Sprintf(`
@@ -98,14 +109,30 @@ stream_proxy:
 stream_routes:
   - {id: mqtt, upstream: {nodes: {%[1]q: 1}}}
 upstreams:
-  - {id: api, scheme: http, type: roundrobin, nodes: {%[2]q: 1, %[3]q: 1}}
+  - id: api
+    scheme: http
+    type: roundrobin
+    nodes: {%[2]q: 1, %[3]q: 1, %[5]q: 1}
+    checks:
+      active: {type: http, http_path: /healthz, healthy: {interval: 0.1, successes: 1}, unhealthy: {interval: 0.1, http_failures: 1}}
 routes:
   - {id: api, uri: "/api/*", host: api.example, methods: [GET, POST], upstream_id: api}
   - {id: web, hosts: ["*.example"], uris: ["/", "/index.html"], pass_host: node, upstream: {scheme: http, nodes: {%[4]q: 1}}}
   - {id: echo, uri: /echo, enable_websocket: true, upstream: {scheme: http, nodes: {%[4]q: 1}}}
   - {id: no-ws, uri: /plain, upstream: {scheme: http, nodes: {%[4]q: 1}}}
-`, broker.Addr(), host(api1.Server), host(api2.Server), host(web.Server)))
+`, broker.Addr(), host(api1.Server), host(api2.Server), host(web.Server), host(sick.Server)))
 	base := "http://" + g.addr
+
+	// The HTTP active check (checks.active.type http) marks the node whose
+	// /healthz answers 503 down: the balancer leaves it out.
+	mqtttest.WaitFor(t, "the sick node marked unhealthy", func() bool {
+		for _, n := range g.srv.Stats().Nodes {
+			if n.Addr == host(sick.Server) && n.Health == proxy.HealthUnhealthy {
+				return true
+			}
+		}
+		return false
+	})
 
 	// Routed by host and uri; the upstream sees who the client is.
 	for range 4 {
@@ -114,8 +141,8 @@ routes:
 			t.Fatalf("GET /api/v1/x: %d %q", code, body)
 		}
 	}
-	if api1.requests() != 2 || api2.requests() != 2 {
-		t.Errorf("roundrobin over two nodes: %d and %d requests, want 2 and 2", api1.requests(), api2.requests())
+	if api1.requests() != 2 || api2.requests() != 2 || sick.requests() != 0 {
+		t.Errorf("roundrobin over the two healthy nodes: %d, %d and %d (sick) requests, want 2, 2 and 0", api1.requests(), api2.requests(), sick.requests())
 	}
 	if code, body := get(t, base+"/api/x", "api.example", http.Header{"X-Forwarded-For": {"203.0.113.5"}}); code != 200 || !strings.Contains(body, "xff=203.0.113.5, 127.0.0.1 ") {
 		t.Errorf("X-Forwarded-For appended: %d %q", code, body)

@@ -30,9 +30,6 @@ type identity struct {
 	local    netip.AddrPort       // the address the client connected to (from the PROXY header when read)
 	peer     netip.AddrPort       // the load balancer that sent a PROXY header; zero without one
 	upstream string               // the client id sent to the broker when mqtt-rewrite changed it
-
-	websocket   string         // "ws" or "wss" for MQTT over WebSocket, else ""
-	forwardedBy netip.AddrPort // the trusted proxy whose X-Real-IP/X-Forwarded-For gave the address
 }
 
 // open runs the stages between accept and the CONNECT: the PROXY header
@@ -159,8 +156,7 @@ func (id *identity) fill(r *accesslog.Record) {
 		r.TLSResumed = id.tls.DidResume
 		r.SNI = id.vars.SSLServerName
 		r.ClientSDN, r.ClientSerial, r.ClientFingerprint = id.vars.SSLClientSDN, id.vars.SSLClientSerial, id.vars.SSLClientFingerprint
+		r.ClientSDNCN = id.vars.SSLClientSDNCN
 	}
 	r.UpstreamClientID = id.upstream
-	r.Transport = id.websocket
-	r.ForwardedBy = id.forwardedBy
 }

@@ -25,6 +25,12 @@ type gateway struct {
 // test's listener.
 func startGateway(t testing.TB, yml string) *gateway {
 	t.Helper()
+	return startGatewayLog(t, yml, io.Discard)
+}
+
+// startGatewayLog is startGateway with the process log written to log.
+func startGatewayLog(t testing.TB, yml string, log io.Writer) *gateway {
+	t.Helper()
 	yml = strings.ReplaceAll(yml, "LISTEN", `"127.0.0.1:0"`)
 	cfg, err := config.Parse(config.Document{Name: "test.yaml", Data: []byte(yml)})
 	if err != nil {
@@ -35,7 +41,7 @@ func startGateway(t testing.TB, yml string) *gateway {
 	}
 	access := &mqtttest.LogBuffer{}
 	srv := mqtttest.StartProxy(t, cfg, proxy.Options{
-		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log:       slog.New(slog.NewTextHandler(log, nil)),
 		AccessLog: accesslog.New(access, nil),
 	})
 	g := &gateway{srv: srv, access: access}

@@ -45,7 +45,7 @@ import (
 // Options are the parts of a Server that do not come from the configuration.
 type Options struct {
 	Log       *slog.Logger      // process log; slog.Default() when nil
-	AccessLog *accesslog.Writer // one record per connection; nil disables it
+	AccessLog *accesslog.Writer // one record per connection, in log.access_log_format or JSON; nil disables it
 
 	// CertCheckInterval is how often certificate files are checked for
 	// changes; 0 means DefaultCertCheckInterval.
@@ -74,7 +74,8 @@ type Server struct {
 	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
 	certCheck  time.Duration
 	watchCerts sync.Once
-	tlsCounts  keyed.Map[string, *tlsCounts] // handshakes by configured listener address
+	tlsCounts  keyed.Map[string, *tlsCounts]      // handshakes by configured listener address
+	lnCounts   keyed.Map[string, *listenerCounts] // connections by configured listener address
 
 	ctx    context.Context // cancelled when Shutdown gives up on draining
 	cancel context.CancelFunc
@@ -92,9 +93,10 @@ type Server struct {
 }
 
 type listener struct {
-	cfg config.Listener
-	ln  *net.TCPListener
-	tls *tlsCounts // its handshakes, counted without a lookup
+	cfg    config.Listener
+	ln     *net.TCPListener
+	tls    *tlsCounts      // its handshakes, counted without a lookup
+	counts *listenerCounts // its connections
 }
 
 // New prepares a server for cfg without opening any socket.
@@ -126,6 +128,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
 	s.snap.Store(snap)
+	if s.access != nil {
+		s.access.SetFormat(accessFormat(cfg)) // log.access_log_format follows reloads
+	}
 	return s, nil
 }
 
@@ -160,7 +165,8 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 			}
 			return nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
 		}
-		opened = append(opened, &listener{cfg: lc, ln: ln, tls: s.tlsCounts.Get(lc.Addr, newTLSCounts(lc.Addr))})
+		opened = append(opened, &listener{cfg: lc, ln: ln, tls: s.tlsCounts.Get(lc.Addr, newTLSCounts(lc.Addr)),
+			counts: s.lnCounts.Get(lc.Addr, newListenerCounts(lc.Addr))})
 	}
 	return opened, nil
 }
@@ -230,6 +236,7 @@ func (s *Server) acceptLoop(l *listener) {
 		}
 		backoff = 0
 		s.stats.Accepted.Add(1)
+		l.counts.accepted.Add(1)
 		s.handlers.Add(1)
 		go s.serveConn(l, c)
 	}
@@ -263,6 +270,9 @@ func (s *Server) Apply(cfg *config.Config) error {
 	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
 	old := s.snap.Swap(snap)
+	if s.access != nil {
+		s.access.SetFormat(accessFormat(cfg)) // log.access_log_format follows reloads
+	}
 	s.health.Update(snap.targets)
 	s.rebalanceAdded(old, snap) // a node added to a chash upstream takes its clients, paced
 	for _, l := range opened {
@@ -282,6 +292,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	s.nodes.prune(snap)
 	s.routes.prune(snap)
 	s.tlsCounts.Prune(func(addr string, _ *tlsCounts) bool { return keep[addr] })
+	s.lnCounts.Prune(func(addr string, c *listenerCounts) bool { return keep[addr] || c.active.Load() > 0 })
 	return nil
 }
 

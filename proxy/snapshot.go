@@ -38,6 +38,10 @@ type upstream struct {
 	health []*health.Node
 	bal    balance.Balancer
 	dialer *dialer // for client connections and health probes alike
+	// sources are each node's source_addresses counts, index-aligned with
+	// cfg.Nodes and then with cfg.SourceAddresses; nil without them.
+	sources    [][]*sourceCounts
+	sourceTurn atomic.Uint64 // where ties between sources start
 }
 
 // nodeState is what mqgate knows about one node of one upstream. It outlives
@@ -50,6 +54,16 @@ type nodeState struct {
 	dialFails  atomic.Uint64
 	bytes      pipe.Meter // every byte its connections carried, live ones' so far
 	conns      connList   // its piping connections
+	sources    keyed.Map[netip.Addr, *sourceCounts]
+}
+
+// upstream is the node's upstream id, "" for nil (a connection that reached
+// no node).
+func (n *nodeState) upstream() string {
+	if n == nil {
+		return ""
+	}
+	return n.upstreamID
 }
 
 // nodeRegistry hands out the nodeState for (upstream id, address) so that
@@ -96,6 +110,9 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, cert
 			addr := n.Addr()
 			up.addrs = append(up.addrs, addr)
 			up.nodes = append(up.nodes, reg.node(u.ID, addr))
+			if len(u.SourceAddresses) > 0 {
+				up.sources = append(up.sources, up.nodes[i].sourcesFor(u.SourceAddresses))
+			}
 			up.health = append(up.health, hc.Node(u.ID, addr))
 			bnodes[i] = balance.Node{Addr: addr, Weight: n.Weight, Priority: n.Priority}
 		}

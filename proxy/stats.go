@@ -70,8 +70,10 @@ type StatsSnapshot struct {
 	BytesUp           int64             // client to broker, every connection so far
 	BytesDown         int64             // broker to client
 	Dial              DialStats
-	Routes            []RouteStats // by id
-	Nodes             []NodeStats  // by upstream, then address
+	Routes            []RouteStats    // by id
+	Listeners         []ListenerStats // by configured address
+	Sources           []SourceStats   // source_addresses: by upstream, node, source
+	Nodes             []NodeStats     // by upstream, then address
 
 	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers

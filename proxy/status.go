@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -139,6 +140,10 @@ func (s *Server) Stats() StatsSnapshot {
 		out.BytesUp += ns.BytesUp
 		out.BytesDown += ns.BytesDown
 		out.Nodes = append(out.Nodes, ns)
+		for _, sc := range n.sources.All() {
+			out.Sources = append(out.Sources, SourceStats{Upstream: n.upstreamID, Node: n.addr, Source: sc.source.String(),
+				Active: sc.active.Load(), Total: sc.total.Load(), Exhausted: sc.exhausted.Load()})
+		}
 	}
 	for _, rs := range s.routes.All() {
 		out.Routes = append(out.Routes, RouteStats{
@@ -146,6 +151,16 @@ func (s *Server) Stats() StatsSnapshot {
 			BytesUp: rs.bytes.Up.Load(), BytesDown: rs.bytes.Down.Load(),
 		})
 	}
+	s.mu.Lock()
+	bound := make(map[string]string, len(s.listeners))
+	for addr, l := range s.listeners {
+		bound[addr] = l.ln.Addr().String()
+	}
+	s.mu.Unlock()
+	out.Listeners = listenerSnapshot(s.lnCounts.All(), bound)
+	slices.SortFunc(out.Sources, func(a, b SourceStats) int {
+		return cmp.Or(strings.Compare(a.Upstream, b.Upstream), strings.Compare(a.Node, b.Node), strings.Compare(a.Source, b.Source))
+	})
 	slices.SortFunc(out.Nodes, func(a, b NodeStats) int {
 		if c := strings.Compare(a.Upstream, b.Upstream); c != 0 {
 			return c

@@ -212,15 +212,16 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 		return
 	}
 	s.web.stats.count("upgraded")
-	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: lcfg.Addr, remote: wc.remote, id: wc.id}}
+	// Counted on its listener, where it was accepted as the HTTP connection.
+	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
 	rec := &lc.rec
-	rec.id.websocket = "ws"
-	if rec.id.tls != nil {
-		rec.id.websocket = "wss"
-	}
-	// The address a trusted proxy in front says the client has.
+	rec.websocket = true
+	// The address a trusted proxy in front says the client has. Behind a
+	// PROXY header as well, the access log keeps the header's sender.
 	if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, wc.remote.Addr()) {
-		rec.id.forwardedBy = wc.remote
+		if !rec.id.peer.IsValid() {
+			rec.id.peer, rec.forwarded = wc.remote, true
+		}
 		rec.remote = netip.AddrPortFrom(a, 0)
 	}
 	rec.id.vars.RemoteAddr = rec.remote.Addr().Unmap().String()
@@ -229,6 +230,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 		return
 	}
 	s.stats.Active.Add(1)
+	lc.rec.listener.active.Add(1)
 	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn}
 	go func() {
 		defer p.finish()

@@ -14,6 +14,7 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gobwas/ws"
 
+	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
 )
@@ -363,4 +364,41 @@ stream_routes:
 	if !slices.Contains(broker.Seen(), "tls-v3") {
 		t.Errorf("broker saw %v", broker.Seen())
 	}
+}
+
+// TestWebSocketSurvivesReload: a reload that changes the listener's
+// WebSocket settings applies to the next upgrade; a WebSocket client
+// already connected goes on.
+func TestWebSocketSurvivesReload(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	g := startGateway(t, wsConfig("", broker))
+	c := mqtttest.MustDialWS(t, wsURL(g.addr), mqtttest.WSOptions{})
+	if _, err := c.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, KeepAlive: 30, ClientID: "stays"})); err != nil {
+		t.Fatal(err)
+	}
+	mqtttest.ReadPacket(t, c)
+
+	yml := strings.Replace(wsConfig(", websocket: {path: /v2}", broker), "websocket: true, websocket:", "websocket:", 1)
+	yml = strings.ReplaceAll(yml, "LISTEN", `"`+g.addr+`"`)
+	cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(yml)})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, yml)
+	}
+	if err := g.srv.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte{0xc0, 0}); err != nil { // PINGREQ
+		t.Fatal(err)
+	}
+	if resp := mqtttest.ReadPacket(t, c); !bytes.Equal(resp, []byte{0xd0, 0}) {
+		t.Errorf("PINGRESP after the reload: % x", resp)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if c, err := mqtttest.DialWS(ctx, wsURL(g.addr), mqtttest.WSOptions{}); err == nil {
+		c.Close()
+		t.Error("the old path still upgrades after the reload")
+	}
+	mqtttest.MustDialWS(t, "ws://"+g.addr+"/v2", mqtttest.WSOptions{}).Close()
 }

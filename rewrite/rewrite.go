@@ -29,67 +29,17 @@ import (
 // Template is a parsed template string.
 type Template struct {
 	src   string
-	parts []part
-}
-
-// part is literal text or, when name is set, a variable.
-type part struct {
-	lit, name string
+	parts []vars.Part
 }
 
 // ParseTemplate parses s, rejecting unknown variables and a "$" that starts
 // none.
 func ParseTemplate(s string) (*Template, error) {
-	t := &Template{src: s}
-	var lit strings.Builder
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c != '$' {
-			lit.WriteByte(c)
-			i++
-			continue
-		}
-		if i+1 < len(s) && s[i+1] == '$' {
-			lit.WriteByte('$')
-			i += 2
-			continue
-		}
-		var name string
-		if i+1 < len(s) && s[i+1] == '{' {
-			end := strings.IndexByte(s[i+2:], '}')
-			if end < 0 {
-				return nil, fmt.Errorf(`"${" at byte %d has no closing "}"`, i)
-			}
-			name = s[i+2 : i+2+end]
-			i += 3 + end
-		} else {
-			j := i + 1
-			for j < len(s) && isNameByte(s[j]) {
-				j++
-			}
-			name = s[i+1 : j]
-			i = j
-		}
-		if name == "" {
-			return nil, fmt.Errorf(`"$" at byte %d starts no variable name (write "$$" for a literal "$")`, i)
-		}
-		if !vars.Known(name) {
-			return nil, fmt.Errorf("unknown variable $%s (known: %s)", name, strings.Join(vars.Names, ", "))
-		}
-		if lit.Len() > 0 {
-			t.parts = append(t.parts, part{lit: lit.String()})
-			lit.Reset()
-		}
-		t.parts = append(t.parts, part{name: name})
+	parts, err := vars.SplitTemplate(s, vars.Names)
+	if err != nil {
+		return nil, err
 	}
-	if lit.Len() > 0 {
-		t.parts = append(t.parts, part{lit: lit.String()})
-	}
-	return t, nil
-}
-
-func isNameByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_'
+	return &Template{src: s, parts: parts}, nil
 }
 
 // String returns the template as written.
@@ -97,17 +47,17 @@ func (t *Template) String() string { return t.src }
 
 // Expand returns the template's text with the variables of v in it.
 func (t *Template) Expand(v *vars.Set) string {
-	if len(t.parts) == 1 && t.parts[0].name != "" {
-		s, _ := v.Get(t.parts[0].name)
+	if len(t.parts) == 1 && t.parts[0].Name != "" {
+		s, _ := v.Get(t.parts[0].Name)
 		return s
 	}
 	var b strings.Builder
 	for _, p := range t.parts {
-		if p.name == "" {
-			b.WriteString(p.lit)
+		if p.Name == "" {
+			b.WriteString(p.Lit)
 			continue
 		}
-		s, _ := v.Get(p.name)
+		s, _ := v.Get(p.Name)
 		b.WriteString(s)
 	}
 	return b.String()

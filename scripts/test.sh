@@ -17,6 +17,10 @@ have haproxy       || need+=(haproxy)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 have node || need+=(nodejs)
 have npm  || need+=(npm)
+# The compose quick start's certificate script (deploy/compose/make-certs.sh).
+have openssl || need+=(openssl)
+# systemd-analyze verifies deploy/systemd/mqgate.service; without it (systemd
+# is not small to add to a container) that one test says it is skipped.
 if ((${#need[@]})); then
   echo "installing ${need[*]}" >&2
   SUDO=""

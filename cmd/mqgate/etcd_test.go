@@ -306,7 +306,7 @@ upstreams:
 	if code := run(context.Background(), []string{"etcd-import", "-c", file, "--etcd", e.Endpoint()}, &stdout, &stderr); code != 0 {
 		t.Fatalf("etcd-import: exit %d: %s", code, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "imported 1 stream_routes, 1 upstreams, 0 ssls into "+e.Endpoint()+" under /apisix") {
+	if !strings.Contains(stdout.String(), "imported 1 stream_routes, 1 upstreams, 0 ssls, 0 routes into "+e.Endpoint()+" under /apisix") {
 		t.Errorf("etcd-import said %q", stdout.String())
 	}
 	got, err := e.Client(t).Get(context.Background(), "/apisix/upstreams/1")

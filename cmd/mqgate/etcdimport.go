@@ -119,8 +119,8 @@ func etcdImportCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		rev = resp.Header.Revision
 	}
-	fmt.Fprintf(stdout, "imported %d stream_routes, %d upstreams, %d ssls into %s under %s (revision %d)\n",
-		counts["stream_routes"], counts["upstreams"], counts["ssls"], strings.Join(settings.Hosts, ","), settings.Prefix, rev)
+	fmt.Fprintf(stdout, "imported %d stream_routes, %d upstreams, %d ssls, %d routes into %s under %s (revision %d)\n",
+		counts["stream_routes"], counts["upstreams"], counts["ssls"], counts["routes"], strings.Join(settings.Hosts, ","), settings.Prefix, rev)
 	return nil
 }
 

@@ -19,8 +19,13 @@ import (
 	"strings"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version and commit are set at build time (scripts/build-static.sh):
+// -ldflags "-X main.version=v1.2.3 -X main.commit=<git commit>". Without
+// commit, the commit Go recorded from the checkout is printed.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 const usage = `mqgate: an MQTT-aware proxy and load balancer
 
@@ -28,7 +33,7 @@ Usage:
   mqgate run -c FILE [-c FILE...] [--drain-timeout 30s] [--drain-spread 10m]
   mqgate check -c FILE [-c FILE...]
   mqgate etcd-import -c FILE [-c FILE...] [--etcd URL] [--prefix /apisix] [--dry-run]
-  mqgate demo [--listen 127.0.0.1:1883]
+  mqgate demo [--listen 127.0.0.1:1883] [--admin 127.0.0.1:9180]
   mqgate version
 `
 
@@ -80,16 +85,27 @@ var errUsage = errors.New("usage")
 
 func buildVersion() string {
 	v := version
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v += " (" + bi.GoVersion
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += ", " + s.Value[:12]
-			}
-		}
-		v += ")"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v
 	}
-	return v
+	rev, dirty := commit, false
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision" && rev == "":
+			rev = s.Value
+		case s.Key == "vcs.modified" && commit == "":
+			dirty = s.Value == "true"
+		}
+	}
+	v += " (" + bi.GoVersion
+	if rev != "" {
+		v += ", commit " + rev
+		if dirty {
+			v += " with local changes"
+		}
+	}
+	return v + ")"
 }
 
 // fileList is a repeatable -c flag.

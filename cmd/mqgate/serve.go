@@ -48,17 +48,17 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cfg := mgr.Config()
 	setLevel(&level, cfg.Log.Level)
-	access, closeAccess, err := openAccessLog(cfg.Log.AccessLog, stdout)
+	access, err := openAccessLog(cfg.Log.AccessLog, stdout)
 	if err != nil {
 		return err
 	}
-	defer closeAccess()
+	defer access.close()
 	logConfig(log, cfg)
 	raiseFileLimit(log)
 	defer startCPUProfile(log)()
 	tuneGC(log)
 
-	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access})
+	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access.w})
 	if err != nil {
 		return err
 	}
@@ -69,7 +69,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// Catch signals before listening: whoever waits for the listener may
 	// signal at once.
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 	if err := srv.Listen(); err != nil {
 		return err
@@ -85,6 +85,15 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			stopOps()
 			return shutdown(srv, log, *drain)
 		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 {
+				// As NGINX: logrotate moved the file; write to a new one.
+				if err := access.reopen(); err != nil {
+					log.Error("access log not reopened, still writing to the old file", "path", cfg.Log.AccessLog, "err", err)
+				} else if access.file != nil {
+					log.Info("access log reopened", "path", access.path)
+				}
+				continue
+			}
 			if sig != syscall.SIGHUP {
 				log.Info("stopping", "signal", sig.String(), "drain_timeout", *drain, "drain_spread", *spread)
 				stopOps()
@@ -125,28 +134,71 @@ func logConfig(log *slog.Logger, cfg *config.Config) {
 	}
 }
 
-// openAccessLog returns the access log for the access_log setting: JSON
-// lines on stdout, stderr or a file, or nil for "off". The close function
-// writes out what is buffered, then closes the file.
-func openAccessLog(where string, stdout io.Writer) (*accesslog.Writer, func(), error) {
+// accessLog is the access log: a Writer of records (JSON, or the
+// configuration's log.access_log_format, which the proxy sets), to stdout,
+// stderr or a file; nil Writer for "off". A file is reopened at its path by
+// reopen (SIGUSR1, after logrotate moved it).
+type accessLog struct {
+	w    *accesslog.Writer
+	path string // "" unless a file
+	file *os.File
+}
+
+// openAccessLog opens the access_log setting.
+func openAccessLog(where string, stdout io.Writer) (*accessLog, error) {
+	a := &accessLog{}
 	var out io.Writer
-	closeFile := func() {}
 	switch where {
 	case "off":
-		return nil, closeFile, nil
+		return a, nil
 	case "", "stdout":
 		out = stdout
 	case "stderr":
 		out = os.Stderr
 	default:
-		f, err := os.OpenFile(where, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		f, err := openAppend(where)
 		if err != nil {
-			return nil, nil, fmt.Errorf("access log: %w", err)
+			return nil, err
 		}
-		out, closeFile = f, func() { f.Close() }
+		out, a.path, a.file = f, where, f
 	}
-	w := accesslog.New(out, accesslog.JSON)
-	return w, func() { _ = w.Close(); closeFile() }, nil
+	a.w = accesslog.New(out, accesslog.JSON)
+	return a, nil
+}
+
+func openAppend(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("access log: %w", err)
+	}
+	return f, nil
+}
+
+// reopen opens the file's path again and writes there from now on, as
+// NGINX does on SIGUSR1; what was buffered goes to the old file first. When
+// the path cannot be opened, the old file stays in use.
+func (a *accessLog) reopen() error {
+	if a.file == nil {
+		return nil
+	}
+	f, err := openAppend(a.path)
+	if err != nil {
+		return err
+	}
+	a.w.Swap(f)
+	old := a.file
+	a.file = f
+	return old.Close()
+}
+
+// close writes out what is buffered, then closes the file.
+func (a *accessLog) close() {
+	if a.w != nil {
+		_ = a.w.Close()
+	}
+	if a.file != nil {
+		a.file.Close()
+	}
 }
 
 // raiseFileLimit raises the open-file soft limit to the hard one and

@@ -73,6 +73,22 @@ func OpenIdle(addr string, n, workers int) ([]net.Conn, error) {
 // OpenIdleWith is OpenIdle with connections that dial opens.
 func OpenIdleWith(dial Dial, n, workers int) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
+	_, err := parallel(n, workers, time.Time{}, func(i int) error {
+		c, err := ConnectWith(dial, fmt.Sprintf("idle-%d", i))
+		conns[i] = c
+		return err
+	})
+	if err != nil {
+		CloseAll(conns)
+		return nil, err
+	}
+	return conns, nil
+}
+
+// parallel calls f for 0..total-1, workers at a time, until deadline (zero:
+// none); a worker stops at its first error. It returns how many calls
+// started and the first error.
+func parallel(total, workers int, deadline time.Time, f func(i int) error) (int, error) {
 	var next atomic.Int64
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
@@ -80,27 +96,21 @@ func OpenIdleWith(dial Dial, n, workers int) ([]net.Conn, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			for deadline.IsZero() || time.Now().Before(deadline) {
 				i := int(next.Add(1)) - 1
-				if i >= n {
+				if i >= total {
 					return
 				}
-				c, err := ConnectWith(dial, fmt.Sprintf("idle-%d", i))
-				if err != nil {
+				if err := f(i); err != nil {
 					errs <- err
 					return
 				}
-				conns[i] = c
 			}
 		}()
 	}
 	wg.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		CloseAll(conns)
-		return nil, err
-	}
-	return conns, nil
+	return min(int(next.Load()), total), <-errs
 }
 
 // Connect dials addr, sends a CONNECT for id and waits for its CONNACK.
@@ -427,34 +437,17 @@ func ConnectCycles(addr, prefix string, total, workers int, limit time.Duration,
 
 // ConnectCyclesWith is ConnectCycles over connections that dial opens.
 func ConnectCyclesWith(dial Dial, prefix string, total, workers int, limit time.Duration, done func(i int, d time.Duration)) (int, error) {
-	deadline := time.Now().Add(limit)
-	var next atomic.Int64
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				start := time.Now()
-				c, err := ConnectWith(dial, prefix+strconv.Itoa(i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				if done != nil {
-					done(i, time.Since(start))
-				}
-				_, _ = c.Write([]byte{0xe0, 0x00}) // DISCONNECT
-				c.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return min(int(next.Load()), total), <-errs
+	return parallel(total, workers, time.Now().Add(limit), func(i int) error {
+		start := time.Now()
+		c, err := ConnectWith(dial, prefix+strconv.Itoa(i))
+		if err != nil {
+			return err
+		}
+		if done != nil {
+			done(i, time.Since(start))
+		}
+		_, _ = c.Write([]byte{0xe0, 0x00}) // DISCONNECT
+		c.Close()
+		return nil
+	})
 }

@@ -4,7 +4,7 @@
 // descriptors and a 128-byte Conn in its loop, no goroutine, no stack and
 // no buffer.
 //
-//	g, err := epoll.NewGroup(runtime.GOMAXPROCS(0))
+//	g, err := epoll.NewGroup(epoll.Cores())
 //	if err != nil { ... }
 //	defer g.Close(pipe.End("shutdown"))
 //	conn, err := g.Add(client, broker, pipe.Options{Idle: 90 * time.Second}, func(res pipe.Result) {
@@ -99,19 +99,32 @@ func (g *Group) Close(end pipe.End) {
 	})
 }
 
-// procsMu makes addProcs's read-modify-write of GOMAXPROCS atomic, as
-// groups come and go concurrently (tests, a server's restarts). GOMAXPROCS
-// is process state; this lock is only for changing it.
-var procsMu sync.Mutex
+// GOMAXPROCS is process state, and groups come and go concurrently
+// (tests, a server's restarts): procs.mu makes addProcs's read-modify-write
+// of it atomic, and procs.added is what live groups added, so that Cores
+// still finds the number the process started with.
+var procs struct {
+	mu    sync.Mutex
+	added int
+}
 
 // addProcs changes GOMAXPROCS by n.
 func addProcs(n int) {
 	if n == 0 {
 		return
 	}
-	procsMu.Lock()
-	defer procsMu.Unlock()
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
 	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0)+n, 1))
+	procs.added += n
+}
+
+// Cores is GOMAXPROCS without the Ps that live groups added: the number of
+// loops for a new group, one per core the process may use.
+func Cores() int {
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
+	return max(runtime.GOMAXPROCS(0)-procs.added, 1)
 }
 
 // Close ends the pair from outside (shutdown, an operator's request); its

@@ -500,3 +500,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestGroupsAddAndGiveBackProcs checks that Cores does not count the Ps
+// that groups add for their loops, while they run and after they close
+// (once, however often Close is called), so that a second group gets as
+// many loops as the first, not twice as many. It reads only Cores, which
+// other tests' groups coming and going do not change.
+func TestGroupsAddAndGiveBackProcs(t *testing.T) {
+	t.Parallel()
+	cores := Cores()
+	g1, err := NewGroup(cores)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g1.Close("test_end")
+	if runtime.GOMAXPROCS(0) < cores+len(g1.loops) {
+		t.Errorf("GOMAXPROCS %d with a group of %d loops running, want at least %d", runtime.GOMAXPROCS(0), len(g1.loops), cores+len(g1.loops))
+	}
+	if got := Cores(); got != cores {
+		t.Errorf("Cores with a group running = %d, want %d", got, cores)
+	}
+	g2, err := NewGroup(Cores())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g2.loops) != len(g1.loops) {
+		t.Errorf("second group has %d loops, first %d", len(g2.loops), len(g1.loops))
+	}
+	g2.Close("test_end")
+	g2.Close("test_end") // gives back nothing more
+	if got := Cores(); got != cores {
+		t.Errorf("Cores after a group closed twice = %d, want %d", got, cores)
+	}
+}

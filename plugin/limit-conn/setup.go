@@ -17,10 +17,10 @@ const Name = "limit-conn"
 
 // Settings of limit-conn on one route.
 type Settings struct {
-	Conn        int    // > 0
-	Burst       int    // >= 0, default 0: more connections allowed above Conn (APISIX delays them; mqgate has nothing to delay)
-	Key         string // plugin.Key*; default remote_addr
-	RejectedMsg string // the 5.0 Reason String of the refusal
+	Conn int // > 0
+	// LimitSettings.Burst is how many more connections are allowed above Conn
+	// (APISIX delays them; mqgate has nothing to delay).
+	plugin.LimitSettings
 }
 
 // DefaultRejectedMsg is the refusal's Reason String unless rejected_msg says otherwise.
@@ -40,30 +40,18 @@ func Module() plugin.Module {
 	}
 }
 
-var (
-	keys        = []string{"conn", "burst", "key", "key_type", "rejected_msg"}
-	ignoredKeys = []string{"default_conn_delay", "only_use_default_delay", "rejected_code", "allow_degradation"}
-)
+var ignoredKeys = []string{"default_conn_delay", "only_use_default_delay", "rejected_code", "allow_degradation"}
 
 func decode(n plugin.Node) *Settings {
-	l := &Settings{Key: plugin.KeyRemoteAddr, RejectedMsg: DefaultRejectedMsg}
+	l := &Settings{LimitSettings: plugin.NewLimit(DefaultRejectedMsg)}
 	hasConn := false
-	for _, f := range n.Fields(keys, ignoredKeys) {
-		switch f.Name {
-		case "conn":
+	for _, f := range n.Fields(append([]string{"conn"}, plugin.LimitKeysShared()...), ignoredKeys) {
+		if f.Name == "conn" {
 			hasConn = !f.Val.IsNull()
 			l.Conn, _ = f.Val.IntMin(1)
-		case "burst":
-			l.Burst, _ = f.Val.IntMin(0)
-		case "key":
-			l.Key = plugin.DecodeLimitKey(f.Val, l.Key)
-		case "key_type":
-			plugin.DecodeKeyType(f.Val)
-		case "rejected_msg":
-			if s, ok := f.Val.String(); ok && s != "" {
-				l.RejectedMsg = s
-			}
+			continue
 		}
+		plugin.DecodeLimit(f, &l.LimitSettings)
 	}
 	if !hasConn {
 		n.ErrorfAt("conn", "required: the most connections at once per key")

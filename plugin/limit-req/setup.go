@@ -18,10 +18,8 @@ const Name = "limit-req"
 
 // Settings of limit-req on one route.
 type Settings struct {
-	Rate        float64 // > 0, connections per second
-	Burst       int     // >= 0, default 0
-	Key         string  // plugin.Key*; default remote_addr
-	RejectedMsg string  // the 5.0 Reason String of the refusal
+	Rate float64 // > 0, connections per second
+	plugin.LimitSettings
 }
 
 // DefaultRejectedMsg is the refusal's Reason String unless rejected_msg says otherwise.
@@ -41,35 +39,23 @@ func Module() plugin.Module {
 	}
 }
 
-var (
-	keys        = []string{"rate", "burst", "key", "key_type", "rejected_msg"}
-	ignoredKeys = []string{"nodelay", "rejected_code", "allow_degradation"}
-)
+var ignoredKeys = []string{"nodelay", "rejected_code", "allow_degradation"}
 
 func decode(n plugin.Node) *Settings {
-	l := &Settings{Key: plugin.KeyRemoteAddr, RejectedMsg: DefaultRejectedMsg}
+	l := &Settings{LimitSettings: plugin.NewLimit(DefaultRejectedMsg)}
 	hasRate := false
-	for _, f := range n.Fields(keys, ignoredKeys) {
-		switch f.Name {
-		case "rate":
-			hasRate = !f.Val.IsNull()
-			if v, ok := f.Val.Float(); ok {
-				if v <= 0 {
-					f.Val.Errorf("must be greater than 0, got %v", v)
-					continue
-				}
-				l.Rate = v
+	for _, f := range n.Fields(append([]string{"rate"}, plugin.LimitKeysShared()...), ignoredKeys) {
+		if f.Name != "rate" {
+			plugin.DecodeLimit(f, &l.LimitSettings)
+			continue
+		}
+		hasRate = !f.Val.IsNull()
+		if v, ok := f.Val.Float(); ok {
+			if v <= 0 {
+				f.Val.Errorf("must be greater than 0, got %v", v)
+				continue
 			}
-		case "burst":
-			l.Burst, _ = f.Val.IntMin(0)
-		case "key":
-			l.Key = plugin.DecodeLimitKey(f.Val, l.Key)
-		case "key_type":
-			plugin.DecodeKeyType(f.Val)
-		case "rejected_msg":
-			if s, ok := f.Val.String(); ok && s != "" {
-				l.RejectedMsg = s
-			}
+			l.Rate = v
 		}
 	}
 	if !hasRate {
