@@ -37,6 +37,10 @@ type ProxyView interface {
 	Stats() proxy.StatsSnapshot
 	Connections(f proxy.ConnFilter, limit int) ([]proxy.ConnInfo, int)
 	CloseClient(clientID string) []proxy.ConnInfo
+	Rebalance(upstream string) (proxy.RebalanceStatus, error)
+	PauseRebalance() (proxy.RebalanceStatus, error)
+	ResumeRebalance() (proxy.RebalanceStatus, error)
+	CancelRebalance() (proxy.RebalanceStatus, error)
 }
 
 // Options configure the Admin API server.
@@ -95,6 +99,10 @@ func New(opts Options) *Server {
 	handle("DELETE /apisix/admin/{kind}/{id}", write, s.delete)
 	handle("GET /connections", read, s.connections)
 	handle("DELETE /connections/{client_id...}", write, s.closeConnection)
+	handle("POST /rebalance/{upstream}", write, s.rebalance)
+	handle("POST /rebalance/pause", write, s.rebalanceStep(ProxyView.PauseRebalance))
+	handle("POST /rebalance/resume", write, s.rebalanceStep(ProxyView.ResumeRebalance))
+	handle("DELETE /rebalance", write, s.rebalanceStep(ProxyView.CancelRebalance))
 	handle("GET /status", status, s.status)
 	handle("GET /status.json", status, s.statusJSON)
 	handle("GET /metrics", status, s.serveMetrics)
@@ -450,6 +458,30 @@ func (s *Server) closeConnection(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("admin closed a connection", "client_id", id, "count", total, "here", len(closed), "client", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// rebalance starts a paced rebalance of the upstream: its connections not
+// on the node the balancer picks for them now move at rebalance.rate.
+func (s *Server) rebalance(w http.ResponseWriter, r *http.Request) {
+	st, err := s.proxy.Rebalance(r.PathValue("upstream"))
+	if err != nil {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	s.log.Info("admin started a rebalance", "upstream", st.Upstream, "count", st.Total, "client", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, st)
+}
+
+// rebalanceStep pauses, resumes or cancels the rebalance that runs.
+func (s *Server) rebalanceStep(step func(ProxyView) (proxy.RebalanceStatus, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st, err := step(s.proxy)
+		if err != nil {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	}
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {

@@ -144,6 +144,7 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		"routes":         routes,
 		"upstreams":      ups,
 		"reloads":        rs,
+		"rebalance":      st.Rebalance, // null before the first
 	}
 	if s.etcd != nil {
 		out["etcd"] = map[string]any{"connection": s.etcd.Status(), "config": s.remoteStatus()}

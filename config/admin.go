@@ -80,6 +80,51 @@ func (c *Config) ReloadSettings() Reload {
 	return defaultReload()
 }
 
+// Rebalance configures paced rebalancing: moving the clients whose hashed
+// node changed (a node added, back from down, or asked for by the Admin
+// API) a few at a time.
+type Rebalance struct {
+	Rate float64 // connections moved per second; default 500
+}
+
+// RebalanceSettings returns the rebalance block, or its defaults.
+func (c *Config) RebalanceSettings() Rebalance {
+	if c.Rebalance != nil {
+		return *c.Rebalance
+	}
+	return Rebalance{Rate: DefaultRebalanceRate}
+}
+
+// DefaultRebalanceRate is rebalance.rate unset: EMQX evacuates a node at
+// 500 connections per second by default.
+const DefaultRebalanceRate = 500
+
+func (d *decoder) rebalance(kv keyValue) {
+	if !d.setOnce("rebalance", kv, kv.key) {
+		return
+	}
+	r := Rebalance{Rate: DefaultRebalanceRate}
+	rebalanceSection().decode(d, kv.val, "rebalance", &r)
+	d.b.rebalance = &r
+}
+
+func rebalanceSection() section[Rebalance] {
+	return section[Rebalance]{
+		name: "rebalance",
+		fields: []field[Rebalance]{
+			{name: "rate", def: "`500`", decode: func(d *decoder, kv keyValue, p string, v *Rebalance) {
+				if f, ok := d.float(kv.val, p); ok {
+					if f <= 0 {
+						d.errorf(kv.val, p, "must be greater than 0, got %v", f)
+						return
+					}
+					v.Rate = f
+				}
+			}},
+		},
+	}
+}
+
 func defaultReload() Reload {
 	return Reload{Watch: true, WatchInterval: DefaultWatchInterval, DrainWindow: DefaultDrainWindow}
 }

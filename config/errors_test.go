@@ -248,7 +248,7 @@ upstreams:
 				`u.yaml:19: upstreams[1].timeout.connect: must be greater than 0`,
 				`u.yaml:19: upstreams[1].timeout.send: must not be negative, got -1s`,
 				`u.yaml:19: upstreams[1].timeout.read: must be seconds as a number (6, 0.5) or a duration like "10s", got "soon"`,
-				`u.yaml:19: upstreams[1].timeout.idle: unknown key (known: connect, send, read)`,
+				`u.yaml:19: upstreams[1].timeout.idle: unknown key (known: connect, send, read, connack)`,
 			},
 		},
 		{

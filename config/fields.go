@@ -121,6 +121,7 @@ func References() []Reference {
 		adminSection().reference(0),
 		adminKeySection().reference(1),
 		reloadSection().reference(0),
+		rebalanceSection().reference(0),
 		routeSection().reference(0),
 		httpRouteSection().reference(0),
 		upstreamSection().reference(0),
@@ -214,6 +215,22 @@ func streamProxySection() section[StreamProxy] {
 				}
 				if s, ok := d.oneOf(kv.val, p, DataPathEpoll, DataPathGoroutines); ok {
 					v.DataPath = s
+				}
+			}},
+			{name: "max_packet_size", def: "`0` (no limit)", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.max_packet_size", kv, p) {
+					return
+				}
+				if n, ok := d.intIn(kv.val, p, 0, MaxConnectSizeLimit+5); ok {
+					v.MaxPacketSize = n
+				}
+			}},
+			{name: "server_reference", def: "empty", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.server_reference", kv, p) {
+					return
+				}
+				if s, ok := d.str(kv.val, p); ok {
+					v.ServerReference = s
 				}
 			}},
 		},

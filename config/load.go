@@ -17,6 +17,7 @@ const (
 	DefaultConnectTimeout  = 10 * time.Second
 	DefaultMaxConnectSize  = 65536
 	DefaultUpstreamConnect = 5 * time.Second
+	DefaultUpstreamConnack = 5 * time.Second // timeout.connack
 	DefaultLogLevel        = "info"
 	DefaultAccessLog       = "stdout"
 
@@ -27,7 +28,7 @@ const (
 
 var (
 	// topLevelKeys are the sections mqgate reads, in any file.
-	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload", "deployment", "routes", "node_listen"}
+	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload", "rebalance", "deployment", "routes", "node_listen"}
 	// ignoredTopLevelKeys are APISIX sections of config.yaml and apisix.yaml
 	// that mqgate accepts so users can bring their files, but does not use.
 	ignoredTopLevelKeys = []string{
@@ -88,6 +89,7 @@ type builder struct {
 	upstreams   []upstreamDecl
 	admin       *Admin
 	reload      *Reload
+	rebalance   *Rebalance
 	deployment  *Deployment
 	ssls        []sslDecl
 
@@ -210,6 +212,8 @@ func (d *decoder) document(n *yaml.Node) {
 			d.admin(kv)
 		case "reload":
 			d.reload(kv)
+		case "rebalance":
+			d.rebalance(kv)
 		case "deployment":
 			d.deployment(kv)
 		case "stream_routes":
@@ -307,7 +311,7 @@ func (d *decoder) accessLog(n *yaml.Node, path string, l *Log) {
 // finish merges what all documents declared, checks references across
 // files and returns the configuration (meaningful only without errors).
 func (b *builder) finish() *Config {
-	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload, Deployment: b.deployment}
+	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload, Rebalance: b.rebalance, Deployment: b.deployment}
 	b.checkDeployment()
 	b.mergeHTTPListeners()
 	b.checkListeners()

@@ -30,6 +30,7 @@ type Config struct {
 	Upstreams    []Upstream  // top-level upstreams only; inline ones live in StreamRoute.Upstream
 	Admin        *Admin      // nil: no admin block, the Admin API is off
 	Reload       *Reload     // nil: defaults; see ReloadSettings
+	Rebalance    *Rebalance  // nil: defaults; see RebalanceSettings
 	SSLs         []SSL       // server certificates for TLS listeners, in load order (ssl.go)
 	Deployment   *Deployment // nil: no deployment block; see DeploymentSettings (deployment.go)
 	Ignored      []string    // APISIX keys mqgate accepts but does not use, as "file:line: path"
@@ -57,6 +58,13 @@ type StreamProxy struct {
 	// to the same upstream while its earlier connection is still open.
 	OnDuplicateClientID string
 	DataPath            string // DataPathEpoll (default) or DataPathGoroutines
+	// MaxPacketSize closes a proxied client that sends a packet larger
+	// than this many bytes (a 5.0 client is told 0x95 Packet too large);
+	// 0 = no limit beyond the protocol's.
+	MaxPacketSize int
+	// ServerReference is the Server Reference a 5.0 client is sent with
+	// 0x9C Use another server and 0x9D Server moved; empty = none.
+	ServerReference string
 }
 
 // How proxied plain TCP connections move their bytes (stream_proxy.data_path).
@@ -169,4 +177,7 @@ type Timeout struct {
 	Connect time.Duration // default 5s
 	Send    time.Duration
 	Read    time.Duration
+	// Connack bounds the wait for the broker's CONNACK once the CONNECT
+	// is sent; without one by then the next node gets the CONNECT.
+	Connack time.Duration // default 5s
 }

@@ -32,7 +32,7 @@ type upstreamDecl struct {
 // takes its id from the route.
 func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl {
 	u := upstreamDecl{
-		Upstream: Upstream{Type: "roundrobin", Scheme: "tcp", Timeout: Timeout{Connect: DefaultUpstreamConnect}, File: d.file, Line: n.Line},
+		Upstream: Upstream{Type: "roundrobin", Scheme: "tcp", Timeout: Timeout{Connect: DefaultUpstreamConnect, Connack: DefaultUpstreamConnack}, File: d.file, Line: n.Line},
 		path:     path,
 		overlay:  d.overlay && !inline,
 	}
@@ -190,7 +190,7 @@ func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
 }
 
 func (d *decoder) timeout(n *yaml.Node, path string) Timeout {
-	t := Timeout{Connect: DefaultUpstreamConnect}
+	t := Timeout{Connect: DefaultUpstreamConnect, Connack: DefaultUpstreamConnack}
 	timeoutSection().decode(d, n, path, &t)
 	return t
 }
@@ -291,6 +291,14 @@ func timeoutSection() section[Timeout] {
 			{name: "send", def: "unset", decode: func(d *decoder, kv keyValue, p string, t *Timeout) { t.Send, _ = d.duration(kv.val, p) }},
 			{name: "read", def: "unset (the client's keepalive decides)", decode: func(d *decoder, kv keyValue, p string, t *Timeout) {
 				t.Read, _ = d.duration(kv.val, p)
+			}},
+			{name: "connack", def: fmt.Sprintf("`%s`", DefaultUpstreamConnack), decode: func(d *decoder, kv keyValue, p string, t *Timeout) {
+				v, ok := d.duration(kv.val, p)
+				if ok && v == 0 {
+					d.errorf(kv.val, p, "must be greater than 0")
+				} else if ok {
+					t.Connack = v
+				}
 			}},
 		},
 	}

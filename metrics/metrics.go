@@ -90,13 +90,15 @@ var (
 	routeBytes   = desc("route_bytes_total", "Bytes proxied, by stream route and direction.", "route", "direction")
 	nodeActive   = desc("node_connections_active", "Proxied connections open now, by upstream node.", "upstream", "node")
 	nodeTotal    = desc("node_connections_total", "Connections proxied, by upstream node.", "upstream", "node")
-	nodeFails    = desc("node_dial_failures_total", "Failed dials, by upstream node.", "upstream", "node")
+	nodeFails    = desc("node_dial_failures_total", "Failed tries of a node for a client (dial, or no acceptable CONNACK), by upstream node.", "upstream", "node")
 	nodeBytes    = desc("node_bytes_total", "Bytes proxied, by upstream node and direction.", "upstream", "node", "direction")
 	nodeHealth   = desc("node_health", "1 for the node's current health state: healthy, unhealthy (or unknown).", "upstream", "node", "state")
 	reloads      = desc("config_reloads_total", "Configuration reloads, by source and result.", "source", "result")
 	lastReload   = desc("config_last_reload_success_timestamp_seconds", "When the configuration was last applied, in unix seconds.")
 	authFailures = desc("admin_auth_failures_total", "Admin API requests refused for their key, by reason.", "reason")
 	tlsTotal     = desc("tls_handshakes_total", "TLS handshakes on TLS listeners, by listener and result (ok, failed).", "listener", "result")
+	rebMoved     = desc("rebalance_moved_total", "Connections moved by paced rebalances (a node added, move_back, the Admin API).")
+	rebPending   = desc("rebalance_pending", "Connections the running rebalance has still to move (0 when none runs).")
 	tlsSeconds   = desc("tls_handshake_duration_seconds", "Time of successful TLS handshakes, by listener.", "listener")
 	connUnfin    = desc("connections_unfinished", "Client connections that have not finished their CONNECT (PROXY header, TLS handshake, CONNECT).")
 	connShed     = desc("connections_shed_total", "Unfinished connections closed by admission to make room, oldest first, by reason (per_address, total, descriptors).", "reason")
@@ -139,6 +141,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
 	gauge(connActive, float64(st.Active))
+	counter(rebMoved, float64(st.RebalanceMoved))
+	pending := 0
+	if r := st.Rebalance; r != nil && (r.State == proxy.RebalanceRunning || r.State == proxy.RebalancePaused) {
+		pending = r.Total - r.Moved
+	}
+	gauge(rebPending, float64(pending))
 	counter(connAccepted, float64(st.Accepted))
 	counter(connProxied, float64(st.Proxied))
 	for _, reason := range sortedKeys(st.Refused) {

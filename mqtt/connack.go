@@ -86,6 +86,25 @@ func AppendDisconnect(dst []byte, level byte, code ReasonCode, reason string) []
 	return appendField(dst, reason)
 }
 
+// AppendServerDisconnect appends the MQTT 5.0 DISCONNECT a server sends to
+// end a connection, with code and, when serverReference is not empty, a
+// Server Reference property naming where the client is to connect instead
+// (5.0 section 4.11: with 0x9C Use another server or 0x9D Server moved).
+// The reference is cut like a Reason String in [AppendConnack].
+func AppendServerDisconnect(dst []byte, code ReasonCode, serverReference string) []byte {
+	serverReference = cleanReasonString(serverReference)
+	if serverReference == "" {
+		return AppendDisconnect(dst, Level5, code, "")
+	}
+	props := 1 + fieldLen(len(serverReference))
+	dst = append(dst, disconnectHeader)
+	dst = appendVarint(dst, 1+varintLen(props)+props)
+	dst = append(dst, byte(code))
+	dst = appendVarint(dst, props)
+	dst = append(dst, propServerReference)
+	return appendField(dst, serverReference)
+}
+
 // cleanReasonString makes s a valid UTF-8 Encoded String ([MQTT-1.5.4-1],
 // [MQTT-1.5.4-2]) of at most maxReasonString bytes, dropping ill-formed
 // bytes and U+0000 and cutting at a character boundary.
@@ -173,4 +192,35 @@ func ParseConnack(pkt []byte, level byte) (sessionPresent bool, code ReasonCode,
 		}
 	}
 	return sessionPresent, ReasonCode(rc), nil
+}
+
+// ConnackServerReference returns the Server Reference property of a 5.0
+// CONNACK that [ParseConnack] accepted, or "" when it has none: a broker
+// that answers 0x9C Use another server or 0x9D Server moved may name where
+// to go (5.0 section 4.11).
+func ConnackServerReference(pkt []byte) string {
+	_, size, err := decodeVarint(pkt[min(1, len(pkt)):])
+	if err != nil || len(pkt) < 1+size+3 {
+		return ""
+	}
+	props, _, err := readProperties(pkt[1+size+2:], connackProperties, "CONNACK")
+	if err != nil {
+		return ""
+	}
+	for off := 0; off < len(props); {
+		id := props[off]
+		off++
+		n, err := checkPropertyValue(props[off:], id, propertyInfos[id], "CONNACK")
+		if err != nil {
+			return ""
+		}
+		if id == propServerReference {
+			if field, _, ok := readField(props[off:]); ok {
+				return string(field)
+			}
+			return ""
+		}
+		off += n
+	}
+	return ""
 }

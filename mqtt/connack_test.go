@@ -217,3 +217,38 @@ func TestAppendDisconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendServerDisconnect: a Server Reference (0x1C, 5.0 section
+// 3.14.2.2.5) rides with 0x9C and 0x9D; without one the short form stays.
+func TestAppendServerDisconnect(t *testing.T) {
+	t.Parallel()
+	if got, want := AppendServerDisconnect(nil, UseAnotherServer, ""), unhex("e0 01 9c"); !bytes.Equal(got, want) {
+		t.Errorf("without reference: %x, want %x", got, want)
+	}
+	if got, want := AppendServerDisconnect(nil, ServerMoved, "b:1883"), unhex("e0 0b 9d 09 1c 0006 623a31383833"); !bytes.Equal(got, want) {
+		t.Errorf("with reference: %x, want %x", got, want)
+	}
+}
+
+// TestConnackServerReference: the Server Reference (0x1C) of a 5.0 CONNACK
+// refusing with 0x9C (5.0 section 4.11), among other properties.
+func TestConnackServerReference(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		pkt  []byte
+		want string
+	}{
+		{"reference", unhex("20 0c 00 9c 09 1c 0006 623a31383833"), "b:1883"},
+		{"after a Reason String", unhex("20 0f 00 9d 0c 1f 0002 6869 1c 0004 623a3138"), "b:18"},
+		{"none", unhex("20 03 00 9c 00"), ""},
+		{"3.1.1 form", unhex("20 02 00 03"), ""},
+	} {
+		if _, _, err := ParseConnack(tt.pkt, Level5); err != nil && tt.name != "3.1.1 form" {
+			t.Fatalf("%s: ParseConnack: %v", tt.name, err)
+		}
+		if got := ConnackServerReference(tt.pkt); got != tt.want {
+			t.Errorf("%s: ConnackServerReference = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

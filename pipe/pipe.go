@@ -12,7 +12,21 @@
 //
 // Run closes neither connection: the caller owns them. To end a pipe from
 // outside (shutdown, an operator's request), close either connection; Run
-// then returns with the side whose read failed.
+// then returns with the side whose read failed. To end it between two MQTT
+// packets, telling a 5.0 client why, set Options.Control and call
+// [Control.CloseAtBoundary]:
+//
+//	ctl := new(pipe.Control)
+//	go pipe.Run(client, broker, pipe.Options{Level: 5, Control: ctl})
+//	ctl.CloseAtBoundary("shutdown", mqtt.AppendDisconnect(nil, 5, mqtt.ServerShuttingDown, ""))
+//
+// Both directions follow the packets' Fixed Headers as bytes pass
+// (mqtt.Framer), so a pipe always knows whether the client has been sent
+// whole packets only. A close at a boundary stops reading the client, lets
+// the broker's packet in flight finish (for at most CloseGrace), writes the
+// final bytes, sends FIN and reads the client's last bytes for at most
+// Linger, so that the kernel does not answer them with a reset that could
+// destroy the final bytes in flight.
 //
 // Package pipe/epoll follows the same Options, End values and Result for
 // plain TCP pairs without any goroutine per pair, in a few event loops.
@@ -27,6 +41,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mqgate/mqgate/mqtt"
 )
 
 // End says why a pipe ended.
@@ -38,7 +54,27 @@ const (
 	IdleTimeout  End = "idle_timeout"  // no byte passed either way for Options.Idle
 	ClientError  End = "client_error"  // reading from or writing to the client failed
 	BrokerError  End = "broker_error"  // reading from or writing to the broker failed
+	// PacketTooLarge: the client sent a packet larger than Options.MaxPacketSize.
+	PacketTooLarge End = "packet_too_large"
 )
+
+// CloseGrace bounds how long a close at a packet boundary waits for the
+// broker's packet in flight to finish; then the pipe is cut where it is.
+const CloseGrace = 5 * time.Second
+
+// Linger bounds how long, after the final bytes and the FIN, the client's
+// last bytes are read and dropped before the connection is closed.
+const Linger = 2 * time.Second
+
+// Goodbye is what a close the pipe decides sends a client of the given
+// protocol level: a 5.0 DISCONNECT with code, nothing before 5.0 (a 3.x
+// server has no DISCONNECT to send).
+func Goodbye(level byte, code mqtt.ReasonCode) []byte {
+	if level != mqtt.Level5 {
+		return nil
+	}
+	return mqtt.AppendDisconnect(nil, level, code, "")
+}
 
 // Options bound a pipe in time.
 type Options struct {
@@ -54,6 +90,56 @@ type Options struct {
 	// Meter, when set, counts the bytes while the pipe runs, for those who
 	// watch live connections; Result has the same totals at the end.
 	Meter *Meter
+	// Level is the client's MQTT protocol level. At 5 the closes the pipe
+	// decides send a DISCONNECT first: 0x8D Keep Alive timeout at the idle
+	// limit, 0x95 Packet too large past MaxPacketSize.
+	Level byte
+	// MaxPacketSize ends the pipe (PacketTooLarge) at the first packet
+	// from the client larger than this many bytes, none of which is
+	// passed on. Zero means no limit.
+	MaxPacketSize int
+	// Control, when set, lets the caller end the pipe at a packet
+	// boundary (Run and Start); an epoll.Conn has the same method.
+	Control *Control
+}
+
+// Control ends a running pipe from outside at a packet boundary. The zero
+// value is ready to use; one Control serves one pipe.
+type Control struct {
+	mu  sync.Mutex
+	sh  *shared // the pipe, while Run runs
+	req *closeReq
+}
+
+// closeReq is a close at the next packet boundary towards the client.
+type closeReq struct {
+	end   End
+	final []byte // written to the client at the boundary, may be empty
+}
+
+// CloseAtBoundary ends the pipe at the next packet boundary of the stream
+// to the client: the client is sent final (a DISCONNECT) after whole
+// packets only, and Result.End is end. It may be called before Run starts,
+// from any goroutine, more than once (the first call counts).
+func (c *Control) CloseAtBoundary(end End, final []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.req != nil {
+		return
+	}
+	c.req = &closeReq{end: end, final: final}
+	if c.sh != nil {
+		c.sh.requestClose(c.req)
+	}
+}
+
+func (c *Control) attach(sh *shared) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sh = sh
+	if sh != nil && c.req != nil {
+		sh.requestClose(c.req)
+	}
 }
 
 // Meter counts a running pipe's bytes. It may be read at any time.
@@ -107,6 +193,35 @@ type shared struct {
 	aborted    atomic.Bool  // set before abort's deadlines fire
 	halfClosed atomic.Bool  // one side has sent FIN; the idle limit no longer re-arms
 	first      atomic.Pointer[direction]
+
+	client, broker net.Conn
+	closing        atomic.Pointer[closeReq] // a close at a boundary was asked for
+	grace          *time.Timer              // cuts the pipe CloseGrace after it; under graceMu
+	graceMu        sync.Mutex
+}
+
+// requestClose starts a close at a packet boundary: both reads are woken
+// (a past deadline), the client direction stops, and the broker direction
+// finishes its packet and says goodbye, or CloseGrace cuts it.
+func (sh *shared) requestClose(req *closeReq) {
+	if !sh.closing.CompareAndSwap(nil, req) {
+		return
+	}
+	sh.graceMu.Lock()
+	sh.grace = time.AfterFunc(CloseGrace, sh.abort)
+	sh.graceMu.Unlock()
+	past := time.Unix(0, 1)
+	_ = sh.client.SetReadDeadline(past)
+	_ = sh.broker.SetReadDeadline(past)
+}
+
+// abort ends both directions at once by making every pending read and write
+// on both connections fail now.
+func (sh *shared) abort() {
+	sh.aborted.Store(true)
+	past := time.Unix(0, 1)
+	_ = sh.client.SetDeadline(past)
+	_ = sh.broker.SetDeadline(past)
 }
 
 // direction is one half of the pipe: it reads src and writes dst.
@@ -116,12 +231,20 @@ type direction struct {
 	srcErr   End // what a failing read of src means
 	dstErr   End // what a failing write to dst means
 	bytes    int64
-	meter    *Meter // nil without Options.Meter
-	isUp     bool   // client to broker
+	meter    *Meter      // nil without Options.Meter
+	isUp     bool        // client to broker; the other direction says goodbye
+	frame    mqtt.Framer // the packets of src
+	max      int         // Options.MaxPacketSize for packets from the client
 	end      End
 	err      error
 	*shared
 }
+
+// Why a direction stopped, beyond the errors of its connections.
+var (
+	errStopped = errors.New("pipe: client direction stopped for a close at a boundary")
+	errGoodbye = errors.New("pipe: closed at a packet boundary")
+)
 
 // Run copies client→broker and broker→client until both directions have
 // ended, or one of them fails or idles out, which aborts the other. The
@@ -154,17 +277,44 @@ func Start(client, broker net.Conn, opts Options, done func(Result)) {
 }
 
 func directions(client, broker net.Conn, opts Options) (up, down *direction) {
-	sh := &shared{opts: opts}
+	sh := &shared{opts: opts, client: client, broker: broker}
 	sh.lastActive.Store(time.Now().UnixNano())
-	up = &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, shared: sh}
+	up = &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, max: opts.MaxPacketSize, shared: sh}
 	down = &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
 	up.meter, down.meter, up.isUp = opts.Meter, opts.Meter, true
+	// The first idle deadlines are set here, before either direction runs,
+	// so that they cannot undo the past deadline of a close asked for.
+	if opts.Idle > 0 {
+		t := time.Now().Add(opts.Idle)
+		_ = client.SetReadDeadline(t)
+		_ = broker.SetReadDeadline(t)
+	}
+	if opts.Control != nil {
+		opts.Control.attach(sh)
+	}
 	return up, down
 }
 
+// result is the pipe's Result once both directions have ended: a close at
+// a boundary says why it ended, else the direction that ended first.
 func result(up, down *direction) Result {
-	first := up.first.Load()
-	return Result{Up: up.bytes, Down: down.bytes, End: first.end, Err: first.err}
+	sh := up.shared
+	sh.graceMu.Lock()
+	if sh.grace != nil {
+		sh.grace.Stop()
+	}
+	sh.graceMu.Unlock()
+	if sh.opts.Control != nil {
+		sh.opts.Control.attach(nil)
+	}
+	res := Result{Up: up.bytes, Down: down.bytes}
+	if req := sh.closing.Load(); req != nil {
+		res.End = req.end
+	} else {
+		first := sh.first.Load()
+		res.End, res.Err = first.end, first.err
+	}
+	return res
 }
 
 // abort ends both directions at once by making every pending read and write
@@ -177,9 +327,6 @@ func (d *direction) abort() {
 }
 
 func (d *direction) run() {
-	if d.opts.Idle > 0 {
-		_ = d.src.SetReadDeadline(time.Now().Add(d.opts.Idle))
-	}
 	var err error
 	if tc, ok := d.src.(*net.TCPConn); ok {
 		err = d.copyRaw(tc)
@@ -187,6 +334,9 @@ func (d *direction) run() {
 		err = d.copyBuffered()
 	}
 	d.first.CompareAndSwap(nil, d)
+	if err == errStopped {
+		return // the other direction ends the pipe
+	}
 	if err != nil {
 		d.abort()
 		return
@@ -205,18 +355,98 @@ func (d *direction) run() {
 // readFailed classifies a read error on src, handling the idle deadline: a
 // deadline that fired while the other direction was busy is re-armed.
 // It reports whether the copy should go on.
-func (d *direction) readFailed(err error) (retry bool) {
-	if errors.Is(err, os.ErrDeadlineExceeded) && !d.aborted.Load() && !d.halfClosed.Load() && d.opts.Idle > 0 {
-		last := time.Unix(0, d.lastActive.Load())
-		if deadline := last.Add(d.opts.Idle); time.Now().Before(deadline) {
-			_ = d.src.SetReadDeadline(deadline)
-			return true
+// A close at a boundary (requested, or the idle limit's) is handled here
+// too, and then err is replaced by errStopped or errGoodbye.
+func (d *direction) readFailed(err *error) (retry bool) {
+	if errors.Is(*err, os.ErrDeadlineExceeded) && !d.aborted.Load() {
+		if req := d.closing.Load(); req != nil {
+			return d.closeRead(req, err)
 		}
-		d.end, d.err = IdleTimeout, err
+		if !d.halfClosed.Load() && d.opts.Idle > 0 {
+			last := time.Unix(0, d.lastActive.Load())
+			if deadline := last.Add(d.opts.Idle); time.Now().Before(deadline) {
+				_ = d.src.SetReadDeadline(deadline)
+				if d.closing.Load() != nil {
+					_ = d.src.SetReadDeadline(time.Unix(0, 1)) // asked for meanwhile
+				}
+				return true
+			}
+			d.requestClose(&closeReq{end: IdleTimeout, final: Goodbye(d.opts.Level, mqtt.KeepAliveTimeout)})
+			return d.closeRead(d.closing.Load(), err)
+		}
+	}
+	d.end, d.err = d.srcErr, *err
+	return false
+}
+
+// closeRead is a direction's part in a close at a boundary, when its read
+// was woken: the client direction stops; the broker direction says goodbye
+// at a boundary, or reads on to the end of its packet.
+func (d *direction) closeRead(req *closeReq, err *error) (retry bool) {
+	if !!d.isUp {
+		*err = errStopped
 		return false
 	}
-	d.end, d.err = d.srcErr, err
-	return false
+	if d.frame.AtBoundary() {
+		d.goodbye(req)
+		*err = errGoodbye
+		return false
+	}
+	if d.frame.Lost() {
+		*err = errGoodbye // no boundary to wait for
+		return false
+	}
+	_ = d.src.SetReadDeadline(time.Time{}) // CloseGrace bounds the wait
+	return true
+}
+
+// goodbye writes the final bytes to the client after whole packets, sends
+// FIN and drops what the client still sends, for at most Linger.
+func (d *direction) goodbye(req *closeReq) {
+	c := d.dst
+	_ = c.SetWriteDeadline(time.Now().Add(Linger))
+	if len(req.final) > 0 {
+		if _, err := c.Write(req.final); err != nil {
+			return
+		}
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite() // TLS sends close_notify
+	}
+	_ = c.SetReadDeadline(time.Now().Add(Linger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+// pass writes b, just read from src, following its packets. It returns
+// errStopped or errGoodbye when the pipe is to end at a boundary.
+func (d *direction) pass(b []byte) error {
+	req := d.closing.Load()
+	switch {
+	case req != nil && !!d.isUp:
+		return errStopped // nothing more from the client once a close began
+	case req != nil:
+		n, done := d.frame.Finish(b)
+		if err := d.write(b[:n]); err != nil {
+			return err
+		}
+		if done {
+			d.goodbye(req)
+			return errGoodbye
+		}
+		if d.frame.Lost() {
+			return errGoodbye
+		}
+		return nil
+	}
+	n, size := d.frame.Feed(b, d.max)
+	if err := d.write(b[:n]); err != nil {
+		return err
+	}
+	if size > 0 {
+		d.requestClose(&closeReq{end: PacketTooLarge, final: Goodbye(d.opts.Level, mqtt.PacketTooLarge)})
+		return errStopped
+	}
+	return nil
 }
 
 func (d *direction) write(b []byte) error {
@@ -275,7 +505,7 @@ func (d *direction) copyRaw(src *net.TCPConn) error {
 			if buf != nil {
 				bufPool.Put(buf)
 			}
-			if d.readFailed(err) {
+			if d.readFailed(&err) {
 				continue
 			}
 			return err
@@ -284,7 +514,7 @@ func (d *direction) copyRaw(src *net.TCPConn) error {
 			bufPool.Put(buf)
 			return nil
 		}
-		werr := d.write((*buf)[:n])
+		werr := d.pass((*buf)[:n])
 		bufPool.Put(buf)
 		if werr != nil {
 			return werr
@@ -312,7 +542,7 @@ func (d *direction) copyBuffered() error {
 		}
 		n, err := d.src.Read(buf)
 		if n > 0 {
-			if werr := d.write(buf[:n]); werr != nil {
+			if werr := d.pass(buf[:n]); werr != nil {
 				return werr
 			}
 		}
@@ -327,7 +557,7 @@ func (d *direction) copyBuffered() error {
 			return nil
 		}
 		if err != nil {
-			if d.readFailed(err) {
+			if d.readFailed(&err) {
 				continue
 			}
 			return err

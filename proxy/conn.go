@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,18 +52,22 @@ type liveConn struct {
 	links    [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
 	sameID   *liveConn      // the next piping connection with its client id
 	mu       sync.Mutex
-	home     uint8       // its shard of srv.conns
-	admitted bool        // holds one of stream_proxy.max_connections
-	read     bool        // its CONNECT was read: counted in Server.pastConnect
-	client   net.Conn    // nil once in an event loop
-	broker   net.Conn    // nil until dialled, and once in an event loop
-	looped   *epoll.Conn // the pair in an event loop, or nil
-	reason   pipe.End    // set by close, overrides the pipe's own End
-	node     *nodeState  // the node it is proxied to, once dialled
-	lcounts  *listenerCounts
-	release  func()    // gives back the places the stages took (limit plugins, client id)
-	entry    connEntry // the connection table's row, see connections.go
-	rec      record
+	home     uint8 // its shard of srv.conns
+	admitted bool  // holds one of stream_proxy.max_connections
+	read     bool  // its CONNECT was read: counted in Server.pastConnect
+	// forwardedDown is the broker's CONNACK and what followed it, sent to
+	// the client before the pipe (at most 64 KiB): here, where it fills
+	// padding, as liveConn is the cost of every idle connection.
+	forwardedDown int32
+	client        net.Conn      // nil once in an event loop
+	broker        net.Conn      // nil until dialled, and once in an event loop
+	looped        *epoll.Conn   // the pair in an event loop, or nil
+	ctl           *pipe.Control // the pair on goroutines (pipe.Start), or nil
+	reason        pipe.End      // set by close, overrides the pipe's own End
+	node          *nodeState    // the node it is proxied to, once dialled
+	release       func()        // gives back the places the stages took (limit plugins, client id)
+	entry         connEntry     // the connection table's row, see connections.go
+	rec           record
 }
 
 // end closes the books on the connection, wherever it was piped: limits,
@@ -143,24 +148,41 @@ func (lc *liveConn) pipeEnded(res pipe.Result) {
 // keeps.
 func (lc *liveConn) bytesSoFar() (up, down int64) {
 	e := &lc.entry
-	return e.forwarded + e.meter.Up.Load(), e.meter.Down.Load()
+	return int64(e.forwarded) + e.meter.Up.Load(), int64(lc.forwardedDown) + e.meter.Down.Load()
 }
 
-// close ends the connection from outside, recording why.
+// close ends the connection from outside, recording why. A piping
+// connection ends at a packet boundary of the stream to the client, after
+// a 5.0 DISCONNECT saying why (goodbye); one still reading its CONNECT or
+// dialling is closed at once.
 func (lc *liveConn) close(reason pipe.End) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	if lc.reason == "" {
 		lc.reason = reason
 	}
-	if lc.looped != nil {
-		lc.looped.Close(reason)
+	switch {
+	case lc.looped != nil:
+		lc.looped.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.rec.level))
+		return
+	case lc.ctl != nil:
+		lc.ctl.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.rec.level))
 		return
 	}
 	lc.client.Close()
 	if lc.broker != nil {
 		lc.broker.Close()
 	}
+}
+
+// control gives the connection the handle a close from outside uses from
+// the CONNACK on; pipe.Run (or, until it starts, nobody) acts on it. A
+// close asked for before reaches the connections directly.
+func (lc *liveConn) control() *pipe.Control {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.ctl = new(pipe.Control)
+	return lc.ctl
 }
 
 func (lc *liveConn) setBroker(c net.Conn) bool {
@@ -254,6 +276,8 @@ type connPath struct {
 	pc        plugin.Conn       // the CONNECT as the plugins (and then the broker) see it
 	up        *upstream
 	broker    net.Conn
+	ack       []byte // the broker's CONNACK and what followed it, for the client
+	ctl       *pipe.Control
 	keepAlive uint16 // the client's, for the idle limit
 	looped    bool   // the pair is in an event loop or the pipe's goroutines, which end the connection
 	handed    bool   // an HTTP connection, the web server's now
@@ -412,18 +436,37 @@ func (p *connPath) uniqueClientID() bool {
 	return true
 }
 
-// dial orders the upstream's nodes and dials them until one answers.
+// dial orders the upstream's nodes and tries them until one accepts the
+// CONNECT (connack.go): each gets the CONNECT as read or rewritten, and the
+// next one the same CONNECT when a broker closes, stays silent for
+// timeout.connack, or answers "server unavailable" or "busy".
 func (p *connPath) dial() bool {
 	rec := p.rec
 	rec.hashKey = p.up.hashKey(&rec.id.vars, rec.remote.Addr())
-	broker, node := p.s.dial(p.up, rec.hashKey, rec)
-	if broker == nil {
-		return p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
+	connect := (*p.buf)[:p.size]
+	if p.pc.Packet != nil {
+		connect = p.pc.Packet
 	}
-	p.broker = broker
-	if !p.lc.setBroker(broker) {
+	try := p.s.dial(p.up, rec.hashKey, connect, p.lc)
+	// The access record's detail names the nodes that failed, and why.
+	tried := strings.Join(try.tried, "; ")
+	switch {
+	case try.closed:
+		return false // closed from outside meanwhile
+	case try.broker == nil && try.answered:
+		p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker accepted the CONNECT")
+		rec.detail += " (tried " + tried + ")"
+		return false
+	case try.broker == nil:
+		p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
+		rec.detail += " (tried " + tried + ")"
 		return false
 	}
+	if tried != "" {
+		rec.detail = "tried " + tried
+	}
+	p.broker, p.ack = try.broker, try.ack
+	node := try.node
 	p.lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
@@ -431,22 +474,34 @@ func (p *connPath) dial() bool {
 	return true
 }
 
-// handOver forwards the CONNECT as read (or rewritten) and whatever the
-// client sent after it.
+// handOver gives the client the broker's CONNACK (and what the broker sent
+// after it), and the broker what the client sent after its CONNECT.
 func (p *connPath) handOver() bool {
 	buf, rec := *p.buf, p.rec
-	first := buf[:p.n]
-	if p.pc.Packet != nil {
-		first = append(p.pc.Packet, buf[p.size:p.n]...)
-	}
-	_ = p.broker.SetWriteDeadline(time.Now().Add(p.up.cfg.Timeout.Connect))
-	if _, err := p.broker.Write(first); err != nil {
-		rec.end, rec.detail = pipe.BrokerError, err.Error()
+	// From the CONNACK on the client may act on its connection (connect
+	// again, get kicked): it is in the connection table from now, and a
+	// close from outside ends it at a packet boundary, through the pipe's
+	// control.
+	rec.up, rec.down = int64(p.n), int64(len(p.ack))
+	p.ctl = p.lc.control()
+	p.s.stats.Proxied.Add(1)
+	p.lc.piping(rec, rec.up, p.snap.stats[p.ri], p.lc.node)
+	_ = p.conn.SetWriteDeadline(time.Now().Add(p.up.cfg.Timeout.Connect))
+	if _, err := p.conn.Write(p.ack); err != nil {
+		rec.end, rec.detail = pipe.ClientError, err.Error()
 		return false
 	}
-	_ = p.broker.SetWriteDeadline(time.Time{})
+	_ = p.conn.SetWriteDeadline(time.Time{})
+	if rest := buf[p.size:p.n]; len(rest) > 0 {
+		_ = p.broker.SetWriteDeadline(time.Now().Add(p.up.cfg.Timeout.Connect))
+		if _, err := p.broker.Write(rest); err != nil {
+			rec.end, rec.detail = pipe.BrokerError, err.Error()
+			return false
+		}
+		_ = p.broker.SetWriteDeadline(time.Time{})
+	}
 	_ = p.conn.SetReadDeadline(time.Time{})
-	rec.up = int64(p.n)
+	p.ack = nil
 	// The CONNECT's fields that point into buf (Password, Properties,
 	// Will) are not read past this point: the parsed CONNECT goes no
 	// further than the stages above, so buf goes back to the pool now
@@ -461,18 +516,19 @@ func (p *connPath) handOver() bool {
 // its stack, grown through the stages above, end now.
 func (p *connPath) pipe() bool {
 	s, rec, lc := p.s, p.rec, p.lc
-	s.stats.Proxied.Add(1)
-	lc.piping(rec, rec.up, p.snap.stats[p.ri], lc.node)
 	opts := pipe.Options{
 		Idle:             idleLimit(p.up, p.keepAlive),
 		WriteTimeout:     writeTimeout(p.up, p.keepAlive),
 		HalfCloseTimeout: halfCloseTimeout,
 		Meter:            &lc.entry.meter, // adding to the route's and node's totals
+		Level:            rec.level,
+		MaxPacketSize:    p.snap.cfg.StreamProxy.MaxPacketSize,
 	}
 	p.looped = true
 	if s.loopPair(p.snap, lc, p.conn, p.broker, opts) {
 		return true
 	}
+	opts.Control = p.ctl
 	broker, tcp := p.broker, p.tcp
 	pipe.Start(p.conn, broker, opts, func(res pipe.Result) {
 		broker.Close()
@@ -494,13 +550,16 @@ func (p *connPath) refuse(code mqtt.ReasonCode, reason, text string) bool {
 // piped records what the pipe carried and why it ended.
 func (r *record) piped(res pipe.Result) {
 	r.up += res.Up
-	r.down = res.Down
+	r.down += res.Down
 	r.end = res.End
 	if e := webEnd(res.Err); e != "" && res.End == pipe.ClientError {
 		r.end = e
 	}
 	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
-		r.detail = res.Err.Error()
+		if r.detail != "" { // the nodes a failover passed over
+			r.detail += "; then "
+		}
+		r.detail += res.Err.Error()
 	}
 }
 

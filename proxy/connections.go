@@ -11,7 +11,8 @@ import (
 // Why an operator ended a connection (see pipe.End for the others).
 const (
 	EndClosedByAdmin pipe.End = "closed_by_admin" // DELETE /connections/{client_id}
-	EndDrained       pipe.End = "drained"         // its route or node was removed and drain was asked for
+	EndDrained       pipe.End = "drained"         // its node was removed and drain was asked for
+	EndRouteRemoved  pipe.End = "route_removed"   // its route was removed and drain was asked for
 	EndTakenOver     pipe.End = "taken_over"      // its client id connected again (on_duplicate_client_id: keep_newest)
 )
 
@@ -20,11 +21,14 @@ const (
 // after) for one proxied connection. It is filled in once, when the pipe
 // starts.
 type connEntry struct {
-	piping    bool // set with the fields below; false while the CONNECT is read and the broker dialled
-	settled   bool // ended: out of the indexes, no longer listed
+	piping  bool // set with the fields below; false while the CONNECT is read and the broker dialled
+	settled bool // ended: out of the indexes, no longer listed
+	// forwarded is the bytes sent before the pipe: the CONNECT and what
+	// followed it, at most max_connect_size and a read; an int32 in the
+	// padding after the flags.
+	forwarded int32
 	route     *routeState
 	node      *nodeState
-	forwarded int64      // bytes sent before the pipe: the CONNECT and what followed it
 	meter     pipe.Meter // bytes the pipe moved so far, added to the route's and node's too
 }
 
@@ -66,7 +70,7 @@ func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeStat
 	lc.mu.Lock()
 	e := &lc.entry
 	e.route, e.node = rs, node
-	e.forwarded = up
+	e.forwarded, lc.forwardedDown = int32(up), int32(rec.down)
 	e.meter.Totals = [2]*pipe.Meter{&rs.bytes, &node.bytes}
 	e.piping = true
 	lc.mu.Unlock()
@@ -74,6 +78,8 @@ func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeStat
 	rs.total.Add(1)
 	rs.bytes.Up.Add(up)
 	node.bytes.Up.Add(up)
+	rs.bytes.Down.Add(rec.down)
+	node.bytes.Down.Add(rec.down)
 	lc.srv.conns.addClient(rec.clientID, lc)
 	node.conns.push(lc)
 	rs.conns.push(lc)
@@ -169,10 +175,8 @@ func (s *Server) Connections(f ConnFilter, limit int) (list []ConnInfo, total in
 }
 
 // CloseClient closes every proxied connection of the client id and returns
-// them as they were. The client sees its connection closed (FIN), without an
-// MQTT DISCONNECT: the pipe does not track packet boundaries, and a
-// DISCONNECT written into the middle of a packet from the broker would
-// corrupt the stream.
+// them as they were. Each ends at a packet boundary of the stream to the
+// client; a 5.0 client is told 0x98 Administrative action first.
 func (s *Server) CloseClient(clientID string) []ConnInfo {
 	var closed []ConnInfo
 	for _, lc := range s.matching(ConnFilter{ClientID: clientID}) {
@@ -206,7 +210,8 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 	// Only the sets of removed routes and nodes are read.
 	seen := make(map[*liveConn]bool)
 	var victims []*liveConn
-	collect := func(list []*liveConn) {
+	var reasons []pipe.End
+	collect := func(list []*liveConn, reason pipe.End) {
 		for _, lc := range list {
 			lc.mu.Lock()
 			e := &lc.entry
@@ -215,23 +220,24 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 			if e.piping && !e.settled && lc.reason == "" && !seen[lc] {
 				seen[lc] = true
 				victims = append(victims, lc)
+				reasons = append(reasons, reason)
 			}
 			lc.mu.Unlock()
 		}
 	}
 	for _, rs := range s.routes.All() {
 		if !routes[rs.id] {
-			collect(rs.conns.list())
+			collect(rs.conns.list(), EndRouteRemoved)
 		}
 	}
 	for _, n := range s.nodes.All() {
 		if !nodes[n] {
-			collect(n.conns.list())
+			collect(n.conns.list(), EndDrained)
 		}
 	}
 	if len(victims) > 0 {
 		s.log.Info("draining connections of removed routes and nodes", "count", len(victims), "window", window)
-		s.closeSpread(victims, window, EndDrained)
+		s.closeSpreadEach(victims, window, reasons)
 	}
 	return len(victims)
 }
@@ -256,6 +262,15 @@ func (s *Server) DrainAll(window time.Duration) int {
 // closeSpread closes the i-th of victims at i/n of window, in the
 // background, until the server shuts down.
 func (s *Server) closeSpread(victims []*liveConn, window time.Duration, reason pipe.End) {
+	reasons := make([]pipe.End, len(victims))
+	for i := range reasons {
+		reasons[i] = reason
+	}
+	s.closeSpreadEach(victims, window, reasons)
+}
+
+// closeSpreadEach is closeSpread with a reason for each victim.
+func (s *Server) closeSpreadEach(victims []*liveConn, window time.Duration, reasons []pipe.End) {
 	go func() {
 		start := time.Now()
 		t := time.NewTimer(0)
@@ -267,7 +282,7 @@ func (s *Server) closeSpread(victims []*liveConn, window time.Duration, reason p
 			case <-s.ctx.Done():
 				return
 			}
-			lc.close(reason)
+			lc.close(reasons[i])
 		}
 	}()
 }

@@ -123,7 +123,7 @@ func TestAccessRecordOfProxiedConn(t *testing.T) {
 }
 
 // TestIdleLimitOnBothPaths ends a silent connection after the upstream's
-// read timeout.
+// read timeout, telling the 5.0 client 0x8D Keep Alive timeout.
 func TestIdleLimitOnBothPaths(t *testing.T) {
 	t.Parallel()
 	broker := mqtttest.StartMochi(t)
@@ -134,8 +134,11 @@ func TestIdleLimitOnBothPaths(t *testing.T) {
 			if len(ack) < 4 || ack[0] != 0x20 {
 				t.Fatalf("CONNACK = % x", ack)
 			}
+			if p := mqtttest.ReadPacket(t, conn); string(p) != "\xe0\x01\x8d" {
+				t.Fatalf("got % x, want DISCONNECT 0x8D Keep Alive timeout", p)
+			}
 			if p := mqtttest.ReadPacket(t, conn); p != nil {
-				t.Fatalf("got % x, want the idle connection closed", p)
+				t.Fatalf("got % x after the DISCONNECT, want the idle connection closed", p)
 			}
 			if rec := g.accessRecord(t, "idle-"+dp); rec["end"] != "idle_timeout" {
 				t.Errorf("record = %v; want end idle_timeout", rec)
@@ -196,8 +199,8 @@ func TestIdleConnsHoldNoGoroutine(t *testing.T) {
 		{config.DataPathGoroutines, func(added int) bool { return added >= 2*n }},
 	} {
 		t.Run(tc.dataPath, func(t *testing.T) {
-			// A broker stand-in that takes connections and holds them,
-			// with no goroutine per connection.
+			// A broker stand-in that takes connections, accepts their
+			// CONNECT and holds them, with no goroutine per connection.
 			sink, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -210,6 +213,7 @@ func TestIdleConnsHoldNoGoroutine(t *testing.T) {
 					if err != nil {
 						return
 					}
+					_, _ = c.Write([]byte{0x20, 2, 0, 0}) // CONNACK, before the CONNECT is read: TCP keeps the order
 					held <- c
 				}
 			}()

@@ -102,34 +102,3 @@ func (d *dialer) probe(ctx context.Context, _, addr string) (net.Conn, error) {
 	host, _, _ := net.SplitHostPort(addr)
 	return d.dial(ctx, addr, host, nil, d.firstSource)
 }
-
-// dial tries the nodes the balancer offers, up to 1 + retries of them, and
-// returns the first connection made.
-func (s *Server) dial(up *upstream, key string, rec *record) (net.Conn, *nodeState) {
-	from := &proxySource{remote: rec.remote, local: rec.id.local, tls: rec.id.tls}
-	tries := 0
-	for i := range up.bal.Order(key) {
-		if tries > up.cfg.Retries {
-			break
-		}
-		tries++
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(s.ctx, up.cfg.Timeout.Connect)
-		c, src, err := s.dialFrom(ctx, up, i, &rec.id.vars, from)
-		cancel()
-		up.health[i].ReportDial(err)
-		if err == nil {
-			s.stats.observeDial(time.Since(start))
-			if src != nil {
-				src.active.Add(1)
-				src.total.Add(1)
-				rec.source = src
-			}
-			return c, up.nodes[i]
-		}
-		up.nodes[i].dialFails.Add(1)
-		rec.detail = err.Error()
-		s.log.Warn("dial failed", "upstream", up.cfg.ID, "node", up.addrs[i], "client_id", rec.clientID, "err", err)
-	}
-	return nil, nil
-}

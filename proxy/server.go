@@ -93,6 +93,8 @@ type Server struct {
 	handlers  sync.WaitGroup
 	loops     eventLoops
 	web       web // HTTP connections of websocket listeners (websocket.go)
+
+	rebalancing rebalancer // the paced rebalance (rebalance.go)
 }
 
 type listener struct {
@@ -287,12 +289,13 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
-	s.snap.Store(snap)
+	old := s.snap.Swap(snap)
 	s.gate.SetLimits(admissionLimits(cfg.StreamProxy, admission.OpenFileLimit()))
 	if s.access != nil {
 		s.access.SetFormat(accessFormat(cfg)) // log.access_log_format follows reloads
 	}
 	s.health.Update(snap.targets)
+	s.rebalanceAdded(old, snap) // a node added to a chash upstream takes its clients, paced
 	for _, l := range opened {
 		s.startListener(l)
 	}

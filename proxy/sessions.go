@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"time"
-
-	"github.com/mqgate/mqgate/balance"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
+	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
 )
 
@@ -14,6 +12,40 @@ const (
 	EndNodeDown  pipe.End = "node_down"  // checks.on_marked_down: close
 	EndMovedBack pipe.End = "moved_back" // checks.on_marked_up: move_back
 )
+
+// closeCodes is the MQTT 5.0 DISCONNECT reason code each close mqgate
+// decides sends the client (the README's table of closes). The idle limit
+// (0x8D) and max_packet_size (0x95) are the pipe's own (pipe.Goodbye).
+var closeCodes = map[pipe.End]mqtt.ReasonCode{
+	EndClosedByAdmin: mqtt.AdministrativeAction, // 0x98
+	EndTakenOver:     mqtt.SessionTakenOver,     // 0x8E, as a broker does [MQTT-3.1.4-3]
+	EndDrained:       mqtt.UseAnotherServer,     // 0x9C: its node is gone; mqgate sends it to another
+	EndNodeDown:      mqtt.UseAnotherServer,     // 0x9C
+	EndMovedBack:     mqtt.UseAnotherServer,     // 0x9C
+	EndRebalanced:    mqtt.UseAnotherServer,     // 0x9C
+	EndRouteRemoved:  mqtt.ServerMoved,          // 0x9D: its route is gone for good
+	EndShutdown:      mqtt.ServerShuttingDown,   // 0x8B
+}
+
+// goodbye is what a close for reason sends a client of the given level
+// before its connection is closed at a packet boundary: a 5.0 DISCONNECT
+// with the reason's code (and, for 0x9C and 0x9D, the configured
+// stream_proxy.server_reference); nothing before 5.0, where only clients
+// send DISCONNECT.
+func (s *Server) goodbye(reason pipe.End, level byte) []byte {
+	if level != mqtt.Level5 {
+		return nil
+	}
+	code, ok := closeCodes[reason]
+	if !ok {
+		code = mqtt.AdministrativeAction
+	}
+	var ref string
+	if code == mqtt.UseAnotherServer || code == mqtt.ServerMoved {
+		ref = s.snap.Load().cfg.StreamProxy.ServerReference
+	}
+	return mqtt.AppendServerDisconnect(nil, code, ref)
+}
 
 // nodeChanged acts on a change of a node's health as its upstream's checks
 // ask: on_marked_down closes the node's connections, on_marked_up
@@ -36,40 +68,10 @@ func (s *Server) nodeChanged(st health.Status) {
 	case st.Healthy && !st.OnTrial && checks.OnMarkedUp == config.MarkedUpMoveBack:
 		// A node on trial has not proven itself yet: moving clients
 		// back to it could close working connections for nothing.
-		conns := s.matching(ConnFilter{Upstream: st.Upstream})
-		var victims []*liveConn
-		for _, lc := range conns {
-			if ci, ok := lc.info(); ok && ci.Node != st.Addr && up.belongsOn(lc, node, ci.Node) {
-				victims = append(victims, lc)
-			}
-		}
-		if len(victims) > 0 {
-			window := time.Duration(float64(len(victims)) / checks.MoveBackRate * float64(time.Second))
-			s.log.Info("moving connections back to a node that returned", "upstream", st.Upstream, "node", st.Addr, "count", len(victims), "window", window)
-			s.closeSpread(victims, window, EndMovedBack)
-		}
+		// A paced rebalance at move_back_rate: the Admin API and
+		// /status.json see it and can pause or cancel it.
+		_, _ = s.rebalance(st.Upstream, "move_back", checks.MoveBackRate, EndMovedBack)
 	}
-}
-
-// belongsOn reports whether lc, now on node addr now, would be sent to node:
-// for chash, node comes first in the order of lc's hash key; for the other
-// balancers, node is of a higher priority than now.
-func (u *upstream) belongsOn(lc *liveConn, node int, now string) bool {
-	if u.cfg.Type == balance.TypeConsistentHash {
-		lc.mu.Lock()
-		key := lc.rec.hashKey
-		lc.mu.Unlock()
-		for first := range u.bal.Order(key) {
-			return first == node
-		}
-		return false
-	}
-	for i, addr := range u.addrs {
-		if addr == now {
-			return u.cfg.Nodes[i].Priority < u.cfg.Nodes[node].Priority
-		}
-	}
-	return false
 }
 
 // node finds the upstream with id and the index of its node addr.

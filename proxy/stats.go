@@ -82,6 +82,9 @@ type StatsSnapshot struct {
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
+
+	Rebalance      *RebalanceStatus // the last paced rebalance, nil before the first
+	RebalanceMoved uint64           // connections every rebalance moved
 }
 
 // NodeStats is one upstream node's counters.

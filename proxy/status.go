@@ -170,5 +170,6 @@ func (s *Server) Stats() StatsSnapshot {
 		return strings.Compare(a.Addr, b.Addr)
 	})
 	slices.SortFunc(out.Routes, func(a, b RouteStats) int { return strings.Compare(a.ID, b.ID) })
+	out.Rebalance, out.RebalanceMoved = s.RebalanceState()
 	return out
 }

@@ -1,6 +1,7 @@
 package mqtttest
 
 import (
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -12,6 +13,8 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/mqgate/mqgate/mqtt"
 )
 
 // StartMochiAt starts a mochi-mqtt broker on addr, such as the address of
@@ -239,3 +242,175 @@ func (r *Relay) Addr() string { return r.addr }
 
 // Freeze makes the relay hang.
 func (r *Relay) Freeze() { r.freeze.Do(func() { close(r.frozen) }) }
+
+// SplitRelay relays TCP connections to a broker and passes what the broker
+// sends on in pieces of at most Chunk bytes, one write each, so that the
+// proxy reads a large packet over many reads. HoldInPacket stops the
+// stream from the broker inside a packet, for a test that must act while
+// the proxy is in the middle of one.
+type SplitRelay struct {
+	addr   string
+	mu     sync.Mutex
+	armed  bool
+	held   chan int64 // bytes the held connection had sent on when it stopped
+	resume chan struct{}
+}
+
+// SplitRelayChunk is the most a SplitRelay writes at once.
+const SplitRelayChunk = 4096
+
+// StartSplitRelay listens on a loopback port and relays every connection
+// to target until the test ends.
+func StartSplitRelay(t testing.TB, target string) *SplitRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &SplitRelay{addr: ln.Addr().String(), held: make(chan int64, 1), resume: make(chan struct{}, 1)}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	track := func(cs ...net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, cs...)
+	}
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			track(c, b)
+			wg.Go(func() { defer b.Close(); _, _ = io.Copy(b, c) })
+			wg.Go(func() { defer c.Close(); r.down(c, b, done) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		close(done)
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return r
+}
+
+// Addr is where the proxy connects to the relayed broker.
+func (r *SplitRelay) Addr() string { return r.addr }
+
+// HoldInPacket makes the next piece from the broker that ends inside a
+// packet, on any connection, the last until Resume. Held then says how
+// many bytes that connection had passed on by then.
+func (r *SplitRelay) HoldInPacket() {
+	r.mu.Lock()
+	r.armed = true
+	r.mu.Unlock()
+}
+
+// Held waits (at most 15 s) for the hold HoldInPacket asked for and
+// returns the bytes the held connection had passed on.
+func (r *SplitRelay) Held(t testing.TB) int64 {
+	t.Helper()
+	select {
+	case n := <-r.held:
+		return n
+	case <-time.After(15 * time.Second):
+		t.Fatal("the relay did not hold a stream inside a packet within 15 s")
+		return 0
+	}
+}
+
+// Resume lets the held stream go on.
+func (r *SplitRelay) Resume() { r.resume <- struct{}{} }
+
+// down copies the broker's bytes to the client side in pieces, following
+// the packets to know when a piece ends inside one.
+func (r *SplitRelay) down(dst, src net.Conn, done <-chan struct{}) {
+	var f mqtt.Framer
+	var sent int64
+	buf := make([]byte, SplitRelayChunk)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+			sent += int64(n)
+			f.Feed(buf[:n], 0)
+			r.mu.Lock()
+			hold := r.armed && !f.AtBoundary()
+			if hold {
+				r.armed = false
+			}
+			r.mu.Unlock()
+			if hold {
+				r.held <- sent
+				select {
+				case <-r.resume:
+				case <-done:
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// AnsweringPort is a faulty broker: it listens on a loopback port, reads
+// each connection's first packet (the CONNECT), writes answer(connect)
+// (a refusing CONNACK, say; nothing when nil) and closes. It counts the
+// CONNECTs it read; the port closes when the test ends.
+func AnsweringPort(t testing.TB, answer func(connect []byte) []byte) (addr string, connects *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	connects = new(atomic.Int64)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				var buf []byte
+				one := make([]byte, 512)
+				for {
+					if n, err := mqtt.FrameLen(buf); err == nil && len(buf) >= n {
+						connects.Add(1)
+						if b := answer(buf[:n]); b != nil {
+							_, _ = c.Write(b)
+						}
+						return
+					} else if err != nil && err != mqtt.ErrIncomplete {
+						return
+					}
+					m, err := c.Read(one)
+					buf = append(buf, one[:m]...)
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String(), connects
+}

@@ -13,6 +13,7 @@
 //	if err != nil { ... } // client and broker are untouched: pipe.Run them instead
 //	...
 //	conn.Close(pipe.End("operator")) // end it from outside
+//	conn.CloseAtBoundary("kick", final) // or between two MQTT packets, final (a DISCONNECT) first
 //
 // Add takes the sockets away from Go's network poller: it duplicates their
 // file descriptors, closes the *net.TCPConn values and registers the
@@ -134,6 +135,14 @@ func (p *Conn) Close(end pipe.End) {
 	p.loop.enqueue(command{op: opClose, p: p, end: end})
 }
 
+// CloseAtBoundary ends the pair from outside at the next packet boundary of
+// the stream to the client, as [pipe.Control.CloseAtBoundary] does: the
+// client is sent final (a DISCONNECT; empty for a 3.x client) after whole
+// packets only. The first close asked for counts.
+func (p *Conn) CloseAtBoundary(end pipe.End, final []byte) {
+	p.loop.enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final})
+}
+
 // Add moves the pair client ↔ broker into one of the loops and calls done
 // once with its Result when it ends. On success client and broker are
 // closed (the loop holds duplicates of their descriptors); on error they are
@@ -157,9 +166,11 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		meter:     meter,
 		loop:      l,
 		fd:        [2]int32{int32(cfd), int32(bfd)},
-		idle:      int64(opts.Idle),
-		writeTO:   int64(opts.WriteTimeout),
-		halfClose: int64(opts.HalfCloseTimeout),
+		idle:      toMS(opts.Idle),
+		writeTO:   toMS(opts.WriteTimeout),
+		halfClose: toMS(opts.HalfCloseTimeout),
+		maxPacket: uint32(min(max(opts.MaxPacketSize, 0), 1<<32-1)),
+		level:     opts.Level,
 		onDone:    done,
 		slot:      -1,
 		idx:       -1,

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
 )
 
@@ -44,7 +45,10 @@ type Conn struct {
 	lastActive  int64 // loop clock of the last byte written either way
 	halfCloseAt int64 // loop clock when the half-closed pair ends; 0 = not half-closed
 
-	idle, writeTO, halfClose int64 // pipe.Options in nanoseconds
+	// pipe.Options in milliseconds (of the loop clock, by ms()), so that
+	// the packet framing below fits in the 128 bytes.
+	idle, writeTO, halfClose uint32
+	maxPacket                uint32 // pipe.Options.MaxPacketSize; 0 = none
 	onDone                   func(pipe.Result)
 
 	// timer wheel links
@@ -52,11 +56,21 @@ type Conn struct {
 	prev, next *Conn
 	slot       int32
 
-	idx   int32    // slot in loop.conns, -1 until added
-	ev    [2]uint8 // registered epoll interest (EPOLLIN, EPOLLOUT), by side
-	eof   [2]bool  // the side has sent FIN
-	done  bool     // ended; fds are closed
-	first int8     // the side whose FIN came first, or -1
+	idx   int32          // slot in loop.conns, -1 until added
+	frame [2]mqtt.Framer // frame[s]: the packet boundaries of what side s sent
+	ev    [2]uint8       // registered epoll interest (EPOLLIN, EPOLLOUT), by side
+	eof   [2]bool        // the side has sent FIN
+	done  bool           // ended; fds are closed
+	first int8           // the side whose FIN came first, or -1
+	level uint8          // pipe.Options.Level: the client's MQTT protocol level
+}
+
+// ms is a duration of the Conn's, in milliseconds, on the loop clock.
+func ms(v uint32) int64 { return int64(v) * int64(time.Millisecond) }
+
+// toMS rounds d up to whole milliseconds for a Conn.
+func toMS(d time.Duration) uint32 {
+	return uint32(min((d+time.Millisecond-1)/time.Millisecond, 1<<32-1))
 }
 
 // Bytes returns the bytes the pair has moved so far, client to broker and
@@ -66,11 +80,32 @@ func (p *Conn) Bytes() (up, down int64) {
 	return p.meter.Up.Load(), p.meter.Down.Load()
 }
 
-// backlog is what a pair holds while a write is blocked.
+// backlog is what a pair holds while a write is blocked, or while it is
+// being closed at a packet boundary.
 type backlog struct {
 	buf   [2][]byte // bytes waiting to be written to side s
 	since [2]int64  // loop clock when that write started; 0 = none
+
+	// A close at a packet boundary of the stream to the client: asked for
+	// when closeEnd is set; once final is written and the FIN sent, the
+	// client's last bytes are dropped until lingerUntil.
+	closeEnd    pipe.End
+	final       []byte
+	closeBy     int64 // loop clock when it is cut where it is (pipe.CloseGrace)
+	lingerUntil int64 // 0 until the goodbye is said
 }
+
+// closeDeadline is when a close at a boundary ends the pair, whatever the
+// client and broker do.
+func (b *backlog) closeDeadline() int64 {
+	if b.lingerUntil != 0 {
+		return b.lingerUntil
+	}
+	return b.closeBy
+}
+
+// closing reports whether a close at a boundary was asked for.
+func (p *Conn) closing() bool { return p.blocked != nil && p.blocked.closeEnd != "" }
 
 func (p *Conn) pending(s int) []byte {
 	if p.blocked == nil {
@@ -88,9 +123,11 @@ const (
 )
 
 type command struct {
-	op  opcode
-	p   *Conn
-	end pipe.End
+	op       opcode
+	p        *Conn
+	end      pipe.End
+	boundary bool   // opClose: at a packet boundary, writing final first
+	final    []byte // opClose
 }
 
 // loop is one event loop: an epoll instance, its pairs by descriptor, a
@@ -244,7 +281,11 @@ func (l *loop) runCommands() (stop bool) {
 		case opAdd:
 			l.add(c.p)
 		case opClose:
-			if !c.p.done {
+			switch {
+			case c.p.done:
+			case c.boundary:
+				l.closeAtBoundary(c.p, c.end, c.final)
+			default:
 				l.finish(c.p, c.end, net.ErrClosed, true)
 			}
 		case opStop:
@@ -338,8 +379,18 @@ func (l *loop) handle(tag int32, events uint32) {
 }
 
 // reading reports whether side s is to be read: it has not sent FIN and the
-// other side has no blocked write (backpressure).
+// other side has no blocked write (backpressure). During a close at a
+// boundary only the broker is read, to the end of its packet, and once the
+// goodbye is said only the client, whose bytes are dropped.
 func (l *loop) reading(p *Conn, s int) bool {
+	if p.closing() {
+		if p.blocked.lingerUntil != 0 {
+			return s == client && !p.eof[client]
+		}
+		if s == client {
+			return false
+		}
+	}
 	return !p.eof[s] && p.pending(1-s) == nil
 }
 
@@ -351,9 +402,89 @@ func (l *loop) read(p *Conn, s int) {
 		l.finish(p, errorEnd[s], os.NewSyscallError("read", err), false)
 	case n == 0:
 		l.halfClose(p, s)
+	case p.closing():
+		l.readClosing(p, s, l.buf[:n])
 	default:
-		l.forward(p, s, l.buf[:n])
+		b := l.buf[:n]
+		max := 0
+		if s == client {
+			max = int(p.maxPacket)
+		}
+		m, size := p.frame[s].Feed(b, max)
+		l.forward(p, s, b[:m])
+		if size > 0 && !p.done {
+			l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
+		}
 	}
+}
+
+// readClosing handles bytes read while the pair closes at a boundary: the
+// broker's go on to the end of the packet in flight, the rest is dropped.
+func (l *loop) readClosing(p *Conn, s int, b []byte) {
+	if s == client {
+		return // lingering: the client's last bytes go nowhere
+	}
+	n, done := p.frame[broker].Finish(b)
+	if n > 0 {
+		l.forward(p, broker, b[:n])
+	}
+	if !p.done && (done || p.frame[broker].Lost()) {
+		l.goodbye(p)
+	}
+}
+
+// closeAtBoundary starts a close at the next packet boundary of the stream
+// to the client: the client is no longer read, the broker's packet in
+// flight finishes (for at most pipe.CloseGrace), final is written, a FIN
+// sent, and the client's last bytes dropped for at most pipe.Linger.
+func (l *loop) closeAtBoundary(p *Conn, end pipe.End, final []byte) {
+	if p.done || p.closing() {
+		return
+	}
+	if p.blocked == nil {
+		p.blocked = &backlog{}
+	}
+	b := p.blocked
+	b.closeEnd, b.final, b.closeBy = end, final, l.now+int64(pipe.CloseGrace)
+	l.interest(p, client)
+	if !p.done {
+		l.goodbye(p)
+	}
+	if !p.done {
+		l.arm(p)
+	}
+}
+
+// goodbye says goodbye to the client once the stream to it is at a
+// boundary, with nothing of it still waiting to be written; a lost stream
+// has no boundary to wait for and is cut.
+func (l *loop) goodbye(p *Conn) {
+	b := p.blocked
+	if b.lingerUntil != 0 || b.buf[client] != nil {
+		return
+	}
+	f := p.frame[broker]
+	if f.Lost() {
+		l.finish(p, b.closeEnd, net.ErrClosed, true)
+		return
+	}
+	if !f.AtBoundary() {
+		return
+	}
+	if len(b.final) > 0 {
+		if n, _ := writeFD(int(p.fd[client]), b.final); n > 0 {
+			p.meter.Add(false, int64(n))
+		}
+	}
+	unix.Shutdown(int(p.fd[client]), unix.SHUT_WR)
+	b.lingerUntil = l.now + int64(pipe.Linger)
+	if p.eof[client] {
+		l.finish(p, b.closeEnd, net.ErrClosed, true)
+		return
+	}
+	l.interest(p, client)
+	l.interest(p, broker)
+	l.arm(p)
 }
 
 // forward writes b, read from side s, to the other side; what does not fit
@@ -403,6 +534,14 @@ func (l *loop) flush(p *Conn, d int) {
 		return
 	}
 	p.blocked.buf[d], p.blocked.since[d] = nil, 0
+	if p.closing() {
+		l.interest(p, d)
+		l.interest(p, 1-d)
+		if d == client && !p.done {
+			l.goodbye(p) // the bytes to the client are out: the boundary may be here
+		}
+		return
+	}
 	if p.blocked.buf[1-d] == nil {
 		p.blocked = nil
 	}
@@ -414,6 +553,12 @@ func (l *loop) flush(p *Conn, d int) {
 // other direction may go on.
 func (l *loop) halfClose(p *Conn, s int) {
 	p.eof[s] = true
+	if p.closing() {
+		// The client closed while lingering (done), or the broker ended
+		// inside the packet in flight (nothing more will come).
+		l.finish(p, p.blocked.closeEnd, net.ErrClosed, true)
+		return
+	}
 	if p.first < 0 {
 		p.first = int8(s)
 	}
@@ -427,7 +572,7 @@ func (l *loop) halfClose(p *Conn, s int) {
 	}
 	l.interest(p, s)
 	if p.halfClose > 0 && p.halfCloseAt == 0 {
-		p.halfCloseAt = l.now + p.halfClose
+		p.halfCloseAt = l.now + ms(p.halfClose)
 		l.arm(p)
 	}
 }
@@ -463,15 +608,19 @@ func (p *Conn) deadline() int64 {
 	if p.blocked != nil && p.writeTO > 0 {
 		for _, since := range p.blocked.since {
 			if since != 0 {
-				earliest(since + p.writeTO)
+				earliest(since + ms(p.writeTO))
 			}
 		}
+	}
+	if p.closing() {
+		earliest(p.blocked.closeDeadline())
+		return d
 	}
 	switch {
 	case p.halfCloseAt != 0:
 		earliest(p.halfCloseAt)
 	case p.idle > 0:
-		earliest(p.lastActive + p.idle)
+		earliest(p.lastActive + ms(p.idle))
 	}
 	return d
 }
@@ -494,9 +643,17 @@ func (l *loop) arm(p *Conn) {
 // otherwise schedule the next look.
 func (l *loop) check(p *Conn) {
 	now := l.now
+	if b := p.blocked; b != nil && b.closeEnd != "" {
+		if now >= b.closeDeadline() {
+			l.finish(p, b.closeEnd, net.ErrClosed, true)
+			return
+		}
+		l.arm(p)
+		return
+	}
 	if b := p.blocked; b != nil && p.writeTO > 0 {
 		for d, since := range b.since {
-			if since != 0 && now >= since+p.writeTO {
+			if since != 0 && now >= since+ms(p.writeTO) {
 				l.finish(p, errorEnd[d], os.ErrDeadlineExceeded, false)
 				return
 			}
@@ -509,12 +666,23 @@ func (l *loop) check(p *Conn) {
 			return
 		}
 	case p.idle > 0:
-		if now >= p.lastActive+p.idle {
-			l.finish(p, pipe.IdleTimeout, os.ErrDeadlineExceeded, false)
+		if now >= p.lastActive+ms(p.idle) {
+			l.idledOut(p)
 			return
 		}
 	}
 	l.arm(p)
+}
+
+// idledOut ends a pair that reached its idle limit: a 5.0 client is told
+// 0x8D Keep Alive timeout, a 3.x client sees the connection close.
+func (l *loop) idledOut(p *Conn) {
+	final := pipe.Goodbye(p.level, mqtt.KeepAliveTimeout)
+	if final == nil || p.blocked != nil {
+		l.finish(p, pipe.IdleTimeout, os.ErrDeadlineExceeded, false)
+		return
+	}
+	l.closeAtBoundary(p, pipe.IdleTimeout, final)
 }
 
 // finish ends the pair: closes both descriptors and reports the Result. The

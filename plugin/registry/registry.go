@@ -7,6 +7,7 @@ package registry
 
 import (
 	"github.com/mqgate/mqgate/plugin"
+	flapguard "github.com/mqgate/mqgate/plugin/flap-guard"
 	iprestriction "github.com/mqgate/mqgate/plugin/ip-restriction"
 	limitconn "github.com/mqgate/mqgate/plugin/limit-conn"
 	limitreq "github.com/mqgate/mqgate/plugin/limit-req"
@@ -21,6 +22,7 @@ func Modules() []plugin.Module {
 		mqttproxy.Module(),
 		mqttrewrite.Module(),
 		iprestriction.Module(),
+		flapguard.Module(),
 		limitreq.Module(),
 		limitconn.Module(),
 	}
