@@ -39,6 +39,7 @@ type Manager struct {
 	proxy     Proxy
 	onApply   func(*config.Config)
 	fileDocs  []config.Document // as last applied
+	read      []byte            // fingerprint of the files as last read, valid or not (Watch)
 	statePath string            // "" without an admin block
 	state     *State
 	cfg       *config.Config
@@ -72,6 +73,7 @@ func Open(files []string, log *slog.Logger) (*Manager, error) {
 		return nil, err
 	}
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
+	m.read = docsFingerprint(docs)
 	m.started = cfg
 	if cfg.DeploymentSettings().UsesEtcd() {
 		m.openCache(st)
@@ -136,6 +138,7 @@ func (m *Manager) Reload(source string) error {
 		path string
 	)
 	if err == nil {
+		m.read = docsFingerprint(docs) // seen, even if refused: no retry until it changes
 		cfg, st, path, err = m.rebuild(docs)
 	}
 	if err != nil {

@@ -22,6 +22,9 @@ const (
 	// Anyone can read it, so mqgate refuses it.
 	APISIXExampleKey = "edd1c9f034335f136f87ad84b625c8f1"
 	minAdminKeyLen   = 16
+	// minAdminKeyDistinct rejects keys like "aaaaaaaaaaaaaaaa"; 32 random
+	// hex digits have fewer than 8 different ones about once in 10^13.
+	minAdminKeyDistinct = 8
 )
 
 // Admin roles: an admin key may read and write, a viewer key may only read.
@@ -170,6 +173,12 @@ func (d *decoder) adminKey(n *yaml.Node, path string) (AdminKey, bool) {
 		d.errorf(keyNode, path, "this is APISIX's documented example key, known to everyone; generate your own (openssl rand -hex 16)")
 	case len(k.Key) < minAdminKeyLen:
 		d.errorf(keyNode, path, "too short (%d characters): use at least %d (openssl rand -hex 16)", len(k.Key), minAdminKeyLen)
+	case !sendableKey(k.Key):
+		// HTTP trims a header's surrounding spaces and forbids controls:
+		// such a key could never be sent back.
+		d.errorf(keyNode, path, "must be printable ASCII without spaces, as an HTTP header carries it (openssl rand -hex 16)")
+	case distinctBytes(k.Key) < minAdminKeyDistinct:
+		d.errorf(keyNode, path, "too easy to guess: fewer than %d different characters (openssl rand -hex 16)", minAdminKeyDistinct)
 	}
 	return k, len(d.p.errs) == errs
 }
@@ -199,6 +208,28 @@ func (d *decoder) reload(kv keyValue) {
 	r := defaultReload()
 	reloadSection().decode(d, kv.val, "reload", &r)
 	d.b.reload = &r
+}
+
+// sendableKey reports whether key is all visible ASCII (0x21..0x7e).
+func sendableKey(key string) bool {
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func distinctBytes(s string) int {
+	var seen [256]bool
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !seen[s[i]] {
+			seen[s[i]] = true
+			n++
+		}
+	}
+	return n
 }
 
 // adminKeyDecl is one admin key while it decodes.

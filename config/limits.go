@@ -38,3 +38,15 @@ func (d *decoder) prefixes(n *yaml.Node, path string) []netip.Prefix {
 	}
 	return out
 }
+
+// admissionCap reads one of the unfinished-connection caps of stream_proxy:
+// an integer of at least 1, or 0 for the default derived from the
+// open-file limit (admission.Defaults).
+func (d *decoder) admissionCap(kv keyValue, path string, dst *int) {
+	if !d.setOnce("stream_proxy."+kv.key, kv, path) {
+		return
+	}
+	if v, ok := d.intMin(kv.val, path, 0); ok {
+		*dst = v
+	}
+}

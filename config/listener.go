@@ -49,6 +49,9 @@ func (d *decoder) listener(n *yaml.Node, path string) (listenerDecl, bool) {
 		d.errorf(addr, path, "%s", msg)
 		return l, false
 	}
+	if port == 0 {
+		d.p.warnf(d.file, addr.Line, path, "port 0: the kernel picks a free port at every start, which clients cannot be told (for tests that read the bound address back)")
+	}
 	l.host, l.port = host, port
 	l.Addr = ":" + strconv.Itoa(port)
 	if host.IsValid() {
@@ -61,20 +64,21 @@ func (d *decoder) listener(n *yaml.Node, path string) (listenerDecl, bool) {
 // empty host means all addresses. msg is empty on success.
 func parseListenAddr(s string) (host netip.Addr, port int, msg string) {
 	if p, err := strconv.Atoi(s); err == nil {
-		if p < 1 || p > 65535 {
-			return host, 0, fmt.Sprintf("port must be 1..65535, got %d", p)
+		if p == 0 {
+			p = -1 // a bare 0 is a mistake, not a test's "ip:0"
 		}
-		return host, p, ""
+		return host, p, listenPortMsg(p, s)
 	}
 	h, ps, err := net.SplitHostPort(s)
 	if err != nil {
 		return host, 0, fmt.Sprintf(`must be a port or "ip:port" (IPv6 as "[::1]:9000"), got %q`, s)
 	}
-	// Port 0 lets the kernel pick, for tests and demos that read the bound
-	// address back.
 	p, err := strconv.Atoi(ps)
-	if err != nil || p < 0 || p > 65535 {
-		return host, 0, fmt.Sprintf("port must be 0..65535, got %q", ps)
+	if err != nil {
+		p = -1
+	}
+	if msg := listenPortMsg(p, ps); msg != "" {
+		return host, 0, msg
 	}
 	if h == "" {
 		return host, p, ""
@@ -84,6 +88,16 @@ func parseListenAddr(s string) (host netip.Addr, port int, msg string) {
 		return netip.Addr{}, 0, fmt.Sprintf("host must be an IP address, got %q", h)
 	}
 	return host, p, ""
+}
+
+// listenPortMsg checks a listener's port, with the message nodes have too.
+// "ip:0" lets the kernel pick, for tests that read the bound address back;
+// it is warned about (see listener).
+func listenPortMsg(p int, text string) string {
+	if p < 0 || p > 65535 {
+		return fmt.Sprintf("port must be 1..65535, got %s", text)
+	}
+	return ""
 }
 
 // checkListeners requires at least one listener and reports listeners that
@@ -98,8 +112,8 @@ func (b *builder) checkListeners() {
 		return
 	}
 	if len(b.listeners) == 0 {
-		if b.tcpSet {
-			return // its items are reported already
+		if b.tcpSet || b.syntaxError {
+			return // its items, or the file that may hold them, are reported already
 		}
 		b.p.errorf("", 0, "", "no listeners: set stream_proxy.tcp")
 		return

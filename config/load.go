@@ -84,6 +84,7 @@ type builder struct {
 	log         Log
 	listeners   []listenerDecl
 	tcpSet      bool // stream_proxy.tcp had items, even if all were invalid
+	syntaxError bool // a document was not YAML: what it lacks is no news
 	routes      []routeDecl
 	upstreams   []upstreamDecl
 	admin       *Admin
@@ -123,7 +124,7 @@ func (b *builder) addDocument(doc Document) {
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
 		if err != io.EOF {
-			d.yamlError(err)
+			d.yamlError(err, doc.Data)
 		}
 		return // an empty document configures nothing
 	}
@@ -132,20 +133,65 @@ func (b *builder) addDocument(doc Document) {
 	case err == nil:
 		d.errorf(&extra, "", "only one YAML document per file is supported; split it into files")
 	case err != io.EOF:
-		d.yamlError(err)
+		d.yamlError(err, doc.Data)
 	}
 	if len(root.Content) == 1 {
 		d.document(root.Content[0])
 	}
 }
 
-func (d *decoder) yamlError(err error) {
+func (d *decoder) yamlError(err error, data []byte) {
+	d.b.syntaxError = true
 	if m := yamlLineError.FindStringSubmatch(err.Error()); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		d.p.errorf(d.file, line, "", "invalid YAML: %s", m[2])
+		d.p.errorf(d.file, problemLine(data, err.Error(), line), "", "invalid YAML: %s", m[2])
 		return
 	}
 	d.p.errorf(d.file, 0, "", "invalid YAML: %v", err)
+}
+
+// maxProblemScan bounds the documents problemLine searches: it parses the
+// document once per line.
+const maxProblemScan = 5000
+
+// problemLine finds the line a YAML syntax error is on. yaml.v3 names the
+// line where the construct around the problem began (the block mapping, the
+// "["), and for parser errors counts it from 0, so an unclosed "[" on line 2
+// is "line 1" and a bad indent on line 9 "line 6". The problem is on that
+// line or after it: it is on the first line from there whose prefix of the
+// document fails with the very same error.
+func problemLine(data []byte, msg string, reported int) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > maxProblemScan {
+		return max(reported, 1)
+	}
+	end := 0
+	for k, l := range lines {
+		end += len(l)
+		if k+1 < reported {
+			continue
+		}
+		if err := firstYAMLError(data[:end]); err != nil && err.Error() == msg {
+			return k + 1
+		}
+	}
+	return max(reported, 1)
+}
+
+// firstYAMLError decodes up to two documents as addDocument does and returns
+// the first syntax error.
+func firstYAMLError(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for range 2 {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // document decodes the top level of one file.

@@ -149,7 +149,7 @@ func (d *decoder) ssl(n *yaml.Node, path string) sslDecl {
 	s := sslDecl{SSL: SSL{File: d.file, Line: n.Line, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ClientDepth: DefaultClientDepth}, path: path, overlay: d.overlay}
 	f := sslFields{sslDecl: &s}
 	sslSection().decode(d, n, path, &f)
-	cert, key, certNode, keyNode, certs, keys, certsNode, snisNode := f.cert, f.key, f.certNode, f.keyNode, f.certs, f.keys, f.certsNode, f.snisNode
+	cert, key, certNode, keyNode, certs, keys, certsNode, keysNode, snisNode := f.cert, f.key, f.certNode, f.keyNode, f.certs, f.keys, f.certsNode, f.keysNode, f.snisNode
 	if s.ID == "" && s.idLine == 0 {
 		d.errorf(n, join(path, "id"), "required")
 	}
@@ -162,7 +162,11 @@ func (d *decoder) ssl(n *yaml.Node, path string) sslDecl {
 		s.Pairs = append(s.Pairs, CertPair{Cert: cert, Key: key})
 	}
 	if len(certs) != len(keys) {
-		d.errorf(certsNode, join(path, "keys"), "certs has %d item(s) but keys has %d: they pair up by position", len(certs), len(keys))
+		at := certsNode
+		if at == nil { // keys without certs
+			at = keysNode
+		}
+		d.errorf(at, join(path, "keys"), "certs has %d item(s) but keys has %d: they pair up by position", len(certs), len(keys))
 	} else {
 		for i := range certs {
 			if !certs[i].IsZero() && !keys[i].IsZero() {
@@ -305,6 +309,7 @@ type sslFields struct {
 	cert, key                              PEMSource
 	certs, keys                            []PEMSource
 	certNode, keyNode, certsNode, snisNode *yaml.Node
+	keysNode                               *yaml.Node
 }
 
 func (d *decoder) snis(kv keyValue, p string, s *sslFields) {
@@ -349,6 +354,7 @@ func sslSection() section[sslFields] {
 				}
 			}},
 			{name: "keys", def: "none", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
+				s.keysNode = kv.val
 				for i, item := range d.items(kv.val, p) {
 					s.keys = append(s.keys, d.pemSource(item, index(p, i)))
 				}

@@ -45,6 +45,14 @@ type StreamProxy struct {
 	// MaxConnections caps connections past their CONNECT (dialling or
 	// proxied) across all listeners; 0 = no cap.
 	MaxConnections int
+	// The admission caps on connections that have not finished their
+	// CONNECT (PROXY header, TLS handshake, CONNECT still to come): in all,
+	// per source address, and the descriptors kept out of their reach.
+	// 0 = derived from the open-file limit when the server applies them
+	// (admission.Defaults).
+	MaxUnfinishedConnections int
+	MaxUnfinishedPerAddress  int
+	ReservedDescriptors      int
 	// OnDuplicateClientID is DuplicateAllow (or empty, the default), DuplicateKeepNewest
 	// or DuplicateKeepOldest: what to do when a client id connects again
 	// to the same upstream while its earlier connection is still open.

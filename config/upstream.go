@@ -161,8 +161,8 @@ func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
 		case "host":
 			if h, ok := d.str(kv.val, p); ok {
 				h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-				if !validHost(h) {
-					d.errorf(kv.val, p, "must be a hostname or an IP address, got %q", h)
+				if msg := hostMsg(h); msg != "" {
+					d.errorf(kv.val, p, "%s", msg)
 					continue
 				}
 				node.Host = h
@@ -315,10 +315,21 @@ func parseHostPort(s string) (host string, port int, msg string) {
 	if err != nil || port < 1 || port > 65535 {
 		return "", 0, fmt.Sprintf("port must be 1..65535, got %q", ps)
 	}
-	if !validHost(host) {
-		return "", 0, fmt.Sprintf("host must be a hostname or an IP address, got %q", host)
+	if msg := hostMsg(host); msg != "" {
+		return "", 0, "host " + msg
 	}
 	return host, port, ""
+}
+
+// hostMsg says why h is neither an IP address nor a hostname, or "".
+func hostMsg(h string) string {
+	if validHost(h) {
+		return ""
+	}
+	if h != "" && strings.Trim(h, "0123456789.") == "" {
+		return fmt.Sprintf("must be an IPv4 address (four numbers 0..255) or a hostname, got %q", h)
+	}
+	return fmt.Sprintf("must be a hostname or an IP address, got %q", h)
 }
 
 // validHost accepts IP addresses and DNS names; names are resolved when
@@ -330,7 +341,13 @@ func validHost(h string) bool {
 	if h == "" || len(h) > 253 {
 		return false
 	}
-	for label := range strings.SplitSeq(strings.TrimSuffix(h, "."), ".") {
+	// A name's last label is never all digits (RFC 3696 section 2), so
+	// "300.1.1.1" is a mistyped IPv4 address, not a name to resolve.
+	labels := strings.Split(strings.TrimSuffix(h, "."), ".")
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return false
+	}
+	for _, label := range labels {
 		if label == "" || len(label) > 63 {
 			return false
 		}

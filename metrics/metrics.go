@@ -100,6 +100,8 @@ var (
 	rebMoved     = desc("rebalance_moved_total", "Connections moved by paced rebalances (a node added, move_back, the Admin API).")
 	rebPending   = desc("rebalance_pending", "Connections the running rebalance has still to move (0 when none runs).")
 	tlsSeconds   = desc("tls_handshake_duration_seconds", "Time of successful TLS handshakes, by listener.", "listener")
+	connUnfin    = desc("connections_unfinished", "Client connections that have not finished their CONNECT (PROXY header, TLS handshake, CONNECT).")
+	connShed     = desc("connections_shed_total", "Unfinished connections closed by admission to make room, oldest first, by reason (per_address, total, descriptors).", "reason")
 	etcdUp       = desc("etcd_connected", "1 while etcd answers, 0 while it is unreachable and the last good configuration serves.")
 	etcdRev      = desc("etcd_revision", "The etcd revision of the configuration this instance applied.")
 	etcdErrors   = desc("etcd_errors_total", "Failed requests to etcd (reads, watches, probes, writes).")
@@ -125,7 +127,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		dialSeconds, routeActive, routeTotal, routeBytes, nodeActive, nodeTotal, nodeFails, nodeBytes, nodeHealth,
 		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused, wsUpgrades,
 		srcActive, srcTotal, srcExhausted, lnActive, lnAccepted, lnRefused,
-		etcdUp, etcdRev, etcdErrors, etcdReads, etcdRefused, etcdFleet, etcdInSync, etcdLastErr} {
+		etcdUp, etcdRev, etcdErrors, etcdReads, etcdRefused, etcdFleet, etcdInSync, etcdLastErr, connUnfin, connShed} {
 		ch <- d
 	}
 }
@@ -152,6 +154,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, kind := range sortedKeys(st.ParseErrors) {
 		counter(connErrors, float64(st.ParseErrors[kind]), kind)
+	}
+	gauge(connUnfin, float64(st.Unfinished))
+	for _, reason := range sortedKeys(st.Shed) {
+		counter(connShed, float64(st.Shed[reason]), reason)
 	}
 	counter(bytesTotal, float64(st.BytesUp), "up")
 	counter(bytesTotal, float64(st.BytesDown), "down")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mqgate/mqgate/accesslog"
+	"github.com/mqgate/mqgate/admission"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
@@ -53,6 +54,7 @@ type liveConn struct {
 	mu       sync.Mutex
 	home     uint8 // its shard of srv.conns
 	admitted bool  // holds one of stream_proxy.max_connections
+	read     bool  // its CONNECT was read: counted in Server.pastConnect
 	// forwardedDown is the broker's CONNACK and what followed it, sent to
 	// the client before the pipe (at most 64 KiB): here, where it fills
 	// padding, as liveConn is the cost of every idle connection.
@@ -81,6 +83,9 @@ func (lc *liveConn) end() {
 	}
 	s.untrack(lc)
 	s.stats.Active.Add(-1)
+	if lc.read {
+		s.pastConnect.Add(-1)
+	}
 	if l := lc.rec.listener; l != nil {
 		l.active.Add(-1)
 		if lc.rec.end == EndRefused {
@@ -232,7 +237,8 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 		return
 	}
 	defer p.finish()
-	_ = p.open() && // PROXY header in, TLS handshake (identity.go)
+	_ = p.admit() && // a place among the unfinished connections (admission.go)
+		p.open() && // PROXY header in, TLS handshake (identity.go)
 		p.sniff() && // MQTT, or HTTP for the web server and its WebSocket upgrade (websocket.go)
 		p.mqtt()
 }
@@ -260,13 +266,14 @@ type connPath struct {
 	lc   *liveConn
 	rec  *record
 
-	conn      net.Conn      // the client: tcp, TLS over it, or a WebSocket over either
-	have      []byte        // what sniff read of the CONNECT
-	buf       *[]byte       // what preread read: the CONNECT and what followed it
-	n, size   int           // bytes in buf; the CONNECT's size
-	connect   *mqtt.Connect // as the client sent it
-	ri        int           // the route's index in the snapshot
-	pc        plugin.Conn   // the CONNECT as the plugins (and then the broker) see it
+	ticket    *admission.Ticket // its place until the CONNECT is read
+	conn      net.Conn          // the client: tcp, TLS over it, or a WebSocket over either
+	have      []byte            // what sniff read of the CONNECT
+	buf       *[]byte           // what preread read: the CONNECT and what followed it
+	n, size   int               // bytes in buf; the CONNECT's size
+	connect   *mqtt.Connect     // as the client sent it
+	ri        int               // the route's index in the snapshot
+	pc        plugin.Conn       // the CONNECT as the plugins (and then the broker) see it
 	up        *upstream
 	broker    net.Conn
 	ack       []byte // the broker's CONNACK and what followed it, for the client
@@ -297,6 +304,9 @@ func (p *connPath) track() bool {
 func (p *connPath) finish() {
 	putPrereadBuf(p.buf)
 	if p.handed {
+		// The web server has it now, with its own timeouts: it leaves
+		// admission, which must not shed a live HTTP or WebSocket client.
+		p.ticket.Done()
 		p.lc.handedOver()
 		return
 	}
@@ -307,6 +317,7 @@ func (p *connPath) finish() {
 		p.broker.Close()
 	}
 	p.tcp.Close()
+	p.ticket.Done() // after Close: a shed connection's descriptor is free now
 	p.lc.end()
 }
 
@@ -314,7 +325,8 @@ func (p *connPath) finish() {
 func (p *connPath) open() bool {
 	conn, ok := p.s.open(p.l, p.tcp, p.snap, p.rec)
 	p.conn = conn
-	return ok
+	// Counted under the PROXY header's client from now on, when there was one.
+	return ok && p.ticket.Move(p.rec.remote.Addr())
 }
 
 // readConnect reads and parses the CONNECT, bounded in size and time.
@@ -330,6 +342,9 @@ func (p *connPath) readConnect() bool {
 		p.s.failPreread(p.conn, p.rec, err)
 		return false
 	}
+	p.ticket.Done() // its CONNECT is in: no longer to be shed
+	p.lc.read = true
+	p.s.pastConnect.Add(1)
 	p.connect, p.keepAlive = connect, connect.KeepAlive
 	rec := p.rec
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level

@@ -109,15 +109,19 @@ upstreams:
     checks:
       active:
         type: mqtt
-        timeout: 0.5
+        timeout: 1
         healthy: {interval: 0.1, successes: 2}
-        unhealthy: {interval: 0.1, tcp_failures: 2, timeouts: 2}
+        unhealthy: {interval: 0.1, tcp_failures: 2, timeouts: 3}
       passive:
         unhealthy: {tcp_failures: 3}
       on_marked_up: move_back
       move_back_rate: 2000
 stream_routes: [{id: r, upstream_id: 1}]
 `, brokers[0].Addr(), brokers[1].Addr(), brokers[2].Addr()))
+	// The dead broker is found by refused connections (tcp_failures), at
+	// once; probe timeouts are only for hung brokers, and at 0.5 s × 2 a
+	// busy machine marked a survivor down by mistake while the devices
+	// moved back, which moved some of its devices too (a flake).
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -245,10 +249,22 @@ stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
     type: chash
-    nodes: {%q: 1, %q: 1}`+fastChecks+`
+    nodes: {%q: 1, %q: 1}
+    checks:
+      active:
+        type: mqtt
+        timeout: 1
+        healthy: {interval: 0.02, successes: 2}
+        unhealthy: {interval: 0.02, tcp_failures: 2, timeouts: 2}
       on_marked_down: close
 stream_routes: [{id: r, upstream_id: 1}]
-`, a.Addr(), relay.Addr(), "mqtt"))
+`, a.Addr(), relay.Addr()))
+	// Both nodes proven healthy first, and probes that wait 1 s, not 0.2:
+	// under load a slow probe through the relay marked it down while the
+	// devices connected, and all of them went to a (a flake, 1 in ~10 runs).
+	mqtttest.WaitFor(t, "both nodes healthy", func() bool {
+		return nodeHealth(gw, "1", a.Addr()).Healthy && nodeHealth(gw, "1", relay.Addr()).Healthy
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })

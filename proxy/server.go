@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mqgate/mqgate/accesslog"
+	"github.com/mqgate/mqgate/admission"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/keyed"
@@ -66,9 +67,13 @@ type Server struct {
 	routes   routeRegistry
 	stats    Stats
 	health   *health.Checker
-	plugins  *plugins    // stream plugin modules and their compiled instances
-	admitted limit.Slots // connections past the plugins, for max_connections
-	conns    *connIndex  // live connections, by shard, client id; claims of client ids
+	plugins  *plugins        // stream plugin modules and their compiled instances
+	admitted limit.Slots     // connections past the plugins, for max_connections
+	conns    *connIndex      // live connections, by shard, client id; claims of client ids
+	gate     *admission.Gate // connections before their CONNECT: caps, shedding
+	// pastConnect counts connections whose CONNECT was read, each holding
+	// (or about to hold) two descriptors, for the gate's reserve.
+	pastConnect atomic.Int64
 
 	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
 	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
@@ -127,6 +132,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	snap.stats = s.routes.states(cfg)
 	s.tlsServer = s.certs.ServerConfig()
 	s.certCheck = cmp.Or(opts.CertCheckInterval, DefaultCertCheckInterval)
+	s.gate = admission.New(admissionLimits(cfg.StreamProxy, admission.OpenFileLimit()))
 	s.snap.Store(snap)
 	if s.access != nil {
 		s.access.SetFormat(accessFormat(cfg)) // log.access_log_format follows reloads
@@ -146,7 +152,10 @@ func (s *Server) Listen() error {
 	for _, l := range opened {
 		s.startListener(l)
 	}
-	s.watchCerts.Do(func() { go s.certs.Watch(s.ctx, s.certCheck) })
+	s.watchCerts.Do(func() {
+		go s.certs.Watch(s.ctx, s.certCheck)
+		go s.gate.Run(s.ctx, s.log, shedLogInterval)
+	})
 	s.health.Update(s.snap.Load().targets) // probes run while the server does
 	return nil
 }
@@ -222,13 +231,24 @@ func (s *Server) acceptLoop(l *listener) {
 	defer s.handlers.Done()
 	var backoff time.Duration
 	for {
+		// Shed connections still closing hold descriptors: give their
+		// goroutines a moment before accepting more to shed.
+		for i := 0; i < crowdedWaits && s.gate.Crowded(); i++ {
+			time.Sleep(time.Millisecond)
+		}
 		c, err := l.ln.AcceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors or a similar passing trouble: back
-			// off so the loop does not spin, as net/http does.
+			// Out of descriptors: the oldest unfinished connections
+			// make room, and the accept is tried again at once.
+			if outOfDescriptors(err) && s.gate.ShedOldest(emfileShed) > 0 {
+				time.Sleep(time.Millisecond) // for the shed ones' readers to let go of their fds
+				continue
+			}
+			// A similar passing trouble, or nothing to shed: back off
+			// so the loop does not spin, as net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			s.log.Warn("accept failed", "addr", l.cfg.Addr, "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
@@ -270,6 +290,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
 	old := s.snap.Swap(snap)
+	s.gate.SetLimits(admissionLimits(cfg.StreamProxy, admission.OpenFileLimit()))
 	if s.access != nil {
 		s.access.SetFormat(accessFormat(cfg)) // log.access_log_format follows reloads
 	}

@@ -75,6 +75,9 @@ type StatsSnapshot struct {
 	Sources           []SourceStats   // source_addresses: by upstream, node, source
 	Nodes             []NodeStats     // by upstream, then address
 
+	Unfinished int64             // connections that have not finished their CONNECT
+	Shed       map[string]uint64 // unfinished connections shed by admission, by reason (admission.Reasons)
+
 	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener

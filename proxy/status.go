@@ -97,6 +97,8 @@ func (s *Server) Stats() StatsSnapshot {
 		Accepted:    s.stats.Accepted.Load(),
 		Proxied:     s.stats.Proxied.Load(),
 		Active:      s.stats.Active.Load(),
+		Unfinished:  int64(s.gate.Unfinished()),
+		Shed:        s.gate.Shed(),
 		Refused:     make(map[string]uint64),
 		ParseErrors: make(map[string]uint64),
 		Dial: DialStats{

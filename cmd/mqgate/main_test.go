@@ -93,7 +93,14 @@ type process struct {
 
 func startMQGate(t *testing.T, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
+	return startProcess(t, []string{os.Args[0]}, args...)
+}
+
+// startProcess runs mqgate's arguments after argv, which ends in the test
+// binary and may start with a wrapper that execs it (prlimit).
+func startProcess(t *testing.T, argv []string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(argv[0], append(argv[1:], args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the test binary
 	cmd.Env = append(os.Environ(), "MQGATE_TEST_MAIN=1")
 	p := &process{cmd: cmd, stdout: &mqtttest.LogBuffer{}, stderr: &mqtttest.LogBuffer{}, done: make(chan struct{})}

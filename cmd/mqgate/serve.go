@@ -79,6 +79,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_ = shutdown(srv, log, 0)
 		return err
 	}
+	gbCtx, stopGiveBack := context.WithCancel(ctx)
+	defer stopGiveBack()
+	go giveBack(gbCtx, log, giveBackInterval, func() int64 { return srv.Stats().Active })
 	for {
 		select {
 		case <-ctx.Done():

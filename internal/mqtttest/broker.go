@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -85,6 +86,8 @@ func (h *seenHook) ids() []string {
 type Mosquitto struct {
 	addr    string
 	logPath string
+	bin     string
+	conf    string
 	cmd     *exec.Cmd
 	exited  chan struct{}
 }
@@ -115,15 +118,11 @@ func StartMosquitto(t testing.TB, extra string) *Mosquitto {
 			t.Fatal(err)
 		}
 		_ = os.Remove(m.logPath)
-		m.cmd = exec.Command(bin, "-c", confPath)
-		// A test binary that dies (a panic, a timeout) takes its broker along.
-		m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		m.bin, m.conf = bin, confPath
 		var stderr bytes.Buffer
-		m.cmd.Stderr = &stderr
-		if err := m.cmd.Start(); err != nil {
+		if err := m.start(&stderr); err != nil {
 			t.Fatalf("start mosquitto: %v", err)
 		}
-		go func() { _ = m.cmd.Wait(); close(m.exited) }()
 		if err := m.waitReady(5 * time.Second); err != nil {
 			m.stop()
 			log, _ := os.ReadFile(m.logPath)
@@ -135,6 +134,40 @@ func StartMosquitto(t testing.TB, extra string) *Mosquitto {
 	}
 	t.Fatalf("mosquitto did not start: %v", lastErr)
 	return nil
+}
+
+func (m *Mosquitto) start(stderr io.Writer) error {
+	m.cmd = exec.Command(m.bin, "-c", m.conf)
+	// A test binary that dies (a panic, a timeout) takes its broker along.
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	m.cmd.Stderr = stderr
+	m.exited = make(chan struct{})
+	if err := m.cmd.Start(); err != nil {
+		return err
+	}
+	exited := m.exited
+	go func() { _ = m.cmd.Wait(); close(exited) }()
+	return nil
+}
+
+// Restart starts a stopped (killed) mosquitto again on the same address,
+// as a broker comes back after a crash: without the sessions it had.
+func (m *Mosquitto) Restart(t testing.TB) {
+	t.Helper()
+	m.stop()
+	var stderr bytes.Buffer
+	var err error
+	// The port may still be held a moment by the dead process's sockets.
+	for range 20 {
+		if err = m.start(&stderr); err != nil {
+			t.Fatalf("restart mosquitto: %v", err)
+		}
+		if err = m.waitReady(5 * time.Second); err == nil {
+			return
+		}
+		m.stop()
+	}
+	t.Fatalf("mosquitto did not restart on %s: %v; stderr: %s", m.addr, err, stderr.String())
 }
 
 func (m *Mosquitto) waitReady(limit time.Duration) error {

@@ -100,9 +100,18 @@ func TestPeersAcceptConfigs(t *testing.T) {
 
 func TestReadUsageOfSelf(t *testing.T) {
 	start := readUsage([]int{os.Getpid()})
-	for deadline := time.Now().Add(200 * time.Millisecond); time.Now().Before(deadline); {
+	// Busy until the CPU time read back grows (it counts in clock ticks):
+	// 200 ms of wall time was not enough on a machine busy with other
+	// work (the test failed under stress -c 2). The deadline only bounds
+	// a readUsage that never sees the CPU spent.
+	var u usage
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		for spin := time.Now().Add(50 * time.Millisecond); time.Now().Before(spin); {
+		}
+		if u = readUsage([]int{os.Getpid(), 1 << 30}); u.CPU > start.CPU { // the second pid does not exist
+			break
+		}
 	}
-	u := readUsage([]int{os.Getpid(), 1 << 30}) // the second pid does not exist
 	if u.RSSKB <= 0 {
 		t.Errorf("RSS = %d KB", u.RSSKB)
 	}
