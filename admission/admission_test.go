@@ -130,7 +130,7 @@ func TestMoveCountsUnderTheHeadersAddress(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	l := Defaults(20000)
-	if l != (Limits{Total: 9500, PerAddress: 2375, Descriptors: 19000}) {
+	if l != (Limits{Total: 9922, PerAddress: 2480, Descriptors: 19844}) {
 		t.Fatalf("Defaults(20000) = %+v", l)
 	}
 	if l := Defaults(100); l.Descriptors != 36 || l.Total != 18 || l.PerAddress != 4 {

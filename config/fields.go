@@ -192,13 +192,13 @@ func streamProxySection() section[StreamProxy] {
 					v.MaxConnections = n
 				}
 			}},
-			{name: "max_unfinished_connections", def: "`0`: half of (open-file limit − `reserved_descriptors`), 9,500 at 20,000", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+			{name: "max_unfinished_connections", def: "`0`: half of (open-file limit − `reserved_descriptors`), 9,922 at 20,000", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
 				d.admissionCap(kv, p, &v.MaxUnfinishedConnections)
 			}},
-			{name: "max_unfinished_per_address", def: "`0`: a quarter of `max_unfinished_connections`, 2,375 at 20,000", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+			{name: "max_unfinished_per_address", def: "`0`: a quarter of `max_unfinished_connections`, 2,480 at 20,000", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
 				d.admissionCap(kv, p, &v.MaxUnfinishedPerAddress)
 			}},
-			{name: "reserved_descriptors", def: "`0`: a twentieth of the open-file limit, at least 64 (1,000 at 20,000)", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+			{name: "reserved_descriptors", def: "`0`: 1/128 of the open-file limit, at least 64 (156 at 20,000)", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
 				d.admissionCap(kv, p, &v.ReservedDescriptors)
 			}},
 			{name: "on_duplicate_client_id", def: "`" + DuplicateAllow + "`", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
