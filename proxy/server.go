@@ -40,6 +40,7 @@ import (
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/keyed"
 	"github.com/mqgate/mqgate/limit"
+	"github.com/mqgate/mqgate/pipe/epoll"
 	"github.com/mqgate/mqgate/tlsconf"
 )
 
@@ -102,6 +103,15 @@ type listener struct {
 	ln     *net.TCPListener
 	tls    *tlsCounts      // its handshakes, counted without a lookup
 	counts *listenerCounts // its connections
+	looped *epoll.Listener // the event loops accept on it (loopconn.go), or nil: acceptLoop does
+}
+
+// close stops accepting on l.
+func (l *listener) close() {
+	l.ln.Close()
+	if l.looped != nil {
+		l.looped.Close()
+	}
 }
 
 // New prepares a server for cfg without opening any socket.
@@ -170,7 +180,7 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 		ln, err := listenTCP(lc.Addr)
 		if err != nil {
 			for _, l := range opened {
-				l.ln.Close()
+				l.close()
 			}
 			return nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
 		}
@@ -183,6 +193,17 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 func (s *Server) startListener(l *listener) {
 	s.listeners[l.cfg.Addr] = l
 	s.log.Info("listening", "addr", l.ln.Addr().String(), "configured", l.cfg.Addr)
+	if loopListens(s.snap.Load(), l) {
+		g, err := s.loops.get()
+		if g != nil {
+			if l.looped, err = g.Listen(l.ln, &loopAcceptor{s: s, l: l}); err == nil {
+				return
+			}
+		}
+		if err != nil {
+			s.log.Warn("event loops cannot accept; accepting on a goroutine", "addr", l.cfg.Addr, "err", err)
+		}
+	}
 	s.handlers.Add(1)
 	go s.acceptLoop(l)
 }
@@ -283,7 +304,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	if err := s.certs.Update(cfg); err != nil {
 		for _, l := range opened {
-			l.ln.Close()
+			l.close()
 		}
 		return err
 	}
@@ -305,7 +326,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	for addr, l := range s.listeners {
 		if !keep[addr] {
-			l.ln.Close()
+			l.close()
 			delete(s.listeners, addr)
 			s.log.Info("listener closed", "addr", addr)
 		}
@@ -326,7 +347,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	s.conns.closing.Store(true)
 	for addr, l := range s.listeners {
-		l.ln.Close()
+		l.close()
 		delete(s.listeners, addr)
 	}
 	s.mu.Unlock()

@@ -146,6 +146,20 @@ func (p *Conn) CloseAtBoundary(end pipe.End, final []byte) {
 	p.loop.enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final})
 }
 
+// CloseAtBoundaryThen is CloseAtBoundary, and calls then on the pair's
+// loop once the client was sent final (or the pair ended otherwise): so
+// that what replaces the pair (a client taking over its client id) reaches
+// the broker only after the client was told. It reports false when the
+// group is closed (then is not called).
+func (p *Conn) CloseAtBoundaryThen(end pipe.End, final []byte, then func()) bool {
+	return p.loop.enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final, then: then})
+}
+
+// Run runs f on the Conn's loop, unless the Conn has ended by then.
+func (p *Conn) Run(f func()) {
+	p.loop.enqueue(command{op: opRun, p: p, then: f})
+}
+
 // Add moves the pair client ↔ broker into one of the loops and calls done
 // once with its Result when it ends. On success client and broker are
 // closed (the loop holds duplicates of their descriptors); on error they are
