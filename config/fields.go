@@ -5,6 +5,7 @@ import (
 	"github.com/mqgate/mqgate/accesslog"
 	"reflect"
 	"slices"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -157,6 +158,19 @@ func References() []Reference {
 // for a restart.
 func RestartOnlyChanges(started, next *Config) []string {
 	return topLevelSection().changed("", &topLevel{started}, &topLevel{next})
+}
+
+// RestartOnlyNews is RestartOnlyChanges(started, next) less the keys that
+// next leaves as previous (the configuration of the reload before) had
+// them: a reload names a waiting key once, when it changes, not again on
+// every later reload while it still differs from what the process runs
+// with. A key counts as changed when a key below it did (admin when
+// admin.listen did).
+func RestartOnlyNews(started, previous, next *Config) []string {
+	since := RestartOnlyChanges(previous, next)
+	return slices.DeleteFunc(RestartOnlyChanges(started, next), func(k string) bool {
+		return !slices.ContainsFunc(since, func(c string) bool { return c == k || strings.HasPrefix(c, k+".") })
+	})
 }
 
 // The sections' tables. Functions rather than variables, so that no
