@@ -91,6 +91,18 @@ func (m *Manager) Attach(p Proxy, onApply func(*config.Config)) {
 	m.proxy, m.onApply = p, onApply
 }
 
+// KeyPrefix is the prefix of the objects' keys in Admin API answers:
+// deployment.etcd.prefix, under which the objects live in etcd, or
+// APISIX's default /apisix.
+func (m *Manager) KeyPrefix() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.cfg.DeploymentSettings().Etcd; e != nil {
+		return e.Prefix
+	}
+	return config.DefaultEtcdPrefix
+}
+
 // Config returns the running configuration.
 func (m *Manager) Config() *config.Config {
 	m.mu.Lock()

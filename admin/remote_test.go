@@ -1,7 +1,10 @@
 package admin
 
 import (
+	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -196,5 +199,60 @@ func TestApplyRemoteRefusesOneObjectWithoutPath(t *testing.T) {
 		if !strings.HasPrefix(got[i], want[i]) {
 			t.Errorf("refused[%d] = %q, want it to start with %q", i, got[i], want[i])
 		}
+	}
+}
+
+// TestAdminKeysShowThePrefix: with deployment.etcd.prefix set, the Admin
+// API's list and get answers name the objects by their keys in
+// etcd under that prefix, not under APISIX's default /apisix.
+func TestAdminKeysShowThePrefix(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	const key = "prefix-test-key-0123456789"
+	yml := `stream_proxy: {tcp: ["127.0.0.1:0"]}
+deployment: {etcd: {host: ["http://127.0.0.1:2379"], prefix: /mqtt}}
+admin: {listen: "127.0.0.1:0", keys: [{key: ` + key + `}]}
+upstreams: [{id: file, nodes: {"127.0.0.1:1885": 1}}]
+`
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open([]string{file}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := []RemoteObject{{Kind: "upstreams", ID: "u1", Key: "/mqtt/upstreams/u1", Value: []byte(`{"nodes": {"127.0.0.1:1883": 1}}`), CreateRevision: 2, ModRevision: 2}}
+	if err := m.ApplyRemote(2, objs); err != nil {
+		t.Fatal(err)
+	}
+	api := New(Options{Manager: m, Log: slog.New(slog.DiscardHandler)})
+	get := func(path string, v any) {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.Header.Set("X-API-KEY", key)
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body)
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var list struct {
+		List []struct{ Key string } `json:"list"`
+	}
+	get("/apisix/admin/upstreams", &list)
+	var keys []string
+	for _, it := range list.List {
+		keys = append(keys, it.Key)
+	}
+	if !slices.Equal(keys, []string{"/mqtt/upstreams/file", "/mqtt/upstreams/u1"}) {
+		t.Errorf("list keys %q, want /mqtt/upstreams/file and /mqtt/upstreams/u1", keys)
+	}
+	var one struct{ Key string }
+	get("/apisix/admin/upstreams/u1", &one)
+	if one.Key != "/mqtt/upstreams/u1" {
+		t.Errorf("get key %q, want /mqtt/upstreams/u1", one.Key)
 	}
 }
