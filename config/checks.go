@@ -23,11 +23,14 @@ type Checks struct {
 	// their keepalive to notice a hung broker.
 	OnMarkedDown string
 	// OnMarkedUp is MarkedUpKeep (default) or MarkedUpMoveBack: when a
-	// node is healthy again, close, MoveBackRate per second, the
+	// node is healthy again, close, paced like every rebalance, the
 	// connections on other nodes that the balancer would now send to it,
 	// so its clients come back to it (and to their sessions).
-	OnMarkedUp   string
-	MoveBackRate float64 // connections closed per second; default 100
+	OnMarkedUp string
+	// MoveBackRate, when set, paces this upstream's move_back instead of
+	// rebalance.rate; 0 (the default): rebalance.rate. Kept for
+	// configurations written before rebalance.rate paced move_back.
+	MoveBackRate float64
 }
 
 // Values of checks.on_marked_down and checks.on_marked_up.
@@ -37,9 +40,6 @@ const (
 	MarkedUpKeep     = "keep"
 	MarkedUpMoveBack = "move_back"
 )
-
-// DefaultMoveBackRate is checks.move_back_rate's default.
-const DefaultMoveBackRate = 100
 
 // Probe types of checks.active.type.
 const (
@@ -132,7 +132,7 @@ var (
 
 // checks decodes an upstream's `checks`.
 func (d *decoder) checks(n *yaml.Node, path string) *Checks {
-	c := &Checks{OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep, MoveBackRate: DefaultMoveBackRate}
+	c := &Checks{OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep}
 	var actions []keyValue
 	for _, kv := range d.fields(n, path) {
 		p := join(path, kv.key)
