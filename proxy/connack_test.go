@@ -2,8 +2,11 @@ package proxy_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+
+	paho "github.com/eclipse/paho.golang/paho"
 
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
@@ -79,5 +82,84 @@ stream_routes: [{upstream_id: 1}]
 	_, ack := mqtttest.Connect(t, g.addr, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level5, CleanStart: true, ClientID: "none"})
 	if _, code, err := mqtt.ParseConnack(ack, mqtt.Level5); err != nil || code != mqtt.ServerUnavailable || !strings.Contains(string(ack), "no broker accepted the CONNECT") {
 		t.Errorf("CONNACK % x (%v, %v); want mqgate's 0x88 \"no broker accepted the CONNECT\"", ack, code, err)
+	}
+}
+
+// connackWithReference is a 5.0 CONNACK refusing with code and naming ref
+// as Server Reference (property 0x1C), as EMQX answers when it evacuates
+// a node (5.0 section 4.11).
+func connackWithReference(code mqtt.ReasonCode, ref string) []byte {
+	props := append([]byte{0x1c, byte(len(ref) >> 8), byte(len(ref))}, ref...)
+	body := append([]byte{0x00, byte(code), byte(len(props))}, props...)
+	return append([]byte{0x20, byte(len(body))}, body...)
+}
+
+// TestConnackServerReference: a node that refuses the CONNECT with 0x9C
+// Use another server or 0x9D Server moved and a Server Reference naming
+// another node of the upstream sends the client there next, ahead of the
+// balancer's order; a reference mqgate cannot use (not a node of the
+// upstream, or none) and a 3.x refusal, which has no reference, go to the
+// next node in order. A paho.golang 5.0 client and a 3.1.1 client see only
+// the CONNACK of the node that accepted.
+func TestConnackServerReference(t *testing.T) {
+	t.Parallel()
+	next := mqtttest.StartMosquitto(t, "") // next in the balancer's order
+	named := mqtttest.StartMochi(t)        // last in order; the reference names it
+	redirecting, asked := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
+		c, err := mqtt.ParseConnect(connect)
+		switch {
+		case err != nil:
+			return nil
+		case c.Level != mqtt.Level5:
+			return mqtt.AppendConnack(nil, c.Level, 0x03, "") // 3.x: server unavailable, no reference
+		case strings.HasPrefix(c.ClientID, "unknown-"):
+			return connackWithReference(mqtt.ServerMoved, "elsewhere.example:1883")
+		case strings.HasPrefix(c.ClientID, "noref-"):
+			return mqtt.AppendConnack(nil, mqtt.Level5, mqtt.UseAnotherServer, "")
+		case strings.HasPrefix(c.ClientID, "moved-"):
+			return connackWithReference(mqtt.ServerMoved, named.Addr())
+		}
+		return connackWithReference(mqtt.UseAnotherServer, named.Addr())
+	})
+	g := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    nodes:
+      - {host: 127.0.0.1, port: %s, priority: 3}
+      - {host: 127.0.0.1, port: %s, priority: 2}
+      - {host: 127.0.0.1, port: %s, priority: 1}
+stream_routes: [{id: r, upstream_id: 1}]
+`, port(redirecting), port(next.Addr()), port(named.Addr())))
+
+	for _, tc := range []struct {
+		id    string
+		level byte
+		want  string // the node that should accept
+		why   string // in the access record's detail
+	}{
+		{"use-another-1", mqtt.Level5, named.Addr(), "CONNACK 0x9C"},
+		{"moved-1", mqtt.Level5, named.Addr(), "CONNACK 0x9D"},
+		{"unknown-1", mqtt.Level5, next.Addr(), "CONNACK 0x9D"},
+		{"noref-1", mqtt.Level5, next.Addr(), "CONNACK 0x9C"},
+		{"v311-1", mqtt.Level311, next.Addr(), "CONNACK 0x03"},
+	} {
+		if tc.level == mqtt.Level5 {
+			w := dialWatched(t, g.addr, tc.id, nil) // fails the test unless paho's CONNACK succeeds
+			_ = w.c.Disconnect(&paho.Disconnect{})  // the access record is written at the end
+		} else {
+			mqtttest.ConnectOK(t, g.addr, tc.id, tc.level)
+		}
+		rec := g.accessRecord(t, tc.id)
+		tried, _ := rec["detail"].(string)
+		if rec["node"] != tc.want || !strings.HasPrefix(tried, "tried "+redirecting+": "+tc.why) || strings.Contains(tried, ", ") {
+			t.Errorf("%s: on %v after %q; want on %s after only %s: %s", tc.id, rec["node"], tried, tc.want, redirecting, tc.why)
+		}
+	}
+	if asked.Load() != 5 {
+		t.Errorf("the redirecting node read %d CONNECTs, want 5", asked.Load())
+	}
+	if ids := named.Seen(); !slices.Equal(ids, []string{"use-another-1", "moved-1"}) {
+		t.Errorf("the named node saw %v, want the two clients sent there by reference", ids)
 	}
 }
