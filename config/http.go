@@ -315,7 +315,7 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 			up = byID[r.UpstreamID]
 		}
 		if up != nil && up.HTTP() {
-			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s: a stream route needs scheme tcp or tls", r.ID, up.ID, up.Scheme)
+			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s: a stream route needs scheme tcp, tls, ws or wss", r.ID, up.ID, up.Scheme)
 		}
 	}
 	if len(cfg.Routes) > 0 && !slices.ContainsFunc(cfg.StreamProxy.TCP, func(l Listener) bool { return l.HTTP }) {
