@@ -69,7 +69,9 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		VerifyIDs:         150,
 		OrderRounds:       60,
 		TLSIdleClients:    min(idle, 3999),
-		WSIdleClients:     min(idle, 3999),
+		// The WebSocket phases are shorter, to add about two minutes.
+		WSWindowSeconds: 3,
+		WSIdleClients:   min(idle, 3000),
 	}
 	if quick {
 		p.Rounds = 1
@@ -83,6 +85,7 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		p.VerifyIDs = 60
 		p.TLSIdleClients = min(idle, 600)
 		p.WSIdleClients = min(idle, 600)
+		p.WSWindowSeconds = p.WindowSeconds
 	}
 	return p
 }
@@ -650,6 +653,7 @@ func (r *runner) wsConfig(t *target, phase string, round int, overTLS bool) load
 	cfg := r.phaseConfig(t, phase, round)
 	cfg.IDPrefix = "ws-" + cfg.IDPrefix
 	cfg.Addrs, cfg.WSPath = t.wsAddrs, wsPath
+	cfg.Duration = seconds(r.plan.WSWindowSeconds)
 	if overTLS {
 		cfg.IDPrefix = "w" + cfg.IDPrefix
 		cfg.Addrs, cfg.TLS = t.wssAddrs, true
@@ -778,7 +782,13 @@ func (r *runner) runIdle(ctx context.Context, t *target, over idleOver) *results
 		label += " WSS"
 	}
 	procs := max(r.plan.IdleProcs, 1)
+	if over == overWS || over == overWSS {
+		idle.GiveBackWaitSeconds = r.waitGiveBack(ctx, t)
+	}
 	before := r.snap(t)
+	if t.idleFloorKB == 0 {
+		t.idleFloorKB = before.proxy.RSSKB
+	}
 	settle, hold := seconds(r.plan.IdleSettleSeconds), seconds(r.plan.IdleHoldSeconds)
 	rampTimeout := 30 * time.Second
 	if r.opts.Quick {
@@ -869,6 +879,31 @@ func (r *runner) runIdle(ctx context.Context, t *target, over idleOver) *results
 	// Let the brokers and the proxy see every disconnection before the next target.
 	sleepCtx(ctx, time.Second)
 	return idle
+}
+
+// giveBackWait bounds how long an idle phase waits for the proxy to give
+// back the memory of the one before: mqgate returns it at most
+// giveBackInterval (10 s) after the load fell.
+const giveBackWait = 12 * time.Second
+
+// waitGiveBack waits until t's RSS is back near where it was before its
+// first idle phase (within 10 % or 2 MB), at most giveBackWait, and says
+// how long it waited. Without it, a process that keeps the previous
+// phase's freed memory for a while would grow less in the next one, which
+// would measure reuse instead of what a connection costs.
+func (r *runner) waitGiveBack(ctx context.Context, t *target) float64 {
+	start := time.Now()
+	if t.idleFloorKB == 0 {
+		return 0
+	}
+	limit := t.idleFloorKB + max(t.idleFloorKB/10, 2048)
+	for time.Since(start) < giveBackWait && ctx.Err() == nil {
+		if readUsage(t.pids()).RSSKB <= limit {
+			break
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
+	return time.Since(start).Seconds()
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

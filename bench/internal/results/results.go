@@ -83,6 +83,7 @@ type Plan struct {
 	VerifyIDs         int     `json:"verify_ids"`
 	OrderRounds       int     `json:"order_rounds"`
 	TLSIdleClients    int     `json:"tls_idle_clients"`
+	WSWindowSeconds   float64 `json:"ws_window_seconds,omitempty"`
 	WSIdleClients     int     `json:"ws_idle_clients,omitempty"`
 }
 
@@ -154,6 +155,9 @@ type Idle struct {
 	Errors             map[string]uint64 `json:"errors,omitempty"`
 	ErrorSamples       map[string]string `json:"error_samples,omitempty"`
 	Error              string            `json:"error,omitempty"`
+	// GiveBackWaitSeconds is how long the phase waited for the proxy to
+	// give back the previous idle phase's memory (WebSocket phases).
+	GiveBackWaitSeconds float64 `json:"give_back_wait_s,omitempty"`
 }
 
 // Target returns the target named name, or nil.
