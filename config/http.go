@@ -41,7 +41,7 @@ type HTTPRoute struct {
 	// field takes the upstream's (Upstream.Timeout).
 	Timeout Timeout
 	Line    int
-	File            string
+	File    string
 }
 
 // The values of pass_host.
