@@ -26,7 +26,7 @@
 //
 // Every mapping of the configuration, from the top level down to a node of
 // an upstream and a check's healthy counts, has one field table (fields.go
-// and the section's file): each key's name, decoder, default and whether a
+// and the section's file; stream plugins decode their own, in plugin/): each key's name, decoder, default and whether a
 // reload applies it. The tables drive decoding, the "did you mean" of an
 // unknown key, RestartOnlyChanges and RestartOnlyNews (what a reload says
 // waits for a restart), and References, which the README's tables are
