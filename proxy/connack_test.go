@@ -25,7 +25,7 @@ import (
 // each failure counts against its node.
 func TestConnackFailover(t *testing.T) {
 	t.Parallel()
-	silent, _ := mqtttest.SilentPort(t)
+	silent := mqtttest.SilentPort(t).Addr()
 	refusing, refused := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
 		c, err := mqtt.ParseConnect(connect)
 		if err != nil {
@@ -179,7 +179,7 @@ stream_routes: [{id: r, upstream_id: 1}]
 func TestConnackFailoverTLSAndWebSocket(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
-	silent, _ := mqtttest.SilentPort(t)
+	silent := mqtttest.SilentPort(t).Addr()
 	refusing, refused := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
 		c, err := mqtt.ParseConnect(connect)
 		if err != nil {
