@@ -35,8 +35,10 @@ type identity struct {
 // open runs the stages between accept and the CONNECT: the PROXY header
 // and the TLS handshake, as the listener's current configuration asks. It
 // returns the connection to read MQTT from, or false when it ended the
-// connection (recorded in rec).
-func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record) (net.Conn, bool) {
+// connection (recorded in rec). With the epoll data path a TLS connection
+// is built on a pipe.ParkConn, returned too, so that its pipe can wait
+// without goroutines (pipe.Park).
+func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record) (net.Conn, *pipe.ParkConn, bool) {
 	lcfg := snap.listenerConfig(l.cfg.Addr, l.cfg)
 	rec.id.local = addrPort(tc.LocalAddr())
 	if lcfg.ProxyProtocol {
@@ -44,14 +46,20 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 		// deadline again for the CONNECT.
 		_ = tc.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout))
 		if !s.readProxy(tc, lcfg, rec) {
-			return nil, false
+			return nil, nil, false
 		}
 	}
 	rec.id.vars.RemoteAddr = rec.remote.Addr().Unmap().String()
 	if !lcfg.TLS {
-		return tc, true
+		return tc, nil, true
 	}
-	tlsConn := tls.Server(tc, s.tlsServer)
+	var raw net.Conn = tc
+	var pc *pipe.ParkConn
+	if snap.cfg.StreamProxy.DataPath == config.DataPathEpoll {
+		pc = pipe.NewParkConn(tc)
+		raw = pc
+	}
+	tlsConn := tls.Server(raw, s.tlsServer)
 	ctx, cancel := context.WithTimeout(s.ctx, snap.cfg.StreamProxy.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
@@ -61,13 +69,13 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 		rec.end, rec.detail = EndTLSHandshake, err.Error()
 		s.stats.TLSHandshakeFailures.Add(1)
 		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
-		return nil, false
+		return nil, nil, false
 	}
 	ackNow(tc)
 	cs := tlsConn.ConnectionState()
 	rec.id.tls = &cs
 	rec.id.vars.SetTLS(cs)
-	return tlsConn, true
+	return tlsConn, pc, true
 }
 
 // ackNow sends the ACK the kernel holds back for the last bytes read, with
