@@ -14,10 +14,7 @@ import (
 	"github.com/mqgate/mqgate/vars"
 )
 
-var (
-	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
-	nodeKeys      = []string{"host", "port", "weight", "priority"}
-)
+var upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
 
 // upstreamDecl is an Upstream with the source positions the cross-file
 // checks report at.
@@ -155,28 +152,7 @@ func (d *decoder) nodes(n *yaml.Node, path string) (nodes []Node, ok bool) {
 func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
 	node := Node{Weight: 1}
 	errs := len(d.p.errs)
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "host":
-			if h, ok := d.str(kv.val, p); ok {
-				h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-				if msg := hostMsg(h); msg != "" {
-					d.errorf(kv.val, p, "%s", msg)
-					continue
-				}
-				node.Host = h
-			}
-		case "port":
-			node.Port, _ = d.intIn(kv.val, p, 1, 65535)
-		case "weight":
-			node.Weight, _ = d.intMin(kv.val, p, 0)
-		case "priority":
-			node.Priority, _ = d.int(kv.val, p)
-		default:
-			d.unknownKey(kv, path, "key", nodeKeys)
-		}
-	}
+	nodeSection().decode(d, n, path, &node)
 	if len(d.p.errs) > errs {
 		return node, false
 	}
@@ -187,6 +163,28 @@ func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
 		d.errorf(n, join(path, "port"), "required (the broker's MQTT port, e.g. 1883)")
 	}
 	return node, len(d.p.errs) == errs
+}
+
+// nodeSection is a node of the list form.
+func nodeSection() section[Node] {
+	return section[Node]{
+		name: "upstreams[]",
+		fields: []field[Node]{
+			{name: "host", def: "required", decode: func(d *decoder, kv keyValue, p string, node *Node) {
+				if h, ok := d.str(kv.val, p); ok {
+					h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+					if msg := hostMsg(h); msg != "" {
+						d.errorf(kv.val, p, "%s", msg)
+						return
+					}
+					node.Host = h
+				}
+			}},
+			{name: "port", def: "required", decode: func(d *decoder, kv keyValue, p string, node *Node) { node.Port, _ = d.intIn(kv.val, p, 1, 65535) }},
+			{name: "weight", def: "`1`", decode: func(d *decoder, kv keyValue, p string, node *Node) { node.Weight, _ = d.intMin(kv.val, p, 0) }},
+			{name: "priority", def: "`0`", decode: func(d *decoder, kv keyValue, p string, node *Node) { node.Priority, _ = d.int(kv.val, p) }},
+		},
+	}
 }
 
 func (d *decoder) timeout(n *yaml.Node, path string) Timeout {
