@@ -307,6 +307,9 @@ func (d *direction) runParked() {
 			d.finish()
 			return
 		}
+		if r, ok := d.dst.(interface{ ReleaseWrite() }); ok {
+			r.ReleaseWrite() // a TLS connection drops its cipher state while idle (tlsrecord)
+		}
 		if aerr := p.w.Arm(); aerr != nil {
 			p.state.Store(parkDone)
 			p.w.Stop()

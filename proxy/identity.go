@@ -13,6 +13,7 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/tlsconf"
+	"github.com/mqgate/mqgate/tlsrecord"
 	"github.com/mqgate/mqgate/vars"
 )
 
@@ -53,19 +54,19 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 	if !lcfg.TLS {
 		return tc, nil, true
 	}
-	var raw net.Conn = tc
-	var pc *pipe.ParkConn
-	if snap.cfg.StreamProxy.DataPath == config.DataPathEpoll {
-		pc = pipe.NewParkConn(tc)
-		raw = pc
-	}
-	tlsConn := tls.Server(raw, s.tlsServer)
+	// Under the tls.Conn, a tlsrecord.Transport over a pipe.ParkConn:
+	// after the handshake the connection's records are carried by
+	// tlsrecord (no tls.Conn kept), and its reads can be parked.
+	pc := pipe.NewParkConn(tc)
+	tr := tlsrecord.NewTransport(pc)
+	tlsConn := tls.Server(tr, s.tlsServer)
 	ctx, cancel := context.WithTimeout(s.ctx, snap.cfg.StreamProxy.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
 	err := tlsConn.HandshakeContext(ctx)
 	l.tls.observe(time.Since(start), err)
 	if err != nil {
+		tr.Forget(s.keyLog)
 		rec.end, rec.detail = EndTLSHandshake, err.Error()
 		s.stats.TLSHandshakeFailures.Add(1)
 		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
@@ -75,7 +76,14 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 	cs := tlsConn.ConnectionState()
 	rec.id.tls = &cs
 	rec.id.vars.SetTLS(cs)
-	return tlsConn, pc, true
+	var conn net.Conn = tlsConn
+	if rc, err := tr.Protect(cs, s.keyLog); err == nil {
+		conn = rc // tlsConn is not used again
+	}
+	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
+		pc = nil // piped by goroutines: nothing to park
+	}
+	return conn, pc, true
 }
 
 // ackNow sends the ACK the kernel holds back for the last bytes read, with
