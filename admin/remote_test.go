@@ -188,7 +188,7 @@ func TestApplyRemoteRefusesOneObjectWithoutPath(t *testing.T) {
 	}
 	want := []string{
 		`/apisix/upstreams/probed: upstream "probed" has scheme http: its active checks need type tcp, http or https`,
-		`/apisix/stream_routes/2: stream route "2": upstream "web" has scheme http: a stream route needs scheme tcp or tls`,
+		`/apisix/stream_routes/2: stream route "2": upstream "web" has scheme http: a stream route needs scheme tcp, tls, ws or wss`,
 	}
 	slices.Sort(got)
 	slices.Sort(want)
