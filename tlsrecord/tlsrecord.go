@@ -356,6 +356,22 @@ type half struct {
 	iv     [nonceLen]byte
 	seq    uint64
 	c      cipher.AEAD // while bytes flow; nil while idle
+	quiet  int64       // unix nanoseconds when the bytes last ran out
+}
+
+// keepCipher is how soon bytes must come again for the cipher state to be
+// kept when they run out: a busy connection does not make it again for
+// every packet, an idle one (keepalives minutes or seconds apart) holds none.
+const keepCipher = time.Second
+
+// idle is called when the bytes ran out: the cipher state goes unless they
+// ran out less than keepCipher ago as well.
+func (h *half) idle() {
+	now := time.Now().UnixNano()
+	if now-h.quiet >= int64(keepCipher) {
+		h.c = nil
+	}
+	h.quiet = now
 }
 
 func newHalf(suite uint16, secret []byte) (half, error) {
@@ -528,7 +544,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 				// Retried later, with what was read kept. Nothing more
 				// to read now: an idle connection keeps no cipher state.
 				if c.buf == nil {
-					c.in.c = nil
+					c.in.idle()
 				}
 				return 0, err
 			}
@@ -658,7 +674,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 // again for the next write.
 func (c *Conn) ReleaseWrite() {
 	c.wmu.Lock()
-	c.out.c = nil
+	c.out.idle()
 	c.wmu.Unlock()
 }
 
