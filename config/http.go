@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -34,8 +35,13 @@ type HTTPRoute struct {
 	PassHost, UpstreamHost string
 	// EnableWebSocket passes WebSocket upgrades through to the upstream.
 	EnableWebSocket bool
-	Line            int
-	File            string
+	// Vars must all hold for a request to match (APISIX's simple form).
+	Vars []VarExpr
+	// Timeout is the route's own connect, send and read timeouts; a zero
+	// field takes the upstream's (Upstream.Timeout).
+	Timeout Timeout
+	Line    int
+	File    string
 }
 
 // The values of pass_host.
@@ -142,8 +148,35 @@ func httpRouteSection() section[httpRouteDecl] {
 			{name: "enable_websocket", def: "`false`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
 				r.EnableWebSocket, _ = d.bool(kv.val, p)
 			}},
+			{name: "vars", def: "none", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) { r.Vars = d.httpVars(kv.val, p) }},
+			{name: "timeout", sub: routeTimeoutSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				routeTimeoutSection().decode(d, kv.val, p, &r.Timeout)
+			}},
 		},
-		ignored: []string{"plugins", "status", "labels", "vars", "filter_func", "service_id", "plugin_config_id", "script", "timeout"},
+		ignored: []string{"plugins", "status", "labels", "filter_func", "service_id", "plugin_config_id", "script"},
+	}
+}
+
+// routeTimeoutSection is a route's timeout: APISIX's connect, send and
+// read, each overriding the upstream's.
+func routeTimeoutSection() section[Timeout] {
+	positive := func(set func(t *Timeout, v time.Duration)) func(d *decoder, kv keyValue, p string, t *Timeout) {
+		return func(d *decoder, kv keyValue, p string, t *Timeout) {
+			v, ok := d.duration(kv.val, p)
+			if ok && v == 0 {
+				d.errorf(kv.val, p, "must be greater than 0 (leave it out for the upstream's)")
+			} else if ok {
+				set(t, v)
+			}
+		}
+	}
+	return section[Timeout]{
+		name: "routes[]",
+		fields: []field[Timeout]{
+			{name: "connect", def: "the upstream's", decode: positive(func(t *Timeout, v time.Duration) { t.Connect = v })},
+			{name: "send", def: "the upstream's", decode: positive(func(t *Timeout, v time.Duration) { t.Send = v })},
+			{name: "read", def: "the upstream's", decode: positive(func(t *Timeout, v time.Duration) { t.Read = v })},
+		},
 	}
 }
 
@@ -172,6 +205,21 @@ func (d *decoder) httpRoute(n *yaml.Node, path string) httpRouteDecl {
 	return r
 }
 
+// nodeListenEntry is a node_listen entry written as {ip, port}, while it
+// decodes: the two make one address.
+type nodeListenEntry struct{ ip, port *yaml.Node }
+
+func nodeListenSection() section[nodeListenEntry] {
+	return section[nodeListenEntry]{
+		name: "node_listen",
+		fields: []field[nodeListenEntry]{
+			{name: "ip", decode: func(_ *decoder, kv keyValue, _ string, e *nodeListenEntry) { e.ip = kv.val }},
+			{name: "port", decode: func(_ *decoder, kv keyValue, _ string, e *nodeListenEntry) { e.port = kv.val }},
+		},
+		ignored: []string{"enable_http2", "enable_http3"},
+	}
+}
+
 // nodeListen decodes APISIX's node_listen (HTTP) or ssl.listen (HTTPS): a
 // port, "ip:port", {ip, port} or a list of them.
 func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
@@ -187,19 +235,9 @@ func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
 		l := listenerDecl{Listener: Listener{File: d.file, Line: item.Line, TLS: tls, HTTP: true, HTTPOnly: true}, path: p}
 		addr := item
 		if item.Kind == yaml.MappingNode {
-			var ip, port *yaml.Node
-			for _, kv := range d.fields(item, p) {
-				switch kv.key {
-				case "ip":
-					ip = kv.val
-				case "port":
-					port = kv.val
-				case "enable_http2", "enable_http3":
-					d.ignore(kv.keyNode, join(p, kv.key))
-				default:
-					d.unknownKey(kv, p, "key", []string{"ip", "port"}, []string{"enable_http2", "enable_http3"})
-				}
-			}
+			var e nodeListenEntry
+			nodeListenSection().decode(d, item, p, &e)
+			ip, port := e.ip, e.port
 			if isNull(port) {
 				d.errorf(item, join(p, "port"), "required")
 				continue
@@ -229,12 +267,16 @@ func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
 
 // apisixSSL decodes apisix.ssl: only listen matters to mqgate.
 func (d *decoder) apisixSSL(n *yaml.Node, path string) {
-	for _, kv := range d.fields(n, path) {
-		if kv.key == "listen" {
-			d.nodeListen(kv.val, join(path, kv.key), true)
-			continue
-		}
-		d.ignore(kv.keyNode, join(path, kv.key))
+	apisixSSLSection().decode(d, n, path, nil)
+}
+
+func apisixSSLSection() section[struct{}] {
+	return section[struct{}]{
+		name: "apisix",
+		fields: []field[struct{}]{
+			{name: "listen", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.nodeListen(kv.val, p, true) }},
+		},
+		open: true,
 	}
 }
 
@@ -315,7 +357,7 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 			up = byID[r.UpstreamID]
 		}
 		if up != nil && up.HTTP() {
-			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s: a stream route needs scheme tcp or tls", r.ID, up.ID, up.Scheme)
+			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s: a stream route needs scheme tcp, tls, ws or wss", r.ID, up.ID, up.Scheme)
 		}
 	}
 	if len(cfg.Routes) > 0 && !slices.ContainsFunc(cfg.StreamProxy.TCP, func(l Listener) bool { return l.HTTP }) {

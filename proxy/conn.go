@@ -82,6 +82,7 @@ func (lc *liveConn) end() {
 		lc.rec.source.active.Add(-1)
 	}
 	s.untrack(lc)
+	s.ended.signal(lc)
 	s.stats.Active.Add(-1)
 	if lc.read {
 		s.pastConnect.Add(-1)
@@ -290,6 +291,7 @@ type connPath struct {
 
 	ticket    *admission.Ticket // its place until the CONNECT is read
 	conn      net.Conn          // the client: tcp, TLS over it, or a WebSocket over either
+	park      *pipe.ParkConn    // under a TLS conn that may wait without goroutines, or nil
 	have      []byte            // what sniff read of the CONNECT
 	buf       *[]byte           // what preread read: the CONNECT and what followed it
 	n, size   int               // bytes in buf; the CONNECT's size
@@ -348,8 +350,8 @@ func (p *connPath) finish() {
 
 // open runs the PROXY header and TLS stages (identity.go).
 func (p *connPath) open() bool {
-	conn, ok := p.s.open(p.l, p.tcp, p.snap, p.rec)
-	p.conn = conn
+	conn, pc, ok := p.s.open(p.l, p.tcp, p.snap, p.rec)
+	p.conn, p.park = conn, pc
 	// Counted under the PROXY header's client from now on, when there was one.
 	return ok && p.ticket.Move(p.rec.remote.Addr())
 }
@@ -461,9 +463,9 @@ func (p *connPath) uniqueClientID() bool {
 		s.log.Info("closing older connection of a client id that connected again",
 			"client_id", id, "upstream", k.upstream, "client", p.rec.remote)
 		if p.ec != nil {
-			p.takenOver = older // told before the dial (loopPath.FirstPacket)
+			p.takenOver = older // told before the dial, an event of the loop (loopPath.FirstPacket)
 		} else {
-			older.close(EndTakenOver)
+			s.takeOver(older)
 		}
 	}
 	lc := p.lc
@@ -577,11 +579,15 @@ func (p *connPath) pipe() bool {
 	}
 	opts.Control = p.ctl
 	broker, tcp := p.broker, p.tcp
-	pipe.Start(p.conn, broker, opts, func(res pipe.Result) {
+	done := func(res pipe.Result) {
 		broker.Close()
 		tcp.Close()
 		lc.pipeEnded(res)
-	})
+	}
+	if p.park != nil && s.parkPipe(p.conn, p.park, broker, opts, done) {
+		return true
+	}
+	pipe.Start(p.conn, broker, opts, done)
 	return true
 }
 

@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqttws"
 )
@@ -44,7 +45,7 @@ func buildHTTPRoutes(cfg *config.Config, upstreamOf func(r *config.HTTPRoute) (*
 		hr := &httpRoute{cfg: r, up: up}
 		hr.proxy = &httputil.ReverseProxy{
 			Rewrite:      hr.rewrite,
-			Transport:    &balancedTransport{up: up, tr: httpTransport(up)},
+			Transport:    &balancedTransport{up: up, tr: httpTransport(up, routeTimeout(r, up.cfg))},
 			ErrorHandler: hr.failed,
 		}
 		out = append(out, hr)
@@ -69,26 +70,68 @@ func specificity(r *config.HTTPRoute) int {
 	return best
 }
 
+// routeTimeout is the route's connect, send and read timeouts, each one
+// the upstream's where the route sets none.
+func routeTimeout(r *config.HTTPRoute, u *config.Upstream) config.Timeout {
+	t := u.Timeout
+	t.Connect = cmp.Or(r.Timeout.Connect, t.Connect)
+	t.Send = cmp.Or(r.Timeout.Send, t.Send)
+	t.Read = cmp.Or(r.Timeout.Read, t.Read)
+	return t
+}
+
 // httpTransport keeps connections to the upstream's nodes; dials go
 // through the upstream's dialer (TLS for scheme https, a PROXY header when
 // the upstream sends one, from its first source address if it has some),
-// bounded by its connect timeout.
-func httpTransport(up *upstream) *http.Transport {
+// bounded by the connect timeout, and each connection bounds its reads and
+// writes by the read and send timeouts (timedConn).
+func httpTransport(up *upstream, t config.Timeout) *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeout.Connect)
+			ctx, cancel := context.WithTimeout(ctx, t.Connect)
 			defer cancel()
 			host, _, _ := net.SplitHostPort(addr)
-			return up.dialer.dial(ctx, addr, host, nil, up.dialer.firstSource)
+			c, err := up.dialer.dial(ctx, addr, host, nil, up.dialer.firstSource)
+			if err != nil || t.Send == 0 && t.Read == 0 {
+				return c, err
+			}
+			return &timedConn{Conn: c, send: t.Send, read: t.Read}, nil
 		},
-		ResponseHeaderTimeout: up.cfg.Timeout.Read,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
 	}
 }
 
-// match returns the first route that takes r from client, or nil.
-func matchHTTP(routes []*httpRoute, r *http.Request, client netip.Addr) *httpRoute {
+// timedConn is a connection to an HTTP node with NGINX's proxy_send_timeout
+// and proxy_read_timeout, as APISIX's timeout.send and timeout.read are:
+// each write must be done within send of its start and each read within
+// read, so they bound the time between two successive operations, not the
+// whole request (a long download that keeps coming goes on). An idle
+// keep-alive connection's read ends the same way, closing it; and an
+// upgraded WebSocket passed through is closed after read without a frame
+// from the node, as NGINX closes it.
+type timedConn struct {
+	net.Conn
+	send, read time.Duration
+}
+
+func (c *timedConn) Read(p []byte) (int, error) {
+	if c.read > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.read))
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *timedConn) Write(p []byte) (int, error) {
+	if c.send > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.send))
+	}
+	return c.Conn.Write(p)
+}
+
+// match returns the first route that takes r from client, or nil; scheme
+// is "http" or "https", as the client spoke.
+func matchHTTP(routes []*httpRoute, r *http.Request, client netip.Addr, scheme string) *httpRoute {
 	host := strings.ToLower(r.Host)
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -107,9 +150,68 @@ func matchHTTP(routes []*httpRoute, r *http.Request, client netip.Addr) *httpRou
 		if len(c.RemoteAddrs) > 0 && !allowed(c.RemoteAddrs, client) {
 			continue
 		}
+		if !varsHold(c.Vars, r, client, scheme) {
+			continue
+		}
 		return hr
 	}
 	return nil
+}
+
+// varsHold reports whether every one of a route's vars holds for r.
+func varsHold(exprs []config.VarExpr, r *http.Request, client netip.Addr, scheme string) bool {
+	for i := range exprs {
+		e := &exprs[i]
+		v, ok := httpVar(r, e.Var, client, scheme)
+		if !e.Match(v, ok) {
+			return false
+		}
+	}
+	return true
+}
+
+// httpVar is the value of one of the variables route vars may name
+// (config.VarExpr), as APISIX (NGINX) has it: ok is false when the request
+// has none.
+func httpVar(r *http.Request, name string, client netip.Addr, scheme string) (string, bool) {
+	if arg, ok := strings.CutPrefix(name, "arg_"); ok {
+		vs, ok := r.URL.Query()[arg]
+		if !ok || len(vs) == 0 {
+			return "", false
+		}
+		return vs[0], true
+	}
+	if h, ok := strings.CutPrefix(name, "http_"); ok {
+		vs := r.Header.Values(strings.ReplaceAll(h, "_", "-"))
+		if len(vs) == 0 {
+			return "", false
+		}
+		return strings.Join(vs, ", "), true // NGINX joins repeated headers too
+	}
+	if name, ok := strings.CutPrefix(name, "cookie_"); ok {
+		c, err := r.Cookie(name)
+		if err != nil {
+			return "", false
+		}
+		return c.Value, true
+	}
+	switch name {
+	case "uri":
+		return r.URL.Path, true
+	case "host":
+		host := strings.ToLower(r.Host)
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		return host, true
+	case "request_method":
+		return r.Method, true
+	case "remote_addr":
+		return client.String(), true
+	case "scheme":
+		return scheme, true
+	}
+	return "", false
 }
 
 func hostMatches(pattern, host string) bool {
@@ -134,6 +236,7 @@ type httpExchange struct {
 	proto  string // "http" or "https", as the client spoke
 	key    string
 	node   string
+	detail string // why the proxy failed, for the access record
 }
 
 type httpExchangeKey struct{}
@@ -167,8 +270,12 @@ func (hr *httpRoute) rewrite(pr *httputil.ProxyRequest) {
 
 func (hr *httpRoute) failed(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway
-	if errors.Is(err, context.DeadlineExceeded) {
-		status = http.StatusGatewayTimeout
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		status = http.StatusGatewayTimeout // connect, send or read timeout, as NGINX answers them
+	}
+	if ex, ok := r.Context().Value(httpExchangeKey{}).(*httpExchange); ok {
+		ex.detail = err.Error()
 	}
 	http.Error(w, fmt.Sprintf("route %s: upstream %s: %v", hr.cfg.ID, hr.up.cfg.ID, err), status)
 }
@@ -214,45 +321,105 @@ func (b *balancedTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	return nil, err
 }
 
-// proxyHTTP sends r through hr, and logs one line for it in the process
-// log (the access log's records are connections).
-func (s *Server) proxyHTTP(w http.ResponseWriter, r *http.Request, hr *httpRoute, wc *webConn, client netip.Addr) {
+// proxyHTTP sends r through hr, and writes its record to the access log.
+// forwarded says that client is the address a trusted proxy in front gave.
+func (s *Server) proxyHTTP(w http.ResponseWriter, r *http.Request, hr *httpRoute, wc *webConn, client netip.AddrPort, forwarded bool) {
+	start := time.Now()
 	if !hr.cfg.EnableWebSocket && mqttws.IsUpgrade(r) {
-		http.Error(w, fmt.Sprintf("route %s does not pass WebSocket upgrades (enable_websocket: false)", hr.cfg.ID), http.StatusBadRequest)
+		text := fmt.Sprintf("route %s does not pass WebSocket upgrades (enable_websocket: false)", hr.cfg.ID)
+		http.Error(w, text, http.StatusBadRequest)
+		s.logHTTP(r, wc, client, forwarded, start, httpOutcome{route: hr.cfg.ID, upstream: hr.up.cfg.ID, status: http.StatusBadRequest, detail: text})
 		return
 	}
-	ex := &httpExchange{route: hr, client: client, proto: "http"}
+	ex := &httpExchange{route: hr, client: client.Addr(), proto: "http"}
 	if wc.id.tls != nil {
 		ex.proto = "https"
 	}
-	ex.key = hr.up.hashKey(&wc.id.vars, client)
-	start := time.Now()
+	ex.key = hr.up.hashKey(&wc.id.vars, client.Addr())
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), httpExchangeKey{}, ex)))
-	if s.log.Enabled(context.Background(), slog.LevelInfo) {
-		s.log.LogAttrs(context.Background(), slog.LevelInfo, "http_request",
-			slog.String("listener", wc.listener.Addr),
-			slog.String("client", client.String()),
-			slog.String("route", hr.cfg.ID),
-			slog.String("method", r.Method),
-			slog.String("host", r.Host),
-			slog.String("uri", r.URL.RequestURI()),
-			slog.Int("status", sw.status),
-			slog.String("node", ex.node),
-			slog.Float64("duration_s", time.Since(start).Seconds()))
+	var body *countingBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingBody{ReadCloser: r.Body}
+		r.Body = body
 	}
+	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), httpExchangeKey{}, ex)))
+	out := httpOutcome{route: hr.cfg.ID, upstream: hr.up.cfg.ID, node: ex.node, status: sw.status, down: sw.bytes, detail: ex.detail}
+	if body != nil {
+		out.up = body.n
+	}
+	s.logHTTP(r, wc, client, forwarded, start, out)
 }
 
-// statusWriter notes the status written; Unwrap lets the reverse proxy
-// reach the connection for WebSocket upgrades.
+// httpOutcome is what became of an HTTP request, for its access record.
+type httpOutcome struct {
+	route, upstream, node string
+	status                int
+	up, down              int64 // body bytes from the client and to it
+	detail                string
+}
+
+// logHTTP writes an HTTP request's record to the access log: the JSON
+// line's msg is http_request, and a format has NGINX's HTTP variables
+// ($request, $status, $body_bytes_sent, $http_user_agent, ...).
+func (s *Server) logHTTP(r *http.Request, wc *webConn, client netip.AddrPort, forwarded bool, start time.Time, out httpOutcome) {
+	if s.access == nil {
+		return
+	}
+	ar := accesslog.Record{
+		Listener:  wc.listener.Addr,
+		Client:    client,
+		Route:     out.route,
+		Node:      out.node,
+		Upstream:  out.upstream,
+		Status:    out.status,
+		BytesUp:   out.up,
+		BytesDown: out.down,
+		Duration:  time.Since(start),
+		Detail:    out.detail,
+		Server:    wc.id.local,
+		Method:    r.Method,
+		Host:      r.Host,
+		URI:       r.RequestURI,
+		Proto:     r.Proto,
+		UserAgent: r.UserAgent(),
+		Referer:   r.Referer(),
+	}
+	wc.id.fill(&ar)
+	if forwarded {
+		ar.ForwardedBy, ar.ProxyProtocolPeer = wc.remote, netip.AddrPort{}
+	}
+	s.access.Log(&ar)
+}
+
+// countingBody counts the request body's bytes as the proxy reads them.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+// statusWriter notes the status and the body bytes written; Unwrap lets
+// the reverse proxy reach the connection for WebSocket upgrades.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	bytes  int64
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

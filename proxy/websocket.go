@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,10 +20,13 @@ import (
 
 // This file is the entry for MQTT over WebSocket: a listener with
 // websocket set tells an HTTP request from an MQTT CONNECT by the first
-// byte, hands the HTTP connection to one net/http server, and the upgrade
-// handler turns the WebSocket into a net.Conn of MQTT bytes (package
-// mqttws) that goes through the same stages as a TCP client, from reading
-// the CONNECT on (serveMQTT).
+// byte. An upgrade to MQTT over WebSocket on the listener's path is
+// answered right there on the connection's own goroutine, without net/http
+// (mqttws.UpgradeConn: gobwas/ws reading the request in place), and the
+// WebSocket, a net.Conn of MQTT bytes, goes on through the same stages as a
+// TCP client from reading the CONNECT on (connPath.mqtt). Every other HTTP
+// request (HTTP routes, refusals with their reasons) is handed, bytes read
+// so far and all, to one net/http server.
 
 // Why a WebSocket connection ended, beyond the pipe's own reasons.
 const (
@@ -60,23 +64,57 @@ func (w *webStats) snapshot() map[string]uint64 {
 // (0x10) or anything else, which the CONNECT reader refuses.
 func isHTTP(first byte) bool { return first >= 'A' && first <= 'Z' }
 
+// sniffSize is what sniff reads at once: most of an upgrade request or a
+// CONNECT in one system call, and within what preread takes as read
+// already (prereadBufSize).
+const sniffSize = 1024
+
+var sniffPool = sync.Pool{New: func() any { b := make([]byte, sniffSize); return &b }}
+
 // sniff tells MQTT from HTTP on a listener that takes both, by the first
-// byte (read within connect_timeout): MQTT goes on to the CONNECT with that
-// byte kept, HTTP is handed to the web server.
+// byte (read within connect_timeout, with what came with it): MQTT goes on
+// to the CONNECT with those bytes kept, an MQTT WebSocket upgrade is
+// answered here, other HTTP is handed to the web server.
 func (p *connPath) sniff() bool {
 	lcfg := p.snap.listenerConfig(p.l.cfg.Addr, p.l.cfg)
 	if lcfg.WebSocket == nil && !lcfg.HTTP {
 		return true
 	}
 	_ = p.conn.SetReadDeadline(time.Now().Add(p.snap.cfg.StreamProxy.ConnectTimeout))
-	first := make([]byte, 1)
-	if _, err := p.conn.Read(first); err != nil {
+	bp := sniffPool.Get().(*[]byte)
+	defer sniffPool.Put(bp)
+	n, err := p.conn.Read(*bp)
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
 		p.s.failPreread(p.conn, p.rec, err)
 		return false
 	}
+	// An error that came with bytes comes again on the next read.
+	first := (*bp)[:n]
 	if !isHTTP(first[0]) && !lcfg.HTTPOnly {
-		p.have = first
+		p.have = append([]byte(nil), first...)
 		return true
+	}
+	if lcfg.WebSocket != nil {
+		u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: p.snap.cfg.StreamProxy.ConnectTimeout}
+		c, fwd, replay, err := u.UpgradeConn(p.conn, first, lcfg.WebSocket.Path)
+		switch {
+		case err != nil:
+			p.s.failPreread(p.conn, p.rec, err)
+			return false
+		case c != nil:
+			p.s.web.stats.count("upgraded")
+			p.conn = c
+			p.rec.websocket = true
+			addr, ok := fwd.Addr()
+			p.rec.trustForwarded(addr, ok, lcfg)
+			return true
+		}
+		first = replay // not an upgrade this path takes: net/http answers it
+	} else {
+		first = append([]byte(nil), first...)
 	}
 	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id}
 	p.handed = p.s.handOver(wc)
@@ -179,15 +217,23 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if lcfg.HTTP {
-		client := wc.remote.Addr()
-		if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, client) {
-			client = a
+		start := time.Now()
+		client := netip.AddrPortFrom(wc.remote.Addr().Unmap(), wc.remote.Port())
+		a, forwarded := forwardedFor(r.Header)
+		if forwarded = forwarded && allowed(lcfg.RealIPFrom, wc.remote.Addr()); forwarded {
+			client = netip.AddrPortFrom(a.Unmap(), 0)
 		}
-		if hr := matchHTTP(snap.http, r, client.Unmap()); hr != nil {
-			s.proxyHTTP(w, r, hr, wc, client.Unmap())
+		scheme := "http"
+		if wc.id.tls != nil {
+			scheme = "https"
+		}
+		if hr := matchHTTP(snap.http, r, client.Addr(), scheme); hr != nil {
+			s.proxyHTTP(w, r, hr, wc, client, forwarded)
 			return
 		}
-		http.Error(w, "404 no route matches "+r.Method+" "+r.Host+r.URL.Path, http.StatusNotFound)
+		text := "404 no route matches " + r.Method + " " + r.Host + r.URL.Path
+		http.Error(w, text, http.StatusNotFound)
+		s.logHTTP(r, wc, client, forwarded, start, httpOutcome{status: http.StatusNotFound, down: int64(len(text)) + 1, detail: "no route matches"})
 		return
 	}
 	if lcfg.WebSocket != nil {
@@ -216,26 +262,34 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
 	rec := &lc.rec
 	rec.websocket = true
-	// The address a trusted proxy in front says the client has. Behind a
-	// PROXY header as well, the access log keeps the header's sender.
-	if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, wc.remote.Addr()) {
-		if !rec.id.peer.IsValid() {
-			rec.id.peer, rec.forwarded = wc.remote, true
-		}
-		rec.remote = netip.AddrPortFrom(a, 0)
-	}
-	rec.id.vars.RemoteAddr = rec.remote.Addr().Unmap().String()
+	a, ok := forwardedFor(r.Header)
+	rec.trustForwarded(a, ok, lcfg)
 	if !s.trackUpgraded(lc) {
 		conn.Close()
 		return
 	}
 	s.stats.Active.Add(1)
 	lc.rec.listener.active.Add(1)
-	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn}
+	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn, local: addrPort(wc.tcp.LocalAddr())}
 	go func() {
 		defer p.finish()
 		p.mqtt()
 	}()
+}
+
+// trustForwarded takes the client address a proxy in front says the client
+// has (ok: the request had one), when that proxy, the connection's peer, is
+// in the listener's real_ip_from. Behind a PROXY header as well, the access
+// log keeps the header's sender.
+func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener) {
+	if !ok || !allowed(lcfg.RealIPFrom, rec.remote.Addr()) {
+		return
+	}
+	if !rec.id.peer.IsValid() {
+		rec.id.peer, rec.forwarded = rec.remote, true
+	}
+	rec.remote = netip.AddrPortFrom(a, 0)
+	rec.id.vars.RemoteAddr = a.Unmap().String()
 }
 
 // forwardedFor is the client address a proxy in front of mqgate gives:

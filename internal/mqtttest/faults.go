@@ -1,10 +1,12 @@
 package mqtttest
 
 import (
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,6 +44,42 @@ func StartMochiAt(t testing.TB, addr string) *Mochi {
 	}
 	m := &Mochi{Server: srv, addr: ln.Addr().String(), seen: seen, conns: conns}
 	t.Cleanup(m.Close)
+	return m
+}
+
+// StartMochiWS starts a mochi-mqtt broker that takes MQTT over WebSocket
+// only (ws://, or wss:// with tlsCfg), on any path, as EMQX's 8083 and 8084
+// do: the stand-in for a broker that wants WebSocket, since Debian's
+// Mosquitto will not open a websockets listener here. Its Addr is
+// "127.0.0.1:port". mochi's listener binds an address of its own choosing
+// (no listener can be handed to it), so the port is a FreePort.
+func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
+	t.Helper()
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
+	seen := &seenHook{}
+	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
+		if err := srv.AddHook(h, nil); err != nil {
+			t.Fatalf("mochi hook: %v", err)
+		}
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg})); err != nil {
+		t.Fatalf("mochi WebSocket listener on %s: %v", addr, err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatalf("mochi serve: %v", err)
+	}
+	m := &Mochi{Server: srv, addr: addr, seen: seen}
+	t.Cleanup(m.Close)
+	// Serve listens on a goroutine of mochi's: wait until the port takes
+	// connections.
+	WaitFor(t, "mochi's WebSocket listener on "+addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	return m
 }
 
@@ -95,6 +133,9 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 // closes its connection as it ends, and the atomic it sets here orders
 // that goroutine's work before the server's Close.
 func (l *trackingListener) dropAll() {
+	if l == nil { // a WebSocket broker: mochi's http.Server holds the connections
+		return
+	}
 	l.mu.Lock()
 	conns := slices.Clone(l.conns)
 	l.mu.Unlock()
@@ -109,18 +150,25 @@ func (l *trackingListener) dropAll() {
 	}
 }
 
-// SilentPort listens on a loopback port, accepts connections and never
-// answers: a hung broker, or a port that is open without a broker behind
-// it. It counts the connections it accepted; all close when the test ends.
-func SilentPort(t testing.TB) (addr string, accepted *atomic.Int64) {
+// Silent is a loopback port that accepts connections and never answers: a
+// hung broker, or a port that is open without a broker behind it. All its
+// connections close when the test ends.
+type Silent struct {
+	addr     string
+	accepted atomic.Int64
+	mu       sync.Mutex
+	conns    []net.Conn
+	markers  int // Settle's own connections among conns
+}
+
+// SilentPort starts a Silent port.
+func SilentPort(t testing.TB) *Silent {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	accepted = new(atomic.Int64)
-	var mu sync.Mutex
-	var conns []net.Conn
+	s := &Silent{addr: ln.Addr().String()}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -129,22 +177,60 @@ func SilentPort(t testing.TB) (addr string, accepted *atomic.Int64) {
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.accepted.Add(1)
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
 		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range s.conns {
 			c.Close()
 		}
 	})
-	return ln.Addr().String(), accepted
+	return s
+}
+
+// Addr is the port's address.
+func (s *Silent) Addr() string { return s.addr }
+
+// Accepted is how many connections the accept loop has taken so far,
+// Settle's own included; it lags behind the dials when that loop waits
+// for the CPU. Use it to wait for more, Settle to count exactly.
+func (s *Silent) Accepted() int64 { return s.accepted.Load() }
+
+// Settle reports how many connections, Settle's own not counted, were
+// dialled to the port before Settle was called: it dials one of its own
+// and waits for the accept loop to take it, and the kernel hands over
+// connections in the order their handshakes completed, so every earlier
+// one has been taken by then. Two Settles with nothing dialled in between
+// report the same, however late the accept loop runs.
+func (s *Silent) Settle(t testing.TB) int {
+	t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mine := c.LocalAddr().String()
+	n := -1
+	WaitFor(t, "the silent port to take Settle's connection", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i := len(s.conns) - 1; i >= 0; i-- {
+			if s.conns[i].RemoteAddr().String() == mine {
+				s.markers++
+				n = i + 1 - s.markers
+				return true
+			}
+		}
+		return false
+	})
+	return n
 }
 
 // Relay forwards TCP connections to a broker until Freeze, which makes it a
