@@ -17,7 +17,10 @@
 //
 // Add takes the sockets away from Go's network poller: it duplicates their
 // file descriptors, closes the *net.TCPConn values and registers the
-// duplicates with a loop. From then on the loop owns them.
+// duplicates with a loop. From then on the loop owns them. Listen goes
+// further (accept.go): the loops accept on a listening socket themselves,
+// read each client's first packet and dial its broker without blocking, so
+// that such a pair never was in Go's poller.
 //
 // The loop follows pipe.Run's rules: bytes are counted when written, a FIN
 // from one side is passed on with shutdown(SHUT_WR) and the other direction
