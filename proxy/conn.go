@@ -82,6 +82,7 @@ func (lc *liveConn) end() {
 		lc.rec.source.active.Add(-1)
 	}
 	s.untrack(lc)
+	s.ended.signal(lc)
 	s.stats.Active.Add(-1)
 	if lc.read {
 		s.pastConnect.Add(-1)
@@ -430,7 +431,7 @@ func (p *connPath) uniqueClientID() bool {
 	if older != nil {
 		s.log.Info("closing older connection of a client id that connected again",
 			"client_id", id, "upstream", k.upstream, "client", p.rec.remote)
-		older.close(EndTakenOver)
+		s.takeOver(older)
 	}
 	lc := p.lc
 	lc.took(func() { s.conns.release(k, lc) })

@@ -97,6 +97,7 @@ type Server struct {
 	web       web // HTTP connections of websocket listeners (websocket.go)
 
 	rebalancing rebalancer // the paced rebalance (rebalance.go)
+	ended       endWaits   // keep_newest waiting for an older connection to end (sessions.go)
 }
 
 type listener struct {
