@@ -24,13 +24,7 @@ import (
 // that brings a broker back starts a new one where the old one was.
 func StartMochiAt(t testing.TB, addr string) *Mochi {
 	t.Helper()
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	seen := &seenHook{}
-	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
-		if err := srv.AddHook(h, nil); err != nil {
-			t.Fatalf("mochi hook: %v", err)
-		}
-	}
+	srv, seen := newMochi(t)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("mochi listener on %s: %v", addr, err)
@@ -47,13 +41,9 @@ func StartMochiAt(t testing.TB, addr string) *Mochi {
 	return m
 }
 
-// StartMochiWS starts a mochi-mqtt broker that takes MQTT over WebSocket
-// only (ws://, or wss:// with tlsCfg), on any path, as EMQX's 8083 and 8084
-// do: the stand-in for a broker that wants WebSocket, since Debian's
-// Mosquitto will not open a websockets listener here. Its Addr is
-// "127.0.0.1:port". mochi's listener binds an address of its own choosing
-// (no listener can be handed to it), so the port is a FreePort.
-func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
+// newMochi is a mochi-mqtt server, without listeners yet, that allows
+// every client and records who connected.
+func newMochi(t testing.TB) (*mochi.Server, *seenHook) {
 	t.Helper()
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
 	seen := &seenHook{}
@@ -62,6 +52,18 @@ func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
 			t.Fatalf("mochi hook: %v", err)
 		}
 	}
+	return srv, seen
+}
+
+// StartMochiWS starts a mochi-mqtt broker that takes MQTT over WebSocket
+// only (ws://, or wss:// with tlsCfg), on any path, as EMQX's 8083 and 8084
+// do: the stand-in for a broker that wants WebSocket, since Debian's
+// Mosquitto will not open a websockets listener here. Its Addr is
+// "127.0.0.1:port". mochi's listener binds an address of its own choosing
+// (no listener can be handed to it), so the port is a FreePort.
+func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
+	t.Helper()
+	srv, seen := newMochi(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg})); err != nil {
 		t.Fatalf("mochi WebSocket listener on %s: %v", addr, err)
