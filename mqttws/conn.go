@@ -101,6 +101,29 @@ type source struct {
 	small   [32]byte
 	conn    net.Conn
 	n       int
+	// head keeps the first bytes delivered since n was reset (a frame's
+	// start), so that a header cut short by a read that would block (a
+	// parked connection, pipe.Park) can be read again whole.
+	head [ws.MaxHeaderSize]byte
+}
+
+// delivered counts and keeps what Read gives the frame reader.
+func (s *source) delivered(p []byte) {
+	if s.n < len(s.head) {
+		copy(s.head[s.n:], p)
+	}
+	s.n += len(p)
+}
+
+// rewind makes the bytes delivered since the frame's start the next to be
+// read again, when they are all kept; it reports whether it could.
+func (s *source) rewind() bool {
+	if s.n > len(s.head) || len(s.pending) > 0 || len(s.ahead) > 0 {
+		return false
+	}
+	s.pending = append([]byte(nil), s.head[:s.n]...)
+	s.n = 0
+	return true
 }
 
 // readAheadSize is the pooled read-ahead buffer, a few MQTT packets' frames.
@@ -112,13 +135,13 @@ func (s *source) Read(p []byte) (int, error) {
 	if len(s.pending) > 0 {
 		n := copy(p, s.pending)
 		s.pending = s.pending[n:]
-		s.n += n
+		s.delivered(p[:n])
 		return n, nil
 	}
 	if len(s.ahead) == 0 {
 		if len(p) >= readAheadSize/4 {
 			n, err := s.conn.Read(p)
-			s.n += n
+			s.delivered(p[:n])
 			return n, err
 		}
 		b := s.small[:]
@@ -136,7 +159,7 @@ func (s *source) Read(p []byte) (int, error) {
 	}
 	n := copy(p, s.ahead)
 	s.ahead = s.ahead[n:]
-	s.n += n
+	s.delivered(p[:n])
 	if len(s.ahead) == 0 {
 		s.release()
 	}
@@ -193,6 +216,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.src.n = 0
 		hdr, err := c.rd.NextFrame()
 		if err != nil {
+			var te interface{ Temporary() bool }
+			if c.src.n > 0 && errors.As(err, &te) && te.Temporary() && !errors.Is(err, os.ErrDeadlineExceeded) && c.src.rewind() {
+				// A parked read with the rest of the header still to come:
+				// the next Read parses it again from its first byte.
+				return 0, err
+			}
 			if c.src.n > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 				// Part of a header was consumed: a retry would read garbage.
 				c.broken = fmt.Errorf("WebSocket frame header cut short: %w", err)
