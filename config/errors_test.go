@@ -31,7 +31,7 @@ upstreams:
 				`mqgate.yaml:3: stream_routes[0].upstrem_id: unknown key (did you mean "upstream_id"?)`,
 				`mqgate.yaml:3: stream_routes[0]: needs upstream_id or upstream`,
 				`mqgate.yaml:7: upstreams[0].retry: unknown key (did you mean "retries"?)`,
-				`mqgate.yaml:8: upstreams[0].hash_by: unknown key (did you mean "hash_balance_factor"?)`,
+				`mqgate.yaml:8: upstreams[0].hash_by: unknown key (did you mean "hash_method"?)`,
 			},
 		},
 		{

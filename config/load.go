@@ -119,7 +119,7 @@ func newBuilder(p *problems) *builder {
 var yamlLineError = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
 
 func (b *builder) addDocument(doc Document) {
-	d := &decoder{file: doc.Name, p: b.p, b: b, overlay: doc.Overlay}
+	d := &decoder{file: doc.Name, p: b.p, b: b, overlay: doc.Overlay, apisixShaped: apisixEnd.Match(doc.Data)}
 	dec := yaml.NewDecoder(bytes.NewReader(doc.Data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
@@ -194,8 +194,18 @@ func firstYAMLError(data []byte) error {
 	return nil
 }
 
+// apisixEnd matches the `#END` line APISIX's standalone apisix.yaml ends with.
+var apisixEnd = regexp.MustCompile(`(?m)^#END\s*$`)
+
 // document decodes the top level of one file.
 func (d *decoder) document(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i].Value; k == "apisix" || k == "deployment" {
+				d.apisixShaped = true
+			}
+		}
+	}
 	for _, kv := range d.fields(n, "") {
 		if d.overlay && !overlayKeys[kv.key] {
 			d.errorf(kv.keyNode, kv.key, "not allowed in Admin API state (only stream_routes, upstreams, ssls and routes)")

@@ -142,8 +142,11 @@ type Upstream struct {
 	// HashBalanceFactor bounds chash load: no node takes more than
 	// factor × the average connections; 0 = off.
 	HashBalanceFactor float64
-	Line              int
-	File              string
+	// HashMethod is how chash places keys: "rendezvous" (mqgate's, also
+	// when empty), "apisix" or "nginx" (their consistent-hash rings).
+	HashMethod string
+	Line       int
+	File       string
 
 	TLS *UpstreamTLS // scheme tls: how to talk TLS to the nodes (ssl.go); nil for tcp
 	// ProxyProtocol is "v1" or "v2" to send a PROXY protocol header to the

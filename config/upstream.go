@@ -16,8 +16,14 @@ import (
 
 var (
 	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
+	hashMethods   = []string{"rendezvous", "apisix", "nginx"}
 	nodeKeys      = []string{"host", "port", "weight", "priority"}
 )
+
+// apisixChashWarning is said of a chash upstream without hash_method in a
+// document written for APISIX, whose clients mqgate would otherwise place
+// differently at cutover or beside running APISIX instances.
+const apisixChashWarning = "chash places clients by mqgate's rendezvous hashing, not APISIX's ring: set hash_method: apisix to keep every client on the broker APISIX chose, or hash_method: rendezvous to keep mqgate's"
 
 // upstreamDecl is an Upstream with the source positions the cross-file
 // checks report at.
@@ -39,6 +45,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	uf := upstreamFields{upstreamDecl: &u, inline: inline, retries: -1, nodesOK: true}
 	upstreamSection().decode(d, n, path, &uf)
 	keyNode, hbf, tlsNode, retries, nodesOK := uf.keyNode, uf.hbf, uf.tlsNode, uf.retries, uf.nodesOK
+	methodNode := uf.methodNode
 	srcKey, srcRange := uf.srcKey, uf.srcRange
 	if !inline && u.ID == "" && u.idLine == 0 {
 		d.errorf(n, join(path, "id"), "required")
@@ -54,13 +61,27 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 			u.Key = k
 		}
 	}
+	if !isNull(methodNode) {
+		p := join(path, "hash_method")
+		if u.Type != "chash" {
+			d.errorf(methodNode, p, "only used with type chash, not %s", u.Type)
+		} else if m, ok := d.oneOf(methodNode, p, hashMethods...); ok {
+			u.HashMethod = m
+		}
+	}
 	if !isNull(hbf) {
 		p := join(path, "hash_balance_factor")
-		if u.Type != "chash" {
+		switch {
+		case u.Type != "chash":
 			d.errorf(hbf, p, "only used with type chash, not %s", u.Type)
-		} else {
+		case u.HashMethod != "" && u.HashMethod != "rendezvous":
+			d.errorf(hbf, p, "only used with hash_method rendezvous, not %s (APISIX and NGINX bound no load)", u.HashMethod)
+		default:
 			u.HashBalanceFactor = d.hashBalanceFactor(hbf, p)
 		}
+	}
+	if u.Type == "chash" && isNull(methodNode) && d.apisixShaped && !u.overlay {
+		d.p.warnf(d.file, n.Line, join(path, "type"), "%s", apisixChashWarning)
 	}
 	if !isNull(srcKey) {
 		p := join(path, "source_hash_key")
@@ -201,6 +222,7 @@ type upstreamFields struct {
 	*upstreamDecl
 	inline                bool
 	keyNode, hbf, tlsNode *yaml.Node
+	methodNode            *yaml.Node
 	srcKey, srcRange      *yaml.Node
 	retries               int
 	nodesOK               bool
@@ -236,6 +258,7 @@ func upstreamSection() section[upstreamFields] {
 			{name: "timeout", sub: timeoutSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
 				u.Timeout = d.timeout(kv.val, p)
 			}},
+			{name: "hash_method", def: "`rendezvous`", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.methodNode = kv.val }},
 			{name: "hash_balance_factor", def: "`0` (off)", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.hbf = kv.val }},
 			{name: "checks", def: "none (no checks)", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.Checks = d.checks(kv.val, p) }},
 			{name: "hash_on", def: "`vars`", compat: true, decode: func(d *decoder, kv keyValue, p string, _ *upstreamFields) {
