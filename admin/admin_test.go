@@ -645,6 +645,55 @@ func TestReloadRestartOnly(t *testing.T) {
 	}
 }
 
+// TestReloadRestartOnlyOncePerChange: a restart-only key that differs from
+// what the process started with is named by the reload that changes it, not
+// again by later reloads that leave it as it is; changed again it is named
+// again, and put back as the process runs it, it is not.
+func TestReloadRestartOnlyOncePerChange(t *testing.T) {
+	t.Parallel()
+	g := startGate(t, configYAML(0, ""))
+	port := portOf(t, g.mqttAddr)
+	const warning = "reloaded, but these settings apply only when mqgate restarts"
+	warnings := func() []string {
+		var found []string
+		for _, l := range g.log.Lines() {
+			if strings.Contains(l, warning) {
+				found = append(found, l)
+			}
+		}
+		return found
+	}
+	steps := []struct {
+		accessLog, listen, extra string
+		want                     []string // the warnings' keys so far
+	}{
+		{"stderr", "127.0.0.1:0", "", []string{"log.access_log"}},
+		{"stderr", "127.0.0.1:0", "reload: {drain_window: 1m}\n", []string{"log.access_log"}},       // a live change only
+		{"stderr", "127.0.0.1:1", "", []string{"log.access_log", "admin.listen"}},                   // only the new one
+		{"stdout", "127.0.0.1:1", "", []string{"log.access_log", "admin.listen", "log.access_log"}}, // changed again
+		{`"off"`, "127.0.0.1:1", "", []string{"log.access_log", "admin.listen", "log.access_log"}},  // back as started
+		{"stderr", "127.0.0.1:1", "", []string{"log.access_log", "admin.listen", "log.access_log", "log.access_log"}},
+	}
+	for i, st := range steps {
+		yml := strings.Replace(configYAML(port, st.extra), `log: {access_log: "off"}`, "log: {access_log: "+st.accessLog+"}", 1)
+		yml = strings.Replace(yml, `listen: "127.0.0.1:0"`, `listen: "`+st.listen+`"`, 1)
+		if err := os.WriteFile(g.file, []byte(yml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.mgr.Reload("test"); err != nil {
+			t.Fatal(err)
+		}
+		found := warnings()
+		ok := len(found) == len(st.want)
+		for j := 0; ok && j < len(found); j++ {
+			ok = strings.Contains(found[j], warning+": "+st.want[j]+`" keys=`)
+		}
+		if !ok {
+			t.Fatalf("after reload %d (access_log %s, listen %s): warnings %q, want one each naming %q", i+1, st.accessLog, st.listen, found, st.want)
+		}
+	}
+}
+
 // TestHTTPRoutesByAdminAPI: /apisix/admin/routes in APISIX's shape: a
 // route PUT through the Admin API serves HTTP on the node_listen port (the
 // MQTT port too) at once; DELETE takes it away.

@@ -183,7 +183,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, client) {
 			client = a
 		}
-		if hr := matchHTTP(snap.http, r, client.Unmap()); hr != nil {
+		scheme := "http"
+		if wc.id.tls != nil {
+			scheme = "https"
+		}
+		if hr := matchHTTP(snap.http, r, client.Unmap(), scheme); hr != nil {
 			s.proxyHTTP(w, r, hr, wc, client.Unmap())
 			return
 		}
