@@ -258,8 +258,18 @@ func streamProxySection() section[StreamProxy] {
 					v.ServerReference = s
 				}
 			}},
+			{name: "only", def: "`true`", compat: true, decode: func(d *decoder, kv keyValue, p string, _ *StreamProxy) {
+				// APISIX's: false serves HTTP too, on node_listen (default
+				// 9080). mqgate serves HTTP wherever node_listen says; only
+				// the default port needs this key.
+				if only, ok := d.bool(kv.val, p); ok && !only {
+					d.b.httpDefault = &location{d.file, kv.val.Line}
+				} else if ok {
+					d.ignore(kv.keyNode, p)
+				}
+			}},
 		},
-		ignored: []string{"only", "udp"},
+		ignored: []string{"udp"},
 	}
 }
 

@@ -82,6 +82,9 @@ type builder struct {
 
 	httpListeners []listenerDecl  // node_listen, ssl.listen
 	httpRoutes    []httpRouteDecl // routes
+	// httpDefault is where apisix.stream_proxy.only: false was set: APISIX
+	// then serves HTTP on its default node_listen, 9080.
+	httpDefault *location
 }
 
 type location struct {
@@ -339,6 +342,7 @@ func (d *decoder) accessLog(n *yaml.Node, path string, l *Log) {
 func (b *builder) finish() *Config {
 	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload, Rebalance: b.rebalance, Deployment: b.deployment}
 	b.checkDeployment()
+	b.defaultHTTPListener()
 	b.mergeHTTPListeners()
 	b.checkListeners()
 	b.nameRoutes()

@@ -98,11 +98,22 @@ func routeSection() section[routeFields] {
 				r.hasUpstream = !isNull(kv.val)
 				if r.hasUpstream {
 					u := d.upstream(kv.val, p, true)
+					d.streamScheme(&u, p)
 					r.Upstream = &u.Upstream
 				}
 			}},
 			{name: "plugins", def: "none", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Plugins = d.plugins(kv.val, p) }},
 		},
+	}
+}
+
+// streamScheme reads an upstream's scheme for stream routes: `http`, which
+// APISIX fills in on every upstream it stores (its default), is ignored as
+// APISIX's stream proxy ignores it, and the nodes are dialled over TCP.
+func (d *decoder) streamScheme(u *upstreamDecl, path string) {
+	if u.Scheme == "http" {
+		u.Scheme = "tcp"
+		d.p.ignored = append(d.p.ignored, fmt.Sprintf("%s:%d: %s", u.File, u.Line, join(path, "scheme")))
 	}
 }
 
@@ -185,9 +196,14 @@ func (b *builder) checkRoutes() {
 			b.p.warnf(r.File, r.serverPortLine, join(r.path, "server_port"), "no listener on port %d, so this route never matches", r.ServerPort)
 		}
 	}
+	for _, r := range b.httpRoutes {
+		if r.UpstreamID != "" {
+			used[r.UpstreamID] = true // checkHTTPRoutes checks the reference
+		}
+	}
 	for _, u := range b.upstreams {
 		if u.ID != "" && !used[u.ID] {
-			b.p.warnf(u.File, u.Line, u.path, "upstream %q is not used by any stream route", u.ID)
+			b.p.warnf(u.File, u.Line, u.path, "upstream %q is not used by any stream route or HTTP route", u.ID)
 		}
 	}
 }

@@ -145,8 +145,12 @@ type Upstream struct {
 	// HashMethod is how chash places keys: "rendezvous" (mqgate's, also
 	// when empty), "apisix" or "nginx" (their consistent-hash rings).
 	HashMethod string
-	Line       int
-	File       string
+	// PassHost and UpstreamHost are APISIX's upstream keys for the Host an
+	// HTTP upstream sees; a route's own pass_host overrides them. Empty
+	// PassHost is "pass". Stream routes do not use them.
+	PassHost, UpstreamHost string
+	Line                   int
+	File                   string
 
 	TLS *UpstreamTLS // scheme tls, wss or https: how to talk TLS to the nodes (ssl.go); nil for tcp
 	// WebSocket is how to ask the nodes for MQTT over WebSocket (scheme ws

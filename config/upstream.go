@@ -32,6 +32,11 @@ type upstreamDecl struct {
 	path    string
 	idLine  int
 	overlay bool // from an Admin API document
+	// schemeSet is whether the upstream says its scheme: without one it
+	// is tcp for stream routes and http (APISIX's default) for HTTP routes.
+	schemeSet bool
+	// passHostNode is where pass_host was written, nil when it was not.
+	passHostNode *yaml.Node
 }
 
 // upstream decodes a top-level upstream, or a route's inline one, which
@@ -113,6 +118,9 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	case !ws && uf.wsNode != nil:
 		d.errorf(uf.wsNode, join(path, "websocket"), "only used with scheme: ws or wss")
 		u.WebSocket = nil
+	}
+	if u.PassHost == PassHostRewrite && u.UpstreamHost == "" {
+		d.errorf(u.passHostNode, join(path, "upstream_host"), "required with pass_host: rewrite")
 	}
 	if len(u.Nodes) == 0 && nodesOK {
 		d.errorf(n, join(path, "nodes"), "at least one node is required")
@@ -279,8 +287,9 @@ func upstreamSection() section[upstreamFields] {
 					d.ignore(kv.keyNode, p)
 				}
 			}},
-			{name: "scheme", def: "`tcp`", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+			{name: "scheme", def: "`tcp` (`http` for an upstream only HTTP routes use)", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
 				s, ok := d.str(kv.val, p)
+				u.schemeSet = ok
 				switch {
 				case !ok || s == "tcp":
 				case s == "tls", s == "ws", s == "wss", s == "http", s == "https":
@@ -289,6 +298,12 @@ func upstreamSection() section[upstreamFields] {
 					d.errorf(kv.val, p, "must be tcp, tls, ws, wss, http or https, got %q", s)
 				}
 			}},
+			{name: "pass_host", def: "`pass`", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				if v, ok := d.oneOf(kv.val, p, PassHostPass, PassHostNode, PassHostRewrite); ok {
+					u.PassHost, u.passHostNode = v, kv.val
+				}
+			}},
+			{name: "upstream_host", def: "—", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.UpstreamHost, _ = d.str(kv.val, p) }},
 			{name: "websocket", sub: upstreamWebSocketSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
 				if !isNull(kv.val) {
 					u.wsNode = kv.val
