@@ -610,6 +610,43 @@ func TestDrainParam(t *testing.T) {
 	mqtttest.WaitFor(t, "m1 back, on the new node", func() bool { return slices.Contains(b.Seen(), "m1") })
 }
 
+// TestDrainEndpoint: POST /drain drains, paced, the connections a write
+// without drain left on a removed node; pause and cancel answer 409 when no
+// job runs, and /status says how the drain went.
+func TestDrainEndpoint(t *testing.T) {
+	t.Parallel()
+	a, b := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	g := startGate(t, configYAML(0, "rebalance: {rate: 50}\n"))
+	g.mustDo(t, 201, "PUT", "/apisix/admin/stream_routes/r", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, a.Addr()))
+	moved := []liveConn{connectLive(t, g.mqttAddr, "m1"), connectLive(t, g.mqttAddr, "m2")}
+	g.mustDo(t, 200, "PUT", "/apisix/admin/stream_routes/r", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, b.Addr()))
+	moved[0].ping(t)
+
+	v := g.mustDo(t, 200, "POST", "/drain", "")
+	if v["reason"] != "drain" || v["total"] != 2.0 || v["rate"] != 50.0 {
+		t.Fatalf("POST /drain: %v; want a drain of 2 at rebalance.rate 50", v)
+	}
+	for _, c := range moved {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a drained connection is still open")
+		}
+	}
+	mqtttest.WaitFor(t, "/status to say the drain is done", func() bool {
+		_, raw := g.doRaw(t, "GET", "/status", adminKey, "")
+		return strings.Contains(string(raw), "rebalance: drain done, 2 of 2 moved (0 skipped) at 50/s")
+	})
+	if code, _ := g.do(t, "POST", "/rebalance/pause", adminKey, ""); code != http.StatusConflict {
+		t.Errorf("pause with no job running: %d, want 409", code)
+	}
+	if v := g.mustDo(t, 200, "POST", "/drain?drain_window=1s", ""); v["total"] != 0.0 || v["state"] != "done" {
+		t.Errorf("POST /drain with nothing to drain: %v; want a done job of 0", v)
+	}
+	if code, _ := g.do(t, "POST", "/drain?drain_window=soon", adminKey, ""); code != http.StatusBadRequest {
+		t.Errorf("POST /drain?drain_window=soon: %d, want 400", code)
+	}
+}
+
 // TestReloadRestartOnly: a reload that changes keys read only at start
 // applies the rest and says once which keys wait for a restart; a reload
 // that changes nothing of them says nothing.

@@ -103,6 +103,7 @@ func New(opts Options) *Server {
 	handle("POST /rebalance/pause", write, s.rebalanceStep(ProxyView.PauseRebalance))
 	handle("POST /rebalance/resume", write, s.rebalanceStep(ProxyView.ResumeRebalance))
 	handle("DELETE /rebalance", write, s.rebalanceStep(ProxyView.CancelRebalance))
+	handle("POST /drain", write, s.drainRemoved)
 	handle("GET /status", status, s.status)
 	handle("GET /status.json", status, s.statusJSON)
 	handle("GET /metrics", status, s.serveMetrics)
@@ -470,6 +471,24 @@ func (s *Server) rebalance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("admin started a rebalance", "upstream", st.Upstream, "count", st.Total, "client", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, st)
+}
+
+// drainRemoved starts a paced drain of the connections whose route or node
+// the running configuration no longer has (what ?drain=true does after a
+// write), at rebalance.rate or within ?drain_window=.
+func (s *Server) drainRemoved(w http.ResponseWriter, r *http.Request) {
+	_, window, err := drainParams(r, s.m.Config())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	n := s.m.Drain(window)
+	s.log.Info("admin started a drain", "count", n, "client", r.RemoteAddr)
+	st := proxy.RebalanceStatus{Reason: proxy.ReasonDrain, State: proxy.RebalanceDone}
+	if last := s.proxy.Stats().Rebalance; n > 0 && last != nil {
+		st = *last
+	}
 	writeJSON(w, http.StatusOK, st)
 }
 

@@ -82,7 +82,7 @@ var Reasons = [...]string{ShedPerAddress, ShedTotal, ShedDescriptors}
 type Gate struct {
 	mu     sync.Mutex
 	lim    Limits
-	all    list // every unfinished connection, oldest first
+	all    list // every unfinished connection, oldest first (chainAll)
 	byAddr map[netip.Addr]*list
 	shed   [len(Reasons)]atomic.Uint64
 	n      atomic.Int64 // all.len, readable without the lock
@@ -95,7 +95,7 @@ type Gate struct {
 
 // New returns a gate with the caps lim.
 func New(lim Limits) *Gate {
-	return &Gate{lim: lim, byAddr: make(map[netip.Addr]*list)}
+	return &Gate{lim: lim, all: list{chain: chainAll}, byAddr: make(map[netip.Addr]*list)}
 }
 
 // SetLimits changes the caps (a reload). Connections over a lowered cap are
@@ -116,15 +116,22 @@ func (g *Gate) Limits() Limits {
 
 // Ticket is one unfinished connection's place in the gate.
 type Ticket struct {
-	g          *Gate
-	addr       netip.Addr
-	close      func()
-	gone       bool // done or shed; guarded by g.mu
-	shed       bool // shed and counted in g.closing until Done; guarded by g.mu
-	prev, next *Ticket
-	aprev      *Ticket // in the address's list
-	anext      *Ticket
+	g     *Gate
+	addr  netip.Addr
+	close func()
+	gone  bool    // done or shed; guarded by g.mu
+	shed  bool    // shed and counted in g.closing until Done; guarded by g.mu
+	links [2]link // its places in the gate's list and its address's (chainAll, chainAddr)
 }
+
+// link is a ticket's place in one list.
+type link struct{ prev, next *Ticket }
+
+// The two lists a ticket is in.
+const (
+	chainAll  = iota // the gate's: every unfinished connection
+	chainAddr        // its address's
+)
 
 // Admit takes a place for a connection from addr and, when a cap is full,
 // sheds the oldest unfinished connections (of addr for the per-address cap)
@@ -138,13 +145,13 @@ func (g *Gate) Admit(addr netip.Addr, proxiedFDs int, close func()) (*Ticket, bo
 	g.proxied.Store(int64(proxiedFDs))
 	var shed []*Ticket
 	g.mu.Lock()
-	g.all.pushAll(t)
+	g.all.push(t)
 	al := g.byAddr[addr]
 	if al == nil {
-		al = &list{}
+		al = &list{chain: chainAddr}
 		g.byAddr[addr] = al
 	}
-	al.pushAddr(t)
+	al.push(t)
 	if max := g.lim.PerAddress; max > 0 {
 		for al.len > max {
 			shed = append(shed, g.drop(al.head, ShedPerAddress))
@@ -200,9 +207,9 @@ func (g *Gate) drop(t *Ticket, reason string) *Ticket {
 // remove takes t out of both lists. g.mu is held.
 func (g *Gate) remove(t *Ticket) {
 	t.gone = true
-	g.all.removeAll(t)
+	g.all.remove(t)
 	al := g.byAddr[t.addr]
-	al.removeAddr(t)
+	al.remove(t)
 	if al.len == 0 {
 		delete(g.byAddr, t.addr)
 	}
@@ -260,17 +267,17 @@ func (t *Ticket) Move(addr netip.Addr) bool {
 		return ok
 	}
 	old := g.byAddr[t.addr]
-	old.removeAddr(t)
+	old.remove(t)
 	if old.len == 0 {
 		delete(g.byAddr, t.addr)
 	}
 	t.addr = addr
 	al := g.byAddr[addr]
 	if al == nil {
-		al = &list{}
+		al = &list{chain: chainAddr}
 		g.byAddr[addr] = al
 	}
-	al.pushAddr(t) // as the address's newest: it is young, its header just read
+	al.push(t) // as the address's newest: it is young, its header just read
 	if max := g.lim.PerAddress; max > 0 {
 		for al.len > max {
 			shed = append(shed, g.drop(al.head, ShedPerAddress))
@@ -334,18 +341,19 @@ func (g *Gate) run(ctx context.Context, log *slog.Logger, ticks <-chan time.Time
 	}
 }
 
-// list is an intrusive doubly linked list of tickets, in one of two chains:
-// the gate's (prev/next) or an address's (aprev/anext). Both keep arrival
-// order, so the head is the oldest.
+// list is an intrusive doubly linked list of tickets, through their links
+// of one chain: the gate's or an address's. Both keep arrival order, so the
+// head is the oldest.
 type list struct {
 	head, tail *Ticket
 	len        int
+	chain      int // which of a ticket's links this list uses
 }
 
-func (l *list) pushAll(t *Ticket) {
-	t.prev, t.next = l.tail, nil
+func (l *list) push(t *Ticket) {
+	t.links[l.chain] = link{prev: l.tail}
 	if l.tail != nil {
-		l.tail.next = t
+		l.tail.links[l.chain].next = t
 	} else {
 		l.head = t
 	}
@@ -353,43 +361,18 @@ func (l *list) pushAll(t *Ticket) {
 	l.len++
 }
 
-func (l *list) removeAll(t *Ticket) {
-	if t.prev != nil {
-		t.prev.next = t.next
+func (l *list) remove(t *Ticket) {
+	tl := &t.links[l.chain]
+	if tl.prev != nil {
+		tl.prev.links[l.chain].next = tl.next
 	} else {
-		l.head = t.next
+		l.head = tl.next
 	}
-	if t.next != nil {
-		t.next.prev = t.prev
+	if tl.next != nil {
+		tl.next.links[l.chain].prev = tl.prev
 	} else {
-		l.tail = t.prev
+		l.tail = tl.prev
 	}
-	t.prev, t.next = nil, nil
-	l.len--
-}
-
-func (l *list) pushAddr(t *Ticket) {
-	t.aprev, t.anext = l.tail, nil
-	if l.tail != nil {
-		l.tail.anext = t
-	} else {
-		l.head = t
-	}
-	l.tail = t
-	l.len++
-}
-
-func (l *list) removeAddr(t *Ticket) {
-	if t.aprev != nil {
-		t.aprev.anext = t.anext
-	} else {
-		l.head = t.anext
-	}
-	if t.anext != nil {
-		t.anext.aprev = t.aprev
-	} else {
-		l.tail = t.aprev
-	}
-	t.aprev, t.anext = nil, nil
+	*tl = link{}
 	l.len--
 }

@@ -90,6 +90,32 @@ func TestDoneFreesThePlace(t *testing.T) {
 	}
 }
 
+// TestDoneMidListKeepsBothOrders: a place given back from the middle of the
+// gate's list and its address's leaves both in arrival order, each list
+// through its own links.
+func TestDoneMidListKeepsBothOrders(t *testing.T) {
+	g := New(Limits{PerAddress: 3, Total: 10})
+	a1 := admit(t, g, a, "a1", 0)
+	b1 := admit(t, g, b, "b1", 0)
+	a2 := admit(t, g, a, "a2", 0)
+	b2 := admit(t, g, b, "b2", 0)
+	a3 := admit(t, g, a, "a3", 0)
+	a2.t.Done()
+	a4 := admit(t, g, a, "a4", 0) // a holds a1, a3, a4
+	a5 := admit(t, g, a, "a5", 0) // a1 goes for the per-address cap
+	if got := closedNames(a1, b1, a2, b2, a3, a4, a5); got != "a1" {
+		t.Fatalf("shed %q, want a1", got)
+	}
+	g.SetLimits(Limits{PerAddress: 3, Total: 3})
+	c1 := admit(t, g, c, "c1", 0) // 6 unfinished: the three oldest of all go
+	if got := closedNames(a1, b1, a2, b2, a3, a4, a5, c1); got != "a1,b1,b2,a3" {
+		t.Fatalf("shed %q, want a1,b1,b2,a3", got)
+	}
+	if g.Unfinished() != 3 || g.Shed()[ShedPerAddress] != 1 || g.Shed()[ShedTotal] != 3 {
+		t.Fatalf("unfinished %d shed %v", g.Unfinished(), g.Shed())
+	}
+}
+
 func TestDescriptorsReserve(t *testing.T) {
 	g := New(Limits{Descriptors: 10})
 	a1 := admit(t, g, a, "a1", 6)

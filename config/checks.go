@@ -24,11 +24,14 @@ type Checks struct {
 	// their keepalive to notice a hung broker.
 	OnMarkedDown string
 	// OnMarkedUp is MarkedUpKeep (default) or MarkedUpMoveBack: when a
-	// node is healthy again, close, MoveBackRate per second, the
+	// node is healthy again, close, paced like every rebalance, the
 	// connections on other nodes that the balancer would now send to it,
 	// so its clients come back to it (and to their sessions).
-	OnMarkedUp   string
-	MoveBackRate float64 // connections closed per second; default 100
+	OnMarkedUp string
+	// MoveBackRate, when set, paces this upstream's move_back instead of
+	// rebalance.rate; 0 (the default): rebalance.rate. Kept for
+	// configurations written before rebalance.rate paced move_back.
+	MoveBackRate float64
 }
 
 // Values of checks.on_marked_down and checks.on_marked_up.
@@ -38,9 +41,6 @@ const (
 	MarkedUpKeep     = "keep"
 	MarkedUpMoveBack = "move_back"
 )
-
-// DefaultMoveBackRate is checks.move_back_rate's default.
-const DefaultMoveBackRate = 100
 
 // Probe types of checks.active.type.
 const (
@@ -133,7 +133,7 @@ type checksFields struct {
 
 // checks decodes an upstream's `checks`.
 func (d *decoder) checks(n *yaml.Node, path string) *Checks {
-	cf := checksFields{Checks: &Checks{OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep, MoveBackRate: DefaultMoveBackRate}}
+	cf := checksFields{Checks: &Checks{OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep}}
 	checksSection().decode(d, n, path, &cf)
 	c := cf.Checks
 	if len(c.Active) == 0 && c.Passive == nil {
@@ -183,7 +183,7 @@ func checksSection() section[checksFields] {
 					c.OnMarkedUp = v
 				}
 			}},
-			{name: "move_back_rate", def: fmt.Sprintf("`%d`", DefaultMoveBackRate), decode: func(d *decoder, kv keyValue, p string, c *checksFields) {
+			{name: "move_back_rate", def: "unset: `rebalance.rate`", decode: func(d *decoder, kv keyValue, p string, c *checksFields) {
 				c.actions = append(c.actions, kv)
 				if v, ok := d.float(kv.val, p); ok {
 					if v <= 0 {

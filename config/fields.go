@@ -440,7 +440,7 @@ func reloadSection() section[Reload] {
 			{name: "drain_removed", def: "`false`", decode: func(d *decoder, kv keyValue, p string, v *Reload) {
 				v.DrainRemoved, _ = d.bool(kv.val, p)
 			}},
-			{name: "drain_window", def: fmt.Sprintf("`%s`", DefaultDrainWindow), decode: func(d *decoder, kv keyValue, p string, v *Reload) {
+			{name: "drain_window", def: "unset: `rebalance.rate`", decode: func(d *decoder, kv keyValue, p string, v *Reload) {
 				if t, ok := d.duration(kv.val, p); ok {
 					v.DrainWindow = t
 				}

@@ -46,13 +46,21 @@ func AppendConnack(dst []byte, level byte, code ReasonCode, reason string) []byt
 		// Flags, reason code and a Property Length of 0 [MQTT-2.2.2-1].
 		return append(dst, connackHeader, 3, 0, byte(code), 0)
 	}
-	props := 1 + fieldLen(len(reason))
-	dst = append(dst, connackHeader)
-	dst = appendVarint(dst, 2+varintLen(props)+props)
-	dst = append(dst, 0, byte(code))
+	return appendWithProperty(dst, connackHeader, propReasonString, reason, 0, byte(code))
+}
+
+// appendWithProperty appends a packet of fixed header byte header whose
+// variable header is fixed then a property list of one string property,
+// id with value; value is short enough (maxReasonString) for one-byte
+// lengths, but the lengths are written as the general varints anyway.
+func appendWithProperty(dst []byte, header, id byte, value string, fixed ...byte) []byte {
+	props := 1 + fieldLen(len(value))
+	dst = append(dst, header)
+	dst = appendVarint(dst, len(fixed)+varintLen(props)+props)
+	dst = append(dst, fixed...)
 	dst = appendVarint(dst, props)
-	dst = append(dst, propReasonString)
-	return appendField(dst, reason)
+	dst = append(dst, id)
+	return appendField(dst, value)
 }
 
 // AppendDisconnect appends a DISCONNECT and returns the extended buffer.
@@ -77,13 +85,7 @@ func AppendDisconnect(dst []byte, level byte, code ReasonCode, reason string) []
 		// for the Property Length (5.0 section 3.14.2.2.1).
 		return append(dst, disconnectHeader, 1, byte(code))
 	}
-	props := 1 + fieldLen(len(reason))
-	dst = append(dst, disconnectHeader)
-	dst = appendVarint(dst, 1+varintLen(props)+props)
-	dst = append(dst, byte(code))
-	dst = appendVarint(dst, props)
-	dst = append(dst, propReasonString)
-	return appendField(dst, reason)
+	return appendWithProperty(dst, disconnectHeader, propReasonString, reason, byte(code))
 }
 
 // AppendServerDisconnect appends the MQTT 5.0 DISCONNECT a server sends to
@@ -96,13 +98,7 @@ func AppendServerDisconnect(dst []byte, code ReasonCode, serverReference string)
 	if serverReference == "" {
 		return AppendDisconnect(dst, Level5, code, "")
 	}
-	props := 1 + fieldLen(len(serverReference))
-	dst = append(dst, disconnectHeader)
-	dst = appendVarint(dst, 1+varintLen(props)+props)
-	dst = append(dst, byte(code))
-	dst = appendVarint(dst, props)
-	dst = append(dst, propServerReference)
-	return appendField(dst, serverReference)
+	return appendWithProperty(dst, disconnectHeader, propServerReference, serverReference, byte(code))
 }
 
 // cleanReasonString makes s a valid UTF-8 Encoded String ([MQTT-1.5.4-1],

@@ -4,6 +4,11 @@
 // session exactly as it does for TCP.
 //
 //	u := mqttws.Upgrader{AllowOrigin: func(o string) bool { return o == "https://app.example" }}
+//	// On a connection that starts with an HTTP request (one byte sniffed):
+//	c, fwd, replay, err := u.UpgradeConn(conn, first, "/mqtt")
+//	// c: upgraded; replay: any other request, for an HTTP server to answer.
+//
+//	// Or from an HTTP server's handler:
 //	http.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
 //		c, err := u.Upgrade(w, r) // refusals are answered with an HTTP status and a reason
 //		if err != nil {
@@ -15,7 +20,7 @@
 //
 // Framing, masking and the handshake are github.com/gobwas/ws's: it reads
 // frames straight from the socket without a buffer per connection and
-// upgrades without copying headers, so an idle connection costs its socket,
+// (UpgradeConn) upgrades without net/http or copying headers, so an idle connection costs its socket,
 // its TLS state if any and a few words here. What this package adds are the
 // MQTT rules: binary frames only [MQTT-6.0.0-1], a packet may span frames
 // and a frame may hold several packets [MQTT-6.0.0-2] (so the framing is

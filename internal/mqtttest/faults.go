@@ -150,18 +150,25 @@ func (l *trackingListener) dropAll() {
 	}
 }
 
-// SilentPort listens on a loopback port, accepts connections and never
-// answers: a hung broker, or a port that is open without a broker behind
-// it. It counts the connections it accepted; all close when the test ends.
-func SilentPort(t testing.TB) (addr string, accepted *atomic.Int64) {
+// Silent is a loopback port that accepts connections and never answers: a
+// hung broker, or a port that is open without a broker behind it. All its
+// connections close when the test ends.
+type Silent struct {
+	addr     string
+	accepted atomic.Int64
+	mu       sync.Mutex
+	conns    []net.Conn
+	markers  int // Settle's own connections among conns
+}
+
+// SilentPort starts a Silent port.
+func SilentPort(t testing.TB) *Silent {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	accepted = new(atomic.Int64)
-	var mu sync.Mutex
-	var conns []net.Conn
+	s := &Silent{addr: ln.Addr().String()}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -170,22 +177,60 @@ func SilentPort(t testing.TB) (addr string, accepted *atomic.Int64) {
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.accepted.Add(1)
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
 		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range s.conns {
 			c.Close()
 		}
 	})
-	return ln.Addr().String(), accepted
+	return s
+}
+
+// Addr is the port's address.
+func (s *Silent) Addr() string { return s.addr }
+
+// Accepted is how many connections the accept loop has taken so far,
+// Settle's own included; it lags behind the dials when that loop waits
+// for the CPU. Use it to wait for more, Settle to count exactly.
+func (s *Silent) Accepted() int64 { return s.accepted.Load() }
+
+// Settle reports how many connections, Settle's own not counted, were
+// dialled to the port before Settle was called: it dials one of its own
+// and waits for the accept loop to take it, and the kernel hands over
+// connections in the order their handshakes completed, so every earlier
+// one has been taken by then. Two Settles with nothing dialled in between
+// report the same, however late the accept loop runs.
+func (s *Silent) Settle(t testing.TB) int {
+	t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mine := c.LocalAddr().String()
+	n := -1
+	WaitFor(t, "the silent port to take Settle's connection", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i := len(s.conns) - 1; i >= 0; i-- {
+			if s.conns[i].RemoteAddr().String() == mine {
+				s.markers++
+				n = i + 1 - s.markers
+				return true
+			}
+		}
+		return false
+	})
+	return n
 }
 
 // Relay forwards TCP connections to a broker until Freeze, which makes it a
