@@ -149,6 +149,7 @@ func References() []Reference {
 		sslSection().reference(0),
 		deploymentSection().reference(0),
 		etcdSection().reference(1),
+		apisixSSLSection().reference(1),
 	}
 }
 
@@ -443,6 +444,36 @@ func reloadSection() section[Reload] {
 			{name: "drain_window", def: "unset: `rebalance.rate`", decode: func(d *decoder, kv keyValue, p string, v *Reload) {
 				if t, ok := d.duration(kv.val, p); ok {
 					v.DrainWindow = t
+				}
+			}},
+		},
+	}
+}
+
+// apisixSSLSection is APISIX's config.yaml apisix.ssl: the HTTPS listen
+// and the TLS settings of every certificate. APISIX's other keys there
+// (fallback_sni, key_encrypt_salt, ...) are accepted without use.
+func apisixSSLSection() section[sslGlobal] {
+	return section[sslGlobal]{
+		name: "ssls[]",
+		fields: []field[sslGlobal]{
+			{name: "listen", def: "none", decode: func(d *decoder, kv keyValue, p string, _ *sslGlobal) { d.nodeListen(kv.val, p, true) }},
+			{name: "ssl_protocols", def: "`TLSv1.2 TLSv1.3`", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
+				var s SSL
+				errs := len(d.p.errs)
+				d.sslProtocols(kv.val, p, &s)
+				if len(d.p.errs) == errs && s.MinVersion != 0 {
+					g.protocols = &[2]uint16{s.MinVersion, s.MaxVersion}
+				}
+			}},
+			{name: "ssl_ciphers", def: "crypto/tls's suites", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
+				if s, ok := d.str(kv.val, p); ok {
+					g.ciphers, g.ciphersSet = d.sslCiphers(kv.val, p, s), true
+				}
+			}},
+			{name: "ssl_session_tickets", def: "`true`", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
+				if on, ok := d.bool(kv.val, p); ok {
+					g.ticketsOff = !on
 				}
 			}},
 		},

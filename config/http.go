@@ -264,11 +264,13 @@ func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
 	}
 }
 
-// apisixSSL decodes apisix.ssl: only listen matters to mqgate.
+// apisixSSL decodes apisix.ssl: its HTTPS listen and the TLS settings
+// every ssls entry takes; APISIX's other keys there are accepted unused.
 func (d *decoder) apisixSSL(n *yaml.Node, path string) {
+	sec := apisixSSLSection()
 	for _, kv := range d.fields(n, path) {
-		if kv.key == "listen" {
-			d.nodeListen(kv.val, join(path, kv.key), true)
+		if i := slices.IndexFunc(sec.fields, func(f field[sslGlobal]) bool { return f.name == kv.key }); i >= 0 {
+			sec.fields[i].decode(d, kv, join(path, kv.key), &d.b.sslGlobal)
 			continue
 		}
 		d.ignore(kv.keyNode, join(path, kv.key))

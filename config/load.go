@@ -85,6 +85,7 @@ type builder struct {
 	// httpDefault is where apisix.stream_proxy.only: false was set: APISIX
 	// then serves HTTP on its default node_listen, 9080.
 	httpDefault *location
+	sslGlobal   sslGlobal // apisix.ssl's settings for every ssls entry
 }
 
 type location struct {
@@ -362,6 +363,7 @@ func (b *builder) finish() *Config {
 	}
 	b.checkHTTPRoutes(cfg)
 	b.checkSSLs()
+	b.applySSLGlobal()
 	for _, s := range b.ssls {
 		if !s.disabled {
 			cfg.SSLs = append(cfg.SSLs, s.SSL)
