@@ -86,6 +86,10 @@ type builder struct {
 	// then serves HTTP on its default node_listen, 9080.
 	httpDefault *location
 	sslGlobal   sslGlobal // apisix.ssl's settings for every ssls entry
+	// deploymentAdmin is the Admin API deployment.admin describes, and
+	// enableAdmin apisix.enable_admin (nil when not set).
+	deploymentAdmin *Admin
+	enableAdmin     *bool
 }
 
 type location struct {
@@ -288,6 +292,11 @@ func (d *decoder) apisix(n *yaml.Node) {
 		case "ssl":
 			d.apisixSSL(kv.val, "apisix.ssl")
 			continue
+		case "enable_admin":
+			// Only deployment.admin heeds it; mqgate's admin block does not.
+			if on, ok := d.bool(kv.val, "apisix.enable_admin"); ok {
+				d.b.enableAdmin = &on
+			}
 		}
 		d.ignore(kv.keyNode, join("apisix", kv.key))
 	}
@@ -341,6 +350,7 @@ func (d *decoder) accessLog(n *yaml.Node, path string, l *Log) {
 // finish merges what all documents declared, checks references across
 // files and returns the configuration (meaningful only without errors).
 func (b *builder) finish() *Config {
+	b.resolveDeploymentAdmin()
 	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload, Rebalance: b.rebalance, Deployment: b.deployment}
 	b.checkDeployment()
 	b.defaultHTTPListener()
