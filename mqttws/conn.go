@@ -18,6 +18,11 @@
 //		io.Copy(broker, c) // MQTT bytes, whatever the framing
 //	})
 //
+// Dial is the other side, for brokers that take MQTT over WebSocket only
+// (an upstream with scheme ws or wss): on a connection to the broker it
+// asks for the path and subprotocol and returns a Conn that masks what it
+// sends, as a client must.
+//
 // Framing, masking and the handshake are github.com/gobwas/ws's: it reads
 // frames straight from the socket without a buffer per connection and
 // (UpgradeConn) upgrades without net/http or copying headers, so an idle connection costs its socket,

@@ -199,19 +199,23 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if lcfg.HTTP {
-		client := wc.remote.Addr()
-		if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, client) {
-			client = a
+		start := time.Now()
+		client := netip.AddrPortFrom(wc.remote.Addr().Unmap(), wc.remote.Port())
+		a, forwarded := forwardedFor(r.Header)
+		if forwarded = forwarded && allowed(lcfg.RealIPFrom, wc.remote.Addr()); forwarded {
+			client = netip.AddrPortFrom(a.Unmap(), 0)
 		}
 		scheme := "http"
 		if wc.id.tls != nil {
 			scheme = "https"
 		}
-		if hr := matchHTTP(snap.http, r, client.Unmap(), scheme); hr != nil {
-			s.proxyHTTP(w, r, hr, wc, client.Unmap())
+		if hr := matchHTTP(snap.http, r, client.Addr(), scheme); hr != nil {
+			s.proxyHTTP(w, r, hr, wc, client, forwarded)
 			return
 		}
-		http.Error(w, "404 no route matches "+r.Method+" "+r.Host+r.URL.Path, http.StatusNotFound)
+		text := "404 no route matches " + r.Method + " " + r.Host + r.URL.Path
+		http.Error(w, text, http.StatusNotFound)
+		s.logHTTP(r, wc, client, forwarded, start, httpOutcome{status: http.StatusNotFound, down: int64(len(text)) + 1, detail: "no route matches"})
 		return
 	}
 	if lcfg.WebSocket != nil {
