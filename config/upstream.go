@@ -62,7 +62,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		p := join(path, "key")
 		if u.Type != "chash" {
 			d.errorf(keyNode, p, "only used with type chash, not %s", u.Type)
-		} else if k, ok := d.oneOf(keyNode, p, vars.Names...); ok {
+		} else if k, ok := d.variable(keyNode, p); ok {
 			u.Key = k
 		}
 	}
@@ -92,7 +92,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		p := join(path, "source_hash_key")
 		if len(u.SourceAddresses) < 2 {
 			d.errorf(srcKey, p, "only used with two source_addresses or more")
-		} else if k, ok := d.oneOf(srcKey, p, vars.Names...); ok {
+		} else if k, ok := d.variable(srcKey, p); ok {
 			u.SourceHashKey = k
 		}
 	}
@@ -130,6 +130,20 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	}
 	u.Retries = retries
 	return u
+}
+
+// variable reads the name of a variable of package vars: as mqgate spells
+// it, with NGINX's and APISIX's "$" before it, or as an alias
+// ($mqtt_preread_clientid); the result is mqgate's name.
+func (d *decoder) variable(n *yaml.Node, path string) (string, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return "", false
+	}
+	if name, known := vars.Canonical(s); known {
+		return name, true
+	}
+	return d.oneOf(n, path, vars.Names...) // reports it, with the nearest name
 }
 
 // nodes decodes APISIX's two shapes: {"host:port": weight} or a list of
