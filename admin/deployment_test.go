@@ -2,9 +2,12 @@ package admin_test
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mqgate/mqgate/internal/mqtttest"
+	"github.com/mqgate/mqgate/mqtt"
 )
 
 // TestDeploymentAdmin serves the Admin API APISIX's deployment.admin
@@ -52,5 +55,27 @@ log: {access_log: "off"}
 	far := startGate(t, yml("[10.0.0.0/8]"))
 	if code, _ := far.doRaw(t, "GET", "/apisix/admin/upstreams", adminKey, ""); code != 403 {
 		t.Errorf("allow_admin [10.0.0.0/8], from 127.0.0.1: %d, want 403", code)
+	}
+}
+
+// TestOlderMQTTProxyBody: seed 002's older mqtt-proxy form, the broker in
+// the plugin's upstream ({ip, port}, later {host, port}), is accepted by
+// the Admin API and routes new connections to that broker.
+func TestOlderMQTTProxyBody(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	g := startGate(t, configYAML(mqtttest.FreePort(t), ""))
+	g.mustDo(t, 201, "PUT", "/apisix/admin/stream_routes/1", fmt.Sprintf(`{
+  "plugins": {"mqtt-proxy": {"protocol_name": "MQTT", "protocol_level": 4,
+    "upstream": {"ip": "127.0.0.1", "port": %d}}}
+}`, portOf(t, broker.Addr())))
+	if code := connack(t, g.mqttAddr, "old-form", mqtt.Level311); code != 0 {
+		t.Fatalf("CONNACK %#x, want 0", code)
+	}
+	mqtttest.WaitFor(t, "the plugin's broker to see old-form", func() bool { return slices.Contains(broker.Seen(), "old-form") })
+
+	code, v := g.do(t, "PUT", "/apisix/admin/stream_routes/2", adminKey, `{"plugins": {"mqtt-proxy": {"upstream": {"host": "127.0.0.1"}}}}`)
+	if code != 400 || !strings.Contains(fmt.Sprint(v), "port") {
+		t.Errorf("no port: %d %v, want 400 naming port", code, v)
 	}
 }

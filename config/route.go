@@ -4,9 +4,12 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mqgate/mqgate/plugin"
 )
 
 // routeDecl is a StreamRoute with the source positions the cross-file
@@ -24,6 +27,7 @@ type routeDecl struct {
 func (d *decoder) route(n *yaml.Node, path string) routeDecl {
 	r := routeFields{routeDecl: routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path, overlay: d.overlay}}
 	routeSection().decode(d, n, path, &r)
+	d.pluginUpstream(path, &r)
 	switch {
 	case r.hasUpstreamID && r.hasUpstream:
 		d.errorf(n, path, "set exactly one of upstream_id or upstream, not both")
@@ -104,6 +108,43 @@ func routeSection() section[routeFields] {
 			}},
 			{name: "plugins", def: "none", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Plugins = d.plugins(kv.val, p) }},
 		},
+	}
+}
+
+// pluginUpstream makes the broker a plugin names (APISIX's older
+// mqtt-proxy `upstream: {host, port}`) the route's inline upstream: one
+// node, round robin, as APISIX built it. A route that also has an upstream
+// of its own is an error: which one wins differed between APISIX versions.
+func (d *decoder) pluginUpstream(path string, r *routeFields) {
+	for _, pl := range r.Plugins {
+		ru, ok := pl.Settings.(plugin.RouteUpstream)
+		if !ok {
+			continue
+		}
+		host, port, ok := ru.RouteUpstream()
+		if !ok {
+			continue
+		}
+		at := &yaml.Node{Line: pl.Line}
+		p := join(join(path, "plugins"), pl.Name) + ".upstream"
+		if r.hasUpstreamID || r.hasUpstream {
+			d.errorf(at, p, "the route has an upstream too: keep one (APISIX deprecated this one; prefer the route's)")
+			return
+		}
+		scalar := func(v string) *yaml.Node {
+			return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v, Line: at.Line}
+		}
+		node := &yaml.Node{Kind: yaml.MappingNode, Line: at.Line, Content: []*yaml.Node{
+			scalar("nodes"), {Kind: yaml.SequenceNode, Line: at.Line, Content: []*yaml.Node{
+				{Kind: yaml.MappingNode, Line: at.Line, Content: []*yaml.Node{
+					scalar("host"), scalar(host),
+					scalar("port"), {Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.Itoa(port), Line: at.Line},
+				}},
+			}},
+		}}
+		u := d.upstream(node, p, true)
+		r.Upstream, r.hasUpstream = &u.Upstream, true
+		return
 	}
 }
 

@@ -40,3 +40,42 @@ stream_routes: [{upstream_id: a}]
 		t.Errorf("a misspelt variable: %v", err)
 	}
 }
+
+// TestMQTTProxyOlderUpstream: seed 002's older mqtt-proxy form, the broker
+// in the plugin's upstream {host | ip, port}, is the route's upstream.
+func TestMQTTProxyOlderUpstream(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse(Document{Name: "o.yaml", Data: []byte(`stream_proxy: {tcp: [9100]}
+stream_routes:
+  - id: 1
+    plugins:
+      mqtt-proxy:
+        protocol_name: MQTT
+        protocol_level: 4
+        upstream: {host: 127.0.0.1, port: 1995}
+  - id: 2
+    server_port: 9100
+    plugins:
+      mqtt-proxy: {protocol_name: MQTT, protocol_level: 4, upstream: {ip: 127.0.0.2, port: 1996}}
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"127.0.0.1:1995", "127.0.0.2:1996"} {
+		u := cfg.StreamRoutes[i].Upstream
+		if u == nil || len(u.Nodes) != 1 || u.Nodes[0].Addr() != want || u.Type != "roundrobin" || u.Scheme != "tcp" {
+			t.Errorf("route %d: upstream %+v, want one node %s, round robin", i, u, want)
+		}
+	}
+	for _, tc := range []struct{ plugin, want string }{
+		{`plugins: {mqtt-proxy: {upstream: {host: b.example, port: 1883}}}, upstream_id: u`, "o.yaml:3: stream_routes[0].plugins.mqtt-proxy.upstream: the route has an upstream too: keep one"},
+		{`plugins: {mqtt-proxy: {upstream: {port: 1883}}}`, "o.yaml:3: stream_routes[0].plugins.mqtt-proxy.upstream.host: required"},
+		{`plugins: {mqtt-proxy: {upstream: {host: a, ip: b, port: 1883}}}`, "set host or ip (its older name), not both"},
+		{`plugins: {mqtt-proxy: {upstream: {host: a, port: 70000}}}`, "must be 1..65535, got 70000"},
+	} {
+		_, err := Parse(Document{Name: "o.yaml", Data: []byte("stream_proxy: {tcp: [9100]}\nupstreams: [{id: u, nodes: {\"127.0.0.1:1883\": 1}}]\nstream_routes: [{" + tc.plugin + "}]\n")})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.plugin, err, tc.want)
+		}
+	}
+}
