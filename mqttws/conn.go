@@ -302,11 +302,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10+ws.MaxHeaderSize); return &b }}
 
 // writeFrame sends one final frame: unmasked from the server side, masked
-// from the client side [RFC 6455 5.1].
+// with a fresh key from the client side [RFC 6455 5.1].
 func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
-	if c.client {
-		return c.writeMasked(op, p)
-	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.closeSent {
@@ -315,12 +312,18 @@ func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
 	if op == ws.OpClose {
 		c.closeSent = true
 	}
-	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p))}
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p)), Masked: c.client}
+	if c.client {
+		h.Mask = ws.NewMask()
+	}
 	bp := framePool.Get().(*[]byte)
 	defer framePool.Put(bp)
 	w := appender{b: (*bp)[:0]}
 	if err := ws.WriteHeader(&w, h); err != nil {
 		return err
+	}
+	if c.client {
+		return c.writeMasked(w.b, p, h.Mask)
 	}
 	if len(w.b)+len(p) > cap(w.b) {
 		_, err := (&net.Buffers{w.b, p}).WriteTo(c.Conn)
@@ -330,39 +333,20 @@ func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
 	return err
 }
 
-// writeMasked sends one final frame masked with a fresh key: the payload
-// is masked in the pooled buffer, chunk by chunk, so the caller's bytes
-// stay as they are.
-func (c *Conn) writeMasked(op ws.OpCode, p []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.closeSent {
-		return net.ErrClosed
-	}
-	if op == ws.OpClose {
-		c.closeSent = true
-	}
-	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p)), Masked: true, Mask: ws.NewMask()}
-	bp := framePool.Get().(*[]byte)
-	defer framePool.Put(bp)
-	w := appender{b: (*bp)[:0]}
-	if err := ws.WriteHeader(&w, h); err != nil {
-		return err
-	}
-	buf, off := w.b, 0
-	for {
+// writeMasked sends the frame whose header buf holds with payload p masked
+// in buf, chunk by chunk, so that the caller's bytes stay as they are.
+func (c *Conn) writeMasked(buf, p []byte, mask [4]byte) error {
+	for off := 0; ; buf = buf[:0] {
 		n := min(len(p)-off, cap(buf)-len(buf))
 		start := len(buf)
 		buf = append(buf, p[off:off+n]...)
-		ws.Cipher(buf[start:], h.Mask, off)
+		ws.Cipher(buf[start:], mask, off)
 		if _, err := c.Conn.Write(buf); err != nil {
 			return err
 		}
-		off += n
-		if off == len(p) {
+		if off += n; off == len(p) {
 			return nil
 		}
-		buf = (*bp)[:0]
 	}
 }
 
