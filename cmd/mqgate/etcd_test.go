@@ -372,7 +372,7 @@ func TestEtcdRoles(t *testing.T) {
 }
 
 // TestEtcdRefusesOneObjectAcrossObjects: under a prefix of its own, a
-// stream route written straight into etcd that names an HTTP upstream (a
+// stream route written straight into etcd that names an HTTPS upstream (a
 // problem the decoder finds across objects, with no field path) is refused
 // alone with its key; the route beside it serves, and the Admin API names
 // the objects by their keys under that prefix.
@@ -384,7 +384,7 @@ func TestEtcdRefusesOneObjectAcrossObjects(t *testing.T) {
 	cli := e.Client(t)
 	ctx := context.Background()
 	for key, value := range map[string]string{
-		"/mqtt/upstreams/web":     `{"scheme": "http", "nodes": {"127.0.0.1:8080": 1}}`,
+		"/mqtt/upstreams/web":     `{"scheme": "https", "nodes": {"127.0.0.1:8443": 1}}`,
 		"/mqtt/stream_routes/web": `{"mqtt_client_id": {"prefix": "web-"}, "upstream_id": "web"}`,
 		"/mqtt/stream_routes/1":   fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr()),
 	} {
