@@ -174,3 +174,135 @@ func FuzzConn(f *testing.F) {
 		serverFrames(t, m.out.Bytes())
 	})
 }
+
+// countingConn is a memConn that counts the reads that reach it, each
+// given at most one of chunks (what the socket holds at that moment).
+type countingConn struct {
+	memConn
+	chunks [][]byte
+	reads  int
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads++
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// TestConnReadsAhead: a small frame costs one read of the socket, a larger
+// one two, several frames that arrived together no more; and a connection
+// waiting for its next frame holds no pooled buffer.
+func TestConnReadsAhead(t *testing.T) {
+	connect := []byte{0x10, 0x0d, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, 'a'}
+	connect = append(connect, bytes.Repeat([]byte{0}, 40)...) // past the frame-start buffer
+	connect[1] = byte(len(connect) - 2)
+	ping := []byte{0xc0, 0}
+	for _, tc := range []struct {
+		name   string
+		chunks [][]byte
+		reads  int // socket reads until the payloads are in, the EOF read excluded
+	}{
+		{"a PINGREQ frame in one read", [][]byte{clientFrames(t, ws.NewBinaryFrame(ping))}, 1},
+		{"a CONNECT frame in two", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect))}, 2},
+		{"a CONNECT and two PINGREQ that came together", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect), ws.NewBinaryFrame(ping), ws.NewBinaryFrame(ping))}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &countingConn{chunks: tc.chunks}
+			c := NewConn(m, ProtocolMQTT, nil)
+			var want []byte
+			for _, f := range tc.chunks {
+				r := bytes.NewReader(f)
+				for r.Len() > 0 {
+					fr, err := ws.ReadFrame(r)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want = append(want, ws.UnmaskFrame(fr).Payload...)
+				}
+			}
+			got := make([]byte, 0, len(want))
+			buf := make([]byte, 512) // the pipe's wait buffer
+			for len(got) < len(want) {
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("after %d bytes: %v", len(got), err)
+				}
+				got = append(got, buf[:n]...)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("read % x, want % x", got, want)
+			}
+			if m.reads != tc.reads {
+				t.Errorf("%d reads of the socket, want %d", m.reads, tc.reads)
+			}
+			if c.src.pooled != nil || len(c.src.ahead) > 0 {
+				t.Errorf("between frames the connection holds a read-ahead buffer (%d bytes unread)", len(c.src.ahead))
+			}
+		})
+	}
+}
+
+// wouldBlock is what a parked connection's read returns with nothing to
+// read yet (pipe.ParkConn).
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "would block" }
+func (wouldBlock) Temporary() bool { return true }
+func (wouldBlock) Timeout() bool   { return false }
+
+// scriptConn gives each read one chunk; a nil chunk is a read that would
+// block.
+type scriptConn struct {
+	memConn
+	chunks [][]byte
+}
+
+func (c *scriptConn) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	if c.chunks[0] == nil {
+		c.chunks = c.chunks[1:]
+		return 0, wouldBlock{}
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// TestConnReadParked: on a parked connection a frame header may arrive in
+// pieces, with reads that would block in between; the bytes read so far
+// are parsed again from the frame's start, nothing is lost.
+func TestConnReadParked(t *testing.T) {
+	payload := bytes.Repeat([]byte{0x30}, 300) // a 2-byte length: a 4-byte header before the mask
+	frame := clientFrames(t, ws.NewBinaryFrame(payload), ws.NewBinaryFrame([]byte{0xc0, 0}))
+	for _, cut := range []int{1, 2, 3, 5, 7, 9} {
+		m := &scriptConn{chunks: [][]byte{frame[:cut], nil, frame[cut:]}}
+		c := NewConn(m, ProtocolMQTT, nil)
+		var got []byte
+		buf := make([]byte, 512)
+		for blocked := 0; ; {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() && blocked == 0 {
+				blocked++
+				continue
+			}
+			if err != nil {
+				break
+			}
+		}
+		if want := append(append([]byte{}, payload...), 0xc0, 0); !bytes.Equal(got, want) {
+			t.Errorf("header cut after %d bytes: read %d bytes % x…, want the %d of the two frames", cut, len(got), got[:min(len(got), 8)], len(want))
+		}
+	}
+}

@@ -19,13 +19,54 @@ import (
 // live.
 const defaultGCPercent = 50
 
-// tuneGC applies defaultGCPercent unless the operator set GOGC.
-func tuneGC(log *slog.Logger) {
+// calmGCPercent is the collector's target while the process allocates
+// little next to its live heap: an idle fleet between keepalives. The
+// collector's work is about what is allocated divided by the target, so a
+// low target then costs next to nothing, and it keeps the heap, and RSS,
+// near what is live instead of half as much again. Allocating a quarter of
+// the live heap per second or more (handshakes, connects, bursts of
+// messages) brings defaultGCPercent back within a second.
+const calmGCPercent = 20
+
+// calmAfter is how many one-second checks in a row must allocate little
+// before the target drops to calmGCPercent.
+const calmAfter = 3
+
+// gcTarget chooses between the two targets from the allocation rate.
+type gcTarget struct {
+	calm int  // checks in a row that allocated little
+	low  bool // calmGCPercent is set
+}
+
+// next takes one second's allocation and the live heap and says which
+// target to set when it changes.
+func (g *gcTarget) next(allocated, live uint64) (percent int, change bool) {
+	if 4*allocated >= live {
+		g.calm = 0
+		if g.low {
+			g.low = false
+			return defaultGCPercent, true
+		}
+		return 0, false
+	}
+	g.calm++
+	if g.calm >= calmAfter && !g.low {
+		g.low = true
+		return calmGCPercent, true
+	}
+	return 0, false
+}
+
+// tuneGC applies defaultGCPercent unless the operator set GOGC, and
+// reports whether mqgate chooses the target (then giveBack moves it
+// between defaultGCPercent and calmGCPercent).
+func tuneGC(log *slog.Logger) bool {
 	if _, set := os.LookupEnv("GOGC"); set {
-		return
+		return false
 	}
 	debug.SetGCPercent(defaultGCPercent)
 	log.Debug("garbage collector target", "gogc", defaultGCPercent)
+	return true
 }
 
 // How memory left over from a burst (a flood, a reconnect storm) is given
@@ -41,27 +82,47 @@ func tuneGC(log *slog.Logger) {
 // by at least giveBackBurst, and is not growing, the process
 // collects twice and returns the free memory at once (debug.FreeOSMemory):
 // once per burst, never at steady state.
+//
+// A ramp (a fleet connecting, a reconnect storm after a restart) leaves the
+// same garbage behind while the load stays up: the handshakes' garbage
+// (tens of KB per TLS handshake) sits in use until the heap reaches a goal
+// set by the new fleet, and an idle fleet allocates little: RSS stayed at
+// about 1.5 times the live heap. So, checked every second, once the load
+// has risen by giveBackBurst and by a quarter since the last give-back, and
+// then not grown for rampSettle, memory is given back the same way: a
+// growing fleet pays one collection per quarter it grows.
 const (
 	giveBackInterval = 10 * time.Second
 	giveBackBurst    = 256
+	rampCheck        = time.Second
+	rampSettle       = 2 * time.Second
+	rampJitter       = 16 // goroutines that come and go under steady traffic
 )
 
 // giveBack runs until ctx ends. MQGATE_GIVE_BACK=off turns it off (for
 // measuring what it does).
 // conns is the number of open client connections.
-func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns func() int64) {
+// With tune, it also moves the collector's target with the allocation
+// rate (gcTarget).
+func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns func() int64, tune bool) {
 	if os.Getenv("MQGATE_GIVE_BACK") == "off" {
 		return
 	}
-	samples := []metrics.Sample{{Name: "/sched/goroutines:goroutines"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	samples := []metrics.Sample{{Name: "/sched/goroutines:goroutines"}, {Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	load := func() uint64 {
 		metrics.Read(samples)
 		return samples[0].Value.Uint64() + uint64(max(conns(), 0))
 	}
 	last := load()
 	peak := last
-	tick := time.NewTicker(every)
+	var r ramp
+	r.reset(last)
+	tick := time.NewTicker(min(every, rampCheck))
 	defer tick.Stop()
+	nextBurst := time.Now().Add(every)
+	var target gcTarget
+	allocs := samples[2].Value.Uint64()
 	for {
 		select {
 		case <-ctx.Done():
@@ -69,10 +130,27 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 		case <-tick.C:
 		}
 		now := load()
-		peak = max(peak, now)
-		calm := now <= last
-		last = now
-		if !calm || peak < 2*now || peak-now < giveBackBurst {
+		if a := samples[2].Value.Uint64(); tune {
+			if pct, change := target.next(a-allocs, samples[3].Value.Uint64()); change {
+				debug.SetGCPercent(pct)
+				log.Debug("garbage collector target", "gogc", pct)
+			}
+			allocs = a
+		}
+		why := ""
+		if r.settled(now, time.Now()) {
+			why = "ramp"
+		}
+		if t := time.Now(); !t.Before(nextBurst) {
+			nextBurst = t.Add(every)
+			peak = max(peak, now)
+			calm := now <= last
+			last = now
+			if calm && peak >= 2*now && peak-now >= giveBackBurst {
+				why = "burst"
+			}
+		}
+		if why == "" {
 			continue
 		}
 		start := time.Now()
@@ -82,8 +160,31 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 		runtime.GC()
 		debug.FreeOSMemory()
 		metrics.Read(samples)
-		log.Info("memory given back after a burst", "load_peak", peak, "load", now,
+		log.Info("memory given back after a "+why, "load_peak", peak, "load", now,
 			"heap_in_use_before", before, "heap_in_use_after", samples[1].Value.Uint64(), "took", time.Since(start).Round(time.Millisecond))
-		peak = now
+		peak, last = now, now
+		r.reset(now)
 	}
+}
+
+// ramp follows the load between give-backs: it has settled after a rise
+// when it rose by giveBackBurst and a quarter above base, then did not
+// grow for rampSettle.
+type ramp struct {
+	base, high uint64    // the load after the last give-back; the highest since
+	since      time.Time // when the load last grew past high
+}
+
+func (r *ramp) reset(load uint64) { *r = ramp{base: load, high: load} }
+
+func (r *ramp) settled(load uint64, now time.Time) bool {
+	switch {
+	case load > r.high+rampJitter:
+		r.high, r.since = load, now
+		return false
+	case load > r.high:
+		r.high = load // a drain's goroutine more: not growth
+	}
+	rose := r.high >= r.base+giveBackBurst && 4*r.high >= 5*r.base
+	return rose && !r.since.IsZero() && now.Sub(r.since) >= rampSettle && 4*load >= 3*r.high
 }
