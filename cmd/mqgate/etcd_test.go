@@ -372,7 +372,7 @@ func TestEtcdRoles(t *testing.T) {
 }
 
 // TestEtcdRefusesOneObjectAcrossObjects: under a prefix of its own, a
-// stream route written straight into etcd that names an HTTPS upstream (a
+// stream route written straight into etcd that names an HTTP upstream (a
 // problem the decoder finds across objects, with no field path) is refused
 // alone with its key; the route beside it serves, and the Admin API names
 // the objects by their keys under that prefix.
@@ -384,6 +384,8 @@ func TestEtcdRefusesOneObjectAcrossObjects(t *testing.T) {
 	cli := e.Client(t)
 	ctx := context.Background()
 	for key, value := range map[string]string{
+		// https: scheme http on a stream route's upstream is what APISIX
+		// stores on every upstream, and is ignored; https is refused.
 		"/mqtt/upstreams/web":     `{"scheme": "https", "nodes": {"127.0.0.1:8443": 1}}`,
 		"/mqtt/stream_routes/web": `{"mqtt_client_id": {"prefix": "web-"}, "upstream_id": "web"}`,
 		"/mqtt/stream_routes/1":   fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr()),
@@ -392,7 +394,7 @@ func TestEtcdRefusesOneObjectAcrossObjects(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mqtttest.WaitFor(t, "the refusal of the route naming an HTTP upstream", func() bool {
+	mqtttest.WaitFor(t, "the refusal of the route naming an https upstream", func() bool {
 		return strings.Contains(in.p.stderr.String(), `msg="etcd object refused" key=/mqtt/stream_routes/web`)
 	})
 	mqtttest.WaitFor(t, "route 1 to apply", func() bool { return hasRoute(t, in.admin, "1") })
