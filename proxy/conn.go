@@ -176,9 +176,23 @@ func (lc *liveConn) close(reason pipe.End) {
 	}
 }
 
+// closeThen is close for a connection in an event loop, calling then on
+// its loop once its client was told why. It reports false, and does
+// nothing, when the connection is not in a loop or is closing already.
+func (lc *liveConn) closeThen(reason pipe.End, then func()) bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.looped == nil || lc.reason != "" {
+		return false
+	}
+	lc.reason = reason
+	return lc.looped.CloseAtBoundaryThen(reason, lc.srv.goodbye(reason, lc.rec.level), then)
+}
+
 // control gives the connection the handle a close from outside uses from
 // the CONNACK on; pipe.Run (or, until it starts, nobody) acts on it. A
 // close asked for before reaches the connections directly.
+
 func (lc *liveConn) control() *pipe.Control {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
@@ -248,24 +262,32 @@ func (s *Server) serveConn(l *listener, c *net.TCPConn) {
 // WebSocket alike.
 func (p *connPath) mqtt() bool {
 	return p.readConnect() && // the CONNECT, bounded in size and time
-		p.route() && // server port, SNI, addresses, client id, username
-		p.plugins(plugin.Check) && // mqtt-proxy, mqtt-rewrite, ip-restriction (plugin/registry)
-		p.maxConnections() && // stream_proxy.max_connections
-		p.plugins(plugin.Limit) && // limit-req, limit-conn
-		p.uniqueClientID() && // stream_proxy.on_duplicate_client_id
+		p.policies() &&
 		p.dial() && // balance, then the upstream's dialer, the next node on failure
 		p.handOver() && // the CONNECT (as rewritten) and what followed it
 		p.pipe() // both ways until either side ends, in an event loop or the pipe's goroutines
 }
 
+// policies are the stages between the CONNECT and the dial, the same for
+// a connection on a goroutine and one an event loop accepted (loopconn.go).
+func (p *connPath) policies() bool {
+	return p.route() && // server port, SNI, addresses, client id, username
+		p.plugins(plugin.Check) && // mqtt-proxy, mqtt-rewrite, ip-restriction (plugin/registry)
+		p.maxConnections() && // stream_proxy.max_connections
+		p.plugins(plugin.Limit) && // limit-req, limit-conn
+		p.uniqueClientID() // stream_proxy.on_duplicate_client_id
+}
+
 // connPath is one connection on its way through serveConn's stages.
 type connPath struct {
-	s    *Server
-	l    *listener
-	tcp  *net.TCPConn
-	snap *snapshot
-	lc   *liveConn
-	rec  *record
+	s     *Server
+	l     *listener
+	tcp   *net.TCPConn
+	snap  *snapshot
+	lc    *liveConn
+	rec   *record
+	local netip.AddrPort // the address the client connected to
+	ec    *epoll.Conn    // the client, when an event loop accepted it (loopconn.go); tcp is nil then
 
 	ticket    *admission.Ticket // its place until the CONNECT is read
 	conn      net.Conn          // the client: tcp, TLS over it, or a WebSocket over either
@@ -280,15 +302,18 @@ type connPath struct {
 	broker    net.Conn
 	ack       []byte // the broker's CONNACK and what followed it, for the client
 	ctl       *pipe.Control
-	keepAlive uint16 // the client's, for the idle limit
-	looped    bool   // the pair is in an event loop or the pipe's goroutines, which end the connection
-	handed    bool   // an HTTP connection, the web server's now
+	keepAlive uint16    // the client's, for the idle limit
+	looped    bool      // the pair is in an event loop or the pipe's goroutines, which end the connection
+	refusal   []byte    // the refusing CONNACK for an event loop to send (ec)
+	takenOver *liveConn // the older connection of the client id, to close before the dial (ec)
+	handed    bool      // an HTTP connection, the web server's now
 }
 
 // track registers the connection, or closes it when the server is
 // shutting down.
 func (p *connPath) track() bool {
 	s := p.s
+	p.local = addrPort(p.tcp.LocalAddr())
 	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.counts, remote: addrPort(p.tcp.RemoteAddr())}}
 	p.rec = &p.lc.rec
 	if !s.track(p.lc) {
@@ -335,13 +360,19 @@ func (p *connPath) open() bool {
 func (p *connPath) readConnect() bool {
 	buf, n, size, err := p.s.preread(p.conn, p.snap, p.have)
 	p.buf, p.n, p.size = buf, n, size
+	return p.connectRead(err)
+}
+
+// connectRead parses the CONNECT that p.buf holds, or ends the connection
+// for err, the reading's failure.
+func (p *connPath) connectRead(err error) bool {
 	if err != nil {
-		p.s.failPreread(p.conn, p.rec, err)
+		p.answer(p.s.prereadFailed(p.rec, err))
 		return false
 	}
-	connect, err := mqtt.ParseConnect((*buf)[:size])
+	connect, err := mqtt.ParseConnect((*p.buf)[:p.size])
 	if err != nil {
-		p.s.failPreread(p.conn, p.rec, err)
+		p.answer(p.s.prereadFailed(p.rec, err))
 		return false
 	}
 	p.ticket.Done() // its CONNECT is in: no longer to be shed
@@ -357,7 +388,7 @@ func (p *connPath) readConnect() bool {
 // route picks the stream route, on the connection and the CONNECT.
 func (p *connPath) route() bool {
 	ri, ok := p.snap.routes.Match(route.Input{
-		Local:    addrPort(p.tcp.LocalAddr()),
+		Local:    p.local,
 		Remote:   p.rec.remote.Addr(),
 		ClientID: p.connect.ClientID,
 		Username: p.connect.Username,
@@ -431,7 +462,11 @@ func (p *connPath) uniqueClientID() bool {
 	if older != nil {
 		s.log.Info("closing older connection of a client id that connected again",
 			"client_id", id, "upstream", k.upstream, "client", p.rec.remote)
-		s.takeOver(older)
+		if p.ec != nil {
+			p.takenOver = older // told before the dial, an event of the loop (loopPath.FirstPacket)
+		} else {
+			s.takeOver(older)
+		}
 	}
 	lc := p.lc
 	lc.took(func() { s.conns.release(k, lc) })
@@ -443,23 +478,33 @@ func (p *connPath) uniqueClientID() bool {
 // next one the same CONNECT when a broker closes, stays silent for
 // timeout.connack, or answers "server unavailable" or "busy".
 func (p *connPath) dial() bool {
+	return p.dialled(p.s.dial(p.up, p.rec.hashKey, p.connectToSend(), p.lc))
+}
+
+// connectToSend is the CONNECT for the broker, as read or rewritten, and
+// sets the balancer's key.
+func (p *connPath) connectToSend() []byte {
 	rec := p.rec
 	rec.hashKey = p.up.hashKey(&rec.id.vars, rec.remote.Addr())
-	connect := (*p.buf)[:p.size]
 	if p.pc.Packet != nil {
-		connect = p.pc.Packet
+		return p.pc.Packet
 	}
-	try := p.s.dial(p.up, rec.hashKey, connect, p.lc)
+	return (*p.buf)[:p.size]
+}
+
+// dialled takes the outcome of dial: a refusal when no node accepted.
+func (p *connPath) dialled(try nodeTry) bool {
+	rec := p.rec
 	// The access record's detail names the nodes that failed, and why.
 	tried := strings.Join(try.tried, "; ")
 	switch {
 	case try.closed:
 		return false // closed from outside meanwhile
-	case try.broker == nil && try.answered:
+	case try.node == nil && try.answered:
 		p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker accepted the CONNECT")
 		rec.detail += " (tried " + tried + ")"
 		return false
-	case try.broker == nil:
+	case try.node == nil:
 		p.refuse(mqtt.ServerUnavailable, refuseNoBroker, "no broker reachable")
 		rec.detail += " (tried " + tried + ")"
 		return false
@@ -480,14 +525,8 @@ func (p *connPath) dial() bool {
 // after it), and the broker what the client sent after its CONNECT.
 func (p *connPath) handOver() bool {
 	buf, rec := *p.buf, p.rec
-	// From the CONNACK on the client may act on its connection (connect
-	// again, get kicked): it is in the connection table from now, and a
-	// close from outside ends it at a packet boundary, through the pipe's
-	// control.
-	rec.up, rec.down = int64(p.n), int64(len(p.ack))
 	p.ctl = p.lc.control()
-	p.s.stats.Proxied.Add(1)
-	p.lc.piping(rec, rec.up, p.snap.stats[p.ri], p.lc.node)
+	p.connacked()
 	_ = p.conn.SetWriteDeadline(time.Now().Add(p.up.cfg.Timeout.Connect))
 	if _, err := p.conn.Write(p.ack); err != nil {
 		rec.end, rec.detail = pipe.ClientError, err.Error()
@@ -504,28 +543,36 @@ func (p *connPath) handOver() bool {
 	}
 	_ = p.conn.SetReadDeadline(time.Time{})
 	p.ack = nil
-	// The CONNECT's fields that point into buf (Password, Properties,
-	// Will) are not read past this point: the parsed CONNECT goes no
-	// further than the stages above, so buf goes back to the pool now
-	// rather than for the whole life of the connection.
+	p.dropConnect()
+	return true
+}
+
+// connacked books the connection as proxied: from the CONNACK on the
+// client may act on its connection (connect again, get kicked), so it is
+// in the connection table from now, and a close from outside ends it at a
+// packet boundary.
+func (p *connPath) connacked() {
+	rec := p.rec
+	rec.up, rec.down = int64(p.n), int64(len(p.ack))
+	p.s.stats.Proxied.Add(1)
+	p.lc.piping(rec, rec.up, p.snap.stats[p.ri], p.lc.node)
+}
+
+// dropConnect lets go of the CONNECT: its fields that point into buf
+// (Password, Properties, Will) are not read past the handover, as the
+// parsed CONNECT goes no further than the stages, so buf goes back to the
+// pool now rather than for the whole life of the connection.
+func (p *connPath) dropConnect() {
 	putPrereadBuf(p.buf)
 	p.buf, p.connect, p.pc.Connect = nil, nil, nil
-	return true
 }
 
 // pipe moves bytes both ways until either side ends: in an event loop for
 // plain TCP, else on two goroutines of the pipe's own, so that this one and
 // its stack, grown through the stages above, end now.
 func (p *connPath) pipe() bool {
-	s, rec, lc := p.s, p.rec, p.lc
-	opts := pipe.Options{
-		Idle:             idleLimit(p.up, p.keepAlive),
-		WriteTimeout:     writeTimeout(p.up, p.keepAlive),
-		HalfCloseTimeout: halfCloseTimeout,
-		Meter:            &lc.entry.meter, // adding to the route's and node's totals
-		Level:            rec.level,
-		MaxPacketSize:    p.snap.cfg.StreamProxy.MaxPacketSize,
-	}
+	s, lc := p.s, p.lc
+	opts := p.pipeOptions()
 	p.looped = true
 	if s.loopPair(p.snap, lc, p.conn, p.broker, opts) {
 		return true
@@ -544,13 +591,37 @@ func (p *connPath) pipe() bool {
 	return true
 }
 
+// pipeOptions are the pair's limits, either data path.
+func (p *connPath) pipeOptions() pipe.Options {
+	return pipe.Options{
+		Idle:             idleLimit(p.up, p.keepAlive),
+		WriteTimeout:     writeTimeout(p.up, p.keepAlive),
+		HalfCloseTimeout: halfCloseTimeout,
+		Meter:            &p.lc.entry.meter, // adding to the route's and node's totals
+		Level:            p.rec.level,
+		MaxPacketSize:    p.snap.cfg.StreamProxy.MaxPacketSize,
+	}
+}
+
 // refuse answers the CONNECT with a CONNACK that says why, after giving
 // back what earlier stages took, so that a client lingering over its
 // CONNACK holds no limit.
 func (p *connPath) refuse(code mqtt.ReasonCode, reason, text string) bool {
 	p.lc.releaseAll()
-	p.s.refuse(p.conn, p.rec, code, reason, text)
+	p.answer(p.s.refusal(p.rec, code, reason, text))
 	return false
+}
+
+// answer sends a refusing CONNACK (nil: none) to the client, on its Go
+// connection or through its event loop.
+func (p *connPath) answer(pkt []byte) {
+	switch {
+	case pkt == nil:
+	case p.ec != nil:
+		p.refusal = pkt // sent when the stages are done with the record (loopPath.stop)
+	default:
+		writeRefusal(p.conn, pkt)
+	}
 }
 
 // piped records what the pipe carried and why it ended.
@@ -585,34 +656,53 @@ func (s *Server) preread(c net.Conn, snap *snapshot, have []byte) (buf *[]byte, 
 			m, rerr = c.Read((*buf)[n:])
 		}
 		n += m
-		if n > 0 && (*buf)[0] != 0x10 {
-			// [MQTT-3.1.0-1] the first packet from a client must be a
-			// CONNECT: no need to read on.
-			return buf, n, 0, &mqtt.ProtocolError{Kind: mqtt.KindNotMQTT, Rule: "MQTT-3.1.0-1", Reason: "first packet is not a CONNECT"}
-		}
 		if n > 0 {
-			total, ferr := mqtt.FrameLen((*buf)[:n])
+			total, ferr := connectFrame((*buf)[:n], limit)
 			switch {
-			case ferr == nil && total > limit:
-				return buf, n, 0, errTooLarge{size: total, limit: limit}
-			case ferr == nil && n >= total:
+			case ferr != nil:
+				return buf, n, 0, ferr
+			case total > 0 && n >= total:
 				return buf, n, total, nil
-			case ferr == nil && total > len(*buf):
+			case total > len(*buf):
 				bigger := make([]byte, total)
 				copy(bigger, (*buf)[:n])
 				putPrereadBuf(buf)
 				buf = &bigger
-			case ferr != nil && !errors.Is(ferr, mqtt.ErrIncomplete):
-				return buf, n, 0, ferr
 			}
 		}
 		if rerr != nil {
-			if errors.Is(rerr, io.EOF) && n > 0 {
-				rerr = &mqtt.ProtocolError{Kind: mqtt.KindMalformed, Reason: "connection closed inside the CONNECT"}
-			}
-			return buf, n, 0, rerr
+			return buf, n, 0, cutShort(rerr, n)
 		}
 	}
+}
+
+// cutShort is the error of a CONNECT's read that failed with err after n
+// bytes: a client that closes inside its CONNECT sent a malformed one.
+func cutShort(err error, n int) error {
+	if errors.Is(err, io.EOF) && n > 0 {
+		return &mqtt.ProtocolError{Kind: mqtt.KindMalformed, Reason: "connection closed inside the CONNECT"}
+	}
+	return err
+}
+
+// connectFrame is the size of the CONNECT b starts with, once b holds
+// enough to know it (0 until then), or why b is no CONNECT to read on.
+func connectFrame(b []byte, limit int) (int, error) {
+	if b[0] != 0x10 {
+		// [MQTT-3.1.0-1] the first packet from a client must be a
+		// CONNECT: no need to read on.
+		return 0, &mqtt.ProtocolError{Kind: mqtt.KindNotMQTT, Rule: "MQTT-3.1.0-1", Reason: "first packet is not a CONNECT"}
+	}
+	total, err := mqtt.FrameLen(b)
+	switch {
+	case errors.Is(err, mqtt.ErrIncomplete):
+		return 0, nil
+	case err != nil:
+		return 0, err
+	case total > limit:
+		return 0, errTooLarge{size: total, limit: limit}
+	}
+	return total, nil
 }
 
 func putPrereadBuf(b *[]byte) {
@@ -631,6 +721,14 @@ func (e errTooLarge) Error() string {
 // silently for anything that is not a well-formed CONNECT, with a CONNACK
 // where the spec asks the server to answer.
 func (s *Server) failPreread(c net.Conn, rec *record, err error) {
+	if pkt := s.prereadFailed(rec, err); pkt != nil {
+		writeRefusal(c, pkt)
+	}
+}
+
+// prereadFailed records why the CONNECT could not be read or parsed and
+// returns the refusing CONNACK to send, if the spec asks for one.
+func (s *Server) prereadFailed(rec *record, err error) []byte {
 	var perr *mqtt.ProtocolError
 	var tooLarge errTooLarge
 	switch {
@@ -640,8 +738,7 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 		rec.detail = err.Error()
 		s.stats.parseError(perr.Kind)
 		if perr.Code != 0 {
-			s.refuse(c, rec, perr.Code, refuseBadConnect, perr.Reason)
-			return
+			return s.refusal(rec, perr.Code, refuseBadConnect, perr.Reason)
 		}
 		rec.end = EndBadConnect
 	case errors.As(err, &tooLarge):
@@ -658,11 +755,13 @@ func (s *Server) failPreread(c net.Conn, rec *record, err error) {
 		rec.end, rec.detail = pipe.ClientError, err.Error()
 	}
 	s.log.Debug("connection closed before CONNECT was read", "client", rec.remote, "end", rec.end, "err", err)
+	return nil
 }
 
-// refuse answers a well-formed CONNECT with a CONNACK carrying code, so the
-// client and its logs say why instead of "connection reset", then closes.
-func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, text string) {
+// refusal records the refusal of a well-formed CONNECT and returns the
+// CONNACK carrying code, so that the client and its logs say why instead
+// of "connection reset".
+func (s *Server) refusal(rec *record, code mqtt.ReasonCode, reason, text string) []byte {
 	rec.end, rec.detail, rec.status = EndRefused, text, refusalStatus(reason)
 	s.stats.refused(reason)
 	// A client of an unknown level gets the 3.1.1 form [MQTT-3.1.2-2].
@@ -670,9 +769,13 @@ func (s *Server) refuse(c net.Conn, rec *record, code mqtt.ReasonCode, reason, t
 	if level != mqtt.Level5 {
 		level = mqtt.Level311
 	}
-	var pkt [256]byte
+	return mqtt.AppendConnack(make([]byte, 0, 64), level, code, text)
+}
+
+// writeRefusal sends a refusing CONNACK on c, then closes its side.
+func writeRefusal(c net.Conn, pkt []byte) {
 	_ = c.SetDeadline(time.Now().Add(refuseLinger))
-	if _, err := c.Write(mqtt.AppendConnack(pkt[:0], level, code, text)); err != nil {
+	if _, err := c.Write(pkt); err != nil {
 		return
 	}
 	// Closing with unread input would reset the connection and could

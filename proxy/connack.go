@@ -40,55 +40,101 @@ type nodeTry struct {
 func (s *Server) dial(up *upstream, key string, connect []byte, lc *liveConn) nodeTry {
 	rec := &lc.rec
 	from := &proxySource{remote: rec.remote, local: rec.id.local, tls: rec.id.tls}
-	order := slices.Collect(up.bal.Order(key))
-	var res nodeTry
-	for tries := 0; tries <= up.cfg.Retries && len(order) > 0; tries++ {
-		i := order[0]
-		order = order[1:]
+	d := s.nodeDial(up, key, lc)
+	for i, ok := d.next(); ok; i, ok = d.next() {
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(s.ctx, up.cfg.Timeout.Connect)
 		c, src, err := s.dialFrom(ctx, up, i, &rec.id.vars, from)
 		cancel()
+		var ref string
 		if err == nil {
 			s.stats.observeDial(time.Since(start))
 			if !lc.setBroker(c) {
 				c.Close()
 				return nodeTry{closed: true}
 			}
-			var ref string
 			var ack []byte
 			ack, ref, err = awaitConnack(c, connect, up, rec.level)
 			if err == nil {
-				up.health[i].ReportDial(nil)
-				if src != nil { // source_addresses: the source's live count
-					src.active.Add(1)
-					src.total.Add(1)
-					rec.source = src
-				}
-				res.broker, res.node, res.ack = c, up.nodes[i], ack
-				return res
+				return d.accepted(i, c, src, ack)
 			}
 			c.Close()
-			res.answered = res.answered || ref != "" || isRefusal(err)
-			if j := slices.Index(up.addrs, ref); ref != "" && j >= 0 {
-				if k := slices.Index(order, j); k >= 0 {
-					order = append([]int{j}, slices.Delete(order, k, k+1)...) // where the broker sends it
-				}
+		}
+		d.failed(i, c != nil, ref, err)
+	}
+	return d.exhausted()
+}
+
+// nodeWalk is dial's walk over an upstream's nodes, one try at a time: the
+// order the balancer gives, the retries, the failover to a Server
+// Reference, health reports and the access record's list of failures. The
+// goroutine path (dial) and the event loops (loopconn.go) both take it.
+type nodeWalk struct {
+	s     *Server
+	up    *upstream
+	lc    *liveConn
+	order []int
+	tries int
+	res   nodeTry
+}
+
+func (s *Server) nodeDial(up *upstream, key string, lc *liveConn) *nodeWalk {
+	return &nodeWalk{s: s, up: up, lc: lc, order: slices.Collect(up.bal.Order(key))}
+}
+
+// next is the node to try next, if any is left.
+func (d *nodeWalk) next() (int, bool) {
+	if d.tries > d.up.cfg.Retries || len(d.order) == 0 {
+		return 0, false
+	}
+	d.tries++
+	i := d.order[0]
+	d.order = d.order[1:]
+	return i, true
+}
+
+// accepted: node i's broker accepted the CONNECT on c (nil in an event
+// loop), answering ack; from source src, if the upstream has them.
+func (d *nodeWalk) accepted(i int, c net.Conn, src *sourceCounts, ack []byte) nodeTry {
+	d.up.health[i].ReportDial(nil)
+	if src != nil { // source_addresses: the source's live count
+		src.active.Add(1)
+		src.total.Add(1)
+		d.lc.rec.source = src
+	}
+	d.res.broker, d.res.node, d.res.ack = c, d.up.nodes[i], ack
+	return d.res
+}
+
+// failed: node i failed with err; reached when its broker was connected
+// (and then closed, stayed silent or refused), with the Server Reference of
+// a 0x9C or 0x9D.
+func (d *nodeWalk) failed(i int, reached bool, ref string, err error) {
+	up, res := d.up, &d.res
+	if reached {
+		res.answered = res.answered || ref != "" || isRefusal(err)
+		if j := slices.Index(up.addrs, ref); ref != "" && j >= 0 {
+			if k := slices.Index(d.order, j); k >= 0 {
+				d.order = append([]int{j}, slices.Delete(d.order, k, k+1)...) // where the broker sends it
 			}
 		}
-		up.health[i].ReportDial(err)
-		up.nodes[i].dialFails.Add(1)
-		res.tried = append(res.tried, up.addrs[i]+": "+err.Error())
-		what := "dial failed"
-		if c != nil {
-			what = "broker did not accept the CONNECT; trying the next node"
-		}
-		s.log.Warn(what, "upstream", up.cfg.ID, "node", up.addrs[i], "client_id", rec.clientID, "err", err)
 	}
-	if lc.closedBy() != "" {
-		res.closed = true
+	up.health[i].ReportDial(err)
+	up.nodes[i].dialFails.Add(1)
+	res.tried = append(res.tried, up.addrs[i]+": "+err.Error())
+	what := "dial failed"
+	if reached {
+		what = "broker did not accept the CONNECT; trying the next node"
 	}
-	return res
+	d.s.log.Warn(what, "upstream", up.cfg.ID, "node", up.addrs[i], "client_id", d.lc.rec.clientID, "err", err)
+}
+
+// exhausted is the outcome when no node accepted.
+func (d *nodeWalk) exhausted() nodeTry {
+	if d.lc.closedBy() != "" {
+		d.res.closed = true
+	}
+	return d.res
 }
 
 // refusal is a CONNACK that makes mqgate try the next node.
@@ -130,16 +176,15 @@ func awaitConnack(c net.Conn, connect []byte, up *upstream, level byte) (ack []b
 	defer c.SetReadDeadline(time.Time{})
 	buf := make([]byte, 0, 256)
 	for {
-		n, ferr := mqtt.FrameLen(buf)
-		if ferr == nil && len(buf) >= n {
+		n, ferr := connackFrame(buf)
+		if ferr != nil {
+			return nil, "", ferr
+		}
+		if n > 0 && len(buf) >= n {
 			break
 		}
 		switch {
-		case ferr != nil && !errors.Is(ferr, mqtt.ErrIncomplete):
-			return nil, "", fmt.Errorf("answered the CONNECT with no MQTT: %w", ferr)
-		case ferr == nil && n > maxConnackSize:
-			return nil, "", fmt.Errorf("answered the CONNECT with a %d-byte packet", n)
-		case ferr == nil && n > cap(buf):
+		case n > cap(buf):
 			buf = slices.Grow(buf, n-len(buf))
 		case len(buf) == cap(buf):
 			buf = slices.Grow(buf, 256)
@@ -150,15 +195,41 @@ func awaitConnack(c net.Conn, connect []byte, up *upstream, level byte) (ack []b
 			if n, ferr := mqtt.FrameLen(buf); ferr == nil && len(buf) >= n {
 				break
 			}
-			switch {
-			case errors.Is(rerr, os.ErrDeadlineExceeded):
-				return nil, "", fmt.Errorf("no CONNACK within %s: %w", up.cfg.Timeout.Connack, rerr)
-			case errors.Is(rerr, io.EOF):
-				return nil, "", errors.New("closed the connection after the CONNECT")
-			}
-			return nil, "", fmt.Errorf("reading the CONNACK: %w", rerr)
+			return nil, "", connackReadError(up, rerr)
 		}
 	}
+	return judgeConnack(buf, level)
+}
+
+// connackFrame is the size of the broker's first packet once buf holds
+// enough to know it (0 until then), or why it is not one to wait for.
+func connackFrame(buf []byte) (int, error) {
+	n, ferr := mqtt.FrameLen(buf)
+	switch {
+	case errors.Is(ferr, mqtt.ErrIncomplete):
+		return 0, nil
+	case ferr != nil:
+		return 0, fmt.Errorf("answered the CONNECT with no MQTT: %w", ferr)
+	case n > maxConnackSize:
+		return 0, fmt.Errorf("answered the CONNECT with a %d-byte packet", n)
+	}
+	return n, nil
+}
+
+// connackReadError says why the broker's answer could not be read.
+func connackReadError(up *upstream, rerr error) error {
+	switch {
+	case errors.Is(rerr, os.ErrDeadlineExceeded):
+		return fmt.Errorf("no CONNACK within %s: %w", up.cfg.Timeout.Connack, rerr)
+	case errors.Is(rerr, io.EOF):
+		return errors.New("closed the connection after the CONNECT")
+	}
+	return fmt.Errorf("reading the CONNACK: %w", rerr)
+}
+
+// judgeConnack looks at the broker's first packet, whole in buf (with what
+// followed it): it goes to the client, or the next node gets the CONNECT.
+func judgeConnack(buf []byte, level byte) (ack []byte, ref string, err error) {
 	n, _ := mqtt.FrameLen(buf)
 	pkt := buf[:n]
 	if mqtt.PacketType(pkt[0]>>4) != mqtt.TypeConnack {

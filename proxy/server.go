@@ -40,6 +40,7 @@ import (
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/keyed"
 	"github.com/mqgate/mqgate/limit"
+	"github.com/mqgate/mqgate/pipe/epoll"
 	"github.com/mqgate/mqgate/tlsconf"
 	"github.com/mqgate/mqgate/tlsrecord"
 )
@@ -105,6 +106,15 @@ type listener struct {
 	ln     *net.TCPListener
 	tls    *tlsCounts      // its handshakes, counted without a lookup
 	counts *listenerCounts // its connections
+	looped *epoll.Listener // the event loops accept on it (loopconn.go), or nil: acceptLoop does
+}
+
+// close stops accepting on l.
+func (l *listener) close() {
+	l.ln.Close()
+	if l.looped != nil {
+		l.looped.Close()
+	}
 }
 
 // New prepares a server for cfg without opening any socket.
@@ -175,7 +185,7 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 		ln, err := listenTCP(lc.Addr)
 		if err != nil {
 			for _, l := range opened {
-				l.ln.Close()
+				l.close()
 			}
 			return nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
 		}
@@ -188,6 +198,17 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 func (s *Server) startListener(l *listener) {
 	s.listeners[l.cfg.Addr] = l
 	s.log.Info("listening", "addr", l.ln.Addr().String(), "configured", l.cfg.Addr)
+	if loopListens(s.snap.Load(), l) {
+		g, err := s.loops.get()
+		if g != nil {
+			if l.looped, err = g.Listen(l.ln, &loopAcceptor{s: s, l: l}); err == nil {
+				return
+			}
+		}
+		if err != nil {
+			s.log.Warn("event loops cannot accept; accepting on a goroutine", "addr", l.cfg.Addr, "err", err)
+		}
+	}
 	s.handlers.Add(1)
 	go s.acceptLoop(l)
 }
@@ -288,7 +309,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	if err := s.certs.Update(cfg); err != nil {
 		for _, l := range opened {
-			l.ln.Close()
+			l.close()
 		}
 		return err
 	}
@@ -310,7 +331,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	}
 	for addr, l := range s.listeners {
 		if !keep[addr] {
-			l.ln.Close()
+			l.close()
 			delete(s.listeners, addr)
 			s.log.Info("listener closed", "addr", addr)
 		}
@@ -331,7 +352,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	s.conns.closing.Store(true)
 	for addr, l := range s.listeners {
-		l.ln.Close()
+		l.close()
 		delete(s.listeners, addr)
 	}
 	s.mu.Unlock()

@@ -42,6 +42,28 @@ type upstream struct {
 	// cfg.Nodes and then with cfg.SourceAddresses; nil without them.
 	sources    [][]*sourceCounts
 	sourceTurn atomic.Uint64 // where ties between sources start
+	// loopAddrs are the nodes' addresses for the event loops' own dial,
+	// index-aligned with cfg.Nodes; nil when the loops cannot reach this
+	// upstream's nodes (TLS, PROXY header, source addresses, a host name):
+	// its clients are dialled on a goroutine.
+	loopAddrs []netip.AddrPort
+}
+
+// setLoopAddrs fills loopAddrs when every node is a plain TCP address.
+func (up *upstream) setLoopAddrs() {
+	u := up.cfg
+	if (u.Scheme != "" && u.Scheme != "tcp") || u.ProxyProtocol != "" || len(u.SourceAddresses) > 0 {
+		return
+	}
+	addrs := make([]netip.AddrPort, len(up.addrs))
+	for i, a := range up.addrs {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			return
+		}
+		addrs[i] = ap
+	}
+	up.loopAddrs = addrs
 }
 
 // nodeState is what mqgate knows about one node of one upstream. It outlives
@@ -116,6 +138,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, cert
 			up.health = append(up.health, hc.Node(u.ID, addr))
 			bnodes[i] = balance.Node{Addr: addr, Weight: n.Weight, Priority: n.Priority}
 		}
+		up.setLoopAddrs()
 		bal, err := balance.New(bnodes, balance.Options{
 			Type:              u.Type,
 			HashBalanceFactor: u.HashBalanceFactor,

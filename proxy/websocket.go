@@ -271,7 +271,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 	}
 	s.stats.Active.Add(1)
 	lc.rec.listener.active.Add(1)
-	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn}
+	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn, local: addrPort(wc.tcp.LocalAddr())}
 	go func() {
 		defer p.finish()
 		p.mqtt()

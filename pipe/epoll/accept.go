@@ -38,7 +38,7 @@ type Acceptor interface {
 	// Accept is called for each new connection with its addresses. It
 	// returns the Session that follows it and the buffer its first packet
 	// is read into (its length is kept), or a nil Session to have the
-	// connection closed at once.
+	// connection closed at once. It may Detach c instead.
 	Accept(c *Conn, remote, local netip.AddrPort) (s Session, buf []byte, f First)
 	// AcceptFailed is told of an accept that failed for want of
 	// descriptors or memory; accepting pauses for the duration it
@@ -90,7 +90,7 @@ type Dial struct {
 	Timeout       time.Duration               // for the connect and the write
 	AnswerTimeout time.Duration               // for the answer, from the write
 	Frame         func(b []byte) (int, error) // the answer's size, as First.Frame
-	AnswerLimit   int                         // the most the answer may be
+	AnswerLimit   int                         // the most the answer may be; 0 = Frame says
 }
 
 // Pre-pipe phases of a Conn.
@@ -265,13 +265,19 @@ func (l *loop) accepted(ln *Listener, nfd int, sa unix.Sockaddr) {
 	if lsa, err := unix.Getsockname(nfd); err == nil {
 		local = sockaddrPort(lsa)
 	}
+	p.pre = &pre{phase: phaseIdle}
 	sess, buf, first := ln.acc.Accept(p, sockaddrPort(sa), local)
-	if sess == nil {
+	switch {
+	case p.done: // detached
+		return
+	case sess == nil:
+		p.done = true
 		l.release(p)
 		unix.Close(nfd)
 		return
 	}
-	p.pre = &pre{sess: sess, phase: phaseFirst, first: first, buf: buf, due: l.now + int64(first.Timeout)}
+	pr := p.pre
+	pr.sess, pr.phase, pr.first, pr.buf, pr.due = sess, phaseFirst, first, buf, l.now+int64(first.Timeout)
 	l.arm(p)
 	l.readFirst(p) // with TCP_DEFER_ACCEPT the CONNECT is most often here already
 }
@@ -289,11 +295,11 @@ func (l *loop) place(p *Conn) {
 	}
 }
 
-// release gives p's slot back.
+// release gives p's slot back, for reuse after the batch of events.
 func (l *loop) release(p *Conn) {
 	if p.idx >= 0 {
 		l.conns[p.idx] = nil
-		l.free = append(l.free, p.idx)
+		l.freed = append(l.freed, p.idx)
 		p.idx = -1
 	}
 }
@@ -507,7 +513,7 @@ func (l *loop) readAnswer(p *Conn) {
 		case ferr != nil:
 			l.dialFailed(p, "read", ferr)
 			return
-		case size > pr.dial.AnswerLimit:
+		case pr.dial.AnswerLimit > 0 && size > pr.dial.AnswerLimit:
 			l.dialFailed(p, "read", fmt.Errorf("answered with a %d-byte packet", size))
 			return
 		case size > 0 && len(pr.ack) >= size:

@@ -17,7 +17,10 @@
 //
 // Add takes the sockets away from Go's network poller: it duplicates their
 // file descriptors, closes the *net.TCPConn values and registers the
-// duplicates with a loop. From then on the loop owns them.
+// duplicates with a loop. From then on the loop owns them. Listen goes
+// further (accept.go): the loops accept on a listening socket themselves,
+// read each client's first packet and dial its broker without blocking, so
+// that such a pair never was in Go's poller.
 //
 // The loop follows pipe.Run's rules: bytes are counted when written, a FIN
 // from one side is passed on with shutdown(SHUT_WR) and the other direction
@@ -144,6 +147,20 @@ func (p *Conn) Close(end pipe.End) {
 // packets only. The first close asked for counts.
 func (p *Conn) CloseAtBoundary(end pipe.End, final []byte) {
 	p.loop.enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final})
+}
+
+// CloseAtBoundaryThen is CloseAtBoundary, and calls then on the pair's
+// loop once the client was sent final (or the pair ended otherwise): so
+// that what replaces the pair (a client taking over its client id) reaches
+// the broker only after the client was told. It reports false when the
+// group is closed (then is not called).
+func (p *Conn) CloseAtBoundaryThen(end pipe.End, final []byte, then func()) bool {
+	return p.loop.enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final, then: then})
+}
+
+// Run runs f on the Conn's loop, unless the Conn has ended by then.
+func (p *Conn) Run(f func()) {
+	p.loop.enqueue(command{op: opRun, p: p, then: f})
 }
 
 // Add moves the pair client ↔ broker into one of the loops and calls done

@@ -93,8 +93,17 @@ type backlog struct {
 	// client's last bytes are dropped until lingerUntil.
 	closeEnd    pipe.End
 	final       []byte
-	closeBy     int64 // loop clock when it is cut where it is (pipe.CloseGrace)
-	lingerUntil int64 // 0 until the goodbye is said
+	closeBy     int64  // loop clock when it is cut where it is (pipe.CloseGrace)
+	lingerUntil int64  // 0 until the goodbye is said
+	then        func() // called once the goodbye is said (CloseAtBoundaryThen)
+}
+
+// said runs what waits for the goodbye.
+func (b *backlog) said() {
+	if f := b.then; f != nil {
+		b.then = nil
+		f()
+	}
 }
 
 // closeDeadline is when a close at a boundary ends the pair, whatever the
@@ -124,6 +133,7 @@ const (
 	opStop
 	opListen
 	opUnlisten
+	opRun
 )
 
 type command struct {
@@ -133,6 +143,7 @@ type command struct {
 	boundary bool   // opClose: at a packet boundary, writing final first
 	final    []byte // opClose
 	ln       *Listener
+	then     func() // opClose: once the goodbye is said; opRun: what to run
 }
 
 // loop is one event loop: an epoll instance, its pairs by descriptor, a
@@ -309,6 +320,13 @@ func (l *loop) runCommands() (stop bool) {
 			default:
 				l.finish(c.p, c.end, net.ErrClosed, true)
 			}
+			if c.then != nil {
+				l.afterGoodbye(c.p, c.then)
+			}
+		case opRun:
+			if !c.p.done {
+				c.then()
+			}
 		case opStop:
 			l.stop(c.end)
 			return true
@@ -322,6 +340,20 @@ func (l *loop) runCommands() (stop bool) {
 	l.spare = cmds
 	l.reuseSlots()
 	return false
+}
+
+// afterGoodbye calls then once p's client was told goodbye or p ended.
+func (l *loop) afterGoodbye(p *Conn, then func()) {
+	b := p.blocked
+	switch {
+	case p.done || b == nil || b.lingerUntil != 0:
+		then()
+	case b.then != nil:
+		prev := b.then
+		b.then = func() { prev(); then() }
+	default:
+		b.then = then
+	}
 }
 
 // reuseSlots makes the slots freed since the last call free to take: not
@@ -519,6 +551,7 @@ func (l *loop) goodbye(p *Conn) {
 	}
 	unix.Shutdown(int(p.fd[client]), unix.SHUT_WR)
 	b.lingerUntil = l.now + int64(pipe.Linger)
+	b.said()
 	if p.eof[client] {
 		l.finish(p, b.closeEnd, net.ErrClosed, true)
 		return
@@ -744,11 +777,7 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 		end, err = closedEnd[p.first], nil
 	}
 	l.wheel.remove(p)
-	if p.idx >= 0 {
-		l.conns[p.idx] = nil
-		l.freed = append(l.freed, p.idx)
-		p.idx = -1
-	}
+	l.release(p)
 	for _, fd := range p.fd {
 		if fd >= 0 {
 			unix.Close(int(fd)) // also leaves the epoll set: the loop holds the only descriptor
@@ -759,6 +788,9 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 			p.onDone = p.pre.sess.Ended
 		}
 		p.pre = nil
+	}
+	if p.blocked != nil {
+		p.blocked.said()
 	}
 	p.blocked = nil
 	res := pipe.Result{End: end, Err: err}

@@ -1,0 +1,261 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/pipe/epoll"
+)
+
+// A plain TCP listener on the epoll data path is served by the event loops
+// from the accept on (epoll.Group.Listen): accept4, the CONNECT's read, the
+// stages (connPath.policies, the same methods as on a goroutine) and a
+// non-blocking connect to the broker run on a loop's thread, and the pair
+// stays in that loop, so such a connection never touches Go's network
+// poller nor has a goroutine. What the loops do not serve leaves them for
+// the goroutine path (connPath): a listener a reload made TLS, PROXY or
+// WebSocket, or data_path goroutines (the whole connection), and an
+// upstream whose nodes need TLS, a PROXY header, a source address or a
+// host name looked up (from the dial on).
+
+// loopListens reports whether the loops accept on l: the epoll data path,
+// and a listener with nothing before the CONNECT.
+func loopListens(snap *snapshot, l *listener) bool {
+	lcfg := snap.listenerConfig(l.cfg.Addr, l.cfg)
+	return snap.cfg.StreamProxy.DataPath == config.DataPathEpoll &&
+		!lcfg.TLS && !lcfg.ProxyProtocol && lcfg.WebSocket == nil && !lcfg.HTTP
+}
+
+// loopAcceptor takes the connections the loops accept on one listener.
+type loopAcceptor struct {
+	s *Server
+	l *listener
+}
+
+// loopPath is a connection an event loop accepted, on its way through the
+// stages. It lives until the pair is piped or the connection ends.
+type loopPath struct {
+	connPath
+	b       []byte // the CONNECT as read, and what followed it (connPath.buf points here)
+	walk    *nodeWalk
+	node    int    // the node being dialled
+	connect []byte // the CONNECT for the broker
+}
+
+func (a *loopAcceptor) Accept(c *epoll.Conn, remote, local netip.AddrPort) (epoll.Session, []byte, epoll.First) {
+	s, l := a.s, a.l
+	s.stats.Accepted.Add(1)
+	l.counts.accepted.Add(1)
+	s.handlers.Add(1)
+	snap := s.snap.Load()
+	if !loopListens(snap, l) {
+		// A reload changed the listener or the data path: the goroutine
+		// path serves it.
+		tc, err := c.Detach()
+		if err != nil {
+			s.log.Warn("handing an accepted connection to the goroutine path failed", "err", err)
+			s.handlers.Done()
+			return nil, nil, epoll.First{}
+		}
+		go s.serveConn(l, tc)
+		return nil, nil, epoll.First{}
+	}
+	lp := &loopPath{}
+	p := &lp.connPath
+	*p = connPath{s: s, l: l, snap: snap, local: local, ec: c}
+	p.lc = &liveConn{srv: s, looped: c, rec: record{start: time.Now(), listener: l.counts, remote: remote}}
+	p.rec = &p.lc.rec
+	if !s.track(p.lc) {
+		s.handlers.Done()
+		return nil, nil, epoll.First{}
+	}
+	s.stats.Active.Add(1)
+	l.counts.active.Add(1)
+	if !p.admit() {
+		// Shed on arrival: nothing older made room.
+		p.lc.rec.end = EndShed
+		go p.endLooped()
+		return nil, nil, epoll.First{}
+	}
+	// What open does for a plain listener.
+	p.rec.id.local = local
+	p.rec.id.vars.RemoteAddr = remote.Addr().Unmap().String()
+	buf := prereadPool.Get().(*[]byte)
+	limit := snap.cfg.StreamProxy.MaxConnectSize
+	return lp, (*buf)[:0], epoll.First{
+		Frame:   func(b []byte) (int, error) { return connectFrame(b, limit) },
+		Timeout: snap.cfg.StreamProxy.ConnectTimeout,
+	}
+}
+
+// AcceptFailed sheds the oldest unfinished connections when the process is
+// out of descriptors, as the goroutine path's accept loop does.
+func (a *loopAcceptor) AcceptFailed(err error) time.Duration {
+	if outOfDescriptors(err) && a.s.gate.ShedOldest(emfileShed) > 0 {
+		return time.Millisecond
+	}
+	a.s.log.Warn("accept failed", "addr", a.l.cfg.Addr, "err", err, "retry_in", acceptRetry)
+	return acceptRetry
+}
+
+// acceptRetry is how long a loop stops accepting after an accept failed
+// with nothing to shed.
+const acceptRetry = 50 * time.Millisecond
+
+// FirstPacket runs the stages up to the dial on the CONNECT, then dials the
+// first node.
+func (lp *loopPath) FirstPacket(c *epoll.Conn, b []byte, size int) {
+	p := &lp.connPath
+	lp.b = b
+	p.buf, p.n, p.size = &lp.b, len(b), size
+	if !p.connectRead(nil) || !p.policies() {
+		lp.stop()
+		return
+	}
+	lp.connect = p.connectToSend()
+	if p.up.loopAddrs == nil {
+		lp.detach()
+		return
+	}
+	lp.walk = p.s.nodeDial(p.up, p.rec.hashKey, p.lc)
+	if older := p.takenOver; older != nil {
+		// The broker sees this CONNECT only after the older connection
+		// was told it is taken over, as on a goroutine (where the close
+		// is quicker than the dial): else the broker may cut the older
+		// one first, without a word to its client.
+		p.takenOver = nil
+		if older.closeThen(EndTakenOver, func() { c.Run(lp.dialNext) }) {
+			return
+		}
+		older.close(EndTakenOver)
+	}
+	lp.dialNext()
+}
+
+// FirstFailed ends a connection whose CONNECT could not be read, as
+// readConnect does.
+func (lp *loopPath) FirstFailed(c *epoll.Conn, b []byte, err error) {
+	p := &lp.connPath
+	lp.b = b
+	p.buf, p.n = &lp.b, len(b)
+	p.connectRead(cutShort(err, len(b)))
+	lp.stop()
+}
+
+// stop ends a connection a stage ended, with the refusal it was given,
+// if any. From here on only Ended touches the record.
+func (lp *loopPath) stop() {
+	if pkt := lp.refusal; pkt != nil {
+		lp.refusal = nil
+		lp.ec.Refuse(pkt, refuseLinger)
+		return
+	}
+	lp.ec.End(lp.rec.end, nil)
+}
+
+// detach hands the connection, its CONNECT read and its stages passed, to
+// a goroutine for the dial the loops cannot do.
+func (lp *loopPath) detach() {
+	p := &lp.connPath
+	lc := p.lc
+	lc.mu.Lock()
+	tc, err := p.ec.Detach()
+	if err == nil {
+		lc.looped, lc.client = nil, tc
+	}
+	lc.mu.Unlock()
+	if err != nil {
+		p.rec.end, p.rec.detail = pipe.ClientError, err.Error()
+		go p.endLooped()
+		return
+	}
+	p.ec, p.tcp, p.conn = nil, tc, tc
+	go func() {
+		defer p.finish()
+		_ = p.dial() && p.handOver() && p.pipe()
+	}()
+}
+
+// dialNext dials the next node the walk offers, or refuses the client
+// when none is left.
+func (lp *loopPath) dialNext() {
+	p := &lp.connPath
+	i, ok := lp.walk.next()
+	if !ok {
+		p.dialled(lp.walk.exhausted()) // refuses, or the close from outside ends it
+		lp.stop()
+		return
+	}
+	lp.node = i
+	up := p.up
+	p.ec.Dial(epoll.Dial{
+		Addr:          up.loopAddrs[i],
+		Send:          lp.connect,
+		Timeout:       up.cfg.Timeout.Connect,
+		AnswerTimeout: up.cfg.Timeout.Connack,
+		Frame:         connackFrame,
+	})
+}
+
+// Dialled takes the broker's answer as dial takes awaitConnack's: the pair
+// is piped, or the next node gets the CONNECT.
+func (lp *loopPath) Dialled(c *epoll.Conn, ack []byte, connected time.Duration, err error) {
+	p := &lp.connPath
+	var ref string
+	reached := true
+	if err == nil {
+		p.s.stats.observeDial(connected)
+		ack, ref, err = judgeConnack(ack, p.rec.level)
+	} else {
+		var de *epoll.DialError
+		errors.As(err, &de)
+		switch de.Op {
+		case "dial":
+			err, reached = de.Err, false
+		case "write":
+			err = fmt.Errorf("sending the CONNECT: %w", de.Err)
+		default:
+			err = de.Err // connackFrame's own words
+			var se *os.SyscallError
+			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &se) {
+				err = connackReadError(p.up, err)
+			}
+		}
+	}
+	if err != nil {
+		lp.walk.failed(lp.node, reached, ref, err)
+		lp.dialNext()
+		return
+	}
+	if !p.dialled(lp.walk.accepted(lp.node, nil, nil, ack)) {
+		lp.stop()
+		return
+	}
+	p.ack = ack
+	p.connacked()
+	rest := (*p.buf)[p.size:p.n]
+	lc := p.lc
+	p.looped = true
+	c.Pipe(ack, rest, p.pipeOptions(), lc.pipeEnded)
+	p.ack = nil
+	// rest was written or copied into the pair's backlog.
+	p.dropConnect()
+}
+
+// Ended closes the books on a connection that ended before its pipe.
+func (lp *loopPath) Ended(pipe.Result) { lp.endLooped() }
+
+// endLooped is finish for a connection the loops accepted and ended (its
+// descriptors are closed already).
+func (p *connPath) endLooped() {
+	putPrereadBuf(p.buf)
+	p.buf = nil
+	p.ticket.Done()
+	p.lc.end()
+}
