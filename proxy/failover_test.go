@@ -100,7 +100,13 @@ func TestBrokerDies(t *testing.T) {
 	t.Parallel()
 	const devices = 300
 	brokers := []*mqtttest.Mochi{mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)}
-	gw := startGateway(t, fmt.Sprintf(`
+	logs := &mqtttest.LogBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("process log:\n%s", logs)
+		}
+	})
+	gw := startGatewayLog(t, fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
@@ -117,7 +123,12 @@ upstreams:
       on_marked_up: move_back
       move_back_rate: 2000
 stream_routes: [{id: r, upstream_id: 1}]
-`, brokers[0].Addr(), brokers[1].Addr(), brokers[2].Addr()))
+`, brokers[0].Addr(), brokers[1].Addr(), brokers[2].Addr()), logs)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("access log:\n%s", gw.access)
+		}
+	})
 	// The dead broker is found by refused connections (tcp_failures), at
 	// once; probe timeouts are only for hung brokers, and at 0.5 s × 2 a
 	// busy machine marked a survivor down by mistake while the devices
