@@ -610,6 +610,43 @@ func TestDrainParam(t *testing.T) {
 	mqtttest.WaitFor(t, "m1 back, on the new node", func() bool { return slices.Contains(b.Seen(), "m1") })
 }
 
+// TestDrainEndpoint: POST /drain drains, paced, the connections a write
+// without drain left on a removed node; pause and cancel answer 409 when no
+// job runs, and /status says how the drain went.
+func TestDrainEndpoint(t *testing.T) {
+	t.Parallel()
+	a, b := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	g := startGate(t, configYAML(0, "rebalance: {rate: 50}\n"))
+	g.mustDo(t, 201, "PUT", "/apisix/admin/stream_routes/r", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, a.Addr()))
+	moved := []liveConn{connectLive(t, g.mqttAddr, "m1"), connectLive(t, g.mqttAddr, "m2")}
+	g.mustDo(t, 200, "PUT", "/apisix/admin/stream_routes/r", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, b.Addr()))
+	moved[0].ping(t)
+
+	v := g.mustDo(t, 200, "POST", "/drain", "")
+	if v["reason"] != "drain" || v["total"] != 2.0 || v["rate"] != 50.0 {
+		t.Fatalf("POST /drain: %v; want a drain of 2 at rebalance.rate 50", v)
+	}
+	for _, c := range moved {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a drained connection is still open")
+		}
+	}
+	mqtttest.WaitFor(t, "/status to say the drain is done", func() bool {
+		_, raw := g.doRaw(t, "GET", "/status", adminKey, "")
+		return strings.Contains(string(raw), "rebalance: drain done, 2 of 2 moved (0 skipped) at 50/s")
+	})
+	if code, _ := g.do(t, "POST", "/rebalance/pause", adminKey, ""); code != http.StatusConflict {
+		t.Errorf("pause with no job running: %d, want 409", code)
+	}
+	if v := g.mustDo(t, 200, "POST", "/drain?drain_window=1s", ""); v["total"] != 0.0 || v["state"] != "done" {
+		t.Errorf("POST /drain with nothing to drain: %v; want a done job of 0", v)
+	}
+	if code, _ := g.do(t, "POST", "/drain?drain_window=soon", adminKey, ""); code != http.StatusBadRequest {
+		t.Errorf("POST /drain?drain_window=soon: %d, want 400", code)
+	}
+}
+
 // TestReloadRestartOnly: a reload that changes keys read only at start
 // applies the rest and says once which keys wait for a restart; a reload
 // that changes nothing of them says nothing.
@@ -642,6 +679,55 @@ func TestReloadRestartOnly(t *testing.T) {
 	}
 	if len(found) != 1 || !strings.Contains(found[0], warning+": log.access_log, admin.listen") {
 		t.Errorf("warnings %q, want one naming log.access_log and admin.listen", found)
+	}
+}
+
+// TestReloadRestartOnlyOncePerChange: a restart-only key that differs from
+// what the process started with is named by the reload that changes it, not
+// again by later reloads that leave it as it is; changed again it is named
+// again, and put back as the process runs it, it is not.
+func TestReloadRestartOnlyOncePerChange(t *testing.T) {
+	t.Parallel()
+	g := startGate(t, configYAML(0, ""))
+	port := portOf(t, g.mqttAddr)
+	const warning = "reloaded, but these settings apply only when mqgate restarts"
+	warnings := func() []string {
+		var found []string
+		for _, l := range g.log.Lines() {
+			if strings.Contains(l, warning) {
+				found = append(found, l)
+			}
+		}
+		return found
+	}
+	steps := []struct {
+		accessLog, listen, extra string
+		want                     []string // the warnings' keys so far
+	}{
+		{"stderr", "127.0.0.1:0", "", []string{"log.access_log"}},
+		{"stderr", "127.0.0.1:0", "reload: {drain_window: 1m}\n", []string{"log.access_log"}},       // a live change only
+		{"stderr", "127.0.0.1:1", "", []string{"log.access_log", "admin.listen"}},                   // only the new one
+		{"stdout", "127.0.0.1:1", "", []string{"log.access_log", "admin.listen", "log.access_log"}}, // changed again
+		{`"off"`, "127.0.0.1:1", "", []string{"log.access_log", "admin.listen", "log.access_log"}},  // back as started
+		{"stderr", "127.0.0.1:1", "", []string{"log.access_log", "admin.listen", "log.access_log", "log.access_log"}},
+	}
+	for i, st := range steps {
+		yml := strings.Replace(configYAML(port, st.extra), `log: {access_log: "off"}`, "log: {access_log: "+st.accessLog+"}", 1)
+		yml = strings.Replace(yml, `listen: "127.0.0.1:0"`, `listen: "`+st.listen+`"`, 1)
+		if err := os.WriteFile(g.file, []byte(yml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.mgr.Reload("test"); err != nil {
+			t.Fatal(err)
+		}
+		found := warnings()
+		ok := len(found) == len(st.want)
+		for j := 0; ok && j < len(found); j++ {
+			ok = strings.Contains(found[j], warning+": "+st.want[j]+`" keys=`)
+		}
+		if !ok {
+			t.Fatalf("after reload %d (access_log %s, listen %s): warnings %q, want one each naming %q", i+1, st.accessLog, st.listen, found, st.want)
+		}
 	}
 }
 

@@ -103,6 +103,7 @@ func New(opts Options) *Server {
 	handle("POST /rebalance/pause", write, s.rebalanceStep(ProxyView.PauseRebalance))
 	handle("POST /rebalance/resume", write, s.rebalanceStep(ProxyView.ResumeRebalance))
 	handle("DELETE /rebalance", write, s.rebalanceStep(ProxyView.CancelRebalance))
+	handle("POST /drain", write, s.drainRemoved)
 	handle("GET /status", status, s.status)
 	handle("GET /status.json", status, s.statusJSON)
 	handle("GET /metrics", status, s.serveMetrics)
@@ -149,20 +150,20 @@ type item struct {
 	Source        string         `json:"source,omitempty"` // file:line for objects of the files
 }
 
-func adminItem(kind string, o Object) item {
+func adminItem(prefix, kind string, o Object) item {
 	var v map[string]any
 	_ = json.Unmarshal(o.Value, &v) // stored by us from a JSON object
 	v["create_time"], v["update_time"] = o.CreateTime, o.UpdateTime
-	return item{Key: "/apisix/" + kind + "/" + o.ID, Value: redact(kind, v), CreatedIndex: o.CreatedIndex, ModifiedIndex: o.ModifiedIndex}
+	return item{Key: prefix + "/" + kind + "/" + o.ID, Value: redact(kind, v), CreatedIndex: o.CreatedIndex, ModifiedIndex: o.ModifiedIndex}
 }
 
-func fileItem(kind string, fo FileObject) item {
+func fileItem(prefix, kind string, fo FileObject) item {
 	v, _ := fo.Value.(map[string]any)
 	if v == nil {
 		v = map[string]any{}
 	}
 	v["id"] = fo.ID
-	return item{Key: "/apisix/" + kind + "/" + fo.ID, Value: redact(kind, v), Source: fo.Source}
+	return item{Key: prefix + "/" + kind + "/" + fo.ID, Value: redact(kind, v), Source: fo.Source}
 }
 
 // redact hides private keys of ssls objects in answers; the state file
@@ -184,15 +185,15 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	objs := s.m.List(kind)
+	objs, prefix := s.m.List(kind), s.m.KeyPrefix()
 	list := []item{}
 	for _, fo := range s.m.FileObjects(kind) {
 		if !slices.ContainsFunc(objs, func(o Object) bool { return o.ID == fo.ID }) {
-			list = append(list, fileItem(kind, fo))
+			list = append(list, fileItem(prefix, kind, fo))
 		}
 	}
 	for _, o := range objs {
-		list = append(list, adminItem(kind, o))
+		list = append(list, adminItem(prefix, kind, o))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"total": len(list), "list": list})
 }
@@ -204,12 +205,12 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	if o, ok := s.m.Get(kind, id); ok {
-		writeJSON(w, http.StatusOK, adminItem(kind, o))
+		writeJSON(w, http.StatusOK, adminItem(s.m.KeyPrefix(), kind, o))
 		return
 	}
 	for _, fo := range s.m.FileObjects(kind) {
 		if fo.ID == id {
-			writeJSON(w, http.StatusOK, fileItem(kind, fo))
+			writeJSON(w, http.StatusOK, fileItem(s.m.KeyPrefix(), kind, fo))
 			return
 		}
 	}
@@ -257,7 +258,7 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, kind, id string, 
 		code = http.StatusCreated
 	}
 	resp := map[string]any{}
-	it := adminItem(kind, obj)
+	it := adminItem(s.m.KeyPrefix(), kind, obj)
 	resp["key"], resp["value"], resp["createdIndex"], resp["modifiedIndex"] = it.Key, it.Value, it.CreatedIndex, it.ModifiedIndex
 	if drain {
 		resp["draining"] = s.m.Drain(window)
@@ -283,11 +284,12 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("admin change", "op", "DELETE", "object", kind+"/"+id, "also_deleted", also, "client", r.RemoteAddr)
-	resp := map[string]any{"deleted": "1", "key": "/apisix/" + kind + "/" + id}
+	prefix := s.m.KeyPrefix()
+	resp := map[string]any{"deleted": "1", "key": prefix + "/" + kind + "/" + id}
 	if len(also) > 0 {
 		keys := make([]string, len(also))
 		for i, rid := range also {
-			keys[i] = "/apisix/stream_routes/" + rid
+			keys[i] = prefix + "/stream_routes/" + rid
 		}
 		resp["also_deleted"] = keys
 	}
@@ -469,6 +471,24 @@ func (s *Server) rebalance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("admin started a rebalance", "upstream", st.Upstream, "count", st.Total, "client", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, st)
+}
+
+// drainRemoved starts a paced drain of the connections whose route or node
+// the running configuration no longer has (what ?drain=true does after a
+// write), at rebalance.rate or within ?drain_window=.
+func (s *Server) drainRemoved(w http.ResponseWriter, r *http.Request) {
+	_, window, err := drainParams(r, s.m.Config())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	n := s.m.Drain(window)
+	s.log.Info("admin started a drain", "count", n, "client", r.RemoteAddr)
+	st := proxy.RebalanceStatus{Reason: proxy.ReasonDrain, State: proxy.RebalanceDone}
+	if last := s.proxy.Stats().Rebalance; n > 0 && last != nil {
+		st = *last
+	}
 	writeJSON(w, http.StatusOK, st)
 }
 

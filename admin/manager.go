@@ -44,6 +44,7 @@ type Manager struct {
 	state     *State
 	cfg       *config.Config
 	started   *config.Config // at Open: what the restart-only keys still run with
+	lastRead  *config.Config // the last configuration applied, as its files said it (restart-only keys included)
 
 	etcd remoteState // with deployment.config_provider etcd (remote.go)
 
@@ -74,7 +75,7 @@ func Open(files []string, log *slog.Logger) (*Manager, error) {
 	}
 	m.fileDocs, m.cfg, m.state, m.statePath = docs, cfg, st, path
 	m.read = docsFingerprint(docs)
-	m.started = cfg
+	m.started, m.lastRead = cfg, cfg
 	if cfg.DeploymentSettings().UsesEtcd() {
 		m.openCache(st)
 	}
@@ -88,6 +89,18 @@ func (m *Manager) Attach(p Proxy, onApply func(*config.Config)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.proxy, m.onApply = p, onApply
+}
+
+// KeyPrefix is the prefix of the objects' keys in Admin API answers:
+// deployment.etcd.prefix, under which the objects live in etcd, or
+// APISIX's default /apisix.
+func (m *Manager) KeyPrefix() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.cfg.DeploymentSettings().Etcd; e != nil {
+		return e.Prefix
+	}
+	return config.DefaultEtcdPrefix
 }
 
 // Config returns the running configuration.
@@ -153,9 +166,13 @@ func (m *Manager) Reload(source string) error {
 		m.log.Error("reload failed, keeping the running configuration", "source", source, "err", err)
 		return err
 	}
-	if keys := config.RestartOnlyChanges(m.started, cfg); len(keys) > 0 {
+	// Said once per change: a later reload that leaves a waiting key as
+	// it was says nothing more of it.
+	read := *cfg
+	if keys := config.RestartOnlyNews(m.started, m.lastRead, &read); len(keys) > 0 {
 		m.log.Warn("reloaded, but these settings apply only when mqgate restarts: "+strings.Join(keys, ", "), "keys", keys)
 	}
+	m.lastRead = &read
 	// The role, the config provider and the etcd settings stay as they
 	// are until restart.
 	cfg.Deployment = m.started.Deployment

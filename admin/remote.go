@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/mqgate/mqgate/config"
 )
 
@@ -209,7 +211,8 @@ func (m *Manager) validateRemote(docs []config.Document, objs []RemoteObject, re
 		for _, o := range kept {
 			st.Objects[o.Kind] = append(st.Objects[o.Kind], Object{ID: o.ID, CreatedIndex: uint64(o.CreateRevision), ModifiedIndex: uint64(o.ModRevision), Value: o.Value})
 		}
-		cfg, err := config.Parse(append(slices.Clip(docs), st.overlay(m.statePath))...)
+		overlay := st.overlay(m.statePath)
+		cfg, err := config.Parse(append(slices.Clip(docs), overlay)...)
 		if err == nil {
 			return cfg, st, refused, nil
 		}
@@ -217,9 +220,10 @@ func (m *Manager) validateRemote(docs []config.Document, objs []RemoteObject, re
 		if !errors.As(err, &list) {
 			return nil, nil, nil, err
 		}
+		starts := objectLines(overlay.Data)
 		blamed := map[int]string{} // index in kept -> reasons
 		for _, e := range list {
-			i, field := m.blame(st, kept, e)
+			i, field := m.blame(st, kept, starts, e)
 			if i < 0 {
 				return nil, nil, nil, fmt.Errorf("the objects from etcd do not fit the files:\n%w", err)
 			}
@@ -245,10 +249,16 @@ func (m *Manager) validateRemote(docs []config.Document, objs []RemoteObject, re
 }
 
 // blame finds the object of kept an error of the overlay is about, and the
-// field within it; -1 when the error is not about one object.
-func (m *Manager) blame(st *State, kept []RemoteObject, e *config.Error) (int, string) {
+// field within it; -1 when the error is not about one object. An error
+// with the object's path names the field; one without (a check across
+// objects: a stream route naming an HTTP upstream) is the object's whose
+// lines of the overlay hold the error's line.
+func (m *Manager) blame(st *State, kept []RemoteObject, starts []objectStart, e *config.Error) (int, string) {
 	if e.File != m.statePath {
 		return -1, ""
+	}
+	find := func(kind, id string) int {
+		return slices.IndexFunc(kept, func(k RemoteObject) bool { return k.Kind == kind && k.ID == id })
 	}
 	for _, kind := range Kinds {
 		for i, o := range st.Objects[kind] {
@@ -257,10 +267,48 @@ func (m *Manager) blame(st *State, kept []RemoteObject, e *config.Error) (int, s
 				continue
 			}
 			field := strings.TrimPrefix(strings.TrimPrefix(e.Path, prefix), ".")
-			return slices.IndexFunc(kept, func(k RemoteObject) bool { return k.Kind == kind && k.ID == o.ID }), field
+			return find(kind, o.ID), field
 		}
 	}
-	return -1, ""
+	if e.Path != "" || e.Line == 0 {
+		return -1, ""
+	}
+	// The last object that starts at or before the line holds it.
+	at := -1
+	for j, s := range starts {
+		if s.line <= e.Line {
+			at = j
+		}
+	}
+	if at < 0 || starts[at].i >= len(st.Objects[starts[at].kind]) {
+		return -1, ""
+	}
+	return find(starts[at].kind, st.Objects[starts[at].kind][starts[at].i].ID), ""
+}
+
+// objectStart is where the i-th object of a kind begins in an overlay.
+type objectStart struct {
+	kind string
+	i    int
+	line int
+}
+
+// objectLines lists where each object of an overlay document begins, in
+// line order.
+func objectLines(data []byte) []objectStart {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil || len(root.Content) != 1 || root.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	var out []objectStart
+	top := root.Content[0]
+	for k := 0; k+1 < len(top.Content); k += 2 {
+		for i, item := range top.Content[k+1].Content {
+			out = append(out, objectStart{kind: top.Content[k].Value, i: i, line: item.Line})
+		}
+	}
+	slices.SortFunc(out, func(a, b objectStart) int { return a.line - b.line })
+	return out
 }
 
 // remoteValue turns APISIX's stored JSON into what the decoder reads: the

@@ -25,6 +25,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintf(w, "Active connections: %d\nserver accepts handled refused\n %d %d %d\n", st.Active, st.Accepted, st.Proxied, sumOf(st.Refused))
 	// After stub_status's lines, which scripts read by position.
+	if rb := st.Rebalance; rb != nil {
+		fmt.Fprintf(w, "%s\n", rebalanceLine(*rb))
+	}
 	if s.etcd != nil {
 		es, rs := s.etcd.Status(), s.remoteStatus()
 		state := "connected"
@@ -45,6 +48,20 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, " %s %s revision %d connections %d\n", in.Name, in.Admin, in.Revision, in.Connections)
 		}
 	}
+}
+
+// rebalanceLine is /status's line on the last paced job, e.g.
+// "rebalance: drain running, 120 of 600 moved (0 skipped) at 500/s".
+func rebalanceLine(rb proxy.RebalanceStatus) string {
+	what := rb.Reason
+	if rb.Upstream != "" {
+		what += " of upstream " + rb.Upstream
+	}
+	rate := "all at once"
+	if rb.Rate > 0 {
+		rate = fmt.Sprintf("at %g/s", rb.Rate)
+	}
+	return fmt.Sprintf("rebalance: %s %s, %d of %d moved (%d skipped) %s", what, rb.State, rb.Moved, rb.Total, rb.Skipped, rate)
 }
 
 func (s *Server) remoteStatus() RemoteStatus {

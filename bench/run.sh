@@ -5,7 +5,8 @@
 #   QUICK=1 bash bench/run.sh         # smoke test, about 1 minute
 #
 # Optional: ROUNDS=N (default 3), TARGETS=no-proxy,haproxy,nginx,mqgate,
-# PHASES=order,connect,throughput-64B,throughput-1KB,latency,tls-connect,tls-resume,tls-throughput-64B,idle,tls-idle,
+# PHASES=order,connect,throughput-64B,throughput-1KB,latency,tls-connect,tls-resume,tls-throughput-64B,
+#   ws-connect,ws-throughput-64B,wss-connect,wss-throughput-64B,idle,tls-idle,ws-idle,wss-idle,
 # MQGATE_BIN=/path/to/mqgate (default: go build ./cmd/mqgate).
 #
 # Installs what is missing (Debian: haproxy, nginx, libnginx-mod-stream,

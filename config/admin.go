@@ -16,7 +16,6 @@ const (
 	DefaultAdminListen    = "127.0.0.1:9180"
 	DefaultAdminStateFile = "mqgate-admin-state.json" // next to the file that declares admin
 	DefaultWatchInterval  = 2 * time.Second
-	DefaultDrainWindow    = 30 * time.Second
 
 	// APISIXExampleKey is the admin key printed in every APISIX document.
 	// Anyone can read it, so mqgate refuses it.
@@ -69,7 +68,11 @@ type Reload struct {
 	Watch         bool          // re-read the files when they change; default true
 	WatchInterval time.Duration // how often the files are checked; default 2s
 	DrainRemoved  bool          // close connections of removed routes and nodes; default false
-	DrainWindow   time.Duration // spread those closes over this long; default 30s
+	// DrainWindow, when set, paces a drain to end within it (count /
+	// window a second) instead of at rebalance.rate; 0, the default: at
+	// rebalance.rate. Kept for configurations written before
+	// rebalance.rate paced drains.
+	DrainWindow time.Duration
 }
 
 // ReloadSettings returns the reload block, or its defaults when no file has one.
@@ -126,7 +129,7 @@ func rebalanceSection() section[Rebalance] {
 }
 
 func defaultReload() Reload {
-	return Reload{Watch: true, WatchInterval: DefaultWatchInterval, DrainWindow: DefaultDrainWindow}
+	return Reload{Watch: true, WatchInterval: DefaultWatchInterval}
 }
 
 func (d *decoder) admin(kv keyValue) {

@@ -64,7 +64,7 @@ func TestAdminDefaults(t *testing.T) {
 	if cfg.Admin.Listen != DefaultAdminListen || cfg.Admin.StateFile != filepath.Join("conf", DefaultAdminStateFile) {
 		t.Errorf("Admin = %+v", cfg.Admin)
 	}
-	if got, want := cfg.ReloadSettings(), (Reload{Watch: true, WatchInterval: DefaultWatchInterval, DrainWindow: DefaultDrainWindow}); got != want {
+	if got, want := cfg.ReloadSettings(), (Reload{Watch: true, WatchInterval: DefaultWatchInterval}); got != want {
 		t.Errorf("ReloadSettings() = %+v, want %+v", got, want)
 	}
 	noAdmin, err := Parse(Document{Name: "x.yaml", Data: []byte(listen + "\nstream_routes: [{upstream: {nodes: {\"b:1\": 1}}}]\n")})

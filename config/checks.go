@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -23,11 +24,14 @@ type Checks struct {
 	// their keepalive to notice a hung broker.
 	OnMarkedDown string
 	// OnMarkedUp is MarkedUpKeep (default) or MarkedUpMoveBack: when a
-	// node is healthy again, close, MoveBackRate per second, the
+	// node is healthy again, close, paced like every rebalance, the
 	// connections on other nodes that the balancer would now send to it,
 	// so its clients come back to it (and to their sessions).
-	OnMarkedUp   string
-	MoveBackRate float64 // connections closed per second; default 100
+	OnMarkedUp string
+	// MoveBackRate, when set, paces this upstream's move_back instead of
+	// rebalance.rate; 0 (the default): rebalance.rate. Kept for
+	// configurations written before rebalance.rate paced move_back.
+	MoveBackRate float64
 }
 
 // Values of checks.on_marked_down and checks.on_marked_up.
@@ -37,9 +41,6 @@ const (
 	MarkedUpKeep     = "keep"
 	MarkedUpMoveBack = "move_back"
 )
-
-// DefaultMoveBackRate is checks.move_back_rate's default.
-const DefaultMoveBackRate = 100
 
 // Probe types of checks.active.type.
 const (
@@ -115,71 +116,28 @@ var (
 	DefaultUnhealthyStatuses = []int{429, 404, 500, 501, 502, 503, 504, 505}
 )
 
+var probeTypes = []string{ProbeMQTT, ProbeTCP, ProbeHTTP, ProbeHTTPS}
+
+// Keys of one probe type, checked against the type once the check is read.
 var (
-	checksKeys = []string{"active", "passive", "on_marked_down", "on_marked_up", "move_back_rate"}
-	activeKeys = []string{"type", "timeout", "concurrency", "port", "healthy", "unhealthy", "protocol_level", "client_id", "username", "password",
-		"host", "http_path", "https_verify_certificate", "req_headers"}
-	activeHealthyKeys    = []string{"interval", "successes", "http_statuses"}
-	activeUnhealthyKeys  = []string{"interval", "tcp_failures", "timeouts", "http_statuses", "http_failures"}
-	ignoredHTTPKeys      = []string{"http_statuses", "http_failures"}
-	passiveKeys          = []string{"type", "unhealthy", "fail_timeout"}
-	ignoredPassiveKeys   = []string{"healthy"}
-	passiveUnhealthyKeys = []string{"tcp_failures", "timeouts"}
-	probeTypes           = []string{ProbeMQTT, ProbeTCP, ProbeHTTP, ProbeHTTPS}
-	mqttOnlyActiveKeys   = []string{"protocol_level", "client_id", "username", "password"}
-	httpOnlyActiveKeys   = []string{"host", "http_path", "https_verify_certificate", "req_headers", "healthy.http_statuses", "unhealthy.http_statuses", "unhealthy.http_failures"}
+	mqttOnlyActiveKeys = []string{"protocol_level", "client_id", "username", "password"}
+	httpOnlyActiveKeys = []string{"host", "http_path", "https_verify_certificate", "req_headers", "healthy.http_statuses", "unhealthy.http_statuses", "unhealthy.http_failures"}
 )
+
+// checksFields is an upstream's checks while they decode: the action keys
+// wait here until it is known whether anything marks nodes.
+type checksFields struct {
+	*Checks
+	actions []keyValue
+}
 
 // checks decodes an upstream's `checks`.
 func (d *decoder) checks(n *yaml.Node, path string) *Checks {
-	c := &Checks{OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep, MoveBackRate: DefaultMoveBackRate}
-	var actions []keyValue
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "on_marked_down":
-			actions = append(actions, kv)
-			if v, ok := d.oneOf(kv.val, p, MarkedDownKeep, MarkedDownClose); ok {
-				c.OnMarkedDown = v
-			}
-		case "on_marked_up":
-			actions = append(actions, kv)
-			if v, ok := d.oneOf(kv.val, p, MarkedUpKeep, MarkedUpMoveBack); ok {
-				c.OnMarkedUp = v
-			}
-		case "move_back_rate":
-			actions = append(actions, kv)
-			if v, ok := d.float(kv.val, p); ok {
-				if v <= 0 {
-					d.errorf(kv.val, p, "must be greater than 0, got %v", v)
-					continue
-				}
-				c.MoveBackRate = v
-			}
-		case "active":
-			switch {
-			case isNull(kv.val):
-			case kv.val.Kind == yaml.SequenceNode:
-				items := d.items(kv.val, p)
-				if len(items) == 0 {
-					d.errorf(kv.val, p, "an empty list: write one check or more, or leave active out")
-				}
-				for i, item := range items {
-					c.Active = append(c.Active, d.activeCheck(item, index(p, i)))
-				}
-			default:
-				c.Active = []*ActiveCheck{d.activeCheck(kv.val, p)}
-			}
-		case "passive":
-			if !isNull(kv.val) {
-				c.Passive = d.passiveCheck(kv.val, p)
-			}
-		default:
-			d.unknownKey(kv, path, "key", checksKeys)
-		}
-	}
+	cf := checksFields{Checks: &Checks{OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep}}
+	checksSection().decode(d, n, path, &cf)
+	c := cf.Checks
 	if len(c.Active) == 0 && c.Passive == nil {
-		for _, kv := range actions {
+		for _, kv := range cf.actions {
 			d.errorf(kv.keyNode, join(path, kv.key), "needs checks.active or checks.passive to mark nodes")
 		}
 		return nil
@@ -187,8 +145,67 @@ func (d *decoder) checks(n *yaml.Node, path string) *Checks {
 	return c
 }
 
+func checksSection() section[checksFields] {
+	type f = field[checksFields]
+	return section[checksFields]{
+		name: "checks",
+		fields: []f{
+			// APISIX's one mapping, or a list of them.
+			{name: "active", own: true, decode: func(d *decoder, kv keyValue, p string, c *checksFields) {
+				switch {
+				case isNull(kv.val):
+				case kv.val.Kind == yaml.SequenceNode:
+					items := d.items(kv.val, p)
+					if len(items) == 0 {
+						d.errorf(kv.val, p, "an empty list: write one check or more, or leave active out")
+					}
+					for i, item := range items {
+						c.Active = append(c.Active, d.activeCheck(item, index(p, i)))
+					}
+				default:
+					c.Active = []*ActiveCheck{d.activeCheck(kv.val, p)}
+				}
+			}},
+			{name: "passive", own: true, decode: func(d *decoder, kv keyValue, p string, c *checksFields) {
+				if !isNull(kv.val) {
+					c.Passive = d.passiveCheck(kv.val, p)
+				}
+			}},
+			{name: "on_marked_down", def: "`" + MarkedDownKeep + "`", decode: func(d *decoder, kv keyValue, p string, c *checksFields) {
+				c.actions = append(c.actions, kv)
+				if v, ok := d.oneOf(kv.val, p, MarkedDownKeep, MarkedDownClose); ok {
+					c.OnMarkedDown = v
+				}
+			}},
+			{name: "on_marked_up", def: "`" + MarkedUpKeep + "`", decode: func(d *decoder, kv keyValue, p string, c *checksFields) {
+				c.actions = append(c.actions, kv)
+				if v, ok := d.oneOf(kv.val, p, MarkedUpKeep, MarkedUpMoveBack); ok {
+					c.OnMarkedUp = v
+				}
+			}},
+			{name: "move_back_rate", def: "unset: `rebalance.rate`", decode: func(d *decoder, kv keyValue, p string, c *checksFields) {
+				c.actions = append(c.actions, kv)
+				if v, ok := d.float(kv.val, p); ok {
+					if v <= 0 {
+						d.errorf(kv.val, p, "must be greater than 0, got %v", v)
+						return
+					}
+					c.MoveBackRate = v
+				}
+			}},
+		},
+	}
+}
+
+// activeFields is one active check while it decodes, with the keys of one
+// probe type by path, checked against the type at the end.
+type activeFields struct {
+	*ActiveCheck
+	mqttOnly, httpOnly map[string]*yaml.Node
+}
+
 func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
-	a := &ActiveCheck{
+	af := activeFields{ActiveCheck: &ActiveCheck{
 		Type:              ProbeMQTT,
 		Timeout:           DefaultProbeTimeout,
 		Concurrency:       DefaultProbeConcurrency,
@@ -203,125 +220,9 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 		HealthyStatuses:   DefaultHealthyStatuses,
 		UnhealthyStatuses: DefaultUnhealthyStatuses,
 		HTTPFailures:      DefaultProbeHTTPFailures,
-	}
-	// Keys of one probe type, by path, checked against the type at the end.
-	mqttOnly := map[string]*yaml.Node{}
-	httpOnly := map[string]*yaml.Node{}
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "type":
-			if t, ok := d.oneOf(kv.val, p, probeTypes...); ok {
-				a.Type = t
-			}
-		case "timeout":
-			d.positiveDuration(kv.val, p, &a.Timeout)
-		case "concurrency":
-			if v, ok := d.intMin(kv.val, p, 1); ok {
-				a.Concurrency = v
-			}
-		case "port":
-			a.Port, _ = d.intIn(kv.val, p, 1, 65535)
-		case "healthy":
-			for _, f := range d.fields(kv.val, p) {
-				fp := join(p, f.key)
-				switch f.key {
-				case "interval":
-					d.positiveDuration(f.val, fp, &a.HealthyInterval)
-				case "successes":
-					d.count(f.val, fp, &a.Successes)
-				case "http_statuses":
-					httpOnly["healthy.http_statuses"] = f.keyNode
-					a.HealthyStatuses = d.httpStatuses(f.val, fp)
-				default:
-					d.unknownKey(f, p, "key", activeHealthyKeys)
-				}
-			}
-		case "unhealthy":
-			for _, f := range d.fields(kv.val, p) {
-				fp := join(p, f.key)
-				switch f.key {
-				case "interval":
-					d.positiveDuration(f.val, fp, &a.UnhealthyInterval)
-				case "tcp_failures":
-					d.count(f.val, fp, &a.TCPFailures)
-				case "timeouts":
-					d.count(f.val, fp, &a.Timeouts)
-				case "http_statuses":
-					httpOnly["unhealthy.http_statuses"] = f.keyNode
-					a.UnhealthyStatuses = d.httpStatuses(f.val, fp)
-				case "http_failures":
-					httpOnly["unhealthy.http_failures"] = f.keyNode
-					d.count(f.val, fp, &a.HTTPFailures)
-				default:
-					d.unknownKey(f, p, "key", activeUnhealthyKeys)
-				}
-			}
-		case "protocol_level":
-			mqttOnly[kv.key] = kv.keyNode
-			if v, ok := d.int(kv.val, p); ok {
-				if v < 3 || v > 5 {
-					d.errorf(kv.val, p, "must be 3, 4 or 5, got %d", v)
-					continue
-				}
-				a.ProtocolLevel = v
-			}
-		case "client_id":
-			mqttOnly[kv.key] = kv.keyNode
-			if s, ok := d.str(kv.val, p); ok {
-				if len(s) > 15 {
-					// The probe adds 8 characters; 3.1 allows 23 in all.
-					d.errorf(kv.val, p, "must be at most 15 characters (the probe appends 8), got %d", len(s))
-					continue
-				}
-				a.ClientID = s
-			}
-		case "username":
-			mqttOnly[kv.key] = kv.keyNode
-			a.Username, _ = d.str(kv.val, p)
-		case "password":
-			mqttOnly[kv.key] = kv.keyNode
-			a.Password, _ = d.str(kv.val, p)
-		case "http_path":
-			httpOnly[kv.key] = kv.keyNode
-			if s, ok := d.str(kv.val, p); ok {
-				if !strings.HasPrefix(s, "/") || strings.ContainsAny(s, " \r\n") {
-					d.errorf(kv.val, p, "must be a path starting with / and without spaces, got %q", s)
-					continue
-				}
-				a.HTTPPath = s
-			}
-		case "host":
-			httpOnly[kv.key] = kv.keyNode
-			if s, ok := d.str(kv.val, p); ok {
-				if strings.ContainsAny(s, " /\r\n") {
-					d.errorf(kv.val, p, "must be a host name, got %q", s)
-					continue
-				}
-				a.Host = s
-			}
-		case "https_verify_certificate":
-			httpOnly[kv.key] = kv.keyNode
-			a.HTTPSVerify, _ = d.bool(kv.val, p)
-		case "req_headers":
-			httpOnly[kv.key] = kv.keyNode
-			for i, item := range d.items(kv.val, p) {
-				ip := index(p, i)
-				s, ok := d.str(item, ip)
-				if !ok {
-					continue
-				}
-				name, value, found := strings.Cut(s, ":")
-				if !found || strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t") || strings.ContainsAny(value, "\r\n") {
-					d.errorf(item, ip, `must be "Name: value", got %q`, s)
-					continue
-				}
-				a.ReqHeaders = append(a.ReqHeaders, s)
-			}
-		default:
-			d.unknownKey(kv, path, "key", activeKeys)
-		}
-	}
+	}, mqttOnly: map[string]*yaml.Node{}, httpOnly: map[string]*yaml.Node{}}
+	activeSection().decode(d, n, path, &af)
+	a, mqttOnly, httpOnly := af.ActiveCheck, af.mqttOnly, af.httpOnly
 	if a.Type != ProbeMQTT {
 		for _, k := range mqttOnlyActiveKeys {
 			if at, ok := mqttOnly[k]; ok {
@@ -346,6 +247,160 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 	return a
 }
 
+func secs(t time.Duration) string { return fmt.Sprintf("`%g`", t.Seconds()) }
+
+func activeSection() section[activeFields] {
+	type f = field[activeFields]
+	// mqtt and http mark a key of one probe type before it decodes.
+	mqtt := func(dec func(d *decoder, kv keyValue, p string, a *activeFields)) func(d *decoder, kv keyValue, p string, a *activeFields) {
+		return func(d *decoder, kv keyValue, p string, a *activeFields) {
+			a.mqttOnly[kv.key] = kv.keyNode
+			dec(d, kv, p, a)
+		}
+	}
+	http := func(dec func(d *decoder, kv keyValue, p string, a *activeFields)) func(d *decoder, kv keyValue, p string, a *activeFields) {
+		return func(d *decoder, kv keyValue, p string, a *activeFields) {
+			a.httpOnly[kv.key] = kv.keyNode
+			dec(d, kv, p, a)
+		}
+	}
+	return section[activeFields]{
+		name: "checks",
+		fields: []f{
+			{name: "type", def: "`" + ProbeMQTT + "`", decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				if t, ok := d.oneOf(kv.val, p, probeTypes...); ok {
+					a.Type = t
+				}
+			}},
+			{name: "timeout", def: secs(DefaultProbeTimeout), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				d.positiveDuration(kv.val, p, &a.Timeout)
+			}},
+			{name: "concurrency", def: fmt.Sprintf("`%d`", DefaultProbeConcurrency), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				if v, ok := d.intMin(kv.val, p, 1); ok {
+					a.Concurrency = v
+				}
+			}},
+			{name: "port", def: "the node's", decode: func(d *decoder, kv keyValue, p string, a *activeFields) { a.Port, _ = d.intIn(kv.val, p, 1, 65535) }},
+			{name: "healthy", sub: activeHealthySection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				activeHealthySection().decode(d, kv.val, p, a)
+			}},
+			{name: "unhealthy", sub: activeUnhealthySection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				activeUnhealthySection().decode(d, kv.val, p, a)
+			}},
+			{name: "protocol_level", def: "`4`", decode: mqtt(func(d *decoder, kv keyValue, p string, a *activeFields) {
+				if v, ok := d.int(kv.val, p); ok {
+					if v < 3 || v > 5 {
+						d.errorf(kv.val, p, "must be 3, 4 or 5, got %d", v)
+						return
+					}
+					a.ProtocolLevel = v
+				}
+			})},
+			{name: "client_id", def: "empty", decode: mqtt(func(d *decoder, kv keyValue, p string, a *activeFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					if len(s) > 15 {
+						// The probe adds 8 characters; 3.1 allows 23 in all.
+						d.errorf(kv.val, p, "must be at most 15 characters (the probe appends 8), got %d", len(s))
+						return
+					}
+					a.ClientID = s
+				}
+			})},
+			{name: "username", def: "none", decode: mqtt(func(d *decoder, kv keyValue, p string, a *activeFields) { a.Username, _ = d.str(kv.val, p) })},
+			{name: "password", def: "none", decode: mqtt(func(d *decoder, kv keyValue, p string, a *activeFields) { a.Password, _ = d.str(kv.val, p) })},
+			{name: "host", def: "the node's host", decode: http(func(d *decoder, kv keyValue, p string, a *activeFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					if strings.ContainsAny(s, " /\r\n") {
+						d.errorf(kv.val, p, "must be a host name, got %q", s)
+						return
+					}
+					a.Host = s
+				}
+			})},
+			{name: "http_path", def: "`" + DefaultProbeHTTPPath + "`", decode: http(func(d *decoder, kv keyValue, p string, a *activeFields) {
+				if s, ok := d.str(kv.val, p); ok {
+					if !strings.HasPrefix(s, "/") || strings.ContainsAny(s, " \r\n") {
+						d.errorf(kv.val, p, "must be a path starting with / and without spaces, got %q", s)
+						return
+					}
+					a.HTTPPath = s
+				}
+			})},
+			{name: "https_verify_certificate", def: "`true`", decode: http(func(d *decoder, kv keyValue, p string, a *activeFields) {
+				a.HTTPSVerify, _ = d.bool(kv.val, p)
+			})},
+			{name: "req_headers", def: "none", decode: http(func(d *decoder, kv keyValue, p string, a *activeFields) {
+				for i, item := range d.items(kv.val, p) {
+					ip := index(p, i)
+					s, ok := d.str(item, ip)
+					if !ok {
+						continue
+					}
+					name, value, found := strings.Cut(s, ":")
+					if !found || strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t") || strings.ContainsAny(value, "\r\n") {
+						d.errorf(item, ip, `must be "Name: value", got %q`, s)
+						continue
+					}
+					a.ReqHeaders = append(a.ReqHeaders, s)
+				}
+			})},
+		},
+	}
+}
+
+func statuses(codes []int) string {
+	s := make([]string, len(codes))
+	for i, c := range codes {
+		s[i] = fmt.Sprint(c)
+	}
+	return "`[" + strings.Join(s, ", ") + "]`"
+}
+
+func activeHealthySection() section[activeFields] {
+	type f = field[activeFields]
+	return section[activeFields]{
+		name: "checks",
+		fields: []f{
+			{name: "interval", def: secs(DefaultProbeInterval), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				d.positiveDuration(kv.val, p, &a.HealthyInterval)
+			}},
+			{name: "successes", def: fmt.Sprintf("`%d`", DefaultProbeSuccesses), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				d.count(kv.val, p, &a.Successes)
+			}},
+			{name: "http_statuses", def: statuses(DefaultHealthyStatuses), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				a.httpOnly["healthy.http_statuses"] = kv.keyNode
+				a.HealthyStatuses = d.httpStatuses(kv.val, p)
+			}},
+		},
+	}
+}
+
+func activeUnhealthySection() section[activeFields] {
+	type f = field[activeFields]
+	return section[activeFields]{
+		name: "checks",
+		fields: []f{
+			{name: "interval", def: secs(DefaultProbeInterval), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				d.positiveDuration(kv.val, p, &a.UnhealthyInterval)
+			}},
+			{name: "tcp_failures", def: fmt.Sprintf("`%d`", DefaultProbeTCPFailures), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				d.count(kv.val, p, &a.TCPFailures)
+			}},
+			{name: "timeouts", def: fmt.Sprintf("`%d`", DefaultProbeTimeouts), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				d.count(kv.val, p, &a.Timeouts)
+			}},
+			{name: "http_statuses", def: statuses(DefaultUnhealthyStatuses), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				a.httpOnly["unhealthy.http_statuses"] = kv.keyNode
+				a.UnhealthyStatuses = d.httpStatuses(kv.val, p)
+			}},
+			{name: "http_failures", def: fmt.Sprintf("`%d`", DefaultProbeHTTPFailures), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
+				a.httpOnly["unhealthy.http_failures"] = kv.keyNode
+				d.count(kv.val, p, &a.HTTPFailures)
+			}},
+		},
+	}
+}
+
 // httpStatuses reads a list of HTTP status codes, 200..599 as APISIX.
 func (d *decoder) httpStatuses(n *yaml.Node, path string) []int {
 	out := []int{}
@@ -363,32 +418,47 @@ func (d *decoder) passiveCheck(n *yaml.Node, path string) *PassiveCheck {
 		Timeouts:    DefaultPassiveTimeouts,
 		FailTimeout: DefaultPassiveFailTimeout,
 	}
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "type":
-			if s, ok := d.str(kv.val, p); ok && s != "tcp" {
-				d.errorf(kv.val, p, "mqgate counts TCP failures only: must be tcp, got %q", s)
-			}
-		case "unhealthy":
-			for _, f := range d.fields(kv.val, p) {
-				fp := join(p, f.key)
-				switch f.key {
-				case "tcp_failures":
-					d.count(f.val, fp, &pc.TCPFailures)
-				case "timeouts":
-					d.count(f.val, fp, &pc.Timeouts)
-				default:
-					d.ignoreOrUnknown(f, p, passiveUnhealthyKeys, ignoredHTTPKeys)
-				}
-			}
-		case "fail_timeout":
-			d.positiveDuration(kv.val, p, &pc.FailTimeout)
-		default:
-			d.ignoreOrUnknown(kv, path, passiveKeys, ignoredPassiveKeys)
-		}
-	}
+	passiveSection().decode(d, n, path, pc)
 	return pc
+}
+
+func passiveSection() section[PassiveCheck] {
+	type f = field[PassiveCheck]
+	return section[PassiveCheck]{
+		name: "checks",
+		fields: []f{
+			{name: "type", def: "`tcp`", decode: func(d *decoder, kv keyValue, p string, _ *PassiveCheck) {
+				if s, ok := d.str(kv.val, p); ok && s != "tcp" {
+					d.errorf(kv.val, p, "mqgate counts TCP failures only: must be tcp, got %q", s)
+				}
+			}},
+			{name: "unhealthy", sub: passiveUnhealthySection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, pc *PassiveCheck) {
+				passiveUnhealthySection().decode(d, kv.val, p, pc)
+			}},
+			{name: "fail_timeout", def: secs(DefaultPassiveFailTimeout), decode: func(d *decoder, kv keyValue, p string, pc *PassiveCheck) {
+				d.positiveDuration(kv.val, p, &pc.FailTimeout)
+			}},
+		},
+		// A node comes back by probes or after fail_timeout.
+		ignored: []string{"healthy"},
+	}
+}
+
+func passiveUnhealthySection() section[PassiveCheck] {
+	type f = field[PassiveCheck]
+	return section[PassiveCheck]{
+		name: "checks",
+		fields: []f{
+			{name: "tcp_failures", def: fmt.Sprintf("`%d`", DefaultPassiveTCPFailures), decode: func(d *decoder, kv keyValue, p string, pc *PassiveCheck) {
+				d.count(kv.val, p, &pc.TCPFailures)
+			}},
+			{name: "timeouts", def: fmt.Sprintf("`%d`", DefaultPassiveTimeouts), decode: func(d *decoder, kv keyValue, p string, pc *PassiveCheck) {
+				d.count(kv.val, p, &pc.Timeouts)
+			}},
+		},
+		// APISIX's HTTP counters: mqgate counts TCP failures only.
+		ignored: []string{"http_statuses", "http_failures"},
+	}
 }
 
 // hashBalanceFactor reads hash_balance_factor: 0 (off) or a ratio >= 1
@@ -433,16 +503,4 @@ func (d *decoder) count(n *yaml.Node, path string, dst *int) {
 	if v, ok := d.intIn(n, path, 1, 254); ok {
 		*dst = v
 	}
-}
-
-// ignoreOrUnknown records an APISIX key mqgate accepts without using, or
-// reports an unknown one.
-func (d *decoder) ignoreOrUnknown(kv keyValue, path string, known, ignored []string) {
-	for _, k := range ignored {
-		if kv.key == k {
-			d.ignore(kv.keyNode, join(path, kv.key))
-			return
-		}
-	}
-	d.unknownKey(kv, path, "key", known, ignored)
 }

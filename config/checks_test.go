@@ -103,7 +103,7 @@ upstreams:
 			UnhealthyInterval: time.Second, TCPFailures: 2, Timeouts: 3, ProtocolLevel: 4,
 		}},
 		Passive:      &PassiveCheck{TCPFailures: 2, Timeouts: 7, FailTimeout: 10 * time.Second},
-		OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep, MoveBackRate: DefaultMoveBackRate,
+		OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep,
 	}
 	if got := cfg.StreamRoutes[1].Upstream.Checks; !reflect.DeepEqual(got, defaults) {
 		t.Errorf("default checks =\n%+v %+v\nwant\n%+v %+v", got.Active, got.Passive, defaults.Active, defaults.Passive)

@@ -373,6 +373,9 @@ func etcdTLSSection() section[etcdTLSFields] {
 			if !ok {
 				return
 			}
+			// As every path a file names: relative to its directory, not
+			// to where mqgate was started.
+			s = d.relative(s)
 			if _, err := os.Stat(s); err != nil {
 				d.errorf(kv.val, p, "cannot read %q: %v", s, unwrapPathError(err))
 				return

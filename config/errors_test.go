@@ -242,7 +242,7 @@ upstreams:
 				`u.yaml:6: stream_routes[1].upstream.id: an inline upstream takes no id; declare it under upstreams and use upstream_id`,
 				`u.yaml:7: stream_routes[1].upstream.type: must be roundrobin, chash or least_conn, got "ewma"`,
 				`u.yaml:11: upstreams[0].key: only used with type chash, not roundrobin`,
-				`u.yaml:13: upstreams[0].scheme: must be tcp, tls, http or https, got "udp"`,
+				`u.yaml:13: upstreams[0].scheme: must be tcp, tls, ws, wss, http or https, got "udp"`,
 				`u.yaml:14: upstreams[0].retries: must be >= 0, got -1`,
 				`u.yaml:17: upstreams[1].key: must be mqtt_client_id, remote_addr, mqtt_username, ssl_server_name, ssl_client_serial, ssl_client_s_dn, ssl_client_s_dn_cn or ssl_client_fingerprint, got "uri"`,
 				`u.yaml:19: upstreams[1].timeout.connect: must be greater than 0`,

@@ -5,6 +5,7 @@ import (
 	"github.com/mqgate/mqgate/accesslog"
 	"reflect"
 	"slices"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -32,6 +33,13 @@ type field[T any] struct {
 	// compat keys are APISIX's, accepted and documented, but never offered
 	// as the "did you mean" of a typo.
 	compat bool
+	// own marks a key whose value is documented in a table of its own
+	// (checks.active, checks.passive, a top-level section): the README's
+	// table of this section does not list it.
+	own bool
+	// diff names, below path, the restart-only keys of the key's own
+	// section that differ between a and b (log.access_log under log).
+	diff func(path string, a, b *T) []string
 }
 
 // section is the field table of one mapping of the configuration.
@@ -45,16 +53,21 @@ type section[T any] struct {
 // ignored is recorded, any other key is reported with a suggestion.
 func (s section[T]) decode(d *decoder, n *yaml.Node, path string, v *T) {
 	for _, kv := range d.fields(n, path) {
-		if i := slices.IndexFunc(s.fields, func(f field[T]) bool { return f.name == kv.key }); i >= 0 {
-			s.fields[i].decode(d, kv, join(path, kv.key), v)
-			continue
-		}
-		if slices.Contains(s.ignored, kv.key) {
-			d.ignore(kv.keyNode, join(path, kv.key))
-			continue
-		}
-		d.unknownKey(kv, path, "key", s.names(), s.ignored)
+		s.decodeKey(d, kv, path, v)
 	}
+}
+
+// decodeKey reads one entry kv of the section's mapping at path into v.
+func (s section[T]) decodeKey(d *decoder, kv keyValue, path string, v *T) {
+	if i := slices.IndexFunc(s.fields, func(f field[T]) bool { return f.name == kv.key }); i >= 0 {
+		s.fields[i].decode(d, kv, join(path, kv.key), v)
+		return
+	}
+	if slices.Contains(s.ignored, kv.key) {
+		d.ignore(kv.keyNode, join(path, kv.key))
+		return
+	}
+	d.unknownKey(kv, path, "key", s.names(), s.ignored)
 }
 
 // names lists the section's keys in table order.
@@ -69,12 +82,15 @@ func (s section[T]) names() []string {
 }
 
 // changed names, as path.key, the restart-only keys whose values differ
-// between a and b.
+// between a and b, and those below them that their own sections name.
 func (s section[T]) changed(path string, a, b *T) []string {
 	var out []string
 	for _, f := range s.fields {
-		if f.restart && f.value != nil && !reflect.DeepEqual(f.value(a), f.value(b)) {
+		switch {
+		case f.restart && f.value != nil && !reflect.DeepEqual(f.value(a), f.value(b)):
 			out = append(out, join(path, f.name))
+		case f.diff != nil:
+			out = append(out, f.diff(join(path, f.name), a, b)...)
 		}
 	}
 	return out
@@ -99,7 +115,7 @@ func (s section[T]) reference(table int) Reference {
 	r := Reference{Section: s.name, Table: table, Ignored: s.ignored}
 	for _, f := range s.fields {
 		switch {
-		case f.hidden:
+		case f.hidden, f.own:
 		case f.sub != nil:
 			for _, k := range f.sub {
 				r.Keys = append(r.Keys, RefKey{Name: f.name + "." + k.Name, Default: k.Default, Restart: k.Restart || f.restart})
@@ -114,6 +130,7 @@ func (s section[T]) reference(table int) Reference {
 // References lists the field tables for the README test.
 func References() []Reference {
 	return []Reference{
+		topLevelSection().reference(0),
 		streamProxySection().reference(0),
 		listenerSection().reference(1),
 		webSocketSection().reference(2),
@@ -125,6 +142,10 @@ func References() []Reference {
 		routeSection().reference(0),
 		httpRouteSection().reference(0),
 		upstreamSection().reference(0),
+		nodeSection().reference(1),
+		activeSection().reference(0),
+		checksSection().reference(1),
+		passiveSection().reference(2),
 		sslSection().reference(0),
 		deploymentSection().reference(0),
 		etcdSection().reference(1),
@@ -132,20 +153,24 @@ func References() []Reference {
 }
 
 // RestartOnlyChanges names the keys that apply only at start and differ
-// between the configuration a process started with and next, so that a
-// reload can say once which of its changes wait for a restart.
+// between the configuration a process started with and next, as the field
+// tables declare them, so that a reload can say which of its changes wait
+// for a restart.
 func RestartOnlyChanges(started, next *Config) []string {
-	out := logSection().changed("log", &started.Log, &next.Log)
-	switch a, b := started.Admin, next.Admin; {
-	case (a == nil) != (b == nil):
-		out = append(out, "admin")
-	case a != nil:
-		out = append(out, adminSection().changed("admin", &adminDecl{Admin: *a}, &adminDecl{Admin: *b})...)
-	}
-	// Every deployment key is read at start: the role, the provider, etcd.
-	out = append(out, deploymentSection().changed("deployment",
-		&deploymentFields{Deployment: started.DeploymentSettings()}, &deploymentFields{Deployment: next.DeploymentSettings()})...)
-	return out
+	return topLevelSection().changed("", &topLevel{started}, &topLevel{next})
+}
+
+// RestartOnlyNews is RestartOnlyChanges(started, next) less the keys that
+// next leaves as previous (the configuration of the reload before) had
+// them: a reload names a waiting key once, when it changes, not again on
+// every later reload while it still differs from what the process runs
+// with. A key counts as changed when a key below it did (admin when
+// admin.listen did).
+func RestartOnlyNews(started, previous, next *Config) []string {
+	since := RestartOnlyChanges(previous, next)
+	return slices.DeleteFunc(RestartOnlyChanges(started, next), func(k string) bool {
+		return !slices.ContainsFunc(since, func(c string) bool { return c == k || strings.HasPrefix(c, k+".") })
+	})
 }
 
 // The sections' tables. Functions rather than variables, so that no
@@ -405,7 +430,7 @@ func reloadSection() section[Reload] {
 			{name: "drain_removed", def: "`false`", decode: func(d *decoder, kv keyValue, p string, v *Reload) {
 				v.DrainRemoved, _ = d.bool(kv.val, p)
 			}},
-			{name: "drain_window", def: fmt.Sprintf("`%s`", DefaultDrainWindow), decode: func(d *decoder, kv keyValue, p string, v *Reload) {
+			{name: "drain_window", def: "unset: `rebalance.rate`", decode: func(d *decoder, kv keyValue, p string, v *Reload) {
 				if t, ok := d.duration(kv.val, p); ok {
 					v.DrainWindow = t
 				}

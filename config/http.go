@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -34,8 +35,13 @@ type HTTPRoute struct {
 	PassHost, UpstreamHost string
 	// EnableWebSocket passes WebSocket upgrades through to the upstream.
 	EnableWebSocket bool
-	Line            int
-	File            string
+	// Vars must all hold for a request to match (APISIX's simple form).
+	Vars []VarExpr
+	// Timeout is the route's own connect, send and read timeouts; a zero
+	// field takes the upstream's (Upstream.Timeout).
+	Timeout Timeout
+	Line    int
+	File    string
 }
 
 // The values of pass_host.
@@ -142,8 +148,35 @@ func httpRouteSection() section[httpRouteDecl] {
 			{name: "enable_websocket", def: "`false`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
 				r.EnableWebSocket, _ = d.bool(kv.val, p)
 			}},
+			{name: "vars", def: "none", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) { r.Vars = d.httpVars(kv.val, p) }},
+			{name: "timeout", sub: routeTimeoutSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				routeTimeoutSection().decode(d, kv.val, p, &r.Timeout)
+			}},
 		},
-		ignored: []string{"plugins", "status", "labels", "vars", "filter_func", "service_id", "plugin_config_id", "script", "timeout"},
+		ignored: []string{"plugins", "status", "labels", "filter_func", "service_id", "plugin_config_id", "script"},
+	}
+}
+
+// routeTimeoutSection is a route's timeout: APISIX's connect, send and
+// read, each overriding the upstream's.
+func routeTimeoutSection() section[Timeout] {
+	positive := func(set func(t *Timeout, v time.Duration)) func(d *decoder, kv keyValue, p string, t *Timeout) {
+		return func(d *decoder, kv keyValue, p string, t *Timeout) {
+			v, ok := d.duration(kv.val, p)
+			if ok && v == 0 {
+				d.errorf(kv.val, p, "must be greater than 0 (leave it out for the upstream's)")
+			} else if ok {
+				set(t, v)
+			}
+		}
+	}
+	return section[Timeout]{
+		name: "routes[]",
+		fields: []field[Timeout]{
+			{name: "connect", def: "the upstream's", decode: positive(func(t *Timeout, v time.Duration) { t.Connect = v })},
+			{name: "send", def: "the upstream's", decode: positive(func(t *Timeout, v time.Duration) { t.Send = v })},
+			{name: "read", def: "the upstream's", decode: positive(func(t *Timeout, v time.Duration) { t.Read = v })},
+		},
 	}
 }
 
@@ -315,7 +348,7 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 			up = byID[r.UpstreamID]
 		}
 		if up != nil && up.HTTP() {
-			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s: a stream route needs scheme tcp or tls", r.ID, up.ID, up.Scheme)
+			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s: a stream route needs scheme tcp, tls, ws or wss", r.ID, up.ID, up.Scheme)
 		}
 	}
 	if len(cfg.Routes) > 0 && !slices.ContainsFunc(cfg.StreamProxy.TCP, func(l Listener) bool { return l.HTTP }) {

@@ -63,7 +63,7 @@ routes:
 	want := []string{
 		`h.yaml:3: apisix.ssl.listen[0]: listener ":9000" is tls: false in h.yaml:1 but HTTPS here: a port is TLS or not for every protocol on it`,
 		`h.yaml:7: upstream "probed" has scheme http: its active checks need type tcp, http or https (an MQTT probe of an HTTP server fails)`,
-		`h.yaml:8: stream route "route-0": upstream "web" has scheme http: a stream route needs scheme tcp or tls`,
+		`h.yaml:8: stream route "route-0": upstream "web" has scheme http: a stream route needs scheme tcp, tls, ws or wss`,
 		`h.yaml:10: routes[0]: upstream "mqtt" has scheme tcp: an HTTP route needs scheme http or https`,
 		`h.yaml:10: routes[0].uri: must be a path starting with "/", a prefix ending in "/*", got "api"`,
 		`h.yaml:11: routes[1].upstream_host: required with pass_host: rewrite`,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"slices"
 	"strconv"
 	"time"
 
@@ -26,19 +25,7 @@ const (
 	minConnectSize      = 64
 )
 
-var (
-	// topLevelKeys are the sections mqgate reads, in any file.
-	topLevelKeys = []string{"apisix", "stream_proxy", "log", "stream_routes", "upstreams", "ssls", "admin", "reload", "rebalance", "deployment", "routes", "node_listen"}
-	// ignoredTopLevelKeys are APISIX sections of config.yaml and apisix.yaml
-	// that mqgate accepts so users can bring their files, but does not use.
-	ignoredTopLevelKeys = []string{
-		"nginx_config", "plugins", "stream_plugins", "plugin_attr", "discovery",
-		"graphql", "ext-plugin", "wasm", "etcd",
-		"services", "consumers", "plugin_configs", "global_rules", "protos",
-		"plugin_metadata", "consumer_groups", "secrets",
-	}
-	logLevels = []string{"debug", "info", "warn", "error"}
-)
+var logLevels = []string{"debug", "info", "warn", "error"}
 
 // Load reads, merges and validates the files in order. Lists (stream_routes,
 // upstreams, ssls, stream_proxy.tcp) are concatenated across files; a scalar
@@ -196,51 +183,80 @@ func firstYAMLError(data []byte) error {
 
 // document decodes the top level of one file.
 func (d *decoder) document(n *yaml.Node) {
+	top := topLevelSection()
 	for _, kv := range d.fields(n, "") {
 		if d.overlay && !overlayKeys[kv.key] {
 			d.errorf(kv.keyNode, kv.key, "not allowed in Admin API state (only stream_routes, upstreams, ssls and routes)")
 			continue
 		}
-		switch kv.key {
-		case "apisix":
-			d.apisix(kv.val)
-		case "stream_proxy":
-			d.streamProxy(kv.val, "stream_proxy")
-		case "log":
-			d.log(kv)
-		case "admin":
-			d.admin(kv)
-		case "reload":
-			d.reload(kv)
-		case "rebalance":
-			d.rebalance(kv)
-		case "deployment":
-			d.deployment(kv)
-		case "stream_routes":
-			for i, item := range d.items(kv.val, kv.key) {
-				d.b.routes = append(d.b.routes, d.route(item, index(kv.key, i)))
+		top.decodeKey(d, kv, "", nil)
+	}
+}
+
+// topLevel is a whole configuration as the top level's field table sees
+// it. Its decoders fill the builder (files merge there before a Config
+// exists); a reload compares two Configs through it.
+type topLevel struct{ *Config }
+
+func topLevelSection() section[topLevel] {
+	type f = field[topLevel]
+	list := func(add func(d *decoder, item *yaml.Node, path string)) func(d *decoder, kv keyValue, p string, _ *topLevel) {
+		return func(d *decoder, kv keyValue, p string, _ *topLevel) {
+			for i, item := range d.items(kv.val, p) {
+				add(d, item, index(p, i))
 			}
-		case "upstreams":
-			for i, item := range d.items(kv.val, kv.key) {
-				d.b.upstreams = append(d.b.upstreams, d.upstream(item, index(kv.key, i), false))
-			}
-		case "ssls":
-			for i, item := range d.items(kv.val, kv.key) {
-				d.b.ssls = append(d.b.ssls, d.ssl(item, index(kv.key, i)))
-			}
-		case "routes":
-			for i, item := range d.items(kv.val, kv.key) {
-				d.b.httpRoutes = append(d.b.httpRoutes, d.httpRoute(item, index(kv.key, i)))
-			}
-		case "node_listen":
-			d.nodeListen(kv.val, kv.key, false)
-		default:
-			if slices.Contains(ignoredTopLevelKeys, kv.key) {
-				d.ignore(kv.keyNode, kv.key)
-				continue
-			}
-			d.unknownKey(kv, "", "key", topLevelKeys, ignoredTopLevelKeys)
 		}
+	}
+	return section[topLevel]{
+		name: "Top level",
+		fields: []f{
+			{name: "apisix", def: "—", decode: func(d *decoder, kv keyValue, _ string, _ *topLevel) { d.apisix(kv.val) }},
+			{name: "stream_proxy", def: "—", decode: func(d *decoder, kv keyValue, p string, _ *topLevel) { d.streamProxy(kv.val, p) }},
+			{name: "log", def: "see below", decode: func(d *decoder, kv keyValue, _ string, _ *topLevel) { d.log(kv) },
+				diff: func(p string, a, b *topLevel) []string { return logSection().changed(p, &a.Log, &b.Log) }},
+			{name: "stream_routes", def: "none", decode: list(func(d *decoder, item *yaml.Node, p string) {
+				d.b.routes = append(d.b.routes, d.route(item, p))
+			})},
+			{name: "upstreams", def: "none", decode: list(func(d *decoder, item *yaml.Node, p string) {
+				d.b.upstreams = append(d.b.upstreams, d.upstream(item, p, false))
+			})},
+			{name: "ssls", def: "none", decode: list(func(d *decoder, item *yaml.Node, p string) {
+				d.b.ssls = append(d.b.ssls, d.ssl(item, p))
+			})},
+			// The Admin API listens from the start or not at all; the keys
+			// of a block that stays say for themselves.
+			{name: "admin", def: "none: the Admin API is off", restart: true,
+				value:  func(v *topLevel) any { return v.Admin != nil },
+				decode: func(d *decoder, kv keyValue, _ string, _ *topLevel) { d.admin(kv) },
+				diff: func(p string, a, b *topLevel) []string {
+					if a.Admin == nil || b.Admin == nil {
+						return nil
+					}
+					return adminSection().changed(p, &adminDecl{Admin: *a.Admin}, &adminDecl{Admin: *b.Admin})
+				}},
+			{name: "reload", def: "see below", decode: func(d *decoder, kv keyValue, _ string, _ *topLevel) { d.reload(kv) }},
+			{name: "rebalance", def: "see below", decode: func(d *decoder, kv keyValue, _ string, _ *topLevel) { d.rebalance(kv) }},
+			// Every deployment key is read at start: the role, the provider,
+			// etcd; its table names them.
+			{name: "deployment", def: "traditional, reading the files", restart: true,
+				decode: func(d *decoder, kv keyValue, _ string, _ *topLevel) { d.deployment(kv) },
+				diff: func(p string, a, b *topLevel) []string {
+					return deploymentSection().changed(p,
+						&deploymentFields{Deployment: a.DeploymentSettings()}, &deploymentFields{Deployment: b.DeploymentSettings()})
+				}},
+			{name: "routes", def: "none", decode: list(func(d *decoder, item *yaml.Node, p string) {
+				d.b.httpRoutes = append(d.b.httpRoutes, d.httpRoute(item, p))
+			})},
+			{name: "node_listen", def: "none", decode: func(d *decoder, kv keyValue, p string, _ *topLevel) { d.nodeListen(kv.val, p, false) }},
+		},
+		// APISIX sections of config.yaml and apisix.yaml that mqgate
+		// accepts so users can bring their files, but does not use.
+		ignored: []string{
+			"nginx_config", "plugins", "stream_plugins", "plugin_attr", "discovery",
+			"graphql", "ext-plugin", "wasm", "etcd",
+			"services", "consumers", "plugin_configs", "global_rules", "protos",
+			"plugin_metadata", "consumer_groups", "secrets",
+		},
 	}
 }
 

@@ -28,7 +28,7 @@ func TestReferenceTables(t *testing.T) {
 			known := func(name string) bool {
 				return slices.ContainsFunc(ref.Keys, func(k RefKey) bool { return k.Name == name })
 			}
-			if len(keys) > 1 && !slices.ContainsFunc(keys, known) {
+			if !slices.ContainsFunc(keys, known) && (len(keys) > 1 || slices.Equal(keys, ref.Ignored)) {
 				if !slices.Equal(keys, ref.Ignored) {
 					t.Errorf("%s table %d: row %q lists %v, want the ignored APISIX keys %v", ref.Section, ref.Table, row["Key"], keys, ref.Ignored)
 				}
@@ -62,16 +62,25 @@ func TestReferenceTables(t *testing.T) {
 }
 
 // referenceTable returns the rows of the n-th table under the README
-// heading "### `section`", as column name to cell.
+// heading "### `section`" (or "#### `section`", or "### section" for a
+// heading that is not a key), up to the next heading of either level, as
+// column name to cell.
 func referenceTable(t *testing.T, readme, section string, n int) []map[string]string {
 	t.Helper()
-	start := strings.Index(readme, "\n### `"+section+"`")
+	start := -1
+	for _, h := range []string{"\n### `" + section + "`", "\n#### `" + section + "`", "\n### " + section + "\n"} {
+		if start = strings.Index(readme, h); start >= 0 {
+			break
+		}
+	}
 	if start < 0 {
 		t.Fatalf("README has no heading ### `%s`", section)
 	}
 	body := readme[start+1:]
-	if end := strings.Index(body[1:], "\n### "); end >= 0 {
-		body = body[:end+1]
+	for _, h := range []string{"\n### ", "\n#### "} {
+		if end := strings.Index(body[1:], h); end >= 0 {
+			body = body[:end+1]
+		}
 	}
 	var tables [][]string
 	inTable := false

@@ -215,7 +215,7 @@ upstreams:
 			"t.yaml:6: stream_routes[0].plugins.mqtt-rewrite.password: must not be empty; leave the key out to keep the client's value",
 			"t.yaml:9: stream_routes[1].plugins.mqtt-rewrite: set at least one of client_id, username or password",
 			`t.yaml:13: upstreams[0].proxy_protocol: must be v1 or v2, got "v3"`,
-			"t.yaml:14: upstreams[0].tls: only used with scheme: tls or https",
+			"t.yaml:14: upstreams[0].tls: only used with scheme: tls, wss or https",
 			"t.yaml:18: upstreams[1].tls.ca: CA " + bKey + ": no PEM CERTIFICATE found",
 			"t.yaml:18: upstreams[1].tls.client_key: required with client_cert",
 		}},

@@ -137,7 +137,7 @@ type Upstream struct {
 	Nodes      []Node
 	Retries    int // resolved: defaults to len(Nodes)-1
 	Timeout    Timeout
-	Scheme     string  // "tcp" or "tls"
+	Scheme     string  // "tcp", "tls", "ws" or "wss" to brokers; "http" or "https" for HTTP routes
 	Checks     *Checks // nil = no health checks: every node is dialled
 	// HashBalanceFactor bounds chash load: no node takes more than
 	// factor × the average connections; 0 = off.
@@ -145,7 +145,10 @@ type Upstream struct {
 	Line              int
 	File              string
 
-	TLS *UpstreamTLS // scheme tls: how to talk TLS to the nodes (ssl.go); nil for tcp
+	TLS *UpstreamTLS // scheme tls, wss or https: how to talk TLS to the nodes (ssl.go); nil for tcp
+	// WebSocket is how to ask the nodes for MQTT over WebSocket (scheme ws
+	// or wss, EMQX's 8083 and 8084); nil for the other schemes.
+	WebSocket *UpstreamWebSocket
 	// ProxyProtocol is "v1" or "v2" to send a PROXY protocol header to the
 	// node before anything else, "" for none.
 	ProxyProtocol string
@@ -159,6 +162,25 @@ type Upstream struct {
 	// SourcePortRange limits the local ports of connections from the
 	// source addresses (IP_LOCAL_PORT_RANGE); zero for the kernel's range.
 	SourcePortRange [2]uint16
+}
+
+// UpstreamWebSocket is the WebSocket handshake sent to each node of a ws or
+// wss upstream.
+type UpstreamWebSocket struct {
+	Path        string // the request path (and query), "/mqtt" by default
+	Subprotocol string // offered in Sec-WebSocket-Protocol, "mqtt" by default; "" offers none
+}
+
+// The defaults of an upstream's websocket.
+const (
+	DefaultUpstreamWebSocketPath        = "/mqtt"
+	DefaultUpstreamWebSocketSubprotocol = "mqtt"
+)
+
+// UsesTLS reports whether the nodes are reached over TLS: scheme tls, wss
+// or https.
+func (u *Upstream) UsesTLS() bool {
+	return u.Scheme == "tls" || u.Scheme == "wss" || u.Scheme == "https"
 }
 
 // Node is one backend broker.

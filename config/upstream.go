@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -14,10 +15,7 @@ import (
 	"github.com/mqgate/mqgate/vars"
 )
 
-var (
-	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
-	nodeKeys      = []string{"host", "port", "weight", "priority"}
-)
+var upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
 
 // upstreamDecl is an Upstream with the source positions the cross-file
 // checks report at.
@@ -79,11 +77,19 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		}
 	}
 	switch {
-	case (u.Scheme == "tls" || u.Scheme == "https") && u.TLS == nil:
+	case u.UsesTLS() && u.TLS == nil:
 		u.TLS = &UpstreamTLS{Verify: true}
-	case u.Scheme != "tls" && u.Scheme != "https" && tlsNode != nil:
-		d.errorf(tlsNode, join(path, "tls"), "only used with scheme: tls or https")
+	case !u.UsesTLS() && tlsNode != nil:
+		d.errorf(tlsNode, join(path, "tls"), "only used with scheme: tls, wss or https")
 		u.TLS = nil
+	}
+	ws := u.Scheme == "ws" || u.Scheme == "wss"
+	switch {
+	case ws && u.WebSocket == nil:
+		u.WebSocket = &UpstreamWebSocket{Path: DefaultUpstreamWebSocketPath, Subprotocol: DefaultUpstreamWebSocketSubprotocol}
+	case !ws && uf.wsNode != nil:
+		d.errorf(uf.wsNode, join(path, "websocket"), "only used with scheme: ws or wss")
+		u.WebSocket = nil
 	}
 	if len(u.Nodes) == 0 && nodesOK {
 		d.errorf(n, join(path, "nodes"), "at least one node is required")
@@ -155,28 +161,7 @@ func (d *decoder) nodes(n *yaml.Node, path string) (nodes []Node, ok bool) {
 func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
 	node := Node{Weight: 1}
 	errs := len(d.p.errs)
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "host":
-			if h, ok := d.str(kv.val, p); ok {
-				h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-				if msg := hostMsg(h); msg != "" {
-					d.errorf(kv.val, p, "%s", msg)
-					continue
-				}
-				node.Host = h
-			}
-		case "port":
-			node.Port, _ = d.intIn(kv.val, p, 1, 65535)
-		case "weight":
-			node.Weight, _ = d.intMin(kv.val, p, 0)
-		case "priority":
-			node.Priority, _ = d.int(kv.val, p)
-		default:
-			d.unknownKey(kv, path, "key", nodeKeys)
-		}
-	}
+	nodeSection().decode(d, n, path, &node)
 	if len(d.p.errs) > errs {
 		return node, false
 	}
@@ -187,6 +172,28 @@ func (d *decoder) listNode(n *yaml.Node, path string) (Node, bool) {
 		d.errorf(n, join(path, "port"), "required (the broker's MQTT port, e.g. 1883)")
 	}
 	return node, len(d.p.errs) == errs
+}
+
+// nodeSection is a node of the list form.
+func nodeSection() section[Node] {
+	return section[Node]{
+		name: "upstreams[]",
+		fields: []field[Node]{
+			{name: "host", def: "required", decode: func(d *decoder, kv keyValue, p string, node *Node) {
+				if h, ok := d.str(kv.val, p); ok {
+					h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+					if msg := hostMsg(h); msg != "" {
+						d.errorf(kv.val, p, "%s", msg)
+						return
+					}
+					node.Host = h
+				}
+			}},
+			{name: "port", def: "required", decode: func(d *decoder, kv keyValue, p string, node *Node) { node.Port, _ = d.intIn(kv.val, p, 1, 65535) }},
+			{name: "weight", def: "`1`", decode: func(d *decoder, kv keyValue, p string, node *Node) { node.Weight, _ = d.intMin(kv.val, p, 0) }},
+			{name: "priority", def: "`0`", decode: func(d *decoder, kv keyValue, p string, node *Node) { node.Priority, _ = d.int(kv.val, p) }},
+		},
+	}
 }
 
 func (d *decoder) timeout(n *yaml.Node, path string) Timeout {
@@ -201,6 +208,7 @@ type upstreamFields struct {
 	*upstreamDecl
 	inline                bool
 	keyNode, hbf, tlsNode *yaml.Node
+	wsNode                *yaml.Node
 	srcKey, srcRange      *yaml.Node
 	retries               int
 	nodesOK               bool
@@ -250,10 +258,18 @@ func upstreamSection() section[upstreamFields] {
 				s, ok := d.str(kv.val, p)
 				switch {
 				case !ok || s == "tcp":
-				case s == "tls", s == "http", s == "https":
+				case s == "tls", s == "ws", s == "wss", s == "http", s == "https":
 					u.Scheme = s
 				default:
-					d.errorf(kv.val, p, "must be tcp, tls, http or https, got %q", s)
+					d.errorf(kv.val, p, "must be tcp, tls, ws, wss, http or https, got %q", s)
+				}
+			}},
+			{name: "websocket", sub: upstreamWebSocketSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				if !isNull(kv.val) {
+					u.wsNode = kv.val
+					w := UpstreamWebSocket{Path: DefaultUpstreamWebSocketPath, Subprotocol: DefaultUpstreamWebSocketSubprotocol}
+					upstreamWebSocketSection().decode(d, kv.val, p, &w)
+					u.WebSocket = &w
 				}
 			}},
 			{name: "tls", sub: upstreamTLSSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
@@ -272,6 +288,38 @@ func upstreamSection() section[upstreamFields] {
 			}},
 			{name: "source_hash_key", def: "unset: spread evenly", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.srcKey = kv.val }},
 			{name: "source_port_range", def: "the kernel's `ip_local_port_range`", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.srcRange = kv.val }},
+		},
+	}
+}
+
+func upstreamWebSocketSection() section[UpstreamWebSocket] {
+	type f = field[UpstreamWebSocket]
+	return section[UpstreamWebSocket]{
+		name: "upstreams[]",
+		fields: []f{
+			{name: "path", def: fmt.Sprintf("`%s`", DefaultUpstreamWebSocketPath), decode: func(d *decoder, kv keyValue, p string, w *UpstreamWebSocket) {
+				s, ok := d.str(kv.val, p)
+				if !ok {
+					return
+				}
+				if _, err := url.ParseRequestURI(s); err != nil || !strings.HasPrefix(s, "/") || strings.ContainsAny(s, " #") {
+					d.errorf(kv.val, p, `must be a request path starting with "/" (a query may follow), got %q`, s)
+					return
+				}
+				w.Path = s
+			}},
+			{name: "subprotocol", def: fmt.Sprintf("`%s`", DefaultUpstreamWebSocketSubprotocol), decode: func(d *decoder, kv keyValue, p string, w *UpstreamWebSocket) {
+				s, ok := d.str(kv.val, p)
+				if !ok {
+					return
+				}
+				// A token of RFC 7230: no separators, so one subprotocol.
+				if strings.ContainsAny(s, " ,;\"()/<>@[]{}=?:\t") {
+					d.errorf(kv.val, p, `must be one subprotocol name such as "mqtt" (or "" for none), got %q`, s)
+					return
+				}
+				w.Subprotocol = s
+			}},
 		},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -222,6 +223,54 @@ func TestTLSAndAuth(t *testing.T) {
 	defer bad.Close()
 	if _, err := bad.Load(ctx); err == nil || bad.Status().LastError == "" {
 		t.Errorf("a wrong password: Load = %v, status %+v", err, bad.Status())
+	}
+}
+
+// TestTLSPathsRelativeToFile: deployment.etcd.tls's relative paths are
+// the file's, not the working directory's: a configuration in another
+// directory naming its certificates relative to itself reaches an etcd that
+// requires a client certificate.
+func TestTLSPathsRelativeToFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if err := os.Mkdir(certs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ca := certtest.NewCA(t, "etcd CA")
+	srvCert, srvKey := ca.Server(t, certtest.ECDSA, "127.0.0.1").WriteFiles(t, certs, "etcd")
+	cliCert, cliKey := ca.Client(t, "mqgate").WriteFiles(t, certs, "mqgate")
+	caFile := filepath.Join(certs, "ca.pem")
+	certtest.WriteFile(t, caFile, ca.CertPEM)
+	e := etcdtest.StartTLS(t, &etcdtest.TLS{Cert: srvCert, Key: srvKey, CA: caFile, ClientCert: cliCert, ClientKey: cliKey})
+	if _, err := e.Client(t).Put(context.Background(), "/apisix/upstreams/1", `{"nodes": {"127.0.0.1:1883": 1}}`); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "conf")
+	if err := os.Mkdir(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rel := func(p string) string { return "../certs/" + filepath.Base(p) }
+	file := filepath.Join(conf, "mqgate.yaml")
+	yml := fmt.Sprintf("stream_proxy: {tcp: [1883]}\ndeployment:\n  etcd:\n    host: [%q]\n    timeout: 2\n    tls: {cert: %s, key: %s, ca: %s}\n",
+		e.Endpoint(), rel(cliCert), rel(cliKey), rel(caFile))
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Deployment.Etcd.TLS; got.Cert != cliCert || got.Key != cliKey || got.CA != caFile {
+		t.Errorf("tls paths %+v, want %s, %s, %s", got, cliCert, cliKey, caFile)
+	}
+	p, err := New(Options{Settings: cfg.Deployment.Etcd, Kinds: []string{"upstreams"}, Apply: func(Snapshot) {}, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if snap, err := p.Load(context.Background()); err != nil || len(snap.Objects) != 1 {
+		t.Fatalf("Load over TLS with the file's relative paths: %v %v", snap, err)
 	}
 }
 

@@ -97,8 +97,8 @@ var (
 	lastReload   = desc("config_last_reload_success_timestamp_seconds", "When the configuration was last applied, in unix seconds.")
 	authFailures = desc("admin_auth_failures_total", "Admin API requests refused for their key, by reason.", "reason")
 	tlsTotal     = desc("tls_handshakes_total", "TLS handshakes on TLS listeners, by listener and result (ok, failed).", "listener", "result")
-	rebMoved     = desc("rebalance_moved_total", "Connections moved by paced rebalances (a node added, move_back, the Admin API).")
-	rebPending   = desc("rebalance_pending", "Connections the running rebalance has still to move (0 when none runs).")
+	rebMoved     = desc("rebalance_moved_total", "Connections moved by paced rebalances and drains (a node added, move_back, the Admin API, removed routes and nodes, -drain-spread).")
+	rebPending   = desc("rebalance_pending", "Connections the running rebalance or drain has still to move (0 when none runs).")
 	tlsSeconds   = desc("tls_handshake_duration_seconds", "Time of successful TLS handshakes, by listener.", "listener")
 	connUnfin    = desc("connections_unfinished", "Client connections that have not finished their CONNECT (PROXY header, TLS handshake, CONNECT).")
 	connShed     = desc("connections_shed_total", "Unfinished connections closed by admission to make room, oldest first, by reason (per_address, total, descriptors).", "reason")
@@ -143,8 +143,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(connActive, float64(st.Active))
 	counter(rebMoved, float64(st.RebalanceMoved))
 	pending := 0
-	if r := st.Rebalance; r != nil && (r.State == proxy.RebalanceRunning || r.State == proxy.RebalancePaused) {
-		pending = r.Total - r.Moved
+	if r := st.Rebalance; r != nil {
+		pending = r.Pending()
 	}
 	gauge(rebPending, float64(pending))
 	counter(connAccepted, float64(st.Accepted))

@@ -4,6 +4,11 @@
 // session exactly as it does for TCP.
 //
 //	u := mqttws.Upgrader{AllowOrigin: func(o string) bool { return o == "https://app.example" }}
+//	// On a connection that starts with an HTTP request (one byte sniffed):
+//	c, fwd, replay, err := u.UpgradeConn(conn, first, "/mqtt")
+//	// c: upgraded; replay: any other request, for an HTTP server to answer.
+//
+//	// Or from an HTTP server's handler:
 //	http.HandleFunc("/mqtt", func(w http.ResponseWriter, r *http.Request) {
 //		c, err := u.Upgrade(w, r) // refusals are answered with an HTTP status and a reason
 //		if err != nil {
@@ -15,7 +20,7 @@
 //
 // Framing, masking and the handshake are github.com/gobwas/ws's: it reads
 // frames straight from the socket without a buffer per connection and
-// upgrades without copying headers, so an idle connection costs its socket,
+// (UpgradeConn) upgrades without net/http or copying headers, so an idle connection costs its socket,
 // its TLS state if any and a few words here. What this package adds are the
 // MQTT rules: binary frames only [MQTT-6.0.0-1], a packet may span frames
 // and a frame may hold several packets [MQTT-6.0.0-2] (so the framing is
@@ -48,14 +53,18 @@ type FrameError struct{ Err error }
 func (e *FrameError) Error() string { return "WebSocket: " + e.Err.Error() }
 func (e *FrameError) Unwrap() error { return e.Err }
 
-// Conn is a server-side WebSocket as a stream of MQTT bytes: Read returns
-// the payloads of binary frames in order, answering pings and a close by
-// itself; Write sends each call as one binary frame. Deadlines, addresses
-// and Close are the underlying connection's.
+// Conn is a WebSocket as a stream of MQTT bytes: Read returns the payloads
+// of binary frames in order, answering pings and a close by itself; Write
+// sends each call as one binary frame. Deadlines, addresses and Close are
+// the underlying connection's. NewConn makes the server side of one (a
+// client's connection to mqgate), Dial the client side (mqgate's to a
+// broker that wants WebSocket), which masks what it sends [RFC 6455 5.3].
 type Conn struct {
 	net.Conn
-	// Protocol is the subprotocol agreed on: "mqtt" or "mqttv3.1".
+	// Protocol is the subprotocol agreed on: "mqtt" or "mqttv3.1" (on the
+	// client side, what the broker echoed, "" when it echoed none).
 	Protocol string
+	client   bool // the client side: frames sent are masked, frames read are not
 
 	src    source        // the socket, after what the handshake read ahead
 	rd     wsutil.Reader // frame headers and unmasking, no buffer of its own
@@ -91,10 +100,14 @@ func (s *source) Read(p []byte) (int, error) {
 // NewConn wraps c, on which a WebSocket handshake has been completed as the
 // server; pending are bytes read past the handshake (may be nil).
 func NewConn(c net.Conn, protocol string, pending []byte) *Conn {
-	wc := &Conn{Conn: c, Protocol: protocol, src: source{pending: pending, conn: c}}
+	return newConn(c, protocol, pending, ws.StateServerSide)
+}
+
+func newConn(c net.Conn, protocol string, pending []byte, state ws.State) *Conn {
+	wc := &Conn{Conn: c, Protocol: protocol, src: source{pending: pending, conn: c}, client: state.ClientSide()}
 	wc.rd = wsutil.Reader{
 		Source: &wc.src,
-		State:  ws.StateServerSide,
+		State:  state,
 		// Control frames between the fragments of a message.
 		OnIntermediate: func(h ws.Header, r io.Reader) error { return wc.control(h, r) },
 	}
@@ -204,8 +217,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 // TLS record, one segment) for the usual MQTT burst.
 var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10+ws.MaxHeaderSize); return &b }}
 
-// writeFrame sends one final, unmasked frame: servers do not mask.
+// writeFrame sends one final frame: unmasked from the server side, masked
+// from the client side [RFC 6455 5.1].
 func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
+	if c.client {
+		return c.writeMasked(op, p)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.closeSent {
@@ -227,6 +244,42 @@ func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
 	}
 	_, err := c.Conn.Write(append(w.b, p...))
 	return err
+}
+
+// writeMasked sends one final frame masked with a fresh key: the payload
+// is masked in the pooled buffer, chunk by chunk, so the caller's bytes
+// stay as they are.
+func (c *Conn) writeMasked(op ws.OpCode, p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent {
+		return net.ErrClosed
+	}
+	if op == ws.OpClose {
+		c.closeSent = true
+	}
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p)), Masked: true, Mask: ws.NewMask()}
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	w := appender{b: (*bp)[:0]}
+	if err := ws.WriteHeader(&w, h); err != nil {
+		return err
+	}
+	buf, off := w.b, 0
+	for {
+		n := min(len(p)-off, cap(buf)-len(buf))
+		start := len(buf)
+		buf = append(buf, p[off:off+n]...)
+		ws.Cipher(buf[start:], h.Mask, off)
+		if _, err := c.Conn.Write(buf); err != nil {
+			return err
+		}
+		off += n
+		if off == len(p) {
+			return nil
+		}
+		buf = (*bp)[:0]
+	}
 }
 
 type appender struct{ b []byte }

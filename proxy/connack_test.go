@@ -1,9 +1,17 @@
 package proxy_test
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
@@ -80,4 +88,191 @@ stream_routes: [{upstream_id: 1}]
 	if _, code, err := mqtt.ParseConnack(ack, mqtt.Level5); err != nil || code != mqtt.ServerUnavailable || !strings.Contains(string(ack), "no broker accepted the CONNECT") {
 		t.Errorf("CONNACK % x (%v, %v); want mqgate's 0x88 \"no broker accepted the CONNECT\"", ack, code, err)
 	}
+}
+
+// connackWithReference is a 5.0 CONNACK refusing with code and naming ref
+// as Server Reference (property 0x1C), as EMQX answers when it evacuates
+// a node (5.0 section 4.11).
+func connackWithReference(code mqtt.ReasonCode, ref string) []byte {
+	props := append([]byte{0x1c, byte(len(ref) >> 8), byte(len(ref))}, ref...)
+	body := append([]byte{0x00, byte(code), byte(len(props))}, props...)
+	return append([]byte{0x20, byte(len(body))}, body...)
+}
+
+// TestConnackServerReference: a node that refuses the CONNECT with 0x9C
+// Use another server or 0x9D Server moved and a Server Reference naming
+// another node of the upstream sends the client there next, ahead of the
+// balancer's order; a reference mqgate cannot use (not a node of the
+// upstream, or none) and a 3.x refusal, which has no reference, go to the
+// next node in order. A paho.golang 5.0 client and a 3.1.1 client see only
+// the CONNACK of the node that accepted.
+func TestConnackServerReference(t *testing.T) {
+	t.Parallel()
+	next := mqtttest.StartMosquitto(t, "") // next in the balancer's order
+	named := mqtttest.StartMochi(t)        // last in order; the reference names it
+	redirecting, asked := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
+		c, err := mqtt.ParseConnect(connect)
+		switch {
+		case err != nil:
+			return nil
+		case c.Level != mqtt.Level5:
+			return mqtt.AppendConnack(nil, c.Level, 0x03, "") // 3.x: server unavailable, no reference
+		case strings.HasPrefix(c.ClientID, "unknown-"):
+			return connackWithReference(mqtt.ServerMoved, "elsewhere.example:1883")
+		case strings.HasPrefix(c.ClientID, "noref-"):
+			return mqtt.AppendConnack(nil, mqtt.Level5, mqtt.UseAnotherServer, "")
+		case strings.HasPrefix(c.ClientID, "moved-"):
+			return connackWithReference(mqtt.ServerMoved, named.Addr())
+		}
+		return connackWithReference(mqtt.UseAnotherServer, named.Addr())
+	})
+	g := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    nodes:
+      - {host: 127.0.0.1, port: %s, priority: 3}
+      - {host: 127.0.0.1, port: %s, priority: 2}
+      - {host: 127.0.0.1, port: %s, priority: 1}
+stream_routes: [{id: r, upstream_id: 1}]
+`, port(redirecting), port(next.Addr()), port(named.Addr())))
+
+	for _, tc := range []struct {
+		id    string
+		level byte
+		want  string // the node that should accept
+		why   string // in the access record's detail
+	}{
+		{"use-another-1", mqtt.Level5, named.Addr(), "CONNACK 0x9C"},
+		{"moved-1", mqtt.Level5, named.Addr(), "CONNACK 0x9D"},
+		{"unknown-1", mqtt.Level5, next.Addr(), "CONNACK 0x9D"},
+		{"noref-1", mqtt.Level5, next.Addr(), "CONNACK 0x9C"},
+		{"v311-1", mqtt.Level311, next.Addr(), "CONNACK 0x03"},
+	} {
+		if tc.level == mqtt.Level5 {
+			w := dialWatched(t, g.addr, tc.id, nil) // fails the test unless paho's CONNACK succeeds
+			_ = w.c.Disconnect(&paho.Disconnect{})  // the access record is written at the end
+		} else {
+			mqtttest.ConnectOK(t, g.addr, tc.id, tc.level)
+		}
+		rec := g.accessRecord(t, tc.id)
+		tried, _ := rec["detail"].(string)
+		if rec["node"] != tc.want || !strings.HasPrefix(tried, "tried "+redirecting+": "+tc.why) || strings.Contains(tried, ", ") {
+			t.Errorf("%s: on %v after %q; want on %s after only %s: %s", tc.id, rec["node"], tried, tc.want, redirecting, tc.why)
+		}
+	}
+	if asked.Load() != 5 {
+		t.Errorf("the redirecting node read %d CONNECTs, want 5", asked.Load())
+	}
+	if ids := named.Seen(); !slices.Equal(ids, []string{"use-another-1", "moved-1"}) {
+		t.Errorf("the named node saw %v, want the two clients sent there by reference", ids)
+	}
+}
+
+// TestConnackFailoverTLSAndWebSocket: the CONNACK failover of
+// TestConnackFailover, a silent node, a 0x88 (3.x 0x03) node and a node
+// that closes after the CONNECT before Mosquitto, for clients over a TLS
+// listener, a WebSocket one and a TLS WebSocket (wss) one: Paho 3.1.1
+// with its own TLS and WebSocket dialers, and paho.golang 5.0 over a TLS
+// or WebSocket net.Conn, each get Mosquitto's CONNACK, and the access
+// record names the nodes tried.
+func TestConnackFailoverTLSAndWebSocket(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	silent := mqtttest.SilentPort(t).Addr()
+	refusing, refused := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
+		c, err := mqtt.ParseConnect(connect)
+		if err != nil {
+			return nil
+		}
+		return mqtt.AppendConnack(nil, c.Level, mqtt.ServerUnavailable, "")
+	})
+	closing, _ := mqtttest.AnsweringPort(t, func([]byte) []byte { return nil })
+	broker := mqtttest.StartMosquitto(t, "")
+	// timeout.connack is longer than TestConnackFailover's: six clients
+	// connect at once here, and Mosquitto must answer within it too.
+	upstream := fmt.Sprintf(`upstreams:
+  - id: 1
+    timeout: {connack: 1}
+    nodes:
+      - {host: 127.0.0.1, port: %s, priority: 3}
+      - {host: 127.0.0.1, port: %s, priority: 2}
+      - {host: 127.0.0.1, port: %s, priority: 1}
+      - {host: 127.0.0.1, port: %s, priority: 0}
+stream_routes: [{id: r, upstream_id: 1}]
+`, port(silent), port(refusing), port(closing), port(broker.Addr()))
+	ws := startGateway(t, "stream_proxy: {tcp: [{addr: LISTEN, websocket: true}]}\n"+upstream)
+	secure := startTLSGateway(t, fmt.Sprintf(`stream_proxy: {tcp: [{addr: LISTEN, tls: true, websocket: true}]}
+ssls:
+  - {id: a, snis: [a.example], cert: %[1]s/a.crt, key: %[1]s/a.key}
+`, p.dir)+upstream)
+	tlsCfg := p.clientTLS("a.example", nil)
+
+	v3 := func(url string, tlsCfg *tls.Config) func(t *testing.T, id string) {
+		return func(t *testing.T, id string) {
+			opts := pahov3.NewClientOptions().AddBroker(url).SetClientID(id).SetTLSConfig(tlsCfg).
+				SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
+				SetConnectTimeout(15 * time.Second)
+			c := pahov3.NewClient(opts)
+			if tok := c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+				t.Fatalf("paho 3.1.1 to %s through mqgate: %v", url, tok.Error())
+			}
+			c.Disconnect(100)
+		}
+	}
+	v5 := func(dial func(t *testing.T) net.Conn) func(t *testing.T, id string) {
+		return func(t *testing.T, id string) {
+			c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: dial(t)})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+				t.Fatalf("paho.golang 5.0 through mqgate: %v (CONNACK %+v)", err, ack)
+			}
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+	}
+	wsURL, wssURL := "ws://"+ws.addr+"/mqtt", "wss://"+secure.addr+"/mqtt"
+	for _, tc := range []struct {
+		id        string
+		transport string // the access record's; "" for MQTT over TLS
+		access    *mqtttest.LogBuffer
+		connect   func(t *testing.T, id string)
+	}{
+		{"ws-v3", "ws", ws.access, v3(wsURL, nil)},
+		{"ws-v5", "ws", ws.access, v5(func(t *testing.T) net.Conn { return mqtttest.MustDialWS(t, wsURL, mqtttest.WSOptions{}) })},
+		{"tls-v3", "", secure.access, v3("tls://"+secure.addr, tlsCfg)},
+		{"tls-v5", "", secure.access, v5(func(t *testing.T) net.Conn {
+			c, err := tls.Dial("tcp", secure.addr, tlsCfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		})},
+		{"wss-v3", "wss", secure.access, v3(wssURL, tlsCfg)},
+		{"wss-v5", "wss", secure.access, v5(func(t *testing.T) net.Conn {
+			return mqtttest.MustDialWS(t, wssURL, mqtttest.WSOptions{TLS: tlsCfg})
+		})},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			t.Parallel()
+			tc.connect(t, tc.id)
+			rec := waitAccessRecord(t, tc.access, tc.id+"'s record", func(r map[string]any) bool { return r["client_id"] == tc.id })
+			tried, _ := rec["detail"].(string)
+			if rec["node"] != broker.Addr() || !strings.HasPrefix(tried, "tried "+silent+": no CONNACK within 1s") ||
+				!strings.Contains(tried, refusing+": CONNACK") || !strings.Contains(tried, closing+": closed the connection after the CONNECT") {
+				t.Errorf("on %v, tried %q; want %s after the three failing nodes", rec["node"], tried, broker.Addr())
+			}
+			if tr, _ := rec["transport"].(string); tr != tc.transport {
+				t.Errorf("transport %q, want %q", tr, tc.transport)
+			}
+			if tc.transport != "ws" && rec["ssl_server_name"] != "a.example" {
+				t.Errorf("ssl_server_name %v, want a.example", rec["ssl_server_name"])
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if n := refused.Load(); n != 6 {
+			t.Errorf("the refusing node read %d CONNECTs, want one per client, 6", n)
+		}
+	})
 }

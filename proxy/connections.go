@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -191,10 +192,15 @@ func (s *Server) CloseClient(clientID string) []ConnInfo {
 	return closed
 }
 
-// DrainRemoved closes the connections whose route or node the current
-// configuration no longer has, spread evenly over window so that their
-// clients do not all reconnect at once. It returns how many it will close;
-// the closing goes on in the background and stops at Shutdown.
+// DrainRemoved moves the connections whose route or node the current
+// configuration no longer has, paced like a rebalance (one job with it:
+// /status.json, pause, resume and cancel see it) so that their clients do
+// not all reconnect at once: at rebalance.rate connections a second, or,
+// with window > 0 (reload.drain_window, ?drain_window=), at the rate that
+// ends them within window. A 5.0 client is told 0x9C Use another server
+// (its node is gone) or 0x9D Server moved (its route is gone). It returns
+// how many it will close; the closing goes on in the background and stops
+// at Shutdown.
 func (s *Server) DrainRemoved(window time.Duration) int {
 	snap := s.snap.Load()
 	routes := make(map[string]bool, len(snap.cfg.StreamRoutes))
@@ -209,8 +215,7 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 	}
 	// Only the sets of removed routes and nodes are read.
 	seen := make(map[*liveConn]bool)
-	var victims []*liveConn
-	var reasons []pipe.End
+	var moves []move
 	collect := func(list []*liveConn, reason pipe.End) {
 		for _, lc := range list {
 			lc.mu.Lock()
@@ -219,8 +224,7 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 			// operator or a duplicate client id) are not drained again.
 			if e.piping && !e.settled && lc.reason == "" && !seen[lc] {
 				seen[lc] = true
-				victims = append(victims, lc)
-				reasons = append(reasons, reason)
+				moves = append(moves, move{lc, reason})
 			}
 			lc.mu.Unlock()
 		}
@@ -235,54 +239,34 @@ func (s *Server) DrainRemoved(window time.Duration) int {
 			collect(n.conns.list(), EndDrained)
 		}
 	}
-	if len(victims) > 0 {
-		s.log.Info("draining connections of removed routes and nodes", "count", len(victims), "window", window)
-		s.closeSpreadEach(victims, window, reasons)
+	if len(moves) > 0 {
+		s.pace("", ReasonDrain, windowRate(len(moves), window, snap.cfg.RebalanceSettings().Rate), moves)
 	}
-	return len(victims)
+	return len(moves)
 }
 
-// DrainAll closes every live connection, spread evenly over window, for a
-// process that is being replaced: its clients reconnect to the new one a
-// few at a time. It returns how many it will close.
+// windowRate is the rate that makes n moves within window, or rate when
+// window is not set.
+func windowRate(n int, window time.Duration, rate float64) float64 {
+	if window <= 0 {
+		return rate
+	}
+	return float64(n) / window.Seconds()
+}
+
+// DrainAll closes every live connection, spread evenly over window (paced
+// as a rebalance is), for a process that is being replaced: its clients
+// reconnect to the new one a few at a time. It returns how many it will
+// close.
 func (s *Server) DrainAll(window time.Duration) int {
-	var victims []*liveConn
+	var moves []move
 	s.conns.each(func(lc *liveConn) {
 		if lc.closedBy() == "" {
-			victims = append(victims, lc)
+			moves = append(moves, move{lc, EndShutdown})
 		}
 	})
-	if len(victims) > 0 {
-		s.log.Info("closing every connection", "count", len(victims), "window", window)
-		s.closeSpread(victims, window, EndShutdown)
+	if len(moves) > 0 {
+		s.pace("", ReasonShutdown, windowRate(len(moves), window, math.Inf(1)), moves)
 	}
-	return len(victims)
-}
-
-// closeSpread closes the i-th of victims at i/n of window, in the
-// background, until the server shuts down.
-func (s *Server) closeSpread(victims []*liveConn, window time.Duration, reason pipe.End) {
-	reasons := make([]pipe.End, len(victims))
-	for i := range reasons {
-		reasons[i] = reason
-	}
-	s.closeSpreadEach(victims, window, reasons)
-}
-
-// closeSpreadEach is closeSpread with a reason for each victim.
-func (s *Server) closeSpreadEach(victims []*liveConn, window time.Duration, reasons []pipe.End) {
-	go func() {
-		start := time.Now()
-		t := time.NewTimer(0)
-		defer t.Stop()
-		for i, lc := range victims {
-			t.Reset(time.Until(start.Add(window * time.Duration(i) / time.Duration(len(victims)))))
-			select {
-			case <-t.C:
-			case <-s.ctx.Done():
-				return
-			}
-			lc.close(reasons[i])
-		}
-	}()
+	return len(moves)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/mqttws"
 	"github.com/mqgate/mqgate/tlsconf"
 )
 
@@ -20,13 +21,14 @@ import (
 const noTCPKeepAlive = -1
 
 // dialer reaches the nodes of one upstream: TCP, then the PROXY header,
-// then TLS, as the upstream asks. The snapshot builds one per upstream;
+// then TLS, then the WebSocket handshake, as the upstream asks. The snapshot builds one per upstream;
 // client connections and health probes both dial through it, so a reload
 // that changes how nodes are reached changes it for both.
 type dialer struct {
 	upstream      string
-	proxyProtocol string         // "v1", "v2" or ""
-	certs         *tlsconf.Store // the upstream's TLS client settings when its scheme is tls
+	proxyProtocol string                    // "v1", "v2" or ""
+	certs         *tlsconf.Store            // the upstream's TLS client settings when its scheme is tls or wss
+	ws            *config.UpstreamWebSocket // scheme ws or wss: the handshake to ask for MQTT over WebSocket
 	tcp           net.Dialer
 	fromSource    net.Dialer // tcp with the source_addresses socket options; LocalAddr set per dial
 	firstSource   netip.Addr // where probes and HTTP routes dial from: the first source address, if any
@@ -37,6 +39,7 @@ func newDialer(u *config.Upstream, certs *tlsconf.Store) *dialer {
 		upstream:      u.ID,
 		proxyProtocol: u.ProxyProtocol,
 		certs:         certs,
+		ws:            u.WebSocket,
 		tcp:           net.Dialer{KeepAlive: noTCPKeepAlive},
 		fromSource:    net.Dialer{KeepAlive: noTCPKeepAlive, Control: bindControl(u.SourcePortRange)},
 		firstSource:   firstOr(u.SourceAddresses),
@@ -85,16 +88,25 @@ func (d *dialer) dial(ctx context.Context, addr, host string, from *proxySource,
 		}
 		_ = c.SetWriteDeadline(time.Time{})
 	}
-	cfg := d.certs.ClientConfig(d.upstream, host)
-	if cfg == nil {
+	if cfg := d.certs.ClientConfig(d.upstream, host); cfg != nil {
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		c = tc
+	}
+	if d.ws == nil {
 		return c, nil
 	}
-	tc := tls.Client(c, cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	// MQTT over WebSocket from here: the CONNECT, the CONNACK wait, the
+	// pipe and probes all see MQTT bytes, framed and masked by mqttws.
+	wc, err := mqttws.Dial(ctx, c, addr, d.ws.Path, d.ws.Subprotocol)
+	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		return nil, err
 	}
-	return tc, nil
+	return wc, nil
 }
 
 // probe is the dialer as health probes use it.

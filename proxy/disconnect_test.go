@@ -34,6 +34,14 @@ type watchedV5 struct {
 // messages.
 func dialWatched(t *testing.T, addr, id string, msgs chan<- message) *watchedV5 {
 	t.Helper()
+	return dialWatchedConnect(t, addr, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}, msgs)
+}
+
+// dialWatchedConnect is dialWatched with a CONNECT of the test's own (a
+// will, say).
+func dialWatchedConnect(t *testing.T, addr string, connect *paho.Connect, msgs chan<- message) *watchedV5 {
+	t.Helper()
+	id := connect.ClientID
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +72,7 @@ func dialWatched(t *testing.T, addr, id string, msgs chan<- message) *watchedV5 
 	w.c = paho.NewClient(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if ack, err := w.c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+	if ack, err := w.c.Connect(ctx, connect); err != nil {
 		t.Fatalf("%s: paho v5 connect through mqgate: %v (connack %+v)", id, err, ack)
 	}
 	t.Cleanup(func() { _ = w.c.Disconnect(&paho.Disconnect{}) })

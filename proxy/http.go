@@ -44,7 +44,7 @@ func buildHTTPRoutes(cfg *config.Config, upstreamOf func(r *config.HTTPRoute) (*
 		hr := &httpRoute{cfg: r, up: up}
 		hr.proxy = &httputil.ReverseProxy{
 			Rewrite:      hr.rewrite,
-			Transport:    &balancedTransport{up: up, tr: httpTransport(up)},
+			Transport:    &balancedTransport{up: up, tr: httpTransport(up, routeTimeout(r, up.cfg))},
 			ErrorHandler: hr.failed,
 		}
 		out = append(out, hr)
@@ -69,26 +69,68 @@ func specificity(r *config.HTTPRoute) int {
 	return best
 }
 
+// routeTimeout is the route's connect, send and read timeouts, each one
+// the upstream's where the route sets none.
+func routeTimeout(r *config.HTTPRoute, u *config.Upstream) config.Timeout {
+	t := u.Timeout
+	t.Connect = cmp.Or(r.Timeout.Connect, t.Connect)
+	t.Send = cmp.Or(r.Timeout.Send, t.Send)
+	t.Read = cmp.Or(r.Timeout.Read, t.Read)
+	return t
+}
+
 // httpTransport keeps connections to the upstream's nodes; dials go
 // through the upstream's dialer (TLS for scheme https, a PROXY header when
 // the upstream sends one, from its first source address if it has some),
-// bounded by its connect timeout.
-func httpTransport(up *upstream) *http.Transport {
+// bounded by the connect timeout, and each connection bounds its reads and
+// writes by the read and send timeouts (timedConn).
+func httpTransport(up *upstream, t config.Timeout) *http.Transport {
 	return &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeout.Connect)
+			ctx, cancel := context.WithTimeout(ctx, t.Connect)
 			defer cancel()
 			host, _, _ := net.SplitHostPort(addr)
-			return up.dialer.dial(ctx, addr, host, nil, up.dialer.firstSource)
+			c, err := up.dialer.dial(ctx, addr, host, nil, up.dialer.firstSource)
+			if err != nil || t.Send == 0 && t.Read == 0 {
+				return c, err
+			}
+			return &timedConn{Conn: c, send: t.Send, read: t.Read}, nil
 		},
-		ResponseHeaderTimeout: up.cfg.Timeout.Read,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
 	}
 }
 
-// match returns the first route that takes r from client, or nil.
-func matchHTTP(routes []*httpRoute, r *http.Request, client netip.Addr) *httpRoute {
+// timedConn is a connection to an HTTP node with NGINX's proxy_send_timeout
+// and proxy_read_timeout, as APISIX's timeout.send and timeout.read are:
+// each write must be done within send of its start and each read within
+// read, so they bound the time between two successive operations, not the
+// whole request (a long download that keeps coming goes on). An idle
+// keep-alive connection's read ends the same way, closing it; and an
+// upgraded WebSocket passed through is closed after read without a frame
+// from the node, as NGINX closes it.
+type timedConn struct {
+	net.Conn
+	send, read time.Duration
+}
+
+func (c *timedConn) Read(p []byte) (int, error) {
+	if c.read > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.read))
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *timedConn) Write(p []byte) (int, error) {
+	if c.send > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.send))
+	}
+	return c.Conn.Write(p)
+}
+
+// match returns the first route that takes r from client, or nil; scheme
+// is "http" or "https", as the client spoke.
+func matchHTTP(routes []*httpRoute, r *http.Request, client netip.Addr, scheme string) *httpRoute {
 	host := strings.ToLower(r.Host)
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -107,9 +149,68 @@ func matchHTTP(routes []*httpRoute, r *http.Request, client netip.Addr) *httpRou
 		if len(c.RemoteAddrs) > 0 && !allowed(c.RemoteAddrs, client) {
 			continue
 		}
+		if !varsHold(c.Vars, r, client, scheme) {
+			continue
+		}
 		return hr
 	}
 	return nil
+}
+
+// varsHold reports whether every one of a route's vars holds for r.
+func varsHold(exprs []config.VarExpr, r *http.Request, client netip.Addr, scheme string) bool {
+	for i := range exprs {
+		e := &exprs[i]
+		v, ok := httpVar(r, e.Var, client, scheme)
+		if !e.Match(v, ok) {
+			return false
+		}
+	}
+	return true
+}
+
+// httpVar is the value of one of the variables route vars may name
+// (config.VarExpr), as APISIX (NGINX) has it: ok is false when the request
+// has none.
+func httpVar(r *http.Request, name string, client netip.Addr, scheme string) (string, bool) {
+	if arg, ok := strings.CutPrefix(name, "arg_"); ok {
+		vs, ok := r.URL.Query()[arg]
+		if !ok || len(vs) == 0 {
+			return "", false
+		}
+		return vs[0], true
+	}
+	if h, ok := strings.CutPrefix(name, "http_"); ok {
+		vs := r.Header.Values(strings.ReplaceAll(h, "_", "-"))
+		if len(vs) == 0 {
+			return "", false
+		}
+		return strings.Join(vs, ", "), true // NGINX joins repeated headers too
+	}
+	if name, ok := strings.CutPrefix(name, "cookie_"); ok {
+		c, err := r.Cookie(name)
+		if err != nil {
+			return "", false
+		}
+		return c.Value, true
+	}
+	switch name {
+	case "uri":
+		return r.URL.Path, true
+	case "host":
+		host := strings.ToLower(r.Host)
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		return host, true
+	case "request_method":
+		return r.Method, true
+	case "remote_addr":
+		return client.String(), true
+	case "scheme":
+		return scheme, true
+	}
+	return "", false
 }
 
 func hostMatches(pattern, host string) bool {
@@ -167,8 +268,9 @@ func (hr *httpRoute) rewrite(pr *httputil.ProxyRequest) {
 
 func (hr *httpRoute) failed(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway
-	if errors.Is(err, context.DeadlineExceeded) {
-		status = http.StatusGatewayTimeout
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		status = http.StatusGatewayTimeout // connect, send or read timeout, as NGINX answers them
 	}
 	http.Error(w, fmt.Sprintf("route %s: upstream %s: %v", hr.cfg.ID, hr.up.cfg.ID, err), status)
 }

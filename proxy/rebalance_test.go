@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,8 +17,9 @@ import (
 	"github.com/mqgate/mqgate/proxy"
 )
 
-// rebalanceConfig is a chash upstream by client id over brokers.
-func rebalanceConfig(listen string, brokers ...*mqtttest.Mochi) string {
+// rebalanceConfig is a chash upstream by client id over brokers, paced at
+// rebalance.rate 300; extra goes into the upstream (checks, say).
+func rebalanceConfig(listen, extra string, brokers ...*mqtttest.Mochi) string {
 	nodes := ""
 	for _, b := range brokers {
 		nodes += fmt.Sprintf("      - {host: 127.0.0.1, port: %s, weight: 1}\n", port(b.Addr()))
@@ -28,111 +30,343 @@ upstreams:
   - id: 1
     type: chash
     key: mqtt_client_id
-    nodes:
+%s    nodes:
 %sstream_routes: [{id: r, upstream_id: 1}]
-`, listen, nodes)
+`, listen, extra, nodes)
 }
 
-// TestRebalanceAddedNode: 600 5.0 clients on two brokers by client id; a
-// reload adds a third. The clients whose id hashes to the new broker now,
-// and only they, are moved, paced at rebalance.rate, each told 0x9C Use
-// another server; the others' connections go on. It logs the rate
-// measured (run with -v).
-func TestRebalanceAddedNode(t *testing.T) {
-	t.Parallel()
-	const clients = 600
-	a, b, c := mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)
-	g := startGateway(t, rebalanceConfig("LISTEN", a, b))
-
-	conns := make(map[string]net.Conn, clients)
-	for i := range clients {
-		id := fmt.Sprintf("rb-%03d", i)
-		conn, ack := mqtttest.Connect(t, g.addr, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level5, CleanStart: true, ClientID: id})
-		if _, code, err := mqtt.ParseConnack(ack, mqtt.Level5); err != nil || code != 0 {
-			t.Fatalf("%s: CONNACK % x: %v %v", id, ack, code, err)
-		}
-		conns[id] = conn
-	}
-	mqtttest.WaitFor(t, "every client in the table", func() bool {
-		_, n := g.srv.Connections(proxy.ConnFilter{}, 1)
-		return n == clients
-	})
-
-	// Which clients hash to the new broker, by the balancer on its own.
-	var nodes []balance.Node
-	for _, br := range []*mqtttest.Mochi{a, b, c} {
-		nodes = append(nodes, balance.Node{Addr: br.Addr(), Weight: 1})
-	}
-	bal, err := balance.New(nodes, balance.Options{Type: balance.TypeConsistentHash})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]bool{}
-	for id := range conns {
-		for first := range bal.Order(id) {
-			if first == 2 {
-				want[id] = true
-			}
-			break
-		}
-	}
-	if len(want) < clients/6 {
-		t.Fatalf("only %d of %d clients hash to the new broker", len(want), clients)
-	}
-
-	// The moved ones read a DISCONNECT and then EOF.
-	var mu sync.Mutex
-	got := map[string][]byte{}
-	var wg sync.WaitGroup
-	for id := range want {
-		conn := conns[id]
-		wg.Go(func() {
-			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-			b, _ := io.ReadAll(conn)
-			mu.Lock()
-			got[id] = b
-			mu.Unlock()
-		})
-	}
-
-	cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(rebalanceConfig(`"127.0.0.1:0"`, a, b, c))})
+// apply reloads g with yml, as a SIGHUP or a file change does.
+func (g *gateway) apply(t *testing.T, yml string) {
+	t.Helper()
+	cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(yml)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := g.srv.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	done := time.Now()
-	for id := range want {
-		if string(got[id]) != "\xe0\x01\x9c" {
-			t.Errorf("%s (hashes to the new broker): got % x, want DISCONNECT 0x9C", id, got[id])
+}
+
+// connectFleet connects n 5.0 clients prefix-000... through g and waits
+// until the connection table has them all.
+func connectFleet(t *testing.T, g *gateway, prefix string, n int) map[string]net.Conn {
+	t.Helper()
+	conns := make(map[string]net.Conn, n)
+	for i := range n {
+		id := fmt.Sprintf("%s-%03d", prefix, i)
+		conns[id] = connect5(t, g.addr, id)
+	}
+	mqtttest.WaitFor(t, "every client in the table", func() bool {
+		_, total := g.srv.Connections(proxy.ConnFilter{}, 1)
+		return total == n
+	})
+	return conns
+}
+
+func connect5(t *testing.T, addr, id string) net.Conn {
+	t.Helper()
+	conn, ack := mqtttest.Connect(t, addr, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level5, CleanStart: true, ClientID: id})
+	if _, code, err := mqtt.ParseConnack(ack, mqtt.Level5); err != nil || code != 0 {
+		t.Fatalf("%s: CONNACK % x: %v %v", id, ack, code, err)
+	}
+	return conn
+}
+
+// hashedTo returns the ids whose first node, by chash over brokers with
+// equal weights, is brokers[i]: the balancer asked on its own.
+func hashedTo(t *testing.T, ids []string, i int, brokers ...*mqtttest.Mochi) map[string]bool {
+	t.Helper()
+	var nodes []balance.Node
+	for _, br := range brokers {
+		nodes = append(nodes, balance.Node{Addr: br.Addr(), Weight: 1})
+	}
+	bal, err := balance.New(nodes, balance.Options{Type: balance.TypeConsistentHash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, id := range ids {
+		for first := range bal.Order(id) {
+			if first == i {
+				out[id] = true
+			}
+			break
 		}
 	}
-	st, moved := g.srv.RebalanceState()
-	if st == nil || st.State != proxy.RebalanceDone || st.Total != len(want) || st.Moved != len(want) || moved != uint64(len(want)) || st.Reason != "node_added" {
-		t.Errorf("rebalance = %+v, %d moved in all; want done, %d of %d, node_added", st, moved, len(want), len(want))
+	if len(out) < len(ids)/(2*len(brokers)) {
+		t.Fatalf("only %d of %d clients hash to broker %d", len(out), len(ids), i)
 	}
-	if st != nil {
-		took := done.Sub(st.Since)
-		t.Logf("%d of %d clients moved in %v at rebalance.rate 300: %.0f/s (up to the last DISCONNECT read)",
-			len(want), clients, took.Round(time.Millisecond), float64(len(want))/took.Seconds())
+	return out
+}
+
+// moveWatch reads, in the background, all that each of the clients to be
+// moved receives until its connection closes, and when it closed.
+type moveWatch struct {
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	got map[string][]byte
+	at  []time.Time
+}
+
+func watchMoves(conns map[string]net.Conn, ids map[string]bool) *moveWatch {
+	w := &moveWatch{got: map[string][]byte{}}
+	for id := range ids {
+		conn := conns[id]
+		w.wg.Go(func() {
+			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			b, _ := io.ReadAll(conn)
+			conn.Close() // as a client does when the server closed
+			w.mu.Lock()
+			w.got[id], w.at = b, append(w.at, time.Now())
+			w.mu.Unlock()
+		})
 	}
-	// The others are untouched: their first packet is the PINGRESP.
+	return w
+}
+
+// check waits for every watched client and checks it read exactly want
+// before its connection closed.
+func (w *moveWatch) check(t *testing.T, want string) {
+	t.Helper()
+	w.wg.Wait()
+	for id, b := range w.got {
+		if string(b) != want {
+			t.Errorf("%s (to be moved): got % x, want % x", id, b, want)
+		}
+	}
+}
+
+// report logs the pace a job achieved, measured two ways: by the job
+// (first to last close, from its status) and by the clients (first to
+// last DISCONNECT read). n closes at a rate r take (n-1)/r seconds. It
+// asserts nothing about time: the machine's load decides it.
+func (w *moveWatch) report(t *testing.T, what string, st *proxy.RebalanceStatus) {
+	t.Helper()
+	n := len(w.at)
+	if n < 2 || st == nil || st.Finished == nil {
+		return
+	}
+	slices.SortFunc(w.at, func(a, b time.Time) int { return a.Compare(b) })
+	byJob := float64(st.Moved-1) / st.Finished.Sub(st.Since).Seconds()
+	byClients := float64(n-1) / w.at[n-1].Sub(w.at[0]).Seconds()
+	t.Logf("%s: %d moved at rebalance.rate %g: %.0f/s by the job (%+.0f%%), %.0f/s as the clients read their DISCONNECTs (%+.0f%%)",
+		what, st.Moved, st.Rate, byJob, 100*(byJob/st.Rate-1), byClients, 100*(byClients/st.Rate-1))
+}
+
+// checkUntouched checks that every client not in moved still has its first
+// connection: its first packet is the PINGRESP to its PINGREQ.
+func checkUntouched(t *testing.T, conns map[string]net.Conn, moved map[string]bool) {
+	t.Helper()
 	for id, conn := range conns {
-		if want[id] {
+		if moved[id] {
 			continue
 		}
 		if _, err := conn.Write([]byte{0xc0, 0}); err != nil {
 			t.Fatalf("%s: PINGREQ: %v", id, err)
 		}
 		if p := mqtttest.ReadPacket(t, conn); string(p) != "\xd0\x00" {
-			t.Fatalf("%s (stays on its broker): got % x, want PINGRESP", id, p)
+			t.Fatalf("%s (not to be moved): got % x, want PINGRESP", id, p)
 		}
 	}
+}
+
+// checkJob checks the last job's status and the metric's count.
+func checkJob(t *testing.T, g *gateway, reason, upstream string, moved int) *proxy.RebalanceStatus {
+	t.Helper()
+	st, total := g.srv.RebalanceState()
+	if st == nil || st.State != proxy.RebalanceDone || st.Reason != reason || st.Upstream != upstream ||
+		st.Total != moved || st.Moved != moved || st.Skipped != 0 || total != uint64(moved) || st.Pending() != 0 {
+		t.Errorf("job = %+v, %d moved in all; want %s of %q done, %d of %d moved, none skipped", st, total, reason, upstream, moved, moved)
+	}
+	return st
+}
+
+func ids(conns map[string]net.Conn) []string {
+	var out []string
+	for id := range conns {
+		out = append(out, id)
+	}
+	return out
+}
+
+// TestRebalanceAddedNode: 600 5.0 clients on two brokers by client id; a
+// reload adds a third. The clients whose id hashes to the new broker now,
+// and only they, are moved, paced at rebalance.rate, each told 0x9C Use
+// another server; the others' connections go on. It logs the rate
+// achieved (run with -v).
+func TestRebalanceAddedNode(t *testing.T) {
+	t.Parallel()
+	a, b, c := mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	g := startGateway(t, rebalanceConfig("LISTEN", "", a, b))
+	conns := connectFleet(t, g, "rb", 600)
+	want := hashedTo(t, ids(conns), 2, a, b, c)
+	w := watchMoves(conns, want)
+
+	g.apply(t, rebalanceConfig(`"127.0.0.1:0"`, "", a, b, c))
+	w.check(t, "\xe0\x01\x9c")
+	st := checkJob(t, g, proxy.ReasonNodeAdded, "1", len(want))
+	w.report(t, fmt.Sprintf("node added: %d of %d clients", len(want), len(conns)), st)
+	checkUntouched(t, conns, want)
 	mqtttest.WaitFor(t, "a rebalanced access record per moved client", func() bool {
 		return countLines(g.access.Lines(), `"end":"rebalanced"`) == len(want)
 	})
+}
+
+// TestPacedDrain: 600 5.0 clients on three brokers; a reload removes the
+// third and drains. Its clients, and only they, are moved by the same
+// pacer at rebalance.rate, each told 0x9C with the Server Reference; the
+// others' connections go on.
+func TestPacedDrain(t *testing.T) {
+	t.Parallel()
+	a, b, c := mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	withRef := func(yml string) string {
+		return strings.Replace(yml, "stream_proxy: {tcp: [", "stream_proxy: {server_reference: mqgate-2.example:1883, tcp: [", 1)
+	}
+	g := startGateway(t, withRef(rebalanceConfig("LISTEN", "", a, b, c)))
+	conns := connectFleet(t, g, "dr", 600)
+	want := hashedTo(t, ids(conns), 2, a, b, c)
+	w := watchMoves(conns, want)
+
+	g.apply(t, withRef(rebalanceConfig(`"127.0.0.1:0"`, "", a, b)))
+	if n := g.srv.DrainRemoved(0); n != len(want) {
+		t.Fatalf("DrainRemoved = %d, want the removed node's %d", n, len(want))
+	}
+	w.check(t, string(mqtt.AppendServerDisconnect(nil, mqtt.UseAnotherServer, "mqgate-2.example:1883")))
+	st := checkJob(t, g, proxy.ReasonDrain, "", len(want))
+	w.report(t, fmt.Sprintf("drain: the removed node's %d of %d clients", len(want), len(conns)), st)
+	checkUntouched(t, conns, want)
+	mqtttest.WaitFor(t, "a drained access record per moved client", func() bool {
+		return countLines(g.access.Lines(), `"end":"drained"`) == len(want)
+	})
+}
+
+// TestPacedMoveBack: 600 5.0 clients on three brokers with
+// on_marked_up: move_back and no move_back_rate. The third broker dies,
+// its clients reconnect to the other two; when it is back and healthy
+// they, and only they, are moved back at rebalance.rate, each told 0x9C.
+func TestPacedMoveBack(t *testing.T) {
+	t.Parallel()
+	a, b, c := mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	// Refused connections mark the dead broker down at once; probe
+	// timeouts are for hung brokers, and kept lax so that a busy machine
+	// does not mark a survivor down (see TestBrokerDies).
+	const checks = `    checks:
+      active:
+        type: mqtt
+        timeout: 2
+        healthy: {interval: 0.1, successes: 2}
+        unhealthy: {interval: 0.1, tcp_failures: 2, timeouts: 10}
+      on_marked_up: move_back
+`
+	g := startGateway(t, rebalanceConfig("LISTEN", checks, a, b, c))
+	conns := connectFleet(t, g, "mb", 600)
+	want := hashedTo(t, ids(conns), 2, a, b, c)
+
+	dead := c.Addr()
+	gone := watchMoves(conns, want)
+	c.Close()
+	gone.check(t, "") // the broker closed: no DISCONNECT of mqgate's
+	health := func(addr string) string {
+		for _, n := range g.srv.Stats().Nodes {
+			if n.Addr == addr {
+				return n.Health
+			}
+		}
+		return ""
+	}
+	mqtttest.WaitFor(t, "the dead broker marked down", func() bool { return health(dead) == proxy.HealthUnhealthy })
+	for id := range want {
+		conns[id] = connect5(t, g.addr, id) // to a or b now
+	}
+	waitFor(t, "every client in the table again", func() bool {
+		_, total := g.srv.Connections(proxy.ConnFilter{}, 1)
+		return total == len(conns)
+	}, func() {
+		list, total := g.srv.Connections(proxy.ConnFilter{}, 0)
+		byNode := map[string]int{}
+		for _, ci := range list {
+			byNode[ci.Node]++
+		}
+		t.Logf("%d in the table: %v", total, byNode)
+	})
+	w := watchMoves(conns, want)
+
+	mqtttest.StartMochiAt(t, dead)
+	w.check(t, "\xe0\x01\x9c")
+	st := checkJob(t, g, proxy.ReasonMoveBack, "1", len(want))
+	if st != nil && st.Rate != 300 {
+		t.Errorf("move_back paced at %g/s, want rebalance.rate's 300", st.Rate)
+	}
+	w.report(t, fmt.Sprintf("move_back: %d of %d clients", len(want), len(conns)), st)
+	checkUntouched(t, conns, want)
+	mqtttest.WaitFor(t, "a moved_back access record per moved client", func() bool {
+		return countLines(g.access.Lines(), `"end":"moved_back"`) == len(want)
+	})
+}
+
+// TestPacedJobsTakeOver: one job runs at a time and a new one takes over
+// the moves its predecessor had not made: a slow drain, replaced by the
+// rebalance that adding a node starts, still moves every drained client
+// (as drained); pause, resume and cancel act on a drain as on a
+// rebalance; drain_window sets a drain's rate.
+func TestPacedJobsTakeOver(t *testing.T) {
+	t.Parallel()
+	a, b, c, d := mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	slow := func(brokers ...*mqtttest.Mochi) string {
+		return strings.Replace(rebalanceConfig(`"127.0.0.1:0"`, "", brokers...), "rate: 300", "rate: 20", 1)
+	}
+	g := startGateway(t, slow(a, b, c))
+	conns := connectFleet(t, g, "to", 120)
+	drained := hashedTo(t, ids(conns), 2, a, b, c)
+	w := watchMoves(conns, drained)
+
+	g.apply(t, slow(a, b))
+	if n := g.srv.DrainRemoved(0); n != len(drained) {
+		t.Fatalf("DrainRemoved = %d, want %d", n, len(drained))
+	}
+	p, err := g.srv.PauseRebalance()
+	if err != nil || p.State != proxy.RebalancePaused || p.Reason != proxy.ReasonDrain || p.Rate != 20 {
+		t.Fatalf("pause the drain: %+v, %v; want it paused, at rebalance.rate 20", p, err)
+	}
+	if r, err := g.srv.ResumeRebalance(); err != nil || r.State != proxy.RebalanceRunning {
+		t.Fatalf("resume the drain: %+v, %v", r, err)
+	}
+	mqtttest.WaitFor(t, "the drain under way", func() bool {
+		st, _ := g.srv.RebalanceState()
+		return st.Moved >= 2
+	})
+
+	// d hashes some of a's and b's clients to it: a rebalance starts and
+	// takes the drain's moves over.
+	g.apply(t, slow(a, b, d))
+	st, _ := g.srv.RebalanceState()
+	if st == nil || st.Reason != proxy.ReasonNodeAdded || st.Carried == 0 || st.Carried > len(drained)-2 {
+		t.Fatalf("after adding a node: %+v; want node_added carrying the drain's remaining moves", st)
+	}
+	carried := st.Carried
+	if _, err := g.srv.CancelRebalance(); err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for id := range drained {
+		if _, total := g.srv.Connections(proxy.ConnFilter{ClientID: id}, 1); total == 1 {
+			left++
+		}
+	}
+	if left == 0 {
+		t.Fatal("cancelled, but every drained client is gone")
+	}
+	// Started again by hand, the drain moves the rest, within the window.
+	n := g.srv.DrainRemoved(time.Second)
+	st, _ = g.srv.RebalanceState()
+	if n != left || st.Reason != proxy.ReasonDrain || st.Rate != float64(n) {
+		t.Errorf("drain again: %d, %+v; want the %d left at %d/s (drain_window 1s)", n, st, left, left)
+	}
+	w.check(t, "\xe0\x01\x9c")
+	mqtttest.WaitFor(t, "a drained access record per drained client", func() bool {
+		return countLines(g.access.Lines(), `"end":"drained"`) == len(drained)
+	})
+	t.Logf("%d drained, %d of them carried over by the node_added rebalance, %d left at its cancel", len(drained), carried, left)
 }
 
 // TestRebalancePauseCancel: a rebalance can be paused, resumed and
@@ -142,7 +376,7 @@ func TestRebalancePauseCancel(t *testing.T) {
 	t.Parallel()
 	a, b, c := mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)
 	slow := func(listen string, brokers ...*mqtttest.Mochi) string {
-		return strings.Replace(rebalanceConfig(listen, brokers...), "rate: 300", "rate: 5", 1)
+		return strings.Replace(rebalanceConfig(listen, "", brokers...), "rate: 300", "rate: 5", 1)
 	}
 	g := startGateway(t, slow("LISTEN", a, b))
 	for i := range 60 {
@@ -152,13 +386,7 @@ func TestRebalancePauseCancel(t *testing.T) {
 		_, n := g.srv.Connections(proxy.ConnFilter{}, 1)
 		return n == 60
 	})
-	cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(slow(`"127.0.0.1:0"`, a, b, c))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.srv.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
+	g.apply(t, slow(`"127.0.0.1:0"`, a, b, c))
 	st, _ := g.srv.RebalanceState()
 	if st == nil || st.State != proxy.RebalanceRunning || st.Total < 5 || st.Rate != 5 {
 		t.Fatalf("after adding a node: %+v, want a running rebalance at 5/s", st)
@@ -181,8 +409,8 @@ func TestRebalancePauseCancel(t *testing.T) {
 		t.Fatalf("cancel: %+v, %v; want cancelled before the end", cancelled, err)
 	}
 	again, err := g.srv.Rebalance("1")
-	if err != nil || again.Reason != "admin" || again.State != proxy.RebalanceRunning || again.Total != cancelled.Total-cancelled.Moved {
-		t.Errorf("started again: %+v, %v; want the %d left, running", again, err, cancelled.Total-cancelled.Moved)
+	if err != nil || again.Reason != proxy.ReasonAdmin || again.State != proxy.RebalanceRunning || again.Total != cancelled.Total-cancelled.Moved || again.Carried != 0 {
+		t.Errorf("started again: %+v, %v; want the %d left, running, none carried from the cancelled one", again, err, cancelled.Total-cancelled.Moved)
 	}
 	if _, err := g.srv.Rebalance("nope"); err == nil {
 		t.Error("rebalance of an unknown upstream: no error")

@@ -68,9 +68,14 @@ func (s *Server) nodeChanged(st health.Status) {
 	case st.Healthy && !st.OnTrial && checks.OnMarkedUp == config.MarkedUpMoveBack:
 		// A node on trial has not proven itself yet: moving clients
 		// back to it could close working connections for nothing.
-		// A paced rebalance at move_back_rate: the Admin API and
-		// /status.json see it and can pause or cancel it.
-		_, _ = s.rebalance(st.Upstream, "move_back", checks.MoveBackRate, EndMovedBack)
+		// A paced rebalance at rebalance.rate (or the upstream's own
+		// checks.move_back_rate): the Admin API and /status.json see
+		// it and can pause or cancel it.
+		rate := s.snap.Load().cfg.RebalanceSettings().Rate
+		if checks.MoveBackRate > 0 {
+			rate = checks.MoveBackRate
+		}
+		_, _ = s.rebalance(st.Upstream, ReasonMoveBack, rate, EndMovedBack)
 	}
 }
 

@@ -19,10 +19,13 @@ import (
 
 // This file is the entry for MQTT over WebSocket: a listener with
 // websocket set tells an HTTP request from an MQTT CONNECT by the first
-// byte, hands the HTTP connection to one net/http server, and the upgrade
-// handler turns the WebSocket into a net.Conn of MQTT bytes (package
-// mqttws) that goes through the same stages as a TCP client, from reading
-// the CONNECT on (serveMQTT).
+// byte. An upgrade to MQTT over WebSocket on the listener's path is
+// answered right there on the connection's own goroutine, without net/http
+// (mqttws.UpgradeConn: gobwas/ws reading the request in place), and the
+// WebSocket, a net.Conn of MQTT bytes, goes on through the same stages as a
+// TCP client from reading the CONNECT on (connPath.mqtt). Every other HTTP
+// request (HTTP routes, refusals with their reasons) is handed, bytes read
+// so far and all, to one net/http server.
 
 // Why a WebSocket connection ended, beyond the pipe's own reasons.
 const (
@@ -77,6 +80,23 @@ func (p *connPath) sniff() bool {
 	if !isHTTP(first[0]) && !lcfg.HTTPOnly {
 		p.have = first
 		return true
+	}
+	if lcfg.WebSocket != nil {
+		u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: p.snap.cfg.StreamProxy.ConnectTimeout}
+		c, fwd, replay, err := u.UpgradeConn(p.conn, first, lcfg.WebSocket.Path)
+		switch {
+		case err != nil:
+			p.s.failPreread(p.conn, p.rec, err)
+			return false
+		case c != nil:
+			p.s.web.stats.count("upgraded")
+			p.conn = c
+			p.rec.websocket = true
+			addr, ok := fwd.Addr()
+			p.rec.trustForwarded(addr, ok, lcfg)
+			return true
+		}
+		first = replay // not an upgrade this path takes: net/http answers it
 	}
 	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id}
 	p.handed = p.s.handOver(wc)
@@ -183,7 +203,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, client) {
 			client = a
 		}
-		if hr := matchHTTP(snap.http, r, client.Unmap()); hr != nil {
+		scheme := "http"
+		if wc.id.tls != nil {
+			scheme = "https"
+		}
+		if hr := matchHTTP(snap.http, r, client.Unmap(), scheme); hr != nil {
 			s.proxyHTTP(w, r, hr, wc, client.Unmap())
 			return
 		}
@@ -216,15 +240,8 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
 	rec := &lc.rec
 	rec.websocket = true
-	// The address a trusted proxy in front says the client has. Behind a
-	// PROXY header as well, the access log keeps the header's sender.
-	if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, wc.remote.Addr()) {
-		if !rec.id.peer.IsValid() {
-			rec.id.peer, rec.forwarded = wc.remote, true
-		}
-		rec.remote = netip.AddrPortFrom(a, 0)
-	}
-	rec.id.vars.RemoteAddr = rec.remote.Addr().Unmap().String()
+	a, ok := forwardedFor(r.Header)
+	rec.trustForwarded(a, ok, lcfg)
 	if !s.trackUpgraded(lc) {
 		conn.Close()
 		return
@@ -236,6 +253,21 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 		defer p.finish()
 		p.mqtt()
 	}()
+}
+
+// trustForwarded takes the client address a proxy in front says the client
+// has (ok: the request had one), when that proxy, the connection's peer, is
+// in the listener's real_ip_from. Behind a PROXY header as well, the access
+// log keeps the header's sender.
+func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener) {
+	if !ok || !allowed(lcfg.RealIPFrom, rec.remote.Addr()) {
+		return
+	}
+	if !rec.id.peer.IsValid() {
+		rec.id.peer, rec.forwarded = rec.remote, true
+	}
+	rec.remote = netip.AddrPortFrom(a, 0)
+	rec.id.vars.RemoteAddr = a.Unmap().String()
 }
 
 // forwardedFor is the client address a proxy in front of mqgate gives:

@@ -260,7 +260,7 @@ func (s *Store) build(cfg *config.Config) (*set, error) {
 		}
 	}
 	addUpstream := func(u *config.Upstream) error {
-		if (u.Scheme != "tls" && u.Scheme != "https") || u.TLS == nil {
+		if !u.UsesTLS() || u.TLS == nil {
 			return nil
 		}
 		c, err := clientConfig(u.TLS)

@@ -1,10 +1,12 @@
 package mqtttest
 
 import (
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,6 +44,42 @@ func StartMochiAt(t testing.TB, addr string) *Mochi {
 	}
 	m := &Mochi{Server: srv, addr: ln.Addr().String(), seen: seen, conns: conns}
 	t.Cleanup(m.Close)
+	return m
+}
+
+// StartMochiWS starts a mochi-mqtt broker that takes MQTT over WebSocket
+// only (ws://, or wss:// with tlsCfg), on any path, as EMQX's 8083 and 8084
+// do: the stand-in for a broker that wants WebSocket, since Debian's
+// Mosquitto will not open a websockets listener here. Its Addr is
+// "127.0.0.1:port". mochi's listener binds an address of its own choosing
+// (no listener can be handed to it), so the port is a FreePort.
+func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
+	t.Helper()
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
+	seen := &seenHook{}
+	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
+		if err := srv.AddHook(h, nil); err != nil {
+			t.Fatalf("mochi hook: %v", err)
+		}
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
+	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg})); err != nil {
+		t.Fatalf("mochi WebSocket listener on %s: %v", addr, err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatalf("mochi serve: %v", err)
+	}
+	m := &Mochi{Server: srv, addr: addr, seen: seen}
+	t.Cleanup(m.Close)
+	// Serve listens on a goroutine of mochi's: wait until the port takes
+	// connections.
+	WaitFor(t, "mochi's WebSocket listener on "+addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	return m
 }
 
@@ -95,6 +133,9 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 // closes its connection as it ends, and the atomic it sets here orders
 // that goroutine's work before the server's Close.
 func (l *trackingListener) dropAll() {
+	if l == nil { // a WebSocket broker: mochi's http.Server holds the connections
+		return
+	}
 	l.mu.Lock()
 	conns := slices.Clone(l.conns)
 	l.mu.Unlock()

@@ -61,6 +61,9 @@ type Group struct {
 	wg    sync.WaitGroup
 	once  sync.Once
 	procs int // added to GOMAXPROCS by NewGroup
+
+	lnMu   sync.Mutex
+	lnDone map[*Listener]int // loops done with a closing Listener
 }
 
 // NewGroup starts n event loops (at least one), each on its own goroutine
@@ -158,24 +161,8 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		return nil, fmt.Errorf("detach broker: %w", err)
 	}
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
-	meter := opts.Meter
-	if meter == nil {
-		meter = new(pipe.Meter)
-	}
-	p := &Conn{
-		meter:     meter,
-		loop:      l,
-		fd:        [2]int32{int32(cfd), int32(bfd)},
-		idle:      toMS(opts.Idle),
-		writeTO:   toMS(opts.WriteTimeout),
-		halfClose: toMS(opts.HalfCloseTimeout),
-		maxPacket: uint32(min(max(opts.MaxPacketSize, 0), 1<<32-1)),
-		level:     opts.Level,
-		onDone:    done,
-		slot:      -1,
-		idx:       -1,
-		first:     -1,
-	}
+	p := &Conn{loop: l, fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1}
+	p.setOptions(opts, done)
 	if !l.enqueue(command{op: opAdd, p: p}) {
 		unix.Close(cfd)
 		unix.Close(bfd)
@@ -186,6 +173,20 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 	client.Close()
 	broker.Close()
 	return p, nil
+}
+
+// setOptions sets the pair's pipe.Options and completion.
+func (p *Conn) setOptions(opts pipe.Options, done func(pipe.Result)) {
+	p.meter = opts.Meter
+	if p.meter == nil {
+		p.meter = new(pipe.Meter)
+	}
+	p.idle = toMS(opts.Idle)
+	p.writeTO = toMS(opts.WriteTimeout)
+	p.halfClose = toMS(opts.HalfCloseTimeout)
+	p.maxPacket = uint32(min(max(opts.MaxPacketSize, 0), 1<<32-1))
+	p.level = opts.Level
+	p.onDone = done
 }
 
 var errClosed = errors.New("epoll: group closed")

@@ -63,6 +63,8 @@ type Conn struct {
 	done  bool           // ended; fds are closed
 	first int8           // the side whose FIN came first, or -1
 	level uint8          // pipe.Options.Level: the client's MQTT protocol level
+
+	pre *pre // from a Listener's accept until Pipe: the connection's Session and its reads and dial
 }
 
 // ms is a duration of the Conn's, in milliseconds, on the loop clock.
@@ -120,6 +122,8 @@ const (
 	opAdd opcode = iota
 	opClose
 	opStop
+	opListen
+	opUnlisten
 )
 
 type command struct {
@@ -128,6 +132,7 @@ type command struct {
 	end      pipe.End
 	boundary bool   // opClose: at a packet boundary, writing final first
 	final    []byte // opClose
+	ln       *Listener
 }
 
 // loop is one event loop: an epoll instance, its pairs by descriptor, a
@@ -138,11 +143,16 @@ type loop struct {
 	start time.Time
 	now   int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
 
-	conns  []*Conn // by slot (Conn.idx); the epoll data names slot and side
-	free   []int32 // unused slots
-	wheel  wheel
-	buf    []byte
-	events []unix.EpollEvent
+	conns []*Conn // by slot (Conn.idx); the epoll data names slot and side
+	free  []int32 // unused slots
+	freed []int32 // slots freed while handling one batch of events, free after it
+	lns   []*Listener
+	// acceptPause is the loop clock until which accepting pauses (out of
+	// descriptors); 0 = not paused.
+	acceptPause int64
+	wheel       wheel
+	buf         []byte
+	events      []unix.EpollEvent
 
 	mu      sync.Mutex
 	queued  atomic.Bool // the queue is not empty
@@ -235,11 +245,18 @@ func (l *loop) run() {
 		n := l.wait()
 		l.now = l.clock()
 		for _, ev := range l.events[:n] {
-			if ev.Fd != wakeTag {
+			switch {
+			case ev.Fd >= 0:
 				l.handle(ev.Fd, ev.Events)
+			case ev.Fd < wakeTag:
+				l.accept(int(-2 - ev.Fd))
 			}
 		}
 		l.wheel.advance(l.now, l.check)
+		if l.acceptPause != 0 && l.now >= l.acceptPause {
+			l.resumeAccepting()
+		}
+		l.reuseSlots()
 	}
 }
 
@@ -252,7 +269,11 @@ func (l *loop) wait() int {
 		return int(r)
 	}
 	timeout := -1 // milliseconds; -1: no timer pending
-	if next := l.wheel.nextTick(); next != 0 {
+	next := l.wheel.nextTick()
+	if l.acceptPause != 0 && (next == 0 || l.acceptPause < next) {
+		next = l.acceptPause
+	}
+	if next != 0 {
 		timeout = int(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
 	}
 	for {
@@ -291,11 +312,23 @@ func (l *loop) runCommands() (stop bool) {
 		case opStop:
 			l.stop(c.end)
 			return true
+		case opListen:
+			l.listen(c.ln)
+		case opUnlisten:
+			l.unlisten(c.ln)
 		}
 		cmds[i] = command{}
 	}
 	l.spare = cmds
+	l.reuseSlots()
 	return false
+}
+
+// reuseSlots makes the slots freed since the last call free to take: not
+// before the batch of events that may still name them is handled.
+func (l *loop) reuseSlots() {
+	l.free = append(l.free, l.freed...)
+	l.freed = l.freed[:0]
 }
 
 // stop ends every pair, closes the loop's descriptors and refuses further
@@ -307,8 +340,16 @@ func (l *loop) stop(end pipe.End) {
 	l.queue = nil
 	l.mu.Unlock()
 	for _, c := range rest {
-		if c.op == opAdd {
+		switch c.op {
+		case opAdd:
 			l.add(c.p) // registered only to be ended with the rest
+		case opListen:
+			l.listen(c.ln)
+		}
+	}
+	for _, ln := range l.lns {
+		if ln != nil {
+			l.unlisten(ln)
 		}
 	}
 	for _, p := range l.conns {
@@ -328,15 +369,7 @@ func (l *loop) closeFDs() {
 func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
 
 func (l *loop) add(p *Conn) {
-	p.lastActive = l.now
-	if n := len(l.free); n > 0 {
-		p.idx = l.free[n-1]
-		l.free = l.free[:n-1]
-		l.conns[p.idx] = p
-	} else {
-		p.idx = int32(len(l.conns))
-		l.conns = append(l.conns, p)
-	}
+	l.place(p)
 	for s, fd := range p.fd {
 		p.ev[s] = unix.EPOLLIN
 		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag(p.idx, s)}
@@ -355,6 +388,10 @@ func (l *loop) handle(tag int32, events uint32) {
 		return // ended earlier in this batch (slots are reused only between batches)
 	}
 	s := int(tag & 1)
+	if p.pre != nil {
+		l.handlePre(p, s, events)
+		return
+	}
 	fd := p.fd[s]
 	acted := false
 	if p.pending(s) != nil && events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
@@ -439,6 +476,10 @@ func (l *loop) readClosing(p *Conn, s int, b []byte) {
 // sent, and the client's last bytes dropped for at most pipe.Linger.
 func (l *loop) closeAtBoundary(p *Conn, end pipe.End, final []byte) {
 	if p.done || p.closing() {
+		return
+	}
+	if p.pre != nil { // not piped yet: no boundary to wait for
+		l.finish(p, end, net.ErrClosed, true)
 		return
 	}
 	if p.blocked == nil {
@@ -599,6 +640,9 @@ func (l *loop) interest(p *Conn, s int) {
 // deadline is the earliest moment the pair must be looked at again, 0 for
 // none: a blocked write's WriteTimeout, the half-close bound, the idle limit.
 func (p *Conn) deadline() int64 {
+	if p.pre != nil {
+		return p.pre.due
+	}
 	var d int64
 	earliest := func(t int64) {
 		if d == 0 || t < d {
@@ -642,6 +686,10 @@ func (l *loop) arm(p *Conn) {
 // check runs when the pair's timer fires: end the pair if a limit passed,
 // otherwise schedule the next look.
 func (l *loop) check(p *Conn) {
+	if p.pre != nil {
+		l.checkPre(p)
+		return
+	}
 	now := l.now
 	if b := p.blocked; b != nil && b.closeEnd != "" {
 		if now >= b.closeDeadline() {
@@ -698,13 +746,25 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 	l.wheel.remove(p)
 	if p.idx >= 0 {
 		l.conns[p.idx] = nil
-		l.free = append(l.free, p.idx)
+		l.freed = append(l.freed, p.idx)
+		p.idx = -1
 	}
 	for _, fd := range p.fd {
-		unix.Close(int(fd)) // also leaves the epoll set: the loop holds the only descriptor
+		if fd >= 0 {
+			unix.Close(int(fd)) // also leaves the epoll set: the loop holds the only descriptor
+		}
+	}
+	if p.pre != nil {
+		if p.onDone == nil {
+			p.onDone = p.pre.sess.Ended
+		}
+		p.pre = nil
 	}
 	p.blocked = nil
-	res := pipe.Result{Up: p.meter.Up.Load(), Down: p.meter.Down.Load(), End: end, Err: err}
+	res := pipe.Result{End: end, Err: err}
+	if p.meter != nil { // nil for a connection that ended before its pipe
+		res.Up, res.Down = p.meter.Up.Load(), p.meter.Down.Load()
+	}
 	if done := p.onDone; done != nil {
 		p.onDone = nil
 		go done(res)

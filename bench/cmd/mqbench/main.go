@@ -6,12 +6,14 @@
 //	mqbench run [-quick] [-rounds N] [-targets no-proxy,haproxy,nginx,mqgate] [-out DIR]
 //	mqbench report [-in DIR/latest.json] [-out DIR]
 //	mqbench load -phase connect|throughput|latency|idle -addrs HOST:PORT[,...] ...
+//	mqbench broker -tcp HOST:PORT -ws HOST:PORT
 //
 // "run" is the whole benchmark (bench/run.sh calls it after installing what
 // it needs); it writes latest.json, latest.md and latest.png and exits 2 when
 // a target failed its hashing check or a phase failed. "report" redraws the
 // markdown and the chart from a latest.json. "load" is one load generator
-// process; "run" starts it as needed.
+// process; "run" starts it as needed. "broker" is the mochi-mqtt broker of
+// the WebSocket phases (package broker), which "run" starts too.
 package main
 
 import (
@@ -25,6 +27,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mqgate/mqgate/bench/internal/broker"
 	"github.com/mqgate/mqgate/bench/internal/harness"
 	"github.com/mqgate/mqgate/bench/internal/loadgen"
 	"github.com/mqgate/mqgate/bench/internal/results"
@@ -45,6 +48,8 @@ func main() {
 		err = reportCmd(os.Args[2:])
 	case "load":
 		err = loadCmd(os.Args[2:])
+	case "broker":
+		err = brokerCmd(os.Args[2:])
 	default:
 		usage()
 	}
@@ -59,7 +64,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: mqbench run|report|load [flags]; mqbench CMD -h for the flags")
+	fmt.Fprintln(os.Stderr, "usage: mqbench run|report|load|broker [flags]; mqbench CMD -h for the flags")
 	os.Exit(2)
 }
 
@@ -173,4 +178,19 @@ func loadCmd(args []string) error {
 	loadgen.RegisterFlags(fs, &cfg)
 	_ = fs.Parse(args)
 	return loadgen.Main(cfg)
+}
+
+func brokerCmd(args []string) error {
+	fs := flag.NewFlagSet("broker", flag.ExitOnError)
+	tcpAddr := fs.String("tcp", "127.0.0.1:1884", "plain MQTT listener")
+	wsAddr := fs.String("ws", "127.0.0.1:8083", "MQTT over WebSocket listener")
+	_ = fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := broker.Start(*tcpAddr, *wsAddr)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return b.Close()
 }

@@ -69,6 +69,9 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		VerifyIDs:         150,
 		OrderRounds:       60,
 		TLSIdleClients:    min(idle, 3999),
+		// The WebSocket phases are shorter, to add about two minutes.
+		WSWindowSeconds: 3,
+		WSIdleClients:   min(idle, 3000),
 	}
 	if quick {
 		p.Rounds = 1
@@ -81,6 +84,8 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 		p.IdlePingSeconds = 1
 		p.VerifyIDs = 60
 		p.TLSIdleClients = min(idle, 600)
+		p.WSIdleClients = min(idle, 600)
+		p.WSWindowSeconds = p.WindowSeconds
 	}
 	return p
 }
@@ -88,7 +93,9 @@ func DefaultPlan(quick bool, nofile uint64) results.Plan {
 // AllPhases lists the phases a run can be limited to.
 func AllPhases() []string {
 	return []string{PhaseOrder, results.PhaseConnect, results.PhaseThroughput64, results.PhaseThroughput1K, results.PhaseLatency,
-		results.PhaseTLSConnect, results.PhaseTLSResume, results.PhaseTLSThroughput64, PhaseIdle, PhaseTLSIdle}
+		results.PhaseTLSConnect, results.PhaseTLSResume, results.PhaseTLSThroughput64,
+		results.PhaseWSConnect, results.PhaseWSThroughput64, results.PhaseWSSConnect, results.PhaseWSSThroughput64,
+		PhaseIdle, PhaseTLSIdle, PhaseWSIdle, PhaseWSSIdle}
 }
 
 // PhaseOrder is the cross-connection ordering probe, run once per target
@@ -96,11 +103,20 @@ func AllPhases() []string {
 const PhaseOrder = "order"
 
 // PhaseIdle is the idle-connections phase, run once per target after the
-// rounds; PhaseTLSIdle the same over TLS, with fewer clients.
+// rounds; PhaseTLSIdle the same over TLS, with fewer clients, and
+// PhaseWSIdle and PhaseWSSIdle over WebSocket (NGINX and mqgate only).
 const (
 	PhaseIdle    = "idle"
 	PhaseTLSIdle = "tls-idle"
+	PhaseWSIdle  = "ws-idle"
+	PhaseWSSIdle = "wss-idle"
 )
+
+// wsPath is where both proxies take MQTT over WebSocket, as in seed 004.
+const wsPath = "/mqtt"
+
+// wsPhases are the phases that need the WebSocket broker.
+var wsPhases = []string{results.PhaseWSConnect, results.PhaseWSThroughput64, results.PhaseWSSConnect, results.PhaseWSSThroughput64, PhaseWSIdle, PhaseWSSIdle}
 
 func (r *runner) wants(phase string) bool {
 	return r.opts.Phases == nil || slices.Contains(r.opts.Phases, phase)
@@ -114,10 +130,14 @@ type runner struct {
 	plan    results.Plan
 	self    string // this executable, run as "load" for the load generator
 	brokers *brokers
-	certs   tlsFiles
-	targets []*target
-	out     *results.Run
-	started time.Time
+	// wsBroker is the mochi-mqtt broker of the WebSocket phases (package
+	// broker), nil when none runs; wsBrokerTCP and wsBrokerWS its listeners.
+	wsBroker                *process
+	wsBrokerTCP, wsBrokerWS string
+	certs                   tlsFiles
+	targets                 []*target
+	out                     *results.Run
+	started                 time.Time
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -195,10 +215,16 @@ func Run(ctx context.Context, opts Options) (*results.Run, error) {
 			return r.out, ctx.Err()
 		}
 		if r.wants(PhaseIdle) && t.skip == "" {
-			r.result(t).Idle = r.runIdle(ctx, t, false)
+			r.result(t).Idle = r.runIdle(ctx, t, overTCP)
 		}
 		if r.wants(PhaseTLSIdle) && t.skip == "" && t.tlsAddrs != nil {
-			r.result(t).TLSIdle = r.runIdle(ctx, t, true)
+			r.result(t).TLSIdle = r.runIdle(ctx, t, overTLS)
+		}
+		if r.wants(PhaseWSIdle) && t.skip == "" && t.wsAddrs != nil {
+			r.result(t).WSIdle = r.runIdle(ctx, t, overWS)
+		}
+		if r.wants(PhaseWSSIdle) && t.skip == "" && t.wssAddrs != nil {
+			r.result(t).WSSIdle = r.runIdle(ctx, t, overWSS)
 		}
 	}
 	r.out.Machine.LoadAvgEnd = loadAvg()
@@ -211,7 +237,9 @@ func (r *runner) setup(ctx context.Context) error {
 	if err := os.MkdirAll(r.opts.Work, 0o755); err != nil {
 		return fmt.Errorf("creating work directory: %w", err)
 	}
-	ports, err := freePorts(3+2*len(r.opts.Targets), time.Now().UnixNano())
+	// Per target: MQTT, MQTT over TLS, WebSocket, WebSocket over TLS.
+	const perTarget = 4
+	ports, err := freePorts(5+perTarget*len(r.opts.Targets), time.Now().UnixNano())
 	if err != nil {
 		return err
 	}
@@ -223,13 +251,19 @@ func (r *runner) setup(ctx context.Context) error {
 		return fmt.Errorf("starting brokers: %w", err)
 	}
 	r.logf("brokers on %v", r.brokers.addrs())
+	if r.wantsWebSocket() {
+		if err := r.startWSBroker(ports[3], ports[4]); err != nil {
+			r.problem("no WebSocket phases: %v", err)
+		} else {
+			r.logf("WebSocket broker (mochi-mqtt) on %s, MQTT on %s", r.wsBrokerWS, r.wsBrokerTCP)
+		}
+	}
 	for i, name := range r.opts.Targets {
 		t := &target{name: name}
 		r.targets = append(r.targets, t)
 		r.out.Targets = append(r.out.Targets, &results.Target{Name: name})
-		listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+2*i]))
-		tlsListen := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+2*i+1]))
-		if err := r.startTarget(ctx, t, listen, tlsListen); err != nil {
+		addr := func(k int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[5+perTarget*i+k])) }
+		if err := r.startTarget(ctx, t, addr(0), addr(1), addr(2), addr(3)); err != nil {
 			t.skip = err.Error()
 			r.result(t).Skipped = t.skip
 			r.logf("%s skipped: %s", name, oneLine(t.skip))
@@ -240,7 +274,43 @@ func (r *runner) setup(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) startTarget(ctx context.Context, t *target, listen, tlsListen string) error {
+// wantsWebSocket reports whether the run has a WebSocket phase and a
+// target that takes part in them.
+func (r *runner) wantsWebSocket() bool {
+	return slices.ContainsFunc(wsPhases, r.wants) &&
+		(slices.Contains(r.opts.Targets, NGINX) || slices.Contains(r.opts.Targets, Mqgate))
+}
+
+// startWSBroker starts the WebSocket phases' broker: this executable as
+// "broker", one mochi-mqtt server with a plain MQTT and a WebSocket
+// listener (package broker says why).
+func (r *runner) startWSBroker(tcpPort, wsPort int) error {
+	tcpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(tcpPort))
+	wsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(wsPort))
+	p, err := startProcess("mochi-mqtt", filepath.Join(r.opts.Work, "wsbroker.out"), nil, r.self, "broker", "-tcp", tcpAddr, "-ws", wsAddr)
+	if err != nil {
+		return err
+	}
+	for _, a := range []string{tcpAddr, wsAddr} {
+		if err := waitListening(a, 10*time.Second, p); err != nil {
+			p.stop()
+			return fmt.Errorf("WebSocket broker: %w", err)
+		}
+	}
+	r.wsBroker, r.wsBrokerTCP, r.wsBrokerWS = p, tcpAddr, wsAddr
+	return nil
+}
+
+// brokerPids are the brokers' processes, the WebSocket broker's included.
+func (r *runner) brokerPids() []int {
+	pids := r.brokers.pids()
+	if r.wsBroker != nil {
+		pids = append(pids, r.wsBroker.pid())
+	}
+	return pids
+}
+
+func (r *runner) startTarget(ctx context.Context, t *target, listen, tlsListen, wsListen, wssListen string) error {
 	if t.name == NoProxy {
 		t.addrs = r.brokers.addrs()
 		return nil
@@ -259,6 +329,12 @@ func (r *runner) startTarget(ctx context.Context, t *target, listen, tlsListen s
 	}
 	if t.name == HAProxy1 || t.name == Mqgate1 {
 		s.Threads = 1
+	}
+	// The WebSocket phases compare mqgate with NGINX, each at two cores.
+	if r.wsBroker != nil && (t.name == NGINX || t.name == Mqgate) {
+		s.WSListen, s.WSSListen, s.WSPath = wsListen, wssListen, wsPath
+		s.WSPort, s.WSSPort = portOf(wsListen), portOf(wssListen)
+		s.WSBrokerTCP, s.WSBrokerWS = r.wsBrokerTCP, r.wsBrokerWS
 	}
 	var (
 		p   *process
@@ -298,7 +374,23 @@ func (r *runner) startTarget(ctx context.Context, t *target, listen, tlsListen s
 	}
 	t.addrs = []string{listen}
 	t.tlsAddrs = []string{tlsListen}
+	if s.WSListen != "" {
+		for _, a := range []string{s.WSListen, s.WSSListen} {
+			if err := waitListening(a, 15*time.Second, p); err != nil {
+				p.stop()
+				t.proc = nil
+				return fmt.Errorf("%s did not start its WebSocket listeners: %w", t.name, err)
+			}
+		}
+		t.wsAddrs, t.wssAddrs = []string{s.WSListen}, []string{s.WSSListen}
+	}
 	return nil
+}
+
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 func (r *runner) result(t *target) *results.Target { return r.out.Target(t.name) }
@@ -319,6 +411,9 @@ func (r *runner) stopAll() {
 	}
 	if r.brokers != nil {
 		r.brokers.stop()
+	}
+	if r.wsBroker != nil {
+		r.wsBroker.stop()
 	}
 }
 
@@ -463,7 +558,7 @@ func (r *runner) snap(t *target, loaders ...*loadProc) snapshot {
 	return snapshot{
 		at:      time.Now(),
 		proxy:   readUsage(t.pids()),
-		brokers: readUsage(r.brokers.pids()),
+		brokers: readUsage(r.brokerPids()),
 		loader:  readUsage(pids),
 		machine: readMachineCPU(),
 	}
@@ -552,6 +647,20 @@ func (r *runner) tlsConfig(t *target, phase string, round int, resume bool) load
 	return cfg
 }
 
+// wsConfig is phaseConfig over WebSocket to t's ws:// listener, or with
+// overTLS its wss:// one; a full TLS handshake per connection.
+func (r *runner) wsConfig(t *target, phase string, round int, overTLS bool) loadgen.Config {
+	cfg := r.phaseConfig(t, phase, round)
+	cfg.IDPrefix = "ws-" + cfg.IDPrefix
+	cfg.Addrs, cfg.WSPath = t.wsAddrs, wsPath
+	cfg.Duration = seconds(r.plan.WSWindowSeconds)
+	if overTLS {
+		cfg.IDPrefix = "w" + cfg.IDPrefix
+		cfg.Addrs, cfg.TLS = t.wssAddrs, true
+	}
+	return cfg
+}
+
 // orderAll runs the ordering probe through every target, one after the
 // other, on the quiet brokers.
 func (r *runner) orderAll(measured []*target) {
@@ -598,6 +707,13 @@ func (r *runner) runRound(ctx context.Context, t *target, round int) {
 			step{results.PhaseTLSResume, r.tlsConfig(t, "connect", round, true)},
 			step{results.PhaseTLSThroughput64, r.tlsConfig(t, "throughput", round, false)})
 	}
+	if t.wsAddrs != nil { // NGINX and mqgate, proxying the same WebSocket broker
+		steps = append(steps,
+			step{results.PhaseWSConnect, r.wsConfig(t, "connect", round, false)},
+			step{results.PhaseWSThroughput64, r.wsConfig(t, "throughput", round, false)},
+			step{results.PhaseWSSConnect, r.wsConfig(t, "connect", round, true)},
+			step{results.PhaseWSSThroughput64, r.wsConfig(t, "throughput", round, true)})
+	}
 	for _, s := range steps {
 		if ctx.Err() != nil {
 			break
@@ -637,18 +753,42 @@ func errorCount(m map[string]uint64) uint64 {
 	return n
 }
 
-// runIdle connects as many pinging clients as the file limit allows, spread
-// over several load generator processes, and measures the proxy's memory
-// growth per connection and its CPU while they ping.
-func (r *runner) runIdle(ctx context.Context, t *target, overTLS bool) *results.Idle {
+// idleOver is what an idle phase's clients speak.
+type idleOver int
+
+const (
+	overTCP idleOver = iota
+	overTLS
+	overWS
+	overWSS
+)
+
+// runIdle connects as many pinging clients as the file limit allows (fewer
+// over TLS and WebSocket), spread over several load generator processes,
+// and measures the proxy's memory growth per connection and its CPU while
+// they ping.
+func (r *runner) runIdle(ctx context.Context, t *target, over idleOver) *results.Idle {
 	idle := &results.Idle{Wanted: r.plan.IdleClients}
 	label := t.name
-	if overTLS {
+	switch over {
+	case overTLS:
 		idle.Wanted = r.plan.TLSIdleClients
 		label += " TLS"
+	case overWS:
+		idle.Wanted = r.plan.WSIdleClients
+		label += " WS"
+	case overWSS:
+		idle.Wanted = r.plan.WSIdleClients
+		label += " WSS"
 	}
 	procs := max(r.plan.IdleProcs, 1)
+	if over == overWS || over == overWSS {
+		idle.GiveBackWaitSeconds = r.waitGiveBack(ctx, t)
+	}
 	before := r.snap(t)
+	if t.idleFloorKB == 0 {
+		t.idleFloorKB = before.proxy.RSSKB
+	}
 	settle, hold := seconds(r.plan.IdleSettleSeconds), seconds(r.plan.IdleHoldSeconds)
 	rampTimeout := 30 * time.Second
 	if r.opts.Quick {
@@ -666,10 +806,13 @@ func (r *runner) runIdle(ctx context.Context, t *target, overTLS bool) *results.
 	}()
 	for k := range procs {
 		cfg := r.phaseConfig(t, "idle", 0)
-		if overTLS {
+		switch over {
+		case overTLS:
 			cfg = r.tlsConfig(t, "idle", 0, false)
+		case overWS, overWSS:
+			cfg = r.wsConfig(t, "idle", 0, over == overWSS)
 		}
-		cfg.IDPrefix = fmt.Sprintf("i-%s-%d", label, k)
+		cfg.IDPrefix = fmt.Sprintf("i-%s-%d", strings.ReplaceAll(label, " ", "-"), k)
 		cfg.Clients = idle.Wanted / procs
 		cfg.Workers = 32
 		cfg.PingEvery = seconds(r.plan.IdlePingSeconds)
@@ -736,6 +879,31 @@ func (r *runner) runIdle(ctx context.Context, t *target, overTLS bool) *results.
 	// Let the brokers and the proxy see every disconnection before the next target.
 	sleepCtx(ctx, time.Second)
 	return idle
+}
+
+// giveBackWait bounds how long an idle phase waits for the proxy to give
+// back the memory of the one before: mqgate returns it at most
+// giveBackInterval (10 s) after the load fell.
+const giveBackWait = 12 * time.Second
+
+// waitGiveBack waits until t's RSS is back near where it was before its
+// first idle phase (within 10 % or 2 MB), at most giveBackWait, and says
+// how long it waited. Without it, a process that keeps the previous
+// phase's freed memory for a while would grow less in the next one, which
+// would measure reuse instead of what a connection costs.
+func (r *runner) waitGiveBack(ctx context.Context, t *target) float64 {
+	start := time.Now()
+	if t.idleFloorKB == 0 {
+		return 0
+	}
+	limit := t.idleFloorKB + max(t.idleFloorKB/10, 2048)
+	for time.Since(start) < giveBackWait && ctx.Err() == nil {
+		if readUsage(t.pids()).RSSKB <= limit {
+			break
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
+	return time.Since(start).Seconds()
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqgate/mqgate/config"
 )
 
 func sampleSettings(dir string) proxySettings {
@@ -24,6 +26,13 @@ func sampleSettings(dir string) proxySettings {
 		Threads:           2,
 		TLSListen:         "127.0.0.1:21004",
 		TLS:               tlsFiles{CA: dir + "/ca.crt", Cert: dir + "/server.crt", Key: dir + "/server.key", PEM: dir + "/server.pem"},
+		WSListen:          "127.0.0.1:21005",
+		WSSListen:         "127.0.0.1:21006",
+		WSPort:            21005,
+		WSSPort:           21006,
+		WSPath:            wsPath,
+		WSBrokerTCP:       "127.0.0.1:21007",
+		WSBrokerWS:        "127.0.0.1:21008",
 	}
 }
 
@@ -36,8 +45,10 @@ func TestTemplatesRender(t *testing.T) {
 		want []string
 	}{
 		{"haproxy.cfg.tmpl", s, []string{"balance hash var(sess.clid)", "hash-type consistent", "server broker3 127.0.0.1:21003", "nbthread 2"}},
-		{"nginx.conf.tmpl", s, []string{"hash $mqtt_client_id consistent;", "server 127.0.0.1:21002;", "worker_processes 2;", "js_preread mqtt.preread;"}},
-		{"mqgate.yaml.tmpl", s, []string{`"127.0.0.1:21000"`, "key: mqtt_client_id", `"127.0.0.1:21001": 1`}},
+		{"nginx.conf.tmpl", s, []string{"hash $mqtt_client_id consistent;", "server 127.0.0.1:21002;", "worker_processes 2;", "js_preread mqtt.preread;",
+			"location /mqtt {", "server 127.0.0.1:21008;", "listen 127.0.0.1:21006 ssl reuseport;", `proxy_set_header Connection "Upgrade";`}},
+		{"mqgate.yaml.tmpl", s, []string{`"127.0.0.1:21000"`, "key: mqtt_client_id", `"127.0.0.1:21001": 1`,
+			`{addr: "127.0.0.1:21005", websocket: {path: "/mqtt"}}`, "server_port: 21006", `"127.0.0.1:21007": 1`}},
 		{"mosquitto.conf.tmpl", struct {
 			Index   int
 			Port    int
@@ -94,6 +105,27 @@ func TestPeersAcceptConfigs(t *testing.T) {
 		out, err := exec.Command("nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "err.log"), "-t", "-q").CombinedOutput()
 		if err != nil {
 			t.Errorf("nginx -t: %v\n%s", err, out)
+		}
+	})
+	t.Run("mqgate", func(t *testing.T) {
+		conf := filepath.Join(dir, "mqgate.yaml")
+		if err := renderTemplate("mqgate.yaml.tmpl", conf, s); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(conf)
+		if err != nil {
+			t.Fatalf("mqgate refuses its benchmark configuration: %v", err)
+		}
+		if n := len(cfg.StreamProxy.TCP); n != 4 {
+			t.Errorf("%d listeners, want MQTT, TLS, WebSocket and WSS", n)
+		}
+		// Without the WebSocket phases (mqgate-1), the same template.
+		s.WSListen = ""
+		if err := renderTemplate("mqgate.yaml.tmpl", conf, s); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := config.Load(conf); err != nil {
+			t.Fatalf("mqgate refuses its benchmark configuration without WebSocket: %v", err)
 		}
 	})
 }

@@ -39,7 +39,14 @@ type target struct {
 	addrs []string
 	// tlsAddrs are the proxy's TLS listener; nil for no-proxy.
 	tlsAddrs []string
-	proc     *process // nil for no-proxy
+	// wsAddrs and wssAddrs are the proxy's MQTT over WebSocket listeners,
+	// plain and over TLS (path wsPath); nil for targets not in the
+	// WebSocket phases.
+	wsAddrs, wssAddrs []string
+	// idleFloorKB is the proxy's RSS before its first idle phase, which
+	// the WebSocket idle phases wait for it to come back to.
+	idleFloorKB int64
+	proc        *process // nil for no-proxy
 	// skip, when set, says why the target is not measured.
 	skip string
 }
@@ -155,6 +162,12 @@ type proxySettings struct {
 	Threads           int // HAProxy nbthread, mqgate GOMAXPROCS
 	TLSListen         string
 	TLS               tlsFiles
+	// The WebSocket listeners and the broker behind them; empty for
+	// targets not in the WebSocket phases.
+	WSListen, WSSListen     string
+	WSPort, WSSPort         int
+	WSPath                  string
+	WSBrokerTCP, WSBrokerWS string // mqgate dials the first, NGINX the second
 }
 
 func startHAProxy(dir string, s proxySettings) (*process, error) {

@@ -31,6 +31,7 @@ func RegisterFlags(fs *flag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.CAFile, "ca", "", "with -tls: PEM file of the CA to trust")
 	fs.StringVar(&cfg.ServerName, "server-name", "mqtt.bench", "with -tls: the name the certificate is checked for (SNI)")
 	fs.BoolVar(&cfg.TLSResume, "tls-resume", false, "with -tls, connect: resume each worker's session")
+	fs.StringVar(&cfg.WSPath, "ws-path", "", "speak MQTT over WebSocket to this path (wss:// with -tls)")
 }
 
 // Args returns the command-line flags that RegisterFlags parses back into cfg.
@@ -57,5 +58,6 @@ func (cfg Config) Args() []string {
 		"-ca", cfg.CAFile,
 		"-server-name", cfg.ServerName,
 		"-tls-resume=" + strconv.FormatBool(cfg.TLSResume),
+		"-ws-path=" + cfg.WSPath,
 	}
 }

@@ -77,6 +77,9 @@ type Config struct {
 	// TLSResume: connect workers keep a session cache, so every handshake
 	// after a worker's first resumes its session.
 	TLSResume bool
+	// WSPath: clients speak MQTT over WebSocket to this path (wss:// with
+	// TLS), subprotocol "mqtt"; the upgrade counts in the CONNECT's time.
+	WSPath string
 }
 
 // Result is what one phase measured, as seen by the load generator.
@@ -119,7 +122,7 @@ type generator struct {
 	out   io.Writer
 	base  time.Time // send timestamps are nanoseconds since base
 	state atomic.Int32
-	tls   *tls.Config // nil: plain TCP
+	tr    transport // TCP, TLS, WebSocket
 
 	mu     sync.Mutex
 	errs   map[string]uint64
@@ -136,9 +139,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		cfg.Timeout = 5 * time.Second
 	}
 	g := &generator{cfg: cfg, out: out, base: time.Now(), errs: map[string]uint64{}, sample: map[string]string{}}
+	g.tr.wsPath = cfg.WSPath
 	if cfg.TLS {
 		var err error
-		if g.tls, err = ClientTLS(cfg.CAFile, cfg.ServerName); err != nil {
+		if g.tr.tls, err = ClientTLS(cfg.CAFile, cfg.ServerName); err != nil {
 			return err
 		}
 	}
@@ -278,15 +282,15 @@ func (g *generator) runConnect(ctx context.Context) (Result, error) {
 	for w := range workers {
 		wg.Go(func() {
 			h := &hists[w]
-			tlsCfg := g.tls
-			if tlsCfg != nil && g.cfg.TLSResume {
-				tlsCfg = tlsCfg.Clone()
-				tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			tr := g.tr
+			if tr.tls != nil && g.cfg.TLSResume {
+				tr.tls = tr.tls.Clone()
+				tr.tls.ClientSessionCache = tls.NewLRUClientSessionCache(1)
 			}
 			for i := int64(0); i < perWorker && g.state.Load() != finished; i++ {
 				id := fmt.Sprintf("%s-%d-%d", g.cfg.IDPrefix, w, i)
 				start := time.Now()
-				s, err := dialSession(g.addr(id), id, 60, g.cfg.Timeout, 64, tlsCfg)
+				s, err := dialSession(g.addr(id), id, 60, g.cfg.Timeout, 64, tr)
 				if err != nil {
 					g.fail(err)
 					// Back off a little so a refusing target is not spun on.
@@ -322,7 +326,7 @@ type publisher struct {
 }
 
 func (g *generator) newPublisher(id string) (*publisher, error) {
-	s, err := dialSession(g.addr(id), id, 60, g.cfg.Timeout, 64<<10, g.tls)
+	s, err := dialSession(g.addr(id), id, 60, g.cfg.Timeout, 64<<10, g.tr)
 	if err != nil {
 		return nil, err
 	}
@@ -522,7 +526,7 @@ func (g *generator) runIdle(ctx context.Context) (Result, error) {
 		dialers.Go(func() {
 			defer func() { <-sem }()
 			id := fmt.Sprintf("%s-%d", g.cfg.IDPrefix, i)
-			s, err := dialSession(g.addr(id), id, keepAlive, g.cfg.Timeout, 16, g.tls)
+			s, err := dialSession(g.addr(id), id, keepAlive, g.cfg.Timeout, 16, g.tr)
 			if err != nil {
 				failed.Add(1)
 				g.fail(err)

@@ -30,7 +30,7 @@ type OrderResult struct {
 func OrderProbe(addrs []string, prefix string, rounds int, timeout time.Duration) (OrderResult, error) {
 	res := OrderResult{Rounds: rounds}
 	idA := prefix + "a"
-	a, err := dialSession(PickAddr(addrs, idA), idA, 60, timeout, 4096, nil)
+	a, err := dialSession(PickAddr(addrs, idA), idA, 60, timeout, 4096, transport{})
 	if err != nil {
 		return res, fmt.Errorf("publisher: %w", err)
 	}
@@ -43,7 +43,7 @@ func OrderProbe(addrs []string, prefix string, rounds int, timeout time.Duration
 		}
 		res.Tries++
 		idB := fmt.Sprintf("%sb%d", prefix, try)
-		s, err := dialSession(PickAddr(addrs, idB), idB, 60, timeout, 4096, nil)
+		s, err := dialSession(PickAddr(addrs, idB), idB, 60, timeout, 4096, transport{})
 		if err != nil {
 			return res, fmt.Errorf("subscriber: %w", err)
 		}

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
 )
 
@@ -136,22 +138,21 @@ type session struct {
 	out  []byte
 }
 
-// dialSession connects to addr (with TLS when tlsCfg is not nil: the
-// handshake then counts in the CONNECT's time) and completes the
+// transport is how a session reaches its target: plain TCP, TLS when tls
+// is set, and MQTT over WebSocket to the path wsPath when it is set (wss://
+// with tls).
+type transport struct {
+	tls    *tls.Config
+	wsPath string
+}
+
+// dialSession connects to addr over tr (a TLS handshake and a WebSocket
+// upgrade then count in the CONNECT's time) and completes the
 // CONNECT/CONNACK exchange within timeout. readBuf sizes the receive buffer.
-func dialSession(addr, clientID string, keepAlive uint16, timeout time.Duration, readBuf int, tlsCfg *tls.Config) (*session, error) {
-	conn, err := net.DialTimeout("tcp", addr, timeout)
+func dialSession(addr, clientID string, keepAlive uint16, timeout time.Duration, readBuf int, tr transport) (*session, error) {
+	conn, err := tr.dial(addr, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
-	}
-	if tlsCfg != nil {
-		tc := tls.Client(conn, tlsCfg)
-		_ = tc.SetDeadline(time.Now().Add(timeout))
-		if err := tc.Handshake(); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
-		}
-		conn = tc
+		return nil, err
 	}
 	s := &session{conn: conn, fr: newFrameReader(conn, readBuf)}
 	if err := s.handshake(clientID, keepAlive, timeout); err != nil {
@@ -159,6 +160,36 @@ func dialSession(addr, clientID string, keepAlive uint16, timeout time.Duration,
 		return nil, err
 	}
 	return s, nil
+}
+
+func (tr transport) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	if tr.wsPath != "" {
+		scheme := "ws://"
+		if tr.tls != nil {
+			scheme = "wss://"
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		c, err := mqtttest.DialWS(ctx, scheme+addr+tr.wsPath, mqtttest.WSOptions{TLS: tr.tls})
+		if err != nil {
+			return nil, fmt.Errorf("WebSocket to %s: %w", addr, err)
+		}
+		return c, nil
+	}
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	if tr.tls != nil {
+		tc := tls.Client(conn, tr.tls)
+		_ = tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		return tc, nil
+	}
+	return conn, nil
 }
 
 func (s *session) handshake(clientID string, keepAlive uint16, timeout time.Duration) error {
@@ -219,7 +250,7 @@ func (s *session) disconnect() {
 // ConnectOnce connects to addr as clientID, waits for the CONNACK and
 // disconnects cleanly: one complete MQTT session with nothing in between.
 func ConnectOnce(addr, clientID string, timeout time.Duration) error {
-	s, err := dialSession(addr, clientID, 60, timeout, 64, nil)
+	s, err := dialSession(addr, clientID, 60, timeout, 64, transport{})
 	if err != nil {
 		return err
 	}

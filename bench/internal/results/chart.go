@@ -30,17 +30,19 @@ const (
 )
 
 type series struct {
-	name  string
-	color color.RGBA
-	base  string // divided by this target's values
+	name      string
+	color     color.RGBA
+	base      string // divided by this target's values
+	webSocket bool   // drawn for the WebSocket metrics only, which the others are not
 }
 
 func chartSeries() []series {
 	return []series{
-		{"no-proxy", color.RGBA{0xb0, 0xb0, 0xb0, 0xff}, baseline},
-		{"nginx", color.RGBA{0x3c, 0x9a, 0x5f, 0xff}, baseline},
-		{"mqgate", color.RGBA{0x2f, 0x6d, 0xc8, 0xff}, baseline},
-		{"mqgate-1", color.RGBA{0x8f, 0xb4, 0xea, 0xff}, "haproxy-1"},
+		{"no-proxy", color.RGBA{0xb0, 0xb0, 0xb0, 0xff}, baseline, false},
+		{"nginx", color.RGBA{0x3c, 0x9a, 0x5f, 0xff}, baseline, false},
+		{"mqgate", color.RGBA{0x2f, 0x6d, 0xc8, 0xff}, baseline, false},
+		{"mqgate-1", color.RGBA{0x8f, 0xb4, 0xea, 0xff}, "haproxy-1", false},
+		{"mqgate", color.RGBA{0x1a, 0x3a, 0x6e, 0xff}, wsBaseline, true},
 	}
 }
 
@@ -55,28 +57,26 @@ type group struct {
 }
 
 // Chart draws a PNG bar chart: for every metric, each target's value divided
-// by HAProxy's in the same round (median over rounds; mqgate-1 by haproxy-1); the line at 1 is
-// HAProxy.
+// by HAProxy's in the same round (median over rounds; mqgate-1 by
+// haproxy-1; in the WebSocket metrics mqgate by NGINX); the line at 1 is
+// the base.
 func (r *Run) Chart() ([]byte, error) {
-	base := r.Target(baseline)
 	rounds := max(r.Plan.Rounds, 1)
 	var groups []group
 	maxRatio := 2.0
 	for _, m := range metrics() {
 		g := group{label: chartLabel(m)}
-		if base != nil && base.Skipped == "" {
-			for _, s := range chartSeries() {
-				t, b := r.Target(s.name), r.Target(s.base)
-				if t == nil || t.Skipped != "" || b == nil || b.Skipped != "" || (m.proxyOnly && s.name == "no-proxy") {
-					continue
-				}
-				sum := summarize(ratios(m.values(t, rounds), m.values(b, rounds)))
-				if !sum.ok() {
-					continue
-				}
-				g.bars = append(g.bars, bar{s, sum.median})
-				maxRatio = math.Max(maxRatio, sum.median*1.1)
+		for _, s := range chartSeries() {
+			t, b := r.Target(s.name), r.Target(s.base)
+			if s.webSocket != m.webSocket || t == nil || t.Skipped != "" || b == nil || b.Skipped != "" || (m.proxyOnly && s.name == "no-proxy") {
+				continue
 			}
+			sum := summarize(ratios(m.values(t, rounds), m.values(b, rounds)))
+			if !sum.ok() {
+				continue
+			}
+			g.bars = append(g.bars, bar{s, sum.median})
+			maxRatio = math.Max(maxRatio, sum.median*1.1)
 		}
 		if len(g.bars) > 0 {
 			groups = append(groups, g)
@@ -108,7 +108,7 @@ func (r *Run) Chart() ([]byte, error) {
 		text(img, lx+16, 58, s.label(), black)
 		lx += 24 + 7*len(s.label()) + 20
 	}
-	text(img, lx, 58, "| line at 1.0 = haproxy", black)
+	text(img, lx, 58, "| line at 1.0 = haproxy (nginx for WebSocket)", black)
 
 	xOf := func(v float64) int {
 		return plotLeft + int(math.Round(math.Min(v, maxRatio)/maxRatio*float64(plotRight-plotLeft)))

@@ -8,14 +8,22 @@ import (
 )
 
 // Ratio columns: each target divided by HAProxy in the same round, the
-// one-thread mqgate by the one-thread HAProxy.
-const baseline = "haproxy"
+// one-thread mqgate by the one-thread HAProxy; and, for the WebSocket
+// rows, mqgate by NGINX proxying the same WebSocket.
+const (
+	baseline   = "haproxy"
+	wsBaseline = "nginx"
+)
 
-// ratioPair is one ratio column: target / base.
-type ratioPair struct{ target, base string }
+// ratioPair is one ratio column: target / base. A webSocket column has
+// values only in the WebSocket rows.
+type ratioPair struct {
+	target, base string
+	webSocket    bool
+}
 
 func ratioPairs() []ratioPair {
-	return []ratioPair{{"nginx", baseline}, {"mqgate", baseline}, {"mqgate-1", "haproxy-1"}}
+	return []ratioPair{{"nginx", baseline, false}, {"mqgate", baseline, false}, {"mqgate-1", "haproxy-1", false}, {"mqgate", wsBaseline, true}}
 }
 
 func fmtInt(v float64) string {
@@ -91,9 +99,10 @@ func (r *Run) Markdown() string {
 		w("- Noise: other tenants of the machine used %.2f cores on average during the measured windows, %.2f at worst (see \"other\" below)\n", mean, worst)
 	}
 	w("- Everything on 127.0.0.1: three Mosquitto brokers, the proxy under test, the load generator. HAProxy `nbthread 2`, NGINX `worker_processes 2`, mqgate `GOMAXPROCS=2`; haproxy-1 and mqgate-1: `nbthread 1` and `GOMAXPROCS=1`.\n")
-	w("- Plan: rounds: %d, targets in rotated order each round; windows of %g s after %g s of warm-up; CONNECT with %d looping workers; throughput with %d clients publishing to themselves in bursts of %d; latency at %d msg/s for %g s; idle: %d clients in %d processes, PINGREQ every %g s, held %g s; ordering probe: %d rounds per target.\n\n",
+	w("- Plan: rounds: %d, targets in rotated order each round; windows of %g s after %g s of warm-up; CONNECT with %d looping workers; throughput with %d clients publishing to themselves in bursts of %d; latency at %d msg/s for %g s; idle: %d clients in %d processes, PINGREQ every %g s, held %g s; ordering probe: %d rounds per target; WebSocket (NGINX and mqgate, one mochi-mqtt broker behind both): windows of %g s, idle %d clients.\n\n",
 		p.Rounds, p.WindowSeconds, p.WarmupSeconds, p.ConnectWorkers, p.ThroughputClients, p.ThroughputWindow,
-		p.LatencyRate, p.LatencySeconds, p.IdleClients, p.IdleProcs, p.IdlePingSeconds, p.IdleHoldSeconds, p.OrderRounds)
+		p.LatencyRate, p.LatencySeconds, p.IdleClients, p.IdleProcs, p.IdlePingSeconds, p.IdleHoldSeconds, p.OrderRounds,
+		p.WSWindowSeconds, p.WSIdleClients)
 
 	if len(r.Problems) > 0 {
 		w("## ⚠ Problems\n\n")
@@ -154,6 +163,10 @@ func (r *Run) Markdown() string {
 		}
 		for _, rp := range ratioNames {
 			t, b := r.Target(rp.target), r.Target(rp.base)
+			if rp.webSocket && !m.webSocket {
+				w(" — |")
+				continue
+			}
 			if t.Skipped != "" || b.Skipped != "" {
 				w(" n/a |")
 				continue
@@ -163,7 +176,7 @@ func (r *Run) Markdown() string {
 		w("\n")
 	}
 	w("\n")
-	w("Values are medians over rounds, ± half their range in percent of the median. Ratios are medians of the per-round ratios to HAProxy, which ran in the same round, with their range; compare ratios, not absolute numbers, across runs: the machine is shared and noisy. ↑ higher is better, ↓ lower is better. \"no-proxy\" clients connect straight to the broker their client id hashes to: it is the ceiling.\n\n")
+	w("Values are medians over rounds, ± half their range in percent of the median. Ratios are medians of the per-round ratios to HAProxy, which ran in the same round, with their range (the WebSocket rows: mqgate/nginx, NGINX proxying the same WebSocket to the same broker); compare ratios, not absolute numbers, across runs: the machine is shared and noisy. ↑ higher is better, ↓ lower is better. \"no-proxy\" clients connect straight to the broker their client id hashes to: it is the ceiling.\n\n")
 
 	r.writeCPUTable(w, rounds)
 
@@ -174,9 +187,14 @@ func (r *Run) Markdown() string {
 			w("- %s skipped: %s\n", t.Name, oneLine(t.Skipped, 400))
 			noted = true
 		}
-		if t.Idle != nil && t.Idle.Connected < t.Idle.Wanted {
-			w("- %s held %d of %d idle clients; errors: %v\n", t.Name, t.Idle.Connected, t.Idle.Wanted, t.Idle.ErrorSamples)
-			noted = true
+		for _, idle := range []struct {
+			kind string
+			i    *Idle
+		}{{"", t.Idle}, {"TLS ", t.TLSIdle}, {"WebSocket ", t.WSIdle}, {"WSS ", t.WSSIdle}} {
+			if idle.i != nil && idle.i.Connected < idle.i.Wanted {
+				w("- %s held %d of %d idle %sclients; errors: %v\n", t.Name, idle.i.Connected, idle.i.Wanted, idle.kind, idle.i.ErrorSamples)
+				noted = true
+			}
 		}
 	}
 	if !noted {
@@ -243,7 +261,7 @@ func (r *Run) writeCPUTable(w func(string, ...any), rounds int) {
 		{"load generator", func(p *Phase) float64 { return p.LoadgenCPU }},
 		{"other", func(p *Phase) float64 { return p.OtherCPU }},
 	}
-	for _, phase := range []string{PhaseConnect, PhaseThroughput64, PhaseThroughput1K, PhaseLatency} {
+	for _, phase := range []string{PhaseConnect, PhaseThroughput64, PhaseThroughput1K, PhaseLatency, PhaseWSConnect, PhaseWSThroughput64, PhaseWSSThroughput64} {
 		for _, party := range parties {
 			w("| %s: %s |", phase, party.name)
 			for _, t := range r.Targets {

@@ -19,9 +19,19 @@ type metric struct {
 	phase     string
 	fromPhase func(*Phase) (float64, bool)
 	fromIdle  func(*Idle) (float64, bool)
-	tlsIdle   bool // fromIdle reads the TLS idle phase
+	idle      func(*Target) *Idle // the idle phase fromIdle reads; nil: the plain one
 	fromOrder func(*Order) (float64, bool)
+	// webSocket metrics compare mqgate with NGINX proxying the same
+	// WebSocket; HAProxy does not take part.
+	webSocket bool
 }
+
+func tlsIdle(t *Target) *Idle { return t.TLSIdle }
+func wsIdle(t *Target) *Idle  { return t.WSIdle }
+func wssIdle(t *Target) *Idle { return t.WSSIdle }
+
+func idleHeld(i *Idle) (float64, bool) { return float64(i.Connected), i.Error == "" }
+func idleRSS(i *Idle) (float64, bool)  { return i.RSSPerConnKB, i.Connected > 0 }
 
 func perSec(p *Phase) (float64, bool) { return p.Load.PerSec, p.Load.Ops > 0 }
 
@@ -76,21 +86,27 @@ func metrics() []metric {
 			return float64(o.Misses), o.Error == "" && o.Rounds > 0
 		}},
 
-		{section: "idle", name: "connections held", higherBetter: true, format: fmtInt, fromIdle: func(i *Idle) (float64, bool) {
-			return float64(i.Connected), i.Error == ""
-		}},
-		{section: "idle", name: "proxy RSS per connection (KB)", proxyOnly: true, format: fmt2, fromIdle: func(i *Idle) (float64, bool) {
-			return i.RSSPerConnKB, i.Connected > 0
-		}},
+		{section: "idle", name: "connections held", higherBetter: true, format: fmtInt, fromIdle: idleHeld},
+		{section: "idle", name: "proxy RSS per connection (KB)", proxyOnly: true, format: fmt2, fromIdle: idleRSS},
 		{section: "idle", name: "proxy CPU while they ping (% of a core)", proxyOnly: true, format: fmt2, fromIdle: func(i *Idle) (float64, bool) {
 			return 100 * i.ProxyCPUCores, i.Connected > 0
 		}},
-		{section: "TLS idle", name: "connections held", higherBetter: true, format: fmtInt, tlsIdle: true, fromIdle: func(i *Idle) (float64, bool) {
-			return float64(i.Connected), i.Error == ""
-		}},
-		{section: "TLS idle", name: "proxy RSS per connection (KB)", proxyOnly: true, format: fmt2, tlsIdle: true, fromIdle: func(i *Idle) (float64, bool) {
-			return i.RSSPerConnKB, i.Connected > 0
-		}},
+		{section: "TLS idle", name: "connections held", higherBetter: true, format: fmtInt, idle: tlsIdle, fromIdle: idleHeld},
+		{section: "TLS idle", name: "proxy RSS per connection (KB)", proxyOnly: true, format: fmt2, idle: tlsIdle, fromIdle: idleRSS},
+
+		{section: "WebSocket", name: "upgrade+CONNECT→CONNACK/s", higherBetter: true, webSocket: true, format: fmtInt, phase: PhaseWSConnect, fromPhase: perSec},
+		{section: "WebSocket", name: "dial→CONNACK p99 (ms)", webSocket: true, format: fmt3, phase: PhaseWSConnect, fromPhase: p99ms},
+		{section: "WebSocket", name: "proxy CPU per 1,000 connects (ms)", proxyOnly: true, webSocket: true, format: fmt3, phase: PhaseWSConnect, fromPhase: cpuMsPerThousand},
+		{section: "WebSocket, QoS 0, 64 B", name: "messages/s", higherBetter: true, webSocket: true, format: fmtInt, phase: PhaseWSThroughput64, fromPhase: perSec},
+		{section: "WebSocket, QoS 0, 64 B", name: "proxy CPU s per million messages", proxyOnly: true, webSocket: true, format: fmt3, phase: PhaseWSThroughput64, fromPhase: cpuPerMillion},
+		{section: "WebSocket idle", name: "connections held", higherBetter: true, webSocket: true, format: fmtInt, idle: wsIdle, fromIdle: idleHeld},
+		{section: "WebSocket idle", name: "proxy RSS per connection (KB)", proxyOnly: true, webSocket: true, format: fmt2, idle: wsIdle, fromIdle: idleRSS},
+		{section: "WSS", name: "handshake+upgrade+CONNECT→CONNACK/s", higherBetter: true, webSocket: true, format: fmtInt, phase: PhaseWSSConnect, fromPhase: perSec},
+		{section: "WSS", name: "proxy CPU per 1,000 connects (ms)", proxyOnly: true, webSocket: true, format: fmt3, phase: PhaseWSSConnect, fromPhase: cpuMsPerThousand},
+		{section: "WSS, QoS 0, 64 B", name: "messages/s", higherBetter: true, webSocket: true, format: fmtInt, phase: PhaseWSSThroughput64, fromPhase: perSec},
+		{section: "WSS, QoS 0, 64 B", name: "proxy CPU s per million messages", proxyOnly: true, webSocket: true, format: fmt3, phase: PhaseWSSThroughput64, fromPhase: cpuPerMillion},
+		{section: "WSS idle", name: "connections held", higherBetter: true, webSocket: true, format: fmtInt, idle: wssIdle, fromIdle: idleHeld},
+		{section: "WSS idle", name: "proxy RSS per connection (KB)", proxyOnly: true, webSocket: true, format: fmt2, idle: wssIdle, fromIdle: idleRSS},
 	}
 }
 
@@ -109,8 +125,8 @@ func (m metric) values(t *Target, rounds int) []float64 {
 	}
 	if m.fromIdle != nil {
 		idle := t.Idle
-		if m.tlsIdle {
-			idle = t.TLSIdle
+		if m.idle != nil {
+			idle = m.idle(t)
 		}
 		if idle == nil {
 			return []float64{math.NaN()}

@@ -22,6 +22,12 @@ const (
 	PhaseTLSConnect      = "tls-connect" // full handshakes
 	PhaseTLSResume       = "tls-resume"  // resumed handshakes (session tickets)
 	PhaseTLSThroughput64 = "tls-throughput-64B"
+	// MQTT over WebSocket (ws://, and wss:// over TLS 1.3) to the path
+	// /mqtt, against NGINX proxying the same WebSocket (seed 004).
+	PhaseWSConnect       = "ws-connect"
+	PhaseWSThroughput64  = "ws-throughput-64B"
+	PhaseWSSConnect      = "wss-connect"
+	PhaseWSSThroughput64 = "wss-throughput-64B"
 )
 
 // Run is one complete benchmark run.
@@ -77,6 +83,8 @@ type Plan struct {
 	VerifyIDs         int     `json:"verify_ids"`
 	OrderRounds       int     `json:"order_rounds"`
 	TLSIdleClients    int     `json:"tls_idle_clients"`
+	WSWindowSeconds   float64 `json:"ws_window_seconds,omitempty"`
+	WSIdleClients     int     `json:"ws_idle_clients,omitempty"`
 }
 
 // Target is everything measured for one target.
@@ -87,6 +95,8 @@ type Target struct {
 	Rounds  []Round `json:"rounds,omitempty"`
 	Idle    *Idle   `json:"idle,omitempty"`
 	TLSIdle *Idle   `json:"tls_idle,omitempty"`
+	WSIdle  *Idle   `json:"ws_idle,omitempty"`
+	WSSIdle *Idle   `json:"wss_idle,omitempty"`
 	Order   *Order  `json:"order,omitempty"`
 }
 
@@ -145,6 +155,9 @@ type Idle struct {
 	Errors             map[string]uint64 `json:"errors,omitempty"`
 	ErrorSamples       map[string]string `json:"error_samples,omitempty"`
 	Error              string            `json:"error,omitempty"`
+	// GiveBackWaitSeconds is how long the phase waited for the proxy to
+	// give back the previous idle phase's memory (WebSocket phases).
+	GiveBackWaitSeconds float64 `json:"give_back_wait_s,omitempty"`
 }
 
 // Target returns the target named name, or nil.

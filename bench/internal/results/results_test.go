@@ -78,3 +78,30 @@ func TestChartIsPNG(t *testing.T) {
 		t.Errorf("chart width %d", img.Bounds().Dx())
 	}
 }
+
+// TestMarkdownWebSocketRows: the WebSocket rows divide mqgate by NGINX,
+// and the other rows leave that column empty.
+func TestMarkdownWebSocketRows(t *testing.T) {
+	r := sampleRun()
+	ws := func(rate float64) map[string]*Phase {
+		return map[string]*Phase{PhaseWSConnect: {Load: loadgen.Result{Ops: uint64(rate * 5), PerSec: rate}, ProxyCPU: 1, WindowSeconds: 5}}
+	}
+	r.Target("nginx").Rounds = []Round{{Index: 0, Phases: ws(500)}, {Index: 1, Phases: ws(500)}}
+	r.Target("mqgate").Rounds = []Round{{Index: 0, Phases: ws(400)}, {Index: 1, Phases: ws(600)}}
+	r.Target("nginx").WSSIdle = &Idle{Wanted: 10, Connected: 10, RSSPerConnKB: 40}
+	r.Target("mqgate").WSSIdle = &Idle{Wanted: 10, Connected: 10, RSSPerConnKB: 10}
+	md := r.Markdown()
+	for _, want := range []string{
+		"| mqgate/nginx |",
+		"| WebSocket: upgrade+CONNECT→CONNACK/s ↑ | n/a | n/a | 500 ±0% | 500 ±20% | n/a | n/a | **1.00** (0.80–1.20) |",
+		"| WSS idle: proxy RSS per connection (KB) ↓ | — | n/a | 40.00 | 10.00 | n/a | n/a | **0.25** |",
+		"| CONNECT: connects/s ↑ | 2,000 ±0% | 1,000 ±0% | n/a | n/a | n/a | n/a | — |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if _, err := r.Chart(); err != nil {
+		t.Fatal(err)
+	}
+}

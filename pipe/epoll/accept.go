@@ -1,0 +1,711 @@
+package epoll
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// A Listener is a listening socket whose connections the group's loops
+// accept themselves, so that a plain TCP connection never touches Go's
+// network poller: accept4, the read of the client's first packet and a
+// non-blocking connect to the broker all happen on a loop's thread, and
+// the pair is piped by the same loop without a handover.
+//
+//	ln, err := g.Listen(tcpListener, acceptor) // tcpListener's socket is the loops' now
+//	...
+//	ln.Close() // stop accepting; connections already accepted go on
+//
+// The acceptor's methods and a Session's run on the loop's thread: they must
+// not block. A Session answers each event with one of the Conn's pending
+// calls (Dial, Pipe, Refuse, End, Detach) before it returns.
+type Listener struct {
+	g   *Group
+	fd  int
+	acc Acceptor
+}
+
+// Acceptor takes the connections a Listener accepts.
+type Acceptor interface {
+	// Accept is called for each new connection with its addresses. It
+	// returns the Session that follows it and the buffer its first packet
+	// is read into (its length is kept), or a nil Session to have the
+	// connection closed at once.
+	Accept(c *Conn, remote, local netip.AddrPort) (s Session, buf []byte, f First)
+	// AcceptFailed is told of an accept that failed for want of
+	// descriptors or memory; accepting pauses for the duration it
+	// returns.
+	AcceptFailed(err error) time.Duration
+}
+
+// First is how the first packet of a connection is read.
+type First struct {
+	// Frame returns the size of the whole packet b starts with, once b
+	// holds enough to know it (0 until then), or why it is not one.
+	Frame   func(b []byte) (int, error)
+	Timeout time.Duration // for the whole packet, from the accept
+}
+
+// Session follows one accepted connection until it is piped or ends.
+type Session interface {
+	// FirstPacket is called when b[:size] is the client's first packet; b
+	// holds what came after it too. b is the Session's from now.
+	FirstPacket(c *Conn, b []byte, size int)
+	// FirstFailed is called when the first packet could not be read:
+	// io.EOF, os.ErrDeadlineExceeded, a read error or Frame's error.
+	// b is what was read. The Session ends or refuses c.
+	FirstFailed(c *Conn, b []byte, err error)
+	// Dialled is called with the broker's first packet (and what came
+	// after it) once it is in, or with a *DialError.
+	Dialled(c *Conn, ack []byte, connected time.Duration, err error)
+	// Ended is called once, on a goroutine of its own, when a connection
+	// that was not piped ends (refused, ended, closed from outside). A
+	// piped connection reports to Pipe's done instead.
+	Ended(res pipe.Result)
+}
+
+// DialError says which step of Conn.Dial failed: "dial" (the connect),
+// "write" (sending the packet) or "read" (the answer: io.EOF,
+// os.ErrDeadlineExceeded, a read error or the answer's Frame error).
+type DialError struct {
+	Op  string
+	Err error
+}
+
+func (e *DialError) Error() string { return e.Op + ": " + e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Dial is how Conn.Dial reaches a broker.
+type Dial struct {
+	Addr          netip.AddrPort
+	Send          []byte                      // written once connected
+	Timeout       time.Duration               // for the connect and the write
+	AnswerTimeout time.Duration               // for the answer, from the write
+	Frame         func(b []byte) (int, error) // the answer's size, as First.Frame
+	AnswerLimit   int                         // the most the answer may be
+}
+
+// Pre-pipe phases of a Conn.
+const (
+	phaseFirst   uint8 = iota + 1 // reading the client's first packet
+	phaseIdle                     // the Session holds the first packet
+	phaseDial                     // connecting to the broker, writing Send
+	phaseAnswer                   // reading the broker's answer
+	phaseRefused                  // answered; dropping the client's bytes until it closes
+)
+
+// pre is what a Conn holds between its accept and its pipe.
+type pre struct {
+	sess  Session
+	phase uint8
+	reg   [2]bool // the side's descriptor is in the epoll set
+	due   int64   // loop clock: the phase's deadline
+	first First
+	buf   []byte // the first packet as read
+	dial  Dial
+	sent  int    // of dial.Send
+	ack   []byte // the answer as read
+	start int64  // loop clock when the dial started
+	drop  int    // bytes dropped while refused
+}
+
+// maxRefusedDrop bounds what a refused client may still send before it is
+// closed on.
+const maxRefusedDrop = 64 << 10
+
+// Listen hands ln's socket to the loops: each waits for its connections
+// (EPOLLEXCLUSIVE: one loop wakes per connection) and accepts them itself.
+// ln is closed; the loops hold a duplicate of its descriptor until Close.
+func (g *Group) Listen(ln *net.TCPListener, acc Acceptor) (*Listener, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup listener: %w", derr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	l := &Listener{g: g, fd: fd, acc: acc}
+	for i, lp := range g.loops {
+		if !lp.enqueue(command{op: opListen, ln: l}) {
+			for _, lp := range g.loops[:i] {
+				lp.enqueue(command{op: opUnlisten, ln: l})
+			}
+			unix.Close(fd)
+			return nil, errClosed
+		}
+	}
+	// Go's descriptor goes, so that its poller is not woken for
+	// connections it will never accept.
+	ln.Close()
+	return l, nil
+}
+
+// Close stops accepting. Connections accepted go on.
+func (ln *Listener) Close() {
+	for _, l := range ln.g.loops {
+		l.enqueue(command{op: opUnlisten, ln: ln})
+	}
+}
+
+// listen registers ln with the loop.
+func (l *loop) listen(ln *Listener) {
+	i := len(l.lns)
+	l.lns = append(l.lns, ln)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenTag(i)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
+		l.lns[i] = nil
+	}
+}
+
+// unlisten takes ln out of the loop; the last loop to let go closes it.
+func (l *loop) unlisten(ln *Listener) {
+	for i, x := range l.lns {
+		if x == ln {
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
+			l.lns[i] = nil
+		}
+	}
+	if ln.g.unlistened(ln) {
+		unix.Close(ln.fd)
+	}
+}
+
+// unlistened counts the loops done with ln and reports whether it was the last.
+func (g *Group) unlistened(ln *Listener) bool {
+	g.lnMu.Lock()
+	defer g.lnMu.Unlock()
+	if g.lnDone == nil {
+		g.lnDone = make(map[*Listener]int)
+	}
+	g.lnDone[ln]++
+	if g.lnDone[ln] < len(g.loops) {
+		return false
+	}
+	delete(g.lnDone, ln)
+	return true
+}
+
+// listenTag is the epoll data of the loop's listener i: below wakeTag.
+func listenTag(i int) int32 { return -2 - int32(i) }
+
+// acceptBatch bounds the connections one wake-up accepts, so that pairs'
+// traffic is not held back by a flood.
+const acceptBatch = 64
+
+// accept takes the pending connections of listener i.
+func (l *loop) accept(i int) {
+	ln := l.lns[i]
+	if ln == nil || l.now < l.acceptPause {
+		return
+	}
+	for range acceptBatch {
+		nfd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == unix.EAGAIN || err == unix.ECONNABORTED || err == unix.EINTR:
+			if err == unix.EAGAIN {
+				return
+			}
+			continue
+		case err != nil:
+			pause := ln.acc.AcceptFailed(os.NewSyscallError("accept4", err))
+			l.pauseAccepting(max(pause, time.Millisecond))
+			return
+		}
+		l.accepted(ln, nfd, sa)
+	}
+}
+
+// pauseAccepting takes the listeners out of the epoll set for d: a loop
+// out of descriptors would otherwise be woken for the same connection again
+// and again.
+func (l *loop) pauseAccepting(d time.Duration) {
+	l.acceptPause = l.now + int64(d)
+	for _, ln := range l.lns {
+		if ln != nil {
+			ev := unix.EpollEvent{}
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, ln.fd, &ev)
+		}
+	}
+}
+
+// resumeAccepting puts the listeners back once the pause is over.
+func (l *loop) resumeAccepting() {
+	l.acceptPause = 0
+	for i, ln := range l.lns {
+		if ln != nil {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenTag(i)}
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, ln.fd, &ev)
+		}
+	}
+}
+
+func (l *loop) accepted(ln *Listener, nfd int, sa unix.Sockaddr) {
+	// As Go's net package does: MQTT's small packets must not wait for
+	// ACKs.
+	_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	p := &Conn{loop: l, fd: [2]int32{int32(nfd), -1}, slot: -1, idx: -1, first: -1}
+	l.place(p)
+	local := netip.AddrPort{}
+	if lsa, err := unix.Getsockname(nfd); err == nil {
+		local = sockaddrPort(lsa)
+	}
+	sess, buf, first := ln.acc.Accept(p, sockaddrPort(sa), local)
+	if sess == nil {
+		l.release(p)
+		unix.Close(nfd)
+		return
+	}
+	p.pre = &pre{sess: sess, phase: phaseFirst, first: first, buf: buf, due: l.now + int64(first.Timeout)}
+	l.arm(p)
+	l.readFirst(p) // with TCP_DEFER_ACCEPT the CONNECT is most often here already
+}
+
+// place gives p a slot in l.conns.
+func (l *loop) place(p *Conn) {
+	p.lastActive = l.now
+	if n := len(l.free); n > 0 {
+		p.idx = l.free[n-1]
+		l.free = l.free[:n-1]
+		l.conns[p.idx] = p
+	} else {
+		p.idx = int32(len(l.conns))
+		l.conns = append(l.conns, p)
+	}
+}
+
+// release gives p's slot back.
+func (l *loop) release(p *Conn) {
+	if p.idx >= 0 {
+		l.conns[p.idx] = nil
+		l.free = append(l.free, p.idx)
+		p.idx = -1
+	}
+}
+
+func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// register puts side s of a pending p in the epoll set, or changes its
+// interest, to events.
+func (l *loop) register(p *Conn, s int, events uint32) error {
+	op := unix.EPOLL_CTL_MOD
+	if !p.pre.reg[s] {
+		op = unix.EPOLL_CTL_ADD
+	} else if uint32(p.ev[s]) == events {
+		return nil
+	}
+	ev := unix.EpollEvent{Events: events, Fd: tag(p.idx, s)}
+	if err := unix.EpollCtl(l.epfd, op, int(p.fd[s]), &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	p.pre.reg[s] = true
+	p.ev[s] = uint8(events)
+	return nil
+}
+
+// handlePre reacts to readiness of a pending connection.
+func (l *loop) handlePre(p *Conn, s int, events uint32) {
+	pr := p.pre
+	switch {
+	case s == client && pr.phase == phaseFirst:
+		l.readFirst(p)
+	case s == client && pr.phase == phaseRefused:
+		l.dropRefused(p)
+	case s == broker && pr.phase == phaseDial:
+		l.connected(p)
+	case s == broker && pr.phase == phaseAnswer:
+		l.readAnswer(p)
+	}
+}
+
+// readFirst reads what the client has sent of its first packet.
+func (l *loop) readFirst(p *Conn) {
+	pr := p.pre
+	for {
+		if len(pr.buf) == cap(pr.buf) {
+			pr.buf = append(pr.buf, 0)[:len(pr.buf)]
+		}
+		n, err := readFD(int(p.fd[client]), pr.buf[len(pr.buf):cap(pr.buf)])
+		switch {
+		case err == unix.EAGAIN:
+			if err := l.register(p, client, unix.EPOLLIN); err != nil {
+				l.firstFailed(p, err)
+			}
+			return
+		case err != nil:
+			l.firstFailed(p, os.NewSyscallError("read", err))
+			return
+		case n == 0:
+			l.firstFailed(p, io.EOF)
+			return
+		}
+		pr.buf = pr.buf[:len(pr.buf)+n]
+		size, ferr := pr.first.Frame(pr.buf)
+		switch {
+		case ferr != nil:
+			l.firstFailed(p, ferr)
+			return
+		case size > 0 && len(pr.buf) >= size:
+			l.firstPacket(p, size)
+			return
+		case size > cap(pr.buf):
+			b := make([]byte, len(pr.buf), size)
+			copy(b, pr.buf)
+			pr.buf = b
+		}
+	}
+}
+
+// firstPacket gives the Session the first packet. The client is not read
+// while the Session dials: its next bytes wait in the socket.
+func (l *loop) firstPacket(p *Conn, size int) {
+	pr := p.pre
+	if pr.reg[client] {
+		if err := l.register(p, client, 0); err != nil {
+			l.firstFailed(p, err)
+			return
+		}
+	}
+	pr.phase, pr.due = phaseIdle, 0
+	b := pr.buf
+	pr.buf = nil
+	pr.sess.FirstPacket(p, b, size)
+}
+
+func (l *loop) firstFailed(p *Conn, err error) {
+	pr := p.pre
+	pr.phase, pr.due = phaseIdle, 0
+	b := pr.buf
+	pr.buf = nil
+	pr.sess.FirstFailed(p, b, err)
+}
+
+// Dial connects to d.Addr without blocking, writes d.Send and reads the
+// broker's first packet; the Session's Dialled gets it. On a pending Conn
+// only, from one of its Session's calls.
+func (p *Conn) Dial(d Dial) {
+	l := p.loop
+	pr := p.pre
+	pr.dial, pr.sent, pr.ack = d, 0, nil
+	pr.phase, pr.start = phaseDial, l.now
+	pr.due = l.now + int64(d.Timeout)
+	pr.reg[broker] = false
+	fail := func(err error) {
+		l.dialFailed(p, "dial", &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(d.Addr), Err: err})
+	}
+	var sa unix.Sockaddr
+	family := unix.AF_INET
+	if a := d.Addr.Addr(); a.Is4() || a.Is4In6() {
+		sa = &unix.SockaddrInet4{Port: int(d.Addr.Port()), Addr: a.Unmap().As4()}
+	} else {
+		family = unix.AF_INET6
+		sa = &unix.SockaddrInet6{Port: int(d.Addr.Port()), Addr: a.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		fail(os.NewSyscallError("socket", err))
+		return
+	}
+	p.fd[broker] = int32(fd)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	switch err := unix.Connect(fd, sa); err {
+	case nil:
+		l.connected(p)
+		return
+	case unix.EINPROGRESS, unix.EINTR:
+	default:
+		fail(os.NewSyscallError("connect", err))
+		return
+	}
+	if err := l.register(p, broker, unix.EPOLLOUT); err != nil {
+		fail(err)
+		return
+	}
+	l.arm(p)
+}
+
+// connected: the connect finished (or failed); send the packet.
+func (l *loop) connected(p *Conn) {
+	pr := p.pre
+	fd := int(p.fd[broker])
+	if pr.sent == 0 {
+		if e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || e != 0 {
+			if err == nil {
+				err = unix.Errno(e)
+			}
+			l.dialFailed(p, "dial", &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(pr.dial.Addr), Err: os.NewSyscallError("connect", err)})
+			return
+		}
+	}
+	n, err := writeFD(fd, pr.dial.Send[pr.sent:])
+	pr.sent += n
+	switch {
+	case err == unix.EAGAIN:
+		if err := l.register(p, broker, unix.EPOLLOUT); err != nil {
+			l.dialFailed(p, "write", err)
+		}
+		return
+	case err != nil:
+		l.dialFailed(p, "write", os.NewSyscallError("write", err))
+		return
+	}
+	pr.phase = phaseAnswer
+	pr.due = l.now + int64(pr.dial.AnswerTimeout)
+	l.arm(p)
+	l.readAnswer(p)
+}
+
+// readAnswer reads the broker's first packet.
+func (l *loop) readAnswer(p *Conn) {
+	pr := p.pre
+	for {
+		if pr.ack == nil {
+			pr.ack = make([]byte, 0, 256)
+		} else if len(pr.ack) == cap(pr.ack) {
+			pr.ack = append(pr.ack, 0)[:len(pr.ack)]
+		}
+		n, err := readFD(int(p.fd[broker]), pr.ack[len(pr.ack):cap(pr.ack)])
+		switch {
+		case err == unix.EAGAIN:
+			if err := l.register(p, broker, unix.EPOLLIN); err != nil {
+				l.dialFailed(p, "read", err)
+			}
+			return
+		case err != nil:
+			l.dialFailed(p, "read", os.NewSyscallError("read", err))
+			return
+		case n == 0:
+			l.dialFailed(p, "read", io.EOF)
+			return
+		}
+		pr.ack = pr.ack[:len(pr.ack)+n]
+		size, ferr := pr.dial.Frame(pr.ack)
+		switch {
+		case ferr != nil:
+			l.dialFailed(p, "read", ferr)
+			return
+		case size > pr.dial.AnswerLimit:
+			l.dialFailed(p, "read", fmt.Errorf("answered with a %d-byte packet", size))
+			return
+		case size > 0 && len(pr.ack) >= size:
+			ack := pr.ack
+			pr.ack, pr.phase, pr.due = nil, phaseIdle, 0
+			if err := l.register(p, broker, 0); err != nil {
+				l.dialFailed(p, "read", err)
+				return
+			}
+			pr.sess.Dialled(p, ack, time.Duration(l.now-pr.start), nil)
+			return
+		case size > cap(pr.ack):
+			b := make([]byte, len(pr.ack), size)
+			copy(b, pr.ack)
+			pr.ack = b
+		}
+	}
+}
+
+// dialFailed closes the broker's socket and tells the Session.
+func (l *loop) dialFailed(p *Conn, op string, err error) {
+	pr := p.pre
+	l.closeBroker(p)
+	pr.ack, pr.phase, pr.due = nil, phaseIdle, 0
+	pr.sess.Dialled(p, nil, 0, &DialError{Op: op, Err: err})
+}
+
+func (l *loop) closeBroker(p *Conn) {
+	if fd := p.fd[broker]; fd >= 0 {
+		unix.Close(int(fd)) // leaves the epoll set with it
+		p.fd[broker] = -1
+	}
+	p.pre.reg[broker] = false
+	p.ev[broker] = 0
+}
+
+// Pipe makes the pending Conn a pair piped by its loop: ack goes to the
+// client and rest to the broker first, then bytes flow both ways as for
+// Group.Add, reporting to done. On a pending Conn only, from its Session's
+// Dialled.
+func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result)) {
+	l := p.loop
+	pr := p.pre
+	p.setOptions(opts, done)
+	p.pre = nil
+	p.lastActive = l.now
+	for s := range p.fd {
+		op := unix.EPOLL_CTL_ADD
+		if pr.reg[s] {
+			op = unix.EPOLL_CTL_MOD
+		}
+		p.ev[s] = unix.EPOLLIN
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag(p.idx, s)}
+		if err := unix.EpollCtl(l.epfd, op, int(p.fd[s]), &ev); err != nil {
+			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
+			return
+		}
+	}
+	l.arm(p)
+	// As written by the goroutine path before its handover: not counted by
+	// the meter (the caller counted them) and not framed.
+	if len(ack) > 0 && !l.handWrite(p, client, ack) {
+		return
+	}
+	if len(rest) > 0 {
+		l.handWrite(p, broker, rest)
+	}
+}
+
+// handWrite writes b to side d outside the pair's framing and metering;
+// what does not fit waits as a blocked write does.
+func (l *loop) handWrite(p *Conn, d int, b []byte) bool {
+	n, err := writeFD(int(p.fd[d]), b)
+	if err != nil && err != unix.EAGAIN {
+		l.finish(p, errorEnd[d], os.NewSyscallError("write", err), false)
+		return false
+	}
+	if n == len(b) {
+		return true
+	}
+	if p.blocked == nil {
+		p.blocked = &backlog{}
+	}
+	l.backlogs.Add(1)
+	b = b[n:]
+	if q := p.blocked.buf[d]; q != nil {
+		b = append(q, b...)
+	} else {
+		b = append([]byte(nil), b...)
+	}
+	p.blocked.buf[d] = b
+	p.blocked.since[d] = l.now
+	l.interest(p, d)
+	l.interest(p, 1-d)
+	return true
+}
+
+// Refuse answers the client with pkt (a refusing CONNACK) and a FIN, then
+// drops what it still sends until it closes, for at most linger; the
+// Session's Ended follows. On a pending Conn only.
+func (p *Conn) Refuse(pkt []byte, linger time.Duration) {
+	l := p.loop
+	pr := p.pre
+	if p.fd[broker] >= 0 {
+		l.closeBroker(p)
+	}
+	fd := int(p.fd[client])
+	if n, err := writeFD(fd, pkt); err != nil || n < len(pkt) {
+		l.endPre(p, pipe.ClientError, err)
+		return
+	}
+	// Closing with unread input would reset the connection and could
+	// destroy the CONNACK in flight: FIN, and let the client close.
+	unix.Shutdown(fd, unix.SHUT_WR)
+	pr.phase, pr.due = phaseRefused, l.now+int64(linger)
+	l.arm(p)
+	l.dropRefused(p)
+}
+
+func (l *loop) dropRefused(p *Conn) {
+	pr := p.pre
+	for {
+		n, err := readFD(int(p.fd[client]), l.buf)
+		switch {
+		case err == unix.EAGAIN:
+			if err := l.register(p, client, unix.EPOLLIN); err != nil {
+				l.endPre(p, pipe.ClientError, err)
+			}
+			return
+		case err != nil || n == 0:
+			l.endPre(p, pipe.ClientClosed, nil)
+			return
+		}
+		if pr.drop += n; pr.drop >= maxRefusedDrop {
+			l.endPre(p, pipe.ClientClosed, nil)
+			return
+		}
+	}
+}
+
+// End closes a pending Conn at once; its Session's Ended follows.
+func (p *Conn) End(end pipe.End, err error) {
+	p.loop.endPre(p, end, err)
+}
+
+// endPre ends a pending connection.
+func (l *loop) endPre(p *Conn, end pipe.End, err error) {
+	pr := p.pre
+	p.onDone = pr.sess.Ended
+	l.finish(p, end, err, true)
+}
+
+// Detach takes a pending Conn, not dialling, out of its loop and returns
+// its client as a Go connection, for a path the loops do not serve (TLS,
+// an upstream the loops cannot dial). The Session hears no more of it.
+func (p *Conn) Detach() (*net.TCPConn, error) {
+	l := p.loop
+	pr := p.pre
+	if p.fd[broker] >= 0 {
+		l.closeBroker(p)
+	}
+	fd := int(p.fd[client])
+	if pr.reg[client] {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+	p.done = true
+	l.wheel.remove(p)
+	l.release(p)
+	p.pre = nil
+	f := os.NewFile(uintptr(fd), "client")
+	c, err := net.FileConn(f) // a duplicate, in Go's poller
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("epoll: detached connection is not TCP")
+	}
+	return tc, nil
+}
+
+// checkPre runs when a pending connection's timer fires.
+func (l *loop) checkPre(p *Conn) {
+	pr := p.pre
+	if pr.due == 0 || l.now < pr.due {
+		l.arm(p)
+		return
+	}
+	switch pr.phase {
+	case phaseFirst:
+		l.firstFailed(p, os.ErrDeadlineExceeded)
+	case phaseDial:
+		l.dialFailed(p, "dial", &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(pr.dial.Addr), Err: os.ErrDeadlineExceeded})
+	case phaseAnswer:
+		l.dialFailed(p, "read", os.ErrDeadlineExceeded)
+	case phaseRefused:
+		l.endPre(p, pipe.ClientClosed, nil)
+	}
+}

@@ -1,0 +1,217 @@
+package epoll
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// testAcceptor serves every connection with a testSession dialling broker.
+type testAcceptor struct {
+	broker netip.AddrPort
+	events chan string
+	ended  chan pipe.Result
+	answer time.Duration
+	first  time.Duration
+}
+
+func (a *testAcceptor) Accept(c *Conn, remote, local netip.AddrPort) (Session, []byte, First) {
+	return &testSession{a: a}, make([]byte, 0, 16), First{Frame: frame, Timeout: a.first}
+}
+
+func (a *testAcceptor) AcceptFailed(err error) time.Duration { return time.Millisecond }
+
+func frame(b []byte) (int, error) {
+	n, err := mqtt.FrameLen(b)
+	if errors.Is(err, mqtt.ErrIncomplete) {
+		return 0, nil
+	}
+	return n, err
+}
+
+type testSession struct{ a *testAcceptor }
+
+func (s *testSession) FirstPacket(c *Conn, b []byte, size int) {
+	s.a.events <- "first " + string(b[2:size])
+	if string(b[2:size]) == "refuse" {
+		c.Refuse([]byte{0x20, 2, 0, 5}, 2*time.Second)
+		return
+	}
+	c.Dial(Dial{Addr: s.a.broker, Send: b[:size], Timeout: 2 * time.Second, AnswerTimeout: s.a.answer, Frame: frame, AnswerLimit: 1 << 10})
+	_ = b[size:] // the test's clients send nothing after their first packet before the answer
+}
+
+func (s *testSession) FirstFailed(c *Conn, b []byte, err error) {
+	s.a.events <- "failed " + err.Error()
+	c.End(pipe.ClientError, err)
+}
+
+func (s *testSession) Dialled(c *Conn, ack []byte, _ time.Duration, err error) {
+	if err != nil {
+		s.a.events <- "dial " + err.Error()
+		c.End(pipe.BrokerError, err)
+		return
+	}
+	s.a.events <- "dialled"
+	c.Pipe(ack, nil, pipe.Options{Idle: time.Minute}, func(res pipe.Result) { s.a.ended <- res })
+}
+
+func (s *testSession) Ended(res pipe.Result) { s.a.ended <- res }
+
+// echoBroker answers a packet with a 4-byte CONNACK-like packet, then
+// echoes.
+func echoBroker(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				hdr := make([]byte, 2)
+				if _, err := io.ReadFull(c, hdr); err != nil {
+					return
+				}
+				if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
+					return
+				}
+				if _, err := c.Write([]byte{0x20, 2, 0, 0}); err != nil {
+					return
+				}
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func listenLoops(t *testing.T, a *testAcceptor) net.Addr {
+	t.Helper()
+	g, err := NewGroup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close(pipe.End("test")) })
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr()
+	l, err := g.Listen(ln, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return addr
+}
+
+func want(t *testing.T, ch chan string, w string) {
+	t.Helper()
+	select {
+	case got := <-ch:
+		if got != w {
+			t.Fatalf("event %q, want %q", got, w)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no event, want %q", w)
+	}
+}
+
+func TestListenDialPipe(t *testing.T) {
+	t.Parallel()
+	a := &testAcceptor{broker: echoBroker(t), events: make(chan string, 8), ended: make(chan pipe.Result, 8), answer: 2 * time.Second, first: 5 * time.Second}
+	addr := listenLoops(t, a)
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The first packet in two pieces, larger than the 16-byte buffer.
+	pkt := append([]byte{0x10, 20}, bytes.Repeat([]byte("x"), 20)...)
+	if _, err := c.Write(pkt[:5]); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(10*time.Millisecond, func() { c.Write(pkt[5:]) })
+	want(t, a.events, "first "+string(pkt[2:]))
+	want(t, a.events, "dialled")
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 {
+		t.Fatalf("ack %x, %v", ack, err)
+	}
+	if _, err := c.Write([]byte{0xc0, 0}); err != nil { // PINGREQ, echoed
+		t.Fatal(err)
+	}
+	echo := make([]byte, 2)
+	if _, err := io.ReadFull(c, echo); err != nil || echo[0] != 0xc0 {
+		t.Fatalf("echo %x, %v", echo, err)
+	}
+	c.Close()
+	res := <-a.ended
+	if res.End != pipe.ClientClosed || res.Up != 2 || res.Down != 2 {
+		t.Fatalf("result %+v, want client_closed with 2 bytes each way", res)
+	}
+}
+
+func TestListenRefuseAndFailures(t *testing.T) {
+	t.Parallel()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().(*net.TCPAddr).AddrPort()
+	dead.Close()
+	a := &testAcceptor{broker: deadAddr, events: make(chan string, 8), ended: make(chan pipe.Result, 8), answer: time.Second, first: 200 * time.Millisecond}
+	addr := listenLoops(t, a)
+
+	// Refused: the CONNACK, then FIN.
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(append([]byte{0x10, 6}, "refuse"...))
+	want(t, a.events, "first refuse")
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, []byte{0x20, 2, 0, 5}) {
+		t.Fatalf("refusal %x, %v", got, err)
+	}
+	c.Close()
+	<-a.ended
+
+	// A broker not listening: the dial fails as Go's would.
+	c, err = net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(append([]byte{0x10, 2}, "hi"...))
+	want(t, a.events, "first hi")
+	want(t, a.events, "dial dial: dial tcp "+deadAddr.String()+": connect: connection refused")
+	<-a.ended
+
+	// Nothing sent: the first packet's timeout.
+	c2, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.Write([]byte{0x10})
+	want(t, a.events, "failed "+os.ErrDeadlineExceeded.Error())
+	if res := <-a.ended; res.End != pipe.ClientError {
+		t.Fatalf("result %+v", res)
+	}
+}
