@@ -63,13 +63,15 @@ func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
 		}
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg})); err != nil {
+	conns := &trackingListener{}
+	ws := trackingWS{Websocket: listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg}), conns: conns}
+	if err := srv.AddListener(ws); err != nil {
 		t.Fatalf("mochi WebSocket listener on %s: %v", addr, err)
 	}
 	if err := srv.Serve(); err != nil {
 		t.Fatalf("mochi serve: %v", err)
 	}
-	m := &Mochi{Server: srv, addr: addr, seen: seen}
+	m := &Mochi{Server: srv, addr: addr, seen: seen, conns: conns}
 	t.Cleanup(m.Close)
 	// Serve listens on a goroutine of mochi's: wait until the port takes
 	// connections.
@@ -121,11 +123,28 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return l.track(c), nil
+}
+
+func (l *trackingListener) track(c net.Conn) net.Conn {
 	tc := &trackedConn{Conn: c}
 	l.mu.Lock()
 	l.conns = append(l.conns, tc)
 	l.mu.Unlock()
-	return tc, nil
+	return tc
+}
+
+// trackingWS is mochi's WebSocket listener with its upgraded connections
+// tracked as trackingListener tracks TCP ones: mochi's http.Server holds
+// them, and a client still attached when the server closes raced with
+// its Close (the race detector saw it in TestUpstreamWebSocket).
+type trackingWS struct {
+	*listeners.Websocket
+	conns *trackingListener
+}
+
+func (l trackingWS) Serve(establish listeners.EstablishFn) {
+	l.Websocket.Serve(func(id string, c net.Conn) error { return establish(id, l.conns.track(c)) })
 }
 
 // dropAll closes every connection under its owner, then waits (at most
@@ -133,9 +152,6 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 // closes its connection as it ends, and the atomic it sets here orders
 // that goroutine's work before the server's Close.
 func (l *trackingListener) dropAll() {
-	if l == nil { // a WebSocket broker: mochi's http.Server holds the connections
-		return
-	}
 	l.mu.Lock()
 	conns := slices.Clone(l.conns)
 	l.mu.Unlock()
