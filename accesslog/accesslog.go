@@ -1,4 +1,5 @@
 // Package accesslog writes mqgate's access log: one record per connection,
+// and one per HTTP request on an HTTP route (Method set),
 // encoded by a Format into a buffer without allocating, and written out in
 // batches, so that the log a user keeps by default costs little next to
 // the connection it describes.
@@ -21,7 +22,10 @@ import (
 	"time"
 )
 
-// Record is one connection's access-log record.
+// Record is one connection's access-log record, or one HTTP request's:
+// with Method set, Route is the HTTP route, Status the response's, BytesUp
+// and BytesDown the request and response bodies, Duration the request's,
+// and the MQTT fields are left out.
 type Record struct {
 	Time          time.Time // when the record was made; zero: when Log is called
 	Listener      string
@@ -58,6 +62,12 @@ type Record struct {
 	Upstream    string         // the node's upstream id
 	Status      int            // NGINX's $status of the session
 	ClientSDNCN string         // the client certificate subject's common name
+
+	// An HTTP request: its method (empty for a connection's record), Host
+	// header, request URI (path and query) and protocol ("HTTP/1.1"), and
+	// the headers NGINX's combined format logs.
+	Method, Host, URI, Proto string
+	UserAgent, Referer       string
 }
 
 // Format appends one encoded record, its line end included, to dst and

@@ -46,6 +46,17 @@ const (
 	Detail        = "detail"              // the refusal reason or error, if any
 	RouteID       = "route_id"            // the stream route's id
 	Listener      = "listener"            // the listener as configured
+
+	// An HTTP request's, empty in a connection's line.
+	RequestMethod  = "request_method"  // GET, POST, ...
+	Host           = "host"            // the Host header, as sent
+	RequestURI     = "request_uri"     // the path and query, as sent
+	Request        = "request"         // the request line, "GET /api/x?y=1 HTTP/1.1"
+	ServerProtocol = "server_protocol" // HTTP/1.1
+	BodyBytesSent  = "body_bytes_sent" // the response body's bytes
+	RequestTime    = "request_time"    // seconds the request took, with milliseconds
+	HTTPUserAgent  = "http_user_agent" // the User-Agent header
+	HTTPReferer    = "http_referer"    // the Referer header
 )
 
 // Names are the variables a template may use, the connection's TLS
@@ -53,6 +64,7 @@ const (
 var Names = []string{RemoteAddr, RemotePort, ServerAddr, ServerPort, TimeLocal, TimeISO8601, Msec,
 	Protocol, Status, BytesReceived, BytesSent, SessionTime, UpstreamAddr, UpstreamID, ClientID, Username, ProtocolLevel,
 	End, Detail, RouteID, Listener,
+	RequestMethod, Host, RequestURI, Request, ServerProtocol, BodyBytesSent, RequestTime, HTTPUserAgent, HTTPReferer,
 	vars.SSLServerName, vars.SSLClientSerial, vars.SSLClientSDN, vars.SSLClientSDNCN, vars.SSLClientFingerprint}
 
 // ParseTemplate parses literal text with "$name" or "${name}" (Names) in
@@ -110,6 +122,37 @@ func appendVar(dst []byte, name string, r *Record) []byte {
 		return strconv.AppendFloat(dst, float64(r.Time.UnixMilli())/1000, 'f', 3, 64)
 	case Protocol:
 		return append(dst, "TCP"...)
+	case RequestMethod:
+		return append(dst, r.Method...)
+	case Host:
+		return append(dst, r.Host...)
+	case RequestURI:
+		return append(dst, r.URI...)
+	case Request:
+		if r.Method == "" {
+			return dst
+		}
+		dst = append(dst, r.Method...)
+		dst = append(dst, ' ')
+		dst = append(dst, r.URI...)
+		dst = append(dst, ' ')
+		return append(dst, r.Proto...)
+	case ServerProtocol:
+		return append(dst, r.Proto...)
+	case BodyBytesSent:
+		if r.Method == "" {
+			return dst
+		}
+		return strconv.AppendInt(dst, r.BytesDown, 10)
+	case RequestTime:
+		if r.Method == "" {
+			return dst
+		}
+		return strconv.AppendFloat(dst, r.Duration.Seconds(), 'f', 3, 64)
+	case HTTPUserAgent:
+		return append(dst, r.UserAgent...)
+	case HTTPReferer:
+		return append(dst, r.Referer...)
 	case Status:
 		return strconv.AppendInt(dst, int64(r.Status), 10)
 	case BytesReceived:

@@ -1,6 +1,7 @@
 package accesslog_test
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -71,10 +72,52 @@ func TestFormatErrors(t *testing.T) {
 		`$remote_adr`:   "unknown variable $remote_adr",
 		`${time_local`:  `"${" at byte 0 has no closing "}"`,
 		`50$ off`:       `"$" at byte 3 starts no variable name`,
-		`$request_time`: "unknown variable $request_time",
+		`$request_body`: "unknown variable $request_body",
 	} {
 		if _, err := accesslog.ParseTemplate(format); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: error %v, want %q", format, err, want)
 		}
+	}
+}
+
+// TestHTTPRequestLine: an HTTP request's record in NGINX's combined
+// format, and JSON's http_request line; a connection's record leaves the
+// HTTP variables empty.
+func TestHTTPRequestLine(t *testing.T) {
+	const combined = `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_time $host $upstream_addr`
+	f, err := accesslog.ParseTemplate(combined)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &accesslog.Record{Client: netip.MustParseAddrPort("192.0.2.7:40001"), Time: time.Date(2026, 12, 1, 9, 30, 0, 0, time.UTC),
+		Duration: 12 * time.Millisecond, Status: 200, BytesUp: 0, BytesDown: 512, Node: "10.0.0.5:8080", Upstream: "api", Route: "api",
+		Method: "GET", Host: "api.example", URI: "/v1/x?y=1", Proto: "HTTP/1.1", UserAgent: "curl/8.5", Referer: "https://app.example/"}
+	want := `192.0.2.7 - - [01/Dec/2026:09:30:00 +0000] "GET /v1/x?y=1 HTTP/1.1" 200 512 "https://app.example/" "curl/8.5" 0.012 api.example 10.0.0.5:8080` + "\n"
+	if got := string(f.Format(nil, r)); got != want {
+		t.Errorf("line\n%q\nwant\n%q", got, want)
+	}
+	conn := &accesslog.Record{Client: r.Client, Time: r.Time, Status: 200, BytesDown: 4}
+	if got, want := string(f.Format(nil, conn)), `192.0.2.7 - - [01/Dec/2026:09:30:00 +0000] "" 200  "" ""   `+"\n"; got != want {
+		t.Errorf("a connection's line\n%q\nwant\n%q", got, want)
+	}
+
+	line := accesslog.JSON(nil, r)
+	var rec map[string]any
+	if err := json.Unmarshal(line, &rec); err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	for k, v := range map[string]any{"msg": "http_request", "client": "192.0.2.7:40001", "route": "api", "method": "GET", "host": "api.example",
+		"uri": "/v1/x?y=1", "proto": "HTTP/1.1", "status": 200.0, "node": "10.0.0.5:8080", "upstream": "api", "bytes_down": 512.0,
+		"http_user_agent": "curl/8.5", "http_referer": "https://app.example/"} {
+		if rec[k] != v {
+			t.Errorf("JSON %s: %v, want %v (%s)", k, rec[k], v, line)
+		}
+	}
+	if _, ok := rec["client_id"]; ok {
+		t.Errorf("an HTTP request's JSON has MQTT fields: %s", line)
+	}
+	buf := make([]byte, 0, 1024)
+	if n := testing.AllocsPerRun(100, func() { buf = accesslog.JSON(buf[:0], r); buf = f.Format(buf, r) }); n != 0 {
+		t.Errorf("%v allocations per HTTP line, want 0", n)
 	}
 }

@@ -13,6 +13,9 @@ import (
 // "msg", then the record's fields), so that parsers of the log see no
 // change. It appends without allocating.
 func JSON(dst []byte, r *Record) []byte {
+	if r.Method != "" {
+		return httpJSON(dst, r)
+	}
 	dst = append(dst, `{"time":"`...)
 	dst = appendTime(dst, r.Time)
 	dst = append(dst, `","level":"INFO","msg":"connection"`...)
@@ -60,6 +63,52 @@ func JSON(dst []byte, r *Record) []byte {
 	}
 	if r.Transport != "" {
 		dst = appendString(dst, "transport", r.Transport)
+	}
+	if r.ForwardedBy.IsValid() {
+		dst = append(dst, `,"forwarded_by":"`...)
+		dst = appendAddrPort(dst, r.ForwardedBy)
+		dst = append(dst, '"')
+	}
+	return append(dst, "}\n"...)
+}
+
+// httpJSON is JSON for an HTTP request's record: msg "http_request", the
+// request line's parts and the answer's status instead of the MQTT fields.
+func httpJSON(dst []byte, r *Record) []byte {
+	dst = append(dst, `{"time":"`...)
+	dst = appendTime(dst, r.Time)
+	dst = append(dst, `","level":"INFO","msg":"http_request"`...)
+	dst = appendString(dst, "listener", r.Listener)
+	dst = append(dst, `,"client":"`...)
+	dst = appendAddrPort(dst, r.Client)
+	dst = append(dst, '"')
+	dst = appendString(dst, "route", r.Route)
+	dst = appendString(dst, "method", r.Method)
+	dst = appendString(dst, "host", r.Host)
+	dst = appendString(dst, "uri", r.URI)
+	dst = appendString(dst, "proto", r.Proto)
+	dst = append(dst, `,"status":`...)
+	dst = strconv.AppendInt(dst, int64(r.Status), 10)
+	dst = appendString(dst, "node", r.Node)
+	dst = appendString(dst, "upstream", r.Upstream)
+	dst = append(dst, `,"bytes_up":`...)
+	dst = strconv.AppendInt(dst, r.BytesUp, 10)
+	dst = append(dst, `,"bytes_down":`...)
+	dst = strconv.AppendInt(dst, r.BytesDown, 10)
+	dst = append(dst, `,"duration_s":`...)
+	dst = appendFloat(dst, r.Duration.Seconds())
+	if r.UserAgent != "" {
+		dst = appendString(dst, "http_user_agent", r.UserAgent)
+	}
+	if r.Referer != "" {
+		dst = appendString(dst, "http_referer", r.Referer)
+	}
+	if r.Detail != "" {
+		dst = appendString(dst, "detail", r.Detail)
+	}
+	if r.TLS {
+		dst = appendString(dst, "tls_version", r.TLSVersion)
+		dst = appendString(dst, "ssl_server_name", r.SNI)
 	}
 	if r.ForwardedBy.IsValid() {
 		dst = append(dst, `,"forwarded_by":"`...)

@@ -150,15 +150,7 @@ routes: [{id: web, uri: /old, upstream: {scheme: http, nodes: {"127.0.0.1:8080":
 // refuses only the object at that line; the rest still applies.
 func TestApplyRemoteRefusesOneObjectWithoutPath(t *testing.T) {
 	t.Parallel()
-	file := filepath.Join(t.TempDir(), "config.yaml")
-	yml := "stream_proxy: {tcp: [\"127.0.0.1:0\"]}\ndeployment: {etcd: {host: [\"http://127.0.0.1:2379\"]}}\n"
-	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open([]string{file}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := openFile(t, "stream_proxy: {tcp: [\"127.0.0.1:0\"]}\ndeployment: {etcd: {host: [\"http://127.0.0.1:2379\"]}}\n")
 	objs := []RemoteObject{
 		{Kind: "upstreams", ID: "mqtt", Key: "/apisix/upstreams/mqtt", Value: []byte(`{"nodes": {"127.0.0.1:1883": 1}}`), CreateRevision: 2, ModRevision: 2},
 		{Kind: "upstreams", ID: "web", Key: "/apisix/upstreams/web", Value: []byte(`{"scheme": "http", "nodes": {"127.0.0.1:8080": 1}}`), CreateRevision: 3, ModRevision: 3},
@@ -207,20 +199,12 @@ func TestApplyRemoteRefusesOneObjectWithoutPath(t *testing.T) {
 // etcd under that prefix, not under APISIX's default /apisix.
 func TestAdminKeysShowThePrefix(t *testing.T) {
 	t.Parallel()
-	file := filepath.Join(t.TempDir(), "config.yaml")
 	const key = "prefix-test-key-0123456789"
-	yml := `stream_proxy: {tcp: ["127.0.0.1:0"]}
+	m := openFile(t, `stream_proxy: {tcp: ["127.0.0.1:0"]}
 deployment: {etcd: {host: ["http://127.0.0.1:2379"], prefix: /mqtt}}
-admin: {listen: "127.0.0.1:0", keys: [{key: ` + key + `}]}
+admin: {listen: "127.0.0.1:0", keys: [{key: `+key+`}]}
 upstreams: [{id: file, nodes: {"127.0.0.1:1885": 1}}]
-`
-	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open([]string{file}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	objs := []RemoteObject{{Kind: "upstreams", ID: "u1", Key: "/mqtt/upstreams/u1", Value: []byte(`{"nodes": {"127.0.0.1:1883": 1}}`), CreateRevision: 2, ModRevision: 2}}
 	if err := m.ApplyRemote(2, objs); err != nil {
 		t.Fatal(err)
@@ -255,4 +239,19 @@ upstreams: [{id: file, nodes: {"127.0.0.1:1885": 1}}]
 	if one.Key != "/mqtt/upstreams/u1" {
 		t.Errorf("get key %q, want /mqtt/upstreams/u1", one.Key)
 	}
+}
+
+// openFile opens a Manager on yml, written to config.yaml in a fresh
+// directory.
+func openFile(t *testing.T, yml string) *Manager {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open([]string{file}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -23,4 +23,13 @@
 //
 // Parse does the same for in-memory documents. A Config is a value: the
 // proxy treats it as an immutable snapshot. README.md documents every key.
+//
+// Every mapping of the configuration, from the top level down to a node of
+// an upstream and a check's healthy counts, has one field table (fields.go
+// and the section's file; stream plugins decode their own, in plugin/): each key's name, decoder, default and whether a
+// reload applies it. The tables drive decoding, the "did you mean" of an
+// unknown key, RestartOnlyChanges and RestartOnlyNews (what a reload says
+// waits for a restart), and References, which the README's tables are
+// tested against. A new key is one entry in its section's table and one
+// README row.
 package config

@@ -47,6 +47,9 @@ type section[T any] struct {
 	name    string // as the README's heading names it
 	fields  []field[T]
 	ignored []string // APISIX keys accepted and not used
+	// open sections are APISIX's own (apisix, apisix.ssl): every key not
+	// in fields is accepted and not used.
+	open bool
 }
 
 // decode reads mapping n at path into v, field by field; an APISIX key in
@@ -63,7 +66,7 @@ func (s section[T]) decodeKey(d *decoder, kv keyValue, path string, v *T) {
 		s.fields[i].decode(d, kv, join(path, kv.key), v)
 		return
 	}
-	if slices.Contains(s.ignored, kv.key) {
+	if s.open || slices.Contains(s.ignored, kv.key) {
 		d.ignore(kv.keyNode, join(path, kv.key))
 		return
 	}

@@ -205,6 +205,21 @@ func (d *decoder) httpRoute(n *yaml.Node, path string) httpRouteDecl {
 	return r
 }
 
+// nodeListenEntry is a node_listen entry written as {ip, port}, while it
+// decodes: the two make one address.
+type nodeListenEntry struct{ ip, port *yaml.Node }
+
+func nodeListenSection() section[nodeListenEntry] {
+	return section[nodeListenEntry]{
+		name: "node_listen",
+		fields: []field[nodeListenEntry]{
+			{name: "ip", decode: func(_ *decoder, kv keyValue, _ string, e *nodeListenEntry) { e.ip = kv.val }},
+			{name: "port", decode: func(_ *decoder, kv keyValue, _ string, e *nodeListenEntry) { e.port = kv.val }},
+		},
+		ignored: []string{"enable_http2", "enable_http3"},
+	}
+}
+
 // nodeListen decodes APISIX's node_listen (HTTP) or ssl.listen (HTTPS): a
 // port, "ip:port", {ip, port} or a list of them.
 func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
@@ -220,19 +235,9 @@ func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
 		l := listenerDecl{Listener: Listener{File: d.file, Line: item.Line, TLS: tls, HTTP: true, HTTPOnly: true}, path: p}
 		addr := item
 		if item.Kind == yaml.MappingNode {
-			var ip, port *yaml.Node
-			for _, kv := range d.fields(item, p) {
-				switch kv.key {
-				case "ip":
-					ip = kv.val
-				case "port":
-					port = kv.val
-				case "enable_http2", "enable_http3":
-					d.ignore(kv.keyNode, join(p, kv.key))
-				default:
-					d.unknownKey(kv, p, "key", []string{"ip", "port"}, []string{"enable_http2", "enable_http3"})
-				}
-			}
+			var e nodeListenEntry
+			nodeListenSection().decode(d, item, p, &e)
+			ip, port := e.ip, e.port
 			if isNull(port) {
 				d.errorf(item, join(p, "port"), "required")
 				continue
@@ -262,12 +267,16 @@ func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
 
 // apisixSSL decodes apisix.ssl: only listen matters to mqgate.
 func (d *decoder) apisixSSL(n *yaml.Node, path string) {
-	for _, kv := range d.fields(n, path) {
-		if kv.key == "listen" {
-			d.nodeListen(kv.val, join(path, kv.key), true)
-			continue
-		}
-		d.ignore(kv.keyNode, join(path, kv.key))
+	apisixSSLSection().decode(d, n, path, nil)
+}
+
+func apisixSSLSection() section[struct{}] {
+	return section[struct{}]{
+		name: "apisix",
+		fields: []field[struct{}]{
+			{name: "listen", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.nodeListen(kv.val, p, true) }},
+		},
+		open: true,
 	}
 }
 

@@ -260,22 +260,23 @@ func topLevelSection() section[topLevel] {
 	}
 }
 
-// apisix decodes APISIX's config.yaml section: only stream_proxy matters to
-// mqgate; everything else there is APISIX's own business.
+// apisix decodes APISIX's config.yaml section: only stream_proxy,
+// node_listen and ssl.listen matter to mqgate; everything else there is
+// APISIX's own business.
 func (d *decoder) apisix(n *yaml.Node) {
-	for _, kv := range d.fields(n, "apisix") {
-		switch kv.key {
-		case "stream_proxy":
-			d.streamProxy(kv.val, "apisix.stream_proxy")
-			continue
-		case "node_listen":
-			d.nodeListen(kv.val, "apisix.node_listen", false)
-			continue
-		case "ssl":
-			d.apisixSSL(kv.val, "apisix.ssl")
-			continue
-		}
-		d.ignore(kv.keyNode, join("apisix", kv.key))
+	apisixSection().decode(d, n, "apisix", nil)
+}
+
+func apisixSection() section[struct{}] {
+	type f = field[struct{}]
+	return section[struct{}]{
+		name: "apisix",
+		fields: []f{
+			{name: "stream_proxy", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.streamProxy(kv.val, p) }},
+			{name: "node_listen", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.nodeListen(kv.val, p, false) }},
+			{name: "ssl", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.apisixSSL(kv.val, p) }},
+		},
+		open: true,
 	}
 }
 

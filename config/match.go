@@ -10,8 +10,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-var stringMatchKeys = []string{"exact", "prefix", "regex"}
-
 // Match reports whether s matches. A nil matcher matches everything; the
 // zero StringMatch matches only "" (an MQTT client may send an empty id).
 // Regex is unanchored RE2, as in NGINX and APISIX; write ^...$ to anchor.
@@ -57,45 +55,57 @@ func (d *decoder) stringMatch(n *yaml.Node, path string) *StringMatch {
 		d.errorf(n, path, "must be a string or one of {exact: s}, {prefix: s}, {regex: s}, got %s", describe(n))
 		return nil
 	}
-	m := &StringMatch{}
-	kinds := 0
-	for _, kv := range d.fields(n, path) {
-		p := join(path, kv.key)
-		switch kv.key {
-		case "exact":
-			kinds++
-			m.Exact, _ = d.str(kv.val, p)
-		case "prefix":
-			kinds++
-			if s, ok := d.str(kv.val, p); ok && s == "" {
-				d.errorf(kv.val, p, "must not be empty")
-			} else {
-				m.Prefix = s
-			}
-		case "regex":
-			kinds++
-			s, ok := d.str(kv.val, p)
-			if !ok {
-				continue
-			}
-			if s == "" {
-				d.errorf(kv.val, p, "must not be empty")
-				continue
-			}
-			re, err := regexp.Compile(s)
-			if err != nil {
-				d.errorf(kv.val, p, "invalid regex: %s", regexError(err))
-				continue
-			}
-			m.Regex, m.re = s, re
-		default:
-			d.unknownKey(kv, path, "key", stringMatchKeys)
-		}
-	}
-	if kinds != 1 {
+	mf := matchFields{StringMatch: &StringMatch{}}
+	stringMatchSection().decode(d, n, path, &mf)
+	if mf.kinds != 1 {
 		d.errorf(n, path, "set exactly one of exact, prefix or regex")
 	}
-	return m
+	return mf.StringMatch
+}
+
+// matchFields is a string match written as a mapping, while it decodes:
+// kinds counts the forms set, of which there must be one.
+type matchFields struct {
+	*StringMatch
+	kinds int
+}
+
+func stringMatchSection() section[matchFields] {
+	type f = field[matchFields]
+	return section[matchFields]{
+		name: "string match",
+		fields: []f{
+			{name: "exact", decode: func(d *decoder, kv keyValue, p string, m *matchFields) {
+				m.kinds++
+				m.Exact, _ = d.str(kv.val, p)
+			}},
+			{name: "prefix", decode: func(d *decoder, kv keyValue, p string, m *matchFields) {
+				m.kinds++
+				if s, ok := d.str(kv.val, p); ok && s == "" {
+					d.errorf(kv.val, p, "must not be empty")
+				} else {
+					m.Prefix = s
+				}
+			}},
+			{name: "regex", decode: func(d *decoder, kv keyValue, p string, m *matchFields) {
+				m.kinds++
+				s, ok := d.str(kv.val, p)
+				if !ok {
+					return
+				}
+				if s == "" {
+					d.errorf(kv.val, p, "must not be empty")
+					return
+				}
+				re, err := regexp.Compile(s)
+				if err != nil {
+					d.errorf(kv.val, p, "invalid regex: %s", regexError(err))
+					return
+				}
+				m.Regex, m.re = s, re
+			}},
+		},
+	}
 }
 
 // regexError drops the "error parsing regexp: " prefix the message would

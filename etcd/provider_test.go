@@ -176,18 +176,26 @@ func TestFleetAndKick(t *testing.T) {
 	}
 }
 
+// startTLSEtcd starts an etcd that requires TLS with a client certificate,
+// its certificates written to dir, and returns it with the client's
+// certificate, key and the CA file.
+func startTLSEtcd(t *testing.T, dir string) (e *etcdtest.Etcd, cliCert, cliKey, caFile string) {
+	t.Helper()
+	ca := certtest.NewCA(t, "etcd CA")
+	srvCert, srvKey := ca.Server(t, certtest.ECDSA, "127.0.0.1").WriteFiles(t, dir, "etcd")
+	cliCert, cliKey = ca.Client(t, "mqgate").WriteFiles(t, dir, "mqgate")
+	caFile = filepath.Join(dir, "ca.pem")
+	certtest.WriteFile(t, caFile, ca.CertPEM)
+	e = etcdtest.StartTLS(t, &etcdtest.TLS{Cert: srvCert, Key: srvKey, CA: caFile, ClientCert: cliCert, ClientKey: cliKey})
+	return e, cliCert, cliKey, caFile
+}
+
 // TestTLSAndAuth: the provider reaches an etcd that requires TLS with a
 // client certificate and a user and password, as deployment.etcd.tls and
 // user/password configure it; a wrong password is reported, not hung on.
 func TestTLSAndAuth(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ca := certtest.NewCA(t, "etcd CA")
-	srvCert, srvKey := ca.Server(t, certtest.ECDSA, "127.0.0.1").WriteFiles(t, dir, "etcd")
-	cliCert, cliKey := ca.Client(t, "mqgate").WriteFiles(t, dir, "mqgate")
-	caFile := filepath.Join(dir, "ca.pem")
-	certtest.WriteFile(t, caFile, ca.CertPEM)
-	e := etcdtest.StartTLS(t, &etcdtest.TLS{Cert: srvCert, Key: srvKey, CA: caFile, ClientCert: cliCert, ClientKey: cliKey})
+	e, cliCert, cliKey, caFile := startTLSEtcd(t, t.TempDir())
 	cli := e.Client(t)
 	ctx := context.Background()
 	if _, err := cli.Put(ctx, "/apisix/upstreams/1", `{"nodes": {"127.0.0.1:1883": 1}}`); err != nil {
@@ -237,12 +245,7 @@ func TestTLSPathsRelativeToFile(t *testing.T) {
 	if err := os.Mkdir(certs, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ca := certtest.NewCA(t, "etcd CA")
-	srvCert, srvKey := ca.Server(t, certtest.ECDSA, "127.0.0.1").WriteFiles(t, certs, "etcd")
-	cliCert, cliKey := ca.Client(t, "mqgate").WriteFiles(t, certs, "mqgate")
-	caFile := filepath.Join(certs, "ca.pem")
-	certtest.WriteFile(t, caFile, ca.CertPEM)
-	e := etcdtest.StartTLS(t, &etcdtest.TLS{Cert: srvCert, Key: srvKey, CA: caFile, ClientCert: cliCert, ClientKey: cliKey})
+	e, cliCert, cliKey, caFile := startTLSEtcd(t, certs)
 	if _, err := e.Client(t).Put(context.Background(), "/apisix/upstreams/1", `{"nodes": {"127.0.0.1:1883": 1}}`); err != nil {
 		t.Fatal(err)
 	}

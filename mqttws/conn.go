@@ -18,6 +18,11 @@
 //		io.Copy(broker, c) // MQTT bytes, whatever the framing
 //	})
 //
+// Dial is the other side, for brokers that take MQTT over WebSocket only
+// (an upstream with scheme ws or wss): on a connection to the broker it
+// asks for the path and subprotocol and returns a Conn that masks what it
+// sends, as a client must.
+//
 // Framing, masking and the handshake are github.com/gobwas/ws's: it reads
 // frames straight from the socket without a buffer per connection and
 // (UpgradeConn) upgrades without net/http or copying headers, so an idle connection costs its socket,
@@ -79,11 +84,29 @@ type Conn struct {
 // handshake read past the request, then the connection. It counts what it
 // delivers so that a deadline inside a frame header is told from one
 // between frames.
+//
+// The frame reader asks for a frame's header in pieces of 2 to 12 bytes,
+// and for a small packet's payload in a few more: one system call each.
+// So small reads are served from what one read of the socket brought: at a
+// frame's start, where a connection waits while it is idle, into a few
+// bytes of its own (a PINGREQ's or DISCONNECT's whole frame, a larger
+// frame's header); inside a frame, into a buffer taken from a pool and
+// given back as soon as it is empty, which is at once when the bytes were
+// one frame or a few. Large reads (payloads) go straight to the caller's
+// buffer. An idle connection holds no buffer.
 type source struct {
 	pending []byte
+	ahead   []byte  // unread bytes of the last small read, in small or *pooled
+	pooled  *[]byte // the pool's buffer ahead is in, if any
+	small   [32]byte
 	conn    net.Conn
 	n       int
 }
+
+// readAheadSize is the pooled read-ahead buffer, a few MQTT packets' frames.
+const readAheadSize = 2048
+
+var readAheadPool = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
 
 func (s *source) Read(p []byte) (int, error) {
 	if len(s.pending) > 0 {
@@ -92,9 +115,41 @@ func (s *source) Read(p []byte) (int, error) {
 		s.n += n
 		return n, nil
 	}
-	n, err := s.conn.Read(p)
+	if len(s.ahead) == 0 {
+		if len(p) >= readAheadSize/4 {
+			n, err := s.conn.Read(p)
+			s.n += n
+			return n, err
+		}
+		b := s.small[:]
+		if s.n > 0 { // inside a frame: the rest of it, and what follows
+			s.pooled = readAheadPool.Get().(*[]byte)
+			b = *s.pooled
+		}
+		m, err := s.conn.Read(b)
+		if m == 0 {
+			s.release()
+			return 0, err
+		}
+		// Bytes came with err: the next read from the socket returns it again.
+		s.ahead = b[:m]
+	}
+	n := copy(p, s.ahead)
+	s.ahead = s.ahead[n:]
 	s.n += n
-	return n, err
+	if len(s.ahead) == 0 {
+		s.release()
+	}
+	return n, nil
+}
+
+// release gives the pooled buffer back, once ahead is empty.
+func (s *source) release() {
+	if s.pooled != nil {
+		readAheadPool.Put(s.pooled)
+		s.pooled = nil
+	}
+	s.ahead = nil
 }
 
 // NewConn wraps c, on which a WebSocket handshake has been completed as the

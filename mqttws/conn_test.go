@@ -174,3 +174,76 @@ func FuzzConn(f *testing.F) {
 		serverFrames(t, m.out.Bytes())
 	})
 }
+
+// countingConn is a memConn that counts the reads that reach it, each
+// given at most one of chunks (what the socket holds at that moment).
+type countingConn struct {
+	memConn
+	chunks [][]byte
+	reads  int
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads++
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// TestConnReadsAhead: a small frame costs one read of the socket, a larger
+// one two, several frames that arrived together no more; and a connection
+// waiting for its next frame holds no pooled buffer.
+func TestConnReadsAhead(t *testing.T) {
+	connect := []byte{0x10, 0x0d, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, 'a'}
+	connect = append(connect, bytes.Repeat([]byte{0}, 40)...) // past the frame-start buffer
+	connect[1] = byte(len(connect) - 2)
+	ping := []byte{0xc0, 0}
+	for _, tc := range []struct {
+		name   string
+		chunks [][]byte
+		reads  int // socket reads until the payloads are in, the EOF read excluded
+	}{
+		{"a PINGREQ frame in one read", [][]byte{clientFrames(t, ws.NewBinaryFrame(ping))}, 1},
+		{"a CONNECT frame in two", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect))}, 2},
+		{"a CONNECT and two PINGREQ that came together", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect), ws.NewBinaryFrame(ping), ws.NewBinaryFrame(ping))}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &countingConn{chunks: tc.chunks}
+			c := NewConn(m, ProtocolMQTT, nil)
+			var want []byte
+			for _, f := range tc.chunks {
+				r := bytes.NewReader(f)
+				for r.Len() > 0 {
+					fr, err := ws.ReadFrame(r)
+					if err != nil {
+						t.Fatal(err)
+					}
+					want = append(want, ws.UnmaskFrame(fr).Payload...)
+				}
+			}
+			got := make([]byte, 0, len(want))
+			buf := make([]byte, 512) // the pipe's wait buffer
+			for len(got) < len(want) {
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("after %d bytes: %v", len(got), err)
+				}
+				got = append(got, buf[:n]...)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("read % x, want % x", got, want)
+			}
+			if m.reads != tc.reads {
+				t.Errorf("%d reads of the socket, want %d", m.reads, tc.reads)
+			}
+			if c.src.pooled != nil || len(c.src.ahead) > 0 {
+				t.Errorf("between frames the connection holds a read-ahead buffer (%d bytes unread)", len(c.src.ahead))
+			}
+		})
+	}
+}

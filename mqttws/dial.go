@@ -80,3 +80,13 @@ func Dial(ctx context.Context, c net.Conn, host, path, protocol string) (*Conn, 
 	}
 	return newConn(c, hs.Protocol, pending, ws.StateClientSide), nil
 }
+
+// SetLinger is the socket's, when the connection is plain TCP: a health
+// probe that only checks the WebSocket opens closes it with a reset, so
+// that no TIME_WAIT holds a local port for a minute per probe.
+func (c *Conn) SetLinger(sec int) error {
+	if tc, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		return tc.SetLinger(sec)
+	}
+	return nil
+}

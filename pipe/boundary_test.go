@@ -29,10 +29,10 @@ func endPipe(t *testing.T, res <-chan pipe.Result, pc, pb net.Conn) pipe.Result 
 // from the broker is half through waits for the packet's last byte, then
 // sends the DISCONNECT; the broker's next packet never reaches the client.
 func TestCloseAtBoundaryMidPacket(t *testing.T) {
-	forBothPaths(t, func(t *testing.T, buffered bool) {
+	forEachPath(t, func(t *testing.T, path string) {
 		for _, level := range []byte{mqtt.Level311, mqtt.Level5} {
 			ctl := new(pipe.Control)
-			client, broker, pc, pb, res := setup(t, buffered, pipe.Options{Idle: time.Minute, Level: level, Control: ctl})
+			client, broker, pc, pb, res := setup(t, path, pipe.Options{Idle: time.Minute, Level: level, Control: ctl})
 			pkt := publish(200 << 10)
 			half := len(pkt) / 2
 			if _, err := broker.Write(pkt[:half]); err != nil {
@@ -68,24 +68,26 @@ func TestCloseAtBoundaryMidPacket(t *testing.T) {
 // TestCloseAtBoundaryIdlePipe: at a boundary already, the DISCONNECT goes
 // at once, even before Run started.
 func TestCloseAtBoundaryIdlePipe(t *testing.T) {
-	ctl := new(pipe.Control)
-	final := pipe.Goodbye(mqtt.Level5, mqtt.AdministrativeAction)
-	ctl.CloseAtBoundary("kick", final)
-	client, _, pc, pb, res := setup(t, false, pipe.Options{Level: mqtt.Level5, Control: ctl})
-	if got := packettest.ReadToEOF(t, client); !bytes.Equal(got, final) {
-		t.Fatalf("client got %x, want %x", got, final)
-	}
-	if r := endPipe(t, res, pc, pb); r.End != "kick" {
-		t.Errorf("End = %q, want kick", r.End)
-	}
+	forEachPath(t, func(t *testing.T, path string) {
+		ctl := new(pipe.Control)
+		final := pipe.Goodbye(mqtt.Level5, mqtt.AdministrativeAction)
+		ctl.CloseAtBoundary("kick", final)
+		client, _, pc, pb, res := setup(t, path, pipe.Options{Level: mqtt.Level5, Control: ctl})
+		if got := packettest.ReadToEOF(t, client); !bytes.Equal(got, final) {
+			t.Fatalf("client got %x, want %x", got, final)
+		}
+		if r := endPipe(t, res, pc, pb); r.End != "kick" {
+			t.Errorf("End = %q, want kick", r.End)
+		}
+	})
 }
 
 // TestIdleDisconnect: the idle limit tells a 5.0 client 0x8D Keep Alive
 // timeout [MQTT-3.1.2-22] and a 3.1.1 client nothing.
 func TestIdleDisconnect(t *testing.T) {
-	forBothPaths(t, func(t *testing.T, buffered bool) {
+	forEachPath(t, func(t *testing.T, path string) {
 		for _, level := range []byte{mqtt.Level311, mqtt.Level5} {
-			client, _, pc, pb, res := setup(t, buffered, pipe.Options{Idle: 100 * time.Millisecond, Level: level})
+			client, _, pc, pb, res := setup(t, path, pipe.Options{Idle: 100 * time.Millisecond, Level: level})
 			want := pipe.Goodbye(level, mqtt.KeepAliveTimeout)
 			if got := packettest.ReadToEOF(t, client); !bytes.Equal(got, want) {
 				t.Fatalf("level %d: client got %x, want %x", level, got, want)
@@ -101,8 +103,8 @@ func TestIdleDisconnect(t *testing.T) {
 // limit is not passed on, not even its Fixed Header; the client is told
 // 0x95 Packet too large.
 func TestMaxPacketSize(t *testing.T) {
-	forBothPaths(t, func(t *testing.T, buffered bool) {
-		client, broker, pc, pb, res := setup(t, buffered, pipe.Options{Idle: time.Minute, Level: mqtt.Level5, MaxPacketSize: 100})
+	forEachPath(t, func(t *testing.T, path string) {
+		client, broker, pc, pb, res := setup(t, path, pipe.Options{Idle: time.Minute, Level: mqtt.Level5, MaxPacketSize: 100})
 		small, big := publish(50), publish(200)
 		if _, err := client.Write(append(append([]byte{}, small...), big...)); err != nil {
 			t.Fatal(err)

@@ -28,6 +28,16 @@
 // Linger, so that the kernel does not answer them with a reset that could
 // destroy the final bytes in flight.
 //
+// Park runs the same pipe for connections built on a ParkConn (a TLS
+// client) with no goroutine while idle: a readiness source
+// (epoll.Notifier) says when a socket has bytes, and a goroutine lives
+// only while they flow:
+//
+//	pc := pipe.NewParkConn(tcp)
+//	client := tls.Server(pc, cfg)
+//	...
+//	err := pipe.Park(client, pc, broker, nil, notifier, opts, done)
+//
 // Package pipe/epoll follows the same Options, End values and Result for
 // plain TCP pairs without any goroutine per pair, in a few event loops.
 package pipe
@@ -195,6 +205,7 @@ type shared struct {
 	first      atomic.Pointer[direction]
 
 	client, broker net.Conn
+	clientPC       *ParkConn                // the client's socket, when Park runs the pipe
 	closing        atomic.Pointer[closeReq] // a close at a boundary was asked for
 	grace          *time.Timer              // cuts the pipe CloseGrace after it; under graceMu
 	graceMu        sync.Mutex
@@ -237,6 +248,8 @@ type direction struct {
 	max      int         // Options.MaxPacketSize for packets from the client
 	end      End
 	err      error
+	park     *parking // set by Park
+	finish   func()   // Park's: the direction has ended
 	*shared
 }
 
@@ -277,22 +290,32 @@ func Start(client, broker net.Conn, opts Options, done func(Result)) {
 }
 
 func directions(client, broker net.Conn, opts Options) (up, down *direction) {
+	up, down = newDirections(client, broker, opts)
+	startDirections(up, down, opts)
+	return up, down
+}
+
+func newDirections(client, broker net.Conn, opts Options) (up, down *direction) {
 	sh := &shared{opts: opts, client: client, broker: broker}
 	sh.lastActive.Store(time.Now().UnixNano())
 	up = &direction{src: client, dst: broker, srcEnd: ClientClosed, srcErr: ClientError, dstErr: BrokerError, max: opts.MaxPacketSize, shared: sh}
 	down = &direction{src: broker, dst: client, srcEnd: BrokerClosed, srcErr: BrokerError, dstErr: ClientError, shared: sh}
 	up.meter, down.meter, up.isUp = opts.Meter, opts.Meter, true
-	// The first idle deadlines are set here, before either direction runs,
-	// so that they cannot undo the past deadline of a close asked for.
+	return up, down
+}
+
+// startDirections sets the first idle deadlines, before either direction
+// runs, so that they cannot undo the past deadline of a close asked for,
+// and gives the Control the pipe.
+func startDirections(up, down *direction, opts Options) {
 	if opts.Idle > 0 {
 		t := time.Now().Add(opts.Idle)
-		_ = client.SetReadDeadline(t)
-		_ = broker.SetReadDeadline(t)
+		_ = up.src.SetReadDeadline(t)
+		_ = down.src.SetReadDeadline(t)
 	}
 	if opts.Control != nil {
-		opts.Control.attach(sh)
+		opts.Control.attach(up.shared)
 	}
-	return up, down
 }
 
 // result is the pipe's Result once both directions have ended: a close at
@@ -333,6 +356,12 @@ func (d *direction) run() {
 	} else {
 		err = d.copyBuffered()
 	}
+	d.ended(err)
+}
+
+// ended passes on how the direction's copy ended: a failure aborts the
+// other direction, EOF is passed on as a half-close.
+func (d *direction) ended(err error) {
 	d.first.CompareAndSwap(nil, d)
 	if err == errStopped {
 		return // the other direction ends the pipe
@@ -404,6 +433,9 @@ func (d *direction) closeRead(req *closeReq, err *error) (retry bool) {
 // FIN and drops what the client still sends, for at most Linger.
 func (d *direction) goodbye(req *closeReq) {
 	c := d.dst
+	if d.clientPC != nil {
+		d.clientPC.unpark() // the linger below waits for the client's last bytes
+	}
 	_ = c.SetWriteDeadline(time.Now().Add(Linger))
 	if len(req.final) > 0 {
 		if _, err := c.Write(req.final); err != nil {

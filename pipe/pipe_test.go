@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/pipe/epoll"
 )
 
 // tcpPair returns the two ends of one loopback TCP connection.
@@ -43,19 +44,48 @@ type opaque struct{ net.Conn }
 
 func (o opaque) CloseWrite() error { return o.Conn.(*net.TCPConn).CloseWrite() }
 
+// The paths a pipe takes: raw for two *net.TCPConn (Run waits without a
+// buffer), buffered for other connections (TLS, WebSocket), parked for
+// Park (no goroutine while idle).
+const (
+	raw      = "raw"
+	buffered = "buffered"
+	parked   = "parked"
+)
+
 // setup returns the client's end, the broker's end, and a channel with the
 // pipe's result; the pipe runs between the proxy's two ends.
-func setup(t *testing.T, buffered bool, opts pipe.Options) (client, broker *net.TCPConn, proxyClient, proxyBroker net.Conn, result <-chan pipe.Result) {
+func setup(t *testing.T, path string, opts pipe.Options) (client, broker *net.TCPConn, proxyClient, proxyBroker net.Conn, result <-chan pipe.Result) {
 	t.Helper()
 	client, pc := tcpPair(t)
 	pb, broker := tcpPair(t)
 	proxyClient, proxyBroker = pc, pb
-	if buffered {
-		proxyClient, proxyBroker = opaque{pc}, opaque{pb}
-	}
 	res := make(chan pipe.Result, 1)
+	switch path {
+	case buffered:
+		proxyClient, proxyBroker = opaque{pc}, opaque{pb}
+	case parked:
+		cpc, bpc := pipe.NewParkConn(pc), pipe.NewParkConn(pb)
+		proxyClient, proxyBroker = cpc, bpc
+		if err := pipe.Park(cpc, cpc, bpc, bpc, notifier(t), opts, func(r pipe.Result) { res <- r }); err != nil {
+			t.Fatal(err)
+		}
+		return client, broker, proxyClient, proxyBroker, res
+	}
 	go func() { res <- pipe.Run(proxyClient, proxyBroker, opts) }()
 	return client, broker, proxyClient, proxyBroker, res
+}
+
+// notifier is a readiness source for parked pipes, closed at the end of
+// the test.
+func notifier(t *testing.T) *epoll.Notifier {
+	t.Helper()
+	n, err := epoll.NewNotifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
 }
 
 func waitResult(t *testing.T, res <-chan pipe.Result) pipe.Result {
@@ -75,15 +105,16 @@ func random(n int) []byte {
 	return b
 }
 
-func forBothPaths(t *testing.T, f func(t *testing.T, buffered bool)) {
-	for _, buffered := range []bool{false, true} {
-		name := "raw"
-		if buffered {
-			name = "buffered"
-		}
-		t.Run(name, func(t *testing.T) {
+// forEachPath runs f for each path, in parallel.
+func forEachPath(t *testing.T, f func(t *testing.T, path string)) {
+	forPaths(t, []string{raw, buffered, parked}, f)
+}
+
+func forPaths(t *testing.T, paths []string, f func(t *testing.T, path string)) {
+	for _, path := range paths {
+		t.Run(path, func(t *testing.T) {
 			t.Parallel()
-			f(t, buffered)
+			f(t, path)
 		})
 	}
 }
@@ -94,10 +125,10 @@ func forBothPaths(t *testing.T, f func(t *testing.T, buffered bool)) {
 // sides have closed.
 func TestBytesBothWaysThenHalfClose(t *testing.T) {
 	t.Parallel()
-	forBothPaths(t, func(t *testing.T, buffered bool) {
+	forEachPath(t, func(t *testing.T, path string) {
 		var total pipe.Meter
 		meter := &pipe.Meter{Totals: [2]*pipe.Meter{&total}}
-		client, broker, _, _, res := setup(t, buffered, pipe.Options{Idle: time.Minute, Meter: meter})
+		client, broker, _, _, res := setup(t, path, pipe.Options{Idle: time.Minute, Meter: meter})
 		up, down := random(1<<20), random(1<<20)
 		errs := make(chan error, 2)
 		go func() { _, err := client.Write(up); errs <- err }()
@@ -142,8 +173,8 @@ func TestBytesBothWaysThenHalfClose(t *testing.T) {
 
 func TestBrokerClosesFirst(t *testing.T) {
 	t.Parallel()
-	forBothPaths(t, func(t *testing.T, buffered bool) {
-		client, broker, _, _, res := setup(t, buffered, pipe.Options{})
+	forEachPath(t, func(t *testing.T, path string) {
+		client, broker, _, _, res := setup(t, path, pipe.Options{})
 		broker.Close()
 		if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 			t.Fatalf("client read: %d, %v; want EOF", n, err)
@@ -159,8 +190,8 @@ func TestBrokerClosesFirst(t *testing.T) {
 // peers see their connection end.
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
-	forBothPaths(t, func(t *testing.T, buffered bool) {
-		client, broker, proxyClient, proxyBroker, res := setup(t, buffered, pipe.Options{Idle: 200 * time.Millisecond})
+	forEachPath(t, func(t *testing.T, path string) {
+		client, broker, proxyClient, proxyBroker, res := setup(t, path, pipe.Options{Idle: 200 * time.Millisecond})
 		client.Write([]byte{0xc0, 0x00}) // one PINGREQ, then silence
 		if _, err := io.ReadFull(broker, make([]byte, 2)); err != nil {
 			t.Fatal(err)
@@ -185,8 +216,8 @@ func TestIdleTimeout(t *testing.T) {
 // an operator) ends the pipe at once.
 func TestOutsideClose(t *testing.T) {
 	t.Parallel()
-	forBothPaths(t, func(t *testing.T, buffered bool) {
-		_, _, proxyClient, _, res := setup(t, buffered, pipe.Options{})
+	forEachPath(t, func(t *testing.T, path string) {
+		_, _, proxyClient, _, res := setup(t, path, pipe.Options{})
 		proxyClient.Close()
 		r := waitResult(t, res)
 		if r.End != pipe.ClientError || !errors.Is(r.Err, net.ErrClosed) {
@@ -199,8 +230,8 @@ func TestOutsideClose(t *testing.T) {
 // blocked write ends the pipe after WriteTimeout.
 func TestWriteTimeout(t *testing.T) {
 	t.Parallel()
-	forBothPaths(t, func(t *testing.T, buffered bool) {
-		client, _, _, _, res := setup(t, buffered, pipe.Options{WriteTimeout: 300 * time.Millisecond})
+	forEachPath(t, func(t *testing.T, path string) {
+		client, _, _, _, res := setup(t, path, pipe.Options{WriteTimeout: 300 * time.Millisecond})
 		go func() {
 			chunk := random(64 << 10)
 			for range 1024 { // at most 64 MiB, far beyond the socket buffers
@@ -220,11 +251,11 @@ func TestWriteTimeout(t *testing.T) {
 // both ways and reports its Result once both directions ended.
 func TestStart(t *testing.T) {
 	t.Parallel()
-	forBothPaths(t, func(t *testing.T, buffered bool) {
+	forPaths(t, []string{raw, buffered}, func(t *testing.T, path string) {
 		client, pc := tcpPair(t)
 		pb, broker := tcpPair(t)
 		var proxyClient, proxyBroker net.Conn = pc, pb
-		if buffered {
+		if path == buffered {
 			proxyClient, proxyBroker = opaque{pc}, opaque{pb}
 		}
 		res := make(chan pipe.Result, 1)

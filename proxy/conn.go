@@ -82,6 +82,7 @@ func (lc *liveConn) end() {
 		lc.rec.source.active.Add(-1)
 	}
 	s.untrack(lc)
+	s.ended.signal(lc)
 	s.stats.Active.Add(-1)
 	if lc.read {
 		s.pastConnect.Add(-1)
@@ -268,6 +269,7 @@ type connPath struct {
 
 	ticket    *admission.Ticket // its place until the CONNECT is read
 	conn      net.Conn          // the client: tcp, TLS over it, or a WebSocket over either
+	park      *pipe.ParkConn    // under a TLS conn that may wait without goroutines, or nil
 	have      []byte            // what sniff read of the CONNECT
 	buf       *[]byte           // what preread read: the CONNECT and what followed it
 	n, size   int               // bytes in buf; the CONNECT's size
@@ -323,8 +325,8 @@ func (p *connPath) finish() {
 
 // open runs the PROXY header and TLS stages (identity.go).
 func (p *connPath) open() bool {
-	conn, ok := p.s.open(p.l, p.tcp, p.snap, p.rec)
-	p.conn = conn
+	conn, pc, ok := p.s.open(p.l, p.tcp, p.snap, p.rec)
+	p.conn, p.park = conn, pc
 	// Counted under the PROXY header's client from now on, when there was one.
 	return ok && p.ticket.Move(p.rec.remote.Addr())
 }
@@ -429,7 +431,7 @@ func (p *connPath) uniqueClientID() bool {
 	if older != nil {
 		s.log.Info("closing older connection of a client id that connected again",
 			"client_id", id, "upstream", k.upstream, "client", p.rec.remote)
-		older.close(EndTakenOver)
+		s.takeOver(older)
 	}
 	lc := p.lc
 	lc.took(func() { s.conns.release(k, lc) })
@@ -530,11 +532,15 @@ func (p *connPath) pipe() bool {
 	}
 	opts.Control = p.ctl
 	broker, tcp := p.broker, p.tcp
-	pipe.Start(p.conn, broker, opts, func(res pipe.Result) {
+	done := func(res pipe.Result) {
 		broker.Close()
 		tcp.Close()
 		lc.pipeEnded(res)
-	})
+	}
+	if p.park != nil && s.parkPipe(p.conn, p.park, broker, opts, done) {
+		return true
+	}
+	pipe.Start(p.conn, broker, opts, done)
 	return true
 }
 

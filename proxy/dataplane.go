@@ -12,9 +12,24 @@ import (
 // eventLoops are the server's epoll loops (stream_proxy.data_path: epoll),
 // one per core, started when the first connection needs them.
 type eventLoops struct {
-	mu     sync.Mutex
-	group  *epoll.Group
-	closed bool
+	mu       sync.Mutex
+	group    *epoll.Group
+	notifier *epoll.Notifier // readiness of parked TLS connections (pipe.Park)
+	closed   bool
+}
+
+// ready is the notifier of parked connections, started with the first.
+func (e *eventLoops) ready() (*epoll.Notifier, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.notifier == nil && !e.closed {
+		n, err := epoll.NewNotifier()
+		if err != nil {
+			return nil, err
+		}
+		e.notifier = n
+	}
+	return e.notifier, nil
 }
 
 func (e *eventLoops) get() (*epoll.Group, error) {
@@ -39,6 +54,32 @@ func (e *eventLoops) close() {
 		e.group.Close(EndShutdown)
 		e.group = nil
 	}
+	if e.notifier != nil {
+		e.notifier.Close()
+		e.notifier = nil
+	}
+}
+
+// parkPipe pipes a TLS client whose reads can be parked, and its broker,
+// without goroutines while they are idle (pipe.Park). It reports false when
+// the pair stays with the caller, for pipe.Start: the broker side is not
+// plain TCP (an upstream with TLS), or the notifier is out of reach.
+func (s *Server) parkPipe(client net.Conn, pc *pipe.ParkConn, broker net.Conn, opts pipe.Options, done func(pipe.Result)) bool {
+	if _, ok := broker.(*net.TCPConn); !ok {
+		return false
+	}
+	n, err := s.loops.ready()
+	if n == nil {
+		if err != nil {
+			s.log.Warn("readiness notifier unavailable; piping with goroutines", "err", err)
+		}
+		return false
+	}
+	if err := pipe.Park(client, pc, broker, nil, n, opts, done); err != nil {
+		s.log.Warn("parking failed; piping with goroutines", "err", err)
+		return false
+	}
+	return true
 }
 
 // loopPair hands a proxied pair to an event loop when the snapshot asks for

@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqgate/mqgate/accesslog"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqttws"
 )
@@ -235,6 +236,7 @@ type httpExchange struct {
 	proto  string // "http" or "https", as the client spoke
 	key    string
 	node   string
+	detail string // why the proxy failed, for the access record
 }
 
 type httpExchangeKey struct{}
@@ -271,6 +273,9 @@ func (hr *httpRoute) failed(w http.ResponseWriter, r *http.Request, err error) {
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 		status = http.StatusGatewayTimeout // connect, send or read timeout, as NGINX answers them
+	}
+	if ex, ok := r.Context().Value(httpExchangeKey{}).(*httpExchange); ok {
+		ex.detail = err.Error()
 	}
 	http.Error(w, fmt.Sprintf("route %s: upstream %s: %v", hr.cfg.ID, hr.up.cfg.ID, err), status)
 }
@@ -316,45 +321,105 @@ func (b *balancedTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	return nil, err
 }
 
-// proxyHTTP sends r through hr, and logs one line for it in the process
-// log (the access log's records are connections).
-func (s *Server) proxyHTTP(w http.ResponseWriter, r *http.Request, hr *httpRoute, wc *webConn, client netip.Addr) {
+// proxyHTTP sends r through hr, and writes its record to the access log.
+// forwarded says that client is the address a trusted proxy in front gave.
+func (s *Server) proxyHTTP(w http.ResponseWriter, r *http.Request, hr *httpRoute, wc *webConn, client netip.AddrPort, forwarded bool) {
+	start := time.Now()
 	if !hr.cfg.EnableWebSocket && mqttws.IsUpgrade(r) {
-		http.Error(w, fmt.Sprintf("route %s does not pass WebSocket upgrades (enable_websocket: false)", hr.cfg.ID), http.StatusBadRequest)
+		text := fmt.Sprintf("route %s does not pass WebSocket upgrades (enable_websocket: false)", hr.cfg.ID)
+		http.Error(w, text, http.StatusBadRequest)
+		s.logHTTP(r, wc, client, forwarded, start, httpOutcome{route: hr.cfg.ID, upstream: hr.up.cfg.ID, status: http.StatusBadRequest, detail: text})
 		return
 	}
-	ex := &httpExchange{route: hr, client: client, proto: "http"}
+	ex := &httpExchange{route: hr, client: client.Addr(), proto: "http"}
 	if wc.id.tls != nil {
 		ex.proto = "https"
 	}
-	ex.key = hr.up.hashKey(&wc.id.vars, client)
-	start := time.Now()
+	ex.key = hr.up.hashKey(&wc.id.vars, client.Addr())
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), httpExchangeKey{}, ex)))
-	if s.log.Enabled(context.Background(), slog.LevelInfo) {
-		s.log.LogAttrs(context.Background(), slog.LevelInfo, "http_request",
-			slog.String("listener", wc.listener.Addr),
-			slog.String("client", client.String()),
-			slog.String("route", hr.cfg.ID),
-			slog.String("method", r.Method),
-			slog.String("host", r.Host),
-			slog.String("uri", r.URL.RequestURI()),
-			slog.Int("status", sw.status),
-			slog.String("node", ex.node),
-			slog.Float64("duration_s", time.Since(start).Seconds()))
+	var body *countingBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingBody{ReadCloser: r.Body}
+		r.Body = body
 	}
+	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), httpExchangeKey{}, ex)))
+	out := httpOutcome{route: hr.cfg.ID, upstream: hr.up.cfg.ID, node: ex.node, status: sw.status, down: sw.bytes, detail: ex.detail}
+	if body != nil {
+		out.up = body.n
+	}
+	s.logHTTP(r, wc, client, forwarded, start, out)
 }
 
-// statusWriter notes the status written; Unwrap lets the reverse proxy
-// reach the connection for WebSocket upgrades.
+// httpOutcome is what became of an HTTP request, for its access record.
+type httpOutcome struct {
+	route, upstream, node string
+	status                int
+	up, down              int64 // body bytes from the client and to it
+	detail                string
+}
+
+// logHTTP writes an HTTP request's record to the access log: the JSON
+// line's msg is http_request, and a format has NGINX's HTTP variables
+// ($request, $status, $body_bytes_sent, $http_user_agent, ...).
+func (s *Server) logHTTP(r *http.Request, wc *webConn, client netip.AddrPort, forwarded bool, start time.Time, out httpOutcome) {
+	if s.access == nil {
+		return
+	}
+	ar := accesslog.Record{
+		Listener:  wc.listener.Addr,
+		Client:    client,
+		Route:     out.route,
+		Node:      out.node,
+		Upstream:  out.upstream,
+		Status:    out.status,
+		BytesUp:   out.up,
+		BytesDown: out.down,
+		Duration:  time.Since(start),
+		Detail:    out.detail,
+		Server:    wc.id.local,
+		Method:    r.Method,
+		Host:      r.Host,
+		URI:       r.RequestURI,
+		Proto:     r.Proto,
+		UserAgent: r.UserAgent(),
+		Referer:   r.Referer(),
+	}
+	wc.id.fill(&ar)
+	if forwarded {
+		ar.ForwardedBy, ar.ProxyProtocolPeer = wc.remote, netip.AddrPort{}
+	}
+	s.access.Log(&ar)
+}
+
+// countingBody counts the request body's bytes as the proxy reads them.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+// statusWriter notes the status and the body bytes written; Unwrap lets
+// the reverse proxy reach the connection for WebSocket upgrades.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	bytes  int64
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

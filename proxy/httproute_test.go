@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqgate/mqgate/internal/mqtttest"
 )
 
 // TestHTTPRouteVars: routes on one uri told apart by APISIX's simple vars
@@ -139,6 +142,10 @@ routes:
 	if code, body := get(t, base+"/quick", "x", nil); code != 200 || body != "quick" {
 		t.Errorf("GET /quick: %d %q", code, body)
 	}
+	rec := g.waitRecord(t, "the /hang record", func(r map[string]any) bool { return r["uri"] == "/hang" })
+	if rec["status"] != 504.0 || !strings.Contains(fmt.Sprint(rec["detail"]), "timeout") {
+		t.Errorf("/hang record %v: want status 504 and the timeout in detail", rec)
+	}
 }
 
 // zeros is an endless body that costs no memory.
@@ -147,4 +154,59 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestHTTPAccessLog: each HTTP request, routed or not, is a record in the
+// access log (JSON's http_request line, or the access_log_format line with
+// NGINX's HTTP variables), and none goes to the process log.
+func TestHTTPAccessLog(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %d", len(body))
+	}))
+	t.Cleanup(srv.Close)
+	node := strings.TrimPrefix(srv.URL, "http://")
+	yml := fmt.Sprintf(`
+node_listen: [LISTEN]
+upstreams: [{id: web, scheme: http, nodes: {%q: 1}}]
+routes: [{id: api, uri: "/api/*", upstream_id: web}]
+`, node)
+	process := &mqtttest.LogBuffer{}
+	g := startGatewayLog(t, yml, process)
+	base := "http://" + g.addr
+	resp, err := http.Post(base+"/api/up?x=1", "text/plain", strings.NewReader("twelve bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if code, _ := get(t, base+"/nowhere", "site.example", http.Header{"User-Agent": {"probe/1"}}); code != 404 {
+		t.Errorf("GET /nowhere: %d", code)
+	}
+	rec := g.waitRecord(t, "the POST's record", func(r map[string]any) bool { return r["msg"] == "http_request" && r["method"] == "POST" })
+	for k, v := range map[string]any{"route": "api", "uri": "/api/up?x=1", "proto": "HTTP/1.1", "status": 200.0, "node": node, "upstream": "web",
+		"bytes_up": 12.0, "bytes_down": 6.0} {
+		if rec[k] != v {
+			t.Errorf("record %s: %v, want %v (%v)", k, rec[k], v, rec)
+		}
+	}
+	if c := fmt.Sprint(rec["client"]); !strings.HasPrefix(c, "127.0.0.1:") {
+		t.Errorf("record client %q", c)
+	}
+	rec = g.waitRecord(t, "the 404's record", func(r map[string]any) bool { return r["msg"] == "http_request" && r["uri"] == "/nowhere" })
+	if rec["status"] != 404.0 || rec["host"] != "site.example" || rec["http_user_agent"] != "probe/1" || rec["route"] != "" {
+		t.Errorf("404 record %v", rec)
+	}
+	if strings.Contains(strings.Join(process.Lines(), "\n"), "http_request") {
+		t.Errorf("HTTP requests in the process log:\n%s", strings.Join(process.Lines(), "\n"))
+	}
+
+	// The same through log.access_log_format.
+	f := startGateway(t, yml+`log: {access_log_format: '"$request" $status $body_bytes_sent $host $upstream_addr $route_id'}`)
+	if code, _ := get(t, "http://"+f.addr+"/api/a?b=c", "api.example", nil); code != 200 {
+		t.Fatalf("GET through the second gateway: %d", code)
+	}
+	want := fmt.Sprintf(`"GET /api/a?b=c HTTP/1.1" 200 5 api.example %s api`, node)
+	mqtttest.WaitFor(t, "the formatted line", func() bool { return slices.Contains(f.access.Lines(), want) })
 }

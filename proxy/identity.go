@@ -13,6 +13,7 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/tlsconf"
+	"github.com/mqgate/mqgate/tlsrecord"
 	"github.com/mqgate/mqgate/vars"
 )
 
@@ -35,8 +36,10 @@ type identity struct {
 // open runs the stages between accept and the CONNECT: the PROXY header
 // and the TLS handshake, as the listener's current configuration asks. It
 // returns the connection to read MQTT from, or false when it ended the
-// connection (recorded in rec).
-func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record) (net.Conn, bool) {
+// connection (recorded in rec). With the epoll data path a TLS connection
+// is built on a pipe.ParkConn, returned too, so that its pipe can wait
+// without goroutines (pipe.Park).
+func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record) (net.Conn, *pipe.ParkConn, bool) {
 	lcfg := snap.listenerConfig(l.cfg.Addr, l.cfg)
 	rec.id.local = addrPort(tc.LocalAddr())
 	if lcfg.ProxyProtocol {
@@ -44,30 +47,43 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 		// deadline again for the CONNECT.
 		_ = tc.SetReadDeadline(time.Now().Add(snap.cfg.StreamProxy.ConnectTimeout))
 		if !s.readProxy(tc, lcfg, rec) {
-			return nil, false
+			return nil, nil, false
 		}
 	}
 	rec.id.vars.RemoteAddr = rec.remote.Addr().Unmap().String()
 	if !lcfg.TLS {
-		return tc, true
+		return tc, nil, true
 	}
-	tlsConn := tls.Server(tc, s.tlsServer)
+	// Under the tls.Conn, a tlsrecord.Transport over a pipe.ParkConn:
+	// after the handshake the connection's records are carried by
+	// tlsrecord (no tls.Conn kept), and its reads can be parked.
+	pc := pipe.NewParkConn(tc)
+	tr := tlsrecord.NewTransport(pc)
+	tlsConn := tls.Server(tr, s.tlsServer)
 	ctx, cancel := context.WithTimeout(s.ctx, snap.cfg.StreamProxy.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
 	err := tlsConn.HandshakeContext(ctx)
 	l.tls.observe(time.Since(start), err)
 	if err != nil {
+		tr.Forget(s.keyLog)
 		rec.end, rec.detail = EndTLSHandshake, err.Error()
 		s.stats.TLSHandshakeFailures.Add(1)
 		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
-		return nil, false
+		return nil, nil, false
 	}
 	ackNow(tc)
 	cs := tlsConn.ConnectionState()
 	rec.id.tls = &cs
 	rec.id.vars.SetTLS(cs)
-	return tlsConn, true
+	var conn net.Conn = tlsConn
+	if rc, err := tr.Protect(cs, s.keyLog); err == nil {
+		conn = rc // tlsConn is not used again
+	}
+	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
+		pc = nil // piped by goroutines: nothing to park
+	}
+	return conn, pc, true
 }
 
 // ackNow sends the ACK the kernel holds back for the last bytes read, with

@@ -41,6 +41,7 @@ import (
 	"github.com/mqgate/mqgate/keyed"
 	"github.com/mqgate/mqgate/limit"
 	"github.com/mqgate/mqgate/tlsconf"
+	"github.com/mqgate/mqgate/tlsrecord"
 )
 
 // Options are the parts of a Server that do not come from the configuration.
@@ -75,8 +76,9 @@ type Server struct {
 	// (or about to hold) two descriptors, for the gate's reserve.
 	pastConnect atomic.Int64
 
-	certs      *tlsconf.Store // certificates, shared by snapshots, following their files
-	tlsServer  *tls.Config    // for TLS listeners: picks the certificate from certs
+	certs      *tlsconf.Store    // certificates, shared by snapshots, following their files
+	tlsServer  *tls.Config       // for TLS listeners: picks the certificate from certs
+	keyLog     *tlsrecord.KeyLog // the traffic secrets of TLS handshakes under way, for tlsrecord
 	certCheck  time.Duration
 	watchCerts sync.Once
 	tlsCounts  keyed.Map[string, *tlsCounts]      // handshakes by configured listener address
@@ -95,6 +97,7 @@ type Server struct {
 	web       web // HTTP connections of websocket listeners (websocket.go)
 
 	rebalancing rebalancer // the paced rebalance (rebalance.go)
+	ended       endWaits   // keep_newest waiting for an older connection to end (sessions.go)
 }
 
 type listener struct {
@@ -121,6 +124,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	s.stats.refusedBy = newRefusals(coreRefusals(), s.plugins.reasons())
 	s.health = health.NewChecker(s.log, s.nodeChanged)
 	s.certs = tlsconf.NewStore(opts.Log)
+	s.keyLog = tlsrecord.NewKeyLog()
+	s.certs.LogKeys(s.keyLog)
 	if err := s.certs.Update(cfg); err != nil {
 		return nil, err
 	}

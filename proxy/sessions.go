@@ -1,6 +1,10 @@
 package proxy
 
 import (
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
 	"github.com/mqgate/mqgate/mqtt"
@@ -92,4 +96,84 @@ func (snap *snapshot) node(id, addr string) (*upstream, int) {
 		}
 	}
 	return nil, 0
+}
+
+// takeOverWait bounds how long a connection that takes over a client id
+// (on_duplicate_client_id: keep_newest) waits for the older connection to
+// end before its CONNECT goes to the broker.
+const takeOverWait = 250 * time.Millisecond
+
+// takeOver closes older, the connection of a client id that connected
+// again, and waits (at most takeOverWait) until it has ended. The wait is
+// for the older client's DISCONNECT 0x8E: the newer CONNECT makes the
+// broker take the session over, and a broker that drops the older
+// connection before mqgate's close reached its pipe would leave the older
+// client a bare close (a race a loaded machine loses). A client that
+// reads its 0x8E and closes ends the wait at once; a half-open ghost,
+// which keep_newest is for, costs the newer client takeOverWait.
+func (s *Server) takeOver(older *liveConn) {
+	ended := s.ended.watch(older)
+	defer s.ended.unwatch(older)
+	older.mu.Lock()
+	e := &older.entry
+	piping := e.piping && !e.settled // before piping it is closed at once, with nothing to say
+	older.mu.Unlock()
+	older.close(EndTakenOver)
+	if !piping {
+		return
+	}
+	t := time.NewTimer(takeOverWait)
+	defer t.Stop()
+	select {
+	case <-ended:
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
+}
+
+// endWaits tells those who wait for a connection that it ended. The
+// connection path pays one atomic load per end while nobody waits.
+type endWaits struct {
+	n  atomic.Int32
+	mu sync.Mutex
+	m  map[*liveConn]chan struct{}
+}
+
+// watch returns a channel closed when lc ends (signal), from now on.
+func (w *endWaits) watch(lc *liveConn) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.m == nil {
+		w.m = make(map[*liveConn]chan struct{})
+	}
+	ch, ok := w.m[lc]
+	if !ok {
+		ch = make(chan struct{})
+		w.m[lc] = ch
+		w.n.Add(1)
+	}
+	return ch
+}
+
+func (w *endWaits) unwatch(lc *liveConn) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.m[lc]; ok {
+		delete(w.m, lc)
+		w.n.Add(-1)
+	}
+}
+
+// signal is called when lc has ended.
+func (w *endWaits) signal(lc *liveConn) {
+	if w.n.Load() == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ch, ok := w.m[lc]; ok {
+		close(ch)
+		delete(w.m, lc)
+		w.n.Add(-1)
+	}
 }

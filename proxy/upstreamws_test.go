@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/mqttws"
@@ -30,7 +32,7 @@ func silentWSBroker(t *testing.T, tlsCfg *tls.Config) (port int, connects chan s
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	connects = make(chan string, 16)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/mqtt" {
 			http.NotFound(w, r)
 			return
@@ -168,4 +170,52 @@ stream_routes: [{id: r, upstream_id: emqx}]
 	if d := fmt.Sprint(rec["detail"]); !strings.Contains(d, "/wrong") || !strings.Contains(d, "404") {
 		t.Errorf("detail %q: want the path and the broker's 404", d)
 	}
+}
+
+// TestUpstreamWebSocketReload: a reload that turns an upstream's scheme
+// from tcp to ws gives its probes (and dials) the WebSocket handshake: the
+// MQTT probe that failed against a WebSocket-only broker passes, as the
+// broker sees it.
+func TestUpstreamWebSocketReload(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochiWS(t, nil)
+	yml := func(scheme string) string {
+		return fmt.Sprintf(`
+stream_proxy: {tcp: ["127.0.0.1:0"]}
+upstreams:
+  - id: emqx
+    scheme: %s
+    nodes: {%q: 1}
+    checks:
+      active:
+        type: mqtt
+        client_id: probe-
+        timeout: 0.5
+        healthy: {interval: 0.05, successes: 1}
+        unhealthy: {interval: 0.05, timeouts: 1, tcp_failures: 1}
+stream_routes: [{id: r, upstream_id: emqx}]
+`, scheme, broker.Addr())
+	}
+	g := startGateway(t, yml("tcp"))
+	stopFirst(t, g)
+	mqtttest.WaitFor(t, "plain MQTT probes failing against the WebSocket broker", func() bool {
+		s := nodeHealth(g, "emqx", broker.Addr())
+		return s.Addr != "" && !s.Healthy
+	})
+	probed := func() bool {
+		return slices.ContainsFunc(broker.Seen(), func(id string) bool { return strings.HasPrefix(id, "probe-") })
+	}
+	if probed() {
+		t.Fatalf("the broker saw a probe over plain MQTT: %v", broker.Seen())
+	}
+	cfg, err := config.Parse(config.Document{Name: "reload.yaml", Data: []byte(yml("ws"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.srv.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	mqtttest.WaitFor(t, "a probe over WebSocket after the reload", probed)
+	mqtttest.WaitFor(t, "the node healthy", func() bool { return nodeHealth(g, "emqx", broker.Addr()).Healthy })
+	mqtttest.ConnectOK(t, g.addr, "after-reload", mqtt.Level5)
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -63,22 +64,37 @@ func (w *webStats) snapshot() map[string]uint64 {
 // (0x10) or anything else, which the CONNECT reader refuses.
 func isHTTP(first byte) bool { return first >= 'A' && first <= 'Z' }
 
+// sniffSize is what sniff reads at once: most of an upgrade request or a
+// CONNECT in one system call, and within what preread takes as read
+// already (prereadBufSize).
+const sniffSize = 1024
+
+var sniffPool = sync.Pool{New: func() any { b := make([]byte, sniffSize); return &b }}
+
 // sniff tells MQTT from HTTP on a listener that takes both, by the first
-// byte (read within connect_timeout): MQTT goes on to the CONNECT with that
-// byte kept, HTTP is handed to the web server.
+// byte (read within connect_timeout, with what came with it): MQTT goes on
+// to the CONNECT with those bytes kept, an MQTT WebSocket upgrade is
+// answered here, other HTTP is handed to the web server.
 func (p *connPath) sniff() bool {
 	lcfg := p.snap.listenerConfig(p.l.cfg.Addr, p.l.cfg)
 	if lcfg.WebSocket == nil && !lcfg.HTTP {
 		return true
 	}
 	_ = p.conn.SetReadDeadline(time.Now().Add(p.snap.cfg.StreamProxy.ConnectTimeout))
-	first := make([]byte, 1)
-	if _, err := p.conn.Read(first); err != nil {
+	bp := sniffPool.Get().(*[]byte)
+	defer sniffPool.Put(bp)
+	n, err := p.conn.Read(*bp)
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
 		p.s.failPreread(p.conn, p.rec, err)
 		return false
 	}
+	// An error that came with bytes comes again on the next read.
+	first := (*bp)[:n]
 	if !isHTTP(first[0]) && !lcfg.HTTPOnly {
-		p.have = first
+		p.have = append([]byte(nil), first...)
 		return true
 	}
 	if lcfg.WebSocket != nil {
@@ -97,6 +113,8 @@ func (p *connPath) sniff() bool {
 			return true
 		}
 		first = replay // not an upgrade this path takes: net/http answers it
+	} else {
+		first = append([]byte(nil), first...)
 	}
 	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id}
 	p.handed = p.s.handOver(wc)
@@ -199,19 +217,23 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if lcfg.HTTP {
-		client := wc.remote.Addr()
-		if a, ok := forwardedFor(r.Header); ok && allowed(lcfg.RealIPFrom, client) {
-			client = a
+		start := time.Now()
+		client := netip.AddrPortFrom(wc.remote.Addr().Unmap(), wc.remote.Port())
+		a, forwarded := forwardedFor(r.Header)
+		if forwarded = forwarded && allowed(lcfg.RealIPFrom, wc.remote.Addr()); forwarded {
+			client = netip.AddrPortFrom(a.Unmap(), 0)
 		}
 		scheme := "http"
 		if wc.id.tls != nil {
 			scheme = "https"
 		}
-		if hr := matchHTTP(snap.http, r, client.Unmap(), scheme); hr != nil {
-			s.proxyHTTP(w, r, hr, wc, client.Unmap())
+		if hr := matchHTTP(snap.http, r, client.Addr(), scheme); hr != nil {
+			s.proxyHTTP(w, r, hr, wc, client, forwarded)
 			return
 		}
-		http.Error(w, "404 no route matches "+r.Method+" "+r.Host+r.URL.Path, http.StatusNotFound)
+		text := "404 no route matches " + r.Method + " " + r.Host + r.URL.Path
+		http.Error(w, text, http.StatusNotFound)
+		s.logHTTP(r, wc, client, forwarded, start, httpOutcome{status: http.StatusNotFound, down: int64(len(text)) + 1, detail: "no route matches"})
 		return
 	}
 	if lcfg.WebSocket != nil {

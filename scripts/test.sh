@@ -40,8 +40,9 @@ go vet ./...
 go test -race -count=1 -timeout 12m "$@" ./...
 
 # The fuzz targets of what reads untrusted input beyond the MQTT codec
-# (configuration files, Admin API bodies, PROXY headers), each briefly on
-# top of its seed corpus in testdata/fuzz; MQGATE_FUZZTIME=10m for longer.
-for target in config:FuzzParse admin:FuzzAdminBody proxy:FuzzReadProxyHeader; do
+# (configuration files, Admin API bodies, PROXY headers, TLS records after
+# the handshake), each briefly on top of its seed corpus in testdata/fuzz;
+# MQGATE_FUZZTIME=10m for longer.
+for target in config:FuzzParse admin:FuzzAdminBody proxy:FuzzReadProxyHeader tlsrecord:FuzzRead; do
   go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "${MQGATE_FUZZTIME:-3s}" "./${target%%:*}/"
 done

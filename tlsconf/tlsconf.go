@@ -29,6 +29,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -59,6 +60,8 @@ type Store struct {
 	rotated time.Time
 
 	cur atomic.Pointer[set]
+
+	keyLog io.Writer // every server configuration's KeyLogWriter, under mu
 }
 
 // set is one consistent generation of TLS configurations.
@@ -111,6 +114,14 @@ func (s *Store) buildLocked(cfg *config.Config) error {
 	s.cfg, s.stamps = cfg, stamps
 	s.cur.Store(next)
 	return nil
+}
+
+// LogKeys makes w the KeyLogWriter of the server configurations built
+// from now on (the secrets of package tlsrecord); call it before Update.
+func (s *Store) LogKeys(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keyLog = w
 }
 
 // ServerConfig is the configuration for TLS listeners: it picks the ssls
@@ -217,6 +228,7 @@ func (s *Store) rotateLocked() {
 	if cur := s.cur.Load(); cur != nil {
 		for _, srv := range cur.server {
 			srv.cfg.SetSessionTicketKeys(s.ticketKeys(srv.salt))
+			srv.cfg.KeyLogWriter = s.keyLog
 		}
 	}
 }
@@ -247,6 +259,7 @@ func (s *Store) build(cfg *config.Config) (*set, error) {
 			return nil, fmt.Errorf("ssl %q (%s:%d): %w", ssl.ID, ssl.File, ssl.Line, err)
 		}
 		srv.cfg.SetSessionTicketKeys(s.ticketKeys(srv.salt))
+		srv.cfg.KeyLogWriter = s.keyLog
 		next.server = append(next.server, srv)
 		if next.fallback == nil {
 			next.fallback = srv.cfg

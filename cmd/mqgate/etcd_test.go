@@ -33,6 +33,12 @@ func startEtcdInstance(t *testing.T, e *etcdtest.Etcd, name string) *etcdInstanc
 
 func startEtcdRole(t *testing.T, e *etcdtest.Etcd, name, role string) *etcdInstance {
 	t.Helper()
+	return startEtcdPrefix(t, e, name, role, "/apisix")
+}
+
+// startEtcdPrefix starts an instance reading etcd under prefix.
+func startEtcdPrefix(t *testing.T, e *etcdtest.Etcd, name, role, prefix string) *etcdInstance {
+	t.Helper()
 	dir := t.TempDir()
 	in := &etcdInstance{name: name, file: filepath.Join(dir, "config.yaml"),
 		mqtt: net.JoinHostPort("127.0.0.1", strconv.Itoa(mqtttest.FreePort(t)))}
@@ -45,11 +51,11 @@ deployment:
   instance_name: %s
   etcd:
     host: [%q]
-    prefix: /apisix
+    prefix: %s
     timeout: 2
 admin: {listen: "127.0.0.1:0", keys: [{key: %s}]}
 log: {access_log: "off"}
-`, in.mqtt, role, role, name, e.Endpoint(), testAdminKey)
+`, in.mqtt, role, role, name, e.Endpoint(), prefix, testAdminKey)
 	if err := os.WriteFile(in.file, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -363,4 +369,43 @@ func TestEtcdRoles(t *testing.T) {
 	}
 	cp.p.stop(t)
 	dp.p.stop(t)
+}
+
+// TestEtcdRefusesOneObjectAcrossObjects: under a prefix of its own, a
+// stream route written straight into etcd that names an HTTP upstream (a
+// problem the decoder finds across objects, with no field path) is refused
+// alone with its key; the route beside it serves, and the Admin API names
+// the objects by their keys under that prefix.
+func TestEtcdRefusesOneObjectAcrossObjects(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	broker := mqtttest.StartMochi(t)
+	in := startEtcdPrefix(t, e, "solo", "traditional", "/mqtt")
+	cli := e.Client(t)
+	ctx := context.Background()
+	for key, value := range map[string]string{
+		"/mqtt/upstreams/web":     `{"scheme": "http", "nodes": {"127.0.0.1:8080": 1}}`,
+		"/mqtt/stream_routes/web": `{"mqtt_client_id": {"prefix": "web-"}, "upstream_id": "web"}`,
+		"/mqtt/stream_routes/1":   fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr()),
+	} {
+		if _, err := cli.Put(ctx, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mqtttest.WaitFor(t, "the refusal of the route naming an HTTP upstream", func() bool {
+		return strings.Contains(in.p.stderr.String(), `msg="etcd object refused" key=/mqtt/stream_routes/web`)
+	})
+	mqtttest.WaitFor(t, "route 1 to apply", func() bool { return hasRoute(t, in.admin, "1") })
+	if !tryConnect(in.mqtt, "solo-1") {
+		t.Error("route 1 does not serve")
+	}
+	if strings.Contains(in.p.stderr.String(), "etcd snapshot refused") {
+		t.Errorf("the whole snapshot was refused:\n%s", in.p.stderr.String())
+	}
+	code, v := adminDo(t, "GET", in.admin+"/apisix/admin/upstreams", "")
+	list, _ := v["list"].([]any)
+	if code != 200 || len(list) != 1 || list[0].(map[string]any)["key"] != "/mqtt/upstreams/web" {
+		t.Errorf("GET upstreams: %d %v, want the one key /mqtt/upstreams/web", code, v)
+	}
+	in.p.stop(t)
 }

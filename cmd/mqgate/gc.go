@@ -41,9 +41,21 @@ func tuneGC(log *slog.Logger) {
 // by at least giveBackBurst, and is not growing, the process
 // collects twice and returns the free memory at once (debug.FreeOSMemory):
 // once per burst, never at steady state.
+//
+// A ramp (a fleet connecting, a reconnect storm after a restart) leaves the
+// same garbage behind while the load stays up: the handshakes' garbage
+// (tens of KB per TLS handshake) sits in use until the heap reaches a goal
+// set by the new fleet, and an idle fleet allocates little: RSS stayed at
+// about 1.5 times the live heap. So, checked every second, once the load
+// has risen by giveBackBurst and by a quarter since the last give-back, and
+// then not grown for rampSettle, memory is given back the same way: a
+// growing fleet pays one collection per quarter it grows.
 const (
 	giveBackInterval = 10 * time.Second
 	giveBackBurst    = 256
+	rampCheck        = time.Second
+	rampSettle       = 2 * time.Second
+	rampJitter       = 16 // goroutines that come and go under steady traffic
 )
 
 // giveBack runs until ctx ends. MQGATE_GIVE_BACK=off turns it off (for
@@ -60,8 +72,11 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 	}
 	last := load()
 	peak := last
-	tick := time.NewTicker(every)
+	var r ramp
+	r.reset(last)
+	tick := time.NewTicker(min(every, rampCheck))
 	defer tick.Stop()
+	nextBurst := time.Now().Add(every)
 	for {
 		select {
 		case <-ctx.Done():
@@ -69,10 +84,20 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 		case <-tick.C:
 		}
 		now := load()
-		peak = max(peak, now)
-		calm := now <= last
-		last = now
-		if !calm || peak < 2*now || peak-now < giveBackBurst {
+		why := ""
+		if r.settled(now, time.Now()) {
+			why = "ramp"
+		}
+		if t := time.Now(); !t.Before(nextBurst) {
+			nextBurst = t.Add(every)
+			peak = max(peak, now)
+			calm := now <= last
+			last = now
+			if calm && peak >= 2*now && peak-now >= giveBackBurst {
+				why = "burst"
+			}
+		}
+		if why == "" {
 			continue
 		}
 		start := time.Now()
@@ -82,8 +107,31 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 		runtime.GC()
 		debug.FreeOSMemory()
 		metrics.Read(samples)
-		log.Info("memory given back after a burst", "load_peak", peak, "load", now,
+		log.Info("memory given back after a "+why, "load_peak", peak, "load", now,
 			"heap_in_use_before", before, "heap_in_use_after", samples[1].Value.Uint64(), "took", time.Since(start).Round(time.Millisecond))
-		peak = now
+		peak, last = now, now
+		r.reset(now)
 	}
+}
+
+// ramp follows the load between give-backs: it has settled after a rise
+// when it rose by giveBackBurst and a quarter above base, then did not
+// grow for rampSettle.
+type ramp struct {
+	base, high uint64    // the load after the last give-back; the highest since
+	since      time.Time // when the load last grew past high
+}
+
+func (r *ramp) reset(load uint64) { *r = ramp{base: load, high: load} }
+
+func (r *ramp) settled(load uint64, now time.Time) bool {
+	switch {
+	case load > r.high+rampJitter:
+		r.high, r.since = load, now
+		return false
+	case load > r.high:
+		r.high = load // a drain's goroutine more: not growth
+	}
+	rose := r.high >= r.base+giveBackBurst && 4*r.high >= 5*r.base
+	return rose && !r.since.IsZero() && now.Sub(r.since) >= rampSettle && 4*load >= 3*r.high
 }

@@ -336,52 +336,60 @@ func (r *runner) startTarget(ctx context.Context, t *target, listen, tlsListen, 
 		s.WSPort, s.WSSPort = portOf(wsListen), portOf(wssListen)
 		s.WSBrokerTCP, s.WSBrokerWS = r.wsBrokerTCP, r.wsBrokerWS
 	}
-	var (
-		p   *process
-		err error
-	)
-	switch t.name {
-	case HAProxy, HAProxy1:
-		p, err = startHAProxy(r.opts.Work, s)
-	case NGINX:
-		p, err = startNGINX(r.opts.Work, s)
-	case Mqgate, Mqgate1:
-		bin := r.opts.MqgateBin
-		if bin == "" {
+	if t.name == Mqgate || t.name == Mqgate1 {
+		if r.opts.MqgateBin == "" {
 			r.logf("building mqgate")
-			if bin, err = buildMqgate(ctx, r.opts.Repo, r.opts.Work); err != nil {
+			bin, err := buildMqgate(ctx, r.opts.Repo, r.opts.Work)
+			if err != nil {
 				return fmt.Errorf("mqgate does not build yet: %w", err)
 			}
 			r.opts.MqgateBin = bin // built once for both
 		}
-		p, err = startMqgate(r.opts.Work, bin, s)
-	default:
-		return fmt.Errorf("unknown target %q", t.name)
 	}
-	if err != nil {
+	addrs := []string{listen, tlsListen}
+	if s.WSListen != "" {
+		addrs = append(addrs, s.WSListen, s.WSSListen)
+	}
+	// launch starts the target and waits until every listener is up; the
+	// WebSocket idle phases start it again (runIdle).
+	launch := func() error {
+		var (
+			p   *process
+			err error
+		)
+		switch t.name {
+		case HAProxy, HAProxy1:
+			p, err = startHAProxy(r.opts.Work, s)
+		case NGINX:
+			p, err = startNGINX(r.opts.Work, s)
+		case Mqgate, Mqgate1:
+			p, err = startMqgate(r.opts.Work, r.opts.MqgateBin, s)
+		default:
+			return fmt.Errorf("unknown target %q", t.name)
+		}
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if err := waitListening(a, 15*time.Second, p); err != nil {
+				p.stop()
+				return fmt.Errorf("%s did not start its listener %s: %w", t.name, a, err)
+			}
+		}
+		t.proc = p
+		return nil
+	}
+	if err := launch(); err != nil {
 		return err
 	}
-	t.proc = p
-	if err := waitListening(listen, 15*time.Second, p); err != nil {
-		p.stop()
+	t.restart = func() error {
+		t.proc.stop()
 		t.proc = nil
-		return fmt.Errorf("%s did not start: %w", t.name, err)
-	}
-	if err := waitListening(tlsListen, 15*time.Second, p); err != nil {
-		p.stop()
-		t.proc = nil
-		return fmt.Errorf("%s did not start its TLS listener: %w", t.name, err)
+		return launch()
 	}
 	t.addrs = []string{listen}
 	t.tlsAddrs = []string{tlsListen}
 	if s.WSListen != "" {
-		for _, a := range []string{s.WSListen, s.WSSListen} {
-			if err := waitListening(a, 15*time.Second, p); err != nil {
-				p.stop()
-				t.proc = nil
-				return fmt.Errorf("%s did not start its WebSocket listeners: %w", t.name, err)
-			}
-		}
 		t.wsAddrs, t.wssAddrs = []string{s.WSListen}, []string{s.WSSListen}
 	}
 	return nil
@@ -783,12 +791,24 @@ func (r *runner) runIdle(ctx context.Context, t *target, over idleOver) *results
 	}
 	procs := max(r.plan.IdleProcs, 1)
 	if over == overWS || over == overWSS {
-		idle.GiveBackWaitSeconds = r.waitGiveBack(ctx, t)
+		// A fresh process for each: what the phases before freed, a
+		// process keeps for reuse (NGINX's pools, Go's heap), and a phase
+		// started on it would measure that reuse rather than what a
+		// connection costs. Both targets are restarted alike.
+		if err := t.restart(); err != nil {
+			t.skip = fmt.Sprintf("%s did not start again for the %s idle phase: %v", t.name, label, err)
+			idle.Error = t.skip
+			r.problem("%s", t.skip)
+			return idle
+		}
+		idle.Restarted = true
+		if err := r.warmWS(t, over == overWSS); err != nil {
+			idle.Error = err.Error()
+			r.problem("%s idle: %v", label, err)
+			return idle
+		}
 	}
 	before := r.snap(t)
-	if t.idleFloorKB == 0 {
-		t.idleFloorKB = before.proxy.RSSKB
-	}
 	settle, hold := seconds(r.plan.IdleSettleSeconds), seconds(r.plan.IdleHoldSeconds)
 	rampTimeout := 30 * time.Second
 	if r.opts.Quick {
@@ -881,29 +901,24 @@ func (r *runner) runIdle(ctx context.Context, t *target, over idleOver) *results
 	return idle
 }
 
-// giveBackWait bounds how long an idle phase waits for the proxy to give
-// back the memory of the one before: mqgate returns it at most
-// giveBackInterval (10 s) after the load fell.
-const giveBackWait = 12 * time.Second
-
-// waitGiveBack waits until t's RSS is back near where it was before its
-// first idle phase (within 10 % or 2 MB), at most giveBackWait, and says
-// how long it waited. Without it, a process that keeps the previous
-// phase's freed memory for a while would grow less in the next one, which
-// would measure reuse instead of what a connection costs.
-func (r *runner) waitGiveBack(ctx context.Context, t *target) float64 {
-	start := time.Now()
-	if t.idleFloorKB == 0 {
-		return 0
-	}
-	limit := t.idleFloorKB + max(t.idleFloorKB/10, 2048)
-	for time.Since(start) < giveBackWait && ctx.Err() == nil {
-		if readUsage(t.pids()).RSSKB <= limit {
-			break
+// warmWS makes one MQTT session through t's WebSocket listener (wss with
+// overTLS) on the freshly started process, as the other idle phases follow
+// the measured rounds: so that what every process starts lazily (event
+// loops, pools, NGINX's upstream state) is not counted per connection.
+func (r *runner) warmWS(t *target, overTLS bool) error {
+	cfg := r.wsConfig(t, "idle", 0, overTLS)
+	addr := cfg.Addrs[0]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := loadgen.ConnectOnceOver(addr, "warm-"+t.name, cfg.WSPath, cfg.TLS, r.certs.CA, cfg.ServerName, 2*time.Second)
+		if err == nil {
+			return nil
 		}
-		sleepCtx(ctx, 250*time.Millisecond)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no MQTT session over WebSocket through %s after it started again: %w", t.name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return time.Since(start).Seconds()
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

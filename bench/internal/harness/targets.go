@@ -43,10 +43,10 @@ type target struct {
 	// plain and over TLS (path wsPath); nil for targets not in the
 	// WebSocket phases.
 	wsAddrs, wssAddrs []string
-	// idleFloorKB is the proxy's RSS before its first idle phase, which
-	// the WebSocket idle phases wait for it to come back to.
-	idleFloorKB int64
-	proc        *process // nil for no-proxy
+	// restart stops the proxy and starts it again with the same
+	// configuration, listeners up; nil for no-proxy.
+	restart func() error
+	proc    *process // nil for no-proxy
 	// skip, when set, says why the target is not measured.
 	skip string
 }

@@ -258,6 +258,24 @@ func ConnectOnce(addr, clientID string, timeout time.Duration) error {
 	return nil
 }
 
+// ConnectOnceOver is ConnectOnce over MQTT over WebSocket to wsPath ("":
+// plain MQTT), with TLS when overTLS (trusting caFile, for serverName).
+func ConnectOnceOver(addr, clientID, wsPath string, overTLS bool, caFile, serverName string, timeout time.Duration) error {
+	tr := transport{wsPath: wsPath}
+	if overTLS {
+		var err error
+		if tr.tls, err = ClientTLS(caFile, serverName); err != nil {
+			return err
+		}
+	}
+	s, err := dialSession(addr, clientID, 60, timeout, 64, tr)
+	if err != nil {
+		return err
+	}
+	s.disconnect()
+	return nil
+}
+
 // ClientTLS is the clients' TLS configuration: TLS 1.3, X25519 only (HAProxy
 // 2.6 with OpenSSL 3.0 has no post-quantum hybrid, so every target gets the
 // same key exchange), trusting the CA certificates in caFile.

@@ -155,9 +155,9 @@ type Idle struct {
 	Errors             map[string]uint64 `json:"errors,omitempty"`
 	ErrorSamples       map[string]string `json:"error_samples,omitempty"`
 	Error              string            `json:"error,omitempty"`
-	// GiveBackWaitSeconds is how long the phase waited for the proxy to
-	// give back the previous idle phase's memory (WebSocket phases).
-	GiveBackWaitSeconds float64 `json:"give_back_wait_s,omitempty"`
+	// Restarted: the phase ran on a freshly started proxy (the WebSocket
+	// idle phases), not on one that held the phases before.
+	Restarted bool `json:"restarted,omitempty"`
 }
 
 // Target returns the target named name, or nil.

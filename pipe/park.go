@@ -1,0 +1,352 @@
+package pipe
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Parking: the form of the pipe for connections whose bytes pass through
+// user space (TLS, WebSocket), which the event loops cannot carry, and
+// whose waiting reads would otherwise hold a goroutine and its stack per
+// direction (two stacks, 6 KB, of an idle TLS connection's 22 KB). A parked
+// direction has no goroutine: a Readiness source says when its socket has
+// bytes, a goroutine then reads (through TLS) and writes until the socket
+// runs dry, and parks the direction again. The pipe's rules (deadlines, idle
+// limit, half-close, close at a boundary) are those of Run, unchanged: the
+// deadlines of a ParkConn wake its direction when they pass, so a read that
+// is not waiting still fails at its deadline.
+
+// Readiness tells parked pipes when a socket has bytes to read
+// (epoll.Notifier).
+type Readiness interface {
+	// Watch registers the socket of rc, armed: wake runs once when it is
+	// readable, hangs up or fails, and then again only after Watch.Arm.
+	// wake must return quickly (it hands the work on).
+	Watch(rc syscall.RawConn, wake func()) (Watch, error)
+}
+
+// Watch is one socket registered with a Readiness source.
+type Watch interface {
+	Arm() error // one more wake, when the socket is readable (at once if it is now); fails once it is closed
+	Stop()      // no more wakes
+}
+
+// ParkConn is a TCP connection whose reads can be parked. Until Park takes
+// it, it is the *net.TCPConn it wraps; a TLS or WebSocket connection that
+// may be parked later is built on one from the start:
+//
+//	pc := pipe.NewParkConn(tcp)
+//	client := tls.Server(pc, cfg) // handshake and CONNECT as usual
+//	...
+//	pipe.Park(client, pc, broker, nil, ready, opts, done)
+//
+// Once parked, its Read does not wait: with nothing to read it fails with
+// an error whose Temporary method reports true, which crypto/tls and the
+// WebSocket reader pass on without giving up on the connection (a TLS
+// record half read stays buffered in the tls.Conn), and its read deadline
+// wakes the direction when it passes.
+type ParkConn struct {
+	*net.TCPConn
+	rc       syscall.RawConn
+	parked   atomic.Bool
+	deadline atomic.Int64 // unix nanoseconds of the read deadline; 0 = none
+	mu       sync.Mutex
+	timer    *time.Timer // wakes the direction at the read deadline, while parked
+	wake     func()      // the direction's, while parked
+}
+
+// NewParkConn wraps tc.
+func NewParkConn(tc *net.TCPConn) *ParkConn { return &ParkConn{TCPConn: tc} }
+
+// errWouldBlock is what a parked ParkConn's Read returns when the socket has
+// nothing to read. Temporary: crypto/tls keeps the connection usable.
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "pipe: nothing to read yet" }
+func (wouldBlock) Temporary() bool { return true }
+func (wouldBlock) Timeout() bool   { return false }
+
+var errWouldBlock net.Error = wouldBlock{}
+
+// Read reads what the socket holds; parked, it never waits.
+func (c *ParkConn) Read(b []byte) (int, error) {
+	if !c.parked.Load() {
+		return c.TCPConn.Read(b)
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	var (
+		n     int
+		rdErr error
+	)
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rdErr = syscall.Read(int(fd), b)
+			if rdErr != syscall.EINTR {
+				return true // done, whatever the outcome: a parked read never waits
+			}
+		}
+	})
+	switch {
+	case err != nil: // closed, or the deadline passed (as the runtime saw it)
+		return 0, err
+	case rdErr == syscall.EAGAIN:
+		if dl := c.deadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+			// The deadline passed and the runtime's own timer has not
+			// caught up yet: fail as the waiting read would have.
+			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+		}
+		return 0, errWouldBlock
+	case rdErr != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rdErr)}
+	case n <= 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// SetReadDeadline is the TCP connection's, and while parked it also wakes
+// the direction when t passes, so that the read that is not waiting fails.
+func (c *ParkConn) SetReadDeadline(t time.Time) error {
+	err := c.TCPConn.SetReadDeadline(t)
+	c.armDeadline(t)
+	return err
+}
+
+// SetDeadline sets both deadlines, as SetReadDeadline and SetWriteDeadline.
+func (c *ParkConn) SetDeadline(t time.Time) error {
+	err := c.TCPConn.SetDeadline(t)
+	c.armDeadline(t)
+	return err
+}
+
+func (c *ParkConn) armDeadline(t time.Time) {
+	if t.IsZero() {
+		c.deadline.Store(0)
+	} else {
+		c.deadline.Store(t.UnixNano())
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wake == nil {
+		return
+	}
+	if t.IsZero() {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		return
+	}
+	d := time.Until(t)
+	if d <= 0 {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		go c.wake() // not inline: the caller may hold its direction
+		return
+	}
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.wake)
+		return
+	}
+	c.timer.Reset(d)
+}
+
+// park switches c to reads that never wait, with wake to run at its read
+// deadline and when it is closed. It returns c's RawConn for the Readiness
+// source.
+func (c *ParkConn) park(wake func()) (syscall.RawConn, error) {
+	rc, err := c.TCPConn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	c.rc = rc
+	c.mu.Lock()
+	c.wake = wake
+	c.mu.Unlock()
+	c.parked.Store(true)
+	if dl := c.deadline.Load(); dl != 0 {
+		c.armDeadline(time.Unix(0, dl))
+	}
+	return rc, nil
+}
+
+// Close closes the connection and, parked, wakes its direction, whose read
+// then fails: as with Run, closing a connection ends its pipe.
+func (c *ParkConn) Close() error {
+	err := c.TCPConn.Close()
+	c.mu.Lock()
+	wake := c.wake
+	c.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+	return err
+}
+
+// unpark makes c's reads wait again (a goodbye's linger), and stops its
+// deadline's wake.
+func (c *ParkConn) unpark() {
+	c.parked.Store(false)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wake = nil
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+}
+
+// A parked direction's state.
+const (
+	parkIdle    = iota // waiting for readiness: no goroutine
+	parkRunning        // a goroutine is draining src
+	parkAgain          // draining, and woken again meanwhile: drain once more
+	parkDone           // the direction has ended
+)
+
+// parking is what a direction holds to be parked.
+type parking struct {
+	pc    *ParkConn // src's socket
+	w     Watch
+	state atomic.Int32
+}
+
+// Park is Start for connections that can wait without a goroutine: client
+// is read through clientPC (a TLS or WebSocket connection over it, or
+// clientPC itself), broker through brokerPC (nil: broker is a
+// *net.TCPConn, wrapped here). Each direction has a goroutine only while
+// bytes flow; ready says when they do. done gets the Result once both
+// directions have ended, as with Start. When Park fails (the Readiness
+// source is closed) nothing has started and the caller may Start instead.
+func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkConn, ready Readiness, opts Options, done func(Result)) error {
+	if brokerPC == nil {
+		tc, ok := broker.(*net.TCPConn)
+		if !ok {
+			return errors.New("pipe: broker side cannot be parked")
+		}
+		brokerPC = NewParkConn(tc)
+		broker = brokerPC
+	}
+	up, down := newDirections(client, broker, opts)
+	up.clientPC = clientPC
+	up.park, down.park = &parking{pc: clientPC}, &parking{pc: brokerPC}
+	for _, d := range []*direction{up, down} {
+		// Running until the first drain below ends: a wake before it only
+		// asks for one more.
+		d.park.state.Store(parkRunning)
+		rc, err := d.park.pc.park(d.wakeParked)
+		if err == nil {
+			d.park.w, err = ready.Watch(rc, d.wakeParked)
+		}
+		if err != nil {
+			if up.park.w != nil {
+				up.park.w.Stop()
+			}
+			clientPC.unpark()
+			brokerPC.unpark()
+			return err
+		}
+	}
+	var left atomic.Int32
+	left.Store(2)
+	finish := func() {
+		if left.Add(-1) == 0 {
+			clientPC.unpark() // stops the deadlines' wakes
+			brokerPC.unpark()
+			done(result(up, down))
+		}
+	}
+	up.finish, down.finish = finish, finish
+	startDirections(up, down, opts)
+	// Each direction drains once at once: bytes may wait inside TLS
+	// already (read with the CONNECT), where no readiness would tell.
+	go up.runParked()
+	go down.runParked()
+	return nil
+}
+
+// wakeParked runs the direction's drain on a goroutine, unless one runs
+// already (then it drains once more before it parks).
+func (d *direction) wakeParked() {
+	p := d.park
+	for {
+		switch s := p.state.Load(); s {
+		case parkIdle:
+			if p.state.CompareAndSwap(parkIdle, parkRunning) {
+				go d.runParked()
+				return
+			}
+		case parkRunning:
+			if p.state.CompareAndSwap(parkRunning, parkAgain) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// runParked drains src until it runs dry, then parks the direction, or
+// ends it.
+func (d *direction) runParked() {
+	p := d.park
+	for {
+		dry, err := d.drain()
+		if !dry {
+			p.state.Store(parkDone)
+			p.w.Stop()
+			d.ended(err)
+			d.finish()
+			return
+		}
+		if r, ok := d.dst.(interface{ ReleaseWrite() }); ok {
+			r.ReleaseWrite() // a TLS connection drops its cipher state while idle (tlsrecord)
+		}
+		if aerr := p.w.Arm(); aerr != nil {
+			p.state.Store(parkDone)
+			p.w.Stop()
+			d.end, d.err = d.srcErr, aerr
+			d.ended(aerr)
+			d.finish()
+			return
+		}
+		if p.state.CompareAndSwap(parkRunning, parkIdle) {
+			return
+		}
+		p.state.Store(parkRunning) // woken meanwhile
+	}
+}
+
+// drain reads src and passes what it reads until src has nothing more
+// (dry) or the direction ends (err, nil at EOF). It holds a pooled buffer
+// only while it runs.
+func (d *direction) drain() (dry bool, err error) {
+	buf := bufPool.Get().(*[]byte)
+	defer bufPool.Put(buf)
+	for {
+		n, rerr := d.src.Read(*buf)
+		if n > 0 {
+			if werr := d.pass((*buf)[:n]); werr != nil {
+				return false, werr
+			}
+		}
+		switch {
+		case rerr == nil:
+		case rerr == io.EOF:
+			return false, nil
+		case errors.Is(rerr, errWouldBlock):
+			return true, nil
+		case d.readFailed(&rerr):
+		default:
+			return false, rerr
+		}
+	}
+}

@@ -1,0 +1,726 @@
+// Package tlsrecord carries a TLS 1.3 connection's bytes after crypto/tls
+// has done its handshake, so that an idle connection keeps its traffic
+// secrets and sequence numbers (about 200 bytes) instead of a tls.Conn
+// (5 to 7 KB: its read and handshake buffers, sized by the ClientHello, and
+// two AES-GCM states), and holds no buffer and no cipher state while idle.
+// It is what kTLS does in the kernel, in user space (this kernel has no
+// kTLS): crypto/tls does the handshake, the record layer goes elsewhere.
+//
+//	log := tlsrecord.NewKeyLog()
+//	cfg.KeyLogWriter = log // the traffic secrets, by client random
+//	tr := tlsrecord.NewTransport(tcp)
+//	tc := tls.Server(tr, cfg)
+//	err := tc.Handshake()
+//	conn, err := tr.Protect(tc.ConnectionState(), log) // nil, err: keep using tc
+//	// conn is a net.Conn of plaintext, as tc was; tc is no longer used
+//
+// During the handshake the Transport hands crypto/tls the client's bytes
+// one record at a time, so that nothing past the client's Finished is
+// buffered inside the tls.Conn, notes the client random and keeps the
+// server's last encrypted records, from which Protect learns how many
+// records (session tickets) crypto/tls sent under the server's traffic
+// secret: the first sequence number of the Conn. Only the AES-GCM suites
+// are carried (TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384); any other
+// version or suite stays with crypto/tls.
+//
+// The Conn answers a KeyUpdate (RFC 8446, 4.6.3), reads a close_notify as
+// EOF, sends one on CloseWrite, and fails on any other alert or message.
+// A read error whose Temporary method reports true (a deadline, a parked
+// read with nothing to read) leaves the connection usable, with what was
+// read of a record kept.
+package tlsrecord
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// TLS record constants (RFC 8446, 5).
+const (
+	headerLen       = 5
+	maxPlaintext    = 16384
+	maxCiphertext   = maxPlaintext + 256
+	tagLen          = 16
+	nonceLen        = 12
+	typeAlert       = 21
+	typeHandshake   = 22
+	typeApplication = 23
+	msgKeyUpdate    = 24
+	maxRecord       = headerLen + maxCiphertext
+	maxSentRecords  = 8 // the server's last encrypted records the Transport keeps, for Protect
+)
+
+// ErrUnsupported is Protect's answer for a connection it does not carry
+// (not TLS 1.3, another suite, a handshake it could not follow).
+var ErrUnsupported = errors.New("tlsrecord: not a connection this package carries")
+
+// KeyLog is a tls.Config.KeyLogWriter that keeps the application traffic
+// secrets of handshakes under way, by client random, until Protect takes
+// them. Entries nobody takes (a handshake that failed late) are dropped
+// after a minute.
+type KeyLog struct {
+	mu        sync.Mutex
+	m         map[[32]byte]*secrets
+	lastSweep time.Time
+}
+
+type secrets struct {
+	client, server []byte
+	at             time.Time
+}
+
+// NewKeyLog returns an empty KeyLog.
+func NewKeyLog() *KeyLog { return &KeyLog{m: make(map[[32]byte]*secrets)} }
+
+const keyLogTTL = time.Minute
+
+// Write takes one NSS key log line ("LABEL <client random> <secret>").
+// Only the application traffic secrets are kept.
+func (k *KeyLog) Write(line []byte) (int, error) {
+	var label, random, secret []byte
+	if f := splitLine(line); len(f) == 3 {
+		label, random, secret = f[0], f[1], f[2]
+	} else {
+		return len(line), nil
+	}
+	client := string(label) == "CLIENT_TRAFFIC_SECRET_0"
+	if !client && string(label) != "SERVER_TRAFFIC_SECRET_0" {
+		return len(line), nil
+	}
+	var r [32]byte
+	if hex.DecodedLen(len(random)) != len(r) {
+		return len(line), nil
+	}
+	if _, err := hex.Decode(r[:], random); err != nil {
+		return len(line), nil
+	}
+	s := make([]byte, hex.DecodedLen(len(secret)))
+	if _, err := hex.Decode(s, secret); err != nil {
+		return len(line), nil
+	}
+	now := time.Now()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if now.Sub(k.lastSweep) > keyLogTTL {
+		k.lastSweep = now
+		for key, e := range k.m {
+			if now.Sub(e.at) > keyLogTTL {
+				delete(k.m, key)
+			}
+		}
+	}
+	e := k.m[r]
+	if e == nil {
+		e = &secrets{at: now}
+		k.m[r] = e
+	}
+	if client {
+		e.client = s
+	} else {
+		e.server = s
+	}
+	return len(line), nil
+}
+
+// take removes and returns the secrets of the handshake with this client
+// random.
+func (k *KeyLog) take(random [32]byte) (client, server []byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e := k.m[random]
+	delete(k.m, random)
+	if e == nil {
+		return nil, nil
+	}
+	return e.client, e.server
+}
+
+// Len is the number of handshakes whose secrets are kept (for tests).
+func (k *KeyLog) Len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m)
+}
+
+func splitLine(line []byte) [][]byte {
+	var f [][]byte
+	for len(line) > 0 && len(f) < 4 {
+		i := 0
+		for i < len(line) && line[i] != ' ' && line[i] != '\n' {
+			i++
+		}
+		if i > 0 {
+			f = append(f, line[:i])
+		}
+		if i < len(line) {
+			i++
+		}
+		line = line[i:]
+	}
+	return f
+}
+
+// Transport is the connection under a tls.Conn during the handshake (see
+// the package doc). It is a net.Conn; its methods other than Read and
+// Write are the wrapped connection's.
+type Transport struct {
+	net.Conn
+
+	// reading: the client's records, one at a time
+	hdr     [headerLen]byte
+	hn      int // header bytes read of the current record
+	left    int // body bytes of the current record still to hand out
+	records int // records whose header was read
+	body    int // body bytes of the first record handed out
+	random  [32]byte
+	gotRand int // bytes of the client random seen
+
+	// writing: the server's records
+	whdr    [headerLen]byte
+	whn     int
+	wleft   int
+	wtyp    byte
+	sent    [][]byte // the server's last encrypted records, oldest first
+	cur     []byte   // the encrypted record being written
+	rbad    bool     // the client's first record was too short for the random
+	taken   bool     // Protect took the connection
+	through bool     // Protect left it to crypto/tls: pass everything through
+}
+
+// NewTransport wraps c for a handshake.
+func NewTransport(c net.Conn) *Transport { return &Transport{Conn: c} }
+
+// Read hands out at most the rest of the current record.
+func (t *Transport) Read(b []byte) (int, error) {
+	if t.through {
+		return t.Conn.Read(b)
+	}
+	if t.taken {
+		return 0, errors.New("tlsrecord: transport read after Protect")
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if t.left == 0 {
+		n, err := t.Conn.Read(b[:min(len(b), headerLen-t.hn)])
+		copy(t.hdr[t.hn:], b[:n])
+		t.hn += n
+		if t.hn == headerLen {
+			t.hn = 0
+			t.left = int(binary.BigEndian.Uint16(t.hdr[3:]))
+			t.records++
+		}
+		return n, err
+	}
+	n, err := t.Conn.Read(b[:min(len(b), t.left)])
+	if t.records == 1 && t.hdr[0] == typeHandshake {
+		// The ClientHello: type (1), length (3), version (2), random (32).
+		for i := range n {
+			if off := t.body + i - 6; off >= 0 && off < len(t.random) {
+				t.random[off] = b[i]
+				t.gotRand++
+			}
+		}
+		t.body += n
+	}
+	t.left -= n
+	if t.records == 1 && t.left == 0 && t.gotRand < len(t.random) {
+		t.rbad = true
+	}
+	return n, err
+}
+
+// Write writes b and follows the records in it, keeping the last
+// encrypted ones.
+func (t *Transport) Write(b []byte) (int, error) {
+	n, err := t.Conn.Write(b)
+	if !t.through {
+		t.follow(b[:n])
+	}
+	return n, err
+}
+
+func (t *Transport) follow(b []byte) {
+	for len(b) > 0 {
+		if t.wleft == 0 {
+			k := copy(t.whdr[t.whn:], b)
+			t.whn += k
+			b = b[k:]
+			if t.whn < headerLen {
+				return
+			}
+			t.whn = 0
+			t.wtyp = t.whdr[0]
+			t.wleft = int(binary.BigEndian.Uint16(t.whdr[3:]))
+			t.cur = nil
+			if t.wtyp == typeApplication {
+				t.cur = append(make([]byte, 0, headerLen+t.wleft), t.whdr[:]...)
+			}
+			if t.wleft == 0 {
+				t.keep()
+			}
+			continue
+		}
+		k := min(len(b), t.wleft)
+		if t.cur != nil {
+			t.cur = append(t.cur, b[:k]...)
+		}
+		t.wleft -= k
+		b = b[k:]
+		if t.wleft == 0 {
+			t.keep()
+		}
+	}
+}
+
+func (t *Transport) keep() {
+	if t.cur == nil {
+		return
+	}
+	if len(t.sent) == maxSentRecords {
+		copy(t.sent, t.sent[1:])
+		t.sent = t.sent[:len(t.sent)-1]
+	}
+	t.sent = append(t.sent, t.cur)
+	t.cur = nil
+}
+
+// Forget drops the secrets of a handshake that failed.
+func (t *Transport) Forget(log *KeyLog) {
+	log.take(t.random)
+	t.through = true
+	t.sent, t.cur = nil, nil
+}
+
+// Protect returns a Conn that carries the connection from here on, when
+// the handshake was TLS 1.3 with an AES-GCM suite and its secrets are in
+// log; otherwise ErrUnsupported, and the caller keeps the tls.Conn. Call
+// it right after the handshake, before any byte is read or written through
+// the tls.Conn, which must not be used afterwards (not even closed). The
+// secrets are taken from log either way.
+func (t *Transport) Protect(cs tls.ConnectionState, log *KeyLog) (c *Conn, err error) {
+	client, server := log.take(t.random)
+	defer func() {
+		if err != nil {
+			t.through = true
+		}
+		t.sent, t.cur = nil, nil
+	}()
+	if t.rbad || t.gotRand < len(t.random) || t.left != 0 || t.hn != 0 || t.wleft != 0 || t.whn != 0 {
+		return nil, ErrUnsupported
+	}
+	if cs.Version != tls.VersionTLS13 || client == nil || server == nil {
+		return nil, ErrUnsupported
+	}
+	in, err := newHalf(cs.CipherSuite, client)
+	if err != nil {
+		return nil, err
+	}
+	out, err := newHalf(cs.CipherSuite, server)
+	if err != nil {
+		return nil, err
+	}
+	// The records crypto/tls sent under the server's traffic secret are
+	// the last ones (session tickets): the first of them opens with
+	// sequence number 0; no record opens when there were none.
+	aead := out.aead()
+	for i, rec := range t.sent {
+		if _, err := openRecord(aead, &out, 0, rec); err == nil {
+			out.seq = uint64(len(t.sent) - i)
+			break
+		}
+	}
+	t.taken = true
+	return &Conn{Conn: t.Conn, in: in, out: out}, nil
+}
+
+// half is one direction's protection: its traffic secret, key and IV,
+// and the next record's sequence number.
+type half struct {
+	suite  uint16
+	secret []byte
+	key    []byte
+	iv     [nonceLen]byte
+	seq    uint64
+	c      cipher.AEAD // while bytes flow; nil while idle
+	quiet  int64       // unix nanoseconds when the bytes last ran out
+}
+
+// keepCipher is how soon bytes must come again for the cipher state to be
+// kept when they run out: a busy connection does not make it again for
+// every packet, an idle one (keepalives minutes or seconds apart) holds none.
+const keepCipher = time.Second
+
+// idle is called when the bytes ran out: the cipher state goes unless they
+// ran out less than keepCipher ago as well.
+func (h *half) idle() {
+	now := time.Now().UnixNano()
+	if now-h.quiet >= int64(keepCipher) {
+		h.c = nil
+	}
+	h.quiet = now
+}
+
+func newHalf(suite uint16, secret []byte) (half, error) {
+	h := half{suite: suite}
+	if h.hash() == nil {
+		return half{}, ErrUnsupported
+	}
+	h.setSecret(secret)
+	return h, nil
+}
+
+func (h *half) hash() func() hash.Hash {
+	switch h.suite {
+	case tls.TLS_AES_128_GCM_SHA256:
+		return sha256.New
+	case tls.TLS_AES_256_GCM_SHA384:
+		return sha512.New384
+	}
+	return nil
+}
+
+func (h *half) keyLen() int {
+	if h.suite == tls.TLS_AES_256_GCM_SHA384 {
+		return 32
+	}
+	return 16
+}
+
+// expandLabel is HKDF-Expand-Label (RFC 8446, 7.1) with an empty context.
+func (h *half) expandLabel(secret []byte, label string, n int) []byte {
+	info := make([]byte, 0, 4+6+len(label))
+	info = binary.BigEndian.AppendUint16(info, uint16(n))
+	info = append(info, byte(6+len(label)))
+	info = append(info, "tls13 "...)
+	info = append(info, label...)
+	info = append(info, 0)
+	out, err := hkdf.Expand(h.hash(), secret, string(info), n)
+	if err != nil {
+		panic(err) // n is a key length: never too long
+	}
+	return out
+}
+
+func (h *half) setSecret(secret []byte) {
+	h.secret = secret
+	h.key = h.expandLabel(secret, "key", h.keyLen())
+	copy(h.iv[:], h.expandLabel(secret, "iv", nonceLen))
+	h.seq = 0
+	h.c = nil
+}
+
+// update moves to the next traffic secret (KeyUpdate, RFC 8446, 7.2).
+func (h *half) update() {
+	h.setSecret(h.expandLabel(h.secret, "traffic upd", len(h.secret)))
+}
+
+// aead returns the cipher state, made again after an idle time.
+func (h *half) aead() cipher.AEAD {
+	if h.c == nil {
+		b, err := aes.NewCipher(h.key)
+		if err != nil {
+			panic(err) // the key has the suite's length
+		}
+		h.c, err = cipher.NewGCM(b)
+		if err != nil {
+			panic(err)
+		}
+	}
+	return h.c
+}
+
+func (h *half) nonce(seq uint64) [nonceLen]byte {
+	n := h.iv
+	for i := range 8 {
+		n[nonceLen-1-i] ^= byte(seq >> (8 * i))
+	}
+	return n
+}
+
+// openRecord decrypts rec (header and ciphertext) in place with sequence
+// number seq and returns the inner plaintext, content type last.
+func openRecord(c cipher.AEAD, h *half, seq uint64, rec []byte) ([]byte, error) {
+	if len(rec) < headerLen+tagLen+1 || rec[0] != typeApplication {
+		return nil, errBadRecord
+	}
+	nonce := h.nonce(seq)
+	return c.Open(rec[headerLen:headerLen], nonce[:], rec[headerLen:], rec[:headerLen])
+}
+
+var errBadRecord = errors.New("tls: bad record MAC")
+
+// Conn is a TLS 1.3 connection carried by this package: a net.Conn of
+// plaintext whose deadlines, addresses and Close are the transport's.
+type Conn struct {
+	net.Conn
+
+	rmu   sync.Mutex
+	in    half
+	buf   *[]byte // records read from the transport, while some are
+	lo    int     // buf[lo:hi]: what is not yet taken
+	hi    int
+	plain []byte // decrypted bytes not yet read: in buf
+	rerr  error  // a read failed for good
+
+	wmu       sync.Mutex
+	out       half
+	closeSent bool
+	werr      error
+}
+
+var recordPool = sync.Pool{New: func() any { b := make([]byte, maxRecord); return &b }}
+
+// Read returns plaintext, at most one record's worth.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if len(c.plain) > 0 {
+			n := copy(p, c.plain)
+			c.plain = c.plain[n:]
+			c.release()
+			return n, nil
+		}
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if c.buf == nil {
+			c.buf, c.lo, c.hi = recordPool.Get().(*[]byte), 0, 0
+		}
+		b := *c.buf
+		if avail := c.hi - c.lo; avail >= headerLen {
+			n := int(binary.BigEndian.Uint16(b[c.lo+3:]))
+			if n > maxCiphertext {
+				return 0, c.fail(fmt.Errorf("tls: oversized record received with length %d", n))
+			}
+			if avail >= headerLen+n {
+				rec := b[c.lo : c.lo+headerLen+n]
+				c.lo += headerLen + n
+				if err := c.record(rec); err != nil {
+					return 0, c.fail(err)
+				}
+				if len(c.plain) == 0 {
+					c.release()
+				}
+				continue
+			}
+		}
+		if c.lo > 0 {
+			c.hi = copy(b, b[c.lo:c.hi])
+			c.lo = 0
+		}
+		m, err := c.Conn.Read(b[c.hi:])
+		c.hi += m
+		if m > 0 {
+			continue
+		}
+		c.release()
+		switch {
+		case err == nil:
+		case err == io.EOF && c.hi > c.lo:
+			return 0, c.fail(io.ErrUnexpectedEOF)
+		case err == io.EOF:
+			return 0, c.fail(io.EOF)
+		default:
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Temporary() {
+				// Retried later, with what was read kept. Nothing more
+				// to read now: an idle connection keeps no cipher state.
+				if c.buf == nil {
+					c.in.idle()
+				}
+				return 0, err
+			}
+			return 0, c.fail(err)
+		}
+	}
+}
+
+// release gives the record buffer back when it holds nothing.
+func (c *Conn) release() {
+	if c.buf != nil && len(c.plain) == 0 && c.lo == c.hi {
+		recordPool.Put(c.buf)
+		c.buf, c.lo, c.hi, c.plain = nil, 0, 0, nil
+	}
+}
+
+func (c *Conn) fail(err error) error {
+	c.rerr = err
+	c.plain = nil
+	c.lo, c.hi = 0, 0
+	c.release()
+	c.in.c = nil
+	return err
+}
+
+// record handles one record: application data becomes c.plain.
+func (c *Conn) record(rec []byte) error {
+	inner, err := openRecord(c.in.aead(), &c.in, c.in.seq, rec)
+	if err != nil {
+		c.sendAlert(20) // bad_record_mac
+		return errBadRecord
+	}
+	c.in.seq++
+	i := len(inner) - 1
+	for i >= 0 && inner[i] == 0 {
+		i--
+	}
+	if i < 0 {
+		c.sendAlert(10) // unexpected_message
+		return errors.New("tls: record with no content type")
+	}
+	typ, data := inner[i], inner[:i]
+	if len(data) > maxPlaintext {
+		c.sendAlert(22) // record_overflow
+		return errors.New("tls: oversized plaintext")
+	}
+	switch typ {
+	case typeApplication:
+		c.plain = data
+		return nil
+	case typeAlert:
+		if len(data) == 2 && data[1] == 0 {
+			return io.EOF // close_notify
+		}
+		if len(data) == 2 {
+			return fmt.Errorf("tls: peer sent alert %d", data[1])
+		}
+		return errors.New("tls: malformed alert")
+	case typeHandshake:
+		return c.handshake(data)
+	}
+	c.sendAlert(10)
+	return fmt.Errorf("tls: unexpected record type %d", typ)
+}
+
+// handshake handles post-handshake messages: only KeyUpdate is expected
+// from a client (no post-handshake authentication is asked for).
+func (c *Conn) handshake(data []byte) error {
+	for len(data) > 0 {
+		if len(data) < 4 {
+			return errors.New("tls: handshake message split across records")
+		}
+		n := int(data[1])<<16 | int(data[2])<<8 | int(data[3])
+		if len(data) < 4+n {
+			return errors.New("tls: handshake message split across records")
+		}
+		typ, body := data[0], data[4:4+n]
+		data = data[4+n:]
+		if typ != msgKeyUpdate || len(body) != 1 || body[0] > 1 {
+			c.sendAlert(10)
+			return fmt.Errorf("tls: unexpected post-handshake message %d", typ)
+		}
+		if len(data) > 0 {
+			// A KeyUpdate must end its record (RFC 8446, 5.1).
+			c.sendAlert(10)
+			return errors.New("tls: data after a KeyUpdate in its record")
+		}
+		c.in.update()
+		if body[0] == 1 { // update_requested: answer, then update ours
+			c.wmu.Lock()
+			err := c.writeRecord(typeHandshake, []byte{msgKeyUpdate, 0, 0, 1, 0})
+			if err == nil {
+				c.out.update()
+			}
+			c.wmu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Write sends p in records of at most 16 KB.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if c.closeSent {
+		return 0, errors.New("tls: write after CloseWrite")
+	}
+	n := 0
+	for n < len(p) {
+		k := min(len(p)-n, maxPlaintext)
+		if err := c.writeRecord(typeApplication, p[n:n+k]); err != nil {
+			return n, err
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// ReleaseWrite drops the sending cipher state of an idle connection (the
+// pipe calls it when the direction that writes here parks); it is made
+// again for the next write.
+func (c *Conn) ReleaseWrite() {
+	c.wmu.Lock()
+	c.out.idle()
+	c.wmu.Unlock()
+}
+
+// writeRecord seals data as one record of type typ and writes it; under
+// wmu.
+func (c *Conn) writeRecord(typ byte, data []byte) error {
+	bp := recordPool.Get().(*[]byte)
+	defer recordPool.Put(bp)
+	b := (*bp)[:headerLen]
+	n := len(data) + 1 + tagLen
+	b[0], b[1], b[2] = typeApplication, 3, 3
+	binary.BigEndian.PutUint16(b[3:], uint16(n))
+	b = append(b, data...)
+	b = append(b, typ)
+	nonce := c.out.nonce(c.out.seq)
+	b = c.out.aead().Seal(b[:headerLen], nonce[:], b[headerLen:], b[:headerLen])
+	c.out.seq++
+	if _, err := c.Conn.Write(b); err != nil {
+		c.werr = err // part of a record may have gone: the stream is lost
+		return err
+	}
+	return nil
+}
+
+// sendAlert tells the peer why the connection ends (best effort).
+func (c *Conn) sendAlert(desc byte) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr == nil && !c.closeSent {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = c.writeRecord(typeAlert, []byte{2, desc})
+		c.closeSent = true
+	}
+}
+
+// CloseWrite sends close_notify; as with crypto/tls, the socket itself is
+// not shut down.
+func (c *Conn) CloseWrite() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent {
+		return nil
+	}
+	c.closeSent = true
+	if c.werr != nil {
+		return c.werr
+	}
+	return c.writeRecord(typeAlert, []byte{1, 0})
+}
