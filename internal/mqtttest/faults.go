@@ -24,13 +24,7 @@ import (
 // that brings a broker back starts a new one where the old one was.
 func StartMochiAt(t testing.TB, addr string) *Mochi {
 	t.Helper()
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	seen := &seenHook{}
-	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
-		if err := srv.AddHook(h, nil); err != nil {
-			t.Fatalf("mochi hook: %v", err)
-		}
-	}
+	srv, seen := newMochi(t)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("mochi listener on %s: %v", addr, err)
@@ -47,13 +41,9 @@ func StartMochiAt(t testing.TB, addr string) *Mochi {
 	return m
 }
 
-// StartMochiWS starts a mochi-mqtt broker that takes MQTT over WebSocket
-// only (ws://, or wss:// with tlsCfg), on any path, as EMQX's 8083 and 8084
-// do: the stand-in for a broker that wants WebSocket, since Debian's
-// Mosquitto will not open a websockets listener here. Its Addr is
-// "127.0.0.1:port". mochi's listener binds an address of its own choosing
-// (no listener can be handed to it), so the port is a FreePort.
-func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
+// newMochi is a mochi-mqtt server, without listeners yet, that allows
+// every client and records who connected.
+func newMochi(t testing.TB) (*mochi.Server, *seenHook) {
 	t.Helper()
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
 	seen := &seenHook{}
@@ -62,16 +52,27 @@ func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
 			t.Fatalf("mochi hook: %v", err)
 		}
 	}
+	return srv, seen
+}
+
+// StartMochiWS starts a mochi-mqtt broker that takes MQTT over WebSocket
+// only (ws://, or wss:// with tlsCfg), on any path, as EMQX's 8083 and 8084
+// do: the stand-in for a broker that wants WebSocket, since Debian's
+// Mosquitto will not open a websockets listener here. Its Addr is
+// "127.0.0.1:port". mochi's listener binds an address of its own choosing
+// (no listener can be handed to it), so the port is a FreePort.
+func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
+	t.Helper()
+	srv, seen := newMochi(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-	conns := &trackingListener{}
-	ws := trackingWS{Websocket: listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg}), conns: conns}
+	ws := &wsTracker{Websocket: listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg})}
 	if err := srv.AddListener(ws); err != nil {
 		t.Fatalf("mochi WebSocket listener on %s: %v", addr, err)
 	}
 	if err := srv.Serve(); err != nil {
 		t.Fatalf("mochi serve: %v", err)
 	}
-	m := &Mochi{Server: srv, addr: addr, seen: seen, conns: conns}
+	m := &Mochi{Server: srv, addr: addr, seen: seen, ws: ws}
 	t.Cleanup(m.Close)
 	// Serve listens on a goroutine of mochi's: wait until the port takes
 	// connections.
@@ -96,7 +97,66 @@ func (m *Mochi) stop() {
 		l.Close(func(string) {}) // stops accepting; connections go below
 	}
 	m.conns.dropAll()
+	m.ws.dropAll()
 	m.Server.Close()
+}
+
+// wsTracker is mochi's WebSocket listener with the connections it hands
+// to the server tracked, so that stop can drop them and wait until mochi's
+// handler of each has returned before the server closes, as
+// trackingListener does for TCP (mochi's http.Server hijacks them, so its
+// Shutdown waits for none, and a handler still attaching a client while
+// the server closes is the same data race inside mochi).
+type wsTracker struct {
+	*listeners.Websocket
+	mu     sync.Mutex
+	closed bool
+	conns  []net.Conn
+	active int
+}
+
+func (l *wsTracker) Serve(establish listeners.EstablishFn) {
+	l.Websocket.Serve(func(id string, c net.Conn) error {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return c.Close()
+		}
+		l.conns = append(l.conns, c)
+		l.active++
+		l.mu.Unlock()
+		defer func() {
+			l.mu.Lock()
+			l.active--
+			l.mu.Unlock()
+		}()
+		return establish(id, c)
+	})
+}
+
+// dropAll closes every connection and waits (at most 5 s) until every
+// handler has returned.
+func (l *wsTracker) dropAll() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.closed = true
+	conns := slices.Clone(l.conns)
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		n := l.active
+		l.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond) // polling, bounded by deadline
+	}
 }
 
 // trackingListener remembers the connections it accepted, so that a
@@ -134,24 +194,14 @@ func (l *trackingListener) track(c net.Conn) net.Conn {
 	return tc
 }
 
-// trackingWS is mochi's WebSocket listener with its upgraded connections
-// tracked as trackingListener tracks TCP ones: mochi's http.Server holds
-// them, and a client still attached when the server closes raced with
-// its Close (the race detector saw it in TestUpstreamWebSocket).
-type trackingWS struct {
-	*listeners.Websocket
-	conns *trackingListener
-}
-
-func (l trackingWS) Serve(establish listeners.EstablishFn) {
-	l.Websocket.Serve(func(id string, c net.Conn) error { return establish(id, l.conns.track(c)) })
-}
-
 // dropAll closes every connection under its owner, then waits (at most
 // 5 s) until each owner has closed it too: mochi's goroutine of a client
 // closes its connection as it ends, and the atomic it sets here orders
 // that goroutine's work before the server's Close.
 func (l *trackingListener) dropAll() {
+	if l == nil { // a WebSocket broker: wsTracker has its connections
+		return
+	}
 	l.mu.Lock()
 	conns := slices.Clone(l.conns)
 	l.mu.Unlock()
