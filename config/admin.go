@@ -161,6 +161,17 @@ func (d *decoder) admin(kv keyValue) {
 	d.b.admin = a
 }
 
+// adminKeys reads a list of admin keys (admin.keys, deployment.admin.admin_key).
+func (d *decoder) adminKeys(n *yaml.Node, path string) []AdminKey {
+	var out []AdminKey
+	for i, item := range d.items(n, path) {
+		if k, ok := d.adminKey(item, index(path, i)); ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // adminKey reads {name, key | key_env, role}. Messages never show a key.
 func (d *decoder) adminKey(n *yaml.Node, path string) (AdminKey, bool) {
 	decl := adminKeyDecl{AdminKey: AdminKey{Role: RoleAdmin}}
@@ -348,12 +359,7 @@ func deploymentAdminSection() section[deploymentAdminFields] {
 		name: "deployment",
 		fields: []f{
 			{name: "admin_key", def: "required, at least one", decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
-				v.keysNode = kv.val
-				for i, item := range d.items(kv.val, p) {
-					if k, ok := d.adminKey(item, index(p, i)); ok {
-						v.Keys = append(v.Keys, k)
-					}
-				}
+				v.keysNode, v.Keys = kv.val, d.adminKeys(kv.val, p)
 			}},
 			{name: "admin_key_required", def: "`true`", decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
 				v.keyRequiredNode = kv.val
@@ -385,16 +391,7 @@ func deploymentAdminSection() section[deploymentAdminFields] {
 			}},
 			{name: "allow_admin", def: "`[127.0.0.0/24]`", decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
 				v.allowSet = true // an empty list lets every address in, as in APISIX
-				for i, item := range d.items(kv.val, p) {
-					if s, ok := d.str(item, index(p, i)); ok {
-						prefix, msg := parsePrefix(s)
-						if msg != "" {
-							d.errorf(item, index(p, i), "%s", msg)
-							continue
-						}
-						v.Allow = append(v.Allow, prefix)
-					}
-				}
+				v.Allow = d.prefixes(kv.val, p)
 			}},
 			{name: "https_admin", def: "`false`", restart: true, decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
 				v.https, _ = d.bool(kv.val, p)

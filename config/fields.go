@@ -348,25 +348,9 @@ func adminSection() section[adminDecl] {
 					}
 				}},
 			{name: "keys", def: "required, at least one: there is **no default key**", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
-				v.keysNode = kv.val
-				for i, item := range d.items(kv.val, p) {
-					if k, ok := d.adminKey(item, index(p, i)); ok {
-						v.Keys = append(v.Keys, k)
-					}
-				}
+				v.keysNode, v.Keys = kv.val, d.adminKeys(kv.val, p)
 			}},
-			{name: "allow", def: "any address", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
-				for i, item := range d.items(kv.val, p) {
-					if s, ok := d.str(item, index(p, i)); ok {
-						prefix, msg := parsePrefix(s)
-						if msg != "" {
-							d.errorf(item, index(p, i), "%s", msg)
-							continue
-						}
-						v.Allow = append(v.Allow, prefix)
-					}
-				}
-			}},
+			{name: "allow", def: "any address", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) { v.Allow = d.prefixes(kv.val, p) }},
 			{name: "tls", def: "plain HTTP", restart: true, value: func(v *adminDecl) any { return v.TLS },
 				decode: func(d *decoder, kv keyValue, p string, v *adminDecl) { v.TLS = d.adminTLS(kv.val, p) }},
 			{name: "state_file", def: "`" + DefaultAdminStateFile + "`", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {

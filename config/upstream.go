@@ -107,6 +107,11 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	switch {
 	case u.UsesTLS() && u.TLS == nil:
 		u.TLS = &UpstreamTLS{Verify: true}
+		if d.apisixShaped && !u.overlay {
+			// Seed 000's upstream: fine in APISIX, a failed dial per node here
+			// when the broker's certificate is self-signed.
+			d.p.warnf(d.file, n.Line, join(path, "scheme"), "scheme %s verifies the nodes' certificates against the system roots (APISIX does not unless tls.verify is true): a broker with a self-signed or private-CA certificate fails every dial; set tls: {ca: <the broker's CA>}, or tls: {verify: false}", u.Scheme)
+		}
 	case !u.UsesTLS() && tlsNode != nil:
 		d.errorf(tlsNode, join(path, "tls"), "only used with scheme: tls, wss or https")
 		u.TLS = nil

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/mqgate/mqgate/internal/mqtttest"
@@ -91,5 +92,32 @@ stream_routes:
 	}
 	if resumes(gateway(`{ssl_session_tickets: false}`)) {
 		t.Error("ssl_session_tickets false: the second connection resumed")
+	}
+}
+
+// TestAPISIXUpstreamHTTPDefaults: an HTTP route's upstream as APISIX writes
+// it, no scheme (APISIX's default http) and pass_host: rewrite with
+// upstream_host on the upstream, serves, and the node sees that Host; a
+// route's own pass_host wins.
+func TestAPISIXUpstreamHTTPDefaults(t *testing.T) {
+	t.Parallel()
+	web := startEcho(t, "web")
+	g := startGateway(t, fmt.Sprintf(`
+node_listen: [LISTEN]
+stream_proxy:
+  tcp: [LISTEN]
+stream_routes: []
+upstreams:
+  - {id: web, nodes: {%q: 1}, pass_host: rewrite, upstream_host: internal.example}
+routes:
+  - {id: site, uri: /site, upstream_id: web}
+  - {id: own, uri: /own, pass_host: pass, upstream_id: web}
+`, strings.TrimPrefix(web.URL, "http://")))
+	base := "http://" + g.addr
+	if code, body := get(t, base+"/site", "www.example", nil); code != 200 || !strings.HasPrefix(body, "web host=internal.example") {
+		t.Errorf("GET /site: %d %q, want the upstream's upstream_host", code, body)
+	}
+	if code, body := get(t, base+"/own", "www.example", nil); code != 200 || !strings.HasPrefix(body, "web host=www.example") {
+		t.Errorf("GET /own: %d %q, want the client's Host (the route's pass_host)", code, body)
 	}
 }
