@@ -183,11 +183,15 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return l.track(c), nil
+}
+
+func (l *trackingListener) track(c net.Conn) net.Conn {
 	tc := &trackedConn{Conn: c}
 	l.mu.Lock()
 	l.conns = append(l.conns, tc)
 	l.mu.Unlock()
-	return tc, nil
+	return tc
 }
 
 // dropAll closes every connection under its owner, then waits (at most
@@ -313,6 +317,45 @@ func StartRelay(t testing.TB, target string) *Relay {
 		t.Fatal(err)
 	}
 	r := &Relay{addr: ln.Addr().String(), frozen: make(chan struct{})}
+	frozen := func() bool {
+		select {
+		case <-r.frozen:
+			return true
+		default:
+			return false
+		}
+	}
+	// copy moves bytes from src to dst; once frozen it holds them until the
+	// test ends.
+	copy := func(dst, src net.Conn, done <-chan struct{}) {
+		defer dst.Close()
+		buf := make([]byte, 4096)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if frozen() {
+					<-done
+					return
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	relay(t, ln, target, frozen, copy, copy)
+	return r
+}
+
+// relay accepts connections on ln until the test ends. It holds one open
+// unanswered while hold reports true; otherwise it dials target and runs
+// up(broker, client) and down(client, broker) on goroutines of their own.
+// When the test ends, done is closed, every connection is closed, and the
+// relay waits for its goroutines.
+func relay(t testing.TB, ln net.Listener, target string, hold func() bool, up, down func(dst, src net.Conn, done <-chan struct{})) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -327,29 +370,6 @@ func StartRelay(t testing.TB, target string) *Relay {
 			conns = append(conns, c)
 		}
 	}
-	// copy moves bytes from src to dst; once frozen it holds them until the
-	// test ends.
-	copy := func(dst, src net.Conn) {
-		defer dst.Close()
-		buf := make([]byte, 4096)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				select {
-				case <-r.frozen:
-					<-done
-					return
-				default:
-				}
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
 	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -357,10 +377,8 @@ func StartRelay(t testing.TB, target string) *Relay {
 				return
 			}
 			track(c)
-			select {
-			case <-r.frozen:
+			if hold() {
 				continue // accepted, never answered
-			default:
 			}
 			b, err := net.Dial("tcp", target)
 			if err != nil {
@@ -368,8 +386,8 @@ func StartRelay(t testing.TB, target string) *Relay {
 				continue
 			}
 			track(b)
-			wg.Go(func() { copy(b, c) })
-			wg.Go(func() { copy(c, b) })
+			wg.Go(func() { up(b, c, done) })
+			wg.Go(func() { down(c, b, done) })
 		}
 	})
 	t.Cleanup(func() {
@@ -382,7 +400,6 @@ func StartRelay(t testing.TB, target string) *Relay {
 		mu.Unlock()
 		wg.Wait()
 	})
-	return r
 }
 
 // Addr is where clients connect to the relayed broker.
@@ -416,41 +433,9 @@ func StartSplitRelay(t testing.TB, target string) *SplitRelay {
 		t.Fatal(err)
 	}
 	r := &SplitRelay{addr: ln.Addr().String(), held: make(chan int64, 1), resume: make(chan struct{}, 1)}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	track := func(cs ...net.Conn) {
-		mu.Lock()
-		defer mu.Unlock()
-		conns = append(conns, cs...)
-	}
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			track(c, b)
-			wg.Go(func() { defer b.Close(); _, _ = io.Copy(b, c) })
-			wg.Go(func() { defer c.Close(); r.down(c, b, done) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		close(done)
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	up := func(dst, src net.Conn, _ <-chan struct{}) { defer dst.Close(); _, _ = io.Copy(dst, src) }
+	down := func(dst, src net.Conn, done <-chan struct{}) { defer dst.Close(); r.down(dst, src, done) }
+	relay(t, ln, target, func() bool { return false }, up, down)
 	return r
 }
 
