@@ -16,25 +16,13 @@ func JSON(dst []byte, r *Record) []byte {
 	if r.Method != "" {
 		return httpJSON(dst, r)
 	}
-	dst = append(dst, `{"time":"`...)
-	dst = appendTime(dst, r.Time)
-	dst = append(dst, `","level":"INFO","msg":"connection"`...)
-	dst = appendString(dst, "listener", r.Listener)
-	dst = append(dst, `,"client":"`...)
-	dst = appendAddrPort(dst, r.Client)
-	dst = append(dst, '"')
-	dst = appendString(dst, "route", r.Route)
+	dst = appendHead(dst, r, "connection")
 	dst = appendString(dst, "client_id", r.ClientID)
 	dst = appendString(dst, "username", r.Username)
 	dst = append(dst, `,"protocol_level":`...)
 	dst = strconv.AppendInt(dst, int64(r.ProtocolLevel), 10)
 	dst = appendString(dst, "node", r.Node)
-	dst = append(dst, `,"bytes_up":`...)
-	dst = strconv.AppendInt(dst, r.BytesUp, 10)
-	dst = append(dst, `,"bytes_down":`...)
-	dst = strconv.AppendInt(dst, r.BytesDown, 10)
-	dst = append(dst, `,"duration_s":`...)
-	dst = appendFloat(dst, r.Duration.Seconds())
+	dst = appendCounts(dst, r)
 	dst = appendString(dst, "end", r.End)
 	if r.Detail != "" {
 		dst = appendString(dst, "detail", r.Detail)
@@ -64,6 +52,37 @@ func JSON(dst []byte, r *Record) []byte {
 	if r.Transport != "" {
 		dst = appendString(dst, "transport", r.Transport)
 	}
+	return appendTail(dst, r)
+}
+
+// appendHead opens a line: time, level and msg as slog wrote them, then
+// the listener, the client and the route.
+func appendHead(dst []byte, r *Record, msg string) []byte {
+	dst = append(dst, `{"time":"`...)
+	dst = appendTime(dst, r.Time)
+	dst = append(dst, `","level":"INFO","msg":"`...)
+	dst = append(dst, msg...)
+	dst = append(dst, '"')
+	dst = appendString(dst, "listener", r.Listener)
+	dst = append(dst, `,"client":"`...)
+	dst = appendAddrPort(dst, r.Client)
+	dst = append(dst, '"')
+	return appendString(dst, "route", r.Route)
+}
+
+// appendCounts appends the bytes both ways and the duration.
+func appendCounts(dst []byte, r *Record) []byte {
+	dst = append(dst, `,"bytes_up":`...)
+	dst = strconv.AppendInt(dst, r.BytesUp, 10)
+	dst = append(dst, `,"bytes_down":`...)
+	dst = strconv.AppendInt(dst, r.BytesDown, 10)
+	dst = append(dst, `,"duration_s":`...)
+	return appendFloat(dst, r.Duration.Seconds())
+}
+
+// appendTail closes a line, with the trusted proxy that gave the client's
+// address, if one did.
+func appendTail(dst []byte, r *Record) []byte {
 	if r.ForwardedBy.IsValid() {
 		dst = append(dst, `,"forwarded_by":"`...)
 		dst = appendAddrPort(dst, r.ForwardedBy)
@@ -75,14 +94,7 @@ func JSON(dst []byte, r *Record) []byte {
 // httpJSON is JSON for an HTTP request's record: msg "http_request", the
 // request line's parts and the answer's status instead of the MQTT fields.
 func httpJSON(dst []byte, r *Record) []byte {
-	dst = append(dst, `{"time":"`...)
-	dst = appendTime(dst, r.Time)
-	dst = append(dst, `","level":"INFO","msg":"http_request"`...)
-	dst = appendString(dst, "listener", r.Listener)
-	dst = append(dst, `,"client":"`...)
-	dst = appendAddrPort(dst, r.Client)
-	dst = append(dst, '"')
-	dst = appendString(dst, "route", r.Route)
+	dst = appendHead(dst, r, "http_request")
 	dst = appendString(dst, "method", r.Method)
 	dst = appendString(dst, "host", r.Host)
 	dst = appendString(dst, "uri", r.URI)
@@ -91,12 +103,7 @@ func httpJSON(dst []byte, r *Record) []byte {
 	dst = strconv.AppendInt(dst, int64(r.Status), 10)
 	dst = appendString(dst, "node", r.Node)
 	dst = appendString(dst, "upstream", r.Upstream)
-	dst = append(dst, `,"bytes_up":`...)
-	dst = strconv.AppendInt(dst, r.BytesUp, 10)
-	dst = append(dst, `,"bytes_down":`...)
-	dst = strconv.AppendInt(dst, r.BytesDown, 10)
-	dst = append(dst, `,"duration_s":`...)
-	dst = appendFloat(dst, r.Duration.Seconds())
+	dst = appendCounts(dst, r)
 	if r.UserAgent != "" {
 		dst = appendString(dst, "http_user_agent", r.UserAgent)
 	}
@@ -110,12 +117,7 @@ func httpJSON(dst []byte, r *Record) []byte {
 		dst = appendString(dst, "tls_version", r.TLSVersion)
 		dst = appendString(dst, "ssl_server_name", r.SNI)
 	}
-	if r.ForwardedBy.IsValid() {
-		dst = append(dst, `,"forwarded_by":"`...)
-		dst = appendAddrPort(dst, r.ForwardedBy)
-		dst = append(dst, '"')
-	}
-	return append(dst, "}\n"...)
+	return appendTail(dst, r)
 }
 
 // appendString appends ,"key":"value" with value escaped; keys are

@@ -153,7 +153,7 @@ func TestApplyRemoteRefusesOneObjectWithoutPath(t *testing.T) {
 	m := openFile(t, "stream_proxy: {tcp: [\"127.0.0.1:0\"]}\ndeployment: {etcd: {host: [\"http://127.0.0.1:2379\"]}}\n")
 	objs := []RemoteObject{
 		{Kind: "upstreams", ID: "mqtt", Key: "/apisix/upstreams/mqtt", Value: []byte(`{"nodes": {"127.0.0.1:1883": 1}}`), CreateRevision: 2, ModRevision: 2},
-		{Kind: "upstreams", ID: "web", Key: "/apisix/upstreams/web", Value: []byte(`{"scheme": "http", "nodes": {"127.0.0.1:8080": 1}}`), CreateRevision: 3, ModRevision: 3},
+		{Kind: "upstreams", ID: "web", Key: "/apisix/upstreams/web", Value: []byte(`{"scheme": "https", "nodes": {"127.0.0.1:8443": 1}}`), CreateRevision: 3, ModRevision: 3},
 		{Kind: "upstreams", ID: "probed", Key: "/apisix/upstreams/probed", Value: []byte(`{"scheme": "http", "nodes": {"127.0.0.1:8081": 1}, "checks": {"active": {"type": "mqtt"}}}`), CreateRevision: 4, ModRevision: 4},
 		{Kind: "stream_routes", ID: "1", Key: "/apisix/stream_routes/1", Value: []byte(`{"upstream_id": "mqtt"}`), CreateRevision: 5, ModRevision: 5},
 		{Kind: "stream_routes", ID: "2", Key: "/apisix/stream_routes/2", Value: []byte(`{"upstream_id": "web"}`), CreateRevision: 6, ModRevision: 6},
@@ -180,7 +180,9 @@ func TestApplyRemoteRefusesOneObjectWithoutPath(t *testing.T) {
 	}
 	want := []string{
 		`/apisix/upstreams/probed: upstream "probed" has scheme http: its active checks need type tcp, http or https`,
-		`/apisix/stream_routes/2: stream route "2": upstream "web" has scheme http: a stream route needs scheme tcp, tls, ws or wss`,
+		// (scheme http on a stream route's upstream is what APISIX stores on
+		// every upstream: ignored; https is an error.)
+		`/apisix/stream_routes/2: stream route "2": upstream "web" has scheme https (HTTP over TLS)`,
 	}
 	slices.Sort(got)
 	slices.Sort(want)

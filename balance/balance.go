@@ -29,6 +29,9 @@
 //     restart, sends a key to the same node, and a change of the node set
 //     moves only about 1/N of the keys. With [Options.HashBalanceFactor]
 //     it bounds each node's load like HAProxy's hash-balance-factor.
+//     [Options.HashMethod] [HashAPISIX] or [HashNGINX] instead builds the
+//     ring of APISIX's chash or NGINX's `hash $key consistent`, so that a
+//     fleet moved from either keeps its clients where they were.
 //   - [TypeLeastConn] prefers the node with the fewest live connections
 //     per unit of weight.
 //
@@ -92,7 +95,12 @@ type Options struct {
 	// otherwise it must be at least 1, so that some node is always within
 	// its bound. Other types ignore it.
 	HashBalanceFactor float64
-	State             State
+	// HashMethod is how TypeConsistentHash places keys: HashRendezvous
+	// (the default when empty), or HashAPISIX or HashNGINX for the ring of
+	// APISIX's or NGINX's consistent hash, node for node. The ring methods
+	// take no HashBalanceFactor. Other types ignore it.
+	HashMethod string
+	State      State
 }
 
 // Balancer orders nodes for one connection. Implementations are safe for
@@ -122,7 +130,17 @@ func New(nodes []Node, opts Options) (Balancer, error) {
 	case "", TypeRoundRobin:
 		return newRoundRobin(p), nil
 	case TypeConsistentHash:
-		return newConsistentHash(p, opts.HashBalanceFactor), nil
+		switch opts.HashMethod {
+		case "", HashRendezvous:
+			return newConsistentHash(p, opts.HashBalanceFactor), nil
+		case HashAPISIX, HashNGINX:
+			if opts.HashBalanceFactor != 0 {
+				return nil, fmt.Errorf("balance: hash method %s takes no hash balance factor (only %s does)", opts.HashMethod, HashRendezvous)
+			}
+			return newRing(p, opts.HashMethod)
+		}
+		return nil, fmt.Errorf("balance: unknown hash method %q: want %q, %q or %q",
+			opts.HashMethod, HashRendezvous, HashAPISIX, HashNGINX)
 	case TypeLeastConn:
 		return newLeastConn(p), nil
 	}

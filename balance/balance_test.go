@@ -349,12 +349,15 @@ func runOrderBenchmarks(b *testing.B, first func(Balancer, string) int) {
 		typ          string
 		equalWeights bool
 		factor       float64
+		method       string
 	}{
-		{"roundrobin", TypeRoundRobin, false, 0},
-		{"least_conn", TypeLeastConn, false, 0},
-		{"chash", TypeConsistentHash, true, 0},
-		{"chash-weighted", TypeConsistentHash, false, 0},
-		{"chash-bounded", TypeConsistentHash, true, 1.25},
+		{"roundrobin", TypeRoundRobin, false, 0, ""},
+		{"least_conn", TypeLeastConn, false, 0, ""},
+		{"chash", TypeConsistentHash, true, 0, ""},
+		{"chash-weighted", TypeConsistentHash, false, 0, ""},
+		{"chash-bounded", TypeConsistentHash, true, 1.25, ""},
+		{"chash-nginx", TypeConsistentHash, true, 0, HashNGINX},
+		{"chash-nginx-weighted", TypeConsistentHash, false, 0, HashNGINX},
 	}
 	for _, bm := range benchmarks {
 		for _, size := range []int{3, 8, 16} {
@@ -374,6 +377,7 @@ func runOrderBenchmarks(b *testing.B, first func(Balancer, string) int) {
 				bal := mustNew(b, nodes, Options{
 					Type:              bm.typ,
 					HashBalanceFactor: bm.factor,
+					HashMethod:        bm.method,
 					State: State{
 						Healthy: func(n int) bool { return healthy[n].Load() },
 						Active:  func(n int) int64 { return active[n].Load() },

@@ -3,8 +3,11 @@ package config
 import (
 	"cmp"
 	"crypto/tls"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -158,6 +161,17 @@ func (d *decoder) admin(kv keyValue) {
 	d.b.admin = a
 }
 
+// adminKeys reads a list of admin keys (admin.keys, deployment.admin.admin_key).
+func (d *decoder) adminKeys(n *yaml.Node, path string) []AdminKey {
+	var out []AdminKey
+	for i, item := range d.items(n, path) {
+		if k, ok := d.adminKey(item, index(path, i)); ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // adminKey reads {name, key | key_env, role}. Messages never show a key.
 func (d *decoder) adminKey(n *yaml.Node, path string) (AdminKey, bool) {
 	decl := adminKeyDecl{AdminKey: AdminKey{Role: RoleAdmin}}
@@ -245,3 +259,163 @@ type adminKeyDecl struct {
 func lookupEnv(name string) string { return os.Getenv(name) }
 
 func containsColon(s string) bool { return strings.Contains(s, ":") }
+
+// APISIX's defaults for deployment.admin: it listens on every address and
+// lets only 127.0.0.0/24 in.
+const (
+	DefaultAPISIXAdminListen = "0.0.0.0:9180"
+	DefaultAPISIXAdminAllow  = "127.0.0.0/24"
+)
+
+// deploymentAdminFields is deployment.admin while it decodes.
+type deploymentAdminFields struct {
+	*Admin
+	keysNode          *yaml.Node
+	allowSet, https   bool
+	mtlsNode          *yaml.Node
+	certNode, keyNode *yaml.Node
+	cert, key         string
+	keyRequiredNode   *yaml.Node
+	keyRequired       bool
+}
+
+// deploymentAdmin decodes APISIX's deployment.admin into the Admin API it
+// describes: admin_key as admin.keys, admin_listen as admin.listen,
+// allow_admin as admin.allow, https_admin with admin_api_mtls's certificate
+// as admin.tls. Whether it is served is decided with apisix.enable_admin
+// and the role (resolveDeploymentAdmin).
+func (d *decoder) deploymentAdmin(kv keyValue, path string) {
+	a := &Admin{Listen: DefaultAPISIXAdminListen, File: d.file, Line: kv.keyNode.Line}
+	f := deploymentAdminFields{Admin: a, keyRequired: true}
+	errs := len(d.p.errs)
+	deploymentAdminSection().decode(d, kv.val, path, &f)
+	if !f.keyRequired {
+		d.errorf(f.keyRequiredNode, join(path, "admin_key_required"), "mqgate's Admin API always needs a key: remove admin_key_required: false and keep admin_key")
+	}
+	if len(a.Keys) == 0 && len(d.p.errs) == errs {
+		at := kv.keyNode
+		if f.keysNode != nil {
+			at = f.keysNode
+		}
+		d.errorf(at, join(path, "admin_key"), "at least one key is required: the Admin API has no default key (generate one with: openssl rand -hex 16)")
+	}
+	seen := make(map[string]int)
+	for i, k := range a.Keys {
+		if j, dup := seen[k.Key]; dup {
+			d.errorf(kv.keyNode, index(join(path, "admin_key"), i), "the same key as admin_key[%d]; every key must be different", j)
+		}
+		seen[k.Key] = i
+	}
+	if !f.allowSet {
+		a.Allow = []netip.Prefix{netip.MustParsePrefix(DefaultAPISIXAdminAllow)}
+	}
+	switch {
+	case f.https && (f.cert == "" || f.key == ""):
+		at := kv.keyNode
+		if f.mtlsNode != nil {
+			at = f.mtlsNode
+		}
+		d.errorf(at, join(path, "admin_api_mtls"), "https_admin: true needs admin_ssl_cert and admin_ssl_cert_key (PEM file paths)")
+	case f.https:
+		a.TLS = d.adminTLS(&yaml.Node{Kind: yaml.MappingNode, Line: f.mtlsNode.Line, Content: []*yaml.Node{
+			{Kind: yaml.ScalarNode, Value: "cert"}, {Kind: yaml.ScalarNode, Tag: "!!str", Value: f.cert, Line: f.certNode.Line},
+			{Kind: yaml.ScalarNode, Value: "key"}, {Kind: yaml.ScalarNode, Tag: "!!str", Value: f.key, Line: f.keyNode.Line},
+		}}, join(path, "admin_api_mtls"))
+	case f.cert != "" || f.key != "":
+		d.ignore(f.mtlsNode, join(path, "admin_api_mtls")) // APISIX uses them only with https_admin
+	}
+	a.StateFile = d.relative(DefaultAdminStateFile)
+	if len(d.p.errs) == errs {
+		d.b.deploymentAdmin = a
+	}
+}
+
+// resolveDeploymentAdmin serves deployment.admin's Admin API where APISIX
+// would: unless apisix.enable_admin is false or the role is data_plane.
+// With mqgate's own admin block as well, it is an error: one Admin API.
+func (b *builder) resolveDeploymentAdmin() {
+	a := b.deploymentAdmin
+	if a == nil {
+		return
+	}
+	role := RoleTraditional
+	if b.deployment != nil {
+		role = b.deployment.Role
+	}
+	switch {
+	case b.admin != nil:
+		b.p.errorf(a.File, a.Line, "deployment.admin", "the Admin API is set twice, here and by admin at %s: keep one", at(b.admin.File, b.admin.Line))
+	case b.enableAdmin != nil && !*b.enableAdmin, role == RoleDataPlane:
+		// APISIX serves no Admin API then either.
+		b.p.ignored = append(b.p.ignored, fmt.Sprintf("%s:%d: deployment.admin", a.File, a.Line))
+	default:
+		b.admin = a
+	}
+}
+
+func deploymentAdminSection() section[deploymentAdminFields] {
+	type f = field[deploymentAdminFields]
+	return section[deploymentAdminFields]{
+		name: "deployment",
+		fields: []f{
+			{name: "admin_key", def: "required, at least one", decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
+				v.keysNode, v.Keys = kv.val, d.adminKeys(kv.val, p)
+			}},
+			{name: "admin_key_required", def: "`true`", decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
+				v.keyRequiredNode = kv.val
+				if on, ok := d.bool(kv.val, p); ok {
+					v.keyRequired = on
+				}
+			}},
+			{name: "admin_listen", def: "`{ip: 0.0.0.0, port: 9180}`", restart: true, decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
+				ip, port := "0.0.0.0", "9180"
+				for _, f := range d.fields(kv.val, p) {
+					switch f.key {
+					case "ip":
+						if s, ok := d.str(f.val, join(p, "ip")); ok {
+							if _, err := netip.ParseAddr(s); err != nil {
+								d.errorf(f.val, join(p, "ip"), "must be an IP address, got %q", s)
+								continue
+							}
+							ip = s
+						}
+					case "port":
+						if n, ok := d.intIn(f.val, join(p, "port"), 0, 65535); ok {
+							port = strconv.Itoa(n)
+						}
+					default:
+						d.unknownKey(f, p, "key", []string{"ip", "port"})
+					}
+				}
+				v.Listen = net.JoinHostPort(ip, port)
+			}},
+			{name: "allow_admin", def: "`[127.0.0.0/24]`", decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
+				v.allowSet = true // an empty list lets every address in, as in APISIX
+				v.Allow = d.prefixes(kv.val, p)
+			}},
+			{name: "https_admin", def: "`false`", restart: true, decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
+				v.https, _ = d.bool(kv.val, p)
+			}},
+			{name: "admin_api_mtls", def: "none", restart: true, decode: func(d *decoder, kv keyValue, p string, v *deploymentAdminFields) {
+				v.mtlsNode = kv.val
+				for _, f := range d.fields(kv.val, p) {
+					switch f.key {
+					case "admin_ssl_cert":
+						v.cert, _ = d.str(f.val, join(p, f.key))
+						v.certNode = f.val
+					case "admin_ssl_cert_key":
+						v.key, _ = d.str(f.val, join(p, f.key))
+						v.keyNode = f.val
+					case "admin_ssl_ca_cert":
+						if s, _ := d.str(f.val, join(p, f.key)); s != "" {
+							d.errorf(f.val, join(p, f.key), "client certificates for the Admin API are not supported: leave it out (the admin keys authenticate) or put the Admin API behind a proxy that checks them")
+						}
+					default:
+						d.unknownKey(f, p, "key", []string{"admin_ssl_cert", "admin_ssl_cert_key", "admin_ssl_ca_cert"})
+					}
+				}
+			}},
+		},
+		ignored: []string{"enable_admin_cors", "admin_api_version", "enable_admin_ui"},
+	}
+}

@@ -161,3 +161,40 @@ upstreams:
 		}
 	}
 }
+
+func TestDeploymentAdminConfig(t *testing.T) {
+	t.Parallel()
+	const key = "6f1ed002ab5595859014ebf0951522d9"
+	parse := func(extra string) (*Config, error) {
+		return Parse(Document{Name: "d.yaml", Data: []byte("stream_proxy: {tcp: [9000]}\nstream_routes: [{upstream: {nodes: {\"127.0.0.1:1883\": 1}}}]\n" + extra)})
+	}
+	cfg, err := parse("deployment:\n  admin:\n    admin_key: [{name: admin, key: " + key + "}]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Admin; a == nil || a.Listen != "0.0.0.0:9180" || len(a.Allow) != 1 || a.Allow[0].String() != "127.0.0.0/24" || len(a.Keys) != 1 || a.Keys[0].Role != RoleAdmin {
+		t.Errorf("admin %+v: want APISIX's defaults, 0.0.0.0:9180 allowing 127.0.0.0/24", cfg.Admin)
+	}
+	for _, tc := range []struct{ extra, want string }{
+		{"deployment:\n  role: data_plane\n  admin:\n    admin_key: [{key: " + key + "}]\n", ""},
+		{"apisix: {enable_admin: false}\ndeployment:\n  admin:\n    admin_key: [{key: " + key + "}]\n", ""},
+	} {
+		cfg, err := parse(tc.extra)
+		if err != nil || cfg.Admin != nil {
+			t.Errorf("%s: admin %+v, %v; want none, as APISIX serves none", tc.extra, cfg.Admin, err)
+		}
+	}
+	for _, tc := range []struct{ extra, want string }{
+		{"deployment:\n  admin:\n    admin_key_required: false\n    admin_key: [{key: " + key + "}]\n", "d.yaml:5: deployment.admin.admin_key_required: mqgate's Admin API always needs a key"},
+		{"deployment:\n  admin:\n    admin_key: [{key: edd1c9f034335f136f87ad84b625c8f1}]\n", "deployment.admin.admin_key[0]: this is APISIX's documented example key"},
+		{"deployment:\n  admin: {allow_admin: [10.0.0.0/8]}\n", "deployment.admin.admin_key: at least one key is required"},
+		{"deployment:\n  admin:\n    admin_key: [{key: " + key + "}]\n    https_admin: true\n", "https_admin: true needs admin_ssl_cert and admin_ssl_cert_key"},
+		{"deployment:\n  admin:\n    admin_key: [{key: " + key + "}]\n    admin_api_mtls: {admin_ssl_ca_cert: ca.pem}\n", "client certificates for the Admin API are not supported"},
+		{"admin: {keys: [{key: " + key + "}]}\ndeployment:\n  admin:\n    admin_key: [{key: " + key + "}]\n", "d.yaml:5: deployment.admin: the Admin API is set twice, here and by admin at d.yaml:3: keep one"},
+	} {
+		_, err := parse(tc.extra)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.extra, err, tc.want)
+		}
+	}
+}

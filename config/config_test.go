@@ -56,9 +56,13 @@ func TestLoadAPISIXSeed(t *testing.T) {
 		Deployment: &Deployment{Role: RoleDataPlane, ConfigProvider: ProviderYAML, File: "testdata/apisix-config.yaml", Line: 8},
 		Ignored: []string{
 			"testdata/apisix-config.yaml:2: apisix.enable_admin",
-			"testdata/apisix-config.yaml:4: apisix.stream_proxy.only",
 			"testdata/apisix-config.yaml:12: stream_plugins",
+			// only: false without HTTP routes: nothing to serve on 9080.
+			"testdata/apisix-config.yaml:4: apisix.stream_proxy.only",
 		},
+		// The guide's chash upstream: mqgate says how to keep APISIX's
+		// placement (hash_method: apisix), rather than move its clients.
+		Warnings: []*Error{{File: "testdata/apisix.yaml", Line: 10, Path: "upstreams[0].type", Msg: apisixChashWarning}},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("Load =\n%+v\nwant\n%+v", cfg, want)
@@ -94,6 +98,15 @@ func TestLoadAPISIXSeedTLS(t *testing.T) {
 	u := cfg.Upstreams[0]
 	if u.Scheme != "tls" || u.TLS == nil || !u.TLS.Verify {
 		t.Errorf("upstream scheme %q tls %+v, want tls verifying", u.Scheme, u.TLS)
+	}
+	// APISIX would not verify the brokers here; mqgate does, and says so
+	// (review item 4): the seed's brokers are typically self-signed.
+	var warned bool
+	for _, w := range cfg.Warnings {
+		warned = warned || w.File == "testdata/apisix-tls.yaml" && w.Path == "upstreams[0].scheme" && strings.Contains(w.Msg, "set tls: {ca: <the broker's CA>}, or tls: {verify: false}")
+	}
+	if !warned {
+		t.Errorf("no warning that the TLS brokers are verified: %v", cfg.Warnings)
 	}
 	// A relative path is relative to the YAML file that names it.
 	if got := cfg.SSLs[0].Pairs[0].Cert.Path; got != certPath {
@@ -269,7 +282,7 @@ upstreams:
 	}
 	want := []string{
 		"w.yaml:4: stream_routes[0].server_port: no listener on port 9100, so this route never matches",
-		`w.yaml:9: upstreams[1]: upstream "spare" is not used by any stream route`,
+		`w.yaml:9: upstreams[1]: upstream "spare" is not used by any stream route or HTTP route`,
 		"w.yaml:12: ssls: 1 certificate(s) not used: no listener has tls: true",
 	}
 	if !slices.Equal(got, want) {

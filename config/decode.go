@@ -18,6 +18,9 @@ type decoder struct {
 	p       *problems
 	b       *builder
 	overlay bool // Document.Overlay
+	// apisixShaped marks a document written for APISIX: it has APISIX's
+	// `#END` line or an `apisix` or `deployment` section.
+	apisixShaped bool
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {

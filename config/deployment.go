@@ -246,6 +246,9 @@ func deploymentSection() section[deploymentFields] {
 			roleField(RoleControlPlane),
 			{name: "etcd", def: "none", restart: true, value: func(v *deploymentFields) any { return v.Etcd },
 				decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) { v.Etcd = d.etcd(kv, p) }},
+			{name: "admin", sub: deploymentAdminSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, _ *deploymentFields) {
+				d.deploymentAdmin(kv, p)
+			}},
 			{name: "instance_name", def: "`<hostname>-<pid>`", restart: true, value: func(v *deploymentFields) any { return v.InstanceName },
 				decode: func(d *decoder, kv keyValue, p string, v *deploymentFields) {
 					if s, ok := d.str(kv.val, p); ok {
@@ -257,7 +260,7 @@ func deploymentSection() section[deploymentFields] {
 					}
 				}},
 		},
-		ignored: []string{"admin", "certs", "config_provider"},
+		ignored: []string{"certs", "config_provider"},
 	}
 }
 

@@ -31,7 +31,7 @@ upstreams:
 				`mqgate.yaml:3: stream_routes[0].upstrem_id: unknown key (did you mean "upstream_id"?)`,
 				`mqgate.yaml:3: stream_routes[0]: needs upstream_id or upstream`,
 				`mqgate.yaml:7: upstreams[0].retry: unknown key (did you mean "retries"?)`,
-				`mqgate.yaml:8: upstreams[0].hash_by: unknown key (did you mean "hash_balance_factor"?)`,
+				`mqgate.yaml:8: upstreams[0].hash_by: unknown key (did you mean "hash_method"?)`,
 			},
 		},
 		{
@@ -210,7 +210,6 @@ stream_routes:
 				`p.yaml:9: stream_routes[1].plugins.mqtt-proxy.protocol_level: protocol_name "MQTT" is level 4 or 5, got 3 (level 3 is "MQIsdp")`,
 				`p.yaml:12: stream_routes[2].plugins.mqtt-proxy.protocol_name: must be MQTT or MQIsdp, got "mqtt"`,
 				`p.yaml:12: stream_routes[2].plugins.mqtt-proxy.protocol_level: must be 3, 4 or 5, got 6`,
-				`p.yaml:12: stream_routes[2].plugins.mqtt-proxy.upstream: deprecated in APISIX and not supported; give the route an upstream_id or upstream instead`,
 				`p.yaml:15: stream_routes[3].plugins.mqtt_proxy: unknown plugin (did you mean "mqtt-proxy"?)`,
 				`p.yaml:16: stream_routes[3].plugins.limit-count: unknown plugin (did you mean "limit-conn"?)`,
 			},

@@ -152,6 +152,7 @@ func References() []Reference {
 		sslSection().reference(0),
 		deploymentSection().reference(0),
 		etcdSection().reference(1),
+		apisixSSLSection().reference(1),
 	}
 }
 
@@ -261,8 +262,18 @@ func streamProxySection() section[StreamProxy] {
 					v.ServerReference = s
 				}
 			}},
+			{name: "only", def: "`true`", compat: true, decode: func(d *decoder, kv keyValue, p string, _ *StreamProxy) {
+				// APISIX's: false serves HTTP too, on node_listen (default
+				// 9080). mqgate serves HTTP wherever node_listen says; only
+				// the default port needs this key.
+				if only, ok := d.bool(kv.val, p); ok && !only {
+					d.b.httpDefault = &location{d.file, kv.val.Line}
+				} else if ok {
+					d.ignore(kv.keyNode, p)
+				}
+			}},
 		},
-		ignored: []string{"only", "udp"},
+		ignored: []string{"udp"},
 	}
 }
 
@@ -337,25 +348,9 @@ func adminSection() section[adminDecl] {
 					}
 				}},
 			{name: "keys", def: "required, at least one: there is **no default key**", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
-				v.keysNode = kv.val
-				for i, item := range d.items(kv.val, p) {
-					if k, ok := d.adminKey(item, index(p, i)); ok {
-						v.Keys = append(v.Keys, k)
-					}
-				}
+				v.keysNode, v.Keys = kv.val, d.adminKeys(kv.val, p)
 			}},
-			{name: "allow", def: "any address", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
-				for i, item := range d.items(kv.val, p) {
-					if s, ok := d.str(item, index(p, i)); ok {
-						prefix, msg := parsePrefix(s)
-						if msg != "" {
-							d.errorf(item, index(p, i), "%s", msg)
-							continue
-						}
-						v.Allow = append(v.Allow, prefix)
-					}
-				}
-			}},
+			{name: "allow", def: "any address", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) { v.Allow = d.prefixes(kv.val, p) }},
 			{name: "tls", def: "plain HTTP", restart: true, value: func(v *adminDecl) any { return v.TLS },
 				decode: func(d *decoder, kv keyValue, p string, v *adminDecl) { v.TLS = d.adminTLS(kv.val, p) }},
 			{name: "state_file", def: "`" + DefaultAdminStateFile + "`", decode: func(d *decoder, kv keyValue, p string, v *adminDecl) {
@@ -439,5 +434,36 @@ func reloadSection() section[Reload] {
 				}
 			}},
 		},
+	}
+}
+
+// apisixSSLSection is APISIX's config.yaml apisix.ssl: the HTTPS listen
+// and the TLS settings of every certificate. APISIX's other keys there
+// (fallback_sni, key_encrypt_salt, ...) are accepted without use.
+func apisixSSLSection() section[sslGlobal] {
+	return section[sslGlobal]{
+		name: "ssls[]",
+		fields: []field[sslGlobal]{
+			{name: "listen", def: "none", decode: func(d *decoder, kv keyValue, p string, _ *sslGlobal) { d.nodeListen(kv.val, p, true) }},
+			{name: "ssl_protocols", def: "`TLSv1.2 TLSv1.3`", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
+				var s SSL
+				errs := len(d.p.errs)
+				d.sslProtocols(kv.val, p, &s)
+				if len(d.p.errs) == errs && s.MinVersion != 0 {
+					g.protocols = &[2]uint16{s.MinVersion, s.MaxVersion}
+				}
+			}},
+			{name: "ssl_ciphers", def: "crypto/tls's suites", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
+				if s, ok := d.str(kv.val, p); ok {
+					g.ciphers, g.ciphersSet = d.sslCiphers(kv.val, p, s), true
+				}
+			}},
+			{name: "ssl_session_tickets", def: "`true`", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
+				if on, ok := d.bool(kv.val, p); ok {
+					g.ticketsOff = !on
+				}
+			}},
+		},
+		open: true,
 	}
 }

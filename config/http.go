@@ -58,6 +58,7 @@ type httpRouteDecl struct {
 	upstreamIDLine int
 	hasUpstreamID  bool
 	hasUpstream    bool
+	passHostSet    bool // pass_host written on the route: it overrides the upstream's
 	overlay        bool // from an Admin API document
 }
 
@@ -139,10 +140,13 @@ func httpRouteSection() section[httpRouteDecl] {
 					return
 				}
 				u := d.upstream(kv.val, p, true)
+				if !u.schemeSet {
+					u.Scheme = "http" // APISIX's default, and what an HTTP route's nodes speak
+				}
 				r.Upstream, r.hasUpstream = &u.Upstream, true
 			}},
-			{name: "pass_host", def: "`pass`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
-				r.PassHost, _ = d.oneOf(kv.val, p, PassHostPass, PassHostNode, PassHostRewrite)
+			{name: "pass_host", def: "the upstream's `pass_host`, else `pass`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
+				r.PassHost, r.passHostSet = d.oneOf(kv.val, p, PassHostPass, PassHostNode, PassHostRewrite)
 			}},
 			{name: "upstream_host", def: "—", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) { r.UpstreamHost, _ = d.str(kv.val, p) }},
 			{name: "enable_websocket", def: "`false`", decode: func(d *decoder, kv keyValue, p string, r *httpRouteDecl) {
@@ -265,19 +269,30 @@ func (d *decoder) nodeListen(n *yaml.Node, path string, tls bool) {
 	}
 }
 
-// apisixSSL decodes apisix.ssl: only listen matters to mqgate.
+// apisixSSL decodes apisix.ssl: its HTTPS listen and the TLS settings
+// every ssls entry takes; APISIX's other keys there are accepted unused.
 func (d *decoder) apisixSSL(n *yaml.Node, path string) {
-	apisixSSLSection().decode(d, n, path, nil)
+	apisixSSLSection().decode(d, n, path, &d.b.sslGlobal)
 }
 
-func apisixSSLSection() section[struct{}] {
-	return section[struct{}]{
-		name: "apisix",
-		fields: []field[struct{}]{
-			{name: "listen", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.nodeListen(kv.val, p, true) }},
-		},
-		open: true,
+// APISIXNodeListen is APISIX's default node_listen: the HTTP port of
+// `stream_proxy.only: false` when no node_listen is set.
+const APISIXNodeListen = 9080
+
+// defaultHTTPListener adds APISIX's default HTTP listener, :9080, for
+// `only: false` without node_listen, when there are HTTP routes to serve
+// (APISIX opens it regardless; without routes it would only answer 404).
+func (b *builder) defaultHTTPListener() {
+	if b.httpDefault == nil {
+		return
 	}
+	if len(b.httpListeners) > 0 || len(b.httpRoutes) == 0 {
+		b.p.ignored = append(b.p.ignored, fmt.Sprintf("%s:%d: apisix.stream_proxy.only", b.httpDefault.file, b.httpDefault.line))
+		return
+	}
+	l := listenerDecl{Listener: Listener{Addr: ":" + strconv.Itoa(APISIXNodeListen), File: b.httpDefault.file, Line: b.httpDefault.line, HTTP: true, HTTPOnly: true},
+		path: "apisix.stream_proxy.only", port: APISIXNodeListen}
+	b.httpListeners = append(b.httpListeners, l)
 }
 
 // mergeHTTPListeners makes a port listed in node_listen (or ssl.listen)
@@ -308,6 +323,7 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 	for i := range cfg.Upstreams {
 		byID[cfg.Upstreams[i].ID] = &cfg.Upstreams[i]
 	}
+	b.resolveSchemes(cfg)
 	seen := make(map[string]string)
 	for i := range b.httpRoutes {
 		r := &b.httpRoutes[i]
@@ -327,6 +343,9 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 		}
 		if up != nil && !up.HTTP() {
 			b.p.errorf(r.File, r.Line, r.path, "upstream %q has scheme %s: an HTTP route needs scheme http or https", up.ID, up.Scheme)
+		}
+		if up != nil && !r.passHostSet && up.PassHost != "" {
+			r.PassHost, r.UpstreamHost = up.PassHost, up.UpstreamHost // APISIX's place for them
 		}
 		cfg.Routes = append(cfg.Routes, r.HTTPRoute)
 	}
@@ -356,12 +375,44 @@ func (b *builder) checkHTTPRoutes(cfg *Config) {
 		if up == nil {
 			up = byID[r.UpstreamID]
 		}
-		if up != nil && up.HTTP() {
-			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s: a stream route needs scheme tcp, tls, ws or wss", r.ID, up.ID, up.Scheme)
+		switch {
+		case up != nil && up.Scheme == "https":
+			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme https (HTTP over TLS): a stream route's brokers speak MQTT; write scheme: tls for MQTT over TLS to them", r.ID, up.ID)
+		case up != nil && up.HTTP():
+			b.p.errorf(r.File, r.Line, "", "stream route %q: upstream %q has scheme %s and HTTP routes use it: its nodes speak HTTP, a stream route needs MQTT brokers (scheme tcp, tls, ws or wss); give the stream route an upstream of its own", r.ID, up.ID, up.Scheme)
 		}
 	}
 	if len(cfg.Routes) > 0 && !slices.ContainsFunc(cfg.StreamProxy.TCP, func(l Listener) bool { return l.HTTP }) {
 		b.p.warnf("", 0, "", "routes are set but no listener serves HTTP: add node_listen (or apisix.node_listen)")
+	}
+}
+
+// resolveSchemes applies APISIX's default scheme, http, to the top-level
+// upstreams without one that only HTTP routes use, and drops `scheme: http`
+// (which APISIX stores on every upstream) from those only stream routes
+// use, as APISIX's stream proxy ignores it. An upstream that both kinds of
+// route use keeps what it says, and the route checks report a mismatch.
+func (b *builder) resolveSchemes(cfg *Config) {
+	httpUse := make(map[string]bool)
+	for _, r := range b.httpRoutes {
+		httpUse[r.UpstreamID] = true
+	}
+	streamUse := make(map[string]bool)
+	for _, r := range cfg.StreamRoutes {
+		if r.Upstream == nil {
+			streamUse[r.UpstreamID] = true
+		}
+	}
+	for i := range cfg.Upstreams {
+		u, decl := &cfg.Upstreams[i], &b.upstreams[i]
+		switch {
+		case streamUse[u.ID] && httpUse[u.ID]:
+		case httpUse[u.ID] && !decl.schemeSet:
+			u.Scheme = "http"
+		case streamUse[u.ID] && u.Scheme == "http":
+			u.Scheme = "tcp"
+			b.p.ignored = append(b.p.ignored, fmt.Sprintf("%s:%d: %s", u.File, u.Line, join(decl.path, "scheme")))
+		}
 	}
 }
 

@@ -82,6 +82,14 @@ type builder struct {
 
 	httpListeners []listenerDecl  // node_listen, ssl.listen
 	httpRoutes    []httpRouteDecl // routes
+	// httpDefault is where apisix.stream_proxy.only: false was set: APISIX
+	// then serves HTTP on its default node_listen, 9080.
+	httpDefault *location
+	sslGlobal   sslGlobal // apisix.ssl's settings for every ssls entry
+	// deploymentAdmin is the Admin API deployment.admin describes, and
+	// enableAdmin apisix.enable_admin (nil when not set).
+	deploymentAdmin *Admin
+	enableAdmin     *bool
 }
 
 type location struct {
@@ -106,7 +114,7 @@ func newBuilder(p *problems) *builder {
 var yamlLineError = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
 
 func (b *builder) addDocument(doc Document) {
-	d := &decoder{file: doc.Name, p: b.p, b: b, overlay: doc.Overlay}
+	d := &decoder{file: doc.Name, p: b.p, b: b, overlay: doc.Overlay, apisixShaped: apisixEnd.Match(doc.Data)}
 	dec := yaml.NewDecoder(bytes.NewReader(doc.Data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
@@ -181,8 +189,18 @@ func firstYAMLError(data []byte) error {
 	return nil
 }
 
+// apisixEnd matches the `#END` line APISIX's standalone apisix.yaml ends with.
+var apisixEnd = regexp.MustCompile(`(?m)^#END\s*$`)
+
 // document decodes the top level of one file.
 func (d *decoder) document(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i].Value; k == "apisix" || k == "deployment" {
+				d.apisixShaped = true
+			}
+		}
+	}
 	top := topLevelSection()
 	for _, kv := range d.fields(n, "") {
 		if d.overlay && !overlayKeys[kv.key] {
@@ -275,6 +293,14 @@ func apisixSection() section[struct{}] {
 			{name: "stream_proxy", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.streamProxy(kv.val, p) }},
 			{name: "node_listen", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.nodeListen(kv.val, p, false) }},
 			{name: "ssl", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) { d.apisixSSL(kv.val, p) }},
+			{name: "enable_admin", decode: func(d *decoder, kv keyValue, p string, _ *struct{}) {
+				// Only deployment.admin heeds it (mqgate's admin block does
+				// not), so it is still listed as ignored.
+				if on, ok := d.bool(kv.val, p); ok {
+					d.b.enableAdmin = &on
+				}
+				d.ignore(kv.keyNode, p)
+			}},
 		},
 		open: true,
 	}
@@ -328,8 +354,10 @@ func (d *decoder) accessLog(n *yaml.Node, path string, l *Log) {
 // finish merges what all documents declared, checks references across
 // files and returns the configuration (meaningful only without errors).
 func (b *builder) finish() *Config {
+	b.resolveDeploymentAdmin()
 	cfg := &Config{StreamProxy: b.streamProxy, Log: b.log, Admin: b.admin, Reload: b.reload, Rebalance: b.rebalance, Deployment: b.deployment}
 	b.checkDeployment()
+	b.defaultHTTPListener()
 	b.mergeHTTPListeners()
 	b.checkListeners()
 	b.nameRoutes()
@@ -349,6 +377,7 @@ func (b *builder) finish() *Config {
 	}
 	b.checkHTTPRoutes(cfg)
 	b.checkSSLs()
+	b.applySSLGlobal()
 	for _, s := range b.ssls {
 		if !s.disabled {
 			cfg.SSLs = append(cfg.SSLs, s.SSL)

@@ -4,9 +4,12 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mqgate/mqgate/plugin"
 )
 
 // routeDecl is a StreamRoute with the source positions the cross-file
@@ -24,6 +27,7 @@ type routeDecl struct {
 func (d *decoder) route(n *yaml.Node, path string) routeDecl {
 	r := routeFields{routeDecl: routeDecl{StreamRoute: StreamRoute{File: d.file, Line: n.Line}, path: path, overlay: d.overlay}}
 	routeSection().decode(d, n, path, &r)
+	d.pluginUpstream(path, &r)
 	switch {
 	case r.hasUpstreamID && r.hasUpstream:
 		d.errorf(n, path, "set exactly one of upstream_id or upstream, not both")
@@ -98,11 +102,59 @@ func routeSection() section[routeFields] {
 				r.hasUpstream = !isNull(kv.val)
 				if r.hasUpstream {
 					u := d.upstream(kv.val, p, true)
+					d.streamScheme(&u, p)
 					r.Upstream = &u.Upstream
 				}
 			}},
 			{name: "plugins", def: "none", decode: func(d *decoder, kv keyValue, p string, r *routeFields) { r.Plugins = d.plugins(kv.val, p) }},
 		},
+	}
+}
+
+// pluginUpstream makes the broker a plugin names (APISIX's older
+// mqtt-proxy `upstream: {host, port}`) the route's inline upstream: one
+// node, round robin, as APISIX built it. A route that also has an upstream
+// of its own is an error: which one wins differed between APISIX versions.
+func (d *decoder) pluginUpstream(path string, r *routeFields) {
+	for _, pl := range r.Plugins {
+		ru, ok := pl.Settings.(plugin.RouteUpstream)
+		if !ok {
+			continue
+		}
+		host, port, ok := ru.RouteUpstream()
+		if !ok {
+			continue
+		}
+		at := &yaml.Node{Line: pl.Line}
+		p := join(join(path, "plugins"), pl.Name) + ".upstream"
+		if r.hasUpstreamID || r.hasUpstream {
+			d.errorf(at, p, "the route has an upstream too: keep one (APISIX deprecated this one; prefer the route's)")
+			return
+		}
+		scalar := func(v string) *yaml.Node {
+			return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v, Line: at.Line}
+		}
+		node := &yaml.Node{Kind: yaml.MappingNode, Line: at.Line, Content: []*yaml.Node{
+			scalar("nodes"), {Kind: yaml.SequenceNode, Line: at.Line, Content: []*yaml.Node{
+				{Kind: yaml.MappingNode, Line: at.Line, Content: []*yaml.Node{
+					scalar("host"), scalar(host),
+					scalar("port"), {Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.Itoa(port), Line: at.Line},
+				}},
+			}},
+		}}
+		u := d.upstream(node, p, true)
+		r.Upstream, r.hasUpstream = &u.Upstream, true
+		return
+	}
+}
+
+// streamScheme reads an upstream's scheme for stream routes: `http`, which
+// APISIX fills in on every upstream it stores (its default), is ignored as
+// APISIX's stream proxy ignores it, and the nodes are dialled over TCP.
+func (d *decoder) streamScheme(u *upstreamDecl, path string) {
+	if u.Scheme == "http" {
+		u.Scheme = "tcp"
+		d.p.ignored = append(d.p.ignored, fmt.Sprintf("%s:%d: %s", u.File, u.Line, join(path, "scheme")))
 	}
 }
 
@@ -185,9 +237,14 @@ func (b *builder) checkRoutes() {
 			b.p.warnf(r.File, r.serverPortLine, join(r.path, "server_port"), "no listener on port %d, so this route never matches", r.ServerPort)
 		}
 	}
+	for _, r := range b.httpRoutes {
+		if r.UpstreamID != "" {
+			used[r.UpstreamID] = true // checkHTTPRoutes checks the reference
+		}
+	}
 	for _, u := range b.upstreams {
 		if u.ID != "" && !used[u.ID] {
-			b.p.warnf(u.File, u.Line, u.path, "upstream %q is not used by any stream route", u.ID)
+			b.p.warnf(u.File, u.Line, u.path, "upstream %q is not used by any stream route or HTTP route", u.ID)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -27,6 +28,12 @@ type SSL struct {
 	// MinVersion and MaxVersion are the tls.VersionTLS* range that
 	// ssl_protocols allows (TLS 1.2 to 1.3 by default).
 	MinVersion, MaxVersion uint16
+	// CipherSuites are the TLS 1.2 suites apisix.ssl.ssl_ciphers allows,
+	// nil for crypto/tls's defaults. (TLS 1.3's are not configurable.)
+	CipherSuites []uint16
+	// SessionTicketsDisabled is apisix.ssl.ssl_session_tickets: false: no
+	// session resumption.
+	SessionTicketsDisabled bool
 	Line                   int
 	File                   string
 }
@@ -141,6 +148,9 @@ type sslDecl struct {
 	disabled bool // status: 0
 	sniLines []int
 	overlay  bool // from an Admin API document
+	// protocolsSet is whether the object has its own ssl_protocols, which
+	// apisix.ssl.ssl_protocols then does not override.
+	protocolsSet bool
 }
 
 // ssl decodes one item of ssls and loads its certificates so that a bad
@@ -254,7 +264,16 @@ func (d *decoder) sslClient(n *yaml.Node, path string, s *SSL) {
 // range; TLS 1.0 and 1.1 are allowed with a warning.
 func (d *decoder) sslProtocols(n *yaml.Node, path string, s *SSL) {
 	var vs []uint16
-	for i, item := range d.items(n, path) {
+	var items []*yaml.Node
+	if n.Kind == yaml.ScalarNode && !isNull(n) {
+		// NGINX's and APISIX's config.yaml spelling: "TLSv1.2 TLSv1.3".
+		for _, f := range strings.Fields(n.Value) {
+			items = append(items, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: f, Line: n.Line, Column: n.Column})
+		}
+	} else {
+		items = d.items(n, path)
+	}
+	for i, item := range items {
 		p := index(path, i)
 		name, ok := d.oneOf(item, p, sslProtocols...)
 		if !ok {
@@ -267,7 +286,7 @@ func (d *decoder) sslProtocols(n *yaml.Node, path string, s *SSL) {
 		vs = append(vs, v)
 	}
 	if len(vs) == 0 {
-		if !isNull(n) && len(n.Content) == 0 {
+		if !isNull(n) && len(items) == 0 {
 			d.errorf(n, path, "must list at least one of %s", orList(sslProtocols))
 		}
 		return
@@ -366,6 +385,7 @@ func sslSection() section[sslFields] {
 			}},
 			{name: "ssl_protocols", def: "`[TLSv1.2, TLSv1.3]`", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
 				d.sslProtocols(kv.val, p, &s.SSL)
+				s.protocolsSet = true
 			}},
 			{name: "status", def: "`1`", decode: func(d *decoder, kv keyValue, p string, s *sslFields) {
 				if v, ok := d.intIn(kv.val, p, 0, 1); ok && v == 0 {
@@ -508,5 +528,114 @@ func (b *builder) checkSSLs() {
 		if r.SNI != "" && tlsListeners == 0 {
 			b.p.warnf(r.File, r.sniLine, join(r.path, "sni"), "no listener has tls: true, so this route never matches")
 		}
+	}
+}
+
+// sslGlobal is apisix.ssl's TLS settings, which every ssls entry takes.
+type sslGlobal struct {
+	protocols  *[2]uint16 // ssl_protocols: the default of entries without their own
+	ciphers    []uint16   // ssl_ciphers; nil: crypto/tls's
+	ciphersSet bool
+	ticketsOff bool // ssl_session_tickets: false
+}
+
+// opensslCiphers maps OpenSSL's names of the TLS 1.2 suites crypto/tls
+// implements to crypto/tls's names.
+var opensslCiphers = map[string]string{
+	"ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+	"ECDHE-RSA-AES128-GCM-SHA256":   "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+	"ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+	"ECDHE-RSA-AES256-GCM-SHA384":   "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+	"ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+	"ECDHE-RSA-CHACHA20-POLY1305":   "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+	"ECDHE-ECDSA-AES128-SHA":        "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+	"ECDHE-RSA-AES128-SHA":          "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+	"ECDHE-ECDSA-AES256-SHA":        "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+	"ECDHE-RSA-AES256-SHA":          "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+	"ECDHE-ECDSA-AES128-SHA256":     "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+	"ECDHE-RSA-AES128-SHA256":       "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+	"AES128-GCM-SHA256":             "TLS_RSA_WITH_AES_128_GCM_SHA256",
+	"AES256-GCM-SHA384":             "TLS_RSA_WITH_AES_256_GCM_SHA384",
+	"AES128-SHA":                    "TLS_RSA_WITH_AES_128_CBC_SHA",
+	"AES256-SHA":                    "TLS_RSA_WITH_AES_256_CBC_SHA",
+	"AES128-SHA256":                 "TLS_RSA_WITH_AES_128_CBC_SHA256",
+	"DES-CBC3-SHA":                  "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+	"ECDHE-RSA-DES-CBC3-SHA":        "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+}
+
+// sslCiphers reads an OpenSSL cipher list (APISIX's and NGINX's
+// ssl_ciphers, names separated by ':') into crypto/tls suite ids for TLS
+// 1.2. A list of keywords alone ("HIGH:!aNULL:!MD5", NGINX's default)
+// means crypto/tls's own choice, which is within it; names of suites
+// crypto/tls does not implement (the DHE ones of APISIX's default) are
+// left out with a warning, as OpenSSL leaves out what it lacks. TLS 1.3
+// suites are always crypto/tls's: their names are accepted.
+func (d *decoder) sslCiphers(n *yaml.Node, path, list string) []uint16 {
+	ids := make(map[string]uint16)
+	insecure := make(map[uint16]bool)
+	for _, c := range tls.CipherSuites() {
+		ids[c.Name] = c.ID
+	}
+	for _, c := range tls.InsecureCipherSuites() {
+		ids[c.Name], insecure[c.ID] = c.ID, true
+	}
+	var out []uint16
+	var keywords, missing, weak []string
+	excluded := make(map[uint16]bool)
+	for _, tok := range strings.FieldsFunc(list, func(r rune) bool { return r == ':' || r == ',' || r == ' ' }) {
+		name := strings.TrimLeft(tok, "!-+")
+		goName, known := opensslCiphers[name]
+		switch {
+		case name != tok || strings.HasPrefix(tok, "@"):
+			if known && tok[0] != '+' {
+				excluded[ids[goName]] = true
+			}
+		case strings.HasPrefix(tok, "TLS_AES_") || strings.HasPrefix(tok, "TLS_CHACHA20_"):
+			// TLS 1.3: crypto/tls always offers its three.
+		case known:
+			if id := ids[goName]; !slices.Contains(out, id) {
+				out = append(out, id)
+				if insecure[id] {
+					weak = append(weak, tok)
+				}
+			}
+		case !strings.Contains(tok, "-"):
+			keywords = append(keywords, tok)
+		default:
+			missing = append(missing, tok)
+		}
+	}
+	out = slices.DeleteFunc(out, func(id uint16) bool { return excluded[id] })
+	switch {
+	case len(out) == 0 && len(missing) == 0:
+		return nil // keywords only: crypto/tls's secure defaults
+	case len(keywords) > 0:
+		d.errorf(n, path, "mixes cipher names with OpenSSL keywords (%s): list the names only, or the keywords only for crypto/tls's defaults", strings.Join(keywords, ", "))
+		return nil
+	case len(out) == 0:
+		d.errorf(n, path, "none of %s is a TLS 1.2 cipher suite crypto/tls implements (known: %s)", strings.Join(missing, ", "), strings.Join(slices.Sorted(maps.Keys(opensslCiphers)), ", "))
+		return nil
+	}
+	if len(missing) > 0 {
+		d.p.warnf(d.file, n.Line, path, "left out, not implemented by crypto/tls: %s", strings.Join(missing, ", "))
+	}
+	if len(weak) > 0 {
+		d.p.warnf(d.file, n.Line, path, "%s: insecure (CBC-SHA256 or 3DES); allowed because listed", strings.Join(weak, ", "))
+	}
+	return out
+}
+
+// applySSLGlobal gives every ssls entry apisix.ssl's settings.
+func (b *builder) applySSLGlobal() {
+	g := b.sslGlobal
+	for i := range b.ssls {
+		s := &b.ssls[i]
+		if g.protocols != nil && !s.protocolsSet {
+			s.MinVersion, s.MaxVersion = g.protocols[0], g.protocols[1]
+		}
+		if g.ciphersSet {
+			s.CipherSuites = g.ciphers
+		}
+		s.SessionTicketsDisabled = g.ticketsOff
 	}
 }

@@ -269,3 +269,33 @@ func rewritesClientID(r *StreamRoute, template string) bool {
 	rw, _ := r.Plugin(mqttrewrite.Name).(*mqttrewrite.Settings)
 	return rw != nil && rw.Rule != nil && rw.ClientID == template
 }
+
+func TestAPISIXSSLCiphers(t *testing.T) {
+	t.Parallel()
+	parse := func(ssl string) (*Config, error) {
+		return Parse(Document{Name: "c.yaml", Data: []byte("apisix:\n  ssl: " + ssl + "\nstream_proxy: {tcp: [9000]}\nstream_routes: [{upstream: {nodes: {\"127.0.0.1:1883\": 1}}}]\n")})
+	}
+	// APISIX's default list: the DHE suites are left out with a warning.
+	cfg, err := parse(`{ssl_ciphers: "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES128-GCM-SHA256:TLS_AES_128_GCM_SHA256", ssl_protocols: "TLSv1.2 TLSv1.3", ssl_session_tickets: false}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), "c.yaml:2: apisix.ssl.ssl_ciphers: left out, not implemented by crypto/tls: DHE-RSA-AES128-GCM-SHA256") {
+		t.Errorf("warnings %v", cfg.Warnings)
+	}
+	for _, tc := range []struct{ ssl, want string }{
+		{`{ssl_ciphers: "HIGH:!aNULL:!MD5"}`, ""}, // NGINX's default: crypto/tls's own
+		{`{ssl_ciphers: "HIGH:ECDHE-RSA-AES128-GCM-SHA256"}`, "mixes cipher names with OpenSSL keywords (HIGH)"},
+		{`{ssl_ciphers: "DHE-RSA-AES128-GCM-SHA256"}`, "none of DHE-RSA-AES128-GCM-SHA256 is a TLS 1.2 cipher suite crypto/tls implements"},
+		{`{ssl_protocols: "TLSv1.2 TLSv1.4"}`, `apisix.ssl.ssl_protocols[1]: must be TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3, got "TLSv1.4"`},
+		{`{ssl_session_tickets: maybe}`, "apisix.ssl.ssl_session_tickets"},
+	} {
+		_, err := parse(tc.ssl)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.ssl, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want %q", tc.ssl, err, tc.want)
+		}
+	}
+}

@@ -142,8 +142,15 @@ type Upstream struct {
 	// HashBalanceFactor bounds chash load: no node takes more than
 	// factor × the average connections; 0 = off.
 	HashBalanceFactor float64
-	Line              int
-	File              string
+	// HashMethod is how chash places keys: "rendezvous" (mqgate's, also
+	// when empty), "apisix" or "nginx" (their consistent-hash rings).
+	HashMethod string
+	// PassHost and UpstreamHost are APISIX's upstream keys for the Host an
+	// HTTP upstream sees; a route's own pass_host overrides them. Empty
+	// PassHost is "pass". Stream routes do not use them.
+	PassHost, UpstreamHost string
+	Line                   int
+	File                   string
 
 	TLS *UpstreamTLS // scheme tls, wss or https: how to talk TLS to the nodes (ssl.go); nil for tcp
 	// WebSocket is how to ask the nodes for MQTT over WebSocket (scheme ws

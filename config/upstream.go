@@ -15,7 +15,15 @@ import (
 	"github.com/mqgate/mqgate/vars"
 )
 
-var upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
+var (
+	upstreamTypes = []string{"roundrobin", "chash", "least_conn"}
+	hashMethods   = []string{"rendezvous", "apisix", "nginx"}
+)
+
+// apisixChashWarning is said of a chash upstream without hash_method in a
+// document written for APISIX, whose clients mqgate would otherwise place
+// differently at cutover or beside running APISIX instances.
+const apisixChashWarning = "chash places clients by mqgate's rendezvous hashing, not APISIX's ring: set hash_method: apisix to keep every client on the broker APISIX chose, or hash_method: rendezvous to keep mqgate's"
 
 // upstreamDecl is an Upstream with the source positions the cross-file
 // checks report at.
@@ -24,6 +32,11 @@ type upstreamDecl struct {
 	path    string
 	idLine  int
 	overlay bool // from an Admin API document
+	// schemeSet is whether the upstream says its scheme: without one it
+	// is tcp for stream routes and http (APISIX's default) for HTTP routes.
+	schemeSet bool
+	// passHostNode is where pass_host was written, nil when it was not.
+	passHostNode *yaml.Node
 }
 
 // upstream decodes a top-level upstream, or a route's inline one, which
@@ -37,6 +50,7 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	uf := upstreamFields{upstreamDecl: &u, inline: inline, retries: -1, nodesOK: true}
 	upstreamSection().decode(d, n, path, &uf)
 	keyNode, hbf, tlsNode, retries, nodesOK := uf.keyNode, uf.hbf, uf.tlsNode, uf.retries, uf.nodesOK
+	methodNode := uf.methodNode
 	srcKey, srcRange := uf.srcKey, uf.srcRange
 	if !inline && u.ID == "" && u.idLine == 0 {
 		d.errorf(n, join(path, "id"), "required")
@@ -48,23 +62,37 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		p := join(path, "key")
 		if u.Type != "chash" {
 			d.errorf(keyNode, p, "only used with type chash, not %s", u.Type)
-		} else if k, ok := d.oneOf(keyNode, p, vars.Names...); ok {
+		} else if k, ok := d.variable(keyNode, p); ok {
 			u.Key = k
+		}
+	}
+	if !isNull(methodNode) {
+		p := join(path, "hash_method")
+		if u.Type != "chash" {
+			d.errorf(methodNode, p, "only used with type chash, not %s", u.Type)
+		} else if m, ok := d.oneOf(methodNode, p, hashMethods...); ok {
+			u.HashMethod = m
 		}
 	}
 	if !isNull(hbf) {
 		p := join(path, "hash_balance_factor")
-		if u.Type != "chash" {
+		switch {
+		case u.Type != "chash":
 			d.errorf(hbf, p, "only used with type chash, not %s", u.Type)
-		} else {
+		case u.HashMethod != "" && u.HashMethod != "rendezvous":
+			d.errorf(hbf, p, "only used with hash_method rendezvous, not %s (APISIX and NGINX bound no load)", u.HashMethod)
+		default:
 			u.HashBalanceFactor = d.hashBalanceFactor(hbf, p)
 		}
+	}
+	if u.Type == "chash" && isNull(methodNode) && d.apisixShaped && !u.overlay {
+		d.p.warnf(d.file, n.Line, join(path, "type"), "%s", apisixChashWarning)
 	}
 	if !isNull(srcKey) {
 		p := join(path, "source_hash_key")
 		if len(u.SourceAddresses) < 2 {
 			d.errorf(srcKey, p, "only used with two source_addresses or more")
-		} else if k, ok := d.oneOf(srcKey, p, vars.Names...); ok {
+		} else if k, ok := d.variable(srcKey, p); ok {
 			u.SourceHashKey = k
 		}
 	}
@@ -79,6 +107,11 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	switch {
 	case u.UsesTLS() && u.TLS == nil:
 		u.TLS = &UpstreamTLS{Verify: true}
+		if d.apisixShaped && !u.overlay {
+			// Seed 000's upstream: fine in APISIX, a failed dial per node here
+			// when the broker's certificate is self-signed.
+			d.p.warnf(d.file, n.Line, join(path, "scheme"), "scheme %s verifies the nodes' certificates against the system roots (APISIX does not unless tls.verify is true): a broker with a self-signed or private-CA certificate fails every dial; set tls: {ca: <the broker's CA>}, or tls: {verify: false}", u.Scheme)
+		}
 	case !u.UsesTLS() && tlsNode != nil:
 		d.errorf(tlsNode, join(path, "tls"), "only used with scheme: tls, wss or https")
 		u.TLS = nil
@@ -91,6 +124,9 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 		d.errorf(uf.wsNode, join(path, "websocket"), "only used with scheme: ws or wss")
 		u.WebSocket = nil
 	}
+	if u.PassHost == PassHostRewrite && u.UpstreamHost == "" {
+		d.errorf(u.passHostNode, join(path, "upstream_host"), "required with pass_host: rewrite")
+	}
 	if len(u.Nodes) == 0 && nodesOK {
 		d.errorf(n, join(path, "nodes"), "at least one node is required")
 	}
@@ -99,6 +135,20 @@ func (d *decoder) upstream(n *yaml.Node, path string, inline bool) upstreamDecl 
 	}
 	u.Retries = retries
 	return u
+}
+
+// variable reads the name of a variable of package vars: as mqgate spells
+// it, with NGINX's and APISIX's "$" before it, or as an alias
+// ($mqtt_preread_clientid); the result is mqgate's name.
+func (d *decoder) variable(n *yaml.Node, path string) (string, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return "", false
+	}
+	if name, known := vars.Canonical(s); known {
+		return name, true
+	}
+	return d.oneOf(n, path, vars.Names...) // reports it, with the nearest name
 }
 
 // nodes decodes APISIX's two shapes: {"host:port": weight} or a list of
@@ -208,6 +258,7 @@ type upstreamFields struct {
 	*upstreamDecl
 	inline                bool
 	keyNode, hbf, tlsNode *yaml.Node
+	methodNode            *yaml.Node
 	wsNode                *yaml.Node
 	srcKey, srcRange      *yaml.Node
 	retries               int
@@ -244,6 +295,7 @@ func upstreamSection() section[upstreamFields] {
 			{name: "timeout", sub: timeoutSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
 				u.Timeout = d.timeout(kv.val, p)
 			}},
+			{name: "hash_method", def: "`rendezvous`", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.methodNode = kv.val }},
 			{name: "hash_balance_factor", def: "`0` (off)", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.hbf = kv.val }},
 			{name: "checks", def: "none (no checks)", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.Checks = d.checks(kv.val, p) }},
 			{name: "hash_on", def: "`vars`", compat: true, decode: func(d *decoder, kv keyValue, p string, _ *upstreamFields) {
@@ -254,8 +306,9 @@ func upstreamSection() section[upstreamFields] {
 					d.ignore(kv.keyNode, p)
 				}
 			}},
-			{name: "scheme", def: "`tcp`", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+			{name: "scheme", def: "`tcp` (`http` for an upstream only HTTP routes use)", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
 				s, ok := d.str(kv.val, p)
+				u.schemeSet = ok
 				switch {
 				case !ok || s == "tcp":
 				case s == "tls", s == "ws", s == "wss", s == "http", s == "https":
@@ -264,6 +317,12 @@ func upstreamSection() section[upstreamFields] {
 					d.errorf(kv.val, p, "must be tcp, tls, ws, wss, http or https, got %q", s)
 				}
 			}},
+			{name: "pass_host", def: "`pass`", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
+				if v, ok := d.oneOf(kv.val, p, PassHostPass, PassHostNode, PassHostRewrite); ok {
+					u.PassHost, u.passHostNode = v, kv.val
+				}
+			}},
+			{name: "upstream_host", def: "—", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.UpstreamHost, _ = d.str(kv.val, p) }},
 			{name: "websocket", sub: upstreamWebSocketSection().reference(0).Keys, decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) {
 				if !isNull(kv.val) {
 					u.wsNode = kv.val

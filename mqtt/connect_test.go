@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/mqgate/mqgate/internal/packettest"
 )
 
 // CONNECT packets captured from real clients sending to a listener that
@@ -828,7 +830,7 @@ func TestParseConnectAllocs(t *testing.T) {
 // fewest bytes, the only encoding AppendConnect writes.
 func minimalRemainingLength(pkt []byte) bool {
 	n, size, err := decodeVarint(pkt[1:])
-	return err == nil && size == len(lengthVarint(n))
+	return err == nil && size == len(packettest.AppendLength(nil, n))
 }
 
 func TestAppendConnectRoundTrip(t *testing.T) {

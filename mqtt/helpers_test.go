@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/mqgate/mqgate/internal/packettest"
 )
 
 // Test packets are written as hex, one field per argument, so a row reads
@@ -33,24 +35,7 @@ func unhex(s string) []byte {
 // here independently of the package code.
 func frame(first byte, body ...string) []byte {
 	b := unhex(strings.Join(body, ""))
-	return append(append([]byte{first}, lengthVarint(len(b))...), b...)
-}
-
-// lengthVarint encodes n as a Variable Byte Integer, as 5.0 section 1.5.5
-// describes it.
-func lengthVarint(n int) []byte {
-	var out []byte
-	for {
-		encoded := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			encoded |= 128
-		}
-		out = append(out, encoded)
-		if n == 0 {
-			return out
-		}
-	}
+	return append(append([]byte{first}, packettest.AppendLength(nil, len(b))...), b...)
 }
 
 // str returns the hex of a length-prefixed field holding s.
@@ -62,7 +47,7 @@ func str(s string) string {
 // Property Length.
 func props(parts ...string) string {
 	b := unhex(strings.Join(parts, ""))
-	return hex.EncodeToString(lengthVarint(len(b))) + " " + hex.EncodeToString(b) + " "
+	return hex.EncodeToString(packettest.AppendLength(nil, len(b))) + " " + hex.EncodeToString(b) + " "
 }
 
 // checkProtocolError fails t unless err is a *ProtocolError with the Kind,

@@ -3,6 +3,8 @@ package mqtt
 import (
 	"errors"
 	"testing"
+
+	"github.com/mqgate/mqgate/internal/packettest"
 )
 
 func TestFrameLen(t *testing.T) {
@@ -57,7 +59,7 @@ func TestVarint(t *testing.T) {
 	t.Parallel()
 	for _, v := range []int{0, 1, 127, 128, 16383, 16384, 2097151, 2097152, MaxRemainingLength} {
 		enc := appendVarint(nil, v)
-		if want := lengthVarint(v); string(enc) != string(want) {
+		if want := packettest.AppendLength(nil, v); string(enc) != string(want) {
 			t.Errorf("appendVarint(%d) = %x, want %x", v, enc, want)
 		}
 		if len(enc) != varintLen(v) {

@@ -101,6 +101,29 @@ type source struct {
 	small   [32]byte
 	conn    net.Conn
 	n       int
+	// head keeps the first bytes delivered since n was reset (a frame's
+	// start), so that a header cut short by a read that would block (a
+	// parked connection, pipe.Park) can be read again whole.
+	head [ws.MaxHeaderSize]byte
+}
+
+// delivered counts and keeps what Read gives the frame reader.
+func (s *source) delivered(p []byte) {
+	if s.n < len(s.head) {
+		copy(s.head[s.n:], p)
+	}
+	s.n += len(p)
+}
+
+// rewind makes the bytes delivered since the frame's start the next to be
+// read again, when they are all kept; it reports whether it could.
+func (s *source) rewind() bool {
+	if s.n > len(s.head) || len(s.pending) > 0 || len(s.ahead) > 0 {
+		return false
+	}
+	s.pending = append([]byte(nil), s.head[:s.n]...)
+	s.n = 0
+	return true
 }
 
 // readAheadSize is the pooled read-ahead buffer, a few MQTT packets' frames.
@@ -112,13 +135,13 @@ func (s *source) Read(p []byte) (int, error) {
 	if len(s.pending) > 0 {
 		n := copy(p, s.pending)
 		s.pending = s.pending[n:]
-		s.n += n
+		s.delivered(p[:n])
 		return n, nil
 	}
 	if len(s.ahead) == 0 {
 		if len(p) >= readAheadSize/4 {
 			n, err := s.conn.Read(p)
-			s.n += n
+			s.delivered(p[:n])
 			return n, err
 		}
 		b := s.small[:]
@@ -136,7 +159,7 @@ func (s *source) Read(p []byte) (int, error) {
 	}
 	n := copy(p, s.ahead)
 	s.ahead = s.ahead[n:]
-	s.n += n
+	s.delivered(p[:n])
 	if len(s.ahead) == 0 {
 		s.release()
 	}
@@ -193,6 +216,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.src.n = 0
 		hdr, err := c.rd.NextFrame()
 		if err != nil {
+			var te interface{ Temporary() bool }
+			if c.src.n > 0 && errors.As(err, &te) && te.Temporary() && !errors.Is(err, os.ErrDeadlineExceeded) && c.src.rewind() {
+				// A parked read with the rest of the header still to come:
+				// the next Read parses it again from its first byte.
+				return 0, err
+			}
 			if c.src.n > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
 				// Part of a header was consumed: a retry would read garbage.
 				c.broken = fmt.Errorf("WebSocket frame header cut short: %w", err)
@@ -273,11 +302,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10+ws.MaxHeaderSize); return &b }}
 
 // writeFrame sends one final frame: unmasked from the server side, masked
-// from the client side [RFC 6455 5.1].
+// with a fresh key from the client side [RFC 6455 5.1].
 func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
-	if c.client {
-		return c.writeMasked(op, p)
-	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.closeSent {
@@ -286,12 +312,18 @@ func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
 	if op == ws.OpClose {
 		c.closeSent = true
 	}
-	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p))}
+	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p)), Masked: c.client}
+	if c.client {
+		h.Mask = ws.NewMask()
+	}
 	bp := framePool.Get().(*[]byte)
 	defer framePool.Put(bp)
 	w := appender{b: (*bp)[:0]}
 	if err := ws.WriteHeader(&w, h); err != nil {
 		return err
+	}
+	if c.client {
+		return c.writeMasked(w.b, p, h.Mask)
 	}
 	if len(w.b)+len(p) > cap(w.b) {
 		_, err := (&net.Buffers{w.b, p}).WriteTo(c.Conn)
@@ -301,39 +333,20 @@ func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
 	return err
 }
 
-// writeMasked sends one final frame masked with a fresh key: the payload
-// is masked in the pooled buffer, chunk by chunk, so the caller's bytes
-// stay as they are.
-func (c *Conn) writeMasked(op ws.OpCode, p []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.closeSent {
-		return net.ErrClosed
-	}
-	if op == ws.OpClose {
-		c.closeSent = true
-	}
-	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p)), Masked: true, Mask: ws.NewMask()}
-	bp := framePool.Get().(*[]byte)
-	defer framePool.Put(bp)
-	w := appender{b: (*bp)[:0]}
-	if err := ws.WriteHeader(&w, h); err != nil {
-		return err
-	}
-	buf, off := w.b, 0
-	for {
+// writeMasked sends the frame whose header buf holds with payload p masked
+// in buf, chunk by chunk, so that the caller's bytes stay as they are.
+func (c *Conn) writeMasked(buf, p []byte, mask [4]byte) error {
+	for off := 0; ; buf = buf[:0] {
 		n := min(len(p)-off, cap(buf)-len(buf))
 		start := len(buf)
 		buf = append(buf, p[off:off+n]...)
-		ws.Cipher(buf[start:], h.Mask, off)
+		ws.Cipher(buf[start:], mask, off)
 		if _, err := c.Conn.Write(buf); err != nil {
 			return err
 		}
-		off += n
-		if off == len(p) {
+		if off += n; off == len(p) {
 			return nil
 		}
-		buf = (*bp)[:0]
 	}
 }
 

@@ -247,3 +247,62 @@ func TestConnReadsAhead(t *testing.T) {
 		})
 	}
 }
+
+// wouldBlock is what a parked connection's read returns with nothing to
+// read yet (pipe.ParkConn).
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "would block" }
+func (wouldBlock) Temporary() bool { return true }
+func (wouldBlock) Timeout() bool   { return false }
+
+// scriptConn gives each read one chunk; a nil chunk is a read that would
+// block.
+type scriptConn struct {
+	memConn
+	chunks [][]byte
+}
+
+func (c *scriptConn) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	if c.chunks[0] == nil {
+		c.chunks = c.chunks[1:]
+		return 0, wouldBlock{}
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// TestConnReadParked: on a parked connection a frame header may arrive in
+// pieces, with reads that would block in between; the bytes read so far
+// are parsed again from the frame's start, nothing is lost.
+func TestConnReadParked(t *testing.T) {
+	payload := bytes.Repeat([]byte{0x30}, 300) // a 2-byte length: a 4-byte header before the mask
+	frame := clientFrames(t, ws.NewBinaryFrame(payload), ws.NewBinaryFrame([]byte{0xc0, 0}))
+	for _, cut := range []int{1, 2, 3, 5, 7, 9} {
+		m := &scriptConn{chunks: [][]byte{frame[:cut], nil, frame[cut:]}}
+		c := NewConn(m, ProtocolMQTT, nil)
+		var got []byte
+		buf := make([]byte, 512)
+		for blocked := 0; ; {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() && blocked == 0 {
+				blocked++
+				continue
+			}
+			if err != nil {
+				break
+			}
+		}
+		if want := append(append([]byte{}, payload...), 0xc0, 0); !bytes.Equal(got, want) {
+			t.Errorf("header cut after %d bytes: read %d bytes % x…, want the %d of the two frames", cut, len(got), got[:min(len(got), 8)], len(want))
+		}
+	}
+}

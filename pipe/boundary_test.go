@@ -7,39 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mqgate/mqgate/internal/packettest"
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
 )
 
 // publish is a QoS 0 PUBLISH to topic "t" with n bytes of payload.
-func publish(n int) []byte {
-	body := append([]byte{0, 1, 't'}, bytes.Repeat([]byte{'x'}, n)...)
-	var rl []byte
-	for v := len(body); ; {
-		b := byte(v & 0x7f)
-		v >>= 7
-		if v > 0 {
-			rl = append(rl, b|0x80)
-			continue
-		}
-		rl = append(rl, b)
-		break
-	}
-	return append(append([]byte{0x30}, rl...), body...)
-}
-
-// readToEOF reads c until the proxy closes it, failing after 10 s, and
-// then closes c, as a client does after a DISCONNECT.
-func readToEOF(t *testing.T, c net.Conn) []byte {
-	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	b, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("reading to EOF: %v (after %d bytes)", err, len(b))
-	}
-	c.Close()
-	return b
-}
+func publish(n int) []byte { return packettest.Publish("t", bytes.Repeat([]byte{'x'}, n)) }
 
 // endPipe closes the proxy's ends once the pipe has returned, as the
 // caller of Run does.
@@ -79,7 +53,7 @@ func TestCloseAtBoundaryMidPacket(t *testing.T) {
 			if _, err := broker.Write([]byte{0xd0, 0}); err != nil {
 				t.Fatal(err)
 			}
-			got = append(got, readToEOF(t, client)...)
+			got = append(got, packettest.ReadToEOF(t, client)...)
 			want := append(append([]byte{}, pkt...), final...)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("level %d: client got %d bytes ending %x, want the whole PUBLISH (%d bytes) and then %x", level, len(got), got[max(0, len(got)-8):], len(pkt), final)
@@ -99,7 +73,7 @@ func TestCloseAtBoundaryIdlePipe(t *testing.T) {
 		final := pipe.Goodbye(mqtt.Level5, mqtt.AdministrativeAction)
 		ctl.CloseAtBoundary("kick", final)
 		client, _, pc, pb, res := setup(t, path, pipe.Options{Level: mqtt.Level5, Control: ctl})
-		if got := readToEOF(t, client); !bytes.Equal(got, final) {
+		if got := packettest.ReadToEOF(t, client); !bytes.Equal(got, final) {
 			t.Fatalf("client got %x, want %x", got, final)
 		}
 		if r := endPipe(t, res, pc, pb); r.End != "kick" {
@@ -115,7 +89,7 @@ func TestIdleDisconnect(t *testing.T) {
 		for _, level := range []byte{mqtt.Level311, mqtt.Level5} {
 			client, _, pc, pb, res := setup(t, path, pipe.Options{Idle: 100 * time.Millisecond, Level: level})
 			want := pipe.Goodbye(level, mqtt.KeepAliveTimeout)
-			if got := readToEOF(t, client); !bytes.Equal(got, want) {
+			if got := packettest.ReadToEOF(t, client); !bytes.Equal(got, want) {
 				t.Fatalf("level %d: client got %x, want %x", level, got, want)
 			}
 			if r := endPipe(t, res, pc, pb); r.End != pipe.IdleTimeout {
@@ -136,14 +110,14 @@ func TestMaxPacketSize(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := pipe.Goodbye(mqtt.Level5, mqtt.PacketTooLarge)
-		if got := readToEOF(t, client); !bytes.Equal(got, want) {
+		if got := packettest.ReadToEOF(t, client); !bytes.Equal(got, want) {
 			t.Fatalf("client got %x, want %x", got, want)
 		}
 		r := endPipe(t, res, pc, pb)
 		if r.End != pipe.PacketTooLarge {
 			t.Errorf("End = %q, want %q", r.End, pipe.PacketTooLarge)
 		}
-		if got := readToEOF(t, broker); !bytes.Equal(got, small) {
+		if got := packettest.ReadToEOF(t, broker); !bytes.Equal(got, small) {
 			t.Errorf("broker got %d bytes, want the small packet (%d bytes) only", len(got), len(small))
 		}
 	})

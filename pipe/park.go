@@ -53,12 +53,17 @@ type Watch interface {
 // wakes the direction when it passes.
 type ParkConn struct {
 	*net.TCPConn
-	rc       syscall.RawConn
-	parked   atomic.Bool
-	deadline atomic.Int64 // unix nanoseconds of the read deadline; 0 = none
-	mu       sync.Mutex
-	timer    *time.Timer // wakes the direction at the read deadline, while parked
-	wake     func()      // the direction's, while parked
+	rc        syscall.RawConn
+	parked    atomic.Bool
+	deadline  atomic.Int64 // unix nanoseconds of the read deadline; 0 = none
+	lingerEnd atomic.Int64 // unix nanoseconds when a linger ends; 0 = none
+	dmu       sync.Mutex   // orders the socket's read deadline updates
+	lastPark  int64        // when a read last reported errWouldBlock; by the reading goroutine
+	busy      bool         // reads wait in Go's poller (busyRead); by the reading goroutine
+	read      bool         // busy, and bytes came in the current window
+	mu        sync.Mutex
+	timer     *time.Timer // wakes the direction at the read deadline, while parked
+	wake      func()      // the direction's, while parked
 }
 
 // NewParkConn wraps tc.
@@ -82,6 +87,9 @@ func (c *ParkConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	if c.busy {
+		return c.busyRead(b)
+	}
 	var (
 		n     int
 		rdErr error
@@ -98,11 +106,21 @@ func (c *ParkConn) Read(b []byte) (int, error) {
 	case err != nil: // closed, or the deadline passed (as the runtime saw it)
 		return 0, err
 	case rdErr == syscall.EAGAIN:
-		if dl := c.deadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+		now := time.Now().UnixNano()
+		if dl := c.deadline.Load(); dl != 0 && now >= dl {
 			// The deadline passed and the runtime's own timer has not
 			// caught up yet: fail as the waiting read would have.
 			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
 		}
+		if now-c.lastPark < int64(lingerFor) {
+			// Woken again soon after it parked: busy. Wait in Go's
+			// poller, a window of lingerFor at a time, while bytes come.
+			c.busy = true
+			c.lingerEnd.Store(now + int64(lingerFor))
+			c.socketDeadline()
+			return c.busyRead(b)
+		}
+		c.lastPark = now
 		return 0, errWouldBlock
 	case rdErr != nil:
 		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rdErr)}
@@ -112,27 +130,94 @@ func (c *ParkConn) Read(b []byte) (int, error) {
 	return n, nil
 }
 
+// lingerFor is how long a busy parked direction (woken again less than
+// this after it parked) waits in Go's poller with nothing read, goroutine
+// kept, before it parks: waking through the notifier (a thread wake-up, a goroutine, an
+// epoll_ctl) costs more per packet than the poller, and a connection
+// that is busy now stays so; an idle one (keepalives seconds apart) parks
+// at once.
+const lingerFor = 50 * time.Millisecond
+
+// busyRead reads as a goroutine-held connection does, waiting in Go's
+// poller; when a window of lingerFor passes with nothing read in it, the
+// connection stops being busy and the read reports errWouldBlock (park).
+// Only the reading direction's goroutine runs it.
+func (c *ParkConn) busyRead(b []byte) (int, error) {
+	for c.parked.Load() {
+		n, err := c.TCPConn.Read(b)
+		if n > 0 {
+			c.read = true
+			return n, err
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			c.idle()
+			return n, err
+		}
+		now := time.Now().UnixNano()
+		if dl := c.deadline.Load(); dl != 0 && now >= dl {
+			c.idle()
+			return n, err // the pipe's own deadline
+		}
+		if c.read { // bytes came in this window: another one
+			c.read = false
+			c.lingerEnd.Store(now + int64(lingerFor))
+			c.socketDeadline()
+			continue
+		}
+		c.idle()
+		c.lastPark = now
+		return 0, errWouldBlock
+	}
+	c.idle()
+	return c.TCPConn.Read(b)
+}
+
+// idle ends a busy time: the socket gets the pipe's read deadline again.
+func (c *ParkConn) idle() {
+	c.busy, c.read = false, false
+	c.lingerEnd.Store(0)
+	c.socketDeadline()
+}
+
+// socketDeadline gives the socket the read deadline, or the end of a
+// linger when that is earlier.
+func (c *ParkConn) socketDeadline() error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	dl := c.deadline.Load()
+	if le := c.lingerEnd.Load(); le != 0 && (dl == 0 || le < dl) {
+		dl = le
+	}
+	var t time.Time
+	if dl != 0 {
+		t = time.Unix(0, dl)
+	}
+	return c.TCPConn.SetReadDeadline(t)
+}
+
 // SetReadDeadline is the TCP connection's, and while parked it also wakes
 // the direction when t passes, so that the read that is not waiting fails.
 func (c *ParkConn) SetReadDeadline(t time.Time) error {
-	err := c.TCPConn.SetReadDeadline(t)
+	if t.IsZero() {
+		c.deadline.Store(0)
+	} else {
+		c.deadline.Store(t.UnixNano())
+	}
+	err := c.socketDeadline()
 	c.armDeadline(t)
 	return err
 }
 
 // SetDeadline sets both deadlines, as SetReadDeadline and SetWriteDeadline.
 func (c *ParkConn) SetDeadline(t time.Time) error {
-	err := c.TCPConn.SetDeadline(t)
-	c.armDeadline(t)
+	err := c.TCPConn.SetWriteDeadline(t)
+	if rerr := c.SetReadDeadline(t); err == nil {
+		err = rerr
+	}
 	return err
 }
 
 func (c *ParkConn) armDeadline(t time.Time) {
-	if t.IsZero() {
-		c.deadline.Store(0)
-	} else {
-		c.deadline.Store(t.UnixNano())
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.wake == nil {

@@ -1,5 +1,11 @@
 package plugin
 
+import (
+	"slices"
+
+	"github.com/mqgate/mqgate/vars"
+)
+
 // Keys that limit-conn and limit-req count by.
 const (
 	KeyRemoteAddr = "remote_addr"    // the client's IP address
@@ -49,6 +55,15 @@ func LimitKeys() []string { return []string{KeyRemoteAddr, KeyClientID, KeyUsern
 
 // DecodeLimitKey reads a limit plugin's `key`, def when it is invalid.
 func DecodeLimitKey(n Node, def string) string {
+	// "$remote_addr" (APISIX's and NGINX's spelling) and NGINX Plus's
+	// $mqtt_preread_clientid and _username name the same variables.
+	s, ok := n.String()
+	if !ok {
+		return def // reported, or null
+	}
+	if name, known := vars.Canonical(s); known && slices.Contains(LimitKeys(), name) {
+		return name
+	}
 	if k, ok := n.OneOf(LimitKeys()...); ok {
 		return k
 	}

@@ -61,6 +61,13 @@ type Module struct {
 	New func(settings any) Instance
 }
 
+// RouteUpstream is implemented by settings that name the route's broker
+// themselves: APISIX's older mqtt-proxy form, `upstream: {host, port}`.
+// The configuration makes that the route's upstream.
+type RouteUpstream interface {
+	RouteUpstream() (host string, port int, ok bool)
+}
+
 // Instance is a plugin compiled for one route.
 type Instance interface {
 	// Admit admits or refuses a CONNECT. On admission, release (nil when

@@ -58,7 +58,8 @@ func TestHungBrokerSkipped(t *testing.T) {
 	t.Parallel()
 	live := mqtttest.StartMochi(t)
 	hung := mqtttest.SilentPort(t).Addr()
-	gw := startGateway(t, fmt.Sprintf(`
+	logs := &mqtttest.LogBuffer{}
+	gw := startGatewayLog(t, fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: pair
@@ -69,11 +70,16 @@ upstreams:
 stream_routes:
   - {id: pair, mqtt_client_id: {prefix: dev-}, upstream_id: pair}
   - {id: hung, mqtt_client_id: {prefix: hung-}, upstream_id: hung}
-`, live.Addr(), hung, "mqtt", hung, "mqtt"))
+`, live.Addr(), hung, "mqtt", hung, "mqtt"), logs)
 	mqtttest.WaitFor(t, "hung broker marked down", func() bool {
 		return !nodeHealth(gw, "pair", hung).Healthy && !nodeHealth(gw, "hung", hung).Healthy
 	})
-	if s := nodeHealth(gw, "pair", hung); !strings.Contains(s.Reason, "timeouts in a row") || s.Probe != "mqtt" {
+	// Why it went down is in the log line of the change: the status's
+	// reason goes on to name each later failure (it did by the time a busy
+	// machine read it).
+	down := fmt.Sprintf(`msg="node unhealthy" upstream=pair node=%s reason="mqtt probe: 2 timeouts in a row`, hung)
+	mqtttest.WaitFor(t, down, func() bool { return strings.Contains(logs.String(), down) })
+	if s := nodeHealth(gw, "pair", hung); s.Probe != "mqtt" {
 		t.Errorf("health %+v", s)
 	}
 	if s := nodeHealth(gw, "pair", live.Addr()); !s.Healthy || s.Probes == 0 {

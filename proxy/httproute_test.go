@@ -210,3 +210,17 @@ routes: [{id: api, uri: "/api/*", upstream_id: web}]
 	want := fmt.Sprintf(`"GET /api/a?b=c HTTP/1.1" 200 5 api.example %s api`, node)
 	mqtttest.WaitFor(t, "the formatted line", func() bool { return slices.Contains(f.access.Lines(), want) })
 }
+
+// TestWebSocketListener404Logged: an HTTP request on a WebSocket listener
+// for another path than MQTT's gets 404 and an http_request record.
+func TestWebSocketListener404Logged(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, wsConfig("", mqtttest.StartMochi(t)))
+	if code, body := get(t, "http://"+g.addr+"/favicon.ico", "meters.example", nil); code != 404 || !strings.Contains(body, "/mqtt") {
+		t.Errorf("GET /favicon.ico: %d %q", code, body)
+	}
+	rec := g.waitRecord(t, "the 404's record", func(r map[string]any) bool { return r["msg"] == "http_request" })
+	if rec["uri"] != "/favicon.ico" || rec["status"] != 404.0 || rec["host"] != "meters.example" {
+		t.Errorf("record %v", rec)
+	}
+}

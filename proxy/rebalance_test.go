@@ -313,7 +313,7 @@ func TestPacedJobsTakeOver(t *testing.T) {
 	t.Parallel()
 	a, b, c, d := mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)
 	slow := func(brokers ...*mqtttest.Mochi) string {
-		return strings.Replace(rebalanceConfig(`"127.0.0.1:0"`, "", brokers...), "rate: 300", "rate: 20", 1)
+		return strings.Replace(rebalanceConfig(`"127.0.0.1:0"`, "", brokers...), "rate: 300", "rate: 10", 1)
 	}
 	g := startGateway(t, slow(a, b, c))
 	conns := connectFleet(t, g, "to", 120)
@@ -325,8 +325,8 @@ func TestPacedJobsTakeOver(t *testing.T) {
 		t.Fatalf("DrainRemoved = %d, want %d", n, len(drained))
 	}
 	p, err := g.srv.PauseRebalance()
-	if err != nil || p.State != proxy.RebalancePaused || p.Reason != proxy.ReasonDrain || p.Rate != 20 {
-		t.Fatalf("pause the drain: %+v, %v; want it paused, at rebalance.rate 20", p, err)
+	if err != nil || p.State != proxy.RebalancePaused || p.Reason != proxy.ReasonDrain || p.Rate != 10 {
+		t.Fatalf("pause the drain: %+v, %v; want it paused, at rebalance.rate 10", p, err)
 	}
 	if r, err := g.srv.ResumeRebalance(); err != nil || r.State != proxy.RebalanceRunning {
 		t.Fatalf("resume the drain: %+v, %v", r, err)

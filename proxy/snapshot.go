@@ -142,6 +142,7 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, cert
 		bal, err := balance.New(bnodes, balance.Options{
 			Type:              u.Type,
 			HashBalanceFactor: u.HashBalanceFactor,
+			HashMethod:        u.HashMethod,
 			State: balance.State{
 				Active:  func(i int) int64 { return up.nodes[i].active.Load() },
 				Healthy: func(i int) bool { return up.health[i].Healthy() },

@@ -53,16 +53,6 @@ func silentWSBroker(t *testing.T, tlsCfg *tls.Config) (port int, connects chan s
 	return ln.Addr().(*net.TCPAddr).Port, connects
 }
 
-func portOf(t *testing.T, addr string) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(p)
-	return n
-}
-
 // TestUpstreamWebSocket: an upstream with scheme ws or wss reaches brokers
 // that take MQTT over WebSocket only (mochi-mqtt's WebSocket listener, as
 // EMQX's 8083 and 8084), for clients over TCP and over WebSocket alike,
@@ -94,10 +84,10 @@ upstreams:
     timeout: {connack: 0.5}
     nodes:
       - {host: 127.0.0.1, port: %[3]d, priority: 1}
-      - {host: 127.0.0.1, port: %[4]d}
+      - {host: 127.0.0.1, port: %[4]s}
   - id: probed
     scheme: %[1]s%[2]s
-    nodes: {"127.0.0.1:%[4]d": 1}
+    nodes: {"127.0.0.1:%[4]s": 1}
     checks:
       active:
         type: mqtt
@@ -105,7 +95,7 @@ upstreams:
         timeout: 1
         healthy: {interval: 0.05, successes: 1}
 stream_routes: [{id: r, upstream_id: emqx}]
-`, scheme, tlsYAML, silent, portOf(t, broker.Addr())))
+`, scheme, tlsYAML, silent, port(broker.Addr())))
 			stopFirst(t, g)
 
 			msgsWS, msgsTCP := make(chan message, 4), make(chan message, 4)

@@ -236,11 +236,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.logHTTP(r, wc, client, forwarded, start, httpOutcome{status: http.StatusNotFound, down: int64(len(text)) + 1, detail: "no route matches"})
 		return
 	}
+	text := "404 page not found"
 	if lcfg.WebSocket != nil {
-		http.Error(w, "not found: MQTT over WebSocket is at "+lcfg.WebSocket.Path, http.StatusNotFound)
-		return
+		text = "not found: MQTT over WebSocket is at " + lcfg.WebSocket.Path
 	}
-	http.NotFound(w, r)
+	http.Error(w, text, http.StatusNotFound)
+	s.logHTTP(r, wc, wc.remote, false, time.Now(), httpOutcome{status: http.StatusNotFound, down: int64(len(text)) + 1, detail: text})
 }
 
 // upgrade answers the WebSocket handshake and sends the connection on

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
+	"github.com/mqgate/mqgate/internal/packettest"
 	"github.com/mqgate/mqgate/mqtt"
 )
 
@@ -95,33 +96,11 @@ func TestWebSocketSameBroker(t *testing.T) {
 	}
 }
 
-// varint is MQTT's remaining length encoding.
-func varint(dst []byte, n int) []byte {
-	for {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		dst = append(dst, b)
-		if n == 0 {
-			return dst
-		}
-	}
-}
-
-// publish311 is a QoS 0 PUBLISH.
-func publish311(topic string, payload []byte) []byte {
-	body := binary.BigEndian.AppendUint16(nil, uint16(len(topic)))
-	body = append(append(body, topic...), payload...)
-	return append(varint([]byte{0x30}, len(body)), body...)
-}
-
 // subscribe311 subscribes to topic at QoS 0 with packet id 1.
 func subscribe311(topic string) []byte {
 	body := binary.BigEndian.AppendUint16([]byte{0, 1}, uint16(len(topic)))
 	body = append(append(body, topic...), 0)
-	return append(varint([]byte{0x82}, len(body)), body...)
+	return append(packettest.AppendLength([]byte{0x82}, len(body)), body...)
 }
 
 // TestWebSocketFraming [MQTT-6.0.0-2]: the CONNECT split over three binary
@@ -148,18 +127,18 @@ func TestWebSocketFraming(t *testing.T) {
 	}
 
 	// Two packets in one frame.
-	if err := c.WriteFrame(ws.OpBinary, true, append(subscribe311("f/#"), publish311("f/one", []byte("one frame"))...)); err != nil {
+	if err := c.WriteFrame(ws.OpBinary, true, append(subscribe311("f/#"), packettest.Publish("f/one", []byte("one frame"))...)); err != nil {
 		t.Fatal(err)
 	}
 	if suback := mqtttest.ReadPacket(t, c); len(suback) == 0 || suback[0] != 0x90 {
 		t.Fatalf("SUBACK % x", suback)
 	}
-	if got, want := mqtttest.ReadPacket(t, c), publish311("f/one", []byte("one frame")); !bytes.Equal(got, want) {
+	if got, want := mqtttest.ReadPacket(t, c), packettest.Publish("f/one", []byte("one frame")); !bytes.Equal(got, want) {
 		t.Fatalf("PUBLISH back % x, want % x", got, want)
 	}
 
 	// One packet in 101 fragments, a ping in the middle [RFC 6455 5.4].
-	big := publish311("f/big", bytes.Repeat([]byte{0xA5}, 100_000))
+	big := packettest.Publish("f/big", bytes.Repeat([]byte{0xA5}, 100_000))
 	for i, off := 0, 0; off < len(big); i++ {
 		end := min(off+1000, len(big))
 		op := ws.OpContinuation

@@ -299,7 +299,8 @@ func (s *Store) build(cfg *config.Config) (*set, error) {
 }
 
 func serverConfig(ssl *config.SSL) (*server, error) {
-	c := &tls.Config{MinVersion: ssl.MinVersion, MaxVersion: ssl.MaxVersion}
+	c := &tls.Config{MinVersion: ssl.MinVersion, MaxVersion: ssl.MaxVersion,
+		CipherSuites: ssl.CipherSuites, SessionTicketsDisabled: ssl.SessionTicketsDisabled}
 	for _, p := range ssl.Pairs {
 		pair, err := p.LoadKeyPair()
 		if err != nil {

@@ -15,7 +15,8 @@ type Part struct {
 // SplitTemplate splits s into literal text and variables, the syntax every
 // mqgate template shares (mqtt-rewrite, log.access_log_format): "$name" or
 // "${name}", and "$$" for a literal "$". A name that is not in known, and a
-// "$" that starts no name, are errors.
+// "$" that starts no name, are errors. An alias of Aliases stands for its
+// variable.
 func SplitTemplate(s string, known []string) ([]Part, error) {
 	var parts []Part
 	var lit strings.Builder
@@ -49,6 +50,9 @@ func SplitTemplate(s string, known []string) ([]Part, error) {
 		}
 		if name == "" {
 			return nil, fmt.Errorf(`"$" at byte %d starts no variable name (write "$$" for a literal "$")`, i)
+		}
+		if a, alias := Aliases[name]; alias && slices.Contains(known, a) {
+			name = a // NGINX Plus's $mqtt_preread_clientid and _username
 		}
 		if !slices.Contains(known, name) {
 			return nil, fmt.Errorf("unknown variable $%s (known: %s)", name, strings.Join(known, ", "))

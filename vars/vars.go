@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // The variable names, as NGINX and APISIX spell them.
@@ -37,6 +38,27 @@ var Names = []string{MQTTClientID, RemoteAddr, MQTTUsername, SSLServerName, SSLC
 
 // Known reports whether name is a variable.
 func Known(name string) bool { return slices.Contains(Names, name) }
+
+// Aliases are other products' names of mqgate's variables: NGINX Plus's
+// ngx_stream_mqtt_preread_module calls the CONNECT's client id and user
+// name $mqtt_preread_clientid and $mqtt_preread_username. (NGINX's are the
+// CONNECT as the client sent it; mqgate's are after any mqtt-rewrite, which
+// differs only on routes that rewrite them.)
+var Aliases = map[string]string{
+	"mqtt_preread_clientid": MQTTClientID,
+	"mqtt_preread_username": MQTTUsername,
+}
+
+// Canonical returns the variable name s stands for: s itself, an alias of
+// Aliases, either written with NGINX's and APISIX's leading "$"
+// ("$remote_addr"). ok is false when s names no variable.
+func Canonical(s string) (name string, ok bool) {
+	name = strings.TrimPrefix(s, "$")
+	if a, alias := Aliases[name]; alias {
+		name = a
+	}
+	return name, Known(name)
+}
 
 // Set is the variables of one connection. Fields a connection lacks (no TLS,
 // no client certificate) are empty.

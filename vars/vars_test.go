@@ -51,3 +51,29 @@ func TestSetTLS(t *testing.T) {
 		t.Errorf("serial 0 = %q, want 00", s.SSLClientSerial)
 	}
 }
+
+func TestCanonical(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"mqtt_client_id", "mqtt_client_id", true},
+		{"$mqtt_client_id", "mqtt_client_id", true},
+		{"$remote_addr", "remote_addr", true},
+		{"mqtt_preread_clientid", "mqtt_client_id", true}, // NGINX Plus
+		{"$mqtt_preread_clientid", "mqtt_client_id", true},
+		{"$mqtt_preread_username", "mqtt_username", true},
+		{"$$remote_addr", "$remote_addr", false},
+		{"$mqtt_preread_password", "mqtt_preread_password", false},
+		{"", "", false},
+	} {
+		if got, ok := Canonical(tc.in); got != tc.want || ok != tc.ok {
+			t.Errorf("Canonical(%q) = %q, %t; want %q, %t", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+	parts, err := SplitTemplate("id=$mqtt_preread_clientid user=${mqtt_preread_username}", Names)
+	if err != nil || len(parts) != 4 || parts[1].Name != MQTTClientID || parts[3].Name != MQTTUsername {
+		t.Errorf("SplitTemplate with NGINX Plus's names: %+v, %v", parts, err)
+	}
+}

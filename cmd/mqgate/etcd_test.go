@@ -384,7 +384,9 @@ func TestEtcdRefusesOneObjectAcrossObjects(t *testing.T) {
 	cli := e.Client(t)
 	ctx := context.Background()
 	for key, value := range map[string]string{
-		"/mqtt/upstreams/web":     `{"scheme": "http", "nodes": {"127.0.0.1:8080": 1}}`,
+		// https: scheme http on a stream route's upstream is what APISIX
+		// stores on every upstream, and is ignored; https is refused.
+		"/mqtt/upstreams/web":     `{"scheme": "https", "nodes": {"127.0.0.1:8443": 1}}`,
 		"/mqtt/stream_routes/web": `{"mqtt_client_id": {"prefix": "web-"}, "upstream_id": "web"}`,
 		"/mqtt/stream_routes/1":   fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr()),
 	} {
@@ -392,7 +394,7 @@ func TestEtcdRefusesOneObjectAcrossObjects(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mqtttest.WaitFor(t, "the refusal of the route naming an HTTP upstream", func() bool {
+	mqtttest.WaitFor(t, "the refusal of the route naming an https upstream", func() bool {
 		return strings.Contains(in.p.stderr.String(), `msg="etcd object refused" key=/mqtt/stream_routes/web`)
 	})
 	mqtttest.WaitFor(t, "route 1 to apply", func() bool { return hasRoute(t, in.admin, "1") })

@@ -239,6 +239,10 @@ admin: {listen: "127.0.0.1:0", keys: [{key: %s}]}
 log: {access_log: %q}
 upstreams:
   - id: 1
+    # The broker shares this test process with the flood's dialers: under
+    # -race on a loaded machine it may take longer than the default 5 s to
+    # answer, which is not what this test is about.
+    timeout: {connack: 60}
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1

@@ -19,13 +19,54 @@ import (
 // live.
 const defaultGCPercent = 50
 
-// tuneGC applies defaultGCPercent unless the operator set GOGC.
-func tuneGC(log *slog.Logger) {
+// calmGCPercent is the collector's target while the process allocates
+// little next to its live heap: an idle fleet between keepalives. The
+// collector's work is about what is allocated divided by the target, so a
+// low target then costs next to nothing, and it keeps the heap, and RSS,
+// near what is live instead of half as much again. Allocating a quarter of
+// the live heap per second or more (handshakes, connects, bursts of
+// messages) brings defaultGCPercent back within a second.
+const calmGCPercent = 20
+
+// calmAfter is how many one-second checks in a row must allocate little
+// before the target drops to calmGCPercent.
+const calmAfter = 3
+
+// gcTarget chooses between the two targets from the allocation rate.
+type gcTarget struct {
+	calm int  // checks in a row that allocated little
+	low  bool // calmGCPercent is set
+}
+
+// next takes one second's allocation and the live heap and says which
+// target to set when it changes.
+func (g *gcTarget) next(allocated, live uint64) (percent int, change bool) {
+	if 4*allocated >= live {
+		g.calm = 0
+		if g.low {
+			g.low = false
+			return defaultGCPercent, true
+		}
+		return 0, false
+	}
+	g.calm++
+	if g.calm >= calmAfter && !g.low {
+		g.low = true
+		return calmGCPercent, true
+	}
+	return 0, false
+}
+
+// tuneGC applies defaultGCPercent unless the operator set GOGC, and
+// reports whether mqgate chooses the target (then giveBack moves it
+// between defaultGCPercent and calmGCPercent).
+func tuneGC(log *slog.Logger) bool {
 	if _, set := os.LookupEnv("GOGC"); set {
-		return
+		return false
 	}
 	debug.SetGCPercent(defaultGCPercent)
 	log.Debug("garbage collector target", "gogc", defaultGCPercent)
+	return true
 }
 
 // How memory left over from a burst (a flood, a reconnect storm) is given
@@ -61,11 +102,14 @@ const (
 // giveBack runs until ctx ends. MQGATE_GIVE_BACK=off turns it off (for
 // measuring what it does).
 // conns is the number of open client connections.
-func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns func() int64) {
+// With tune, it also moves the collector's target with the allocation
+// rate (gcTarget).
+func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns func() int64, tune bool) {
 	if os.Getenv("MQGATE_GIVE_BACK") == "off" {
 		return
 	}
-	samples := []metrics.Sample{{Name: "/sched/goroutines:goroutines"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	samples := []metrics.Sample{{Name: "/sched/goroutines:goroutines"}, {Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	load := func() uint64 {
 		metrics.Read(samples)
 		return samples[0].Value.Uint64() + uint64(max(conns(), 0))
@@ -77,6 +121,8 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 	tick := time.NewTicker(min(every, rampCheck))
 	defer tick.Stop()
 	nextBurst := time.Now().Add(every)
+	var target gcTarget
+	allocs := samples[2].Value.Uint64()
 	for {
 		select {
 		case <-ctx.Done():
@@ -84,6 +130,13 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 		case <-tick.C:
 		}
 		now := load()
+		if a := samples[2].Value.Uint64(); tune {
+			if pct, change := target.next(a-allocs, samples[3].Value.Uint64()); change {
+				debug.SetGCPercent(pct)
+				log.Debug("garbage collector target", "gogc", pct)
+			}
+			allocs = a
+		}
 		why := ""
 		if r.settled(now, time.Now()) {
 			why = "ramp"

@@ -40,3 +40,30 @@ func TestRampSettles(t *testing.T) {
 		})
 	}
 }
+
+// TestGCTarget: the target drops to calmGCPercent after calmAfter seconds
+// that each allocated under a quarter of the live heap, and is back at
+// defaultGCPercent at the first second that allocated more.
+func TestGCTarget(t *testing.T) {
+	const live = 100 << 20
+	var g gcTarget
+	steps := []struct {
+		allocated uint64
+		want      int // 0: no change
+	}{
+		{1 << 20, 0}, {1 << 20, 0}, {1 << 20, calmGCPercent}, // an idle fleet's keepalives
+		{1 << 20, 0},
+		{live / 4, defaultGCPercent}, // handshakes
+		{live, 0},
+		{0, 0}, {0, 0}, {0, calmGCPercent},
+	}
+	for i, s := range steps {
+		pct, change := g.next(s.allocated, live)
+		if !change {
+			pct = 0
+		}
+		if pct != s.want {
+			t.Errorf("second %d (%d bytes): target %d, want %d", i+1, s.allocated, pct, s.want)
+		}
+	}
+}

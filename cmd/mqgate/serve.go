@@ -56,7 +56,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logConfig(log, cfg)
 	raiseFileLimit(log)
 	defer startCPUProfile(log)()
-	tuneGC(log)
+	tune := tuneGC(log)
 
 	srv, err := proxy.New(cfg, proxy.Options{Log: log, AccessLog: access.w})
 	if err != nil {
@@ -81,7 +81,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	gbCtx, stopGiveBack := context.WithCancel(ctx)
 	defer stopGiveBack()
-	go giveBack(gbCtx, log, giveBackInterval, func() int64 { return srv.Stats().Active })
+	go giveBack(gbCtx, log, giveBackInterval, func() int64 { return srv.Stats().Active }, tune)
 	for {
 		select {
 		case <-ctx.Done():

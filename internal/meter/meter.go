@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +40,25 @@ import (
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/mqttws"
 )
+
+// Common is what every meter is told on its command line: which mqgate,
+// on which data path, how many connections to hold, how long a phase may
+// take.
+type Common struct {
+	Mqgate   string
+	DataPath string
+	N        int
+	Limit    time.Duration
+}
+
+// Register adds -mqgate, -data-path, -n and -phase-limit to fs, with n and
+// limit as their defaults.
+func (c *Common) Register(fs *flag.FlagSet, n int, limit time.Duration) {
+	fs.StringVar(&c.Mqgate, "mqgate", "", "mqgate binary (default: build ./cmd/mqgate)")
+	fs.StringVar(&c.DataPath, "data-path", "epoll", "mqgate's stream_proxy.data_path: epoll or goroutines")
+	fs.IntVar(&c.N, "n", n, "connections to hold")
+	fs.DurationVar(&c.Limit, "phase-limit", limit, "upper bound on each phase")
+}
 
 // ConnectPacket is the CONNECT every client sends: MQTT 3.1.1, keepalive
 // 300 s, so the proxy's idle limit (450 s) never fires during a run.

@@ -42,7 +42,8 @@ type Mochi struct {
 	Server *mochi.Server
 	addr   string
 	seen   *seenHook
-	conns  *trackingListener
+	conns  *trackingListener // a TCP broker's
+	ws     *wsTracker        // a WebSocket broker's (StartMochiWS)
 	close  sync.Once
 }
 

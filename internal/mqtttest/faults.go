@@ -24,13 +24,7 @@ import (
 // that brings a broker back starts a new one where the old one was.
 func StartMochiAt(t testing.TB, addr string) *Mochi {
 	t.Helper()
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	seen := &seenHook{}
-	for _, h := range []mochi.Hook{new(auth.AllowHook), seen} {
-		if err := srv.AddHook(h, nil); err != nil {
-			t.Fatalf("mochi hook: %v", err)
-		}
-	}
+	srv, seen := newMochi(t)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("mochi listener on %s: %v", addr, err)
@@ -47,13 +41,9 @@ func StartMochiAt(t testing.TB, addr string) *Mochi {
 	return m
 }
 
-// StartMochiWS starts a mochi-mqtt broker that takes MQTT over WebSocket
-// only (ws://, or wss:// with tlsCfg), on any path, as EMQX's 8083 and 8084
-// do: the stand-in for a broker that wants WebSocket, since Debian's
-// Mosquitto will not open a websockets listener here. Its Addr is
-// "127.0.0.1:port". mochi's listener binds an address of its own choosing
-// (no listener can be handed to it), so the port is a FreePort.
-func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
+// newMochi is a mochi-mqtt server, without listeners yet, that allows
+// every client and records who connected.
+func newMochi(t testing.TB) (*mochi.Server, *seenHook) {
 	t.Helper()
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
 	seen := &seenHook{}
@@ -62,14 +52,27 @@ func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
 			t.Fatalf("mochi hook: %v", err)
 		}
 	}
+	return srv, seen
+}
+
+// StartMochiWS starts a mochi-mqtt broker that takes MQTT over WebSocket
+// only (ws://, or wss:// with tlsCfg), on any path, as EMQX's 8083 and 8084
+// do: the stand-in for a broker that wants WebSocket, since Debian's
+// Mosquitto will not open a websockets listener here. Its Addr is
+// "127.0.0.1:port". mochi's listener binds an address of its own choosing
+// (no listener can be handed to it), so the port is a FreePort.
+func StartMochiWS(t testing.TB, tlsCfg *tls.Config) *Mochi {
+	t.Helper()
+	srv, seen := newMochi(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
-	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg})); err != nil {
+	ws := &wsTracker{Websocket: listeners.NewWebsocket(listeners.Config{ID: "t", Address: addr, TLSConfig: tlsCfg})}
+	if err := srv.AddListener(ws); err != nil {
 		t.Fatalf("mochi WebSocket listener on %s: %v", addr, err)
 	}
 	if err := srv.Serve(); err != nil {
 		t.Fatalf("mochi serve: %v", err)
 	}
-	m := &Mochi{Server: srv, addr: addr, seen: seen}
+	m := &Mochi{Server: srv, addr: addr, seen: seen, ws: ws}
 	t.Cleanup(m.Close)
 	// Serve listens on a goroutine of mochi's: wait until the port takes
 	// connections.
@@ -94,7 +97,66 @@ func (m *Mochi) stop() {
 		l.Close(func(string) {}) // stops accepting; connections go below
 	}
 	m.conns.dropAll()
+	m.ws.dropAll()
 	m.Server.Close()
+}
+
+// wsTracker is mochi's WebSocket listener with the connections it hands
+// to the server tracked, so that stop can drop them and wait until mochi's
+// handler of each has returned before the server closes, as
+// trackingListener does for TCP (mochi's http.Server hijacks them, so its
+// Shutdown waits for none, and a handler still attaching a client while
+// the server closes is the same data race inside mochi).
+type wsTracker struct {
+	*listeners.Websocket
+	mu     sync.Mutex
+	closed bool
+	conns  []net.Conn
+	active int
+}
+
+func (l *wsTracker) Serve(establish listeners.EstablishFn) {
+	l.Websocket.Serve(func(id string, c net.Conn) error {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return c.Close()
+		}
+		l.conns = append(l.conns, c)
+		l.active++
+		l.mu.Unlock()
+		defer func() {
+			l.mu.Lock()
+			l.active--
+			l.mu.Unlock()
+		}()
+		return establish(id, c)
+	})
+}
+
+// dropAll closes every connection and waits (at most 5 s) until every
+// handler has returned.
+func (l *wsTracker) dropAll() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.closed = true
+	conns := slices.Clone(l.conns)
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		n := l.active
+		l.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond) // polling, bounded by deadline
+	}
 }
 
 // trackingListener remembers the connections it accepted, so that a
@@ -121,11 +183,15 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return l.track(c), nil
+}
+
+func (l *trackingListener) track(c net.Conn) net.Conn {
 	tc := &trackedConn{Conn: c}
 	l.mu.Lock()
 	l.conns = append(l.conns, tc)
 	l.mu.Unlock()
-	return tc, nil
+	return tc
 }
 
 // dropAll closes every connection under its owner, then waits (at most
@@ -133,7 +199,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 // closes its connection as it ends, and the atomic it sets here orders
 // that goroutine's work before the server's Close.
 func (l *trackingListener) dropAll() {
-	if l == nil { // a WebSocket broker: mochi's http.Server holds the connections
+	if l == nil { // a WebSocket broker: wsTracker has its connections
 		return
 	}
 	l.mu.Lock()
@@ -251,6 +317,45 @@ func StartRelay(t testing.TB, target string) *Relay {
 		t.Fatal(err)
 	}
 	r := &Relay{addr: ln.Addr().String(), frozen: make(chan struct{})}
+	frozen := func() bool {
+		select {
+		case <-r.frozen:
+			return true
+		default:
+			return false
+		}
+	}
+	// copy moves bytes from src to dst; once frozen it holds them until the
+	// test ends.
+	copy := func(dst, src net.Conn, done <-chan struct{}) {
+		defer dst.Close()
+		buf := make([]byte, 4096)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if frozen() {
+					<-done
+					return
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	relay(t, ln, target, frozen, copy, copy)
+	return r
+}
+
+// relay accepts connections on ln until the test ends. It holds one open
+// unanswered while hold reports true; otherwise it dials target and runs
+// up(broker, client) and down(client, broker) on goroutines of their own.
+// When the test ends, done is closed, every connection is closed, and the
+// relay waits for its goroutines.
+func relay(t testing.TB, ln net.Listener, target string, hold func() bool, up, down func(dst, src net.Conn, done <-chan struct{})) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -265,29 +370,6 @@ func StartRelay(t testing.TB, target string) *Relay {
 			conns = append(conns, c)
 		}
 	}
-	// copy moves bytes from src to dst; once frozen it holds them until the
-	// test ends.
-	copy := func(dst, src net.Conn) {
-		defer dst.Close()
-		buf := make([]byte, 4096)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				select {
-				case <-r.frozen:
-					<-done
-					return
-				default:
-				}
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
 	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -295,10 +377,8 @@ func StartRelay(t testing.TB, target string) *Relay {
 				return
 			}
 			track(c)
-			select {
-			case <-r.frozen:
+			if hold() {
 				continue // accepted, never answered
-			default:
 			}
 			b, err := net.Dial("tcp", target)
 			if err != nil {
@@ -306,8 +386,8 @@ func StartRelay(t testing.TB, target string) *Relay {
 				continue
 			}
 			track(b)
-			wg.Go(func() { copy(b, c) })
-			wg.Go(func() { copy(c, b) })
+			wg.Go(func() { up(b, c, done) })
+			wg.Go(func() { down(c, b, done) })
 		}
 	})
 	t.Cleanup(func() {
@@ -320,7 +400,6 @@ func StartRelay(t testing.TB, target string) *Relay {
 		mu.Unlock()
 		wg.Wait()
 	})
-	return r
 }
 
 // Addr is where clients connect to the relayed broker.
@@ -354,41 +433,9 @@ func StartSplitRelay(t testing.TB, target string) *SplitRelay {
 		t.Fatal(err)
 	}
 	r := &SplitRelay{addr: ln.Addr().String(), held: make(chan int64, 1), resume: make(chan struct{}, 1)}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	track := func(cs ...net.Conn) {
-		mu.Lock()
-		defer mu.Unlock()
-		conns = append(conns, cs...)
-	}
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			track(c, b)
-			wg.Go(func() { defer b.Close(); _, _ = io.Copy(b, c) })
-			wg.Go(func() { defer c.Close(); r.down(c, b, done) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		close(done)
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	up := func(dst, src net.Conn, _ <-chan struct{}) { defer dst.Close(); _, _ = io.Copy(dst, src) }
+	down := func(dst, src net.Conn, done <-chan struct{}) { defer dst.Close(); r.down(dst, src, done) }
+	relay(t, ln, target, func() bool { return false }, up, down)
 	return r
 }
 

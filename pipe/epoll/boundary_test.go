@@ -2,43 +2,16 @@ package epoll
 
 import (
 	"bytes"
-	"io"
-	"net"
 	"testing"
 	"time"
 
+	"github.com/mqgate/mqgate/internal/packettest"
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
 )
 
 // publish is a QoS 0 PUBLISH to topic "t" with n bytes of payload.
-func publish(n int) []byte {
-	body := append([]byte{0, 1, 't'}, bytes.Repeat([]byte{'x'}, n)...)
-	var rl []byte
-	for v := len(body); ; {
-		b := byte(v & 0x7f)
-		if v >>= 7; v > 0 {
-			rl = append(rl, b|0x80)
-			continue
-		}
-		rl = append(rl, b)
-		break
-	}
-	return append(append([]byte{0x30}, rl...), body...)
-}
-
-// readToEOF reads c until the pair closes it, then closes c as a client
-// does after a DISCONNECT.
-func readToEOF(t *testing.T, c net.Conn) []byte {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	b, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("reading to EOF: %v (after %d bytes)", err, len(b))
-	}
-	c.Close()
-	return b
-}
+func publish(n int) []byte { return packettest.Publish("t", bytes.Repeat([]byte{'x'}, n)) }
 
 // TestCloseAtBoundaryMidPacket: a close asked for while a large PUBLISH
 // from the broker is half through waits for the packet's last byte, then
@@ -57,7 +30,7 @@ func TestCloseAtBoundaryMidPacket(t *testing.T) {
 			write(t, tp.broker, rest[:min(len(rest), 7000)])
 		}
 		write(t, tp.broker, []byte{0xd0, 0}) // PINGRESP: after the boundary
-		got = append(got, readToEOF(t, tp.client)...)
+		got = append(got, packettest.ReadToEOF(t, tp.client)...)
 		want := append(append([]byte{}, pkt...), final...)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("level %d: client got %d bytes ending %x, want the whole PUBLISH (%d bytes) and then %x", level, len(got), got[max(0, len(got)-8):], len(pkt), final)
@@ -81,7 +54,7 @@ func TestCloseAtBoundaryBacklog(t *testing.T) {
 	waitFor(t, "a blocked write", func() bool { return h.g.loops[0].backlogs.Load() > 0 })
 	final := pipe.Goodbye(mqtt.Level5, mqtt.AdministrativeAction)
 	tp.conn.CloseAtBoundary("kick", final)
-	got := readToEOF(t, tp.client)
+	got := packettest.ReadToEOF(t, tp.client)
 	if want := append(append([]byte{}, pkt...), final...); !bytes.Equal(got, want) {
 		t.Fatalf("client got %d bytes ending %x, want the PUBLISH (%d bytes) and then %x", len(got), got[max(0, len(got)-8):], len(pkt), final)
 	}
@@ -97,7 +70,7 @@ func TestIdleDisconnect(t *testing.T) {
 		h := newHarness(t, 1)
 		tp := h.pair(pipe.Options{Idle: 100 * time.Millisecond, Level: level})
 		want := pipe.Goodbye(level, mqtt.KeepAliveTimeout)
-		if got := readToEOF(t, tp.client); !bytes.Equal(got, want) {
+		if got := packettest.ReadToEOF(t, tp.client); !bytes.Equal(got, want) {
 			t.Fatalf("level %d: client got %x, want %x", level, got, want)
 		}
 		if r := tp.wait(t); r.End != pipe.IdleTimeout {
@@ -115,13 +88,13 @@ func TestMaxPacketSize(t *testing.T) {
 	small, big := publish(50), publish(200)
 	write(t, tp.client, append(append([]byte{}, small...), big...))
 	want := pipe.Goodbye(mqtt.Level5, mqtt.PacketTooLarge)
-	if got := readToEOF(t, tp.client); !bytes.Equal(got, want) {
+	if got := packettest.ReadToEOF(t, tp.client); !bytes.Equal(got, want) {
 		t.Fatalf("client got %x, want %x", got, want)
 	}
 	if r := tp.wait(t); r.End != pipe.PacketTooLarge {
 		t.Errorf("End = %q, want %q", r.End, pipe.PacketTooLarge)
 	}
-	if got := readToEOF(t, tp.broker); !bytes.Equal(got, small) {
+	if got := packettest.ReadToEOF(t, tp.broker); !bytes.Equal(got, small) {
 		t.Errorf("broker got %d bytes, want the small packet (%d bytes) only", len(got), len(small))
 	}
 }

@@ -56,29 +56,26 @@ func main() {
 }
 
 type settings struct {
-	target, dataPath, mqgate string
-	transport                string
-	certFile, keyFile        string
-	accessLog                string
-	env                      string
-	n, msgs, connects        int
-	workers                  int
-	limit, hold              time.Duration
+	meter.Common
+	target, transport string
+	certFile, keyFile string
+	accessLog         string
+	env               string
+	msgs, connects    int
+	workers           int
+	hold              time.Duration
 }
 
 func run() error {
 	var s settings
+	s.Register(flag.CommandLine, 5000, time.Minute)
 	flag.StringVar(&s.target, "target", "mqgate", "proxies to measure, comma-separated, one after the other: mqgate, haproxy (tcp only), nginx (ws, wss)")
 	flag.StringVar(&s.transport, "transport", "tcp", "what clients speak: tcp (MQTT), ws (MQTT over WebSocket) or wss (over TLS)")
-	flag.StringVar(&s.dataPath, "data-path", "epoll", "mqgate's stream_proxy.data_path: epoll or goroutines")
-	flag.StringVar(&s.mqgate, "mqgate", "", "mqgate binary (default: build ./cmd/mqgate)")
 	flag.StringVar(&s.accessLog, "access-log", "off", "mqgate's log.access_log: off, or a file to write it to (the default, stdout, goes to the meter's log file)")
-	flag.IntVar(&s.n, "n", 5000, "idle connections to hold")
 	flag.IntVar(&s.msgs, "msgs", 200000, "64-byte message round trips for the CPU figure (0 skips)")
 	flag.IntVar(&s.connects, "connects", 20000, "connect cycles for the CPU figure (0 skips)")
 	flag.IntVar(&s.workers, "workers", 32, "concurrent clients in the message and connect phases")
 	flag.StringVar(&s.env, "env", "", "extra environment for the proxy, as KEY=VALUE (GODEBUG=gctrace=1, GOGC=50)")
-	flag.DurationVar(&s.limit, "phase-limit", time.Minute, "upper bound on each phase")
 	flag.DurationVar(&s.hold, "hold", 0, "keep the idle connections open this long after measuring them (to profile the proxy)")
 	flag.Parse()
 
@@ -122,7 +119,7 @@ func measure(s settings, dir string) error {
 	}
 	label := s.target
 	if s.target == "mqgate" && s.transport == "tcp" {
-		label += " (" + s.dataPath + ")"
+		label += " (" + s.DataPath + ")"
 	}
 	dial := meter.TCP(proxyAddr)
 	if s.transport != "tcp" {
@@ -150,12 +147,12 @@ func measure(s settings, dir string) error {
 	if err != nil {
 		return err
 	}
-	conns, err := meter.OpenIdleWith(dial, s.n, s.workers)
+	conns, err := meter.OpenIdleWith(dial, s.N, s.workers)
 	if err != nil {
 		return fmt.Errorf("idle phase: %w", err)
 	}
 	defer meter.CloseAll(conns)
-	if err := sink.WaitActive(s.n, s.limit); err != nil {
+	if err := sink.WaitActive(s.N, s.Limit); err != nil {
 		return err
 	}
 	meter.Settle(proc.Pid)
@@ -164,7 +161,7 @@ func measure(s settings, dir string) error {
 		return err
 	}
 	fmt.Printf("%-22s idle: %d connections, RSS %+.1f MiB = %.0f B per connection, %.2f fds per connection\n",
-		label, s.n, float64(rss1-rss0)/(1<<20), float64(rss1-rss0)/float64(s.n), float64(fds1-fds0)/float64(s.n))
+		label, s.N, float64(rss1-rss0)/(1<<20), float64(rss1-rss0)/float64(s.N), float64(fds1-fds0)/float64(s.N))
 
 	time.Sleep(s.hold)
 
@@ -175,7 +172,7 @@ func measure(s settings, dir string) error {
 			return err
 		}
 		start := time.Now()
-		done, err := roundTrips(conns[:min(s.workers, len(conns))], s.msgs, s.limit)
+		done, err := roundTrips(conns[:min(s.workers, len(conns))], s.msgs, s.Limit)
 		if err != nil {
 			return fmt.Errorf("message phase: %w", err)
 		}
@@ -187,7 +184,7 @@ func measure(s settings, dir string) error {
 	}
 	meter.CloseAll(conns)
 	conns = nil
-	if err := sink.WaitActive(0, s.limit); err != nil {
+	if err := sink.WaitActive(0, s.Limit); err != nil {
 		return err
 	}
 
@@ -198,11 +195,11 @@ func measure(s settings, dir string) error {
 			return err
 		}
 		start := time.Now()
-		done, err := meter.ConnectCyclesWith(dial, "cycle-", s.connects, s.workers, s.limit, nil)
+		done, err := meter.ConnectCyclesWith(dial, "cycle-", s.connects, s.workers, s.Limit, nil)
 		if err != nil {
 			return fmt.Errorf("connect phase: %w", err)
 		}
-		if err := sink.WaitActive(0, s.limit); err != nil {
+		if err := sink.WaitActive(0, s.Limit); err != nil {
 			return err
 		}
 		wall := time.Since(start)
@@ -274,8 +271,8 @@ upstreams:
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-%s`, listener, s.dataPath, s.accessLog, sinkAddr, ssls)
-		return meter.StartMqgate(dir, s.mqgate, yml, env...)
+%s`, listener, s.DataPath, s.accessLog, sinkAddr, ssls)
+		return meter.StartMqgate(dir, s.Mqgate, yml, env...)
 	case "haproxy":
 		cfg := filepath.Join(dir, "haproxy.cfg")
 		conf := fmt.Sprintf(`global

@@ -39,22 +39,18 @@ func main() {
 }
 
 type settings struct {
-	mqgate, dataPath        string
-	n, scrapes, connects    int
+	meter.Common
+	scrapes, connects       int
 	workers, connectWorkers int
-	limit                   time.Duration
 }
 
 func run() error {
 	var s settings
-	flag.StringVar(&s.mqgate, "mqgate", "", "mqgate binary (default: build ./cmd/mqgate)")
-	flag.StringVar(&s.dataPath, "data-path", "epoll", "mqgate's stream_proxy.data_path: epoll or goroutines")
-	flag.IntVar(&s.n, "n", 9000, "connections to hold")
+	s.Register(flag.CommandLine, 9000, 2*time.Minute)
 	flag.IntVar(&s.scrapes, "scrapes", 50, "serial /metrics scrapes for the scrape figure")
 	flag.IntVar(&s.connects, "connects", 2000, "connect cycles per latency phase")
 	flag.IntVar(&s.workers, "workers", 32, "concurrent clients while opening the held connections")
 	flag.IntVar(&s.connectWorkers, "connect-workers", 4, "concurrent clients in the latency phases")
-	flag.DurationVar(&s.limit, "phase-limit", 2*time.Minute, "upper bound on each phase")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "scrape-meter")
@@ -88,8 +84,8 @@ upstreams:
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-`, proxyAddr, s.dataPath, adminAddr, sink.Addr())
-	proc, err := meter.StartMqgate(dir, s.mqgate, yml, "SCRAPE_METER_ADMIN_KEY=scrape-meter-0123456789abcdef")
+`, proxyAddr, s.DataPath, adminAddr, sink.Addr())
+	proc, err := meter.StartMqgate(dir, s.Mqgate, yml, "SCRAPE_METER_ADMIN_KEY=scrape-meter-0123456789abcdef")
 	if err != nil {
 		return err
 	}
@@ -102,15 +98,15 @@ stream_routes:
 	metricsURL := "http://" + adminAddr + "/metrics"
 	client := &http.Client{Timeout: 30 * time.Second}
 
-	conns, err := meter.OpenIdle(proxyAddr, s.n, s.workers)
+	conns, err := meter.OpenIdle(proxyAddr, s.N, s.workers)
 	if err != nil {
 		return fmt.Errorf("holding connections: %w", err)
 	}
 	defer meter.CloseAll(conns)
-	if err := sink.WaitActive(s.n, s.limit); err != nil {
+	if err := sink.WaitActive(s.N, s.Limit); err != nil {
 		return err
 	}
-	held := fmt.Sprintf("%d held", s.n)
+	held := fmt.Sprintf("%d held", s.N)
 
 	// Serial scrapes, nothing else running.
 	var scrapeTimes []time.Duration
@@ -135,7 +131,7 @@ stream_routes:
 		float64((cpu1-cpu0).Microseconds())/1000/float64(len(scrapeTimes)))
 
 	// Connect latency, quiet.
-	quiet, err := connectLatencies(proxyAddr, s.connects, s.connectWorkers, s.limit)
+	quiet, err := connectLatencies(proxyAddr, s.connects, s.connectWorkers, s.Limit)
 	if err != nil {
 		return fmt.Errorf("quiet connect phase: %w", err)
 	}
@@ -160,7 +156,7 @@ stream_routes:
 			scrapes.Add(1)
 		}
 	}()
-	busy, err := connectLatencies(proxyAddr, s.connects, s.connectWorkers, s.limit)
+	busy, err := connectLatencies(proxyAddr, s.connects, s.connectWorkers, s.Limit)
 	cancel()
 	wg.Wait()
 	if err := errors.Join(err, scrapeErr); err != nil {
