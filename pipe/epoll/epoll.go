@@ -39,9 +39,9 @@
 // the rest of the program (accept, TLS, the access log, the garbage
 // collector) waits for, NewGroup raises GOMAXPROCS by the number of loops
 // and Close lowers it again: the loops' threads are extra, as HAProxy's
-// are next to the kernel's. Completion callbacks run on their own
-// goroutine, so a slow callback (an access log on a blocked stdout) never
-// stalls a loop.
+// are next to the kernel's. Completion callbacks run off the loop, those
+// of one batch of events in turn on one goroutine, so a slow callback (an
+// access log on a blocked stdout) never stalls a loop.
 package epoll
 
 import (

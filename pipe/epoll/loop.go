@@ -157,6 +157,7 @@ type loop struct {
 	conns []*Conn // by slot (Conn.idx); the epoll data names slot and side
 	free  []int32 // unused slots
 	freed []int32 // slots freed while handling one batch of events, free after it
+	ends  []ending
 	lns   []*Listener
 	// acceptPause is the loop clock until which accepting pauses (out of
 	// descriptors); 0 = not paused.
@@ -361,6 +362,7 @@ func (l *loop) afterGoodbye(p *Conn, then func()) {
 func (l *loop) reuseSlots() {
 	l.free = append(l.free, l.freed...)
 	l.freed = l.freed[:0]
+	l.reportEnds()
 }
 
 // stop ends every pair, closes the loop's descriptors and refuses further
@@ -390,6 +392,7 @@ func (l *loop) stop(end pipe.End) {
 		}
 	}
 	l.closeFDs()
+	l.reportEnds()
 }
 
 func (l *loop) closeFDs() {
@@ -799,8 +802,30 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 	}
 	if done := p.onDone; done != nil {
 		p.onDone = nil
-		go done(res)
+		l.ends = append(l.ends, ending{done, res})
 	}
+}
+
+// ending is a completion callback waiting for the end of the batch.
+type ending struct {
+	done func(pipe.Result)
+	res  pipe.Result
+}
+
+// reportEnds runs the batch's completion callbacks on one goroutine: a
+// goroutine started per pair would wake a thread per connection (futex),
+// the largest cost of a connect left in strace's count.
+func (l *loop) reportEnds() {
+	if len(l.ends) == 0 {
+		return
+	}
+	ends := l.ends
+	l.ends = nil
+	go func() {
+		for _, e := range ends {
+			e.done(e.res)
+		}
+	}()
 }
 
 func readFD(fd int, b []byte) (int, error) {
