@@ -705,9 +705,15 @@ func connectFrame(b []byte, limit int) (int, error) {
 	return total, nil
 }
 
+// putPrereadBuf returns a preread buffer to the pool at its full length,
+// under a pointer of its own: the loop path hands its CONNECT on as a
+// slice of what was read, held in a field of its connection, and a buffer
+// pooled short (or changed through that field later) made a later preread
+// read into nothing, for ever.
 func putPrereadBuf(b *[]byte) {
 	if b != nil && cap(*b) == prereadBufSize {
-		prereadPool.Put(b)
+		full := (*b)[:prereadBufSize]
+		prereadPool.Put(&full)
 	}
 }
 
