@@ -705,15 +705,14 @@ func connectFrame(b []byte, limit int) (int, error) {
 	return total, nil
 }
 
-// putPrereadBuf returns a preread buffer to the pool at its full length,
-// under a pointer of its own: the loop path hands its CONNECT on as a
-// slice of what was read, held in a field of its connection, and a buffer
-// pooled short (or changed through that field later) made a later preread
-// read into nothing, for ever.
+// putPrereadBuf returns a preread buffer to the pool at its full length:
+// the loop path holds its CONNECT as a slice of what was read, and a
+// buffer pooled short made a later preread read into nothing, for ever.
+// The caller no longer uses b.
 func putPrereadBuf(b *[]byte) {
 	if b != nil && cap(*b) == prereadBufSize {
-		full := (*b)[:prereadBufSize]
-		prereadPool.Put(&full)
+		*b = (*b)[:prereadBufSize]
+		prereadPool.Put(b)
 	}
 }
 

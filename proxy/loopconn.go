@@ -42,7 +42,7 @@ type loopAcceptor struct {
 // stages. It lives until the pair is piped or the connection ends.
 type loopPath struct {
 	connPath
-	b       []byte // the CONNECT as read, and what followed it (connPath.buf points here)
+	pooled  *[]byte // the preread pool's buffer the loop reads the CONNECT into (connPath.buf, once read)
 	walk    *nodeWalk
 	node    int    // the node being dialled
 	connect []byte // the CONNECT for the broker
@@ -86,9 +86,9 @@ func (a *loopAcceptor) Accept(c *epoll.Conn, remote, local netip.AddrPort) (epol
 	// What open does for a plain listener.
 	p.rec.id.local = local
 	p.rec.id.vars.RemoteAddr = remote.Addr().Unmap().String()
-	buf := prereadPool.Get().(*[]byte)
+	lp.pooled = prereadPool.Get().(*[]byte)
 	limit := snap.cfg.StreamProxy.MaxConnectSize
-	return lp, (*buf)[:0], epoll.First{
+	return lp, (*lp.pooled)[:0], epoll.First{
 		Frame:   func(b []byte) (int, error) { return connectFrame(b, limit) },
 		Timeout: snap.cfg.StreamProxy.ConnectTimeout,
 	}
@@ -112,8 +112,8 @@ const acceptRetry = 50 * time.Millisecond
 // first node.
 func (lp *loopPath) FirstPacket(c *epoll.Conn, b []byte, size int) {
 	p := &lp.connPath
-	lp.b = b
-	p.buf, p.n, p.size = &lp.b, len(b), size
+	*lp.pooled = b
+	p.buf, p.n, p.size = lp.pooled, len(b), size
 	if !p.connectRead(nil) || !p.policies() {
 		lp.stop()
 		return
@@ -142,8 +142,8 @@ func (lp *loopPath) FirstPacket(c *epoll.Conn, b []byte, size int) {
 // readConnect does.
 func (lp *loopPath) FirstFailed(c *epoll.Conn, b []byte, err error) {
 	p := &lp.connPath
-	lp.b = b
-	p.buf, p.n = &lp.b, len(b)
+	*lp.pooled = b
+	p.buf, p.n = lp.pooled, len(b)
 	p.connectRead(cutShort(err, len(b)))
 	lp.stop()
 }
