@@ -577,8 +577,8 @@ func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result))
 		if pr.reg[s] {
 			op = unix.EPOLL_CTL_MOD
 		}
-		p.ev[s] = unix.EPOLLIN
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag(p.idx, s)}
+		p.ev[s] = 0 // the pre-pipe registration's record; a pair's is pairEvents
+		ev := unix.EpollEvent{Events: pairEvents, Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, op, int(p.fd[s]), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 			return
@@ -618,8 +618,6 @@ func (l *loop) handWrite(p *Conn, d int, b []byte) bool {
 	}
 	p.blocked.buf[d] = b
 	p.blocked.since[d] = l.now
-	l.interest(p, d)
-	l.interest(p, 1-d)
 	return true
 }
 

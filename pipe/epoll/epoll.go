@@ -34,8 +34,11 @@
 //
 // A loop is a goroutine locked to its own thread, which waits in
 // epoll_wait as an event-loop proxy's threads do, so that the kernel wakes
-// each loop directly and events on two loops are forwarded in the order
-// they arrived. So that a loop blocked in epoll_wait never holds a P that
+// each loop directly. What clients send one broker keeps its order of
+// arrival: the pairs to one broker share a loop (loops woken microseconds
+// apart race for the CPUs), and a pair's sockets are registered
+// edge-triggered, so that a loop is told of sockets in the order their
+// bytes came. So that a loop blocked in epoll_wait never holds a P that
 // the rest of the program (accept, TLS, the access log, the garbage
 // collector) waits for, NewGroup raises GOMAXPROCS by the number of loops
 // and Close lowers it again: the loops' threads are extra, as HAProxy's
