@@ -19,6 +19,7 @@ import (
 	"github.com/mqgate/mqgate/pipe/epoll"
 	"github.com/mqgate/mqgate/plugin"
 	"github.com/mqgate/mqgate/route"
+	"github.com/mqgate/mqgate/vars"
 )
 
 // Why a connection ended, beyond the pipe's own reasons (pipe.End).
@@ -218,7 +219,7 @@ func (lc *liveConn) closedBy() pipe.End {
 
 // record is the access-log record of one connection, filled in stage by stage.
 type record struct {
-	start    time.Time
+	start    int64           // Server.since when accepted
 	listener *listenerCounts // its counts, and its configured address
 	remote   netip.AddrPort
 	route    string
@@ -288,6 +289,7 @@ type connPath struct {
 	rec   *record
 	local netip.AddrPort // the address the client connected to
 	ec    *epoll.Conn    // the client, when an event loop accepted it (loopconn.go); tcp is nil then
+	vars  vars.Set       // the connection's variables, for the stages up to the dial
 
 	ticket    *admission.Ticket // its place until the CONNECT is read
 	conn      net.Conn          // the client: tcp, TLS over it, or a WebSocket over either
@@ -314,7 +316,7 @@ type connPath struct {
 func (p *connPath) track() bool {
 	s := p.s
 	p.local = addrPort(p.tcp.LocalAddr())
-	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.counts, remote: addrPort(p.tcp.RemoteAddr())}}
+	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: s.since(), listener: p.l.counts, remote: addrPort(p.tcp.RemoteAddr())}}
 	p.rec = &p.lc.rec
 	if !s.track(p.lc) {
 		p.tcp.Close()
@@ -350,7 +352,7 @@ func (p *connPath) finish() {
 
 // open runs the PROXY header and TLS stages (identity.go).
 func (p *connPath) open() bool {
-	conn, pc, ok := p.s.open(p.l, p.tcp, p.snap, p.rec)
+	conn, pc, ok := p.s.open(p.l, p.tcp, p.snap, p.rec, &p.vars)
 	p.conn, p.park = conn, pc
 	// Counted under the PROXY header's client from now on, when there was one.
 	return ok && p.ticket.Move(p.rec.remote.Addr())
@@ -381,7 +383,7 @@ func (p *connPath) connectRead(err error) bool {
 	p.connect, p.keepAlive = connect, connect.KeepAlive
 	rec := p.rec
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
-	rec.id.vars.MQTTClientID, rec.id.vars.MQTTUsername = connect.ClientID, connect.Username
+	p.vars.MQTTClientID, p.vars.MQTTUsername = connect.ClientID, connect.Username
 	return true
 }
 
@@ -392,7 +394,7 @@ func (p *connPath) route() bool {
 		Remote:   p.rec.remote.Addr(),
 		ClientID: p.connect.ClientID,
 		Username: p.connect.Username,
-		SNI:      p.rec.id.vars.SSLServerName,
+		SNI:      p.vars.SSLServerName,
 	})
 	if !ok {
 		return p.refuse(mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
@@ -403,7 +405,6 @@ func (p *connPath) route() bool {
 		Connect: p.connect,
 		Remote:  p.rec.remote.Addr().Unmap(),
 		Route:   p.rec.route,
-		Vars:    &p.rec.id.vars,
 		Log:     p.s.log,
 	}
 	return true
@@ -420,9 +421,11 @@ func (p *connPath) plugins(phase plugin.Phase) bool {
 	if len(list) == 0 {
 		return true
 	}
-	// The plugins get a copy, so that only a route with plugins pays for
-	// the one that escapes to them; connPath stays on the stack.
-	c := p.pc
+	// The plugins get a copy, and one of the variables, so that only a
+	// route with plugins pays for what escapes to them; connPath stays on
+	// the stack.
+	c, vs := p.pc, p.vars
+	c.Vars = &vs
 	for _, inst := range list {
 		release, refused := inst.Admit(&c)
 		if refused != nil {
@@ -430,7 +433,8 @@ func (p *connPath) plugins(phase plugin.Phase) bool {
 		}
 		p.lc.took(release)
 	}
-	p.pc = c
+	c.Vars = nil
+	p.pc, p.vars = c, vs
 	if p.pc.Connect.ClientID != p.connect.ClientID {
 		p.rec.id.upstream = p.pc.Connect.ClientID
 	}
@@ -478,14 +482,14 @@ func (p *connPath) uniqueClientID() bool {
 // next one the same CONNECT when a broker closes, stays silent for
 // timeout.connack, or answers "server unavailable" or "busy".
 func (p *connPath) dial() bool {
-	return p.dialled(p.s.dial(p.up, p.rec.hashKey, p.connectToSend(), p.lc))
+	return p.dialled(p.s.dial(p.up, p.rec.hashKey, p.connectToSend(), p.lc, &p.vars))
 }
 
 // connectToSend is the CONNECT for the broker, as read or rewritten, and
 // sets the balancer's key.
 func (p *connPath) connectToSend() []byte {
 	rec := p.rec
-	rec.hashKey = p.up.hashKey(&rec.id.vars, rec.remote.Addr())
+	rec.hashKey = p.up.hashKey(&p.vars, rec.remote.Addr())
 	if p.pc.Packet != nil {
 		return p.pc.Packet
 	}
@@ -831,7 +835,7 @@ func (s *Server) logRecord(r *record, node *nodeState) {
 		Node:          r.node,
 		BytesUp:       r.up,
 		BytesDown:     r.down,
-		Duration:      time.Since(r.start),
+		Duration:      time.Duration(s.since() - r.start),
 		End:           string(r.end),
 		Detail:        r.detail,
 		ErrorKind:     r.errorKind,

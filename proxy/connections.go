@@ -28,9 +28,8 @@ type connEntry struct {
 	// followed it, at most max_connect_size and a read; an int32 in the
 	// padding after the flags.
 	forwarded int32
-	route     *routeState
-	node      *nodeState
-	meter     pipe.Meter // bytes the pipe moved so far, added to the route's and node's too
+	route     *routeState // its node is liveConn.node, set before piping
+	meter     pipe.Meter  // bytes the pipe moved so far, added to the route's and node's too
 }
 
 // ConnInfo is one live proxied connection as operators see it.
@@ -58,9 +57,9 @@ func (f ConnFilter) match(lc *liveConn) bool {
 	e := &lc.entry
 	return (f.ClientID == "" || f.ClientID == lc.rec.clientID) &&
 		(f.Username == "" || f.Username == lc.rec.username) &&
-		(f.Node == "" || f.Node == e.node.addr) &&
+		(f.Node == "" || f.Node == lc.node.addr) &&
 		(f.Route == "" || f.Route == e.route.id) &&
-		(f.Upstream == "" || f.Upstream == e.node.upstreamID)
+		(f.Upstream == "" || f.Upstream == lc.node.upstreamID)
 }
 
 // piping records the connection in the table as it starts its pipe, and
@@ -70,7 +69,7 @@ func (f ConnFilter) match(lc *liveConn) bool {
 func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeState) {
 	lc.mu.Lock()
 	e := &lc.entry
-	e.route, e.node = rs, node
+	e.route = rs
 	e.forwarded, lc.forwardedDown = int32(up), int32(rec.down)
 	e.meter.Totals = [2]*pipe.Meter{&rs.bytes, &node.bytes}
 	e.piping = true
@@ -99,7 +98,7 @@ func (lc *liveConn) settle() {
 	lc.mu.Unlock()
 	e.route.active.Add(-1)
 	lc.srv.conns.removeClient(lc.rec.clientID, lc)
-	e.node.conns.remove(lc)
+	lc.node.conns.remove(lc)
 	e.route.conns.remove(lc)
 }
 
@@ -116,8 +115,8 @@ func (lc *liveConn) info() (ConnInfo, bool) {
 	return ConnInfo{
 		ClientID: r.clientID, Username: r.username, ProtocolLevel: int(r.level),
 		Client: r.remote.String(), Listener: r.listener.addr,
-		Route: e.route.id, Upstream: e.node.upstreamID, Node: e.node.addr,
-		Since:   r.start,
+		Route: e.route.id, Upstream: lc.node.upstreamID, Node: lc.node.addr,
+		Since:   lc.srv.at(r.start),
 		BytesUp: up, BytesDown: down,
 	}, true
 }

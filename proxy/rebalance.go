@@ -243,7 +243,11 @@ func (s *Server) stillToMove(m move) bool {
 	e := &lc.entry
 	open := lc.reason == "" && (!e.piping || !e.settled)
 	piping := e.piping && !e.settled
-	node, route := e.node, e.route
+	var node *nodeState
+	if piping {
+		node = lc.node // written before piping was set, not after
+	}
+	route := e.route
 	lc.mu.Unlock()
 	if !open {
 		return false
