@@ -167,7 +167,7 @@ func (lp *loopPath) detach() {
 	lc.mu.Lock()
 	tc, err := p.ec.Detach()
 	if err == nil {
-		lc.looped, lc.client = nil, tc
+		lc.looped, lc.gp = nil, &goPair{client: tc}
 	}
 	lc.mu.Unlock()
 	if err != nil {

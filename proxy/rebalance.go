@@ -244,10 +244,10 @@ func (s *Server) stillToMove(m move) bool {
 	open := lc.reason == "" && (!e.piping || !e.settled)
 	piping := e.piping && !e.settled
 	var node *nodeState
+	var route *routeState
 	if piping {
-		node = lc.node // written before piping was set, not after
+		node, route = lc.node, lc.rec.route // written before piping was set, not after
 	}
-	route := e.route
 	lc.mu.Unlock()
 	if !open {
 		return false

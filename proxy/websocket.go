@@ -262,7 +262,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 	}
 	s.web.stats.count("upgraded")
 	// Counted on its listener, where it was accepted as the HTTP connection.
-	lc := &liveConn{srv: s, client: conn, rec: record{start: s.since(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
+	lc := &liveConn{srv: s, gp: &goPair{client: conn}, rec: record{start: s.since(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
 	rec := &lc.rec
 	rec.websocket = true
 	a, ok := forwardedFor(r.Header)
