@@ -363,7 +363,7 @@ func netPort(p uint16) uint16 {
 
 // preEvents is what a pending connection's side waits for, edge-triggered,
 // from its registration until Pipe: each side is added once and never
-// changed before the pipe (which makes it level-triggered), so that the
+// changed before the pipe (which sets the pair's pairEvents), so that the
 // steps in between (the CONNECT read, the connect, the CONNACK read) cost
 // no epoll_ctl of their own; a step reads or writes until EAGAIN, and an
 // event in a phase that has no use for it is let pass.
