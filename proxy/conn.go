@@ -51,7 +51,7 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 type liveConn struct {
 	srv      *Server
 	links    [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
-	sameID   *liveConn      // the next piping connection with its client id
+	sameID   *liveConn      // the next piping connection in its client id's bucket (connindex.go)
 	mu       sync.Mutex
 	home     uint8 // its shard of srv.conns
 	admitted bool  // holds one of stream_proxy.max_connections
