@@ -246,6 +246,14 @@ func streamProxySection() section[StreamProxy] {
 					v.DataPath = s
 				}
 			}},
+			{name: "tls_record", def: "`true`", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.tls_record", kv, p) {
+					return
+				}
+				if on, ok := d.bool(kv.val, p); ok {
+					v.TLSRecordOff = !on
+				}
+			}},
 			{name: "max_packet_size", def: "`0` (no limit)", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
 				if !d.setOnce("stream_proxy.max_packet_size", kv, p) {
 					return

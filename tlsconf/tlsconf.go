@@ -124,6 +124,15 @@ func (s *Store) LogKeys(w io.Writer) {
 	s.keyLog = w
 }
 
+// keyLogFor is the KeyLogWriter of cfg's server configurations: none
+// when stream_proxy.tls_record is off, as nothing takes the secrets then.
+func (s *Store) keyLogFor(cfg *config.Config) io.Writer {
+	if cfg == nil || cfg.StreamProxy.TLSRecordOff {
+		return nil
+	}
+	return s.keyLog
+}
+
 // ServerConfig is the configuration for TLS listeners: it picks the ssls
 // object per connection from the current set.
 func (s *Store) ServerConfig() *tls.Config {
@@ -228,7 +237,6 @@ func (s *Store) rotateLocked() {
 	if cur := s.cur.Load(); cur != nil {
 		for _, srv := range cur.server {
 			srv.cfg.SetSessionTicketKeys(s.ticketKeys(srv.salt))
-			srv.cfg.KeyLogWriter = s.keyLog
 		}
 	}
 }
@@ -259,7 +267,7 @@ func (s *Store) build(cfg *config.Config) (*set, error) {
 			return nil, fmt.Errorf("ssl %q (%s:%d): %w", ssl.ID, ssl.File, ssl.Line, err)
 		}
 		srv.cfg.SetSessionTicketKeys(s.ticketKeys(srv.salt))
-		srv.cfg.KeyLogWriter = s.keyLog
+		srv.cfg.KeyLogWriter = s.keyLogFor(cfg)
 		next.server = append(next.server, srv)
 		if next.fallback == nil {
 			next.fallback = srv.cfg
