@@ -24,7 +24,10 @@
 // version or suite stays with crypto/tls.
 //
 // The Conn answers a KeyUpdate (RFC 8446, 4.6.3), reads a close_notify as
-// EOF, sends one on CloseWrite, and fails on any other alert or message.
+// EOF, sends one on CloseWrite, drops user_canceled alerts (16 in a row at
+// most, as crypto/tls), and fails on any other alert or message, with the
+// alert RFC 8446 names (a ClientHello, which would be renegotiation, is an
+// unexpected_message; so is an unprotected record).
 // A read error whose Temporary method reports true (a deadline, a parked
 // read with nothing to read) leaves the connection usable, with what was
 // read of a record kept.
@@ -55,12 +58,27 @@ const (
 	maxCiphertext   = maxPlaintext + 256
 	tagLen          = 16
 	nonceLen        = 12
+	typeCCS         = 20
 	typeAlert       = 21
 	typeHandshake   = 22
 	typeApplication = 23
 	msgKeyUpdate    = 24
 	maxRecord       = headerLen + maxCiphertext
 	maxSentRecords  = 8 // the server's last encrypted records the Transport keeps, for Protect
+	// maxIgnored is how many records in a row may be ignored (user_canceled
+	// alerts) before the connection fails, as crypto/tls's
+	// maxUselessRecords.
+	maxIgnored = 16
+)
+
+// Alert descriptions sent (RFC 8446, 6).
+const (
+	alertUnexpectedMessage = 10
+	alertBadRecordMAC      = 20
+	alertRecordOverflow    = 22
+	alertIllegalParameter  = 47
+	alertDecodeError       = 50
+	alertUserCanceled      = 90
 )
 
 // ErrUnsupported is Protect's answer for a connection it does not carry
@@ -468,13 +486,14 @@ var errBadRecord = errors.New("tls: bad record MAC")
 type Conn struct {
 	net.Conn
 
-	rmu   sync.Mutex
-	in    half
-	buf   *[]byte // records read from the transport, while some are
-	lo    int     // buf[lo:hi]: what is not yet taken
-	hi    int
-	plain []byte // decrypted bytes not yet read: in buf
-	rerr  error  // a read failed for good
+	rmu     sync.Mutex
+	in      half
+	buf     *[]byte // records read from the transport, while some are
+	lo      int     // buf[lo:hi]: what is not yet taken
+	hi      int
+	plain   []byte // decrypted bytes not yet read: in buf
+	rerr    error  // a read failed for good
+	ignored int    // records ignored in a row (user_canceled alerts)
 
 	wmu       sync.Mutex
 	out       half
@@ -508,6 +527,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if avail := c.hi - c.lo; avail >= headerLen {
 			n := int(binary.BigEndian.Uint16(b[c.lo+3:]))
 			if n > maxCiphertext {
+				c.sendAlert(alertRecordOverflow)
 				return 0, c.fail(fmt.Errorf("tls: oversized record received with length %d", n))
 			}
 			if avail >= headerLen+n {
@@ -572,9 +592,16 @@ func (c *Conn) fail(err error) error {
 
 // record handles one record: application data becomes c.plain.
 func (c *Conn) record(rec []byte) error {
+	if rec[0] != typeApplication {
+		// After the handshake every record is protected (RFC 8446, 5):
+		// a change_cipher_spec is only allowed before the client's
+		// Finished, which crypto/tls read.
+		c.sendAlert(alertUnexpectedMessage)
+		return fmt.Errorf("tls: unprotected record of type %d after the handshake", rec[0])
+	}
 	inner, err := openRecord(c.in.aead(), &c.in, c.in.seq, rec)
 	if err != nil {
-		c.sendAlert(20) // bad_record_mac
+		c.sendAlert(alertBadRecordMAC)
 		return errBadRecord
 	}
 	c.in.seq++
@@ -583,61 +610,98 @@ func (c *Conn) record(rec []byte) error {
 		i--
 	}
 	if i < 0 {
-		c.sendAlert(10) // unexpected_message
+		c.sendAlert(alertUnexpectedMessage)
 		return errors.New("tls: record with no content type")
 	}
 	typ, data := inner[i], inner[:i]
 	if len(data) > maxPlaintext {
-		c.sendAlert(22) // record_overflow
+		c.sendAlert(alertRecordOverflow)
 		return errors.New("tls: oversized plaintext")
 	}
 	switch typ {
 	case typeApplication:
 		c.plain = data
+		if len(data) > 0 {
+			c.ignored = 0
+		}
 		return nil
 	case typeAlert:
-		if len(data) == 2 && data[1] == 0 {
+		if len(data) != 2 {
+			c.sendAlert(alertDecodeError)
+			return errors.New("tls: malformed alert")
+		}
+		switch data[1] {
+		case 0:
 			return io.EOF // close_notify
+		case alertUserCanceled:
+			// The only alert TLS 1.3 does not make fatal (RFC 8446, 6.1);
+			// crypto/tls drops it and reads on, so does this.
+			if c.ignored++; c.ignored > maxIgnored {
+				c.sendAlert(alertUnexpectedMessage)
+				return errors.New("tls: too many ignored records")
+			}
+			return nil
 		}
-		if len(data) == 2 {
-			return fmt.Errorf("tls: peer sent alert %d", data[1])
-		}
-		return errors.New("tls: malformed alert")
+		return fmt.Errorf("tls: peer sent alert %d", data[1])
 	case typeHandshake:
+		c.ignored = 0
 		return c.handshake(data)
 	}
-	c.sendAlert(10)
+	c.sendAlert(alertUnexpectedMessage)
 	return fmt.Errorf("tls: unexpected record type %d", typ)
 }
 
 // handshake handles post-handshake messages: only KeyUpdate is expected
 // from a client (no post-handshake authentication is asked for).
 func (c *Conn) handshake(data []byte) error {
+	if len(data) == 0 {
+		c.sendAlert(alertUnexpectedMessage) // an empty handshake record (RFC 8446, 5.1)
+		return errors.New("tls: empty handshake record")
+	}
 	for len(data) > 0 {
+		// A client's KeyUpdate (5 bytes) comes whole in one record; a
+		// message split across records is refused rather than buffered.
 		if len(data) < 4 {
+			c.sendAlert(alertUnexpectedMessage)
 			return errors.New("tls: handshake message split across records")
 		}
 		n := int(data[1])<<16 | int(data[2])<<8 | int(data[3])
 		if len(data) < 4+n {
+			c.sendAlert(alertUnexpectedMessage)
 			return errors.New("tls: handshake message split across records")
 		}
 		typ, body := data[0], data[4:4+n]
 		data = data[4+n:]
-		if typ != msgKeyUpdate || len(body) != 1 || body[0] > 1 {
-			c.sendAlert(10)
+		if typ != msgKeyUpdate {
+			// A ClientHello (renegotiation, which TLS 1.3 does not have),
+			// a client's NewSessionTicket, a Certificate nobody asked for.
+			c.sendAlert(alertUnexpectedMessage)
 			return fmt.Errorf("tls: unexpected post-handshake message %d", typ)
+		}
+		if len(body) != 1 {
+			c.sendAlert(alertDecodeError)
+			return errors.New("tls: malformed KeyUpdate")
+		}
+		if body[0] > 1 {
+			c.sendAlert(alertIllegalParameter) // RFC 8446, 4.6.3
+			return fmt.Errorf("tls: KeyUpdate request_update %d", body[0])
 		}
 		if len(data) > 0 {
 			// A KeyUpdate must end its record (RFC 8446, 5.1).
-			c.sendAlert(10)
+			c.sendAlert(alertUnexpectedMessage)
 			return errors.New("tls: data after a KeyUpdate in its record")
 		}
 		c.in.update()
 		if body[0] == 1 { // update_requested: answer, then update ours
 			c.wmu.Lock()
-			err := c.writeRecord(typeHandshake, []byte{msgKeyUpdate, 0, 0, 1, 0})
-			if err == nil {
-				c.out.update()
+			var err error
+			// Nothing is written after close_notify: the answer would
+			// be the one record the peer no longer expects.
+			if !c.closeSent && c.werr == nil {
+				err = c.writeRecord(typeHandshake, []byte{msgKeyUpdate, 0, 0, 1, 0})
+				if err == nil {
+					c.out.update()
+				}
 			}
 			c.wmu.Unlock()
 			if err != nil {
