@@ -323,3 +323,31 @@ func TestWriteErrors(t *testing.T) {
 		t.Error("CloseWrite after a failed write succeeded")
 	}
 }
+
+// TestReadBatches: one Read returns every whole record the transport gave
+// that fits, so that a burst of small records is passed on in one write;
+// a record cut at the end waits for its rest, and nothing past p is lost.
+func TestReadBatches(t *testing.T) {
+	t.Parallel()
+	h, _ := newHalf(tls.TLS_AES_128_GCM_SHA256, fuzzClientSecret)
+	var burst []byte
+	for i := range 10 {
+		burst = append(burst, seal(&h, typeApplication, []byte{'a' + byte(i), '-'})...)
+	}
+	last := seal(&h, typeApplication, []byte("tail"))
+	c, _ := newTestConn(step{b: append(burst, last[:7]...)}, step{err: temporary{}}, step{b: last[7:]})
+	p := make([]byte, 15)
+	for _, want := range []string{"a-b-c-d-e-f-g-h", "-i-j-", "", "tail"} {
+		n, err := c.Read(p)
+		if want == "" {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Temporary() {
+				t.Fatalf("read %q, %v; want the transport's temporary error", p[:n], err)
+			}
+			continue
+		}
+		if err != nil || string(p[:n]) != want {
+			t.Fatalf("read %q, %v; want %q", p[:n], err, want)
+		}
+	}
+}

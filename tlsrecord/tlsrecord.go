@@ -197,7 +197,12 @@ func splitLine(line []byte) [][]byte {
 type Transport struct {
 	net.Conn
 
-	// reading: the client's records, one at a time
+	// reading: the client's records, one at a time, from what one read
+	// of the connection gave (rbuf[rlo:rhi], and rerr once it is used up)
+	rbuf    *[]byte
+	rlo     int
+	rhi     int
+	rerr    error
 	hdr     [headerLen]byte
 	hn      int // header bytes read of the current record
 	left    int // body bytes of the current record still to hand out
@@ -221,9 +226,22 @@ type Transport struct {
 // NewTransport wraps c for a handshake.
 func NewTransport(c net.Conn) *Transport { return &Transport{Conn: c} }
 
-// Read hands out at most the rest of the current record.
+// handshakeBufSize is the Transport's read-ahead: a ClientHello with
+// post-quantum key shares (about 2.7 KB from Go's client) in one read.
+const handshakeBufSize = 4 << 10
+
+var handshakePool = sync.Pool{New: func() any { b := make([]byte, handshakeBufSize); return &b }}
+
+// Read hands out at most the rest of the current record. It reads the
+// connection ahead, as much as one read gives (the client's CCS, Finished
+// and first records often come in one segment), so that handing crypto/tls
+// a record at a time costs no system call per record header; what is read
+// past the handshake goes to the Conn (Protect) or to crypto/tls.
 func (t *Transport) Read(b []byte) (int, error) {
 	if t.through {
+		if t.rbuf != nil {
+			return t.buffered(b)
+		}
 		return t.Conn.Read(b)
 	}
 	if t.taken {
@@ -232,18 +250,37 @@ func (t *Transport) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	if t.rlo == t.rhi {
+		if t.rerr != nil {
+			err := t.rerr
+			t.rerr = nil
+			return 0, err
+		}
+		if t.rbuf == nil {
+			t.rbuf = handshakePool.Get().(*[]byte)
+		}
+		n, err := t.Conn.Read(*t.rbuf)
+		t.rlo, t.rhi = 0, n
+		if n == 0 {
+			return 0, err
+		}
+		t.rerr = err // after the bytes
+	}
+	avail := (*t.rbuf)[t.rlo:t.rhi]
 	if t.left == 0 {
-		n, err := t.Conn.Read(b[:min(len(b), headerLen-t.hn)])
+		n := copy(b[:min(len(b), headerLen-t.hn)], avail)
 		copy(t.hdr[t.hn:], b[:n])
 		t.hn += n
+		t.rlo += n
 		if t.hn == headerLen {
 			t.hn = 0
 			t.left = int(binary.BigEndian.Uint16(t.hdr[3:]))
 			t.records++
 		}
-		return n, err
+		return n, nil
 	}
-	n, err := t.Conn.Read(b[:min(len(b), t.left)])
+	n := copy(b[:min(len(b), t.left)], avail)
+	t.rlo += n
 	if t.records == 1 && t.hdr[0] == typeHandshake {
 		// The ClientHello: type (1), length (3), version (2), random (32).
 		for i := range n {
@@ -258,7 +295,32 @@ func (t *Transport) Read(b []byte) (int, error) {
 	if t.records == 1 && t.left == 0 && t.gotRand < len(t.random) {
 		t.rbad = true
 	}
+	return n, nil
+}
+
+// buffered hands out what was read ahead, once the Transport passes
+// everything through; then the read error that came with it, if any.
+func (t *Transport) buffered(b []byte) (int, error) {
+	n := copy(b, (*t.rbuf)[t.rlo:t.rhi])
+	t.rlo += n
+	if t.rlo < t.rhi {
+		return n, nil
+	}
+	t.dropBuf()
+	err := t.rerr
+	t.rerr = nil
+	if n > 0 && err != nil {
+		return n, nil // the error comes with the next Read
+	}
 	return n, err
+}
+
+// dropBuf gives the read-ahead buffer back.
+func (t *Transport) dropBuf() {
+	if t.rbuf != nil {
+		handshakePool.Put(t.rbuf)
+		t.rbuf, t.rlo, t.rhi = nil, 0, 0
+	}
 }
 
 // Write writes b and follows the records in it, keeping the last
@@ -321,6 +383,8 @@ func (t *Transport) Forget(log *KeyLog) {
 	log.take(t.random)
 	t.through = true
 	t.sent, t.cur = nil, nil
+	t.dropBuf()
+	t.rerr = nil
 }
 
 // Protect returns a Conn that carries the connection from here on, when
@@ -333,7 +397,10 @@ func (t *Transport) Protect(cs tls.ConnectionState, log *KeyLog) (c *Conn, err e
 	client, server := log.take(t.random)
 	defer func() {
 		if err != nil {
-			t.through = true
+			t.through = true // what was read ahead goes to crypto/tls
+			if t.rlo == t.rhi && t.rerr == nil {
+				t.dropBuf()
+			}
 		}
 		t.sent, t.cur = nil, nil
 	}()
@@ -362,7 +429,17 @@ func (t *Transport) Protect(cs tls.ConnectionState, log *KeyLog) (c *Conn, err e
 		}
 	}
 	t.taken = true
-	return &Conn{Conn: t.Conn, in: in, out: out}, nil
+	c = &Conn{Conn: t.Conn, in: in, out: out}
+	if t.rlo < t.rhi {
+		// The client's first records came with its Finished.
+		c.buf = recordPool.Get().(*[]byte)
+		c.hi = copy(*c.buf, (*t.rbuf)[t.rlo:t.rhi])
+	}
+	// A read error that came with the last bytes (EOF, a deadline) is the
+	// connection's to report again on the Conn's next read.
+	t.rerr = nil
+	t.dropBuf()
+	return c, nil
 }
 
 // half is one direction's protection: its traffic secret, key and IV,
@@ -503,21 +580,31 @@ type Conn struct {
 
 var recordPool = sync.Pool{New: func() any { b := make([]byte, maxRecord); return &b }}
 
-// Read returns plaintext, at most one record's worth.
+// Read returns plaintext: every whole record already read from the
+// transport that fits in p, so that a burst of small records (an MQTT
+// client's PUBLISHes, one record each) is passed on in one write, not one
+// per record; it reads the transport only when it has nothing to return.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if len(p) == 0 {
 		return 0, nil
 	}
+	n := 0
 	for {
 		if len(c.plain) > 0 {
-			n := copy(p, c.plain)
-			c.plain = c.plain[n:]
-			c.release()
-			return n, nil
+			k := copy(p[n:], c.plain)
+			c.plain = c.plain[k:]
+			n += k
+			if n == len(p) {
+				c.release()
+				return n, nil
+			}
 		}
 		if c.rerr != nil {
+			if n > 0 {
+				return n, nil // the error comes with the next Read
+			}
 			return 0, c.rerr
 		}
 		if c.buf == nil {
@@ -525,22 +612,26 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		b := *c.buf
 		if avail := c.hi - c.lo; avail >= headerLen {
-			n := int(binary.BigEndian.Uint16(b[c.lo+3:]))
-			if n > maxCiphertext {
+			m := int(binary.BigEndian.Uint16(b[c.lo+3:]))
+			if m > maxCiphertext {
 				c.sendAlert(alertRecordOverflow)
-				return 0, c.fail(fmt.Errorf("tls: oversized record received with length %d", n))
+				c.fail(fmt.Errorf("tls: oversized record received with length %d", m))
+				continue
 			}
-			if avail >= headerLen+n {
-				rec := b[c.lo : c.lo+headerLen+n]
-				c.lo += headerLen + n
+			if avail >= headerLen+m {
+				rec := b[c.lo : c.lo+headerLen+m]
+				c.lo += headerLen + m
 				if err := c.record(rec); err != nil {
-					return 0, c.fail(err)
-				}
-				if len(c.plain) == 0 {
-					c.release()
+					c.fail(err)
 				}
 				continue
 			}
+		}
+		if n > 0 {
+			// No whole record left: return what there is rather than
+			// wait for the transport.
+			c.release()
+			return n, nil
 		}
 		if c.lo > 0 {
 			c.hi = copy(b, b[c.lo:c.hi])

@@ -438,3 +438,78 @@ func TestOpenSSLSuites(t *testing.T) {
 		}
 	}
 }
+
+// heldConn is a client's TCP connection whose writes after the first (the
+// ClientHello) wait until flush, so that the client's Finished and its
+// first records reach the server in one segment.
+type heldConn struct {
+	net.Conn
+	writes  int
+	held    []byte
+	flushed bool
+}
+
+func (h *heldConn) Write(b []byte) (int, error) {
+	if h.writes++; h.writes == 1 || h.flushed {
+		return h.Conn.Write(b)
+	}
+	h.held = append(h.held, b...)
+	return len(b), nil
+}
+
+func (h *heldConn) flush() error {
+	_, err := h.Conn.Write(h.held)
+	h.held, h.flushed = nil, true
+	return err
+}
+
+// TestFirstRecordsWithFinished: what the Transport read past the client's
+// Finished (the client's first records, in the same segment) reaches the
+// server's reads, whether the Conn carries the connection or crypto/tls
+// keeps it (here: no secrets logged, so Protect leaves it).
+func TestFirstRecordsWithFinished(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		tweak   func(*tls.Config)
+		carried bool
+	}{
+		{"carried", nil, true},
+		{"left to crypto/tls", func(c *tls.Config) { c.KeyLogWriter = nil }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newServer(t, tc.tweak)
+			raw, err := net.Dial("tcp", s.ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { raw.Close() })
+			_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
+			h := &heldConn{Conn: raw}
+			c := tls.Client(h, s.clientConfig())
+			if err := c.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			first := bytes.Repeat([]byte("first records "), 100) // a few records
+			for i := 0; i < len(first); i += 300 {
+				if _, err := c.Write(first[i:min(i+300, len(first))]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := h.flush(); err != nil {
+				t.Fatal(err)
+			}
+			sc := s.accept(t)
+			if _, ok := sc.(*tlsrecord.Conn); ok != tc.carried {
+				t.Fatalf("server side is %T, want carried %v", sc, tc.carried)
+			}
+			_ = sc.SetDeadline(time.Now().Add(20 * time.Second))
+			got := make([]byte, len(first))
+			if _, err := io.ReadFull(sc, got); err != nil || !bytes.Equal(got, first) {
+				t.Fatalf("server read %q, %v", got, err)
+			}
+			exchange(t, c, sc)
+		})
+	}
+}
