@@ -471,6 +471,15 @@ func apisixSSLSection() section[sslGlobal] {
 					g.ticketsOff = !on
 				}
 			}},
+			{name: "ssl_session_timeout", def: "unset: until the ticket's key retires (24 hours at most)", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
+				if t, ok := d.duration(kv.val, p); ok {
+					if t <= 0 {
+						d.errorf(kv.val, p, "must be greater than 0")
+						return
+					}
+					g.timeout = t
+				}
+			}},
 		},
 		open: true,
 	}
