@@ -99,14 +99,21 @@ func (p *connPath) sniff() bool {
 	}
 	if lcfg.WebSocket != nil {
 		u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: p.snap.cfg.StreamProxy.ConnectTimeout}
-		c, fwd, replay, err := u.UpgradeConn(p.conn, first, lcfg.WebSocket.Path)
+		under, pc := p.conn, p.park
+		if pc == nil && p.conn == net.Conn(p.tcp) && p.snap.cfg.StreamProxy.DataPath == config.DataPathEpoll {
+			// A plain WebSocket waits without goroutines as a TLS client
+			// does (pipe.Park): built on a ParkConn from its upgrade on.
+			pc = pipe.NewParkConn(p.tcp)
+			under = pc
+		}
+		c, fwd, replay, err := u.UpgradeConn(under, first, lcfg.WebSocket.Path)
 		switch {
 		case err != nil:
 			p.s.failPreread(p.conn, p.rec, err)
 			return false
 		case c != nil:
 			p.s.web.stats.count("upgraded")
-			p.conn = c
+			p.conn, p.park = c, pc
 			p.rec.websocket = true
 			addr, ok := fwd.Addr()
 			p.rec.trustForwarded(addr, ok, lcfg)
