@@ -256,12 +256,26 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // one for the request ends with its buffers.
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lcfg config.Listener, snap *snapshot) {
 	u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: snap.cfg.StreamProxy.ConnectTimeout}
+	start := time.Now()
 	conn, err := u.Upgrade(w, r)
 	if err != nil {
+		out := httpOutcome{status: http.StatusBadRequest, detail: err.Error(), errorKind: "handshake"}
 		var ref *mqttws.Refusal
 		if errors.As(err, &ref) {
 			s.web.stats.count(ref.Kind)
+			out.status, out.errorKind = ref.Status, ref.Kind
+			if ref.Kind != "handshake" { // the others answer with the reason as the body
+				out.down = int64(len(ref.Reason)) + 1
+			}
 		}
+		// The client as the access log's HTTP records name it: a proxy in
+		// front is trusted for it as for an upgraded connection.
+		client := wc.remote
+		a, forwarded := forwardedFor(r.Header)
+		if forwarded = forwarded && allowed(lcfg.RealIPFrom, wc.remote.Addr()); forwarded {
+			client = netip.AddrPortFrom(a.Unmap(), 0)
+		}
+		s.logHTTP(r, wc, client, forwarded, start, out)
 		s.log.Debug("WebSocket upgrade refused", "listener", lcfg.Addr, "client", wc.remote, "err", err)
 		return
 	}
