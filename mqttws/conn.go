@@ -438,19 +438,45 @@ func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
 	}
 	bp := framePool.Get().(*[]byte)
 	defer framePool.Put(bp)
-	w := appender{b: (*bp)[:0]}
-	if err := ws.WriteHeader(&w, h); err != nil {
-		return err
-	}
+	b := appendHeader((*bp)[:0], h)
 	if c.client {
-		return c.writeMasked(w.b, p, h.Mask)
+		return c.writeMasked(b, p, h.Mask)
 	}
-	if len(w.b)+len(p) > cap(w.b) {
-		_, err := (&net.Buffers{w.b, p}).WriteTo(c.Conn)
+	if len(b)+len(p) > cap(b) {
+		_, err := (&net.Buffers{b, p}).WriteTo(c.Conn)
 		return err
 	}
-	_, err := c.Conn.Write(append(w.b, p...))
+	_, err := c.Conn.Write(append(b, p...))
 	return err
+}
+
+// appendHeader appends h as RFC 6455 5.2 lays a frame header out, as
+// ws.WriteHeader writes it but without its two allocations per frame (an
+// io.Writer and the header's bytes escape through it): a frame each time
+// the pipe passes a burst to the client.
+func appendHeader(b []byte, h ws.Header) []byte {
+	b0 := byte(h.OpCode) | h.Rsv<<4
+	if h.Fin {
+		b0 |= 0x80
+	}
+	var mask byte
+	if h.Masked {
+		mask = 0x80
+	}
+	switch {
+	case h.Length < 126:
+		b = append(b, b0, mask|byte(h.Length))
+	case h.Length <= 0xffff:
+		b = append(b, b0, mask|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(h.Length))
+	default:
+		b = append(b, b0, mask|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(h.Length))
+	}
+	if h.Masked {
+		b = append(b, h.Mask[:]...)
+	}
+	return b
 }
 
 // writeMasked sends the frame whose header buf holds with payload p masked
@@ -469,10 +495,6 @@ func (c *Conn) writeMasked(buf, p []byte, mask [4]byte) error {
 		}
 	}
 }
-
-type appender struct{ b []byte }
-
-func (a *appender) Write(p []byte) (int, error) { a.b = append(a.b, p...); return len(p), nil }
 
 // failLinger bounds how long a failing connection waits for the client to
 // answer its close frame.

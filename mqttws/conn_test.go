@@ -396,3 +396,62 @@ func TestConnReadCoalesces(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkConnWrite is the server side's frame of a small burst, as the
+// pipe writes one to the client.
+func BenchmarkConnWrite(b *testing.B) {
+	c := NewConn(&discardConn{}, ProtocolMQTT, nil)
+	p := bytes.Repeat([]byte{0x30, 0x40}, 600)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkConnRead is the client's burst of 16 frames, one PUBLISH each,
+// taken apart in the pipe's buffer.
+func BenchmarkConnRead(b *testing.B) {
+	var frames []ws.Frame
+	for range 16 {
+		frames = append(frames, ws.NewBinaryFrame(append([]byte{0x30, 70, 0, 1, 't'}, bytes.Repeat([]byte{1}, 67)...)))
+	}
+	in := clientFrames(b, frames...)
+	r := bytes.NewReader(in)
+	c := NewConn(&memConn{in: r}, ProtocolMQTT, nil)
+	buf := make([]byte, 16<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Reset(in)
+		if n, err := c.Read(buf); err != nil || n != 16*72 {
+			b.Fatalf("read %d, %v", n, err)
+		}
+	}
+}
+
+type discardConn struct{ memConn }
+
+func (*discardConn) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestAppendHeader: frame headers as ws.WriteHeader writes them, for every
+// length form, masked or not, fin or not.
+func TestAppendHeader(t *testing.T) {
+	for _, h := range []ws.Header{
+		{Fin: true, OpCode: ws.OpBinary, Length: 0},
+		{Fin: true, OpCode: ws.OpBinary, Length: 125},
+		{Fin: true, OpCode: ws.OpBinary, Length: 126},
+		{Fin: false, OpCode: ws.OpContinuation, Length: 0xffff},
+		{Fin: true, OpCode: ws.OpClose, Length: 0x10000, Masked: true, Mask: [4]byte{1, 2, 3, 4}},
+		{Fin: true, OpCode: ws.OpPong, Length: 5, Rsv: 0, Masked: true, Mask: [4]byte{9, 8, 7, 6}},
+		{Fin: true, OpCode: ws.OpBinary, Length: 1 << 40},
+	} {
+		var want bytes.Buffer
+		if err := ws.WriteHeader(&want, h); err != nil {
+			t.Fatal(err)
+		}
+		if got := appendHeader([]byte{0xee}, h); !bytes.Equal(got[1:], want.Bytes()) || got[0] != 0xee {
+			t.Errorf("%+v: % x, want % x", h, got[1:], want.Bytes())
+		}
+	}
+}
