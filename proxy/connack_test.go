@@ -26,13 +26,7 @@ import (
 func TestConnackFailover(t *testing.T) {
 	t.Parallel()
 	silent := mqtttest.SilentPort(t).Addr()
-	refusing, refused := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
-		c, err := mqtt.ParseConnect(connect)
-		if err != nil {
-			return nil
-		}
-		return mqtt.AppendConnack(nil, c.Level, mqtt.ServerUnavailable, "")
-	})
+	refusing, refused := mqtttest.RefusingPort(t, mqtt.ServerUnavailable)
 	closing, closed := mqtttest.AnsweringPort(t, func([]byte) []byte { return nil })
 	broker := mqtttest.StartMosquitto(t, "")
 	g := startGateway(t, fmt.Sprintf(`
@@ -182,13 +176,7 @@ func TestConnackFailoverTLSAndWebSocket(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
 	silent := mqtttest.SilentPort(t).Addr()
-	refusing, refused := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
-		c, err := mqtt.ParseConnect(connect)
-		if err != nil {
-			return nil
-		}
-		return mqtt.AppendConnack(nil, c.Level, mqtt.ServerUnavailable, "")
-	})
+	refusing, refused := mqtttest.RefusingPort(t, mqtt.ServerUnavailable)
 	closing, _ := mqtttest.AnsweringPort(t, func([]byte) []byte { return nil })
 	broker := mqtttest.StartMosquitto(t, "")
 	// timeout.connack is longer than TestConnackFailover's: six clients

@@ -220,10 +220,21 @@ stream_routes: [{upstream_id: 1}]
 `, broker.Addr()))
 	dialWatched(t, g.addr, "idle-1", nil).expectDisconnect(t, "idle limit", mqtt.KeepAliveTimeout, "")
 
+	srv, addr := startUnmanaged(t, broker.Addr())
+	c := dialWatched(t, addr, "shutdown-1", nil)
+	shutdownOutOfTime(t, srv)
+	c.expectDisconnect(t, "shutdown", mqtt.ServerShuttingDown, "")
+}
+
+// startUnmanaged starts a proxy over node that the test shuts down itself
+// (no cleanup of its own does, unlike startGateway's) and returns it and
+// its listener's address.
+func startUnmanaged(t *testing.T, node string) (*proxy.Server, string) {
+	t.Helper()
 	cfg, err := config.Parse(config.Document{Name: "t.yaml", Data: []byte(fmt.Sprintf(`stream_proxy: {tcp: ["127.0.0.1:0"]}
 upstreams: [{id: 1, nodes: {%q: 1}}]
 stream_routes: [{upstream_id: 1}]
-`, broker.Addr()))})
+`, node))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,13 +252,18 @@ stream_routes: [{upstream_id: 1}]
 	for _, a := range srv.ListenerAddrs() {
 		addr = a.String()
 	}
-	c := dialWatched(t, addr, "shutdown-1", nil)
+	return srv, addr
+}
+
+// shutdownOutOfTime shuts srv down with a drain too short for its live
+// connections, so that Shutdown closes them itself.
+func shutdownOutOfTime(t *testing.T, srv *proxy.Server) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %v, want the drain to run out of time", err)
 	}
-	c.expectDisconnect(t, "shutdown", mqtt.ServerShuttingDown, "")
 }
 
 // TestKickMidStream: clients receiving large PUBLISH packets (128 KiB),
