@@ -236,6 +236,7 @@ func checksSection() section[checksFields] {
 type activeFields struct {
 	*ActiveCheck
 	mqttOnly, httpOnly, tcpOnly map[string]*yaml.Node
+	badType                     bool // type was refused: keys of one type say nothing more
 }
 
 func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
@@ -257,14 +258,14 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 	}, mqttOnly: map[string]*yaml.Node{}, httpOnly: map[string]*yaml.Node{}, tcpOnly: map[string]*yaml.Node{}}
 	activeSection().decode(d, n, path, &af)
 	a, mqttOnly, httpOnly := af.ActiveCheck, af.mqttOnly, af.httpOnly
-	if a.Type != ProbeTCP {
+	if a.Type != ProbeTCP && !af.badType {
 		for _, k := range tcpOnlyActiveKeys {
 			if at, ok := af.tcpOnly[k]; ok {
 				d.errorf(at, join(path, k), "only used with type tcp, not %s", a.Type)
 			}
 		}
 	}
-	if a.Type != ProbeMQTT {
+	if a.Type != ProbeMQTT && !af.badType {
 		for _, k := range mqttOnlyActiveKeys {
 			if at, ok := mqttOnly[k]; ok {
 				d.errorf(at, join(path, k), "only used with type mqtt, not %s", a.Type)
@@ -408,6 +409,8 @@ func activeSection() section[activeFields] {
 			{name: "type", def: "`" + ProbeMQTT + "`", decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
 				if t, ok := d.oneOf(kv.val, p, probeTypes...); ok {
 					a.Type = t
+				} else {
+					a.badType = true
 				}
 			}},
 			{name: "timeout", def: secs(DefaultProbeTimeout), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {

@@ -94,3 +94,21 @@ func FuzzProbeBytes(f *testing.F) {
 		}
 	})
 }
+
+// TestRawCheckBadType: a refused type is the one error; the keys of the
+// type meant are not reported against the default type as well.
+func TestRawCheckBadType(t *testing.T) {
+	t.Parallel()
+	_, err := parseOne(t, `
+stream_proxy: {tcp: [9000]}
+stream_routes: [{upstream_id: u}]
+upstreams:
+  - id: u
+    nodes: {"a:1883": 1}
+    checks: {active: {type: tcpx, send: "10 00", expect: "20 02 00 00"}}
+`)
+	want := `h.yaml:6: upstreams[0].checks.active.type: must be mqtt, tcp, http or https, got "tcpx"`
+	if err == nil || err.Error() != want {
+		t.Errorf("errors:\n%v\nwant:\n%s", err, want)
+	}
+}
