@@ -335,7 +335,7 @@ func (s *Server) proxyHTTP(w http.ResponseWriter, r *http.Request, hr *httpRoute
 	if wc.id.tls != nil {
 		ex.proto = "https"
 	}
-	ex.key = hr.up.hashKey(&wc.id.vars, client.Addr())
+	ex.key = hr.up.hashKey(&wc.vars, client.Addr())
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {

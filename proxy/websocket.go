@@ -16,6 +16,7 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqttws"
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/vars"
 )
 
 // This file is the entry for MQTT over WebSocket: a listener with
@@ -109,14 +110,14 @@ func (p *connPath) sniff() bool {
 			p.conn = c
 			p.rec.websocket = true
 			addr, ok := fwd.Addr()
-			p.rec.trustForwarded(addr, ok, lcfg)
+			p.rec.trustForwarded(addr, ok, lcfg, &p.vars)
 			return true
 		}
 		first = replay // not an upgrade this path takes: net/http answers it
 	} else {
 		first = append([]byte(nil), first...)
 	}
-	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id}
+	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id, vars: p.vars}
 	p.handed = p.s.handOver(wc)
 	return false
 }
@@ -131,6 +132,7 @@ type webConn struct {
 	listener config.Listener // as configured when it was accepted
 	remote   netip.AddrPort
 	id       identity
+	vars     vars.Set
 }
 
 func (c *webConn) Read(p []byte) (int, error) {
@@ -260,18 +262,19 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 	}
 	s.web.stats.count("upgraded")
 	// Counted on its listener, where it was accepted as the HTTP connection.
-	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
+	lc := &liveConn{srv: s, gp: &goPair{client: conn}, rec: record{start: s.since(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
 	rec := &lc.rec
 	rec.websocket = true
 	a, ok := forwardedFor(r.Header)
-	rec.trustForwarded(a, ok, lcfg)
+	vs := wc.vars
+	rec.trustForwarded(a, ok, lcfg, &vs)
 	if !s.trackUpgraded(lc) {
 		conn.Close()
 		return
 	}
 	s.stats.Active.Add(1)
 	lc.rec.listener.active.Add(1)
-	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn, local: addrPort(wc.tcp.LocalAddr())}
+	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn, local: addrPort(wc.tcp.LocalAddr()), vars: vs}
 	go func() {
 		defer p.finish()
 		p.mqtt()
@@ -282,7 +285,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 // has (ok: the request had one), when that proxy, the connection's peer, is
 // in the listener's real_ip_from. Behind a PROXY header as well, the access
 // log keeps the header's sender.
-func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener) {
+func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener, vs *vars.Set) {
 	if !ok || !allowed(lcfg.RealIPFrom, rec.remote.Addr()) {
 		return
 	}
@@ -290,7 +293,7 @@ func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener) {
 		rec.id.peer, rec.forwarded = rec.remote, true
 	}
 	rec.remote = netip.AddrPortFrom(a, 0)
-	rec.id.vars.RemoteAddr = a.Unmap().String()
+	vs.RemoteAddr = a.Unmap().String()
 }
 
 // forwardedFor is the client address a proxy in front of mqgate gives:

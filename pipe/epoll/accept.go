@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -31,6 +32,9 @@ type Listener struct {
 	g   *Group
 	fd  int
 	acc Acceptor
+	// local is the address every accepted connection has, when the socket
+	// is bound to one (not 0.0.0.0 or ::): no getsockname per connection.
+	local netip.AddrPort
 }
 
 // Acceptor takes the connections a Listener accepts.
@@ -106,7 +110,7 @@ const (
 type pre struct {
 	sess  Session
 	phase uint8
-	reg   [2]bool // the side's descriptor is in the epoll set
+	reg   [2]bool // the side's descriptor is in the epoll set, edge-triggered (preEvents)
 	due   int64   // loop clock: the phase's deadline
 	first First
 	buf   []byte // the first packet as read
@@ -141,6 +145,9 @@ func (g *Group) Listen(ln *net.TCPListener, acc Acceptor) (*Listener, error) {
 		return nil, err
 	}
 	l := &Listener{g: g, fd: fd, acc: acc}
+	if a, err := sockname(fd); err == nil && !a.Addr().IsUnspecified() {
+		l.local = a
+	}
 	for i, lp := range g.loops {
 		if !lp.enqueue(command{op: opListen, ln: l}) {
 			for _, lp := range g.loops[:i] {
@@ -215,7 +222,7 @@ func (l *loop) accept(i int) {
 		return
 	}
 	for range acceptBatch {
-		nfd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		nfd, remote, err := accept4(ln.fd)
 		switch {
 		case err == unix.EAGAIN || err == unix.ECONNABORTED || err == unix.EINTR:
 			if err == unix.EAGAIN {
@@ -227,7 +234,7 @@ func (l *loop) accept(i int) {
 			l.pauseAccepting(max(pause, time.Millisecond))
 			return
 		}
-		l.accepted(ln, nfd, sa)
+		l.accepted(ln, nfd, remote)
 	}
 }
 
@@ -255,18 +262,19 @@ func (l *loop) resumeAccepting() {
 	}
 }
 
-func (l *loop) accepted(ln *Listener, nfd int, sa unix.Sockaddr) {
+func (l *loop) accepted(ln *Listener, nfd int, remote netip.AddrPort) {
 	// As Go's net package does: MQTT's small packets must not wait for
 	// ACKs.
 	_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	p := &Conn{loop: l, fd: [2]int32{int32(nfd), -1}, slot: -1, idx: -1, first: -1}
+	p := &Conn{fd: [2]int32{int32(nfd), -1}, slot: -1, idx: -1, first: -1}
+	p.loop.Store(l)
 	l.place(p)
-	local := netip.AddrPort{}
-	if lsa, err := unix.Getsockname(nfd); err == nil {
-		local = sockaddrPort(lsa)
+	local := ln.local
+	if !local.IsValid() {
+		local, _ = sockname(nfd)
 	}
 	p.pre = &pre{phase: phaseIdle}
-	sess, buf, first := ln.acc.Accept(p, sockaddrPort(sa), local)
+	sess, buf, first := ln.acc.Accept(p, remote, local)
 	switch {
 	case p.done: // detached
 		return
@@ -304,33 +312,81 @@ func (l *loop) release(p *Conn) {
 	}
 }
 
-func sockaddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+// accept4 takes one pending connection of the listening socket fd, non-
+// blocking and close-on-exec. It is unix.Accept4 without its
+// getsockopt(SO_PROTOCOL) per address (x/sys asks, to tell L2TP sockets
+// apart): a system call per connection for nothing on a TCP listener.
+func accept4(fd int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	for {
+		r, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n)),
+			unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return -1, netip.AddrPort{}, errno
+		}
+		return int(r), rawAddrPort(&rsa), nil
+	}
+}
+
+// sockname is the local address of socket fd, as accept4 reads addresses.
+func sockname(fd int) (netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
+	n := uint32(unix.SizeofSockaddrAny)
+	if _, _, errno := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&n))); errno != 0 {
+		return netip.AddrPort{}, errno
+	}
+	return rawAddrPort(&rsa), nil
+}
+
+// rawAddrPort reads an AF_INET or AF_INET6 address as the kernel wrote it.
+func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
+	switch rsa.Addr.Family {
+	case unix.AF_INET:
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), netPort(a.Port))
+	case unix.AF_INET6:
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), netPort(a.Port))
 	}
 	return netip.AddrPort{}
 }
 
-// register puts side s of a pending p in the epoll set, or changes its
-// interest, to events.
-func (l *loop) register(p *Conn, s int, events uint32) error {
-	op := unix.EPOLL_CTL_MOD
-	if !p.pre.reg[s] {
-		op = unix.EPOLL_CTL_ADD
-	} else if uint32(p.ev[s]) == events {
+// netPort is a port in network byte order, as sockaddr holds it.
+func netPort(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
+}
+
+// preEvents is what a pending connection's side waits for, edge-triggered,
+// from its registration until Pipe: each side is added once and never
+// changed before the pipe (which makes it level-triggered), so that the
+// steps in between (the CONNECT read, the connect, the CONNACK read) cost
+// no epoll_ctl of their own; a step reads or writes until EAGAIN, and an
+// event in a phase that has no use for it is let pass.
+var preEvents = [2]uint32{
+	client: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET,
+	broker: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET,
+}
+
+// register puts side s of a pending p in the epoll set, once.
+func (l *loop) register(p *Conn, s int) error {
+	if p.pre.reg[s] {
 		return nil
 	}
-	ev := unix.EpollEvent{Events: events, Fd: tag(p.idx, s)}
-	if err := unix.EpollCtl(l.epfd, op, int(p.fd[s]), &ev); err != nil {
+	ev := unix.EpollEvent{Events: preEvents[s], Fd: tag(p.idx, s)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(p.fd[s]), &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	p.pre.reg[s] = true
-	p.ev[s] = uint8(events)
 	return nil
 }
+
+// readable is the events that say a socket may be read.
+const readable = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLERR | unix.EPOLLHUP
 
 // handlePre reacts to readiness of a pending connection.
 func (l *loop) handlePre(p *Conn, s int, events uint32) {
@@ -341,8 +397,8 @@ func (l *loop) handlePre(p *Conn, s int, events uint32) {
 	case s == client && pr.phase == phaseRefused:
 		l.dropRefused(p)
 	case s == broker && pr.phase == phaseDial:
-		l.connected(p)
-	case s == broker && pr.phase == phaseAnswer:
+		l.connected(p, events)
+	case s == broker && pr.phase == phaseAnswer && events&readable != 0:
 		l.readAnswer(p)
 	}
 }
@@ -357,7 +413,7 @@ func (l *loop) readFirst(p *Conn) {
 		n, err := readFD(int(p.fd[client]), pr.buf[len(pr.buf):cap(pr.buf)])
 		switch {
 		case err == unix.EAGAIN:
-			if err := l.register(p, client, unix.EPOLLIN); err != nil {
+			if err := l.register(p, client); err != nil {
 				l.firstFailed(p, err)
 			}
 			return
@@ -386,15 +442,11 @@ func (l *loop) readFirst(p *Conn) {
 }
 
 // firstPacket gives the Session the first packet. The client is not read
-// while the Session dials: its next bytes wait in the socket.
+// while the Session dials: its next bytes wait in the socket (an edge they
+// raise meanwhile is let pass; Pipe's level-triggered registration finds
+// them).
 func (l *loop) firstPacket(p *Conn, size int) {
 	pr := p.pre
-	if pr.reg[client] {
-		if err := l.register(p, client, 0); err != nil {
-			l.firstFailed(p, err)
-			return
-		}
-	}
 	pr.phase, pr.due = phaseIdle, 0
 	b := pr.buf
 	pr.buf = nil
@@ -411,9 +463,20 @@ func (l *loop) firstFailed(p *Conn, err error) {
 
 // Dial connects to d.Addr without blocking, writes d.Send and reads the
 // broker's first packet; the Session's Dialled gets it. On a pending Conn
-// only, from one of its Session's calls.
+// only, from one of its Session's calls. The Conn moves to the loop that
+// serves d.Addr's pairs first (Group.loopFor): the Session's calls that
+// follow may come on another loop's thread.
 func (p *Conn) Dial(d Dial) {
-	l := p.loop
+	l := p.loop.Load()
+	if to := l.g.loopFor(d.Addr); to != l && p.fd[broker] < 0 {
+		l.moveDial(p, to, d)
+		return
+	}
+	l.dial(p, d)
+}
+
+// dial is Dial on p's own loop.
+func (l *loop) dial(p *Conn, d Dial) {
 	pr := p.pre
 	pr.dial, pr.sent, pr.ack = d, 0, nil
 	pr.phase, pr.start = phaseDial, l.now
@@ -437,42 +500,35 @@ func (p *Conn) Dial(d Dial) {
 	}
 	p.fd[broker] = int32(fd)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	switch err := unix.Connect(fd, sa); err {
-	case nil:
-		l.connected(p)
-		return
-	case unix.EINPROGRESS, unix.EINTR:
-	default:
+	err = unix.Connect(fd, sa)
+	if err != nil && err != unix.EINPROGRESS && err != unix.EINTR {
 		fail(os.NewSyscallError("connect", err))
 		return
 	}
-	if err := l.register(p, broker, unix.EPOLLOUT); err != nil {
+	if err := l.register(p, broker); err != nil {
 		fail(err)
+		return
+	}
+	if err == nil {
+		l.connected(p, 0)
 		return
 	}
 	l.arm(p)
 }
 
-// connected: the connect finished (or failed); send the packet.
-func (l *loop) connected(p *Conn) {
+// connected: the connect finished (or failed); send the packet. A failed
+// connect fails the first write with its error, so SO_ERROR is not asked.
+// The answer is read when the broker's bytes raise an edge (or raised it
+// with this event already).
+func (l *loop) connected(p *Conn, events uint32) {
 	pr := p.pre
-	fd := int(p.fd[broker])
-	if pr.sent == 0 {
-		if e, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || e != 0 {
-			if err == nil {
-				err = unix.Errno(e)
-			}
-			l.dialFailed(p, "dial", &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(pr.dial.Addr), Err: os.NewSyscallError("connect", err)})
-			return
-		}
-	}
-	n, err := writeFD(fd, pr.dial.Send[pr.sent:])
+	n, err := writeFD(int(p.fd[broker]), pr.dial.Send[pr.sent:])
 	pr.sent += n
 	switch {
 	case err == unix.EAGAIN:
-		if err := l.register(p, broker, unix.EPOLLOUT); err != nil {
-			l.dialFailed(p, "write", err)
-		}
+		return // the next EPOLLOUT edge
+	case err != nil && pr.sent == 0:
+		l.dialFailed(p, "dial", &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(pr.dial.Addr), Err: os.NewSyscallError("connect", err)})
 		return
 	case err != nil:
 		l.dialFailed(p, "write", os.NewSyscallError("write", err))
@@ -481,7 +537,9 @@ func (l *loop) connected(p *Conn) {
 	pr.phase = phaseAnswer
 	pr.due = l.now + int64(pr.dial.AnswerTimeout)
 	l.arm(p)
-	l.readAnswer(p)
+	if events&readable != 0 {
+		l.readAnswer(p)
+	}
 }
 
 // readAnswer reads the broker's first packet.
@@ -496,10 +554,7 @@ func (l *loop) readAnswer(p *Conn) {
 		n, err := readFD(int(p.fd[broker]), pr.ack[len(pr.ack):cap(pr.ack)])
 		switch {
 		case err == unix.EAGAIN:
-			if err := l.register(p, broker, unix.EPOLLIN); err != nil {
-				l.dialFailed(p, "read", err)
-			}
-			return
+			return // the next EPOLLIN edge
 		case err != nil:
 			l.dialFailed(p, "read", os.NewSyscallError("read", err))
 			return
@@ -519,10 +574,6 @@ func (l *loop) readAnswer(p *Conn) {
 		case size > 0 && len(pr.ack) >= size:
 			ack := pr.ack
 			pr.ack, pr.phase, pr.due = nil, phaseIdle, 0
-			if err := l.register(p, broker, 0); err != nil {
-				l.dialFailed(p, "read", err)
-				return
-			}
 			pr.sess.Dialled(p, ack, time.Duration(l.now-pr.start), nil)
 			return
 		case size > cap(pr.ack):
@@ -555,7 +606,7 @@ func (l *loop) closeBroker(p *Conn) {
 // Group.Add, reporting to done. On a pending Conn only, from its Session's
 // Dialled.
 func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result)) {
-	l := p.loop
+	l := p.loop.Load()
 	pr := p.pre
 	p.setOptions(opts, done)
 	p.pre = nil
@@ -615,7 +666,7 @@ func (l *loop) handWrite(p *Conn, d int, b []byte) bool {
 // drops what it still sends until it closes, for at most linger; the
 // Session's Ended follows. On a pending Conn only.
 func (p *Conn) Refuse(pkt []byte, linger time.Duration) {
-	l := p.loop
+	l := p.loop.Load()
 	pr := p.pre
 	if p.fd[broker] >= 0 {
 		l.closeBroker(p)
@@ -639,7 +690,7 @@ func (l *loop) dropRefused(p *Conn) {
 		n, err := readFD(int(p.fd[client]), l.buf)
 		switch {
 		case err == unix.EAGAIN:
-			if err := l.register(p, client, unix.EPOLLIN); err != nil {
+			if err := l.register(p, client); err != nil {
 				l.endPre(p, pipe.ClientError, err)
 			}
 			return
@@ -656,7 +707,7 @@ func (l *loop) dropRefused(p *Conn) {
 
 // End closes a pending Conn at once; its Session's Ended follows.
 func (p *Conn) End(end pipe.End, err error) {
-	p.loop.endPre(p, end, err)
+	p.loop.Load().endPre(p, end, err)
 }
 
 // endPre ends a pending connection.
@@ -670,7 +721,7 @@ func (l *loop) endPre(p *Conn, end pipe.End, err error) {
 // its client as a Go connection, for a path the loops do not serve (TLS,
 // an upstream the loops cannot dial). The Session hears no more of it.
 func (p *Conn) Detach() (*net.TCPConn, error) {
-	l := p.loop
+	l := p.loop.Load()
 	pr := p.pre
 	if p.fd[broker] >= 0 {
 		l.closeBroker(p)

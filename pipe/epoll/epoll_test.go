@@ -18,10 +18,14 @@ import (
 // harness is a group under test with the loopback listeners its pairs are
 // made from.
 type harness struct {
-	t        testing.TB
-	g        *Group
-	front    *net.TCPListener // the proxy's listener: clients connect here
-	back     *net.TCPListener // the broker's listener: the proxy dials here
+	t     testing.TB
+	g     *Group
+	front *net.TCPListener // the proxy's listener: clients connect here
+	back  *net.TCPListener // the broker's listener: the proxy dials here
+	// back2, when set, is a second broker: pairs alternate between the
+	// two, so that a group of two loops serves pairs in both.
+	back2    *net.TCPListener
+	n        int
 	closeOne sync.Once
 }
 
@@ -32,6 +36,9 @@ func newHarness(t testing.TB, loops int) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, g: g, front: listen(t), back: listen(t)}
+	if loops > 1 {
+		h.back2 = listen(t)
+	}
 	t.Cleanup(func() { h.close() })
 	return h
 }
@@ -87,7 +94,11 @@ func (h *harness) sockets() (tp *testPair, proxyClient, proxyBroker *net.TCPConn
 		return c, a
 	}
 	clientEnd, proxyClient := dial(h.front)
-	proxyBroker, brokerEnd := dial(h.back)
+	back := h.back
+	if h.n++; h.back2 != nil && h.n%2 == 0 {
+		back = h.back2
+	}
+	proxyBroker, brokerEnd := dial(back)
 	return &testPair{client: clientEnd, broker: brokerEnd}, proxyClient, proxyBroker
 }
 

@@ -37,7 +37,9 @@ var (
 // loop is owned by the loop goroutine. It is what an idle pair costs, so it
 // is kept to 128 bytes.
 type Conn struct {
-	loop    *loop
+	// loop is the loop the Conn lives in; it changes once at most, when
+	// a pending Conn dials a broker another loop serves (loop.moveDial).
+	loop    atomic.Pointer[loop]
 	fd      [2]int32    // by side
 	meter   *pipe.Meter // bytes moved, client to broker (Up) and back; read by Bytes from any goroutine
 	blocked *backlog    // non-nil only while a write is blocked
@@ -134,6 +136,7 @@ const (
 	opListen
 	opUnlisten
 	opRun
+	opAdopt
 )
 
 type command struct {
@@ -143,12 +146,13 @@ type command struct {
 	boundary bool   // opClose: at a packet boundary, writing final first
 	final    []byte // opClose
 	ln       *Listener
-	then     func() // opClose: once the goodbye is said; opRun: what to run
+	then     func() // opClose: once the goodbye is said; opRun, opAdopt: what to run
 }
 
 // loop is one event loop: an epoll instance, its pairs by descriptor, a
 // timer wheel and a read buffer.
 type loop struct {
+	g     *Group
 	epfd  int
 	wake  int // an eventfd in the epoll set, edge-triggered: written to wake the loop
 	start time.Time
@@ -175,7 +179,7 @@ type loop struct {
 	backlogs atomic.Int64 // writes that blocked, for tests and stats
 }
 
-func newLoop() (*loop, error) {
+func newLoop(g *Group, start time.Time) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -194,9 +198,10 @@ func newLoop() (*loop, error) {
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
 	l := &loop{
+		g:      g,
 		epfd:   epfd,
 		wake:   wake,
-		start:  time.Now(),
+		start:  start,
 		wheel:  newWheel(),
 		buf:    make([]byte, readBufSize),
 		events: make([]unix.EpollEvent, maxEvents),
@@ -211,6 +216,11 @@ func (l *loop) enqueue(c command) bool {
 	if l.stopped {
 		l.mu.Unlock()
 		return false
+	}
+	if c.op == opAdopt {
+		// Under the lock: a command for p that another goroutine sends
+		// to its new loop queues behind this one.
+		c.p.loop.Store(l)
 	}
 	l.queue = append(l.queue, c)
 	l.queued.Store(true)
@@ -310,9 +320,21 @@ func (l *loop) runCommands() (stop bool) {
 	l.mu.Unlock()
 	l.now = l.clock()
 	for i, c := range cmds {
+		if c.p != nil {
+			if to := c.p.loop.Load(); to != l {
+				l.redirect(c, to) // the pair moved on
+				cmds[i] = command{}
+				continue
+			}
+		}
 		switch c.op {
 		case opAdd:
 			l.add(c.p)
+		case opAdopt:
+			if !c.p.done {
+				l.place(c.p)
+				c.then()
+			}
 		case opClose:
 			switch {
 			case c.p.done:
@@ -341,6 +363,36 @@ func (l *loop) runCommands() (stop bool) {
 	l.spare = cmds
 	l.reuseSlots()
 	return false
+}
+
+// redirect hands a command for a pair that moved to its loop. A loop that
+// has stopped ended the pair: what was to run once it ended runs here.
+func (l *loop) redirect(c command, to *loop) {
+	if !to.enqueue(c) && c.op == opClose && c.then != nil {
+		c.then()
+	}
+}
+
+// moveDial hands the pending p to the loop that serves d.Addr's pairs
+// (Group.loopFor), which dials it. The client's descriptor leaves this
+// loop's epoll set, and its slot and timer go with it; the Session's calls
+// from then on come on the new loop's thread.
+func (l *loop) moveDial(p *Conn, to *loop, d Dial) {
+	pr := p.pre
+	if pr.reg[client] {
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(p.fd[client]), nil); err != nil {
+			l.dial(p, d) // stays: dial here
+			return
+		}
+		pr.reg[client], p.ev[client] = false, 0
+	}
+	l.wheel.remove(p)
+	l.release(p)
+	if !to.enqueue(command{op: opAdopt, p: p, then: func() { to.dial(p, d) }}) {
+		// The group is closing: stay, to be ended with this loop's pairs.
+		l.place(p)
+		l.dial(p, d)
+	}
 }
 
 // afterGoodbye calls then once p's client was told goodbye or p ended.
@@ -377,6 +429,8 @@ func (l *loop) stop(end pipe.End) {
 		switch c.op {
 		case opAdd:
 			l.add(c.p) // registered only to be ended with the rest
+		case opAdopt:
+			l.place(c.p)
 		case opListen:
 			l.listen(c.ln)
 		}
