@@ -52,22 +52,13 @@ func (d *device) run(ctx context.Context, addr string) {
 }
 
 func (d *device) connect(addr string) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	conn, ack, err := mqtttest.DialConnect(addr, 5*time.Second, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, ClientID: d.id})
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	c := &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, ClientID: d.id}
-	ack := make([]byte, 4)
-	if _, err = conn.Write(mqtt.AppendConnect(nil, c)); err == nil {
-		_, err = io.ReadFull(conn, ack)
-	}
-	if err == nil && (ack[0] != 0x20 || ack[3] != 0) {
-		err = fmt.Errorf("refused: % x", ack)
-	}
-	if err != nil {
+	if string(ack) != "\x20\x02\x00\x00" {
 		conn.Close()
-		return nil, err
+		return nil, fmt.Errorf("refused: % x", ack)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, nil
