@@ -39,9 +39,10 @@
 // the rest of the program (accept, TLS, the access log, the garbage
 // collector) waits for, NewGroup raises GOMAXPROCS by the number of loops
 // and Close lowers it again: the loops' threads are extra, as HAProxy's
-// are next to the kernel's. Completion callbacks run off the loop, those
-// of one batch of events in turn on one goroutine, so a slow callback (an
-// access log on a blocked stdout) never stalls a loop.
+// are next to the kernel's. Completion callbacks run on the loop, in turn
+// after each batch of events, as a waking goroutine would cost a thread
+// wake-up per batch: they must not block (mqgate's access log does no I/O
+// in Log).
 package epoll
 
 import (
@@ -164,7 +165,7 @@ func (p *Conn) Run(f func()) {
 }
 
 // Add moves the pair client ↔ broker into one of the loops and calls done
-// once with its Result when it ends. On success client and broker are
+// once with its Result when it ends, on the loop: done must not block. On success client and broker are
 // closed (the loop holds duplicates of their descriptors); on error they are
 // untouched and still usable.
 func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
