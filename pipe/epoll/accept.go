@@ -606,7 +606,7 @@ func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result))
 			op = unix.EPOLL_CTL_MOD
 		}
 		p.ev[s] = unix.EPOLLIN
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag(p.idx, s)}
+		ev := unix.EpollEvent{Events: pipedEvents(unix.EPOLLIN), Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, op, int(p.fd[s]), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 			return

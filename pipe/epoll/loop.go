@@ -158,6 +158,7 @@ type loop struct {
 	free  []int32 // unused slots
 	freed []int32 // slots freed while handling one batch of events, free after it
 	ends  []ending
+	stale []staleSide // sides to re-register after the batch (fixStale)
 	lns   []*Listener
 	// acceptPause is the loop clock until which accepting pauses (out of
 	// descriptors); 0 = not paused.
@@ -264,6 +265,7 @@ func (l *loop) run() {
 				l.accept(int(-2 - ev.Fd))
 			}
 		}
+		l.fixStale()
 		l.wheel.advance(l.now, l.check)
 		if l.acceptPause != 0 && l.now >= l.acceptPause {
 			l.resumeAccepting()
@@ -407,7 +409,7 @@ func (l *loop) add(p *Conn) {
 	l.place(p)
 	for s, fd := range p.fd {
 		p.ev[s] = unix.EPOLLIN
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag(p.idx, s)}
+		ev := unix.EpollEvent{Events: pipedEvents(unix.EPOLLIN), Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 			return
@@ -434,8 +436,14 @@ func (l *loop) handle(tag int32, events uint32) {
 		acted = true
 	}
 	if !p.done && l.reading(p, s) && events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		l.read(p, s)
+		l.read(p, s, events)
 		acted = true
+	}
+	if !p.done && !acted && p.eof[s] && events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+		// A side that sent FIN still registered for reading (halfClose
+		// leaves it): most often the pair ends in this batch.
+		l.stale = append(l.stale, staleSide{p, s})
+		return
 	}
 	if !p.done && !acted && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		// Neither reading nor writing this side, and it is gone (reset):
@@ -448,6 +456,24 @@ func (l *loop) handle(tag int32, events uint32) {
 		}
 		l.finish(p, errorEnd[s], err, false)
 	}
+}
+
+// staleSide is a side whose registration lags its state (halfClose).
+type staleSide struct {
+	p *Conn
+	s int
+}
+
+// fixStale brings the registrations of the batch's stale sides in line,
+// those of pairs still open.
+func (l *loop) fixStale() {
+	for i, st := range l.stale {
+		if !st.p.done {
+			l.interest(st.p, st.s)
+		}
+		l.stale[i] = staleSide{}
+	}
+	l.stale = l.stale[:0]
 }
 
 // reading reports whether side s is to be read: it has not sent FIN and the
@@ -466,7 +492,7 @@ func (l *loop) reading(p *Conn, s int) bool {
 	return !p.eof[s] && p.pending(1-s) == nil
 }
 
-func (l *loop) read(p *Conn, s int) {
+func (l *loop) read(p *Conn, s int, events uint32) {
 	n, err := readFD(int(p.fd[s]), l.buf)
 	switch {
 	case err == unix.EAGAIN:
@@ -484,8 +510,14 @@ func (l *loop) read(p *Conn, s int) {
 		}
 		m, size := p.frame[s].Feed(b, max)
 		l.forward(p, s, b[:m])
-		if size > 0 && !p.done {
+		switch {
+		case p.done:
+		case size > 0:
 			l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
+		case events&unix.EPOLLRDHUP != 0 && n < len(l.buf) && p.pending(1-s) == nil:
+			// The peer had sent FIN when the loop woke, and less than a
+			// buffer came: that was all before it, the next read is 0.
+			l.halfClose(p, s)
 		}
 	}
 }
@@ -640,18 +672,32 @@ func (l *loop) halfClose(p *Conn, s int) {
 		p.first = int8(s)
 	}
 	d := 1 - s
-	// Reads of s pause while d has a backlog, so nothing is left to write
-	// to d: the FIN goes right after the last byte.
-	unix.Shutdown(int(p.fd[d]), unix.SHUT_WR)
 	if p.eof[d] {
+		// Both sides have sent FIN: closing d sends it s's, as its input
+		// was read to the end.
 		l.finish(p, closedEnd[p.first], nil, false)
 		return
 	}
-	l.interest(p, s)
+	// Reads of s pause while d has a backlog, so nothing is left to write
+	// to d: the FIN goes right after the last byte.
+	unix.Shutdown(int(p.fd[d]), unix.SHUT_WR)
+	// s stays registered for reading until it wakes the loop (handle,
+	// fixStale): d's FIN most often ends the pair first.
 	if p.halfClose > 0 && p.halfCloseAt == 0 {
 		p.halfCloseAt = l.now + ms(p.halfClose)
 		l.arm(p)
 	}
+}
+
+// pipedEvents is the registration of a piped side for interest want
+// (Conn.ev): a side read is also told when its peer has sent FIN
+// (EPOLLRDHUP), so that the bytes that came with the FIN end the side
+// without another read for the 0 (read).
+func pipedEvents(want uint8) uint32 {
+	if want&unix.EPOLLIN != 0 {
+		return uint32(want) | unix.EPOLLRDHUP
+	}
+	return uint32(want)
 }
 
 // interest brings side s's epoll registration in line with the pair's state.
@@ -667,7 +713,7 @@ func (l *loop) interest(p *Conn, s int) {
 		return
 	}
 	p.ev[s] = want
-	ev := unix.EpollEvent{Events: uint32(want), Fd: tag(p.idx, s)}
+	ev := unix.EpollEvent{Events: pipedEvents(want), Fd: tag(p.idx, s)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(p.fd[s]), &ev); err != nil {
 		l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 	}
