@@ -22,14 +22,14 @@ func accessFormat(cfg *config.Config) accesslog.Format {
 // it: 200 for a session that was proxied (however it ended), 400 for a
 // client whose first bytes were not a usable CONNECT (or PROXY header, or
 // TLS handshake), and for a refusal what refusalStatus says.
-func nginxStatus(r *record) int {
+func nginxStatus(r *record, node *nodeState) int {
 	switch r.end {
 	case EndRefused:
 		return int(r.status)
 	case EndBadConnect, EndConnectTimeout, EndProxyProtocol, EndTLSHandshake:
 		return 400
 	case pipe.BrokerError:
-		if r.node == "" {
+		if node == nil {
 			return 502
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/mqgate/mqgate/pipe/epoll"
 	"github.com/mqgate/mqgate/plugin"
 	"github.com/mqgate/mqgate/route"
+	"github.com/mqgate/mqgate/vars"
 )
 
 // Why a connection ended, beyond the pipe's own reasons (pipe.End).
@@ -50,7 +51,7 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 type liveConn struct {
 	srv      *Server
 	links    [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
-	sameID   *liveConn      // the next piping connection with its client id
+	sameID   *liveConn      // the next piping connection in its client id's bucket (connindex.go)
 	mu       sync.Mutex
 	home     uint8 // its shard of srv.conns
 	admitted bool  // holds one of stream_proxy.max_connections
@@ -59,20 +60,42 @@ type liveConn struct {
 	// the client before the pipe (at most 64 KiB): here, where it fills
 	// padding, as liveConn is the cost of every idle connection.
 	forwardedDown int32
-	client        net.Conn      // nil once in an event loop
-	broker        net.Conn      // nil until dialled, and once in an event loop
-	looped        *epoll.Conn   // the pair in an event loop, or nil
-	ctl           *pipe.Control // the pair on goroutines (pipe.Start), or nil
-	reason        pipe.End      // set by close, overrides the pipe's own End
-	node          *nodeState    // the node it is proxied to, once dialled
-	release       func()        // gives back the places the stages took (limit plugins, client id)
-	entry         connEntry     // the connection table's row, see connections.go
+	looped        *epoll.Conn // the pair in an event loop, or nil
+	gp            *goPair     // the pair on goroutines, or nil once (or while) in an event loop
+	reason        pipe.End    // set by close, overrides the pipe's own End
+	node          *nodeState  // the node it is proxied to, once dialled
+	release       func()      // gives back the places the stages took (limit plugins, client id)
+	entry         connEntry   // the connection table's row, see connections.go
 	rec           record
 }
 
-// end closes the books on the connection, wherever it was piped: limits,
-// node and server counters, tracking, the access record.
-func (lc *liveConn) end() {
+// goPair is what a close from outside acts on while the connection is on
+// goroutines: one pointer in liveConn, as a connection in an event loop
+// has none of it.
+type goPair struct {
+	client net.Conn
+	broker net.Conn      // nil until dialled
+	ctl    *pipe.Control // the pair's pipe (pipe.Start), or nil
+}
+
+// end closes the books on a connection that ended before its pipe:
+// limits, node and server counters, tracking, the access record. A close
+// from outside (a drain, a kick, on_marked_down) names the end.
+func (lc *liveConn) end() { lc.closeBooks(true) }
+
+// pipeEnded is called by the event loop, or the pipe's goroutines, when
+// the pair has ended. The pipe's End is the connection's: both pipes keep
+// the first reason decided, their own (0x95, 0x8D, a side that closed) or
+// a close from outside, so a kick or a drain that reached a connection
+// already closing (lingering after its goodbye) changes nothing, and its
+// reason, recorded in lc.reason all the same, is not the connection's.
+func (lc *liveConn) pipeEnded(res pipe.Result) {
+	lc.rec.piped(res)
+	lc.closeBooks(false)
+}
+
+// closeBooks is end; byReason says a close from outside names the end.
+func (lc *liveConn) closeBooks(byReason bool) {
 	s := lc.srv
 	lc.releaseAll()
 	if lc.node != nil {
@@ -93,7 +116,7 @@ func (lc *liveConn) end() {
 			l.refused.Add(1)
 		}
 	}
-	if r := lc.closedBy(); r != "" {
+	if r := lc.closedBy(); r != "" && byReason {
 		lc.rec.end = r
 	}
 	s.logRecord(&lc.rec, lc.node)
@@ -138,12 +161,6 @@ func (lc *liveConn) handedOver() {
 	lc.srv.handlers.Done()
 }
 
-// pipeEnded is called by the event loop when the pair has ended.
-func (lc *liveConn) pipeEnded(res pipe.Result) {
-	lc.rec.piped(res)
-	lc.end()
-}
-
 // bytesSoFar is what the connection has carried, CONNECT included: what
 // was forwarded before the pipe, and the meter its pipe (or event loop)
 // keeps.
@@ -166,13 +183,13 @@ func (lc *liveConn) close(reason pipe.End) {
 	case lc.looped != nil:
 		lc.looped.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.rec.level))
 		return
-	case lc.ctl != nil:
-		lc.ctl.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.rec.level))
+	case lc.gp.ctl != nil:
+		lc.gp.ctl.CloseAtBoundary(reason, lc.srv.goodbye(reason, lc.rec.level))
 		return
 	}
-	lc.client.Close()
-	if lc.broker != nil {
-		lc.broker.Close()
+	lc.gp.client.Close()
+	if lc.gp.broker != nil {
+		lc.gp.broker.Close()
 	}
 }
 
@@ -196,8 +213,8 @@ func (lc *liveConn) closeThen(reason pipe.End, then func()) bool {
 func (lc *liveConn) control() *pipe.Control {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	lc.ctl = new(pipe.Control)
-	return lc.ctl
+	lc.gp.ctl = new(pipe.Control)
+	return lc.gp.ctl
 }
 
 func (lc *liveConn) setBroker(c net.Conn) bool {
@@ -206,7 +223,7 @@ func (lc *liveConn) setBroker(c net.Conn) bool {
 	if lc.reason != "" {
 		return false
 	}
-	lc.broker = c
+	lc.gp.broker = c
 	return true
 }
 
@@ -218,10 +235,10 @@ func (lc *liveConn) closedBy() pipe.End {
 
 // record is the access-log record of one connection, filled in stage by stage.
 type record struct {
-	start    time.Time
+	start    int64           // Server.since when accepted
 	listener *listenerCounts // its counts, and its configured address
 	remote   netip.AddrPort
-	route    string
+	route    *routeState // once routed: its id and counts (status.go)
 	clientID string
 	username string
 	level    byte
@@ -230,8 +247,7 @@ type record struct {
 	// is that proxy. They and status sit in level's padding: liveConn stays
 	// in its size class.
 	websocket, forwarded bool
-	status               uint16 // NGINX's $status of a refusal, set with it (accesslog.go)
-	node                 string
+	status               uint16        // NGINX's $status of a refusal, set with it (accesslog.go)
 	source               *sourceCounts // the source address it was dialled from, if the upstream has them
 	hashKey              string        // the balancer key, for moving the client back when its node returns
 	up, down             int64
@@ -288,6 +304,7 @@ type connPath struct {
 	rec   *record
 	local netip.AddrPort // the address the client connected to
 	ec    *epoll.Conn    // the client, when an event loop accepted it (loopconn.go); tcp is nil then
+	vars  vars.Set       // the connection's variables, for the stages up to the dial
 
 	ticket    *admission.Ticket // its place until the CONNECT is read
 	conn      net.Conn          // the client: tcp, TLS over it, or a WebSocket over either
@@ -314,7 +331,7 @@ type connPath struct {
 func (p *connPath) track() bool {
 	s := p.s
 	p.local = addrPort(p.tcp.LocalAddr())
-	p.lc = &liveConn{srv: s, client: p.tcp, rec: record{start: time.Now(), listener: p.l.counts, remote: addrPort(p.tcp.RemoteAddr())}}
+	p.lc = &liveConn{srv: s, gp: &goPair{client: p.tcp}, rec: record{start: s.since(), listener: p.l.counts, remote: addrPort(p.tcp.RemoteAddr())}}
 	p.rec = &p.lc.rec
 	if !s.track(p.lc) {
 		p.tcp.Close()
@@ -350,7 +367,7 @@ func (p *connPath) finish() {
 
 // open runs the PROXY header and TLS stages (identity.go).
 func (p *connPath) open() bool {
-	conn, pc, ok := p.s.open(p.l, p.tcp, p.snap, p.rec)
+	conn, pc, ok := p.s.open(p.l, p.tcp, p.snap, p.rec, &p.vars)
 	p.conn, p.park = conn, pc
 	// Counted under the PROXY header's client from now on, when there was one.
 	return ok && p.ticket.Move(p.rec.remote.Addr())
@@ -381,7 +398,7 @@ func (p *connPath) connectRead(err error) bool {
 	p.connect, p.keepAlive = connect, connect.KeepAlive
 	rec := p.rec
 	rec.clientID, rec.username, rec.level = connect.ClientID, connect.Username, connect.Level
-	rec.id.vars.MQTTClientID, rec.id.vars.MQTTUsername = connect.ClientID, connect.Username
+	p.vars.MQTTClientID, p.vars.MQTTUsername = connect.ClientID, connect.Username
 	return true
 }
 
@@ -392,18 +409,17 @@ func (p *connPath) route() bool {
 		Remote:   p.rec.remote.Addr(),
 		ClientID: p.connect.ClientID,
 		Username: p.connect.Username,
-		SNI:      p.rec.id.vars.SSLServerName,
+		SNI:      p.vars.SSLServerName,
 	})
 	if !ok {
 		return p.refuse(mqtt.ServerUnavailable, refuseNoRoute, "no route for this client")
 	}
 	p.ri, p.up = ri, p.snap.upstreams[ri]
-	p.rec.route = p.snap.cfg.StreamRoutes[ri].ID
+	p.rec.route = p.snap.stats[ri]
 	p.pc = plugin.Conn{
 		Connect: p.connect,
 		Remote:  p.rec.remote.Addr().Unmap(),
-		Route:   p.rec.route,
-		Vars:    &p.rec.id.vars,
+		Route:   p.rec.route.id,
 		Log:     p.s.log,
 	}
 	return true
@@ -420,9 +436,11 @@ func (p *connPath) plugins(phase plugin.Phase) bool {
 	if len(list) == 0 {
 		return true
 	}
-	// The plugins get a copy, so that only a route with plugins pays for
-	// the one that escapes to them; connPath stays on the stack.
-	c := p.pc
+	// The plugins get a copy, and one of the variables, so that only a
+	// route with plugins pays for what escapes to them; connPath stays on
+	// the stack.
+	c, vs := p.pc, p.vars
+	c.Vars = &vs
 	for _, inst := range list {
 		release, refused := inst.Admit(&c)
 		if refused != nil {
@@ -430,7 +448,8 @@ func (p *connPath) plugins(phase plugin.Phase) bool {
 		}
 		p.lc.took(release)
 	}
-	p.pc = c
+	c.Vars = nil
+	p.pc, p.vars = c, vs
 	if p.pc.Connect.ClientID != p.connect.ClientID {
 		p.rec.id.upstream = p.pc.Connect.ClientID
 	}
@@ -478,14 +497,14 @@ func (p *connPath) uniqueClientID() bool {
 // next one the same CONNECT when a broker closes, stays silent for
 // timeout.connack, or answers "server unavailable" or "busy".
 func (p *connPath) dial() bool {
-	return p.dialled(p.s.dial(p.up, p.rec.hashKey, p.connectToSend(), p.lc))
+	return p.dialled(p.s.dial(p.up, p.rec.hashKey, p.connectToSend(), p.lc, &p.vars))
 }
 
 // connectToSend is the CONNECT for the broker, as read or rewritten, and
 // sets the balancer's key.
 func (p *connPath) connectToSend() []byte {
 	rec := p.rec
-	rec.hashKey = p.up.hashKey(&rec.id.vars, rec.remote.Addr())
+	rec.hashKey = p.up.hashKey(&p.vars, rec.remote.Addr())
 	if p.pc.Packet != nil {
 		return p.pc.Packet
 	}
@@ -517,7 +536,6 @@ func (p *connPath) dialled(try nodeTry) bool {
 	p.lc.node = node
 	node.active.Add(1)
 	node.total.Add(1)
-	rec.node = node.addr
 	return true
 }
 
@@ -555,7 +573,7 @@ func (p *connPath) connacked() {
 	rec := p.rec
 	rec.up, rec.down = int64(p.n), int64(len(p.ack))
 	p.s.stats.Proxied.Add(1)
-	p.lc.piping(rec, rec.up, p.snap.stats[p.ri], p.lc.node)
+	p.lc.piping(rec, rec.up)
 }
 
 // dropConnect lets go of the CONNECT: its fields that point into buf
@@ -824,20 +842,24 @@ func (s *Server) logRecord(r *record, node *nodeState) {
 	ar := accesslog.Record{
 		Listener:      r.listener.addr,
 		Client:        r.remote,
-		Route:         r.route,
 		ClientID:      r.clientID,
 		Username:      r.username,
 		ProtocolLevel: int(r.level),
-		Node:          r.node,
 		BytesUp:       r.up,
 		BytesDown:     r.down,
-		Duration:      time.Since(r.start),
+		Duration:      time.Duration(s.since() - r.start),
 		End:           string(r.end),
 		Detail:        r.detail,
 		ErrorKind:     r.errorKind,
 		Server:        r.id.local,
 		Upstream:      node.upstream(),
-		Status:        nginxStatus(r),
+		Status:        nginxStatus(r, node),
+	}
+	if r.route != nil {
+		ar.Route = r.route.id
+	}
+	if node != nil {
+		ar.Node = node.addr
 	}
 	r.id.fill(&ar)
 	if r.websocket {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/vars"
 )
 
 // maxConnackSize bounds what mqgate reads of a broker's first packet: a
@@ -37,14 +38,14 @@ type nodeTry struct {
 // another node of the upstream as Server Reference sends it there next.
 // Any other answer, a success or the broker's own refusal (bad password,
 // say), goes to the client: the broker decided.
-func (s *Server) dial(up *upstream, key string, connect []byte, lc *liveConn) nodeTry {
+func (s *Server) dial(up *upstream, key string, connect []byte, lc *liveConn, vs *vars.Set) nodeTry {
 	rec := &lc.rec
-	from := &proxySource{remote: rec.remote, local: rec.id.local, tls: rec.id.tls}
+	from := &proxySource{remote: rec.remote, local: rec.id.local, tls: rec.id.tlsState()}
 	d := s.nodeDial(up, key, lc)
 	for i, ok := d.next(); ok; i, ok = d.next() {
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(s.ctx, up.cfg.Timeout.Connect)
-		c, src, err := s.dialFrom(ctx, up, i, &rec.id.vars, from)
+		c, src, err := s.dialFrom(ctx, up, i, vs, from)
 		cancel()
 		var ref string
 		if err == nil {
@@ -79,7 +80,7 @@ type nodeWalk struct {
 }
 
 func (s *Server) nodeDial(up *upstream, key string, lc *liveConn) *nodeWalk {
-	return &nodeWalk{s: s, up: up, lc: lc, order: slices.Collect(up.bal.Order(key))}
+	return &nodeWalk{s: s, up: up, lc: lc, order: up.order(key)}
 }
 
 // next is the node to try next, if any is left.

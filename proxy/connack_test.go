@@ -26,19 +26,14 @@ import (
 func TestConnackFailover(t *testing.T) {
 	t.Parallel()
 	silent := mqtttest.SilentPort(t).Addr()
-	refusing, refused := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
-		c, err := mqtt.ParseConnect(connect)
-		if err != nil {
-			return nil
-		}
-		return mqtt.AppendConnack(nil, c.Level, mqtt.ServerUnavailable, "")
-	})
+	refusing, refused := mqtttest.RefusingPort(t, mqtt.ServerUnavailable)
 	closing, closed := mqtttest.AnsweringPort(t, func([]byte) []byte { return nil })
 	broker := mqtttest.StartMosquitto(t, "")
 	g := startGateway(t, fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
+    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
     timeout: {connack: 0.3}
     nodes:
       - {host: 127.0.0.1, port: %s, priority: 3}
@@ -130,6 +125,7 @@ func TestConnackServerReference(t *testing.T) {
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
+    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
     nodes:
       - {host: 127.0.0.1, port: %s, priority: 3}
       - {host: 127.0.0.1, port: %s, priority: 2}
@@ -180,19 +176,14 @@ func TestConnackFailoverTLSAndWebSocket(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
 	silent := mqtttest.SilentPort(t).Addr()
-	refusing, refused := mqtttest.AnsweringPort(t, func(connect []byte) []byte {
-		c, err := mqtt.ParseConnect(connect)
-		if err != nil {
-			return nil
-		}
-		return mqtt.AppendConnack(nil, c.Level, mqtt.ServerUnavailable, "")
-	})
+	refusing, refused := mqtttest.RefusingPort(t, mqtt.ServerUnavailable)
 	closing, _ := mqtttest.AnsweringPort(t, func([]byte) []byte { return nil })
 	broker := mqtttest.StartMosquitto(t, "")
 	// timeout.connack is longer than TestConnackFailover's: six clients
 	// connect at once here, and Mosquitto must answer within it too.
 	upstream := fmt.Sprintf(`upstreams:
   - id: 1
+    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
     timeout: {connack: 1}
     nodes:
       - {host: 127.0.0.1, port: %s, priority: 3}

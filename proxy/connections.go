@@ -28,9 +28,9 @@ type connEntry struct {
 	// followed it, at most max_connect_size and a read; an int32 in the
 	// padding after the flags.
 	forwarded int32
-	route     *routeState
-	node      *nodeState
-	meter     pipe.Meter // bytes the pipe moved so far, added to the route's and node's too
+	// Its node and route are liveConn.node and record.route, set before
+	// piping.
+	meter pipe.Meter // bytes the pipe moved so far, added to the route's and node's too
 }
 
 // ConnInfo is one live proxied connection as operators see it.
@@ -55,22 +55,22 @@ type ConnFilter struct {
 
 // match reports whether f selects lc, which is piping. lc.mu is held.
 func (f ConnFilter) match(lc *liveConn) bool {
-	e := &lc.entry
 	return (f.ClientID == "" || f.ClientID == lc.rec.clientID) &&
 		(f.Username == "" || f.Username == lc.rec.username) &&
-		(f.Node == "" || f.Node == e.node.addr) &&
-		(f.Route == "" || f.Route == e.route.id) &&
-		(f.Upstream == "" || f.Upstream == e.node.upstreamID)
+		(f.Node == "" || f.Node == lc.node.addr) &&
+		(f.Route == "" || f.Route == lc.rec.route.id) &&
+		(f.Upstream == "" || f.Upstream == lc.node.upstreamID)
 }
 
 // piping records the connection in the table as it starts its pipe, and
-// indexes it by client id, node and route. up is how many bytes were
-// forwarded already (the CONNECT and what followed), counted in the route's
-// and node's totals here; the pipe counts the rest as it goes.
-func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeState) {
+// indexes it by client id, node (liveConn.node) and route (record.route).
+// up is how many bytes were forwarded already (the CONNECT and what
+// followed), counted in the route's and node's totals here; the pipe counts
+// the rest as it goes.
+func (lc *liveConn) piping(rec *record, up int64) {
+	rs, node := rec.route, lc.node
 	lc.mu.Lock()
 	e := &lc.entry
-	e.route, e.node = rs, node
 	e.forwarded, lc.forwardedDown = int32(up), int32(rec.down)
 	e.meter.Totals = [2]*pipe.Meter{&rs.bytes, &node.bytes}
 	e.piping = true
@@ -81,7 +81,7 @@ func (lc *liveConn) piping(rec *record, up int64, rs *routeState, node *nodeStat
 	node.bytes.Up.Add(up)
 	rs.bytes.Down.Add(rec.down)
 	node.bytes.Down.Add(rec.down)
-	lc.srv.conns.addClient(rec.clientID, lc)
+	lc.srv.conns.addClient(lc)
 	node.conns.push(lc)
 	rs.conns.push(lc)
 }
@@ -97,10 +97,10 @@ func (lc *liveConn) settle() {
 	}
 	e.settled = true
 	lc.mu.Unlock()
-	e.route.active.Add(-1)
-	lc.srv.conns.removeClient(lc.rec.clientID, lc)
-	e.node.conns.remove(lc)
-	e.route.conns.remove(lc)
+	lc.rec.route.active.Add(-1)
+	lc.srv.conns.removeClient(lc)
+	lc.node.conns.remove(lc)
+	lc.rec.route.conns.remove(lc)
 }
 
 // info returns the table row, or false for a connection not piping yet.
@@ -116,8 +116,8 @@ func (lc *liveConn) info() (ConnInfo, bool) {
 	return ConnInfo{
 		ClientID: r.clientID, Username: r.username, ProtocolLevel: int(r.level),
 		Client: r.remote.String(), Listener: r.listener.addr,
-		Route: e.route.id, Upstream: e.node.upstreamID, Node: e.node.addr,
-		Since:   r.start,
+		Route: r.route.id, Upstream: lc.node.upstreamID, Node: lc.node.addr,
+		Since:   lc.srv.at(r.start),
 		BytesUp: up, BytesDown: down,
 	}, true
 }

@@ -116,6 +116,6 @@ func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn,
 		s.log.Warn("event loop handover failed; piping with goroutines", "err", err)
 		return false
 	}
-	lc.client, lc.broker, lc.looped = nil, nil, conn
+	lc.gp, lc.looped = nil, conn
 	return true
 }

@@ -220,10 +220,21 @@ stream_routes: [{upstream_id: 1}]
 `, broker.Addr()))
 	dialWatched(t, g.addr, "idle-1", nil).expectDisconnect(t, "idle limit", mqtt.KeepAliveTimeout, "")
 
+	srv, addr := startUnmanaged(t, broker.Addr())
+	c := dialWatched(t, addr, "shutdown-1", nil)
+	shutdownOutOfTime(t, srv)
+	c.expectDisconnect(t, "shutdown", mqtt.ServerShuttingDown, "")
+}
+
+// startUnmanaged starts a proxy over node that the test shuts down itself
+// (no cleanup of its own does, unlike startGateway's) and returns it and
+// its listener's address.
+func startUnmanaged(t *testing.T, node string) (*proxy.Server, string) {
+	t.Helper()
 	cfg, err := config.Parse(config.Document{Name: "t.yaml", Data: []byte(fmt.Sprintf(`stream_proxy: {tcp: ["127.0.0.1:0"]}
 upstreams: [{id: 1, nodes: {%q: 1}}]
 stream_routes: [{upstream_id: 1}]
-`, broker.Addr()))})
+`, node))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,13 +252,18 @@ stream_routes: [{upstream_id: 1}]
 	for _, a := range srv.ListenerAddrs() {
 		addr = a.String()
 	}
-	c := dialWatched(t, addr, "shutdown-1", nil)
+	return srv, addr
+}
+
+// shutdownOutOfTime shuts srv down with a drain too short for its live
+// connections, so that Shutdown closes them itself.
+func shutdownOutOfTime(t *testing.T, srv *proxy.Server) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %v, want the drain to run out of time", err)
 	}
-	c.expectDisconnect(t, "shutdown", mqtt.ServerShuttingDown, "")
 }
 
 // TestKickMidStream: clients receiving large PUBLISH packets (128 KiB),
@@ -374,14 +390,26 @@ func TestCloseReasonNodeDown(t *testing.T) {
 	t.Parallel()
 	broker := mqtttest.StartMosquitto(t, "")
 	relay := mqtttest.StartRelay(t, broker.Addr())
+	// Probes of 2 s, not fastChecks' 0.2: the frozen relay is found by two
+	// timeouts either way, but under load (stress -c 4 on the package)
+	// probes took over 1 s (TestBrokerDies' log: "3 timeouts in a row:
+	// send CONNECT: write: i/o timeout"), and two slow ones in a row mark
+	// the node down before the client's CONNECT: the wait for it healthy
+	// runs out, or the CONNECT gets 0x88 (every node unhealthy).
 	g := startGateway(t, fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
-    nodes: {%q: 1}`+fastChecks+`
+    nodes: {%q: 1}
+    checks:
+      active:
+        type: mqtt
+        timeout: 2
+        healthy: {interval: 0.02, successes: 2}
+        unhealthy: {interval: 0.02, tcp_failures: 2, timeouts: 2}
       on_marked_down: close
 stream_routes: [{id: r, upstream_id: 1}]
-`, relay.Addr(), "mqtt"))
+`, relay.Addr()))
 	mqtttest.WaitFor(t, "the node healthy", func() bool { return nodeHealth(g, "1", relay.Addr()).Healthy })
 	c := dialWatched(t, g.addr, "down-1", nil)
 	relay.Freeze()

@@ -24,22 +24,38 @@ const (
 )
 
 // identity is who the client is beyond its TCP connection: the address a
-// PROXY header gave, the TLS session and the variables derived from both.
+// PROXY header gave and the TLS session. It is part of the access record,
+// kept for the connection's life; the variables derived from it (vars.Set,
+// 128 bytes) are needed only by the stages up to the dial and live in
+// connPath, but for a TLS session's ssl_ ones, which the access log prints.
 type identity struct {
-	vars     vars.Set
-	tls      *tls.ConnectionState // nil on a plain listener
-	local    netip.AddrPort       // the address the client connected to (from the PROXY header when read)
-	peer     netip.AddrPort       // the load balancer that sent a PROXY header; zero without one
-	upstream string               // the client id sent to the broker when mqtt-rewrite changed it
+	tls      *tlsIdentity   // nil on a plain listener
+	local    netip.AddrPort // the address the client connected to (from the PROXY header when read)
+	peer     netip.AddrPort // the load balancer that sent a PROXY header; zero without one
+	upstream string         // the client id sent to the broker when mqtt-rewrite changed it
+}
+
+// tlsIdentity is a TLS client's session and its ssl_ variables.
+type tlsIdentity struct {
+	state tls.ConnectionState
+	vars  vars.Set // only the ssl_ variables are set (vars.Set.SetTLS)
+}
+
+// tlsState is the TLS session, nil on a plain listener.
+func (id *identity) tlsState() *tls.ConnectionState {
+	if id.tls == nil {
+		return nil
+	}
+	return &id.tls.state
 }
 
 // open runs the stages between accept and the CONNECT: the PROXY header
 // and the TLS handshake, as the listener's current configuration asks. It
 // returns the connection to read MQTT from, or false when it ended the
-// connection (recorded in rec). With the epoll data path a TLS connection
-// is built on a pipe.ParkConn, returned too, so that its pipe can wait
-// without goroutines (pipe.Park).
-func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record) (net.Conn, *pipe.ParkConn, bool) {
+// connection (recorded in rec). It sets the variables of vs it knows. With
+// the epoll data path a TLS connection is built on a pipe.ParkConn,
+// returned too, so that its pipe can wait without goroutines (pipe.Park).
+func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record, vs *vars.Set) (net.Conn, *pipe.ParkConn, bool) {
 	lcfg := snap.listenerConfig(l.cfg.Addr, l.cfg)
 	rec.id.local = addrPort(tc.LocalAddr())
 	if lcfg.ProxyProtocol {
@@ -50,35 +66,50 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record)
 			return nil, nil, false
 		}
 	}
-	rec.id.vars.RemoteAddr = rec.remote.Addr().Unmap().String()
+	vs.RemoteAddr = rec.remote.Addr().Unmap().String()
 	if !lcfg.TLS {
 		return tc, nil, true
 	}
 	// Under the tls.Conn, a tlsrecord.Transport over a pipe.ParkConn:
 	// after the handshake the connection's records are carried by
-	// tlsrecord (no tls.Conn kept), and its reads can be parked.
+	// tlsrecord (no tls.Conn kept), and its reads can be parked. With
+	// tls_record off the tls.Conn reads the ParkConn itself.
 	pc := pipe.NewParkConn(tc)
-	tr := tlsrecord.NewTransport(pc)
-	tlsConn := tls.Server(tr, s.tlsServer)
+	var (
+		tr      *tlsrecord.Transport
+		tlsConn *tls.Conn
+	)
+	if snap.cfg.StreamProxy.TLSRecordOff {
+		tlsConn = tls.Server(pc, s.tlsServer)
+	} else {
+		tr = tlsrecord.NewTransport(pc)
+		tlsConn = tls.Server(tr, s.tlsServer)
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, snap.cfg.StreamProxy.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
 	err := tlsConn.HandshakeContext(ctx)
 	l.tls.observe(time.Since(start), err)
 	if err != nil {
-		tr.Forget(s.keyLog)
+		if tr != nil {
+			tr.Forget(s.keyLog)
+		}
 		rec.end, rec.detail = EndTLSHandshake, err.Error()
 		s.stats.TLSHandshakeFailures.Add(1)
 		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
 		return nil, nil, false
 	}
 	ackNow(tc)
-	cs := tlsConn.ConnectionState()
-	rec.id.tls = &cs
-	rec.id.vars.SetTLS(cs)
+	ti := &tlsIdentity{state: tlsConn.ConnectionState()}
+	ti.vars.SetTLS(ti.state)
+	rec.id.tls = ti
+	vs.SetTLS(ti.state)
 	var conn net.Conn = tlsConn
-	if rc, err := tr.Protect(cs, s.keyLog); err == nil {
-		conn = rc // tlsConn is not used again
+	if tr != nil {
+		if rc, err := tr.Protect(ti.state, s.keyLog); err == nil {
+			conn = rc // tlsConn is not used again
+			s.stats.TLSRecordCarried.Add(1)
+		}
 	}
 	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
 		pc = nil // piped by goroutines: nothing to park
@@ -168,11 +199,12 @@ func (id *identity) fill(r *accesslog.Record) {
 	r.ProxyProtocolPeer = id.peer
 	if id.tls != nil {
 		r.TLS = true
-		r.TLSVersion = tlsconf.VersionName(id.tls.Version)
-		r.TLSResumed = id.tls.DidResume
-		r.SNI = id.vars.SSLServerName
-		r.ClientSDN, r.ClientSerial, r.ClientFingerprint = id.vars.SSLClientSDN, id.vars.SSLClientSerial, id.vars.SSLClientFingerprint
-		r.ClientSDNCN = id.vars.SSLClientSDNCN
+		v := &id.tls.vars
+		r.TLSVersion = tlsconf.VersionName(id.tls.state.Version)
+		r.TLSResumed = id.tls.state.DidResume
+		r.SNI = v.SSLServerName
+		r.ClientSDN, r.ClientSerial, r.ClientFingerprint = v.SSLClientSDN, v.SSLClientSerial, v.SSLClientFingerprint
+		r.ClientSDNCN = v.SSLClientSDNCN
 	}
 	r.UpstreamClientID = id.upstream
 }

@@ -69,7 +69,7 @@ func (a *loopAcceptor) Accept(c *epoll.Conn, remote, local netip.AddrPort) (epol
 	lp := &loopPath{}
 	p := &lp.connPath
 	*p = connPath{s: s, l: l, snap: snap, local: local, ec: c}
-	p.lc = &liveConn{srv: s, looped: c, rec: record{start: time.Now(), listener: l.counts, remote: remote}}
+	p.lc = &liveConn{srv: s, looped: c, rec: record{start: s.since(), listener: l.counts, remote: remote}}
 	p.rec = &p.lc.rec
 	if !s.track(p.lc) {
 		s.handlers.Done()
@@ -85,7 +85,7 @@ func (a *loopAcceptor) Accept(c *epoll.Conn, remote, local netip.AddrPort) (epol
 	}
 	// What open does for a plain listener.
 	p.rec.id.local = local
-	p.rec.id.vars.RemoteAddr = remote.Addr().Unmap().String()
+	p.vars.RemoteAddr = remote.Addr().Unmap().String()
 	lp.pooled = prereadPool.Get().(*[]byte)
 	limit := snap.cfg.StreamProxy.MaxConnectSize
 	return lp, (*lp.pooled)[:0], epoll.First{
@@ -167,7 +167,7 @@ func (lp *loopPath) detach() {
 	lc.mu.Lock()
 	tc, err := p.ec.Detach()
 	if err == nil {
-		lc.looped, lc.client = nil, tc
+		lc.looped, lc.gp = nil, &goPair{client: tc}
 	}
 	lc.mu.Unlock()
 	if err != nil {

@@ -243,7 +243,11 @@ func (s *Server) stillToMove(m move) bool {
 	e := &lc.entry
 	open := lc.reason == "" && (!e.piping || !e.settled)
 	piping := e.piping && !e.settled
-	node, route := e.node, e.route
+	var node *nodeState
+	var route *routeState
+	if piping {
+		node, route = lc.node, lc.rec.route // written before piping was set, not after
+	}
 	lc.mu.Unlock()
 	if !open {
 		return false

@@ -78,7 +78,8 @@ stream_routes: [{id: r, upstream_id: 1}]
 		node := snap.upstreams[0].nodes[i%2]
 		node.active.Add(1)
 		lc.node = node
-		lc.piping(&lc.rec, 100, snap.stats[0], node)
+		lc.rec.route = snap.stats[0]
+		lc.piping(&lc.rec, 100)
 		return lc
 	}
 	for i := range n {

@@ -16,6 +16,7 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqttws"
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/vars"
 )
 
 // This file is the entry for MQTT over WebSocket: a listener with
@@ -99,24 +100,31 @@ func (p *connPath) sniff() bool {
 	}
 	if lcfg.WebSocket != nil {
 		u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: p.snap.cfg.StreamProxy.ConnectTimeout}
-		c, fwd, replay, err := u.UpgradeConn(p.conn, first, lcfg.WebSocket.Path)
+		under, pc := p.conn, p.park
+		if pc == nil && p.conn == net.Conn(p.tcp) && p.snap.cfg.StreamProxy.DataPath == config.DataPathEpoll {
+			// A plain WebSocket waits without goroutines as a TLS client
+			// does (pipe.Park): built on a ParkConn from its upgrade on.
+			pc = pipe.NewParkConn(p.tcp)
+			under = pc
+		}
+		c, fwd, replay, err := u.UpgradeConn(under, first, lcfg.WebSocket.Path)
 		switch {
 		case err != nil:
 			p.s.failPreread(p.conn, p.rec, err)
 			return false
 		case c != nil:
 			p.s.web.stats.count("upgraded")
-			p.conn = c
+			p.conn, p.park = c, pc
 			p.rec.websocket = true
 			addr, ok := fwd.Addr()
-			p.rec.trustForwarded(addr, ok, lcfg)
+			p.rec.trustForwarded(addr, ok, lcfg, &p.vars)
 			return true
 		}
 		first = replay // not an upgrade this path takes: net/http answers it
 	} else {
 		first = append([]byte(nil), first...)
 	}
-	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id}
+	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id, vars: p.vars}
 	p.handed = p.s.handOver(wc)
 	return false
 }
@@ -131,6 +139,7 @@ type webConn struct {
 	listener config.Listener // as configured when it was accepted
 	remote   netip.AddrPort
 	id       identity
+	vars     vars.Set
 }
 
 func (c *webConn) Read(p []byte) (int, error) {
@@ -249,29 +258,44 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // one for the request ends with its buffers.
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lcfg config.Listener, snap *snapshot) {
 	u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: snap.cfg.StreamProxy.ConnectTimeout}
+	start := time.Now()
 	conn, err := u.Upgrade(w, r)
 	if err != nil {
+		out := httpOutcome{status: http.StatusBadRequest, detail: err.Error(), errorKind: "handshake"}
 		var ref *mqttws.Refusal
 		if errors.As(err, &ref) {
 			s.web.stats.count(ref.Kind)
+			out.status, out.errorKind = ref.Status, ref.Kind
+			if ref.Kind != "handshake" { // the others answer with the reason as the body
+				out.down = int64(len(ref.Reason)) + 1
+			}
 		}
+		// The client as the access log's HTTP records name it: a proxy in
+		// front is trusted for it as for an upgraded connection.
+		client := wc.remote
+		a, forwarded := forwardedFor(r.Header)
+		if forwarded = forwarded && allowed(lcfg.RealIPFrom, wc.remote.Addr()); forwarded {
+			client = netip.AddrPortFrom(a.Unmap(), 0)
+		}
+		s.logHTTP(r, wc, client, forwarded, start, out)
 		s.log.Debug("WebSocket upgrade refused", "listener", lcfg.Addr, "client", wc.remote, "err", err)
 		return
 	}
 	s.web.stats.count("upgraded")
 	// Counted on its listener, where it was accepted as the HTTP connection.
-	lc := &liveConn{srv: s, client: conn, rec: record{start: time.Now(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
+	lc := &liveConn{srv: s, gp: &goPair{client: conn}, rec: record{start: s.since(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
 	rec := &lc.rec
 	rec.websocket = true
 	a, ok := forwardedFor(r.Header)
-	rec.trustForwarded(a, ok, lcfg)
+	vs := wc.vars
+	rec.trustForwarded(a, ok, lcfg, &vs)
 	if !s.trackUpgraded(lc) {
 		conn.Close()
 		return
 	}
 	s.stats.Active.Add(1)
 	lc.rec.listener.active.Add(1)
-	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn, local: addrPort(wc.tcp.LocalAddr())}
+	p := &connPath{s: s, tcp: wc.tcp, snap: snap, lc: lc, rec: rec, conn: conn, local: addrPort(wc.tcp.LocalAddr()), vars: vs}
 	go func() {
 		defer p.finish()
 		p.mqtt()
@@ -282,7 +306,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 // has (ok: the request had one), when that proxy, the connection's peer, is
 // in the listener's real_ip_from. Behind a PROXY header as well, the access
 // log keeps the header's sender.
-func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener) {
+func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener, vs *vars.Set) {
 	if !ok || !allowed(lcfg.RealIPFrom, rec.remote.Addr()) {
 		return
 	}
@@ -290,7 +314,7 @@ func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener) {
 		rec.id.peer, rec.forwarded = rec.remote, true
 	}
 	rec.remote = netip.AddrPortFrom(a, 0)
-	rec.id.vars.RemoteAddr = a.Unmap().String()
+	vs.RemoteAddr = a.Unmap().String()
 }
 
 // forwardedFor is the client address a proxy in front of mqgate gives:

@@ -2,12 +2,9 @@ package proxy_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,10 +14,8 @@ import (
 	paho "github.com/eclipse/paho.golang/paho"
 
 	"github.com/mqgate/mqgate/balance"
-	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
-	"github.com/mqgate/mqgate/proxy"
 )
 
 // willWatcher is a client of the broker itself, not through mqgate,
@@ -167,33 +162,9 @@ stream_routes: [{upstream_id: 1}]
 
 	t.Run("shutdown", func(t *testing.T) {
 		t.Parallel()
-		cfg, err := config.Parse(config.Document{Name: "t.yaml", Data: []byte(fmt.Sprintf(`stream_proxy: {tcp: ["127.0.0.1:0"]}
-upstreams: [{id: 1, nodes: {%q: 1}}]
-stream_routes: [{upstream_id: 1}]
-`, home.Addr()))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if dp := os.Getenv(dataPathEnv); dp != "" {
-			cfg.StreamProxy.DataPath = dp
-		}
-		srv, err := proxy.New(cfg, proxy.Options{Log: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Listen(); err != nil {
-			t.Fatal(err)
-		}
-		var addr string
-		for _, a := range srv.ListenerAddrs() {
-			addr = a.String()
-		}
+		srv, addr := startUnmanaged(t, home.Addr())
 		c := dialWill(t, addr, "shutdown-w", nil)
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer cancel()
-		if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Shutdown = %v, want the drain to run out of time", err)
-		}
+		shutdownOutOfTime(t, srv)
 		c.expectDisconnect(t, "shutdown", mqtt.ServerShuttingDown, "")
 		w.published(t, "shutdown-w", "shutdown")
 	})

@@ -502,6 +502,20 @@ func (r *SplitRelay) down(dst, src net.Conn, done <-chan struct{}) {
 	}
 }
 
+// RefusingPort is an AnsweringPort that refuses every CONNECT with code,
+// in the CONNACK form of the CONNECT's level (a 5.0 code becomes its 3.x
+// counterpart), and answers nothing to bytes that are no CONNECT.
+func RefusingPort(t testing.TB, code mqtt.ReasonCode) (addr string, connects *atomic.Int64) {
+	t.Helper()
+	return AnsweringPort(t, func(connect []byte) []byte {
+		c, err := mqtt.ParseConnect(connect)
+		if err != nil {
+			return nil
+		}
+		return mqtt.AppendConnack(nil, c.Level, code, "")
+	})
+}
+
 // AnsweringPort is a faulty broker: it listens on a loopback port, reads
 // each connection's first packet (the CONNECT), writes answer(connect)
 // (a refusing CONNACK, say; nothing when nil) and closes. It counts the

@@ -267,7 +267,8 @@ func (l *loop) accepted(ln *Listener, nfd int, remote netip.AddrPort) {
 	// As Go's net package does: MQTT's small packets must not wait for
 	// ACKs.
 	_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	p := &Conn{loop: l, fd: [2]int32{int32(nfd), -1}, slot: -1, idx: -1, first: -1}
+	p := &Conn{fd: [2]int32{int32(nfd), -1}, slot: -1, idx: -1, first: -1}
+	p.loop.Store(l)
 	l.place(p)
 	local := ln.local
 	if !local.IsValid() {
@@ -363,7 +364,7 @@ func netPort(p uint16) uint16 {
 
 // preEvents is what a pending connection's side waits for, edge-triggered,
 // from its registration until Pipe: each side is added once and never
-// changed before the pipe (which makes it level-triggered), so that the
+// changed before the pipe (which sets the pair's pairEvents), so that the
 // steps in between (the CONNECT read, the connect, the CONNACK read) cost
 // no epoll_ctl of their own; a step reads or writes until EAGAIN, and an
 // event in a phase that has no use for it is let pass.
@@ -463,9 +464,20 @@ func (l *loop) firstFailed(p *Conn, err error) {
 
 // Dial connects to d.Addr without blocking, writes d.Send and reads the
 // broker's first packet; the Session's Dialled gets it. On a pending Conn
-// only, from one of its Session's calls.
+// only, from one of its Session's calls. The Conn moves to the loop that
+// serves d.Addr's pairs first (Group.loopFor): the Session's calls that
+// follow may come on another loop's thread.
 func (p *Conn) Dial(d Dial) {
-	l := p.loop
+	l := p.loop.Load()
+	if to := l.g.loopFor(d.Addr); to != l && p.fd[broker] < 0 {
+		l.moveDial(p, to, d)
+		return
+	}
+	l.dial(p, d)
+}
+
+// dial is Dial on p's own loop.
+func (l *loop) dial(p *Conn, d Dial) {
 	pr := p.pre
 	pr.dial, pr.sent, pr.ack = d, 0, nil
 	pr.phase, pr.start = phaseDial, l.now
@@ -595,7 +607,7 @@ func (l *loop) closeBroker(p *Conn) {
 // Group.Add, reporting to done. On a pending Conn only, from its Session's
 // Dialled.
 func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result)) {
-	l := p.loop
+	l := p.loop.Load()
 	pr := p.pre
 	p.setOptions(opts, done)
 	p.pre = nil
@@ -605,8 +617,8 @@ func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result))
 		if pr.reg[s] {
 			op = unix.EPOLL_CTL_MOD
 		}
-		p.ev[s] = unix.EPOLLIN
-		ev := unix.EpollEvent{Events: pipedEvents(unix.EPOLLIN), Fd: tag(p.idx, s)}
+		p.ev[s] = 0 // the pre-pipe registration's record; a pair's is pairEvents
+		ev := unix.EpollEvent{Events: pairEvents, Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, op, int(p.fd[s]), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 			return
@@ -646,8 +658,6 @@ func (l *loop) handWrite(p *Conn, d int, b []byte) bool {
 	}
 	p.blocked.buf[d] = b
 	p.blocked.since[d] = l.now
-	l.interest(p, d)
-	l.interest(p, 1-d)
 	return true
 }
 
@@ -655,7 +665,7 @@ func (l *loop) handWrite(p *Conn, d int, b []byte) bool {
 // drops what it still sends until it closes, for at most linger; the
 // Session's Ended follows. On a pending Conn only.
 func (p *Conn) Refuse(pkt []byte, linger time.Duration) {
-	l := p.loop
+	l := p.loop.Load()
 	pr := p.pre
 	if p.fd[broker] >= 0 {
 		l.closeBroker(p)
@@ -696,7 +706,7 @@ func (l *loop) dropRefused(p *Conn) {
 
 // End closes a pending Conn at once; its Session's Ended follows.
 func (p *Conn) End(end pipe.End, err error) {
-	p.loop.endPre(p, end, err)
+	p.loop.Load().endPre(p, end, err)
 }
 
 // endPre ends a pending connection.
@@ -710,7 +720,7 @@ func (l *loop) endPre(p *Conn, end pipe.End, err error) {
 // its client as a Go connection, for a path the loops do not serve (TLS,
 // an upstream the loops cannot dial). The Session hears no more of it.
 func (p *Conn) Detach() (*net.TCPConn, error) {
-	l := p.loop
+	l := p.loop.Load()
 	pr := p.pre
 	if p.fd[broker] >= 0 {
 		l.closeBroker(p)

@@ -21,6 +21,10 @@ type testAcceptor struct {
 	ended  chan pipe.Result
 	answer time.Duration
 	first  time.Duration
+	// brokers, when set, are dialled by the first packet's payload
+	// instead of broker; conns then gets each Conn once it is dialled.
+	brokers map[string]netip.AddrPort
+	conns   chan *Conn
 }
 
 func (a *testAcceptor) Accept(c *Conn, remote, local netip.AddrPort) (Session, []byte, First) {
@@ -45,7 +49,11 @@ func (s *testSession) FirstPacket(c *Conn, b []byte, size int) {
 		c.Refuse([]byte{0x20, 2, 0, 5}, 2*time.Second)
 		return
 	}
-	c.Dial(Dial{Addr: s.a.broker, Send: b[:size], Timeout: 2 * time.Second, AnswerTimeout: s.a.answer, Frame: frame, AnswerLimit: 1 << 10})
+	addr := s.a.broker
+	if b, ok := s.a.brokers[string(b[2:size])]; ok {
+		addr = b
+	}
+	c.Dial(Dial{Addr: addr, Send: b[:size], Timeout: 2 * time.Second, AnswerTimeout: s.a.answer, Frame: frame, AnswerLimit: 1 << 10})
 	_ = b[size:] // the test's clients send nothing after their first packet before the answer
 }
 
@@ -61,6 +69,9 @@ func (s *testSession) Dialled(c *Conn, ack []byte, _ time.Duration, err error) {
 		return
 	}
 	s.a.events <- "dialled"
+	if s.a.conns != nil {
+		s.a.conns <- c
+	}
 	c.Pipe(ack, nil, pipe.Options{Idle: time.Minute}, func(res pipe.Result) { s.a.ended <- res })
 }
 
@@ -213,5 +224,66 @@ func TestListenRefuseAndFailures(t *testing.T) {
 	want(t, a.events, "failed "+os.ErrDeadlineExceeded.Error())
 	if res := <-a.ended; res.End != pipe.ClientError {
 		t.Fatalf("result %+v", res)
+	}
+}
+
+// TestListenBrokerLoops: the pairs to one broker share a loop whichever
+// loop accepted them (a Conn accepted on the other moves before its dial),
+// and moved pairs pipe and close from outside as any.
+func TestListenBrokerLoops(t *testing.T) {
+	t.Parallel()
+	a := &testAcceptor{
+		brokers: map[string]netip.AddrPort{"b0": echoBroker(t), "b1": echoBroker(t)},
+		events:  make(chan string, 32), ended: make(chan pipe.Result, 32), conns: make(chan *Conn, 32),
+		answer: 2 * time.Second, first: 5 * time.Second,
+	}
+	addr := listenLoops(t, a)
+	loops := map[string]*loop{}
+	var clients []net.Conn
+	var conns []*Conn
+	for i := range 8 {
+		name := []string{"b0", "b1"}[i%2]
+		c, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(append([]byte{0x10, 2}, name...)); err != nil {
+			t.Fatal(err)
+		}
+		want(t, a.events, "first "+name)
+		want(t, a.events, "dialled")
+		conn := <-a.conns
+		ack := make([]byte, 4)
+		if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 {
+			t.Fatalf("ack %x, %v", ack, err)
+		}
+		l := conn.loop.Load()
+		if loops[name] == nil {
+			loops[name] = l
+		} else if loops[name] != l {
+			t.Errorf("pair %d to %s in loop %p, earlier ones in %p", i, name, l, loops[name])
+		}
+		clients, conns = append(clients, c), append(conns, conn)
+	}
+	if loops["b0"] == loops["b1"] {
+		t.Errorf("both brokers' pairs in one loop of two")
+	}
+	for i, c := range clients {
+		if _, err := c.Write([]byte{0xc0, 0}); err != nil { // PINGREQ, echoed
+			t.Fatal(err)
+		}
+		echo := make([]byte, 2)
+		if _, err := io.ReadFull(c, echo); err != nil || echo[0] != 0xc0 {
+			t.Fatalf("pair %d: echo %x, %v", i, echo, err)
+		}
+	}
+	for _, conn := range conns {
+		conn.Close("operator")
+	}
+	for range conns {
+		if res := <-a.ended; res.End != "operator" || res.Up != 2 || res.Down != 2 {
+			t.Errorf("result %+v, want operator with 2 bytes each way", res)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 	"unsafe"
@@ -61,12 +62,22 @@ func BenchmarkRoundTrip(b *testing.B) {
 // when B came first as it was sent): a proxy that forwards each as soon as
 // it arrives keeps the order. Measured this way, the order of events on two
 // connections a few microseconds apart (B's SUBSCRIBE, then A's PUBLISH) is
-// what decides whether B gets A's message.
+// what decides whether B gets A's message. In two-brokers the pairs go to
+// two brokers and so to two loops, which race; in one-broker they share a
+// loop (Group.loopFor), which forwards them in turn.
 //
 //	go test -run '^$' -bench CrossLoopOrder -cpu 2 -count 5 ./pipe/epoll/
 func BenchmarkCrossLoopOrder(b *testing.B) {
+	b.Run("two-brokers", func(b *testing.B) { benchCrossLoopOrder(b, false) })
+	b.Run("one-broker", func(b *testing.B) { benchCrossLoopOrder(b, true) })
+}
+
+func benchCrossLoopOrder(b *testing.B, oneBroker bool) {
 	opts := pipe.Options{Idle: time.Minute, WriteTimeout: time.Minute, HalfCloseTimeout: time.Minute}
 	h := newHarness(b, 2)
+	if oneBroker {
+		h.back2 = nil
+	}
 	var pairs [2]*testPair
 	for i := range pairs {
 		tp, pc, pb := h.sockets()
@@ -76,7 +87,10 @@ func BenchmarkCrossLoopOrder(b *testing.B) {
 		timestamps(b, tp.broker)
 		pairs[i] = tp
 	}
-	pa, pb := pairs[0], pairs[1] // consecutive Adds go to different loops
+	pa, pb := pairs[0], pairs[1]
+	if la, lb := h.g.loopFor(addrPort(pa.broker)), h.g.loopFor(addrPort(pb.broker)); (la == lb) != oneBroker {
+		b.Fatalf("pairs in one loop: %v, want %v", la == lb, oneBroker)
+	}
 	one := []byte{1}
 	round := func() (tb, ta int64) {
 		if _, err := pb.client.Write(one); err != nil {
@@ -182,3 +196,7 @@ func reportCPU(b *testing.B) func() {
 	start := cpu()
 	return func() { b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/op") }
 }
+
+// addrPort is the local address of the broker's end c: the broker address
+// its pair dialled.
+func addrPort(c *net.TCPConn) netip.AddrPort { return c.LocalAddr().(*net.TCPAddr).AddrPort() }

@@ -32,26 +32,31 @@
 // reading the other side until the bytes are out (backpressure). Deadlines
 // sit in a timer wheel with a resolution of Tick.
 //
-// A loop is a goroutine locked to its own thread, which waits in
-// epoll_wait as an event-loop proxy's threads do, so that the kernel wakes
-// each loop directly and events on two loops are forwarded in the order
-// they arrived. So that a loop blocked in epoll_wait never holds a P that
-// the rest of the program (accept, TLS, the access log, the garbage
-// collector) waits for, NewGroup raises GOMAXPROCS by the number of loops
-// and Close lowers it again: the loops' threads are extra, as HAProxy's
-// are next to the kernel's. Completion callbacks run on the loop, in turn
-// after each batch of events, as a waking goroutine would cost a thread
-// wake-up per batch: they must not block (mqgate's access log does no I/O
-// in Log).
+// A loop is a goroutine that waits in epoll_wait itself, as an event-loop
+// proxy's threads do, so that the kernel wakes each loop directly. What clients send one broker keeps its order of
+// arrival: the pairs to one broker share a loop (loops woken microseconds
+// apart race for the CPUs), and a pair's sockets are registered
+// edge-triggered, so that a loop is told of sockets in the order their
+// bytes came. So that a loop never holds a P that the rest of the program
+// (accept, TLS, the access log, the garbage collector) waits for, nor
+// waits for one itself, NewGroup raises GOMAXPROCS by the number of loops
+// and Close lowers it again, and each loop keeps its P while it waits: the
+// loops' threads are extra, as HAProxy's are next to the kernel's, and the
+// rest of the program runs on the Ps it would have without them.
+// Completion callbacks run on the loop, in turn after each batch of events,
+// as a waking goroutine would cost a thread wake-up per batch: they must
+// not block (mqgate's access log does no I/O in Log).
 package epoll
 
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -61,21 +66,61 @@ import (
 // Group is a set of event loops that pairs are spread over.
 type Group struct {
 	loops []*loop
-	next  atomic.Uint32
 	wg    sync.WaitGroup
 	once  sync.Once
 	procs int // added to GOMAXPROCS by NewGroup
 
 	lnMu   sync.Mutex
 	lnDone map[*Listener]int // loops done with a closing Listener
+
+	brokerMu    sync.Mutex
+	brokerLoops map[netip.AddrPort]*loop // by broker address, see loopFor
+}
+
+// maxBrokerLoops bounds Group.brokerLoops: brokers beyond it (addresses
+// that come and go with reloads) are placed by a hash of their address.
+const maxBrokerLoops = 4096
+
+// loopFor is the loop that serves the pairs to the broker at addr. All the
+// pairs to one broker share a loop, so that what their clients send it is
+// forwarded in the order it arrived, as by a one-threaded proxy: MQTT's
+// order across connections matters at a broker (B's SUBSCRIBE, then A's
+// PUBLISH to that topic must reach it in that order for B to get the
+// message), and two loops woken microseconds apart race for the CPUs (the
+// PUBLISH came first in 16-19 of 60 rounds of bench's ordering probe when
+// A and B were on different loops, 0-9 on one; BenchmarkCrossLoopOrder).
+// Brokers are spread over the loops in the order they are first seen.
+func (g *Group) loopFor(addr netip.AddrPort) *loop {
+	if len(g.loops) == 1 {
+		return g.loops[0]
+	}
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	g.brokerMu.Lock()
+	defer g.brokerMu.Unlock()
+	if l, ok := g.brokerLoops[addr]; ok {
+		return l
+	}
+	if len(g.brokerLoops) >= maxBrokerLoops {
+		h := fnv.New32a()
+		b, _ := addr.MarshalBinary()
+		h.Write(b)
+		return g.loops[h.Sum32()%uint32(len(g.loops))]
+	}
+	if g.brokerLoops == nil {
+		g.brokerLoops = make(map[netip.AddrPort]*loop)
+	}
+	l := g.loops[len(g.brokerLoops)%len(g.loops)]
+	g.brokerLoops[addr] = l
+	return l
 }
 
 // NewGroup starts n event loops (at least one), each on its own goroutine
-// and thread, and raises GOMAXPROCS by as many (see the package doc).
+// and P, and raises GOMAXPROCS by as many (see the package doc).
 func NewGroup(n int) (*Group, error) {
 	g := &Group{}
+	start := time.Now() // one clock for all loops: a pair may move between them
 	for range max(n, 1) {
-		l, err := newLoop()
+		l, err := newLoop(g, start)
 		if err != nil {
 			for _, l := range g.loops {
 				l.closeFDs()
@@ -139,7 +184,7 @@ func Cores() int {
 // goroutine, more than once, and after the pair has ended by itself (then it
 // does nothing).
 func (p *Conn) Close(end pipe.End) {
-	p.loop.enqueue(command{op: opClose, p: p, end: end})
+	p.loop.Load().enqueue(command{op: opClose, p: p, end: end})
 }
 
 // CloseAtBoundary ends the pair from outside at the next packet boundary of
@@ -147,7 +192,7 @@ func (p *Conn) Close(end pipe.End) {
 // client is sent final (a DISCONNECT; empty for a 3.x client) after whole
 // packets only. The first close asked for counts.
 func (p *Conn) CloseAtBoundary(end pipe.End, final []byte) {
-	p.loop.enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final})
+	p.loop.Load().enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final})
 }
 
 // CloseAtBoundaryThen is CloseAtBoundary, and calls then on the pair's
@@ -156,15 +201,16 @@ func (p *Conn) CloseAtBoundary(end pipe.End, final []byte) {
 // the broker only after the client was told. It reports false when the
 // group is closed (then is not called).
 func (p *Conn) CloseAtBoundaryThen(end pipe.End, final []byte, then func()) bool {
-	return p.loop.enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final, then: then})
+	return p.loop.Load().enqueue(command{op: opClose, p: p, end: end, boundary: true, final: final, then: then})
 }
 
 // Run runs f on the Conn's loop, unless the Conn has ended by then.
 func (p *Conn) Run(f func()) {
-	p.loop.enqueue(command{op: opRun, p: p, then: f})
+	p.loop.Load().enqueue(command{op: opRun, p: p, then: f})
 }
 
-// Add moves the pair client ↔ broker into one of the loops and calls done
+// Add moves the pair client ↔ broker into the loop of broker's address
+// (all pairs to one broker share a loop, see Group.loopFor) and calls done
 // once with its Result when it ends, on the loop: done must not block. On success client and broker are
 // closed (the loop holds duplicates of their descriptors); on error they are
 // untouched and still usable.
@@ -178,8 +224,12 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		unix.Close(cfd)
 		return nil, fmt.Errorf("detach broker: %w", err)
 	}
-	l := g.loops[int(g.next.Add(1))%len(g.loops)]
-	p := &Conn{loop: l, fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1}
+	l := g.loops[0]
+	if a, ok := broker.RemoteAddr().(*net.TCPAddr); ok {
+		l = g.loopFor(a.AddrPort())
+	}
+	p := &Conn{fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1}
+	p.loop.Store(l)
 	p.setOptions(opts, done)
 	if !l.enqueue(command{op: opAdd, p: p}) {
 		unix.Close(cfd)

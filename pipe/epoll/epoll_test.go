@@ -18,10 +18,14 @@ import (
 // harness is a group under test with the loopback listeners its pairs are
 // made from.
 type harness struct {
-	t        testing.TB
-	g        *Group
-	front    *net.TCPListener // the proxy's listener: clients connect here
-	back     *net.TCPListener // the broker's listener: the proxy dials here
+	t     testing.TB
+	g     *Group
+	front *net.TCPListener // the proxy's listener: clients connect here
+	back  *net.TCPListener // the broker's listener: the proxy dials here
+	// back2, when set, is a second broker: pairs alternate between the
+	// two, so that a group of two loops serves pairs in both.
+	back2    *net.TCPListener
+	n        int
 	closeOne sync.Once
 }
 
@@ -32,6 +36,9 @@ func newHarness(t testing.TB, loops int) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, g: g, front: listen(t), back: listen(t)}
+	if loops > 1 {
+		h.back2 = listen(t)
+	}
 	t.Cleanup(func() { h.close() })
 	return h
 }
@@ -87,7 +94,11 @@ func (h *harness) sockets() (tp *testPair, proxyClient, proxyBroker *net.TCPConn
 		return c, a
 	}
 	clientEnd, proxyClient := dial(h.front)
-	proxyBroker, brokerEnd := dial(h.back)
+	back := h.back
+	if h.n++; h.back2 != nil && h.n%2 == 0 {
+		back = h.back2
+	}
+	proxyBroker, brokerEnd := dial(back)
 	return &testPair{client: clientEnd, broker: brokerEnd}, proxyClient, proxyBroker
 }
 
@@ -168,6 +179,46 @@ func TestBytesBothWays(t *testing.T) {
 		if m.Up.Load() != r.Up || m.Down.Load() != r.Down {
 			t.Errorf("meter %d up %d down, want the result's %d and %d", m.Up.Load(), m.Down.Load(), r.Up, r.Down)
 		}
+	}
+}
+
+// TestLargeReads sends 16 MB through a pair with large socket buffers, so
+// that a wake-up finds more than maxReads buffers to read: the rest is read
+// after the batch (the registration is edge-triggered; no new edge tells
+// of bytes already there), and everything arrives intact and in order.
+func TestLargeReads(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	tp, proxyClient, proxyBroker := h.sockets()
+	for _, c := range []*net.TCPConn{tp.client, tp.broker, proxyClient, proxyBroker} {
+		c.SetReadBuffer(4 << 20)
+		c.SetWriteBuffer(4 << 20)
+	}
+	const size = 16 << 20
+	up := make([]byte, size)
+	rand.Read(up)
+	done := make(chan error, 1)
+	go func() {
+		tp.client.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_, err := tp.client.Write(up)
+		done <- err
+	}()
+	res := make(chan pipe.Result, 1)
+	if _, err := h.g.Add(proxyClient, proxyBroker, pipe.Options{Idle: time.Minute}, func(r pipe.Result) { res <- r }); err != nil {
+		t.Fatal(err)
+	}
+	tp.result = res
+	if b := readN(t, tp.broker, size); !bytes.Equal(b, up) {
+		t.Error("broker received corrupted bytes")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	tp.client.Close()
+	expectEOF(t, tp.broker)
+	tp.broker.Close()
+	if r := tp.wait(t); r.Up != size {
+		t.Errorf("result %+v, want %d bytes up", r, size)
 	}
 }
 

@@ -3,7 +3,6 @@ package epoll
 import (
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +21,23 @@ const readBufSize = 64 << 10
 // maxEvents is how many readiness events one epoll_wait returns at most.
 const maxEvents = 256
 
+// pairEvents is a piped pair's registration, the same for its life:
+// edge-triggered, so that the kernel reports a socket when bytes arrive on
+// it, in the order they arrive. Level-triggered, a socket reported once is
+// queued again behind those ready before it and reported first the next
+// time if bytes came meanwhile: of B's SUBSCRIBE and A's PUBLISH right after
+// it on one loop, A's went first in 26-30% of rounds
+// (BenchmarkCrossLoopOrder/one-broker), and each wait polled every socket
+// of the last batch once more. Nothing is read while the other side's write
+// is blocked; reading resumes with a read, not a wait (resume), as no new
+// edge may come for bytes already there.
+const pairEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+// maxReads is how many full buffers one wake-up reads from a socket before
+// the loop turns to its other sockets (fairness); the rest is read after
+// the batch (loop.again).
+const maxReads = 4
+
 // Sides of a pair, the index into its per-side arrays.
 const (
 	client = 0
@@ -37,7 +53,9 @@ var (
 // loop is owned by the loop goroutine. It is what an idle pair costs, so it
 // is kept to 128 bytes.
 type Conn struct {
-	loop    *loop
+	// loop is the loop the Conn lives in; it changes once at most, when
+	// a pending Conn dials a broker another loop serves (loop.moveDial).
+	loop    atomic.Pointer[loop]
 	fd      [2]int32    // by side
 	meter   *pipe.Meter // bytes moved, client to broker (Up) and back; read by Bytes from any goroutine
 	blocked *backlog    // non-nil only while a write is blocked
@@ -58,7 +76,7 @@ type Conn struct {
 
 	idx   int32          // slot in loop.conns, -1 until added
 	frame [2]mqtt.Framer // frame[s]: the packet boundaries of what side s sent
-	ev    [2]uint8       // registered epoll interest (EPOLLIN, EPOLLOUT), by side
+	ev    [2]uint8       // before the pipe: the registered epoll interest (EPOLLIN, EPOLLOUT), by side
 	eof   [2]bool        // the side has sent FIN
 	done  bool           // ended; fds are closed
 	first int8           // the side whose FIN came first, or -1
@@ -125,6 +143,13 @@ func (p *Conn) pending(s int) []byte {
 	return p.blocked.buf[s]
 }
 
+// side is one side of a pair to be read again.
+type side struct {
+	p   *Conn
+	s   int
+	fin bool // read on after a short read (see loop.read)
+}
+
 type opcode uint8
 
 const (
@@ -134,6 +159,7 @@ const (
 	opListen
 	opUnlisten
 	opRun
+	opAdopt
 )
 
 type command struct {
@@ -143,12 +169,13 @@ type command struct {
 	boundary bool   // opClose: at a packet boundary, writing final first
 	final    []byte // opClose
 	ln       *Listener
-	then     func() // opClose: once the goodbye is said; opRun: what to run
+	then     func() // opClose: once the goodbye is said; opRun, opAdopt: what to run
 }
 
 // loop is one event loop: an epoll instance, its pairs by descriptor, a
 // timer wheel and a read buffer.
 type loop struct {
+	g     *Group
 	epfd  int
 	wake  int // an eventfd in the epoll set, edge-triggered: written to wake the loop
 	start time.Time
@@ -158,7 +185,6 @@ type loop struct {
 	free  []int32 // unused slots
 	freed []int32 // slots freed while handling one batch of events, free after it
 	ends  []ending
-	stale []staleSide // sides to re-register after the batch (fixStale)
 	lns   []*Listener
 	// acceptPause is the loop clock until which accepting pauses (out of
 	// descriptors); 0 = not paused.
@@ -166,6 +192,9 @@ type loop struct {
 	wheel       wheel
 	buf         []byte
 	events      []unix.EpollEvent
+	// again are the sides with bytes left after maxReads, read after the
+	// batch; the loop does not block while there are any.
+	again, againSpare []side
 
 	mu      sync.Mutex
 	queued  atomic.Bool // the queue is not empty
@@ -176,7 +205,7 @@ type loop struct {
 	backlogs atomic.Int64 // writes that blocked, for tests and stats
 }
 
-func newLoop() (*loop, error) {
+func newLoop(g *Group, start time.Time) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -195,9 +224,10 @@ func newLoop() (*loop, error) {
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
 	l := &loop{
+		g:      g,
 		epfd:   epfd,
 		wake:   wake,
-		start:  time.Now(),
+		start:  start,
 		wheel:  newWheel(),
 		buf:    make([]byte, readBufSize),
 		events: make([]unix.EpollEvent, maxEvents),
@@ -212,6 +242,11 @@ func (l *loop) enqueue(c command) bool {
 	if l.stopped {
 		l.mu.Unlock()
 		return false
+	}
+	if c.op == opAdopt {
+		// Under the lock: a command for p that another goroutine sends
+		// to its new loop queues behind this one.
+		c.p.loop.Store(l)
 	}
 	l.queue = append(l.queue, c)
 	l.queued.Store(true)
@@ -231,32 +266,45 @@ const wakeTag = -1
 
 func (l *loop) clock() int64 { return int64(time.Since(l.start)) }
 
-// run is the loop. It runs on a thread of its own and waits in
-// epoll_wait there, so that the kernel wakes each loop directly, in the
-// order events arrive, as an event-loop proxy's threads are. Waiting in
-// Go's network poller instead (parking the loop on its epoll descriptor)
-// reorders events microseconds apart on two loops: the poller returns the
-// ready goroutines last-ready first and hands the others to idle Ps through
-// a thread wake-up, so of a SUBSCRIBE on one connection and a PUBLISH on
-// another right after it, the PUBLISH is forwarded first in most rounds
-// (BenchmarkCrossLoopOrder).
+// run is the loop. It waits in epoll_wait itself, so that the kernel
+// wakes each loop directly, in the order events arrive, as an event-loop
+// proxy's threads are. Waiting in Go's network poller instead (parking the
+// loop on its epoll descriptor) reorders events microseconds apart on two
+// loops: the poller returns the ready goroutines last-ready first and hands
+// the others to idle Ps through a thread wake-up, so of a SUBSCRIBE on one
+// connection and a PUBLISH on another right after it, the PUBLISH is
+// forwarded first in most rounds (BenchmarkCrossLoopOrder).
 //
-// Each wait first asks epoll without blocking and without entering the
-// scheduler's system call state (RawSyscall), so that a busy loop keeps its
-// P; only an idle loop blocks, and may then have to take another P when it
-// wakes.
+// A loop holds its P all along, waiting included: its system calls do not
+// enter the scheduler's system call state (RawSyscall), so that the P
+// NewGroup added for it is never handed to other goroutines and the loop
+// never queues for one when it wakes. The rest of the program (TLS
+// handshakes, the access log, the garbage collector) runs on the Ps it
+// would have without the loops: when idle loops' Ps went to it, 4 Ps on 2
+// cores cost a full TLS handshake 0.89 ms of CPU against 0.62 ms (tls-connect,
+// six interleaved runs each, load 15-28), as much as not raising GOMAXPROCS
+// at all (0.61 ms). The runtime preempts a goroutine that has run 10 ms
+// with a signal, which ends the wait (EINTR); that is what two idle loops
+// cost: 0.6-0.8% of a core with no connection, against 0.1%.
 func (l *loop) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	for {
 		if l.queued.Load() {
-			if l.runCommands() {
+			if l.runCommands(false) {
 				return
 			}
 			continue
 		}
 		n := l.wait()
 		l.now = l.clock()
+		// Commands that came during the wait go before the bytes that
+		// came with them: a close at a boundary asked for before the
+		// broker's next packet arrived must not let it through.
+		if l.queued.Load() && l.runCommands(true) {
+			return
+		}
+		if len(l.again) > 0 {
+			l.readAgain()
+		}
 		for _, ev := range l.events[:n] {
 			switch {
 			case ev.Fd >= 0:
@@ -265,7 +313,6 @@ func (l *loop) run() {
 				l.accept(int(-2 - ev.Fd))
 			}
 		}
-		l.fixStale()
 		l.wheel.advance(l.now, l.check)
 		if l.acceptPause != 0 && l.now >= l.acceptPause {
 			l.resumeAccepting()
@@ -274,13 +321,31 @@ func (l *loop) run() {
 	}
 }
 
+// readAgain reads the sides that had bytes left after the last batch. They
+// go before the new batch: their bytes came first.
+func (l *loop) readAgain() {
+	again := l.again
+	l.again = l.againSpare[:0]
+	for i, a := range again {
+		if !a.p.done && l.reading(a.p, a.s) {
+			l.read(a.p, a.s, a.fin, false)
+		}
+		again[i] = side{}
+	}
+	l.againSpare = again
+}
+
 // wait returns the number of ready events in l.events, waiting for one at
-// most until the wheel's next tick.
+// most until the wheel's next tick, and not at all while sides wait to be
+// read again.
 func (l *loop) wait() int {
 	ev := unsafe.Pointer(&l.events[0])
 	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), 0, 0, 0)
 	if errno == 0 && r > 0 {
 		return int(r)
+	}
+	if len(l.again) > 0 {
+		return 0
 	}
 	timeout := -1 // milliseconds; -1: no timer pending
 	next := l.wheel.nextTick()
@@ -290,21 +355,31 @@ func (l *loop) wait() int {
 	if next != 0 {
 		timeout = int(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
 	}
-	for {
-		n, err := unix.EpollWait(l.epfd, l.events, timeout)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			// Only a bad epfd or events buffer fails here: a bug.
-			panic(os.NewSyscallError("epoll_wait", err))
-		}
-		return n
+	if timeout < 0 || timeout > maxBlock {
+		timeout = maxBlock
 	}
+	r, _, errno = unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
+	switch errno {
+	case 0:
+		return int(r)
+	case unix.EINTR:
+		// A signal: the runtime's preemption (a stop of the world, a
+		// stack scan) is taken at the next call.
+		return 0
+	}
+	// Only a bad epfd or events buffer fails here: a bug.
+	panic(os.NewSyscallError("epoll_wait", errno))
 }
 
-// runCommands runs the queued commands and reports whether the loop stopped.
-func (l *loop) runCommands() (stop bool) {
+// maxBlock bounds a blocking wait, in milliseconds: a loop holds its P
+// while it waits, and a runtime that cannot preempt it by a signal
+// (GODEBUG=asyncpreemptoff=1) waits for it at most this long.
+const maxBlock = 50
+
+// runCommands runs the queued commands and reports whether the loop
+// stopped. Amid a batch of events, the slots freed stay unused until its
+// end.
+func (l *loop) runCommands(midBatch bool) (stop bool) {
 	l.mu.Lock()
 	cmds := l.queue
 	l.queue = l.spare[:0]
@@ -312,9 +387,21 @@ func (l *loop) runCommands() (stop bool) {
 	l.mu.Unlock()
 	l.now = l.clock()
 	for i, c := range cmds {
+		if c.p != nil {
+			if to := c.p.loop.Load(); to != l {
+				l.redirect(c, to) // the pair moved on
+				cmds[i] = command{}
+				continue
+			}
+		}
 		switch c.op {
 		case opAdd:
 			l.add(c.p)
+		case opAdopt:
+			if !c.p.done {
+				l.place(c.p)
+				c.then()
+			}
 		case opClose:
 			switch {
 			case c.p.done:
@@ -341,8 +428,40 @@ func (l *loop) runCommands() (stop bool) {
 		cmds[i] = command{}
 	}
 	l.spare = cmds
-	l.reuseSlots()
+	if !midBatch {
+		l.reuseSlots()
+	}
 	return false
+}
+
+// redirect hands a command for a pair that moved to its loop. A loop that
+// has stopped ended the pair: what was to run once it ended runs here.
+func (l *loop) redirect(c command, to *loop) {
+	if !to.enqueue(c) && c.op == opClose && c.then != nil {
+		c.then()
+	}
+}
+
+// moveDial hands the pending p to the loop that serves d.Addr's pairs
+// (Group.loopFor), which dials it. The client's descriptor leaves this
+// loop's epoll set, and its slot and timer go with it; the Session's calls
+// from then on come on the new loop's thread.
+func (l *loop) moveDial(p *Conn, to *loop, d Dial) {
+	pr := p.pre
+	if pr.reg[client] {
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(p.fd[client]), nil); err != nil {
+			l.dial(p, d) // stays: dial here
+			return
+		}
+		pr.reg[client], p.ev[client] = false, 0
+	}
+	l.wheel.remove(p)
+	l.release(p)
+	if !to.enqueue(command{op: opAdopt, p: p, then: func() { to.dial(p, d) }}) {
+		// The group is closing: stay, to be ended with this loop's pairs.
+		l.place(p)
+		l.dial(p, d)
+	}
 }
 
 // afterGoodbye calls then once p's client was told goodbye or p ended.
@@ -379,6 +498,8 @@ func (l *loop) stop(end pipe.End) {
 		switch c.op {
 		case opAdd:
 			l.add(c.p) // registered only to be ended with the rest
+		case opAdopt:
+			l.place(c.p)
 		case opListen:
 			l.listen(c.ln)
 		}
@@ -408,8 +529,7 @@ func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
 func (l *loop) add(p *Conn) {
 	l.place(p)
 	for s, fd := range p.fd {
-		p.ev[s] = unix.EPOLLIN
-		ev := unix.EpollEvent{Events: pipedEvents(unix.EPOLLIN), Fd: tag(p.idx, s)}
+		ev := unix.EpollEvent{Events: pairEvents, Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 			return
@@ -436,14 +556,9 @@ func (l *loop) handle(tag int32, events uint32) {
 		acted = true
 	}
 	if !p.done && l.reading(p, s) && events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		l.read(p, s, events)
+		fin := events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
+		l.read(p, s, fin, fin && events&(unix.EPOLLERR|unix.EPOLLHUP) == 0)
 		acted = true
-	}
-	if !p.done && !acted && p.eof[s] && events&(unix.EPOLLERR|unix.EPOLLHUP) == 0 {
-		// A side that sent FIN still registered for reading (halfClose
-		// leaves it): most often the pair ends in this batch.
-		l.stale = append(l.stale, staleSide{p, s})
-		return
 	}
 	if !p.done && !acted && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		// Neither reading nor writing this side, and it is gone (reset):
@@ -456,24 +571,6 @@ func (l *loop) handle(tag int32, events uint32) {
 		}
 		l.finish(p, errorEnd[s], err, false)
 	}
-}
-
-// staleSide is a side whose registration lags its state (halfClose).
-type staleSide struct {
-	p *Conn
-	s int
-}
-
-// fixStale brings the registrations of the batch's stale sides in line,
-// those of pairs still open.
-func (l *loop) fixStale() {
-	for i, st := range l.stale {
-		if !st.p.done {
-			l.interest(st.p, st.s)
-		}
-		l.stale[i] = staleSide{}
-	}
-	l.stale = l.stale[:0]
 }
 
 // reading reports whether side s is to be read: it has not sent FIN and the
@@ -492,33 +589,63 @@ func (l *loop) reading(p *Conn, s int) bool {
 	return !p.eof[s] && p.pending(1-s) == nil
 }
 
-func (l *loop) read(p *Conn, s int, events uint32) {
-	n, err := readFD(int(p.fd[s]), l.buf)
-	switch {
-	case err == unix.EAGAIN:
-	case err != nil:
-		l.finish(p, errorEnd[s], os.NewSyscallError("read", err), false)
-	case n == 0:
-		l.halfClose(p, s)
-	case p.closing():
-		l.readClosing(p, s, l.buf[:n])
-	default:
-		b := l.buf[:n]
-		max := 0
-		if s == client {
-			max = int(p.maxPacket)
-		}
-		m, size := p.frame[s].Feed(b, max)
-		l.forward(p, s, b[:m])
+// read reads side s until it has no more bytes (a read shorter than the
+// buffer: the registration is edge-triggered), side s is no longer to be
+// read, or maxReads full buffers came (the rest is read after the batch).
+// With fin, a short read is not the end: the side's FIN or error was
+// reported with its bytes (EPOLLRDHUP), or nobody knows (resume), and only
+// a further read finds it; with peerFIN the FIN alone was reported, and a
+// short read is all that came before it: the side has ended, and the read
+// for the 0 is spared (a connect's DISCONNECT comes with the client's FIN).
+func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
+	for range maxReads {
+		n, err := readFD(int(p.fd[s]), l.buf)
 		switch {
-		case p.done:
-		case size > 0:
-			l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
-		case events&unix.EPOLLRDHUP != 0 && n < len(l.buf) && p.pending(1-s) == nil:
-			// The peer had sent FIN when the loop woke, and less than a
-			// buffer came: that was all before it, the next read is 0.
+		case err == unix.EAGAIN:
+			return
+		case err != nil:
+			l.finish(p, errorEnd[s], os.NewSyscallError("read", err), false)
+			return
+		case n == 0:
 			l.halfClose(p, s)
+			return
+		case p.closing():
+			l.readClosing(p, s, l.buf[:n])
+		default:
+			b := l.buf[:n]
+			max := 0
+			if s == client {
+				max = int(p.maxPacket)
+			}
+			m, size := p.frame[s].Feed(b, max)
+			l.forward(p, s, b[:m])
+			switch {
+			case p.done:
+			case size > 0:
+				l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
+			case peerFIN && n < len(l.buf) && l.reading(p, s):
+				l.halfClose(p, s)
+				return
+			}
 		}
+		if (n < len(l.buf) && !fin) || p.done || !l.reading(p, s) {
+			return
+		}
+		if l.queued.Load() {
+			// A command came while reading (a close at a boundary): it
+			// goes before the bytes that came after it.
+			break
+		}
+	}
+	l.again = append(l.again, side{p, s, fin})
+}
+
+// resume reads side s if it is to be read: called when it may have become
+// so (a blocked write went out, the goodbye was said), as bytes that came
+// while it was not are told by no new edge.
+func (l *loop) resume(p *Conn, s int) {
+	if !p.done && l.reading(p, s) {
+		l.read(p, s, true, false)
 	}
 }
 
@@ -554,7 +681,6 @@ func (l *loop) closeAtBoundary(p *Conn, end pipe.End, final []byte) {
 	}
 	b := p.blocked
 	b.closeEnd, b.final, b.closeBy = end, final, l.now+int64(pipe.CloseGrace)
-	l.interest(p, client)
 	if !p.done {
 		l.goodbye(p)
 	}
@@ -591,9 +717,8 @@ func (l *loop) goodbye(p *Conn) {
 		l.finish(p, b.closeEnd, net.ErrClosed, true)
 		return
 	}
-	l.interest(p, client)
-	l.interest(p, broker)
 	l.arm(p)
+	l.resume(p, client) // lingering: the client's last bytes are read and dropped
 }
 
 // forward writes b, read from side s, to the other side; what does not fit
@@ -618,8 +743,6 @@ func (l *loop) forward(p *Conn, s int, b []byte) {
 	l.backlogs.Add(1)
 	p.blocked.buf[d] = append([]byte(nil), b[n:]...)
 	p.blocked.since[d] = l.now
-	l.interest(p, d)
-	l.interest(p, s)
 	if p.writeTO > 0 {
 		l.arm(p)
 	}
@@ -644,18 +767,16 @@ func (l *loop) flush(p *Conn, d int) {
 	}
 	p.blocked.buf[d], p.blocked.since[d] = nil, 0
 	if p.closing() {
-		l.interest(p, d)
-		l.interest(p, 1-d)
 		if d == client && !p.done {
 			l.goodbye(p) // the bytes to the client are out: the boundary may be here
 		}
+		l.resume(p, 1-d)
 		return
 	}
 	if p.blocked.buf[1-d] == nil {
 		p.blocked = nil
 	}
-	l.interest(p, d)
-	l.interest(p, 1-d)
+	l.resume(p, 1-d)
 }
 
 // halfClose handles a FIN from side s: pass it on, and bound how long the
@@ -681,41 +802,9 @@ func (l *loop) halfClose(p *Conn, s int) {
 	// Reads of s pause while d has a backlog, so nothing is left to write
 	// to d: the FIN goes right after the last byte.
 	unix.Shutdown(int(p.fd[d]), unix.SHUT_WR)
-	// s stays registered for reading until it wakes the loop (handle,
-	// fixStale): d's FIN most often ends the pair first.
 	if p.halfClose > 0 && p.halfCloseAt == 0 {
 		p.halfCloseAt = l.now + ms(p.halfClose)
 		l.arm(p)
-	}
-}
-
-// pipedEvents is the registration of a piped side for interest want
-// (Conn.ev): a side read is also told when its peer has sent FIN
-// (EPOLLRDHUP), so that the bytes that came with the FIN end the side
-// without another read for the 0 (read).
-func pipedEvents(want uint8) uint32 {
-	if want&unix.EPOLLIN != 0 {
-		return uint32(want) | unix.EPOLLRDHUP
-	}
-	return uint32(want)
-}
-
-// interest brings side s's epoll registration in line with the pair's state.
-func (l *loop) interest(p *Conn, s int) {
-	var want uint8
-	if l.reading(p, s) {
-		want |= unix.EPOLLIN
-	}
-	if p.pending(s) != nil {
-		want |= unix.EPOLLOUT
-	}
-	if want == p.ev[s] {
-		return
-	}
-	p.ev[s] = want
-	ev := unix.EpollEvent{Events: pipedEvents(want), Fd: tag(p.idx, s)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(p.fd[s]), &ev); err != nil {
-		l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 	}
 }
 
@@ -872,13 +961,22 @@ func (l *loop) reportEnds() {
 	l.ends = l.ends[:0]
 }
 
+// readFD and writeFD call read and write without the scheduler's system
+// call state: on non-blocking sockets they do not block, and a loop keeps
+// its P (see loop.run).
 func readFD(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
 	for {
-		n, err := unix.Read(fd, b)
-		if err == unix.EINTR {
+		r, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
 			continue
 		}
-		return n, err
+		return 0, errno
 	}
 }
 
@@ -886,16 +984,15 @@ func readFD(fd int, b []byte) (int, error) {
 func writeFD(fd int, b []byte) (int, error) {
 	n := 0
 	for n < len(b) {
-		m, err := unix.Write(fd, b[n:])
-		if m > 0 {
-			n += m
-		}
+		r, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[n])), uintptr(len(b)-n))
 		switch {
-		case err == unix.EINTR:
-		case err != nil:
-			return n, err
-		case m <= 0:
+		case errno == unix.EINTR:
+		case errno != 0:
+			return n, errno
+		case r == 0:
 			return n, unix.EAGAIN
+		default:
+			n += int(r)
 		}
 	}
 	return n, nil

@@ -5,13 +5,18 @@
 //
 //	mqbench run [-quick] [-rounds N] [-targets no-proxy,haproxy,nginx,mqgate] [-out DIR]
 //	mqbench report [-in DIR/latest.json] [-out DIR]
+//	mqbench spread [-o FILE] RUN.json...
 //	mqbench load -phase connect|throughput|latency|idle -addrs HOST:PORT[,...] ...
 //	mqbench broker -tcp HOST:PORT -ws HOST:PORT
 //
 // "run" is the whole benchmark (bench/run.sh calls it after installing what
 // it needs); it writes latest.json, latest.md and latest.png and exits 2 when
 // a target failed its hashing check or a phase failed. "report" redraws the
-// markdown and the chart from a latest.json. "load" is one load generator
+// markdown and the chart from a latest.json. "spread" folds the JSON of N
+// runs (run keeps each one as DIR/runs/<time>.json beside latest.json) into
+// one markdown table per metric: each run's ratios to HAProxy (to NGINX
+// for the WebSocket rows), their min–max, and whether issue #14's target
+// was met in each run. "load" is one load generator
 // process; "run" starts it as needed. "broker" is the mochi-mqtt broker of
 // the WebSocket phases (package broker), which "run" starts too.
 package main
@@ -26,6 +31,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mqgate/mqgate/bench/internal/broker"
 	"github.com/mqgate/mqgate/bench/internal/harness"
@@ -46,6 +52,8 @@ func main() {
 		err = runCmd(os.Args[2:])
 	case "report":
 		err = reportCmd(os.Args[2:])
+	case "spread":
+		err = spreadCmd(os.Args[2:])
 	case "load":
 		err = loadCmd(os.Args[2:])
 	case "broker":
@@ -64,7 +72,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: mqbench run|report|load|broker [flags]; mqbench CMD -h for the flags")
+	fmt.Fprintln(os.Stderr, "usage: mqbench run|report|spread|load|broker [flags]; mqbench CMD -h for the flags")
 	os.Exit(2)
 }
 
@@ -96,7 +104,7 @@ func runCmd(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	repo := fs.String("repo", ".", "mqgate module root (builds ./cmd/mqgate)")
 	work := fs.String("work", "", "scratch directory for configs and logs (default: a new temporary one)")
-	out := fs.String("out", "bench/results", "where latest.{json,md,png} go")
+	out := fs.String("out", "bench/results", "where latest.{json,md,png} go, and runs/<time>.json")
 	quick := fs.Bool("quick", false, "phases of a few seconds: a smoke test")
 	rounds := fs.Int("rounds", 0, "repeats of the short phases (default 3, quick 1)")
 	targets := fs.String("targets", strings.Join(harness.AllTargets(), ","), "targets to measure, in report order")
@@ -139,7 +147,11 @@ func runCmd(args []string) error {
 		if err := run.WriteFiles(*out); err != nil {
 			return errors.Join(runErr, err)
 		}
-		fmt.Fprintf(os.Stderr, "results in %s/latest.{md,json,png}\n", *out)
+		kept, err := run.WriteHistory(filepath.Join(*out, "runs"), time.Now())
+		if err != nil {
+			return errors.Join(runErr, err)
+		}
+		fmt.Fprintf(os.Stderr, "results in %s/latest.{md,json,png} and %s\n", *out, kept)
 	}
 	if runErr != nil {
 		return runErr
@@ -170,6 +182,37 @@ func reportCmd(args []string) error {
 		return err
 	}
 	return run.WriteFiles(*out)
+}
+
+func spreadCmd(args []string) error {
+	fs := flag.NewFlagSet("spread", flag.ExitOnError)
+	out := fs.String("o", "", "write the markdown here (default: standard output)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: mqbench spread [-o FILE] RUN.json... (e.g. bench/results/runs/*.json)")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(args)
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errors.New("spread: no runs given")
+	}
+	var runs []results.SpreadRun
+	for _, f := range fs.Args() {
+		run, err := results.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, results.SpreadRun{File: f, Run: run})
+	}
+	md := results.Spread(runs)
+	if *out == "" {
+		_, err := os.Stdout.WriteString(md)
+		return err
+	}
+	if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", *out, err)
+	}
+	return nil
 }
 
 func loadCmd(args []string) error {

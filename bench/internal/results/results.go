@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/mqgate/mqgate/bench/internal/loadgen"
 )
@@ -193,6 +194,24 @@ func (r *Run) WriteFiles(dir string) error {
 		return fmt.Errorf("writing latest.png: %w", err)
 	}
 	return nil
+}
+
+// WriteHistory keeps the run's JSON as dir/<end time>.json (UTC,
+// 2006-01-02T15-04-05Z.json: names sort by time), next to latest.json which
+// the next run overwrites, for mqbench spread. It returns the file's path.
+func (r *Run) WriteHistory(dir string, end time.Time) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	raw, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encoding results: %w", err)
+	}
+	path := filepath.Join(dir, end.UTC().Format("2006-01-02T15-04-05Z")+".json")
+	if err := os.WriteFile(path, append(raw, '\n'), 0o644); err != nil {
+		return "", fmt.Errorf("keeping the run: %w", err)
+	}
+	return path, nil
 }
 
 // ReadFile reads a Run from a latest.json.
