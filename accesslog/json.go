@@ -113,6 +113,9 @@ func httpJSON(dst []byte, r *Record) []byte {
 	if r.Detail != "" {
 		dst = appendString(dst, "detail", r.Detail)
 	}
+	if r.ErrorKind != "" {
+		dst = appendString(dst, "error_kind", r.ErrorKind)
+	}
 	if r.TLS {
 		dst = appendString(dst, "tls_version", r.TLSVersion)
 		dst = appendString(dst, "ssl_server_name", r.SNI)

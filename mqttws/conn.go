@@ -34,6 +34,7 @@
 package mqttws
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -75,6 +76,7 @@ type Conn struct {
 	rd     wsutil.Reader // frame headers and unmasking, no buffer of its own
 	inData bool          // rd is inside a data message
 	broken error         // a read failed inside a frame header: the stream is lost
+	later  error         // a frame's error, for the Read after the bytes before it
 
 	wmu       sync.Mutex
 	closeSent bool
@@ -98,6 +100,7 @@ type source struct {
 	pending []byte
 	ahead   []byte  // unread bytes of the last small read, in small or *pooled
 	pooled  *[]byte // the pool's buffer ahead is in, if any
+	inPlace bool    // ahead is in the buffer of the Read that runs (Conn.Read)
 	small   [32]byte
 	conn    net.Conn
 	n       int
@@ -155,7 +158,7 @@ func (s *source) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		// Bytes came with err: the next read from the socket returns it again.
-		s.ahead = b[:m]
+		s.ahead, s.inPlace = b[:m], false
 	}
 	n := copy(p, s.ahead)
 	s.ahead = s.ahead[n:]
@@ -164,6 +167,35 @@ func (s *source) Read(p []byte) (int, error) {
 		s.release()
 	}
 	return n, nil
+}
+
+// directMin is the smallest buffer Read reads the socket into directly:
+// a few small frames.
+const directMin = 128
+
+// own copies what is left read ahead in the caller's buffer (a frame the
+// Read stopped at) into the source's own, before the caller uses its
+// buffer again.
+func (s *source) own() {
+	if !s.inPlace {
+		return // ahead is the source's own (or empty)
+	}
+	s.inPlace = false
+	if len(s.ahead) == 0 {
+		s.ahead = nil
+		return
+	}
+	var b []byte
+	switch {
+	case len(s.ahead) <= len(s.small):
+		b = s.small[:]
+	case len(s.ahead) <= readAheadSize:
+		s.pooled = readAheadPool.Get().(*[]byte)
+		b = *s.pooled
+	default: // a Read stopped before many frames: rare enough to allocate
+		b = make([]byte, len(s.ahead))
+	}
+	s.ahead = b[:copy(b, s.ahead)]
 }
 
 // release gives the pooled buffer back, once ahead is empty.
@@ -192,9 +224,97 @@ func newConn(c net.Conn, protocol string, pending []byte, state ws.State) *Conn 
 	return wc
 }
 
-// Read reads MQTT bytes, as many as the current frame has up to len(p).
-// It returns io.EOF when the client closed the WebSocket or the socket.
+// Read reads MQTT bytes: what the current frame has up to len(p), then the
+// payloads of the binary frames that came with it, as long as they are
+// read already (no wait for the socket). So a burst of small frames (a
+// client sends each packet in a frame of its own) reaches the broker in
+// one write, not one per frame. It returns io.EOF when the client closed
+// the WebSocket or the socket.
 func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) >= directMin && !c.inData && c.later == nil && c.broken == nil && len(c.src.pending) == 0 && len(c.src.ahead) == 0 {
+		// At a message boundary with nothing read ahead, where an idle
+		// connection waits: read the socket into p itself and take the
+		// frames apart there, each payload moved down over the headers
+		// before it (one read, no copy into a buffer of the source's).
+		m, err := c.src.conn.Read(p)
+		if m == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return 0, err
+		}
+		// Bytes came with err: the next read from the socket returns it again.
+		c.src.ahead, c.src.inPlace = p[:m], true
+		defer c.src.own()
+	}
+	n, err := c.readFrame(p)
+	for err == nil && n > 0 && n < len(p) && !c.inData {
+		// At a message boundary: take the next frame when its header and
+		// some of its payload are read ahead already.
+		k := c.src.readyPayload(c.client)
+		if k == 0 {
+			break
+		}
+		m, rerr := c.readFrame(p[n : n+min(k, len(p)-n)])
+		n += m
+		if rerr != nil {
+			// No socket read happened, so this is the frame's own error
+			// (c.broken holds it when the connection is lost): the bytes
+			// before it go first.
+			c.later = rerr
+			break
+		}
+	}
+	return n, err
+}
+
+// readyPayload is how many payload bytes of the next frame the frame
+// reader can take without reading the socket, when that frame is a
+// well-formed binary frame (fin or not) whose header is read ahead whole,
+// with at least one of its payload bytes; else 0, and the next Read takes
+// the frame as it comes. Control and text frames are left to that Read:
+// they may answer or fail, which waits on the socket.
+func (s *source) readyPayload(client bool) int {
+	b := s.pending
+	if len(b) == 0 {
+		b = s.ahead
+	}
+	if len(b) < 2 || b[0]&0x7f != byte(ws.OpBinary) || (b[1]&0x80 != 0) == client {
+		return 0 // short, not a plain binary frame, or masked the wrong way (a protocol error)
+	}
+	hlen, length := 2, int64(b[1]&0x7f)
+	switch length {
+	case 126:
+		hlen += 2
+	case 127:
+		hlen += 8
+	}
+	if !client {
+		hlen += 4 // the mask
+	}
+	if len(b) <= hlen {
+		return 0
+	}
+	switch length {
+	case 126:
+		length = int64(binary.BigEndian.Uint16(b[2:4]))
+	case 127:
+		length = int64(binary.BigEndian.Uint64(b[2:10]))
+	}
+	if length <= 0 {
+		return 0 // empty (or an impossible length): the next Read skips or refuses it
+	}
+	return int(min(length, int64(len(b)-hlen)))
+}
+
+// readFrame reads MQTT bytes, as many as the current frame has up to
+// len(p), reading frame headers and answering control frames as they come.
+func (c *Conn) readFrame(p []byte) (int, error) {
+	if c.later != nil {
+		err := c.later
+		c.later = nil
+		return 0, err
+	}
 	if c.broken != nil {
 		return 0, c.broken
 	}
@@ -318,19 +438,45 @@ func (c *Conn) writeFrame(op ws.OpCode, p []byte) error {
 	}
 	bp := framePool.Get().(*[]byte)
 	defer framePool.Put(bp)
-	w := appender{b: (*bp)[:0]}
-	if err := ws.WriteHeader(&w, h); err != nil {
-		return err
-	}
+	b := appendHeader((*bp)[:0], h)
 	if c.client {
-		return c.writeMasked(w.b, p, h.Mask)
+		return c.writeMasked(b, p, h.Mask)
 	}
-	if len(w.b)+len(p) > cap(w.b) {
-		_, err := (&net.Buffers{w.b, p}).WriteTo(c.Conn)
+	if len(b)+len(p) > cap(b) {
+		_, err := (&net.Buffers{b, p}).WriteTo(c.Conn)
 		return err
 	}
-	_, err := c.Conn.Write(append(w.b, p...))
+	_, err := c.Conn.Write(append(b, p...))
 	return err
+}
+
+// appendHeader appends h as RFC 6455 5.2 lays a frame header out, as
+// ws.WriteHeader writes it but without its two allocations per frame (an
+// io.Writer and the header's bytes escape through it): a frame each time
+// the pipe passes a burst to the client.
+func appendHeader(b []byte, h ws.Header) []byte {
+	b0 := byte(h.OpCode) | h.Rsv<<4
+	if h.Fin {
+		b0 |= 0x80
+	}
+	var mask byte
+	if h.Masked {
+		mask = 0x80
+	}
+	switch {
+	case h.Length < 126:
+		b = append(b, b0, mask|byte(h.Length))
+	case h.Length <= 0xffff:
+		b = append(b, b0, mask|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(h.Length))
+	default:
+		b = append(b, b0, mask|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(h.Length))
+	}
+	if h.Masked {
+		b = append(b, h.Mask[:]...)
+	}
+	return b
 }
 
 // writeMasked sends the frame whose header buf holds with payload p masked
@@ -349,10 +495,6 @@ func (c *Conn) writeMasked(buf, p []byte, mask [4]byte) error {
 		}
 	}
 }
-
-type appender struct{ b []byte }
-
-func (a *appender) Write(p []byte) (int, error) { a.b = append(a.b, p...); return len(p), nil }
 
 // failLinger bounds how long a failing connection waits for the client to
 // answer its close frame.

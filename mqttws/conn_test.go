@@ -172,6 +172,21 @@ func FuzzConn(f *testing.F) {
 			t.Fatalf("read %d bytes from %d", len(got), len(in))
 		}
 		serverFrames(t, m.out.Bytes())
+		// Read into buffers too small to take frames apart in place, frame
+		// by frame through the read-ahead: the same bytes.
+		small := NewConn(&memConn{in: bytes.NewReader(in)}, ProtocolMQTT, nil)
+		var want []byte
+		buf := make([]byte, directMin-1)
+		for {
+			n, err := small.Read(buf)
+			want = append(want, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("read in place % x, frame by frame % x", got, want)
+		}
 	})
 }
 
@@ -195,9 +210,11 @@ func (c *countingConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// TestConnReadsAhead: a small frame costs one read of the socket, a larger
-// one two, several frames that arrived together no more; and a connection
-// waiting for its next frame holds no pooled buffer.
+// TestConnReadsAhead: read with the pipe's wait buffer, a frame costs one
+// read of the socket, several frames that arrived together no more (they
+// are taken apart in the caller's buffer); read into a buffer too small for
+// that, a small frame costs one read, a larger one two. Either way, a
+// connection waiting for its next frame holds no pooled buffer.
 func TestConnReadsAhead(t *testing.T) {
 	connect := []byte{0x10, 0x0d, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, 'a'}
 	connect = append(connect, bytes.Repeat([]byte{0}, 40)...) // past the frame-start buffer
@@ -206,11 +223,15 @@ func TestConnReadsAhead(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		chunks [][]byte
+		buf    int
 		reads  int // socket reads until the payloads are in, the EOF read excluded
 	}{
-		{"a PINGREQ frame in one read", [][]byte{clientFrames(t, ws.NewBinaryFrame(ping))}, 1},
-		{"a CONNECT frame in two", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect))}, 2},
-		{"a CONNECT and two PINGREQ that came together", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect), ws.NewBinaryFrame(ping), ws.NewBinaryFrame(ping))}, 2},
+		{"a PINGREQ frame in one read", [][]byte{clientFrames(t, ws.NewBinaryFrame(ping))}, 512, 1},
+		{"a CONNECT frame in one", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect))}, 512, 1},
+		{"a CONNECT and two PINGREQ that came together", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect), ws.NewBinaryFrame(ping), ws.NewBinaryFrame(ping))}, 512, 1},
+		{"small buffer: a PINGREQ frame in one read", [][]byte{clientFrames(t, ws.NewBinaryFrame(ping))}, 64, 1},
+		{"small buffer: a CONNECT frame in two", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect))}, 64, 2},
+		{"small buffer: a CONNECT and two PINGREQ that came together", [][]byte{clientFrames(t, ws.NewBinaryFrame(connect), ws.NewBinaryFrame(ping), ws.NewBinaryFrame(ping))}, 64, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &countingConn{chunks: tc.chunks}
@@ -227,7 +248,7 @@ func TestConnReadsAhead(t *testing.T) {
 				}
 			}
 			got := make([]byte, 0, len(want))
-			buf := make([]byte, 512) // the pipe's wait buffer
+			buf := make([]byte, tc.buf) // 512: the pipe's wait buffer
 			for len(got) < len(want) {
 				n, err := c.Read(buf)
 				if err != nil {
@@ -303,6 +324,134 @@ func TestConnReadParked(t *testing.T) {
 		}
 		if want := append(append([]byte{}, payload...), 0xc0, 0); !bytes.Equal(got, want) {
 			t.Errorf("header cut after %d bytes: read %d bytes % x…, want the %d of the two frames", cut, len(got), got[:min(len(got), 8)], len(want))
+		}
+	}
+}
+
+// TestConnReadCoalesces: the binary frames that came in one read of the
+// socket come out of one Read [MQTT-6.0.0-2], so the pipe writes them to
+// the broker at once; a control or text frame, or a frame not read ahead
+// whole, ends the Read, and the bytes before a bad frame are delivered
+// before its error.
+func TestConnReadCoalesces(t *testing.T) {
+	pub := func(i byte) []byte { return []byte{0x30, 5, 0, 1, 't', i, i} }
+	var burst []ws.Frame
+	var want []byte
+	for i := byte(0); i < 16; i++ {
+		burst = append(burst, ws.NewBinaryFrame(pub(i)))
+		want = append(want, pub(i)...)
+	}
+	big := append([]byte{0x30, 0x80, 0x02, 0, 1, 't'}, bytes.Repeat([]byte{9}, 253)...) // a 2-byte frame length
+	second := clientFrames(t, ws.NewBinaryFrame(pub(2)))
+	for _, tc := range []struct {
+		name   string
+		chunks [][]byte
+		reads  [][]byte // what each Read returns
+		err    error    // the last Read's, nil: EOF
+	}{
+		{"16 frames in one read of the socket, one Read",
+			[][]byte{clientFrames(t, burst...)}, [][]byte{want}, nil},
+		{"a frame with a 2-byte length after a small one",
+			[][]byte{clientFrames(t, ws.NewBinaryFrame(pub(1)), ws.NewBinaryFrame(big))}, [][]byte{append(pub(1), big...)}, nil},
+		{"a ping ends the Read, and is answered before the next",
+			[][]byte{clientFrames(t, ws.NewBinaryFrame(pub(1)), ws.NewPingFrame(nil), ws.NewBinaryFrame(pub(2)))}, [][]byte{pub(1), pub(2)}, nil},
+		{"an empty frame ends the Read",
+			[][]byte{clientFrames(t, ws.NewBinaryFrame(pub(1)), ws.NewBinaryFrame(nil), ws.NewBinaryFrame(pub(2)))}, [][]byte{pub(1), pub(2)}, nil},
+		{"a frame whose header came in the next read of the socket",
+			[][]byte{append(clientFrames(t, ws.NewBinaryFrame(pub(1))), second[:3]...), second[3:]},
+			[][]byte{pub(1), pub(2)}, nil},
+		{"a fragment's continuation is read on its own",
+			[][]byte{clientFrames(t, ws.NewBinaryFrame(pub(1)), ws.NewFrame(ws.OpBinary, false, pub(2)[:3]), ws.NewFrame(ws.OpContinuation, true, pub(2)[3:]))},
+			[][]byte{append(pub(1), pub(2)[:3]...), pub(2)[3:]}, nil},
+		{"[MQTT-6.0.0-1] the packets before a text frame, then its error",
+			[][]byte{clientFrames(t, ws.NewBinaryFrame(pub(1)), ws.NewTextFrame([]byte("x")))}, [][]byte{pub(1)}, ErrTextFrame},
+		{"the packets before an unmasked frame, then its error",
+			[][]byte{append(clientFrames(t, ws.NewBinaryFrame(pub(1))), ws.MustCompileFrame(ws.NewBinaryFrame(pub(2)))...)}, [][]byte{pub(1)}, &FrameError{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &countingConn{chunks: tc.chunks}
+			c := NewConn(m, ProtocolMQTT, nil)
+			buf := make([]byte, 16<<10)
+			for i, w := range tc.reads {
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("Read %d: %v", i, err)
+				}
+				if !bytes.Equal(buf[:n], w) {
+					t.Fatalf("Read %d: % x, want % x", i, buf[:n], w)
+				}
+			}
+			n, err := c.Read(buf)
+			var fe *FrameError
+			switch {
+			case n != 0:
+				t.Errorf("last Read: %d more bytes", n)
+			case tc.err == nil && err != io.EOF:
+				t.Errorf("last Read: %v, want EOF", err)
+			case tc.err == ErrTextFrame && !errors.Is(err, ErrTextFrame):
+				t.Errorf("last Read: %v, want ErrTextFrame", err)
+			case tc.err != nil && tc.err != ErrTextFrame && !errors.As(err, &fe):
+				t.Errorf("last Read: %v, want a FrameError", err)
+			}
+		})
+	}
+}
+
+// BenchmarkConnWrite is the server side's frame of a small burst, as the
+// pipe writes one to the client.
+func BenchmarkConnWrite(b *testing.B) {
+	c := NewConn(&discardConn{}, ProtocolMQTT, nil)
+	p := bytes.Repeat([]byte{0x30, 0x40}, 600)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Write(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkConnRead is the client's burst of 16 frames, one PUBLISH each,
+// taken apart in the pipe's buffer.
+func BenchmarkConnRead(b *testing.B) {
+	var frames []ws.Frame
+	for range 16 {
+		frames = append(frames, ws.NewBinaryFrame(append([]byte{0x30, 70, 0, 1, 't'}, bytes.Repeat([]byte{1}, 67)...)))
+	}
+	in := clientFrames(b, frames...)
+	r := bytes.NewReader(in)
+	c := NewConn(&memConn{in: r}, ProtocolMQTT, nil)
+	buf := make([]byte, 16<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Reset(in)
+		if n, err := c.Read(buf); err != nil || n != 16*72 {
+			b.Fatalf("read %d, %v", n, err)
+		}
+	}
+}
+
+type discardConn struct{ memConn }
+
+func (*discardConn) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestAppendHeader: frame headers as ws.WriteHeader writes them, for every
+// length form, masked or not, fin or not.
+func TestAppendHeader(t *testing.T) {
+	for _, h := range []ws.Header{
+		{Fin: true, OpCode: ws.OpBinary, Length: 0},
+		{Fin: true, OpCode: ws.OpBinary, Length: 125},
+		{Fin: true, OpCode: ws.OpBinary, Length: 126},
+		{Fin: false, OpCode: ws.OpContinuation, Length: 0xffff},
+		{Fin: true, OpCode: ws.OpClose, Length: 0x10000, Masked: true, Mask: [4]byte{1, 2, 3, 4}},
+		{Fin: true, OpCode: ws.OpPong, Length: 5, Rsv: 0, Masked: true, Mask: [4]byte{9, 8, 7, 6}},
+		{Fin: true, OpCode: ws.OpBinary, Length: 1 << 40},
+	} {
+		var want bytes.Buffer
+		if err := ws.WriteHeader(&want, h); err != nil {
+			t.Fatal(err)
+		}
+		if got := appendHeader([]byte{0xee}, h); !bytes.Equal(got[1:], want.Bytes()) || got[0] != 0xee {
+			t.Errorf("%+v: % x, want % x", h, got[1:], want.Bytes())
 		}
 	}
 }

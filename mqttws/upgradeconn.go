@@ -222,3 +222,9 @@ func headerEnd(b []byte) int {
 	}
 	return -1
 }
+
+// appender is an io.Writer appending to b: where the Upgrader writes the
+// handshake's answer.
+type appender struct{ b []byte }
+
+func (a *appender) Write(p []byte) (int, error) { a.b = append(a.b, p...); return len(p), nil }

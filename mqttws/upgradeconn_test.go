@@ -138,3 +138,17 @@ func FuzzUpgradeConn(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkUpgradeConn is one browser upgrade answered on the connection,
+// the request sniffed whole.
+func BenchmarkUpgradeConn(b *testing.B) {
+	req := []byte(upgradeRequest("Origin: https://app.example\r\n", "Sec-WebSocket-Protocol: mqtt\r\n"))
+	u := Upgrader{AllowOrigin: func(o string) bool { return o == "https://app.example" }}
+	b.ReportAllocs()
+	for b.Loop() {
+		m := &discardConn{memConn{in: bytes.NewReader(nil)}}
+		if c, _, _, err := u.UpgradeConn(m, req, "/mqtt"); c == nil || err != nil {
+			b.Fatalf("not upgraded: %v", err)
+		}
+	}
+}

@@ -306,50 +306,76 @@ func lasting() int {
 	return n
 }
 
-// TestIdleTLSConnsParkWithoutGoroutines checks that on the epoll data path
-// an idle TLS connection and its broker side wait with no goroutine
-// (pipe.Park): 50 of them leave the goroutine count where it was, while the
-// goroutines data path holds two each. Then bytes still pass both ways
-// through parked pairs: a small packet each way, and a burst of many TLS
-// records. It does not run in parallel: it counts the process's goroutines.
-func TestIdleTLSConnsParkWithoutGoroutines(t *testing.T) {
+// TestIdleConnsParkWithoutGoroutines checks that on the epoll data path
+// an idle TLS or WebSocket connection and its broker side wait with no
+// goroutine (pipe.Park): 50 of them leave the goroutine count where it was,
+// while the goroutines data path holds two each. Then bytes still pass both
+// ways through parked pairs: a small packet each way, and a burst of many
+// TLS records or WebSocket frames of every size. It does not run in
+// parallel: it counts the process's goroutines.
+func TestIdleConnsParkWithoutGoroutines(t *testing.T) {
 	const n = 50
 	p := newPKI(t)
-	for _, tc := range []struct {
-		dataPath string
-		ok       func(added int) bool
-	}{
-		{config.DataPathEpoll, func(added int) bool { return added < 10 }},
-		{config.DataPathGoroutines, func(added int) bool { return added >= 2*n }},
-	} {
-		t.Run(tc.dataPath, func(t *testing.T) {
-			sink, err := net.Listen("tcp", "127.0.0.1:0")
+	type transport struct {
+		name     string
+		listener string
+		dial     func(t *testing.T, addr string) net.Conn
+	}
+	transports := []transport{
+		{"tls", "{addr: LISTEN, tls: true}", func(t *testing.T, addr string) net.Conn {
+			c, err := tls.Dial("tcp", addr, p.clientTLS("a.example", nil))
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer sink.Close()
-			held := make(chan net.Conn, n+1)
-			go func() {
-				for {
-					c, err := sink.Accept()
-					if err != nil {
-						return
-					}
-					_, _ = c.Write([]byte{0x20, 2, 0, 0})
-					held <- c
-				}
-			}()
-			var brokers []net.Conn
-			defer func() {
-				for len(held) > 0 {
-					(<-held).Close()
-				}
-				for _, c := range brokers {
-					c.Close()
-				}
-			}()
-			g := startGateway(t, fmt.Sprintf(`stream_proxy:
-  tcp: [{addr: LISTEN, tls: true}]
+			return c
+		}},
+		{"websocket", "{addr: LISTEN, websocket: true}", func(t *testing.T, addr string) net.Conn {
+			return mqtttest.MustDialWS(t, wsURL(addr), mqtttest.WSOptions{})
+		}},
+	}
+	for _, tr := range transports {
+		for _, tc := range []struct {
+			dataPath string
+			ok       func(added int) bool
+		}{
+			{config.DataPathEpoll, func(added int) bool { return added < 10 }},
+			{config.DataPathGoroutines, func(added int) bool { return added >= 2*n }},
+		} {
+			t.Run(tr.name+"/"+tc.dataPath, func(t *testing.T) { testParked(t, n, p, tr.listener, tc.dataPath, tc.ok, tr.dial) })
+		}
+	}
+}
+
+// testParked is one case of TestIdleConnsParkWithoutGoroutines: n idle
+// clients of a listener over one data path, ok judging the goroutines added.
+func testParked(t *testing.T, n int, p *pki, listener, dataPath string, ok func(added int) bool, dialConn func(t *testing.T, addr string) net.Conn) {
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	held := make(chan net.Conn, n+1)
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte{0x20, 2, 0, 0})
+			held <- c
+		}
+	}()
+	var brokers []net.Conn
+	defer func() {
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+		for _, c := range brokers {
+			c.Close()
+		}
+	}()
+	g := startGateway(t, fmt.Sprintf(`stream_proxy:
+  tcp: [%s]
   data_path: %s
 ssls:
   - {id: a, snis: [a.example], cert: %s/a.crt, key: %s/a.key}
@@ -358,94 +384,90 @@ upstreams:
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-`, tc.dataPath, p.dir, p.dir, sink.Addr().String()))
-			connect := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, KeepAlive: 60, ClientID: "idle"})
-			dial := func() *tls.Conn {
-				c, err := tls.Dial("tcp", g.addr, p.clientTLS("a.example", nil))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { c.Close() })
-				if _, err := c.Write(connect); err != nil {
-					t.Fatal(err)
-				}
-				var ack [4]byte
-				if _, err := io.ReadFull(c, ack[:]); err != nil {
-					t.Fatalf("CONNACK: %v", err)
-				}
-				return c
-			}
-			dial() // the loops and the notifier start on first use
-			brokers = append(brokers, <-held)
-			mqtttest.WaitFor(t, "the warm-up connection to be proxied", func() bool { return g.srv.Stats().Proxied == 1 })
-			// As in TestIdleConnsHoldNoGoroutine: no serveConn of the
-			// warm-up, no timer function in the base.
-			mqtttest.WaitFor(t, "the warm-up's serveConn goroutine to end", func() bool { return !strings.Contains(stacks(), "(*Server).serveConn(") })
-			base := lasting()
-			clients := make([]*tls.Conn, n)
-			for i := range clients {
-				clients[i] = dial()
-				brokers = append(brokers, <-held)
-			}
-			mqtttest.WaitFor(t, fmt.Sprintf("goroutines to settle (base %d)", base), func() bool {
-				return tc.ok(lasting() - base)
-			})
+`, listener, dataPath, p.dir, p.dir, sink.Addr().String()))
+	connect := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, KeepAlive: 60, ClientID: "idle"})
+	dial := func() net.Conn {
+		c := dialConn(t, g.addr)
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(connect); err != nil {
+			t.Fatal(err)
+		}
+		var ack [4]byte
+		if _, err := io.ReadFull(c, ack[:]); err != nil {
+			t.Fatalf("CONNACK: %v", err)
+		}
+		return c
+	}
+	dial() // the loops and the notifier start on first use
+	brokers = append(brokers, <-held)
+	mqtttest.WaitFor(t, "the warm-up connection to be proxied", func() bool { return g.srv.Stats().Proxied == 1 })
+	// As in TestIdleConnsHoldNoGoroutine: no serveConn of the
+	// warm-up, no timer function in the base.
+	mqtttest.WaitFor(t, "the warm-up's serveConn goroutine to end", func() bool { return !strings.Contains(stacks(), "(*Server).serveConn(") })
+	base := lasting()
+	clients := make([]net.Conn, n)
+	for i := range clients {
+		clients[i] = dial()
+		brokers = append(brokers, <-held)
+	}
+	mqtttest.WaitFor(t, fmt.Sprintf("goroutines to settle (base %d)", base), func() bool {
+		return ok(lasting() - base)
+	})
 
-			// Idle pairs still carry bytes, each way: the sink's
-			// connections came in the clients' order.
-			for _, b := range brokers {
-				_ = b.SetDeadline(time.Now().Add(20 * time.Second))
-				if _, err := io.ReadFull(b, make([]byte, len(connect))); err != nil {
-					t.Fatalf("broker's CONNECT: %v", err)
-				}
+	// Idle pairs still carry bytes, each way: the sink's
+	// connections came in the clients' order.
+	for _, b := range brokers {
+		_ = b.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.ReadFull(b, make([]byte, len(connect))); err != nil {
+			t.Fatalf("broker's CONNECT: %v", err)
+		}
+	}
+	for i, c := range clients[:5] {
+		b := brokers[i+1]
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		ping := []byte{0xc0, 0}
+		if _, err := c.Write(ping); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 2)
+		if _, err := io.ReadFull(b, got); err != nil || !bytes.Equal(got, ping) {
+			t.Fatalf("broker read %x, %v; want PINGREQ", got, err)
+		}
+		if _, err := b.Write([]byte{0xd0, 0}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil || got[0] != 0xd0 {
+			t.Fatalf("client read %x, %v; want PINGRESP", got, err)
+		}
+	}
+	// A burst of 1 MiB each way, in TLS records or WebSocket
+	// frames of every size.
+	c, b := clients[5], brokers[6]
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	up, down := make([]byte, 1<<20), make([]byte, 1<<20)
+	_, _ = rand.Read(up)
+	_, _ = rand.Read(down)
+	errs := make(chan error, 2)
+	go func() {
+		for off, k := 0, 1; off < len(up); off, k = off+k, k*2%16381+1 {
+			if _, err := c.Write(up[off:min(off+k, len(up))]); err != nil {
+				errs <- err
+				return
 			}
-			for i, c := range clients[:5] {
-				b := brokers[i+1]
-				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				ping := []byte{0xc0, 0}
-				if _, err := c.Write(ping); err != nil {
-					t.Fatal(err)
-				}
-				got := make([]byte, 2)
-				if _, err := io.ReadFull(b, got); err != nil || !bytes.Equal(got, ping) {
-					t.Fatalf("broker read %x, %v; want PINGREQ", got, err)
-				}
-				if _, err := b.Write([]byte{0xd0, 0}); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := io.ReadFull(c, got); err != nil || got[0] != 0xd0 {
-					t.Fatalf("client read %x, %v; want PINGRESP", got, err)
-				}
-			}
-			// A burst of 1 MiB each way, in TLS records of every size.
-			c, b := clients[5], brokers[6]
-			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-			up, down := make([]byte, 1<<20), make([]byte, 1<<20)
-			_, _ = rand.Read(up)
-			_, _ = rand.Read(down)
-			errs := make(chan error, 2)
-			go func() {
-				for off, k := 0, 1; off < len(up); off, k = off+k, k*2%16381+1 {
-					if _, err := c.Write(up[off:min(off+k, len(up))]); err != nil {
-						errs <- err
-						return
-					}
-				}
-				errs <- nil
-			}()
-			go func() { _, err := b.Write(down); errs <- err }()
-			gotUp, gotDown := make([]byte, len(up)), make([]byte, len(down))
-			if _, err := io.ReadFull(b, gotUp); err != nil || !bytes.Equal(gotUp, up) {
-				t.Fatalf("broker got %d bytes intact: %v, %v", len(gotUp), bytes.Equal(gotUp, up), err)
-			}
-			if _, err := io.ReadFull(c, gotDown); err != nil || !bytes.Equal(gotDown, down) {
-				t.Fatalf("client got %d bytes intact: %v, %v", len(gotDown), bytes.Equal(gotDown, down), err)
-			}
-			for range 2 {
-				if err := <-errs; err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
+		}
+		errs <- nil
+	}()
+	go func() { _, err := b.Write(down); errs <- err }()
+	gotUp, gotDown := make([]byte, len(up)), make([]byte, len(down))
+	if _, err := io.ReadFull(b, gotUp); err != nil || !bytes.Equal(gotUp, up) {
+		t.Fatalf("broker got %d bytes intact: %v, %v", len(gotUp), bytes.Equal(gotUp, up), err)
+	}
+	if _, err := io.ReadFull(c, gotDown); err != nil || !bytes.Equal(gotDown, down) {
+		t.Fatalf("client got %d bytes intact: %v, %v", len(gotDown), bytes.Equal(gotDown, down), err)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

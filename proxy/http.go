@@ -295,7 +295,7 @@ func (b *balancedTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	up := b.up
 	err := errNoNode
 	tries := 0
-	for i := range up.bal.Order(ex.key) {
+	for _, i := range up.order(ex.key) {
 		if tries > up.cfg.Retries {
 			break
 		}
@@ -356,6 +356,7 @@ type httpOutcome struct {
 	status                int
 	up, down              int64 // body bytes from the client and to it
 	detail                string
+	errorKind             string // a refused WebSocket upgrade's kind (mqttws.Refusal)
 }
 
 // logHTTP writes an HTTP request's record to the access log: the JSON
@@ -376,6 +377,7 @@ func (s *Server) logHTTP(r *http.Request, wc *webConn, client netip.AddrPort, fo
 		BytesDown: out.down,
 		Duration:  time.Since(start),
 		Detail:    out.detail,
+		ErrorKind: out.errorKind,
 		Server:    wc.id.local,
 		Method:    r.Method,
 		Host:      r.Host,

@@ -100,14 +100,21 @@ func (p *connPath) sniff() bool {
 	}
 	if lcfg.WebSocket != nil {
 		u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: p.snap.cfg.StreamProxy.ConnectTimeout}
-		c, fwd, replay, err := u.UpgradeConn(p.conn, first, lcfg.WebSocket.Path)
+		under, pc := p.conn, p.park
+		if pc == nil && p.conn == net.Conn(p.tcp) && p.snap.cfg.StreamProxy.DataPath == config.DataPathEpoll {
+			// A plain WebSocket waits without goroutines as a TLS client
+			// does (pipe.Park): built on a ParkConn from its upgrade on.
+			pc = pipe.NewParkConn(p.tcp)
+			under = pc
+		}
+		c, fwd, replay, err := u.UpgradeConn(under, first, lcfg.WebSocket.Path)
 		switch {
 		case err != nil:
 			p.s.failPreread(p.conn, p.rec, err)
 			return false
 		case c != nil:
 			p.s.web.stats.count("upgraded")
-			p.conn = c
+			p.conn, p.park = c, pc
 			p.rec.websocket = true
 			addr, ok := fwd.Addr()
 			p.rec.trustForwarded(addr, ok, lcfg, &p.vars)
@@ -251,12 +258,26 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // one for the request ends with its buffers.
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lcfg config.Listener, snap *snapshot) {
 	u := mqttws.Upgrader{AllowOrigin: lcfg.WebSocket.AllowsOrigin, Timeout: snap.cfg.StreamProxy.ConnectTimeout}
+	start := time.Now()
 	conn, err := u.Upgrade(w, r)
 	if err != nil {
+		out := httpOutcome{status: http.StatusBadRequest, detail: err.Error(), errorKind: "handshake"}
 		var ref *mqttws.Refusal
 		if errors.As(err, &ref) {
 			s.web.stats.count(ref.Kind)
+			out.status, out.errorKind = ref.Status, ref.Kind
+			if ref.Kind != "handshake" { // the others answer with the reason as the body
+				out.down = int64(len(ref.Reason)) + 1
+			}
 		}
+		// The client as the access log's HTTP records name it: a proxy in
+		// front is trusted for it as for an upgraded connection.
+		client := wc.remote
+		a, forwarded := forwardedFor(r.Header)
+		if forwarded = forwarded && allowed(lcfg.RealIPFrom, wc.remote.Addr()); forwarded {
+			client = netip.AddrPortFrom(a.Unmap(), 0)
+		}
+		s.logHTTP(r, wc, client, forwarded, start, out)
 		s.log.Debug("WebSocket upgrade refused", "listener", lcfg.Addr, "client", wc.remote, "err", err)
 		return
 	}

@@ -235,6 +235,24 @@ stream_routes:
 	if resp.StatusCode != http.StatusUpgradeRequired {
 		t.Errorf("plain GET: %s, want 426", resp.Status)
 	}
+	// Each refused upgrade has its HTTP record in the access log: status,
+	// why, and the kind the websocket counters use.
+	for _, want := range []struct {
+		status float64
+		kind   string // "": none
+		detail string
+	}{
+		{400, "subprotocol", `"mqtt" must be offered [MQTT-6.0.0-3]`},
+		{403, "origin", `origin "https://evil.example" is not allowed`},
+		{404, "", "MQTT over WebSocket is at /ws"},
+		{426, "not_websocket", "a GET with Upgrade: websocket"},
+	} {
+		g.waitRecord(t, fmt.Sprintf("the %v refusal's record", want.status), func(r map[string]any) bool {
+			kind, _ := r["error_kind"].(string)
+			detail, _ := r["detail"].(string)
+			return r["msg"] == "http_request" && r["status"] == want.status && kind == want.kind && strings.Contains(detail, want.detail) && r["method"] == "GET"
+		})
+	}
 
 	// The route takes 5.0 only: a 3.1.1 CONNECT is refused with a CONNACK
 	// in a binary frame, then a close frame.
