@@ -497,13 +497,9 @@ func TestWatchReloads(t *testing.T) {
 	t.Parallel()
 	a, b := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
 	port := mqtttest.FreePort(t)
-	route := func(br mqtttest.Broker) string {
-		return fmt.Sprintf("reload: {watch_interval: 0.05}\nstream_routes: [{upstream: {nodes: {%q: 1}}}]\n", br.Addr())
-	}
+	route := watchedRoute("0.05")
 	g := startGate(t, configYAML(port, route(a)))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go g.mgr.Watch(ctx)
+	startWatch(t, g)
 	connack(t, g.mqttAddr, "one", mqtt.Level311)
 	if err := os.WriteFile(g.file, []byte("stream_proxy: [broken"), 0o644); err != nil {
 		t.Fatal(err)

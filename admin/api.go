@@ -106,6 +106,8 @@ func New(opts Options) *Server {
 	handle("POST /drain", write, s.drainRemoved)
 	handle("GET /status", status, s.status)
 	handle("GET /status.json", status, s.statusJSON)
+	handle("GET /stub_status", status, s.stubStatus)
+	handle("POST /reload", write, s.reload)
 	handle("GET /metrics", status, s.serveMetrics)
 	// The dashboard checks keys itself: without one it shows a sign-in form.
 	s.mux.HandleFunc("GET /dashboard", s.dashboard)
@@ -490,6 +492,27 @@ func (s *Server) drainRemoved(w http.ResponseWriter, r *http.Request) {
 		st = *last
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// reload re-reads the configuration files and the state file, as SIGHUP
+// does (`mqgate reload` asks for it): 200 with the new configuration's
+// summary, or 400 with every error as file:line: path: why, the running
+// configuration kept.
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	s.log.Info("admin asked for a reload", "client", r.RemoteAddr)
+	if err := s.m.Reload(ReloadAdminAPI); err != nil {
+		errs := []string{err.Error()}
+		var list config.ErrorList
+		if errors.As(err, &list) {
+			errs = errs[:0]
+			for _, e := range list {
+				errs = append(errs, e.Error())
+			}
+		}
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error_msg": "reload refused, the running configuration stays", "errors": errs})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"reloaded": true, "config": s.m.Config().Summary()})
 }
 
 // rebalanceStep pauses, resumes or cancels the rebalance that runs.

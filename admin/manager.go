@@ -61,6 +61,10 @@ const (
 	ResultFailed  = "failed"  // valid, but could not be applied or stored
 )
 
+// ReloadAdminAPI is the source of a reload asked for with POST /reload
+// (`mqgate reload`), as counted in mqgate_config_reloads_total.
+const ReloadAdminAPI = "admin_api"
+
 // Open reads and validates the files and the state file, without applying
 // anything: hand Config to proxy.New, then Attach the proxy.
 func Open(files []string, log *slog.Logger) (*Manager, error) {

@@ -50,6 +50,39 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// stubStatus answers exactly as NGINX's stub_status module does, byte for
+// byte (its trailing spaces included), so that scrapers written for it
+// (nginx-prometheus-exporter, Datadog's and Zabbix's NGINX checks, scripts
+// that read the numbers by position) read mqgate unchanged:
+//
+//	Active connections: 3
+//	server accepts handled requests
+//	 120 118 112
+//	Reading: 1 Writing: 0 Waiting: 2
+//
+// What the numbers are for MQTT: accepts counts accepted TCP connections;
+// handled those not shed by admission before their CONNECT (NGINX's
+// connections not dropped for worker_connections); requests the CONNECTs
+// proxied to a broker, each connection's one request. Reading are the
+// connections still reading their CONNECT, Writing those past it and not
+// yet proxied (routing, dialling, waiting for the CONNACK), Waiting those
+// proxied (NGINX's idle keep-alive connections: an MQTT session between
+// packets); the three add up to Active.
+func (s *Server) stubStatus(w http.ResponseWriter, r *http.Request) {
+	st := s.proxy.Stats()
+	var proxied int64
+	for _, n := range st.Nodes {
+		proxied += n.Active
+	}
+	reading := min(st.Unfinished, st.Active)
+	waiting := min(proxied, st.Active-reading)
+	writing := st.Active - reading - waiting
+	handled := st.Accepted - min(sumOf(st.Shed), st.Accepted)
+	w.Header().Set("Content-Type", "text/plain")
+	fmt.Fprintf(w, "Active connections: %d \nserver accepts handled requests\n %d %d %d \nReading: %d Writing: %d Waiting: %d \n",
+		st.Active, st.Accepted, handled, st.Proxied, reading, writing, waiting)
+}
+
 // rebalanceLine is /status's line on the last paced job, e.g.
 // "rebalance: drain running, 120 of 600 moved (0 skipped) at 500/s".
 func rebalanceLine(rb proxy.RebalanceStatus) string {

@@ -3,7 +3,6 @@ package admin_test
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -181,34 +180,18 @@ func (p *prober) run(stop <-chan struct{}) {
 
 // stormConnect connects once with MQTT 5.0 and returns the CONNACK's code.
 func stormConnect(addr, id string) (mqtt.ReasonCode, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	conn, ack, err := mqtttest.DialConnect(addr, 10*time.Second, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level5, CleanStart: true, ClientID: id})
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	c := &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level5, CleanStart: true, ClientID: id}
-	if _, err := conn.Write(mqtt.AppendConnect(nil, c)); err != nil {
-		return 0, err
+	_, code, err := mqtt.ParseConnack(ack, mqtt.Level5)
+	if err == nil && code == mqtt.Success {
+		_, _ = conn.Write(mqtt.AppendDisconnect(nil, mqtt.Level5, 0, ""))
 	}
-	buf := make([]byte, 0, 256)
-	one := make([]byte, 256)
-	for {
-		if n, ferr := mqtt.FrameLen(buf); ferr == nil && len(buf) >= n {
-			_, code, err := mqtt.ParseConnack(buf[:n], mqtt.Level5)
-			if err == nil && code == mqtt.Success {
-				_, _ = conn.Write(mqtt.AppendDisconnect(nil, mqtt.Level5, 0, ""))
-			}
-			// Let the other side close first (it does at once, after a
-			// refusal or a DISCONNECT), so that the storm's thousands of
-			// sockets do not hold local ports in TIME_WAIT on this side.
-			_, _ = io.Copy(io.Discard, conn)
-			return code, err
-		}
-		m, err := conn.Read(one)
-		buf = append(buf, one[:m]...)
-		if err != nil {
-			return 0, fmt.Errorf("after %d bytes: %w", len(buf), err)
-		}
-	}
+	// Let the other side close first (it does at once, after a refusal
+	// or a DISCONNECT), so that the storm's thousands of sockets do not
+	// hold local ports in TIME_WAIT on this side.
+	_, _ = io.Copy(io.Discard, conn)
+	return code, err
 }

@@ -12,6 +12,21 @@ import (
 	"github.com/mqgate/mqgate/mqtt"
 )
 
+// watchedRoute returns, for a broker, a document part: the file watch at
+// interval (seconds) and one stream route to that broker.
+func watchedRoute(interval string) func(mqtttest.Broker) string {
+	return func(br mqtttest.Broker) string {
+		return fmt.Sprintf("reload: {watch_interval: %s}\nstream_routes: [{upstream: {nodes: {%q: 1}}}]\n", interval, br.Addr())
+	}
+}
+
+// startWatch runs g's file watch until the test ends.
+func startWatch(t *testing.T, g *gate) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go g.mgr.Watch(ctx)
+}
+
 // TestWatchSeesAnEditBeforeItStarts is finding 6 of issue #10 made
 // deterministic: the file changes after it was loaded but before Watch
 // looks at it for the first time (an edit during start-up). Watch's
@@ -20,16 +35,12 @@ func TestWatchSeesAnEditBeforeItStarts(t *testing.T) {
 	t.Parallel()
 	a, b := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
 	port := mqtttest.FreePort(t)
-	route := func(br mqtttest.Broker) string {
-		return fmt.Sprintf("reload: {watch_interval: 0.05}\nstream_routes: [{upstream: {nodes: {%q: 1}}}]\n", br.Addr())
-	}
+	route := watchedRoute("0.05")
 	g := startGate(t, configYAML(port, route(a)))
 	if err := os.WriteFile(g.file, []byte(configYAML(port, route(b))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go g.mgr.Watch(ctx)
+	startWatch(t, g)
 	mqtttest.WaitFor(t, "the watch to reload the edit made before it started", func() bool {
 		return strings.Contains(g.log.String(), "source=watch config=")
 	})
@@ -44,13 +55,9 @@ func TestWatchUnreadableIsNoChange(t *testing.T) {
 	t.Parallel()
 	a, b := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
 	port := mqtttest.FreePort(t)
-	route := func(br mqtttest.Broker) string {
-		return fmt.Sprintf("reload: {watch_interval: 0.02}\nstream_routes: [{upstream: {nodes: {%q: 1}}}]\n", br.Addr())
-	}
+	route := watchedRoute("0.02")
 	g := startGate(t, configYAML(port, route(a)))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go g.mgr.Watch(ctx)
+	startWatch(t, g)
 	orig, err := os.ReadFile(g.file)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"math"
 	"reflect"
@@ -18,6 +19,9 @@ type Checks struct {
 	// endpoint, say). A node is healthy only while it passes every one.
 	Active  []*ActiveCheck // empty = no probes
 	Passive *PassiveCheck  // nil = no passive counting
+	// PassiveOff is `passive: false`: no passive counting, not even
+	// DefaultPassive's for an upstream without checks.
+	PassiveOff bool
 	// OnMarkedDown is MarkedDownKeep (default) or MarkedDownClose: close
 	// the node's client connections when it is marked unhealthy, so their
 	// clients reconnect to a healthy node at once instead of waiting for
@@ -69,6 +73,11 @@ type ActiveCheck struct {
 	ClientID      string // prefix of the probe's client id; "" sends an empty id
 	Username      string
 	Password      string
+	// Raw probe settings (type tcp only), HAProxy's tcp-check send-binary
+	// and expect binary, NGINX's match send and expect: after the connect
+	// the probe writes Send, then the answer must begin with Expect.
+	Send   []byte // nil = send nothing
+	Expect []byte // nil = expect nothing: the connect is the probe
 	// HTTP probe settings (types http and https only), APISIX's keys.
 	HTTPPath          string   // default "/"
 	Host              string   // the Host header (and, for https, the name verified); "" = the node's host
@@ -93,6 +102,17 @@ type PassiveCheck struct {
 	TCPFailures int           // default 2
 	Timeouts    int           // default 7
 	FailTimeout time.Duration // default 10s
+}
+
+// DefaultPassive is the passive counting of an upstream of two nodes or
+// more that has no checks: NGINX's defaults for every server, max_fails=1
+// fail_timeout=10s. One failed dial takes the node out for 10 seconds, then
+// it is on trial; when every node of the upstream is out, the next client
+// tries them all again (NGINX forgets the failures then too). A single node
+// is never taken out by it (NGINX ignores max_fails there). It is a
+// function so that no caller can change the shared value.
+func DefaultPassive() *PassiveCheck {
+	return &PassiveCheck{TCPFailures: 1, Timeouts: 1, FailTimeout: DefaultPassiveFailTimeout}
 }
 
 // Defaults of checks, as APISIX's where APISIX has the key.
@@ -121,6 +141,7 @@ var probeTypes = []string{ProbeMQTT, ProbeTCP, ProbeHTTP, ProbeHTTPS}
 // Keys of one probe type, checked against the type once the check is read.
 var (
 	mqttOnlyActiveKeys = []string{"protocol_level", "client_id", "username", "password"}
+	tcpOnlyActiveKeys  = []string{"send", "expect"}
 	httpOnlyActiveKeys = []string{"host", "http_path", "https_verify_certificate", "req_headers", "healthy.http_statuses", "unhealthy.http_statuses", "unhealthy.http_failures"}
 )
 
@@ -139,6 +160,9 @@ func (d *decoder) checks(n *yaml.Node, path string) *Checks {
 	if len(c.Active) == 0 && c.Passive == nil {
 		for _, kv := range cf.actions {
 			d.errorf(kv.keyNode, join(path, kv.key), "needs checks.active or checks.passive to mark nodes")
+		}
+		if c.PassiveOff {
+			return &Checks{PassiveOff: true, OnMarkedDown: MarkedDownKeep, OnMarkedUp: MarkedUpKeep}
 		}
 		return nil
 	}
@@ -167,7 +191,17 @@ func checksSection() section[checksFields] {
 				}
 			}},
 			{name: "passive", own: true, decode: func(d *decoder, kv keyValue, p string, c *checksFields) {
-				if !isNull(kv.val) {
+				switch {
+				case isNull(kv.val):
+				case kv.val.Kind == yaml.ScalarNode && kv.val.Tag == "!!bool":
+					// false: not even the default counting; true
+					// would say nothing that a mapping does not.
+					if on, _ := d.bool(kv.val, p); on {
+						d.errorf(kv.val, p, "must be a mapping of passive settings, or false for no passive counting at all")
+						return
+					}
+					c.PassiveOff = true
+				default:
 					c.Passive = d.passiveCheck(kv.val, p)
 				}
 			}},
@@ -201,7 +235,8 @@ func checksSection() section[checksFields] {
 // probe type by path, checked against the type at the end.
 type activeFields struct {
 	*ActiveCheck
-	mqttOnly, httpOnly map[string]*yaml.Node
+	mqttOnly, httpOnly, tcpOnly map[string]*yaml.Node
+	badType                     bool // type was refused: keys of one type say nothing more
 }
 
 func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
@@ -220,10 +255,17 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 		HealthyStatuses:   DefaultHealthyStatuses,
 		UnhealthyStatuses: DefaultUnhealthyStatuses,
 		HTTPFailures:      DefaultProbeHTTPFailures,
-	}, mqttOnly: map[string]*yaml.Node{}, httpOnly: map[string]*yaml.Node{}}
+	}, mqttOnly: map[string]*yaml.Node{}, httpOnly: map[string]*yaml.Node{}, tcpOnly: map[string]*yaml.Node{}}
 	activeSection().decode(d, n, path, &af)
 	a, mqttOnly, httpOnly := af.ActiveCheck, af.mqttOnly, af.httpOnly
-	if a.Type != ProbeMQTT {
+	if a.Type != ProbeTCP && !af.badType {
+		for _, k := range tcpOnlyActiveKeys {
+			if at, ok := af.tcpOnly[k]; ok {
+				d.errorf(at, join(path, k), "only used with type tcp, not %s", a.Type)
+			}
+		}
+	}
+	if a.Type != ProbeMQTT && !af.badType {
 		for _, k := range mqttOnlyActiveKeys {
 			if at, ok := mqttOnly[k]; ok {
 				d.errorf(at, join(path, k), "only used with type mqtt, not %s", a.Type)
@@ -244,7 +286,89 @@ func (d *decoder) activeCheck(n *yaml.Node, path string) *ActiveCheck {
 	if a.Type == ProbeMQTT && a.ProtocolLevel == 3 && a.ClientID == "" {
 		d.errorf(n, join(path, "client_id"), "MQTT 3.1 (protocol_level 3) does not allow an empty client id: set a prefix")
 	}
+	if at, ok := mqttOnly["client_id"]; ok && a.Type == ProbeMQTT && a.ProtocolLevel == 3 && len(a.ClientID) > MaxProbeClientID31 {
+		// MQTT 3.1 allows 23 characters in all; 3.1.1 and 5.0 servers
+		// must accept 23 and may accept more [MQTT-3.1.3-5], and
+		// Mosquitto, EMQX and HiveMQ do.
+		d.errorf(at, join(path, "client_id"), "MQTT 3.1 (protocol_level 3) allows 23 characters and the probe appends 8: at most %d, got %d (protocol_level 4 and 5 allow longer ids)", MaxProbeClientID31, len(a.ClientID))
+	}
 	return a
+}
+
+// Longest probe client_id prefixes: the probe appends 8 hex digits, MQTT
+// 3.1 allows 23 characters in all, an MQTT string 65,535 bytes.
+const (
+	MaxProbeClientID31 = 23 - 8
+	MaxProbeClientID   = 65535 - 8
+)
+
+// maxProbeBytes bounds send and expect: a probe is one packet or two.
+const maxProbeBytes = 4096
+
+// ParseProbeBytes reads the bytes of checks.active.send or expect, written
+// as hex digits ("20 02 00 00", HAProxy's send-binary "20020000") or as
+// NGINX's match strings ("\x20\x02\x00\x00", plain characters between
+// the escapes stand for themselves).
+func ParseProbeBytes(s string) ([]byte, error) {
+	if strings.Contains(s, `\`) {
+		return unescapeNGINX(s)
+	}
+	digits := strings.Map(func(r rune) rune {
+		if r == ' ' || r == '\t' || r == ':' {
+			return -1
+		}
+		return r
+	}, s)
+	b, err := hex.DecodeString(digits)
+	switch {
+	case err != nil || len(b) == 0:
+		return nil, fmt.Errorf(`must be hex bytes ("20 02 00 00") or an NGINX match string ("\x20\x02\x00\x00"), got %q`, s)
+	case len(b) > maxProbeBytes:
+		return nil, fmt.Errorf("must be at most %d bytes, got %d", maxProbeBytes, len(b))
+	}
+	return b, nil
+}
+
+// unescapeNGINX reads NGINX's string escapes: \xHH, \\, \", \n, \r, \t.
+func unescapeNGINX(s string) ([]byte, error) {
+	var out []byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		if i+1 >= len(s) {
+			return nil, fmt.Errorf("ends in a lone \\: %q", s)
+		}
+		i++
+		switch s[i] {
+		case 'x':
+			if i+3 > len(s) {
+				return nil, fmt.Errorf(`\x needs two hex digits at byte %d of %q`, i-1, s)
+			}
+			b, err := hex.DecodeString(s[i+1 : i+3])
+			if err != nil {
+				return nil, fmt.Errorf(`\x needs two hex digits at byte %d of %q`, i-1, s)
+			}
+			out = append(out, b[0])
+			i += 2
+		case '\\', '"', '\'':
+			out = append(out, s[i])
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		default:
+			return nil, fmt.Errorf(`unknown escape \%c at byte %d of %q`, s[i], i-1, s)
+		}
+	}
+	if len(out) > maxProbeBytes {
+		return nil, fmt.Errorf("must be at most %d bytes, got %d", maxProbeBytes, len(out))
+	}
+	return out, nil
 }
 
 func secs(t time.Duration) string { return fmt.Sprintf("`%g`", t.Seconds()) }
@@ -264,12 +388,29 @@ func activeSection() section[activeFields] {
 			dec(d, kv, p, a)
 		}
 	}
+	raw := func(dst func(a *activeFields) *[]byte) func(d *decoder, kv keyValue, p string, a *activeFields) {
+		return func(d *decoder, kv keyValue, p string, a *activeFields) {
+			a.tcpOnly[kv.key] = kv.keyNode
+			s, ok := d.str(kv.val, p)
+			if !ok {
+				return
+			}
+			b, err := ParseProbeBytes(s)
+			if err != nil {
+				d.errorf(kv.val, p, "%v", err)
+				return
+			}
+			*dst(a) = b
+		}
+	}
 	return section[activeFields]{
 		name: "checks",
 		fields: []f{
 			{name: "type", def: "`" + ProbeMQTT + "`", decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
 				if t, ok := d.oneOf(kv.val, p, probeTypes...); ok {
 					a.Type = t
+				} else {
+					a.badType = true
 				}
 			}},
 			{name: "timeout", def: secs(DefaultProbeTimeout), decode: func(d *decoder, kv keyValue, p string, a *activeFields) {
@@ -298,9 +439,8 @@ func activeSection() section[activeFields] {
 			})},
 			{name: "client_id", def: "empty", decode: mqtt(func(d *decoder, kv keyValue, p string, a *activeFields) {
 				if s, ok := d.str(kv.val, p); ok {
-					if len(s) > 15 {
-						// The probe adds 8 characters; 3.1 allows 23 in all.
-						d.errorf(kv.val, p, "must be at most 15 characters (the probe appends 8), got %d", len(s))
+					if len(s) > MaxProbeClientID {
+						d.errorf(kv.val, p, "must be at most %d bytes (an MQTT string, and the probe appends 8), got %d", MaxProbeClientID, len(s))
 						return
 					}
 					a.ClientID = s
@@ -308,6 +448,8 @@ func activeSection() section[activeFields] {
 			})},
 			{name: "username", def: "none", decode: mqtt(func(d *decoder, kv keyValue, p string, a *activeFields) { a.Username, _ = d.str(kv.val, p) })},
 			{name: "password", def: "none", decode: mqtt(func(d *decoder, kv keyValue, p string, a *activeFields) { a.Password, _ = d.str(kv.val, p) })},
+			{name: "send", def: "none", decode: raw(func(a *activeFields) *[]byte { return &a.Send })},
+			{name: "expect", def: "none", decode: raw(func(a *activeFields) *[]byte { return &a.Expect })},
 			{name: "host", def: "the node's host", decode: http(func(d *decoder, kv keyValue, p string, a *activeFields) {
 				if s, ok := d.str(kv.val, p); ok {
 					if strings.ContainsAny(s, " /\r\n") {

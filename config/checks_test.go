@@ -213,7 +213,6 @@ upstreams:
 		`h.yaml:25: upstreams[0].checks.active.unhealthy.tcp_failures: must be 1..254, got 255`,
 		`h.yaml:25: upstreams[0].checks.active.unhealthy.timout: unknown key (did you mean "timeouts"?)`,
 		`h.yaml:26: upstreams[0].checks.active.protocol_level: must be 3, 4 or 5, got 6`,
-		`h.yaml:27: upstreams[0].checks.active.client_id: must be at most 15 characters (the probe appends 8), got 24`,
 		`h.yaml:30: upstreams[1].hash_balance_factor: must be 0 (off) or a ratio >= 1 such as 1.25, got 0.5`,
 		`h.yaml:33: upstreams[1].checks.active.username: only used with type mqtt, not tcp`,
 		`h.yaml:34: upstreams[1].checks.passive.type: mqgate counts TCP failures only: must be tcp, got "http"`,

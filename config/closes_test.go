@@ -11,17 +11,28 @@ import (
 func TestCloseSettings(t *testing.T) {
 	t.Parallel()
 	const rest = "\nstream_routes: [{upstream: {nodes: {\"b:1883\": 1}}}]\n"
-	for _, tc := range []struct {
-		name, yaml string
-		want       string // "max ref", or the error
-	}{
+	// want: "max ref", or the error.
+	checkSettings(t, rest, []settingCase{
 		{"default", "stream_proxy: {tcp: [9000]}", "0 "},
 		{"both", "stream_proxy: {tcp: [9000], max_packet_size: 1048576, server_reference: \"b:1883\"}", "1048576 b:1883"},
 		{"negative", "stream_proxy:\n  tcp: [9000]\n  max_packet_size: -1",
 			"t.yaml:3: stream_proxy.max_packet_size: must be 0..268435460, got -1"},
 		{"not a string", "stream_proxy:\n  tcp: [9000]\n  server_reference: [a]",
 			"t.yaml:3: stream_proxy.server_reference: must be a string, got a list"},
-	} {
+	}, func(cfg *Config) string {
+		return fmt.Sprintf("%d %s", cfg.StreamProxy.MaxPacketSize, cfg.StreamProxy.ServerReference)
+	})
+}
+
+// settingCase is one row of a setting's table test: a document, and what
+// the test reads of its Config or the one error it gives.
+type settingCase struct{ name, yaml, want string }
+
+// checkSettings parses each case's yaml followed by rest and compares
+// got(cfg), or the document's single error, with the case's want.
+func checkSettings(t *testing.T, rest string, cases []settingCase, got func(*Config) string) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cfg, err := Parse(Document{Name: "t.yaml", Data: []byte(tc.yaml + rest)})
@@ -34,8 +45,8 @@ func TestCloseSettings(t *testing.T) {
 			case err != nil:
 				t.Fatal(err)
 			default:
-				if got := fmt.Sprintf("%d %s", cfg.StreamProxy.MaxPacketSize, cfg.StreamProxy.ServerReference); got != tc.want {
-					t.Errorf("got %q, want %q", got, tc.want)
+				if g := got(cfg); g != tc.want {
+					t.Errorf("got %q, want %q", g, tc.want)
 				}
 			}
 		})

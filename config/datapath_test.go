@@ -1,17 +1,12 @@
 package config
 
-import (
-	"errors"
-	"testing"
-)
+import "testing"
 
 func TestDataPath(t *testing.T) {
 	t.Parallel()
 	const rest = "\nstream_routes: [{upstream: {nodes: {\"b:1883\": 1}}}]\n"
-	for _, tc := range []struct {
-		name, yaml string
-		want       string // DataPath, or the error
-	}{
+	// want: DataPath, or the error.
+	checkSettings(t, rest, []settingCase{
 		{"default", "stream_proxy: {tcp: [9000]}", DataPathEpoll},
 		{"epoll", "stream_proxy: {tcp: [9000], data_path: epoll}", DataPathEpoll},
 		{"goroutines", "stream_proxy:\n  tcp: [9000]\n  data_path: goroutines", DataPathGoroutines},
@@ -20,21 +15,28 @@ func TestDataPath(t *testing.T) {
 			`t.yaml:3: stream_proxy.data_path: must be epoll or goroutines, got "io_uring"`},
 		{"set twice", "stream_proxy: {tcp: [9000], data_path: epoll}\napisix: {stream_proxy: {data_path: goroutines}}",
 			`t.yaml:2: apisix.stream_proxy.data_path: already set at t.yaml:1; set it in one place only`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			cfg, err := Parse(Document{Name: "t.yaml", Data: []byte(tc.yaml + rest)})
-			var list ErrorList
-			switch {
-			case errors.As(err, &list):
-				if len(list) != 1 || list[0].Error() != tc.want {
-					t.Errorf("errors = %v, want %s", err, tc.want)
-				}
-			case err != nil:
-				t.Fatal(err)
-			case cfg.StreamProxy.DataPath != tc.want:
-				t.Errorf("DataPath = %q, want %q", cfg.StreamProxy.DataPath, tc.want)
-			}
-		})
-	}
+	}, func(cfg *Config) string { return cfg.StreamProxy.DataPath })
+}
+
+// TestTLSRecord: stream_proxy.tls_record is on unless set false, and is a
+// bool set in one place.
+func TestTLSRecord(t *testing.T) {
+	t.Parallel()
+	const rest = "\nstream_routes: [{upstream: {nodes: {\"b:1883\": 1}}}]\n"
+	// want: "off" when TLSRecordOff, "on" otherwise, or the error.
+	checkSettings(t, rest, []settingCase{
+		{"default", "stream_proxy: {tcp: [9000]}", "on"},
+		{"on", "stream_proxy: {tcp: [9000], tls_record: true}", "on"},
+		{"off", "stream_proxy:\n  tcp: [9000]\n  tls_record: false", "off"},
+		{"in apisix section", "apisix: {stream_proxy: {tcp: [9000], tls_record: false}}", "off"},
+		{"not a bool", "stream_proxy:\n  tcp: [9000]\n  tls_record: sometimes",
+			`t.yaml:3: stream_proxy.tls_record: must be true or false, got "sometimes"`},
+		{"set twice", "stream_proxy: {tcp: [9000], tls_record: true}\napisix: {stream_proxy: {tls_record: false}}",
+			`t.yaml:2: apisix.stream_proxy.tls_record: already set at t.yaml:1; set it in one place only`},
+	}, func(cfg *Config) string {
+		if cfg.StreamProxy.TLSRecordOff {
+			return "off"
+		}
+		return "on"
+	})
 }

@@ -246,6 +246,14 @@ func streamProxySection() section[StreamProxy] {
 					v.DataPath = s
 				}
 			}},
+			{name: "tls_record", def: "`true`", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.tls_record", kv, p) {
+					return
+				}
+				if on, ok := d.bool(kv.val, p); ok {
+					v.TLSRecordOff = !on
+				}
+			}},
 			{name: "max_packet_size", def: "`0` (no limit)", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
 				if !d.setOnce("stream_proxy.max_packet_size", kv, p) {
 					return
@@ -461,6 +469,15 @@ func apisixSSLSection() section[sslGlobal] {
 			{name: "ssl_session_tickets", def: "`true`", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
 				if on, ok := d.bool(kv.val, p); ok {
 					g.ticketsOff = !on
+				}
+			}},
+			{name: "ssl_session_timeout", def: "unset: until the ticket's key retires (24 hours at most)", decode: func(d *decoder, kv keyValue, p string, g *sslGlobal) {
+				if t, ok := d.duration(kv.val, p); ok {
+					if t <= 0 {
+						d.errorf(kv.val, p, "must be greater than 0")
+						return
+					}
+					g.timeout = t
 				}
 			}},
 		},

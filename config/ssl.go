@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -34,8 +35,12 @@ type SSL struct {
 	// SessionTicketsDisabled is apisix.ssl.ssl_session_tickets: false: no
 	// session resumption.
 	SessionTicketsDisabled bool
-	Line                   int
-	File                   string
+	// SessionTimeout is apisix.ssl.ssl_session_timeout: a session older
+	// than this is not resumed (a full handshake instead); 0: until its
+	// ticket key retires.
+	SessionTimeout time.Duration
+	Line           int
+	File           string
 }
 
 // CertPair is a certificate chain and its private key.
@@ -536,7 +541,8 @@ type sslGlobal struct {
 	protocols  *[2]uint16 // ssl_protocols: the default of entries without their own
 	ciphers    []uint16   // ssl_ciphers; nil: crypto/tls's
 	ciphersSet bool
-	ticketsOff bool // ssl_session_tickets: false
+	ticketsOff bool          // ssl_session_tickets: false
+	timeout    time.Duration // ssl_session_timeout
 }
 
 // opensslCiphers maps OpenSSL's names of the TLS 1.2 suites crypto/tls
@@ -637,5 +643,6 @@ func (b *builder) applySSLGlobal() {
 			s.CipherSuites = g.ciphers
 		}
 		s.SessionTicketsDisabled = g.ticketsOff
+		s.SessionTimeout = g.timeout
 	}
 }

@@ -58,6 +58,10 @@ type StreamProxy struct {
 	// to the same upstream while its earlier connection is still open.
 	OnDuplicateClientID string
 	DataPath            string // DataPathEpoll (default) or DataPathGoroutines
+	// TLSRecordOff is stream_proxy.tls_record: false: TLS 1.3 connections
+	// keep crypto/tls's record layer after the handshake instead of
+	// package tlsrecord's (the default carries them with tlsrecord).
+	TLSRecordOff bool
 	// MaxPacketSize closes a proxied client that sends a packet larger
 	// than this many bytes (a 5.0 client is told 0x95 Packet too large);
 	// 0 = no limit beyond the protocol's.

@@ -297,7 +297,7 @@ func upstreamSection() section[upstreamFields] {
 			}},
 			{name: "hash_method", def: "`rendezvous`", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.methodNode = kv.val }},
 			{name: "hash_balance_factor", def: "`0` (off)", decode: func(_ *decoder, kv keyValue, _ string, u *upstreamFields) { u.hbf = kv.val }},
-			{name: "checks", def: "none (no checks)", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.Checks = d.checks(kv.val, p) }},
+			{name: "checks", def: "none: NGINX's `max_fails=1 fail_timeout=10s` with 2+ nodes", decode: func(d *decoder, kv keyValue, p string, u *upstreamFields) { u.Checks = d.checks(kv.val, p) }},
 			{name: "hash_on", def: "`vars`", compat: true, decode: func(d *decoder, kv keyValue, p string, _ *upstreamFields) {
 				// APISIX's default, and what mqgate does: hash on a variable.
 				if s, ok := d.str(kv.val, p); ok && s != "vars" {

@@ -302,6 +302,33 @@ func (n *Node) ReportDial(err error) {
 	n.set(false, reason)
 }
 
+// Forgive puts a node that passive counting alone took out back in
+// service at once, on trial, without a log line: for an upstream whose
+// every node is out, whose next client tries them all again, as NGINX does
+// when no server is left. It reports whether the node was out that way; a
+// node held down by probes stays down.
+func (n *Node) Forgive() bool {
+	if n.healthy.Load() {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.healthy.Load() || len(n.active) > 0 || n.retryAt.Load() == 0 {
+		return false
+	}
+	n.trial = true
+	n.suspect.Store(true)
+	n.resetPassive(time.Now())
+	n.retryAt.Store(0)
+	n.reason = "on trial: every node of the upstream was out by passive counting"
+	n.since = time.Now()
+	n.healthy.Store(true)
+	if n.changed != nil {
+		go n.changed(n.status(true))
+	}
+	return true
+}
+
 func (n *Node) resetPassive(now time.Time) {
 	n.passiveFails, n.passiveTimeouts, n.passiveStart = 0, 0, now
 }

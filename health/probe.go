@@ -1,6 +1,7 @@
 package health
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -53,16 +54,56 @@ func probeOnce(ctx context.Context, cfg *config.ActiveCheck, dial Dialer, addr s
 	defer conn.Close()
 	if cfg.Type == config.ProbeTCP {
 		latency := time.Since(start)
+		if len(cfg.Send) > 0 || len(cfg.Expect) > 0 {
+			var answered time.Time
+			answered, err = probeRaw(ctx, cfg, conn)
+			if !answered.IsZero() {
+				latency = answered.Sub(start)
+			}
+		}
 		if tc, ok := conn.(interface{ SetLinger(int) error }); ok {
 			_ = tc.SetLinger(0)
 		}
-		return latency, nil
+		return latency, err
 	}
 	acked, err := probeMQTT(ctx, cfg, conn)
 	if acked.IsZero() {
 		return time.Since(start), err
 	}
 	return acked.Sub(start), err
+}
+
+// probeRaw writes cfg.Send on conn and reads until the answer has as many
+// bytes as cfg.Expect, which it must begin with (NGINX's match expect
+// string, HAProxy's tcp-check expect binary). It returns when the expected
+// bytes arrived (zero when they did not).
+func probeRaw(ctx context.Context, cfg *config.ActiveCheck, conn net.Conn) (answered time.Time, err error) {
+	deadline, _ := ctx.Deadline()
+	if err := conn.SetDeadline(deadline); err != nil {
+		return answered, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if len(cfg.Send) > 0 {
+		if _, err := conn.Write(cfg.Send); err != nil {
+			return answered, fmt.Errorf("send: %w", err)
+		}
+	}
+	if len(cfg.Expect) == 0 {
+		return answered, nil
+	}
+	got := make([]byte, len(cfg.Expect))
+	n, err := io.ReadFull(conn, got)
+	if !bytes.Equal(got[:n], cfg.Expect[:n]) {
+		return answered, fmt.Errorf("expected % x, got % x", cfg.Expect, got[:n])
+	}
+	if err != nil {
+		if ctx.Err() != nil || isTimeout(err) {
+			return answered, fmt.Errorf("expected % x, got % x within %s: %w", cfg.Expect, got[:n], cfg.Timeout, context.DeadlineExceeded)
+		}
+		return answered, fmt.Errorf("expected % x, got % x then %w", cfg.Expect, got[:n], err)
+	}
+	return time.Now(), nil
 }
 
 // probeMQTT speaks MQTT on conn: CONNECT, CONNACK, DISCONNECT, then waits

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"time"
 
@@ -37,6 +38,12 @@ func (e *DialError) Unwrap() error { return e.Err }
 // A broker that echoes another subprotocol is refused; one that echoes
 // none is taken, as browsers and MQTT.js take it.
 func Dial(ctx context.Context, c net.Conn, host, path, protocol string) (*Conn, error) {
+	return DialHeader(ctx, c, host, path, protocol, nil)
+}
+
+// DialHeader is Dial with header added to the handshake request (the
+// proxy's X-Real-IP and X-Forwarded-For, say); nil adds nothing.
+func DialHeader(ctx context.Context, c net.Conn, host, path, protocol string, header http.Header) (*Conn, error) {
 	u := &url.URL{Scheme: "ws", Host: host}
 	if ref, err := url.ParseRequestURI(path); err == nil {
 		u.Path, u.RawPath, u.RawQuery = ref.Path, ref.RawPath, ref.RawQuery
@@ -44,6 +51,9 @@ func Dial(ctx context.Context, c net.Conn, host, path, protocol string) (*Conn, 
 		u.Path = path
 	}
 	d := ws.Dialer{}
+	if len(header) > 0 {
+		d.Header = ws.HandshakeHeaderHTTP(header)
+	}
 	if protocol != "" {
 		d.Protocols = []string{protocol}
 	}

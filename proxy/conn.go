@@ -51,7 +51,7 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, prereadBufSize);
 type liveConn struct {
 	srv      *Server
 	links    [numLinks]link // its places in its shard's, node's and route's lists (connindex.go)
-	sameID   *liveConn      // the next piping connection with its client id
+	sameID   *liveConn      // the next piping connection in its client id's bucket (connindex.go)
 	mu       sync.Mutex
 	home     uint8 // its shard of srv.conns
 	admitted bool  // holds one of stream_proxy.max_connections
@@ -78,9 +78,24 @@ type goPair struct {
 	ctl    *pipe.Control // the pair's pipe (pipe.Start), or nil
 }
 
-// end closes the books on the connection, wherever it was piped: limits,
-// node and server counters, tracking, the access record.
-func (lc *liveConn) end() {
+// end closes the books on a connection that ended before its pipe:
+// limits, node and server counters, tracking, the access record. A close
+// from outside (a drain, a kick, on_marked_down) names the end.
+func (lc *liveConn) end() { lc.closeBooks(true) }
+
+// pipeEnded is called by the event loop, or the pipe's goroutines, when
+// the pair has ended. The pipe's End is the connection's: both pipes keep
+// the first reason decided, their own (0x95, 0x8D, a side that closed) or
+// a close from outside, so a kick or a drain that reached a connection
+// already closing (lingering after its goodbye) changes nothing, and its
+// reason, recorded in lc.reason all the same, is not the connection's.
+func (lc *liveConn) pipeEnded(res pipe.Result) {
+	lc.rec.piped(res)
+	lc.closeBooks(false)
+}
+
+// closeBooks is end; byReason says a close from outside names the end.
+func (lc *liveConn) closeBooks(byReason bool) {
 	s := lc.srv
 	lc.releaseAll()
 	if lc.node != nil {
@@ -101,7 +116,7 @@ func (lc *liveConn) end() {
 			l.refused.Add(1)
 		}
 	}
-	if r := lc.closedBy(); r != "" {
+	if r := lc.closedBy(); r != "" && byReason {
 		lc.rec.end = r
 	}
 	s.logRecord(&lc.rec, lc.node)
@@ -144,12 +159,6 @@ func (lc *liveConn) handedOver() {
 		l.active.Add(-1)
 	}
 	lc.srv.handlers.Done()
-}
-
-// pipeEnded is called by the event loop when the pair has ended.
-func (lc *liveConn) pipeEnded(res pipe.Result) {
-	lc.rec.piped(res)
-	lc.end()
 }
 
 // bytesSoFar is what the connection has carried, CONNECT included: what

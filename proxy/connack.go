@@ -80,7 +80,7 @@ type nodeWalk struct {
 }
 
 func (s *Server) nodeDial(up *upstream, key string, lc *liveConn) *nodeWalk {
-	return &nodeWalk{s: s, up: up, lc: lc, order: slices.Collect(up.bal.Order(key))}
+	return &nodeWalk{s: s, up: up, lc: lc, order: up.order(key)}
 }
 
 // next is the node to try next, if any is left.

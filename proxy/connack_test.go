@@ -33,6 +33,7 @@ func TestConnackFailover(t *testing.T) {
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
+    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
     timeout: {connack: 0.3}
     nodes:
       - {host: 127.0.0.1, port: %s, priority: 3}
@@ -124,6 +125,7 @@ func TestConnackServerReference(t *testing.T) {
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
+    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
     nodes:
       - {host: 127.0.0.1, port: %s, priority: 3}
       - {host: 127.0.0.1, port: %s, priority: 2}
@@ -181,6 +183,7 @@ func TestConnackFailoverTLSAndWebSocket(t *testing.T) {
 	// connect at once here, and Mosquitto must answer within it too.
 	upstream := fmt.Sprintf(`upstreams:
   - id: 1
+    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
     timeout: {connack: 1}
     nodes:
       - {host: 127.0.0.1, port: %s, priority: 3}

@@ -81,7 +81,7 @@ func (lc *liveConn) piping(rec *record, up int64) {
 	node.bytes.Up.Add(up)
 	rs.bytes.Down.Add(rec.down)
 	node.bytes.Down.Add(rec.down)
-	lc.srv.conns.addClient(rec.clientID, lc)
+	lc.srv.conns.addClient(lc)
 	node.conns.push(lc)
 	rs.conns.push(lc)
 }
@@ -98,7 +98,7 @@ func (lc *liveConn) settle() {
 	e.settled = true
 	lc.mu.Unlock()
 	lc.rec.route.active.Add(-1)
-	lc.srv.conns.removeClient(lc.rec.clientID, lc)
+	lc.srv.conns.removeClient(lc)
 	lc.node.conns.remove(lc)
 	lc.rec.route.conns.remove(lc)
 }

@@ -26,10 +26,10 @@ type connIndex struct {
 }
 
 type connShard struct {
-	mu       sync.Mutex              // over byClient and claims; all has its own
-	all      connList                // the live connections whose home this is
-	byClient map[string]*liveConn    // piping connections by the client's own id, chained by sameID
-	claims   map[clientKey]*liveConn // on_duplicate_client_id: who holds (upstream, client id)
+	mu     sync.Mutex              // over ids and claims; all has its own
+	all    connList                // the live connections whose home this is
+	ids    idTable                 // piping connections by the client's own id
+	claims map[clientKey]*liveConn // on_duplicate_client_id: who holds (upstream, client id)
 }
 
 func newConnIndex() *connIndex {
@@ -37,14 +37,17 @@ func newConnIndex() *connIndex {
 	for i := range x.shards {
 		sh := &x.shards[i]
 		sh.all.slot = linkShard
-		sh.byClient = make(map[string]*liveConn)
 		sh.claims = make(map[clientKey]*liveConn)
 	}
 	return x
 }
 
+// clientHash is the hash of a client id: its low bits pick the shard, the
+// high ones the shard's bucket.
+func (x *connIndex) clientHash(id string) uint64 { return maphash.String(x.seed, id) }
+
 func (x *connIndex) clientShard(id string) *connShard {
-	return &x.shards[maphash.String(x.seed, id)%connShards]
+	return &x.shards[x.clientHash(id)%connShards]
 }
 
 // track adds lc to a shard, round robin; false once the server is closing.
@@ -80,46 +83,119 @@ func (x *connIndex) count() int {
 	return n
 }
 
-// addClient indexes a piping connection by its client id.
-func (x *connIndex) addClient(id string, lc *liveConn) {
-	sh := x.clientShard(id)
+// addClient indexes a piping connection by its client id
+// (lc.rec.clientID, which does not change once read). An empty id, which
+// no one asks for, is not indexed.
+func (x *connIndex) addClient(lc *liveConn) {
+	id := lc.rec.clientID
+	if id == "" {
+		return
+	}
+	h := x.clientHash(id)
+	sh := &x.shards[h%connShards]
 	sh.mu.Lock()
-	lc.sameID = sh.byClient[id]
-	sh.byClient[id] = lc
+	sh.ids.add(x, h, lc)
 	sh.mu.Unlock()
 }
 
-func (x *connIndex) removeClient(id string, lc *liveConn) {
-	sh := x.clientShard(id)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if first := sh.byClient[id]; first == lc {
-		if lc.sameID == nil {
-			delete(sh.byClient, id)
-		} else {
-			sh.byClient[id] = lc.sameID
-		}
-	} else {
-		for c := first; c != nil; c = c.sameID {
-			if c.sameID == lc {
-				c.sameID = lc.sameID
-				break
-			}
-		}
+func (x *connIndex) removeClient(lc *liveConn) {
+	id := lc.rec.clientID
+	if id == "" {
+		return
 	}
-	lc.sameID = nil
+	h := x.clientHash(id)
+	sh := &x.shards[h%connShards]
+	sh.mu.Lock()
+	sh.ids.remove(x, h, lc)
+	sh.mu.Unlock()
 }
 
-// client returns the piping connections of a client id.
+// client returns the piping connections of a client id, the newest first.
 func (x *connIndex) client(id string) []*liveConn {
-	sh := x.clientShard(id)
+	h := x.clientHash(id)
+	sh := &x.shards[h%connShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	var out []*liveConn
-	for c := sh.byClient[id]; c != nil; c = c.sameID {
-		out = append(out, c)
+	for c := sh.ids.bucket(h); c != nil; c = c.sameID {
+		if c.rec.clientID == id {
+			out = append(out, c)
+		}
 	}
 	return out
+}
+
+// idTable is a hash table of connections by client id, chained through
+// liveConn.sameID: a bucket is one pointer and the table keeps at most two
+// connections a bucket on average, so an indexed connection costs it 4 to
+// 16 bytes, where a map[string]*liveConn entry cost 40 to 50 (a string key,
+// a pointer, its control byte, a load factor of 7/8 and doubling). A chain
+// holds the connections of the ids that share its bucket, newest first.
+type idTable struct {
+	buckets []*liveConn // len is a power of two, or 0
+	n       int
+}
+
+// The table's bucket count: it doubles past two connections a bucket and
+// halves under one in eight, never under minIDBuckets.
+const minIDBuckets = 8
+
+func (t *idTable) index(h uint64) int { return int((h >> 32) & uint64(len(t.buckets)-1)) }
+
+func (t *idTable) bucket(h uint64) *liveConn {
+	if len(t.buckets) == 0 {
+		return nil
+	}
+	return t.buckets[t.index(h)]
+}
+
+func (t *idTable) add(x *connIndex, h uint64, lc *liveConn) {
+	if len(t.buckets) == 0 {
+		t.buckets = make([]*liveConn, minIDBuckets)
+	} else if t.n >= 2*len(t.buckets) {
+		t.resize(x, 2*len(t.buckets))
+	}
+	i := t.index(h)
+	lc.sameID, t.buckets[i] = t.buckets[i], lc
+	t.n++
+}
+
+func (t *idTable) remove(x *connIndex, h uint64, lc *liveConn) {
+	if len(t.buckets) == 0 {
+		return
+	}
+	for at := &t.buckets[t.index(h)]; *at != nil; at = &(*at).sameID {
+		if *at == lc {
+			*at, lc.sameID = lc.sameID, nil
+			t.n--
+			if len(t.buckets) > minIDBuckets && 8*t.n < len(t.buckets) {
+				t.resize(x, len(t.buckets)/2)
+			}
+			return
+		}
+	}
+}
+
+// resize rehashes every connection into n buckets, keeping each chain's
+// order (newest first) among the connections of one id.
+func (t *idTable) resize(x *connIndex, n int) {
+	old := t.buckets
+	t.buckets = make([]*liveConn, n)
+	tails := make([]*liveConn, n)
+	for _, c := range old {
+		for c != nil {
+			next := c.sameID
+			i := t.index(x.clientHash(c.rec.clientID))
+			c.sameID = nil
+			if tails[i] == nil {
+				t.buckets[i] = c
+			} else {
+				tails[i].sameID = c
+			}
+			tails[i] = c
+			c = next
+		}
+	}
 }
 
 // clientKey is a client id as a broker cluster sees it: ids are unique per

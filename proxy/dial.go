@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -101,7 +102,15 @@ func (d *dialer) dial(ctx context.Context, addr, host string, from *proxySource,
 	}
 	// MQTT over WebSocket from here: the CONNECT, the CONNACK wait, the
 	// pipe and probes all see MQTT bytes, framed and masked by mqttws.
-	wc, err := mqttws.Dial(ctx, c, addr, d.ws.Path, d.ws.Subprotocol)
+	var header http.Header
+	if from != nil && from.remote.IsValid() {
+		// As NGINX's usual proxy_set_header lines do, so that a broker
+		// behind mqgate (EMQX's proxy_address_header, say) sees the
+		// client's address, not mqgate's; probes send none.
+		ip := from.remote.Addr().Unmap().String()
+		header = http.Header{"X-Real-Ip": {ip}, "X-Forwarded-For": {ip}}
+	}
+	wc, err := mqttws.DialHeader(ctx, c, addr, d.ws.Path, d.ws.Subprotocol, header)
 	if err != nil {
 		c.Close()
 		return nil, err

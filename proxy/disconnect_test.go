@@ -390,14 +390,26 @@ func TestCloseReasonNodeDown(t *testing.T) {
 	t.Parallel()
 	broker := mqtttest.StartMosquitto(t, "")
 	relay := mqtttest.StartRelay(t, broker.Addr())
+	// Probes of 2 s, not fastChecks' 0.2: the frozen relay is found by two
+	// timeouts either way, but under load (stress -c 4 on the package)
+	// probes took over 1 s (TestBrokerDies' log: "3 timeouts in a row:
+	// send CONNECT: write: i/o timeout"), and two slow ones in a row mark
+	// the node down before the client's CONNECT: the wait for it healthy
+	// runs out, or the CONNECT gets 0x88 (every node unhealthy).
 	g := startGateway(t, fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
-    nodes: {%q: 1}`+fastChecks+`
+    nodes: {%q: 1}
+    checks:
+      active:
+        type: mqtt
+        timeout: 2
+        healthy: {interval: 0.02, successes: 2}
+        unhealthy: {interval: 0.02, tcp_failures: 2, timeouts: 2}
       on_marked_down: close
 stream_routes: [{id: r, upstream_id: 1}]
-`, relay.Addr(), "mqtt"))
+`, relay.Addr()))
 	mqtttest.WaitFor(t, "the node healthy", func() bool { return nodeHealth(g, "1", relay.Addr()).Healthy })
 	c := dialWatched(t, g.addr, "down-1", nil)
 	relay.Freeze()

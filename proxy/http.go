@@ -295,7 +295,7 @@ func (b *balancedTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	up := b.up
 	err := errNoNode
 	tries := 0
-	for i := range up.bal.Order(ex.key) {
+	for _, i := range up.order(ex.key) {
 		if tries > up.cfg.Retries {
 			break
 		}

@@ -72,17 +72,28 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record,
 	}
 	// Under the tls.Conn, a tlsrecord.Transport over a pipe.ParkConn:
 	// after the handshake the connection's records are carried by
-	// tlsrecord (no tls.Conn kept), and its reads can be parked.
+	// tlsrecord (no tls.Conn kept), and its reads can be parked. With
+	// tls_record off the tls.Conn reads the ParkConn itself.
 	pc := pipe.NewParkConn(tc)
-	tr := tlsrecord.NewTransport(pc)
-	tlsConn := tls.Server(tr, s.tlsServer)
+	var (
+		tr      *tlsrecord.Transport
+		tlsConn *tls.Conn
+	)
+	if snap.cfg.StreamProxy.TLSRecordOff {
+		tlsConn = tls.Server(pc, s.tlsServer)
+	} else {
+		tr = tlsrecord.NewTransport(pc)
+		tlsConn = tls.Server(tr, s.tlsServer)
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, snap.cfg.StreamProxy.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
 	err := tlsConn.HandshakeContext(ctx)
 	l.tls.observe(time.Since(start), err)
 	if err != nil {
-		tr.Forget(s.keyLog)
+		if tr != nil {
+			tr.Forget(s.keyLog)
+		}
 		rec.end, rec.detail = EndTLSHandshake, err.Error()
 		s.stats.TLSHandshakeFailures.Add(1)
 		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
@@ -94,8 +105,11 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record,
 	rec.id.tls = ti
 	vs.SetTLS(ti.state)
 	var conn net.Conn = tlsConn
-	if rc, err := tr.Protect(ti.state, s.keyLog); err == nil {
-		conn = rc // tlsConn is not used again
+	if tr != nil {
+		if rc, err := tr.Protect(ti.state, s.keyLog); err == nil {
+			conn = rc // tlsConn is not used again
+			s.stats.TLSRecordCarried.Add(1)
+		}
 	}
 	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
 		pc = nil // piped by goroutines: nothing to park

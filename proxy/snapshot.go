@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 
 	"github.com/mqgate/mqgate/balance"
@@ -47,6 +48,30 @@ type upstream struct {
 	// upstream's nodes (TLS, PROXY header, source addresses, a host name):
 	// its clients are dialled on a goroutine.
 	loopAddrs []netip.AddrPort
+	// defaultPassive is set when the upstream has no checks and counts
+	// failed dials by config.DefaultPassive, NGINX's max_fails=1
+	// fail_timeout=10s.
+	defaultPassive bool
+}
+
+// order is the balancer's order of the nodes for key. When the default
+// passive counting has taken every node out, it forgets their failures
+// first, so this client tries them all, as NGINX does when no server is
+// left: a blip that failed each node once does not refuse every client for
+// fail_timeout.
+func (up *upstream) order(key string) []int {
+	order := slices.Collect(up.bal.Order(key))
+	if len(order) > 0 || !up.defaultPassive {
+		return order
+	}
+	forgiven := false
+	for _, h := range up.health {
+		forgiven = h.Forgive() || forgiven
+	}
+	if !forgiven {
+		return order
+	}
+	return slices.Collect(up.bal.Order(key))
 }
 
 // setLoopAddrs fills loopAddrs when every node is a plain TCP address.
@@ -153,7 +178,14 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, cert
 		}
 		up.bal = bal
 		byID[u.ID] = up
-		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: u.Checks, Dial: up.dialer.probe})
+		checks := u.Checks
+		if checks == nil && len(u.Nodes) > 1 {
+			// NGINX counts failed dials by default (max_fails=1
+			// fail_timeout=10s); `checks: {passive: false}` does not.
+			checks = &config.Checks{Passive: config.DefaultPassive(), OnMarkedDown: config.MarkedDownKeep, OnMarkedUp: config.MarkedUpKeep}
+			up.defaultPassive = true
+		}
+		targets = append(targets, health.Target{Upstream: u.ID, Addrs: up.addrs, Checks: checks, Dial: up.dialer.probe})
 		return up, nil
 	}
 	for i := range cfg.Upstreams {

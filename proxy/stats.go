@@ -35,6 +35,7 @@ type Stats struct {
 	Active   atomic.Int64  // connections open now, in any stage
 
 	TLSHandshakeFailures atomic.Uint64 // TLS listeners: handshakes that failed
+	TLSRecordCarried     atomic.Uint64 // TLS connections whose records tlsrecord carries
 	ProxyProtocolRefused atomic.Uint64 // proxy_protocol listeners: senders refused, headers bad
 
 	refusedBy     refusals // by reason, see coreRefusals and the plugins' Reasons
@@ -79,6 +80,7 @@ type StatsSnapshot struct {
 	Shed       map[string]uint64 // unfinished connections shed by admission, by reason (admission.Reasons)
 
 	TLSHandshakeFailures uint64              // TLS listeners: handshakes that failed
+	TLSRecordCarried     uint64              // TLS connections carried by tlsrecord (stream_proxy.tls_record)
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)

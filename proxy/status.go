@@ -106,6 +106,7 @@ func (s *Server) Stats() StatsSnapshot {
 			SumSeconds: time.Duration(s.stats.dialNanos.Load()).Seconds(),
 		},
 		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
+		TLSRecordCarried:     s.stats.TLSRecordCarried.Load(),
 		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
 		TLSHandshakes:        tlsSnapshot(s.tlsCounts.All()),
 		WebSocket:            s.web.stats.snapshot(),

@@ -27,6 +27,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -122,6 +123,15 @@ func (s *Store) LogKeys(w io.Writer) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.keyLog = w
+}
+
+// keyLogFor is the KeyLogWriter of cfg's server configurations: none
+// when stream_proxy.tls_record is off, as nothing takes the secrets then.
+func (s *Store) keyLogFor(cfg *config.Config) io.Writer {
+	if cfg == nil || cfg.StreamProxy.TLSRecordOff {
+		return nil
+	}
+	return s.keyLog
 }
 
 // ServerConfig is the configuration for TLS listeners: it picks the ssls
@@ -228,7 +238,6 @@ func (s *Store) rotateLocked() {
 	if cur := s.cur.Load(); cur != nil {
 		for _, srv := range cur.server {
 			srv.cfg.SetSessionTicketKeys(s.ticketKeys(srv.salt))
-			srv.cfg.KeyLogWriter = s.keyLog
 		}
 	}
 }
@@ -259,7 +268,7 @@ func (s *Store) build(cfg *config.Config) (*set, error) {
 			return nil, fmt.Errorf("ssl %q (%s:%d): %w", ssl.ID, ssl.File, ssl.Line, err)
 		}
 		srv.cfg.SetSessionTicketKeys(s.ticketKeys(srv.salt))
-		srv.cfg.KeyLogWriter = s.keyLog
+		srv.cfg.KeyLogWriter = s.keyLogFor(cfg)
 		next.server = append(next.server, srv)
 		if next.fallback == nil {
 			next.fallback = srv.cfg
@@ -313,6 +322,9 @@ func serverConfig(ssl *config.SSL) (*server, error) {
 	slices.SortStableFunc(c.Certificates, func(a, b tls.Certificate) int {
 		return boolRank(a.Leaf.PublicKeyAlgorithm != x509.ECDSA) - boolRank(b.Leaf.PublicKeyAlgorithm != x509.ECDSA)
 	})
+	if ssl.SessionTimeout > 0 && !ssl.SessionTicketsDisabled {
+		limitSessions(c, ssl.SessionTimeout, time.Now)
+	}
 	salt := []byte("ssl\x00" + ssl.ID + "\x00")
 	if ssl.ClientCA != nil {
 		caPEM, err := ssl.ClientCA.Read()
@@ -444,4 +456,41 @@ func VersionName(v uint16) string {
 		return "TLSv1.3"
 	}
 	return fmt.Sprintf("0x%04x", v)
+}
+
+// sessionIssued marks the SessionState.Extra entry limitSessions adds: the
+// unix millisecond the session's ticket was issued, big-endian, after the
+// mark.
+const sessionIssued = "mqgate-issued\x00"
+
+// limitSessions makes c resume only sessions whose ticket it issued less
+// than timeout ago (ssl_session_timeout). crypto/tls keeps no session
+// cache of its own and has no lifetime setting: it resumes any ticket its
+// keys decrypt, up to 7 days old, and tells clients 7 days. So the issue
+// time goes into the ticket (SessionState.Extra, which crypto/tls carries
+// and ignores) and a ticket without it, or older, gets a full handshake.
+func limitSessions(c *tls.Config, timeout time.Duration, now func() time.Time) {
+	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		// A resumed session's state comes back with the issue time of
+		// its older ticket: the new ticket gets only the new one.
+		ss.Extra = slices.DeleteFunc(ss.Extra, func(e []byte) bool { return strings.HasPrefix(string(e), sessionIssued) })
+		e := binary.BigEndian.AppendUint64([]byte(sessionIssued), uint64(now().UnixMilli()))
+		ss.Extra = append(ss.Extra, e)
+		return c.EncryptTicket(cs, ss)
+	}
+	c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := c.DecryptTicket(identity, cs)
+		if ss == nil || err != nil {
+			return nil, err // not one of ours (nil, nil: a full handshake)
+		}
+		for _, e := range ss.Extra {
+			if at, ok := strings.CutPrefix(string(e), sessionIssued); ok && len(at) == 8 {
+				issued := time.UnixMilli(int64(binary.BigEndian.Uint64([]byte(at))))
+				if now().Sub(issued) < timeout {
+					return ss, nil
+				}
+			}
+		}
+		return nil, nil
+	}
 }

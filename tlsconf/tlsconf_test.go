@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/certtest"
@@ -353,5 +354,60 @@ upstreams:
 	c = s.ClientConfig("route:route-2", "10.0.0.1")
 	if c == nil || c.ServerName != "10.0.0.1" || !c.InsecureSkipVerify {
 		t.Errorf("inline upstream: %+v", c)
+	}
+}
+
+// TestSessionTimeout: apisix.ssl.ssl_session_timeout lets a session resume
+// while its ticket is younger than the timeout, on TLS 1.2 and 1.3; an
+// older one, or one issued before the limit (no issue time in it), gets a
+// full handshake and a new ticket. The clock is the test's.
+func TestSessionTimeout(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, "CA")
+	ca.Server(t, certtest.ECDSA, "a.example").WriteFiles(t, dir, "srv")
+	const yml = `
+apisix: {ssl: {ssl_session_timeout: 10m}}
+stream_proxy: {tcp: [{addr: 8883, tls: true}]}
+ssls: [{id: 1, snis: [a.example], cert: DIR/srv.crt, key: DIR/srv.key}]
+`
+	cfg := load(t, dir, yml)
+	if got := cfg.SSLs[0].SessionTimeout; got != 10*time.Minute {
+		t.Fatalf("SessionTimeout = %v, want 10m", got)
+	}
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(VersionName(v), func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t, load(t, dir, strings.Replace(yml, "ssl_session_timeout: 10m", "ssl_session_tickets: true", 1)))
+			client := &tls.Config{ServerName: "a.example", RootCAs: ca.Pool(), MaxVersion: v, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+			resumes := func(want bool, when string) {
+				t.Helper()
+				if cs, err := handshake(t, s, client); err != nil || cs.DidResume != want {
+					t.Fatalf("%s: %v, resumed %v, want %v", when, err, cs.DidResume, want)
+				}
+			}
+			resumes(false, "first handshake, no limit")
+			resumes(true, "no limit")
+			now := time.Unix(1_800_000_000, 0)
+			limitSessions(s.cur.Load().fallback, 10*time.Minute, func() time.Time { return now })
+			resumes(false, "a ticket from before the limit")
+			now = now.Add(9 * time.Minute)
+			resumes(true, "9 minutes after the ticket")
+			now = now.Add(10*time.Minute + time.Millisecond) // the ticket of 9 minutes ago is 10 min 1 ms old
+			resumes(false, "10 minutes and 1 ms after the ticket")
+			resumes(true, "the new ticket at once")
+		})
+	}
+	// Through the configuration: a session resumes within the timeout.
+	s := newStore(t, cfg)
+	client := &tls.Config{ServerName: "a.example", RootCAs: ca.Pool(), ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	for i, want := range []bool{false, true} {
+		if cs, err := handshake(t, s, client); err != nil || cs.DidResume != want {
+			t.Fatalf("handshake %d: %v, resumed %v", i, err, cs.DidResume)
+		}
+	}
+	if _, err := config.Parse(config.Document{Name: "t.yaml", Data: []byte(strings.Replace(yml, "10m", "0", 1))}); err == nil ||
+		!strings.Contains(err.Error(), "t.yaml:2: apisix.ssl.ssl_session_timeout: must be greater than 0") {
+		t.Errorf("ssl_session_timeout: 0: %v", err)
 	}
 }

@@ -55,6 +55,18 @@ func FuzzRead(f *testing.F) {
 	bad[7] ^= 1
 	f.Add(bad)
 	f.Add([]byte{typeApplication, 3, 3, 0xff, 0xff})
+	// The edges of TestReadEdges: user_canceled then data, a plaintext
+	// change_cipher_spec, a renegotiating ClientHello, a KeyUpdate split
+	// across two records, an empty handshake record.
+	edge, _ := newHalf(tls.TLS_AES_128_GCM_SHA256, fuzzClientSecret)
+	f.Add(append(seal(&edge, typeAlert, []byte{1, alertUserCanceled}), seal(&edge, typeApplication, []byte("x"))...))
+	f.Add([]byte{typeCCS, 3, 3, 0, 1, 1})
+	edge, _ = newHalf(tls.TLS_AES_128_GCM_SHA256, fuzzClientSecret)
+	f.Add(seal(&edge, typeHandshake, []byte{1, 0, 0, 2, 3, 3}))
+	edge, _ = newHalf(tls.TLS_AES_128_GCM_SHA256, fuzzClientSecret)
+	f.Add(append(seal(&edge, typeHandshake, []byte{msgKeyUpdate, 0, 0}), seal(&edge, typeHandshake, []byte{1, 1})...))
+	edge, _ = newHalf(tls.TLS_AES_128_GCM_SHA256, fuzzClientSecret)
+	f.Add(seal(&edge, typeHandshake, nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in, _ := newHalf(tls.TLS_AES_128_GCM_SHA256, fuzzClientSecret)
 		out, _ := newHalf(tls.TLS_AES_128_GCM_SHA256, fuzzServerSecret)

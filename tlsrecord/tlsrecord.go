@@ -24,7 +24,10 @@
 // version or suite stays with crypto/tls.
 //
 // The Conn answers a KeyUpdate (RFC 8446, 4.6.3), reads a close_notify as
-// EOF, sends one on CloseWrite, and fails on any other alert or message.
+// EOF, sends one on CloseWrite, drops user_canceled alerts (16 in a row at
+// most, as crypto/tls), and fails on any other alert or message, with the
+// alert RFC 8446 names (a ClientHello, which would be renegotiation, is an
+// unexpected_message; so is an unprotected record).
 // A read error whose Temporary method reports true (a deadline, a parked
 // read with nothing to read) leaves the connection usable, with what was
 // read of a record kept.
@@ -55,12 +58,27 @@ const (
 	maxCiphertext   = maxPlaintext + 256
 	tagLen          = 16
 	nonceLen        = 12
+	typeCCS         = 20
 	typeAlert       = 21
 	typeHandshake   = 22
 	typeApplication = 23
 	msgKeyUpdate    = 24
 	maxRecord       = headerLen + maxCiphertext
 	maxSentRecords  = 8 // the server's last encrypted records the Transport keeps, for Protect
+	// maxIgnored is how many records in a row may be ignored (user_canceled
+	// alerts) before the connection fails, as crypto/tls's
+	// maxUselessRecords.
+	maxIgnored = 16
+)
+
+// Alert descriptions sent (RFC 8446, 6).
+const (
+	alertUnexpectedMessage = 10
+	alertBadRecordMAC      = 20
+	alertRecordOverflow    = 22
+	alertIllegalParameter  = 47
+	alertDecodeError       = 50
+	alertUserCanceled      = 90
 )
 
 // ErrUnsupported is Protect's answer for a connection it does not carry
@@ -179,7 +197,12 @@ func splitLine(line []byte) [][]byte {
 type Transport struct {
 	net.Conn
 
-	// reading: the client's records, one at a time
+	// reading: the client's records, one at a time, from what one read
+	// of the connection gave (rbuf[rlo:rhi], and rerr once it is used up)
+	rbuf    *[]byte
+	rlo     int
+	rhi     int
+	rerr    error
 	hdr     [headerLen]byte
 	hn      int // header bytes read of the current record
 	left    int // body bytes of the current record still to hand out
@@ -203,9 +226,22 @@ type Transport struct {
 // NewTransport wraps c for a handshake.
 func NewTransport(c net.Conn) *Transport { return &Transport{Conn: c} }
 
-// Read hands out at most the rest of the current record.
+// handshakeBufSize is the Transport's read-ahead: a ClientHello with
+// post-quantum key shares (about 2.7 KB from Go's client) in one read.
+const handshakeBufSize = 4 << 10
+
+var handshakePool = sync.Pool{New: func() any { b := make([]byte, handshakeBufSize); return &b }}
+
+// Read hands out at most the rest of the current record. It reads the
+// connection ahead, as much as one read gives (the client's CCS, Finished
+// and first records often come in one segment), so that handing crypto/tls
+// a record at a time costs no system call per record header; what is read
+// past the handshake goes to the Conn (Protect) or to crypto/tls.
 func (t *Transport) Read(b []byte) (int, error) {
 	if t.through {
+		if t.rbuf != nil {
+			return t.buffered(b)
+		}
 		return t.Conn.Read(b)
 	}
 	if t.taken {
@@ -214,18 +250,37 @@ func (t *Transport) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	if t.rlo == t.rhi {
+		if t.rerr != nil {
+			err := t.rerr
+			t.rerr = nil
+			return 0, err
+		}
+		if t.rbuf == nil {
+			t.rbuf = handshakePool.Get().(*[]byte)
+		}
+		n, err := t.Conn.Read(*t.rbuf)
+		t.rlo, t.rhi = 0, n
+		if n == 0 {
+			return 0, err
+		}
+		t.rerr = err // after the bytes
+	}
+	avail := (*t.rbuf)[t.rlo:t.rhi]
 	if t.left == 0 {
-		n, err := t.Conn.Read(b[:min(len(b), headerLen-t.hn)])
+		n := copy(b[:min(len(b), headerLen-t.hn)], avail)
 		copy(t.hdr[t.hn:], b[:n])
 		t.hn += n
+		t.rlo += n
 		if t.hn == headerLen {
 			t.hn = 0
 			t.left = int(binary.BigEndian.Uint16(t.hdr[3:]))
 			t.records++
 		}
-		return n, err
+		return n, nil
 	}
-	n, err := t.Conn.Read(b[:min(len(b), t.left)])
+	n := copy(b[:min(len(b), t.left)], avail)
+	t.rlo += n
 	if t.records == 1 && t.hdr[0] == typeHandshake {
 		// The ClientHello: type (1), length (3), version (2), random (32).
 		for i := range n {
@@ -240,7 +295,32 @@ func (t *Transport) Read(b []byte) (int, error) {
 	if t.records == 1 && t.left == 0 && t.gotRand < len(t.random) {
 		t.rbad = true
 	}
+	return n, nil
+}
+
+// buffered hands out what was read ahead, once the Transport passes
+// everything through; then the read error that came with it, if any.
+func (t *Transport) buffered(b []byte) (int, error) {
+	n := copy(b, (*t.rbuf)[t.rlo:t.rhi])
+	t.rlo += n
+	if t.rlo < t.rhi {
+		return n, nil
+	}
+	t.dropBuf()
+	err := t.rerr
+	t.rerr = nil
+	if n > 0 && err != nil {
+		return n, nil // the error comes with the next Read
+	}
 	return n, err
+}
+
+// dropBuf gives the read-ahead buffer back.
+func (t *Transport) dropBuf() {
+	if t.rbuf != nil {
+		handshakePool.Put(t.rbuf)
+		t.rbuf, t.rlo, t.rhi = nil, 0, 0
+	}
 }
 
 // Write writes b and follows the records in it, keeping the last
@@ -303,6 +383,8 @@ func (t *Transport) Forget(log *KeyLog) {
 	log.take(t.random)
 	t.through = true
 	t.sent, t.cur = nil, nil
+	t.dropBuf()
+	t.rerr = nil
 }
 
 // Protect returns a Conn that carries the connection from here on, when
@@ -315,7 +397,10 @@ func (t *Transport) Protect(cs tls.ConnectionState, log *KeyLog) (c *Conn, err e
 	client, server := log.take(t.random)
 	defer func() {
 		if err != nil {
-			t.through = true
+			t.through = true // what was read ahead goes to crypto/tls
+			if t.rlo == t.rhi && t.rerr == nil {
+				t.dropBuf()
+			}
 		}
 		t.sent, t.cur = nil, nil
 	}()
@@ -344,7 +429,17 @@ func (t *Transport) Protect(cs tls.ConnectionState, log *KeyLog) (c *Conn, err e
 		}
 	}
 	t.taken = true
-	return &Conn{Conn: t.Conn, in: in, out: out}, nil
+	c = &Conn{Conn: t.Conn, in: in, out: out}
+	if t.rlo < t.rhi {
+		// The client's first records came with its Finished.
+		c.buf = recordPool.Get().(*[]byte)
+		c.hi = copy(*c.buf, (*t.rbuf)[t.rlo:t.rhi])
+	}
+	// A read error that came with the last bytes (EOF, a deadline) is the
+	// connection's to report again on the Conn's next read.
+	t.rerr = nil
+	t.dropBuf()
+	return c, nil
 }
 
 // half is one direction's protection: its traffic secret, key and IV,
@@ -468,13 +563,14 @@ var errBadRecord = errors.New("tls: bad record MAC")
 type Conn struct {
 	net.Conn
 
-	rmu   sync.Mutex
-	in    half
-	buf   *[]byte // records read from the transport, while some are
-	lo    int     // buf[lo:hi]: what is not yet taken
-	hi    int
-	plain []byte // decrypted bytes not yet read: in buf
-	rerr  error  // a read failed for good
+	rmu     sync.Mutex
+	in      half
+	buf     *[]byte // records read from the transport, while some are
+	lo      int     // buf[lo:hi]: what is not yet taken
+	hi      int
+	plain   []byte // decrypted bytes not yet read: in buf
+	rerr    error  // a read failed for good
+	ignored int    // records ignored in a row (user_canceled alerts)
 
 	wmu       sync.Mutex
 	out       half
@@ -484,21 +580,31 @@ type Conn struct {
 
 var recordPool = sync.Pool{New: func() any { b := make([]byte, maxRecord); return &b }}
 
-// Read returns plaintext, at most one record's worth.
+// Read returns plaintext: every whole record already read from the
+// transport that fits in p, so that a burst of small records (an MQTT
+// client's PUBLISHes, one record each) is passed on in one write, not one
+// per record; it reads the transport only when it has nothing to return.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if len(p) == 0 {
 		return 0, nil
 	}
+	n := 0
 	for {
 		if len(c.plain) > 0 {
-			n := copy(p, c.plain)
-			c.plain = c.plain[n:]
-			c.release()
-			return n, nil
+			k := copy(p[n:], c.plain)
+			c.plain = c.plain[k:]
+			n += k
+			if n == len(p) {
+				c.release()
+				return n, nil
+			}
 		}
 		if c.rerr != nil {
+			if n > 0 {
+				return n, nil // the error comes with the next Read
+			}
 			return 0, c.rerr
 		}
 		if c.buf == nil {
@@ -506,21 +612,26 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		b := *c.buf
 		if avail := c.hi - c.lo; avail >= headerLen {
-			n := int(binary.BigEndian.Uint16(b[c.lo+3:]))
-			if n > maxCiphertext {
-				return 0, c.fail(fmt.Errorf("tls: oversized record received with length %d", n))
+			m := int(binary.BigEndian.Uint16(b[c.lo+3:]))
+			if m > maxCiphertext {
+				c.sendAlert(alertRecordOverflow)
+				c.fail(fmt.Errorf("tls: oversized record received with length %d", m))
+				continue
 			}
-			if avail >= headerLen+n {
-				rec := b[c.lo : c.lo+headerLen+n]
-				c.lo += headerLen + n
+			if avail >= headerLen+m {
+				rec := b[c.lo : c.lo+headerLen+m]
+				c.lo += headerLen + m
 				if err := c.record(rec); err != nil {
-					return 0, c.fail(err)
-				}
-				if len(c.plain) == 0 {
-					c.release()
+					c.fail(err)
 				}
 				continue
 			}
+		}
+		if n > 0 {
+			// No whole record left: return what there is rather than
+			// wait for the transport.
+			c.release()
+			return n, nil
 		}
 		if c.lo > 0 {
 			c.hi = copy(b, b[c.lo:c.hi])
@@ -572,9 +683,16 @@ func (c *Conn) fail(err error) error {
 
 // record handles one record: application data becomes c.plain.
 func (c *Conn) record(rec []byte) error {
+	if rec[0] != typeApplication {
+		// After the handshake every record is protected (RFC 8446, 5):
+		// a change_cipher_spec is only allowed before the client's
+		// Finished, which crypto/tls read.
+		c.sendAlert(alertUnexpectedMessage)
+		return fmt.Errorf("tls: unprotected record of type %d after the handshake", rec[0])
+	}
 	inner, err := openRecord(c.in.aead(), &c.in, c.in.seq, rec)
 	if err != nil {
-		c.sendAlert(20) // bad_record_mac
+		c.sendAlert(alertBadRecordMAC)
 		return errBadRecord
 	}
 	c.in.seq++
@@ -583,61 +701,98 @@ func (c *Conn) record(rec []byte) error {
 		i--
 	}
 	if i < 0 {
-		c.sendAlert(10) // unexpected_message
+		c.sendAlert(alertUnexpectedMessage)
 		return errors.New("tls: record with no content type")
 	}
 	typ, data := inner[i], inner[:i]
 	if len(data) > maxPlaintext {
-		c.sendAlert(22) // record_overflow
+		c.sendAlert(alertRecordOverflow)
 		return errors.New("tls: oversized plaintext")
 	}
 	switch typ {
 	case typeApplication:
 		c.plain = data
+		if len(data) > 0 {
+			c.ignored = 0
+		}
 		return nil
 	case typeAlert:
-		if len(data) == 2 && data[1] == 0 {
+		if len(data) != 2 {
+			c.sendAlert(alertDecodeError)
+			return errors.New("tls: malformed alert")
+		}
+		switch data[1] {
+		case 0:
 			return io.EOF // close_notify
+		case alertUserCanceled:
+			// The only alert TLS 1.3 does not make fatal (RFC 8446, 6.1);
+			// crypto/tls drops it and reads on, so does this.
+			if c.ignored++; c.ignored > maxIgnored {
+				c.sendAlert(alertUnexpectedMessage)
+				return errors.New("tls: too many ignored records")
+			}
+			return nil
 		}
-		if len(data) == 2 {
-			return fmt.Errorf("tls: peer sent alert %d", data[1])
-		}
-		return errors.New("tls: malformed alert")
+		return fmt.Errorf("tls: peer sent alert %d", data[1])
 	case typeHandshake:
+		c.ignored = 0
 		return c.handshake(data)
 	}
-	c.sendAlert(10)
+	c.sendAlert(alertUnexpectedMessage)
 	return fmt.Errorf("tls: unexpected record type %d", typ)
 }
 
 // handshake handles post-handshake messages: only KeyUpdate is expected
 // from a client (no post-handshake authentication is asked for).
 func (c *Conn) handshake(data []byte) error {
+	if len(data) == 0 {
+		c.sendAlert(alertUnexpectedMessage) // an empty handshake record (RFC 8446, 5.1)
+		return errors.New("tls: empty handshake record")
+	}
 	for len(data) > 0 {
+		// A client's KeyUpdate (5 bytes) comes whole in one record; a
+		// message split across records is refused rather than buffered.
 		if len(data) < 4 {
+			c.sendAlert(alertUnexpectedMessage)
 			return errors.New("tls: handshake message split across records")
 		}
 		n := int(data[1])<<16 | int(data[2])<<8 | int(data[3])
 		if len(data) < 4+n {
+			c.sendAlert(alertUnexpectedMessage)
 			return errors.New("tls: handshake message split across records")
 		}
 		typ, body := data[0], data[4:4+n]
 		data = data[4+n:]
-		if typ != msgKeyUpdate || len(body) != 1 || body[0] > 1 {
-			c.sendAlert(10)
+		if typ != msgKeyUpdate {
+			// A ClientHello (renegotiation, which TLS 1.3 does not have),
+			// a client's NewSessionTicket, a Certificate nobody asked for.
+			c.sendAlert(alertUnexpectedMessage)
 			return fmt.Errorf("tls: unexpected post-handshake message %d", typ)
+		}
+		if len(body) != 1 {
+			c.sendAlert(alertDecodeError)
+			return errors.New("tls: malformed KeyUpdate")
+		}
+		if body[0] > 1 {
+			c.sendAlert(alertIllegalParameter) // RFC 8446, 4.6.3
+			return fmt.Errorf("tls: KeyUpdate request_update %d", body[0])
 		}
 		if len(data) > 0 {
 			// A KeyUpdate must end its record (RFC 8446, 5.1).
-			c.sendAlert(10)
+			c.sendAlert(alertUnexpectedMessage)
 			return errors.New("tls: data after a KeyUpdate in its record")
 		}
 		c.in.update()
 		if body[0] == 1 { // update_requested: answer, then update ours
 			c.wmu.Lock()
-			err := c.writeRecord(typeHandshake, []byte{msgKeyUpdate, 0, 0, 1, 0})
-			if err == nil {
-				c.out.update()
+			var err error
+			// Nothing is written after close_notify: the answer would
+			// be the one record the peer no longer expects.
+			if !c.closeSent && c.werr == nil {
+				err = c.writeRecord(typeHandshake, []byte{msgKeyUpdate, 0, 0, 1, 0})
+				if err == nil {
+					c.out.update()
+				}
 			}
 			c.wmu.Unlock()
 			if err != nil {

@@ -367,3 +367,149 @@ func TestKeyUpdate(t *testing.T) {
 	}
 	expect("answer")
 }
+
+// TestHelloRetryRequest: a client whose key share the server does not
+// take gets a HelloRetryRequest and sends a second ClientHello (with the
+// same random, RFC 8446 4.1.2); the connection is still carried.
+func TestHelloRetryRequest(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, func(c *tls.Config) { c.CurvePreferences = []tls.CurveID{tls.CurveP256} })
+	cfg := s.clientConfig()
+	cfg.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256} // a share for X25519 only
+	c := dial(t, s, cfg)
+	sc := s.accept(t)
+	if !c.ConnectionState().HelloRetryRequest {
+		t.Fatal("no HelloRetryRequest: the test does not test it")
+	}
+	if _, ok := sc.(*tlsrecord.Conn); !ok {
+		t.Fatalf("Protect left the connection to crypto/tls (%T)", sc)
+	}
+	exchange(t, c, sc)
+}
+
+// TestOpenSSLSuites: OpenSSL's s_client with each TLS 1.3 suite: the
+// AES-GCM ones are carried (SHA-384 and 32-byte keys for AES-256), ChaCha20
+// stays with crypto/tls; bytes go both ways either way.
+func TestOpenSSLSuites(t *testing.T) {
+	t.Parallel()
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("no openssl")
+	}
+	s := newServer(t, nil)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, s.ca.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		suite   string
+		carried bool
+	}{
+		{"TLS_AES_128_GCM_SHA256", true},
+		{"TLS_AES_256_GCM_SHA384", true},
+		{"TLS_CHACHA20_POLY1305_SHA256", false},
+	} {
+		cmd := exec.Command(openssl, "s_client", "-connect", s.ln.Addr().String(), "-servername", "a.example",
+			"-CAfile", caFile, "-tls1_3", "-ciphersuites", tc.suite, "-quiet")
+		stdin, _ := cmd.StdinPipe()
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		sc := s.accept(t)
+		if _, ok := sc.(*tlsrecord.Conn); ok != tc.carried {
+			t.Errorf("%s: server side is %T, carried %v", tc.suite, sc, tc.carried)
+		}
+		_ = sc.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(stdin, "ping\n"); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(sc, got); err != nil || string(got) != "ping\n" {
+			t.Fatalf("%s: server read %q, %v", tc.suite, got, err)
+		}
+		if _, err := sc.Write([]byte("pong\n")); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err != nil || line != "pong\n" {
+			t.Errorf("%s: s_client read %q, %v", tc.suite, line, err)
+		}
+	}
+}
+
+// heldConn is a client's TCP connection whose writes after the first (the
+// ClientHello) wait until flush, so that the client's Finished and its
+// first records reach the server in one segment.
+type heldConn struct {
+	net.Conn
+	writes  int
+	held    []byte
+	flushed bool
+}
+
+func (h *heldConn) Write(b []byte) (int, error) {
+	if h.writes++; h.writes == 1 || h.flushed {
+		return h.Conn.Write(b)
+	}
+	h.held = append(h.held, b...)
+	return len(b), nil
+}
+
+func (h *heldConn) flush() error {
+	_, err := h.Conn.Write(h.held)
+	h.held, h.flushed = nil, true
+	return err
+}
+
+// TestFirstRecordsWithFinished: what the Transport read past the client's
+// Finished (the client's first records, in the same segment) reaches the
+// server's reads, whether the Conn carries the connection or crypto/tls
+// keeps it (here: no secrets logged, so Protect leaves it).
+func TestFirstRecordsWithFinished(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		tweak   func(*tls.Config)
+		carried bool
+	}{
+		{"carried", nil, true},
+		{"left to crypto/tls", func(c *tls.Config) { c.KeyLogWriter = nil }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newServer(t, tc.tweak)
+			raw, err := net.Dial("tcp", s.ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { raw.Close() })
+			_ = raw.SetDeadline(time.Now().Add(20 * time.Second))
+			h := &heldConn{Conn: raw}
+			c := tls.Client(h, s.clientConfig())
+			if err := c.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			first := bytes.Repeat([]byte("first records "), 100) // a few records
+			for i := 0; i < len(first); i += 300 {
+				if _, err := c.Write(first[i:min(i+300, len(first))]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := h.flush(); err != nil {
+				t.Fatal(err)
+			}
+			sc := s.accept(t)
+			if _, ok := sc.(*tlsrecord.Conn); ok != tc.carried {
+				t.Fatalf("server side is %T, want carried %v", sc, tc.carried)
+			}
+			_ = sc.SetDeadline(time.Now().Add(20 * time.Second))
+			got := make([]byte, len(first))
+			if _, err := io.ReadFull(sc, got); err != nil || !bytes.Equal(got, first) {
+				t.Fatalf("server read %q, %v", got, err)
+			}
+			exchange(t, c, sc)
+		})
+	}
+}

@@ -11,11 +11,14 @@ import (
 // twice for one ramp.
 func TestRampSettles(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * rampCheck) }
+	if rampSettle != 2*rampCheck {
+		t.Fatalf("the cases below count rampSettle as two checks: it is %v, a check %v", rampSettle, rampCheck)
+	}
 	for _, tc := range []struct {
 		name  string
-		loads []uint64 // one a second from t0
-		want  int      // the second at which it settles, -1 never
+		loads []uint64 // one a check from t0
+		want  int      // the check at which it settles, -1 never
 	}{
 		{"ramp then flat", []uint64{10, 2000, 4000, 4000, 4003, 4001}, 4},
 		{"still growing", []uint64{10, 2000, 4000, 6000, 8000, 10000}, -1},
@@ -35,7 +38,7 @@ func TestRampSettles(t *testing.T) {
 				}
 			}
 			if got != tc.want {
-				t.Errorf("settled at second %d, want %d", got, tc.want)
+				t.Errorf("settled at check %d, want %d", got, tc.want)
 			}
 		})
 	}

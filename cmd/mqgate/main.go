@@ -3,6 +3,7 @@
 //	mqgate run -c mqgate.yaml           serve until SIGINT/SIGTERM; SIGHUP reloads
 //	mqgate run -c config.yaml -c apisix.yaml
 //	mqgate check -c mqgate.yaml         validate, like nginx -t
+//	mqgate reload -c mqgate.yaml        check, then make the running mqgate reload, like nginx -s reload
 //	mqgate etcd-import -c mqgate.yaml   load the files' objects into etcd
 //	mqgate demo                         three in-process brokers behind mqgate
 //	mqgate version
@@ -30,8 +31,9 @@ var (
 const usage = `mqgate: an MQTT-aware proxy and load balancer
 
 Usage:
-  mqgate run -c FILE [-c FILE...] [--drain-timeout 30s] [--drain-spread 10m]
+  mqgate run -c FILE [-c FILE...] [--drain-timeout 30s] [--drain-spread 10m] [--pid-file FILE]
   mqgate check -c FILE [-c FILE...]
+  mqgate reload -c FILE [-c FILE...] [--pid-file FILE]
   mqgate etcd-import -c FILE [-c FILE...] [--etcd URL] [--prefix /apisix] [--dry-run]
   mqgate demo [--listen 127.0.0.1:1883] [--admin 127.0.0.1:9180]
   mqgate version
@@ -53,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runCmd(ctx, args[1:], stdout, stderr)
 	case "check":
 		err = checkCmd(args[1:], stdout, stderr)
+	case "reload":
+		err = reloadCmd(ctx, args[1:], stdout, stderr)
 	case "etcd-import":
 		err = etcdImportCmd(ctx, args[1:], stdout, stderr)
 	case "demo":

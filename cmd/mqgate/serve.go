@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -26,6 +27,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Var(&files, "c", "configuration `file` (repeatable; later files add to earlier ones)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long live connections may take to end before they are closed")
 	spread := fs.Duration("drain-spread", 0, "on SIGINT/SIGTERM, close live connections evenly over this long (at most drain-timeout) instead of waiting for them")
+	pidFile := fs.String("pid-file", "", "write the process id to this `file` once listening (for mqgate reload --pid-file, kill -HUP); removed at exit")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -79,6 +81,16 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_ = shutdown(srv, log, 0)
 		return err
 	}
+	if *pidFile != "" {
+		// Written once listening, as NGINX's pid file: whoever reads it
+		// may signal at once.
+		if err := writePidFile(*pidFile); err != nil {
+			stopOps()
+			_ = shutdown(srv, log, 0)
+			return fmt.Errorf("pid file: %w", err)
+		}
+		defer os.Remove(*pidFile)
+	}
 	gbCtx, stopGiveBack := context.WithCancel(ctx)
 	defer stopGiveBack()
 	go giveBack(gbCtx, log, giveBackInterval, func() int64 { return srv.Stats().Active }, tune)
@@ -108,6 +120,16 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			_ = mgr.Reload("sighup")
 		}
 	}
+}
+
+// writePidFile writes the process id to path whole or not at all (a
+// temporary file renamed), so that a reader never sees it half written.
+func writePidFile(path string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func shutdown(srv *proxy.Server, log *slog.Logger, drain time.Duration) error {

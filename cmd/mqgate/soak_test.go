@@ -104,24 +104,19 @@ func (c *soakClient) run(addr string, stop <-chan struct{}) {
 
 // connect opens a session: CONNECT, CONNACK, SUBSCRIBE at QoS 1, SUBACK.
 func (c *soakClient) connect(addr string) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	pkt := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 120, ClientID: c.id})
 	body := binary.BigEndian.AppendUint16(nil, 1) // packet id 1
 	body = binary.BigEndian.AppendUint16(body, uint16(len(c.topic)))
 	body = append(append(body, c.topic...), 1) // QoS 1
-	pkt = append(append(pkt, 0x82, byte(len(body))), body...)
-	if _, err := conn.Write(pkt); err != nil {
-		conn.Close()
+	conn, connack, err := mqtttest.DialConnect(addr, 10*time.Second,
+		&mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 120, ClientID: c.id},
+		append([]byte{0x82, byte(len(body))}, body...))
+	if err != nil {
 		return nil, err
 	}
-	ack := make([]byte, 4+5)
-	if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 || ack[4] != 0x90 || ack[8] != 1 {
+	suback := make([]byte, 5)
+	if _, err := io.ReadFull(conn, suback); err != nil || string(connack) != "\x20\x02\x00\x00" || suback[0] != 0x90 || suback[4] != 1 {
 		conn.Close()
-		return nil, fmt.Errorf("%s: CONNACK and SUBACK % x: %v", c.id, ack, err)
+		return nil, fmt.Errorf("%s: CONNACK % x and SUBACK % x: %v", c.id, connack, suback, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return conn, nil

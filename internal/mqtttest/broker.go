@@ -204,7 +204,8 @@ func (m *Mosquitto) stop() {
 	<-m.exited
 }
 
-var newClientLine = regexp.MustCompile(`New client connected from \S+ as (\S+) \(`)
+// Client ids may hold spaces (NGINX's probe is "nginx health check").
+var newClientLine = regexp.MustCompile(`New client connected from \S+ as (.+) \(p\d`)
 
 // Seen parses mosquitto's log for the client ids that connected.
 func (m *Mosquitto) Seen() []string {

@@ -1,6 +1,8 @@
 package mqtttest
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -22,6 +24,52 @@ func Connect(t testing.TB, addr string, c *mqtt.Connect) (net.Conn, []byte) {
 		t.Fatal(err)
 	}
 	return conn, ReadPacket(t, conn)
+}
+
+// DialConnect dials addr, writes the CONNECT c followed by more (a
+// SUBSCRIBE, say) in one write, and reads the server's first packet, all
+// within timeout. It returns the connection, its deadline still set for
+// the caller's own reads (clear it when done), and that packet; on an
+// error it closes the connection. It takes no testing.TB: the goroutines
+// of load tests call it.
+func DialConnect(addr string, timeout time.Duration, c *mqtt.Connect, more ...[]byte) (net.Conn, []byte, error) {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	pkt := mqtt.AppendConnect(nil, c)
+	for _, m := range more {
+		pkt = append(pkt, m...)
+	}
+	if _, err := conn.Write(pkt); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("%s: sending the CONNECT: %w", c.ClientID, err)
+	}
+	ack, err := ReadFrame(conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("%s: waiting for the CONNACK: %w", c.ClientID, err)
+	}
+	return conn, ack, nil
+}
+
+// ReadFrame reads one whole MQTT packet from conn and nothing after it
+// (a byte at a time: what follows stays in the socket for the caller).
+func ReadFrame(conn net.Conn) ([]byte, error) {
+	var buf []byte
+	one := make([]byte, 1)
+	for {
+		if n, err := mqtt.FrameLen(buf); err == nil && len(buf) == n {
+			return buf, nil
+		} else if err != nil && !errors.Is(err, mqtt.ErrIncomplete) {
+			return buf, err
+		}
+		if _, err := conn.Read(one); err != nil {
+			return buf, fmt.Errorf("after %d bytes: %w", len(buf), err)
+		}
+		buf = append(buf, one[0])
+	}
 }
 
 // ConnectOK connects id at level through addr, fails the test unless the
@@ -49,18 +97,13 @@ func ReadPacket(t testing.TB, conn net.Conn) []byte {
 	t.Helper()
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer conn.SetReadDeadline(time.Time{})
-	var buf []byte
-	one := make([]byte, 1)
-	for {
-		if n, err := mqtt.FrameLen(buf); err == nil && len(buf) == n {
-			return buf
-		}
-		if _, err := conn.Read(one); err != nil {
-			if len(buf) == 0 {
-				return nil
-			}
-			t.Fatalf("read after %d bytes: %v", len(buf), err)
-		}
-		buf = append(buf, one[0])
+	p, err := ReadFrame(conn)
+	switch {
+	case err == nil:
+		return p
+	case len(p) == 0:
+		return nil
 	}
+	t.Fatalf("read: %v", err)
+	return nil
 }

@@ -30,6 +30,19 @@ func NGINXJS(t testing.TB) string {
 // installs it.
 func StartNGINX(t testing.TB, stream string) string {
 	t.Helper()
+	return startNGINX(t, "stream {\n"+stream+"\n}")
+}
+
+// StartNGINXHTTP is StartNGINX with an http block of body instead (its
+// stub_status, say, to compare mqgate's with).
+func StartNGINXHTTP(t testing.TB, body string) string {
+	t.Helper()
+	return startNGINX(t, "http {\naccess_log off;\nclient_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fastcgi; uwsgi_temp_path uwsgi; scgi_temp_path scgi;\n"+body+"\n}")
+}
+
+// startNGINX runs NGINX with blocks after its events block.
+func startNGINX(t testing.TB, blocks string) string {
+	t.Helper()
 	const jsModule = "/usr/lib/nginx/modules/ngx_stream_js_module.so"
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -51,10 +64,8 @@ error_log %[1]s/error.log warn;
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 load_module %[2]s;
 events { worker_connections 1024; }
-stream {
 %[3]s
-}
-`, dir, jsModule, strings.ReplaceAll(stream, "LISTEN", addr))
+`, dir, jsModule, strings.ReplaceAll(blocks, "LISTEN", addr))
 		path := filepath.Join(dir, "nginx.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)

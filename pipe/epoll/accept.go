@@ -363,7 +363,7 @@ func netPort(p uint16) uint16 {
 
 // preEvents is what a pending connection's side waits for, edge-triggered,
 // from its registration until Pipe: each side is added once and never
-// changed before the pipe (which makes it level-triggered), so that the
+// changed before the pipe (which sets the pair's pairEvents), so that the
 // steps in between (the CONNECT read, the connect, the CONNACK read) cost
 // no epoll_ctl of their own; a step reads or writes until EAGAIN, and an
 // event in a phase that has no use for it is let pass.
@@ -616,8 +616,8 @@ func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result))
 		if pr.reg[s] {
 			op = unix.EPOLL_CTL_MOD
 		}
-		p.ev[s] = unix.EPOLLIN
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag(p.idx, s)}
+		p.ev[s] = 0 // the pre-pipe registration's record; a pair's is pairEvents
+		ev := unix.EpollEvent{Events: pairEvents, Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, op, int(p.fd[s]), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 			return
@@ -657,8 +657,6 @@ func (l *loop) handWrite(p *Conn, d int, b []byte) bool {
 	}
 	p.blocked.buf[d] = b
 	p.blocked.since[d] = l.now
-	l.interest(p, d)
-	l.interest(p, 1-d)
 	return true
 }
 

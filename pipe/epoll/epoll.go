@@ -32,14 +32,17 @@
 // reading the other side until the bytes are out (backpressure). Deadlines
 // sit in a timer wheel with a resolution of Tick.
 //
-// A loop is a goroutine locked to its own thread, which waits in
-// epoll_wait as an event-loop proxy's threads do, so that the kernel wakes
-// each loop directly and events on two loops are forwarded in the order
-// they arrived. So that a loop blocked in epoll_wait never holds a P that
-// the rest of the program (accept, TLS, the access log, the garbage
-// collector) waits for, NewGroup raises GOMAXPROCS by the number of loops
-// and Close lowers it again: the loops' threads are extra, as HAProxy's
-// are next to the kernel's. Completion callbacks run off the loop, those
+// A loop is a goroutine that waits in epoll_wait itself, as an event-loop
+// proxy's threads do, so that the kernel wakes each loop directly. What clients send one broker keeps its order of
+// arrival: the pairs to one broker share a loop (loops woken microseconds
+// apart race for the CPUs), and a pair's sockets are registered
+// edge-triggered, so that a loop is told of sockets in the order their
+// bytes came. So that a loop never holds a P that the rest of the program
+// (accept, TLS, the access log, the garbage collector) waits for, nor
+// waits for one itself, NewGroup raises GOMAXPROCS by the number of loops
+// and Close lowers it again, and each loop keeps its P while it waits: the
+// loops' threads are extra, as HAProxy's are next to the kernel's, and the
+// rest of the program runs on the Ps it would have without them. Completion callbacks run off the loop, those
 // of one batch of events in turn on one goroutine, so a slow callback (an
 // access log on a blocked stdout) never stalls a loop.
 package epoll
@@ -111,7 +114,7 @@ func (g *Group) loopFor(addr netip.AddrPort) *loop {
 }
 
 // NewGroup starts n event loops (at least one), each on its own goroutine
-// and thread, and raises GOMAXPROCS by as many (see the package doc).
+// and P, and raises GOMAXPROCS by as many (see the package doc).
 func NewGroup(n int) (*Group, error) {
 	g := &Group{}
 	start := time.Now() // one clock for all loops: a pair may move between them

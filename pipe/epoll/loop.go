@@ -3,7 +3,6 @@ package epoll
 import (
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +20,23 @@ const readBufSize = 64 << 10
 
 // maxEvents is how many readiness events one epoll_wait returns at most.
 const maxEvents = 256
+
+// pairEvents is a piped pair's registration, the same for its life:
+// edge-triggered, so that the kernel reports a socket when bytes arrive on
+// it, in the order they arrive. Level-triggered, a socket reported once is
+// queued again behind those ready before it and reported first the next
+// time if bytes came meanwhile: of B's SUBSCRIBE and A's PUBLISH right after
+// it on one loop, A's went first in 26-30% of rounds
+// (BenchmarkCrossLoopOrder/one-broker), and each wait polled every socket
+// of the last batch once more. Nothing is read while the other side's write
+// is blocked; reading resumes with a read, not a wait (resume), as no new
+// edge may come for bytes already there.
+const pairEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+// maxReads is how many full buffers one wake-up reads from a socket before
+// the loop turns to its other sockets (fairness); the rest is read after
+// the batch (loop.again).
+const maxReads = 4
 
 // Sides of a pair, the index into its per-side arrays.
 const (
@@ -60,7 +76,7 @@ type Conn struct {
 
 	idx   int32          // slot in loop.conns, -1 until added
 	frame [2]mqtt.Framer // frame[s]: the packet boundaries of what side s sent
-	ev    [2]uint8       // registered epoll interest (EPOLLIN, EPOLLOUT), by side
+	ev    [2]uint8       // before the pipe: the registered epoll interest (EPOLLIN, EPOLLOUT), by side
 	eof   [2]bool        // the side has sent FIN
 	done  bool           // ended; fds are closed
 	first int8           // the side whose FIN came first, or -1
@@ -127,6 +143,13 @@ func (p *Conn) pending(s int) []byte {
 	return p.blocked.buf[s]
 }
 
+// side is one side of a pair to be read again.
+type side struct {
+	p   *Conn
+	s   int
+	fin bool // read on after a short read (see loop.read)
+}
+
 type opcode uint8
 
 const (
@@ -169,6 +192,9 @@ type loop struct {
 	wheel       wheel
 	buf         []byte
 	events      []unix.EpollEvent
+	// again are the sides with bytes left after maxReads, read after the
+	// batch; the loop does not block while there are any.
+	again, againSpare []side
 
 	mu      sync.Mutex
 	queued  atomic.Bool // the queue is not empty
@@ -240,32 +266,45 @@ const wakeTag = -1
 
 func (l *loop) clock() int64 { return int64(time.Since(l.start)) }
 
-// run is the loop. It runs on a thread of its own and waits in
-// epoll_wait there, so that the kernel wakes each loop directly, in the
-// order events arrive, as an event-loop proxy's threads are. Waiting in
-// Go's network poller instead (parking the loop on its epoll descriptor)
-// reorders events microseconds apart on two loops: the poller returns the
-// ready goroutines last-ready first and hands the others to idle Ps through
-// a thread wake-up, so of a SUBSCRIBE on one connection and a PUBLISH on
-// another right after it, the PUBLISH is forwarded first in most rounds
-// (BenchmarkCrossLoopOrder).
+// run is the loop. It waits in epoll_wait itself, so that the kernel
+// wakes each loop directly, in the order events arrive, as an event-loop
+// proxy's threads are. Waiting in Go's network poller instead (parking the
+// loop on its epoll descriptor) reorders events microseconds apart on two
+// loops: the poller returns the ready goroutines last-ready first and hands
+// the others to idle Ps through a thread wake-up, so of a SUBSCRIBE on one
+// connection and a PUBLISH on another right after it, the PUBLISH is
+// forwarded first in most rounds (BenchmarkCrossLoopOrder).
 //
-// Each wait first asks epoll without blocking and without entering the
-// scheduler's system call state (RawSyscall), so that a busy loop keeps its
-// P; only an idle loop blocks, and may then have to take another P when it
-// wakes.
+// A loop holds its P all along, waiting included: its system calls do not
+// enter the scheduler's system call state (RawSyscall), so that the P
+// NewGroup added for it is never handed to other goroutines and the loop
+// never queues for one when it wakes. The rest of the program (TLS
+// handshakes, the access log, the garbage collector) runs on the Ps it
+// would have without the loops: when idle loops' Ps went to it, 4 Ps on 2
+// cores cost a full TLS handshake 0.89 ms of CPU against 0.62 ms (tls-connect,
+// six interleaved runs each, load 15-28), as much as not raising GOMAXPROCS
+// at all (0.61 ms). The runtime preempts a goroutine that has run 10 ms
+// with a signal, which ends the wait (EINTR); that is what two idle loops
+// cost: 0.6-0.8% of a core with no connection, against 0.1%.
 func (l *loop) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	for {
 		if l.queued.Load() {
-			if l.runCommands() {
+			if l.runCommands(false) {
 				return
 			}
 			continue
 		}
 		n := l.wait()
 		l.now = l.clock()
+		// Commands that came during the wait go before the bytes that
+		// came with them: a close at a boundary asked for before the
+		// broker's next packet arrived must not let it through.
+		if l.queued.Load() && l.runCommands(true) {
+			return
+		}
+		if len(l.again) > 0 {
+			l.readAgain()
+		}
 		for _, ev := range l.events[:n] {
 			switch {
 			case ev.Fd >= 0:
@@ -282,13 +321,31 @@ func (l *loop) run() {
 	}
 }
 
+// readAgain reads the sides that had bytes left after the last batch. They
+// go before the new batch: their bytes came first.
+func (l *loop) readAgain() {
+	again := l.again
+	l.again = l.againSpare[:0]
+	for i, a := range again {
+		if !a.p.done && l.reading(a.p, a.s) {
+			l.read(a.p, a.s, a.fin)
+		}
+		again[i] = side{}
+	}
+	l.againSpare = again
+}
+
 // wait returns the number of ready events in l.events, waiting for one at
-// most until the wheel's next tick.
+// most until the wheel's next tick, and not at all while sides wait to be
+// read again.
 func (l *loop) wait() int {
 	ev := unsafe.Pointer(&l.events[0])
 	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), 0, 0, 0)
 	if errno == 0 && r > 0 {
 		return int(r)
+	}
+	if len(l.again) > 0 {
+		return 0
 	}
 	timeout := -1 // milliseconds; -1: no timer pending
 	next := l.wheel.nextTick()
@@ -298,21 +355,31 @@ func (l *loop) wait() int {
 	if next != 0 {
 		timeout = int(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
 	}
-	for {
-		n, err := unix.EpollWait(l.epfd, l.events, timeout)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			// Only a bad epfd or events buffer fails here: a bug.
-			panic(os.NewSyscallError("epoll_wait", err))
-		}
-		return n
+	if timeout < 0 || timeout > maxBlock {
+		timeout = maxBlock
 	}
+	r, _, errno = unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
+	switch errno {
+	case 0:
+		return int(r)
+	case unix.EINTR:
+		// A signal: the runtime's preemption (a stop of the world, a
+		// stack scan) is taken at the next call.
+		return 0
+	}
+	// Only a bad epfd or events buffer fails here: a bug.
+	panic(os.NewSyscallError("epoll_wait", errno))
 }
 
-// runCommands runs the queued commands and reports whether the loop stopped.
-func (l *loop) runCommands() (stop bool) {
+// maxBlock bounds a blocking wait, in milliseconds: a loop holds its P
+// while it waits, and a runtime that cannot preempt it by a signal
+// (GODEBUG=asyncpreemptoff=1) waits for it at most this long.
+const maxBlock = 50
+
+// runCommands runs the queued commands and reports whether the loop
+// stopped. Amid a batch of events, the slots freed stay unused until its
+// end.
+func (l *loop) runCommands(midBatch bool) (stop bool) {
 	l.mu.Lock()
 	cmds := l.queue
 	l.queue = l.spare[:0]
@@ -361,7 +428,9 @@ func (l *loop) runCommands() (stop bool) {
 		cmds[i] = command{}
 	}
 	l.spare = cmds
-	l.reuseSlots()
+	if !midBatch {
+		l.reuseSlots()
+	}
 	return false
 }
 
@@ -460,8 +529,7 @@ func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
 func (l *loop) add(p *Conn) {
 	l.place(p)
 	for s, fd := range p.fd {
-		p.ev[s] = unix.EPOLLIN
-		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: tag(p.idx, s)}
+		ev := unix.EpollEvent{Events: pairEvents, Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 			return
@@ -488,7 +556,7 @@ func (l *loop) handle(tag int32, events uint32) {
 		acted = true
 	}
 	if !p.done && l.reading(p, s) && events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		l.read(p, s)
+		l.read(p, s, events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0)
 		acted = true
 	}
 	if !p.done && !acted && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
@@ -520,27 +588,56 @@ func (l *loop) reading(p *Conn, s int) bool {
 	return !p.eof[s] && p.pending(1-s) == nil
 }
 
-func (l *loop) read(p *Conn, s int) {
-	n, err := readFD(int(p.fd[s]), l.buf)
-	switch {
-	case err == unix.EAGAIN:
-	case err != nil:
-		l.finish(p, errorEnd[s], os.NewSyscallError("read", err), false)
-	case n == 0:
-		l.halfClose(p, s)
-	case p.closing():
-		l.readClosing(p, s, l.buf[:n])
-	default:
-		b := l.buf[:n]
-		max := 0
-		if s == client {
-			max = int(p.maxPacket)
+// read reads side s until it has no more bytes (a read shorter than the
+// buffer: the registration is edge-triggered), side s is no longer to be
+// read, or maxReads full buffers came (the rest is read after the batch).
+// With fin, a short read is not the end: the side's FIN or error was
+// reported with its bytes (EPOLLRDHUP), or nobody knows (resume), and only
+// a further read finds it.
+func (l *loop) read(p *Conn, s int, fin bool) {
+	for range maxReads {
+		n, err := readFD(int(p.fd[s]), l.buf)
+		switch {
+		case err == unix.EAGAIN:
+			return
+		case err != nil:
+			l.finish(p, errorEnd[s], os.NewSyscallError("read", err), false)
+			return
+		case n == 0:
+			l.halfClose(p, s)
+			return
+		case p.closing():
+			l.readClosing(p, s, l.buf[:n])
+		default:
+			b := l.buf[:n]
+			max := 0
+			if s == client {
+				max = int(p.maxPacket)
+			}
+			m, size := p.frame[s].Feed(b, max)
+			l.forward(p, s, b[:m])
+			if size > 0 && !p.done {
+				l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
+			}
 		}
-		m, size := p.frame[s].Feed(b, max)
-		l.forward(p, s, b[:m])
-		if size > 0 && !p.done {
-			l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
+		if (n < len(l.buf) && !fin) || p.done || !l.reading(p, s) {
+			return
 		}
+		if l.queued.Load() {
+			// A command came while reading (a close at a boundary): it
+			// goes before the bytes that came after it.
+			break
+		}
+	}
+	l.again = append(l.again, side{p, s, fin})
+}
+
+// resume reads side s if it is to be read: called when it may have become
+// so (a blocked write went out, the goodbye was said), as bytes that came
+// while it was not are told by no new edge.
+func (l *loop) resume(p *Conn, s int) {
+	if !p.done && l.reading(p, s) {
+		l.read(p, s, true)
 	}
 }
 
@@ -576,7 +673,6 @@ func (l *loop) closeAtBoundary(p *Conn, end pipe.End, final []byte) {
 	}
 	b := p.blocked
 	b.closeEnd, b.final, b.closeBy = end, final, l.now+int64(pipe.CloseGrace)
-	l.interest(p, client)
 	if !p.done {
 		l.goodbye(p)
 	}
@@ -613,9 +709,8 @@ func (l *loop) goodbye(p *Conn) {
 		l.finish(p, b.closeEnd, net.ErrClosed, true)
 		return
 	}
-	l.interest(p, client)
-	l.interest(p, broker)
 	l.arm(p)
+	l.resume(p, client) // lingering: the client's last bytes are read and dropped
 }
 
 // forward writes b, read from side s, to the other side; what does not fit
@@ -640,8 +735,6 @@ func (l *loop) forward(p *Conn, s int, b []byte) {
 	l.backlogs.Add(1)
 	p.blocked.buf[d] = append([]byte(nil), b[n:]...)
 	p.blocked.since[d] = l.now
-	l.interest(p, d)
-	l.interest(p, s)
 	if p.writeTO > 0 {
 		l.arm(p)
 	}
@@ -666,18 +759,16 @@ func (l *loop) flush(p *Conn, d int) {
 	}
 	p.blocked.buf[d], p.blocked.since[d] = nil, 0
 	if p.closing() {
-		l.interest(p, d)
-		l.interest(p, 1-d)
 		if d == client && !p.done {
 			l.goodbye(p) // the bytes to the client are out: the boundary may be here
 		}
+		l.resume(p, 1-d)
 		return
 	}
 	if p.blocked.buf[1-d] == nil {
 		p.blocked = nil
 	}
-	l.interest(p, d)
-	l.interest(p, 1-d)
+	l.resume(p, 1-d)
 }
 
 // halfClose handles a FIN from side s: pass it on, and bound how long the
@@ -701,29 +792,9 @@ func (l *loop) halfClose(p *Conn, s int) {
 		l.finish(p, closedEnd[p.first], nil, false)
 		return
 	}
-	l.interest(p, s)
 	if p.halfClose > 0 && p.halfCloseAt == 0 {
 		p.halfCloseAt = l.now + ms(p.halfClose)
 		l.arm(p)
-	}
-}
-
-// interest brings side s's epoll registration in line with the pair's state.
-func (l *loop) interest(p *Conn, s int) {
-	var want uint8
-	if l.reading(p, s) {
-		want |= unix.EPOLLIN
-	}
-	if p.pending(s) != nil {
-		want |= unix.EPOLLOUT
-	}
-	if want == p.ev[s] {
-		return
-	}
-	p.ev[s] = want
-	ev := unix.EpollEvent{Events: uint32(want), Fd: tag(p.idx, s)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(p.fd[s]), &ev); err != nil {
-		l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)
 	}
 }
 
@@ -882,13 +953,22 @@ func (l *loop) reportEnds() {
 	}()
 }
 
+// readFD and writeFD call read and write without the scheduler's system
+// call state: on non-blocking sockets they do not block, and a loop keeps
+// its P (see loop.run).
 func readFD(fd int, b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
 	for {
-		n, err := unix.Read(fd, b)
-		if err == unix.EINTR {
+		r, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch errno {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
 			continue
 		}
-		return n, err
+		return 0, errno
 	}
 }
 
@@ -896,16 +976,15 @@ func readFD(fd int, b []byte) (int, error) {
 func writeFD(fd int, b []byte) (int, error) {
 	n := 0
 	for n < len(b) {
-		m, err := unix.Write(fd, b[n:])
-		if m > 0 {
-			n += m
-		}
+		r, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[n])), uintptr(len(b)-n))
 		switch {
-		case err == unix.EINTR:
-		case err != nil:
-			return n, err
-		case m <= 0:
+		case errno == unix.EINTR:
+		case errno != 0:
+			return n, errno
+		case r == 0:
 			return n, unix.EAGAIN
+		default:
+			n += int(r)
 		}
 	}
 	return n, nil

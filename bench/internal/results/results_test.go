@@ -10,6 +10,16 @@ import (
 	"github.com/mqgate/mqgate/bench/internal/loadgen"
 )
 
+// containsAll fails the test for each of wants that md lacks, showing md.
+func containsAll(t *testing.T, md string, wants []string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
 func TestSummarize(t *testing.T) {
 	s := summarize([]float64{3, math.NaN(), 1, 2})
 	if s.n != 3 || s.median != 2 || s.low != 1 || s.high != 3 {
@@ -52,17 +62,13 @@ func sampleRun() *Run {
 
 func TestMarkdown(t *testing.T) {
 	md := sampleRun().Markdown()
-	for _, want := range []string{
+	containsAll(t, md, []string{
 		"| CONNECT: connects/s ↑ | 2,000 ±0% | 1,000 ±0% | 800 ±0% | 1,000 ±10% | **0.80** (0.80–0.80) | **1.00** (0.90–1.10) |",
 		"nginx ⚠ HASH CHECK FAILED",
 		"**FAILED**: broker 2 got no client",
 		"| idle: connections held ↑ | n/a | n/a | n/a | 10 | n/a | n/a |",
 		"Command: `bash bench/run.sh`",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md)
-		}
-	}
+	})
 }
 
 func TestChartIsPNG(t *testing.T) {
@@ -91,16 +97,12 @@ func TestMarkdownWebSocketRows(t *testing.T) {
 	r.Target("nginx").WSSIdle = &Idle{Wanted: 10, Connected: 10, RSSPerConnKB: 40}
 	r.Target("mqgate").WSSIdle = &Idle{Wanted: 10, Connected: 10, RSSPerConnKB: 10}
 	md := r.Markdown()
-	for _, want := range []string{
+	containsAll(t, md, []string{
 		"| mqgate/nginx |",
 		"| WebSocket: upgrade+CONNECT→CONNACK/s ↑ | n/a | n/a | 500 ±0% | 500 ±20% | n/a | n/a | **1.00** (0.80–1.20) |",
 		"| WSS idle: proxy RSS per connection (KB) ↓ | — | n/a | 40.00 | 10.00 | n/a | n/a | **0.25** |",
 		"| CONNECT: connects/s ↑ | 2,000 ±0% | 1,000 ±0% | n/a | n/a | n/a | n/a | — |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md)
-		}
-	}
+	})
 	if _, err := r.Chart(); err != nil {
 		t.Fatal(err)
 	}
