@@ -300,8 +300,48 @@ const (
 // parking is what a direction holds to be parked.
 type parking struct {
 	pc    *ParkConn // src's socket
-	w     Watch
+	ready Readiness
+	w     Watch // nil until the direction first parks, when it needed a first drain
 	state atomic.Int32
+}
+
+// arm asks for the next wake: the first time, when the direction drained
+// once before it was watched, by registering the socket (armed), so a
+// connection's first park costs one epoll_ctl, not an add and a re-arm.
+func (p *parking) arm(wake func()) error {
+	if p.w == nil {
+		w, err := p.ready.Watch(p.pc.rc, wake)
+		if err != nil {
+			return err
+		}
+		p.w = w
+		return nil
+	}
+	return p.w.Arm()
+}
+
+// stop takes the socket out of the readiness source, if it is in.
+func (p *parking) stop() {
+	if p.w != nil {
+		p.w.Stop()
+	}
+}
+
+// Buffered is what a connection over a ParkConn (a WebSocket reader, say)
+// may implement to say that it holds no bytes read from the socket that a
+// Read would return: then Park does not drain it once on a goroutine of
+// its own before parking it, as it must when bytes may wait where no
+// readiness tells (read with the CONNECT, a TLS record read ahead).
+type Buffered interface{ Buffered() int }
+
+// needsDrain reports whether src, read through pc, may hold bytes already
+// read from the socket.
+func needsDrain(src net.Conn, pc *ParkConn) bool {
+	if src == net.Conn(pc) {
+		return false
+	}
+	b, ok := src.(Buffered)
+	return !ok || b.Buffered() > 0
 }
 
 // Park is Start for connections that can wait without a goroutine: client
@@ -322,19 +362,21 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 	}
 	up, down := newDirections(client, broker, opts)
 	up.clientPC = clientPC
-	up.park, down.park = &parking{pc: clientPC}, &parking{pc: brokerPC}
-	for _, d := range []*direction{up, down} {
-		// Running until the first drain below ends: a wake before it only
-		// asks for one more.
+	up.park, down.park = &parking{pc: clientPC, ready: ready}, &parking{pc: brokerPC, ready: ready}
+	drainFirst := [2]bool{needsDrain(client, clientPC), needsDrain(broker, brokerPC)}
+	for i, d := range []*direction{up, down} {
+		// Running until Park is done, and then until the first drain
+		// ends when there is one: a wake before that only asks for one
+		// more.
 		d.park.state.Store(parkRunning)
 		rc, err := d.park.pc.park(d.wakeParked)
-		if err == nil {
+		if err == nil && !drainFirst[i] {
+			// Nothing read ahead: watched at once, armed, with no first
+			// drain (no goroutine, no read that finds nothing).
 			d.park.w, err = ready.Watch(rc, d.wakeParked)
 		}
 		if err != nil {
-			if up.park.w != nil {
-				up.park.w.Stop()
-			}
+			up.park.stop()
 			clientPC.unpark()
 			brokerPC.unpark()
 			return err
@@ -351,10 +393,14 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 	}
 	up.finish, down.finish = finish, finish
 	startDirections(up, down, opts)
-	// Each direction drains once at once: bytes may wait inside TLS
-	// already (read with the CONNECT), where no readiness would tell.
-	go up.runParked()
-	go down.runParked()
+	for i, d := range []*direction{up, down} {
+		// A direction that may hold bytes inside TLS or WebSocket (read
+		// with the CONNECT), where no readiness would tell, drains once
+		// at once; the others park, unless woken meanwhile.
+		if drainFirst[i] || !d.park.state.CompareAndSwap(parkRunning, parkIdle) {
+			go d.runParked()
+		}
+	}
 	return nil
 }
 
@@ -387,7 +433,7 @@ func (d *direction) runParked() {
 		dry, err := d.drain()
 		if !dry {
 			p.state.Store(parkDone)
-			p.w.Stop()
+			p.stop()
 			d.ended(err)
 			d.finish()
 			return
@@ -395,9 +441,9 @@ func (d *direction) runParked() {
 		if r, ok := d.dst.(interface{ ReleaseWrite() }); ok {
 			r.ReleaseWrite() // a TLS connection drops its cipher state while idle (tlsrecord)
 		}
-		if aerr := p.w.Arm(); aerr != nil {
+		if aerr := p.arm(d.wakeParked); aerr != nil {
 			p.state.Store(parkDone)
-			p.w.Stop()
+			p.stop()
 			d.end, d.err = d.srcErr, aerr
 			d.ended(aerr)
 			d.finish()
