@@ -9,10 +9,14 @@
 //	w.Log(&accesslog.Record{Listener: ":1883", ClientID: "meter-1", End: "client_closed"})
 //
 // A record reaches the output at most FlushDelay after Log, or at once when
-// a batch of BatchSize bytes is full. Log never blocks on a slow output for
-// longer than one write of a batch, and a failed write is reported by Err
-// (the lines of that batch are lost: a log is not a queue). Swap changes
-// the output, for reopening a rotated file.
+// a batch of BatchSize bytes is full. Log does no I/O itself: a full batch
+// is written by a goroutine of its own, so that an event loop that logs a
+// connection's end is not held up by the output (a file on a busy disk, a
+// stdout whose reader lags). While a write is under way records wait in
+// memory, up to MaxBacklog bytes; past that Log waits for the output, as a
+// blocking write would. A failed write is reported by Err (the lines of
+// that batch are lost: a log is not a queue). Swap changes the output, for
+// reopening a rotated file.
 package accesslog
 
 import (
@@ -78,6 +82,7 @@ type Format func(dst []byte, r *Record) []byte
 const (
 	BatchSize  = 32 << 10              // a full batch is written at once
 	FlushDelay = 50 * time.Millisecond // a record waits at most this long
+	MaxBacklog = 64 * BatchSize        // records waiting while a write is under way, at most
 )
 
 // Writer writes records to an io.Writer. It is safe for concurrent use.
@@ -86,13 +91,21 @@ type Writer struct {
 
 	mu      sync.Mutex
 	out     io.Writer
-	buf     []byte
+	buf     []byte      // the batch being filled
+	full    [][]byte    // batches waiting for the writer, oldest first
+	queued  int         // bytes in full, waiting (not the batch being written)
+	free    [][]byte    // written batches, for reuse
 	rec     Record      // the record being encoded: a copy, so Log's argument stays on its caller's stack
 	flusher *time.Timer // fires FlushDelay after the first record of a batch
 	pending bool        // flusher is armed
+	writing bool        // a writer is draining full, writing outside mu
+	written sync.Cond   // on mu: a write ended
 	err     error       // the first write error
 	closed  bool
 }
+
+// keptBatches is how many written batches a Writer keeps for reuse.
+const keptBatches = 4
 
 // New returns a Writer of records to out in format (JSON when nil).
 func New(out io.Writer, format Format) *Writer {
@@ -100,6 +113,7 @@ func New(out io.Writer, format Format) *Writer {
 		format = JSON
 	}
 	w := &Writer{format: format, out: out, buf: make([]byte, 0, BatchSize)}
+	w.written.L = &w.mu
 	w.flusher = time.AfterFunc(time.Hour, w.flushLater)
 	w.flusher.Stop()
 	return w
@@ -109,6 +123,9 @@ func New(out io.Writer, format Format) *Writer {
 func (w *Writer) Log(r *Record) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	for w.queued >= MaxBacklog && !w.closed {
+		w.written.Wait() // the output is this far behind: wait for it
+	}
 	if w.closed {
 		return
 	}
@@ -120,35 +137,91 @@ func (w *Writer) Log(r *Record) {
 	w.rec = Record{} // keep no strings alive
 	switch {
 	case len(w.buf) >= BatchSize:
-		w.flushLocked()
+		w.queueLocked()
+		if !w.writing {
+			w.writing = true
+			go w.writeOut()
+		}
 	case !w.pending:
 		w.pending = true
 		w.flusher.Reset(FlushDelay)
 	}
 }
 
+// queueLocked hands the batch being filled to the writer and starts the
+// next one. w.mu is held.
+func (w *Writer) queueLocked() {
+	w.full = append(w.full, w.buf)
+	w.queued += len(w.buf)
+	if n := len(w.free); n > 0 {
+		w.buf = w.free[n-1][:0]
+		w.free = w.free[:n-1]
+	} else {
+		w.buf = make([]byte, 0, BatchSize)
+	}
+}
+
+// writeOut writes the queued batches, and those queued meanwhile, until
+// none is left. It runs with w.writing set, as the only writer.
+func (w *Writer) writeOut() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.drainLocked()
+}
+
 func (w *Writer) flushLater() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.flushLocked()
+	w.pending = false
+	if len(w.buf) > 0 {
+		w.queueLocked()
+	}
+	if !w.writing { // else the writer under way takes this batch too
+		w.writing = true
+		w.drainLocked()
+	}
 }
 
-// flushLocked writes the batch out. w.mu is held.
+// drainLocked writes the queued batches, with w.mu released during each
+// write, until none is left, then clears w.writing. w.mu is held and
+// w.writing set by the caller.
+func (w *Writer) drainLocked() {
+	for len(w.full) > 0 {
+		b, out := w.full[0], w.out
+		w.full[0] = nil
+		w.full = w.full[1:]
+		w.queued -= len(b)
+		w.mu.Unlock()
+		_, err := out.Write(b)
+		w.mu.Lock()
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+		if len(w.free) < keptBatches && cap(b) <= 2*BatchSize { // one huge record is not kept
+			w.free = append(w.free, b[:0])
+		}
+		w.written.Broadcast()
+	}
+	w.full = nil
+	w.writing = false
+	w.written.Broadcast()
+}
+
+// flushLocked writes out what is buffered, once any write under way has
+// ended. w.mu is held.
 func (w *Writer) flushLocked() {
 	if w.pending {
 		w.flusher.Stop()
 		w.pending = false
 	}
-	if len(w.buf) == 0 {
-		return
+	if len(w.buf) > 0 {
+		w.queueLocked()
 	}
-	if _, err := w.out.Write(w.buf); err != nil && w.err == nil {
-		w.err = err
+	for w.writing {
+		w.written.Wait()
 	}
-	if cap(w.buf) > 4*BatchSize {
-		w.buf = make([]byte, 0, BatchSize) // one huge record is not kept
-	}
-	w.buf = w.buf[:0]
+	w.writing = true
+	w.drainLocked()
 }
 
 // SetFormat makes f the format of the records logged from now on (JSON
@@ -195,5 +268,6 @@ func (w *Writer) Close() error {
 	defer w.mu.Unlock()
 	w.flushLocked()
 	w.closed = true
+	w.written.Broadcast()
 	return w.err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -345,4 +346,96 @@ func BenchmarkEncode(b *testing.B) {
 			w.Log(&r)
 		}
 	})
+}
+
+// stalled is an output whose writes wait until release is closed.
+type stalled struct {
+	started chan struct{} // one receive per write begun
+	release chan struct{}
+	mu      sync.Mutex
+	out     bytes.Buffer
+}
+
+func (s *stalled) Write(p []byte) (int, error) {
+	s.started <- struct{}{}
+	<-s.release
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.Write(p)
+}
+
+// Log does no I/O of its own: while the output is stuck in a write, an
+// event loop logging a connection's end goes on, up to MaxBacklog.
+func TestWriterLogsWhileWriting(t *testing.T) {
+	s := &stalled{started: make(chan struct{}, 64), release: make(chan struct{})}
+	w := New(s, func(dst []byte, r *Record) []byte { return append(append(dst, r.ClientID...), '\n') })
+	line := BatchSize/8 + 1 // 8 records fill a batch
+	id := func(i int) string { return fmt.Sprintf("%0*d", line-1, i) }
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 8 {
+			w.Log(&Record{ClientID: id(i)})
+		}
+		<-s.started               // the full batch is being written, and stays stuck
+		for i := 8; i < 24; i++ { // two batches more, logged while the write is stuck
+			w.Log(&Record{ClientID: id(i)})
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Log waited for a stuck write with less than MaxBacklog buffered")
+	}
+	close(s.release)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(s.out.String(), "\n"), "\n")
+	if len(lines) != 24 {
+		t.Fatalf("%d lines, want 24", len(lines))
+	}
+	for i, l := range lines {
+		if l != id(i) {
+			t.Fatalf("line %d is %q…, want record %d: out of order", i, l[max(len(l)-4, 0):], i)
+		}
+	}
+}
+
+// Past MaxBacklog, Log waits for the output rather than grow without bound.
+func TestWriterBacklogBounded(t *testing.T) {
+	s := &stalled{started: make(chan struct{}, 1024), release: make(chan struct{})}
+	w := New(s, func(dst []byte, r *Record) []byte { return append(append(dst, r.ClientID...), '\n') })
+	big := strings.Repeat("x", BatchSize-1)
+	w.Log(&Record{ClientID: big})
+	<-s.started
+	logged := make(chan int, MaxBacklog/BatchSize+2)
+	go func() {
+		for i := range MaxBacklog/BatchSize + 1 {
+			w.Log(&Record{ClientID: big})
+			logged <- i
+		}
+	}()
+	// MaxBacklog/BatchSize records fit while the first write is stuck; the
+	// next one waits.
+	for range MaxBacklog / BatchSize {
+		select {
+		case <-logged:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Log waited below MaxBacklog")
+		}
+	}
+	select {
+	case i := <-logged:
+		t.Fatalf("record %d logged past MaxBacklog while the output was stuck", i)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(s.release)
+	<-logged
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(s.out.String(), "\n"); n != MaxBacklog/BatchSize+2 {
+		t.Errorf("%d lines, want %d", n, MaxBacklog/BatchSize+2)
+	}
 }

@@ -70,9 +70,10 @@ type Session interface {
 	// Dialled is called with the broker's first packet (and what came
 	// after it) once it is in, or with a *DialError.
 	Dialled(c *Conn, ack []byte, connected time.Duration, err error)
-	// Ended is called once, on a goroutine of its own, when a connection
-	// that was not piped ends (refused, ended, closed from outside). A
-	// piped connection reports to Pipe's done instead.
+	// Ended is called once, on the loop after the batch of events, when a
+	// connection that was not piped ends (refused, ended, closed from
+	// outside). A piped connection reports to Pipe's done instead, in the
+	// same way. Neither may block.
 	Ended(res pipe.Result)
 }
 

@@ -42,9 +42,10 @@
 // waits for one itself, NewGroup raises GOMAXPROCS by the number of loops
 // and Close lowers it again, and each loop keeps its P while it waits: the
 // loops' threads are extra, as HAProxy's are next to the kernel's, and the
-// rest of the program runs on the Ps it would have without them. Completion callbacks run off the loop, those
-// of one batch of events in turn on one goroutine, so a slow callback (an
-// access log on a blocked stdout) never stalls a loop.
+// rest of the program runs on the Ps it would have without them.
+// Completion callbacks run on the loop, in turn after each batch of events,
+// as a waking goroutine would cost a thread wake-up per batch: they must
+// not block (mqgate's access log does no I/O in Log).
 package epoll
 
 import (
@@ -210,7 +211,7 @@ func (p *Conn) Run(f func()) {
 
 // Add moves the pair client ↔ broker into the loop of broker's address
 // (all pairs to one broker share a loop, see Group.loopFor) and calls done
-// once with its Result when it ends. On success client and broker are
+// once with its Result when it ends, on the loop: done must not block. On success client and broker are
 // closed (the loop holds duplicates of their descriptors); on error they are
 // untouched and still usable.
 func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {

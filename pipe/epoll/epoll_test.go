@@ -307,6 +307,39 @@ func TestHalfCloseFromClient(t *testing.T) {
 	}
 }
 
+// The client's last bytes and its FIN are in the socket before the loop
+// first looks (EPOLLRDHUP with the data): both are passed on, and the
+// other direction goes on as after any half-close.
+func TestHalfCloseWithLastBytes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	tp, proxyClient, proxyBroker := h.sockets()
+	write(t, tp.client, []byte("\xe0\x00"))
+	tp.client.CloseWrite()
+	res := make(chan pipe.Result, 1)
+	if _, err := h.g.Add(proxyClient, proxyBroker, pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute}, func(r pipe.Result) { res <- r }); err != nil {
+		t.Fatal(err)
+	}
+	tp.result = res
+	if got := readN(t, tp.broker, 2); string(got) != "\xe0\x00" {
+		t.Fatalf("broker got %x", got)
+	}
+	expectEOF(t, tp.broker)
+	write(t, tp.broker, []byte("bye"))
+	if got := readN(t, tp.client, 3); string(got) != "bye" {
+		t.Fatalf("client got %q after half-close", got)
+	}
+	if tp.ended() {
+		t.Fatal("pair ended while the broker was still sending")
+	}
+	tp.broker.Close()
+	expectEOF(t, tp.client)
+	r := tp.wait(t)
+	if r.End != pipe.ClientClosed || r.Up != 2 || r.Down != 3 {
+		t.Errorf("result = %+v; want client_closed, up 2, down 3", r)
+	}
+}
+
 func TestHalfCloseFromBroker(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 1)

@@ -328,7 +328,7 @@ func (l *loop) readAgain() {
 	l.again = l.againSpare[:0]
 	for i, a := range again {
 		if !a.p.done && l.reading(a.p, a.s) {
-			l.read(a.p, a.s, a.fin)
+			l.read(a.p, a.s, a.fin, false)
 		}
 		again[i] = side{}
 	}
@@ -337,28 +337,22 @@ func (l *loop) readAgain() {
 
 // wait returns the number of ready events in l.events, waiting for one at
 // most until the wheel's next tick, and not at all while sides wait to be
-// read again.
+// read again. It is one system call: the loop keeps its P waiting or not
+// (see run), so there is nothing to save by asking without blocking first.
 func (l *loop) wait() int {
-	ev := unsafe.Pointer(&l.events[0])
-	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), 0, 0, 0)
-	if errno == 0 && r > 0 {
-		return int(r)
-	}
-	if len(l.again) > 0 {
-		return 0
-	}
-	timeout := -1 // milliseconds; -1: no timer pending
+	timeout := maxBlock // milliseconds
 	next := l.wheel.nextTick()
 	if l.acceptPause != 0 && (next == 0 || l.acceptPause < next) {
 		next = l.acceptPause
 	}
-	if next != 0 {
-		timeout = int(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
+	switch {
+	case len(l.again) > 0:
+		timeout = 0
+	case next != 0:
+		timeout = int(min(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0), maxBlock))
 	}
-	if timeout < 0 || timeout > maxBlock {
-		timeout = maxBlock
-	}
-	r, _, errno = unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
+	ev := unsafe.Pointer(&l.events[0])
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
 	switch errno {
 	case 0:
 		return int(r)
@@ -556,7 +550,8 @@ func (l *loop) handle(tag int32, events uint32) {
 		acted = true
 	}
 	if !p.done && l.reading(p, s) && events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
-		l.read(p, s, events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0)
+		fin := events&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0
+		l.read(p, s, fin, fin && events&(unix.EPOLLERR|unix.EPOLLHUP) == 0)
 		acted = true
 	}
 	if !p.done && !acted && events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
@@ -593,8 +588,10 @@ func (l *loop) reading(p *Conn, s int) bool {
 // read, or maxReads full buffers came (the rest is read after the batch).
 // With fin, a short read is not the end: the side's FIN or error was
 // reported with its bytes (EPOLLRDHUP), or nobody knows (resume), and only
-// a further read finds it.
-func (l *loop) read(p *Conn, s int, fin bool) {
+// a further read finds it; with peerFIN the FIN alone was reported, and a
+// short read is all that came before it: the side has ended, and the read
+// for the 0 is spared (a connect's DISCONNECT comes with the client's FIN).
+func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 	for range maxReads {
 		n, err := readFD(int(p.fd[s]), l.buf)
 		switch {
@@ -616,8 +613,13 @@ func (l *loop) read(p *Conn, s int, fin bool) {
 			}
 			m, size := p.frame[s].Feed(b, max)
 			l.forward(p, s, b[:m])
-			if size > 0 && !p.done {
+			switch {
+			case p.done:
+			case size > 0:
 				l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
+			case peerFIN && n < len(l.buf) && l.reading(p, s):
+				l.halfClose(p, s)
+				return
 			}
 		}
 		if (n < len(l.buf) && !fin) || p.done || !l.reading(p, s) {
@@ -637,7 +639,7 @@ func (l *loop) read(p *Conn, s int, fin bool) {
 // while it was not are told by no new edge.
 func (l *loop) resume(p *Conn, s int) {
 	if !p.done && l.reading(p, s) {
-		l.read(p, s, true)
+		l.read(p, s, true, false)
 	}
 }
 
@@ -785,13 +787,15 @@ func (l *loop) halfClose(p *Conn, s int) {
 		p.first = int8(s)
 	}
 	d := 1 - s
-	// Reads of s pause while d has a backlog, so nothing is left to write
-	// to d: the FIN goes right after the last byte.
-	unix.Shutdown(int(p.fd[d]), unix.SHUT_WR)
 	if p.eof[d] {
+		// Both sides have sent FIN: closing d sends it s's, as its input
+		// was read to the end.
 		l.finish(p, closedEnd[p.first], nil, false)
 		return
 	}
+	// Reads of s pause while d has a backlog, so nothing is left to write
+	// to d: the FIN goes right after the last byte.
+	unix.Shutdown(int(p.fd[d]), unix.SHUT_WR)
 	if p.halfClose > 0 && p.halfCloseAt == 0 {
 		p.halfCloseAt = l.now + ms(p.halfClose)
 		l.arm(p)
@@ -937,20 +941,18 @@ type ending struct {
 	res  pipe.Result
 }
 
-// reportEnds runs the batch's completion callbacks on one goroutine: a
-// goroutine started per pair would wake a thread per connection (futex),
-// the largest cost of a connect left in strace's count.
+// reportEnds runs the batch's completion callbacks on the loop, in turn:
+// handing them to a goroutine woke a thread per batch (futex, and the
+// scheduler's nanosleep while it looked for the goroutine), the largest
+// cost of a connect left in strace's count. The callbacks must not block
+// (the access log's Log does no I/O).
 func (l *loop) reportEnds() {
-	if len(l.ends) == 0 {
-		return
+	for i := 0; i < len(l.ends); i++ { // a callback may end another pair
+		e := l.ends[i]
+		l.ends[i] = ending{}
+		e.done(e.res)
 	}
-	ends := l.ends
-	l.ends = nil
-	go func() {
-		for _, e := range ends {
-			e.done(e.res)
-		}
-	}()
+	l.ends = l.ends[:0]
 }
 
 // readFD and writeFD call read and write without the scheduler's system
