@@ -163,7 +163,7 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 		}
 		now := load()
 		if a := samples[2].Value.Uint64(); tune && !time.Now().Before(nextTune) {
-			nextTune = nextTune.Add(tuneEvery)
+			nextTune = time.Now().Add(tuneEvery)
 			if pct, change := target.next(a-allocs, samples[3].Value.Uint64()); change {
 				debug.SetGCPercent(pct)
 				log.Debug("garbage collector target", "gogc", pct)
