@@ -40,3 +40,21 @@ func TestTLSRecord(t *testing.T) {
 		return "on"
 	})
 }
+
+// TestLoopAffinity: stream_proxy.loop_affinity is broker (empty) unless
+// set connection, and is set in one place.
+func TestLoopAffinity(t *testing.T) {
+	t.Parallel()
+	const rest = "\nstream_routes: [{upstream: {nodes: {\"b:1883\": 1}}}]\n"
+	// want: LoopAffinity, or the error.
+	checkSettings(t, rest, []settingCase{
+		{"default", "stream_proxy: {tcp: [9000]}", ""},
+		{"broker", "stream_proxy: {tcp: [9000], loop_affinity: broker}", LoopAffinityBroker},
+		{"connection", "stream_proxy:\n  tcp: [9000]\n  loop_affinity: connection", LoopAffinityConnection},
+		{"in apisix section", "apisix: {stream_proxy: {tcp: [9000], loop_affinity: connection}}", LoopAffinityConnection},
+		{"unknown value", "stream_proxy:\n  tcp: [9000]\n  loop_affinity: client",
+			`t.yaml:3: stream_proxy.loop_affinity: must be broker or connection, got "client"`},
+		{"set twice", "stream_proxy: {tcp: [9000], loop_affinity: broker}\napisix: {stream_proxy: {loop_affinity: connection}}",
+			`t.yaml:2: apisix.stream_proxy.loop_affinity: already set at t.yaml:1; set it in one place only`},
+	}, func(cfg *Config) string { return cfg.StreamProxy.LoopAffinity })
+}
