@@ -23,36 +23,38 @@ func TestDataPath(t *testing.T) {
 func TestTLSRecord(t *testing.T) {
 	t.Parallel()
 	const rest = "\nstream_routes: [{upstream: {nodes: {\"b:1883\": 1}}}]\n"
-	for _, tc := range []struct {
-		name, yaml string
-		off        bool
-		err        string
-	}{
-		{"default", "stream_proxy: {tcp: [9000]}", false, ""},
-		{"on", "stream_proxy: {tcp: [9000], tls_record: true}", false, ""},
-		{"off", "stream_proxy:\n  tcp: [9000]\n  tls_record: false", true, ""},
-		{"in apisix section", "apisix: {stream_proxy: {tcp: [9000], tls_record: false}}", true, ""},
-		{"not a bool", "stream_proxy:\n  tcp: [9000]\n  tls_record: sometimes", false,
+	// want: "off" when TLSRecordOff, "on" otherwise, or the error.
+	checkSettings(t, rest, []settingCase{
+		{"default", "stream_proxy: {tcp: [9000]}", "on"},
+		{"on", "stream_proxy: {tcp: [9000], tls_record: true}", "on"},
+		{"off", "stream_proxy:\n  tcp: [9000]\n  tls_record: false", "off"},
+		{"in apisix section", "apisix: {stream_proxy: {tcp: [9000], tls_record: false}}", "off"},
+		{"not a bool", "stream_proxy:\n  tcp: [9000]\n  tls_record: sometimes",
 			`t.yaml:3: stream_proxy.tls_record: must be true or false, got "sometimes"`},
-		{"set twice", "stream_proxy: {tcp: [9000], tls_record: true}\napisix: {stream_proxy: {tls_record: false}}", false,
+		{"set twice", "stream_proxy: {tcp: [9000], tls_record: true}\napisix: {stream_proxy: {tls_record: false}}",
 			`t.yaml:2: apisix.stream_proxy.tls_record: already set at t.yaml:1; set it in one place only`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			cfg, err := Parse(Document{Name: "t.yaml", Data: []byte(tc.yaml + rest)})
-			var list ErrorList
-			switch {
-			case errors.As(err, &list):
-				if len(list) != 1 || list[0].Error() != tc.err {
-					t.Errorf("errors = %v, want %s", err, tc.err)
-				}
-			case err != nil:
-				t.Fatal(err)
-			case tc.err != "":
-				t.Errorf("loaded; want %s", tc.err)
-			case cfg.StreamProxy.TLSRecordOff != tc.off:
-				t.Errorf("TLSRecordOff = %v, want %v", cfg.StreamProxy.TLSRecordOff, tc.off)
-			}
-		})
-	}
+	}, func(cfg *Config) string {
+		if cfg.StreamProxy.TLSRecordOff {
+			return "off"
+		}
+		return "on"
+	})
+}
+
+// TestLoopAffinity: stream_proxy.loop_affinity is broker (empty) unless
+// set connection, and is set in one place.
+func TestLoopAffinity(t *testing.T) {
+	t.Parallel()
+	const rest = "\nstream_routes: [{upstream: {nodes: {\"b:1883\": 1}}}]\n"
+	// want: LoopAffinity, or the error.
+	checkSettings(t, rest, []settingCase{
+		{"default", "stream_proxy: {tcp: [9000]}", ""},
+		{"broker", "stream_proxy: {tcp: [9000], loop_affinity: broker}", LoopAffinityBroker},
+		{"connection", "stream_proxy:\n  tcp: [9000]\n  loop_affinity: connection", LoopAffinityConnection},
+		{"in apisix section", "apisix: {stream_proxy: {tcp: [9000], loop_affinity: connection}}", LoopAffinityConnection},
+		{"unknown value", "stream_proxy:\n  tcp: [9000]\n  loop_affinity: client",
+			`t.yaml:3: stream_proxy.loop_affinity: must be broker or connection, got "client"`},
+		{"set twice", "stream_proxy: {tcp: [9000], loop_affinity: broker}\napisix: {stream_proxy: {loop_affinity: connection}}",
+			`t.yaml:2: apisix.stream_proxy.loop_affinity: already set at t.yaml:1; set it in one place only`},
+	}, func(cfg *Config) string { return cfg.StreamProxy.LoopAffinity })
 }

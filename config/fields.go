@@ -246,6 +246,14 @@ func streamProxySection() section[StreamProxy] {
 					v.DataPath = s
 				}
 			}},
+			{name: "loop_affinity", def: "`" + LoopAffinityBroker + "`", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
+				if !d.setOnce("stream_proxy.loop_affinity", kv, p) {
+					return
+				}
+				if s, ok := d.oneOf(kv.val, p, LoopAffinityBroker, LoopAffinityConnection); ok {
+					v.LoopAffinity = s
+				}
+			}},
 			{name: "tls_record", def: "`true`", decode: func(d *decoder, kv keyValue, p string, v *StreamProxy) {
 				if !d.setOnce("stream_proxy.tls_record", kv, p) {
 					return

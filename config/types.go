@@ -58,6 +58,9 @@ type StreamProxy struct {
 	// to the same upstream while its earlier connection is still open.
 	OnDuplicateClientID string
 	DataPath            string // DataPathEpoll (default) or DataPathGoroutines
+	// LoopAffinity is LoopAffinityBroker (or empty, the default) or
+	// LoopAffinityConnection: which event loop pipes a plain TCP pair.
+	LoopAffinity string
 	// TLSRecordOff is stream_proxy.tls_record: false: TLS 1.3 connections
 	// keep crypto/tls's record layer after the handshake instead of
 	// package tlsrecord's (the default carries them with tlsrecord).
@@ -75,6 +78,12 @@ type StreamProxy struct {
 const (
 	DataPathEpoll      = "epoll"      // per-core event loops: an idle connection costs no goroutine
 	DataPathGoroutines = "goroutines" // two goroutines per connection that park without a buffer
+)
+
+// Which event loop pipes a plain TCP pair (stream_proxy.loop_affinity).
+const (
+	LoopAffinityBroker     = "broker"     // the loop that serves its broker: one broker's clients keep their order
+	LoopAffinityConnection = "connection" // the loop that accepted it: one broker's pairs spread over all loops
 )
 
 // Listener is one TCP address mqgate accepts clients on.

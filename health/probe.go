@@ -98,8 +98,14 @@ func probeRaw(ctx context.Context, cfg *config.ActiveCheck, conn net.Conn) (answ
 		return answered, fmt.Errorf("expected % x, got % x", cfg.Expect, got[:n])
 	}
 	if err != nil {
-		if ctx.Err() != nil || isTimeout(err) {
+		timeout := ctx.Err() != nil || isTimeout(err)
+		switch {
+		case timeout && n == 0:
+			return answered, fmt.Errorf("no answer within %s, expected % x: %w", cfg.Timeout, cfg.Expect, context.DeadlineExceeded)
+		case timeout:
 			return answered, fmt.Errorf("expected % x, got % x within %s: %w", cfg.Expect, got[:n], cfg.Timeout, context.DeadlineExceeded)
+		case n == 0:
+			return answered, fmt.Errorf("expected % x, got nothing: %w", cfg.Expect, err)
 		}
 		return answered, fmt.Errorf("expected % x, got % x then %w", cfg.Expect, got[:n], err)
 	}

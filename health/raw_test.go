@@ -43,7 +43,7 @@ func TestRawSendExpect(t *testing.T) {
 	t.Parallel()
 	m := mqtttest.StartMosquitto(t, "")
 	silent := mqtttest.SilentPort(t)
-	hc, _ := newChecker(t)
+	hc, logs := newChecker(t)
 	good := rawCheck(t, nginxSend, nginxExpect)
 	// The same CONNECT in HAProxy's hex; a CONNACK refusing it (0x02
 	// identifier rejected) is what this check wants, so the real one fails.
@@ -64,13 +64,21 @@ func TestRawSendExpect(t *testing.T) {
 
 	w := hc.Node("wrong", m.Addr())
 	mqtttest.WaitFor(t, "wrong expect marks the node down", func() bool { return !w.Healthy() })
-	if s := w.Status(); !strings.Contains(s.Reason, "tcp probe: 3 failures in a row: expected 20 02 00 02, got 20 02 00 00") {
+	// The reason names the last probe's error from then on; the change
+	// was logged with the count that tipped it.
+	if s := w.Status(); !strings.Contains(s.Reason, "tcp probe: ") || !strings.Contains(s.Reason, "expected 20 02 00 02, got 20 02 00 00") {
 		t.Errorf("wrong: reason %q", s.Reason)
+	}
+	if !strings.Contains(logs.String(), `reason="tcp probe: 3 failures in a row: expected 20 02 00 02, got 20 02 00 00"`) {
+		t.Errorf("the change of state is not logged with its count:\n%s", logs)
 	}
 	sl := hc.Node("silent", silent.Addr())
 	mqtttest.WaitFor(t, "silent port marked down", func() bool { return !sl.Healthy() })
-	if s := sl.Status(); !strings.Contains(s.Reason, "2 timeouts in a row") || !strings.Contains(s.Reason, "expected 20 02 00 00, got") {
+	if s := sl.Status(); !strings.Contains(s.Reason, "no answer within 300ms, expected 20 02 00 00") {
 		t.Errorf("silent: reason %q", s.Reason)
+	}
+	if !strings.Contains(logs.String(), "node="+silent.Addr()+` reason="tcp probe: 2 timeouts in a row: no answer within 300ms, expected 20 02 00 00`) {
+		t.Errorf("the silent port's change of state is not logged with its count:\n%s", logs)
 	}
 }
 

@@ -455,3 +455,26 @@ func TestAppendHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestConnReadCoalescesClientSide: the client side (Dial, a broker that
+// takes WebSocket) joins the broker's unmasked frames the same way, and
+// takes a masked one for the protocol error it is.
+func TestConnReadCoalescesClientSide(t *testing.T) {
+	var in []byte
+	var want []byte
+	for i := byte(0); i < 8; i++ {
+		p := []byte{0x30, 3, 0, 1, i}
+		in = append(in, ws.MustCompileFrame(ws.NewBinaryFrame(p))...)
+		want = append(want, p...)
+	}
+	c := newConn(&countingConn{chunks: [][]byte{append(in, clientFrames(t, ws.NewBinaryFrame([]byte{0xc0, 0}))...)}}, ProtocolMQTT, nil, ws.StateClientSide)
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil || !bytes.Equal(buf[:n], want) {
+		t.Fatalf("Read: % x, %v; want the 8 payloads in one Read", buf[:n], err)
+	}
+	var fe *FrameError
+	if n, err := c.Read(buf); n != 0 || !errors.As(err, &fe) {
+		t.Errorf("masked frame from the server: %d bytes, %v; want a FrameError", n, err)
+	}
+}

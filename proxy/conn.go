@@ -243,7 +243,7 @@ type record struct {
 	username string
 	level    byte
 	// websocket: the client came over WebSocket (wss with TLS); forwarded:
-	// a trusted proxy's X-Real-IP/X-Forwarded-For gave remote, and id.peer
+	// a trusted proxy's X-Real-IP/X-Forwarded-For gave remote, and id.peer()
 	// is that proxy. They and status sit in level's padding: liveConn stays
 	// in its size class.
 	websocket, forwarded bool
@@ -451,7 +451,7 @@ func (p *connPath) plugins(phase plugin.Phase) bool {
 	c.Vars = nil
 	p.pc, p.vars = c, vs
 	if p.pc.Connect.ClientID != p.connect.ClientID {
-		p.rec.id.upstream = p.pc.Connect.ClientID
+		p.rec.id.extra().upstream = p.pc.Connect.ClientID
 	}
 	return true
 }
@@ -871,7 +871,7 @@ func (s *Server) logRecord(r *record, node *nodeState) {
 		}
 	}
 	if r.forwarded {
-		ar.ForwardedBy, ar.ProxyProtocolPeer = r.id.peer, netip.AddrPort{}
+		ar.ForwardedBy, ar.ProxyProtocolPeer = r.id.peer(), netip.AddrPort{}
 	}
 	s.access.Log(&ar)
 }

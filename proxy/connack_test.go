@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,44 @@ import (
 	"github.com/mqgate/mqgate/mqtt"
 )
 
+// failoverNodes are three nodes that fail a CONNECT, each its own way, in
+// front of a Mosquitto that accepts it, in that order of priority.
+type failoverNodes struct {
+	silent   string        // accepts TCP and never answers (timeout.connack)
+	refusing string        // answers 0x88 Server unavailable (3.x: 0x03)
+	closing  string        // closes after the CONNECT
+	refused  *atomic.Int64 // CONNECTs the refusing node read
+	closed   *atomic.Int64 // and the closing one
+	broker   mqtttest.Broker
+}
+
+func startFailoverNodes(t *testing.T) failoverNodes {
+	t.Helper()
+	var n failoverNodes
+	n.silent = mqtttest.SilentPort(t).Addr()
+	n.refusing, n.refused = mqtttest.RefusingPort(t, mqtt.ServerUnavailable)
+	n.closing, n.closed = mqtttest.AnsweringPort(t, func([]byte) []byte { return nil })
+	n.broker = mqtttest.StartMosquitto(t, "")
+	return n
+}
+
+// upstream is upstream 1 over the four nodes, tried in order (no passive
+// checks: every client walks the failing nodes), with timeout.connack
+// connack, and a route to it.
+func (n failoverNodes) upstream(connack string) string {
+	return fmt.Sprintf(`upstreams:
+  - id: 1
+    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
+    timeout: {connack: %s}
+    nodes:
+      - {host: 127.0.0.1, port: %s, priority: 3}
+      - {host: 127.0.0.1, port: %s, priority: 2}
+      - {host: 127.0.0.1, port: %s, priority: 1}
+      - {host: 127.0.0.1, port: %s, priority: 0}
+stream_routes: [{id: r, upstream_id: 1}]
+`, connack, port(n.silent), port(n.refusing), port(n.closing), port(n.broker.Addr()))
+}
+
 // TestConnackFailover: nodes that accept TCP and then fail the CONNECT are
 // passed over: one never answers (timeout.connack), one answers 0x88
 // Server unavailable (3.x: 0x03), one closes after the CONNECT. Clients of
@@ -25,42 +64,27 @@ import (
 // each failure counts against its node.
 func TestConnackFailover(t *testing.T) {
 	t.Parallel()
-	silent := mqtttest.SilentPort(t).Addr()
-	refusing, refused := mqtttest.RefusingPort(t, mqtt.ServerUnavailable)
-	closing, closed := mqtttest.AnsweringPort(t, func([]byte) []byte { return nil })
-	broker := mqtttest.StartMosquitto(t, "")
-	g := startGateway(t, fmt.Sprintf(`
-stream_proxy: {tcp: [LISTEN]}
-upstreams:
-  - id: 1
-    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
-    timeout: {connack: 0.3}
-    nodes:
-      - {host: 127.0.0.1, port: %s, priority: 3}
-      - {host: 127.0.0.1, port: %s, priority: 2}
-      - {host: 127.0.0.1, port: %s, priority: 1}
-      - {host: 127.0.0.1, port: %s, priority: 0}
-stream_routes: [{id: r, upstream_id: 1}]
-`, port(silent), port(refusing), port(closing), port(broker.Addr())))
+	nodes := startFailoverNodes(t)
+	g := startGateway(t, "stream_proxy: {tcp: [LISTEN]}\n"+nodes.upstream("0.3"))
 
 	for _, level := range []byte{mqtt.Level31, mqtt.Level311, mqtt.Level5} {
 		id := fmt.Sprintf("failover-%d", level)
 		mqtttest.ConnectOK(t, g.addr, id, level)
 		rec := g.accessRecord(t, id)
 		tried, _ := rec["detail"].(string)
-		if rec["node"] != broker.Addr() || !strings.HasPrefix(tried, "tried "+silent+": no CONNACK within 300ms") ||
-			!strings.Contains(tried, refusing+": CONNACK") || !strings.Contains(tried, closing+": closed the connection after the CONNECT") {
-			t.Errorf("level %d: access record node %v, tried %q; want %s after the three failing nodes", level, rec["node"], tried, broker.Addr())
+		if rec["node"] != nodes.broker.Addr() || !strings.HasPrefix(tried, "tried "+nodes.silent+": no CONNACK within 300ms") ||
+			!strings.Contains(tried, nodes.refusing+": CONNACK") || !strings.Contains(tried, nodes.closing+": closed the connection after the CONNECT") {
+			t.Errorf("level %d: access record node %v, tried %q; want %s after the three failing nodes", level, rec["node"], tried, nodes.broker.Addr())
 		}
 	}
-	if refused.Load() != 3 || closed.Load() != 3 {
-		t.Errorf("the refusing node read %d CONNECTs, the closing one %d; want 3 each", refused.Load(), closed.Load())
+	if nodes.refused.Load() != 3 || nodes.closed.Load() != 3 {
+		t.Errorf("the refusing node read %d CONNECTs, the closing one %d; want 3 each", nodes.refused.Load(), nodes.closed.Load())
 	}
 	fails := map[string]uint64{}
 	for _, n := range g.srv.Stats().Nodes {
 		fails[n.Addr] = n.DialFailures
 	}
-	if fails[silent] != 3 || fails[refusing] != 3 || fails[closing] != 3 || fails[broker.Addr()] != 0 {
+	if fails[nodes.silent] != 3 || fails[nodes.refusing] != 3 || fails[nodes.closing] != 3 || fails[nodes.broker.Addr()] != 0 {
 		t.Errorf("failures by node = %v; want 3 for each failing node, 0 for the broker", fails)
 	}
 }
@@ -175,23 +199,10 @@ stream_routes: [{id: r, upstream_id: 1}]
 func TestConnackFailoverTLSAndWebSocket(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
-	silent := mqtttest.SilentPort(t).Addr()
-	refusing, refused := mqtttest.RefusingPort(t, mqtt.ServerUnavailable)
-	closing, _ := mqtttest.AnsweringPort(t, func([]byte) []byte { return nil })
-	broker := mqtttest.StartMosquitto(t, "")
+	nodes := startFailoverNodes(t)
 	// timeout.connack is longer than TestConnackFailover's: six clients
 	// connect at once here, and Mosquitto must answer within it too.
-	upstream := fmt.Sprintf(`upstreams:
-  - id: 1
-    checks: {passive: false} # every client walks the failing nodes: the walk is tested, not health
-    timeout: {connack: 1}
-    nodes:
-      - {host: 127.0.0.1, port: %s, priority: 3}
-      - {host: 127.0.0.1, port: %s, priority: 2}
-      - {host: 127.0.0.1, port: %s, priority: 1}
-      - {host: 127.0.0.1, port: %s, priority: 0}
-stream_routes: [{id: r, upstream_id: 1}]
-`, port(silent), port(refusing), port(closing), port(broker.Addr()))
+	upstream := nodes.upstream("1")
 	ws := startGateway(t, "stream_proxy: {tcp: [{addr: LISTEN, websocket: true}]}\n"+upstream)
 	secure := startTLSGateway(t, fmt.Sprintf(`stream_proxy: {tcp: [{addr: LISTEN, tls: true, websocket: true}]}
 ssls:
@@ -249,9 +260,9 @@ ssls:
 			tc.connect(t, tc.id)
 			rec := waitAccessRecord(t, tc.access, tc.id+"'s record", func(r map[string]any) bool { return r["client_id"] == tc.id })
 			tried, _ := rec["detail"].(string)
-			if rec["node"] != broker.Addr() || !strings.HasPrefix(tried, "tried "+silent+": no CONNACK within 1s") ||
-				!strings.Contains(tried, refusing+": CONNACK") || !strings.Contains(tried, closing+": closed the connection after the CONNECT") {
-				t.Errorf("on %v, tried %q; want %s after the three failing nodes", rec["node"], tried, broker.Addr())
+			if rec["node"] != nodes.broker.Addr() || !strings.HasPrefix(tried, "tried "+nodes.silent+": no CONNACK within 1s") ||
+				!strings.Contains(tried, nodes.refusing+": CONNACK") || !strings.Contains(tried, nodes.closing+": closed the connection after the CONNECT") {
+				t.Errorf("on %v, tried %q; want %s after the three failing nodes", rec["node"], tried, nodes.broker.Addr())
 			}
 			if tr, _ := rec["transport"].(string); tr != tc.transport {
 				t.Errorf("transport %q, want %q", tr, tc.transport)
@@ -262,8 +273,8 @@ ssls:
 		})
 	}
 	t.Cleanup(func() {
-		if n := refused.Load(); n != 6 {
-			t.Errorf("the refusing node read %d CONNECTs, want one per client, 6", n)
+		if got := nodes.refused.Load(); got != 6 {
+			t.Errorf("the refusing node read %d CONNECTs, want one per client, 6", got)
 		}
 	})
 }

@@ -111,7 +111,7 @@ func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn,
 	if lc.reason != "" {
 		return false
 	}
-	conn, err := g.Add(ct, bt, opts, lc.pipeEnded)
+	conn, err := g.AddBy(loopAffinity(snap), ct, bt, opts, lc.pipeEnded)
 	if err != nil {
 		s.log.Warn("event loop handover failed; piping with goroutines", "err", err)
 		return false

@@ -97,20 +97,27 @@ stream_routes:
 	}
 }
 
-// TestPriorityTier: backup nodes (a lower priority) take clients only while
-// every node of the higher tier is down.
-func TestPriorityTier(t *testing.T) {
-	t.Parallel()
-	primary, backup := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
-	gw := startGateway(t, fmt.Sprintf(`
+// tiersConfig is upstream 1 over a primary node (priority 1) and a backup
+// (priority 0) with fastChecks' mqtt probes; checks adds lines to its
+// checks (on_marked_up, say).
+func tiersConfig(primary, backup, checks string) string {
+	return fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
 upstreams:
   - id: 1
     nodes:
       - {host: 127.0.0.1, port: %s, priority: 1}
       - {host: 127.0.0.1, port: %s, priority: 0}`+fastChecks+`
-stream_routes: [{id: r, upstream_id: 1}]
-`, port(primary.Addr()), port(backup.Addr()), "mqtt"))
+%sstream_routes: [{id: r, upstream_id: 1}]
+`, port(primary), port(backup), "mqtt", checks)
+}
+
+// TestPriorityTier: backup nodes (a lower priority) take clients only while
+// every node of the higher tier is down.
+func TestPriorityTier(t *testing.T) {
+	t.Parallel()
+	primary, backup := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	gw := startGateway(t, tiersConfig(primary.Addr(), backup.Addr(), ""))
 	for i := range 5 {
 		mqtttest.ConnectOK(t, gw.addr, fmt.Sprintf("a-%d", i), mqtt.Level311)
 	}
@@ -152,16 +159,7 @@ stream_routes: [{id: r, upstream_id: 1}]
 func TestPriorityMoveBack(t *testing.T) {
 	t.Parallel()
 	primary, backup := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
-	gw := startGateway(t, fmt.Sprintf(`
-stream_proxy: {tcp: [LISTEN]}
-upstreams:
-  - id: 1
-    nodes:
-      - {host: 127.0.0.1, port: %s, priority: 1}
-      - {host: 127.0.0.1, port: %s, priority: 0}`+fastChecks+`
-      on_marked_up: move_back
-stream_routes: [{id: r, upstream_id: 1}]
-`, port(primary.Addr()), port(backup.Addr()), "mqtt"))
+	gw := startGateway(t, tiersConfig(primary.Addr(), backup.Addr(), "      on_marked_up: move_back\n"))
 	primaryAddr := primary.Addr()
 	primary.Close()
 	mqtttest.WaitFor(t, "primary marked down", func() bool { return !nodeHealth(gw, "1", primaryAddr).Healthy })

@@ -32,6 +32,15 @@ func loopListens(snap *snapshot, l *listener) bool {
 		!lcfg.TLS && !lcfg.ProxyProtocol && lcfg.WebSocket == nil && !lcfg.HTTP
 }
 
+// loopAffinity is stream_proxy.loop_affinity as the loops take it; a
+// reload applies it to the connections accepted from then on.
+func loopAffinity(snap *snapshot) epoll.Affinity {
+	if snap.cfg.StreamProxy.LoopAffinity == config.LoopAffinityConnection {
+		return epoll.ByConnection
+	}
+	return epoll.ByBroker
+}
+
 // loopAcceptor takes the connections the loops accept on one listener.
 type loopAcceptor struct {
 	s *Server
@@ -199,6 +208,7 @@ func (lp *loopPath) dialNext() {
 		Timeout:       up.cfg.Timeout.Connect,
 		AnswerTimeout: up.cfg.Timeout.Connack,
 		Frame:         connackFrame,
+		Affinity:      loopAffinity(p.snap),
 	})
 }
 

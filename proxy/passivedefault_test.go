@@ -70,7 +70,7 @@ stream_routes:
 	if n := dialFailures(logs, "def"); n < 1 || n > 2 {
 		t.Errorf("default: the dead node was dialled %d times for 10 clients, want 1", n)
 	}
-	if s := nodeHealth(g, "def", dead); s.Healthy && !s.OnTrial || !strings.Contains(s.Reason, "passive: 1 dial failures within 10s") {
+	if s := nodeHealth(g, "def", dead); !s.OnTrial && (s.Healthy || !strings.Contains(s.Reason, "passive: 1 dial failures within 10s")) {
 		t.Errorf("default: dead node %+v, want out by passive counting", s)
 	}
 	if s := nodeHealth(g, "def", live.Addr()); !s.Healthy {

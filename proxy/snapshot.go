@@ -30,6 +30,9 @@ type snapshot struct {
 	// connectFrame is connectFrame at cfg's max_connect_size, made once
 	// for the event loops' CONNECT reads rather than per connection.
 	connectFrame func(b []byte) (int, error)
+	// renamed maps the address a listener was opened under to the one the
+	// configuration names it by now (Server.boundAt); nil mostly.
+	renamed map[string]string
 }
 
 // upstream is a configured upstream with its balancer and live node state.

@@ -124,7 +124,7 @@ func (p *connPath) sniff() bool {
 	} else {
 		first = append([]byte(nil), first...)
 	}
-	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id, vars: p.vars}
+	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id.clone(), vars: p.vars}
 	p.handed = p.s.handOver(wc)
 	return false
 }
@@ -283,7 +283,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, wc *webConn, lc
 	}
 	s.web.stats.count("upgraded")
 	// Counted on its listener, where it was accepted as the HTTP connection.
-	lc := &liveConn{srv: s, gp: &goPair{client: conn}, rec: record{start: s.since(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id}}
+	lc := &liveConn{srv: s, gp: &goPair{client: conn}, rec: record{start: s.since(), listener: s.lnCounts.Get(lcfg.Addr, newListenerCounts(lcfg.Addr)), remote: wc.remote, id: wc.id.clone()}}
 	rec := &lc.rec
 	rec.websocket = true
 	a, ok := forwardedFor(r.Header)
@@ -310,8 +310,8 @@ func (rec *record) trustForwarded(a netip.Addr, ok bool, lcfg config.Listener, v
 	if !ok || !allowed(lcfg.RealIPFrom, rec.remote.Addr()) {
 		return
 	}
-	if !rec.id.peer.IsValid() {
-		rec.id.peer, rec.forwarded = rec.remote, true
+	if !rec.id.peer().IsValid() {
+		rec.id.extra().peer, rec.forwarded = rec.remote, true
 	}
 	rec.remote = netip.AddrPortFrom(a, 0)
 	vs.RemoteAddr = a.Unmap().String()

@@ -222,16 +222,7 @@ stream_routes: [{upstream_id: 1}]
 		preferred := mqtttest.StartMochi(t)
 		addr := preferred.Addr()
 		preferred.Close() // down from the start: the client lands on home
-		g := startGateway(t, fmt.Sprintf(`stream_proxy: {tcp: [LISTEN]}
-upstreams:
-  - id: 1
-    type: roundrobin
-    nodes:
-      - {host: 127.0.0.1, port: %s, priority: 1}
-      - {host: 127.0.0.1, port: %s, priority: 0}`+fastChecks+`
-      on_marked_up: move_back
-stream_routes: [{upstream_id: 1}]
-`, port(addr), port(home.Addr()), "mqtt"))
+		g := startGateway(t, tiersConfig(addr, home.Addr(), "      on_marked_up: move_back\n"))
 		mqtttest.WaitFor(t, "the preferred node marked down", func() bool {
 			st := nodeHealth(g, "1", addr)
 			return st.Addr != "" && !st.Healthy

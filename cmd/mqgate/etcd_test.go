@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/mqgate/mqgate/internal/etcdtest"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
@@ -381,22 +383,25 @@ func TestEtcdRefusesOneObjectAcrossObjects(t *testing.T) {
 	e := etcdtest.Start(t)
 	broker := mqtttest.StartMochi(t)
 	in := startEtcdPrefix(t, e, "solo", "traditional", "/mqtt")
-	cli := e.Client(t)
-	ctx := context.Background()
-	for key, value := range map[string]string{
+	// One transaction, so that the watch brings the three objects in one
+	// revision: written one by one, a snapshot could hold the route
+	// without its upstream (refused for that, with the same key) and the
+	// upstream not yet applied when the list below is read.
+	if _, err := e.Client(t).Txn(context.Background()).Then(
 		// https: scheme http on a stream route's upstream is what APISIX
 		// stores on every upstream, and is ignored; https is refused.
-		"/mqtt/upstreams/web":     `{"scheme": "https", "nodes": {"127.0.0.1:8443": 1}}`,
-		"/mqtt/stream_routes/web": `{"mqtt_client_id": {"prefix": "web-"}, "upstream_id": "web"}`,
-		"/mqtt/stream_routes/1":   fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr()),
-	} {
-		if _, err := cli.Put(ctx, key, value); err != nil {
-			t.Fatal(err)
-		}
+		clientv3.OpPut("/mqtt/upstreams/web", `{"scheme": "https", "nodes": {"127.0.0.1:8443": 1}}`),
+		clientv3.OpPut("/mqtt/stream_routes/web", `{"mqtt_client_id": {"prefix": "web-"}, "upstream_id": "web"}`),
+		clientv3.OpPut("/mqtt/stream_routes/1", fmt.Sprintf(`{"upstream": {"nodes": {%q: 1}}}`, broker.Addr())),
+	).Commit(); err != nil {
+		t.Fatal(err)
 	}
 	mqtttest.WaitFor(t, "the refusal of the route naming an https upstream", func() bool {
 		return strings.Contains(in.p.stderr.String(), `msg="etcd object refused" key=/mqtt/stream_routes/web`)
 	})
+	if log := in.p.stderr.String(); !strings.Contains(log, `upstream \"web\" has scheme https`) {
+		t.Errorf("the route is refused for another reason than its https upstream:\n%s", log)
+	}
 	mqtttest.WaitFor(t, "route 1 to apply", func() bool { return hasRoute(t, in.admin, "1") })
 	if !tryConnect(in.mqtt, "solo-1") {
 		t.Error("route 1 does not serve")

@@ -45,8 +45,9 @@ func TestRampSettles(t *testing.T) {
 }
 
 // TestGCTarget: the target drops to calmGCPercent after calmAfter seconds
-// that each allocated under a quarter of the live heap, and is back at
-// defaultGCPercent at the first second that allocated more.
+// that each allocated under a quarter of the live heap, is back at
+// defaultGCPercent at the first second that allocated more, and at
+// busyGCPercent while a second allocates busyFactor times the live heap.
 func TestGCTarget(t *testing.T) {
 	const live = 100 << 20
 	var g gcTarget
@@ -59,6 +60,11 @@ func TestGCTarget(t *testing.T) {
 		{live / 4, defaultGCPercent}, // handshakes
 		{live, 0},
 		{0, 0}, {0, 0}, {0, calmGCPercent},
+		{busyFactor * live, busyGCPercent}, // a handshake storm on a small heap
+		{busyFactor * live, 0},
+		{live, defaultGCPercent},
+		{1 << 20, 0}, {busyFactor * live, busyGCPercent}, // calm seconds count again from 0
+		{1 << 20, 0}, {1 << 20, 0}, {1 << 20, calmGCPercent},
 	}
 	for i, s := range steps {
 		pct, change := g.next(s.allocated, live)

@@ -235,6 +235,11 @@ func TestSoak(t *testing.T) {
 	file := filepath.Join(dir, "mqgate.yaml")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(mqtttest.FreePort(t)))
 	reloads := 0
+	// A killed broker refuses connections and is marked down by its first
+	// refused probe (tcp_failures: 1); probe timeouts are for hung
+	// brokers, which the soak has none of, and kept lax: at 1 s × 2 a busy
+	// machine marks a live broker down (as TestBrokerDies saw), and its
+	// clients' way home waits for it to be healthy again.
 	write := func() {
 		yml := fmt.Sprintf(`stream_proxy:
   tcp: [%q]
@@ -250,9 +255,9 @@ upstreams:
     checks:
       active:
         type: mqtt
-        timeout: 1
+        timeout: 2
         healthy: {interval: 1, successes: 1}
-        unhealthy: {interval: 0.5, tcp_failures: 1, timeouts: 2}
+        unhealthy: {interval: 0.5, tcp_failures: 1, timeouts: 10}
       on_marked_up: move_back
       move_back_rate: 1000
 stream_routes:
@@ -370,6 +375,17 @@ stream_routes:
 
 	// Everyone back home, every message delivered.
 	var wrong int
+	t.Cleanup(func() {
+		if t.Failed() {
+			var health []string
+			for _, l := range strings.Split(p.stderr.String(), "\n") {
+				if strings.Contains(l, "msg=\"node ") || strings.Contains(l, "msg=\"moving connections") {
+					health = append(health, l)
+				}
+			}
+			t.Logf("%d clients away from home at the last look; mqgate's health and moves:\n%s", wrong, strings.Join(health, "\n"))
+		}
+	})
 	waitUntilFor(t, "every client back on the broker its id hashes to", 3*time.Minute, func() bool {
 		now := nodesOf(t, url)
 		wrong = 0

@@ -96,6 +96,7 @@ type Dial struct {
 	AnswerTimeout time.Duration               // for the answer, from the write
 	Frame         func(b []byte) (int, error) // the answer's size, as First.Frame
 	AnswerLimit   int                         // the most the answer may be; 0 = Frame says
+	Affinity      Affinity                    // ByConnection: dial on the loop that accepted the Conn
 }
 
 // Pre-pipe phases of a Conn.
@@ -485,10 +486,15 @@ func (l *loop) firstFailed(p *Conn, err error) {
 // Dial connects to d.Addr without blocking, writes d.Send and reads the
 // broker's first packet; the Session's Dialled gets it. On a pending Conn
 // only, from one of its Session's calls. The Conn moves to the loop that
-// serves d.Addr's pairs first (Group.loopFor): the Session's calls that
-// follow may come on another loop's thread.
+// serves d.Addr's pairs first (Group.loopFor), unless d.Affinity is
+// ByConnection: the Session's calls that follow may come on another loop's
+// thread.
 func (p *Conn) Dial(d Dial) {
 	l := p.loop.Load()
+	if d.Affinity == ByConnection {
+		l.dial(p, d)
+		return
+	}
 	if to := l.g.loopFor(d.Addr); to != l && p.fd[broker] < 0 {
 		l.moveDial(p, to, d)
 		return

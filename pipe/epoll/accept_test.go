@@ -25,6 +25,15 @@ type testAcceptor struct {
 	// instead of broker; conns then gets each Conn once it is dialled.
 	brokers map[string]netip.AddrPort
 	conns   chan *Conn
+	// affinity is the Dial's; accepted, when set, gets each dialled Conn
+	// with the loop its first packet was read on.
+	affinity Affinity
+	accepted chan acceptedOn
+}
+
+type acceptedOn struct {
+	c *Conn
+	l *loop
 }
 
 func (a *testAcceptor) Accept(c *Conn, remote, local netip.AddrPort) (Session, []byte, First) {
@@ -41,7 +50,10 @@ func frame(b []byte) (int, error) {
 	return n, err
 }
 
-type testSession struct{ a *testAcceptor }
+type testSession struct {
+	a  *testAcceptor
+	on *loop // the loop that read the first packet
+}
 
 func (s *testSession) FirstPacket(c *Conn, b []byte, size int) {
 	s.a.events <- "first " + string(b[2:size])
@@ -49,11 +61,12 @@ func (s *testSession) FirstPacket(c *Conn, b []byte, size int) {
 		c.Refuse([]byte{0x20, 2, 0, 5}, 2*time.Second)
 		return
 	}
+	s.on = c.loop.Load()
 	addr := s.a.broker
 	if b, ok := s.a.brokers[string(b[2:size])]; ok {
 		addr = b
 	}
-	c.Dial(Dial{Addr: addr, Send: b[:size], Timeout: 2 * time.Second, AnswerTimeout: s.a.answer, Frame: frame, AnswerLimit: 1 << 10})
+	c.Dial(Dial{Addr: addr, Send: b[:size], Timeout: 2 * time.Second, AnswerTimeout: s.a.answer, Frame: frame, AnswerLimit: 1 << 10, Affinity: s.a.affinity})
 	_ = b[size:] // the test's clients send nothing after their first packet before the answer
 }
 
@@ -71,6 +84,9 @@ func (s *testSession) Dialled(c *Conn, ack []byte, _ time.Duration, err error) {
 	s.a.events <- "dialled"
 	if s.a.conns != nil {
 		s.a.conns <- c
+	}
+	if s.a.accepted != nil {
+		s.a.accepted <- acceptedOn{c, s.on}
 	}
 	c.Pipe(ack, nil, pipe.Options{Idle: time.Minute}, func(res pipe.Result) { s.a.ended <- res })
 }

@@ -56,6 +56,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -75,7 +76,23 @@ type Group struct {
 
 	brokerMu    sync.Mutex
 	brokerLoops map[netip.AddrPort]*loop // by broker address, see loopFor
+
+	next atomic.Uint32 // AddBy's round robin for ByConnection
 }
+
+// Affinity says which loop pipes a pair: Group.loopFor's for its broker
+// (ByBroker, the default) or the one that accepted it (ByConnection).
+// ByBroker keeps what clients send one broker in its order of arrival;
+// ByConnection spreads one broker's pairs over all the loops, for a
+// broker whose traffic is more than one core's worth and whose clients do
+// not depend on the order across connections.
+type Affinity uint8
+
+// The Affinity values (stream_proxy.loop_affinity).
+const (
+	ByBroker     Affinity = iota // the loop serving the broker (Group.loopFor)
+	ByConnection                 // the loop that accepted it; Add: round robin
+)
 
 // maxBrokerLoops bounds Group.brokerLoops: brokers beyond it (addresses
 // that come and go with reloads) are placed by a hash of their address.
@@ -215,6 +232,13 @@ func (p *Conn) Run(f func()) {
 // closed (the loop holds duplicates of their descriptors); on error they are
 // untouched and still usable.
 func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
+	return g.AddBy(ByBroker, client, broker, opts, done)
+}
+
+// AddBy is Add placing the pair by aff: ByConnection takes the loops in
+// turn (no loop accepted a pair handed in from Go's poller), as Add did
+// before the pairs to one broker shared a loop.
+func (g *Group) AddBy(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
 	cfd, err := dupFD(client)
 	if err != nil {
 		return nil, fmt.Errorf("detach client: %w", err)
@@ -225,7 +249,9 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 		return nil, fmt.Errorf("detach broker: %w", err)
 	}
 	l := g.loops[0]
-	if a, ok := broker.RemoteAddr().(*net.TCPAddr); ok {
+	if aff == ByConnection {
+		l = g.loops[(g.next.Add(1)-1)%uint32(len(g.loops))]
+	} else if a, ok := broker.RemoteAddr().(*net.TCPAddr); ok {
 		l = g.loopFor(a.AddrPort())
 	}
 	p := &Conn{fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1}

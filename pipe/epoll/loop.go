@@ -337,28 +337,22 @@ func (l *loop) readAgain() {
 
 // wait returns the number of ready events in l.events, waiting for one at
 // most until the wheel's next tick, and not at all while sides wait to be
-// read again.
+// read again. It is one system call: the loop keeps its P waiting or not
+// (see run), so there is nothing to save by asking without blocking first.
 func (l *loop) wait() int {
-	ev := unsafe.Pointer(&l.events[0])
-	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), 0, 0, 0)
-	if errno == 0 && r > 0 {
-		return int(r)
-	}
-	if len(l.again) > 0 {
-		return 0
-	}
-	timeout := -1 // milliseconds; -1: no timer pending
+	timeout := maxBlock // milliseconds
 	next := l.wheel.nextTick()
 	if l.acceptPause != 0 && (next == 0 || l.acceptPause < next) {
 		next = l.acceptPause
 	}
-	if next != 0 {
-		timeout = int(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
+	switch {
+	case len(l.again) > 0:
+		timeout = 0
+	case next != 0:
+		timeout = int(min(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0), maxBlock))
 	}
-	if timeout < 0 || timeout > maxBlock {
-		timeout = maxBlock
-	}
-	r, _, errno = unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
+	ev := unsafe.Pointer(&l.events[0])
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
 	switch errno {
 	case 0:
 		return int(r)
