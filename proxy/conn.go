@@ -647,8 +647,10 @@ func (r *record) piped(res pipe.Result) {
 	r.up += res.Up
 	r.down += res.Down
 	r.end = res.End
-	if e := webEnd(res.Err); e != "" && res.End == pipe.ClientError {
-		r.end = e
+	if res.End == pipe.ClientError && res.Err != nil {
+		if e := webEnd(res.Err); e != "" { // its errors.As allocates: only when it may say something
+			r.end = e
+		}
 	}
 	if res.Err != nil && !errors.Is(res.Err, net.ErrClosed) && !errors.Is(res.Err, os.ErrDeadlineExceeded) {
 		if r.detail != "" { // the nodes a failover passed over

@@ -77,10 +77,19 @@ type nodeWalk struct {
 	order []int
 	tries int
 	res   nodeTry
+	buf   [4]int // order's array for up to 4 nodes
 }
 
 func (s *Server) nodeDial(up *upstream, key string, lc *liveConn) *nodeWalk {
-	return &nodeWalk{s: s, up: up, lc: lc, order: up.order(key)}
+	w := new(nodeWalk)
+	w.start(s, up, key, lc)
+	return w
+}
+
+// start makes w a new walk over up's nodes in the balancer's order for key.
+func (w *nodeWalk) start(s *Server, up *upstream, key string, lc *liveConn) {
+	*w = nodeWalk{s: s, up: up, lc: lc}
+	w.order = up.appendOrder(w.buf[:0], key)
 }
 
 // next is the node to try next, if any is left.

@@ -52,7 +52,7 @@ type loopAcceptor struct {
 type loopPath struct {
 	connPath
 	pooled  *[]byte // the preread pool's buffer the loop reads the CONNECT into (connPath.buf, once read)
-	walk    *nodeWalk
+	walk    nodeWalk
 	node    int    // the node being dialled
 	connect []byte // the CONNECT for the broker
 }
@@ -96,9 +96,8 @@ func (a *loopAcceptor) Accept(c *epoll.Conn, remote, local netip.AddrPort) (epol
 	p.rec.id.local = local
 	p.vars.RemoteAddr = remote.Addr().Unmap().String()
 	lp.pooled = prereadPool.Get().(*[]byte)
-	limit := snap.cfg.StreamProxy.MaxConnectSize
 	return lp, (*lp.pooled)[:0], epoll.First{
-		Frame:   func(b []byte) (int, error) { return connectFrame(b, limit) },
+		Frame:   snap.connectFrame,
 		Timeout: snap.cfg.StreamProxy.ConnectTimeout,
 	}
 }
@@ -132,7 +131,7 @@ func (lp *loopPath) FirstPacket(c *epoll.Conn, b []byte, size int) {
 		lp.detach()
 		return
 	}
-	lp.walk = p.s.nodeDial(p.up, p.rec.hashKey, p.lc)
+	lp.walk.start(p.s, p.up, p.rec.hashKey, p.lc)
 	if older := p.takenOver; older != nil {
 		// The broker sees this CONNECT only after the older connection
 		// was told it is taken over, as on a goroutine (where the close

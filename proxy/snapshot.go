@@ -27,6 +27,9 @@ type snapshot struct {
 	plugins   []routePlugins // index-aligned with cfg.StreamRoutes; set by the Server
 	stats     []*routeState  // index-aligned with cfg.StreamRoutes; set by the Server
 	targets   []health.Target
+	// connectFrame is connectFrame at cfg's max_connect_size, made once
+	// for the event loops' CONNECT reads rather than per connection.
+	connectFrame func(b []byte) (int, error)
 	// renamed maps the address a listener was opened under to the one the
 	// configuration names it by now (Server.boundAt); nil mostly.
 	renamed map[string]string
@@ -62,8 +65,11 @@ type upstream struct {
 // first, so this client tries them all, as NGINX does when no server is
 // left: a blip that failed each node once does not refuse every client for
 // fail_timeout.
-func (up *upstream) order(key string) []int {
-	order := slices.Collect(up.bal.Order(key))
+func (up *upstream) order(key string) []int { return up.appendOrder(nil, key) }
+
+// appendOrder is order appended to dst.
+func (up *upstream) appendOrder(dst []int, key string) []int {
+	order := slices.AppendSeq(dst, up.bal.Order(key))
 	if len(order) > 0 || !up.defaultPassive {
 		return order
 	}
@@ -74,7 +80,7 @@ func (up *upstream) order(key string) []int {
 	if !forgiven {
 		return order
 	}
-	return slices.Collect(up.bal.Order(key))
+	return slices.AppendSeq(dst, up.bal.Order(key))
 }
 
 // setLoopAddrs fills loopAddrs when every node is a plain TCP address.
@@ -197,6 +203,8 @@ func newSnapshot(cfg *config.Config, reg *nodeRegistry, hc *health.Checker, cert
 		}
 	}
 	snap := &snapshot{cfg: cfg, routes: route.NewTable(cfg.StreamRoutes), targets: targets}
+	limit := cfg.StreamProxy.MaxConnectSize
+	snap.connectFrame = func(b []byte) (int, error) { return connectFrame(b, limit) }
 	for i := range cfg.StreamRoutes {
 		r := &cfg.StreamRoutes[i]
 		var up *upstream

@@ -357,7 +357,27 @@ func rawAddrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// netPort is a port in network byte order, as sockaddr holds it.
+// connect starts the non-blocking connect of socket fd to a, its address
+// on the stack (unix.Connect's Sockaddr is an allocation per dial).
+func connect(fd int, a netip.AddrPort) error {
+	var rsa unix.RawSockaddrAny
+	n := uintptr(unix.SizeofSockaddrInet4)
+	if ip := a.Addr(); ip.Is4() || ip.Is4In6() {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		sa.Family, sa.Port, sa.Addr = unix.AF_INET, netPort(a.Port()), ip.Unmap().As4()
+	} else {
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		sa.Family, sa.Port, sa.Addr = unix.AF_INET6, netPort(a.Port()), ip.As16()
+		n = unix.SizeofSockaddrInet6
+	}
+	if _, _, errno := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), n); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// netPort is a port in network byte order, as sockaddr holds it, and back
+// (the swap is its own inverse).
 func netPort(p uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&p))
 	return uint16(b[0])<<8 | uint16(b[1])
@@ -492,13 +512,9 @@ func (l *loop) dial(p *Conn, d Dial) {
 	fail := func(err error) {
 		l.dialFailed(p, "dial", &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(d.Addr), Err: err})
 	}
-	var sa unix.Sockaddr
 	family := unix.AF_INET
-	if a := d.Addr.Addr(); a.Is4() || a.Is4In6() {
-		sa = &unix.SockaddrInet4{Port: int(d.Addr.Port()), Addr: a.Unmap().As4()}
-	} else {
+	if a := d.Addr.Addr(); !a.Is4() && !a.Is4In6() {
 		family = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: int(d.Addr.Port()), Addr: a.As16()}
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -507,7 +523,7 @@ func (l *loop) dial(p *Conn, d Dial) {
 	}
 	p.fd[broker] = int32(fd)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	err = unix.Connect(fd, sa)
+	err = connect(fd, d.Addr)
 	if err != nil && err != unix.EINPROGRESS && err != unix.EINTR {
 		fail(os.NewSyscallError("connect", err))
 		return

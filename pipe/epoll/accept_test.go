@@ -303,3 +303,72 @@ func TestListenBrokerLoops(t *testing.T) {
 		}
 	}
 }
+
+// IPv6 both ways: the raw accept4, getsockname and connect read and write
+// AF_INET6 addresses as the kernel does.
+func TestListenDialIPv6(t *testing.T) {
+	t.Parallel()
+	bl, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	defer bl.Close()
+	go func() {
+		c, err := bl.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		hdr := make([]byte, 4)
+		if _, err := io.ReadFull(c, hdr); err == nil {
+			c.Write([]byte{0x20, 2, 0, 0})
+			io.Copy(io.Discard, c)
+		}
+	}()
+	locals := make(chan netip.AddrPort, 1)
+	a := &addrAcceptor{testAcceptor: testAcceptor{broker: bl.Addr().(*net.TCPAddr).AddrPort(), events: make(chan string, 8), ended: make(chan pipe.Result, 8), answer: 2 * time.Second, first: 5 * time.Second}, locals: locals}
+	g, err := NewGroup(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close(pipe.End("test"))
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().(*net.TCPAddr).AddrPort()
+	l, err := g.Listen(ln, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0x10, 2, 'h', 'i'})
+	if got := <-locals; got != addr {
+		t.Errorf("local address %v, want %v", got, addr)
+	}
+	want(t, a.events, "first hi")
+	want(t, a.events, "dialled")
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 {
+		t.Fatalf("ack %x, %v", ack, err)
+	}
+}
+
+// addrAcceptor is testAcceptor, reporting the addresses of each connection.
+type addrAcceptor struct {
+	testAcceptor
+	locals chan netip.AddrPort
+}
+
+func (a *addrAcceptor) Accept(c *Conn, remote, local netip.AddrPort) (Session, []byte, First) {
+	if !remote.Addr().IsLoopback() || remote.Port() == 0 {
+		local = netip.AddrPort{} // fails the test's comparison
+	}
+	a.locals <- local
+	return a.testAcceptor.Accept(c, remote, local)
+}
