@@ -210,9 +210,8 @@ func TestSeed001Bodies(t *testing.T) {
 
 	// The chash body: nodes 127.0.0.1:1995 and 127.0.0.2:1995, so both
 	// brokers share a port on two loopback addresses.
-	a := mqtttest.StartMochi(t)
+	a, b := mochiPair(t)
 	port := portOf(t, a.Addr())
-	b := mqtttest.StartMochiAt(t, net.JoinHostPort("127.0.0.2", strconv.Itoa(port)))
 	v = g.mustDo(t, http.StatusOK, "PUT", "/apisix/admin/stream_routes/1", seedBody(t, "chash.json", map[string]int{"1995": port}))
 	if v["modifiedIndex"].(float64) <= v["createdIndex"].(float64) {
 		t.Errorf("modifiedIndex %v not above createdIndex %v", v["modifiedIndex"], v["createdIndex"])
@@ -760,4 +759,22 @@ func TestHTTPRoutesByAdminAPI(t *testing.T) {
 	if code, _ := get(); code != http.StatusNotFound {
 		t.Errorf("after DELETE: %d, want 404", code)
 	}
+}
+
+// mochiPair starts two mochi brokers on one port, on 127.0.0.1 and
+// 127.0.0.2. The port comes from 127.0.0.1:0, so another process may hold
+// it on 127.0.0.2: then another port is tried.
+func mochiPair(t *testing.T) (a, b *mqtttest.Mochi) {
+	t.Helper()
+	for range 20 {
+		a = mqtttest.StartMochi(t)
+		at := net.JoinHostPort("127.0.0.2", strconv.Itoa(portOf(t, a.Addr())))
+		if ln, err := net.Listen("tcp", at); err == nil {
+			ln.Close()
+			return a, mqtttest.StartMochiAt(t, at)
+		}
+		a.Close()
+	}
+	t.Fatal("no port free on both 127.0.0.1 and 127.0.0.2 in 20 tries")
+	return nil, nil
 }

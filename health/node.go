@@ -129,12 +129,16 @@ func (n *Node) set(healthy bool, reason string) {
 	now := time.Now()
 	was := now.Sub(n.since)
 	n.since = now
-	n.healthy.Store(healthy)
+	// Logged before the change shows, so that whoever sees it finds it
+	// in the log too.
 	if healthy {
-		n.retryAt.Store(0)
 		n.log.Info("node healthy", "upstream", n.upstream, "node", n.addr, "reason", reason, "was_unhealthy_for", was.Round(time.Millisecond))
 	} else {
 		n.log.Warn("node unhealthy", "upstream", n.upstream, "node", n.addr, "reason", reason)
+	}
+	n.healthy.Store(healthy)
+	if healthy {
+		n.retryAt.Store(0)
 	}
 	if n.changed != nil {
 		go n.changed(n.status(healthy))
