@@ -224,6 +224,18 @@ func newConn(c net.Conn, protocol string, pending []byte, state ws.State) *Conn 
 	return wc
 }
 
+// Buffered reports how many bytes read from the socket wait in c for a
+// Read, or 1 when c is inside a frame or holds an error for the next Read
+// (pipe.Buffered: a parked connection with none need not be drained before
+// it waits for the socket).
+func (c *Conn) Buffered() int {
+	n := len(c.src.pending) + len(c.src.ahead)
+	if n == 0 && (c.inData || c.src.n != 0 || c.later != nil || c.broken != nil) {
+		n = 1
+	}
+	return n
+}
+
 // Read reads MQTT bytes: what the current frame has up to len(p), then the
 // payloads of the binary frames that came with it, as long as they are
 // read already (no wait for the socket). So a burst of small frames (a

@@ -54,12 +54,16 @@ type Watch interface {
 type ParkConn struct {
 	*net.TCPConn
 	rc        syscall.RawConn
+	readFn    func(fd uintptr) bool // c.rawRead, for rc.Read
+	rb        []byte                // Read's buffer, for rawRead; by the reading goroutine
+	rn        int                   // rawRead's outcome
+	rerr      error
 	parked    atomic.Bool
 	deadline  atomic.Int64 // unix nanoseconds of the read deadline; 0 = none
 	lingerEnd atomic.Int64 // unix nanoseconds when a linger ends; 0 = none
 	dmu       sync.Mutex   // orders the socket's read deadline updates
 	lastPark  int64        // when a read last reported errWouldBlock; by the reading goroutine
-	busy      bool         // reads wait in Go's poller (busyRead); by the reading goroutine
+	busy      bool         // reads wait in Go's poller (rawRead); by the reading goroutine
 	read      bool         // busy, and bytes came in the current window
 	mu        sync.Mutex
 	timer     *time.Timer // wakes the direction at the read deadline, while parked
@@ -79,7 +83,8 @@ func (wouldBlock) Timeout() bool   { return false }
 
 var errWouldBlock net.Error = wouldBlock{}
 
-// Read reads what the socket holds; parked, it never waits.
+// Read reads what the socket holds; parked, it never waits (but while
+// busy, see lingerFor).
 func (c *ParkConn) Read(b []byte) (int, error) {
 	if !c.parked.Load() {
 		return c.TCPConn.Read(b)
@@ -87,47 +92,98 @@ func (c *ParkConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	if c.busy {
-		return c.busyRead(b)
-	}
-	var (
-		n     int
-		rdErr error
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rdErr = syscall.Read(int(fd), b)
-			if rdErr != syscall.EINTR {
-				return true // done, whatever the outcome: a parked read never waits
+	for {
+		c.rb = b
+		err := c.rc.Read(c.readFn)
+		n, rdErr := c.rn, c.rerr
+		c.rb, c.rerr = nil, nil
+		switch {
+		case err != nil && c.busy && errors.Is(err, os.ErrDeadlineExceeded):
+			// A busy window ended, or the pipe's deadline passed.
+			now := time.Now().UnixNano()
+			if dl := c.deadline.Load(); dl != 0 && now >= dl {
+				c.idle()
+				return 0, err // the pipe's own deadline
 			}
+			if !c.parked.Load() { // unparked meanwhile (a goodbye's linger)
+				c.idle()
+				return c.TCPConn.Read(b)
+			}
+			if c.read { // bytes came in this window: another one
+				c.read = false
+				c.lingerEnd.Store(now + int64(lingerFor))
+				c.socketDeadline()
+				continue
+			}
+			c.idle()
+			c.lastPark = now
+			return 0, errWouldBlock
+		case err != nil: // closed, or the deadline passed (as the runtime saw it)
+			if c.busy {
+				c.idle()
+			}
+			return 0, err
+		case rdErr == syscall.EAGAIN: // parked, not busy
+			if dl := c.deadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+				// The deadline passed and the runtime's own timer has not
+				// caught up yet: fail as the waiting read would have.
+				return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+			}
+			c.lastPark = time.Now().UnixNano()
+			return 0, errWouldBlock
+		case rdErr != nil:
+			if c.busy {
+				c.idle()
+			}
+			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rdErr)}
+		case n <= 0:
+			if c.busy {
+				c.idle()
+			}
+			return 0, io.EOF
 		}
-	})
-	switch {
-	case err != nil: // closed, or the deadline passed (as the runtime saw it)
-		return 0, err
-	case rdErr == syscall.EAGAIN:
-		now := time.Now().UnixNano()
-		if dl := c.deadline.Load(); dl != 0 && now >= dl {
-			// The deadline passed and the runtime's own timer has not
-			// caught up yet: fail as the waiting read would have.
-			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+		if c.busy {
+			c.read = true
 		}
-		if now-c.lastPark < int64(lingerFor) {
-			// Woken again soon after it parked: busy. Wait in Go's
-			// poller, a window of lingerFor at a time, while bytes come.
-			c.busy = true
-			c.lingerEnd.Store(now + int64(lingerFor))
-			c.socketDeadline()
-			return c.busyRead(b)
-		}
-		c.lastPark = now
-		return 0, errWouldBlock
-	case rdErr != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rdErr)}
-	case n <= 0:
-		return 0, io.EOF
+		return n, nil
 	}
-	return n, nil
+}
+
+// rawRead is the function of Read's RawConn.Read (c.readFn, a method value
+// made once: a closure made per read was an allocation per read). It reads
+// into c.rb once; with nothing to read, it returns at once, unless the
+// direction is busy (woken again less than lingerFor after it parked):
+// then it waits in Go's poller, up to the window's end, without reading
+// again first.
+func (c *ParkConn) rawRead(fd uintptr) bool {
+	for {
+		c.rn, c.rerr = syscall.Read(int(fd), c.rb)
+		if c.rerr != syscall.EINTR {
+			break
+		}
+	}
+	if c.rerr != syscall.EAGAIN {
+		return true
+	}
+	if c.busy {
+		c.rerr = nil
+		return false
+	}
+	now := time.Now().UnixNano()
+	if dl := c.deadline.Load(); dl != 0 && now >= dl {
+		return true // Read fails it
+	}
+	if now-c.lastPark >= int64(lingerFor) {
+		return true // park
+	}
+	// Woken again soon after it parked: busy. Wait in Go's poller, a
+	// window of lingerFor at a time, while bytes come: waking through the
+	// notifier costs more per packet than the poller.
+	c.busy = true
+	c.lingerEnd.Store(now + int64(lingerFor))
+	c.socketDeadline()
+	c.rerr = nil
+	return false
 }
 
 // lingerFor is how long a busy parked direction (woken again less than
@@ -137,40 +193,6 @@ func (c *ParkConn) Read(b []byte) (int, error) {
 // that is busy now stays so; an idle one (keepalives seconds apart) parks
 // at once.
 const lingerFor = 50 * time.Millisecond
-
-// busyRead reads as a goroutine-held connection does, waiting in Go's
-// poller; when a window of lingerFor passes with nothing read in it, the
-// connection stops being busy and the read reports errWouldBlock (park).
-// Only the reading direction's goroutine runs it.
-func (c *ParkConn) busyRead(b []byte) (int, error) {
-	for c.parked.Load() {
-		n, err := c.TCPConn.Read(b)
-		if n > 0 {
-			c.read = true
-			return n, err
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			c.idle()
-			return n, err
-		}
-		now := time.Now().UnixNano()
-		if dl := c.deadline.Load(); dl != 0 && now >= dl {
-			c.idle()
-			return n, err // the pipe's own deadline
-		}
-		if c.read { // bytes came in this window: another one
-			c.read = false
-			c.lingerEnd.Store(now + int64(lingerFor))
-			c.socketDeadline()
-			continue
-		}
-		c.idle()
-		c.lastPark = now
-		return 0, errWouldBlock
-	}
-	c.idle()
-	return c.TCPConn.Read(b)
-}
 
 // idle ends a busy time: the socket gets the pipe's read deadline again.
 func (c *ParkConn) idle() {
@@ -253,6 +275,7 @@ func (c *ParkConn) park(wake func()) (syscall.RawConn, error) {
 		return nil, err
 	}
 	c.rc = rc
+	c.readFn = c.rawRead
 	c.mu.Lock()
 	c.wake = wake
 	c.mu.Unlock()
@@ -300,8 +323,48 @@ const (
 // parking is what a direction holds to be parked.
 type parking struct {
 	pc    *ParkConn // src's socket
-	w     Watch
+	ready Readiness
+	w     Watch // nil until the direction first parks, when it needed a first drain
 	state atomic.Int32
+}
+
+// arm asks for the next wake: the first time, when the direction drained
+// once before it was watched, by registering the socket (armed), so a
+// connection's first park costs one epoll_ctl, not an add and a re-arm.
+func (p *parking) arm(wake func()) error {
+	if p.w == nil {
+		w, err := p.ready.Watch(p.pc.rc, wake)
+		if err != nil {
+			return err
+		}
+		p.w = w
+		return nil
+	}
+	return p.w.Arm()
+}
+
+// stop takes the socket out of the readiness source, if it is in.
+func (p *parking) stop() {
+	if p.w != nil {
+		p.w.Stop()
+	}
+}
+
+// Buffered is what a connection over a ParkConn (a WebSocket reader, say)
+// may implement to say that it holds no bytes read from the socket that a
+// Read would return: then Park does not drain it once on a goroutine of
+// its own before parking it, as it must when bytes may wait where no
+// readiness tells (read with the CONNECT, a TLS record read ahead).
+type Buffered interface{ Buffered() int }
+
+// needsDrain reports whether src, read through pc, may hold bytes already
+// read from the socket.
+func needsDrain(src net.Conn, pc *ParkConn) bool {
+	if src == net.Conn(pc) {
+		return false
+	}
+	b, ok := src.(Buffered)
+	return !ok || b.Buffered() > 0
 }
 
 // Park is Start for connections that can wait without a goroutine: client
@@ -322,19 +385,21 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 	}
 	up, down := newDirections(client, broker, opts)
 	up.clientPC = clientPC
-	up.park, down.park = &parking{pc: clientPC}, &parking{pc: brokerPC}
-	for _, d := range []*direction{up, down} {
-		// Running until the first drain below ends: a wake before it only
-		// asks for one more.
+	up.park, down.park = &parking{pc: clientPC, ready: ready}, &parking{pc: brokerPC, ready: ready}
+	drainFirst := [2]bool{needsDrain(client, clientPC), needsDrain(broker, brokerPC)}
+	for i, d := range []*direction{up, down} {
+		// Running until Park is done, and then until the first drain
+		// ends when there is one: a wake before that only asks for one
+		// more.
 		d.park.state.Store(parkRunning)
 		rc, err := d.park.pc.park(d.wakeParked)
-		if err == nil {
+		if err == nil && !drainFirst[i] {
+			// Nothing read ahead: watched at once, armed, with no first
+			// drain (no goroutine, no read that finds nothing).
 			d.park.w, err = ready.Watch(rc, d.wakeParked)
 		}
 		if err != nil {
-			if up.park.w != nil {
-				up.park.w.Stop()
-			}
+			up.park.stop()
 			clientPC.unpark()
 			brokerPC.unpark()
 			return err
@@ -351,10 +416,14 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 	}
 	up.finish, down.finish = finish, finish
 	startDirections(up, down, opts)
-	// Each direction drains once at once: bytes may wait inside TLS
-	// already (read with the CONNECT), where no readiness would tell.
-	go up.runParked()
-	go down.runParked()
+	for i, d := range []*direction{up, down} {
+		// A direction that may hold bytes inside TLS or WebSocket (read
+		// with the CONNECT), where no readiness would tell, drains once
+		// at once; the others park, unless woken meanwhile.
+		if drainFirst[i] || !d.park.state.CompareAndSwap(parkRunning, parkIdle) {
+			go d.runParked()
+		}
+	}
 	return nil
 }
 
@@ -387,7 +456,7 @@ func (d *direction) runParked() {
 		dry, err := d.drain()
 		if !dry {
 			p.state.Store(parkDone)
-			p.w.Stop()
+			p.stop()
 			d.ended(err)
 			d.finish()
 			return
@@ -395,9 +464,9 @@ func (d *direction) runParked() {
 		if r, ok := d.dst.(interface{ ReleaseWrite() }); ok {
 			r.ReleaseWrite() // a TLS connection drops its cipher state while idle (tlsrecord)
 		}
-		if aerr := p.w.Arm(); aerr != nil {
+		if aerr := p.arm(d.wakeParked); aerr != nil {
 			p.state.Store(parkDone)
-			p.w.Stop()
+			p.stop()
 			d.end, d.err = d.srcErr, aerr
 			d.ended(aerr)
 			d.finish()

@@ -51,7 +51,17 @@ const (
 	raw      = "raw"
 	buffered = "buffered"
 	parked   = "parked"
+	// parkedOver parks a client read through a connection over its
+	// ParkConn (as TLS is), which may hold bytes read ahead: its direction
+	// drains once before it waits for readiness.
+	parkedOver = "parked-over"
 )
+
+// over is a connection over a ParkConn that says nothing of what it holds
+// (as a tls.Conn), so Park drains it once before parking it.
+type over struct {
+	*pipe.ParkConn
+}
 
 // setup returns the client's end, the broker's end, and a channel with the
 // pipe's result; the pipe runs between the proxy's two ends.
@@ -68,6 +78,13 @@ func setup(t *testing.T, path string, opts pipe.Options) (client, broker *net.TC
 		cpc, bpc := pipe.NewParkConn(pc), pipe.NewParkConn(pb)
 		proxyClient, proxyBroker = cpc, bpc
 		if err := pipe.Park(cpc, cpc, bpc, bpc, notifier(t), opts, func(r pipe.Result) { res <- r }); err != nil {
+			t.Fatal(err)
+		}
+		return client, broker, proxyClient, proxyBroker, res
+	case parkedOver:
+		cpc, bpc := pipe.NewParkConn(pc), pipe.NewParkConn(pb)
+		proxyClient, proxyBroker = over{cpc}, bpc
+		if err := pipe.Park(proxyClient, cpc, bpc, bpc, notifier(t), opts, func(r pipe.Result) { res <- r }); err != nil {
 			t.Fatal(err)
 		}
 		return client, broker, proxyClient, proxyBroker, res
@@ -107,7 +124,7 @@ func random(n int) []byte {
 
 // forEachPath runs f for each path, in parallel.
 func forEachPath(t *testing.T, f func(t *testing.T, path string)) {
-	forPaths(t, []string{raw, buffered, parked}, f)
+	forPaths(t, []string{raw, buffered, parked, parkedOver}, f)
 }
 
 func forPaths(t *testing.T, paths []string, f func(t *testing.T, path string)) {

@@ -223,14 +223,22 @@ func allowed(prefixes []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// listenerConfig returns the current configuration of the listener at
-// addr, so that a reload that turns tls or proxy_protocol on or off applies
-// to the next connection; fallback when the snapshot no longer has it (a
-// listener being closed).
+// listenerConfig returns the current configuration of the listener opened
+// at addr, so that a reload that turns tls or proxy_protocol on or off
+// applies to the next connection (also when the configuration now names
+// it by the address it is bound to: snapshot.renamed); fallback when the
+// snapshot no longer has it (a listener being closed).
 func (snap *snapshot) listenerConfig(addr string, fallback config.Listener) config.Listener {
 	for _, l := range snap.cfg.StreamProxy.TCP {
 		if l.Addr == addr {
 			return l
+		}
+	}
+	if to, ok := snap.renamed[addr]; ok {
+		for _, l := range snap.cfg.StreamProxy.TCP {
+			if l.Addr == to {
+				return l
+			}
 		}
 	}
 	return fallback

@@ -27,6 +27,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -170,7 +172,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 func (s *Server) Listen() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	opened, err := s.openListeners(s.snap.Load().cfg)
+	opened, _, err := s.openListeners(s.snap.Load().cfg)
 	if err != nil {
 		return err
 	}
@@ -185,11 +187,20 @@ func (s *Server) Listen() error {
 	return nil
 }
 
-// openListeners opens the listeners of cfg that are not open yet. s.mu is held.
-func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
-	var opened []*listener
+// openListeners opens the listeners of cfg that are not open yet, except
+// those an open listener is bound to already: renamed maps each such
+// address of cfg to the one that listener is open under (see boundAt).
+// s.mu is held.
+func (s *Server) openListeners(cfg *config.Config) (opened []*listener, renamed map[string]string, err error) {
 	for _, lc := range cfg.StreamProxy.TCP {
 		if _, ok := s.listeners[lc.Addr]; ok {
+			continue
+		}
+		if from := s.boundAt(cfg, lc.Addr, renamed); from != "" {
+			if renamed == nil {
+				renamed = make(map[string]string)
+			}
+			renamed[lc.Addr] = from
 			continue
 		}
 		ln, err := listenTCP(lc.Addr)
@@ -197,12 +208,53 @@ func (s *Server) openListeners(cfg *config.Config) ([]*listener, error) {
 			for _, l := range opened {
 				l.close()
 			}
-			return nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
+			return nil, nil, fmt.Errorf("listen %s (%s:%d): %w", lc.Addr, lc.File, lc.Line, err)
 		}
 		opened = append(opened, &listener{cfg: lc, ln: ln, tls: s.tlsCounts.Get(lc.Addr, newTLSCounts(lc.Addr)),
 			counts: s.lnCounts.Get(lc.Addr, newListenerCounts(lc.Addr))})
 	}
-	return opened, nil
+	return opened, renamed, nil
+}
+
+// boundAt finds the open listener, under an address cfg no longer names,
+// that is bound to addr already (an IP address and a port other than 0):
+// a reload from "127.0.0.1:0" to the port it got. That listener serves
+// addr from now on, and nothing is bound again: a new socket beside it in
+// the SO_REUSEPORT group would take part of the connections until the old
+// one closed, and the old one's close resets the connections still in its
+// accept queue (clients that connected and sent their CONNECT). It returns
+// the address the listener is open under, or "". s.mu is held.
+func (s *Server) boundAt(cfg *config.Config, addr string, renamed map[string]string) string {
+	want, err := netip.ParseAddrPort(addr)
+	if err != nil || want.Port() == 0 || want.Addr().IsUnspecified() {
+		return ""
+	}
+	for name, l := range s.listeners {
+		named := slices.ContainsFunc(cfg.StreamProxy.TCP, func(lc config.Listener) bool { return lc.Addr == name })
+		for _, from := range renamed {
+			named = named || from == name
+		}
+		if named {
+			continue // it stays under its own address, or serves another already
+		}
+		if b, ok := l.ln.Addr().(*net.TCPAddr); ok && b.AddrPort().Port() == want.Port() && b.AddrPort().Addr().Unmap() == want.Addr().Unmap() {
+			return name
+		}
+	}
+	return ""
+}
+
+// rename moves the listeners openListeners found bound already to the
+// addresses cfg names them by. A listener keeps its counts under the
+// address it was opened with (snapshot.renamed leads to its settings).
+// s.mu is held.
+func (s *Server) rename(renamed map[string]string) {
+	for to, from := range renamed {
+		l := s.listeners[from]
+		delete(s.listeners, from)
+		s.listeners[to] = l
+		s.log.Info("listener kept under the address now configured", "addr", l.ln.Addr().String(), "configured", to, "was", from)
+	}
 }
 
 func (s *Server) startListener(l *listener) {
@@ -313,7 +365,7 @@ func (s *Server) Apply(cfg *config.Config) error {
 	if s.closing {
 		return errors.New("server is shutting down")
 	}
-	opened, err := s.openListeners(cfg)
+	opened, renamed, err := s.openListeners(cfg)
 	if err != nil {
 		return err
 	}
@@ -322,6 +374,15 @@ func (s *Server) Apply(cfg *config.Config) error {
 			l.close()
 		}
 		return err
+	}
+	s.rename(renamed)
+	for name, l := range s.listeners {
+		if name != l.cfg.Addr {
+			if snap.renamed == nil {
+				snap.renamed = make(map[string]string)
+			}
+			snap.renamed[l.cfg.Addr] = name
+		}
 	}
 	snap.plugins = s.plugins.compile(cfg)
 	snap.stats = s.routes.states(cfg)
@@ -345,6 +406,9 @@ func (s *Server) Apply(cfg *config.Config) error {
 			delete(s.listeners, addr)
 			s.log.Info("listener closed", "addr", addr)
 		}
+	}
+	for _, l := range s.listeners {
+		keep[l.cfg.Addr] = true // a renamed listener's counts
 	}
 	s.nodes.prune(snap)
 	s.routes.prune(snap)

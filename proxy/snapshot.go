@@ -27,6 +27,9 @@ type snapshot struct {
 	plugins   []routePlugins // index-aligned with cfg.StreamRoutes; set by the Server
 	stats     []*routeState  // index-aligned with cfg.StreamRoutes; set by the Server
 	targets   []health.Target
+	// renamed maps the address a listener was opened under to the one the
+	// configuration names it by now (Server.boundAt); nil mostly.
+	renamed map[string]string
 }
 
 // upstream is a configured upstream with its balancer and live node state.

@@ -156,8 +156,8 @@ func (s *Server) Stats() StatsSnapshot {
 	}
 	s.mu.Lock()
 	bound := make(map[string]string, len(s.listeners))
-	for addr, l := range s.listeners {
-		bound[addr] = l.ln.Addr().String()
+	for _, l := range s.listeners {
+		bound[l.cfg.Addr] = l.ln.Addr().String() // its counts' address, also when renamed
 	}
 	s.mu.Unlock()
 	out.Listeners = listenerSnapshot(s.lnCounts.All(), bound)

@@ -99,7 +99,12 @@ func (n *Notifier) Watch(rc syscall.RawConn, wake func()) (pipe.Watch, error) {
 	}
 	n.watches[w.slot] = w
 	n.mu.Unlock()
-	if err := w.ctl(unix.EPOLL_CTL_ADD); err != nil {
+	err := w.ctl(unix.EPOLL_CTL_ADD)
+	if errors.Is(err, unix.EEXIST) {
+		// Still in the set from a watch that Stop left there.
+		err = w.ctl(unix.EPOLL_CTL_MOD)
+	}
+	if err != nil {
 		w.release()
 		return nil, err
 	}
@@ -126,14 +131,13 @@ func (w *watch) ctl(op int) error {
 // is now). It fails once the socket is closed.
 func (w *watch) Arm() error { return w.ctl(unix.EPOLL_CTL_MOD) }
 
-// Stop takes the socket out of the notifier (a closed one is out
-// already); a wake already under way may still run.
-func (w *watch) Stop() {
-	_ = w.rc.Control(func(fd uintptr) {
-		_ = unix.EpollCtl(w.n.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-	})
-	w.release()
-}
+// Stop ends the watch's wakes; a wake already under way may still run.
+// The socket stays in the epoll set until it is closed, which takes it out
+// by itself (a pipe closes it soon after, and an epoll_ctl per direction
+// is a sixth of a parked connection's): an event it may still raise, at
+// most one (one-shot), names a released slot or an older generation, and
+// run drops it.
+func (w *watch) Stop() { w.release() }
 
 func (w *watch) release() {
 	n := w.n
