@@ -35,7 +35,7 @@
 // A loop is a goroutine that waits in epoll_wait itself, as an event-loop
 // proxy's threads do, so that the kernel wakes each loop directly. What clients send one broker keeps its order of
 // arrival: the pairs to one broker share a loop (loops woken microseconds
-// apart race for the CPUs), and a pair's sockets are registered
+// apart race for the CPUs), unless they are placed ByConnection (Affinity), and a pair's sockets are registered
 // edge-triggered, so that a loop is told of sockets in the order their
 // bytes came. So that a loop never holds a P that the rest of the program
 // (accept, TLS, the access log, the garbage collector) waits for, nor

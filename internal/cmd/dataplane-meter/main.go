@@ -60,6 +60,7 @@ type settings struct {
 	target, transport string
 	certFile, keyFile string
 	accessLog         string
+	loopAffinity      string
 	env               string
 	msgs, connects    int
 	workers           int
@@ -72,6 +73,7 @@ func run() error {
 	flag.StringVar(&s.target, "target", "mqgate", "proxies to measure, comma-separated, one after the other: mqgate, haproxy (tcp only), nginx (ws, wss)")
 	flag.StringVar(&s.transport, "transport", "tcp", "what clients speak: tcp (MQTT), ws (MQTT over WebSocket) or wss (over TLS)")
 	flag.StringVar(&s.accessLog, "access-log", "off", "mqgate's log.access_log: off, or a file to write it to (the default, stdout, goes to the meter's log file)")
+	flag.StringVar(&s.loopAffinity, "loop-affinity", "broker", "mqgate's stream_proxy.loop_affinity: broker or connection (the meter has one broker)")
 	flag.IntVar(&s.msgs, "msgs", 200000, "64-byte message round trips for the CPU figure (0 skips)")
 	flag.IntVar(&s.connects, "connects", 20000, "connect cycles for the CPU figure (0 skips)")
 	flag.IntVar(&s.workers, "workers", 32, "concurrent clients in the message and connect phases")
@@ -119,7 +121,7 @@ func measure(s settings, dir string) error {
 	}
 	label := s.target
 	if s.target == "mqgate" && s.transport == "tcp" {
-		label += " (" + s.DataPath + ")"
+		label += " (" + s.DataPath + ", loop_affinity " + s.loopAffinity + ")"
 	}
 	dial := meter.TCP(proxyAddr)
 	if s.transport != "tcp" {
@@ -265,13 +267,14 @@ func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
 		yml := fmt.Sprintf(`stream_proxy:
   tcp: [%s]
   data_path: %s
+  loop_affinity: %s
 log: {level: warn, access_log: %q}
 upstreams:
   - id: 1
     nodes: {%q: 1}
 stream_routes:
   - upstream_id: 1
-%s`, listener, s.DataPath, s.accessLog, sinkAddr, ssls)
+%s`, listener, s.DataPath, s.loopAffinity, s.accessLog, sinkAddr, ssls)
 		return meter.StartMqgate(dir, s.Mqgate, yml, env...)
 	case "haproxy":
 		cfg := filepath.Join(dir, "haproxy.cfg")
