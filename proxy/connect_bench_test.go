@@ -33,7 +33,7 @@ stream_routes: [{id: 1, upstream_id: 1}]
 	cycle := func(b *testing.B, addr string) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			c, err := meter.Connect(addr, "bench-"+strconv.Itoa(i%1000))
+			c, err := meter.Connect(addr, b.Name()+strconv.Itoa(b.N)+"-"+strconv.Itoa(i%1000))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -46,6 +46,7 @@ stream_routes: [{id: 1, upstream_id: 1}]
 			b.Fatal(err)
 		}
 	}
+	b.Run("direct0", func(b *testing.B) { cycle(b, sink.Addr()) })
 	b.Run("mqgate", func(b *testing.B) { cycle(b, g.addr) })
 	b.Run("direct", func(b *testing.B) { cycle(b, sink.Addr()) })
 }

@@ -40,9 +40,8 @@
 // bytes came. So that a loop never holds a P that the rest of the program
 // (accept, TLS, the access log, the garbage collector) waits for, nor
 // waits for one itself, NewGroup raises GOMAXPROCS by the number of loops
-// and Close lowers it again, and each loop keeps its P while it waits: the
-// loops' threads are extra, as HAProxy's are next to the kernel's, and the
-// rest of the program runs on the Ps it would have without them.
+// and Close lowers it again; a busy loop keeps its P between batches and
+// an idle one hands it on while it blocks (see loop.wait).
 // Completion callbacks run on the loop, in turn after each batch of events,
 // as a waking goroutine would cost a thread wake-up per batch: they must
 // not block (mqgate's access log does no I/O in Log).

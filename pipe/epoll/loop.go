@@ -275,17 +275,11 @@ func (l *loop) clock() int64 { return int64(time.Since(l.start)) }
 // connection and a PUBLISH on another right after it, the PUBLISH is
 // forwarded first in most rounds (BenchmarkCrossLoopOrder).
 //
-// A loop holds its P all along, waiting included: its system calls do not
-// enter the scheduler's system call state (RawSyscall), so that the P
-// NewGroup added for it is never handed to other goroutines and the loop
-// never queues for one when it wakes. The rest of the program (TLS
-// handshakes, the access log, the garbage collector) runs on the Ps it
-// would have without the loops: when idle loops' Ps went to it, 4 Ps on 2
-// cores cost a full TLS handshake 0.89 ms of CPU against 0.62 ms (tls-connect,
-// six interleaved runs each, load 15-28), as much as not raising GOMAXPROCS
-// at all (0.61 ms). The runtime preempts a goroutine that has run 10 ms
-// with a signal, which ends the wait (EINTR); that is what two idle loops
-// cost: 0.6-0.8% of a core with no connection, against 0.1%.
+// A busy loop holds its P: its reads, writes and the first, non-blocking
+// epoll_wait of each wait do not enter the scheduler's system call state
+// (RawSyscall), so it never queues for a P between batches. Only an idle
+// loop blocks, in the system call state, and its P goes to the rest of
+// the program meanwhile (see wait).
 func (l *loop) run() {
 	for {
 		if l.queued.Load() {
@@ -337,8 +331,13 @@ func (l *loop) readAgain() {
 
 // wait returns the number of ready events in l.events, waiting for one at
 // most until the wheel's next tick, and not at all while sides wait to be
-// read again. It is one system call: the loop keeps its P waiting or not
-// (see run), so there is nothing to save by asking without blocking first.
+// read again. It first asks without blocking and without the scheduler's
+// system call state, so that a busy loop keeps its P; only when nothing is
+// ready does it block, in the system call state, so that the runtime may
+// hand its P on. A loop that blocked holding its P (RawSyscall) stalled
+// the rest of the process: goroutines queued on that P waited for the
+// wait to end, and after the first collection connects through mqgate in
+// BenchmarkLoopConnect took 60 ms each instead of 0.2 ms.
 func (l *loop) wait() int {
 	timeout := maxBlock // milliseconds
 	next := l.wheel.nextTick()
@@ -352,7 +351,10 @@ func (l *loop) wait() int {
 		timeout = int(min(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0), maxBlock))
 	}
 	ev := unsafe.Pointer(&l.events[0])
-	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
+	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), 0, 0, 0)
+	if errno == 0 && r == 0 && timeout != 0 {
+		r, _, errno = unix.Syscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
+	}
 	switch errno {
 	case 0:
 		return int(r)
