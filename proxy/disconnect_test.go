@@ -50,6 +50,7 @@ func dialWatchedConnect(t *testing.T, addr string, connect *paho.Connect, msgs c
 	cfg := paho.ClientConfig{
 		ClientID:           id,
 		Conn:               countingConn{conn, &w.read},
+		PacketTimeout:      20 * time.Second, // paho's own 10 s would cap subscribe's 20 s
 		OnServerDisconnect: func(d *paho.Disconnect) { w.gone <- d },
 		OnClientError: func(err error) {
 			select {
