@@ -320,25 +320,31 @@ func (g *Gate) run(ctx context.Context, log *slog.Logger, ticks <-chan time.Time
 			return
 		case <-ticks:
 		}
-		now := g.Shed()
-		var n uint64
-		attrs := []any{}
-		for _, r := range Reasons {
-			d := now[r] - last[r]
-			n += d
-			if d > 0 {
-				attrs = append(attrs, r, d)
-			}
-		}
-		last = now
-		if n == 0 {
-			continue
-		}
-		lim := g.Limits()
-		attrs = append([]any{"shed", n, "per_second", float64(n) / interval.Seconds()}, attrs...)
-		attrs = append(attrs, "unfinished", g.Unfinished(), "max_total", lim.Total, "max_per_address", lim.PerAddress)
-		log.Warn("unfinished connections shed", attrs...)
+		last = g.logShed(log, last, interval)
 	}
+}
+
+// logShed writes one line for the connections shed since last, if any,
+// and returns the counts it compared against, for the next interval.
+func (g *Gate) logShed(log *slog.Logger, last map[string]uint64, interval time.Duration) map[string]uint64 {
+	now := g.Shed()
+	var n uint64
+	attrs := []any{}
+	for _, r := range Reasons {
+		d := now[r] - last[r]
+		n += d
+		if d > 0 {
+			attrs = append(attrs, r, d)
+		}
+	}
+	if n == 0 {
+		return now
+	}
+	lim := g.Limits()
+	attrs = append([]any{"shed", n, "per_second", float64(n) / interval.Seconds()}, attrs...)
+	attrs = append(attrs, "unfinished", g.Unfinished(), "max_total", lim.Total, "max_per_address", lim.PerAddress)
+	log.Warn("unfinished connections shed", attrs...)
+	return now
 }
 
 // list is an intrusive doubly linked list of tickets, through their links

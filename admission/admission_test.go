@@ -222,31 +222,43 @@ func TestRunLogsARateNotAConnection(t *testing.T) {
 	g := New(Limits{PerAddress: 1})
 	var out syncBuffer
 	log := slog.New(slog.NewTextHandler(&out, nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	ticks := make(chan time.Time)
-	go func() { g.run(ctx, log, ticks, 10*time.Second); close(done) }()
-	ticks <- time.Now() // nothing shed yet: no line
+	// The intervals are driven here, one after another, so no admission
+	// races an interval's count.
+	last := g.logShed(log, g.Shed(), 10*time.Second) // nothing shed yet: no line
 	for range 1001 {
 		g.Admit(a, 0, func() {})
 	}
-	ticks <- time.Now()
-	ticks <- time.Now() // nothing more: no line
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "shed=1000 ") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no line counting 1000 sheds:\n%s", out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	<-done
+	last = g.logShed(log, last, 10*time.Second)
+	g.logShed(log, last, 10*time.Second) // nothing more: no line
 	if n := strings.Count(out.String(), "\n"); n != 1 {
 		t.Fatalf("%d lines, want 1:\n%s", n, out.String())
 	}
-	if !strings.Contains(out.String(), "per_address=1000") {
-		t.Fatalf("line lacks the reason:\n%s", out.String())
+	for _, want := range []string{"shed=1000 ", "per_second=100 ", "per_address=1000 "} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("line lacks %q:\n%s", want, out.String())
+		}
 	}
+}
+
+func TestRunStopsWithItsContext(t *testing.T) {
+	g := New(Limits{PerAddress: 1})
+	var out syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	ticks := make(chan time.Time)
+	go func() { g.run(ctx, slog.New(slog.NewTextHandler(&out, nil)), ticks, 10*time.Second); close(done) }()
+	// Each admission sheds the one before it; the first that follows run's
+	// own starting count is reported by the next tick.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "shed=") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no line after ticks with shed connections:\n%s", out.String())
+		}
+		g.Admit(a, 0, func() {})
+		ticks <- time.Now()
+	}
+	cancel()
+	<-done
 }
 
 func TestCrowdedWhileShedOnesClose(t *testing.T) {
