@@ -3,6 +3,7 @@ package epoll
 import (
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,6 +181,9 @@ type loop struct {
 	wake  int // an eventfd in the epoll set, edge-triggered: written to wake the loop
 	start time.Time
 	now   int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
+	// yieldAt is the loop clock when the loop next lets the scheduler
+	// run (yield).
+	yieldAt int64
 
 	conns []*Conn // by slot (Conn.idx); the epoll data names slot and side
 	free  []int32 // unused slots
@@ -311,7 +315,26 @@ func (l *loop) run() {
 			l.resumeAccepting()
 		}
 		l.reuseSlots()
+		if l.now >= l.yieldAt {
+			l.yield()
+		}
 	}
+}
+
+// yieldEvery is how long a busy loop runs before it lets the scheduler
+// run (runtime.Gosched): under 10 ms, sysmon's preemption bound. A loop
+// whose reads, writes and immediate waits keep its P is, to the runtime,
+// one goroutine running without end; after 10 ms sysmon preempts it with
+// a signal (tgkill, getpid, rt_sigreturn, and the signal ending a wait
+// early), then polls every 20 us for a millisecond (nanosleep), as it
+// does after every preemption.
+const yieldEvery = 5 * time.Millisecond
+
+// yield lets the scheduler run once, so that the runtime sees the loop's
+// P schedule and sysmon has nothing to preempt.
+func (l *loop) yield() {
+	runtime.Gosched()
+	l.yieldAt = l.clock() + int64(yieldEvery)
 }
 
 // readAgain reads the sides that had bytes left after the last batch. They
