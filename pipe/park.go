@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -70,6 +69,7 @@ type ParkConn struct {
 	drained   bool         // while pumping: the last read was short, and no wake since
 	pfd       int32        // the socket, while pumping
 	mu        sync.Mutex
+	pmu       sync.Mutex  // held by pump while it may read; unpark waits on it
 	timer     *time.Timer // wakes the direction at the read deadline, while parked
 	wake      func()      // the direction's, while parked
 }
@@ -91,8 +91,8 @@ var errWouldBlock net.Error = wouldBlock{}
 // direction waits in pump, around its reads.
 func (c *ParkConn) Read(b []byte) (int, error) {
 	if c.pumping.Load() {
-		// Only the pumping goroutine reads now: unpark waits for the
-		// pump to end before another reads.
+		// Only the pumping goroutine reads now: another reads after
+		// unpark, which waits for the pump to end.
 		return c.pumpRead(b)
 	}
 	if !c.parked.Load() {
@@ -311,11 +311,10 @@ func (c *ParkConn) unpark() {
 	c.parked.Store(false)
 	// A direction pumping c reads it on until its wait ends (a close at
 	// a boundary has set a past deadline, which ends it): only then may
-	// another goroutine read c. pump sets pumping before it looks at
-	// parked, so either it sees parked false or this sees it pumping.
-	for c.pumping.Load() {
-		runtime.Gosched()
-	}
+	// another goroutine read c. pump looks at parked under pmu, so either
+	// it sees parked false or this waits for its pump to end.
+	c.pmu.Lock()
+	c.pmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.wake = nil
@@ -548,14 +547,16 @@ func (d *direction) pump() (dry, again bool, err error) {
 		return true
 	}
 	for {
-		c.pumping.Store(true)
+		c.pmu.Lock()
 		if !c.parked.Load() { // unparked (a goodbye's linger): read as a TCPConn
-			c.pumping.Store(false)
+			c.pmu.Unlock()
 			c.idle()
 			return false, true, nil
 		}
+		c.pumping.Store(true)
 		werr := c.rc.Read(step)
 		c.pumping.Store(false)
+		c.pmu.Unlock()
 		if ended {
 			c.idle()
 			return false, false, err
