@@ -104,7 +104,10 @@ func (p *connPath) sniff() bool {
 		if pc == nil && p.conn == net.Conn(p.tcp) && p.snap.cfg.StreamProxy.DataPath == config.DataPathEpoll {
 			// A plain WebSocket waits without goroutines as a TLS client
 			// does (pipe.Park): built on a ParkConn from its upgrade on.
+			// Its pair starts busy: a browser's SUBSCRIBEs (or a short
+			// session's DISCONNECT) follow the CONNACK at once.
 			pc = pipe.NewParkConn(p.tcp)
+			pc.StartBusy()
 			under = pc
 		}
 		c, fwd, replay, err := u.UpgradeConn(under, first, lcfg.WebSocket.Path)
