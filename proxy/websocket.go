@@ -106,10 +106,7 @@ func (p *connPath) sniff() bool {
 		if pc == nil && p.conn == net.Conn(p.tcp) && p.snap.cfg.StreamProxy.DataPath == config.DataPathEpoll {
 			// A plain WebSocket waits without goroutines as a TLS client
 			// does (pipe.Park): built on a ParkConn from its upgrade on.
-			// Its pair starts busy: a browser's SUBSCRIBEs (or a short
-			// session's DISCONNECT) follow the CONNACK at once.
 			pc = pipe.NewParkConn(p.tcp)
-			pc.StartBusy()
 			under = pc
 		}
 		c, fwd, replay, err := u.UpgradeConn(under, first, lcfg.WebSocket.Path)
@@ -119,6 +116,13 @@ func (p *connPath) sniff() bool {
 			return false
 		case c != nil:
 			p.s.web.stats.count("upgraded")
+			if pc != nil {
+				// The pair starts busy, ws or wss: a browser's SUBSCRIBEs
+				// (or a short session's DISCONNECT) follow the CONNACK at
+				// once, so its first packets are not worth two notifier
+				// registrations and a notifier wake-up.
+				pc.StartBusy()
+			}
 			p.conn, p.park = c, pc
 			p.rec.websocket = true
 			addr, ok := fwd.Addr()
