@@ -68,6 +68,7 @@ type ParkConn struct {
 	read      bool         // busy, and bytes came in the current window
 	drained   bool         // while pumping: the last read was short, and no wake since
 	pfd       int32        // the socket, while pumping
+	busyStart bool         // StartBusy: the first wait after Park is a busy window
 	mu        sync.Mutex
 	pmu       sync.Mutex  // held by pump while it may read; unpark waits on it
 	timer     *time.Timer // wakes the direction at the read deadline, while parked
@@ -76,6 +77,17 @@ type ParkConn struct {
 
 // NewParkConn wraps tc.
 func NewParkConn(tc *net.TCPConn) *ParkConn { return &ParkConn{TCPConn: tc} }
+
+// StartBusy makes Park start both directions of c's pair busy, as if each
+// had just parked: each waits its first lingerFor in Go's poller on a
+// goroutine and is watched by the Readiness source only if no byte came
+// by then. For connections that are likely to speak again at once (a
+// WebSocket client's first packets after its CONNACK, or its DISCONNECT
+// right away): watching them at once costs two epoll_ctl registrations
+// and a notifier wake-up, handed to a new goroutine, for the first bytes;
+// an idle connection parks lingerFor later, as before. Call it before
+// Park.
+func (c *ParkConn) StartBusy() { c.busyStart = true }
 
 // errWouldBlock is what a parked ParkConn's Read returns when the socket has
 // nothing to read. Temporary: crypto/tls keeps the connection usable.
@@ -285,6 +297,11 @@ func (c *ParkConn) park(wake func()) (syscall.RawConn, error) {
 	c.mu.Lock()
 	c.wake = wake
 	c.mu.Unlock()
+	if c.busyStart {
+		// As if it had just parked: the first read that finds nothing
+		// waits a busy window (rawRead).
+		c.lastPark = time.Now().UnixNano()
+	}
 	c.parked.Store(true)
 	if dl := c.deadline.Load(); dl != 0 {
 		c.armDeadline(time.Unix(0, dl))
@@ -395,10 +412,15 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 		brokerPC = NewParkConn(tc)
 		broker = brokerPC
 	}
+	if clientPC.busyStart {
+		brokerPC.busyStart = true // the broker answers what the client says
+	}
 	up, down := newDirections(client, broker, opts)
 	up.clientPC = clientPC
 	up.park, down.park = &parking{pc: clientPC, ready: ready}, &parking{pc: brokerPC, ready: ready}
-	drainFirst := [2]bool{needsDrain(client, clientPC), needsDrain(broker, brokerPC)}
+	// A busy start drains on a goroutine at once too: its first read that
+	// finds nothing waits in Go's poller (StartBusy).
+	drainFirst := [2]bool{clientPC.busyStart || needsDrain(client, clientPC), brokerPC.busyStart || needsDrain(broker, brokerPC)}
 	for i, d := range []*direction{up, down} {
 		// Running until Park is done, and then until the first drain
 		// ends when there is one: a wake before that only asks for one
