@@ -166,8 +166,8 @@ func (s *Server) Stats() StatsSnapshot {
 	}
 	s.mu.Lock()
 	bound := make(map[string]string, len(s.listeners))
-	for _, l := range s.listeners {
-		bound[l.cfg.Addr] = l.ln.Addr().String() // its counts' address, also when renamed
+	for name, l := range s.listeners {
+		bound[name] = l.ln.Addr().String() // its counts' address, also when renamed
 	}
 	s.mu.Unlock()
 	out.Listeners = listenerSnapshot(s.lnCounts.All(), bound)
