@@ -59,19 +59,35 @@ type ParkConn struct {
 	rn        int                   // rawRead's outcome
 	rerr      error
 	parked    atomic.Bool
+	pumping   atomic.Bool  // the direction drains inside pump's wait (set and cleared by its goroutine)
 	deadline  atomic.Int64 // unix nanoseconds of the read deadline; 0 = none
 	lingerEnd atomic.Int64 // unix nanoseconds when a linger ends; 0 = none
 	dmu       sync.Mutex   // orders the socket's read deadline updates
 	lastPark  int64        // when a read last reported errWouldBlock; by the reading goroutine
-	busy      bool         // reads wait in Go's poller (rawRead); by the reading goroutine
+	busy      bool         // reads wait in Go's poller (pump); by the reading goroutine
 	read      bool         // busy, and bytes came in the current window
+	drained   bool         // while pumping: the last read was short, and no wake since
+	pfd       int32        // the socket, while pumping
+	busyStart bool         // StartBusy: the first wait after Park is a busy window
 	mu        sync.Mutex
+	pmu       sync.Mutex  // held by pump while it may read; unpark waits on it
 	timer     *time.Timer // wakes the direction at the read deadline, while parked
 	wake      func()      // the direction's, while parked
 }
 
 // NewParkConn wraps tc.
 func NewParkConn(tc *net.TCPConn) *ParkConn { return &ParkConn{TCPConn: tc} }
+
+// StartBusy makes Park start both directions of c's pair busy, as if each
+// had just parked: each waits its first lingerFor in Go's poller on a
+// goroutine and is watched by the Readiness source only if no byte came
+// by then. For connections that are likely to speak again at once (a
+// WebSocket client's first packets after its CONNACK, or its DISCONNECT
+// right away): watching them at once costs two epoll_ctl registrations
+// and a notifier wake-up, handed to a new goroutine, for the first bytes;
+// an idle connection parks lingerFor later, as before. Call it before
+// Park.
+func (c *ParkConn) StartBusy() { c.busyStart = true }
 
 // errWouldBlock is what a parked ParkConn's Read returns when the socket has
 // nothing to read. Temporary: crypto/tls keeps the connection usable.
@@ -83,78 +99,52 @@ func (wouldBlock) Timeout() bool   { return false }
 
 var errWouldBlock net.Error = wouldBlock{}
 
-// Read reads what the socket holds; parked, it never waits (but while
-// busy, see lingerFor).
+// Read reads what the socket holds; parked, it never waits: a busy
+// direction waits in pump, around its reads.
 func (c *ParkConn) Read(b []byte) (int, error) {
+	if c.pumping.Load() {
+		// Only the pumping goroutine reads now: another reads after
+		// unpark, which waits for the pump to end.
+		return c.pumpRead(b)
+	}
 	if !c.parked.Load() {
 		return c.TCPConn.Read(b)
 	}
 	if len(b) == 0 {
 		return 0, nil
 	}
-	for {
-		c.rb = b
-		err := c.rc.Read(c.readFn)
-		n, rdErr := c.rn, c.rerr
-		c.rb, c.rerr = nil, nil
-		switch {
-		case err != nil && c.busy && errors.Is(err, os.ErrDeadlineExceeded):
-			// A busy window ended, or the pipe's deadline passed.
-			now := time.Now().UnixNano()
-			if dl := c.deadline.Load(); dl != 0 && now >= dl {
-				c.idle()
-				return 0, err // the pipe's own deadline
-			}
-			if !c.parked.Load() { // unparked meanwhile (a goodbye's linger)
-				c.idle()
-				return c.TCPConn.Read(b)
-			}
-			if c.read { // bytes came in this window: another one
-				c.read = false
-				c.lingerEnd.Store(now + int64(lingerFor))
-				c.socketDeadline()
-				continue
-			}
-			c.idle()
-			c.lastPark = now
-			return 0, errWouldBlock
-		case err != nil: // closed, or the deadline passed (as the runtime saw it)
-			if c.busy {
-				c.idle()
-			}
-			return 0, err
-		case rdErr == syscall.EAGAIN: // parked, not busy
-			if dl := c.deadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
-				// The deadline passed and the runtime's own timer has not
-				// caught up yet: fail as the waiting read would have.
-				return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
-			}
-			c.lastPark = time.Now().UnixNano()
-			return 0, errWouldBlock
-		case rdErr != nil:
-			if c.busy {
-				c.idle()
-			}
-			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rdErr)}
-		case n <= 0:
-			if c.busy {
-				c.idle()
-			}
-			return 0, io.EOF
-		}
+	c.rb = b
+	err := c.rc.Read(c.readFn)
+	n, rdErr := c.rn, c.rerr
+	c.rb, c.rerr = nil, nil
+	switch {
+	case err != nil: // closed, or the deadline passed
+		return 0, err
+	case rdErr == syscall.EAGAIN:
 		if c.busy {
-			c.read = true
+			return 0, errWouldBlock // the direction pumps (runParked)
 		}
-		return n, nil
+		if dl := c.deadline.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+			// The deadline passed and the runtime's own timer has not
+			// caught up yet: fail as the waiting read would have.
+			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
+		}
+		c.lastPark = time.Now().UnixNano()
+		return 0, errWouldBlock
+	case rdErr != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rdErr)}
+	case n <= 0:
+		return 0, io.EOF
 	}
+	return n, nil
 }
 
 // rawRead is the function of Read's RawConn.Read (c.readFn, a method value
 // made once: a closure made per read was an allocation per read). It reads
-// into c.rb once; with nothing to read, it returns at once, unless the
-// direction is busy (woken again less than lingerFor after it parked):
-// then it waits in Go's poller, up to the window's end, without reading
-// again first.
+// into c.rb once and never waits. With nothing to read, a direction woken
+// again less than lingerFor after it parked becomes busy: it then drains
+// inside one wait of Go's poller (pump) until a window of lingerFor passes
+// with nothing read.
 func (c *ParkConn) rawRead(fd uintptr) bool {
 	for {
 		c.rn, c.rerr = syscall.Read(int(fd), c.rb)
@@ -165,30 +155,58 @@ func (c *ParkConn) rawRead(fd uintptr) bool {
 	if c.rerr != syscall.EAGAIN {
 		return true
 	}
-	if c.busy {
-		c.rerr = nil
-		return false
-	}
 	now := time.Now().UnixNano()
 	if dl := c.deadline.Load(); dl != 0 && now >= dl {
 		return true // Read fails it
 	}
-	if now-c.lastPark >= int64(lingerFor) {
-		return true // park
+	if now-c.lastPark < int64(lingerFor) {
+		// Woken again soon after it parked: busy. Waking through the
+		// notifier costs more per packet than Go's poller.
+		c.busy = true
+		c.lingerEnd.Store(now + int64(lingerFor))
+		c.socketDeadline()
 	}
-	// Woken again soon after it parked: busy. Wait in Go's poller, a
-	// window of lingerFor at a time, while bytes come: waking through the
-	// notifier costs more per packet than the poller.
-	c.busy = true
-	c.lingerEnd.Store(now + int64(lingerFor))
-	c.socketDeadline()
-	c.rerr = nil
-	return false
+	return true
+}
+
+// pumpRead is Read while the direction pumps: a read of the socket the
+// pump's wait holds, with none after a short read (the socket was empty
+// then: a stream socket's read takes all it holds that fits, and bytes that
+// come after it wake the wait).
+func (c *ParkConn) pumpRead(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if c.drained {
+		return 0, errWouldBlock
+	}
+	var (
+		n   int
+		err error
+	)
+	for {
+		n, err = syscall.Read(int(c.pfd), b)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	switch {
+	case err == syscall.EAGAIN:
+		c.drained = true
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+	case n <= 0:
+		return 0, io.EOF
+	}
+	c.read = true
+	c.drained = n < len(b)
+	return n, nil
 }
 
 // lingerFor is how long a busy parked direction (woken again less than
-// this after it parked) waits in Go's poller with nothing read, goroutine
-// kept, before it parks: waking through the notifier (a thread wake-up, a goroutine, an
+// this after it parked) waits in Go's poller with nothing read (pump),
+// goroutine kept, before it parks: waking through the notifier (a thread wake-up, a goroutine, an
 // epoll_ctl) costs more per packet than the poller, and a connection
 // that is busy now stays so; an idle one (keepalives seconds apart) parks
 // at once.
@@ -279,6 +297,11 @@ func (c *ParkConn) park(wake func()) (syscall.RawConn, error) {
 	c.mu.Lock()
 	c.wake = wake
 	c.mu.Unlock()
+	if c.busyStart {
+		// As if it had just parked: the first read that finds nothing
+		// waits a busy window (rawRead).
+		c.lastPark = time.Now().UnixNano()
+	}
 	c.parked.Store(true)
 	if dl := c.deadline.Load(); dl != 0 {
 		c.armDeadline(time.Unix(0, dl))
@@ -303,6 +326,12 @@ func (c *ParkConn) Close() error {
 // deadline's wake.
 func (c *ParkConn) unpark() {
 	c.parked.Store(false)
+	// A direction pumping c reads it on until its wait ends (a close at
+	// a boundary has set a past deadline, which ends it): only then may
+	// another goroutine read c. pump looks at parked under pmu, so either
+	// it sees parked false or this waits for its pump to end.
+	c.pmu.Lock()
+	c.pmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.wake = nil
@@ -383,10 +412,15 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 		brokerPC = NewParkConn(tc)
 		broker = brokerPC
 	}
+	if clientPC.busyStart {
+		brokerPC.busyStart = true // the broker answers what the client says
+	}
 	up, down := newDirections(client, broker, opts)
 	up.clientPC = clientPC
 	up.park, down.park = &parking{pc: clientPC, ready: ready}, &parking{pc: brokerPC, ready: ready}
-	drainFirst := [2]bool{needsDrain(client, clientPC), needsDrain(broker, brokerPC)}
+	// A busy start drains on a goroutine at once too: its first read that
+	// finds nothing waits in Go's poller (StartBusy).
+	drainFirst := [2]bool{clientPC.busyStart || needsDrain(client, clientPC), brokerPC.busyStart || needsDrain(broker, brokerPC)}
 	for i, d := range []*direction{up, down} {
 		// Running until Park is done, and then until the first drain
 		// ends when there is one: a wake before that only asks for one
@@ -454,6 +488,13 @@ func (d *direction) runParked() {
 	p := d.park
 	for {
 		dry, err := d.drain()
+		for dry && p.pc.busy {
+			var again bool
+			dry, again, err = d.pump()
+			if again {
+				dry, err = d.drain()
+			}
+		}
 		if !dry {
 			p.state.Store(parkDone)
 			p.stop()
@@ -501,6 +542,63 @@ func (d *direction) drain() (dry bool, err error) {
 		case d.readFailed(&rerr):
 		default:
 			return false, rerr
+		}
+	}
+}
+
+// pump drains a busy direction inside one wait of Go's poller, a window of
+// lingerFor at a time, until a window passes with nothing read (dry: park),
+// the direction ends (not dry, with its error), or a deadline or close
+// (again: drain once more, not busy, which meets it). Within the wait a
+// drain that read the socket short ends without reading it again: bytes
+// that come later wake the wait (edge-triggered), so a burst costs no read
+// that finds nothing, as the loops' reads do not.
+func (d *direction) pump() (dry, again bool, err error) {
+	c := d.park.pc
+	var ended bool
+	// One drain of the socket fd a wake of the wait: false waits for the
+	// next bytes, true ends the wait with the direction. Made per busy
+	// time, not kept while idle.
+	step := func(fd uintptr) bool {
+		c.pfd, c.drained = int32(fd), false
+		dry, derr := d.drain()
+		if dry {
+			return false
+		}
+		ended, err = true, derr
+		return true
+	}
+	for {
+		c.pmu.Lock()
+		if !c.parked.Load() { // unparked (a goodbye's linger): read as a TCPConn
+			c.pmu.Unlock()
+			c.idle()
+			return false, true, nil
+		}
+		c.pumping.Store(true)
+		werr := c.rc.Read(step)
+		c.pumping.Store(false)
+		c.pmu.Unlock()
+		if ended {
+			c.idle()
+			return false, false, err
+		}
+		now := time.Now().UnixNano()
+		switch {
+		case werr == nil || !errors.Is(werr, os.ErrDeadlineExceeded):
+			c.idle() // closed: the drain's read fails
+			return false, true, nil
+		case c.deadline.Load() != 0 && now >= c.deadline.Load():
+			c.idle() // the pipe's own deadline: the drain's read meets it
+			return false, true, nil
+		case c.read: // bytes came in this window: another one
+			c.read = false
+			c.lingerEnd.Store(now + int64(lingerFor))
+			c.socketDeadline()
+		default:
+			c.idle()
+			c.lastPark = now
+			return true, false, nil
 		}
 	}
 }

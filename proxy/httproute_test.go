@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -222,5 +224,62 @@ func TestWebSocketListener404Logged(t *testing.T) {
 	rec := g.waitRecord(t, "the 404's record", func(r map[string]any) bool { return r["msg"] == "http_request" })
 	if rec["uri"] != "/favicon.ico" || rec["status"] != 404.0 || rec["host"] != "meters.example" {
 		t.Errorf("record %v", rec)
+	}
+}
+
+// TestNetHTTPAnswersLogged: a request net/http answers itself, before any
+// handler sees it, gets an http_request record all the same: a malformed
+// header line (400) on a WebSocket listener, as the first request and as
+// a keep-alive connection's second, and a header over net/http's
+// limit (1 MiB and 4 KiB: 431), too long for the upgrade's fast path.
+func TestNetHTTPAnswersLogged(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, wsConfig("", mqtttest.StartMochi(t)))
+	send := func(req string) string {
+		t.Helper()
+		conn, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+		go func() { _, _ = io.WriteString(conn, req) }() // a 431 may come before the whole request is written
+		answer, err := io.ReadAll(conn)
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("reading the answer (%.200q so far): %v", answer, err)
+		}
+		return string(answer)
+	}
+	if got := send("GET /x HTTP/1.1\r\nHost: a.example\r\nno colon here\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 400 ") {
+		t.Fatalf("malformed header: answered %q, want net/http's 400", got)
+	}
+	rec := g.waitRecord(t, "the 400's record", func(r map[string]any) bool { return r["msg"] == "http_request" && r["status"] == 400.0 })
+	if rec["method"] != "GET" || rec["uri"] != "/x" || !strings.Contains(fmt.Sprint(rec["detail"]), "answered by net/http: 400 Bad Request") {
+		t.Errorf("400's record %v", rec)
+	}
+	// A keep-alive connection: the first request gets its 404 (and one
+	// record), the second net/http's 400 (and one more).
+	got := send("GET /first HTTP/1.1\r\nHost: b.example\r\n\r\nGET /second HTTP/1.1\r\nHost: b.example\r\nno colon\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 404 ") || !strings.Contains(got, "HTTP/1.1 400 ") {
+		t.Fatalf("keep-alive: answered %q, want a 404 and then a 400", got)
+	}
+	g.waitRecord(t, "the second request's 400", func(r map[string]any) bool {
+		return r["msg"] == "http_request" && r["status"] == 400.0 && r["method"] == "-"
+	})
+	if got := send("GET /big HTTP/1.1\r\nHost: c.example\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\n"); !strings.HasPrefix(got, "HTTP/1.1 431 ") {
+		t.Fatalf("large header: answered %.80q, want net/http's 431", got)
+	}
+	rec = g.waitRecord(t, "the 431's record", func(r map[string]any) bool { return r["msg"] == "http_request" && r["status"] == 431.0 })
+	if rec["uri"] != "/big" {
+		t.Errorf("431's record %v", rec)
+	}
+	var records int
+	for _, r := range accessRecords(t, g.access) {
+		if r["msg"] == "http_request" {
+			records++
+		}
+	}
+	if records != 4 {
+		t.Errorf("%d http_request records, want 4 (400, 404, 400, 431): %v", records, g.access.Lines())
 	}
 }

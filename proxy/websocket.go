@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +116,13 @@ func (p *connPath) sniff() bool {
 			return false
 		case c != nil:
 			p.s.web.stats.count("upgraded")
+			if pc != nil {
+				// The pair starts busy, ws or wss: a browser's SUBSCRIBEs
+				// (or a short session's DISCONNECT) follow the CONNACK at
+				// once, so its first packets are not worth two notifier
+				// registrations and a notifier wake-up.
+				pc.StartBusy()
+			}
 			p.conn, p.park = c, pc
 			p.rec.websocket = true
 			addr, ok := fwd.Addr()
@@ -124,7 +133,7 @@ func (p *connPath) sniff() bool {
 	} else {
 		first = append([]byte(nil), first...)
 	}
-	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id.clone(), vars: p.vars}
+	wc := &webConn{Conn: p.conn, tcp: p.tcp, first: first, request: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id.clone(), vars: p.vars, srv: p.s}
 	p.handed = p.s.handOver(wc)
 	return false
 }
@@ -140,6 +149,9 @@ type webConn struct {
 	remote   netip.AddrPort
 	id       identity
 	vars     vars.Set
+
+	srv     *Server
+	request []byte // what sniffing read: the first request's line, for a record net/http does not write
 }
 
 func (c *webConn) Read(p []byte) (int, error) {
@@ -149,6 +161,58 @@ func (c *webConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// Write sees net/http's own answers to requests it hands no handler (a
+// header too large or malformed, say: 400, 431, 501), which it writes
+// straight to the connection, in one write, with errorHeaders and no
+// Date; every answer through a ResponseWriter has a Date.
+func (c *webConn) Write(p []byte) (int, error) {
+	if len(p) > len("HTTP/1.1 ") && p[0] == 'H' && bytes.HasPrefix(p, []byte("HTTP/1.1 ")) {
+		if line, rest, ok := bytes.Cut(p, []byte("\r\n")); ok && bytes.HasPrefix(rest, []byte(netHTTPErrorHeaders)) {
+			c.srv.netHTTPAnswer(c, line, int64(len(rest)-len(netHTTPErrorHeaders)))
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// netHTTPErrorHeaders is what net/http's own error answers have after
+// their status line (net/http's errorHeaders, without its first CRLF).
+const netHTTPErrorHeaders = "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+
+// netHTTPAnswer writes the access record of an answer net/http wrote
+// itself (its status line, and down bytes of body) to a request no
+// handler saw. The request line is the request's when it was the
+// connection's first and sniffing read it whole; else the method is "-"
+// and the URI and protocol are empty.
+func (s *Server) netHTTPAnswer(wc *webConn, status []byte, down int64) {
+	code, text, ok := statusLine(status)
+	if !ok {
+		return
+	}
+	r := &http.Request{Method: "-"} // an HTTP record, its request line unknown
+	if line, _, found := bytes.Cut(wc.request, []byte("\r\n")); found {
+		if method, rest, ok := strings.Cut(string(line), " "); ok {
+			if uri, proto, ok := strings.Cut(rest, " "); ok && strings.HasPrefix(proto, "HTTP/") {
+				r.Method, r.RequestURI, r.Proto = method, uri, proto
+			}
+		}
+	}
+	wc.request = nil
+	s.logHTTP(r, wc, wc.remote, false, time.Now(), httpOutcome{status: code, down: down, detail: "answered by net/http: " + text})
+}
+
+// statusLine reads an HTTP/1.x status line's code and text.
+func statusLine(line []byte) (code int, text string, ok bool) {
+	rest, found := bytes.CutPrefix(line, []byte("HTTP/1."))
+	if !found || len(rest) < 6 || rest[1] != ' ' {
+		return 0, "", false
+	}
+	code, err := strconv.Atoi(string(rest[2:5]))
+	if err != nil {
+		return 0, "", false
+	}
+	return code, string(rest[2:]), true
 }
 
 type webConnKey struct{}
@@ -215,6 +279,9 @@ func (s *Server) shutdownWeb(ctx context.Context) {
 // websocket listener upgrades; other requests get 404.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	wc, _ := r.Context().Value(webConnKey{}).(*webConn)
+	if wc != nil {
+		wc.request = nil // a later request's line is not in it
+	}
 	if wc == nil {
 		http.Error(w, "no listener", http.StatusInternalServerError)
 		return

@@ -3,6 +3,7 @@ package epoll
 import (
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,6 +181,9 @@ type loop struct {
 	wake  int // an eventfd in the epoll set, edge-triggered: written to wake the loop
 	start time.Time
 	now   int64 // loop clock (monotonic nanoseconds since start), read once per wake-up
+	// yieldAt is the loop clock when the loop next lets the scheduler
+	// run (yield).
+	yieldAt int64
 
 	conns []*Conn // by slot (Conn.idx); the epoll data names slot and side
 	free  []int32 // unused slots
@@ -275,11 +279,10 @@ func (l *loop) clock() int64 { return int64(time.Since(l.start)) }
 // connection and a PUBLISH on another right after it, the PUBLISH is
 // forwarded first in most rounds (BenchmarkCrossLoopOrder).
 //
-// A busy loop holds its P: its reads, writes and the first, non-blocking
-// epoll_wait of each wait do not enter the scheduler's system call state
-// (RawSyscall), so it never queues for a P between batches. Only an idle
-// loop blocks, in the system call state, and its P goes to the rest of
-// the program meanwhile (see wait).
+// A busy loop holds its P: its reads and writes do not enter the
+// scheduler's system call state (RawSyscall), so it never queues for a P
+// between them. Its waits do, so that a loop that blocks gives its P to
+// the rest of the program meanwhile (see wait).
 func (l *loop) run() {
 	for {
 		if l.queued.Load() {
@@ -312,7 +315,26 @@ func (l *loop) run() {
 			l.resumeAccepting()
 		}
 		l.reuseSlots()
+		if l.now >= l.yieldAt {
+			l.yield()
+		}
 	}
+}
+
+// yieldEvery is how long a busy loop runs before it lets the scheduler
+// run (runtime.Gosched): under 10 ms, sysmon's preemption bound. A loop
+// whose reads, writes and immediate waits keep its P is, to the runtime,
+// one goroutine running without end; after 10 ms sysmon preempts it with
+// a signal (tgkill, getpid, rt_sigreturn, and the signal ending a wait
+// early), then polls every 20 us for a millisecond (nanosleep), as it
+// does after every preemption.
+const yieldEvery = 5 * time.Millisecond
+
+// yield lets the scheduler run once, so that the runtime sees the loop's
+// P schedule and sysmon has nothing to preempt.
+func (l *loop) yield() {
+	runtime.Gosched()
+	l.yieldAt = l.clock() + int64(yieldEvery)
 }
 
 // readAgain reads the sides that had bytes left after the last batch. They
@@ -331,13 +353,17 @@ func (l *loop) readAgain() {
 
 // wait returns the number of ready events in l.events, waiting for one at
 // most until the wheel's next tick, and not at all while sides wait to be
-// read again. It first asks without blocking and without the scheduler's
-// system call state, so that a busy loop keeps its P; only when nothing is
-// ready does it block, in the system call state, so that the runtime may
-// hand its P on. A loop that blocked holding its P (RawSyscall) stalled
-// the rest of the process: goroutines queued on that P waited for the
-// wait to end, and after the first collection connects through mqgate in
-// BenchmarkLoopConnect took 60 ms each instead of 0.2 ms.
+// read again. A wait that may block is made in the scheduler's system call
+// state, so that the runtime may hand the loop's P on while it sleeps; one
+// that returns at once (events were ready) keeps the P, as the runtime
+// takes it back on return unless sysmon gave it away meanwhile. A loop that
+// blocked holding its P (RawSyscall) stalled the rest of the process:
+// goroutines queued on that P waited for the wait to end, and after the
+// first collection connects through mqgate in BenchmarkLoopConnect took 60
+// ms each instead of 0.2 ms. Until 2026-12 every wait first asked without
+// blocking (RawSyscall, timeout 0) and blocked only when nothing was ready:
+// under mqbench's throughput load 38% of epoll_waits were such probes
+// finding nothing, a system call for nothing before each sleep.
 func (l *loop) wait() int {
 	timeout := maxBlock // milliseconds
 	next := l.wheel.nextTick()
@@ -351,8 +377,13 @@ func (l *loop) wait() int {
 		timeout = int(min(max((next-l.clock()+int64(time.Millisecond)-1)/int64(time.Millisecond), 0), maxBlock))
 	}
 	ev := unsafe.Pointer(&l.events[0])
-	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), 0, 0, 0)
-	if errno == 0 && r == 0 && timeout != 0 {
+	var (
+		r     uintptr
+		errno unix.Errno
+	)
+	if timeout == 0 {
+		r, _, errno = unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), 0, 0, 0)
+	} else {
 		r, _, errno = unix.Syscall6(unix.SYS_EPOLL_WAIT, uintptr(l.epfd), uintptr(ev), uintptr(len(l.events)), uintptr(timeout), 0, 0)
 	}
 	switch errno {

@@ -22,7 +22,8 @@ func RegisterFlags(fs *flag.FlagSet, cfg *Config) {
 	fs.IntVar(&cfg.Clients, "clients", 48, "throughput and idle: clients")
 	fs.IntVar(&cfg.Payload, "payload", 64, "PUBLISH payload bytes (at least 8)")
 	fs.IntVar(&cfg.Window, "window", 16, "throughput: messages per burst")
-	fs.IntVar(&cfg.Rate, "rate", 200, "latency: messages per second")
+	fs.IntVar(&cfg.Rate, "rate", 200, "latency: messages per second, each client")
+	fs.IntVar(&cfg.LatencyClients, "latency-clients", 1, "latency: clients, each at -rate")
 	fs.DurationVar(&cfg.Hold, "hold", 30*time.Second, "idle: longest hold")
 	fs.DurationVar(&cfg.PingEvery, "ping-every", 5*time.Second, "idle: PINGREQ interval")
 	fs.DurationVar(&cfg.RampTimeout, "ramp-timeout", 30*time.Second, "idle: longest ramp")
@@ -50,6 +51,7 @@ func (cfg Config) Args() []string {
 		"-payload", i(cfg.Payload),
 		"-window", i(cfg.Window),
 		"-rate", i(cfg.Rate),
+		"-latency-clients", i(cfg.LatencyClients),
 		"-hold", d(cfg.Hold),
 		"-ping-every", d(cfg.PingEvery),
 		"-ramp-timeout", d(cfg.RampTimeout),

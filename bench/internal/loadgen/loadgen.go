@@ -17,7 +17,9 @@
 //   - throughput: Clients clients each subscribe to their own topic and
 //     publish QoS 0 messages to it in bursts of Window, waiting for the burst
 //     to come back before sending the next; latency is send to receive.
-//   - latency: one client publishes to itself at Rate messages per second.
+//   - latency: LatencyClients clients each publish to themselves at Rate
+//     messages per second, one message at a time, their sends spread evenly
+//     over the period; latency is send to receive.
 //   - idle: Clients clients connect and send PINGREQ every PingEvery until
 //     standard input closes or Hold has passed.
 package loadgen
@@ -61,7 +63,10 @@ type Config struct {
 
 	Payload int // bytes per PUBLISH payload, at least 8 (the send timestamp)
 	Window  int // throughput: messages per burst
-	Rate    int // latency: messages per second
+	Rate    int // latency: messages per second, each client
+	// LatencyClients is how many clients the latency phase paces; more
+	// clients, more samples in the same window, at the same low rate each.
+	LatencyClients int
 
 	Hold        time.Duration // idle: longest hold after the ramp
 	PingEvery   time.Duration // idle
@@ -438,30 +443,54 @@ func (g *generator) runThroughput(ctx context.Context) (Result, error) {
 }
 
 func (g *generator) runLatency(ctx context.Context) (Result, error) {
-	pubs := g.connectAll(1)
-	if len(pubs) == 0 {
-		return Result{}, fmt.Errorf("latency: the client could not connect and subscribe (%v)", g.sample)
+	n := max(g.cfg.LatencyClients, 1)
+	pubs := g.connectAll(n)
+	if len(pubs) < n {
+		return Result{}, fmt.Errorf("latency: %d of %d clients could connect and subscribe (%v)", len(pubs), n, g.sample)
 	}
-	p := pubs[0]
-	rate := max(g.cfg.Rate, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer p.disconnect()
-		tick := time.NewTicker(time.Second / time.Duration(rate))
-		defer tick.Stop()
-		for i := int64(0); i < g.cfg.MaxOps && g.state.Load() != finished; i++ {
-			<-tick.C
-			if !g.burst(p, 1) {
+	period := time.Second / time.Duration(max(g.cfg.Rate, 1))
+	perClient := max(g.cfg.MaxOps/int64(n), 1)
+	var wg sync.WaitGroup
+	for i, p := range pubs {
+		wg.Go(func() {
+			defer p.disconnect()
+			// Client i sends i/n of a period after client 0, so that the
+			// clients' messages do not queue behind each other in the
+			// proxy: each one measures a round trip through an idle path.
+			stagger := time.NewTimer(period * time.Duration(i) / time.Duration(n))
+			select {
+			case <-stagger.C:
+			case <-ctx.Done():
+				stagger.Stop()
 				return
 			}
-		}
-	}()
+			tick := time.NewTicker(period)
+			defer tick.Stop()
+			for k := int64(0); k < perClient && g.state.Load() != finished; k++ {
+				if !g.burst(p, 1) {
+					return
+				}
+				select {
+				case <-tick.C:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
 	elapsed := g.clock(ctx)
-	<-done
-	var res Result
-	fillLatency(&res, &p.hist, elapsed)
-	res.Sent, res.Lost = p.sent, p.lost
+	wg.Wait()
+	var (
+		all hist.Histogram
+		res Result
+	)
+	for _, p := range pubs {
+		all.Merge(&p.hist)
+		res.Sent += p.sent
+		res.Lost += p.lost
+	}
+	fillLatency(&res, &all, elapsed)
+	res.Connected = len(pubs)
 	return res, nil
 }
 

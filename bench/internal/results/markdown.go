@@ -99,9 +99,9 @@ func (r *Run) Markdown() string {
 		w("- Noise: other tenants of the machine used %.2f cores on average during the measured windows, %.2f at worst (see \"other\" below)\n", mean, worst)
 	}
 	w("- Everything on 127.0.0.1: three Mosquitto brokers, the proxy under test, the load generator. HAProxy `nbthread 2`, NGINX `worker_processes 2`, mqgate `GOMAXPROCS=2`; haproxy-1 and mqgate-1: `nbthread 1` and `GOMAXPROCS=1`.\n")
-	w("- Plan: rounds: %d, targets in rotated order each round; windows of %g s after %g s of warm-up; CONNECT with %d looping workers; throughput with %d clients publishing to themselves in bursts of %d; latency at %d msg/s for %g s; idle: %d clients in %d processes, PINGREQ every %g s, held %g s; ordering probe: %d rounds per target; WebSocket (NGINX and mqgate, one mochi-mqtt broker behind both): windows of %g s, idle %d clients.\n\n",
+	w("- Plan: rounds: %d, targets in rotated order each round; windows of %g s after %g s of warm-up; CONNECT with %d looping workers; throughput with %d clients publishing to themselves in bursts of %d; latency: %d clients at %d msg/s each for %g s; idle: %d clients in %d processes, PINGREQ every %g s, held %g s; ordering probe: %d rounds per target; WebSocket (NGINX and mqgate, one mochi-mqtt broker behind both): windows of %g s, idle %d clients.\n\n",
 		p.Rounds, p.WindowSeconds, p.WarmupSeconds, p.ConnectWorkers, p.ThroughputClients, p.ThroughputWindow,
-		p.LatencyRate, p.LatencySeconds, p.IdleClients, p.IdleProcs, p.IdlePingSeconds, p.IdleHoldSeconds, p.OrderRounds,
+		max(p.LatencyClients, 1), p.LatencyRate, p.LatencySeconds, p.IdleClients, p.IdleProcs, p.IdlePingSeconds, p.IdleHoldSeconds, p.OrderRounds,
 		p.WSWindowSeconds, p.WSIdleClients)
 
 	if len(r.Problems) > 0 {

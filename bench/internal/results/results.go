@@ -74,7 +74,10 @@ type Plan struct {
 	ConnectWorkers    int     `json:"connect_workers"`
 	ThroughputClients int     `json:"throughput_clients"`
 	ThroughputWindow  int     `json:"throughput_window"`
-	LatencyRate       int     `json:"latency_rate"`
+	LatencyRate       int     `json:"latency_rate"` // each latency client's
+	// LatencyClients pace their messages together (0 in runs from before
+	// it: one client).
+	LatencyClients    int     `json:"latency_clients,omitempty"`
 	LatencySeconds    float64 `json:"latency_seconds"`
 	IdleClients       int     `json:"idle_clients"`
 	IdleProcs         int     `json:"idle_procs"`
