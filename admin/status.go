@@ -129,6 +129,12 @@ type nodeStatus struct {
 	Health       string     `json:"health"` // healthy, unhealthy or unknown
 	HealthReason string     `json:"health_reason,omitempty"`
 	HealthSince  *time.Time `json:"health_since,omitempty"`
+	// Passive is the passive counting of failed dials, "(default)" for
+	// NGINX's max_fails=1 fail_timeout=10s without checks; the counts
+	// are the current fail_timeout window's.
+	Passive         string `json:"passive,omitempty"`
+	PassiveFailures int    `json:"passive_failures,omitempty"`
+	PassiveTimeouts int    `json:"passive_timeouts,omitempty"`
 }
 
 type reloadStatus struct {
@@ -157,6 +163,7 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		ns := nodeStatus{
 			Addr: n.Addr, Active: n.Active, Total: n.Total, DialFailures: n.DialFailures,
 			BytesUp: n.BytesUp, BytesDown: n.BytesDown, Health: n.Health, HealthReason: n.HealthReason,
+			Passive: n.Passive, PassiveFailures: n.PassiveFailures, PassiveTimeouts: n.PassiveTimeouts,
 		}
 		if !n.HealthSince.IsZero() {
 			ns.HealthSince = &n.HealthSince

@@ -3,6 +3,7 @@ package health_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -194,6 +195,34 @@ func TestUpdate(t *testing.T) {
 	hc.Close()
 	if got := hc.Probing(); got != 0 {
 		t.Errorf("%d probes running after Close", got)
+	}
+}
+
+// TestPassiveStatus: a node's status names the passive counting in force
+// and what the current fail_timeout window counted so far, below the
+// threshold (one failure of two); a node without it says none.
+func TestPassiveStatus(t *testing.T) {
+	t.Parallel()
+	addr := closedPort(t)
+	hc := health.NewChecker(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	t.Cleanup(hc.Close)
+	passive := &config.PassiveCheck{TCPFailures: 2, Timeouts: 5, FailTimeout: time.Hour}
+	hc.Update([]health.Target{
+		{Upstream: "u", Addrs: []string{addr}, Checks: &config.Checks{Passive: passive}},
+		{Upstream: "none", Addrs: []string{addr}},
+	})
+	n := hc.Node("u", addr)
+	_, err := net.Dial("tcp", addr)
+	if err == nil {
+		t.Fatal("dialled a closed port")
+	}
+	n.ReportDial(err)
+	st := n.Status()
+	if !st.Healthy || st.Passive != "tcp_failures=2 timeouts=5 fail_timeout=1h0m0s" || st.PassiveFailures != 1 || st.PassiveTimeouts != 0 {
+		t.Errorf("after one failure: %+v", st)
+	}
+	if st := hc.Node("none", addr).Status(); st.Passive != "" || st.PassiveFailures != 0 {
+		t.Errorf("without passive checks: %+v", st)
 	}
 }
 

@@ -101,6 +101,11 @@ type Status struct {
 	LastProbe      time.Time // zero before the first probe
 	LastLatency    time.Duration
 	LastProbeError string // "" when the last probe succeeded
+	// Passive is the passive counting in force ("tcp_failures=1
+	// timeouts=1 fail_timeout=10s"), "" when there is none; the counts
+	// are the failed dials of the current fail_timeout window.
+	Passive                          string
+	PassiveFailures, PassiveTimeouts int
 }
 
 // Status returns the node's current state.
@@ -113,11 +118,18 @@ func (n *Node) Status() Status {
 
 // status is Status with n.mu held.
 func (n *Node) status(healthy bool) Status {
-	return Status{
+	st := Status{
 		Upstream: n.upstream, Addr: n.addr, Healthy: healthy, OnTrial: healthy && n.trial, Reason: n.reason, Since: n.since,
 		Probe: n.probedBy, Probes: n.probes, ProbeFailures: n.failed,
 		LastProbe: n.lastProbe, LastLatency: n.lastProbeLatency, LastProbeError: n.lastProbeErr,
 	}
+	if p := n.passive; p != nil {
+		st.Passive = fmt.Sprintf("tcp_failures=%d timeouts=%d fail_timeout=%s", p.TCPFailures, p.Timeouts, p.FailTimeout)
+		if time.Since(n.passiveStart) <= p.FailTimeout {
+			st.PassiveFailures, st.PassiveTimeouts = n.passiveFails, n.passiveTimeouts
+		}
+	}
+	return st
 }
 
 // set changes the state and logs the change. n.mu is held.

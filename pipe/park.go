@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -69,13 +68,26 @@ type ParkConn struct {
 	read      bool         // busy, and bytes came in the current window
 	drained   bool         // while pumping: the last read was short, and no wake since
 	pfd       int32        // the socket, while pumping
+	busyStart bool         // StartBusy: the first wait after Park is a busy window
 	mu        sync.Mutex
+	pmu       sync.Mutex  // held by pump while it may read; unpark waits on it
 	timer     *time.Timer // wakes the direction at the read deadline, while parked
 	wake      func()      // the direction's, while parked
 }
 
 // NewParkConn wraps tc.
 func NewParkConn(tc *net.TCPConn) *ParkConn { return &ParkConn{TCPConn: tc} }
+
+// StartBusy makes Park start both directions of c's pair busy, as if each
+// had just parked: each waits its first lingerFor in Go's poller on a
+// goroutine and is watched by the Readiness source only if no byte came
+// by then. For connections that are likely to speak again at once (a
+// WebSocket client's first packets after its CONNACK, or its DISCONNECT
+// right away): watching them at once costs two epoll_ctl registrations
+// and a notifier wake-up, handed to a new goroutine, for the first bytes;
+// an idle connection parks lingerFor later, as before. Call it before
+// Park.
+func (c *ParkConn) StartBusy() { c.busyStart = true }
 
 // errWouldBlock is what a parked ParkConn's Read returns when the socket has
 // nothing to read. Temporary: crypto/tls keeps the connection usable.
@@ -91,8 +103,8 @@ var errWouldBlock net.Error = wouldBlock{}
 // direction waits in pump, around its reads.
 func (c *ParkConn) Read(b []byte) (int, error) {
 	if c.pumping.Load() {
-		// Only the pumping goroutine reads now: unpark waits for the
-		// pump to end before another reads.
+		// Only the pumping goroutine reads now: another reads after
+		// unpark, which waits for the pump to end.
 		return c.pumpRead(b)
 	}
 	if !c.parked.Load() {
@@ -285,6 +297,11 @@ func (c *ParkConn) park(wake func()) (syscall.RawConn, error) {
 	c.mu.Lock()
 	c.wake = wake
 	c.mu.Unlock()
+	if c.busyStart {
+		// As if it had just parked: the first read that finds nothing
+		// waits a busy window (rawRead).
+		c.lastPark = time.Now().UnixNano()
+	}
 	c.parked.Store(true)
 	if dl := c.deadline.Load(); dl != 0 {
 		c.armDeadline(time.Unix(0, dl))
@@ -311,11 +328,10 @@ func (c *ParkConn) unpark() {
 	c.parked.Store(false)
 	// A direction pumping c reads it on until its wait ends (a close at
 	// a boundary has set a past deadline, which ends it): only then may
-	// another goroutine read c. pump sets pumping before it looks at
-	// parked, so either it sees parked false or this sees it pumping.
-	for c.pumping.Load() {
-		runtime.Gosched()
-	}
+	// another goroutine read c. pump looks at parked under pmu, so either
+	// it sees parked false or this waits for its pump to end.
+	c.pmu.Lock()
+	c.pmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.wake = nil
@@ -396,10 +412,15 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 		brokerPC = NewParkConn(tc)
 		broker = brokerPC
 	}
+	if clientPC.busyStart {
+		brokerPC.busyStart = true // the broker answers what the client says
+	}
 	up, down := newDirections(client, broker, opts)
 	up.clientPC = clientPC
 	up.park, down.park = &parking{pc: clientPC, ready: ready}, &parking{pc: brokerPC, ready: ready}
-	drainFirst := [2]bool{needsDrain(client, clientPC), needsDrain(broker, brokerPC)}
+	// A busy start drains on a goroutine at once too: its first read that
+	// finds nothing waits in Go's poller (StartBusy).
+	drainFirst := [2]bool{clientPC.busyStart || needsDrain(client, clientPC), brokerPC.busyStart || needsDrain(broker, brokerPC)}
 	for i, d := range []*direction{up, down} {
 		// Running until Park is done, and then until the first drain
 		// ends when there is one: a wake before that only asks for one
@@ -548,14 +569,16 @@ func (d *direction) pump() (dry, again bool, err error) {
 		return true
 	}
 	for {
-		c.pumping.Store(true)
+		c.pmu.Lock()
 		if !c.parked.Load() { // unparked (a goodbye's linger): read as a TCPConn
-			c.pumping.Store(false)
+			c.pmu.Unlock()
 			c.idle()
 			return false, true, nil
 		}
+		c.pumping.Store(true)
 		werr := c.rc.Read(step)
 		c.pumping.Store(false)
+		c.pmu.Unlock()
 		if ended {
 			c.idle()
 			return false, false, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,6 +56,10 @@ const (
 	// ParkConn (as TLS is), which may hold bytes read ahead: its direction
 	// drains once before it waits for readiness.
 	parkedOver = "parked-over"
+	// parkedBusy parks a pair whose client ParkConn asked to start busy
+	// (StartBusy, as a WebSocket client's): both directions first wait in
+	// Go's poller, and park after a window with nothing read.
+	parkedBusy = "parked-busy"
 )
 
 // over is a connection over a ParkConn that says nothing of what it holds
@@ -74,9 +79,12 @@ func setup(t *testing.T, path string, opts pipe.Options) (client, broker *net.TC
 	switch path {
 	case buffered:
 		proxyClient, proxyBroker = opaque{pc}, opaque{pb}
-	case parked:
+	case parked, parkedBusy:
 		cpc, bpc := pipe.NewParkConn(pc), pipe.NewParkConn(pb)
 		proxyClient, proxyBroker = cpc, bpc
+		if path == parkedBusy {
+			cpc.StartBusy()
+		}
 		if err := pipe.Park(cpc, cpc, bpc, bpc, notifier(t), opts, func(r pipe.Result) { res <- r }); err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +132,7 @@ func random(n int) []byte {
 
 // forEachPath runs f for each path, in parallel.
 func forEachPath(t *testing.T, f func(t *testing.T, path string)) {
-	forPaths(t, []string{raw, buffered, parked, parkedOver}, f)
+	forPaths(t, []string{raw, buffered, parked, parkedOver, parkedBusy}, f)
 }
 
 func forPaths(t *testing.T, paths []string, f func(t *testing.T, path string)) {
@@ -299,4 +307,69 @@ func TestStart(t *testing.T) {
 			t.Errorf("Result %+v, want broker_closed, 4 bytes each way", r)
 		}
 	})
+}
+
+// watching is a Readiness that passes each Watch to a real notifier and
+// tells watched which side it was (by the RawConn's descriptor).
+type watching struct {
+	n       *epoll.Notifier
+	watched chan struct{}
+}
+
+func (w *watching) Watch(rc syscall.RawConn, wake func()) (pipe.Watch, error) {
+	wt, err := w.n.Watch(rc, wake)
+	w.watched <- struct{}{}
+	return wt, err
+}
+
+// TestStartBusyParksWhenIdle: a pair that starts busy (StartBusy) passes
+// its first bytes both ways, and once no byte came for a window, each
+// direction is watched, as a parked pair is; what the client and the
+// broker send then still arrives, through readiness.
+func TestStartBusyParksWhenIdle(t *testing.T) {
+	t.Parallel()
+	client, pc := tcpPair(t)
+	pb, broker := tcpPair(t)
+	cpc, bpc := pipe.NewParkConn(pc), pipe.NewParkConn(pb)
+	cpc.StartBusy()
+	ready := &watching{n: notifier(t), watched: make(chan struct{}, 4)}
+	res := make(chan pipe.Result, 1)
+	if err := pipe.Park(cpc, cpc, bpc, bpc, ready, pipe.Options{Idle: time.Minute}, func(r pipe.Result) { res <- r }); err != nil {
+		t.Fatal(err)
+	}
+	echo := func(from, to *net.TCPConn, msg string) {
+		t.Helper()
+		if _, err := from.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		_ = to.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(to, got); err != nil || string(got) != msg {
+			t.Fatalf("read %q, %v; want %q", got, err, msg)
+		}
+	}
+	echo(client, broker, "first")
+	echo(broker, client, "answer")
+	for range 2 { // each direction, once its window passed with nothing read
+		select {
+		case <-ready.watched:
+		case <-time.After(20 * time.Second):
+			t.Fatal("an idle busy-started direction was never watched")
+		}
+	}
+	echo(client, broker, "after parking")
+	echo(broker, client, "parked answer")
+	client.Close()
+	// The client's FIN reaches the broker, which then closes too.
+	_ = broker.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := broker.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("broker read %d, %v after the client closed; want EOF", n, err)
+	}
+	broker.Close()
+	r := waitResult(t, res)
+	if r.End != pipe.ClientClosed {
+		t.Errorf("end %q, want %q", r.End, pipe.ClientClosed)
+	}
+	pc.Close()
+	pb.Close()
 }

@@ -842,7 +842,7 @@ func (s *Server) logRecord(r *record, node *nodeState) {
 	}
 	// On the stack: Log copies it.
 	ar := accesslog.Record{
-		Listener:      r.listener.addr,
+		Listener:      r.listener.addr.get(),
 		Client:        r.remote,
 		ClientID:      r.clientID,
 		Username:      r.username,

@@ -242,8 +242,14 @@ func connackReadError(up *upstream, rerr error) error {
 func judgeConnack(buf []byte, level byte) (ack []byte, ref string, err error) {
 	n, _ := mqtt.FrameLen(buf)
 	pkt := buf[:n]
-	if mqtt.PacketType(pkt[0]>>4) != mqtt.TypeConnack {
-		return buf, "", nil // AUTH (5.0 enhanced authentication): between client and broker
+	switch t := mqtt.PacketType(pkt[0] >> 4); {
+	case t == mqtt.TypeAuth && level == mqtt.Level5:
+		return buf, "", nil // 5.0 enhanced authentication: between client and broker
+	case t != mqtt.TypeConnack:
+		// [MQTT-3.2.0-1] the server's first packet is a CONNACK: any
+		// other (a reserved type 0 one, 00 00, say) is not handed to a
+		// client waiting for its CONNACK; the next node gets the CONNECT.
+		return nil, "", fmt.Errorf("answered the CONNECT with % x, not a CONNACK", pkt[:min(len(pkt), 8)])
 	}
 	_, code, perr := mqtt.ParseConnack(pkt, level)
 	if perr != nil {

@@ -278,3 +278,43 @@ ssls:
 		}
 	})
 }
+
+// TestConnackNotAConnack: a node whose first packet is no CONNACK (the
+// reserved type 0's `00 00`, a PUBLISH, or AUTH to a 3.1.1 client) is
+// passed over as a failed node, and the client gets the CONNACK of the
+// broker behind it, on whichever data path the suite runs.
+func TestConnackNotAConnack(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	for _, tc := range []struct {
+		name   string
+		answer []byte
+		level  byte
+	}{
+		{"reserved type 0", []byte{0x00, 0x00}, mqtt.Level5},
+		{"PUBLISH", []byte{0x30, 0x03, 0x00, 0x01, 'x'}, mqtt.Level5},
+		{"AUTH to 3.1.1", []byte{0xF0, 0x00}, mqtt.Level311},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			odd, asked := mqtttest.AnsweringPort(t, func([]byte) []byte { return tc.answer })
+			g := startGateway(t, fmt.Sprintf(`
+stream_proxy: {tcp: [LISTEN]}
+upstreams:
+  - id: 1
+    checks: {passive: false}
+    nodes:
+      - {host: 127.0.0.1, port: %s, priority: 1}
+      - {host: 127.0.0.1, port: %s, priority: 0}
+stream_routes: [{upstream_id: 1}]
+`, port(odd), port(broker.Addr())))
+			_, ack := mqtttest.Connect(t, g.addr, &mqtt.Connect{ProtocolName: "MQTT", Level: tc.level, CleanStart: true, ClientID: "odd-" + strings.ReplaceAll(tc.name, " ", "-")})
+			if _, code, err := mqtt.ParseConnack(ack, tc.level); err != nil || code != mqtt.Success {
+				t.Errorf("client read % x (%v, %v); want the broker's CONNACK", ack, code, err)
+			}
+			if asked.Load() != 1 {
+				t.Errorf("the odd node read %d CONNECTs, want 1", asked.Load())
+			}
+		})
+	}
+}

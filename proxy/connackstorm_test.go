@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -22,8 +24,10 @@ import (
 // (the rest handed to the broker) and without. Each client must read a
 // well-formed CONNACK as the first bytes on its connection, accepted or
 // refused with 0x9F, and then exactly the PUBLISH it sent, echoed by its
-// own subscription: admin's TestReconnectStorm once read `00 00` where
-// its CONNACK should be.
+// own subscription. The second upstream's broker names the client in its
+// 5.0 CONNACK's Reason String, so that a CONNACK or bytes handed to the
+// wrong client show too. admin's TestReconnectStorm once read `00 00`
+// where its CONNACK should be.
 func TestConnackStormBytes(t *testing.T) {
 	t.Parallel()
 	clients := 1500
@@ -31,7 +35,7 @@ func TestConnackStormBytes(t *testing.T) {
 		clients = 400
 	}
 	const workers = 48
-	b1, b2 := mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	b1, b2 := mqtttest.StartMochi(t), startNamingBroker(t)
 	gw := startGateway(t, fmt.Sprintf(`stream_proxy:
   tcp: [LISTEN]
   data_path: epoll
@@ -123,6 +127,9 @@ func stormClient(addr, id string, level byte, withPublish bool) (mqtt.ReasonCode
 	if err != nil {
 		return 0, fmt.Errorf("CONNACK % x: %w", ack, err)
 	}
+	if code == mqtt.Success && level == mqtt.Level5 && strings.HasPrefix(id, "b-") && !bytes.HasSuffix(ack, []byte(id)) {
+		return code, fmt.Errorf("CONNACK % x does not name %s", ack, id)
+	}
 	if code == mqtt.Success && withPublish {
 		suback, err := mqtttest.ReadFrame(conn)
 		if err != nil || len(suback) == 0 || suback[0] != 0x90 {
@@ -152,6 +159,70 @@ func stormClient(addr, id string, level byte, withPublish bool) (mqtt.ReasonCode
 		return code, fmt.Errorf("after the CONNACK and what it asked for: % x", rest)
 	}
 	return code, nil
+}
+
+// startNamingBroker is a broker stand-in that accepts every CONNECT with
+// a CONNACK naming its client id (5.0: as the Reason String), then sends
+// back what it is sent up to a DISCONNECT, answering a SUBSCRIBE with a
+// SUBACK; then it closes.
+func startNamingBroker(t *testing.T) mqtttest.Broker {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveNamed(c)
+		}
+	}()
+	return namingBroker{ln.Addr().String()}
+}
+
+type namingBroker struct{ addr string }
+
+func (b namingBroker) Addr() string   { return b.addr }
+func (b namingBroker) Seen() []string { return nil }
+
+func serveNamed(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	pkt, err := mqtttest.ReadFrame(c)
+	if err != nil {
+		return
+	}
+	connect, err := mqtt.ParseConnect(pkt)
+	if err != nil {
+		return
+	}
+	if _, err := c.Write(mqtt.AppendConnack(nil, connect.Level, mqtt.Success, connect.ClientID)); err != nil {
+		return
+	}
+	for {
+		pkt, err := mqtttest.ReadFrame(c)
+		if err != nil || len(pkt) == 0 {
+			return
+		}
+		switch pkt[0] & 0xF0 {
+		case 0xE0: // DISCONNECT
+			return
+		case 0x80: // SUBSCRIBE: SUBACK, its packet id, QoS 0
+			ack := []byte{0x90, 3, pkt[2], pkt[3], 0}
+			if connect.Level == mqtt.Level5 {
+				ack = []byte{0x90, 4, pkt[2], pkt[3], 0, 0}
+			}
+			_, err = c.Write(ack)
+		default:
+			_, err = c.Write(pkt)
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // publish0 is a QoS 0 PUBLISH of payload to topic (5.0's with no

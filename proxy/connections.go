@@ -115,7 +115,7 @@ func (lc *liveConn) info() (ConnInfo, bool) {
 	r := &lc.rec
 	return ConnInfo{
 		ClientID: r.clientID, Username: r.username, ProtocolLevel: int(r.level),
-		Client: r.remote.String(), Listener: r.listener.addr,
+		Client: r.remote.String(), Listener: r.listener.addr.get(),
 		Route: r.route.id, Upstream: lc.node.upstreamID, Node: lc.node.addr,
 		Since:   lc.srv.at(r.start),
 		BytesUp: up, BytesDown: down,

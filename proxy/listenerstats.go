@@ -10,15 +10,33 @@ import (
 // outlive snapshots, by configured address (Server.lnCounts), so a reload
 // that keeps a listener keeps its counts.
 type listenerCounts struct {
-	addr     string
+	addr     configuredAddr
 	active   atomic.Int64  // open now, in any stage
 	accepted atomic.Uint64 // accepted since the start
 	refused  atomic.Uint64 // well-formed CONNECTs answered with a refusing CONNACK
 }
 
 func newListenerCounts(addr string) func() *listenerCounts {
-	return func() *listenerCounts { return &listenerCounts{addr: addr} }
+	return func() *listenerCounts {
+		c := &listenerCounts{}
+		c.addr.set(addr)
+		return c
+	}
 }
+
+// configuredAddr is a listener's configured address, under which its
+// counts show. A reload that names a listener by the port it is bound to
+// (Server.boundAt) renames it while connections count under it.
+type configuredAddr struct{ p atomic.Pointer[string] }
+
+func (a *configuredAddr) get() string {
+	if s := a.p.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
+
+func (a *configuredAddr) set(s string) { a.p.Store(&s) }
 
 // ListenerStats are one listener's counters.
 type ListenerStats struct {
@@ -34,8 +52,9 @@ type ListenerStats struct {
 func listenerSnapshot(all []*listenerCounts, bound map[string]string) []ListenerStats {
 	out := make([]ListenerStats, 0, len(all))
 	for _, c := range all {
+		addr := c.addr.get()
 		out = append(out, ListenerStats{
-			Addr: c.addr, Bound: bound[c.addr],
+			Addr: addr, Bound: bound[addr],
 			Active: c.active.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(),
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/proxy"
 )
 
 // TestReloadNamesTheBoundPort: a reload from "127.0.0.1:0" to the port that
@@ -86,4 +87,45 @@ func TestReloadNamesTheBoundPort(t *testing.T) {
 		t.Fatalf("listeners after the reload back to port 0: %v", got)
 	}
 	connectRaw(t, got["127.0.0.1:0"].String(), "back", "")
+}
+
+// TestRenamedListenerCounts: a listener a reload names by the port it is
+// bound to keeps its counts under the new address: one row in the stats,
+// counting the connections of before and after the reload, its active
+// count going down as a connection of before ends, and no row left under
+// "127.0.0.1:0".
+func TestRenamedListenerCounts(t *testing.T) {
+	t.Parallel()
+	broker := mqtttest.StartMochi(t)
+	yml := fmt.Sprintf("stream_proxy: {tcp: [LISTEN]}\nstream_routes: [{id: r, upstream: {nodes: {%q: 1}}}]\n", broker.Addr())
+	g := startGateway(t, yml)
+	before := connectRaw(t, g.addr, "before", "")
+	cfg, err := config.Parse(config.Document{Name: "t.yaml", Data: []byte(strings.ReplaceAll(yml, "LISTEN", fmt.Sprintf("%q", g.addr)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.srv.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	connectRaw(t, g.addr, "after", "")
+	row := func() (proxy.ListenerStats, bool) {
+		ls := g.srv.Stats().Listeners
+		if len(ls) != 1 {
+			t.Fatalf("listener rows %+v, want one, under %s", ls, g.addr)
+		}
+		return ls[0], ls[0].Addr == g.addr && ls[0].Bound == g.addr && ls[0].Accepted == 2
+	}
+	mqtttest.WaitFor(t, "both connections counted under the new address", func() bool {
+		r, ok := row()
+		return ok && r.Active == 2
+	})
+	before.Close()
+	mqtttest.WaitFor(t, "the connection of before the reload to leave the same row", func() bool {
+		r, ok := row()
+		return ok && r.Active == 1
+	})
+	rec := g.accessRecord(t, "before")
+	if rec["listener"] != g.addr {
+		t.Errorf("record of the connection of before the reload: %v, want listener %s", rec, g.addr)
+	}
 }

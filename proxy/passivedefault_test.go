@@ -76,6 +76,20 @@ stream_routes:
 	if s := nodeHealth(g, "def", live.Addr()); !s.Healthy {
 		t.Errorf("default: live node %+v", s)
 	}
+	// The stats (status.json's nodes) say which counting applies: the
+	// default's, none for passive: false or a single node.
+	for _, n := range g.srv.Stats().Nodes {
+		want := ""
+		if n.Upstream == "def" || n.Upstream == "none" {
+			want = "tcp_failures=1 timeouts=1 fail_timeout=10s (default)"
+		}
+		if n.Passive != want {
+			t.Errorf("%s %s: passive %q, want %q", n.Upstream, n.Addr, n.Passive, want)
+		}
+		if n.Addr == live.Addr() && n.PassiveFailures+n.PassiveTimeouts != 0 {
+			t.Errorf("%s %s: %d dial failures and %d timeouts counted, want none", n.Upstream, n.Addr, n.PassiveFailures, n.PassiveTimeouts)
+		}
+	}
 	if n := dialFailures(logs, "off"); n != 5 {
 		t.Errorf("passive: false: the dead node was dialled %d times for 10 clients, want 5", n)
 	}

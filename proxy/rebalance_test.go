@@ -18,8 +18,19 @@ import (
 )
 
 // rebalanceConfig is a chash upstream by client id over brokers, paced at
-// rebalance.rate 300; extra goes into the upstream (checks, say).
+// rebalance.rate 300; extra goes into the upstream (checks, say). Each
+// client must land on the node its id hashes to, or a rebalance rightly
+// moves it too: a CONNACK slower than the default timeout.connack (5 s,
+// seen under saturation) sent a client to the next node, and NGINX's
+// default passive counting, which applies without checks, took a node out
+// for 10 s after one such failure, its clients' ids going elsewhere
+// meanwhile (TestRebalanceAddedNode's one unexplained failure). So the
+// answer may take 30 s, and without extra no failure is counted.
 func rebalanceConfig(listen, extra string, brokers ...*mqtttest.Mochi) string {
+	if extra == "" {
+		extra = "    checks: {passive: false}\n"
+	}
+	extra = "    timeout: {connack: 30s}\n" + extra
 	nodes := ""
 	for _, b := range brokers {
 		nodes += fmt.Sprintf("      - {host: 127.0.0.1, port: %s, weight: 1}\n", port(b.Addr()))

@@ -245,14 +245,20 @@ func (s *Server) boundAt(cfg *config.Config, addr string, renamed map[string]str
 }
 
 // rename moves the listeners openListeners found bound already to the
-// addresses cfg names them by. A listener keeps its counts under the
-// address it was opened with (snapshot.renamed leads to its settings).
-// s.mu is held.
+// addresses cfg names them by, their counts with them: the same counts,
+// which its live connections hold, show under the new address from now
+// (snapshot.renamed leads to its settings). s.mu is held.
 func (s *Server) rename(renamed map[string]string) {
 	for to, from := range renamed {
 		l := s.listeners[from]
 		delete(s.listeners, from)
 		s.listeners[to] = l
+		l.counts.addr.set(to)
+		l.tls.addr.set(to)
+		s.lnCounts.Update(to, func(*listenerCounts, bool) *listenerCounts { return l.counts })
+		s.lnCounts.Prune(func(addr string, c *listenerCounts) bool { return addr != from || c != l.counts })
+		s.tlsCounts.Update(to, func(*tlsCounts, bool) *tlsCounts { return l.tls })
+		s.tlsCounts.Prune(func(addr string, c *tlsCounts) bool { return addr != from || c != l.tls })
 		s.log.Info("listener kept under the address now configured", "addr", l.ln.Addr().String(), "configured", to, "was", from)
 	}
 }
@@ -406,9 +412,6 @@ func (s *Server) Apply(cfg *config.Config) error {
 			delete(s.listeners, addr)
 			s.log.Info("listener closed", "addr", addr)
 		}
-	}
-	for _, l := range s.listeners {
-		keep[l.cfg.Addr] = true // a renamed listener's counts
 	}
 	s.nodes.prune(snap)
 	s.routes.prune(snap)

@@ -100,4 +100,10 @@ type NodeStats struct {
 	Health         string    // HealthHealthy, HealthUnhealthy or HealthUnknown
 	HealthReason   string    // why, from the health checker
 	HealthSince    time.Time // when the node entered that state
+	// Passive is the passive counting of failed dials in force (see
+	// health.Status), with " (default)" when it is NGINX's
+	// max_fails=1 fail_timeout=10s of an upstream without checks; the
+	// counts are the current fail_timeout window's.
+	Passive                          string
+	PassiveFailures, PassiveTimeouts int
 }

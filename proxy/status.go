@@ -127,6 +127,12 @@ func (s *Server) Stats() StatsSnapshot {
 	for _, hs := range s.health.Statuses() {
 		healthOf[nodeKey{hs.Upstream, hs.Addr}] = hs
 	}
+	defaultPassive := make(map[string]bool)
+	if snap := s.snap.Load(); snap != nil {
+		for _, up := range snap.upstreams {
+			defaultPassive[up.cfg.ID] = up.defaultPassive
+		}
+	}
 	for _, n := range s.nodes.All() {
 		ns := NodeStats{
 			Upstream: n.upstreamID, Addr: n.addr,
@@ -138,6 +144,10 @@ func (s *Server) Stats() StatsSnapshot {
 			ns.Health, ns.HealthReason, ns.HealthSince = HealthUnhealthy, hs.Reason, hs.Since
 			if hs.Healthy {
 				ns.Health = HealthHealthy
+			}
+			ns.Passive, ns.PassiveFailures, ns.PassiveTimeouts = hs.Passive, hs.PassiveFailures, hs.PassiveTimeouts
+			if hs.Passive != "" && defaultPassive[n.upstreamID] {
+				ns.Passive += " (default)"
 			}
 		}
 		out.BytesUp += ns.BytesUp
@@ -156,8 +166,8 @@ func (s *Server) Stats() StatsSnapshot {
 	}
 	s.mu.Lock()
 	bound := make(map[string]string, len(s.listeners))
-	for _, l := range s.listeners {
-		bound[l.cfg.Addr] = l.ln.Addr().String() // its counts' address, also when renamed
+	for name, l := range s.listeners {
+		bound[name] = l.ln.Addr().String() // its counts' address, also when renamed
 	}
 	s.mu.Unlock()
 	out.Listeners = listenerSnapshot(s.lnCounts.All(), bound)

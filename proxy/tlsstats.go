@@ -9,7 +9,7 @@ import (
 
 // tlsCounts are the TLS handshakes of one listener.
 type tlsCounts struct {
-	addr       string // the listener's configured address
+	addr       configuredAddr
 	ok, failed atomic.Uint64
 	nanos      atomic.Uint64 // of successful handshakes
 	buckets    dialHistogram // successful handshakes' durations, in DialBuckets
@@ -26,7 +26,11 @@ func (c *tlsCounts) observe(d time.Duration, err error) {
 }
 
 func newTLSCounts(addr string) func() *tlsCounts {
-	return func() *tlsCounts { return &tlsCounts{addr: addr} }
+	return func() *tlsCounts {
+		c := &tlsCounts{}
+		c.addr.set(addr)
+		return c
+	}
 }
 
 // TLSHandshakeStats are one TLS listener's handshakes since the start.
@@ -41,7 +45,7 @@ type TLSHandshakeStats struct {
 func tlsSnapshot(all []*tlsCounts) []TLSHandshakeStats {
 	out := make([]TLSHandshakeStats, 0, len(all))
 	for _, c := range all {
-		st := TLSHandshakeStats{Listener: c.addr, OK: c.ok.Load(), Failed: c.failed.Load(), SumSeconds: time.Duration(c.nanos.Load()).Seconds()}
+		st := TLSHandshakeStats{Listener: c.addr.get(), OK: c.ok.Load(), Failed: c.failed.Load(), SumSeconds: time.Duration(c.nanos.Load()).Seconds()}
 		if st.OK == 0 && st.Failed == 0 {
 			continue // a plain listener, or a TLS one not used yet
 		}

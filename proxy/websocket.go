@@ -116,6 +116,13 @@ func (p *connPath) sniff() bool {
 			return false
 		case c != nil:
 			p.s.web.stats.count("upgraded")
+			if pc != nil {
+				// The pair starts busy, ws or wss: a browser's SUBSCRIBEs
+				// (or a short session's DISCONNECT) follow the CONNACK at
+				// once, so its first packets are not worth two notifier
+				// registrations and a notifier wake-up.
+				pc.StartBusy()
+			}
 			p.conn, p.park = c, pc
 			p.rec.websocket = true
 			addr, ok := fwd.Addr()

@@ -35,6 +35,10 @@ type Listener struct {
 	// local is the address every accepted connection has, when the socket
 	// is bound to one (not 0.0.0.0 or ::): no getsockname per connection.
 	local netip.AddrPort
+	// noDelay: TCP_NODELAY is set on the listening socket, and Linux
+	// copies it to every connection accepted from it (the child socket is
+	// a clone of the listener's): no setsockopt per connection.
+	noDelay bool
 }
 
 // Acceptor takes the connections a Listener accepts.
@@ -119,8 +123,13 @@ type pre struct {
 	dial  Dial
 	sent  int    // of dial.Send
 	ack   []byte // the answer as read
-	start int64  // loop clock when the dial started
-	drop  int    // bytes dropped while refused
+	// drained: the broker's side was read to empty with the answer and no
+	// hang-up came with it, so its registration (preEvents, the same as
+	// pairEvents) stands for the pair: new bytes or a FIN raise an edge of
+	// their own, and Pipe makes no epoll_ctl for it.
+	drained bool
+	start   int64 // loop clock when the dial started
+	drop    int   // bytes dropped while refused
 }
 
 // maxRefusedDrop bounds what a refused client may still send before it is
@@ -147,6 +156,7 @@ func (g *Group) Listen(ln *net.TCPListener, acc Acceptor) (*Listener, error) {
 		return nil, err
 	}
 	l := &Listener{g: g, fd: fd, acc: acc}
+	l.noDelay = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) == nil
 	if a, err := sockname(fd); err == nil && !a.Addr().IsUnspecified() {
 		l.local = a
 	}
@@ -266,8 +276,10 @@ func (l *loop) resumeAccepting() {
 
 func (l *loop) accepted(ln *Listener, nfd int, remote netip.AddrPort) {
 	// As Go's net package does: MQTT's small packets must not wait for
-	// ACKs.
-	_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	// ACKs. Inherited from the listener, unless it could not be set there.
+	if !ln.noDelay {
+		_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
 	p := &Conn{fd: [2]int32{int32(nfd), -1}, slot: -1, idx: -1, first: -1}
 	p.loop.Store(l)
 	l.place(p)
@@ -421,7 +433,7 @@ func (l *loop) handlePre(p *Conn, s int, events uint32) {
 	case s == broker && pr.phase == phaseDial:
 		l.connected(p, events)
 	case s == broker && pr.phase == phaseAnswer && events&readable != 0:
-		l.readAnswer(p)
+		l.readAnswer(p, events)
 	}
 }
 
@@ -505,7 +517,7 @@ func (p *Conn) Dial(d Dial) {
 // dial is Dial on p's own loop.
 func (l *loop) dial(p *Conn, d Dial) {
 	pr := p.pre
-	pr.dial, pr.sent, pr.ack = d, 0, nil
+	pr.dial, pr.sent, pr.ack, pr.drained = d, 0, nil, false
 	pr.phase, pr.start = phaseDial, l.now
 	pr.due = l.now + int64(d.Timeout)
 	pr.reg[broker] = false
@@ -561,12 +573,13 @@ func (l *loop) connected(p *Conn, events uint32) {
 	pr.due = l.now + int64(pr.dial.AnswerTimeout)
 	l.arm(p)
 	if events&readable != 0 {
-		l.readAnswer(p)
+		l.readAnswer(p, events)
 	}
 }
 
-// readAnswer reads the broker's first packet.
-func (l *loop) readAnswer(p *Conn) {
+// readAnswer reads the broker's first packet; events are those of the
+// wake-up that brought it.
+func (l *loop) readAnswer(p *Conn, events uint32) {
 	pr := p.pre
 	for {
 		if pr.ack == nil {
@@ -574,6 +587,7 @@ func (l *loop) readAnswer(p *Conn) {
 		} else if len(pr.ack) == cap(pr.ack) {
 			pr.ack = append(pr.ack, 0)[:len(pr.ack)]
 		}
+		space := cap(pr.ack) - len(pr.ack)
 		n, err := readFD(int(p.fd[broker]), pr.ack[len(pr.ack):cap(pr.ack)])
 		switch {
 		case err == unix.EAGAIN:
@@ -595,6 +609,8 @@ func (l *loop) readAnswer(p *Conn) {
 			l.dialFailed(p, "read", fmt.Errorf("answered with a %d-byte packet", size))
 			return
 		case size > 0 && len(pr.ack) >= size:
+			// A read shorter than its buffer emptied the socket.
+			pr.drained = n < space && events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) == 0
 			ack := pr.ack
 			pr.ack, pr.phase, pr.due = nil, phaseIdle, 0
 			pr.sess.Dialled(p, ack, time.Duration(l.now-pr.start), nil)
@@ -635,11 +651,14 @@ func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result))
 	p.pre = nil
 	p.lastActive = l.now
 	for s := range p.fd {
+		p.ev[s] = 0 // the pre-pipe registration's record; a pair's is pairEvents
+		if s == broker && pr.reg[s] && pr.drained && preEvents[s] == pairEvents {
+			continue
+		}
 		op := unix.EPOLL_CTL_ADD
 		if pr.reg[s] {
 			op = unix.EPOLL_CTL_MOD
 		}
-		p.ev[s] = 0 // the pre-pipe registration's record; a pair's is pairEvents
 		ev := unix.EpollEvent{Events: pairEvents, Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, op, int(p.fd[s]), &ev); err != nil {
 			l.finish(p, errorEnd[s], os.NewSyscallError("epoll_ctl", err), false)

@@ -73,8 +73,11 @@ type Group struct {
 	lnMu   sync.Mutex
 	lnDone map[*Listener]int // loops done with a closing Listener
 
+	// brokerLoops is the loop of each broker address seen (loopFor),
+	// copied on write: a dial only loads it, taking no lock. brokerMu
+	// serialises the writers.
 	brokerMu    sync.Mutex
-	brokerLoops map[netip.AddrPort]*loop // by broker address, see loopFor
+	brokerLoops atomic.Pointer[map[netip.AddrPort]*loop]
 
 	next atomic.Uint32 // AddBy's round robin for ByConnection
 }
@@ -111,22 +114,33 @@ func (g *Group) loopFor(addr netip.AddrPort) *loop {
 		return g.loops[0]
 	}
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	if m := g.brokerLoops.Load(); m != nil {
+		if l, ok := (*m)[addr]; ok {
+			return l
+		}
+	}
 	g.brokerMu.Lock()
 	defer g.brokerMu.Unlock()
-	if l, ok := g.brokerLoops[addr]; ok {
+	var old map[netip.AddrPort]*loop
+	if m := g.brokerLoops.Load(); m != nil {
+		old = *m
+	}
+	if l, ok := old[addr]; ok {
 		return l
 	}
-	if len(g.brokerLoops) >= maxBrokerLoops {
+	if len(old) >= maxBrokerLoops {
 		h := fnv.New32a()
 		b, _ := addr.MarshalBinary()
 		h.Write(b)
 		return g.loops[h.Sum32()%uint32(len(g.loops))]
 	}
-	if g.brokerLoops == nil {
-		g.brokerLoops = make(map[netip.AddrPort]*loop)
+	m := make(map[netip.AddrPort]*loop, len(old)+1)
+	for a, l := range old {
+		m[a] = l
 	}
-	l := g.loops[len(g.brokerLoops)%len(g.loops)]
-	g.brokerLoops[addr] = l
+	l := g.loops[len(old)%len(g.loops)]
+	m[addr] = l
+	g.brokerLoops.Store(&m)
 	return l
 }
 

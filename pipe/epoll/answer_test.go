@@ -1,0 +1,129 @@
+package epoll
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mqgate/mqgate/pipe"
+)
+
+// scriptBroker reads one packet, then writes answer and, with hangUp,
+// closes at once: what a broker with queued messages (the CONNACK and its
+// PUBLISHes back to back) or one that refuses and goes does.
+func scriptBroker(t *testing.T, answer []byte, hangUp bool) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				hdr := make([]byte, 2)
+				if _, err := io.ReadFull(c, hdr); err != nil {
+					return
+				}
+				if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
+					return
+				}
+				if _, err := c.Write(answer); err != nil || hangUp {
+					return
+				}
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// TestPipeBrokerBytesAfterAnswer: what the broker sends right behind its
+// answer (more than the answer's first read takes) reaches the client, and
+// a broker's FIN that came with its answer ends the pair: the broker's
+// side keeps its pre-pipe registration when it was read to empty, so these
+// must not be lost between the answer's read and the pipe.
+func TestPipeBrokerBytesAfterAnswer(t *testing.T) {
+	t.Parallel()
+	// A CONNACK, then 64 KB of PUBLISH-like bytes in the same write.
+	burst := append([]byte{0x20, 2, 0, 0}, bytes.Repeat([]byte("p"), 64<<10)...)
+	for _, tc := range []struct {
+		name   string
+		answer []byte
+		hangUp bool
+	}{
+		{"burst", burst, false},
+		{"connack and FIN", []byte{0x20, 2, 0, 0}, true},
+		{"burst and FIN", burst, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a := &testAcceptor{broker: scriptBroker(t, tc.answer, tc.hangUp), events: make(chan string, 8), ended: make(chan pipe.Result, 8), answer: 5 * time.Second, first: 5 * time.Second}
+			addr := listenLoops(t, a)
+			c, err := net.Dial("tcp", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(append([]byte{0x10, 2}, "hi"...)); err != nil {
+				t.Fatal(err)
+			}
+			want(t, a.events, "first hi")
+			want(t, a.events, "dialled")
+			// A lost edge shows as a read that waits for ever.
+			if err := c.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.hangUp {
+				got := make([]byte, len(tc.answer))
+				if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, tc.answer) {
+					t.Fatalf("client got %d bytes (%v), want the answer and all %d bytes after it", len(got), err, len(tc.answer)-4)
+				}
+				return
+			}
+			// The broker's FIN reaches the client after all its bytes.
+			got, err := io.ReadAll(c)
+			if err != nil || !bytes.Equal(got, tc.answer) {
+				t.Fatalf("client got %d bytes then %v, want %d bytes then EOF", len(got), err, len(tc.answer))
+			}
+			c.Close()
+			<-a.ended
+		})
+	}
+}
+
+// TestAcceptedNoDelay: both sides of a pair the loops accepted and dialled
+// have Nagle's algorithm off (the client's inherited from the listener).
+func TestAcceptedNoDelay(t *testing.T) {
+	t.Parallel()
+	a := &testAcceptor{broker: echoBroker(t), events: make(chan string, 8), ended: make(chan pipe.Result, 8), answer: 5 * time.Second, first: 5 * time.Second, conns: make(chan *Conn, 1)}
+	addr := listenLoops(t, a)
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(append([]byte{0x10, 2}, "hi"...)); err != nil {
+		t.Fatal(err)
+	}
+	want(t, a.events, "first hi")
+	want(t, a.events, "dialled")
+	p := <-a.conns
+	// The pair stays open while c is: its descriptors are p's.
+	for s, name := range []string{client: "client", broker: "broker"} {
+		v, err := unix.GetsockoptInt(int(p.fd[s]), unix.IPPROTO_TCP, unix.TCP_NODELAY)
+		if err != nil || v == 0 {
+			t.Errorf("%s side: TCP_NODELAY %d, %v; want on", name, v, err)
+		}
+	}
+}
