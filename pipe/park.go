@@ -67,8 +67,8 @@ type ParkConn struct {
 	busy      bool         // reads wait in Go's poller (pump); by the reading goroutine
 	read      bool         // busy, and bytes came in the current window
 	drained   bool         // while pumping: the last read was short, and no wake since
-	pfd       int32        // the socket, while pumping
 	busyStart bool         // StartBusy: the first wait after Park is a busy window
+	pfd       int32        // the socket, while pumping
 	mu        sync.Mutex
 	pmu       sync.Mutex  // held by pump while it may read; unpark waits on it
 	timer     *time.Timer // wakes the direction at the read deadline, while parked

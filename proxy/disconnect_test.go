@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ func dialWatchedConnect(t *testing.T, addr string, connect *paho.Connect, msgs c
 	w := &watchedV5{gone: make(chan *paho.Disconnect, 1), errs: make(chan error, 4)}
 	cfg := paho.ClientConfig{
 		ClientID:           id,
-		Conn:               countingConn{conn, &w.read},
+		Conn:               countingConn{conn, &w.read, new(sync.Mutex)},
 		PacketTimeout:      20 * time.Second, // paho's own 10 s would cap subscribe's 20 s
 		OnServerDisconnect: func(d *paho.Disconnect) { w.gone <- d },
 		OnClientError: func(err error) {
@@ -382,11 +383,21 @@ func (w *watchedV5) subscribe(t *testing.T, report ...func()) {
 	}
 }
 
-// countingConn counts the bytes read from a connection.
+// countingConn counts the bytes read from a connection. It is a
+// sync.Locker, which paho takes around each packet it writes: wrapped, the
+// connection has no writev, so net.Buffers writes a packet's parts one
+// Write each, and without the lock the pinger's PINGREQ could land between
+// them (Mosquitto saw SUBSCRIBE 82 10 00 01 00, then c0 00, then the rest,
+// and closed the connection as malformed: TestKickMidStream's SUBACK never
+// came).
 type countingConn struct {
 	net.Conn
-	n *atomic.Int64
+	n  *atomic.Int64
+	mu *sync.Mutex
 }
+
+func (c countingConn) Lock()   { c.mu.Lock() }
+func (c countingConn) Unlock() { c.mu.Unlock() }
 
 func (c countingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)

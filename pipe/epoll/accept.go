@@ -72,7 +72,9 @@ type Session interface {
 	// b is what was read. The Session ends or refuses c.
 	FirstFailed(c *Conn, b []byte, err error)
 	// Dialled is called with the broker's first packet (and what came
-	// after it) once it is in, or with a *DialError.
+	// after it) once it is in, or with a *DialError. ack may be the loop's
+	// read buffer: it is valid until Dialled returns (Pipe, called from
+	// Dialled, writes or copies it).
 	Dialled(c *Conn, ack []byte, connected time.Duration, err error)
 	// Ended is called once, on the loop after the batch of events, when a
 	// connection that was not piped ends (refused, ended, closed from
@@ -578,17 +580,22 @@ func (l *loop) connected(p *Conn, events uint32) {
 }
 
 // readAnswer reads the broker's first packet; events are those of the
-// wake-up that brought it.
+// wake-up that brought it. An answer that comes in one read (the CONNACK
+// nearly always does) is read into the loop's buffer and handed over from
+// there: no buffer of its own per connect. Only a part of one is copied
+// into p's.
 func (l *loop) readAnswer(p *Conn, events uint32) {
 	pr := p.pre
 	for {
-		if pr.ack == nil {
-			pr.ack = make([]byte, 0, 256)
-		} else if len(pr.ack) == cap(pr.ack) {
-			pr.ack = append(pr.ack, 0)[:len(pr.ack)]
+		b := pr.ack
+		switch {
+		case b == nil:
+			b = l.buf[:0]
+		case len(b) == cap(b):
+			b = append(b, 0)[:len(b)]
 		}
-		space := cap(pr.ack) - len(pr.ack)
-		n, err := readFD(int(p.fd[broker]), pr.ack[len(pr.ack):cap(pr.ack)])
+		space := cap(b) - len(b)
+		n, err := readFD(int(p.fd[broker]), b[len(b):cap(b)])
 		switch {
 		case err == unix.EAGAIN:
 			return // the next EPOLLIN edge
@@ -599,8 +606,8 @@ func (l *loop) readAnswer(p *Conn, events uint32) {
 			l.dialFailed(p, "read", io.EOF)
 			return
 		}
-		pr.ack = pr.ack[:len(pr.ack)+n]
-		size, ferr := pr.dial.Frame(pr.ack)
+		b = b[:len(b)+n]
+		size, ferr := pr.dial.Frame(b)
 		switch {
 		case ferr != nil:
 			l.dialFailed(p, "read", ferr)
@@ -608,18 +615,20 @@ func (l *loop) readAnswer(p *Conn, events uint32) {
 		case pr.dial.AnswerLimit > 0 && size > pr.dial.AnswerLimit:
 			l.dialFailed(p, "read", fmt.Errorf("answered with a %d-byte packet", size))
 			return
-		case size > 0 && len(pr.ack) >= size:
+		case size > 0 && len(b) >= size:
 			// A read shorter than its buffer emptied the socket.
 			pr.drained = n < space && events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) == 0
-			ack := pr.ack
 			pr.ack, pr.phase, pr.due = nil, phaseIdle, 0
-			pr.sess.Dialled(p, ack, time.Duration(l.now-pr.start), nil)
+			pr.sess.Dialled(p, b, time.Duration(l.now-pr.start), nil)
 			return
-		case size > cap(pr.ack):
-			b := make([]byte, len(pr.ack), size)
-			copy(b, pr.ack)
-			pr.ack = b
 		}
+		// A part: kept in p's own buffer until the rest comes.
+		if pr.ack == nil || size > cap(b) {
+			keep := make([]byte, len(b), max(size, 256))
+			copy(keep, b)
+			b = keep
+		}
+		pr.ack = b
 	}
 }
 

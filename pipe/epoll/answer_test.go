@@ -127,3 +127,66 @@ func TestAcceptedNoDelay(t *testing.T) {
 		}
 	}
 }
+
+// answerSession records what Dialled is given.
+type answerSession struct {
+	testSession
+	acks [][]byte
+	errs []error
+}
+
+func (s *answerSession) Dialled(c *Conn, ack []byte, _ time.Duration, err error) {
+	s.acks = append(s.acks, append([]byte(nil), ack...)) // ack is valid during the call only
+	s.errs = append(s.errs, err)
+}
+
+// TestReadAnswerInParts drives readAnswer by hand on a socket pair: an
+// answer that comes in parts is kept across reads (the first part out of
+// the loop's buffer, which the next read reuses) and handed over whole,
+// with what came after it; one that comes at once is handed over from the
+// loop's buffer.
+func TestReadAnswerInParts(t *testing.T) {
+	t.Parallel()
+	l, err := newLoop(&Group{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(l.epfd); unix.Close(l.wake) })
+	answer := append([]byte{0x20, 100}, bytes.Repeat([]byte("a"), 100)...)
+	for _, cuts := range [][]int{{0, len(answer)}, {0, 1, len(answer)}, {0, 2, 50, len(answer)}} {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &answerSession{}
+		p := &Conn{fd: [2]int32{-1, int32(fds[0])}, slot: -1, idx: -1, first: -1}
+		p.loop.Store(l)
+		p.pre = &pre{sess: s, phase: phaseAnswer, dial: Dial{Frame: frame, AnswerLimit: 1 << 10}}
+		for i := 1; i < len(cuts); i++ {
+			part := answer[cuts[i-1]:cuts[i]]
+			if i == len(cuts)-1 {
+				part = append(part, "next"...) // the broker's next bytes, in the same read
+			}
+			if _, err := unix.Write(fds[1], part); err != nil {
+				t.Fatal(err)
+			}
+			// Whatever the loop's buffer held before this read.
+			for j := range l.buf[:512] {
+				l.buf[j] = 'x'
+			}
+			l.readAnswer(p, unix.EPOLLIN)
+			if i < len(cuts)-1 && len(s.acks) != 0 {
+				t.Fatalf("cuts %v: handed over after %d of %d bytes", cuts, cuts[i], len(answer))
+			}
+		}
+		want := append(append([]byte(nil), answer...), "next"...)
+		if len(s.acks) != 1 || s.errs[0] != nil || !bytes.Equal(s.acks[0], want) {
+			t.Fatalf("cuts %v: Dialled got %q, %v; want the %d-byte answer and \"next\"", cuts, s.acks, s.errs, len(answer))
+		}
+		if !p.pre.drained {
+			t.Errorf("cuts %v: a short last read, no hang-up: want the broker's side drained", cuts)
+		}
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+	}
+}

@@ -16,6 +16,8 @@ package broker
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -53,7 +55,30 @@ func Start(tcpAddr, wsAddr string) (*Broker, error) {
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	// Mochi's WebSocket listener binds its port on a goroutine of its own
+	// (http.Server.ListenAndServe), so Serve returns before it listens: a
+	// client dialling at once was refused (TestOneBrokerTwoListeners, in
+	// go test -race -p 2 ./... at load 12).
+	if err := accepting(wsAddr, 10*time.Second); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("broker: WebSocket listener on %s: %w", wsAddr, err)
+	}
 	return &Broker{srv: srv}, nil
+}
+
+// accepting waits until addr accepts a TCP connection, for at most wait.
+func accepting(addr string, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not accepting after %v: %w", wait, err)
+		}
+		time.Sleep(10 * time.Millisecond) // a poll with a deadline, not a wait for a signal: none is given
+	}
 }
 
 // Close stops the listeners and disconnects every client.
