@@ -288,7 +288,13 @@ stream_routes: [{upstream_id: 1}]
 	// 5.0: subscribed before the stream starts.
 	msgs := make(chan message, 64)
 	v5 := dialWatched(t, g.addr, "mid-v5", msgs)
-	v5.subscribe(t)
+	// Twice in full suites (-race -count=3) the SUBACK did not come within
+	// 20 s, unseen alone: say how far the bytes went (mqgate's counts
+	// tell whether the SUBSCRIBE reached the relay and a SUBACK came back).
+	v5.subscribe(t, func() {
+		list, _ := g.srv.Connections(proxy.ConnFilter{ClientID: "mid-v5"}, 0)
+		t.Logf("mqgate's connection: %+v; stats: %+v", list, g.srv.Stats().Nodes)
+	})
 
 	// The publisher goes to Mosquitto directly and keeps publishing.
 	pub := dialV5(t, broker.Addr(), "mid-pub", nil)
@@ -360,12 +366,20 @@ stream_routes: [{upstream_id: 1}]
 }
 
 // subscribe subscribes to the stream.
-func (w *watchedV5) subscribe(t *testing.T) {
+func (w *watchedV5) subscribe(t *testing.T, report ...func()) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := w.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "mid/stream"}}}); err != nil {
-		t.Fatal(err)
+		for _, r := range report {
+			r()
+		}
+		select {
+		case cerr := <-w.errs:
+			t.Logf("paho's client error: %v", cerr)
+		default:
+		}
+		t.Fatalf("SUBSCRIBE: %v (the client had read %d bytes)", err, w.read.Load())
 	}
 }
 
