@@ -97,6 +97,14 @@ func (s *testSession) Ended(res pipe.Result) { s.a.ended <- res }
 // echoes.
 func echoBroker(t *testing.T) netip.AddrPort {
 	t.Helper()
+	return answeringBroker(t, []byte{0x20, 2, 0, 0}, func(c net.Conn) { _, _ = io.Copy(c, c) })
+}
+
+// answeringBroker reads one packet (of under 128 bytes), writes answer,
+// then runs after on the connection, or closes it at once when after is
+// nil.
+func answeringBroker(t *testing.T, answer []byte, after func(net.Conn)) netip.AddrPort {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -117,10 +125,10 @@ func echoBroker(t *testing.T) netip.AddrPort {
 				if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
 					return
 				}
-				if _, err := c.Write([]byte{0x20, 2, 0, 0}); err != nil {
+				if _, err := c.Write(answer); err != nil || after == nil {
 					return
 				}
-				_, _ = io.Copy(c, c)
+				after(c)
 			}()
 		}
 	}()

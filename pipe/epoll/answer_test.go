@@ -18,34 +18,10 @@ import (
 // PUBLISHes back to back) or one that refuses and goes does.
 func scriptBroker(t *testing.T, answer []byte, hangUp bool) netip.AddrPort {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if hangUp {
+		return answeringBroker(t, answer, nil)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				hdr := make([]byte, 2)
-				if _, err := io.ReadFull(c, hdr); err != nil {
-					return
-				}
-				if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
-					return
-				}
-				if _, err := c.Write(answer); err != nil || hangUp {
-					return
-				}
-				_, _ = io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).AddrPort()
+	return answeringBroker(t, answer, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 }
 
 // TestPipeBrokerBytesAfterAnswer: what the broker sends right behind its

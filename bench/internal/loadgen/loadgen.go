@@ -428,6 +428,12 @@ func (g *generator) runThroughput(ctx context.Context) (Result, error) {
 	}
 	elapsed := g.clock(ctx)
 	wg.Wait()
+	return publishersResult(pubs, elapsed), nil
+}
+
+// publishersResult folds the publishers' counts and round trips into one
+// Result over elapsed.
+func publishersResult(pubs []*publisher, elapsed time.Duration) Result {
 	var (
 		all hist.Histogram
 		res Result
@@ -439,7 +445,7 @@ func (g *generator) runThroughput(ctx context.Context) (Result, error) {
 	}
 	fillLatency(&res, &all, elapsed)
 	res.Connected = len(pubs)
-	return res, nil
+	return res
 }
 
 func (g *generator) runLatency(ctx context.Context) (Result, error) {
@@ -480,18 +486,7 @@ func (g *generator) runLatency(ctx context.Context) (Result, error) {
 	}
 	elapsed := g.clock(ctx)
 	wg.Wait()
-	var (
-		all hist.Histogram
-		res Result
-	)
-	for _, p := range pubs {
-		all.Merge(&p.hist)
-		res.Sent += p.sent
-		res.Lost += p.lost
-	}
-	fillLatency(&res, &all, elapsed)
-	res.Connected = len(pubs)
-	return res, nil
+	return publishersResult(pubs, elapsed), nil
 }
 
 // runIdle connects Clients clients, reports READY, keeps them pinging until
