@@ -15,15 +15,21 @@ import (
 )
 
 // connectWS opens a WebSocket to the gateway and has id connected at
-// level through it.
-func connectWS(t *testing.T, g *gateway, id string, level byte) *mqtttest.WSConn {
+// level through it; with looped, it waits until the pair is in an event
+// loop (counted after the CONNACK went out), so that what the test sends
+// next meets the loop.
+func connectWS(t *testing.T, g *gateway, id string, level byte, looped bool) *mqtttest.WSConn {
 	t.Helper()
+	before := g.srv.Stats().WebSocketLooped
 	c := mqtttest.MustDialWS(t, wsURL(g.addr), mqtttest.WSOptions{})
 	if _, err := c.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: level, CleanStart: true, KeepAlive: 30, ClientID: id})); err != nil {
 		t.Fatal(err)
 	}
 	if _, code, err := mqtt.ParseConnack(mqtttest.ReadPacket(t, c), level); err != nil || code != 0 {
 		t.Fatalf("%s: CONNACK code %v, err %v", id, code, err)
+	}
+	if looped {
+		mqtttest.WaitFor(t, id+" in an event loop", func() bool { return g.srv.Stats().WebSocketLooped > before })
 	}
 	return c
 }
@@ -43,10 +49,7 @@ func TestWebSocketLoop(t *testing.T) {
 	looped := os.Getenv(dataPathEnv) == "" || os.Getenv(dataPathEnv) == config.DataPathEpoll
 
 	t.Run("ping", func(t *testing.T) {
-		c := connectWS(t, g, "wsl-ping", mqtt.Level311)
-		if looped {
-			mqtttest.WaitFor(t, "a looped ws pair", func() bool { return g.srv.Stats().WebSocketLooped > 0 })
-		}
+		c := connectWS(t, g, "wsl-ping", mqtt.Level311, looped)
 		if err := c.WriteFrame(ws.OpPing, true, []byte("are you there")); err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +72,7 @@ func TestWebSocketLoop(t *testing.T) {
 	})
 
 	t.Run("close", func(t *testing.T) {
-		c := connectWS(t, g, "wsl-close", mqtt.Level311)
+		c := connectWS(t, g, "wsl-close", mqtt.Level311, looped)
 		if err := c.WriteFrame(ws.OpClose, true, ws.NewCloseFrameBody(ws.StatusGoingAway, "bye")); err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +90,7 @@ func TestWebSocketLoop(t *testing.T) {
 	})
 
 	t.Run("text", func(t *testing.T) {
-		c := connectWS(t, g, "wsl-text", mqtt.Level311)
+		c := connectWS(t, g, "wsl-text", mqtt.Level311, looped)
 		if err := c.WriteFrame(ws.OpText, true, []byte("hello")); err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +103,7 @@ func TestWebSocketLoop(t *testing.T) {
 	})
 
 	t.Run("unmasked", func(t *testing.T) {
-		c := connectWS(t, g, "wsl-unmasked", mqtt.Level311)
+		c := connectWS(t, g, "wsl-unmasked", mqtt.Level311, looped)
 		if err := ws.WriteFrame(c.Conn, ws.NewBinaryFrame([]byte{0xc0, 0})); err != nil {
 			t.Fatal(err)
 		}
@@ -113,8 +116,8 @@ func TestWebSocketLoop(t *testing.T) {
 	})
 
 	t.Run("kicked", func(t *testing.T) {
-		older := connectWS(t, g, "wsl-kick", mqtt.Level5)
-		connectWS(t, g, "wsl-kick", mqtt.Level5)
+		older := connectWS(t, g, "wsl-kick", mqtt.Level5, looped)
+		connectWS(t, g, "wsl-kick", mqtt.Level5, looped)
 		h, p := older.ReadFrame(t)
 		if h.OpCode != ws.OpBinary || !bytes.Equal(p, []byte{0xe0, 1, byte(mqtt.SessionTakenOver)}) {
 			t.Fatalf("the older connection read %v % x, want DISCONNECT 0x8E in a binary frame", h.OpCode, p)
@@ -125,9 +128,7 @@ func TestWebSocketLoop(t *testing.T) {
 	})
 
 	if looped {
-		// Counted once each pair is handed over, after its CONNACK went out.
-		mqtttest.WaitFor(t, "6 looped ws pairs", func() bool { return g.srv.Stats().WebSocketLooped >= 6 })
-		if st := g.srv.Stats(); st.WebSocketParked != 0 {
+		if st := g.srv.Stats(); st.WebSocketParked != 0 || st.WebSocketLooped != 6 {
 			t.Errorf("ws pairs looped %d, parked %d; want all 6 looped", st.WebSocketLooped, st.WebSocketParked)
 		}
 	}
