@@ -241,6 +241,21 @@ func (c *Conn) Buffered() int {
 	return n
 }
 
+// Detachable returns the connection under c when another reader can carry
+// the WebSocket from here on (an event loop that frames on its own,
+// pipe/epoll): c is the server side, at a message boundary with nothing
+// read ahead and no error waiting, and no close frame was sent. Then c is
+// not to be used again; else ok is false and c is as it was.
+func (c *Conn) Detachable() (under net.Conn, ok bool) {
+	c.wmu.Lock()
+	closed := c.closeSent
+	c.wmu.Unlock()
+	if c.client || closed || c.inData || c.later != nil || c.broken != nil || len(c.src.pending)+len(c.src.ahead) > 0 {
+		return nil, false
+	}
+	return c.Conn, true
+}
+
 // Read reads MQTT bytes: what the current frame has up to len(p), then the
 // payloads of the binary frames that came with it, as long as they are
 // read already (no wait for the socket). So a burst of small frames (a
