@@ -76,7 +76,7 @@ func TestUpstreamWebSocket(t *testing.T) {
 			g := startGateway(t, fmt.Sprintf(`
 stream_proxy:
   tcp: [{addr: LISTEN, websocket: true}]
-  connect_timeout: 2s
+  connect_timeout: 10s
 upstreams:
   - id: emqx
     scheme: %[1]s
