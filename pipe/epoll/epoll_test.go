@@ -314,14 +314,14 @@ func TestHalfCloseWithLastBytes(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, 1)
 	tp, proxyClient, proxyBroker := h.sockets()
-	write(t, tp.client, []byte("\xe0\x00"))
+	write(t, tp.client, []byte("\xc0\x00")) // a PINGREQ: a client that did not say DISCONNECT may still read
 	tp.client.CloseWrite()
 	res := make(chan pipe.Result, 1)
 	if _, err := h.g.Add(proxyClient, proxyBroker, pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute}, func(r pipe.Result) { res <- r }); err != nil {
 		t.Fatal(err)
 	}
 	tp.result = res
-	if got := readN(t, tp.broker, 2); string(got) != "\xe0\x00" {
+	if got := readN(t, tp.broker, 2); string(got) != "\xc0\x00" {
 		t.Fatalf("broker got %x", got)
 	}
 	expectEOF(t, tp.broker)
@@ -337,6 +337,72 @@ func TestHalfCloseWithLastBytes(t *testing.T) {
 	r := tp.wait(t)
 	if r.End != pipe.ClientClosed || r.Up != 2 || r.Down != 3 {
 		t.Errorf("result = %+v; want client_closed, up 2, down 3", r)
+	}
+}
+
+// TestDisconnectThenFIN: a client that sent DISCONNECT and then its FIN has
+// closed [MQTT-3.14.4-1], so the pair closes both sides at once: the broker
+// gets the DISCONNECT and a FIN, and the pair ends without waiting for the
+// broker's FIN (HalfCloseTimeout is a minute, longer than wait's limit),
+// whether the FIN comes with the DISCONNECT or after it. Bytes the broker
+// sent meanwhile are dropped, not left to reset its connection.
+func TestDisconnectThenFIN(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name       string
+		disconnect string
+		together   bool // the FIN is there with the DISCONNECT at the pair's first read
+		brokerSent bool
+	}{
+		{"3.1.1 with its FIN", "\xe0\x00", true, false},
+		{"5.0 reason code with its FIN", "\xe0\x01\x00", true, false},
+		{"after a PUBLISH, with its FIN", "\x30\x04\x00\x01tx\xe0\x00", true, false},
+		{"3.1.1, FIN later", "\xe0\x00", false, false},
+		{"3.1.1, FIN later, broker bytes unread", "\xe0\x00", false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, 1)
+			tp, proxyClient, proxyBroker := h.sockets()
+			write(t, tp.client, []byte(tt.disconnect))
+			if tt.together {
+				tp.client.CloseWrite()
+			}
+			res := make(chan pipe.Result, 1)
+			if _, err := h.g.Add(proxyClient, proxyBroker, pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute}, func(r pipe.Result) { res <- r }); err != nil {
+				t.Fatal(err)
+			}
+			tp.result = res
+			if got := readN(t, tp.broker, len(tt.disconnect)); string(got) != tt.disconnect {
+				t.Fatalf("broker got %x", got)
+			}
+			if tt.brokerSent {
+				write(t, tp.broker, []byte("\x30\x03\x00\x01x"))
+				if got := readN(t, tp.client, 5); got[0] != 0x30 {
+					t.Fatalf("client got %x", got)
+				}
+				write(t, tp.broker, []byte("\x30\x03\x00\x01y")) // the pair may read it or not before the FIN
+			}
+			if !tt.together {
+				tp.client.CloseWrite()
+			}
+			r := tp.wait(t) // the broker has not closed
+			tp.broker.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if n, err := tp.broker.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("broker read = %d, %v; want EOF (a FIN, not a reset)", n, err)
+			}
+			tp.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			rest, err := io.ReadAll(tp.client)
+			if err != nil && !isReset(err) {
+				t.Fatalf("client read %x, %v; want EOF", rest, err)
+			}
+			if len(rest) != 0 && (!tt.brokerSent || string(rest) != "\x30\x03\x00\x01y") {
+				t.Errorf("client got %x before its EOF", rest)
+			}
+			if r.End != pipe.ClientClosed || r.Up != int64(len(tt.disconnect)) || r.Err != nil {
+				t.Errorf("result = %+v; want client_closed, up %d", r, len(tt.disconnect))
+			}
+		})
 	}
 }
 

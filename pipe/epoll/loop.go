@@ -82,6 +82,9 @@ type Conn struct {
 	done  bool           // ended; fds are closed
 	first int8           // the side whose FIN came first, or -1
 	level uint8          // pipe.Options.Level: the client's MQTT protocol level
+	// bye: the client's last read ended with a whole DISCONNECT
+	// (mqtt.EndsWithDisconnect), so its FIN closes both sides at once.
+	bye bool
 
 	pre *pre // from a Listener's accept until Pipe: the connection's Session and its reads and dial
 }
@@ -644,8 +647,12 @@ func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 			if s == client {
 				max = int(p.maxPacket)
 			}
+			atStart := p.frame[s].AtBoundary()
 			m, size := p.frame[s].Feed(b, max)
 			l.forward(p, s, b[:m])
+			if s == client {
+				p.bye = atStart && size == 0 && p.frame[client].AtBoundary() && mqtt.EndsWithDisconnect(b)
+			}
 			switch {
 			case p.done:
 			case size > 0:
@@ -820,6 +827,16 @@ func (l *loop) halfClose(p *Conn, s int) {
 		p.first = int8(s)
 	}
 	d := 1 - s
+	if s == client && p.bye && p.blocked == nil && !p.eof[d] {
+		// The client sent DISCONNECT and closed [MQTT-3.14.4-1]: nothing
+		// the broker still sends has a reader, so the pair ends now, not
+		// after a FIN to the broker, a wake-up and a read for its own.
+		// What the broker sent meanwhile is read first, so that the close
+		// sends it a FIN behind the DISCONNECT, not a reset.
+		l.dropBroker(p)
+		l.finish(p, closedEnd[p.first], nil, false)
+		return
+	}
 	if p.eof[d] {
 		// Both sides have sent FIN: closing d sends it s's, as its input
 		// was read to the end.
@@ -832,6 +849,16 @@ func (l *loop) halfClose(p *Conn, s int) {
 	if p.halfClose > 0 && p.halfCloseAt == 0 {
 		p.halfCloseAt = l.now + ms(p.halfClose)
 		l.arm(p)
+	}
+}
+
+// dropBroker reads what the broker's side holds and drops it, so that its
+// close is a FIN: a close with unread bytes resets the connection.
+func (l *loop) dropBroker(p *Conn) {
+	for range maxReads {
+		if n, err := readFD(int(p.fd[broker]), l.buf); err != nil || n < len(l.buf) {
+			return
+		}
 	}
 }
 
