@@ -45,7 +45,7 @@ func connectWS(t *testing.T, g *gateway, id string, level byte, looped bool) *mq
 func TestWebSocketLoop(t *testing.T) {
 	t.Parallel()
 	broker := mqtttest.StartMochi(t)
-	g := startGateway(t, strings.Replace(wsConfig("", broker), "  connect_timeout: 2s\n", "  connect_timeout: 2s\n  on_duplicate_client_id: keep_newest\n", 1))
+	g := startGateway(t, strings.Replace(wsConfig("", broker), "stream_proxy:\n", "stream_proxy:\n  on_duplicate_client_id: keep_newest\n", 1))
 	looped := os.Getenv(dataPathEnv) == "" || os.Getenv(dataPathEnv) == config.DataPathEpoll
 
 	t.Run("ping", func(t *testing.T) {
