@@ -155,6 +155,12 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record,
 	}
 	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
 		pc = nil // piped by goroutines: nothing to park
+	} else {
+		// The pair starts busy, as a WebSocket one: a client's
+		// SUBSCRIBEs (or a short session's DISCONNECT) follow its
+		// CONNACK at once, not worth two notifier registrations and a
+		// wake-up; an idle one parks lingerFor (50 ms) later.
+		pc.StartBusy()
 	}
 	return conn, pc, true
 }
