@@ -80,6 +80,11 @@ type Conn struct {
 
 	wmu       sync.Mutex
 	closeSent bool
+	// finRead: the peer's TCP stream ended between frames, without a
+	// close frame. The WebSocket is closed then [RFC 6455 7.1.4], so
+	// CloseWrite sends only the FIN: a close frame would go to a peer
+	// that has stopped speaking WebSocket (and costs a write per pair).
+	finRead bool
 }
 
 // source is the socket as the frame reader sees it: first the bytes the
@@ -236,6 +241,21 @@ func (c *Conn) Buffered() int {
 	return n
 }
 
+// Detachable returns the connection under c when another reader can carry
+// the WebSocket from here on (an event loop that frames on its own,
+// pipe/epoll): c is the server side, at a message boundary with nothing
+// read ahead and no error waiting, and no close frame was sent. Then c is
+// not to be used again; else ok is false and c is as it was.
+func (c *Conn) Detachable() (under net.Conn, ok bool) {
+	c.wmu.Lock()
+	closed := c.closeSent
+	c.wmu.Unlock()
+	if c.client || closed || c.inData || c.later != nil || c.broken != nil || len(c.src.pending)+len(c.src.ahead) > 0 {
+		return nil, false
+	}
+	return c.Conn, true
+}
+
 // Read reads MQTT bytes: what the current frame has up to len(p), then the
 // payloads of the binary frames that came with it, as long as they are
 // read already (no wait for the socket). So a burst of small frames (a
@@ -252,6 +272,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if m == 0 {
 			if err == nil {
 				err = io.ErrNoProgress
+			}
+			if err == io.EOF {
+				c.sawFIN()
 			}
 			return 0, err
 		}
@@ -358,6 +381,9 @@ func (c *Conn) readFrame(p []byte) (int, error) {
 				// Part of a header was consumed: a retry would read garbage.
 				c.broken = fmt.Errorf("WebSocket frame header cut short: %w", err)
 				return 0, c.broken
+			}
+			if err == io.EOF { // between frames (inside one it is ErrUnexpectedEOF)
+				c.sawFIN()
 			}
 			return 0, c.readErr(err)
 		}
@@ -536,10 +562,27 @@ func (c *Conn) sendClose(code ws.StatusCode, reason string) {
 	_ = c.writeFrame(ws.OpClose, ws.NewCloseFrameBody(code, reason))
 }
 
+// sawFIN notes that the peer's stream ended between frames (finRead).
+func (c *Conn) sawFIN() {
+	c.wmu.Lock()
+	c.finRead = true
+	c.wmu.Unlock()
+}
+
 // CloseWrite ends the stream towards the client: a close frame 1000, then
-// a FIN (or TLS close_notify) when the connection can half-close.
+// a FIN (or TLS close_notify) when the connection can half-close. After the
+// client's FIN without a close frame only the FIN is sent (finRead); after
+// its close frame, the close frame that answered it was the last.
 func (c *Conn) CloseWrite() error {
-	c.sendClose(ws.StatusNormalClosure, "")
+	c.wmu.Lock()
+	fin := c.finRead
+	if fin {
+		c.closeSent = true // nothing more goes to the client
+	}
+	c.wmu.Unlock()
+	if !fin {
+		c.sendClose(ws.StatusNormalClosure, "")
+	}
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

@@ -3,8 +3,10 @@ package mqttws
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -476,5 +478,67 @@ func TestConnReadCoalescesClientSide(t *testing.T) {
 	var fe *FrameError
 	if n, err := c.Read(buf); n != 0 || !errors.As(err, &fe) {
 		t.Errorf("masked frame from the server: %d bytes, %v; want a FrameError", n, err)
+	}
+}
+
+// TestConnCloseWriteAfterFIN: what CloseWrite sends depends on how the
+// client's side ended. After its FIN between frames, without a close frame,
+// the WebSocket is closed [RFC 6455 7.1.4]: only the FIN follows, no close
+// frame. After its close frame, the close frame that answered it is the
+// last [RFC 6455 5.5.1]. While it still speaks, a close frame 1000 goes
+// first. Reads of both sizes take the paths Read has: into the caller's
+// buffer at a frame boundary (large), through the frame reader (small).
+func TestConnCloseWriteAfterFIN(t *testing.T) {
+	pkt := []byte{0xe0, 0} // DISCONNECT
+	closeFrame := ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
+	for _, tc := range []struct {
+		name   string
+		in     []byte
+		readTo bool        // read until EOF before CloseWrite
+		want   []ws.OpCode // the frames the server sent, in order
+	}{
+		{name: "[RFC 6455 7.1.4] the client's FIN: no close frame",
+			in: clientFrames(t, ws.NewBinaryFrame(pkt)), readTo: true, want: []ws.OpCode{}},
+		{name: "[RFC 6455 5.5.1] the client's close frame: answered once",
+			in: clientFrames(t, ws.NewBinaryFrame(pkt), closeFrame), readTo: true, want: []ws.OpCode{ws.OpClose}},
+		{name: "the broker ends first: a close frame",
+			in: clientFrames(t, ws.NewBinaryFrame(pkt)), want: []ws.OpCode{ws.OpClose}},
+	} {
+		for _, size := range []int{16, 4096} {
+			t.Run(fmt.Sprintf("%s/read %d", tc.name, size), func(t *testing.T) {
+				m := &memConn{in: bytes.NewReader(tc.in)}
+				c := NewConn(m, ProtocolMQTT, nil)
+				if tc.readTo {
+					var got []byte
+					buf := make([]byte, size)
+					for {
+						n, err := c.Read(buf)
+						got = append(got, buf[:n]...)
+						if err == io.EOF {
+							break
+						}
+						if err != nil {
+							t.Fatalf("Read: %v", err)
+						}
+					}
+					if !bytes.Equal(got, pkt) {
+						t.Fatalf("read % x, want % x", got, pkt)
+					}
+				}
+				if err := c.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Write([]byte{1}); err == nil {
+					t.Error("Write after CloseWrite succeeded")
+				}
+				got := []ws.OpCode{}
+				for _, f := range serverFrames(t, m.out.Bytes()) {
+					got = append(got, f.Header.OpCode)
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("server sent frames %v, want %v", got, tc.want)
+				}
+			})
+		}
 	}
 }

@@ -242,15 +242,18 @@ type direction struct {
 	srcErr   End // what a failing read of src means
 	dstErr   End // what a failing write to dst means
 	bytes    int64
-	meter    *Meter      // nil without Options.Meter
-	isUp     bool        // client to broker; the other direction says goodbye
-	frame    mqtt.Framer // the packets of src
-	max      int         // Options.MaxPacketSize for packets from the client
-	end      End
-	err      error
-	wdlSet   int64    // unix nanoseconds when write last moved dst's write deadline
-	park     *parking // set by Park
-	finish   func()   // Park's: the direction has ended
+	meter    *Meter // nil without Options.Meter
+	isUp     bool   // client to broker; the other direction says goodbye
+	// bye: client to broker, the last read ended with a whole DISCONNECT
+	// (mqtt.EndsWithDisconnect), so the client's FIN ends the pipe.
+	bye    bool
+	frame  mqtt.Framer // the packets of src
+	max    int         // Options.MaxPacketSize for packets from the client
+	end    End
+	err    error
+	wdlSet int64    // unix nanoseconds when write last moved dst's write deadline
+	park   *parking // set by Park
+	finish func()   // Park's: the direction has ended
 	*shared
 }
 
@@ -377,7 +380,14 @@ func (d *direction) ended(err error) {
 		_ = cw.CloseWrite()
 	}
 	d.halfClosed.Store(true)
-	if d.opts.HalfCloseTimeout > 0 && !d.aborted.Load() {
+	switch {
+	case d.aborted.Load():
+	case d.bye:
+		// The client sent DISCONNECT and closed [MQTT-3.14.4-1]: what the
+		// broker still sends has no reader, so its direction ends now, as
+		// at the end of HalfCloseTimeout, not at the broker's FIN.
+		_ = d.dst.SetReadDeadline(time.Unix(0, 1))
+	case d.opts.HalfCloseTimeout > 0:
 		_ = d.dst.SetReadDeadline(time.Now().Add(d.opts.HalfCloseTimeout))
 	}
 }
@@ -471,7 +481,11 @@ func (d *direction) pass(b []byte) error {
 		}
 		return nil
 	}
+	atStart := d.frame.AtBoundary()
 	n, size := d.frame.Feed(b, d.max)
+	if d.isUp {
+		d.bye = atStart && size == 0 && d.frame.AtBoundary() && mqtt.EndsWithDisconnect(b)
+	}
 	if err := d.write(b[:n]); err != nil {
 		return err
 	}

@@ -196,6 +196,34 @@ func TestBytesBothWaysThenHalfClose(t *testing.T) {
 	})
 }
 
+// TestDisconnectThenFIN: a client that sent DISCONNECT and then its FIN has
+// closed [MQTT-3.14.4-1], so the pipe ends without waiting for the
+// broker's FIN (HalfCloseTimeout is a minute, longer than waitResult's
+// limit): the broker gets the DISCONNECT and a FIN, and the end is the
+// client's. A PINGREQ last keeps the half-close (TestBytesBothWaysThenHalfClose).
+func TestDisconnectThenFIN(t *testing.T) {
+	t.Parallel()
+	forEachPath(t, func(t *testing.T, path string) {
+		client, broker, _, _, res := setup(t, path, pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute})
+		const bye = "\x30\x04\x00\x01tx\xe0\x00" // a PUBLISH, then DISCONNECT
+		if _, err := client.Write([]byte(bye)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(bye))
+		if _, err := io.ReadFull(broker, got); err != nil || string(got) != bye {
+			t.Fatalf("broker got %x, %v", got, err)
+		}
+		client.CloseWrite()
+		r := waitResult(t, res) // the broker has not closed
+		if n, err := broker.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("broker read after the DISCONNECT: %d, %v; want EOF", n, err)
+		}
+		if r.End != pipe.ClientClosed || r.Up != int64(len(bye)) || r.Err != nil {
+			t.Errorf("result %+v, want client_closed with %d up", r, len(bye))
+		}
+	})
+}
+
 func TestBrokerClosesFirst(t *testing.T) {
 	t.Parallel()
 	forEachPath(t, func(t *testing.T, path string) {

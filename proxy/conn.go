@@ -592,8 +592,12 @@ func (p *connPath) pipe() bool {
 	s, lc := p.s, p.lc
 	opts := p.pipeOptions()
 	p.looped = true
-	if s.loopPair(p.snap, lc, p.conn, p.broker, opts) {
+	client, ws := p.loopClient()
+	if s.loopPair(p.snap, lc, client, p.broker, opts, ws) {
 		return true
+	}
+	if ws {
+		s.stats.WebSocketParked.Add(1)
 	}
 	opts.Control = p.ctl
 	broker, tcp := p.broker, p.tcp

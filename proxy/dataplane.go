@@ -88,7 +88,7 @@ func (s *Server) parkPipe(client net.Conn, pc *pipe.ParkConn, broker net.Conn, o
 // data path is configured, a side is not plain TCP (TLS, WebSocket), the
 // connection was closed from outside meanwhile, or the loops are out of
 // reach (out of descriptors for the handover, say).
-func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options) bool {
+func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options, ws bool) bool {
 	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
 		return false
 	}
@@ -111,10 +111,17 @@ func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn,
 	if lc.reason != "" {
 		return false
 	}
-	conn, err := g.AddBy(loopAffinity(snap), ct, bt, opts, lc.pipeEnded)
+	add := g.AddBy
+	if ws {
+		add = g.AddWebSocket // the loop frames (pipe/epoll/ws.go)
+	}
+	conn, err := add(loopAffinity(snap), ct, bt, opts, lc.pipeEnded)
 	if err != nil {
 		s.log.Warn("event loop handover failed; piping with goroutines", "err", err)
 		return false
+	}
+	if ws {
+		s.stats.WebSocketLooped.Add(1)
 	}
 	lc.gp, lc.looped = nil, conn
 	return true

@@ -40,9 +40,14 @@ func TestSuiteOnGoroutines(t *testing.T) {
 	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
 		args = append(args, "-test.run="+f.Value.String())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	// The child has what is left of this run's -timeout, less a margin to
+	// report in: a fixed 3 minutes was a wall a loaded machine could hit
+	// (the package took 98 s of it at load 13), and a child past its own
+	// -timeout panics with every goroutine's stack, which says why.
+	if deadline, ok := t.Deadline(); ok {
+		args = append(args, "-test.timeout="+(time.Until(deadline)-30*time.Second).String())
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), dataPathEnv+"="+config.DataPathGoroutines)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("proxy tests with data_path goroutines: %v\n%s", err, out)

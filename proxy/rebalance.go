@@ -322,11 +322,19 @@ func (s *Server) RebalanceState() (last *RebalanceStatus, moved uint64) {
 // misplaced reports whether lc, now on node addr now, is not where the
 // balancer would put it: for chash, the first node in the order of its
 // hash key is another; for the other balancers, a node of a higher
-// priority than now's is usable.
+// priority than now's is usable. A connection on a node that is out of
+// service (marked down by probes, or taken out by passive counting) is
+// not misplaced: the balancer's order skips that node, so every key would
+// look misplaced, but what becomes of its live connections is
+// checks.on_marked_down's decision (keep, by default, as NGINX keeps a
+// server's connections past max_fails), not a rebalance's.
 func (u *upstream) misplaced(lc *liveConn, now string) bool {
 	cur := slices.Index(u.addrs, now)
 	if cur < 0 {
 		return false // its node is gone: a drain's business
+	}
+	if !u.health[cur].Healthy() {
+		return false
 	}
 	for first := range u.bal.Order(u.keyOf(lc)) {
 		if u.cfg.Type == balance.TypeConsistentHash {

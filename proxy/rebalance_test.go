@@ -27,13 +27,22 @@ import (
 // meanwhile (TestRebalanceAddedNode's one unexplained failure). So the
 // answer may take 30 s, and without extra no failure is counted.
 func rebalanceConfig(listen, extra string, brokers ...*mqtttest.Mochi) string {
+	var addrs []string
+	for _, b := range brokers {
+		addrs = append(addrs, b.Addr())
+	}
+	return rebalanceConfigAt(listen, extra, addrs...)
+}
+
+// rebalanceConfigAt is rebalanceConfig over the brokers at addrs.
+func rebalanceConfigAt(listen, extra string, addrs ...string) string {
 	if extra == "" {
 		extra = "    checks: {passive: false}\n"
 	}
 	extra = "    timeout: {connack: 30s}\n" + extra
 	nodes := ""
-	for _, b := range brokers {
-		nodes += fmt.Sprintf("      - {host: 127.0.0.1, port: %s, weight: 1}\n", port(b.Addr()))
+	for _, a := range addrs {
+		nodes += fmt.Sprintf("      - {host: 127.0.0.1, port: %s, weight: 1}\n", port(a))
 	}
 	return fmt.Sprintf(`stream_proxy: {tcp: [%s]}
 rebalance: {rate: 300}
@@ -87,9 +96,19 @@ func connect5(t *testing.T, addr, id string) net.Conn {
 // equal weights, is brokers[i]: the balancer asked on its own.
 func hashedTo(t *testing.T, ids []string, i int, brokers ...*mqtttest.Mochi) map[string]bool {
 	t.Helper()
-	var nodes []balance.Node
+	var addrs []string
 	for _, br := range brokers {
-		nodes = append(nodes, balance.Node{Addr: br.Addr(), Weight: 1})
+		addrs = append(addrs, br.Addr())
+	}
+	return hashedToAddrs(t, ids, i, addrs...)
+}
+
+// hashedToAddrs is hashedTo over the brokers at addrs.
+func hashedToAddrs(t *testing.T, ids []string, i int, addrs ...string) map[string]bool {
+	t.Helper()
+	var nodes []balance.Node
+	for _, a := range addrs {
+		nodes = append(nodes, balance.Node{Addr: a, Weight: 1})
 	}
 	bal, err := balance.New(nodes, balance.Options{Type: balance.TypeConsistentHash})
 	if err != nil {
@@ -104,7 +123,7 @@ func hashedTo(t *testing.T, ids []string, i int, brokers ...*mqtttest.Mochi) map
 			break
 		}
 	}
-	if len(out) < len(ids)/(2*len(brokers)) {
+	if len(out) < len(ids)/(2*len(addrs)) {
 		t.Fatalf("only %d of %d clients hash to broker %d", len(out), len(ids), i)
 	}
 	return out
@@ -221,6 +240,60 @@ func TestRebalanceAddedNode(t *testing.T) {
 	mqtttest.WaitFor(t, "a rebalanced access record per moved client", func() bool {
 		return countLines(g.access.Lines(), `"end":"rebalanced"`) == len(want)
 	})
+}
+
+// TestRebalanceAddedNodeKeepsOutNode: 400 5.0 clients on two brokers by
+// client id, one of them (b, behind a relay) taken out by passive counting
+// while its clients stay connected: it closes every new connection, and
+// one client whose id hashes to it fails over. A reload adds a third
+// broker. The balancer's order skips b now, so every key of b's clients
+// looks misplaced, but they stay where they are: what becomes of an out
+// node's clients is on_marked_down's (keep). Only the clients on a whose
+// id hashes to the new broker, among the nodes in service, are moved.
+func TestRebalanceAddedNodeKeepsOutNode(t *testing.T) {
+	t.Parallel()
+	a, bb, c := mqtttest.StartMochi(t), mqtttest.StartMochi(t), mqtttest.StartMochi(t)
+	b := mqtttest.StartRelay(t, bb.Addr())
+	const passive = "    checks: {passive: {unhealthy: {tcp_failures: 1}, fail_timeout: 3600s}}\n"
+	g := startGateway(t, rebalanceConfigAt("LISTEN", passive, a.Addr(), b.Addr()))
+	conns := connectFleet(t, g, "ko", 400)
+	onB := hashedToAddrs(t, ids(conns), 1, a.Addr(), b.Addr())
+
+	b.Refuse()
+	var probe string
+	for i := 0; probe == ""; i++ {
+		if id := fmt.Sprintf("ko-probe-%d", i); len(hashedToAddrs(t, []string{id}, 1, a.Addr(), b.Addr())) == 1 {
+			probe = id
+		}
+	}
+	conns[probe] = connect5(t, g.addr, probe) // b closes it, a takes it
+	if s := nodeHealth(g, "1", b.Addr()); s.Healthy {
+		t.Fatalf("b after a failed dial: %+v, want out by passive counting", s)
+	}
+	onA := map[string]bool{}
+	list, _ := g.srv.Connections(proxy.ConnFilter{}, 0)
+	for _, ci := range list {
+		switch {
+		case ci.Node == a.Addr():
+			onA[ci.ClientID] = true
+		case !onB[ci.ClientID]:
+			t.Fatalf("%s is on %s, want a (%s)", ci.ClientID, ci.Node, a.Addr())
+		}
+	}
+	if len(onA)+len(onB) != len(conns) || !onA[probe] {
+		t.Fatalf("%d clients on a (probe %v), %d on b, want %d in all", len(onA), onA[probe], len(onB), len(conns))
+	}
+	var fromA []string
+	for id := range onA {
+		fromA = append(fromA, id)
+	}
+	want := hashedToAddrs(t, fromA, 1, a.Addr(), c.Addr())
+	w := watchMoves(conns, want)
+
+	g.apply(t, rebalanceConfigAt(`"127.0.0.1:0"`, passive, a.Addr(), b.Addr(), c.Addr()))
+	w.check(t, "\xe0\x01\x9c")
+	checkJob(t, g, proxy.ReasonNodeAdded, "1", len(want))
+	checkUntouched(t, conns, want) // b's clients included: the relay passes their PINGREQs on
 }
 
 // TestPacedDrain: 600 5.0 clients on three brokers; a reload removes the

@@ -37,6 +37,11 @@ type Stats struct {
 	TLSHandshakeFailures atomic.Uint64 // TLS listeners: handshakes that failed
 	TLSRecordCarried     atomic.Uint64 // TLS connections whose records tlsrecord carries
 	ProxyProtocolRefused atomic.Uint64 // proxy_protocol listeners: senders refused, headers bad
+	// Plain WebSocket (ws) pairs on data_path epoll: carried by an event
+	// loop, or parked (pipe.Park) because their handover to a loop was not
+	// simple (bytes read ahead, a frame or message open at the CONNACK).
+	WebSocketLooped atomic.Uint64
+	WebSocketParked atomic.Uint64
 
 	refusedBy     refusals // by reason, see coreRefusals and the plugins' Reasons
 	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
@@ -84,6 +89,8 @@ type StatsSnapshot struct {
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
+	WebSocketLooped      uint64              // ws pairs (data_path epoll) carried by an event loop
+	WebSocketParked      uint64              // ws pairs (data_path epoll) parked: their handover was not simple
 
 	Rebalance      *RebalanceStatus // the last paced rebalance, nil before the first
 	RebalanceMoved uint64           // connections every rebalance moved

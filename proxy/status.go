@@ -110,6 +110,8 @@ func (s *Server) Stats() StatsSnapshot {
 		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
 		TLSHandshakes:        tlsSnapshot(s.tlsCounts.All()),
 		WebSocket:            s.web.stats.snapshot(),
+		WebSocketLooped:      s.stats.WebSocketLooped.Load(),
+		WebSocketParked:      s.stats.WebSocketParked.Load(),
 	}
 	for reason, n := range s.stats.refusedBy {
 		out.Refused[reason] = n.Load()

@@ -738,7 +738,9 @@ func TestHealthProbesLikeClients(t *testing.T) {
 	certtest.WriteFile(t, p.path("other.pem"), p.other.CertPEM)
 	broker := mqtttest.StartMochi(t)
 	front := startProxyFront(t, broker.Addr())
-	checks := `{active: {type: mqtt, timeout: 2, healthy: {interval: 0.05, successes: 1}, unhealthy: {interval: 0.05, tcp_failures: 1, timeouts: 1}}}`
+	// A probe may take 10 s: the live brokers' probes must never fail, and
+	// the failing one fails on its certificate at once.
+	checks := `{active: {type: mqtt, timeout: 10, healthy: {interval: 0.05, successes: 1}, unhealthy: {interval: 0.05, tcp_failures: 1, timeouts: 1}}}`
 	g := startTLSGateway(t, fmt.Sprintf(`
 stream_proxy: {tcp: [LISTEN]}
 upstreams:

@@ -437,3 +437,22 @@ func webEnd(err error) pipe.End {
 	}
 	return ""
 }
+
+// loopClient is the client's side for an event loop: the connection
+// itself, or for a plain WebSocket (ws on data_path epoll, parked from its
+// upgrade) the TCP connection under it, with ws set, when the loop can
+// take its frames from here (mqttws.Conn.Detachable); else the WebSocket,
+// which the loops do not take, and it parks as before.
+func (p *connPath) loopClient() (client net.Conn, ws bool) {
+	wc, ok := p.conn.(*mqttws.Conn)
+	if !ok || p.park == nil || p.tcp == nil || p.ec != nil {
+		return p.conn, false
+	}
+	if under, ok := wc.Detachable(); ok && under == net.Conn(p.park) {
+		return p.tcp, true
+	}
+	if wc.Conn == net.Conn(p.park) { // a ws pair the loop could have had: counted
+		p.s.stats.WebSocketParked.Add(1)
+	}
+	return p.conn, false
+}

@@ -301,11 +301,14 @@ func (s *Silent) Settle(t testing.TB) int {
 
 // Relay forwards TCP connections to a broker until Freeze, which makes it a
 // hung broker: bytes stop flowing both ways, connections stay open, and new
-// connections are accepted and never answered.
+// connections are accepted and never answered. After Refuse, new
+// connections are closed as soon as they are accepted (a broker that fails
+// every new client) while the relayed ones go on.
 type Relay struct {
-	addr   string
-	frozen chan struct{} // closed by Freeze
-	freeze sync.Once
+	addr     string
+	frozen   chan struct{} // closed by Freeze
+	freeze   sync.Once
+	refusing atomic.Bool
 }
 
 // StartRelay listens on a loopback port and relays every connection to
@@ -346,16 +349,17 @@ func StartRelay(t testing.TB, target string) *Relay {
 			}
 		}
 	}
-	relay(t, ln, target, frozen, copy, copy)
+	relay(t, ln, target, frozen, r.refusing.Load, copy, copy)
 	return r
 }
 
 // relay accepts connections on ln until the test ends. It holds one open
-// unanswered while hold reports true; otherwise it dials target and runs
-// up(broker, client) and down(client, broker) on goroutines of their own.
-// When the test ends, done is closed, every connection is closed, and the
-// relay waits for its goroutines.
-func relay(t testing.TB, ln net.Listener, target string, hold func() bool, up, down func(dst, src net.Conn, done <-chan struct{})) {
+// unanswered while hold reports true, closes it at once while refuse
+// does; otherwise it dials target and runs up(broker, client) and
+// down(client, broker) on goroutines of their own. When the test ends,
+// done is closed, every connection is closed, and the relay waits for its
+// goroutines.
+func relay(t testing.TB, ln net.Listener, target string, hold, refuse func() bool, up, down func(dst, src net.Conn, done <-chan struct{})) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -375,6 +379,10 @@ func relay(t testing.TB, ln net.Listener, target string, hold func() bool, up, d
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if refuse() {
+				c.Close()
+				continue
 			}
 			track(c)
 			if hold() {
@@ -408,6 +416,10 @@ func (r *Relay) Addr() string { return r.addr }
 // Freeze makes the relay hang.
 func (r *Relay) Freeze() { r.freeze.Do(func() { close(r.frozen) }) }
 
+// Refuse makes the relay close every new connection at once; those it
+// relays already go on.
+func (r *Relay) Refuse() { r.refusing.Store(true) }
+
 // SplitRelay relays TCP connections to a broker and passes what the broker
 // sends on in pieces of at most Chunk bytes, one write each, so that the
 // proxy reads a large packet over many reads. HoldInPacket stops the
@@ -435,7 +447,8 @@ func StartSplitRelay(t testing.TB, target string) *SplitRelay {
 	r := &SplitRelay{addr: ln.Addr().String(), held: make(chan int64, 1), resume: make(chan struct{}, 1)}
 	up := func(dst, src net.Conn, _ <-chan struct{}) { defer dst.Close(); _, _ = io.Copy(dst, src) }
 	down := func(dst, src net.Conn, done <-chan struct{}) { defer dst.Close(); r.down(dst, src, done) }
-	relay(t, ln, target, func() bool { return false }, up, down)
+	never := func() bool { return false }
+	relay(t, ln, target, never, never, up, down)
 	return r
 }
 

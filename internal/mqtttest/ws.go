@@ -129,6 +129,22 @@ func (c *WSConn) WriteFrame(op ws.OpCode, fin bool, p []byte) error {
 	return ws.WriteFrame(c.Conn, ws.MaskFrame(ws.NewFrame(op, fin, p)))
 }
 
+// ReadFrame reads the server's next frame, whatever its opcode, and its
+// payload, through the same buffer as Read. It fails the test after 10 s.
+func (c *WSConn) ReadFrame(t testing.TB) (ws.Header, []byte) {
+	t.Helper()
+	_ = c.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	hdr, err := c.rd.NextFrame()
+	if err != nil {
+		t.Fatalf("reading a frame: %v", err)
+	}
+	p := make([]byte, hdr.Length)
+	if _, err := io.ReadFull(c.rd, p); err != nil {
+		t.Fatalf("frame payload: %v", err)
+	}
+	return hdr, p
+}
+
 // ReadCloseFrame reads frames until a close frame and returns its code and
 // reason, then answers it and closes, as browsers do; data frames before
 // it are dropped. It fails the test after 10 s.

@@ -252,6 +252,20 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 // turn (no loop accepted a pair handed in from Go's poller), as Add did
 // before the pairs to one broker shared a loop.
 func (g *Group) AddBy(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
+	return g.add(aff, client, broker, opts, done, false)
+}
+
+// AddWebSocket is AddBy for a client that speaks MQTT over WebSocket on
+// client (ws, not wss), its upgrade done: the loop takes the client's
+// frames apart and frames what the broker sends (ws.go), answers pings and
+// a close, and fails the connection on a bad frame as mqttws.Conn does.
+// The client's stream must be at a frame boundary with nothing of it read
+// ahead (mqttws.Conn.Detach).
+func (g *Group) AddWebSocket(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
+	return g.add(aff, client, broker, opts, done, true)
+}
+
+func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result), ws bool) (*Conn, error) {
 	cfd, err := dupFD(client)
 	if err != nil {
 		return nil, fmt.Errorf("detach client: %w", err)
@@ -267,7 +281,7 @@ func (g *Group) AddBy(aff Affinity, client, broker *net.TCPConn, opts pipe.Optio
 	} else if a, ok := broker.RemoteAddr().(*net.TCPAddr); ok {
 		l = g.loopFor(a.AddrPort())
 	}
-	p := &Conn{fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1}
+	p := &Conn{fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1, ws: ws}
 	p.loop.Store(l)
 	p.setOptions(opts, done)
 	if !l.enqueue(command{op: opAdd, p: p}) {

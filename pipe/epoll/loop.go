@@ -73,15 +73,21 @@ type Conn struct {
 	// timer wheel links
 	due        int64
 	prev, next *Conn
-	slot       int32
 
 	idx   int32          // slot in loop.conns, -1 until added
 	frame [2]mqtt.Framer // frame[s]: the packet boundaries of what side s sent
+	slot  int16          // timer wheel slot (< wheelSlots), -1 = none
 	ev    [2]uint8       // before the pipe: the registered epoll interest (EPOLLIN, EPOLLOUT), by side
 	eof   [2]bool        // the side has sent FIN
 	done  bool           // ended; fds are closed
 	first int8           // the side whose FIN came first, or -1
 	level uint8          // pipe.Options.Level: the client's MQTT protocol level
+	// bye: the client's last read ended with a whole DISCONNECT
+	// (mqtt.EndsWithDisconnect), so its FIN closes both sides at once.
+	bye bool
+	// ws: the client speaks MQTT over WebSocket (AddWebSocket); its frame
+	// state is the loop's (loop.ws), by slot, so that Conn keeps its size.
+	ws bool
 
 	pre *pre // from a Listener's accept until Pipe: the connection's Session and its reads and dial
 }
@@ -115,6 +121,18 @@ type backlog struct {
 	closeBy     int64  // loop clock when it is cut where it is (pipe.CloseGrace)
 	lingerUntil int64  // 0 until the goodbye is said
 	then        func() // called once the goodbye is said (CloseAtBoundaryThen)
+	// A failed WebSocket (wsFail): final is a close frame, said without
+	// waiting for a packet boundary, and the pair ends with err.
+	err error
+	cut bool
+}
+
+// why is the error a pair closed at a boundary ends with.
+func (b *backlog) why() error {
+	if b.err != nil {
+		return b.err
+	}
+	return net.ErrClosed
 }
 
 // said runs what waits for the goodbye.
@@ -186,6 +204,7 @@ type loop struct {
 	yieldAt int64
 
 	conns []*Conn // by slot (Conn.idx); the epoll data names slot and side
+	ws    []*wsIn // by slot: the frame state of a WebSocket client's pair (Conn.ws), nil for others
 	free  []int32 // unused slots
 	freed []int32 // slots freed while handling one batch of events, free after it
 	ends  []ending
@@ -555,6 +574,12 @@ func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
 
 func (l *loop) add(p *Conn) {
 	l.place(p)
+	if p.ws {
+		for int(p.idx) >= len(l.ws) {
+			l.ws = append(l.ws, nil)
+		}
+		l.ws[p.idx] = new(wsIn)
+	}
 	for s, fd := range p.fd {
 		ev := unix.EpollEvent{Events: pairEvents, Fd: tag(p.idx, s)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
@@ -625,8 +650,12 @@ func (l *loop) reading(p *Conn, s int) bool {
 // short read is all that came before it: the side has ended, and the read
 // for the 0 is spared (a connect's DISCONNECT comes with the client's FIN).
 func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
+	buf := l.buf
+	if p.ws && s == broker {
+		buf = l.buf[wsHeadroom:] // room for the frame header (toClient)
+	}
 	for range maxReads {
-		n, err := readFD(int(p.fd[s]), l.buf)
+		n, err := readFD(int(p.fd[s]), buf)
 		switch {
 		case err == unix.EAGAIN:
 			return
@@ -634,28 +663,38 @@ func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 			l.finish(p, errorEnd[s], os.NewSyscallError("read", err), false)
 			return
 		case n == 0:
-			l.halfClose(p, s)
+			l.eofFrom(p, s)
 			return
 		case p.closing():
-			l.readClosing(p, s, l.buf[:n])
+			l.readClosing(p, s, buf[:n])
+		case p.ws && s == client:
+			l.readWS(p, buf[:n])
+			if !p.done && peerFIN && n < len(buf) && l.reading(p, s) {
+				l.eofFrom(p, s)
+				return
+			}
 		default:
-			b := l.buf[:n]
+			b := buf[:n]
 			max := 0
 			if s == client {
 				max = int(p.maxPacket)
 			}
+			atStart := p.frame[s].AtBoundary()
 			m, size := p.frame[s].Feed(b, max)
 			l.forward(p, s, b[:m])
+			if s == client {
+				p.bye = atStart && size == 0 && p.frame[client].AtBoundary() && mqtt.EndsWithDisconnect(b)
+			}
 			switch {
 			case p.done:
 			case size > 0:
 				l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
-			case peerFIN && n < len(l.buf) && l.reading(p, s):
-				l.halfClose(p, s)
+			case peerFIN && n < len(buf) && l.reading(p, s):
+				l.eofFrom(p, s)
 				return
 			}
 		}
-		if (n < len(l.buf) && !fin) || p.done || !l.reading(p, s) {
+		if (n < len(buf) && !fin) || p.done || !l.reading(p, s) {
 			return
 		}
 		if l.queued.Load() {
@@ -725,14 +764,19 @@ func (l *loop) goodbye(p *Conn) {
 		return
 	}
 	f := p.frame[broker]
-	if f.Lost() {
-		l.finish(p, b.closeEnd, net.ErrClosed, true)
+	if f.Lost() && !b.cut {
+		l.finish(p, b.closeEnd, b.why(), true)
 		return
 	}
-	if !f.AtBoundary() {
+	if !f.AtBoundary() && !b.cut {
 		return
 	}
-	if len(b.final) > 0 {
+	switch {
+	case b.cut: // a close frame, counted as no MQTT byte
+		_, _ = writeFD(int(p.fd[client]), b.final)
+	case p.ws:
+		l.wsGoodbye(p, b.final)
+	case len(b.final) > 0:
 		if n, _ := writeFD(int(p.fd[client]), b.final); n > 0 {
 			p.meter.Add(false, int64(n))
 		}
@@ -741,7 +785,7 @@ func (l *loop) goodbye(p *Conn) {
 	b.lingerUntil = l.now + int64(pipe.Linger)
 	b.said()
 	if p.eof[client] {
-		l.finish(p, b.closeEnd, net.ErrClosed, true)
+		l.finish(p, b.closeEnd, b.why(), true)
 		return
 	}
 	l.arm(p)
@@ -751,6 +795,10 @@ func (l *loop) goodbye(p *Conn) {
 // forward writes b, read from side s, to the other side; what does not fit
 // waits in a backlog while side s is not read.
 func (l *loop) forward(p *Conn, s int, b []byte) {
+	if p.ws && s == broker {
+		l.toClient(p, b)
+		return
+	}
 	d := 1 - s
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
@@ -764,11 +812,17 @@ func (l *loop) forward(p *Conn, s int, b []byte) {
 	if n == len(b) {
 		return
 	}
+	l.backlog(p, d, b[n:])
+}
+
+// backlog keeps b, what did not fit into side d's socket, until it can be
+// written; side 1-d is not read meanwhile.
+func (l *loop) backlog(p *Conn, d int, b []byte) {
 	if p.blocked == nil {
 		p.blocked = &backlog{}
 	}
 	l.backlogs.Add(1)
-	p.blocked.buf[d] = append([]byte(nil), b[n:]...)
+	p.blocked.buf[d] = append([]byte(nil), b...)
 	p.blocked.since[d] = l.now
 	if p.writeTO > 0 {
 		l.arm(p)
@@ -781,7 +835,9 @@ func (l *loop) flush(p *Conn, d int) {
 	b := p.blocked.buf[d]
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
-		p.meter.Add(1-d == client, int64(n))
+		if !p.ws || d == broker { // a WebSocket's frames were counted as their payloads (toClient)
+			p.meter.Add(1-d == client, int64(n))
+		}
 		p.lastActive = l.now
 	}
 	if err != nil && err != unix.EAGAIN {
@@ -813,13 +869,23 @@ func (l *loop) halfClose(p *Conn, s int) {
 	if p.closing() {
 		// The client closed while lingering (done), or the broker ended
 		// inside the packet in flight (nothing more will come).
-		l.finish(p, p.blocked.closeEnd, net.ErrClosed, true)
+		l.finish(p, p.blocked.closeEnd, p.blocked.why(), true)
 		return
 	}
 	if p.first < 0 {
 		p.first = int8(s)
 	}
 	d := 1 - s
+	if s == client && p.bye && p.blocked == nil && !p.eof[d] {
+		// The client sent DISCONNECT and closed [MQTT-3.14.4-1]: nothing
+		// the broker still sends has a reader, so the pair ends now, not
+		// after a FIN to the broker, a wake-up and a read for its own.
+		// What the broker sent meanwhile is read first, so that the close
+		// sends it a FIN behind the DISCONNECT, not a reset.
+		l.dropBroker(p)
+		l.finish(p, closedEnd[p.first], nil, false)
+		return
+	}
 	if p.eof[d] {
 		// Both sides have sent FIN: closing d sends it s's, as its input
 		// was read to the end.
@@ -828,10 +894,23 @@ func (l *loop) halfClose(p *Conn, s int) {
 	}
 	// Reads of s pause while d has a backlog, so nothing is left to write
 	// to d: the FIN goes right after the last byte.
+	if p.ws && d == client {
+		l.wsCloseWrite(p)
+	}
 	unix.Shutdown(int(p.fd[d]), unix.SHUT_WR)
 	if p.halfClose > 0 && p.halfCloseAt == 0 {
 		p.halfCloseAt = l.now + ms(p.halfClose)
 		l.arm(p)
+	}
+}
+
+// dropBroker reads what the broker's side holds and drops it, so that its
+// close is a FIN: a close with unread bytes resets the connection.
+func (l *loop) dropBroker(p *Conn) {
+	for range maxReads {
+		if n, err := readFD(int(p.fd[broker]), l.buf); err != nil || n < len(l.buf) {
+			return
+		}
 	}
 }
 
@@ -891,7 +970,7 @@ func (l *loop) check(p *Conn) {
 	now := l.now
 	if b := p.blocked; b != nil && b.closeEnd != "" {
 		if now >= b.closeDeadline() {
-			l.finish(p, b.closeEnd, net.ErrClosed, true)
+			l.finish(p, b.closeEnd, b.why(), true)
 			return
 		}
 		l.arm(p)
@@ -942,6 +1021,9 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 		end, err = closedEnd[p.first], nil
 	}
 	l.wheel.remove(p)
+	if p.ws && p.idx >= 0 {
+		l.ws[p.idx] = nil
+	}
 	l.release(p)
 	for _, fd := range p.fd {
 		if fd >= 0 {

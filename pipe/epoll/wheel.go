@@ -10,6 +10,9 @@ const Tick = 50 * time.Millisecond
 // farthest slot and is rescheduled from there.
 const wheelSlots = 2048
 
+// Conn.slot is an int16: the wheel must stay within it.
+const _ int16 = wheelSlots - 1
+
 // wheel is a hashed timer wheel of pairs: adding, removing and firing are
 // O(1), and a pair's activity costs nothing here, because a fired pair
 // computes its real deadline and is put back when it is not due (lazy
@@ -28,7 +31,7 @@ const tickNs = int64(Tick)
 func (w *wheel) add(p *Conn, due int64) {
 	t := (due + tickNs - 1) / tickNs
 	t = min(max(t, w.cur+1), w.cur+wheelSlots-1)
-	s := int32(t % wheelSlots)
+	s := int16(t % wheelSlots)
 	p.due, p.slot = due, s
 	p.prev, p.next = nil, w.slots[s]
 	if p.next != nil {
