@@ -20,9 +20,13 @@ import (
 
 // fast are probe settings for tests: intervals short enough to finish in
 // well under a second, failure counts above 1 so counting is exercised.
+// fast probes often. Its timeout is long: tests check that probes of a
+// live broker never fail, and under -race on a loaded machine a probe's
+// answer took over 300 ms; a test that wants timeouts (a silent port)
+// sets a short one on its check.
 func fast(typ string) *config.ActiveCheck {
 	return &config.ActiveCheck{
-		Type: typ, Timeout: 300 * time.Millisecond, Concurrency: 4,
+		Type: typ, Timeout: 5 * time.Second, Concurrency: 4,
 		HealthyInterval: 20 * time.Millisecond, Successes: 2,
 		UnhealthyInterval: 20 * time.Millisecond, TCPFailures: 3, Timeouts: 2,
 		ProtocolLevel: 4,

@@ -3,6 +3,7 @@ package health_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/health"
@@ -47,11 +48,13 @@ func TestRawSendExpect(t *testing.T) {
 	good := rawCheck(t, nginxSend, nginxExpect)
 	// The same CONNECT in HAProxy's hex; a CONNACK refusing it (0x02
 	// identifier rejected) is what this check wants, so the real one fails.
+	silentCheck := rawCheck(t, nginxSend, nginxExpect)
+	silentCheck.Timeout = 300 * time.Millisecond // the silent port is found by timeouts
 	wrong := rawCheck(t, "10 20 00 06 4d 51 49 73 64 70 03 02 00 3c 00 12 6e 67 69 6e 78 20 68 65 61 6c 74 68 20 63 68 65 63 6b", "20 02 00 02")
 	hc.Update([]health.Target{
 		{Upstream: "good", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: []*config.ActiveCheck{good}}},
 		{Upstream: "wrong", Addrs: []string{m.Addr()}, Checks: &config.Checks{Active: []*config.ActiveCheck{wrong}}},
-		{Upstream: "silent", Addrs: []string{silent.Addr()}, Checks: &config.Checks{Active: []*config.ActiveCheck{good}}},
+		{Upstream: "silent", Addrs: []string{silent.Addr()}, Checks: &config.Checks{Active: []*config.ActiveCheck{silentCheck}}},
 	})
 	n := hc.Node("good", m.Addr())
 	mqtttest.WaitFor(t, "3 raw probes", func() bool { return n.Status().Probes >= 3 })

@@ -82,8 +82,8 @@ func NewParkConn(tc *net.TCPConn) *ParkConn { return &ParkConn{TCPConn: tc} }
 // had just parked: each waits its first lingerFor in Go's poller on a
 // goroutine and is watched by the Readiness source only if no byte came
 // by then. For connections that are likely to speak again at once (a
-// WebSocket client's first packets after its CONNACK, or its DISCONNECT
-// right away): watching them at once costs two epoll_ctl registrations
+// TLS or WebSocket client's first packets after its CONNACK, or its
+// DISCONNECT right away): watching them at once costs two epoll_ctl registrations
 // and a notifier wake-up, handed to a new goroutine, for the first bytes;
 // an idle connection parks lingerFor later, as before. Call it before
 // Park.

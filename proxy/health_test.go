@@ -18,12 +18,15 @@ import (
 	"github.com/mqgate/mqgate/mqtt"
 )
 
-// fastChecks probes often so tests finish quickly.
+// fastChecks probes often so tests finish quickly. A probe may take 1 s:
+// two slower ones in a row mark a node down, and at 0.2 s a loaded machine
+// could do that to a live broker (TestBrokerDies saw probes over 1 s under
+// stress), sending its clients elsewhere; a hung broker is found in 2 s.
 const fastChecks = `
     checks:
       active:
         type: %s
-        timeout: 0.2
+        timeout: 1
         healthy: {interval: 0.02, successes: 2}
         unhealthy: {interval: 0.02, tcp_failures: 2, timeouts: 2}`
 

@@ -54,7 +54,7 @@ func startGatewayLog(t testing.TB, yml string, log io.Writer) *gateway {
 // chashConfig is one listener and one chash upstream over brokers.
 func chashConfig(brokers ...mqtttest.Broker) string {
 	var b strings.Builder
-	b.WriteString("stream_proxy:\n  tcp:\n    - LISTEN\n  connect_timeout: 2s\nupstreams:\n  - id: 1\n    type: chash\n    key: mqtt_client_id\n    nodes:\n")
+	b.WriteString("stream_proxy:\n  tcp:\n    - LISTEN\n  connect_timeout: 10s\nupstreams:\n  - id: 1\n    type: chash\n    key: mqtt_client_id\n    nodes:\n")
 	for _, br := range brokers {
 		fmt.Fprintf(&b, "      %q: 1\n", br.Addr())
 	}

@@ -76,12 +76,12 @@ func TestUpstreamWebSocket(t *testing.T) {
 			g := startGateway(t, fmt.Sprintf(`
 stream_proxy:
   tcp: [{addr: LISTEN, websocket: true}]
-  connect_timeout: 2s
+  connect_timeout: 10s
 upstreams:
   - id: emqx
     scheme: %[1]s
     websocket: {path: /mqtt, subprotocol: mqtt}%[2]s
-    timeout: {connack: 0.5}
+    timeout: {connack: 3}
     nodes:
       - {host: 127.0.0.1, port: %[3]d, priority: 1}
       - {host: 127.0.0.1, port: %[4]s}
@@ -169,7 +169,15 @@ stream_routes: [{id: r, upstream_id: emqx}]
 func TestUpstreamWebSocketReload(t *testing.T) {
 	t.Parallel()
 	broker := mqtttest.StartMochiWS(t, nil)
+	// Over tcp the probes fail by timeouts, one enough, so they are short;
+	// over ws they must pass until the client's CONNECT, so a probe may
+	// take 5 s and three slow ones in a row are needed (0.5 s and one
+	// could mark the broker down on a loaded machine, refusing the client).
 	yml := func(scheme string) string {
+		unhealthy := "timeout: 0.5\n        unhealthy: {interval: 0.05, timeouts: 1, tcp_failures: 1}"
+		if scheme == "ws" {
+			unhealthy = "timeout: 5\n        unhealthy: {interval: 0.05, timeouts: 3, tcp_failures: 1}"
+		}
 		return fmt.Sprintf(`
 stream_proxy: {tcp: ["127.0.0.1:0"]}
 upstreams:
@@ -180,11 +188,10 @@ upstreams:
       active:
         type: mqtt
         client_id: probe-
-        timeout: 0.5
         healthy: {interval: 0.05, successes: 1}
-        unhealthy: {interval: 0.05, timeouts: 1, tcp_failures: 1}
+        %s
 stream_routes: [{id: r, upstream_id: emqx}]
-`, scheme, broker.Addr())
+`, scheme, broker.Addr(), unhealthy)
 	}
 	g := startGateway(t, yml("tcp"))
 	stopFirst(t, g)

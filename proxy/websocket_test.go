@@ -24,7 +24,7 @@ import (
 // client id over brokers; extra goes into the listener's map.
 func wsConfig(extra string, brokers ...mqtttest.Broker) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "stream_proxy:\n  tcp:\n    - {addr: LISTEN, websocket: true%s}\n  connect_timeout: 2s\nupstreams:\n  - id: 1\n    type: chash\n    key: mqtt_client_id\n    nodes:\n", extra)
+	fmt.Fprintf(&b, "stream_proxy:\n  tcp:\n    - {addr: LISTEN, websocket: true%s}\n  connect_timeout: 10s\nupstreams:\n  - id: 1\n    type: chash\n    key: mqtt_client_id\n    nodes:\n", extra)
 	for _, br := range brokers {
 		fmt.Fprintf(&b, "      %q: 1\n", br.Addr())
 	}

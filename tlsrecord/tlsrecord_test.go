@@ -513,3 +513,41 @@ func TestFirstRecordsWithFinished(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyLogLines: the KeyLog keeps a handshake's entry only for the
+// application traffic secrets of a well-formed NSS key log line ("LABEL
+// <64 hex digits of client random> <hex secret>"); any other line is
+// taken (no error, crypto/tls would fail the handshake on one) and
+// ignored.
+func TestKeyLogLines(t *testing.T) {
+	random := strings.Repeat("ab", 32)
+	secret := strings.Repeat("0f", 32)
+	for _, tc := range []struct {
+		name string
+		line string
+		kept int
+	}{
+		{"client traffic secret", "CLIENT_TRAFFIC_SECRET_0 " + random + " " + secret + "\n", 1},
+		{"server traffic secret", "SERVER_TRAFFIC_SECRET_0 " + random + " " + secret + "\n", 1},
+		{"no newline", "SERVER_TRAFFIC_SECRET_0 " + random + " " + secret, 1},
+		{"handshake secret", "CLIENT_HANDSHAKE_TRAFFIC_SECRET " + random + " " + secret + "\n", 0},
+		{"two fields", "CLIENT_TRAFFIC_SECRET_0 " + random + "\n", 0},
+		{"four fields", "CLIENT_TRAFFIC_SECRET_0 " + random + " " + secret + " extra\n", 0},
+		{"short random", "CLIENT_TRAFFIC_SECRET_0 " + random[2:] + " " + secret + "\n", 0},
+		{"random not hex", "CLIENT_TRAFFIC_SECRET_0 " + strings.Repeat("zz", 32) + " " + secret + "\n", 0},
+		{"secret not hex", "CLIENT_TRAFFIC_SECRET_0 " + random + " 0g\n", 0},
+		{"empty", "", 0},
+		{"spaces only", "   \n", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := tlsrecord.NewKeyLog()
+			n, err := log.Write([]byte(tc.line))
+			if n != len(tc.line) || err != nil {
+				t.Errorf("Write = %d, %v; want %d, nil", n, err, len(tc.line))
+			}
+			if got := log.Len(); got != tc.kept {
+				t.Errorf("KeyLog keeps %d handshakes, want %d", got, tc.kept)
+			}
+		})
+	}
+}

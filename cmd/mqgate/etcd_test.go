@@ -75,18 +75,21 @@ func (in *etcdInstance) start(t *testing.T, listens bool) {
 }
 
 // tryConnect reports whether id gets an accepting CONNACK through addr.
+// Most callers need it to (a false fails the test), so the answer may take
+// 20 s: a busy machine is no reason to fail. A refusal, or no listener,
+// answers at once.
 func tryConnect(addr, id string) bool {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return false
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := conn.Write(mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: id})); err != nil {
 		return false
 	}
 	ack := make([]byte, 4)
-	if _, err := conn.Read(ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+	if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
 		return false
 	}
 	_, _ = conn.Write(mqtt.AppendDisconnect(nil, mqtt.Level311, 0, ""))

@@ -124,7 +124,7 @@ func StartMosquitto(t testing.TB, extra string) *Mosquitto {
 		if err := m.start(&stderr); err != nil {
 			t.Fatalf("start mosquitto: %v", err)
 		}
-		if err := m.waitReady(5 * time.Second); err != nil {
+		if err := m.waitReady(20*time.Second, 0); err != nil {
 			m.stop()
 			log, _ := os.ReadFile(m.logPath)
 			lastErr = fmt.Errorf("%v; stderr: %s; log: %s", err, stderr.String(), log)
@@ -160,10 +160,14 @@ func (m *Mosquitto) Restart(t testing.TB) {
 	var err error
 	// The port may still be held a moment by the dead process's sockets.
 	for range 20 {
+		var logged int64
+		if fi, serr := os.Stat(m.logPath); serr == nil {
+			logged = fi.Size()
+		}
 		if err = m.start(&stderr); err != nil {
 			t.Fatalf("restart mosquitto: %v", err)
 		}
-		if err = m.waitReady(5 * time.Second); err == nil {
+		if err = m.waitReady(20*time.Second, logged); err == nil {
 			return
 		}
 		m.stop()
@@ -171,7 +175,12 @@ func (m *Mosquitto) Restart(t testing.TB) {
 	t.Fatalf("mosquitto did not restart on %s: %v; stderr: %s", m.addr, err, stderr.String())
 }
 
-func (m *Mosquitto) waitReady(limit time.Duration) error {
+// waitReady waits until this mosquitto says in its log, past the first
+// logged bytes, that it runs (it has bound its listener then), and its
+// address takes a connection. A dial alone could reach another process
+// that took the port first, while this one fails to bind and exits. A
+// mosquitto that exits fails at once; the limit is for one that hangs.
+func (m *Mosquitto) waitReady(limit time.Duration, logged int64) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		select {
@@ -179,7 +188,11 @@ func (m *Mosquitto) waitReady(limit time.Duration) error {
 			return errors.New("mosquitto exited")
 		default:
 		}
-		c, err := net.DialTimeout("tcp", m.addr, 200*time.Millisecond)
+		if b, _ := os.ReadFile(m.logPath); int64(len(b)) <= logged || !bytes.Contains(b[logged:], []byte(" running")) {
+			time.Sleep(20 * time.Millisecond) // polling for readiness, bounded by deadline
+			continue
+		}
+		c, err := net.DialTimeout("tcp", m.addr, time.Second)
 		if err == nil {
 			c.Close()
 			return nil

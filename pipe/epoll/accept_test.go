@@ -29,6 +29,9 @@ type testAcceptor struct {
 	// with the loop its first packet was read on.
 	affinity Affinity
 	accepted chan acceptedOn
+	// framed, when set, gets the length of the bytes each time a loop asks
+	// whether the first packet is whole: a signal that a read happened.
+	framed chan int
 }
 
 type acceptedOn struct {
@@ -37,7 +40,17 @@ type acceptedOn struct {
 }
 
 func (a *testAcceptor) Accept(c *Conn, remote, local netip.AddrPort) (Session, []byte, First) {
-	return &testSession{a: a}, make([]byte, 0, 16), First{Frame: frame, Timeout: a.first}
+	f := frame
+	if a.framed != nil {
+		f = func(b []byte) (int, error) {
+			select {
+			case a.framed <- len(b):
+			default: // the test no longer listens
+			}
+			return frame(b)
+		}
+	}
+	return &testSession{a: a}, make([]byte, 0, 16), First{Frame: f, Timeout: a.first}
 }
 
 func (a *testAcceptor) AcceptFailed(err error) time.Duration { return time.Millisecond }
@@ -169,19 +182,31 @@ func want(t *testing.T, ch chan string, w string) {
 
 func TestListenDialPipe(t *testing.T) {
 	t.Parallel()
-	a := &testAcceptor{broker: echoBroker(t), events: make(chan string, 8), ended: make(chan pipe.Result, 8), answer: 2 * time.Second, first: 5 * time.Second}
+	a := &testAcceptor{broker: echoBroker(t), events: make(chan string, 8), ended: make(chan pipe.Result, 8), answer: 2 * time.Second, first: 5 * time.Second,
+		framed: make(chan int, 8)}
 	addr := listenLoops(t, a)
 	c, err := net.Dial("tcp", addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// The first packet in two pieces, larger than the 16-byte buffer.
+	// The first packet in two pieces, larger than the 16-byte buffer: the
+	// second is sent once the loop has read the first (and found it short),
+	// so the packet is always read in two parts.
 	pkt := append([]byte{0x10, 20}, bytes.Repeat([]byte("x"), 20)...)
 	if _, err := c.Write(pkt[:5]); err != nil {
 		t.Fatal(err)
 	}
-	time.AfterFunc(10*time.Millisecond, func() { c.Write(pkt[5:]) })
+	for n := 0; n < 5; {
+		select {
+		case n = <-a.framed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the loop did not read the first piece within 10 s")
+		}
+	}
+	if _, err := c.Write(pkt[5:]); err != nil {
+		t.Fatal(err)
+	}
 	want(t, a.events, "first "+string(pkt[2:]))
 	want(t, a.events, "dialled")
 	ack := make([]byte, 4)
