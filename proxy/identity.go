@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"net"
 	"net/netip"
@@ -127,10 +126,13 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record,
 		tr = tlsrecord.NewTransport(pc)
 		tlsConn = tls.Server(tr, s.tlsServer)
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, snap.cfg.StreamProxy.ConnectTimeout)
-	defer cancel()
+	// Bounded by connect_timeout with the socket's deadlines, not a
+	// context: HandshakeContext with one that can end starts a goroutine
+	// per handshake to watch it. Shutdown closes what is left of a
+	// handshake when its drain ends (lc.close), as it closes the rest.
 	start := time.Now()
-	err := tlsConn.HandshakeContext(ctx)
+	_ = pc.SetDeadline(start.Add(snap.cfg.StreamProxy.ConnectTimeout))
+	err := tlsConn.Handshake()
 	l.tls.observe(time.Since(start), err)
 	if err != nil {
 		if tr != nil {
@@ -141,6 +143,7 @@ func (s *Server) open(l *listener, tc *net.TCPConn, snap *snapshot, rec *record,
 		s.log.Debug("TLS handshake failed", "client", rec.remote, "err", err)
 		return nil, nil, false
 	}
+	_ = tc.SetWriteDeadline(time.Time{}) // preread sets the read deadline for the CONNECT
 	ackNow(tc)
 	ti := &tlsIdentity{state: tlsConn.ConnectionState()}
 	ti.vars.SetTLS(ti.state)

@@ -794,3 +794,100 @@ stream_routes:
 		t.Errorf("probe header %v -> %v, want mqgate's address -> %s", src, dst, front.addr)
 	}
 }
+
+// TestTLSHandshakeTimeout: a TLS client that stops in its handshake (after
+// the TCP connect, or within its ClientHello) is closed when
+// connect_timeout passes, recorded as tls_handshake and counted; a client
+// whose handshake was done before keeps its session past that time, both
+// ways, on either data path.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	for _, dataPath := range []string{config.DataPathEpoll, config.DataPathGoroutines} {
+		t.Run(dataPath, func(t *testing.T) {
+			t.Parallel()
+			broker := mqtttest.StartMochi(t)
+			g := startTLSGateway(t, fmt.Sprintf(`
+stream_proxy:
+  tcp: [{addr: LISTEN, tls: true}]
+  connect_timeout: 2s # as startGateway's: a loaded machine still connects in time
+  data_path: %s
+ssls:
+  - {id: a, snis: [a.example], cert: %s/a.crt, key: %s/a.key}
+stream_routes:
+  - {id: 1, upstream: {nodes: {%q: 1}}}
+`, dataPath, p.dir, p.dir, broker.Addr()))
+
+			// The session whose handshake deadline passes while it is live.
+			// A loaded machine may stall an attempt past connect_timeout
+			// itself: such an attempt fails as the stuck clients below do,
+			// so the next one is made (5 at most) and the checks below
+			// count only the stuck clients.
+			connect := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, KeepAlive: 60, CleanStart: true, ClientID: "stays"})
+			var good net.Conn
+			for try := 1; good == nil; try++ {
+				c, err := tls.Dial("tcp", g.addr, p.clientTLS("a.example", nil))
+				if err == nil {
+					_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+					var ack [4]byte
+					if _, err = c.Write(connect); err == nil {
+						_, err = io.ReadFull(c, ack[:])
+					}
+					if err == nil && ack[0] != 0x20 {
+						err = fmt.Errorf("CONNACK %x", ack)
+					}
+					if err == nil {
+						good = c
+						break
+					}
+					c.Close()
+				}
+				if try == 5 {
+					t.Fatalf("TLS session, try %d: %v", try, err)
+				}
+			}
+			defer good.Close()
+			failedBefore := g.srv.Stats().TLSHandshakeFailures
+
+			// Two clients that stop: one sends nothing, one the first
+			// bytes of a ClientHello record (its header says 200 bytes).
+			stuck := map[string][]byte{"silent": nil, "part of a ClientHello": {0x16, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3}}
+			conns := make(map[string]net.Conn)
+			for name, first := range stuck {
+				c, err := net.Dial("tcp", g.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := c.Write(first); err != nil {
+					t.Fatal(err)
+				}
+				conns[name] = c
+			}
+			for name, c := range conns {
+				_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				if n, err := io.Copy(io.Discard, c); n != 0 || err != nil {
+					t.Errorf("%s client: read %d bytes, %v; want EOF (closed by mqgate)", name, n, err)
+				}
+				addr := c.LocalAddr().String()
+				g.waitRecord(t, name+" client's tls_handshake record", func(r map[string]any) bool {
+					return r["client"] == addr && r["end"] == "tls_handshake"
+				})
+			}
+			if n := g.srv.Stats().TLSHandshakeFailures - failedBefore; n != 2 {
+				t.Errorf("%d handshake failures counted for the two stuck clients, want 2", n)
+			}
+
+			// The clients were closed after connect_timeout, which passed
+			// for the good session's handshake too: it still carries
+			// bytes both ways (PINGREQ to the broker, its PINGRESP back).
+			if _, err := good.Write([]byte{0xc0, 0}); err != nil {
+				t.Fatal(err)
+			}
+			var resp [2]byte
+			if _, err := io.ReadFull(good, resp[:]); err != nil || resp[0] != 0xd0 {
+				t.Fatalf("PINGRESP %x: %v", resp, err)
+			}
+		})
+	}
+}

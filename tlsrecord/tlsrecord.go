@@ -36,7 +36,7 @@ package tlsrecord
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
@@ -497,32 +497,37 @@ func (h *half) keyLen() int {
 	return 16
 }
 
-// expandLabel is HKDF-Expand-Label (RFC 8446, 7.1) with an empty context.
-func (h *half) expandLabel(secret []byte, label string, n int) []byte {
-	info := make([]byte, 0, 4+6+len(label))
-	info = binary.BigEndian.AppendUint16(info, uint16(n))
-	info = append(info, byte(6+len(label)))
-	info = append(info, "tls13 "...)
-	info = append(info, label...)
-	info = append(info, 0)
-	out, err := hkdf.Expand(h.hash(), secret, string(info), n)
-	if err != nil {
-		panic(err) // n is a key length: never too long
-	}
-	return out
+// expandLabel is HKDF-Expand-Label (RFC 8446, 7.1) with an empty context
+// and an output of at most one hash block, as every one here is (a key, an
+// IV, the next traffic secret): HMAC(secret, HkdfLabel || 0x01) cut to n
+// (RFC 5869, 2.3), appended to dst. mac is an HMAC keyed with the secret,
+// so that the key and IV of one secret share it (crypto/hkdf makes an HMAC
+// per output, with its allocations).
+func expandLabel(mac hash.Hash, dst []byte, label string, n int) []byte {
+	var info [2 + 1 + len("tls13 ") + len("traffic upd") + 1 + 1]byte
+	b := binary.BigEndian.AppendUint16(info[:0], uint16(n))
+	b = append(b, byte(len("tls13 ")+len(label)))
+	b = append(b, "tls13 "...)
+	b = append(b, label...)
+	b = append(b, 0, 1) // the empty context, then the first block's counter
+	mac.Reset()
+	mac.Write(b)
+	var sum [sha512.Size384]byte
+	return append(dst, mac.Sum(sum[:0])[:n]...)
 }
 
 func (h *half) setSecret(secret []byte) {
+	mac := hmac.New(h.hash(), secret)
 	h.secret = secret
-	h.key = h.expandLabel(secret, "key", h.keyLen())
-	copy(h.iv[:], h.expandLabel(secret, "iv", nonceLen))
+	h.key = expandLabel(mac, nil, "key", h.keyLen())
+	copy(h.iv[:], expandLabel(mac, h.iv[:0], "iv", nonceLen))
 	h.seq = 0
 	h.c = nil
 }
 
 // update moves to the next traffic secret (KeyUpdate, RFC 8446, 7.2).
 func (h *half) update() {
-	h.setSecret(h.expandLabel(h.secret, "traffic upd", len(h.secret)))
+	h.setSecret(expandLabel(hmac.New(h.hash(), h.secret), nil, "traffic upd", len(h.secret)))
 }
 
 // aead returns the cipher state, made again after an idle time.
