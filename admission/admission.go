@@ -91,6 +91,38 @@ type Gate struct {
 	// only once that goroutine runs, which in a flood may take a while.
 	closing atomic.Int64
 	proxied atomic.Int64 // the last Admit's proxiedFDs
+	// spare is an address's list that emptied, for the next address: with
+	// most addresses holding one unfinished connection at a time, a list
+	// per connect otherwise. Guarded by mu.
+	spare *list
+}
+
+// addrList is addr's list, made (or taken from spare) for its first
+// connection. g.mu is held.
+func (g *Gate) addrList(addr netip.Addr) *list {
+	al := g.byAddr[addr]
+	if al == nil {
+		if al = g.spare; al != nil {
+			g.spare = nil
+		} else {
+			al = &list{chain: chainAddr}
+		}
+		g.byAddr[addr] = al
+	}
+	return al
+}
+
+// leftAddr takes t out of its address's list, which goes when it empties.
+// g.mu is held.
+func (g *Gate) leftAddr(t *Ticket) {
+	al := g.byAddr[t.addr]
+	al.remove(t)
+	if al.len == 0 {
+		delete(g.byAddr, t.addr)
+		if g.spare == nil {
+			g.spare = al
+		}
+	}
 }
 
 // New returns a gate with the caps lim.
@@ -146,11 +178,7 @@ func (g *Gate) Admit(addr netip.Addr, proxiedFDs int, close func()) (*Ticket, bo
 	var shed []*Ticket
 	g.mu.Lock()
 	g.all.push(t)
-	al := g.byAddr[addr]
-	if al == nil {
-		al = &list{chain: chainAddr}
-		g.byAddr[addr] = al
-	}
+	al := g.addrList(addr)
 	al.push(t)
 	if max := g.lim.PerAddress; max > 0 {
 		for al.len > max {
@@ -208,11 +236,7 @@ func (g *Gate) drop(t *Ticket, reason string) *Ticket {
 func (g *Gate) remove(t *Ticket) {
 	t.gone = true
 	g.all.remove(t)
-	al := g.byAddr[t.addr]
-	al.remove(t)
-	if al.len == 0 {
-		delete(g.byAddr, t.addr)
-	}
+	g.leftAddr(t)
 	g.n.Store(int64(g.all.len))
 }
 
@@ -266,17 +290,9 @@ func (t *Ticket) Move(addr netip.Addr) bool {
 		g.mu.Unlock()
 		return ok
 	}
-	old := g.byAddr[t.addr]
-	old.remove(t)
-	if old.len == 0 {
-		delete(g.byAddr, t.addr)
-	}
+	g.leftAddr(t)
 	t.addr = addr
-	al := g.byAddr[addr]
-	if al == nil {
-		al = &list{chain: chainAddr}
-		g.byAddr[addr] = al
-	}
+	al := g.addrList(addr)
 	al.push(t) // as the address's newest: it is young, its header just read
 	if max := g.lim.PerAddress; max > 0 {
 		for al.len > max {

@@ -114,6 +114,16 @@ type Balancer interface {
 	Order(key string) iter.Seq[int]
 }
 
+// AppendOrder appends all the node indexes b.Order(key) yields to dst, for
+// a caller that takes the whole order at once (a connection's dial): for
+// chash, the proxy's usual balancer, without the iterator's allocations.
+func AppendOrder(b Balancer, dst []int, key string) []int {
+	if a, ok := b.(interface{ appendOrder([]int, string) []int }); ok {
+		return a.appendOrder(dst, key)
+	}
+	return slices.AppendSeq(dst, b.Order(key))
+}
+
 // New returns a Balancer for nodes. It keeps a copy of the slice; the
 // indexes that Order yields are positions in nodes. New reports an error for an unknown type, no
 // nodes, an empty or duplicate Addr, a weight outside [0, MaxWeight] or an

@@ -128,6 +128,45 @@ func TestOrderYieldsEachUsableNodeOnce(t *testing.T) {
 	}
 }
 
+// TestAppendOrder: AppendOrder appends what Order yields, node for node
+// (chash through its own append, the others through Order), with and
+// without a bounded-load factor, after what dst held.
+func TestAppendOrder(t *testing.T) {
+	t.Parallel()
+	nodes := []Node{
+		{Addr: "a:1", Weight: 3, Priority: 1},
+		{Addr: "b:1", Weight: 1, Priority: 1},
+		{Addr: "c:1", Weight: 2, Priority: 0},
+		{Addr: "d:1", Weight: 2, Priority: 1},
+	}
+	for _, typ := range allTypes {
+		for _, factor := range []float64{0, 1.25} {
+			opts := Options{Type: typ, State: State{Healthy: downSet(1)}}
+			if typ == TypeConsistentHash {
+				opts.HashBalanceFactor = factor
+			}
+			b := mustNew(t, nodes, opts)
+			for _, key := range []string{"", "k1", "client-42"} {
+				want := slices.Collect(b.Order(key))
+				if typ == TypeRoundRobin || typ == TypeLeastConn {
+					want = nil // the rotation moves between two calls: compare the sets
+				}
+				got := AppendOrder(b, []int{-1}, key)
+				if got[0] != -1 || len(got) != 4 {
+					t.Fatalf("%s/%v: AppendOrder(%q) = %v, want -1 and 3 nodes", typ, factor, key, got)
+				}
+				if want != nil && !slices.Equal(got[1:], want) {
+					t.Errorf("%s/%v: AppendOrder(%q) = %v, Order yields %v", typ, factor, key, got[1:], want)
+				}
+				sorted := slices.Sorted(slices.Values(got[1:]))
+				if !slices.Equal(sorted, []int{0, 2, 3}) {
+					t.Errorf("%s/%v: AppendOrder(%q) = %v, want nodes 0, 2, 3", typ, factor, key, got[1:])
+				}
+			}
+		}
+	}
+}
+
 func seq(n int) []int {
 	s := make([]int, n)
 	for i := range s {

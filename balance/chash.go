@@ -86,20 +86,30 @@ type scored struct {
 }
 
 func (c *consistentHash) Order(key string) iter.Seq[int] {
-	return func(yield func(int) bool) {
-		keyHash := hashString(key)
-		var buf [smallTier]scored
-		for i, tier := range c.tiers {
-			cands := c.score(tier, c.equalWeights[i], keyHash, buf[:0])
-			if c.factor > 0 {
-				c.markSpills(cands)
-			}
-			for len(cands) > 0 {
-				var best scored
-				best, cands = takeBest(cands, c.better)
-				if !yield(best.node) {
-					return
-				}
+	return func(yield func(int) bool) { c.each(key, yield) }
+}
+
+// appendOrder is AppendOrder's: the whole order, with no allocation (yield
+// does not escape each).
+func (c *consistentHash) appendOrder(dst []int, key string) []int {
+	c.each(key, func(n int) bool { dst = append(dst, n); return true })
+	return dst
+}
+
+// each yields the nodes in Order's order for key until yield returns false.
+func (c *consistentHash) each(key string, yield func(int) bool) {
+	keyHash := hashString(key)
+	var buf [smallTier]scored
+	for i, tier := range c.tiers {
+		cands := c.score(tier, c.equalWeights[i], keyHash, buf[:0])
+		if c.factor > 0 {
+			c.markSpills(cands)
+		}
+		for len(cands) > 0 {
+			var best scored
+			best, cands = takeBest(cands, c.better)
+			if !yield(best.node) {
+				return
 			}
 		}
 	}

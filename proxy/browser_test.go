@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"testing"
 
+	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/internal/browsertest"
 	"github.com/mqgate/mqgate/internal/mqtttest"
 )
@@ -65,6 +67,10 @@ stream_routes:
 		s := mosq.Seen()
 		return slices.Contains(s, "browser-ws") && slices.Contains(s, "browser-wss")
 	})
+	if dp := os.Getenv(dataPathEnv); dp == "" || dp == config.DataPathEpoll {
+		// The ws page's pair was carried by an event loop (pipe/epoll/ws.go).
+		mqtttest.WaitFor(t, "the ws pair in an event loop", func() bool { return ws.srv.Stats().WebSocketLooped == 1 })
+	}
 	if rec := wss.waitRecord(t, "the wss record", func(r map[string]any) bool { return r["client_id"] == "browser-wss" }); rec["transport"] != "wss" {
 		t.Errorf("wss record %v", rec)
 	}

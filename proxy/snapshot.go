@@ -3,7 +3,6 @@ package proxy
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync/atomic"
 
 	"github.com/mqgate/mqgate/balance"
@@ -69,7 +68,7 @@ func (up *upstream) order(key string) []int { return up.appendOrder(nil, key) }
 
 // appendOrder is order appended to dst.
 func (up *upstream) appendOrder(dst []int, key string) []int {
-	order := slices.AppendSeq(dst, up.bal.Order(key))
+	order := balance.AppendOrder(up.bal, dst, key)
 	if len(order) > 0 || !up.defaultPassive {
 		return order
 	}
@@ -80,7 +79,7 @@ func (up *upstream) appendOrder(dst []int, key string) []int {
 	if !forgiven {
 		return order
 	}
-	return slices.AppendSeq(dst, up.bal.Order(key))
+	return balance.AppendOrder(up.bal, dst, key)
 }
 
 // setLoopAddrs fills loopAddrs when every node is a plain TCP address.

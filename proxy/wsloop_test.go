@@ -45,7 +45,14 @@ func connectWS(t *testing.T, g *gateway, id string, level byte, looped bool) *mq
 func TestWebSocketLoop(t *testing.T) {
 	t.Parallel()
 	broker := mqtttest.StartMochi(t)
-	g := startGateway(t, strings.Replace(wsConfig("", broker), "  connect_timeout: 2s\n", "  connect_timeout: 2s\n  on_duplicate_client_id: keep_newest\n", 1))
+	// on_duplicate_client_id goes at the end of wsConfig's stream_proxy
+	// section, which "upstreams:" follows; a replace that found nothing
+	// would leave the kick to the broker (mochi's own DISCONNECT).
+	yml := strings.Replace(wsConfig("", broker), "\nupstreams:\n", "\n  on_duplicate_client_id: keep_newest\nupstreams:\n", 1)
+	if !strings.Contains(yml, "on_duplicate_client_id") {
+		t.Fatalf("no stream_proxy section to add on_duplicate_client_id to:\n%s", yml)
+	}
+	g := startGateway(t, yml)
 	looped := os.Getenv(dataPathEnv) == "" || os.Getenv(dataPathEnv) == config.DataPathEpoll
 
 	t.Run("ping", func(t *testing.T) {

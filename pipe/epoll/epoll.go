@@ -15,6 +15,10 @@
 //	conn.Close(pipe.End("operator")) // end it from outside
 //	conn.CloseAtBoundary("kick", final) // or between two MQTT packets, final (a DISCONNECT) first
 //
+// AddWebSocket does the same for a client speaking MQTT over WebSocket
+// (ws, its upgrade done): the loop takes its frames apart and frames the
+// broker's bytes itself (ws.go).
+//
 // Add takes the sockets away from Go's network poller: it duplicates their
 // file descriptors, closes the *net.TCPConn values and registers the
 // duplicates with a loop. From then on the loop owns them. Listen goes

@@ -859,6 +859,10 @@ func (l *loop) flush(p *Conn, d int) {
 	if p.blocked.buf[1-d] == nil {
 		p.blocked = nil
 	}
+	if l.wsClosedIn(p, d) {
+		l.halfClose(p, client)
+		return
+	}
 	l.resume(p, 1-d)
 }
 

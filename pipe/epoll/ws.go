@@ -46,6 +46,7 @@ type wsIn struct {
 	inFrame   bool // between a header and the end of its payload
 	frag      bool // a data message was started and not finished: continuations come [RFC 6455 5.4]
 	closeSent bool // a close frame went to the client: no data frame may follow [RFC 6455 5.5.1]
+	closedIn  bool // the client's close frame came: its FIN goes to the broker once the bytes before it are out
 	hn        uint8
 	cn        uint8
 	hdr       [ws.MaxHeaderSize]byte              // a header cut short by the end of a read (hn bytes)
@@ -262,6 +263,9 @@ var errClosedInFrame = fmt.Errorf("WebSocket closed inside a frame: %w", io.ErrU
 // control frames are answered, a bad frame fails the connection.
 func (l *loop) readWS(p *Conn, b []byte) {
 	w := l.ws[p.idx]
+	if w.closedIn {
+		return // nothing follows a close frame [RFC 6455 5.5.1]
+	}
 	for len(b) > 0 && !p.done {
 		data, used, op, payload, fail := w.unframe(b)
 		if data > 0 {
@@ -299,10 +303,10 @@ func (l *loop) readWS(p *Conn, b []byte) {
 			// The client closed the WebSocket, as a FIN on TCP: the
 			// broker is told so, and what it still sends is dropped, as
 			// no data frame may follow a close frame [RFC 6455 5.5.1].
-			w.closeSent = true
-			if !p.done {
+			w.closeSent, w.closedIn = true, true
+			if !p.done && p.pending(broker) == nil {
 				l.halfClose(p, client)
-			}
+			} // else flush passes the FIN on behind the frames before the close (wsClosedIn)
 			return
 		}
 	}
@@ -424,4 +428,11 @@ func (l *loop) eofFrom(p *Conn, s int) {
 		return
 	}
 	l.halfClose(p, s)
+}
+
+// wsClosedIn reports whether side d's backlog, now written, was the last
+// a WebSocket client sent before its close frame: then the close is passed
+// on (halfClose) instead of reading the client again.
+func (l *loop) wsClosedIn(p *Conn, d int) bool {
+	return p.ws && d == broker && !p.eof[client] && l.ws[p.idx].closedIn
 }

@@ -216,3 +216,45 @@ func TestWebSocketPairBadFrame(t *testing.T) {
 		})
 	}
 }
+
+// TestWebSocketPairCloseBehindBacklog: a close frame that comes while the
+// frames before it still wait for the broker (which does not read at
+// first) is passed on as a FIN only after them: the broker gets every
+// byte, then EOF.
+func TestWebSocketPairCloseBehindBacklog(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, 1)
+	tp, r := h.wsPair(pipe.Options{}, true)
+	const size = 4 << 20
+	up := make([]byte, size)
+	for i := range up {
+		up[i] = byte(i * 13)
+	}
+	var in []byte
+	for off := 0; off < size; off += 60000 {
+		in = append(in, bin(string(up[off:min(off+60000, size)])).bytes()...)
+	}
+	in = append(in, stream(ctl(ws.OpClose, nil))...)
+	done := make(chan error, 1)
+	go func() {
+		tp.client.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		_, err := tp.client.Write(in)
+		done <- err
+	}()
+	waitFor(t, "a blocked write", func() bool { return h.g.loops[0].backlogs.Load() > 0 })
+	tp.broker.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(tp.broker)
+	if err != nil || !bytes.Equal(got, up) {
+		t.Fatalf("broker read %d bytes (%v), want the %d sent, then EOF", len(got), err, size)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if hd, p := nextFrame(t, tp, r); hd.OpCode != ws.OpClose || !bytes.Equal(p, []byte{3, 0xe8}) {
+		t.Fatalf("answer to the close: %v % x", hd.OpCode, p)
+	}
+	tp.broker.Close()
+	if res := tp.wait(t); res.End != pipe.ClientClosed || res.Up != size {
+		t.Errorf("result %+v, want client_closed and %d up", res, size)
+	}
+}
