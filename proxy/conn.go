@@ -592,8 +592,8 @@ func (p *connPath) pipe() bool {
 	s, lc := p.s, p.lc
 	opts := p.pipeOptions()
 	p.looped = true
-	client, ws := p.loopClient()
-	if s.loopPair(p.snap, lc, client, p.broker, opts, ws) {
+	client, ws, rc := p.loopClient()
+	if s.loopPair(p.snap, lc, client, p.broker, opts, ws, rc) {
 		return true
 	}
 	if ws {

@@ -42,6 +42,11 @@ type Stats struct {
 	// simple (bytes read ahead, a frame or message open at the CONNACK).
 	WebSocketLooped atomic.Uint64
 	WebSocketParked atomic.Uint64
+	// TLS pairs whose records tlsrecord carries, on data_path epoll:
+	// carried by an event loop (pipe/epoll/tls.go), or parked because
+	// records were read ahead at the CONNACK.
+	TLSRecordLooped atomic.Uint64
+	TLSRecordParked atomic.Uint64
 
 	refusedBy     refusals // by reason, see coreRefusals and the plugins' Reasons
 	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
@@ -91,6 +96,8 @@ type StatsSnapshot struct {
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
 	WebSocketLooped      uint64              // ws pairs (data_path epoll) carried by an event loop
 	WebSocketParked      uint64              // ws pairs (data_path epoll) parked: their handover was not simple
+	TLSRecordLooped      uint64              // tlsrecord-carried TLS pairs (data_path epoll) carried by an event loop
+	TLSRecordParked      uint64              // tlsrecord-carried TLS pairs (data_path epoll) parked: records were read ahead
 
 	Rebalance      *RebalanceStatus // the last paced rebalance, nil before the first
 	RebalanceMoved uint64           // connections every rebalance moved

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/mqgate/mqgate/tlsrecord"
 	"io"
 	"log/slog"
 	"net"
@@ -443,16 +444,25 @@ func webEnd(err error) pipe.End {
 // upgrade) the TCP connection under it, with ws set, when the loop can
 // take its frames from here (mqttws.Conn.Detachable); else the WebSocket,
 // which the loops do not take, and it parks as before.
-func (p *connPath) loopClient() (client net.Conn, ws bool) {
+func (p *connPath) loopClient() (client net.Conn, ws bool, tc *tlsrecord.Conn) {
+	if rc, ok := p.conn.(*tlsrecord.Conn); ok {
+		// A TLS client whose records tlsrecord carries: the loop carries
+		// them on from the TCP connection under it (loopPair detaches
+		// them), as a ws client's frames.
+		if p.park == nil || p.tcp == nil || p.ec != nil || rc.Conn != net.Conn(p.park) {
+			return p.conn, false, nil
+		}
+		return p.tcp, false, rc
+	}
 	wc, ok := p.conn.(*mqttws.Conn)
 	if !ok || p.park == nil || p.tcp == nil || p.ec != nil {
-		return p.conn, false
+		return p.conn, false, nil
 	}
 	if under, ok := wc.Detachable(); ok && under == net.Conn(p.park) {
-		return p.tcp, true
+		return p.tcp, true, nil
 	}
 	if wc.Conn == net.Conn(p.park) { // a ws pair the loop could have had: counted
 		p.s.stats.WebSocketParked.Add(1)
 	}
-	return p.conn, false
+	return p.conn, false, nil
 }

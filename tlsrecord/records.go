@@ -1,6 +1,7 @@
 package tlsrecord
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -149,3 +150,33 @@ func (r *Records) Seqs() (in, out uint64) { return r.in.seq, r.out.seq }
 
 // Suite is the connection's cipher suite.
 func (r *Records) Suite() uint16 { return r.in.suite }
+
+// Reattach gives c back the record layer Detach took, when the caller
+// could not carry it after all: c goes on as before Detach.
+func (c *Conn) Reattach(r *Records) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.in, c.out, c.ignored = r.in, r.out, r.ignored
+	c.rerr, c.werr = nil, nil
+}
+
+// NewRecords is the record layer of a TLS 1.3 connection with the AES-GCM
+// suite suite whose peer sends under the traffic secret in and is sent to
+// under out, both from sequence number 0 (as after a handshake with no
+// session ticket): for a peer's side in tests, or a record layer whose
+// secrets came another way. Other suites are ErrUnsupported.
+//
+//	client, _ := tlsrecord.NewRecords(tls.TLS_AES_128_GCM_SHA256, serverSecret, clientSecret)
+func NewRecords(suite uint16, in, out []byte) (*Records, error) {
+	i, err := newHalf(suite, bytes.Clone(in))
+	if err != nil {
+		return nil, err
+	}
+	o, err := newHalf(suite, bytes.Clone(out))
+	if err != nil {
+		return nil, err
+	}
+	return &Records{in: i, out: o}, nil
+}

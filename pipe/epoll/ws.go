@@ -427,6 +427,10 @@ func (l *loop) eofFrom(p *Conn, s int) {
 		l.finish(p, pipe.ClientError, errClosedInFrame, false)
 		return
 	}
+	if p.tls && s == client && !p.closing() && l.tlsMidRecord(p) {
+		l.finish(p, pipe.ClientError, io.ErrUnexpectedEOF, false) // as tlsrecord.Conn's Read
+		return
+	}
 	l.halfClose(p, s)
 }
 
@@ -434,5 +438,8 @@ func (l *loop) eofFrom(p *Conn, s int) {
 // a WebSocket client sent before its close frame: then the close is passed
 // on (halfClose) instead of reading the client again.
 func (l *loop) wsClosedIn(p *Conn, d int) bool {
+	if p.tls {
+		return d == broker && !p.eof[client] && l.tls[p.idx].closedIn
+	}
 	return p.ws && d == broker && !p.eof[client] && l.ws[p.idx].closedIn
 }
