@@ -180,3 +180,12 @@ func NewRecords(suite uint16, in, out []byte) (*Records, error) {
 	}
 	return &Records{in: i, out: o}, nil
 }
+
+// KeyUpdateRequest seals a KeyUpdate with update_requested and moves to
+// the next sending secret: the peer answers with its own (RFC 8446,
+// 4.6.3).
+func (r *Records) KeyUpdateRequest() []byte {
+	b := r.AppendRecords(nil, typeHandshake, []byte{msgKeyUpdate, 0, 0, 1, 1})
+	r.out.update()
+	return b
+}
