@@ -67,8 +67,11 @@ func (c *Conn) Detach() (*Records, bool) {
 		return nil, false
 	}
 	r := &Records{in: c.in, out: c.out, ignored: c.ignored}
-	// The loop's clock is not the wall clock idle was kept by.
+	// The loop's clock is not the wall clock idle was kept by; the cipher
+	// states go: a pair handed over after its CONNACK is idle more often
+	// than not, and the loop makes them again at its next bytes.
 	r.in.quiet, r.out.quiet = 0, 0
+	r.in.c, r.out.c = nil, nil
 	c.in, c.out = half{}, half{}
 	c.rerr, c.werr = ErrDetached, ErrDetached
 	return r, true
