@@ -39,9 +39,12 @@ type Stats struct {
 	ProxyProtocolRefused atomic.Uint64 // proxy_protocol listeners: senders refused, headers bad
 	// Plain WebSocket (ws) pairs on data_path epoll: carried by an event
 	// loop, or parked (pipe.Park) because their handover to a loop was not
-	// simple (bytes read ahead, a frame or message open at the CONNACK).
-	WebSocketLooped atomic.Uint64
-	WebSocketParked atomic.Uint64
+	// simple (bytes read ahead, a frame or message open at the CONNACK, the
+	// loops out of reach), or parked because their broker side is not plain
+	// TCP (an upstream with scheme ws, wss or tls), which no loop takes.
+	WebSocketLooped         atomic.Uint64
+	WebSocketParked         atomic.Uint64
+	WebSocketUpstreamParked atomic.Uint64
 
 	refusedBy     refusals // by reason, see coreRefusals and the plugins' Reasons
 	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
@@ -91,6 +94,9 @@ type StatsSnapshot struct {
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
 	WebSocketLooped      uint64              // ws pairs (data_path epoll) carried by an event loop
 	WebSocketParked      uint64              // ws pairs (data_path epoll) parked: their handover was not simple
+	// WebSocketUpstreamParked are ws pairs (data_path epoll) parked for
+	// their broker side: an upstream with scheme ws, wss or tls.
+	WebSocketUpstreamParked uint64
 
 	Rebalance      *RebalanceStatus // the last paced rebalance, nil before the first
 	RebalanceMoved uint64           // connections every rebalance moved

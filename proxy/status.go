@@ -112,6 +112,8 @@ func (s *Server) Stats() StatsSnapshot {
 		WebSocket:            s.web.stats.snapshot(),
 		WebSocketLooped:      s.stats.WebSocketLooped.Load(),
 		WebSocketParked:      s.stats.WebSocketParked.Load(),
+
+		WebSocketUpstreamParked: s.stats.WebSocketUpstreamParked.Load(),
 	}
 	for reason, n := range s.stats.refusedBy {
 		out.Refused[reason] = n.Load()
