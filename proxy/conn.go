@@ -597,7 +597,7 @@ func (p *connPath) pipe() bool {
 		return true
 	}
 	if ws {
-		s.stats.WebSocketParked.Add(1)
+		p.countParked()
 	}
 	opts.Control = p.ctl
 	broker, tcp := p.broker, p.tcp

@@ -439,6 +439,17 @@ func webEnd(err error) pipe.End {
 	return ""
 }
 
+// countParked counts a plain ws pair that parks rather than enter a loop:
+// for its broker side when that is not plain TCP (an upstream with scheme
+// ws, wss or tls, which no loop takes), else for its handover.
+func (p *connPath) countParked() {
+	if _, tcp := p.broker.(*net.TCPConn); !tcp {
+		p.s.stats.WebSocketUpstreamParked.Add(1)
+		return
+	}
+	p.s.stats.WebSocketParked.Add(1)
+}
+
 // loopClient is the client's side for an event loop: the connection
 // itself, or for a plain WebSocket (ws on data_path epoll, parked from its
 // upgrade) the TCP connection under it, with ws set, when the loop can
@@ -462,7 +473,7 @@ func (p *connPath) loopClient() (client net.Conn, ws bool, tc *tlsrecord.Conn) {
 		return p.tcp, true, nil
 	}
 	if wc.Conn == net.Conn(p.park) { // a ws pair the loop could have had: counted
-		p.s.stats.WebSocketParked.Add(1)
+		p.countParked()
 	}
 	return p.conn, false, nil
 }

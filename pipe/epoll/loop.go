@@ -83,8 +83,9 @@ type Conn struct {
 	done  bool           // ended; fds are closed
 	first int8           // the side whose FIN came first, or -1
 	level uint8          // pipe.Options.Level: the client's MQTT protocol level
-	// bye: the client's last read ended with a whole DISCONNECT
-	// (mqtt.EndsWithDisconnect), so its FIN closes both sides at once.
+	// bye: the last packet the client began is a DISCONNECT
+	// (mqtt.Framer.FeedLast), so its FIN, with the DISCONNECT whole,
+	// closes both sides at once.
 	bye bool
 	// ws: the client speaks MQTT over WebSocket (AddWebSocket); its frame
 	// state is the loop's (loop.ws), by slot, so that Conn keeps its size.
@@ -708,11 +709,10 @@ func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 			if s == client {
 				max = int(p.maxPacket)
 			}
-			atStart := p.frame[s].AtBoundary()
-			m, size := p.frame[s].Feed(b, max)
+			m, size, last := p.frame[s].FeedLast(b, max)
 			l.forward(p, s, b[:m])
-			if s == client {
-				p.bye = atStart && size == 0 && p.frame[client].AtBoundary() && mqtt.EndsWithDisconnect(b)
+			if s == client && last >= 0 {
+				p.bye = mqtt.IsDisconnect(b[last])
 			}
 			switch {
 			case p.done:
@@ -915,7 +915,7 @@ func (l *loop) halfClose(p *Conn, s int) {
 		p.first = int8(s)
 	}
 	d := 1 - s
-	if s == client && p.bye && p.blocked == nil && !p.eof[d] {
+	if s == client && p.bye && p.frame[client].AtBoundary() && p.blocked == nil && !p.eof[d] {
 		// The client sent DISCONNECT and closed [MQTT-3.14.4-1]: nothing
 		// the broker still sends has a reader, so the pair ends now, not
 		// after a FIN to the broker, a wake-up and a read for its own.

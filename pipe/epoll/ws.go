@@ -269,12 +269,13 @@ func (l *loop) readWS(p *Conn, b []byte) {
 	for len(b) > 0 && !p.done {
 		data, used, op, payload, fail := w.unframe(b)
 		if data > 0 {
-			atStart := p.frame[client].AtBoundary()
-			m, size := p.frame[client].Feed(b[:data], int(p.maxPacket))
+			m, size, last := p.frame[client].FeedLast(b[:data], int(p.maxPacket))
 			l.send(p, broker, b[:m])
 			// As for TCP (read): a DISCONNECT last, then the client's
 			// close frame or FIN, ends the pair at once [MQTT-3.14.4-1].
-			p.bye = atStart && size == 0 && p.frame[client].AtBoundary() && mqtt.EndsWithDisconnect(b[:m])
+			if last >= 0 {
+				p.bye = mqtt.IsDisconnect(b[last])
+			}
 			switch {
 			case p.done:
 				return
