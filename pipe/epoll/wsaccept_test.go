@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
 
 	"github.com/mqgate/mqgate/mqttws"
+	"github.com/mqgate/mqgate/pipe"
 )
 
 // streamConn is a net.Conn reading a fixed stream; what is written to it
@@ -70,4 +73,113 @@ func TestWSResume(t *testing.T) {
 			t.Fatalf("cut %d (resume % x): %d bytes read, want %d", cut, resume, len(got), len(want))
 		}
 	}
+}
+
+// wsAcceptor upgrades each connection in the loop (Conn.Upgrade), then
+// serves the CONNECT read from its frames as testSession does.
+type wsAcceptor struct{ testAcceptor }
+
+func (a *wsAcceptor) Accept(c *Conn, remote, local netip.AddrPort) (Session, []byte, First) {
+	head := func(b []byte) (int, error) { return mqttws.HeadSize(b), nil }
+	return &wsSession{testSession: testSession{a: &a.testAcceptor}}, make([]byte, 0, 16), First{Frame: head, Timeout: 5 * time.Second}
+}
+
+type wsSession struct {
+	testSession
+	upgraded bool
+}
+
+func (s *wsSession) FirstPacket(c *Conn, b []byte, size int) {
+	if s.upgraded {
+		s.testSession.FirstPacket(c, b, size)
+		return
+	}
+	u, ok := mqttws.ParseUpgrade(b[:size], "/mqtt", nil)
+	if !ok {
+		s.a.events <- "not an upgrade"
+		c.End(pipe.ClientError, nil)
+		return
+	}
+	s.upgraded = true
+	c.Upgrade(u.Answer, b, size, First{Frame: frame, Timeout: 5 * time.Second})
+}
+
+// TestUpgradeInLoop: the loop answers the upgrade, reads the CONNECT out of
+// the client's frames [RFC 6455 5.2] (cut into writes of 1..N bytes, split
+// over frames, a ping among them [RFC 6455 5.5.2], sent before the 101
+// came) and pipes the pair as a WebSocket pair: the CONNACK and what the
+// broker sends go in binary frames; a refusal is a binary frame and a
+// close frame 1000 [RFC 6455 5.5.1].
+func TestUpgradeInLoop(t *testing.T) {
+	t.Parallel()
+	head := upgradeHead()
+	for _, tc := range []struct {
+		name    string
+		payload string
+		chunk   int
+		want    []byte // after the 101
+	}{
+		{name: "whole", payload: "client-a", chunk: 1 << 10, want: []byte{0x8a, 5, 'p', 'i', 'n', 'g', '!', 0x82, 4, 0x20, 2, 0, 0}},
+		{name: "1-byte writes", payload: "client-b", chunk: 1, want: []byte{0x8a, 5, 'p', 'i', 'n', 'g', '!', 0x82, 4, 0x20, 2, 0, 0}},
+		{name: "3-byte writes", payload: "client-c", chunk: 3, want: []byte{0x8a, 5, 'p', 'i', 'n', 'g', '!', 0x82, 4, 0x20, 2, 0, 0}},
+		{name: "refused", payload: "refuse", chunk: 7, want: []byte{0x8a, 5, 'p', 'i', 'n', 'g', '!', 0x82, 4, 0x20, 2, 0, 5, 0x88, 2, 0x03, 0xe8}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a := &wsAcceptor{testAcceptor{broker: echoBroker(t), events: make(chan string, 8), ended: make(chan pipe.Result, 8), answer: 2 * time.Second, first: 5 * time.Second}}
+			addr := listenLoops(t, a)
+			c, err := net.Dial("tcp", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			pkt := append([]byte{0x10, byte(len(tc.payload))}, tc.payload...)
+			in := append([]byte(head), masked(ws.OpBinary, false, pkt[:1])...)
+			in = append(in, masked(ws.OpPing, true, []byte("ping!"))...)
+			in = append(in, masked(ws.OpContinuation, true, pkt[1:])...)
+			go func() {
+				for b := in; len(b) > 0; {
+					n := min(tc.chunk, len(b))
+					if _, err := c.Write(b[:n]); err != nil {
+						return
+					}
+					b = b[n:]
+				}
+			}()
+			resp := make([]byte, 0, 256)
+			for mqttws.HeadSize(resp) == 0 {
+				var one [1]byte
+				if _, err := io.ReadFull(c, one[:]); err != nil {
+					t.Fatalf("101: %q, %v", resp, err)
+				}
+				resp = append(resp, one[0])
+			}
+			if !bytes.HasPrefix(resp, []byte("HTTP/1.1 101 ")) {
+				t.Fatalf("answer %q", resp)
+			}
+			got := make([]byte, len(tc.want))
+			if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, tc.want) {
+				t.Fatalf("got % x, %v; want % x", got, err, tc.want)
+			}
+			want(t, a.events, "first "+tc.payload)
+			if tc.payload == "refuse" {
+				return
+			}
+			want(t, a.events, "dialled")
+			if _, err := c.Write(masked(ws.OpBinary, true, []byte{0xc0, 0})); err != nil { // PINGREQ, echoed
+				t.Fatal(err)
+			}
+			echo := make([]byte, 4)
+			if _, err := io.ReadFull(c, echo); err != nil || !bytes.Equal(echo, []byte{0x82, 2, 0xc0, 0}) {
+				t.Fatalf("echo % x, %v", echo, err)
+			}
+		})
+	}
+}
+
+// upgradeHead is a browser's upgrade request for /mqtt [RFC 6455 4.1].
+func upgradeHead() string {
+	return "GET /mqtt HTTP/1.1\r\nHost: gw.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
 }
