@@ -8,6 +8,7 @@
 //	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -c 8 -d 10s
 //	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -haproxy /usr/sbin/haproxy -c 8 -d 5s -rounds 3 -x25519
 //	go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -haproxy /usr/sbin/haproxy -nagle 20
+//	MQGATE_CPUPROFILE=/tmp/hs.pprof go run ./bench/cmd/tlsbench -mqgate /tmp/mqgate -x25519 -d 10s
 //
 // It makes a CA and certificates in a temporary directory, starts
 // Mosquitto and mqgate as child processes on loopback ports, runs each
@@ -22,7 +23,9 @@
 // HAProxy; resumed: HAProxy, mqgate), -rounds times with the first target
 // alternating, and prints the ratios mqgate/HAProxy from the totals.
 // HAProxy 2.6 with OpenSSL 3.0 has no ML-KEM, so only with -x25519 do both
-// run the same key exchange: that is the ratio that counts.
+// run the same key exchange: that is the ratio that counts. -procs 1 runs
+// mqgate with GOMAXPROCS=1 and HAProxy with nbthread 1 (bench's mqgate-1
+// and haproxy-1), to see what a second core costs per handshake.
 package main
 
 import (
@@ -41,6 +44,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mqgate/mqgate/internal/certtest"
@@ -57,6 +61,7 @@ func main() {
 	rounds := flag.Int("rounds", 1, "with -haproxy: repeat the phases this many times, alternating which target goes first; ratios are from the totals")
 	nagle := flag.Int("nagle", 0, "only measure CONNECT->CONNACK for this many fresh clients with Nagle's algorithm on (the socket default of C, Python, Java and most embedded TLS stacks), one at a time, and print the median per target")
 	x25519 := flag.Bool("x25519", false, "offer only X25519 (the classic key exchange) instead of Go's default, which prefers X25519MLKEM768")
+	procs := flag.Int("procs", 2, "run mqgate with GOMAXPROCS=procs and HAProxy with nbthread procs")
 	flag.Parse()
 	log.SetFlags(0)
 	defer stopAll()
@@ -85,7 +90,7 @@ ssls:
 stream_routes:
   - upstream: {nodes: {"127.0.0.1:%d": 1}}
 `, gatePort, brokerPort))
-	gate := start(*mqgateBin, "run", "-c", cfgPath)
+	gate := startEnv([]string{fmt.Sprintf("GOMAXPROCS=%d", *procs)}, *mqgateBin, "run", "-c", cfgPath)
 	waitListening(gatePort)
 	targets := []target{{"mqgate", fmt.Sprintf("127.0.0.1:%d", gatePort), gate.Process.Pid}}
 
@@ -97,7 +102,7 @@ stream_routes:
 		haPort := freePort()
 		hacfg := filepath.Join(dir, "haproxy.cfg")
 		write(hacfg, fmt.Sprintf(`global
-  nbthread 2
+  nbthread %d
   maxconn 4096
 defaults
   mode tcp
@@ -109,8 +114,8 @@ frontend mqtt_tls
   default_backend broker
 backend broker
   server mosquitto 127.0.0.1:%d
-`, haPort, pem, brokerPort))
-		ha := start(*haproxyBin, "-db", "-f", hacfg) // foreground, one process with 2 threads
+`, *procs, haPort, pem, brokerPort))
+		ha := start(*haproxyBin, "-db", "-f", hacfg) // foreground, one process with -procs threads
 		waitListening(haPort)
 		targets = append(targets, target{"haproxy", fmt.Sprintf("127.0.0.1:%d", haPort), ha.Process.Pid})
 	}
@@ -123,8 +128,8 @@ backend broker
 	if *x25519 {
 		kx = "client offers X25519 only"
 	}
-	fmt.Printf("%s; ECDSA P-256, TLS 1.3, %s; %d clients, %v per phase, %d CPUs\n",
-		strings.Join(names, ", "), kx, *conc, *dur, numCPU())
+	fmt.Printf("%s; ECDSA P-256, TLS 1.3, %s; %d clients, %v per phase, %d CPUs, mqgate GOMAXPROCS=%d\n",
+		strings.Join(names, ", "), kx, *conc, *dur, numCPU(), *procs)
 
 	if *nagle > 0 {
 		nagleProbe(targets, ca, *nagle)
@@ -476,10 +481,21 @@ func (fatal) Fatal(args ...any) { fatalf("%s", fmt.Sprint(args...)) }
 // pid, also on a fatal error.
 var children []*exec.Cmd
 
+// stopAll stops the children, newest first: SIGTERM, then SIGKILL if one
+// has not exited 5 s later. A terminated mqgate shuts down as it does in
+// service, so that a CPU profile it was asked for (MQGATE_CPUPROFILE in
+// tlsbench's environment, which the children inherit) is written out.
 func stopAll() {
 	for _, c := range slices.Backward(children) {
-		_ = c.Process.Kill()
-		_ = c.Wait()
+		_ = c.Process.Signal(syscall.SIGTERM)
+		exited := make(chan struct{})
+		go func() { _ = c.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = c.Process.Kill()
+			<-exited
+		}
 	}
 	children = nil
 }
@@ -495,8 +511,14 @@ func write(path, s string) {
 	}
 }
 
-func start(bin string, args ...string) *exec.Cmd {
+func start(bin string, args ...string) *exec.Cmd { return startEnv(nil, bin, args...) }
+
+// startEnv starts bin with env added to this process's environment.
+func startEnv(env []string, bin string, args ...string) *exec.Cmd {
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if filepath.Base(bin) != "mosquitto" { // it warns that it runs as root
 		cmd.Stderr = os.Stderr
 	}
