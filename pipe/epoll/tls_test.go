@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
+	"github.com/mqgate/mqgate/internal/sizeclass"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/tlsrecord"
 )
@@ -302,7 +304,8 @@ func TestTLSPairEnds(t *testing.T) {
 		client  []string // what the client opens, in order: plaintext, "EOF" (close_notify) or an error
 		end     pipe.End
 		why     string
-		clientE bool // the client's stream is read to its FIN
+		clientE bool          // the client's stream is read to its FIN
+		opts    *pipe.Options // other than an idle limit of a minute
 	}{
 		{name: "RFC 8446 6.1: close_notify is a FIN to the broker",
 			act: func(t *testing.T, tp *testPair, c *tlsrecord.Records) {
@@ -322,6 +325,16 @@ func TestTLSPairEnds(t *testing.T) {
 				tp.conn.CloseAtBoundary(pipe.End("kicked"), disconnect)
 			},
 			client: []string{string(disconnect), "EOF"}, clientE: true, end: pipe.End("kicked"), why: net.ErrClosed.Error()},
+		{name: "MQTT-3.1.2-22: the idle limit's DISCONNECT 0x8D in a record, then close_notify",
+			act:    func(t *testing.T, tp *testPair, c *tlsrecord.Records) {},
+			client: []string{"\xe0\x01\x8d", "EOF"}, clientE: true, end: pipe.IdleTimeout, why: net.ErrClosed.Error(),
+			opts: &pipe.Options{Idle: 100 * time.Millisecond, Level: 5}},
+		{name: "MQTT-3.2.2-15: a packet over the limit: DISCONNECT 0x95 in a record, then close_notify",
+			act: func(t *testing.T, tp *testPair, c *tlsrecord.Records) {
+				write(t, tp.client, sealed(c, "\x30\xff\x7f")) // a PUBLISH of 16,383 bytes
+			},
+			client: []string{"\xe0\x01\x95", "EOF"}, clientE: true, end: pipe.PacketTooLarge, why: net.ErrClosed.Error(),
+			opts: &pipe.Options{Idle: time.Minute, Level: 5, MaxPacketSize: 1000}},
 		{name: "RFC 8446 5.2: a bad record is bad_record_mac",
 			act: func(t *testing.T, tp *testPair, c *tlsrecord.Records) {
 				b := sealed(c, "x")
@@ -340,7 +353,11 @@ func TestTLSPairEnds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, 1)
-			tp, c := h.tlsPair(pipe.Options{Idle: time.Minute, Level: 5}, false)
+			opts := pipe.Options{Idle: time.Minute, Level: 5}
+			if tc.opts != nil {
+				opts = *tc.opts
+			}
+			tp, c := h.tlsPair(opts, false)
 			write(t, tp.client, sealed(c, "\x10\x00"))
 			if got := readN(t, tp.broker, 2); string(got) != "\x10\x00" {
 				t.Fatalf("broker read %q", got)
@@ -407,4 +424,14 @@ func FuzzTLSOpen(f *testing.F) {
 				chunk%64+1, cut.data, cut.replies, cut.alert, cut.err, cut.mid)
 		}
 	})
+}
+
+// TestTLSInSize keeps what a TLS pair adds to its loop beside the
+// 128-byte Conn small: the slot's record state (the Records is apart, its
+// cipher states only while bytes flow).
+func TestTLSInSize(t *testing.T) {
+	const budget = 48
+	if got := sizeclass.Of[tlsIn](); got > budget {
+		t.Errorf("a tlsIn of %d bytes takes a %d-byte slot, want at most %d", unsafe.Sizeof(tlsIn{}), got, budget)
+	}
 }
