@@ -72,6 +72,9 @@ stream_routes:
 				if got := carried(); got != want {
 					t.Fatalf("tlsrecord carried %d connections, want %d", got, want)
 				}
+				if st := g.srv.Stats(); dp == config.DataPathEpoll && (st.TLSRecordLooped+st.TLSRecordParked != want || (on && st.TLSRecordLooped == 0)) {
+					t.Fatalf("carried pairs looped %d, parked %d; want %d in all, some looped", st.TLSRecordLooped, st.TLSRecordParked, want)
+				}
 				if !on {
 					return
 				}

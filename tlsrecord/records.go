@@ -67,8 +67,11 @@ func (c *Conn) Detach() (*Records, bool) {
 		return nil, false
 	}
 	r := &Records{in: c.in, out: c.out, ignored: c.ignored}
-	// The loop's clock is not the wall clock idle was kept by.
+	// The loop's clock is not the wall clock idle was kept by; the cipher
+	// states go: a pair handed over after its CONNACK is idle more often
+	// than not, and the loop makes them again at its next bytes.
 	r.in.quiet, r.out.quiet = 0, 0
+	r.in.c, r.out.c = nil, nil
 	c.in, c.out = half{}, half{}
 	c.rerr, c.werr = ErrDetached, ErrDetached
 	return r, true
@@ -179,4 +182,13 @@ func NewRecords(suite uint16, in, out []byte) (*Records, error) {
 		return nil, err
 	}
 	return &Records{in: i, out: o}, nil
+}
+
+// KeyUpdateRequest seals a KeyUpdate with update_requested and moves to
+// the next sending secret: the peer answers with its own (RFC 8446,
+// 4.6.3).
+func (r *Records) KeyUpdateRequest() []byte {
+	b := r.AppendRecords(nil, typeHandshake, []byte{msgKeyUpdate, 0, 0, 1, 1})
+	r.out.update()
+	return b
 }

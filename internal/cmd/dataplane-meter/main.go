@@ -10,7 +10,11 @@
 //	go run ./internal/cmd/dataplane-meter -target haproxy -n 5000
 //	go run ./internal/cmd/dataplane-meter -transport ws -target mqgate,nginx -n 5000
 //	go run ./internal/cmd/dataplane-meter -transport wss -target mqgate,nginx -n 5000
+//	go run ./internal/cmd/dataplane-meter -transport tls -target mqgate,haproxy -n 5000
 //
+// With -transport tls the clients speak MQTT over TLS 1.3 (crypto/tls,
+// AES-128-GCM as Go's client picks it on AES-NI, a certificate made for
+// the run); mqgate and HAProxy end it and dial the sink in plain MQTT.
 // With -transport ws or wss the clients speak MQTT over WebSocket (wss:
 // over TLS, with a certificate made for the run) to the path /mqtt. mqgate
 // ends the WebSocket and dials the sink in plain MQTT; NGINX, configured as
@@ -71,7 +75,7 @@ func run() error {
 	var s settings
 	s.Register(flag.CommandLine, 5000, time.Minute)
 	flag.StringVar(&s.target, "target", "mqgate", "proxies to measure, comma-separated, one after the other: mqgate, haproxy (tcp only), nginx (ws, wss)")
-	flag.StringVar(&s.transport, "transport", "tcp", "what clients speak: tcp (MQTT), ws (MQTT over WebSocket) or wss (over TLS)")
+	flag.StringVar(&s.transport, "transport", "tcp", "what clients speak: tcp (MQTT), tls (MQTT over TLS 1.3), ws (MQTT over WebSocket) or wss (over TLS)")
 	flag.StringVar(&s.accessLog, "access-log", "off", "mqgate's log.access_log: off, or a file to write it to (the default, stdout, goes to the meter's log file)")
 	flag.StringVar(&s.loopAffinity, "loop-affinity", "broker", "mqgate's stream_proxy.loop_affinity: broker or connection (the meter has one broker)")
 	flag.IntVar(&s.msgs, "msgs", 200000, "64-byte message round trips for the CPU figure (0 skips)")
@@ -86,7 +90,7 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if s.transport == "wss" {
+	if s.transport == "wss" || s.transport == "tls" {
 		if s.certFile, s.keyFile, err = writeCert(dir); err != nil {
 			return err
 		}
@@ -124,7 +128,23 @@ func measure(s settings, dir string) error {
 		label += " (" + s.DataPath + ", loop_affinity " + s.loopAffinity + ")"
 	}
 	dial := meter.TCP(proxyAddr)
-	if s.transport != "tcp" {
+	switch s.transport {
+	case "tcp":
+	case "tls":
+		label += " tls"
+		if s.target == "mqgate" {
+			label += " (" + s.DataPath + ")"
+		}
+		cfg := &tls.Config{ServerName: "mqtt.example", InsecureSkipVerify: true, MinVersion: tls.VersionTLS13} // the run's own certificate
+		dial = func() (net.Conn, error) {
+			d := &net.Dialer{Timeout: 10 * time.Second}
+			c, err := tls.DialWithDialer(d, "tcp", proxyAddr, cfg)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	default:
 		label += " " + s.transport
 		var tlsCfg *tls.Config
 		if s.transport == "wss" {
@@ -263,6 +283,9 @@ func startProxy(s settings, dir, addr, sinkAddr string) (*meter.Proc, error) {
 		case "wss":
 			listener = fmt.Sprintf("{addr: %q, websocket: true, tls: true}", addr)
 			ssls = fmt.Sprintf("ssls: [{id: 1, cert: %q, key: %q, snis: [mqtt.example]}]\n", s.certFile, s.keyFile)
+		case "tls":
+			listener = fmt.Sprintf("{addr: %q, tls: true}", addr)
+			ssls = fmt.Sprintf("ssls: [{id: 1, cert: %q, key: %q, snis: [mqtt.example]}]\n", s.certFile, s.keyFile)
 		}
 		yml := fmt.Sprintf(`stream_proxy:
   tcp: [%s]
@@ -277,6 +300,25 @@ stream_routes:
 %s`, listener, s.DataPath, s.loopAffinity, s.accessLog, sinkAddr, ssls)
 		return meter.StartMqgate(dir, s.Mqgate, yml, env...)
 	case "haproxy":
+		bindTLS := ""
+		if s.transport == "tls" {
+			// HAProxy takes the certificate and key in one file.
+			pem := filepath.Join(dir, "haproxy.pem")
+			var b []byte
+			for _, f := range []string{s.certFile, s.keyFile} {
+				part, err := os.ReadFile(f)
+				if err != nil {
+					return nil, err
+				}
+				b = append(b, part...)
+			}
+			if err := os.WriteFile(pem, b, 0o600); err != nil {
+				return nil, err
+			}
+			bindTLS = " ssl crt " + pem
+		} else if s.transport != "tcp" {
+			return nil, errors.New("haproxy: measured for -transport tcp and tls")
+		}
 		cfg := filepath.Join(dir, "haproxy.cfg")
 		conf := fmt.Sprintf(`global
   maxconn 9500
@@ -286,17 +328,17 @@ defaults
   timeout client 450s
   timeout server 450s
 frontend mqtt
-  bind %s
+  bind %s%s
   default_backend brokers
 backend brokers
   server sink %s
-`, addr, sinkAddr)
+`, addr, bindTLS, sinkAddr)
 		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 			return nil, err
 		}
 		return meter.Start(exec.Command("haproxy", "-db", "-f", cfg), env...)
 	case "nginx":
-		if s.transport == "tcp" {
+		if s.transport == "tcp" || s.transport == "tls" {
 			return nil, errors.New("nginx: measured for -transport ws and wss (bench/ has its stream figures)")
 		}
 		cfg := filepath.Join(dir, "nginx.conf")
