@@ -136,8 +136,11 @@ func (a *loopAcceptor) Accept(c *epoll.Conn, remote, local netip.AddrPort) (epol
 // sniff tells them apart by the first byte: a CONNECT, or an HTTP request
 // head (up to mqttws.MaxHead: a longer one is all read and net/http's).
 func (lp *loopPath) sniffFrame(b []byte) (int, error) {
-	if !isHTTP(b[0]) && !lp.httpOnly {
-		return lp.snap.connectFrame(b)
+	if !isHTTP(b[0]) {
+		if !lp.httpOnly {
+			return lp.snap.connectFrame(b)
+		}
+		return len(b), nil // no request line: net/http answers it at once, as after sniff
 	}
 	if n := mqttws.HeadSize(b); n > 0 {
 		return n, nil
