@@ -549,6 +549,13 @@ func TestStatusAndConnections(t *testing.T) {
 	if r := st["routes"].([]any)[0].(map[string]any); r["id"] != "r1" || r["total"].(float64) != 3 {
 		t.Errorf("/status.json routes: %v", st["routes"])
 	}
+	// The data path's counters, zero here (plain TCP): present by name.
+	if ws, ok := st["websocket"].(map[string]any); !ok || ws["looped"] != 0.0 || ws["parked"] != 0.0 || ws["upstream_parked"] != 0.0 {
+		t.Errorf("/status.json websocket: %v", st["websocket"])
+	}
+	if tl, ok := st["tls"].(map[string]any); !ok || tl["record_carried"] != 0.0 || tl["record_looped"] != 0.0 || tl["record_parked"] != 0.0 || tl["handshake_failures"] != 0.0 {
+		t.Errorf("/status.json tls: %v", st["tls"])
+	}
 
 	v := g.mustDo(t, 200, "GET", "/connections?client_id=dev%2F1", "")
 	row := v["list"].([]any)[0].(map[string]any)

@@ -202,6 +202,21 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		"upstreams":      ups,
 		"reloads":        rs,
 		"rebalance":      st.Rebalance, // null before the first
+		"unfinished":     st.Unfinished,
+		"shed":           st.Shed,
+		"tls": map[string]any{
+			"handshake_failures": st.TLSHandshakeFailures,
+			"record_carried":     st.TLSRecordCarried,
+			"record_looped":      st.TLSRecordLooped,
+			"record_parked":      st.TLSRecordParked,
+		},
+		"proxy_protocol_refused": st.ProxyProtocolRefused,
+		"websocket": map[string]any{
+			"upgrades":        st.WebSocket,
+			"looped":          st.WebSocketLooped,
+			"parked":          st.WebSocketParked,
+			"upstream_parked": st.WebSocketUpstreamParked,
+		},
 	}
 	if s.etcd != nil {
 		out["etcd"] = map[string]any{"connection": s.etcd.Status(), "config": s.remoteStatus()}

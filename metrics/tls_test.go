@@ -16,7 +16,8 @@ import (
 )
 
 // TestTLSMetrics: handshakes on a TLS listener are counted by result and
-// timed; PROXY protocol refusals are counted.
+// timed, connections tlsrecord carries counted; PROXY protocol refusals
+// are counted; the ws pairs' counts are there at 0.
 func TestTLSMetrics(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -54,7 +55,8 @@ stream_routes: [{upstream: {nodes: {"127.0.0.1:1": 1}}}]
 	}
 	mqtttest.WaitFor(t, "the handshakes to be counted", func() bool {
 		st := srv.Stats()
-		return len(st.TLSHandshakes) == 1 && st.TLSHandshakes[0].OK == 2 && st.TLSHandshakes[0].Failed == 1 && st.ProxyProtocolRefused == 1
+		return len(st.TLSHandshakes) == 1 && st.TLSHandshakes[0].OK == 2 && st.TLSHandshakes[0].Failed == 1 && st.ProxyProtocolRefused == 1 &&
+			st.TLSRecordCarried == 2 // TLS 1.3 AES-GCM: tlsrecord carries both good ones (stream_proxy.tls_record)
 	})
 	f := scrape(t, hs.URL)
 	for _, tt := range []struct {
@@ -66,6 +68,12 @@ stream_routes: [{upstream: {nodes: {"127.0.0.1:1": 1}}}]
 		{"mqgate_tls_handshakes_total", map[string]string{"listener": "127.0.0.1:0", "result": "failed"}, 1},
 		{"mqgate_tls_handshake_duration_seconds", map[string]string{"listener": "127.0.0.1:0"}, 2},
 		{"mqgate_proxy_protocol_refused_total", nil, 1},
+		{"mqgate_tls_record_carried_total", nil, 2},
+		{"mqgate_tls_record_pairs_total", map[string]string{"path": "looped"}, 0}, // no CONNECT came: no pair
+		{"mqgate_tls_record_pairs_total", map[string]string{"path": "parked"}, 0},
+		{"mqgate_websocket_pairs_total", map[string]string{"path": "looped"}, 0},
+		{"mqgate_websocket_pairs_total", map[string]string{"path": "parked"}, 0},
+		{"mqgate_websocket_pairs_total", map[string]string{"path": "upstream_parked"}, 0},
 	} {
 		if got := value(t, f, tt.name, tt.labels); got != tt.want {
 			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)

@@ -49,23 +49,49 @@ func (f Framer) Lost() bool { return f.s&framerLost != 0 }
 // header began in an earlier b), and the caller is to end the stream, as
 // b[n:] starts a packet too large to pass.
 func (f *Framer) Feed(b []byte, max int) (n, size int) {
-	n, size, _ = f.advance(b, max, false)
+	n, size, _, _ = f.advance(b, max, false)
 	return n, size
 }
+
+// FeedLast is Feed that also returns last, the offset in b of the first
+// byte of the last packet that begins in b, or -1 when none does (b is
+// all inside a packet begun earlier). Whether a client's stream ends with
+// a DISCONNECT [MQTT-3.14.4-1], of any size (a 5.0 one with properties)
+// and however its reads are cut (one that began inside a packet, a
+// DISCONNECT split over two), is then one byte kept from read to read and
+// AtBoundary at the client's FIN:
+//
+//	n, size, last := up.FeedLast(buf, max)
+//	if last >= 0 {
+//		bye = mqtt.IsDisconnect(buf[last])
+//	}
+//	// ... at the client's FIN:
+//	if bye && up.AtBoundary() {
+//		// the client has closed: close the broker's side at once
+//	}
+func (f *Framer) FeedLast(b []byte, max int) (n, size, last int) {
+	n, size, _, last = f.advance(b, max, false)
+	return n, size, last
+}
+
+// IsDisconnect reports whether first, the first byte of a packet, is a
+// DISCONNECT's: type 14, flags 0 [MQTT-3.14.1-1].
+func IsDisconnect(first byte) bool { return first == byte(TypeDisconnect)<<4 }
 
 // Finish follows b only up to the end of the packet the stream is in. It
 // returns how many bytes of b belong to that packet and done true when the
 // packet ends within them (n is 0 and done true at a boundary); done false
 // when b ends first, or the stream is lost.
 func (f *Framer) Finish(b []byte) (n int, done bool) {
-	n, _, done = f.advance(b, 0, true)
+	n, _, done, _ = f.advance(b, 0, true)
 	return n, done
 }
 
-func (f *Framer) advance(b []byte, max int, stop bool) (n, size int, boundary bool) {
+func (f *Framer) advance(b []byte, max int, stop bool) (n, size int, boundary bool, last int) {
 	s := f.s
+	last = -1 // where the last packet begun in b starts
 	if s&framerLost != 0 {
-		return len(b), 0, false
+		return len(b), 0, false, last
 	}
 	start := 0 // where the packet whose Fixed Header is being read starts in b
 	i := 0
@@ -82,12 +108,12 @@ func (f *Framer) advance(b []byte, max int, stop bool) (n, size int, boundary bo
 			}
 			if stop {
 				f.s = 0
-				return i, 0, true
+				return i, 0, true, last
 			}
 			if i == len(b) {
 				break
 			}
-			start = i
+			start, last = i, i
 			s = 1 << framerShift // the type byte
 			i++
 			continue
@@ -104,55 +130,17 @@ func (f *Framer) advance(b []byte, max int, stop bool) (n, size int, boundary bo
 				// A fifth byte: both specifications stop at four (3.1.1
 				// section 2.2.3, 5.0 section 1.5.5).
 				f.s = framerLost
-				return len(b), 0, false
+				return len(b), 0, false, last
 			}
 			s = (phase+1)<<framerShift | v
 			continue
 		}
 		if total := 1 + int(k) + 1 + int(v); max > 0 && total > max {
 			f.s = v
-			return start, total, false
+			return start, total, false, last
 		}
 		s = v // the body; a packet without one (PINGREQ) ends here
 	}
 	f.s = s
-	return i, 0, false
-}
-
-// EndsWithDisconnect reports whether b, which starts at a packet boundary,
-// is whole packets of which the last is a DISCONNECT with a Remaining
-// Length of 0 (3.1.1, section 3.14; 5.0 without a reason code), 1 (a 5.0
-// Reason Code) or 2 (and a Property Length of 0). A proxy that sees a
-// client's stream end so, with the client's FIN, knows the client has
-// closed [MQTT-3.14.4-1] and may close the broker's side at once. A 5.0
-// DISCONNECT with properties is not recognised (false): such a client's
-// connection half-closes as any other.
-//
-// It costs two compares for a b whose last bytes cannot be such a
-// DISCONNECT (a message path's reads), and a walk of b's Fixed Headers
-// otherwise.
-func EndsWithDisconnect(b []byte) bool {
-	const disconnect = byte(TypeDisconnect) << 4 // its flags are 0 [MQTT-3.14.1-1]
-	n := len(b)
-	last := -1
-	for rl := 0; rl <= 2; rl++ {
-		if at := n - 2 - rl; at >= 0 && b[at] == disconnect && b[at+1] == byte(rl) {
-			last = at
-			break
-		}
-	}
-	if last < 0 {
-		return false
-	}
-	for off := 0; off < n; {
-		size, err := FrameLen(b[off:])
-		if err != nil {
-			return false
-		}
-		if off == last {
-			return off+size == n
-		}
-		off += size
-	}
-	return false
+	return i, 0, false, last
 }

@@ -410,7 +410,11 @@ func (c *Conn) readErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &pe), errors.Is(err, wsutil.ErrFrameTooLarge), errors.Is(err, wsutil.ErrMessageTooLarge):
+	case errors.As(err, &pe), errors.Is(err, wsutil.ErrFrameTooLarge), errors.Is(err, wsutil.ErrMessageTooLarge),
+		// gobwas's header errors are plain errors, not ProtocolErrors; a
+		// 64-bit length with its top bit set breaks RFC 6455 5.2 all the
+		// same, and the event loop closes it with 1002 (pipe/epoll/ws.go).
+		errors.Is(err, ws.ErrHeaderLengthMSB), errors.Is(err, ws.ErrHeaderLengthUnexpected):
 		return c.fail(ws.StatusProtocolError, err.Error(), &FrameError{Err: err})
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("WebSocket closed inside a frame: %w", err)

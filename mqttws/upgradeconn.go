@@ -60,33 +60,13 @@ var requestPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return
 func (u Upgrader) UpgradeConn(conn net.Conn, first []byte, path string) (c *Conn, fwd Forwarded, replay []byte, err error) {
 	bp := requestPool.Get().(*[]byte)
 	h := &handshake{conn: conn, buf: append((*bp)[:0], first...), path: path, allow: u.AllowOrigin}
-	h.answer.b = h.answerBuf[:0]
 	defer func() {
 		*bp = h.buf[:0]
 		if cap(h.buf) <= maxRequest {
 			requestPool.Put(bp)
 		}
 	}()
-	up := ws.Upgrader{
-		OnRequest:      h.onRequest,
-		OnHeader:       h.onHeader,
-		ProtocolCustom: h.protocol,
-		// The subprotocol is chosen over all the request's lines, so the
-		// Upgrader is told of none and the answer names it here.
-		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			switch h.proto {
-			case ProtocolMQTT:
-				return answerMQTT, nil
-			case ProtocolMQTT31:
-				return answerMQTT31, nil
-			}
-			return nil, errRefused
-		},
-	}
-	_, uerr := up.Upgrade(struct {
-		io.Reader
-		io.Writer
-	}{h, &h.answer})
+	uerr := h.run()
 	switch {
 	case uerr != nil && h.readErr != nil:
 		return nil, fwd, nil, h.readErr // closed, reset or too slow: nothing to answer
@@ -108,6 +88,75 @@ func (u Upgrader) UpgradeConn(conn net.Conn, first []byte, path string) (c *Conn
 	return NewConn(conn, h.proto, pending), h.fwd, nil, nil
 }
 
+// Upgrade is an MQTT WebSocket upgrade request that ParseUpgrade accepted.
+type Upgrade struct {
+	Answer   []byte // the 101 Switching Protocols to send [RFC 6455 4.2.2]
+	Protocol string // the subprotocol chosen: ProtocolMQTT or ProtocolMQTT31
+	Head     int    // the request head's length: what follows it are the client's first frames
+	Fwd      Forwarded
+}
+
+// ParseUpgrade checks the request head that req starts with as
+// UpgradeConn does (the same code: path, Upgrade, Connection, Version and
+// Key [RFC 6455 4.2.1], the "mqtt" subprotocol [MQTT-6.0.0-3], Origin, the
+// forwarding headers) without a connection, for an event loop that read
+// the head into its own buffer (HeadSize says when it is in):
+//
+//	if u, ok := mqttws.ParseUpgrade(head, "/mqtt", allow); ok {
+//		write(u.Answer) // then the client's frames from head[u.Head:]
+//	} // else an HTTP server answers head
+//
+// A request it does not take (not an upgrade for path, refused, malformed
+// or incomplete) reports false: an HTTP server answers it, as it does
+// UpgradeConn's replay.
+func ParseUpgrade(req []byte, path string, allow func(origin string) bool) (Upgrade, bool) {
+	h := &handshake{buf: req, path: path, allow: allow}
+	if err := h.run(); err != nil {
+		return Upgrade{}, false
+	}
+	end := headerEnd(req)
+	if end < 0 {
+		return Upgrade{}, false
+	}
+	return Upgrade{Answer: append([]byte(nil), h.answer.b...), Protocol: h.proto, Head: end, Fwd: h.fwd}, true
+}
+
+// HeadSize is the size of the request head b starts with (its request
+// line and headers up to the empty line [RFC 9110 2.1, RFC 9112 2.1]),
+// once b holds all of it; 0 until then.
+func HeadSize(b []byte) int { return max(headerEnd(b), 0) }
+
+// MaxHead is the most of a request head ParseUpgrade and UpgradeConn read;
+// a longer one is an HTTP server's to answer.
+const MaxHead = maxRequest
+
+// run reads the request through gobwas/ws's Upgrader and, when it is an
+// upgrade this path takes, leaves the answer in h.answer.
+func (h *handshake) run() error {
+	h.answer.b = h.answerBuf[:0]
+	up := ws.Upgrader{
+		OnRequest:      h.onRequest,
+		OnHeader:       h.onHeader,
+		ProtocolCustom: h.protocol,
+		// The subprotocol is chosen over all the request's lines, so the
+		// Upgrader is told of none and the answer names it here.
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			switch h.proto {
+			case ProtocolMQTT:
+				return answerMQTT, nil
+			case ProtocolMQTT31:
+				return answerMQTT31, nil
+			}
+			return nil, errRefused
+		},
+	}
+	_, err := up.Upgrade(struct {
+		io.Reader
+		io.Writer
+	}{h, &h.answer})
+	return err
+}
+
 // errRefused is what the handshake's callbacks return for a request the
 // fast path does not upgrade; the HTTP server answers it.
 var errRefused = errors.New("not an MQTT WebSocket upgrade")
@@ -115,9 +164,9 @@ var errRefused = errors.New("not an MQTT WebSocket upgrade")
 // handshake is one UpgradeConn: the request's bytes as read, and what the
 // callbacks found in them.
 type handshake struct {
-	conn   net.Conn
-	buf    []byte // every byte of the connection read so far
-	served int    // how many of buf the Upgrader has read
+	conn   net.Conn // nil for ParseUpgrade
+	buf    []byte   // every byte of the connection read so far
+	served int      // how many of buf the Upgrader has read
 	path   string
 	allow  func(string) bool
 	proto  string // the subprotocol to answer with; "" if none offered
@@ -142,6 +191,9 @@ func (h *handshake) Read(p []byte) (int, error) {
 		n := copy(p, h.buf[h.served:])
 		h.served += n
 		return n, nil
+	}
+	if h.conn == nil { // ParseUpgrade: the head is all there is
+		return 0, io.ErrUnexpectedEOF
 	}
 	if len(h.buf) >= maxRequest {
 		return 0, errTooLong

@@ -244,8 +244,9 @@ type direction struct {
 	bytes    int64
 	meter    *Meter // nil without Options.Meter
 	isUp     bool   // client to broker; the other direction says goodbye
-	// bye: client to broker, the last read ended with a whole DISCONNECT
-	// (mqtt.EndsWithDisconnect), so the client's FIN ends the pipe.
+	// bye: client to broker, the last packet begun is a DISCONNECT
+	// (mqtt.Framer.FeedLast), so the client's FIN at a boundary, when it is
+	// whole, ends the pipe.
 	bye    bool
 	frame  mqtt.Framer // the packets of src
 	max    int         // Options.MaxPacketSize for packets from the client
@@ -382,7 +383,7 @@ func (d *direction) ended(err error) {
 	d.halfClosed.Store(true)
 	switch {
 	case d.aborted.Load():
-	case d.bye:
+	case d.bye && d.frame.AtBoundary():
 		// The client sent DISCONNECT and closed [MQTT-3.14.4-1]: what the
 		// broker still sends has no reader, so its direction ends now, as
 		// at the end of HalfCloseTimeout, not at the broker's FIN.
@@ -481,10 +482,9 @@ func (d *direction) pass(b []byte) error {
 		}
 		return nil
 	}
-	atStart := d.frame.AtBoundary()
-	n, size := d.frame.Feed(b, d.max)
-	if d.isUp {
-		d.bye = atStart && size == 0 && d.frame.AtBoundary() && mqtt.EndsWithDisconnect(b)
+	n, size, last := d.frame.FeedLast(b, d.max)
+	if d.isUp && last >= 0 {
+		d.bye = mqtt.IsDisconnect(b[last])
 	}
 	if err := d.write(b[:n]); err != nil {
 		return err

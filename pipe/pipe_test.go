@@ -203,25 +203,44 @@ func TestBytesBothWaysThenHalfClose(t *testing.T) {
 // client's. A PINGREQ last keeps the half-close (TestBytesBothWaysThenHalfClose).
 func TestDisconnectThenFIN(t *testing.T) {
 	t.Parallel()
-	forEachPath(t, func(t *testing.T, path string) {
-		client, broker, _, _, res := setup(t, path, pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute})
-		const bye = "\x30\x04\x00\x01tx\xe0\x00" // a PUBLISH, then DISCONNECT
-		if _, err := client.Write([]byte(bye)); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(bye))
-		if _, err := io.ReadFull(broker, got); err != nil || string(got) != bye {
-			t.Fatalf("broker got %x, %v", got, err)
-		}
-		client.CloseWrite()
-		r := waitResult(t, res) // the broker has not closed
-		if n, err := broker.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-			t.Fatalf("broker read after the DISCONNECT: %d, %v; want EOF", n, err)
-		}
-		if r.End != pipe.ClientClosed || r.Up != int64(len(bye)) || r.Err != nil {
-			t.Errorf("result %+v, want client_closed with %d up", r, len(bye))
-		}
-	})
+	const withProps = "\xe0\x08\x00\x06\x1f\x00\x03bye" // 5.0: Normal disconnection, Reason String "bye" (5.0 section 3.14.2.2.3)
+	for _, tt := range []struct {
+		name string
+		// writes go to the pipe one at a time, each read by the broker
+		// before the next: the pipe's reads are cut where they are.
+		writes []string
+	}{
+		{"a PUBLISH, then DISCONNECT", []string{"\x30\x04\x00\x01tx\xe0\x00"}},
+		{"[MQTT-3.14.4-1] 5.0 with properties", []string{withProps}},
+		{"[MQTT-3.14.4-1] at the end of a read that began inside a PUBLISH", []string{"\x30\x04\x00", "\x01tx\xe0\x00"}},
+		{"[MQTT-3.14.4-1] a DISCONNECT cut over two reads", []string{withProps[:4], withProps[4:]}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			forEachPath(t, func(t *testing.T, path string) {
+				client, broker, _, _, res := setup(t, path, pipe.Options{Idle: time.Minute, HalfCloseTimeout: time.Minute})
+				up := 0
+				for _, w := range tt.writes {
+					if _, err := client.Write([]byte(w)); err != nil {
+						t.Fatal(err)
+					}
+					got := make([]byte, len(w))
+					if _, err := io.ReadFull(broker, got); err != nil || string(got) != w {
+						t.Fatalf("broker got %x, %v; want %x", got, err, w)
+					}
+					up += len(w)
+				}
+				client.CloseWrite()
+				r := waitResult(t, res) // the broker has not closed
+				if n, err := broker.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+					t.Fatalf("broker read after the DISCONNECT: %d, %v; want EOF", n, err)
+				}
+				if r.End != pipe.ClientClosed || r.Up != int64(up) || r.Err != nil {
+					t.Errorf("result %+v, want client_closed with %d up", r, up)
+				}
+			})
+		})
+	}
 }
 
 func TestBrokerClosesFirst(t *testing.T) {

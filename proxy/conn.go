@@ -592,12 +592,12 @@ func (p *connPath) pipe() bool {
 	s, lc := p.s, p.lc
 	opts := p.pipeOptions()
 	p.looped = true
-	client, ws := p.loopClient()
-	if s.loopPair(p.snap, lc, client, p.broker, opts, ws) {
+	client, ws, rc := p.loopClient()
+	if s.loopPair(p.snap, lc, client, p.broker, opts, ws, rc) {
 		return true
 	}
 	if ws {
-		s.stats.WebSocketParked.Add(1)
+		p.countParked()
 	}
 	opts.Control = p.ctl
 	broker, tcp := p.broker, p.tcp

@@ -7,6 +7,7 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/pipe/epoll"
+	"github.com/mqgate/mqgate/tlsrecord"
 )
 
 // eventLoops are the server's epoll loops (stream_proxy.data_path: epoll),
@@ -87,8 +88,11 @@ func (s *Server) parkPipe(client net.Conn, pc *pipe.ParkConn, broker net.Conn, o
 // reports false when the pair stays with the caller, for pipe.Run: another
 // data path is configured, a side is not plain TCP (TLS, WebSocket), the
 // connection was closed from outside meanwhile, or the loops are out of
-// reach (out of descriptors for the handover, say).
-func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options, ws bool) bool {
+// reach (out of descriptors for the handover, say). With rc, client is
+// the TCP connection under rc, a TLS client whose records the loop
+// carries on (epoll.Group.AddTLS) when rc has nothing read ahead
+// (tlsrecord.Conn.Detach); TLSRecordLooped or TLSRecordParked counts it.
+func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options, ws bool, rc *tlsrecord.Conn) bool {
 	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
 		return false
 	}
@@ -115,10 +119,29 @@ func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn,
 	if ws {
 		add = g.AddWebSocket // the loop frames (pipe/epoll/ws.go)
 	}
+	if rc != nil {
+		rec, ok := rc.Detach()
+		if !ok {
+			// Records read ahead or cut short at the CONNACK: parked, as
+			// before (a rare race of the client's bytes with the hand-off).
+			s.stats.TLSRecordParked.Add(1)
+			return false
+		}
+		add = func(aff epoll.Affinity, ct, bt *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*epoll.Conn, error) {
+			c, err := g.AddTLS(aff, ct, bt, rec, opts, done) // the loop seals and opens (pipe/epoll/tls.go)
+			if err != nil {
+				rc.Reattach(rec)
+			}
+			return c, err
+		}
+	}
 	conn, err := add(loopAffinity(snap), ct, bt, opts, lc.pipeEnded)
 	if err != nil {
 		s.log.Warn("event loop handover failed; piping with goroutines", "err", err)
 		return false
+	}
+	if rc != nil {
+		s.stats.TLSRecordLooped.Add(1)
 	}
 	if ws {
 		s.stats.WebSocketLooped.Add(1)

@@ -9,10 +9,16 @@ import (
 	"github.com/mqgate/mqgate/mqtt"
 )
 
+// disconnectWithReason is a 5.0 DISCONNECT, Normal disconnection, with a
+// Reason String (5.0 section 3.14.2.2.3).
+const disconnectWithReason = "\xe0\x08\x00\x06\x1f\x00\x03bye"
+
 // TestDisconnectThenFINNoWill: on both data paths, a client with a will
-// sends DISCONNECT and then its FIN through mqgate to Mosquitto. The client
-// has closed [MQTT-3.14.4-1], and mqgate closes both sides at once rather
-// than wait for the broker's FIN (pipe and pipe/epoll's TestDisconnectThenFIN
+// sends DISCONNECT and then its FIN through mqgate to Mosquitto (a 5.0 one
+// with properties too, and one at the end of a read that began inside a
+// packet, or inside the DISCONNECT itself). The client has closed
+// [MQTT-3.14.4-1], and mqgate closes both sides at once rather than wait
+// for the broker's FIN (pipe and pipe/epoll's TestDisconnectThenFIN
 // show that with a broker that stays); the broker must still get the
 // DISCONNECT before the connection ends, so it discards the will
 // [MQTT-3.14.4-3]: a subscriber to will/# sees none. The control, a client
@@ -38,14 +44,30 @@ func TestDisconnectThenFINNoWill(t *testing.T) {
 			for _, tt := range []struct {
 				level byte
 				bye   []byte
+				// cut > 0: the first cut bytes of bye go first, and the rest
+				// only once mqgate has passed them on (its byte count says
+				// so), so that its last read begins inside a packet.
+				cut int
 			}{
-				{mqtt.Level311, []byte{0xe0, 0x00}},
-				{mqtt.Level5, []byte{0xe0, 0x01, 0x00}}, // Normal disconnection
-				{mqtt.Level5, []byte{0xe0, 0x00}},       // the same, its Reason Code left out (5.0 section 3.14.2.1)
+				{level: mqtt.Level311, bye: []byte{0xe0, 0x00}},
+				{level: mqtt.Level5, bye: []byte{0xe0, 0x01, 0x00}},     // Normal disconnection
+				{level: mqtt.Level5, bye: []byte{0xe0, 0x00}},           // the same, its Reason Code left out (5.0 section 3.14.2.1)
+				{level: mqtt.Level5, bye: []byte(disconnectWithReason)}, // with a property
+				{level: mqtt.Level5, bye: []byte(disconnectWithReason), cut: 4},
+				{level: mqtt.Level311, bye: []byte{0x30, 0x05, 0x00, 0x01, 't', 'h', 'i', 0xe0, 0x00}, cut: 4}, // a PUBLISH's tail, then DISCONNECT
 			} {
-				id := fmt.Sprintf("fin-%s-%d-%d", dp, tt.level, len(tt.bye))
+				id := fmt.Sprintf("fin-%s-%d-%d-%d", dp, tt.level, len(tt.bye), tt.cut)
 				conn := dial(t, id, tt.level)
-				if _, err := conn.Write(tt.bye); err != nil {
+				rest := tt.bye
+				if tt.cut > 0 {
+					before := g.srv.Stats().BytesUp
+					if _, err := conn.Write(tt.bye[:tt.cut]); err != nil {
+						t.Fatal(err)
+					}
+					mqtttest.WaitFor(t, id+"'s first bytes passed on", func() bool { return g.srv.Stats().BytesUp >= before+int64(tt.cut) })
+					rest = tt.bye[tt.cut:]
+				}
+				if _, err := conn.Write(rest); err != nil {
 					t.Fatal(err)
 				}
 				if err := conn.CloseWrite(); err != nil {

@@ -39,15 +39,22 @@ type Stats struct {
 	ProxyProtocolRefused atomic.Uint64 // proxy_protocol listeners: senders refused, headers bad
 	// Plain WebSocket (ws) pairs on data_path epoll: carried by an event
 	// loop, or parked (pipe.Park) because their handover to a loop was not
-	// simple (bytes read ahead, a frame or message open at the CONNACK).
-	WebSocketLooped atomic.Uint64
-	WebSocketParked atomic.Uint64
-
-	refusedBy     refusals // by reason, see coreRefusals and the plugins' Reasons
-	parseErrorsBy [len(parseErrorKinds)]atomic.Uint64
-	dialCount     atomic.Uint64
-	dialNanos     atomic.Uint64
-	dialBuckets   dialHistogram
+	// simple (bytes read ahead, a frame or message open at the CONNACK, the
+	// loops out of reach), or parked because their broker side is not plain
+	// TCP (an upstream with scheme ws, wss or tls), which no loop takes.
+	WebSocketLooped         atomic.Uint64
+	WebSocketParked         atomic.Uint64
+	WebSocketUpstreamParked atomic.Uint64
+	// TLS pairs whose records tlsrecord carries, on data_path epoll:
+	// carried by an event loop (pipe/epoll/tls.go), or parked because
+	// records were read ahead at the CONNACK.
+	TLSRecordLooped atomic.Uint64
+	TLSRecordParked atomic.Uint64
+	refusedBy       refusals // by reason, see coreRefusals and the plugins' Reasons
+	parseErrorsBy   [len(parseErrorKinds)]atomic.Uint64
+	dialCount       atomic.Uint64
+	dialNanos       atomic.Uint64
+	dialBuckets     dialHistogram
 }
 
 func (st *Stats) refused(reason string) { st.refusedBy.add(reason) }
@@ -91,6 +98,11 @@ type StatsSnapshot struct {
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
 	WebSocketLooped      uint64              // ws pairs (data_path epoll) carried by an event loop
 	WebSocketParked      uint64              // ws pairs (data_path epoll) parked: their handover was not simple
+	TLSRecordLooped      uint64              // tlsrecord-carried TLS pairs (data_path epoll) carried by an event loop
+	TLSRecordParked      uint64              // tlsrecord-carried TLS pairs (data_path epoll) parked: records were read ahead
+	// WebSocketUpstreamParked are ws pairs (data_path epoll) parked for
+	// their broker side: an upstream with scheme ws, wss or tls.
+	WebSocketUpstreamParked uint64
 
 	Rebalance      *RebalanceStatus // the last paced rebalance, nil before the first
 	RebalanceMoved uint64           // connections every rebalance moved

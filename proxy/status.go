@@ -105,13 +105,16 @@ func (s *Server) Stats() StatsSnapshot {
 			Count:      s.stats.dialCount.Load(),
 			SumSeconds: time.Duration(s.stats.dialNanos.Load()).Seconds(),
 		},
-		TLSHandshakeFailures: s.stats.TLSHandshakeFailures.Load(),
-		TLSRecordCarried:     s.stats.TLSRecordCarried.Load(),
-		ProxyProtocolRefused: s.stats.ProxyProtocolRefused.Load(),
-		TLSHandshakes:        tlsSnapshot(s.tlsCounts.All()),
-		WebSocket:            s.web.stats.snapshot(),
-		WebSocketLooped:      s.stats.WebSocketLooped.Load(),
-		WebSocketParked:      s.stats.WebSocketParked.Load(),
+		TLSHandshakeFailures:    s.stats.TLSHandshakeFailures.Load(),
+		TLSRecordCarried:        s.stats.TLSRecordCarried.Load(),
+		ProxyProtocolRefused:    s.stats.ProxyProtocolRefused.Load(),
+		TLSHandshakes:           tlsSnapshot(s.tlsCounts.All()),
+		WebSocket:               s.web.stats.snapshot(),
+		WebSocketLooped:         s.stats.WebSocketLooped.Load(),
+		WebSocketParked:         s.stats.WebSocketParked.Load(),
+		TLSRecordLooped:         s.stats.TLSRecordLooped.Load(),
+		TLSRecordParked:         s.stats.TLSRecordParked.Load(),
+		WebSocketUpstreamParked: s.stats.WebSocketUpstreamParked.Load(),
 	}
 	for reason, n := range s.stats.refusedBy {
 		out.Refused[reason] = n.Load()

@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,6 +123,13 @@ stream_routes: [{id: r, upstream_id: emqx}]
 			mqtttest.WaitFor(t, "an MQTT probe over "+scheme+" at the broker", func() bool {
 				return slices.ContainsFunc(broker.Seen(), func(id string) bool { return strings.HasPrefix(id, "probe-") })
 			})
+			if os.Getenv(dataPathEnv) == "" || os.Getenv(dataPathEnv) == config.DataPathEpoll {
+				// The ws client parks: no loop takes a ws or wss broker.
+				if st := g.srv.Stats(); st.WebSocketUpstreamParked != 1 || st.WebSocketParked != 0 || st.WebSocketLooped != 0 {
+					t.Errorf("ws pairs parked for their upstream %d, parked %d, looped %d; want 1, 0, 0",
+						st.WebSocketUpstreamParked, st.WebSocketParked, st.WebSocketLooped)
+				}
+			}
 			tcp.close()
 			ws.close()
 			rec := g.waitRecord(t, "up-tcp-v3's record", func(r map[string]any) bool { return r["client_id"] == "up-tcp-v3" })

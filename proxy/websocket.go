@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/mqgate/mqgate/tlsrecord"
 	"io"
 	"log/slog"
 	"net"
@@ -438,21 +439,41 @@ func webEnd(err error) pipe.End {
 	return ""
 }
 
+// countParked counts a plain ws pair that parks rather than enter a loop:
+// for its broker side when that is not plain TCP (an upstream with scheme
+// ws, wss or tls, which no loop takes), else for its handover.
+func (p *connPath) countParked() {
+	if _, tcp := p.broker.(*net.TCPConn); !tcp {
+		p.s.stats.WebSocketUpstreamParked.Add(1)
+		return
+	}
+	p.s.stats.WebSocketParked.Add(1)
+}
+
 // loopClient is the client's side for an event loop: the connection
 // itself, or for a plain WebSocket (ws on data_path epoll, parked from its
 // upgrade) the TCP connection under it, with ws set, when the loop can
 // take its frames from here (mqttws.Conn.Detachable); else the WebSocket,
 // which the loops do not take, and it parks as before.
-func (p *connPath) loopClient() (client net.Conn, ws bool) {
+func (p *connPath) loopClient() (client net.Conn, ws bool, tc *tlsrecord.Conn) {
+	if rc, ok := p.conn.(*tlsrecord.Conn); ok {
+		// A TLS client whose records tlsrecord carries: the loop carries
+		// them on from the TCP connection under it (loopPair detaches
+		// them), as a ws client's frames.
+		if p.park == nil || p.tcp == nil || p.ec != nil || rc.Conn != net.Conn(p.park) {
+			return p.conn, false, nil
+		}
+		return p.tcp, false, rc
+	}
 	wc, ok := p.conn.(*mqttws.Conn)
 	if !ok || p.park == nil || p.tcp == nil || p.ec != nil {
-		return p.conn, false
+		return p.conn, false, nil
 	}
 	if under, ok := wc.Detachable(); ok && under == net.Conn(p.park) {
-		return p.tcp, true
+		return p.tcp, true, nil
 	}
 	if wc.Conn == net.Conn(p.park) { // a ws pair the loop could have had: counted
-		p.s.stats.WebSocketParked.Add(1)
+		p.countParked()
 	}
-	return p.conn, false
+	return p.conn, false, nil
 }

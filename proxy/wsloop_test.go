@@ -38,8 +38,9 @@ func connectWS(t *testing.T, g *gateway, id string, level byte, looped bool) *mq
 // event loop (the Stats say so), and what the loop decides itself follows
 // RFC 6455 as the parked path does: a ping gets its pong [RFC 6455
 // 5.5.2, 5.5.3], a close its close [RFC 6455 5.5.1], a text frame after
-// the CONNACK 1003 [MQTT-6.0.0-1], an unmasked one 1002 [RFC 6455 5.1],
-// a header cut into single bytes still parses [RFC 6455 5.2], and a 5.0
+// the CONNACK 1003 [MQTT-6.0.0-1], an unmasked one 1002 [RFC 6455 5.1]
+// and so a 64-bit length with its top bit set [RFC 6455 5.2], a header
+// cut into single bytes still parses [RFC 6455 5.2], and a 5.0
 // client kicked by a newer one with its client id gets its DISCONNECT
 // 0x8E in a binary frame, then a close frame.
 func TestWebSocketLoop(t *testing.T) {
@@ -107,6 +108,12 @@ func TestWebSocketLoop(t *testing.T) {
 			func(c *mqtttest.WSConn) error { return c.WriteFrame(ws.OpText, true, []byte("hello")) }},
 		{"unmasked", "masked", "websocket_frame", ws.StatusProtocolError,
 			func(c *mqtttest.WSConn) error { return ws.WriteFrame(c.Conn, ws.NewBinaryFrame([]byte{0xc0, 0})) }},
+		// RFC 6455 5.2: "the most significant bit MUST be 0".
+		{"length-msb", "most significant bit", "websocket_frame", ws.StatusProtocolError,
+			func(c *mqtttest.WSConn) error {
+				_, err := c.Conn.Write([]byte{0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4, 0xc0})
+				return err
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := "wsl-" + tc.name
@@ -136,8 +143,8 @@ func TestWebSocketLoop(t *testing.T) {
 	})
 
 	if looped {
-		if st := g.srv.Stats(); st.WebSocketParked != 0 || st.WebSocketLooped != 6 {
-			t.Errorf("ws pairs looped %d, parked %d; want all 6 looped", st.WebSocketLooped, st.WebSocketParked)
+		if st := g.srv.Stats(); st.WebSocketParked != 0 || st.WebSocketUpstreamParked != 0 || st.WebSocketLooped != 7 {
+			t.Errorf("ws pairs looped %d, parked %d, %d for their upstream; want all 7 looped", st.WebSocketLooped, st.WebSocketParked, st.WebSocketUpstreamParked)
 		}
 	}
 }

@@ -463,8 +463,10 @@ const keepCipher = time.Second
 
 // idle is called when the bytes ran out: the cipher state goes unless they
 // ran out less than keepCipher ago as well.
-func (h *half) idle() {
-	now := time.Now().UnixNano()
+func (h *half) idle() { h.idleAt(time.Now().UnixNano()) }
+
+// idleAt is idle at now, on the caller's clock.
+func (h *half) idleAt(now int64) {
 	if now-h.quiet >= int64(keepCipher) {
 		h.c = nil
 	}
@@ -690,124 +692,130 @@ func (c *Conn) fail(err error) error {
 
 // record handles one record: application data becomes c.plain.
 func (c *Conn) record(rec []byte) error {
+	data, answer, alert, err := open(&c.in, &c.ignored, rec)
+	if alert != 0 {
+		c.sendAlert(alert)
+	}
+	if err != nil {
+		return err
+	}
+	c.plain = data
+	if answer { // update_requested: answer, then update ours
+		c.wmu.Lock()
+		// Nothing is written after close_notify: the answer would be
+		// the one record the peer no longer expects.
+		if !c.closeSent && c.werr == nil {
+			err = c.writeRecord(typeHandshake, keyUpdateMsg[:])
+			if err == nil {
+				c.out.update()
+			}
+		}
+		c.wmu.Unlock()
+	}
+	return err
+}
+
+// keyUpdateMsg is a KeyUpdate with update_not_requested (RFC 8446, 4.6.3).
+var keyUpdateMsg = [5]byte{msgKeyUpdate, 0, 0, 1, 0}
+
+// open is the record rules of the client's stream, for Conn and Records:
+// it opens one whole record rec (header and ciphertext) in place with in
+// and returns its application data (in rec; empty for a record that
+// carries none). answer reports a KeyUpdate with update_requested, which
+// the caller answers with its own (RFC 8446, 4.6.3) before anything else
+// it seals; in moved to its next secret already. A close_notify is io.EOF.
+// Any other error fails the connection, after the alert alert (RFC 8446,
+// 6) when it is not 0 (it is 0 for the peer's own alert).
+func open(in *half, ignored *int, rec []byte) (data []byte, answer bool, alert byte, err error) {
 	if rec[0] != typeApplication {
 		// After the handshake every record is protected (RFC 8446, 5):
 		// a change_cipher_spec is only allowed before the client's
 		// Finished, which crypto/tls read.
-		c.sendAlert(alertUnexpectedMessage)
-		return fmt.Errorf("tls: unprotected record of type %d after the handshake", rec[0])
+		return nil, false, alertUnexpectedMessage, fmt.Errorf("tls: unprotected record of type %d after the handshake", rec[0])
 	}
-	inner, err := openRecord(c.in.aead(), &c.in, c.in.seq, rec)
+	inner, err := openRecord(in.aead(), in, in.seq, rec)
 	if err != nil {
-		c.sendAlert(alertBadRecordMAC)
-		return errBadRecord
+		return nil, false, alertBadRecordMAC, errBadRecord
 	}
-	c.in.seq++
+	in.seq++
 	i := len(inner) - 1
 	for i >= 0 && inner[i] == 0 {
 		i--
 	}
 	if i < 0 {
-		c.sendAlert(alertUnexpectedMessage)
-		return errors.New("tls: record with no content type")
+		return nil, false, alertUnexpectedMessage, errors.New("tls: record with no content type")
 	}
 	typ, data := inner[i], inner[:i]
 	if len(data) > maxPlaintext {
-		c.sendAlert(alertRecordOverflow)
-		return errors.New("tls: oversized plaintext")
+		return nil, false, alertRecordOverflow, errors.New("tls: oversized plaintext")
 	}
 	switch typ {
 	case typeApplication:
-		c.plain = data
 		if len(data) > 0 {
-			c.ignored = 0
+			*ignored = 0
 		}
-		return nil
+		return data, false, 0, nil
 	case typeAlert:
 		if len(data) != 2 {
-			c.sendAlert(alertDecodeError)
-			return errors.New("tls: malformed alert")
+			return nil, false, alertDecodeError, errors.New("tls: malformed alert")
 		}
 		switch data[1] {
 		case 0:
-			return io.EOF // close_notify
+			return nil, false, 0, io.EOF // close_notify
 		case alertUserCanceled:
 			// The only alert TLS 1.3 does not make fatal (RFC 8446, 6.1);
 			// crypto/tls drops it and reads on, so does this.
-			if c.ignored++; c.ignored > maxIgnored {
-				c.sendAlert(alertUnexpectedMessage)
-				return errors.New("tls: too many ignored records")
+			if *ignored++; *ignored > maxIgnored {
+				return nil, false, alertUnexpectedMessage, errors.New("tls: too many ignored records")
 			}
-			return nil
+			return nil, false, 0, nil
 		}
-		return fmt.Errorf("tls: peer sent alert %d", data[1])
+		return nil, false, 0, fmt.Errorf("tls: peer sent alert %d", data[1])
 	case typeHandshake:
-		c.ignored = 0
-		return c.handshake(data)
+		*ignored = 0
+		answer, alert, err := handshake(in, data)
+		return nil, answer, alert, err
 	}
-	c.sendAlert(alertUnexpectedMessage)
-	return fmt.Errorf("tls: unexpected record type %d", typ)
+	return nil, false, alertUnexpectedMessage, fmt.Errorf("tls: unexpected record type %d", typ)
 }
 
 // handshake handles post-handshake messages: only KeyUpdate is expected
 // from a client (no post-handshake authentication is asked for).
-func (c *Conn) handshake(data []byte) error {
+func handshake(in *half, data []byte) (answer bool, alert byte, err error) {
 	if len(data) == 0 {
-		c.sendAlert(alertUnexpectedMessage) // an empty handshake record (RFC 8446, 5.1)
-		return errors.New("tls: empty handshake record")
+		return false, alertUnexpectedMessage, errors.New("tls: empty handshake record") // RFC 8446, 5.1
 	}
 	for len(data) > 0 {
 		// A client's KeyUpdate (5 bytes) comes whole in one record; a
 		// message split across records is refused rather than buffered.
 		if len(data) < 4 {
-			c.sendAlert(alertUnexpectedMessage)
-			return errors.New("tls: handshake message split across records")
+			return false, alertUnexpectedMessage, errors.New("tls: handshake message split across records")
 		}
 		n := int(data[1])<<16 | int(data[2])<<8 | int(data[3])
 		if len(data) < 4+n {
-			c.sendAlert(alertUnexpectedMessage)
-			return errors.New("tls: handshake message split across records")
+			return false, alertUnexpectedMessage, errors.New("tls: handshake message split across records")
 		}
 		typ, body := data[0], data[4:4+n]
 		data = data[4+n:]
 		if typ != msgKeyUpdate {
 			// A ClientHello (renegotiation, which TLS 1.3 does not have),
 			// a client's NewSessionTicket, a Certificate nobody asked for.
-			c.sendAlert(alertUnexpectedMessage)
-			return fmt.Errorf("tls: unexpected post-handshake message %d", typ)
+			return false, alertUnexpectedMessage, fmt.Errorf("tls: unexpected post-handshake message %d", typ)
 		}
 		if len(body) != 1 {
-			c.sendAlert(alertDecodeError)
-			return errors.New("tls: malformed KeyUpdate")
+			return false, alertDecodeError, errors.New("tls: malformed KeyUpdate")
 		}
 		if body[0] > 1 {
-			c.sendAlert(alertIllegalParameter) // RFC 8446, 4.6.3
-			return fmt.Errorf("tls: KeyUpdate request_update %d", body[0])
+			return false, alertIllegalParameter, fmt.Errorf("tls: KeyUpdate request_update %d", body[0]) // RFC 8446, 4.6.3
 		}
 		if len(data) > 0 {
 			// A KeyUpdate must end its record (RFC 8446, 5.1).
-			c.sendAlert(alertUnexpectedMessage)
-			return errors.New("tls: data after a KeyUpdate in its record")
+			return false, alertUnexpectedMessage, errors.New("tls: data after a KeyUpdate in its record")
 		}
-		c.in.update()
-		if body[0] == 1 { // update_requested: answer, then update ours
-			c.wmu.Lock()
-			var err error
-			// Nothing is written after close_notify: the answer would
-			// be the one record the peer no longer expects.
-			if !c.closeSent && c.werr == nil {
-				err = c.writeRecord(typeHandshake, []byte{msgKeyUpdate, 0, 0, 1, 0})
-				if err == nil {
-					c.out.update()
-				}
-			}
-			c.wmu.Unlock()
-			if err != nil {
-				return err
-			}
-		}
+		in.update()
+		answer = body[0] == 1
 	}
-	return nil
+	return answer, 0, nil
 }
 
 // Write sends p in records of at most 16 KB.
@@ -845,20 +853,29 @@ func (c *Conn) ReleaseWrite() {
 func (c *Conn) writeRecord(typ byte, data []byte) error {
 	bp := recordPool.Get().(*[]byte)
 	defer recordPool.Put(bp)
-	b := (*bp)[:headerLen]
-	n := len(data) + 1 + tagLen
-	b[0], b[1], b[2] = typeApplication, 3, 3
-	binary.BigEndian.PutUint16(b[3:], uint16(n))
-	b = append(b, data...)
-	b = append(b, typ)
-	nonce := c.out.nonce(c.out.seq)
-	b = c.out.aead().Seal(b[:headerLen], nonce[:], b[headerLen:], b[:headerLen])
-	c.out.seq++
+	b := append((*bp)[:HeaderRoom], data...)
+	b = sealRecord(&c.out, b, typ)
 	if _, err := c.Conn.Write(b); err != nil {
 		c.werr = err // part of a record may have gone: the stream is lost
 		return err
 	}
 	return nil
+}
+
+// sealRecord is the one sealing of a record, for Conn and Records: b is
+// HeaderRoom bytes of room, then the plaintext (at most 16 KB), and has
+// Overhead bytes of capacity past it; the record is sealed in place with
+// out's next sequence number (RFC 8446, 5.2, 5.3) and returned, b's first
+// bytes its header.
+func sealRecord(out *half, b []byte, typ byte) []byte {
+	n := len(b) - headerLen + 1 + tagLen
+	b[0], b[1], b[2] = typeApplication, 3, 3
+	binary.BigEndian.PutUint16(b[3:], uint16(n))
+	b = append(b, typ)
+	nonce := out.nonce(out.seq)
+	b = out.aead().Seal(b[:headerLen], nonce[:], b[headerLen:], b[:headerLen])
+	out.seq++
+	return b
 }
 
 // sendAlert tells the peer why the connection ends (best effort).
@@ -867,7 +884,7 @@ func (c *Conn) sendAlert(desc byte) {
 	defer c.wmu.Unlock()
 	if c.werr == nil && !c.closeSent {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = c.writeRecord(typeAlert, []byte{2, desc})
+		_ = c.writeRecord(typeAlert, []byte{2, desc}) // fatal (RFC 8446, 6.2)
 		c.closeSent = true
 	}
 }

@@ -65,6 +65,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/tlsrecord"
 )
 
 // Group is a set of event loops that pairs are spread over.
@@ -256,7 +257,7 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 // turn (no loop accepted a pair handed in from Go's poller), as Add did
 // before the pairs to one broker shared a loop.
 func (g *Group) AddBy(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
-	return g.add(aff, client, broker, opts, done, false)
+	return g.add(aff, client, broker, opts, done, false, nil)
 }
 
 // AddWebSocket is AddBy for a client that speaks MQTT over WebSocket on
@@ -266,10 +267,26 @@ func (g *Group) AddBy(aff Affinity, client, broker *net.TCPConn, opts pipe.Optio
 // The client's stream must be at a frame boundary with nothing of it read
 // ahead (mqttws.Conn.Detach).
 func (g *Group) AddWebSocket(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
-	return g.add(aff, client, broker, opts, done, true)
+	return g.add(aff, client, broker, opts, done, true, nil)
 }
 
-func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result), ws bool) (*Conn, error) {
+// AddTLS is AddBy for a client that speaks TLS 1.3 on client, its
+// handshake done and its record layer rec taken from its tlsrecord.Conn
+// (Detach): the loop opens the client's records and seals what the broker
+// sends (tls.go) by tlsrecord's rules, answers a KeyUpdate, passes a
+// close_notify on as a FIN and fails the connection on a bad record with
+// the alert tlsrecord.Conn sends. The client's stream must be at a record
+// boundary with nothing of it read ahead (Detach reports so).
+//
+//	rec, ok := conn.Detach() // conn: the *tlsrecord.Conn over tcp
+//	if ok {
+//		p, err := g.AddTLS(epoll.ByBroker, tcp, broker, rec, opts, done)
+//	}
+func (g *Group) AddTLS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
+	return g.add(aff, client, broker, opts, done, false, rec)
+}
+
+func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result), ws bool, rec *tlsrecord.Records) (*Conn, error) {
 	cfd, err := dupFD(client)
 	if err != nil {
 		return nil, fmt.Errorf("detach client: %w", err)
@@ -285,10 +302,10 @@ func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options
 	} else if a, ok := broker.RemoteAddr().(*net.TCPAddr); ok {
 		l = g.loopFor(a.AddrPort())
 	}
-	p := &Conn{fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1, ws: ws}
+	p := &Conn{fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1, ws: ws, tls: rec != nil}
 	p.loop.Store(l)
 	p.setOptions(opts, done)
-	if !l.enqueue(command{op: opAdd, p: p}) {
+	if !l.enqueue(command{op: opAdd, p: p, rec: rec}) {
 		unix.Close(cfd)
 		unix.Close(bfd)
 		return nil, errClosed

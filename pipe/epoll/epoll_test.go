@@ -348,23 +348,30 @@ func TestHalfCloseWithLastBytes(t *testing.T) {
 // sent meanwhile are dropped, not left to reset its connection.
 func TestDisconnectThenFIN(t *testing.T) {
 	t.Parallel()
+	const withProps = "\xe0\x08\x00\x06\x1f\x00\x03bye" // 5.0: Normal disconnection, Reason String "bye" (5.0 section 3.14.2.2.3)
 	for _, tt := range []struct {
-		name       string
-		disconnect string
+		name string
+		// writes go to the pair one at a time, each read by the broker
+		// before the next: the pair's reads are cut where they are.
+		writes     []string
 		together   bool // the FIN is there with the DISCONNECT at the pair's first read
 		brokerSent bool
 	}{
-		{"3.1.1 with its FIN", "\xe0\x00", true, false},
-		{"5.0 reason code with its FIN", "\xe0\x01\x00", true, false},
-		{"after a PUBLISH, with its FIN", "\x30\x04\x00\x01tx\xe0\x00", true, false},
-		{"3.1.1, FIN later", "\xe0\x00", false, false},
-		{"3.1.1, FIN later, broker bytes unread", "\xe0\x00", false, true},
+		{"3.1.1 with its FIN", []string{"\xe0\x00"}, true, false},
+		{"5.0 reason code with its FIN", []string{"\xe0\x01\x00"}, true, false},
+		{"after a PUBLISH, with its FIN", []string{"\x30\x04\x00\x01tx\xe0\x00"}, true, false},
+		{"3.1.1, FIN later", []string{"\xe0\x00"}, false, false},
+		{"3.1.1, FIN later, broker bytes unread", []string{"\xe0\x00"}, false, true},
+		{"[MQTT-3.14.4-1] 5.0 with properties, with its FIN", []string{withProps}, true, false},
+		{"[MQTT-3.14.4-1] 5.0 with properties, FIN later", []string{withProps}, false, false},
+		{"[MQTT-3.14.4-1] at the end of a read that began inside a PUBLISH", []string{"\x30\x04\x00", "\x01tx\xe0\x00"}, false, false},
+		{"[MQTT-3.14.4-1] a DISCONNECT cut over two reads", []string{withProps[:4], withProps[4:]}, false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, 1)
 			tp, proxyClient, proxyBroker := h.sockets()
-			write(t, tp.client, []byte(tt.disconnect))
+			write(t, tp.client, []byte(tt.writes[0]))
 			if tt.together {
 				tp.client.CloseWrite()
 			}
@@ -373,8 +380,15 @@ func TestDisconnectThenFIN(t *testing.T) {
 				t.Fatal(err)
 			}
 			tp.result = res
-			if got := readN(t, tp.broker, len(tt.disconnect)); string(got) != tt.disconnect {
-				t.Fatalf("broker got %x", got)
+			up := 0
+			for i, w := range tt.writes {
+				if i > 0 {
+					write(t, tp.client, []byte(w))
+				}
+				if got := readN(t, tp.broker, len(w)); string(got) != w {
+					t.Fatalf("broker got %x, want %x", got, w)
+				}
+				up += len(w)
 			}
 			if tt.brokerSent {
 				write(t, tp.broker, []byte("\x30\x03\x00\x01x"))
@@ -399,8 +413,8 @@ func TestDisconnectThenFIN(t *testing.T) {
 			if len(rest) != 0 && (!tt.brokerSent || string(rest) != "\x30\x03\x00\x01y") {
 				t.Errorf("client got %x before its EOF", rest)
 			}
-			if r.End != pipe.ClientClosed || r.Up != int64(len(tt.disconnect)) || r.Err != nil {
-				t.Errorf("result = %+v; want client_closed, up %d", r, len(tt.disconnect))
+			if r.End != pipe.ClientClosed || r.Up != int64(up) || r.Err != nil {
+				t.Errorf("result = %+v; want client_closed, up %d", r, up)
 			}
 		})
 	}

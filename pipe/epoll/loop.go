@@ -13,6 +13,7 @@ import (
 
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/tlsrecord"
 )
 
 // readBufSize is the one read buffer of a loop: large enough that a burst
@@ -82,12 +83,16 @@ type Conn struct {
 	done  bool           // ended; fds are closed
 	first int8           // the side whose FIN came first, or -1
 	level uint8          // pipe.Options.Level: the client's MQTT protocol level
-	// bye: the client's last read ended with a whole DISCONNECT
-	// (mqtt.EndsWithDisconnect), so its FIN closes both sides at once.
+	// bye: the last packet the client began is a DISCONNECT
+	// (mqtt.Framer.FeedLast), so its FIN, with the DISCONNECT whole,
+	// closes both sides at once.
 	bye bool
 	// ws: the client speaks MQTT over WebSocket (AddWebSocket); its frame
 	// state is the loop's (loop.ws), by slot, so that Conn keeps its size.
 	ws bool
+	// tls: the client speaks TLS 1.3, its records carried by the loop
+	// (AddTLS); their state is the loop's (loop.tls), by slot.
+	tls bool
 
 	pre *pre // from a Listener's accept until Pipe: the connection's Session and its reads and dial
 }
@@ -188,7 +193,8 @@ type command struct {
 	boundary bool   // opClose: at a packet boundary, writing final first
 	final    []byte // opClose
 	ln       *Listener
-	then     func() // opClose: once the goodbye is said; opRun, opAdopt: what to run
+	then     func()             // opClose: once the goodbye is said; opRun, opAdopt: what to run
+	rec      *tlsrecord.Records // opAdd of a TLS pair: its record layer
 }
 
 // loop is one event loop: an epoll instance, its pairs by descriptor, a
@@ -203,10 +209,11 @@ type loop struct {
 	// run (yield).
 	yieldAt int64
 
-	conns []*Conn // by slot (Conn.idx); the epoll data names slot and side
-	ws    []*wsIn // by slot: the frame state of a WebSocket client's pair (Conn.ws), nil for others
-	free  []int32 // unused slots
-	freed []int32 // slots freed while handling one batch of events, free after it
+	conns []*Conn  // by slot (Conn.idx); the epoll data names slot and side
+	ws    []*wsIn  // by slot: the frame state of a WebSocket client's pair (Conn.ws), nil for others
+	tls   []*tlsIn // by slot: the record state of a TLS client's pair (Conn.tls), nil for others
+	free  []int32  // unused slots
+	freed []int32  // slots freed while handling one batch of events, free after it
 	ends  []ending
 	lns   []*Listener
 	// acceptPause is the loop clock until which accepting pauses (out of
@@ -442,7 +449,7 @@ func (l *loop) runCommands(midBatch bool) (stop bool) {
 		}
 		switch c.op {
 		case opAdd:
-			l.add(c.p)
+			l.add(c.p, c.rec)
 		case opAdopt:
 			if !c.p.done {
 				l.place(c.p)
@@ -543,7 +550,7 @@ func (l *loop) stop(end pipe.End) {
 	for _, c := range rest {
 		switch c.op {
 		case opAdd:
-			l.add(c.p) // registered only to be ended with the rest
+			l.add(c.p, c.rec) // registered only to be ended with the rest
 		case opAdopt:
 			l.place(c.p)
 		case opListen:
@@ -572,13 +579,19 @@ func (l *loop) closeFDs() {
 // tag is the epoll data of side s of the pair in slot idx.
 func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
 
-func (l *loop) add(p *Conn) {
+func (l *loop) add(p *Conn, rec *tlsrecord.Records) {
 	l.place(p)
 	if p.ws {
 		for int(p.idx) >= len(l.ws) {
 			l.ws = append(l.ws, nil)
 		}
 		l.ws[p.idx] = new(wsIn)
+	}
+	if p.tls {
+		for int(p.idx) >= len(l.tls) {
+			l.tls = append(l.tls, nil)
+		}
+		l.tls[p.idx] = &tlsIn{rec: rec}
 	}
 	for s, fd := range p.fd {
 		ev := unix.EpollEvent{Events: pairEvents, Fd: tag(p.idx, s)}
@@ -651,13 +664,24 @@ func (l *loop) reading(p *Conn, s int) bool {
 // for the 0 is spared (a connect's DISCONNECT comes with the client's FIN).
 func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 	buf := l.buf
-	if p.ws && s == broker {
+	switch {
+	case p.ws && s == broker:
 		buf = l.buf[wsHeadroom:] // room for the frame header (toClient)
+	case p.tls && s == broker:
+		buf = l.tlsBrokerRead() // room for the record's header and tag (toClientTLS)
 	}
 	for range maxReads {
+		k := 0 // a TLS client's record cut short by the last read, before this one
+		if p.tls && s == client {
+			k = l.tlsClientRead(p)
+			buf = l.buf[k:]
+		}
 		n, err := readFD(int(p.fd[s]), buf)
 		switch {
 		case err == unix.EAGAIN:
+			if p.tls {
+				l.tlsIdle(p, s)
+			}
 			return
 		case err != nil:
 			l.finish(p, errorEnd[s], os.NewSyscallError("read", err), false)
@@ -673,17 +697,22 @@ func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 				l.eofFrom(p, s)
 				return
 			}
+		case p.tls && s == client:
+			l.readTLS(p, l.buf[:k+n])
+			if !p.done && peerFIN && n < len(buf) && l.reading(p, s) {
+				l.eofFrom(p, s)
+				return
+			}
 		default:
 			b := buf[:n]
 			max := 0
 			if s == client {
 				max = int(p.maxPacket)
 			}
-			atStart := p.frame[s].AtBoundary()
-			m, size := p.frame[s].Feed(b, max)
+			m, size, last := p.frame[s].FeedLast(b, max)
 			l.forward(p, s, b[:m])
-			if s == client {
-				p.bye = atStart && size == 0 && p.frame[client].AtBoundary() && mqtt.EndsWithDisconnect(b)
+			if s == client && last >= 0 {
+				p.bye = mqtt.IsDisconnect(b[last])
 			}
 			switch {
 			case p.done:
@@ -776,6 +805,8 @@ func (l *loop) goodbye(p *Conn) {
 		_, _ = writeFD(int(p.fd[client]), b.final)
 	case p.ws:
 		l.wsGoodbye(p, b.final)
+	case p.tls:
+		l.tlsGoodbye(p, b.final)
 	case len(b.final) > 0:
 		if n, _ := writeFD(int(p.fd[client]), b.final); n > 0 {
 			p.meter.Add(false, int64(n))
@@ -797,6 +828,10 @@ func (l *loop) goodbye(p *Conn) {
 func (l *loop) forward(p *Conn, s int, b []byte) {
 	if p.ws && s == broker {
 		l.toClient(p, b)
+		return
+	}
+	if p.tls && s == broker {
+		l.toClientTLS(p, b)
 		return
 	}
 	d := 1 - s
@@ -835,7 +870,7 @@ func (l *loop) flush(p *Conn, d int) {
 	b := p.blocked.buf[d]
 	n, err := writeFD(int(p.fd[d]), b)
 	if n > 0 {
-		if !p.ws || d == broker { // a WebSocket's frames were counted as their payloads (toClient)
+		if !(p.ws || p.tls) || d == broker { // a WebSocket's frames, a TLS client's records were counted as their payloads (toClient)
 			p.meter.Add(1-d == client, int64(n))
 		}
 		p.lastActive = l.now
@@ -880,7 +915,7 @@ func (l *loop) halfClose(p *Conn, s int) {
 		p.first = int8(s)
 	}
 	d := 1 - s
-	if s == client && p.bye && p.blocked == nil && !p.eof[d] {
+	if s == client && p.bye && p.frame[client].AtBoundary() && p.blocked == nil && !p.eof[d] {
 		// The client sent DISCONNECT and closed [MQTT-3.14.4-1]: nothing
 		// the broker still sends has a reader, so the pair ends now, not
 		// after a FIN to the broker, a wake-up and a read for its own.
@@ -900,6 +935,9 @@ func (l *loop) halfClose(p *Conn, s int) {
 	// to d: the FIN goes right after the last byte.
 	if p.ws && d == client {
 		l.wsCloseWrite(p)
+	}
+	if p.tls && d == client {
+		l.tlsCloseWrite(p)
 	}
 	unix.Shutdown(int(p.fd[d]), unix.SHUT_WR)
 	if p.halfClose > 0 && p.halfCloseAt == 0 {
@@ -1027,6 +1065,9 @@ func (l *loop) finish(p *Conn, end pipe.End, err error, force bool) {
 	l.wheel.remove(p)
 	if p.ws && p.idx >= 0 {
 		l.ws[p.idx] = nil
+	}
+	if p.tls && p.idx >= 0 {
+		l.tls[p.idx] = nil
 	}
 	l.release(p)
 	for _, fd := range p.fd {

@@ -269,12 +269,13 @@ func (l *loop) readWS(p *Conn, b []byte) {
 	for len(b) > 0 && !p.done {
 		data, used, op, payload, fail := w.unframe(b)
 		if data > 0 {
-			atStart := p.frame[client].AtBoundary()
-			m, size := p.frame[client].Feed(b[:data], int(p.maxPacket))
+			m, size, last := p.frame[client].FeedLast(b[:data], int(p.maxPacket))
 			l.send(p, broker, b[:m])
 			// As for TCP (read): a DISCONNECT last, then the client's
 			// close frame or FIN, ends the pair at once [MQTT-3.14.4-1].
-			p.bye = atStart && size == 0 && p.frame[client].AtBoundary() && mqtt.EndsWithDisconnect(b[:m])
+			if last >= 0 {
+				p.bye = mqtt.IsDisconnect(b[last])
+			}
 			switch {
 			case p.done:
 				return
@@ -427,6 +428,10 @@ func (l *loop) eofFrom(p *Conn, s int) {
 		l.finish(p, pipe.ClientError, errClosedInFrame, false)
 		return
 	}
+	if p.tls && s == client && !p.closing() && l.tlsMidRecord(p) {
+		l.finish(p, pipe.ClientError, io.ErrUnexpectedEOF, false) // as tlsrecord.Conn's Read
+		return
+	}
 	l.halfClose(p, s)
 }
 
@@ -434,5 +439,8 @@ func (l *loop) eofFrom(p *Conn, s int) {
 // a WebSocket client sent before its close frame: then the close is passed
 // on (halfClose) instead of reading the client again.
 func (l *loop) wsClosedIn(p *Conn, d int) bool {
+	if p.tls {
+		return d == broker && !p.eof[client] && l.tls[p.idx].closedIn
+	}
 	return p.ws && d == broker && !p.eof[client] && l.ws[p.idx].closedIn
 }
