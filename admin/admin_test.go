@@ -553,7 +553,7 @@ func TestStatusAndConnections(t *testing.T) {
 	if ws, ok := st["websocket"].(map[string]any); !ok || ws["looped"] != 0.0 || ws["parked"] != 0.0 || ws["upstream_parked"] != 0.0 {
 		t.Errorf("/status.json websocket: %v", st["websocket"])
 	}
-	if tl, ok := st["tls"].(map[string]any); !ok || tl["record_carried"] != 0.0 || tl["handshake_failures"] != 0.0 {
+	if tl, ok := st["tls"].(map[string]any); !ok || tl["record_carried"] != 0.0 || tl["record_looped"] != 0.0 || tl["record_parked"] != 0.0 || tl["handshake_failures"] != 0.0 {
 		t.Errorf("/status.json tls: %v", st["tls"])
 	}
 

@@ -207,6 +207,8 @@ func (s *Server) statusJSON(w http.ResponseWriter, r *http.Request) {
 		"tls": map[string]any{
 			"handshake_failures": st.TLSHandshakeFailures,
 			"record_carried":     st.TLSRecordCarried,
+			"record_looped":      st.TLSRecordLooped,
+			"record_parked":      st.TLSRecordParked,
 		},
 		"proxy_protocol_refused": st.ProxyProtocolRefused,
 		"websocket": map[string]any{

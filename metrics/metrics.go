@@ -120,6 +120,7 @@ var (
 	wsUpgrades   = desc("websocket_upgrades_total", "MQTT over WebSocket upgrade requests, by result: upgraded, not_websocket, origin, subprotocol, handshake.", "result")
 	wsPairs      = desc("websocket_pairs_total", "Plain ws pairs on data_path epoll, by where they were carried: looped (an event loop), parked (their handover was not simple), upstream_parked (their upstream is ws, wss or tls).", "path")
 	tlsRecord    = desc("tls_record_carried_total", "TLS connections whose records mqgate's tlsrecord carries after the handshake (stream_proxy.tls_record).")
+	tlsPairs     = desc("tls_record_pairs_total", "TLS pairs whose records tlsrecord carries, on data_path epoll, by where they were carried: looped (an event loop), parked (records read ahead at the CONNACK).", "path")
 )
 
 type collector struct{ src Sources }
@@ -127,7 +128,7 @@ type collector struct{ src Sources }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connActive, connAccepted, connProxied, connRefused, connErrors, bytesTotal,
 		dialSeconds, routeActive, routeTotal, routeBytes, nodeActive, nodeTotal, nodeFails, nodeBytes, nodeHealth,
-		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused, wsUpgrades, wsPairs, tlsRecord,
+		reloads, lastReload, authFailures, tlsTotal, tlsSeconds, ppRefused, wsUpgrades, wsPairs, tlsRecord, tlsPairs,
 		srcActive, srcTotal, srcExhausted, lnActive, lnAccepted, lnRefused,
 		etcdUp, etcdRev, etcdErrors, etcdReads, etcdRefused, etcdFleet, etcdInSync, etcdLastErr, connUnfin, connShed} {
 		ch <- d
@@ -215,6 +216,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(wsPairs, float64(st.WebSocketParked), "parked")
 	counter(wsPairs, float64(st.WebSocketUpstreamParked), "upstream_parked")
 	counter(tlsRecord, float64(st.TLSRecordCarried))
+	counter(tlsPairs, float64(st.TLSRecordLooped), "looped")
+	counter(tlsPairs, float64(st.TLSRecordParked), "parked")
 	if c.src.Reloads != nil {
 		counts, last := c.src.Reloads()
 		for _, r := range counts {
