@@ -69,7 +69,7 @@ stream_routes: [{upstream: {nodes: {"127.0.0.1:1": 1}}}]
 		{"mqgate_tls_handshake_duration_seconds", map[string]string{"listener": "127.0.0.1:0"}, 2},
 		{"mqgate_proxy_protocol_refused_total", nil, 1},
 		{"mqgate_tls_record_carried_total", nil, 2},
-		{"mqgate_tls_record_pairs_total", map[string]string{"path": "looped"}, 0}, // no CONNECT: no pair
+		{"mqgate_tls_record_pairs_total", map[string]string{"path": "looped"}, 0}, // no CONNECT came: no pair
 		{"mqgate_tls_record_pairs_total", map[string]string{"path": "parked"}, 0},
 		{"mqgate_websocket_pairs_total", map[string]string{"path": "looped"}, 0},
 		{"mqgate_websocket_pairs_total", map[string]string{"path": "parked"}, 0},
