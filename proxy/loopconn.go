@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/mqgate/mqgate/config"
+	"github.com/mqgate/mqgate/mqttws"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/pipe/epoll"
 )
@@ -24,13 +26,23 @@ import (
 // WebSocket, or data_path goroutines (the whole connection), and an
 // upstream whose nodes need TLS, a PROXY header, a source address or a
 // host name looked up (from the dial on).
+//
+// A plain WebSocket listener (websocket set, no TLS, no PROXY header) is the
+// loops' too: the loop reads the HTTP request head as the first packet
+// (sniffFrame), checks the upgrade with UpgradeConn's code
+// (mqttws.ParseUpgrade), writes the 101 and reads the CONNECT out of the
+// client's frames (epoll.Conn.Upgrade), so a ws connect runs as a TCP one
+// does. Any other request (the HTTP routes, the dashboard, health, a
+// refused upgrade) leaves the loop for net/http with the bytes read
+// (toWeb), as sniff hands it over on a goroutine.
 
 // loopListens reports whether the loops accept on l: the epoll data path,
-// and a listener with nothing before the CONNECT.
+// and a listener with nothing before the CONNECT but, for a WebSocket
+// listener, the upgrade.
 func loopListens(snap *snapshot, l *listener) bool {
 	lcfg := snap.listenerConfig(l.cfg.Addr, l.cfg)
 	return snap.cfg.StreamProxy.DataPath == config.DataPathEpoll &&
-		!lcfg.TLS && !lcfg.ProxyProtocol && lcfg.WebSocket == nil && !lcfg.HTTP
+		!lcfg.TLS && !lcfg.ProxyProtocol && (lcfg.WebSocket != nil || !lcfg.HTTP)
 }
 
 // loopAffinity is stream_proxy.loop_affinity as the loops take it; a
@@ -61,6 +73,12 @@ type loopPath struct {
 	node    int    // the node being dialled
 	connect []byte // the CONNECT for the broker
 	acc     *loopAcceptor
+	// sniffing: a WebSocket listener's connection whose first bytes are
+	// still to tell MQTT from HTTP (sniffFrame); proto: the subprotocol
+	// of a client the loop upgraded.
+	sniffing bool
+	httpOnly bool
+	proto    string
 }
 
 func (a *loopAcceptor) Accept(c *epoll.Conn, remote, local netip.AddrPort) (epoll.Session, []byte, epoll.First) {
@@ -106,10 +124,79 @@ func (a *loopAcceptor) Accept(c *epoll.Conn, remote, local netip.AddrPort) (epol
 	p.rec.id.local = local
 	p.vars.RemoteAddr = remote.Addr().Unmap().String()
 	lp.pooled = prereadPool.Get().(*[]byte)
-	return lp, (*lp.pooled)[:0], epoll.First{
-		Frame:   snap.connectFrame,
-		Timeout: snap.cfg.StreamProxy.ConnectTimeout,
+	first := epoll.First{Frame: snap.connectFrame, Timeout: snap.cfg.StreamProxy.ConnectTimeout}
+	if lcfg := snap.listenerConfig(l.cfg.Addr, l.cfg); lcfg.WebSocket != nil {
+		lp.sniffing, lp.httpOnly = true, lcfg.HTTPOnly
+		first.Frame = lp.sniffFrame
 	}
+	return lp, (*lp.pooled)[:0], first
+}
+
+// sniffFrame is the first packet of a WebSocket listener's connection, as
+// sniff tells them apart by the first byte: a CONNECT, or an HTTP request
+// head (up to mqttws.MaxHead: a longer one is all read and net/http's).
+func (lp *loopPath) sniffFrame(b []byte) (int, error) {
+	if !isHTTP(b[0]) {
+		if !lp.httpOnly {
+			return lp.snap.connectFrame(b)
+		}
+		return len(b), nil // no request line: net/http answers it at once, as after sniff
+	}
+	if n := mqttws.HeadSize(b); n > 0 {
+		return n, nil
+	}
+	if len(b) >= mqttws.MaxHead {
+		return len(b), nil
+	}
+	return 0, nil
+}
+
+// web takes the HTTP request head b[:size] (and what came after it): an
+// MQTT WebSocket upgrade is answered by the loop, which reads the CONNECT
+// from its frames next; anything else goes to net/http (toWeb).
+func (lp *loopPath) web(c *epoll.Conn, b []byte, size int) {
+	p := &lp.connPath
+	lcfg := p.snap.listenerConfig(p.l.cfg.Addr, p.l.cfg)
+	u, ok := mqttws.ParseUpgrade(b[:size], lcfg.WebSocket.Path, lcfg.WebSocket.AllowsOrigin)
+	if !ok {
+		lp.toWeb(b, lcfg)
+		return
+	}
+	p.s.web.stats.count("upgraded")
+	p.rec.websocket = true
+	addr, fok := u.Fwd.Addr()
+	p.rec.trustForwarded(addr, fok, lcfg, &p.vars)
+	lp.proto = u.Protocol
+	// Until the CONNECT is in, a failure is the client's (a 101 not written).
+	p.rec.end = pipe.ClientError
+	c.Upgrade(u.Answer, b, size, epoll.First{Frame: p.snap.connectFrame, Timeout: p.snap.cfg.StreamProxy.ConnectTimeout})
+}
+
+// toWeb hands an HTTP connection, b read of it, to the web server on a
+// goroutine of its own, as sniff does.
+func (lp *loopPath) toWeb(b []byte, lcfg config.Listener) {
+	p := &lp.connPath
+	*lp.pooled = b
+	p.buf = lp.pooled
+	first := append([]byte(nil), b...)
+	lc := p.lc
+	lc.mu.Lock()
+	tc, err := p.ec.Detach()
+	if err == nil {
+		lc.looped, lc.gp = nil, &goPair{client: tc}
+	}
+	lc.mu.Unlock()
+	if err != nil {
+		p.rec.end, p.rec.detail = pipe.ClientError, err.Error()
+		go p.endLooped()
+		return
+	}
+	p.ec, p.tcp, p.conn = nil, tc, tc
+	wc := &webConn{Conn: tc, tcp: tc, first: first, request: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id.clone(), vars: p.vars, srv: p.s}
+	go func() {
+		p.handed = p.s.handOver(wc)
+		p.finish()
+	}()
 }
 
 // AcceptFailed sheds the oldest unfinished connections when the process is
@@ -130,6 +217,13 @@ const acceptRetry = 50 * time.Millisecond
 // first node.
 func (lp *loopPath) FirstPacket(c *epoll.Conn, b []byte, size int) {
 	p := &lp.connPath
+	if lp.sniffing {
+		lp.sniffing = false
+		if isHTTP(b[0]) || lp.httpOnly {
+			lp.web(c, b, size)
+			return
+		}
+	}
 	*lp.pooled = b
 	p.buf, p.n, p.size = lp.pooled, len(b), size
 	if !p.connectRead(nil) || !p.policies() {
@@ -162,7 +256,10 @@ func (lp *loopPath) FirstFailed(c *epoll.Conn, b []byte, err error) {
 	p := &lp.connPath
 	*lp.pooled = b
 	p.buf, p.n = lp.pooled, len(b)
-	p.connectRead(cutShort(err, len(b)))
+	if !lp.sniffing || len(b) == 0 || !isHTTP(b[0]) {
+		err = cutShort(err, len(b)) // else an HTTP request cut short: sniff's end
+	}
+	p.connectRead(err)
 	lp.stop()
 }
 
@@ -183,7 +280,14 @@ func (lp *loopPath) detach() {
 	p := &lp.connPath
 	lc := p.lc
 	lc.mu.Lock()
-	tc, err := p.ec.Detach()
+	var tc *net.TCPConn
+	var resume []byte
+	var err error
+	if lp.proto != "" {
+		tc, resume, err = p.ec.DetachWebSocket()
+	} else {
+		tc, err = p.ec.Detach()
+	}
 	if err == nil {
 		lc.looped, lc.gp = nil, &goPair{client: tc}
 	}
@@ -194,6 +298,13 @@ func (lp *loopPath) detach() {
 		return
 	}
 	p.ec, p.tcp, p.conn = nil, tc, tc
+	if lp.proto != "" {
+		// The WebSocket goes on as sniff makes it: framed by mqttws.Conn
+		// over a ParkConn, resumed where the loop's frames stopped.
+		pc := pipe.NewParkConn(tc)
+		pc.StartBusy()
+		p.conn, p.park = mqttws.NewConn(pc, lp.proto, resume), pc
+	}
 	go func() {
 		defer p.finish()
 		_ = p.dial() && p.handOver() && p.pipe()
@@ -261,6 +372,9 @@ func (lp *loopPath) Dialled(c *epoll.Conn, ack []byte, connected time.Duration, 
 	rest := (*p.buf)[p.size:p.n]
 	lc := p.lc
 	p.looped = true
+	if lp.proto != "" {
+		p.s.stats.WebSocketLooped.Add(1)
+	}
 	c.Pipe(ack, rest, p.pipeOptions(), lc.pipeEnded)
 	p.ack = nil
 	// rest was written or copied into the pair's backlog.

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 
 	"github.com/mqgate/mqgate/pipe"
@@ -327,6 +328,9 @@ func (l *loop) place(p *Conn) {
 		p.idx = int32(len(l.conns))
 		l.conns = append(l.conns, p)
 	}
+	for p.ws && int(p.idx) >= len(l.ws) {
+		l.ws = append(l.ws, nil) // its frame state's place (an upgraded Conn moving loops)
+	}
 }
 
 // release gives p's slot back, for reuse after the batch of events.
@@ -470,21 +474,41 @@ func (l *loop) readFirst(p *Conn) {
 			l.firstFailed(p, io.EOF)
 			return
 		}
-		pr.buf = pr.buf[:len(pr.buf)+n]
-		size, ferr := pr.first.Frame(pr.buf)
-		switch {
-		case ferr != nil:
-			l.firstFailed(p, ferr)
+		if p.ws {
+			if !l.wsFirst(p, len(pr.buf), n) {
+				return
+			}
+		} else {
+			pr.buf = pr.buf[:len(pr.buf)+n]
+		}
+		if l.firstIn(p) {
 			return
-		case size > 0 && len(pr.buf) >= size:
-			l.firstPacket(p, size)
-			return
-		case size > cap(pr.buf):
-			b := make([]byte, len(pr.buf), size)
-			copy(b, pr.buf)
-			pr.buf = b
 		}
 	}
+}
+
+// firstIn checks whether the first packet is all in, and hands it on (or
+// Frame's error) if so: it reports whether the Session has it now. A
+// buffer too small for the size Frame said grows to it.
+func (l *loop) firstIn(p *Conn) bool {
+	pr := p.pre
+	if len(pr.buf) == 0 {
+		return false // a WebSocket read of frame headers only
+	}
+	size, ferr := pr.first.Frame(pr.buf)
+	switch {
+	case ferr != nil:
+		l.firstFailed(p, ferr)
+		return true
+	case size > 0 && len(pr.buf) >= size:
+		l.firstPacket(p, size)
+		return true
+	case size > cap(pr.buf):
+		b := make([]byte, len(pr.buf), size)
+		copy(b, pr.buf)
+		pr.buf = b
+	}
+	return false
 }
 
 // firstPacket gives the Session the first packet. The client is not read
@@ -691,7 +715,11 @@ func (p *Conn) Pipe(ack, rest []byte, opts pipe.Options, done func(pipe.Result))
 	ln.pres.Put(pr)
 	l.arm(p)
 	// As written by the goroutine path before its handover: not counted by
-	// the meter (the caller counted them) and not framed.
+	// the meter (the caller counted them) and not framed, but for a
+	// WebSocket client in a binary frame.
+	if len(ack) > 0 && p.ws {
+		ack = appendFrame(nil, ws.OpBinary, ack)
+	}
 	if len(ack) > 0 && !l.handWrite(p, client, ack) {
 		return
 	}
@@ -736,6 +764,11 @@ func (p *Conn) Refuse(pkt []byte, linger time.Duration) {
 		l.closeBroker(p)
 	}
 	fd := int(p.fd[client])
+	if p.ws {
+		// As mqttws.Conn's Write and CloseWrite say it: the packet in a
+		// binary frame, a close frame 1000, then the FIN.
+		pkt = append(appendFrame(nil, ws.OpBinary, pkt), closeFrame(ws.StatusNormalClosure, "")...)
+	}
 	if n, err := writeFD(fd, pkt); err != nil || n < len(pkt) {
 		l.endPre(p, pipe.ClientError, err)
 		return
@@ -796,6 +829,9 @@ func (p *Conn) Detach() (*net.TCPConn, error) {
 	}
 	p.done = true
 	l.wheel.remove(p)
+	if p.ws {
+		l.ws[p.idx] = nil
+	}
 	l.release(p)
 	p.pre = nil
 	f := os.NewFile(uintptr(fd), "client")

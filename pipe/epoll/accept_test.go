@@ -148,7 +148,7 @@ func answeringBroker(t *testing.T, answer []byte, after func(net.Conn)) netip.Ad
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
-func listenLoops(t *testing.T, a *testAcceptor) net.Addr {
+func listenLoops(t *testing.T, a Acceptor) net.Addr {
 	t.Helper()
 	g, err := NewGroup(2)
 	if err != nil {

@@ -509,10 +509,22 @@ func (l *loop) moveDial(p *Conn, to *loop, d Dial) {
 		pr.reg[client], p.ev[client] = false, 0
 	}
 	l.wheel.remove(p)
+	var w *wsIn // an upgraded client's frame state goes with it
+	if p.ws {
+		w, l.ws[p.idx] = l.ws[p.idx], nil
+	}
 	l.release(p)
-	if !to.enqueue(command{op: opAdopt, p: p, then: func() { to.dial(p, d) }}) {
+	if !to.enqueue(command{op: opAdopt, p: p, then: func() {
+		if p.ws {
+			to.ws[p.idx] = w
+		}
+		to.dial(p, d)
+	}}) {
 		// The group is closing: stay, to be ended with this loop's pairs.
 		l.place(p)
+		if p.ws {
+			l.ws[p.idx] = w
+		}
 		l.dial(p, d)
 	}
 }
