@@ -45,10 +45,21 @@ func TestCloseAtBoundaryMidPacket(t *testing.T) {
 // not read wait in the pair's backlog goes after them.
 func TestCloseAtBoundaryBacklog(t *testing.T) {
 	h := newHarness(t, 1)
-	tp := h.pair(pipe.Options{Idle: time.Minute, Level: mqtt.Level5})
-	pkt := publish(4 << 20) // more than the sockets hold: a backlog forms
+	// Small socket buffers toward the client: with the kernel's autotuning
+	// (tcp_rmem up to 32 MB here) a quiet machine's loopback could hold the
+	// whole packet, and no backlog would form.
+	tp, proxyClient, proxyBroker := h.sockets()
+	tp.client.SetReadBuffer(16 << 10)
+	proxyClient.SetWriteBuffer(16 << 10)
+	res := make(chan pipe.Result, 1)
+	c, err := h.g.Add(proxyClient, proxyBroker, pipe.Options{Idle: time.Minute, Level: mqtt.Level5}, func(r pipe.Result) { res <- r })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.conn, tp.result = c, res
+	pkt := publish(1 << 20) // more than the sockets toward the client hold: a backlog forms
 	go func() {
-		tp.broker.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		tp.broker.SetWriteDeadline(time.Now().Add(time.Minute))
 		tp.broker.Write(pkt)
 	}()
 	waitFor(t, "a blocked write", func() bool { return h.g.loops[0].backlogs.Load() > 0 })
