@@ -179,19 +179,10 @@ func (lp *loopPath) toWeb(b []byte, lcfg config.Listener) {
 	*lp.pooled = b
 	p.buf = lp.pooled
 	first := append([]byte(nil), b...)
-	lc := p.lc
-	lc.mu.Lock()
-	tc, err := p.ec.Detach()
-	if err == nil {
-		lc.looped, lc.gp = nil, &goPair{client: tc}
-	}
-	lc.mu.Unlock()
-	if err != nil {
-		p.rec.end, p.rec.detail = pipe.ClientError, err.Error()
-		go p.endLooped()
+	tc, _, ok := lp.leaveLoop(false)
+	if !ok {
 		return
 	}
-	p.ec, p.tcp, p.conn = nil, tc, tc
 	wc := &webConn{Conn: tc, tcp: tc, first: first, request: first, listener: lcfg, remote: p.rec.remote, id: p.rec.id.clone(), vars: p.vars, srv: p.s}
 	go func() {
 		p.handed = p.s.handOver(wc)
@@ -274,16 +265,16 @@ func (lp *loopPath) stop() {
 	lp.ec.End(lp.rec.end, nil)
 }
 
-// detach hands the connection, its CONNECT read and its stages passed, to
-// a goroutine for the dial the loops cannot do.
-func (lp *loopPath) detach() {
+// leaveLoop takes the client's socket out of its loop for a goroutine
+// (its WebSocket frames' state too, as resume, when ws), so that from now
+// on the connection table's close reaches it there. When that fails the
+// connection ends as a client error, and ok is false.
+func (lp *loopPath) leaveLoop(ws bool) (tc *net.TCPConn, resume []byte, ok bool) {
 	p := &lp.connPath
 	lc := p.lc
 	lc.mu.Lock()
-	var tc *net.TCPConn
-	var resume []byte
 	var err error
-	if lp.proto != "" {
+	if ws {
 		tc, resume, err = p.ec.DetachWebSocket()
 	} else {
 		tc, err = p.ec.Detach()
@@ -295,9 +286,20 @@ func (lp *loopPath) detach() {
 	if err != nil {
 		p.rec.end, p.rec.detail = pipe.ClientError, err.Error()
 		go p.endLooped()
-		return
+		return nil, nil, false
 	}
 	p.ec, p.tcp, p.conn = nil, tc, tc
+	return tc, resume, true
+}
+
+// detach hands the connection, its CONNECT read and its stages passed, to
+// a goroutine for the dial the loops cannot do.
+func (lp *loopPath) detach() {
+	p := &lp.connPath
+	tc, resume, ok := lp.leaveLoop(lp.proto != "")
+	if !ok {
+		return
+	}
 	if lp.proto != "" {
 		// The WebSocket goes on as sniff makes it: framed by mqttws.Conn
 		// over a ParkConn, resumed where the loop's frames stopped.

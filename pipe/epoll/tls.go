@@ -3,7 +3,6 @@ package epoll
 import (
 	"io"
 
-	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/tlsrecord"
 )
@@ -95,21 +94,8 @@ func (l *loop) readTLS(p *Conn, b []byte) {
 			return
 		}
 	}
-	if data > 0 {
-		m, size, last := p.frame[client].FeedLast(b[:data], int(p.maxPacket))
-		l.send(p, broker, b[:m])
-		// As for TCP (read): a DISCONNECT last, then the client's
-		// close_notify or FIN, ends the pair at once [MQTT-3.14.4-1].
-		if last >= 0 {
-			p.bye = mqtt.IsDisconnect(b[last])
-		}
-		switch {
-		case p.done:
-			return
-		case size > 0:
-			l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
-			return
-		}
+	if data > 0 && !l.clientMQTT(p, b[:data]) {
+		return
 	}
 	switch {
 	case err == io.EOF:

@@ -257,6 +257,27 @@ func putHeader(h []byte, op ws.OpCode, length int) int {
 // errClosedInFrame is a client's FIN inside a frame, as mqttws.Conn says it.
 var errClosedInFrame = fmt.Errorf("WebSocket closed inside a frame: %w", io.ErrUnexpectedEOF)
 
+// clientMQTT sends b, MQTT bytes a WebSocket or TLS client sent (its
+// frames unframed, its records opened), to the broker, and reports whether
+// the pair goes on. As for TCP (read): a DISCONNECT last, then the
+// client's close (frame, close_notify or FIN), ends the pair at once
+// [MQTT-3.14.4-1]; a packet over the limit closes it at the boundary.
+func (l *loop) clientMQTT(p *Conn, b []byte) bool {
+	m, size, last := p.frame[client].FeedLast(b, int(p.maxPacket))
+	l.send(p, broker, b[:m])
+	if last >= 0 {
+		p.bye = mqtt.IsDisconnect(b[last])
+	}
+	switch {
+	case p.done:
+		return false
+	case size > 0:
+		l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
+		return false
+	}
+	return true
+}
+
 // readWS passes on what a WebSocket client sent, b as read into the loop's
 // buffer: the binary frames' payloads go to the broker (one write for all
 // the frames of the read, unless a control frame comes between them), the
@@ -268,21 +289,8 @@ func (l *loop) readWS(p *Conn, b []byte) {
 	}
 	for len(b) > 0 && !p.done {
 		data, used, op, payload, fail := w.unframe(b)
-		if data > 0 {
-			m, size, last := p.frame[client].FeedLast(b[:data], int(p.maxPacket))
-			l.send(p, broker, b[:m])
-			// As for TCP (read): a DISCONNECT last, then the client's
-			// close frame or FIN, ends the pair at once [MQTT-3.14.4-1].
-			if last >= 0 {
-				p.bye = mqtt.IsDisconnect(b[last])
-			}
-			switch {
-			case p.done:
-				return
-			case size > 0:
-				l.closeAtBoundary(p, pipe.PacketTooLarge, pipe.Goodbye(p.level, mqtt.PacketTooLarge))
-				return
-			}
+		if data > 0 && !l.clientMQTT(p, b[:data]) {
+			return
 		}
 		if fail != nil {
 			l.wsFail(p, fail)
