@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/mqgate/mqgate/tlsrecord"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqttws"
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/tlsrecord"
 	"github.com/mqgate/mqgate/vars"
 )
 

@@ -148,12 +148,6 @@ func (r *Records) Idle(in bool, now int64) {
 	h.idleAt(now)
 }
 
-// Seqs returns the sequence numbers of the next record read and sealed.
-func (r *Records) Seqs() (in, out uint64) { return r.in.seq, r.out.seq }
-
-// Suite is the connection's cipher suite.
-func (r *Records) Suite() uint16 { return r.in.suite }
-
 // Reattach gives c back the record layer Detach took, when the caller
 // could not carry it after all: c goes on as before Detach.
 func (c *Conn) Reattach(r *Records) {

@@ -328,8 +328,17 @@ func (l *loop) place(p *Conn) {
 		p.idx = int32(len(l.conns))
 		l.conns = append(l.conns, p)
 	}
+	l.makeRoom(p) // an upgraded Conn moving loops brings its frame state
+}
+
+// makeRoom grows the loop's tables of WebSocket frame and TLS record
+// state, by slot, to p's slot when p is such a pair.
+func (l *loop) makeRoom(p *Conn) {
 	for p.ws && int(p.idx) >= len(l.ws) {
-		l.ws = append(l.ws, nil) // its frame state's place (an upgraded Conn moving loops)
+		l.ws = append(l.ws, nil)
+	}
+	for p.tls && int(p.idx) >= len(l.tls) {
+		l.tls = append(l.tls, nil)
 	}
 }
 

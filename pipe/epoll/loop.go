@@ -594,15 +594,9 @@ func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
 func (l *loop) add(p *Conn, rec *tlsrecord.Records) {
 	l.place(p)
 	if p.ws {
-		for int(p.idx) >= len(l.ws) {
-			l.ws = append(l.ws, nil)
-		}
-		l.ws[p.idx] = new(wsIn)
+		l.ws[p.idx] = new(wsIn) // place made the room
 	}
 	if p.tls {
-		for int(p.idx) >= len(l.tls) {
-			l.tls = append(l.tls, nil)
-		}
 		l.tls[p.idx] = &tlsIn{rec: rec}
 	}
 	for s, fd := range p.fd {

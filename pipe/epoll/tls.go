@@ -52,6 +52,7 @@ func (l *loop) tlsClientRead(p *Conn) (k int) {
 // client first: the answers to KeyUpdates asking for ours [RFC 8446
 // 4.6.3], sealed before anything the broker sends after them.
 func (t *tlsIn) open(b []byte) (data int, reply []byte, alert byte, err error) {
+	part := t.part[:0] // copied into b already (tlsClientRead): its room is reused for the next cut record
 	t.part = nil
 	i := 0
 	for len(b)-i >= tlsrecord.HeaderRoom {
@@ -73,7 +74,7 @@ func (t *tlsIn) open(b []byte) (data int, reply []byte, alert byte, err error) {
 		}
 	}
 	if i < len(b) {
-		t.part = append([]byte(nil), b[i:]...)
+		t.part = append(part, b[i:]...)
 	}
 	return data, reply, 0, nil
 }
@@ -170,21 +171,12 @@ func (l *loop) tlsFail(p *Conn, alert byte, err error) {
 		return
 	}
 	t := l.tls[p.idx]
-	if p.blocked == nil {
-		p.blocked = &backlog{}
-	}
-	b := p.blocked
-	b.closeEnd, b.err, b.cut = pipe.ClientError, err, true
-	b.final = nil
+	var final []byte
 	if alert != 0 && !t.closeSent {
-		b.final = t.rec.Alert(alert)
+		final = t.rec.Alert(alert)
 	}
 	t.closeSent = true
-	b.closeBy = l.now + int64(pipe.CloseGrace)
-	l.goodbye(p)
-	if !p.done {
-		l.arm(p)
-	}
+	l.failClient(p, err, final)
 }
 
 // tlsIdle lets the cipher state of side s's records go when its bytes ran

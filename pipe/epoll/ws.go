@@ -239,18 +239,26 @@ func appendFrame(b []byte, op ws.OpCode, p []byte) []byte {
 // putHeader writes the header of a final unmasked frame of length bytes
 // at the end of h [RFC 6455 5.2] and returns its size.
 func putHeader(h []byte, op ws.OpCode, length int) int {
+	return putFrameHeader(h, 0x80|byte(op), 0, uint64(length))
+}
+
+// putFrameHeader writes a frame header at the end of h: its first byte
+// (FIN and opcode), the mask bit (0x80 for a client's frame, its key to
+// follow; 0 for the server's) and the length in the fewest bytes [RFC 6455
+// 5.2]; it returns the header's size.
+func putFrameHeader(h []byte, first, mask byte, length uint64) int {
 	e := len(h)
 	switch {
 	case length < 126:
-		h[e-2], h[e-1] = 0x80|byte(op), byte(length)
+		h[e-2], h[e-1] = first, mask|byte(length)
 		return 2
 	case length <= 0xffff:
-		h[e-4], h[e-3] = 0x80|byte(op), 126
+		h[e-4], h[e-3] = first, mask|126
 		binary.BigEndian.PutUint16(h[e-2:], uint16(length))
 		return 4
 	}
-	h[e-10], h[e-9] = 0x80|byte(op), 127
-	binary.BigEndian.PutUint64(h[e-8:], uint64(length))
+	h[e-10], h[e-9] = first, mask|127
+	binary.BigEndian.PutUint64(h[e-8:], length)
 	return 10
 }
 
@@ -411,16 +419,26 @@ func (l *loop) wsFail(p *Conn, f *wsFailure) {
 		return
 	}
 	w := l.ws[p.idx]
+	var final []byte
+	if !w.closeSent {
+		final = closeFrame(f.code, f.reason)
+	}
+	w.closeSent = true
+	l.failClient(p, f.err, final)
+}
+
+// failClient ends a pair whose client broke its framing (a WebSocket
+// frame, a TLS record): final, the close frame or alert saying why (nil
+// when one went already), goes after what waits for the client, then a
+// FIN; the client's last bytes are dropped for at most pipe.Linger, and
+// the pair ends as a ClientError with err.
+func (l *loop) failClient(p *Conn, err error, final []byte) {
 	if p.blocked == nil {
 		p.blocked = &backlog{}
 	}
 	b := p.blocked
-	b.closeEnd, b.err, b.cut = pipe.ClientError, f.err, true
-	b.final = nil
-	if !w.closeSent {
-		b.final = closeFrame(f.code, f.reason)
-	}
-	w.closeSent = true
+	b.closeEnd, b.err, b.cut = pipe.ClientError, err, true
+	b.final = final
 	b.closeBy = l.now + int64(pipe.CloseGrace)
 	l.goodbye(p)
 	if !p.done {

@@ -42,9 +42,7 @@ func (p *Conn) Upgrade(answer, b []byte, head int, f First) {
 		return
 	}
 	p.ws = true
-	for int(p.idx) >= len(l.ws) {
-		l.ws = append(l.ws, nil)
-	}
+	l.makeRoom(p)
 	l.ws[p.idx] = new(wsIn)
 	n := copy(b, b[head:])
 	pr.first, pr.phase, pr.due = f, phaseFirst, l.now+int64(f.Timeout)
@@ -154,17 +152,9 @@ func appendMasked(b []byte, op ws.OpCode, fin bool, mask [4]byte, payload []byte
 	if fin {
 		first |= 0x80
 	}
-	switch {
-	case length < 126:
-		b = append(b, first, 0x80|byte(length))
-	case length <= 0xffff:
-		b = append(b, first, 0x80|126, byte(length>>8), byte(length))
-	default:
-		b = append(b, first, 0x80|127)
-		for i := 7; i >= 0; i-- {
-			b = append(b, byte(length>>(8*i)))
-		}
-	}
+	var h [wsHeadroom]byte
+	n := putFrameHeader(h[:], first, 0x80, length)
+	b = append(b, h[wsHeadroom-n:]...)
 	b = append(b, mask[:]...)
 	return append(b, payload...)
 }
