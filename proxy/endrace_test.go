@@ -19,29 +19,32 @@ import (
 func TestFirstEndWins(t *testing.T) {
 	t.Parallel()
 	broker := mqtttest.StartMosquitto(t, "")
-	g := startGateway(t, fmt.Sprintf(`stream_proxy:
-  tcp: [LISTEN]
-  max_packet_size: 4096
-upstreams: [{id: 1, nodes: {%q: 1}}]
-stream_routes: [{id: all, upstream_id: 1}]
-`, broker.Addr()))
 	v5publish := func(topic string, payload []byte) []byte {
 		body := binary.BigEndian.AppendUint16(nil, uint16(len(topic)))
 		body = append(append(append(body, topic...), 0), payload...) // no properties
 		return append(packettest.AppendLength([]byte{0x30}, len(body)), body...)
 	}
 	for _, tc := range []struct {
-		id, want  string
-		keepAlive uint16
-		code      mqtt.ReasonCode
-		then      func(id string) int // the later close; how many it reached
+		id, want string
+		timeout  string // the upstream's timeout, empty for none
+		code     mqtt.ReasonCode
+		then     func(g *gateway, id string) int // the later close; how many it reached
 	}{
-		{id: "big-kick", want: "packet_too_large", keepAlive: 30, code: mqtt.PacketTooLarge, then: func(id string) int { return len(g.srv.CloseClient(id)) }},
-		{id: "idle-kick", want: "idle_timeout", keepAlive: 1, code: mqtt.KeepAliveTimeout, then: func(id string) int { return len(g.srv.CloseClient(id)) }},
-		{id: "big-drain", want: "packet_too_large", keepAlive: 30, code: mqtt.PacketTooLarge, then: func(string) int { return g.srv.DrainAll(0) }},
+		{id: "big-kick", want: "packet_too_large", code: mqtt.PacketTooLarge, then: func(g *gateway, id string) int { return len(g.srv.CloseClient(id)) }},
+		// The idle limit comes from timeout.read, not from a short
+		// keepalive: the broker would apply that keepalive too, send its
+		// own DISCONNECT 0x8D and close, racing the pipe's.
+		{id: "idle-kick", want: "idle_timeout", timeout: "timeout: {read: 1s}, ", code: mqtt.KeepAliveTimeout, then: func(g *gateway, id string) int { return len(g.srv.CloseClient(id)) }},
+		{id: "big-drain", want: "packet_too_large", code: mqtt.PacketTooLarge, then: func(g *gateway, _ string) int { return g.srv.DrainAll(0) }},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
-			conn, ack := mqtttest.Connect(t, g.addr, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level5, CleanStart: true, KeepAlive: tc.keepAlive, ClientID: tc.id})
+			g := startGateway(t, fmt.Sprintf(`stream_proxy:
+  tcp: [LISTEN]
+  max_packet_size: 4096
+upstreams: [{id: 1, %snodes: {%q: 1}}]
+stream_routes: [{id: all, upstream_id: 1}]
+`, tc.timeout, broker.Addr()))
+			conn, ack := mqtttest.Connect(t, g.addr, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level5, CleanStart: true, KeepAlive: 30, ClientID: tc.id})
 			if ack == nil {
 				t.Fatal("no CONNACK")
 			}
@@ -51,14 +54,14 @@ stream_routes: [{id: all, upstream_id: 1}]
 					t.Fatal(err)
 				}
 			}
-			// The pipe's own goodbye (the idle one after 1.5 × keepalive).
+			// The pipe's own goodbye (the idle one after timeout.read).
 			got := mqtttest.ReadPacket(t, conn)
 			if len(got) < 3 || got[0] != 0xE0 || mqtt.ReasonCode(got[2]) != tc.code {
 				t.Fatalf("read % x, want a DISCONNECT 0x%02X", got, byte(tc.code))
 			}
 			// The connection lingers (pipe.Linger) until the client
 			// closes: a kick or a drain reaches it now.
-			if n := tc.then(tc.id); n != 1 {
+			if n := tc.then(g, tc.id); n != 1 {
 				t.Fatalf("the later close reached %d connections, want 1 (the lingering one)", n)
 			}
 			if rest := packettest.ReadToEOF(t, conn); len(rest) != 0 {
