@@ -392,9 +392,7 @@ func (l *loop) wsGoodbye(p *Conn, final []byte) {
 		b = appendFrame(b, ws.OpBinary, final)
 	}
 	b = append(b, closeFrame(ws.StatusNormalClosure, "")...)
-	if n, _ := writeFD(int(p.fd[client]), b); n > 0 && len(final) > 0 {
-		p.meter.Add(false, int64(len(final)))
-	}
+	_, _ = writeFD(int(p.fd[client]), b) // not counted: none of it is the broker's
 }
 
 // wsCloseWrite sends the close frame 1000 that goes before the FIN when
