@@ -286,6 +286,16 @@ func (g *Group) AddTLS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord
 	return g.add(aff, client, broker, opts, done, false, rec)
 }
 
+// AddWSS is AddTLS for a client that speaks MQTT over WebSocket inside
+// its TLS records (wss): the loop opens the records and takes apart the
+// frames in them, frames what the broker sends and seals the frames
+// (tls.go and ws.go composed), with every rule of both. The client's
+// stream must be at a record boundary (Detach) and its WebSocket reader at
+// a frame boundary with nothing read ahead (mqttws.Conn.Detachable).
+func (g *Group) AddWSS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
+	return g.add(aff, client, broker, opts, done, true, rec)
+}
+
 func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result), ws bool, rec *tlsrecord.Records) (*Conn, error) {
 	cfd, err := dupFD(client)
 	if err != nil {
