@@ -814,10 +814,8 @@ func (l *loop) goodbye(p *Conn) {
 		l.wsGoodbye(p, b.final)
 	case p.tls:
 		l.tlsGoodbye(p, b.final)
-	case len(b.final) > 0:
-		if n, _ := writeFD(int(p.fd[client]), b.final); n > 0 {
-			p.meter.Add(false, int64(n))
-		}
+	case len(b.final) > 0: // the loop's own bytes: not counted, as on the pipe's goroutines
+		_, _ = writeFD(int(p.fd[client]), b.final)
 	}
 	unix.Shutdown(int(p.fd[client]), unix.SHUT_WR)
 	b.lingerUntil = l.now + int64(pipe.Linger)

@@ -193,9 +193,7 @@ func (l *loop) tlsGoodbye(p *Conn, final []byte) {
 		b = t.rec.AppendRecords(b, tlsrecord.TypeApplication, final)
 	}
 	b = append(b, t.rec.CloseNotify()...)
-	if n, _ := writeFD(int(p.fd[client]), b); n > 0 && len(final) > 0 {
-		p.meter.Add(false, int64(len(final)))
-	}
+	_, _ = writeFD(int(p.fd[client]), b) // not counted: none of it is the broker's
 }
 
 // tlsCloseWrite sends the close_notify that goes before the FIN when the

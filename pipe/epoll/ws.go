@@ -414,9 +414,7 @@ func (l *loop) wsGoodbye(p *Conn, final []byte) {
 		b = appendFrame(b, ws.OpBinary, final)
 	}
 	b = l.wsWire(p, append(b, closeFrame(ws.StatusNormalClosure, "")...), true)
-	if n, _ := writeFD(int(p.fd[client]), b); n > 0 && len(final) > 0 {
-		p.meter.Add(false, int64(len(final)))
-	}
+	_, _ = writeFD(int(p.fd[client]), b) // not counted: none of it is the broker's
 }
 
 // wsCloseWrite sends the close frame 1000 that goes before the FIN when
