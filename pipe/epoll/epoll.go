@@ -17,7 +17,9 @@
 //
 // AddWebSocket does the same for a client speaking MQTT over WebSocket
 // (ws, its upgrade done): the loop takes its frames apart and frames the
-// broker's bytes itself (ws.go).
+// broker's bytes itself (ws.go). AddTLS does it for a TLS 1.3 client
+// whose record layer tlsrecord hands over (tls.go), and AddWSS for wss,
+// both layers composed: records opened, the frames in them taken apart.
 //
 // Add takes the sockets away from Go's network poller: it duplicates their
 // file descriptors, closes the *net.TCPConn values and registers the

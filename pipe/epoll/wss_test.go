@@ -277,3 +277,68 @@ func TestWSSPairEnds(t *testing.T) {
 		})
 	}
 }
+
+// feedWSS runs a wss client's frames through both layers as the loop's
+// reads do: sealed in records of at most rcut bytes of plaintext (frames
+// cut anywhere across records), the records read at most cut bytes at a
+// time (records cut anywhere across reads, the part kept from one read
+// put before the next, as tlsClientRead does), each read's plaintext
+// taken apart in place by one wsIn (readTLS handing it to readWS).
+func feedWSS(t *testing.T, frames []byte, rcut, cut int) outcome {
+	t.Helper()
+	server, client := tlsEnds(t)
+	var recs []byte
+	for b := frames; len(b) > 0; {
+		k := min(rcut, len(b))
+		recs = client.AppendRecords(recs, tlsrecord.TypeApplication, b[:k])
+		b = b[k:]
+	}
+	var (
+		ti  = &tlsIn{rec: server}
+		w   wsIn
+		out outcome
+	)
+	for len(recs) > 0 {
+		k := min(cut, len(recs))
+		b := append(append([]byte(nil), ti.part...), recs[:k]...)
+		recs = recs[k:]
+		data, _, _, err := ti.open(b)
+		if err != nil {
+			t.Fatalf("records sealed by the client: %v", err)
+		}
+		if data > len(b) {
+			t.Fatalf("%d bytes of plaintext out of %d", data, len(b))
+		}
+		if feedRead(&w, b[:data], &out) {
+			return out
+		}
+	}
+	out.mid = w.midFrame() || ti.part != nil
+	return out
+}
+
+// FuzzWSSRead: whatever frames a wss client sends, however its records
+// cut them [RFC 8446 5.1: a record's plaintext is a slice of the stream]
+// and however the reads cut the records, the loop makes of them what it
+// makes of the same frames on a plain ws pair in one read (FuzzUnframe's
+// state machine): the MQTT bytes, the control frames and their answers,
+// the failure and its close code, a frame left open.
+func FuzzWSSRead(f *testing.F) {
+	f.Add(stream(bin("\x10\x0chello")), uint16(1), uint16(1))
+	f.Add(stream(clientFrame{op: ws.OpBinary, payload: []byte("ab")}, ctl(ws.OpPing, []byte("?")), clientFrame{fin: true, op: ws.OpContinuation, payload: []byte("cd")}), uint16(3), uint16(7))
+	f.Add(stream(bin("a"), ctl(ws.OpClose, ws.NewCloseFrameBody(ws.StatusGoingAway, "bye"))), uint16(2), uint16(30))
+	f.Add(stream(clientFrame{fin: true, op: ws.OpBinary, payload: bytes.Repeat([]byte{1}, 300)}), uint16(64), uint16(5))
+	f.Add(stream(bin("x"), clientFrame{fin: true, op: ws.OpText, payload: []byte("hi")}), uint16(4), uint16(2))
+	f.Add(clientFrame{fin: true, op: ws.OpBinary, payload: []byte{0xc0, 0}, unmasked: true}.bytes(), uint16(1), uint16(3))
+	f.Fuzz(func(t *testing.T, frames []byte, rcut, cut uint16) {
+		if len(frames) > 4096 {
+			return // the records' cost, not more cases
+		}
+		want := feed(frames, 0)
+		got := feedWSS(t, frames, int(rcut%64)+1, int(cut%128)+1)
+		if !bytes.Equal(want.data, got.data) || strings.Join(want.ctl, "\n") != strings.Join(got.ctl, "\n") || want.fail != got.fail || want.mid != got.mid {
+			t.Fatalf("ws, one read: %q %q %d %v; wss, records of %d, reads of %d: %q %q %d %v",
+				want.data, want.ctl, want.fail, want.mid, rcut%64+1, cut%128+1, got.data, got.ctl, got.fail, got.mid)
+		}
+	})
+}
