@@ -92,6 +92,11 @@ func (s *Server) parkPipe(client net.Conn, pc *pipe.ParkConn, broker net.Conn, o
 // the TCP connection under rc, a TLS client whose records the loop
 // carries on (epoll.Group.AddTLS) when rc has nothing read ahead
 // (tlsrecord.Conn.Detach); TLSRecordLooped or TLSRecordParked counts it.
+// With both, a wss client (epoll.Group.AddWSS): a looped one counts in
+// WebSocketLooped and TLSRecordLooped, one pair in each family, so that
+// each family's looped and parked counts still add up to its pairs; one
+// whose records were read ahead counts in TLSRecordParked here and in
+// WebSocketParked (the caller's countParked).
 func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options, ws bool, rc *tlsrecord.Conn) bool {
 	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
 		return false
@@ -127,8 +132,12 @@ func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn,
 			s.stats.TLSRecordParked.Add(1)
 			return false
 		}
+		addTLS := g.AddTLS // the loop seals and opens (pipe/epoll/tls.go)
+		if ws {
+			addTLS = g.AddWSS // and frames inside the records (tls.go and ws.go)
+		}
 		add = func(aff epoll.Affinity, ct, bt *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*epoll.Conn, error) {
-			c, err := g.AddTLS(aff, ct, bt, rec, opts, done) // the loop seals and opens (pipe/epoll/tls.go)
+			c, err := addTLS(aff, ct, bt, rec, opts, done)
 			if err != nil {
 				rc.Reattach(rec)
 			}

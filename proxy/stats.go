@@ -96,10 +96,10 @@ type StatsSnapshot struct {
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
-	WebSocketLooped      uint64              // ws pairs (data_path epoll) carried by an event loop
-	WebSocketParked      uint64              // ws pairs (data_path epoll) parked: their handover was not simple
-	TLSRecordLooped      uint64              // tlsrecord-carried TLS pairs (data_path epoll) carried by an event loop
-	TLSRecordParked      uint64              // tlsrecord-carried TLS pairs (data_path epoll) parked: records were read ahead
+	WebSocketLooped      uint64              // ws pairs, and tlsrecord-carried wss pairs (data_path epoll), carried by an event loop
+	WebSocketParked      uint64              // ws and tlsrecord-carried wss pairs (data_path epoll) parked: their handover was not simple
+	TLSRecordLooped      uint64              // tlsrecord-carried TLS and wss pairs (data_path epoll) carried by an event loop (a wss pair counts in WebSocketLooped too)
+	TLSRecordParked      uint64              // tlsrecord-carried TLS and wss pairs (data_path epoll) parked: records were read ahead
 	// WebSocketUpstreamParked are ws pairs (data_path epoll) parked for
 	// their broker side: an upstream with scheme ws, wss or tls.
 	WebSocketUpstreamParked uint64

@@ -91,7 +91,8 @@ type Conn struct {
 	// state is the loop's (loop.ws), by slot, so that Conn keeps its size.
 	ws bool
 	// tls: the client speaks TLS 1.3, its records carried by the loop
-	// (AddTLS); their state is the loop's (loop.tls), by slot.
+	// (AddTLS); their state is the loop's (loop.tls), by slot. Both set:
+	// wss, frames inside the records (AddWSS).
 	tls bool
 
 	pre *pre // from a Listener's accept until Pipe: the connection's Session and its reads and dial
@@ -671,10 +672,10 @@ func (l *loop) reading(p *Conn, s int) bool {
 func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 	buf := l.buf
 	switch {
+	case p.tls && s == broker:
+		buf = l.tlsBrokerRead(p) // room for the record's header and tag (toClientTLS), and a wss frame's header (toClient)
 	case p.ws && s == broker:
 		buf = l.buf[wsHeadroom:] // room for the frame header (toClient)
-	case p.tls && s == broker:
-		buf = l.tlsBrokerRead() // room for the record's header and tag (toClientTLS)
 	}
 	for range maxReads {
 		k := 0 // a TLS client's record cut short by the last read, before this one
@@ -697,14 +698,14 @@ func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 			return
 		case p.closing():
 			l.readClosing(p, s, buf[:n])
-		case p.ws && s == client:
-			l.readWS(p, buf[:n])
+		case p.tls && s == client: // a wss client's records too: their frames go on to readWS
+			l.readTLS(p, l.buf[:k+n])
 			if !p.done && peerFIN && n < len(buf) && l.reading(p, s) {
 				l.eofFrom(p, s)
 				return
 			}
-		case p.tls && s == client:
-			l.readTLS(p, l.buf[:k+n])
+		case p.ws && s == client:
+			l.readWS(p, buf[:n])
 			if !p.done && peerFIN && n < len(buf) && l.reading(p, s) {
 				l.eofFrom(p, s)
 				return
