@@ -19,7 +19,7 @@ import (
 // wss:// (a certificate the test makes) to Mosquitto, subscribes and
 // publishes; what the page received comes back as JSON, a Go client on
 // plain MQTT sees the browser's messages, and Mosquitto saw both browser
-// clients.
+// clients. On data_path epoll both pairs were carried by event loops.
 func TestBrowserMQTTOverWebSocket(t *testing.T) {
 	t.Parallel()
 	browsertest.Require(t)
@@ -70,6 +70,11 @@ stream_routes:
 	if dp := os.Getenv(dataPathEnv); dp == "" || dp == config.DataPathEpoll {
 		// The ws page's pair was carried by an event loop (pipe/epoll/ws.go).
 		mqtttest.WaitFor(t, "the ws pair in an event loop", func() bool { return ws.srv.Stats().WebSocketLooped == 1 })
+		// And so the wss page's, its frames inside the records (AddWSS).
+		mqtttest.WaitFor(t, "the wss pair in an event loop", func() bool {
+			st := wss.srv.Stats()
+			return st.WebSocketLooped == 1 && st.TLSRecordLooped == 1
+		})
 	}
 	if rec := wss.waitRecord(t, "the wss record", func(r map[string]any) bool { return r["client_id"] == "browser-wss" }); rec["transport"] != "wss" {
 		t.Errorf("wss record %v", rec)

@@ -593,14 +593,16 @@ func (p *connPath) pipe() bool {
 	opts := p.pipeOptions()
 	p.looped = true
 	client, ws, rc := p.loopClient()
-	if rc == nil && s.loopPair(p.snap, lc, client, p.broker, opts, ws) {
+	// MQTT over TLS (rc, not ws) moves into a loop only once it has
+	// stayed (tlsMove); the rest at once.
+	if (rc == nil || ws) && s.loopPair(p.snap, lc, client, p.broker, opts, ws, rc) {
 		return true
 	}
 	if ws {
 		p.countParked()
 	}
 	var move func(*pipe.Handover) bool
-	if rc != nil {
+	if rc != nil && !ws {
 		move = s.tlsMove(p.snap, lc, client, p.broker, rc, opts) // parked until it has stayed
 	}
 	opts.Control = p.ctl

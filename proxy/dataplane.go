@@ -25,9 +25,9 @@ type eventLoops struct {
 // carries must be before it is handed to an event loop (tlsMove): longer
 // than a session that connects, publishes a little and disconnects, short
 // enough that an idle fleet is in the loops a second or so after it
-// connected, well before the collector's give-back after a ramp is
-// measured. Not a setting: what the loop saves per message or idle pair
-// does not depend on when it moves.
+// connected (cmd/mqgate's give-back after a ramp waits for the moves:
+// TLSRecordWaiting). Not a setting: what the loop saves per message or
+// idle pair does not depend on when it moves.
 const tlsLoopAfter = time.Second
 
 // settle is the Settler of parked TLS pairs, made with the first: it
@@ -129,9 +129,17 @@ func (s *Server) settler(move func(*pipe.Handover) bool) *pipe.Settler {
 // reports false when the pair stays with the caller, for pipe.Run: another
 // data path is configured, a side is not plain TCP (TLS, WebSocket), the
 // connection was closed from outside meanwhile, or the loops are out of
-// reach (out of descriptors for the handover, say). With ws, client is the
-// TCP connection under a plain WebSocket whose frames the loop takes over.
-func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options, ws bool) bool {
+// reach (out of descriptors for the handover, say). With rc, client is
+// the TCP connection under rc, a TLS client whose records the loop
+// carries on (epoll.Group.AddTLS) when rc has nothing read ahead
+// (tlsrecord.Conn.Detach); TLSRecordLooped or TLSRecordParked counts it:
+// only a wss client now (MQTT over TLS waits until it has stayed,
+// tlsMove). With both, a wss client (epoll.Group.AddWSS): a looped one counts in
+// WebSocketLooped and TLSRecordLooped, one pair in each family, so that
+// each family's looped and parked counts still add up to its pairs; one
+// whose records were read ahead counts in TLSRecordParked here and in
+// WebSocketParked (the caller's countParked).
+func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn, opts pipe.Options, ws bool, rc *tlsrecord.Conn) bool {
 	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
 		return false
 	}
@@ -158,10 +166,33 @@ func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn,
 	if ws {
 		add = g.AddWebSocket // the loop frames (pipe/epoll/ws.go)
 	}
+	if rc != nil {
+		rec, ok := rc.Detach()
+		if !ok {
+			// Records read ahead or cut short at the CONNACK: parked, as
+			// before (a rare race of the client's bytes with the hand-off).
+			s.stats.TLSRecordParked.Add(1)
+			return false
+		}
+		addTLS := g.AddTLS // the loop seals and opens (pipe/epoll/tls.go)
+		if ws {
+			addTLS = g.AddWSS // and frames inside the records (tls.go and ws.go)
+		}
+		add = func(aff epoll.Affinity, ct, bt *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*epoll.Conn, error) {
+			c, err := addTLS(aff, ct, bt, rec, opts, done)
+			if err != nil {
+				rc.Reattach(rec)
+			}
+			return c, err
+		}
+	}
 	conn, err := add(loopAffinity(snap), ct, bt, opts, lc.pipeEnded)
 	if err != nil {
 		s.log.Warn("event loop handover failed; piping with goroutines", "err", err)
 		return false
+	}
+	if rc != nil {
+		s.stats.TLSRecordLooped.Add(1)
 	}
 	if ws {
 		s.stats.WebSocketLooped.Add(1)

@@ -45,9 +45,11 @@ type Stats struct {
 	WebSocketLooped         atomic.Uint64
 	WebSocketParked         atomic.Uint64
 	WebSocketUpstreamParked atomic.Uint64
-	// TLS pairs whose records tlsrecord carries, on data_path epoll, each
-	// counted once, when it moves or ends: handed to an event loop
-	// (pipe/epoll/tls.go) once it had stayed (tlsMove), or ended parked.
+	// TLS and wss pairs whose records tlsrecord carries, on data_path
+	// epoll, each counted once: carried by an event loop
+	// (pipe/epoll/tls.go), or parked. A wss pair is counted at its
+	// CONNACK (loopPair), a TLS one when it moves, once it has stayed
+	// (tlsMove), or ends parked.
 	TLSRecordLooped atomic.Uint64
 	TLSRecordParked atomic.Uint64
 	refusedBy       refusals // by reason, see coreRefusals and the plugins' Reasons
@@ -99,11 +101,11 @@ type StatsSnapshot struct {
 	ProxyProtocolRefused uint64              // proxy_protocol listeners: senders refused, bad headers
 	TLSHandshakes        []TLSHandshakeStats // by listener
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
-	WebSocketLooped      uint64              // ws pairs (data_path epoll) carried by an event loop
-	WebSocketParked      uint64              // ws pairs (data_path epoll) parked: their handover was not simple
-	TLSRecordLooped      uint64              // tlsrecord-carried TLS pairs (data_path epoll) handed to an event loop once they stayed (tlsLoopAfter)
-	TLSRecordParked      uint64              // tlsrecord-carried TLS pairs (data_path epoll) that ended parked: shorter-lived, or records read ahead
-	TLSRecordWaiting     int64               // such pairs parked now that may still be handed to a loop (the memory give-back waits for them)
+	WebSocketLooped      uint64              // ws pairs, and tlsrecord-carried wss pairs (data_path epoll), carried by an event loop
+	WebSocketParked      uint64              // ws and tlsrecord-carried wss pairs (data_path epoll) parked: their handover was not simple
+	TLSRecordLooped      uint64              // tlsrecord-carried TLS and wss pairs (data_path epoll) carried by an event loop (a wss pair counts in WebSocketLooped too); TLS ones once they stayed (tlsLoopAfter)
+	TLSRecordParked      uint64              // tlsrecord-carried TLS and wss pairs (data_path epoll) parked: shorter-lived TLS ones that ended so, or records read ahead
+	TLSRecordWaiting     int64               // TLS pairs parked now that may still be handed to a loop (the memory give-back waits for them)
 	// WebSocketUpstreamParked are ws pairs (data_path epoll) parked for
 	// their broker side: an upstream with scheme ws, wss or tls.
 	WebSocketUpstreamParked uint64

@@ -454,7 +454,9 @@ func (p *connPath) countParked() {
 // itself, or for a plain WebSocket (ws on data_path epoll, parked from its
 // upgrade) the TCP connection under it, with ws set, when the loop can
 // take its frames from here (mqttws.Conn.Detachable); else the WebSocket,
-// which the loops do not take, and it parks as before.
+// which the loops do not take, and it parks as before. A wss WebSocket
+// over a tlsrecord.Conn is both: the TCP connection, ws set and the
+// records' Conn (loopPair detaches them, epoll.Group.AddWSS).
 func (p *connPath) loopClient() (client net.Conn, ws bool, tc *tlsrecord.Conn) {
 	if rc, ok := p.conn.(*tlsrecord.Conn); ok {
 		// A TLS client whose records tlsrecord carries: the loop carries
@@ -469,7 +471,17 @@ func (p *connPath) loopClient() (client net.Conn, ws bool, tc *tlsrecord.Conn) {
 	if !ok || p.park == nil || p.tcp == nil || p.ec != nil {
 		return p.conn, false, nil
 	}
-	if under, ok := wc.Detachable(); ok && under == net.Conn(p.park) {
+	under, ok := wc.Detachable()
+	if rc, wss := wc.Conn.(*tlsrecord.Conn); wss && rc.Conn == net.Conn(p.park) {
+		// wss whose records tlsrecord carries: the loop opens the
+		// records and takes the frames inside apart (pipe/epoll).
+		if ok && under == net.Conn(rc) {
+			return p.tcp, true, rc
+		}
+		p.countParked() // its frames were not at a boundary: a ws pair parked
+		return p.conn, false, nil
+	}
+	if ok && under == net.Conn(p.park) {
 		return p.tcp, true, nil
 	}
 	if wc.Conn == net.Conn(p.park) { // a ws pair the loop could have had: counted

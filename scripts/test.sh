@@ -46,6 +46,6 @@ go test -race -count=1 -timeout 12m "$@" ./...
 # duration: Go 1.26's coordinator can report its own -fuzztime deadline as a
 # failure ("context deadline exceeded", golang/go#75804, fixed in Go 1.27),
 # which failed CI once on FuzzReadProxyHeader with no crasher written.
-for target in config:FuzzParse admin:FuzzAdminBody proxy:FuzzReadProxyHeader tlsrecord:FuzzRead pipe/epoll:FuzzUnframe pipe/epoll:FuzzTLSOpen mqttws:FuzzParseUpgrade mqtt:FuzzFeedLast; do
+for target in config:FuzzParse admin:FuzzAdminBody proxy:FuzzReadProxyHeader tlsrecord:FuzzRead pipe/epoll:FuzzUnframe pipe/epoll:FuzzTLSOpen pipe/epoll:FuzzWSSRead mqttws:FuzzParseUpgrade mqtt:FuzzFeedLast; do
   go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "${MQGATE_FUZZTIME:-20000x}" "./${target%%:*}/"
 done

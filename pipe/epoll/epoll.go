@@ -17,7 +17,9 @@
 //
 // AddWebSocket does the same for a client speaking MQTT over WebSocket
 // (ws, its upgrade done): the loop takes its frames apart and frames the
-// broker's bytes itself (ws.go).
+// broker's bytes itself (ws.go). AddTLS does it for a TLS 1.3 client
+// whose record layer tlsrecord hands over (tls.go), and AddWSS for wss,
+// both layers composed: records opened, the frames in them taken apart.
 //
 // Add takes the sockets away from Go's network poller: it duplicates their
 // file descriptors, closes the *net.TCPConn values and registers the
@@ -284,6 +286,16 @@ func (g *Group) AddWebSocket(aff Affinity, client, broker *net.TCPConn, opts pip
 //	}
 func (g *Group) AddTLS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
 	return g.add(aff, client, broker, opts, done, false, rec, 0)
+}
+
+// AddWSS is AddTLS for a client that speaks MQTT over WebSocket inside
+// its TLS records (wss): the loop opens the records and takes apart the
+// frames in them, frames what the broker sends and seals the frames
+// (tls.go and ws.go composed), with every rule of both. The client's
+// stream must be at a record boundary (Detach) and its WebSocket reader at
+// a frame boundary with nothing read ahead (mqttws.Conn.Detachable).
+func (g *Group) AddWSS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
+	return g.add(aff, client, broker, opts, done, true, rec, 0)
 }
 
 // MoveTLS is AddTLS for a pair that was piped elsewhere until now (parked,

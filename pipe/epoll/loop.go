@@ -91,7 +91,8 @@ type Conn struct {
 	// state is the loop's (loop.ws), by slot, so that Conn keeps its size.
 	ws bool
 	// tls: the client speaks TLS 1.3, its records carried by the loop
-	// (AddTLS); their state is the loop's (loop.tls), by slot.
+	// (AddTLS); their state is the loop's (loop.tls), by slot. Both set:
+	// wss, frames inside the records (AddWSS).
 	tls bool
 
 	pre *pre // from a Listener's accept until Pipe: the connection's Session and its reads and dial
@@ -673,10 +674,10 @@ func (l *loop) reading(p *Conn, s int) bool {
 func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 	buf := l.buf
 	switch {
+	case p.tls && s == broker:
+		buf = l.tlsBrokerRead(p) // room for the record's header and tag (toClientTLS), and a wss frame's header (toClient)
 	case p.ws && s == broker:
 		buf = l.buf[wsHeadroom:] // room for the frame header (toClient)
-	case p.tls && s == broker:
-		buf = l.tlsBrokerRead() // room for the record's header and tag (toClientTLS)
 	}
 	for range maxReads {
 		k := 0 // a TLS client's record cut short by the last read, before this one
@@ -699,14 +700,14 @@ func (l *loop) read(p *Conn, s int, fin, peerFIN bool) {
 			return
 		case p.closing():
 			l.readClosing(p, s, buf[:n])
-		case p.ws && s == client:
-			l.readWS(p, buf[:n])
+		case p.tls && s == client: // a wss client's records too: their frames go on to readWS
+			l.readTLS(p, l.buf[:k+n])
 			if !p.done && peerFIN && n < len(buf) && l.reading(p, s) {
 				l.eofFrom(p, s)
 				return
 			}
-		case p.tls && s == client:
-			l.readTLS(p, l.buf[:k+n])
+		case p.ws && s == client:
+			l.readWS(p, buf[:n])
 			if !p.done && peerFIN && n < len(buf) && l.reading(p, s) {
 				l.eofFrom(p, s)
 				return
@@ -815,10 +816,8 @@ func (l *loop) goodbye(p *Conn) {
 		l.wsGoodbye(p, b.final)
 	case p.tls:
 		l.tlsGoodbye(p, b.final)
-	case len(b.final) > 0:
-		if n, _ := writeFD(int(p.fd[client]), b.final); n > 0 {
-			p.meter.Add(false, int64(n))
-		}
+	case len(b.final) > 0: // the loop's own bytes: not counted, as on the pipe's goroutines
+		_, _ = writeFD(int(p.fd[client]), b.final)
 	}
 	unix.Shutdown(int(p.fd[client]), unix.SHUT_WR)
 	b.lingerUntil = l.now + int64(pipe.Linger)

@@ -19,6 +19,12 @@ import (
 // close_notify is a FIN to the broker, the broker's FIN a close_notify to
 // the client, and a record breaking RFC 8446 fails the connection with
 // the alert the Conn sends, and the same error.
+//
+// A wss pair (Conn.ws and Conn.tls, AddWSS) is the two layers composed,
+// each in one place: the records' plaintext is the client's WebSocket
+// frames, which readTLS hands to readWS (ws.go) in the same buffer, and
+// what goes to the client is framed by ws.go and sealed here (seal, and
+// toClient's frame header sealed in place with its bytes).
 
 // tlsIn is what a TLS pair adds to a Conn, kept by the loop beside its
 // slot: the record layer and a record cut short by the end of a read.
@@ -31,9 +37,34 @@ type tlsIn struct {
 
 // tlsBrokerRead is the part of the loop's buffer a broker's bytes for a
 // TLS client are read into: room for the header before them, one
-// record's plaintext, room for its content type and tag after.
-func (l *loop) tlsBrokerRead() []byte {
-	return l.buf[tlsrecord.HeaderRoom : tlsrecord.HeaderRoom+tlsrecord.MaxPlaintext]
+// record's plaintext, room for its content type and tag after. For a wss
+// client the room before is also the frame header's (wsHeadroom), and
+// the record's plaintext is that header and the bytes.
+func (l *loop) tlsBrokerRead(p *Conn) []byte {
+	room := tlsrecord.HeaderRoom
+	if p.ws {
+		room += wsHeadroom
+	}
+	return l.buf[room : tlsrecord.HeaderRoom+tlsrecord.MaxPlaintext]
+}
+
+// seal is b, bytes for the client (a wss pair's frames), sealed in
+// application records; with closing, a close_notify follows them and
+// nothing is sealed after it [RFC 8446 6.1]. It is nil once a
+// close_notify or an alert went.
+func (t *tlsIn) seal(b []byte, closing bool) []byte {
+	if t.closeSent {
+		return nil
+	}
+	var out []byte
+	if len(b) > 0 {
+		out = t.rec.AppendRecords(nil, tlsrecord.TypeApplication, b)
+	}
+	if closing {
+		t.closeSent = true
+		out = append(out, t.rec.CloseNotify()...)
+	}
+	return out
 }
 
 // tlsClientRead returns the part of the loop's buffer to read a TLS
@@ -85,8 +116,8 @@ func (t *tlsIn) open(b []byte) (data int, reply []byte, alert byte, err error) {
 // record fails the connection.
 func (l *loop) readTLS(p *Conn, b []byte) {
 	t := l.tls[p.idx]
-	if t.closedIn {
-		return // nothing is read after close_notify [RFC 8446 6.1]
+	if t.closedIn || (p.ws && l.ws[p.idx].closedIn) {
+		return // nothing is read after close_notify [RFC 8446 6.1] or a close frame [RFC 6455 5.5.1]
 	}
 	data, reply, alert, err := t.open(b)
 	if len(reply) > 0 && !t.closeSent {
@@ -95,7 +126,23 @@ func (l *loop) readTLS(p *Conn, b []byte) {
 			return
 		}
 	}
-	if data > 0 && !l.clientMQTT(p, b[:data]) {
+	if p.ws {
+		// wss: the plaintext is the client's frames (ws.go), taken apart
+		// where it lies; what the frames end with (a close, a failure, a
+		// close at a boundary) goes before the records after them.
+		if data > 0 {
+			l.readWS(p, b[:data])
+			if p.done || p.closing() || l.ws[p.idx].closedIn {
+				return
+			}
+		}
+		if err == io.EOF && l.ws[p.idx].midFrame() {
+			// close_notify inside a frame: as mqttws.Conn over a
+			// tlsrecord.Conn ends it (its reader's io.ErrUnexpectedEOF).
+			l.finish(p, pipe.ClientError, errClosedInFrame, false)
+			return
+		}
+	} else if data > 0 && !l.clientMQTT(p, b[:data]) {
 		return
 	}
 	switch {
@@ -146,9 +193,7 @@ func (l *loop) tlsGoodbye(p *Conn, final []byte) {
 		b = t.rec.AppendRecords(b, tlsrecord.TypeApplication, final)
 	}
 	b = append(b, t.rec.CloseNotify()...)
-	if n, _ := writeFD(int(p.fd[client]), b); n > 0 && len(final) > 0 {
-		p.meter.Add(false, int64(len(final)))
-	}
+	_, _ = writeFD(int(p.fd[client]), b) // not counted: none of it is the broker's
 }
 
 // tlsCloseWrite sends the close_notify that goes before the FIN when the
@@ -176,6 +221,9 @@ func (l *loop) tlsFail(p *Conn, alert byte, err error) {
 		final = t.rec.Alert(alert)
 	}
 	t.closeSent = true
+	if p.ws {
+		l.ws[p.idx].closeSent = true // no frame without a record to carry it
+	}
 	l.failClient(p, err, final)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/mqttws"
 	"github.com/mqgate/mqgate/pipe"
+	"github.com/mqgate/mqgate/tlsrecord"
 )
 
 // This file is MQTT over WebSocket (ws, not wss) inside the loops, as an
@@ -314,7 +315,9 @@ func (l *loop) readWS(p *Conn, b []byte) {
 			return
 		}
 		if reply != nil && !w.closeSent {
-			l.sendRaw(p, client, reply)
+			// wss: a close answered goes with close_notify, as nothing
+			// may follow it.
+			l.sendRaw(p, client, l.wsWire(p, reply, closed))
 		}
 		if closed {
 			// The client closed the WebSocket, as a FIN on TCP: the
@@ -348,15 +351,32 @@ func (l *loop) toClient(p *Conn, b []byte) {
 		return // after a close frame no data frame may follow [RFC 6455 5.5.1]
 	}
 	var frame []byte
-	if &b[0] == &l.buf[wsHeadroom] {
+	switch at := &b[0]; {
+	case p.tls && at == &l.buf[tlsrecord.HeaderRoom+wsHeadroom] && len(b) <= tlsrecord.MaxPlaintext-wsHeadroom:
+		// wss, a read at tlsBrokerRead: the frame's header before b, the
+		// record's before that, sealed in place (one record a read).
+		end := tlsrecord.HeaderRoom + wsHeadroom
+		n := putHeader(l.buf[:end], ws.OpBinary, len(b))
+		frame = l.tls[p.idx].rec.Seal(l.buf[end-n-tlsrecord.HeaderRoom:end+len(b)], tlsrecord.TypeApplication)
+	case !p.tls && at == &l.buf[wsHeadroom]:
 		n := putHeader(l.buf[:wsHeadroom], ws.OpBinary, len(b))
 		frame = l.buf[wsHeadroom-n : wsHeadroom+len(b)]
-	} else {
-		frame = appendFrame(nil, ws.OpBinary, b) // not from a read: no room before it
+	default: // not from a read: no room before it
+		frame = l.wsWire(p, appendFrame(nil, ws.OpBinary, b), false)
 	}
 	p.meter.Add(false, int64(len(b)))
 	p.lastActive = l.now
 	l.sendRaw(p, client, frame)
+}
+
+// wsWire is what goes on the client's socket for b, frames from the
+// loop: b itself, or for a wss client b sealed in records (tlsIn.seal),
+// with closing then close_notify.
+func (l *loop) wsWire(p *Conn, b []byte, closing bool) []byte {
+	if !p.tls {
+		return b
+	}
+	return l.tls[p.idx].seal(b, closing)
 }
 
 // sendRaw writes b to side d, behind what waits for it; what does not fit
@@ -380,7 +400,9 @@ func (l *loop) sendRaw(p *Conn, d int, b []byte) {
 // wsGoodbye says the goodbye of a close at a boundary to a WebSocket
 // client: final (a DISCONNECT, if any) in a binary frame, then a close
 // frame 1000, in one write, as mqttws.Conn's Write and CloseWrite do on
-// the other paths. The stream to the client has nothing waiting.
+// the other paths (for wss in records, then close_notify: the CloseWrite
+// of the tlsrecord.Conn under it). The stream to the client has nothing
+// waiting.
 func (l *loop) wsGoodbye(p *Conn, final []byte) {
 	w := l.ws[p.idx]
 	if w.closeSent {
@@ -391,19 +413,18 @@ func (l *loop) wsGoodbye(p *Conn, final []byte) {
 	if len(final) > 0 {
 		b = appendFrame(b, ws.OpBinary, final)
 	}
-	b = append(b, closeFrame(ws.StatusNormalClosure, "")...)
-	if n, _ := writeFD(int(p.fd[client]), b); n > 0 && len(final) > 0 {
-		p.meter.Add(false, int64(len(final)))
-	}
+	b = l.wsWire(p, append(b, closeFrame(ws.StatusNormalClosure, "")...), true)
+	_, _ = writeFD(int(p.fd[client]), b) // not counted: none of it is the broker's
 }
 
 // wsCloseWrite sends the close frame 1000 that goes before the FIN when
-// the broker ended its stream (mqttws.Conn.CloseWrite). Nothing waits to
-// be written to the client (halfClose).
+// the broker ended its stream (mqttws.Conn.CloseWrite; for wss sealed,
+// then close_notify, so tlsCloseWrite has nothing left to say). Nothing
+// waits to be written to the client (halfClose).
 func (l *loop) wsCloseWrite(p *Conn) {
 	if w := l.ws[p.idx]; !w.closeSent {
 		w.closeSent = true
-		_, _ = writeFD(int(p.fd[client]), closeFrame(ws.StatusNormalClosure, ""))
+		_, _ = writeFD(int(p.fd[client]), l.wsWire(p, closeFrame(ws.StatusNormalClosure, ""), true))
 	}
 }
 
@@ -421,7 +442,7 @@ func (l *loop) wsFail(p *Conn, f *wsFailure) {
 	w := l.ws[p.idx]
 	var final []byte
 	if !w.closeSent {
-		final = closeFrame(f.code, f.reason)
+		final = l.wsWire(p, closeFrame(f.code, f.reason), true) // wss: then close_notify, as mqttws.Conn's fail
 	}
 	w.closeSent = true
 	l.failClient(p, f.err, final)
@@ -450,13 +471,18 @@ func (l *loop) failClient(p *Conn, err error, final []byte) {
 // reported with its last bytes): a WebSocket client that stops inside a
 // frame broke it, an error as on the other paths; else halfClose.
 func (l *loop) eofFrom(p *Conn, s int) {
-	if p.ws && s == client && !p.closing() && l.ws[p.idx].midFrame() {
-		l.finish(p, pipe.ClientError, errClosedInFrame, false)
-		return
-	}
-	if p.tls && s == client && !p.closing() && l.tlsMidRecord(p) {
-		l.finish(p, pipe.ClientError, io.ErrUnexpectedEOF, false) // as tlsrecord.Conn's Read
-		return
+	if s == client && !p.closing() {
+		ws, tls := p.ws && l.ws[p.idx].midFrame(), p.tls && l.tlsMidRecord(p)
+		switch {
+		case ws || (tls && p.ws):
+			// A wss client's FIN inside a record is inside a frame too
+			// for mqttws.Conn, which reads the records' io.ErrUnexpectedEOF.
+			l.finish(p, pipe.ClientError, errClosedInFrame, false)
+			return
+		case tls:
+			l.finish(p, pipe.ClientError, io.ErrUnexpectedEOF, false) // as tlsrecord.Conn's Read
+			return
+		}
 	}
 	l.halfClose(p, s)
 }
@@ -465,8 +491,8 @@ func (l *loop) eofFrom(p *Conn, s int) {
 // a WebSocket client sent before its close frame: then the close is passed
 // on (halfClose) instead of reading the client again.
 func (l *loop) wsClosedIn(p *Conn, d int) bool {
-	if p.tls {
-		return d == broker && !p.eof[client] && l.tls[p.idx].closedIn
+	if d != broker || p.eof[client] {
+		return false
 	}
-	return p.ws && d == broker && !p.eof[client] && l.ws[p.idx].closedIn
+	return (p.tls && l.tls[p.idx].closedIn) || (p.ws && l.ws[p.idx].closedIn)
 }

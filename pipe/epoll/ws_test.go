@@ -94,30 +94,38 @@ func feed(in []byte, chunk int) outcome {
 		chunk = len(in) + 1
 	}
 	for off := 0; off < len(in); off += chunk {
-		b := bytes.Clone(in[off:min(off+chunk, len(in))])
-		for len(b) > 0 {
-			data, used, op, payload, fail := w.unframe(b)
-			if data > used || used > len(b) || used == 0 {
-				panic(fmt.Sprintf("unframe of %d bytes: data %d, used %d", len(b), data, used))
-			}
-			out.data = append(out.data, b[:data]...)
-			if fail != nil {
-				out.fail, out.why = fail.code, fail.err.Error()
-				return out
-			}
-			if payload != nil {
-				reply, closed, f := control(op, payload)
-				if f != nil {
-					out.fail, out.why = f.code, f.err.Error()
-					return out
-				}
-				out.ctl = append(out.ctl, fmt.Sprintf("%s %q -> % x closed=%v", map[ws.OpCode]string{ws.OpPing: "ping", ws.OpPong: "pong", ws.OpClose: "close"}[op], payload, reply, closed))
-			}
-			b = b[used:]
+		if feedRead(&w, bytes.Clone(in[off:min(off+chunk, len(in))]), &out) {
+			return out
 		}
 	}
 	out.mid = w.midFrame()
 	return out
+}
+
+// feedRead takes one read's frames b apart as readWS does, adding what
+// they make to out; it reports whether a frame failed the connection.
+func feedRead(w *wsIn, b []byte, out *outcome) (failed bool) {
+	for len(b) > 0 {
+		data, used, op, payload, fail := w.unframe(b)
+		if data > used || used > len(b) || used == 0 {
+			panic(fmt.Sprintf("unframe of %d bytes: data %d, used %d", len(b), data, used))
+		}
+		out.data = append(out.data, b[:data]...)
+		if fail != nil {
+			out.fail, out.why = fail.code, fail.err.Error()
+			return true
+		}
+		if payload != nil {
+			reply, closed, f := control(op, payload)
+			if f != nil {
+				out.fail, out.why = f.code, f.err.Error()
+				return true
+			}
+			out.ctl = append(out.ctl, fmt.Sprintf("%s %q -> % x closed=%v", map[ws.OpCode]string{ws.OpPing: "ping", ws.OpPong: "pong", ws.OpClose: "close"}[op], payload, reply, closed))
+		}
+		b = b[used:]
+	}
+	return false
 }
 
 func TestUnframe(t *testing.T) {
