@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"strings"
@@ -19,14 +20,15 @@ import (
 // TestWSSLoop: on data_path epoll a wss pair (WebSocket frames inside
 // tlsrecord-carried TLS 1.3 records) is carried by an event loop, counted
 // as looped in both the WebSocket and the TLS record counts, and what the
-// loop decides itself is what the parked path (mqttws.Conn over
+// loop decides itself is what the goroutine path (mqttws.Conn over
 // tlsrecord.Conn, data_path goroutines here) does, with the same
 // access-log end and detail: Paho over wss:// through to Mosquitto
 // publishes 100 KB to itself; a ping gets its pong [RFC 6455 5.5.2]; a
 // frame header cut into a record per byte and a message fragmented over
 // two frames [RFC 6455 5.2, 5.4] still parse; a close gets its close
 // [RFC 6455 5.5.1]; a text frame 1003 [MQTT-6.0.0-1], an unmasked one
-// 1002 [RFC 6455 5.1]; a 5.0 client kicked by a newer one with its id
+// 1002 [RFC 6455 5.1]; a record that does not open its alert [RFC 8446
+// 6.2]; a 5.0 client kicked by a newer one with its id
 // gets DISCONNECT 0x8E in a binary frame, then a close frame.
 func TestWSSLoop(t *testing.T) {
 	t.Parallel()
@@ -183,6 +185,22 @@ stream_routes:
 			ends[dp+"/"+tc.name] = end(id)
 		}
 
+		// A record that does not open: its alert, no close frame (nothing
+		// could carry one) [RFC 8446 5.2, 6.2].
+		bad := dial("wss-bad", mqtt.Level311)
+		tc, ok := bad.Conn.(*tls.Conn)
+		if !ok {
+			t.Fatalf("the wss client's connection is a %T, want a *tls.Conn", bad.Conn)
+		}
+		if _, err := netConnOf(t, tc).Write([]byte{23, 3, 3, 0, 20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}); err != nil {
+			t.Fatal(err)
+		}
+		_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := tc.Read(make([]byte, 10)); err == nil || !strings.Contains(err.Error(), "bad record MAC") {
+			t.Fatalf("%s: after a bad record the client read %v, want the bad_record_mac alert", dp, err)
+		}
+		ends[dp+"/bad"] = end("wss-bad")
+
 		// A kick: DISCONNECT 0x8E in a binary frame, then a close frame.
 		older := dial("wss-kick", mqtt.Level5)
 		dial("wss-kick", mqtt.Level5)
@@ -194,12 +212,12 @@ stream_routes:
 		}
 		ends[dp+"/kick"] = end("wss-kick")
 
-		if st := g.srv.Stats(); dp == config.DataPathEpoll && (st.WebSocketParked != 0 || st.TLSRecordParked != 0 || st.WebSocketLooped != 7 || st.TLSRecordLooped != 7) {
-			t.Errorf("wss pairs looped %d (ws) and %d (records), parked %d and %d; want all 7 looped in both",
+		if st := g.srv.Stats(); dp == config.DataPathEpoll && (st.WebSocketParked != 0 || st.TLSRecordParked != 0 || st.WebSocketLooped != 8 || st.TLSRecordLooped != 8) {
+			t.Errorf("wss pairs looped %d (ws) and %d (records), parked %d and %d; want all 8 looped in both",
 				st.WebSocketLooped, st.TLSRecordLooped, st.WebSocketParked, st.TLSRecordParked)
 		}
 	}
-	for _, k := range []string{"ping", "close", "text", "unmasked", "kick"} {
+	for _, k := range []string{"ping", "close", "text", "unmasked", "bad", "kick"} {
 		if e, g := ends["epoll/"+k], ends["goroutines/"+k]; e["end"] != g["end"] || e["detail"] != g["detail"] {
 			t.Errorf("%s: the loop ended %v, the goroutine path %v", k, e, g)
 		}
