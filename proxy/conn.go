@@ -15,6 +15,7 @@ import (
 	"github.com/mqgate/mqgate/admission"
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/mqtt"
+	"github.com/mqgate/mqgate/mqttws"
 	"github.com/mqgate/mqgate/pipe"
 	"github.com/mqgate/mqgate/pipe/epoll"
 	"github.com/mqgate/mqgate/plugin"
@@ -593,25 +594,32 @@ func (p *connPath) pipe() bool {
 	opts := p.pipeOptions()
 	p.looped = true
 	client, ws, rc := p.loopClient()
-	// MQTT over TLS (rc, not ws) moves into a loop only once it has
-	// stayed (tlsMove); the rest at once.
-	if (rc == nil || ws) && s.loopPair(p.snap, lc, client, p.broker, opts, ws, rc) {
+	// A pair whose TLS records tlsrecord carries (MQTT over TLS, wss)
+	// moves into a loop only once it has stayed (tlsMove); the rest at once.
+	if rc == nil && s.loopPair(p.snap, lc, client, p.broker, opts, ws) {
 		return true
 	}
-	if ws {
-		p.countParked()
-	}
 	var move func(*pipe.Handover) bool
-	if rc != nil && !ws {
-		move = s.tlsMove(p.snap, lc, client, p.broker, rc, opts) // parked until it has stayed
+	var wc *mqttws.Conn // a wss pair's WebSocket, over rc
+	if rc != nil {
+		if ws {
+			wc = p.conn.(*mqttws.Conn)
+		}
+		move = s.tlsMove(p.snap, lc, client, p.broker, rc, wc, opts) // parked until it has stayed
+	}
+	if ws && move == nil {
+		p.countParked()
 	}
 	opts.Control = p.ctl
 	broker, tcp := p.broker, p.tcp
 	done := func(res pipe.Result) {
 		broker.Close()
 		tcp.Close()
-		if move != nil {
-			s.stats.TLSRecordParked.Add(1) // ended before a loop took it
+		if move != nil { // ended before a loop took it
+			s.stats.TLSRecordParked.Add(1)
+			if wc != nil {
+				s.stats.WebSocketParked.Add(1)
+			}
 			s.stats.TLSRecordWaiting.Add(-1)
 		}
 		lc.pipeEnded(res)

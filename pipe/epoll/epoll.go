@@ -300,9 +300,10 @@ func (g *Group) AddWSS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord
 
 // MoveTLS is AddTLS for a pair that was piped elsewhere until now (parked,
 // pipe.Handover) and through which no byte has passed for idle: its
-// Options.Idle counts from then, not from the move.
-func (g *Group) MoveTLS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, opts pipe.Options, idle time.Duration, done func(pipe.Result)) (*Conn, error) {
-	return g.add(aff, client, broker, opts, done, false, rec, idle)
+// Options.Idle counts from then, not from the move. With ws, the client
+// is a wss one, as for AddWSS.
+func (g *Group) MoveTLS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, ws bool, opts pipe.Options, idle time.Duration, done func(pipe.Result)) (*Conn, error) {
+	return g.add(aff, client, broker, opts, done, ws, rec, idle)
 }
 
 func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result), ws bool, rec *tlsrecord.Records, idle time.Duration) (*Conn, error) {

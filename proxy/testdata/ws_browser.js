@@ -1,6 +1,7 @@
 // MQTT.js in headless Chromium: from the page at PAGE, for each broker URL
 // in URLS (ws:// and wss:// through mqgate), connect, subscribe to a topic
-// of its own, publish to it and to browser/seen, and report what came back.
+// of its own, publish to it and to browser/seen, and report what came back:
+// its own message and the one the test sends it after seeing browser/seen.
 const bt = require(process.env.BROWSERTEST_LIB);
 
 (async () => {
@@ -25,10 +26,15 @@ const bt = require(process.env.BROWSERTEST_LIB);
             c.publish('browser/' + scheme, 'hello over ' + scheme, { qos: 1 });
           });
         });
+        // Two messages: its own, then the test's (sent once the pair is
+        // where the test wants it, an event loop), in either order.
+        const got = [];
         c.on('message', (topic, payload) => {
+          got.push({ topic, payload: new TextDecoder().decode(payload) });
+          if (got.length < 2) return;
           clearTimeout(timer);
           c.end();
-          resolve({ topic, payload: new TextDecoder().decode(payload) });
+          resolve({ messages: got });
         });
       }), { url, scheme });
     }
