@@ -35,6 +35,11 @@ type Readiness interface {
 type Watch interface {
 	Arm() error // one more wake, when the socket is readable (at once if it is now); fails once it is closed
 	Stop()      // no more wakes
+	// Leave is Stop, and takes the socket out of the source now: for a
+	// socket that stays open in other hands (a Handover), which a
+	// source watching it would go on seeing after Go's descriptor is
+	// closed.
+	Leave() error
 }
 
 // ParkConn is a TCP connection whose reads can be parked. Until Park takes
@@ -347,6 +352,10 @@ const (
 	parkRunning        // a goroutine is draining src
 	parkAgain          // draining, and woken again meanwhile: drain once more
 	parkDone           // the direction has ended
+	// parkMoving: held by a Handover's Take, parked; parkMovingWoken:
+	// and woken meanwhile (drained when it stays).
+	parkMoving
+	parkMovingWoken
 )
 
 // parking is what a direction holds to be parked.
@@ -355,6 +364,9 @@ type parking struct {
 	ready Readiness
 	w     Watch // nil until the direction first parks, when it needed a first drain
 	state atomic.Int32
+	// settle: the pair may be handed on once it has stayed (Settler.Park),
+	// told when the direction parks; nil for Park.
+	settle *settling
 }
 
 // arm asks for the next wake: the first time, when the direction drained
@@ -370,6 +382,25 @@ func (p *parking) arm(wake func()) error {
 		return nil
 	}
 	return p.w.Arm()
+}
+
+// leave takes the socket out of the readiness source for a Handover.
+func (p *parking) leave() error {
+	w := p.w
+	if w == nil {
+		return nil
+	}
+	p.w = nil
+	return w.Leave()
+}
+
+// release undoes a Take's hold on a direction that stays parked, or
+// drains it when it was woken meanwhile.
+func (p *parking) release(d *direction) {
+	if !p.state.CompareAndSwap(parkMoving, parkIdle) {
+		p.state.Store(parkRunning)
+		go d.runParked()
+	}
 }
 
 // stop takes the socket out of the readiness source, if it is in.
@@ -404,6 +435,10 @@ func needsDrain(src net.Conn, pc *ParkConn) bool {
 // directions have ended, as with Start. When Park fails (the Readiness
 // source is closed) nothing has started and the caller may Start instead.
 func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkConn, ready Readiness, opts Options, done func(Result)) error {
+	return park(client, clientPC, broker, brokerPC, ready, opts, done, nil)
+}
+
+func park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkConn, ready Readiness, opts Options, done func(Result), st *settling) error {
 	if brokerPC == nil {
 		tc, ok := broker.(*net.TCPConn)
 		if !ok {
@@ -417,7 +452,10 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 	}
 	up, down := newDirections(client, broker, opts)
 	up.clientPC = clientPC
-	up.park, down.park = &parking{pc: clientPC, ready: ready}, &parking{pc: brokerPC, ready: ready}
+	up.park, down.park = &parking{pc: clientPC, ready: ready, settle: st}, &parking{pc: brokerPC, ready: ready, settle: st}
+	if st != nil {
+		st.up, st.down = up, down
+	}
 	// A busy start drains on a goroutine at once too: its first read that
 	// finds nothing waits in Go's poller (StartBusy).
 	drainFirst := [2]bool{clientPC.busyStart || needsDrain(client, clientPC), brokerPC.busyStart || needsDrain(broker, brokerPC)}
@@ -456,6 +494,8 @@ func Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkCo
 		// at once; the others park, unless woken meanwhile.
 		if drainFirst[i] || !d.park.state.CompareAndSwap(parkRunning, parkIdle) {
 			go d.runParked()
+		} else {
+			d.park.settle.parked()
 		}
 	}
 	return nil
@@ -474,6 +514,10 @@ func (d *direction) wakeParked() {
 			}
 		case parkRunning:
 			if p.state.CompareAndSwap(parkRunning, parkAgain) {
+				return
+			}
+		case parkMoving:
+			if p.state.CompareAndSwap(parkMoving, parkMovingWoken) {
 				return
 			}
 		default:
@@ -514,6 +558,7 @@ func (d *direction) runParked() {
 			return
 		}
 		if p.state.CompareAndSwap(parkRunning, parkIdle) {
+			p.settle.parked()
 			return
 		}
 		p.state.Store(parkRunning) // woken meanwhile

@@ -593,20 +593,30 @@ func (p *connPath) pipe() bool {
 	opts := p.pipeOptions()
 	p.looped = true
 	client, ws, rc := p.loopClient()
-	if s.loopPair(p.snap, lc, client, p.broker, opts, ws, rc) {
+	// MQTT over TLS (rc, not ws) moves into a loop only once it has
+	// stayed (tlsMove); the rest at once.
+	if (rc == nil || ws) && s.loopPair(p.snap, lc, client, p.broker, opts, ws, rc) {
 		return true
 	}
 	if ws {
 		p.countParked()
+	}
+	var move func(*pipe.Handover) bool
+	if rc != nil && !ws {
+		move = s.tlsMove(p.snap, lc, client, p.broker, rc, opts) // parked until it has stayed
 	}
 	opts.Control = p.ctl
 	broker, tcp := p.broker, p.tcp
 	done := func(res pipe.Result) {
 		broker.Close()
 		tcp.Close()
+		if move != nil {
+			s.stats.TLSRecordParked.Add(1) // ended before a loop took it
+			s.stats.TLSRecordWaiting.Add(-1)
+		}
 		lc.pipeEnded(res)
 	}
-	if p.park != nil && s.parkPipe(p.conn, p.park, broker, opts, done) {
+	if p.park != nil && s.parkPipe(p.conn, p.park, broker, opts, done, move) {
 		return true
 	}
 	pipe.Start(p.conn, broker, opts, done)

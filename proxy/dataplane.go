@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"sync"
+	"time"
 
 	"github.com/mqgate/mqgate/config"
 	"github.com/mqgate/mqgate/pipe"
@@ -16,7 +17,28 @@ type eventLoops struct {
 	mu       sync.Mutex
 	group    *epoll.Group
 	notifier *epoll.Notifier // readiness of parked TLS connections (pipe.Park)
+	settler  *pipe.Settler   // hands parked TLS pairs that stayed to the loops (tlsMove)
 	closed   bool
+}
+
+// tlsLoopAfter is how old a parked TLS pair whose records tlsrecord
+// carries must be before it is handed to an event loop (tlsMove): longer
+// than a session that connects, publishes a little and disconnects, short
+// enough that an idle fleet is in the loops a second or so after it
+// connected (cmd/mqgate's give-back after a ramp waits for the moves:
+// TLSRecordWaiting). Not a setting: what the loop saves per message or
+// idle pair does not depend on when it moves.
+const tlsLoopAfter = time.Second
+
+// settle is the Settler of parked TLS pairs, made with the first: it
+// offers a pair once it is after old (tlsLoopAfter).
+func (e *eventLoops) settle(after time.Duration) *pipe.Settler {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.settler == nil && !e.closed {
+		e.settler = pipe.NewSettler(after)
+	}
+	return e.settler
 }
 
 // ready is the notifier of parked connections, started with the first.
@@ -51,6 +73,10 @@ func (e *eventLoops) close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.closed = true
+	if e.settler != nil {
+		e.settler.Close()
+		e.settler = nil
+	}
 	if e.group != nil {
 		e.group.Close(EndShutdown)
 		e.group = nil
@@ -64,8 +90,10 @@ func (e *eventLoops) close() {
 // parkPipe pipes a TLS client whose reads can be parked, and its broker,
 // without goroutines while they are idle (pipe.Park). It reports false when
 // the pair stays with the caller, for pipe.Start: the broker side is not
-// plain TCP (an upstream with TLS), or the notifier is out of reach.
-func (s *Server) parkPipe(client net.Conn, pc *pipe.ParkConn, broker net.Conn, opts pipe.Options, done func(pipe.Result)) bool {
+// plain TCP (an upstream with TLS), or the notifier is out of reach. With
+// move (tlsMove) the pair is offered to it once it has stayed
+// (pipe.Settler.Park).
+func (s *Server) parkPipe(client net.Conn, pc *pipe.ParkConn, broker net.Conn, opts pipe.Options, done func(pipe.Result), move func(*pipe.Handover) bool) bool {
 	if _, ok := broker.(*net.TCPConn); !ok {
 		return false
 	}
@@ -76,11 +104,24 @@ func (s *Server) parkPipe(client net.Conn, pc *pipe.ParkConn, broker net.Conn, o
 		}
 		return false
 	}
-	if err := pipe.Park(client, pc, broker, nil, n, opts, done); err != nil {
+	if st := s.settler(move); st != nil {
+		err = st.Park(client, pc, broker, nil, n, opts, done, move)
+	} else {
+		err = pipe.Park(client, pc, broker, nil, n, opts, done)
+	}
+	if err != nil {
 		s.log.Warn("parking failed; piping with goroutines", "err", err)
 		return false
 	}
 	return true
+}
+
+// settler is the loops' Settler for a pair with a move, else nil.
+func (s *Server) settler(move func(*pipe.Handover) bool) *pipe.Settler {
+	if move == nil {
+		return nil
+	}
+	return s.loops.settle(tlsLoopAfter)
 }
 
 // loopPair hands a proxied pair to an event loop when the snapshot asks for
@@ -91,8 +132,9 @@ func (s *Server) parkPipe(client net.Conn, pc *pipe.ParkConn, broker net.Conn, o
 // reach (out of descriptors for the handover, say). With rc, client is
 // the TCP connection under rc, a TLS client whose records the loop
 // carries on (epoll.Group.AddTLS) when rc has nothing read ahead
-// (tlsrecord.Conn.Detach); TLSRecordLooped or TLSRecordParked counts it.
-// With both, a wss client (epoll.Group.AddWSS): a looped one counts in
+// (tlsrecord.Conn.Detach); TLSRecordLooped or TLSRecordParked counts it:
+// only a wss client now (MQTT over TLS waits until it has stayed,
+// tlsMove). With both, a wss client (epoll.Group.AddWSS): a looped one counts in
 // WebSocketLooped and TLSRecordLooped, one pair in each family, so that
 // each family's looped and parked counts still add up to its pairs; one
 // whose records were read ahead counts in TLSRecordParked here and in
@@ -157,4 +199,58 @@ func (s *Server) loopPair(snap *snapshot, lc *liveConn, client, broker net.Conn,
 	}
 	lc.gp, lc.looped = nil, conn
 	return true
+}
+
+// tlsMove is how a TLS pair whose records tlsrecord carries goes into an
+// event loop (epoll.Group.MoveTLS, the loop opening and sealing its
+// records): parked first, and handed over once it has stayed
+// (pipe.Settler: older than tlsLoopAfter, both directions
+// parked), so that a short session (CONNECT, CONNACK, DISCONNECT) does not
+// pay for the move, 5-20 % of its proxy CPU when pairs moved at the
+// CONNACK. client is the TCP connection under rc. It is nil when the pair
+// stays parked for good: another data path, a broker side that is not
+// plain TCP, or no loops. The move is refused while the connection closes
+// (lc.mu, as loopPair) and when rc holds some of the client's stream
+// (tlsrecord.Conn.Detach); then the pair is offered again at its next
+// park. TLSRecordLooped counts a moved pair, TLSRecordParked one that ends
+// parked.
+func (s *Server) tlsMove(snap *snapshot, lc *liveConn, client, broker net.Conn, rc *tlsrecord.Conn, opts pipe.Options) func(*pipe.Handover) bool {
+	if snap.cfg.StreamProxy.DataPath != config.DataPathEpoll {
+		return nil
+	}
+	ct, ok := client.(*net.TCPConn)
+	bt, ok2 := broker.(*net.TCPConn)
+	if !ok || !ok2 {
+		return nil
+	}
+	g, err := s.loops.get()
+	if g == nil {
+		if err != nil {
+			s.log.Warn("event loops unavailable; TLS pairs stay parked", "err", err)
+		}
+		return nil
+	}
+	aff := loopAffinity(snap)
+	s.stats.TLSRecordWaiting.Add(1) // until it moves or ends (connPath.pipe's done)
+	return func(h *pipe.Handover) bool {
+		lc.mu.Lock()
+		defer lc.mu.Unlock()
+		if lc.reason != "" || !h.Take() {
+			return false
+		}
+		rec, ok := rc.Detach()
+		if !ok {
+			return false // records read ahead or cut short: offered again at the next park
+		}
+		conn, err := g.MoveTLS(aff, ct, bt, rec, opts, h.Idle(), lc.pipeEnded)
+		if err != nil {
+			rc.Reattach(rec)
+			s.log.Warn("event loop handover failed; the TLS pair stays parked", "err", err)
+			return false
+		}
+		s.stats.TLSRecordLooped.Add(1)
+		s.stats.TLSRecordWaiting.Add(-1)
+		lc.gp, lc.looped = nil, conn
+		return true
+	}
 }

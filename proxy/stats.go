@@ -45,9 +45,11 @@ type Stats struct {
 	WebSocketLooped         atomic.Uint64
 	WebSocketParked         atomic.Uint64
 	WebSocketUpstreamParked atomic.Uint64
-	// TLS pairs whose records tlsrecord carries, on data_path epoll:
-	// carried by an event loop (pipe/epoll/tls.go), or parked because
-	// records were read ahead at the CONNACK.
+	// TLS and wss pairs whose records tlsrecord carries, on data_path
+	// epoll, each counted once: carried by an event loop
+	// (pipe/epoll/tls.go), or parked. A wss pair is counted at its
+	// CONNACK (loopPair), a TLS one when it moves, once it has stayed
+	// (tlsMove), or ends parked.
 	TLSRecordLooped atomic.Uint64
 	TLSRecordParked atomic.Uint64
 	refusedBy       refusals // by reason, see coreRefusals and the plugins' Reasons
@@ -55,6 +57,9 @@ type Stats struct {
 	dialCount       atomic.Uint64
 	dialNanos       atomic.Uint64
 	dialBuckets     dialHistogram
+
+	// TLSRecordWaiting: parked TLS pairs that may still move, now.
+	TLSRecordWaiting atomic.Int64
 }
 
 func (st *Stats) refused(reason string) { st.refusedBy.add(reason) }
@@ -98,8 +103,9 @@ type StatsSnapshot struct {
 	WebSocket            map[string]uint64   // upgrade requests by result (websocket.go)
 	WebSocketLooped      uint64              // ws pairs, and tlsrecord-carried wss pairs (data_path epoll), carried by an event loop
 	WebSocketParked      uint64              // ws and tlsrecord-carried wss pairs (data_path epoll) parked: their handover was not simple
-	TLSRecordLooped      uint64              // tlsrecord-carried TLS and wss pairs (data_path epoll) carried by an event loop (a wss pair counts in WebSocketLooped too)
-	TLSRecordParked      uint64              // tlsrecord-carried TLS and wss pairs (data_path epoll) parked: records were read ahead
+	TLSRecordLooped      uint64              // tlsrecord-carried TLS and wss pairs (data_path epoll) carried by an event loop (a wss pair counts in WebSocketLooped too); TLS ones once they stayed (tlsLoopAfter)
+	TLSRecordParked      uint64              // tlsrecord-carried TLS and wss pairs (data_path epoll) parked: shorter-lived TLS ones that ended so, or records read ahead
+	TLSRecordWaiting     int64               // TLS pairs parked now that may still be handed to a loop (the memory give-back waits for them)
 	// WebSocketUpstreamParked are ws pairs (data_path epoll) parked for
 	// their broker side: an upstream with scheme ws, wss or tls.
 	WebSocketUpstreamParked uint64

@@ -114,6 +114,7 @@ func (s *Server) Stats() StatsSnapshot {
 		WebSocketParked:         s.stats.WebSocketParked.Load(),
 		TLSRecordLooped:         s.stats.TLSRecordLooped.Load(),
 		TLSRecordParked:         s.stats.TLSRecordParked.Load(),
+		TLSRecordWaiting:        s.stats.TLSRecordWaiting.Load(),
 		WebSocketUpstreamParked: s.stats.WebSocketUpstreamParked.Load(),
 	}
 	for reason, n := range s.stats.refusedBy {

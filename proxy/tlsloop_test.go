@@ -142,3 +142,85 @@ func subscribePacket(filter string) []byte {
 	body = append(body, 0)
 	return append(packettest.AppendLength([]byte{0x82}, len(body)), body...)
 }
+
+// TestTLSLoopAfterStaying: a TLS pair is handed to an event loop only once
+// it has stayed (a second old, with both
+// directions parked), so a short session, CONNECT, CONNACK, DISCONNECT,
+// ends parked and is counted so, while one that stays moves, still
+// answers PINGREQ [MQTT-3.12.4-1] from the loop, and is logged with the
+// bytes of both paths.
+func TestTLSLoopAfterStaying(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	broker := mqtttest.StartMochi(t)
+	g := startTLSGateway(t, fmt.Sprintf(`
+stream_proxy:
+  tcp: [{addr: LISTEN, tls: true}]
+  data_path: epoll
+ssls:
+  - {id: a, snis: [a.example], cert: %[1]s/a.crt, key: %[1]s/a.key}
+stream_routes:
+  - {id: r, upstream: {nodes: {%[2]q: 1}}}
+`, p.dir, broker.Addr()))
+	connect := func(id string) (*tls.Conn, int) {
+		t.Helper()
+		c, err := tls.Dial("tcp", g.addr, p.clientTLS("a.example", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		pkt := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: id})
+		if _, err := c.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		if _, code, err := mqtt.ParseConnack(mqtttest.ReadPacket(t, c), mqtt.Level311); err != nil || code != 0 {
+			t.Fatalf("%s: CONNACK code %v, err %v", id, code, err)
+		}
+		return c, len(pkt)
+	}
+	ping := func(c *tls.Conn) {
+		t.Helper()
+		if _, err := c.Write([]byte{0xc0, 0x00}); err != nil {
+			t.Fatal(err)
+		}
+		if pk := mqtttest.ReadPacket(t, c); len(pk) != 2 || pk[0] != 0xd0 {
+			t.Fatalf("PINGRESP = % x", pk)
+		}
+	}
+	bye := func(c *tls.Conn, id string) map[string]any {
+		t.Helper()
+		if _, err := c.Write([]byte{0xe0, 0x00}); err != nil {
+			t.Fatal(err)
+		}
+		if pk := mqtttest.ReadPacket(t, c); pk != nil {
+			t.Fatalf("%s: got % x after DISCONNECT, want EOF", id, pk)
+		}
+		c.Close()
+		return g.waitRecord(t, "the record of "+id, func(r map[string]any) bool { return r["client_id"] == id && r["end"] != nil })
+	}
+	counts := func() (looped, parked uint64) {
+		st := g.srv.Stats()
+		return st.TLSRecordLooped, st.TLSRecordParked
+	}
+
+	// Short: it ends parked, never handed over.
+	c, _ := connect("short")
+	bye(c, "short")
+	if l, pk := counts(); l != 0 || pk != 1 {
+		t.Fatalf("after a short session: looped %d, parked %d; want 0 and 1", l, pk)
+	}
+
+	// Long: handed over once it has stayed, and carried on by the loop.
+	c, n := connect("long")
+	ping(c)
+	mqtttest.WaitFor(t, "the staying pair in an event loop", func() bool { l, _ := counts(); return l == 1 })
+	ping(c)
+	rec := bye(c, "long")
+	if l, pk := counts(); l != 1 || pk != 1 {
+		t.Fatalf("after the long session: looped %d, parked %d; want 1 and 1", l, pk)
+	}
+	// Up: CONNECT, two PINGREQs, DISCONNECT; down: CONNACK, two PINGRESPs.
+	if up, down := fmt.Sprint(rec["bytes_up"]), fmt.Sprint(rec["bytes_down"]); up != fmt.Sprint(n+6) || down != "8" {
+		t.Errorf("long session logged bytes up %s, down %s; want %d and 8", up, down, n+6)
+	}
+}

@@ -132,10 +132,14 @@ const (
 
 // giveBack runs until ctx ends. MQGATE_GIVE_BACK=off turns it off (for
 // measuring what it does).
-// conns is the number of open client connections.
+// conns is the number of open client connections; moving, the number of
+// them waiting to move into the event loops (TLS pairs parked until they
+// have stayed a second), whose parked state is garbage once they have
+// moved: while they move at more than rampJitter per check, a ramp has
+// not settled.
 // With tune, it also moves the collector's target with the allocation
 // rate (gcTarget).
-func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns func() int64, tune bool) {
+func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns, moving func() int64, tune bool) {
 	if os.Getenv("MQGATE_GIVE_BACK") == "off" {
 		return
 	}
@@ -149,6 +153,7 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 	peak := last
 	var r ramp
 	r.reset(last)
+	waiting := moving()
 	tick := time.NewTicker(min(every, rampCheck))
 	defer tick.Stop()
 	nextBurst := time.Now().Add(every)
@@ -169,6 +174,12 @@ func giveBack(ctx context.Context, log *slog.Logger, every time.Duration, conns 
 				log.Debug("garbage collector target", "gogc", pct)
 			}
 			allocs = a
+		}
+		if w := moving(); w+rampJitter < waiting {
+			r.moved(time.Now())
+			waiting = w
+		} else if w > waiting {
+			waiting = w
 		}
 		why := ""
 		if r.settled(now, time.Now()) {
@@ -209,6 +220,14 @@ type ramp struct {
 }
 
 func (r *ramp) reset(load uint64) { *r = ramp{base: load, high: load} }
+
+// moved is told that connections moved into the event loops since the last
+// check, as the tail of a ramp: it has not settled yet.
+func (r *ramp) moved(now time.Time) {
+	if !r.since.IsZero() {
+		r.since = now
+	}
+}
 
 func (r *ramp) settled(load uint64, now time.Time) bool {
 	switch {

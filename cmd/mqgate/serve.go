@@ -93,7 +93,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	gbCtx, stopGiveBack := context.WithCancel(ctx)
 	defer stopGiveBack()
-	go giveBack(gbCtx, log, giveBackInterval, func() int64 { return srv.Stats().Active }, tune)
+	go giveBack(gbCtx, log, giveBackInterval, func() int64 { return srv.Stats().Active },
+		func() int64 { return srv.Stats().TLSRecordWaiting }, tune)
 	for {
 		select {
 		case <-ctx.Done():

@@ -259,7 +259,7 @@ func (g *Group) Add(client, broker *net.TCPConn, opts pipe.Options, done func(pi
 // turn (no loop accepted a pair handed in from Go's poller), as Add did
 // before the pairs to one broker shared a loop.
 func (g *Group) AddBy(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
-	return g.add(aff, client, broker, opts, done, false, nil)
+	return g.add(aff, client, broker, opts, done, false, nil, 0)
 }
 
 // AddWebSocket is AddBy for a client that speaks MQTT over WebSocket on
@@ -269,7 +269,7 @@ func (g *Group) AddBy(aff Affinity, client, broker *net.TCPConn, opts pipe.Optio
 // The client's stream must be at a frame boundary with nothing of it read
 // ahead (mqttws.Conn.Detach).
 func (g *Group) AddWebSocket(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
-	return g.add(aff, client, broker, opts, done, true, nil)
+	return g.add(aff, client, broker, opts, done, true, nil, 0)
 }
 
 // AddTLS is AddBy for a client that speaks TLS 1.3 on client, its
@@ -285,7 +285,7 @@ func (g *Group) AddWebSocket(aff Affinity, client, broker *net.TCPConn, opts pip
 //		p, err := g.AddTLS(epoll.ByBroker, tcp, broker, rec, opts, done)
 //	}
 func (g *Group) AddTLS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
-	return g.add(aff, client, broker, opts, done, false, rec)
+	return g.add(aff, client, broker, opts, done, false, rec, 0)
 }
 
 // AddWSS is AddTLS for a client that speaks MQTT over WebSocket inside
@@ -295,10 +295,17 @@ func (g *Group) AddTLS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord
 // stream must be at a record boundary (Detach) and its WebSocket reader at
 // a frame boundary with nothing read ahead (mqttws.Conn.Detachable).
 func (g *Group) AddWSS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, opts pipe.Options, done func(pipe.Result)) (*Conn, error) {
-	return g.add(aff, client, broker, opts, done, true, rec)
+	return g.add(aff, client, broker, opts, done, true, rec, 0)
 }
 
-func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result), ws bool, rec *tlsrecord.Records) (*Conn, error) {
+// MoveTLS is AddTLS for a pair that was piped elsewhere until now (parked,
+// pipe.Handover) and through which no byte has passed for idle: its
+// Options.Idle counts from then, not from the move.
+func (g *Group) MoveTLS(aff Affinity, client, broker *net.TCPConn, rec *tlsrecord.Records, opts pipe.Options, idle time.Duration, done func(pipe.Result)) (*Conn, error) {
+	return g.add(aff, client, broker, opts, done, false, rec, idle)
+}
+
+func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options, done func(pipe.Result), ws bool, rec *tlsrecord.Records, idle time.Duration) (*Conn, error) {
 	cfd, err := dupFD(client)
 	if err != nil {
 		return nil, fmt.Errorf("detach client: %w", err)
@@ -317,7 +324,7 @@ func (g *Group) add(aff Affinity, client, broker *net.TCPConn, opts pipe.Options
 	p := &Conn{fd: [2]int32{int32(cfd), int32(bfd)}, slot: -1, idx: -1, first: -1, ws: ws, tls: rec != nil}
 	p.loop.Store(l)
 	p.setOptions(opts, done)
-	if !l.enqueue(command{op: opAdd, p: p, rec: rec}) {
+	if !l.enqueue(command{op: opAdd, p: p, rec: rec, idle: int64(idle)}) {
 		unix.Close(cfd)
 		unix.Close(bfd)
 		return nil, errClosed

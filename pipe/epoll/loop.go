@@ -196,6 +196,7 @@ type command struct {
 	ln       *Listener
 	then     func()             // opClose: once the goodbye is said; opRun, opAdopt: what to run
 	rec      *tlsrecord.Records // opAdd of a TLS pair: its record layer
+	idle     int64              // opAdd: nanoseconds the pair has been idle already (MoveTLS)
 }
 
 // loop is one event loop: an epoll instance, its pairs by descriptor, a
@@ -450,7 +451,7 @@ func (l *loop) runCommands(midBatch bool) (stop bool) {
 		}
 		switch c.op {
 		case opAdd:
-			l.add(c.p, c.rec)
+			l.add(c.p, c.rec, c.idle)
 		case opAdopt:
 			if !c.p.done {
 				l.place(c.p)
@@ -563,7 +564,7 @@ func (l *loop) stop(end pipe.End) {
 	for _, c := range rest {
 		switch c.op {
 		case opAdd:
-			l.add(c.p, c.rec) // registered only to be ended with the rest
+			l.add(c.p, c.rec, c.idle) // registered only to be ended with the rest
 		case opAdopt:
 			l.place(c.p)
 		case opListen:
@@ -592,8 +593,9 @@ func (l *loop) closeFDs() {
 // tag is the epoll data of side s of the pair in slot idx.
 func tag(idx int32, side int) int32 { return idx<<1 | int32(side) }
 
-func (l *loop) add(p *Conn, rec *tlsrecord.Records) {
+func (l *loop) add(p *Conn, rec *tlsrecord.Records, idle int64) {
 	l.place(p)
+	p.lastActive -= idle
 	if p.ws {
 		l.ws[p.idx] = new(wsIn) // place made the room
 	}

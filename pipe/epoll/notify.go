@@ -37,6 +37,7 @@ type Notifier struct {
 
 	mu      sync.Mutex
 	watches []*watch // by slot; the epoll data names slot and generation
+	gens    []int32  // by slot: the generation of its next watch
 	free    []int32
 	closed  bool
 	done    chan struct{}
@@ -93,10 +94,9 @@ func (n *Notifier) Watch(rc syscall.RawConn, wake func()) (pipe.Watch, error) {
 	} else {
 		w.slot = int32(len(n.watches))
 		n.watches = append(n.watches, nil)
+		n.gens = append(n.gens, 0)
 	}
-	if old := n.watches[w.slot]; old != nil {
-		w.gen = old.gen + 1
-	}
+	w.gen = n.gens[w.slot]
 	n.watches[w.slot] = w
 	n.mu.Unlock()
 	err := w.ctl(unix.EPOLL_CTL_ADD)
@@ -139,13 +139,25 @@ func (w *watch) Arm() error { return w.ctl(unix.EPOLL_CTL_MOD) }
 // run drops it.
 func (w *watch) Stop() { w.release() }
 
+// Leave is Stop, and takes the socket out of the epoll set now: a socket
+// an event loop takes over (pipe.Handover) stays open through the loop's
+// duplicate descriptor, so closing Go's would not take it out.
+func (w *watch) Leave() error {
+	err := w.ctl(unix.EPOLL_CTL_DEL)
+	w.release()
+	return err
+}
+
 func (w *watch) release() {
 	n := w.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.watches[w.slot] == w {
-		// The slot keeps w (for its generation) until reused; its wake
-		// no longer runs.
+		// The slot's next watch is of the next generation: an event
+		// this one may still raise is dropped. w is not kept (nor the
+		// closed socket its RawConn holds), and its wake no longer runs.
+		n.watches[w.slot] = nil
+		n.gens[w.slot]++
 		w.wake = nil
 		n.free = append(n.free, w.slot)
 	}
