@@ -16,7 +16,8 @@ import (
 	"github.com/mqgate/mqgate/tlsrecord"
 )
 
-// This file is MQTT over WebSocket (ws, not wss) inside the loops, as an
+// This file is MQTT over WebSocket inside the loops (ws; for wss the same
+// frames inside TLS records, tls.go opening and sealing them), as an
 // event-loop proxy carries it: the client's frames are taken apart in the
 // loop's read buffer (each payload unmasked and moved down over the headers
 // before it, so a burst of frames reaches the broker in one write), and
@@ -472,14 +473,14 @@ func (l *loop) failClient(p *Conn, err error, final []byte) {
 // frame broke it, an error as on the other paths; else halfClose.
 func (l *loop) eofFrom(p *Conn, s int) {
 	if s == client && !p.closing() {
-		ws, tls := p.ws && l.ws[p.idx].midFrame(), p.tls && l.tlsMidRecord(p)
+		inFrame, inRecord := p.ws && l.ws[p.idx].midFrame(), p.tls && l.tlsMidRecord(p)
 		switch {
-		case ws || (tls && p.ws):
+		case inFrame || (inRecord && p.ws):
 			// A wss client's FIN inside a record is inside a frame too
 			// for mqttws.Conn, which reads the records' io.ErrUnexpectedEOF.
 			l.finish(p, pipe.ClientError, errClosedInFrame, false)
 			return
-		case tls:
+		case inRecord:
 			l.finish(p, pipe.ClientError, io.ErrUnexpectedEOF, false) // as tlsrecord.Conn's Read
 			return
 		}
