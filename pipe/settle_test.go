@@ -57,21 +57,44 @@ func TestSettlerHandover(t *testing.T) {
 
 	// Long: started after the short one ended, so that by its first offer
 	// the short one's has passed too.
+	// The move takes the pair only when the test lets it (allow): an
+	// offer at any other moment (the pair parks between the test's ping
+	// and pong) would stop the pipe under the test's feet.
+	allow := make(chan struct{})
 	takes := make(chan bool)
 	keep := make(chan bool)
+	ended := make(chan struct{})
+	t.Cleanup(func() { close(ended) })
 	client, broker, pc, pb, res := park(func(h *pipe.Handover) bool {
+		select {
+		case <-allow:
+		case <-ended:
+			return false
+		}
 		takes <- h.Take()
 		return <-keep
 	})
 	offered := func() bool {
 		t.Helper()
 		select {
-		case took := <-takes:
-			return took
+		case allow <- struct{}{}:
 		case <-time.After(20 * time.Second):
 			t.Fatal("the staying pair was never offered")
-			return false
 		}
+		return <-takes
+	}
+	// offeredTaken waits for an offer that Take accepts: one may come
+	// while a direction is still finishing its last bytes (refused, and
+	// offered again when that direction parks).
+	offeredTaken := func() bool {
+		t.Helper()
+		for range 20 {
+			if offered() {
+				return true
+			}
+			keep <- false
+		}
+		return false
 	}
 	// A PUBLISH cut short: offered, but not taken.
 	pass(client, broker, []byte{0x30, 0x04, 't'})
@@ -87,14 +110,14 @@ func TestSettlerHandover(t *testing.T) {
 	// The rest of it: offered again once both directions park, taken,
 	// and given back.
 	pass(client, broker, []byte{'/', 'x', 'y'})
-	if !offered() {
+	if !offeredTaken() {
 		t.Fatal("Take refused a pair between packets, both directions parked")
 	}
 	keep <- false
 	pass(client, broker, ping) // the pipe goes on
 	pass(broker, client, pong)
 	// Taken and kept: the proxy's sockets are the caller's.
-	if !offered() {
+	if !offeredTaken() {
 		t.Fatal("Take refused a pair given back and parked again")
 	}
 	keep <- true
