@@ -66,7 +66,7 @@ stream_routes:
 	sent := make(chan error, 1)
 	go func() {
 		for _, scheme := range []string{"ws", "wss"} {
-			if err := awaitMessage(seen, "browser/seen", "seen over "+scheme); err != nil {
+			if _, err := nextMessage(seen, "browser/seen", []byte("seen over "+scheme)); err != nil {
 				sent <- err
 				return
 			}
@@ -114,25 +114,5 @@ stream_routes:
 	})
 	if rec := wss.waitRecord(t, "the wss record", func(r map[string]any) bool { return r["client_id"] == "browser-wss" }); rec["transport"] != "wss" {
 		t.Errorf("wss record %v", rec)
-	}
-}
-
-// awaitMessage waits up to 20 s for payload on topic among msgs, skipping
-// other topics; for a goroutine, which cannot fail the test itself.
-func awaitMessage(msgs <-chan message, topic, payload string) error {
-	timeout := time.After(20 * time.Second)
-	for {
-		select {
-		case m := <-msgs:
-			if m.topic != topic {
-				continue
-			}
-			if string(m.payload) != payload {
-				return fmt.Errorf("%s: got %q, want %q", topic, m.payload, payload)
-			}
-			return nil
-		case <-timeout:
-			return fmt.Errorf("no message on %s", topic)
-		}
 	}
 }

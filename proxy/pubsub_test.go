@@ -136,6 +136,17 @@ func (p *pahoV5) close() { _ = p.c.Disconnect(&paho.Disconnect{}) }
 
 func receive(t *testing.T, msgs <-chan message, topic string, want []byte) message {
 	t.Helper()
+	m, err := nextMessage(msgs, topic, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// nextMessage waits up to 20 s for the next message on topic among msgs,
+// skipping other topics, and reports an error unless its payload is want;
+// receive for a goroutine, which cannot fail the test itself.
+func nextMessage(msgs <-chan message, topic string, want []byte) (message, error) {
 	timeout := time.After(20 * time.Second)
 	for {
 		select {
@@ -144,11 +155,11 @@ func receive(t *testing.T, msgs <-chan message, topic string, want []byte) messa
 				continue
 			}
 			if !bytes.Equal(m.payload, want) {
-				t.Fatalf("%s: got %d bytes, want %d (payloads differ)", topic, len(m.payload), len(want))
+				return m, fmt.Errorf("%s: got %d bytes, want %d (payloads differ)", topic, len(m.payload), len(want))
 			}
-			return m
+			return m, nil
 		case <-timeout:
-			t.Fatalf("no message on %s", topic)
+			return message{}, fmt.Errorf("no message on %s", topic)
 		}
 	}
 }

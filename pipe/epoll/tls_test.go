@@ -278,14 +278,22 @@ func TestTLSPairBytes(t *testing.T) {
 		}
 		got = append(got, d...)
 	}
+	checkCarried(t, tp, done, got, down)
+}
+
+// checkCarried checks a pair's carriage of down, written by the broker
+// past a blocked write (done: the writer's end), after 8 bytes up: got is
+// what the client read of it, the meter counts both ways.
+func checkCarried(t *testing.T, tp *testPair, done <-chan error, got, down []byte) {
+	t.Helper()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, down) {
 		t.Fatal("the broker's bytes came back changed")
 	}
-	if up, dn := tp.conn.Bytes(); up != 8 || dn != size {
-		t.Errorf("meter up %d down %d, want 8 and %d", up, dn, size)
+	if up, dn := tp.conn.Bytes(); up != 8 || dn != int64(len(down)) {
+		t.Errorf("meter up %d down %d, want 8 and %d", up, dn, len(down))
 	}
 }
 

@@ -87,10 +87,19 @@ func TestWebSocketPairBytes(t *testing.T) {
 	waitFor(t, "a blocked write", func() bool { return h.g.loops[0].backlogs.Load() > 0 })
 	// A ping while the frames to the client wait: its pong goes behind them.
 	write(t, tp.client, stream(ctl(ws.OpPing, []byte("q"))))
+	got := framesBack(t, func() (ws.Header, []byte) { return nextFrame(t, tp, r) }, size)
+	checkCarried(t, tp, done, got, down)
+}
+
+// framesBack reads the broker's bytes out of the binary frames next
+// returns until size bytes and the pong of a ping "q" have come; any
+// other frame fails the test.
+func framesBack(t *testing.T, next func() (ws.Header, []byte), size int) []byte {
+	t.Helper()
 	var got []byte
 	pongs := 0
 	for len(got) < size || pongs == 0 {
-		switch hd, p := nextFrame(t, tp, r); {
+		switch hd, p := next(); {
 		case hd.OpCode == ws.OpBinary:
 			got = append(got, p...)
 		case hd.OpCode == ws.OpPong && string(p) == "q":
@@ -99,15 +108,7 @@ func TestWebSocketPairBytes(t *testing.T) {
 			t.Fatalf("frame %v % x among the broker's bytes", hd.OpCode, p)
 		}
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, down) {
-		t.Fatal("the broker's bytes came back changed")
-	}
-	if up, dn := tp.conn.Bytes(); up != 8 || dn != size {
-		t.Errorf("meter up %d down %d, want 8 and %d", up, dn, size)
-	}
+	return got
 }
 
 // TestWebSocketPairGoodbye: a close at a boundary sends the client final

@@ -140,27 +140,7 @@ func TestWSSPairBytes(t *testing.T) {
 	}()
 	waitFor(t, "a blocked write", func() bool { return h.g.loops[0].backlogs.Load() > 0 })
 	write(t, tp.client, w.records(stream(ctl(ws.OpPing, []byte("q"))), 100))
-	var got []byte
-	pongs := 0
-	for len(got) < size || pongs == 0 {
-		switch hd, p := w.frame(t); {
-		case hd.OpCode == ws.OpBinary:
-			got = append(got, p...)
-		case hd.OpCode == ws.OpPong && string(p) == "q":
-			pongs++
-		default:
-			t.Fatalf("frame %v % x among the broker's bytes", hd.OpCode, p)
-		}
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, down) {
-		t.Fatal("the broker's bytes came back changed")
-	}
-	if up, dn := tp.conn.Bytes(); up != 8 || dn != size {
-		t.Errorf("meter up %d down %d, want 8 and %d", up, dn, size)
-	}
+	checkCarried(t, tp, done, framesBack(t, func() (ws.Header, []byte) { return w.frame(t) }, size), down)
 }
 
 // TestWSSPairEnds: how a wss pair in a loop ends, each layer as on the
