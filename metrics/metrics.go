@@ -120,7 +120,7 @@ var (
 	wsUpgrades   = desc("websocket_upgrades_total", "MQTT over WebSocket upgrade requests, by result: upgraded, not_websocket, origin, subprotocol, handshake.", "result")
 	wsPairs      = desc("websocket_pairs_total", "Plain ws pairs on data_path epoll, by where they were carried: looped (an event loop), parked (their handover was not simple), upstream_parked (their upstream is ws, wss or tls).", "path")
 	tlsRecord    = desc("tls_record_carried_total", "TLS connections whose records mqgate's tlsrecord carries after the handshake (stream_proxy.tls_record).")
-	tlsPairs     = desc("tls_record_pairs_total", "TLS pairs carried by tlsrecord on data_path epoll, by where they were carried: looped (handed to an event loop once they had stayed a second), parked (ended on the parked path: shorter-lived, or records read ahead).", "path")
+	tlsPairs     = desc("tls_record_pairs_total", "TLS pairs carried by tlsrecord on data_path epoll, by where they were carried: looped (handed to an event loop once they had stayed a quarter of a second), parked (ended on the parked path: shorter-lived, or records read ahead).", "path")
 )
 
 type collector struct{ src Sources }

@@ -24,12 +24,14 @@ type eventLoops struct {
 
 // tlsLoopAfter is how old a parked TLS pair whose records tlsrecord
 // carries must be before it is handed to an event loop (tlsMove): longer
-// than a session that connects, publishes a little and disconnects, short
-// enough that an idle fleet is in the loops a second or so after it
-// connected (cmd/mqgate's give-back after a ramp waits for the moves:
-// TLSRecordWaiting). Not a setting: what the loop saves per message or
-// idle pair does not depend on when it moves.
-const tlsLoopAfter = time.Second
+// than a connect cycle (CONNECT, CONNACK, DISCONNECT), short enough that
+// few pairs of a ramp wait parked at once. At a second, the parked state
+// of a second's connections coexisted and its memory stayed in the
+// process: 1.8-3.0 KB per idle TLS pair against 0.6-2.0 KB at 250 ms
+// and 1.0-1.6 KB moving at the CONNACK, with the same CPU per short
+// session (docs/data-path.md). Not a setting: what the loop saves per
+// message or idle pair does not depend on when it moves.
+const tlsLoopAfter = 250 * time.Millisecond
 
 // settle is the Settler of parked TLS pairs, made with the first: it
 // offers a pair once it is after old (tlsLoopAfter).

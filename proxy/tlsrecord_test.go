@@ -73,8 +73,8 @@ stream_routes:
 					t.Fatalf("tlsrecord carried %d connections, want %d", got, want)
 				}
 				if dp == config.DataPathEpoll {
-					// Paho's pair stays: a loop takes it once it is a
-					// second old. The mosquitto_pub and _sub pairs are
+					// Paho's pair stays: a loop takes it once it is
+					// 250 ms old. The mosquitto_pub and _sub pairs are
 					// counted when they end (parked, unless they lasted
 					// that long) or move.
 					mqtttest.WaitFor(t, fmt.Sprintf("%d carried pairs counted, Paho's looped", want), func() bool {
