@@ -28,15 +28,18 @@ func TestClientIDSticksToBroker(t *testing.T) {
 	}
 	where := mqtttest.Owners(t, brokers, ids, 3)
 
-	// 100 keys over 3 equal nodes: 33.3 expected, binomial sd 4.7; allow
-	// 3 sd either way.
+	// Every broker owns some of the ids: the hash spreads them. How evenly
+	// is balance's TestConsistentHashSpread, on fixed node names: here the
+	// nodes are random ports, so the shares change from run to run, and a
+	// band of 19..48 of 100 (3 binomial sd) failed in a test run (a ring's
+	// shares vary more than a binomial's).
 	per := make([]int, len(brokers))
 	for _, bi := range where {
 		per[bi]++
 	}
 	for bi, n := range per {
-		if n < 19 || n > 48 {
-			t.Errorf("broker %d got %d of 100 client ids, want 19..48 (spread %v)", bi, n, per)
+		if n == 0 {
+			t.Errorf("broker %d got none of the 100 client ids (spread %v)", bi, per)
 		}
 	}
 }
