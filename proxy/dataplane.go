@@ -25,12 +25,10 @@ type eventLoops struct {
 // tlsLoopAfter is how old a parked TLS pair whose records tlsrecord
 // carries must be before it is handed to an event loop (tlsMove): longer
 // than a connect cycle (CONNECT, CONNACK, DISCONNECT), short enough that
-// few pairs of a ramp wait parked at once. At a second, the parked state
-// of a second's connections coexisted and its memory stayed in the
-// process: 1.8-3.0 KB per idle TLS pair against 0.6-2.0 KB at 250 ms
-// and 1.0-1.6 KB moving at the CONNACK, with the same CPU per short
-// session (docs/data-path.md). Not a setting: what the loop saves per
-// message or idle pair does not depend on when it moves.
+// few pairs of a ramp wait parked at once: at a second, a second's
+// connections waited together and their memory stayed in the process
+// (docs/data-path.md, "A quarter of a second"). Not a setting: what the
+// loop saves per message or idle pair does not depend on when it moves.
 const tlsLoopAfter = 250 * time.Millisecond
 
 // settle is the Settler of parked TLS pairs, made with the first: it

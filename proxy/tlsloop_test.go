@@ -144,7 +144,7 @@ func subscribePacket(filter string) []byte {
 }
 
 // TestTLSLoopAfterStaying: a TLS pair is handed to an event loop only once
-// it has stayed (250 ms old, with both
+// it has stayed (tlsLoopAfter old, with both
 // directions parked), so a short session, CONNECT, CONNACK, DISCONNECT,
 // ends parked and is counted so, while one that stays moves, still
 // answers PINGREQ [MQTT-3.12.4-1] from the loop, and is logged with the

@@ -74,7 +74,7 @@ stream_routes:
 				}
 				if dp == config.DataPathEpoll {
 					// Paho's pair stays: a loop takes it once it is
-					// 250 ms old. The mosquitto_pub and _sub pairs are
+					// tlsLoopAfter old. The mosquitto_pub and _sub pairs are
 					// counted when they end (parked, unless they lasted
 					// that long) or move.
 					mqtttest.WaitFor(t, fmt.Sprintf("%d carried pairs counted, Paho's looped", want), func() bool {

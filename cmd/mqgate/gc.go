@@ -134,7 +134,7 @@ const (
 // measuring what it does).
 // conns is the number of open client connections; moving, the number of
 // them waiting to move into the event loops (TLS pairs parked until they
-// have stayed 250 ms), whose parked state is garbage once they have
+// have stayed: proxy's tlsLoopAfter), whose parked state is garbage once they have
 // moved: while they move at more than rampJitter per check, a ramp has
 // not settled.
 // With tune, it also moves the collector's target with the allocation

@@ -83,7 +83,7 @@ func run() error {
 	flag.IntVar(&s.connects, "connects", 20000, "connect cycles for the CPU figure (0 skips)")
 	flag.IntVar(&s.workers, "workers", 32, "concurrent clients in the message and connect phases")
 	flag.StringVar(&s.env, "env", "", "extra environment for the proxy, as KEY=VALUE (GODEBUG=gctrace=1, GOGC=50)")
-	flag.DurationVar(&s.idleAfter, "idle-after", 0, "read the idle RSS no sooner than this after the last idle connection is up (bench/ reads it 10 s after its ramp; mqgate hands TLS pairs to its loops 250 ms after they connect)")
+	flag.DurationVar(&s.idleAfter, "idle-after", 0, "read the idle RSS no sooner than this after the last idle connection is up (bench/ reads it 10 s after its ramp; mqgate hands TLS pairs to its loops once they have stayed, a fraction of a second)")
 	flag.DurationVar(&s.hold, "hold", 0, "keep the idle connections open this long after measuring them (to profile the proxy)")
 	flag.Parse()
 
