@@ -580,6 +580,7 @@ func (r *runner) snap(t *target, loaders ...*loadProc) snapshot {
 func fillCPU(p *results.Phase, a, b snapshot) {
 	p.WindowSeconds = b.at.Sub(a.at).Seconds()
 	p.ProxyCPU = (b.proxy.CPU - a.proxy.CPU).Seconds()
+	p.ProxySysCPU = (b.proxy.Sys - a.proxy.Sys).Seconds()
 	p.BrokerCPU = (b.brokers.CPU - a.brokers.CPU).Seconds()
 	p.LoadgenCPU = (b.loader.CPU - a.loader.CPU).Seconds()
 	busy := (b.machine.busy - a.machine.busy).Seconds()

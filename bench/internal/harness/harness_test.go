@@ -150,6 +150,9 @@ func TestReadUsageOfSelf(t *testing.T) {
 	if u.CPU <= start.CPU {
 		t.Errorf("CPU did not grow over a busy loop: %v then %v", start.CPU, u.CPU)
 	}
+	if u.Sys < 0 || u.Sys > u.CPU {
+		t.Errorf("system time %v of CPU %v", u.Sys, u.CPU)
+	}
 	if m := readMachineCPU(); m.total <= 0 || m.busy > m.total {
 		t.Errorf("machine CPU %+v", m)
 	}

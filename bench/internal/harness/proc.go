@@ -141,6 +141,7 @@ func statFields(stat []byte) ([]string, error) {
 // usage is CPU time and resident memory summed over processes.
 type usage struct {
 	CPU   time.Duration
+	Sys   time.Duration // the part of CPU spent in the kernel (stime)
 	RSSKB int64
 }
 
@@ -148,8 +149,8 @@ type usage struct {
 // on every Linux architecture Go supports.
 const clockTicks = 100
 
-// readUsage sums utime+stime (/proc/PID/stat) and VmRSS (/proc/PID/status)
-// over pids. Processes that have gone are skipped.
+// readUsage sums utime+stime (/proc/PID/stat), stime alone, and VmRSS
+// (/proc/PID/status) over pids. Processes that have gone are skipped.
 func readUsage(pids []int) usage {
 	var u usage
 	for _, pid := range pids {
@@ -164,6 +165,7 @@ func readUsage(pids []int) usage {
 		utime, _ := strconv.ParseInt(fields[11], 10, 64)
 		stime, _ := strconv.ParseInt(fields[12], 10, 64)
 		u.CPU += time.Duration(utime+stime) * time.Second / clockTicks
+		u.Sys += time.Duration(stime) * time.Second / clockTicks
 		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			continue

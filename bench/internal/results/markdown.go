@@ -179,6 +179,7 @@ func (r *Run) Markdown() string {
 	w("Values are medians over rounds, ± half their range in percent of the median. Ratios are medians of the per-round ratios to HAProxy, which ran in the same round, with their range (the WebSocket rows: mqgate/nginx, NGINX proxying the same WebSocket to the same broker); compare ratios, not absolute numbers, across runs: the machine is shared and noisy. ↑ higher is better, ↓ lower is better. \"no-proxy\" clients connect straight to the broker their client id hashes to: it is the ceiling.\n\n")
 
 	r.writeCPUTable(w, rounds)
+	r.writeKernelTable(w, rounds)
 
 	w("## Skipped and notes\n\n")
 	noted := false
@@ -279,6 +280,79 @@ func (r *Run) writeCPUTable(w func(string, ...any), rounds int) {
 				w(" %.2f |", s.median)
 			}
 			w("\n")
+		}
+	}
+	w("\n")
+}
+
+// writeKernelTable splits each proxy's CPU per operation into its time in
+// the kernel (stime: the system calls and, on loopback, much of the peer's
+// TCP receive work run inside them) and in the process (utime). A target
+// such as 0.8× HAProxy's CPU leaves the proxy's own code 0.8× HAProxy's
+// whole less the proxy's kernel time; this table shows how much that is.
+// Runs from before 2026-12-02 have no split and no table.
+func (r *Run) writeKernelTable(w func(string, ...any), rounds int) {
+	phases := []struct {
+		name, unit string
+		per        float64 // operations per unit of the row
+		scale      float64 // CPU seconds to the row's unit
+	}{
+		{PhaseConnect, "ms per 1,000 connects", 1e3, 1e3},
+		{PhaseThroughput64, "s per million messages", 1e6, 1},
+		{PhaseThroughput1K, "s per million messages", 1e6, 1},
+		{PhaseTLSConnect, "ms per 1,000 handshakes", 1e3, 1e3},
+		{PhaseTLSThroughput64, "s per million messages", 1e6, 1},
+	}
+	parts := []struct {
+		name string
+		get  func(*Phase) float64
+	}{
+		{"in the kernel", func(p *Phase) float64 { return p.ProxySysCPU }},
+		{"in the process", func(p *Phase) float64 { return p.ProxyCPU - p.ProxySysCPU }},
+	}
+	var proxies []*Target
+	for _, t := range r.Targets {
+		if t.Name != "no-proxy" {
+			proxies = append(proxies, t)
+		}
+	}
+	split := false
+	for _, t := range proxies {
+		for _, rd := range t.Rounds {
+			for _, p := range rd.Phases {
+				split = split || p.ProxySysCPU > 0
+			}
+		}
+	}
+	if !split {
+		return
+	}
+	w("## The proxy's CPU per operation: kernel and process (median over rounds)\n\n")
+	w("\"in the kernel\" is the proxy's system time (`stime`): its system calls, and on loopback much of the receiving side's TCP work, which runs inside the sender's call. It is what any proxy making the same calls pays; \"in the process\" (`utime`) is the proxy's own code, its runtime and its libraries.\n\n")
+	w("| phase: part |")
+	for _, t := range proxies {
+		w(" %s |", t.Name)
+	}
+	w("\n|---|%s\n", strings.Repeat("--:|", len(proxies)))
+	for _, ph := range phases {
+		for _, part := range parts {
+			cells := make([]string, len(proxies))
+			seen := false
+			for i, t := range proxies {
+				vals := make([]float64, 0, rounds)
+				for _, rd := range t.Rounds {
+					if p := rd.Phases[ph.name]; p != nil && p.Error == "" && p.Load.Ops > 0 && p.ProxySysCPU > 0 {
+						vals = append(vals, part.get(p)*ph.scale/(float64(p.Load.Ops)/ph.per))
+					}
+				}
+				cells[i] = "—"
+				if s := summarize(vals); s.ok() {
+					cells[i], seen = fmt3(s.median), true
+				}
+			}
+			if seen { // a phase this run did not have gets no row
+				w("| %s, %s: %s | %s |\n", ph.name, ph.unit, part.name, strings.Join(cells, " | "))
+			}
 		}
 	}
 	w("\n")

@@ -133,6 +133,10 @@ type Phase struct {
 	ProxyCPU   float64 `json:"proxy_cpu_s"`
 	BrokerCPU  float64 `json:"broker_cpu_s"`
 	LoadgenCPU float64 `json:"loadgen_cpu_s"`
+	// ProxySysCPU is the part of ProxyCPU spent in the kernel (stime),
+	// the system calls' TCP work, which no proxy's own code can shed.
+	// Absent (0) in runs from before 2026-12-02.
+	ProxySysCPU float64 `json:"proxy_sys_cpu_s,omitempty"`
 	// OtherCPU is machine-wide busy time not used by this run's processes:
 	// the other tenants of a shared machine.
 	OtherCPU      float64 `json:"other_cpu_s"`

@@ -107,3 +107,28 @@ func TestMarkdownWebSocketRows(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMarkdownKernelSplit: a run that recorded the proxies' system time
+// gets a table of CPU per operation in the kernel and in the process; a
+// run without it (before 2026-12-02) gets none.
+func TestMarkdownKernelSplit(t *testing.T) {
+	r := sampleRun()
+	if md := r.Markdown(); strings.Contains(md, "kernel and process") {
+		t.Errorf("a run without system times has a kernel table:\n%s", md)
+	}
+	for _, rd := range r.Target("mqgate").Rounds {
+		rd.Phases[PhaseConnect].ProxySysCPU = 0.75 // of 1 s, over 4,500 and 5,500 connects: 167 and 136 ms per 1,000
+	}
+	for _, rd := range r.Target("haproxy").Rounds {
+		rd.Phases[PhaseConnect].ProxySysCPU = 0.8 // of 1 s, over 5,000 connects: 160 ms per 1,000
+	}
+	containsAll(t, r.Markdown(), []string{
+		"## The proxy's CPU per operation: kernel and process",
+		"| phase: part | haproxy | nginx | mqgate |",
+		"| connect, ms per 1,000 connects: in the kernel | 160 | — | 152 |",
+		"| connect, ms per 1,000 connects: in the process | 40.0 | — | 50.5 |",
+	})
+	if md := r.Markdown(); strings.Contains(md, "| throughput-64B, s per million") {
+		t.Errorf("a phase the run did not have has a row:\n%s", md)
+	}
+}
