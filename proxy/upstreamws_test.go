@@ -17,6 +17,7 @@ import (
 	"github.com/mqgate/mqgate/internal/mqtttest"
 	"github.com/mqgate/mqgate/mqtt"
 	"github.com/mqgate/mqgate/mqttws"
+	"github.com/mqgate/mqgate/proxy"
 )
 
 // silentWSBroker takes MQTT over WebSocket on /mqtt (404 elsewhere; the
@@ -74,7 +75,8 @@ func TestUpstreamWebSocket(t *testing.T) {
 			}
 			broker := mqtttest.StartMochiWS(t, brokerTLS)
 			silent, connects := silentWSBroker(t, brokerTLS)
-			g := startGateway(t, fmt.Sprintf(`
+			logs := &mqtttest.LogBuffer{}
+			g := startGatewayLog(t, fmt.Sprintf(`
 stream_proxy:
   tcp: [{addr: LISTEN, websocket: true}]
   connect_timeout: 10s
@@ -96,12 +98,23 @@ upstreams:
         timeout: 1
         healthy: {interval: 0.05, successes: 1}
 stream_routes: [{id: r, upstream_id: emqx}]
-`, scheme, tlsYAML, silent, port(broker.Addr())))
+`, scheme, tlsYAML, silent, port(broker.Addr())), logs)
 			stopFirst(t, g)
 
 			msgsWS, msgsTCP := make(chan message, 4), make(chan message, 4)
 			tcp := dialV3(t, g.addr, "up-tcp-v3", 4, msgsTCP)
 			ws := dialV5Conn(t, mqtttest.MustDialWS(t, wsURL(g.addr), mqtttest.WSOptions{}), "up-ws-v5", msgsWS)
+			// Before the clients' own cleanups close them: what each side
+			// held when the test failed (a SUBACK that never came, once in
+			// a CI run, and not again in 300 runs under load).
+			t.Cleanup(func() {
+				if !t.Failed() {
+					return
+				}
+				conns, _ := g.srv.Connections(proxy.ConnFilter{}, 0)
+				t.Logf("connections through mqgate: %+v\nthe broker's clients:\n%s\nstats: %+v\nprocess log:\n%s\naccess log:\n%s",
+					conns, broker.Clients(), g.srv.Stats(), logs, g.access)
+			})
 			tcp.subscribe(t, "to/tcp", 1)
 			ws.subscribe(t, "to/ws", 1)
 			big := strings.Repeat("frame ", 30000) // 180 kB: several WebSocket frames each way

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -55,6 +57,22 @@ func StartMochi(t testing.TB) *Mochi {
 
 func (m *Mochi) Addr() string   { return m.addr }
 func (m *Mochi) Seen() []string { return m.seen.ids() }
+
+// Clients describes the broker's clients as it sees them now, one line
+// each (id, remote address, closed or not, subscriptions): for a test's
+// log when it fails.
+func (m *Mochi) Clients() string {
+	var lines []string
+	for id, cl := range m.Server.Clients.GetAll() {
+		if cl.Net.Inline {
+			continue
+		}
+		subs := slices.Sorted(maps.Keys(cl.State.Subscriptions.GetAll()))
+		lines = append(lines, fmt.Sprintf("%s from %s closed=%v subscriptions=%v", id, cl.Net.Remote, cl.Closed(), subs))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
 
 // Close stops the broker as a crash does, to test failover: the port
 // refuses connections first, then every client connection drops (see
