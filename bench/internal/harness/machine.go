@@ -81,7 +81,8 @@ func versions(repo string) []results.Version {
 	rev := "unknown"
 	if out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
 		rev = strings.TrimSpace(string(out))
-		if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--", ".").Output(); err == nil && len(st) > 0 {
+		// A previous run's own results (bench/results) do not change the build.
+		if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--", ".", ":(exclude)bench/results").Output(); err == nil && len(st) > 0 {
 			rev += " (modified)"
 		}
 	} else {
