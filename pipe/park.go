@@ -600,15 +600,17 @@ func (d *direction) drain() (dry bool, err error) {
 // that finds nothing, as the loops' reads do not.
 func (d *direction) pump() (dry, again bool, err error) {
 	c := d.park.pc
-	var ended bool
+	var ended, moving bool
 	// One drain of the socket fd a wake of the wait: false waits for the
-	// next bytes, true ends the wait with the direction. Made per busy
-	// time, not kept while idle.
+	// next bytes, true ends the wait with the direction, or parks it for
+	// the pair's move (settling.moveDue). Made per busy time, not kept
+	// while idle.
 	step := func(fd uintptr) bool {
 		c.pfd, c.drained = int32(fd), false
 		dry, derr := d.drain()
 		if dry {
-			return false
+			moving = d.park.settle.moveDue()
+			return moving
 		}
 		ended, err = true, derr
 		return true
@@ -629,6 +631,11 @@ func (d *direction) pump() (dry, again bool, err error) {
 			return false, false, err
 		}
 		now := time.Now().UnixNano()
+		if moving { // parks as after a window with nothing read
+			c.idle()
+			c.lastPark = now
+			return true, false, nil
+		}
 		switch {
 		case werr == nil || !errors.Is(werr, os.ErrDeadlineExceeded):
 			c.idle() // closed: the drain's read fails

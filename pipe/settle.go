@@ -15,8 +15,11 @@ import (
 // such a pair parks first and is offered to its move only once it is older
 // than the Settler's delay, at a moment both of its directions are parked:
 // a session that ends within the delay never moves, an idle fleet moves
-// about the delay after it connected, and a busy pair at the first pause of
-// both directions past it.
+// about the delay after it connected, and a busy pair, whose directions
+// would otherwise never park (a busy direction waits lingerFor in Go's
+// poller), parks each direction at the end of a drain once it is past the
+// delay, and is offered the moment both are parked (between a client's
+// bursts and the broker's answers), a few tries per delay.
 //
 // No timer per pair: a pair enters the Settler's wheel only when its second
 // direction parks (a session whose DISCONNECT comes within the busy window
@@ -39,6 +42,8 @@ type Settler struct {
 	timer *time.Timer // runs fire while count > 0
 	armed bool
 	done  bool
+	// closed is done, for the offers made outside the wheel (parked).
+	closed atomic.Bool
 }
 
 // NewSettler returns a Settler that offers a pair once it is after old.
@@ -61,6 +66,7 @@ func (s *Settler) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.done = true
+	s.closed.Store(true)
 	s.timer.Stop()
 	clear(s.slots)
 	s.count = 0
@@ -128,7 +134,7 @@ func (s *Settler) fire() {
 // It reports false when the pair stays; it is offered again after its next
 // park.
 func (s *Settler) Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkConn, ready Readiness, opts Options, done func(Result), move func(*Handover) bool) error {
-	return park(client, clientPC, broker, brokerPC, ready, opts, done, &settling{s: s, move: move, start: s.clock()})
+	return park(client, clientPC, broker, brokerPC, ready, opts, done, newSettling(s, move))
 }
 
 // settling is what a pair parked by a Settler holds for it.
@@ -136,18 +142,69 @@ type settling struct {
 	s        *Settler
 	move     func(*Handover) bool
 	start    int64       // s.clock() at Park
-	queued   atomic.Bool // in s's wheel
+	queued   atomic.Bool // in s's wheel, or being offered
 	up, down *direction
+	// A busy direction parks at the end of a drain, for the pair to be
+	// offered, from next (s.clock()) on, at most busyTries times before
+	// next moves a delay on; a failed offer moves it too.
+	next  atomic.Int64
+	tries atomic.Int32
+}
+
+// busyTries bounds the parks of busy directions for a move per Settler
+// delay: each costs a watch's re-arm and a wake through the notifier when
+// the next bytes come (Take fails when they came first).
+const busyTries = 8
+
+func newSettling(s *Settler, move func(*Handover) bool) *settling {
+	st := &settling{s: s, move: move, start: s.clock()}
+	st.next.Store(st.start + int64(s.after))
+	return st
+}
+
+// moveDue reports whether a busy direction of the pair should park now, at
+// the end of a drain, so that the pair can be offered to its move: it is
+// past the delay and has tries left.
+func (st *settling) moveDue() bool {
+	if st == nil {
+		return false
+	}
+	now := st.s.clock()
+	if now < st.next.Load() {
+		return false
+	}
+	if st.tries.Add(1) > busyTries {
+		st.retryLater(now)
+		return false
+	}
+	return true
+}
+
+// retryLater gives the pair's busy directions their next tries a delay
+// from now.
+func (st *settling) retryLater(now int64) {
+	st.next.Store(now + int64(st.s.after))
+	st.tries.Store(0)
 }
 
 // parked is told when a direction of the pair has parked: with both
-// parked, the pair enters the wheel, due when it is s.after old (at once
-// if it is older).
+// parked, the pair is offered at once when it is s.after old (on the
+// goroutine of the direction that parked last, which has nothing else to
+// do), else it enters the wheel, due when it is.
 func (st *settling) parked() {
 	if st == nil || !st.idle() || !st.queued.CompareAndSwap(false, true) {
 		return
 	}
-	st.s.add(st, max(st.s.clock(), st.start+int64(st.s.after)))
+	due := st.start + int64(st.s.after)
+	if st.s.clock() >= due {
+		if st.s.closed.Load() {
+			st.queued.Store(false)
+			return
+		}
+		st.offer()
+		return
+	}
+	st.s.add(st, due)
 }
 
 func (st *settling) idle() bool {
@@ -159,6 +216,7 @@ func (st *settling) idle() bool {
 func (st *settling) offer() {
 	st.queued.Store(false)
 	if !st.idle() {
+		st.retryLater(st.s.clock())
 		return
 	}
 	h := &Handover{up: st.up, down: st.down}
@@ -168,6 +226,7 @@ func (st *settling) offer() {
 		}
 		return
 	}
+	st.retryLater(st.s.clock())
 	if h.taken {
 		h.resume()
 	}
