@@ -227,72 +227,90 @@ stream_routes:
 	}
 }
 
-// TestTLSLoopWhileBusy: a TLS pair that never pauses (a client publishing
-// to itself in bursts, the next burst as soon as the last came back, so
-// neither direction waits lingerFor with nothing read) still moves into an
-// event loop once it has stayed, between a burst's answers and the next
-// burst, and every message of the stream comes back once, in order, across
-// the move.
+// TestTLSLoopWhileBusy: a TLS or wss pair that never pauses (a client
+// publishing to itself in bursts, the next burst as soon as the last came
+// back, so neither direction waits lingerFor with nothing read) still
+// moves into an event loop once it has stayed, between a burst's answers
+// and the next burst, and every message of the stream comes back once, in
+// order, across the move.
 func TestTLSLoopWhileBusy(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
 	broker := mqtttest.StartMochi(t)
-	g := startTLSGateway(t, fmt.Sprintf(`
+	for _, transport := range []string{"tls", "wss"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			ws := ""
+			if transport == "wss" {
+				ws = ", websocket: true"
+			}
+			g := startTLSGateway(t, fmt.Sprintf(`
 stream_proxy:
-  tcp: [{addr: LISTEN, tls: true}]
+  tcp: [{addr: LISTEN, tls: true%[3]s}]
   data_path: epoll
 ssls:
   - {id: a, snis: [a.example], cert: %[1]s/a.crt, key: %[1]s/a.key}
 stream_routes:
   - {id: r, upstream: {nodes: {%[2]q: 1}}}
-`, p.dir, broker.Addr()))
-	c, err := tls.Dial("tcp", g.addr, p.clientTLS("a.example", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	connect := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: "busy"})
-	if _, err := c.Write(append(connect, subscribePacket("busy/t")...)); err != nil {
-		t.Fatal(err)
-	}
-	if _, code, err := mqtt.ParseConnack(mqtttest.ReadPacket(t, c), mqtt.Level311); err != nil || code != 0 {
-		t.Fatalf("CONNACK code %v, err %v", code, err)
-	}
-	if pk := mqtttest.ReadPacket(t, c); len(pk) == 0 || pk[0] != 0x90 {
-		t.Fatalf("SUBACK = % x", pk)
-	}
-	looped := func() bool { return g.srv.Stats().TLSRecordLooped == 1 }
-
-	const burst = 16
-	seq, after := 0, -1 // after: bursts left once the pair moved
-	deadline := time.Now().Add(30 * time.Second)
-	for after != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("still parked after %d bursts without a pause (stats %+v)", seq/burst, g.srv.Stats())
-		}
-		var out []byte
-		for i := range burst {
-			out = append(out, publishPacket("busy/t", strconv.Itoa(seq+i))...)
-		}
-		if _, err := c.Write(out); err != nil {
-			t.Fatal(err)
-		}
-		for range burst {
-			pk := mqtttest.ReadPacket(t, c)
-			want := publishPacket("busy/t", strconv.Itoa(seq))
-			if !bytes.Equal(pk, want) {
-				t.Fatalf("message %d: got % x, want % x", seq, pk, want)
+`, p.dir, broker.Addr(), ws))
+			var c net.Conn
+			if transport == "wss" {
+				c = mqtttest.MustDialWS(t, "wss://"+g.addr+"/mqtt", mqtttest.WSOptions{TLS: p.clientTLS("a.example", nil)})
+			} else {
+				tc, err := tls.Dial("tcp", g.addr, p.clientTLS("a.example", nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				c = tc
 			}
-			seq++
-		}
-		switch {
-		case after > 0:
-			after--
-		case looped():
-			after = 50 // carried on by the loop
-		}
-	}
-	if st := g.srv.Stats(); st.TLSRecordParked != 0 {
-		t.Errorf("parked pairs ended %d, want 0", st.TLSRecordParked)
+			defer c.Close()
+			id := "busy-" + transport
+			connect := mqtt.AppendConnect(nil, &mqtt.Connect{ProtocolName: "MQTT", Level: mqtt.Level311, CleanStart: true, KeepAlive: 30, ClientID: id})
+			if _, err := c.Write(append(connect, subscribePacket(id)...)); err != nil {
+				t.Fatal(err)
+			}
+			if _, code, err := mqtt.ParseConnack(mqtttest.ReadPacket(t, c), mqtt.Level311); err != nil || code != 0 {
+				t.Fatalf("CONNACK code %v, err %v", code, err)
+			}
+			if pk := mqtttest.ReadPacket(t, c); len(pk) == 0 || pk[0] != 0x90 {
+				t.Fatalf("SUBACK = % x", pk)
+			}
+			looped := func() bool {
+				st := g.srv.Stats()
+				return st.TLSRecordLooped == 1 && (transport != "wss" || st.WebSocketLooped == 1)
+			}
+
+			const burst = 16
+			seq, after := 0, -1 // after: bursts left once the pair moved
+			deadline := time.Now().Add(30 * time.Second)
+			for after != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("still parked after %d bursts without a pause (stats %+v)", seq/burst, g.srv.Stats())
+				}
+				var out []byte
+				for i := range burst {
+					out = append(out, publishPacket(id, strconv.Itoa(seq+i))...)
+				}
+				if _, err := c.Write(out); err != nil {
+					t.Fatal(err)
+				}
+				for range burst {
+					pk := mqtttest.ReadPacket(t, c)
+					if want := publishPacket(id, strconv.Itoa(seq)); !bytes.Equal(pk, want) {
+						t.Fatalf("message %d: got % x, want % x", seq, pk, want)
+					}
+					seq++
+				}
+				switch {
+				case after > 0:
+					after--
+				case looped():
+					after = 50 // carried on by the loop
+				}
+			}
+			if st := g.srv.Stats(); st.TLSRecordParked != 0 {
+				t.Errorf("parked pairs ended %d, want 0", st.TLSRecordParked)
+			}
+		})
 	}
 }
