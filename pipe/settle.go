@@ -128,11 +128,12 @@ func (s *Settler) fire() {
 // Park is [Park] for a pair that may be handed on once it has stayed: when
 // it is older than the Settler's delay and both its directions are parked,
 // move is called with the pair's Handover, on the Settler's goroutine (it
-// may block briefly: the pairs due after it wait). move reports true when
-// it took the pair (Handover.Take) and handed its sockets on: the pipe then
-// ends without calling done, and the pipe's Control no longer reaches it.
-// It reports false when the pair stays; it is offered again after its next
-// park.
+// may block briefly: the pairs due after it wait), or, for a pair already
+// past the delay when its second direction parks, on that direction's. move
+// reports true when it took the pair (Handover.Take) and handed its sockets
+// on: the pipe then ends without calling done, and the pipe's Control no
+// longer reaches it. It reports false when the pair stays; it is offered
+// again after a later park, a delay on at the soonest.
 func (s *Settler) Park(client net.Conn, clientPC *ParkConn, broker net.Conn, brokerPC *ParkConn, ready Readiness, opts Options, done func(Result), move func(*Handover) bool) error {
 	return park(client, clientPC, broker, brokerPC, ready, opts, done, newSettling(s, move))
 }
