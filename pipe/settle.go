@@ -41,9 +41,9 @@ type Settler struct {
 	count int
 	timer *time.Timer // runs fire while count > 0
 	armed bool
-	done  bool
-	// closed is done, for the offers made outside the wheel (parked).
-	closed atomic.Bool
+	// done: Close was called. Set under mu; read under it by the wheel,
+	// without it by the offers made outside the wheel (parked).
+	done atomic.Bool
 }
 
 // NewSettler returns a Settler that offers a pair once it is after old.
@@ -65,8 +65,7 @@ func (s *Settler) clock() int64 { return int64(time.Since(s.base)) }
 func (s *Settler) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.done = true
-	s.closed.Store(true)
+	s.done.Store(true)
 	s.timer.Stop()
 	clear(s.slots)
 	s.count = 0
@@ -76,7 +75,7 @@ func (s *Settler) Close() {
 func (s *Settler) add(st *settling, due int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.done {
+	if s.done.Load() {
 		return
 	}
 	if s.count == 0 {
@@ -97,7 +96,7 @@ func (s *Settler) add(st *settling, due int64) {
 // at the next tick while the wheel holds pairs.
 func (s *Settler) fire() {
 	s.mu.Lock()
-	if s.done {
+	if s.done.Load() {
 		s.mu.Unlock()
 		return
 	}
@@ -198,7 +197,7 @@ func (st *settling) parked() {
 	}
 	due := st.start + int64(st.s.after)
 	if st.s.clock() >= due {
-		if st.s.closed.Load() {
+		if st.s.done.Load() {
 			st.queued.Store(false)
 			return
 		}
