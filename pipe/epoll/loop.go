@@ -428,7 +428,11 @@ func (l *loop) wait() int {
 
 // maxBlock bounds a blocking wait, in milliseconds: a loop holds its P
 // while it waits, and a runtime that cannot preempt it by a signal
-// (GODEBUG=asyncpreemptoff=1) waits for it at most this long.
+// (GODEBUG=asyncpreemptoff=1) waits for it at most this long. It is above
+// sysmon's 10 ms on purpose: an idle loop's wait is then retaken, which
+// keeps sysmon polling every 20 µs, and the busy loops are faster with it
+// (9 ms: about a sixth fewer ws messages/s in bench; docs/data-path.md, "Loops
+// and threads").
 const maxBlock = 50
 
 // runCommands runs the queued commands and reports whether the loop
